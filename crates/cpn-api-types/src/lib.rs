@@ -1,0 +1,30 @@
+//! Wire types of the cpn HTTP API. This is the only crate that defines JSON shapes:
+//! the server converts its internal and stored types into these, never serializing them
+//! directly, so internals can change without breaking clients.
+
+pub mod error;
+pub mod identity;
+pub mod registry;
+pub mod scenario;
+pub mod topology;
+
+pub use error::{Code, ErrorBody, ErrorDetail};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// One page of a list. Pass `next_cursor` back as `?cursor=` to get the next page; it is
+/// absent on the last page.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Answer of `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
