@@ -1,0 +1,890 @@
+//! The embedded store: one SQLite database in the data dir.
+//!
+//! Writes go to a single writer thread that commits them in groups: it takes every write
+//! waiting in its queue, runs each inside its own savepoint (so a failed write is rolled back
+//! alone), commits once with `synchronous=FULL`, and only then answers the callers. One fsync
+//! thus covers many concurrent requests without weakening "acknowledged means durable".
+//! Reads use a small pool of connections; WAL lets them run beside the writer.
+
+use crate::{
+    LabelChange, LabelChangeSummary, ListQuery, MetricRecord, NewObject, NewUser, ObjectRecord,
+    ObjectUpdate, Reference, Result, SessionRecord, Store, StoreError, TenantRecord, UserRecord,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use cpn_model::{Kind, Labels};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use tokio::sync::oneshot;
+
+const DB_FILE: &str = "cpn.db";
+const LOCK_FILE: &str = "cpn.lock";
+const READERS: usize = 4;
+/// Upper bound of writes committed together; bounds the latency one slow batch adds.
+const MAX_GROUP: usize = 512;
+
+/// Schema versions, applied in order at open. Never edit a released entry; append one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE objects (
+    id          TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    tenant      TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    public      INTEGER NOT NULL,
+    labels      TEXT NOT NULL,
+    generation  INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    spec        TEXT NOT NULL,
+    UNIQUE (kind, name)
+);
+CREATE INDEX objects_by_kind ON objects (kind, id);
+CREATE TABLE refs (
+    from_id TEXT NOT NULL REFERENCES objects (id) ON DELETE CASCADE,
+    field   TEXT NOT NULL,
+    to_kind TEXT NOT NULL,
+    to_id   TEXT NOT NULL,
+    PRIMARY KEY (from_id, field)
+);
+CREATE INDEX refs_by_target ON refs (to_id);
+CREATE TABLE metrics (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    object_id TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    at        TEXT NOT NULL,
+    value     TEXT NOT NULL
+);
+CREATE INDEX metrics_by_object ON metrics (object_id, at);
+CREATE INDEX metrics_by_kind ON metrics (kind, at);
+CREATE TABLE tenants (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    display_name TEXT NOT NULL,
+    created_at   TEXT NOT NULL
+);
+CREATE TABLE users (
+    id            TEXT PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    tenant        TEXT NOT NULL REFERENCES tenants (name),
+    role          TEXT NOT NULL,
+    display_name  TEXT NOT NULL,
+    created_at    TEXT NOT NULL
+);
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users (id),
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    revoked    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#];
+
+type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
+
+pub struct SqliteStore {
+    writer: Mutex<mpsc::Sender<WriteJob>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+    // Held for the store's lifetime: the OS lock keeps a second server off this data dir.
+    _lock: File,
+}
+
+/// Fixed-width UTC timestamps, so text order is time order in SQL.
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;",
+    )?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::Corrupt(format!(
+            "the database has schema version {version}, newer than this cpn knows ({known}); use a newer cpn"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied store migration");
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir`, applying migrations.
+    pub fn open(dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("create data dir {}: {e}", dir.display())))?;
+        let lock = File::create(dir.join(LOCK_FILE)).map_err(|e| {
+            StoreError::Backend(format!("create lock file in {}: {e}", dir.display()))
+        })?;
+        if lock.try_lock().is_err() {
+            return Err(StoreError::Locked {
+                path: dir.display().to_string(),
+            });
+        }
+        let path = dir.join(DB_FILE);
+        let mut writer_conn = open_connection(&path)?;
+        migrate(&mut writer_conn)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(open_connection(&path)?);
+        }
+        let (tx, rx) = mpsc::channel::<WriteJob>();
+        std::thread::Builder::new()
+            .name("cpn-store-writer".into())
+            .spawn(move || writer_loop(writer_conn, rx))
+            .map_err(|e| StoreError::Backend(format!("start writer thread: {e}")))?;
+        Ok(SqliteStore {
+            writer: Mutex::new(tx),
+            readers: Arc::new(Mutex::new(readers)),
+            path,
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in the writer's transaction and answers after the group it joined committed.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let deliver: Deliver = Box::new(move |committed| {
+                let _ = tx.send(match committed {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Backend(format!("commit failed: {e}"))),
+                });
+            });
+            (ok, deliver)
+        });
+        self.writer
+            .lock()
+            .expect("writer sender lock is never held across a panic")
+            .send(job)
+            .map_err(|_| StoreError::Backend("the store writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("the store writer dropped a request".into()))?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers
+                .lock()
+                .expect("reader pool lock is never held across a panic")
+                .pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => return Err(StoreError::Backend("no reader connection".into())),
+            };
+            let result = f(&conn);
+            readers
+                .lock()
+                .expect("reader pool lock is never held across a panic")
+                .push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("reader task: {e}")))?
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut delivers = Vec::with_capacity(jobs.len());
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping a job drops its answer channel: each caller gets a backend error.
+            tracing::error!(error = %e, "cannot begin a write transaction");
+            drop(jobs);
+            continue;
+        }
+        for job in jobs {
+            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                tracing::error!(error = %e, "cannot open a savepoint");
+                continue;
+            }
+            let (ok, deliver) = job(&conn);
+            let end = if ok {
+                conn.execute_batch("RELEASE job")
+            } else {
+                conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            };
+            if let Err(e) = end {
+                tracing::error!(error = %e, "closing a savepoint failed");
+            }
+            delivers.push(deliver);
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            e.to_string()
+        });
+        for deliver in delivers {
+            deliver(committed.clone());
+        }
+    }
+}
+
+// ---------------------------------------------------------------- row mapping
+
+const OBJECT_COLUMNS: &str =
+    "id, kind, name, tenant, owner, public, labels, generation, created_at, updated_at, spec";
+
+fn object_from_row(row: &Row<'_>) -> rusqlite::Result<ObjectRecord> {
+    let kind: String = row.get(1)?;
+    let labels: String = row.get(6)?;
+    let spec: String = row.get(10)?;
+    let bad = |what: &str, e: String| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("{what}: {e}").into(),
+        )
+    };
+    Ok(ObjectRecord {
+        id: row.get(0)?,
+        kind: Kind::parse(&kind).ok_or_else(|| bad("kind", kind.clone()))?,
+        name: row.get(2)?,
+        tenant: row.get(3)?,
+        owner: row.get(4)?,
+        public: row.get::<_, i64>(5)? != 0,
+        labels: serde_json::from_str(&labels).map_err(|e| bad("labels", e.to_string()))?,
+        generation: row.get::<_, i64>(7)? as u64,
+        created_at: parse_ts(&row.get::<_, String>(8)?)?,
+        updated_at: parse_ts(&row.get::<_, String>(9)?)?,
+        spec: serde_json::from_str(&spec).map_err(|e| bad("spec", e.to_string()))?,
+        refs: Vec::new(),
+    })
+}
+
+fn load_refs(conn: &Connection, obj: &mut ObjectRecord) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT field, to_kind, to_id FROM refs WHERE from_id = ?1 ORDER BY field",
+    )?;
+    let rows = stmt.query_map([&obj.id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    obj.refs.clear();
+    for row in rows {
+        let (field, kind, id) = row?;
+        let kind = Kind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("reference kind {kind}")))?;
+        obj.refs.push(Reference { field, kind, id });
+    }
+    Ok(())
+}
+
+fn get_object_tx(conn: &Connection, kind: Kind, id: &str) -> Result<Option<ObjectRecord>> {
+    let sql = format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE kind = ?1 AND id = ?2");
+    let obj = conn
+        .prepare_cached(&sql)?
+        .query_row(params![kind.as_str(), id], object_from_row)
+        .optional()?;
+    match obj {
+        Some(mut o) => {
+            load_refs(conn, &mut o)?;
+            Ok(Some(o))
+        }
+        None => Ok(None),
+    }
+}
+
+fn write_refs(conn: &Connection, from_id: &str, refs: &[Reference]) -> Result<()> {
+    conn.prepare_cached("DELETE FROM refs WHERE from_id = ?1")?
+        .execute([from_id])?;
+    for r in refs {
+        let exists: Option<i64> = conn
+            .prepare_cached("SELECT 1 FROM objects WHERE kind = ?1 AND id = ?2")?
+            .query_row(params![r.kind.as_str(), r.id], |row| row.get(0))
+            .optional()?;
+        if exists.is_none() {
+            return Err(StoreError::BrokenRef {
+                field: r.field.clone(),
+                kind: r.kind,
+                id: r.id.clone(),
+            });
+        }
+        conn.prepare_cached(
+            "INSERT INTO refs (from_id, field, to_kind, to_id) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![from_id, r.field, r.kind.as_str(), r.id])?;
+    }
+    Ok(())
+}
+
+fn current_generation(conn: &Connection, kind: Kind, id: &str) -> Result<Option<u64>> {
+    Ok(conn
+        .prepare_cached("SELECT generation FROM objects WHERE kind = ?1 AND id = ?2")?
+        .query_row(params![kind.as_str(), id], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map(|g| g as u64))
+}
+
+fn not_found(kind: Kind, id: &str) -> StoreError {
+    StoreError::NotFound {
+        kind: kind.to_string(),
+        id: id.to_string(),
+    }
+}
+
+fn json(v: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(format!("encode json: {e}")))
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<TenantRecord> {
+    Ok(TenantRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        display_name: r.get(2)?,
+        created_at: parse_ts(&r.get::<_, String>(3)?)?,
+    })
+}
+
+const USER_COLUMNS: &str = "id, username, password_hash, tenant, role, display_name, created_at";
+
+fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        password_hash: r.get(2)?,
+        tenant: r.get(3)?,
+        role: r.get(4)?,
+        display_name: r.get(5)?,
+        created_at: parse_ts(&r.get::<_, String>(6)?)?,
+    })
+}
+
+fn metric_from_row(r: &Row<'_>) -> rusqlite::Result<MetricRecord> {
+    let value: String = r.get(2)?;
+    Ok(MetricRecord {
+        object_id: r.get(0)?,
+        at: parse_ts(&r.get::<_, String>(1)?)?,
+        value: serde_json::from_str(&value).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+    })
+}
+
+// ---------------------------------------------------------------- the trait
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_object(&self, new: NewObject) -> Result<ObjectRecord> {
+        self.write(move |conn| {
+            let id = new_id(new.kind.id_prefix());
+            let now = ts(new.now);
+            let inserted = conn
+                .prepare_cached(&format!(
+                    "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8, ?9)"
+                ))?
+                .execute(params![
+                    id,
+                    new.kind.as_str(),
+                    new.name,
+                    new.tenant,
+                    new.owner,
+                    new.public as i64,
+                    json(&new.labels)?,
+                    now,
+                    json(&new.spec)?,
+                ]);
+            match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::AlreadyExists {
+                        kind: new.kind.to_string(),
+                        name: new.name.clone(),
+                    });
+                }
+                other => other?,
+            };
+            write_refs(conn, &id, &new.refs)?;
+            get_object_tx(conn, new.kind, &id)?
+                .ok_or_else(|| StoreError::Backend("created object vanished".into()))
+        })
+        .await
+    }
+
+    async fn get_object(&self, kind: Kind, id: &str) -> Result<Option<ObjectRecord>> {
+        let id = id.to_string();
+        self.read(move |conn| get_object_tx(conn, kind, &id)).await
+    }
+
+    async fn find_object_by_name(&self, kind: Kind, name: &str) -> Result<Option<ObjectRecord>> {
+        let name = name.to_string();
+        self.read(move |conn| {
+            let id: Option<String> = conn
+                .prepare_cached("SELECT id FROM objects WHERE kind = ?1 AND name = ?2")?
+                .query_row(params![kind.as_str(), name], |r| r.get(0))
+                .optional()?;
+            match id {
+                Some(id) => get_object_tx(conn, kind, &id),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn list_objects(&self, kind: Kind, query: &ListQuery) -> Result<Vec<ObjectRecord>> {
+        let query = query.clone();
+        self.read(move |conn| {
+            let mut sql =
+                format!("SELECT {OBJECT_COLUMNS} FROM objects o WHERE kind = ?1 AND id > ?2");
+            if query.visible_to_tenant.is_some() {
+                sql.push_str(" AND (tenant = ?3 OR public = 1)");
+            }
+            if query.referencing.is_some() {
+                sql.push_str(
+                    " AND EXISTS (SELECT 1 FROM refs WHERE from_id = o.id AND to_id = ?4)",
+                );
+            }
+            sql.push_str(" ORDER BY id LIMIT ?5");
+            let limit = query.limit.map(|l| l as i64).unwrap_or(-1);
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let after = query.after.clone().unwrap_or_default();
+            let mut out: Vec<ObjectRecord> = Vec::new();
+            // Unused numbered parameters are fine in SQLite; binding them all keeps one statement shape.
+            let mut rows = stmt.query(params![
+                kind.as_str(),
+                after,
+                query.visible_to_tenant.clone().unwrap_or_default(),
+                query.referencing.clone().unwrap_or_default(),
+                limit
+            ])?;
+            while let Some(row) = rows.next()? {
+                out.push(object_from_row(row)?);
+            }
+            drop(rows);
+            for o in &mut out {
+                load_refs(conn, o)?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn update_object(&self, update: ObjectUpdate) -> Result<ObjectRecord> {
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE objects SET labels = ?1, public = ?2, spec = ?3, updated_at = ?4,
+                     generation = generation + 1
+                     WHERE kind = ?5 AND id = ?6 AND generation = ?7",
+                )?
+                .execute(params![
+                    json(&update.labels)?,
+                    update.public as i64,
+                    json(&update.spec)?,
+                    ts(update.now),
+                    update.kind.as_str(),
+                    update.id,
+                    update.expected_generation as i64
+                ])?;
+            if changed == 0 {
+                return Err(match current_generation(conn, update.kind, &update.id)? {
+                    None => not_found(update.kind, &update.id),
+                    Some(actual) => StoreError::Conflict {
+                        kind: update.kind,
+                        id: update.id.clone(),
+                        expected: update.expected_generation,
+                        actual,
+                    },
+                });
+            }
+            write_refs(conn, &update.id, &update.refs)?;
+            get_object_tx(conn, update.kind, &update.id)?
+                .ok_or_else(|| StoreError::Backend("updated object vanished".into()))
+        })
+        .await
+    }
+
+    async fn delete_object(
+        &self,
+        kind: Kind,
+        id: &str,
+        expected_generation: Option<u64>,
+    ) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |conn| {
+            let actual =
+                current_generation(conn, kind, &id)?.ok_or_else(|| not_found(kind, &id))?;
+            if let Some(expected) = expected_generation
+                && expected != actual
+            {
+                return Err(StoreError::Conflict {
+                    kind,
+                    id: id.clone(),
+                    expected,
+                    actual,
+                });
+            }
+            let referrer: Option<(String, String, String)> = conn
+                .prepare_cached(
+                    "SELECT o.kind, o.name, r.field FROM refs r JOIN objects o ON o.id = r.from_id
+                     WHERE r.to_id = ?1 LIMIT 1",
+                )?
+                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            if let Some((k, name, field)) = referrer {
+                let count: i64 = conn
+                    .prepare_cached("SELECT COUNT(*) FROM refs WHERE to_id = ?1")?
+                    .query_row([&id], |r| r.get(0))?;
+                return Err(StoreError::InUse {
+                    kind,
+                    id: id.clone(),
+                    by: format!("{count} object(s), e.g. {k} {name:?} ({field})"),
+                });
+            }
+            conn.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND id = ?2")?
+                .execute(params![kind.as_str(), id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn change_labels(&self, changes: Vec<LabelChange>) -> Result<LabelChangeSummary> {
+        self.write(move |conn| {
+            let mut summary = LabelChangeSummary::default();
+            for change in changes {
+                let labels: Option<String> = conn
+                    .prepare_cached("SELECT labels FROM objects WHERE kind = ?1 AND id = ?2")?
+                    .query_row(params![change.kind.as_str(), change.id], |r| r.get(0))
+                    .optional()?;
+                let labels = labels.ok_or_else(|| not_found(change.kind, &change.id))?;
+                let mut labels: Labels = serde_json::from_str(&labels)
+                    .map_err(|e| StoreError::Corrupt(format!("labels of {}: {e}", change.id)))?;
+                let before = labels.get(&change.key).cloned();
+                match &change.value {
+                    Some(v) => labels.insert(change.key.clone(), v.clone()),
+                    None => labels.remove(&change.key),
+                };
+                if before == change.value {
+                    summary.unchanged += 1;
+                    continue;
+                }
+                conn.prepare_cached(
+                    "UPDATE objects SET labels = ?1, updated_at = ?2, generation = generation + 1
+                     WHERE kind = ?3 AND id = ?4",
+                )?
+                .execute(params![
+                    json(&labels)?,
+                    ts(change.now),
+                    change.kind.as_str(),
+                    change.id
+                ])?;
+                summary.changed += 1;
+            }
+            Ok(summary)
+        })
+        .await
+    }
+
+    async fn record_metric(
+        &self,
+        object_id: &str,
+        at: DateTime<Utc>,
+        value: serde_json::Value,
+    ) -> Result<()> {
+        let object_id = object_id.to_string();
+        self.write(move |conn| {
+            let kind: Option<String> = conn
+                .prepare_cached("SELECT kind FROM objects WHERE id = ?1")?
+                .query_row([&object_id], |r| r.get(0))
+                .optional()?;
+            let kind = kind.ok_or_else(|| StoreError::NotFound {
+                kind: "object".into(),
+                id: object_id.clone(),
+            })?;
+            conn.prepare_cached(
+                "INSERT INTO metrics (object_id, kind, at, value) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![object_id, kind, ts(at), json(&value)?])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn metrics_at(&self, kind: Kind, at: DateTime<Utc>) -> Result<Vec<MetricRecord>> {
+        self.read(move |conn| {
+            // The newest sample per object not after `at`; seq breaks ties of equal timestamps.
+            let mut stmt = conn.prepare_cached(
+                "SELECT m.object_id, m.at, m.value FROM metrics m
+                 WHERE m.kind = ?1 AND m.seq = (
+                    SELECT m2.seq FROM metrics m2
+                    WHERE m2.object_id = m.object_id AND m2.at <= ?2
+                    ORDER BY m2.at DESC, m2.seq DESC LIMIT 1)
+                 ORDER BY m.object_id",
+            )?;
+            let rows = stmt.query_map(params![kind.as_str(), ts(at)], metric_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn metric_history(&self, object_id: &str, limit: usize) -> Result<Vec<MetricRecord>> {
+        let object_id = object_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT object_id, at, value FROM metrics WHERE object_id = ?1
+                 ORDER BY at DESC, seq DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![object_id, limit as i64], metric_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn create_tenant(&self, name: &str, display_name: &str) -> Result<TenantRecord> {
+        let record = TenantRecord {
+            id: new_id("tnt"),
+            name: name.to_string(),
+            display_name: display_name.to_string(),
+            created_at: Utc::now(),
+        };
+        self.write(move |conn| {
+            let r = conn
+                .prepare_cached("INSERT INTO tenants (id, name, display_name, created_at) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![record.id, record.name, record.display_name, ts(record.created_at)]);
+            match r {
+                Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
+                    kind: "tenant".into(),
+                    name: record.name.clone(),
+                }),
+                other => {
+                    other?;
+                    Ok(record)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn find_tenant(&self, name: &str) -> Result<Option<TenantRecord>> {
+        let name = name.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, name, display_name, created_at FROM tenants WHERE name = ?1",
+                )?
+                .query_row([name], tenant_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<TenantRecord>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, name, display_name, created_at FROM tenants ORDER BY name",
+            )?;
+            let rows = stmt.query_map([], tenant_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn create_user(&self, new: NewUser) -> Result<UserRecord> {
+        self.write(move |conn| {
+            let tenant_exists: Option<i64> = conn
+                .prepare_cached("SELECT 1 FROM tenants WHERE name = ?1")?
+                .query_row([&new.tenant], |r| r.get(0))
+                .optional()?;
+            if tenant_exists.is_none() {
+                return Err(StoreError::NotFound {
+                    kind: "tenant".into(),
+                    id: new.tenant.clone(),
+                });
+            }
+            let record = UserRecord {
+                id: new_id("usr"),
+                username: new.username.clone(),
+                password_hash: new.password_hash.clone(),
+                tenant: new.tenant.clone(),
+                role: new.role.clone(),
+                display_name: new.display_name.clone(),
+                created_at: new.now,
+            };
+            let r = conn
+                .prepare_cached(&format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ))?
+                .execute(params![
+                    record.id,
+                    record.username,
+                    record.password_hash,
+                    record.tenant,
+                    record.role,
+                    record.display_name,
+                    ts(record.created_at)
+                ]);
+            match r {
+                Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
+                    kind: "user".into(),
+                    name: record.username.clone(),
+                }),
+                other => {
+                    other?;
+                    Ok(record)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn find_user(&self, username: &str) -> Result<Option<UserRecord>> {
+        let username = username.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE username = ?1"
+                ))?
+                .query_row([username], user_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_users(&self, tenant: Option<&str>) -> Result<Vec<UserRecord>> {
+        let tenant = tenant.map(str::to_string);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE ?1 IS NULL OR tenant = ?1 ORDER BY username"
+            ))?;
+            let rows = stmt.query_map([tenant], user_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn create_session(&self, session: SessionRecord) -> Result<()> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                session.token_hash,
+                session.user_id,
+                ts(session.created_at),
+                ts(session.expires_at)
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_user(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<UserRecord>> {
+        let token_hash = token_hash.to_string();
+        self.read(move |conn| {
+            let cols = USER_COLUMNS
+                .split(", ")
+                .map(|c| format!("u.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {cols} FROM sessions s JOIN users u ON u.id = s.user_id
+                     WHERE s.token_hash = ?1 AND s.revoked = 0 AND s.expires_at > ?2"
+                ))?
+                .query_row(params![token_hash, ts(now)], user_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn revoke_session(&self, token_hash: &str) -> Result<()> {
+        let token_hash = token_hash.to_string();
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE sessions SET revoked = 1 WHERE token_hash = ?1")?
+                .execute([token_hash])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn put_setting(&self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![key, value])?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,255 @@
+//! The SQLite store against a real database file in a temp dir.
+
+use chrono::Utc;
+use cpn_model::Kind;
+use cpn_store::{
+    LabelChange, ListQuery, NewObject, ObjectUpdate, Reference, SqliteStore, Store, StoreError,
+};
+use serde_json::json;
+use std::sync::Arc;
+
+fn obj(kind: Kind, name: &str, refs: Vec<Reference>) -> NewObject {
+    NewObject {
+        kind,
+        name: name.into(),
+        tenant: "system".into(),
+        owner: "admin".into(),
+        public: true,
+        labels: Default::default(),
+        spec: json!({"n": name}),
+        refs,
+        now: Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn create_update_conflict_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let site = store
+        .create_object(obj(Kind::Site, "a", vec![]))
+        .await
+        .unwrap();
+    assert_eq!(site.generation, 1);
+    let dup = store.create_object(obj(Kind::Site, "a", vec![])).await;
+    assert!(matches!(dup, Err(StoreError::AlreadyExists { .. })));
+
+    let res = store
+        .create_object(obj(
+            Kind::Resource,
+            "r",
+            vec![Reference {
+                field: "spec.site".into(),
+                kind: Kind::Site,
+                id: site.id.clone(),
+            }],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.reference("spec.site"), Some(site.id.as_str()));
+
+    let broken = store
+        .create_object(obj(
+            Kind::Resource,
+            "r2",
+            vec![Reference {
+                field: "spec.site".into(),
+                kind: Kind::Site,
+                id: "nope".into(),
+            }],
+        ))
+        .await;
+    assert!(matches!(broken, Err(StoreError::BrokenRef { .. })));
+    assert!(
+        store
+            .find_object_by_name(Kind::Resource, "r2")
+            .await
+            .unwrap()
+            .is_none(),
+        "failed create left a row"
+    );
+
+    let in_use = store.delete_object(Kind::Site, &site.id, None).await;
+    assert!(matches!(in_use, Err(StoreError::InUse { .. })));
+
+    let update = |generation| ObjectUpdate {
+        kind: Kind::Site,
+        id: site.id.clone(),
+        expected_generation: generation,
+        labels: Default::default(),
+        public: false,
+        spec: json!({"n": "changed"}),
+        refs: vec![],
+        now: Utc::now(),
+    };
+    let updated = store.update_object(update(1)).await.unwrap();
+    assert_eq!(updated.generation, 2);
+    let stale = store.update_object(update(1)).await;
+    assert!(matches!(
+        stale,
+        Err(StoreError::Conflict {
+            expected: 1,
+            actual: 2,
+            ..
+        })
+    ));
+    assert_eq!(
+        store
+            .get_object(Kind::Site, &site.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .spec,
+        json!({"n": "changed"})
+    );
+
+    store
+        .delete_object(Kind::Resource, &res.id, Some(1))
+        .await
+        .unwrap();
+    store
+        .delete_object(Kind::Site, &site.id, Some(2))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_object(Kind::Site, &site.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_writes_are_grouped_and_all_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .create_object(obj(Kind::Tag, &format!("t{i}"), vec![]))
+                    .await
+            }));
+        }
+        // One of them collides on purpose: its failure must not roll back the others.
+        let dup = store.clone();
+        tasks.push(tokio::spawn(async move {
+            dup.create_object(obj(Kind::Tag, "t0", vec![])).await
+        }));
+        let results: Vec<_> = futures_join(tasks).await;
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 200);
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let all = store
+        .list_objects(Kind::Tag, &ListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 200);
+    let page = store
+        .list_objects(
+            Kind::Tag,
+            &ListQuery {
+                after: Some(all[9].id.clone()),
+                limit: Some(5),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|o| &o.id).collect::<Vec<_>>(),
+        all[10..15].iter().map(|o| &o.id).collect::<Vec<_>>()
+    );
+}
+
+async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn second_open_of_a_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = SqliteStore::open(dir.path()).unwrap();
+    assert!(matches!(
+        SqliteStore::open(dir.path()),
+        Err(StoreError::Locked { .. })
+    ));
+}
+
+#[tokio::test]
+async fn labels_change_atomically_and_metrics_keep_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let a = store
+        .create_object(obj(Kind::Site, "a", vec![]))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let change = |id: &str, v: Option<&str>| LabelChange {
+        kind: Kind::Site,
+        id: id.into(),
+        key: "zone".into(),
+        value: v.map(str::to_string),
+        now,
+    };
+    let missing = store
+        .change_labels(vec![
+            change(&a.id, Some("west")),
+            change("nope", Some("west")),
+        ])
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+    assert!(
+        store
+            .get_object(Kind::Site, &a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .labels
+            .is_empty(),
+        "partial batch applied"
+    );
+    let s = store
+        .change_labels(vec![change(&a.id, Some("west"))])
+        .await
+        .unwrap();
+    assert_eq!((s.changed, s.unchanged), (1, 0));
+    let s = store
+        .change_labels(vec![change(&a.id, Some("west"))])
+        .await
+        .unwrap();
+    assert_eq!((s.changed, s.unchanged), (0, 1));
+
+    let t0 = Utc::now();
+    store
+        .record_metric(&a.id, t0, json!({"latency": 10}))
+        .await
+        .unwrap();
+    let t1 = t0 + chrono::Duration::seconds(5);
+    store
+        .record_metric(&a.id, t1, json!({"latency": 20}))
+        .await
+        .unwrap();
+    let at0 = store
+        .metrics_at(Kind::Site, t0 + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(at0[0].value, json!({"latency": 10}));
+    let now = store.metrics_at(Kind::Site, t1).await.unwrap();
+    assert_eq!(now[0].value, json!({"latency": 20}));
+    assert!(
+        store
+            .metrics_at(Kind::Site, t0 - chrono::Duration::seconds(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.metric_history(&a.id, 10).await.unwrap().len(), 2);
+}
