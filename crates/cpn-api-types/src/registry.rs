@@ -148,7 +148,9 @@ impl Validate for CloudSpec {
 
 // ---------------------------------------------------------------- sites (RM-REG-03)
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ChipType {
     Cpu,
@@ -623,7 +625,11 @@ pub enum TagOperation {
 }
 
 fn all_tag_operations() -> Vec<TagOperation> {
-    vec![TagOperation::Modify, TagOperation::Delete, TagOperation::Share]
+    vec![
+        TagOperation::Modify,
+        TagOperation::Delete,
+        TagOperation::Share,
+    ]
 }
 
 /// An entry of the tag library. The object's name is the label key (e.g. `gpu.model`).

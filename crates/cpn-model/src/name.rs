@@ -8,7 +8,9 @@ pub enum NameError {
     Empty,
     #[error("must be at most {max} characters, got {got}")]
     TooLong { max: usize, got: usize },
-    #[error("character {ch:?} at position {pos} is not allowed; use letters, digits, '-', '_' and '.'")]
+    #[error(
+        "character {ch:?} at position {pos} is not allowed; use letters, digits, '-', '_' and '.'"
+    )]
     BadChar { ch: char, pos: usize },
     #[error("must start with a letter or digit")]
     BadStart,

@@ -88,7 +88,12 @@ impl Parser {
 
     fn eat(&mut self, s: &str) -> bool {
         let n = s.chars().count();
-        if self.chars.len() >= self.pos + n && self.chars[self.pos..self.pos + n].iter().copied().eq(s.chars()) {
+        if self.chars.len() >= self.pos + n
+            && self.chars[self.pos..self.pos + n]
+                .iter()
+                .copied()
+                .eq(s.chars())
+        {
             self.pos += n;
             true
         } else {
@@ -189,7 +194,9 @@ impl Parser {
             match self.peek() {
                 None => return Ok(Selector { requirements }),
                 Some(',') => self.pos += 1,
-                Some(c) => return self.err(format!("unexpected {c:?}; separate requirements with ','")),
+                Some(c) => {
+                    return self.err(format!("unexpected {c:?}; separate requirements with ','"));
+                }
             }
         }
     }

@@ -1,1 +1,132 @@
-//! placeholder
+//! The cpn control-plane server: HTTP API, authentication, registry service, demo scenario.
+//!
+//! `run` is the whole of `cpn serve`: open the store, bootstrap the operator on a new data
+//! dir, load the demo federation, then serve until Ctrl-C or SIGTERM.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod identity;
+pub mod registry;
+pub mod scenario;
+pub mod state;
+pub mod topology;
+
+use anyhow::Context;
+use cpn_api_types::identity::Role;
+use cpn_store::{SqliteStore, Store};
+use state::AppState;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Everything `cpn serve` needs, parsed once from flags by the CLI.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Directory of the embedded store, tokens and logs.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Load the bundled demo federation on a new data dir.
+    pub load_demo: bool,
+}
+
+/// The file where a running server writes the address it listens on (useful with port 0).
+pub const ADDR_FILE: &str = "cpn.addr";
+
+/// Runs the server until Ctrl-C or SIGTERM.
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&config.data_dir)
+        .with_context(|| format!("open store in {}", config.data_dir.display()))?;
+    tracing::info!(path = %store.path().display(), "store opened");
+    let store: Arc<dyn Store> = Arc::new(store);
+    let state = AppState {
+        store: store.clone(),
+        data_dir: config.data_dir.clone(),
+    };
+
+    let fresh = auth::bootstrap(store.as_ref(), &config.data_dir)
+        .await
+        .context("create the operator account")?;
+    let token_path = config.data_dir.join(auth::ADMIN_TOKEN_FILE);
+    if fresh {
+        eprintln!(
+            "created operator 'admin': token in {} (the CLI uses it), password in {}",
+            token_path.display(),
+            config.data_dir.join(auth::ADMIN_PASSWORD_FILE).display()
+        );
+        if config.load_demo {
+            load_demo(&state).await?;
+        }
+        store
+            .put_setting("initialized", &chrono::Utc::now().to_rfc3339())
+            .await?;
+    } else {
+        eprintln!("operator token: {}", token_path.display());
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listen on {}; is another server using it? pass --listen",
+                config.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    std::fs::write(config.data_dir.join(ADDR_FILE), format!("{addr}\n"))
+        .context("write address file")?;
+    eprintln!("cpn listening on http://{addr}");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serve HTTP")?;
+    eprintln!("cpn stopped");
+    Ok(())
+}
+
+async fn load_demo(state: &AppState) -> anyhow::Result<()> {
+    let scenario = scenario::parse_yaml(scenario::DEMO_SCENARIO)
+        .map_err(|e| anyhow::anyhow!("bundled scenario: {e}"))?;
+    let admin = state
+        .store
+        .find_user(auth::ADMIN_USER)
+        .await?
+        .context("admin user missing after bootstrap")?;
+    let who = extract::Principal {
+        user_id: admin.id,
+        username: admin.username,
+        tenant: admin.tenant,
+        role: Role::Operator,
+        token_hash: String::new(),
+    };
+    let report = scenario::load(state, &who, scenario)
+        .await
+        .map_err(|e| anyhow::anyhow!("load demo federation: {e}"))?;
+    eprintln!(
+        "loaded demo federation east-data-west-compute: {} objects",
+        report.created
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,458 @@
+//! The HTTP surface: routes, thin handlers and the OpenAPI document generated from them.
+//! Handlers only extract, call the service modules and wrap the answer.
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, Principal, QueryMap};
+use crate::registry::{self, CloudKind, LinkKind, PlatformKind, ResourceKind, SiteKind, TagKind};
+use crate::state::AppState;
+use crate::{identity, scenario, topology};
+use axum::extract::{Path, State};
+use axum::http::header::{ETAG, IF_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cpn_api_types::identity::*;
+use cpn_api_types::registry::*;
+use cpn_api_types::scenario::{Scenario, ScenarioReport};
+use cpn_api_types::topology::*;
+use cpn_api_types::{Code, ErrorBody, Health, Page};
+use cpn_model::Kind;
+use utoipa::OpenApi;
+
+fn etag(generation: u64) -> [(axum::http::HeaderName, HeaderValue); 1] {
+    [(
+        ETAG,
+        HeaderValue::from_str(&format!("\"{generation}\"")).expect("digits are a valid header"),
+    )]
+}
+
+/// Reads `If-Match: "3"` (also `W/"3"` or `3`) as a generation.
+fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
+    let Some(v) = headers.get(IF_MATCH) else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or_default().trim();
+    let s = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
+    s.parse::<u64>().map(Some).map_err(|_| ApiError {
+        code: Code::BadRequest,
+        message: format!("If-Match must be a generation number such as \"3\", got {s:?}"),
+        field: Some("If-Match".into()),
+    })
+}
+
+macro_rules! kind_handlers {
+    ($m:ident, $K:ident, $list:tt, $item:tt, $obj:ident, $create:ident, $update:ident, $tag:tt) => {
+        pub mod $m {
+            use super::*;
+
+            /// List objects the caller may see, filtered by a label selector.
+            #[utoipa::path(get, path = $list, tag = $tag, security(("bearer" = [])),
+                params(
+                    ("selector" = Option<String>, Query, description = "Label selector over effective labels, e.g. `region=east,gpu.model in (A100,H800),!deprecated`"),
+                    ("limit" = Option<usize>, Query, description = "Page size, 1..=1000, default 100"),
+                    ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+                ),
+                responses((status = 200, body = Page<$obj>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+            pub async fn list(State(s): State<AppState>, who: Principal, q: QueryMap) -> ApiResult<Json<Page<$obj>>> {
+                Ok(Json(registry::list::<$K>(&s, &who, q).await?))
+            }
+
+            /// Register a new object. References may name other objects by id or name.
+            #[utoipa::path(post, path = $list, tag = $tag, security(("bearer" = [])), request_body = $create,
+                responses((status = 201, body = $obj), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+                          (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+            pub async fn create(State(s): State<AppState>, who: Principal, JsonBody(body): JsonBody<$create>) -> ApiResult<Response> {
+                let obj = registry::create::<$K>(&s, &who, body).await?;
+                Ok((StatusCode::CREATED, etag(obj.generation), Json(obj)).into_response())
+            }
+
+            /// Read one object by id or name.
+            #[utoipa::path(get, path = $item, tag = $tag, security(("bearer" = [])),
+                params(("id" = String, Path, description = "Id or name")),
+                responses((status = 200, body = $obj), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+            pub async fn get(State(s): State<AppState>, who: Principal, Path(id): Path<String>) -> ApiResult<Response> {
+                let obj = registry::get::<$K>(&s, &who, &id).await?;
+                Ok((etag(obj.generation), Json(obj)).into_response())
+            }
+
+            /// Replace labels, visibility and spec, guarded by the generation (body or If-Match).
+            #[utoipa::path(put, path = $item, tag = $tag, security(("bearer" = [])), request_body = $update,
+                params(("id" = String, Path, description = "Id or name"),
+                       ("If-Match" = Option<String>, Header, description = "Generation read, e.g. \"3\"")),
+                responses((status = 200, body = $obj), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+                          (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+                          (status = 428, body = ErrorBody)))]
+            pub async fn update(
+                State(s): State<AppState>,
+                who: Principal,
+                Path(id): Path<String>,
+                headers: HeaderMap,
+                JsonBody(body): JsonBody<$update>,
+            ) -> ApiResult<Response> {
+                let obj = registry::update::<$K>(&s, &who, &id, if_match(&headers)?, body).await?;
+                Ok((etag(obj.generation), Json(obj)).into_response())
+            }
+
+            /// Delete an object that nothing references any more.
+            #[utoipa::path(delete, path = $item, tag = $tag, security(("bearer" = [])),
+                params(("id" = String, Path, description = "Id or name"),
+                       ("If-Match" = Option<String>, Header, description = "Generation read, e.g. \"3\"")),
+                responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+            pub async fn delete(State(s): State<AppState>, who: Principal, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<StatusCode> {
+                registry::delete::<$K>(&s, &who, &id, if_match(&headers)?).await?;
+                Ok(StatusCode::NO_CONTENT)
+            }
+
+            pub fn routes() -> Router<AppState> {
+                Router::new()
+                    .route($list, axum::routing::get(list).post(create))
+                    .route($item, axum::routing::get(get).put(update).delete(delete))
+            }
+        }
+    };
+}
+
+kind_handlers!(
+    platforms,
+    PlatformKind,
+    "/api/v1/platforms",
+    "/api/v1/platforms/{id}",
+    Platform,
+    PlatformCreate,
+    PlatformUpdate,
+    "platforms"
+);
+kind_handlers!(
+    clouds,
+    CloudKind,
+    "/api/v1/clouds",
+    "/api/v1/clouds/{id}",
+    Cloud,
+    CloudCreate,
+    CloudUpdate,
+    "clouds"
+);
+kind_handlers!(
+    sites,
+    SiteKind,
+    "/api/v1/sites",
+    "/api/v1/sites/{id}",
+    Site,
+    SiteCreate,
+    SiteUpdate,
+    "sites"
+);
+kind_handlers!(
+    resources,
+    ResourceKind,
+    "/api/v1/resources",
+    "/api/v1/resources/{id}",
+    Resource,
+    ResourceCreate,
+    ResourceUpdate,
+    "resources"
+);
+kind_handlers!(
+    links,
+    LinkKind,
+    "/api/v1/links",
+    "/api/v1/links/{id}",
+    Link,
+    LinkCreate,
+    LinkUpdate,
+    "links"
+);
+kind_handlers!(
+    tags,
+    TagKind,
+    "/api/v1/tags",
+    "/api/v1/tags/{id}",
+    Tag,
+    TagCreate,
+    TagUpdate,
+    "tags"
+);
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+/// Readiness: the store answers a read.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Health), (status = 500, body = ErrorBody)))]
+async fn readyz(State(s): State<AppState>) -> ApiResult<Json<Health>> {
+    s.store.get_setting("initialized").await?;
+    Ok(Json(Health {
+        status: "ready".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    }))
+}
+
+/// Apply a tag to many objects at once: listed targets and/or a kind with a selector.
+#[utoipa::path(post, path = "/api/v1/tags/{id}/apply", tag = "tags", security(("bearer" = [])), request_body = ApplyTag,
+    params(("id" = String, Path, description = "Tag name or id")),
+    responses((status = 200, body = TaggingResult), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn apply_tag(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ApplyTag>,
+) -> ApiResult<Json<TaggingResult>> {
+    Ok(Json(registry::apply_tag(&s, &who, &id, body).await?))
+}
+
+/// Remove a tag from many objects at once.
+#[utoipa::path(post, path = "/api/v1/tags/{id}/remove", tag = "tags", security(("bearer" = [])), request_body = RemoveTag,
+    params(("id" = String, Path, description = "Tag name or id")),
+    responses((status = 200, body = TaggingResult), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn remove_tag(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<RemoveTag>,
+) -> ApiResult<Json<TaggingResult>> {
+    Ok(Json(registry::remove_tag(&s, &who, &id, body).await?))
+}
+
+/// The federation graph with the metrics in force at `at` (default: now).
+#[utoipa::path(get, path = "/api/v1/topology", tag = "topology", security(("bearer" = [])),
+    params(("at" = Option<String>, Query, description = "RFC 3339 time of the state to show")),
+    responses((status = 200, body = Topology), (status = 400, body = ErrorBody)))]
+async fn get_topology(
+    State(s): State<AppState>,
+    who: Principal,
+    q: QueryMap,
+) -> ApiResult<Json<Topology>> {
+    Ok(Json(topology::topology(&s, &who, q).await?))
+}
+
+/// Record an observed sample of a link's metrics.
+#[utoipa::path(post, path = "/api/v1/links/{id}/metrics", tag = "topology", security(("bearer" = [])), request_body = LinkMetrics,
+    params(("id" = String, Path, description = "Link id or name")),
+    responses((status = 201, body = MetricSample<LinkMetrics>), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn post_link_metrics(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    JsonBody(m): JsonBody<LinkMetrics>,
+) -> ApiResult<(StatusCode, Json<MetricSample<LinkMetrics>>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(topology::post_metrics(&s, &who, Kind::Link, &id, m).await?),
+    ))
+}
+
+/// A link's metric history, newest first.
+#[utoipa::path(get, path = "/api/v1/links/{id}/metrics", tag = "topology", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Link id or name"), ("limit" = Option<usize>, Query, description = "At most this many samples")),
+    responses((status = 200, body = [MetricSample<LinkMetrics>]), (status = 404, body = ErrorBody)))]
+async fn get_link_metrics(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    q: QueryMap,
+) -> ApiResult<Json<Vec<MetricSample<LinkMetrics>>>> {
+    Ok(Json(
+        topology::metric_history(&s, &who, Kind::Link, &id, q).await?,
+    ))
+}
+
+/// Record an observed sample of a site's load.
+#[utoipa::path(post, path = "/api/v1/sites/{id}/metrics", tag = "topology", security(("bearer" = [])), request_body = SiteMetrics,
+    params(("id" = String, Path, description = "Site id or name")),
+    responses((status = 201, body = MetricSample<SiteMetrics>), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn post_site_metrics(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    JsonBody(m): JsonBody<SiteMetrics>,
+) -> ApiResult<(StatusCode, Json<MetricSample<SiteMetrics>>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(topology::post_metrics(&s, &who, Kind::Site, &id, m).await?),
+    ))
+}
+
+/// A site's metric history, newest first.
+#[utoipa::path(get, path = "/api/v1/sites/{id}/metrics", tag = "topology", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Site id or name"), ("limit" = Option<usize>, Query, description = "At most this many samples")),
+    responses((status = 200, body = [MetricSample<SiteMetrics>]), (status = 404, body = ErrorBody)))]
+async fn get_site_metrics(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    q: QueryMap,
+) -> ApiResult<Json<Vec<MetricSample<SiteMetrics>>>> {
+    Ok(Json(
+        topology::metric_history(&s, &who, Kind::Site, &id, q).await?,
+    ))
+}
+
+/// Load a scenario document (the JSON form of a scenario YAML file). Items whose name exists are skipped.
+#[utoipa::path(post, path = "/api/v1/scenario", tag = "scenario", security(("bearer" = [])), request_body = Scenario,
+    responses((status = 200, body = ScenarioReport), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn load_scenario(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<Scenario>,
+) -> ApiResult<Json<ScenarioReport>> {
+    if !who.is_operator() {
+        return Err(ApiError::forbidden("only operators may load scenarios"));
+    }
+    Ok(Json(scenario::load(&s, &who, body).await?))
+}
+
+/// Exchange a username and password for a bearer token.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "identity", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn login(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<LoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
+    Ok(Json(identity::login(&s, body).await?))
+}
+
+/// Revoke the token used for this request.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "identity", security(("bearer" = [])), responses((status = 204), (status = 401, body = ErrorBody)))]
+async fn logout(State(s): State<AppState>, who: Principal) -> ApiResult<StatusCode> {
+    identity::logout(&s, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's account.
+#[utoipa::path(get, path = "/api/v1/auth/whoami", tag = "identity", security(("bearer" = [])), responses((status = 200, body = User), (status = 401, body = ErrorBody)))]
+async fn whoami(State(s): State<AppState>, who: Principal) -> ApiResult<Json<User>> {
+    Ok(Json(identity::whoami(&s, &who).await?))
+}
+
+/// Tenants: all for operators, one's own otherwise.
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "identity", security(("bearer" = [])), responses((status = 200, body = Vec<Tenant>)))]
+async fn list_tenants(State(s): State<AppState>, who: Principal) -> ApiResult<Json<Vec<Tenant>>> {
+    Ok(Json(identity::list_tenants(&s, &who).await?))
+}
+
+/// Create a tenant (operators).
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "identity", security(("bearer" = [])), request_body = CreateTenant,
+    responses((status = 201, body = Tenant), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_tenant(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<Tenant>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(identity::create_tenant(&s, &who, body).await?),
+    ))
+}
+
+/// Users: all for operators, one's own tenant otherwise.
+#[utoipa::path(get, path = "/api/v1/users", tag = "identity", security(("bearer" = [])), responses((status = 200, body = Vec<User>)))]
+async fn list_users(State(s): State<AppState>, who: Principal) -> ApiResult<Json<Vec<User>>> {
+    Ok(Json(identity::list_users(&s, &who).await?))
+}
+
+/// Create a user (operators).
+#[utoipa::path(post, path = "/api/v1/users", tag = "identity", security(("bearer" = [])), request_body = CreateUser,
+    responses((status = 201, body = User), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_user(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<CreateUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(identity::create_user(&s, &who, body).await?),
+    ))
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "cpn", description = "Control plane of a computing power network: registry, tags, topology, identity."),
+    modifiers(&BearerAuth),
+    paths(
+        healthz, readyz, login, logout, whoami, list_tenants, create_tenant, list_users, create_user,
+        platforms::list, platforms::create, platforms::get, platforms::update, platforms::delete,
+        clouds::list, clouds::create, clouds::get, clouds::update, clouds::delete,
+        sites::list, sites::create, sites::get, sites::update, sites::delete,
+        resources::list, resources::create, resources::get, resources::update, resources::delete,
+        links::list, links::create, links::get, links::update, links::delete,
+        tags::list, tags::create, tags::get, tags::update, tags::delete,
+        apply_tag, remove_tag, get_topology, post_link_metrics, get_link_metrics, post_site_metrics, get_site_metrics,
+        load_scenario,
+    )
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        Code::NotFound,
+        "no such endpoint; the API is under /api/v1 and described at /api/v1/openapi.json",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r =
+        ApiError::new(Code::BadRequest, "method not allowed on this endpoint").into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/auth/whoami", get(whoami))
+        .route("/api/v1/tenants", get(list_tenants).post(create_tenant))
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .merge(platforms::routes())
+        .merge(clouds::routes())
+        .merge(sites::routes())
+        .merge(resources::routes())
+        .merge(links::routes())
+        .merge(tags::routes())
+        .route("/api/v1/tags/{id}/apply", post(apply_tag))
+        .route("/api/v1/tags/{id}/remove", post(remove_tag))
+        .route("/api/v1/topology", get(get_topology))
+        .route(
+            "/api/v1/links/{id}/metrics",
+            get(get_link_metrics).post(post_link_metrics),
+        )
+        .route(
+            "/api/v1/sites/{id}/metrics",
+            get(get_site_metrics).post(post_site_metrics),
+        )
+        .route("/api/v1/scenario", post(load_scenario))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::new(Code::Internal, "internal error; the server log has details")
+                .into_response()
+        }))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,185 @@
+//! Request extractors that turn every malformed input into the API's error body:
+//! JSON bodies with field paths, bearer-token authentication, query strings.
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use cpn_api_types::Code;
+use cpn_api_types::identity::Role;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// Largest request body accepted; registry documents are a few KiB, scenarios a few hundred.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// A JSON body. Not JSON at all → 400; JSON of the wrong shape → 422 naming the field path.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+            if !ct.contains("json") {
+                return Err(ApiError::new(
+                    Code::UnsupportedMediaType,
+                    format!(
+                        "body must be JSON, got content-type {ct:?}; send Content-Type: application/json"
+                    ),
+                ));
+            }
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    Code::PayloadTooLarge,
+                    format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+            })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses JSON text into `T`, separating syntax errors (400) from shape errors (422).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
+    from_value(value)
+}
+
+/// Deserializes a JSON value into `T`, reporting the path of the first bad field.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> ApiResult<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let field = if path == "." || path.is_empty() {
+            // A missing field is reported at its parent; name it from serde's message.
+            missing_field(&inner).unwrap_or_else(|| "body".to_string())
+        } else {
+            match missing_field(&inner) {
+                Some(m) => format!("{path}.{m}"),
+                None => path,
+            }
+        };
+        ApiError::field(field, inner)
+    })
+}
+
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: String,
+    pub username: String,
+    pub tenant: String,
+    pub role: Role,
+    pub token_hash: String,
+}
+
+impl Principal {
+    pub fn is_operator(&self) -> bool {
+        self.role == Role::Operator
+    }
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthenticated(
+                "missing bearer token: send `Authorization: Bearer <token>`; `cpn serve` writes an operator token to <data-dir>/admin.token, and POST /api/v1/auth/login returns one",
+            )
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthenticated("Authorization header must be `Bearer <token>`")
+            })?;
+        let token_hash = hash_token(token);
+        let user = state
+            .store
+            .session_user(&token_hash, chrono::Utc::now())
+            .await?
+            .ok_or_else(|| {
+                ApiError::unauthenticated("token is unknown, expired or revoked; log in again")
+            })?;
+        let role = Role::parse(&user.role).ok_or_else(|| {
+            ApiError::new(
+                Code::Internal,
+                format!("user {} has unknown role {}", user.username, user.role),
+            )
+        })?;
+        Ok(Principal {
+            user_id: user.id,
+            username: user.username,
+            tenant: user.tenant,
+            role,
+            token_hash,
+        })
+    }
+}
+
+/// Query parameters as a map; unknown parameters are refused so typos do not silently
+/// return unfiltered lists.
+pub struct QueryMap(pub HashMap<String, String>);
+
+impl QueryMap {
+    pub fn take(&mut self, key: &str) -> Option<String> {
+        self.0.remove(key)
+    }
+
+    pub fn finish(self) -> ApiResult<()> {
+        match self.0.keys().next() {
+            None => Ok(()),
+            Some(k) => Err(ApiError {
+                code: Code::BadRequest,
+                message: format!("unknown query parameter {k:?}"),
+                field: Some(k.clone()),
+            }),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let pairs: Vec<(String, String)> = serde_urlencoded_pairs(query)?;
+        Ok(QueryMap(pairs.into_iter().collect()))
+    }
+}
+
+fn serde_urlencoded_pairs(query: &str) -> ApiResult<Vec<(String, String)>> {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|_| ApiError::bad_request("malformed query string"))?,
+    )
+    .map(|q| q.0)
+    .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
+}

@@ -1,0 +1,969 @@
+//! The registry service (RM-REG, RM-TAG): create, read, list, update and delete of every
+//! kind, with validation, references by id or name, ownership, tag-library checks and
+//! inherited labels. Handlers are thin; the rules live here, generic over [`RegistryKind`].
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Principal, QueryMap};
+use crate::state::AppState;
+use chrono::Utc;
+use cpn_api_types::Code;
+use cpn_api_types::Page;
+use cpn_api_types::identity::Role;
+use cpn_api_types::registry::*;
+use cpn_model::{InheritanceContext, Kind, Selector};
+use cpn_store::{ListQuery, NewObject, ObjectRecord, ObjectUpdate, Reference};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+
+pub const DEFAULT_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 1000;
+
+/// The create-time parts every kind shares.
+pub struct Draft<S> {
+    pub name: String,
+    pub labels: Labels,
+    pub visibility: Option<Visibility>,
+    pub tenant: Option<String>,
+    pub spec: S,
+}
+
+/// The update-time parts every kind shares.
+pub struct Revision<S> {
+    pub generation: Option<u64>,
+    pub labels: Option<Labels>,
+    pub visibility: Option<Visibility>,
+    pub spec: S,
+}
+
+/// The envelope of a stored object, ready to wrap a spec.
+pub struct Envelope {
+    pub id: String,
+    pub name: String,
+    pub tenant: String,
+    pub owner: String,
+    pub visibility: Visibility,
+    pub labels: Labels,
+    pub effective_labels: Labels,
+    pub generation: u64,
+    pub created_at: chrono::DateTime<Utc>,
+    pub updated_at: chrono::DateTime<Utc>,
+}
+
+/// A reference held in a spec: the field path, the kind it must name, and the id or name given.
+pub struct SpecRef {
+    pub field: &'static str,
+    pub kind: Kind,
+    pub given: String,
+}
+
+/// References of a spec to other objects, and how to rewrite them to resolved ids.
+pub trait SpecRefs {
+    fn references(&self) -> Vec<SpecRef>;
+    fn resolve(&mut self, field: &str, id: String);
+}
+
+impl SpecRefs for PlatformSpec {
+    fn references(&self) -> Vec<SpecRef> {
+        Vec::new()
+    }
+    fn resolve(&mut self, _: &str, _: String) {}
+}
+
+impl SpecRefs for CloudSpec {
+    fn references(&self) -> Vec<SpecRef> {
+        Vec::new()
+    }
+    fn resolve(&mut self, _: &str, _: String) {}
+}
+
+impl SpecRefs for TagSpec {
+    fn references(&self) -> Vec<SpecRef> {
+        Vec::new()
+    }
+    fn resolve(&mut self, _: &str, _: String) {}
+}
+
+impl SpecRefs for SiteSpec {
+    fn references(&self) -> Vec<SpecRef> {
+        let mut out = Vec::new();
+        if let Some(p) = &self.platform {
+            out.push(SpecRef {
+                field: "spec.platform",
+                kind: Kind::Platform,
+                given: p.clone(),
+            });
+        }
+        if let Some(c) = &self.cloud {
+            out.push(SpecRef {
+                field: "spec.cloud",
+                kind: Kind::Cloud,
+                given: c.clone(),
+            });
+        }
+        out
+    }
+    fn resolve(&mut self, field: &str, id: String) {
+        match field {
+            "spec.platform" => self.platform = Some(id),
+            "spec.cloud" => self.cloud = Some(id),
+            _ => {}
+        }
+    }
+}
+
+impl SpecRefs for ResourceSpec {
+    fn references(&self) -> Vec<SpecRef> {
+        vec![SpecRef {
+            field: "spec.site",
+            kind: Kind::Site,
+            given: self.site.clone(),
+        }]
+    }
+    fn resolve(&mut self, _: &str, id: String) {
+        self.site = id;
+    }
+}
+
+impl SpecRefs for LinkSpec {
+    fn references(&self) -> Vec<SpecRef> {
+        vec![
+            SpecRef {
+                field: "spec.from",
+                kind: Kind::Site,
+                given: self.from.clone(),
+            },
+            SpecRef {
+                field: "spec.to",
+                kind: Kind::Site,
+                given: self.to.clone(),
+            },
+        ]
+    }
+    fn resolve(&mut self, field: &str, id: String) {
+        match field {
+            "spec.from" => self.from = id,
+            "spec.to" => self.to = id,
+            _ => {}
+        }
+    }
+}
+
+/// Ties a kind to its wire types.
+pub trait RegistryKind: Send + Sync + 'static {
+    const KIND: Kind;
+    type Spec: Serialize + DeserializeOwned + Validate + SpecRefs + Clone + Send + Sync + 'static;
+    type Object: Serialize + Send + 'static;
+    type Create: DeserializeOwned + Clone + Send + 'static;
+    type Update: DeserializeOwned + Send + 'static;
+    fn draft(c: Self::Create) -> Draft<Self::Spec>;
+    fn revision(u: Self::Update) -> Revision<Self::Spec>;
+    fn object(e: Envelope, spec: Self::Spec) -> Self::Object;
+}
+
+macro_rules! registry_kind {
+    ($marker:ident, $kind:expr, $obj:ident, $create:ident, $update:ident, $spec:ident) => {
+        pub struct $marker;
+        impl RegistryKind for $marker {
+            const KIND: Kind = $kind;
+            type Spec = $spec;
+            type Object = $obj;
+            type Create = $create;
+            type Update = $update;
+            fn draft(c: $create) -> Draft<$spec> {
+                Draft {
+                    name: c.name,
+                    labels: c.labels,
+                    visibility: c.visibility,
+                    tenant: c.tenant,
+                    spec: c.spec,
+                }
+            }
+            fn revision(u: $update) -> Revision<$spec> {
+                Revision {
+                    generation: u.generation,
+                    labels: u.labels,
+                    visibility: u.visibility,
+                    spec: u.spec,
+                }
+            }
+            fn object(e: Envelope, spec: $spec) -> $obj {
+                $obj {
+                    id: e.id,
+                    name: e.name,
+                    tenant: e.tenant,
+                    owner: e.owner,
+                    visibility: e.visibility,
+                    labels: e.labels,
+                    effective_labels: e.effective_labels,
+                    generation: e.generation,
+                    created_at: e.created_at,
+                    updated_at: e.updated_at,
+                    spec,
+                }
+            }
+        }
+    };
+}
+
+registry_kind!(
+    PlatformKind,
+    Kind::Platform,
+    Platform,
+    PlatformCreate,
+    PlatformUpdate,
+    PlatformSpec
+);
+registry_kind!(
+    CloudKind,
+    Kind::Cloud,
+    Cloud,
+    CloudCreate,
+    CloudUpdate,
+    CloudSpec
+);
+registry_kind!(SiteKind, Kind::Site, Site, SiteCreate, SiteUpdate, SiteSpec);
+registry_kind!(
+    ResourceKind,
+    Kind::Resource,
+    Resource,
+    ResourceCreate,
+    ResourceUpdate,
+    ResourceSpec
+);
+registry_kind!(LinkKind, Kind::Link, Link, LinkCreate, LinkUpdate, LinkSpec);
+registry_kind!(TagKind, Kind::Tag, Tag, TagCreate, TagUpdate, TagSpec);
+
+// ---------------------------------------------------------------- access rules
+
+pub fn can_read(who: &Principal, rec: &ObjectRecord) -> bool {
+    who.is_operator() || rec.public || rec.tenant == who.tenant
+}
+
+/// Operators change anything; suppliers change what they own; users change nothing here.
+pub fn check_modify(who: &Principal, rec: &ObjectRecord) -> ApiResult<()> {
+    if who.is_operator() || (who.role == Role::Supplier && rec.owner == who.username) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "{} {:?} belongs to {}; only its owner or an operator may change it",
+        rec.kind, rec.name, rec.owner
+    )))
+}
+
+fn check_create(who: &Principal, kind: Kind) -> ApiResult<()> {
+    let allowed = match who.role {
+        Role::Operator => true,
+        Role::Supplier => matches!(kind, Kind::Site | Kind::Resource | Kind::Link),
+        Role::User => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "role {} may not create {} objects",
+            who.role.as_str(),
+            kind
+        )))
+    }
+}
+
+/// Finds an object by id, then by name, among those the caller may read. Objects the caller
+/// may not read are reported exactly like missing ones, so their existence does not leak.
+pub async fn find_visible(
+    state: &AppState,
+    who: &Principal,
+    kind: Kind,
+    id_or_name: &str,
+) -> ApiResult<ObjectRecord> {
+    let mut rec = state.store.get_object(kind, id_or_name).await?;
+    if rec.is_none() {
+        rec = state.store.find_object_by_name(kind, id_or_name).await?;
+    }
+    match rec {
+        Some(r) if can_read(who, &r) => Ok(r),
+        _ => Err(ApiError::not_found(kind.as_str(), id_or_name)),
+    }
+}
+
+// ---------------------------------------------------------------- validation
+
+pub fn violations_to_error(v: Violations) -> ApiResult<()> {
+    let mut list = v.list.into_iter();
+    match list.next() {
+        None => Ok(()),
+        Some(first) => {
+            let rest: Vec<String> = list
+                .map(|x| format!("{}: {}", x.field, x.message))
+                .collect();
+            let message = if rest.is_empty() {
+                first.message
+            } else {
+                format!("{}; also {}", first.message, rest.join("; "))
+            };
+            Err(ApiError::field(first.field, message))
+        }
+    }
+}
+
+pub fn validate_spec(spec: &impl Validate) -> ApiResult<()> {
+    let mut v = Violations::default();
+    spec.validate(&mut v);
+    violations_to_error(v)
+}
+
+pub fn validate_name(name: &str) -> ApiResult<()> {
+    cpn_model::validate_name(name)
+        .map_err(|e| ApiError::field("name", format!("invalid name {name:?}: {e}")))
+}
+
+/// Checks label syntax, and that each key is a tag of the library that may be applied with
+/// this value. Labels already on the object (`previous`) stay valid if their tag is disabled.
+pub async fn check_labels(
+    state: &AppState,
+    labels: &Labels,
+    previous: Option<&Labels>,
+) -> ApiResult<()> {
+    for (key, value) in labels {
+        let field = format!("labels.{key}");
+        cpn_model::validate_label_key(key)
+            .map_err(|e| ApiError::field(&field, format!("invalid label key: {e}")))?;
+        cpn_model::validate_label_value(value)
+            .map_err(|e| ApiError::field(&field, format!("invalid label value {value:?}: {e}")))?;
+        if previous.and_then(|p| p.get(key)) == Some(value) {
+            continue;
+        }
+        let tag = state.store.find_object_by_name(Kind::Tag, key).await?.ok_or_else(|| {
+            ApiError::field(
+                &field,
+                format!("{key:?} is not in the tag library; create the tag first (cpn tag create, or POST /api/v1/tags)"),
+            )
+        })?;
+        let spec: TagSpec = decode_spec(&tag)?;
+        check_tag_value(key, &spec, value).map_err(|m| ApiError::field(&field, m))?;
+    }
+    Ok(())
+}
+
+pub fn check_tag_value(key: &str, spec: &TagSpec, value: &str) -> Result<(), String> {
+    if spec.status == TagStatus::Disabled {
+        return Err(format!(
+            "tag {key:?} is disabled; set its status to active to apply it"
+        ));
+    }
+    if let Some(allowed) = &spec.allowed_values
+        && !allowed.iter().any(|a| a == value)
+    {
+        return Err(format!(
+            "tag {key:?} allows only {}; got {value:?}",
+            allowed.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+pub fn decode_spec<S: DeserializeOwned>(rec: &ObjectRecord) -> ApiResult<S> {
+    serde_json::from_value(rec.spec.clone()).map_err(|e| {
+        ApiError::new(
+            Code::Internal,
+            format!("stored {} {} does not decode: {e}", rec.kind, rec.id),
+        )
+    })
+}
+
+/// Resolves every reference of `spec` to an id the caller may use, rewriting the spec.
+async fn resolve_refs<S: SpecRefs>(
+    state: &AppState,
+    who: &Principal,
+    kind: Kind,
+    spec: &mut S,
+) -> ApiResult<Vec<Reference>> {
+    let mut out = Vec::new();
+    let mut owns_any = false;
+    let refs = spec.references();
+    let n = refs.len();
+    for r in refs {
+        let target = find_visible(state, who, r.kind, &r.given)
+            .await
+            .map_err(|_| {
+                ApiError::field(
+                    r.field,
+                    format!("no {} named or with id {:?}", r.kind, r.given),
+                )
+            })?;
+        owns_any |= target.owner == who.username;
+        if kind == Kind::Resource && who.role == Role::Supplier && target.owner != who.username {
+            return Err(ApiError::forbidden(format!(
+                "site {:?} belongs to {}; suppliers add resources only to their own sites",
+                target.name, target.owner
+            )));
+        }
+        spec.resolve(r.field, target.id.clone());
+        out.push(Reference {
+            field: r.field.to_string(),
+            kind: r.kind,
+            id: target.id,
+        });
+    }
+    if kind == Kind::Link && who.role == Role::Supplier && n > 0 && !owns_any {
+        return Err(ApiError::forbidden(
+            "suppliers may only link sites of which they own at least one end",
+        ));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- inheritance
+
+/// Computes effective labels, fetching each ancestor once per request.
+pub struct Inheritance<'a> {
+    state: &'a AppState,
+    ctx: InheritanceContext,
+    cache: HashMap<String, Option<ObjectRecord>>,
+}
+
+impl<'a> Inheritance<'a> {
+    pub async fn load(state: &'a AppState) -> ApiResult<Inheritance<'a>> {
+        let tags = state
+            .store
+            .list_objects(Kind::Tag, &ListQuery::default())
+            .await?;
+        let inheritable = tags
+            .iter()
+            .filter(|t| t.spec.get("inheritable").and_then(|v| v.as_bool()) == Some(true))
+            .map(|t| t.name.clone());
+        Ok(Inheritance {
+            state,
+            ctx: InheritanceContext::new(inheritable),
+            cache: HashMap::new(),
+        })
+    }
+
+    async fn fetch(&mut self, r: &Reference) -> ApiResult<Option<ObjectRecord>> {
+        if let Some(hit) = self.cache.get(&r.id) {
+            return Ok(hit.clone());
+        }
+        let rec = self.state.store.get_object(r.kind, &r.id).await?;
+        self.cache.insert(r.id.clone(), rec.clone());
+        Ok(rec)
+    }
+
+    /// Ancestors nearest first: a resource's site, then the site's platform and cloud.
+    async fn ancestors(&mut self, rec: &ObjectRecord) -> ApiResult<Vec<ObjectRecord>> {
+        let mut out = Vec::new();
+        let parents: Vec<Reference> = match rec.kind {
+            Kind::Site | Kind::Resource => rec
+                .refs
+                .iter()
+                .filter(|r| matches!(r.kind, Kind::Site | Kind::Platform | Kind::Cloud))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        for p in parents {
+            if let Some(parent) = self.fetch(&p).await? {
+                if parent.kind == Kind::Site {
+                    let grand = Box::pin(self.ancestors(&parent)).await?;
+                    out.push(parent);
+                    out.extend(grand);
+                } else {
+                    out.push(parent);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn effective(&mut self, rec: &ObjectRecord) -> ApiResult<Labels> {
+        let ancestors = self.ancestors(rec).await?;
+        let refs: Vec<&Labels> = ancestors.iter().map(|a| &a.labels).collect();
+        Ok(self.ctx.effective(&rec.labels, &refs))
+    }
+}
+
+pub async fn to_object<K: RegistryKind>(
+    rec: ObjectRecord,
+    inh: &mut Inheritance<'_>,
+) -> ApiResult<K::Object> {
+    let effective_labels = inh.effective(&rec).await?;
+    let spec: K::Spec = decode_spec(&rec)?;
+    Ok(K::object(
+        Envelope {
+            id: rec.id,
+            name: rec.name,
+            tenant: rec.tenant,
+            owner: rec.owner,
+            visibility: if rec.public {
+                Visibility::Public
+            } else {
+                Visibility::Tenant
+            },
+            labels: rec.labels,
+            effective_labels,
+            generation: rec.generation,
+            created_at: rec.created_at,
+            updated_at: rec.updated_at,
+        },
+        spec,
+    ))
+}
+
+// ---------------------------------------------------------------- operations
+
+fn spec_json<S: Serialize>(spec: &S) -> ApiResult<serde_json::Value> {
+    serde_json::to_value(spec)
+        .map_err(|e| ApiError::new(Code::Internal, format!("encode spec: {e}")))
+}
+
+/// Everything about a create except the store write, so scenario loading can check a whole
+/// file before writing any of it.
+pub async fn check_draft<K: RegistryKind>(
+    state: &AppState,
+    who: &Principal,
+    draft: &Draft<K::Spec>,
+) -> ApiResult<()> {
+    check_create(who, K::KIND)?;
+    validate_name(&draft.name)?;
+    validate_spec(&draft.spec)?;
+    if let Some(t) = &draft.tenant
+        && t != &who.tenant
+    {
+        if !who.is_operator() {
+            return Err(ApiError::forbidden(
+                "only operators may create objects in another tenant",
+            ));
+        }
+        if state.store.find_tenant(t).await?.is_none() {
+            return Err(ApiError::field("tenant", format!("no tenant named {t:?}")));
+        }
+    }
+    Ok(())
+}
+
+pub async fn create<K: RegistryKind>(
+    state: &AppState,
+    who: &Principal,
+    body: K::Create,
+) -> ApiResult<K::Object> {
+    let mut draft = K::draft(body);
+    check_draft::<K>(state, who, &draft).await?;
+    check_labels(state, &draft.labels, None).await?;
+    let refs = resolve_refs(state, who, K::KIND, &mut draft.spec).await?;
+    let now = Utc::now();
+    let rec = state
+        .store
+        .create_object(NewObject {
+            kind: K::KIND,
+            name: draft.name,
+            tenant: draft.tenant.unwrap_or_else(|| who.tenant.clone()),
+            owner: who.username.clone(),
+            public: draft.visibility.unwrap_or_default() == Visibility::Public,
+            labels: draft.labels,
+            spec: spec_json(&draft.spec)?,
+            refs,
+            now,
+        })
+        .await?;
+    crate::topology::after_write(state, &rec).await?;
+    let mut inh = Inheritance::load(state).await?;
+    to_object::<K>(rec, &mut inh).await
+}
+
+pub async fn get<K: RegistryKind>(
+    state: &AppState,
+    who: &Principal,
+    id_or_name: &str,
+) -> ApiResult<K::Object> {
+    let rec = find_visible(state, who, K::KIND, id_or_name).await?;
+    let mut inh = Inheritance::load(state).await?;
+    to_object::<K>(rec, &mut inh).await
+}
+
+/// Parses the paging and selector parameters every list endpoint shares.
+pub struct ListParams {
+    pub limit: usize,
+    pub cursor: Option<String>,
+    pub selector: Selector,
+}
+
+impl ListParams {
+    pub fn take(q: &mut QueryMap) -> ApiResult<ListParams> {
+        let limit = match q.take("limit") {
+            None => DEFAULT_PAGE,
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+                _ => {
+                    return Err(ApiError {
+                        code: Code::BadRequest,
+                        message: format!(
+                            "limit must be a whole number from 1 to {MAX_PAGE}, got {s:?}"
+                        ),
+                        field: Some("limit".into()),
+                    });
+                }
+            },
+        };
+        let selector = match q.take("selector") {
+            None => Selector::default(),
+            Some(s) => Selector::parse(&s).map_err(|e| ApiError {
+                code: Code::BadRequest,
+                message: format!("{e} in {s:?}"),
+                field: Some("selector".into()),
+            })?,
+        };
+        Ok(ListParams {
+            limit,
+            cursor: q.take("cursor").filter(|c| !c.is_empty()),
+            selector,
+        })
+    }
+}
+
+/// Lists the caller's visible objects of a kind that pass `keep` and the selector (matched
+/// against effective labels), one page at a time.
+pub async fn list_records(
+    state: &AppState,
+    who: &Principal,
+    kind: Kind,
+    params: &ListParams,
+    referencing: Option<String>,
+    keep: impl Fn(&ObjectRecord) -> bool,
+    inh: &mut Inheritance<'_>,
+) -> ApiResult<(Vec<ObjectRecord>, Option<String>)> {
+    const BATCH: usize = 500;
+    let mut out = Vec::new();
+    let mut after = params.cursor.clone();
+    loop {
+        let batch = state
+            .store
+            .list_objects(
+                kind,
+                &ListQuery {
+                    visible_to_tenant: (!who.is_operator()).then(|| who.tenant.clone()),
+                    referencing: referencing.clone(),
+                    after: after.clone(),
+                    limit: Some(BATCH),
+                },
+            )
+            .await?;
+        let exhausted = batch.len() < BATCH;
+        for rec in batch {
+            after = Some(rec.id.clone());
+            if !keep(&rec) {
+                continue;
+            }
+            if !params.selector.is_empty() && !params.selector.matches(&inh.effective(&rec).await?)
+            {
+                continue;
+            }
+            out.push(rec);
+            if out.len() > params.limit {
+                out.truncate(params.limit);
+                let next = out.last().map(|r| r.id.clone());
+                return Ok((out, next));
+            }
+        }
+        if exhausted {
+            return Ok((out, None));
+        }
+    }
+}
+
+pub async fn list<K: RegistryKind>(
+    state: &AppState,
+    who: &Principal,
+    mut q: QueryMap,
+) -> ApiResult<Page<K::Object>> {
+    let params = ListParams::take(&mut q)?;
+    // Kind-specific filters: the parent an object hangs under, and a resource's type.
+    let parent = match K::KIND {
+        Kind::Resource | Kind::Link => q.take("site").map(|s| (Kind::Site, s)),
+        Kind::Site => q
+            .take("platform")
+            .map(|p| (Kind::Platform, p))
+            .or_else(|| q.take("cloud").map(|c| (Kind::Cloud, c))),
+        _ => None,
+    };
+    let resource_type = if K::KIND == Kind::Resource {
+        q.take("type")
+    } else {
+        None
+    };
+    q.finish()?;
+    let referencing = match parent {
+        Some((kind, given)) => Some(find_visible(state, who, kind, &given).await?.id),
+        None => None,
+    };
+    let mut inh = Inheritance::load(state).await?;
+    let (records, next_cursor) = list_records(
+        state,
+        who,
+        K::KIND,
+        &params,
+        referencing,
+        |rec| match &resource_type {
+            Some(t) => rec.spec.get("type").and_then(|v| v.as_str()) == Some(t.as_str()),
+            None => true,
+        },
+        &mut inh,
+    )
+    .await?;
+    let mut items = Vec::with_capacity(records.len());
+    for rec in records {
+        items.push(to_object::<K>(rec, &mut inh).await?);
+    }
+    Ok(Page { items, next_cursor })
+}
+
+/// Picks the generation from the body or `If-Match`; refusing to guess prevents lost updates.
+fn expected_generation(body: Option<u64>, if_match: Option<u64>) -> ApiResult<u64> {
+    match (body, if_match) {
+        (Some(b), Some(h)) if b != h => Err(ApiError::bad_request(format!(
+            "generation {b} in the body disagrees with If-Match {h}"
+        ))),
+        (Some(g), _) | (None, Some(g)) => Ok(g),
+        (None, None) => Err(ApiError::new(
+            Code::PreconditionRequired,
+            "send the generation you read, as `generation` in the body or as If-Match, so a concurrent change is not overwritten",
+        )),
+    }
+}
+
+pub async fn update<K: RegistryKind>(
+    state: &AppState,
+    who: &Principal,
+    id_or_name: &str,
+    if_match: Option<u64>,
+    body: K::Update,
+) -> ApiResult<K::Object> {
+    let rec = find_visible(state, who, K::KIND, id_or_name).await?;
+    check_modify(who, &rec)?;
+    if K::KIND == Kind::Tag {
+        let current: TagSpec = decode_spec(&rec)?;
+        if !current.operations.contains(&TagOperation::Modify) {
+            return Err(ApiError::forbidden(format!(
+                "tag {:?} does not allow modify",
+                rec.name
+            )));
+        }
+    }
+    let mut rev = K::revision(body);
+    let generation = expected_generation(rev.generation, if_match)?;
+    validate_spec(&rev.spec)?;
+    let labels = rev.labels.take().unwrap_or_else(|| rec.labels.clone());
+    check_labels(state, &labels, Some(&rec.labels)).await?;
+    let refs = resolve_refs(state, who, K::KIND, &mut rev.spec).await?;
+    let public = match rev.visibility {
+        Some(v) => v == Visibility::Public,
+        None => rec.public,
+    };
+    let updated = state
+        .store
+        .update_object(ObjectUpdate {
+            kind: K::KIND,
+            id: rec.id.clone(),
+            expected_generation: generation,
+            labels,
+            public,
+            spec: spec_json(&rev.spec)?,
+            refs,
+            now: Utc::now(),
+        })
+        .await?;
+    if updated.spec != rec.spec {
+        crate::topology::after_write(state, &updated).await?;
+    }
+    let mut inh = Inheritance::load(state).await?;
+    to_object::<K>(updated, &mut inh).await
+}
+
+pub async fn delete<K: RegistryKind>(
+    state: &AppState,
+    who: &Principal,
+    id_or_name: &str,
+    if_match: Option<u64>,
+) -> ApiResult<()> {
+    let rec = find_visible(state, who, K::KIND, id_or_name).await?;
+    check_modify(who, &rec)?;
+    if K::KIND == Kind::Tag {
+        let spec: TagSpec = decode_spec(&rec)?;
+        if !spec.operations.contains(&TagOperation::Delete) {
+            return Err(ApiError::forbidden(format!(
+                "tag {:?} does not allow delete",
+                rec.name
+            )));
+        }
+        let users = objects_labelled(state, &rec.name).await?;
+        if users > 0 {
+            return Err(ApiError::new(
+                Code::InUse,
+                format!(
+                    "tag {:?} is applied to {users} object(s); remove it from them first",
+                    rec.name
+                ),
+            ));
+        }
+    }
+    state
+        .store
+        .delete_object(K::KIND, &rec.id, if_match)
+        .await?;
+    Ok(())
+}
+
+async fn objects_labelled(state: &AppState, key: &str) -> ApiResult<usize> {
+    let mut n = 0;
+    for kind in Kind::ALL {
+        n += state
+            .store
+            .list_objects(kind, &ListQuery::default())
+            .await?
+            .iter()
+            .filter(|o| o.labels.contains_key(key))
+            .count();
+    }
+    Ok(n)
+}
+
+// ---------------------------------------------------------------- batch tagging (RM-TAG-02)
+
+/// Resolves the targets of a batch tagging call: listed refs and/or a kind+selector query.
+async fn tagging_targets(
+    state: &AppState,
+    who: &Principal,
+    targets: &[ObjectRef],
+    kind: Option<&str>,
+    selector: Option<&str>,
+) -> ApiResult<Vec<ObjectRecord>> {
+    let mut out = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let kind = Kind::parse(&t.kind)
+            .filter(|k| *k != Kind::Tag)
+            .ok_or_else(|| {
+                ApiError::field(
+                    format!("targets[{i}].kind"),
+                    format!(
+                        "unknown kind {:?}; use platform, cloud, site, resource or link",
+                        t.kind
+                    ),
+                )
+            })?;
+        let rec = find_visible(state, who, kind, &t.id).await.map_err(|_| {
+            ApiError::field(
+                format!("targets[{i}].id"),
+                format!("no {kind} named or with id {:?}", t.id),
+            )
+        })?;
+        check_modify(who, &rec)?;
+        out.push(rec);
+    }
+    match (kind, selector) {
+        (None, None) => {}
+        (Some(k), Some(s)) => {
+            let kind = Kind::parse(k).filter(|k| *k != Kind::Tag).ok_or_else(|| {
+                ApiError::field(
+                    "kind",
+                    format!("unknown kind {k:?}; use platform, cloud, site, resource or link"),
+                )
+            })?;
+            let selector =
+                Selector::parse(s).map_err(|e| ApiError::field("selector", e.to_string()))?;
+            let params = ListParams {
+                limit: usize::MAX - 1,
+                cursor: None,
+                selector,
+            };
+            let mut inh = Inheritance::load(state).await?;
+            let (recs, _) = list_records(
+                state,
+                who,
+                kind,
+                &params,
+                None,
+                |r| check_modify(who, r).is_ok(),
+                &mut inh,
+            )
+            .await?;
+            out.extend(recs);
+        }
+        _ => {
+            return Err(ApiError::field(
+                if kind.is_none() { "kind" } else { "selector" },
+                "kind and selector go together",
+            ));
+        }
+    }
+    if out.is_empty() && targets.is_empty() && kind.is_none() {
+        return Err(ApiError::field(
+            "targets",
+            "name at least one target, or a kind and a selector",
+        ));
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out.dedup_by(|a, b| a.id == b.id);
+    Ok(out)
+}
+
+pub async fn apply_tag(
+    state: &AppState,
+    who: &Principal,
+    tag: &str,
+    body: ApplyTag,
+) -> ApiResult<TaggingResult> {
+    let tag_rec = find_visible(state, who, Kind::Tag, tag).await?;
+    let spec: TagSpec = decode_spec(&tag_rec)?;
+    cpn_model::validate_label_value(&body.value)
+        .map_err(|e| ApiError::field("value", e.to_string()))?;
+    check_tag_value(&tag_rec.name, &spec, &body.value).map_err(|m| ApiError::field("value", m))?;
+    let targets = tagging_targets(
+        state,
+        who,
+        &body.targets,
+        body.kind.as_deref(),
+        body.selector.as_deref(),
+    )
+    .await?;
+    change(state, &tag_rec.name, Some(body.value), targets).await
+}
+
+pub async fn remove_tag(
+    state: &AppState,
+    who: &Principal,
+    tag: &str,
+    body: RemoveTag,
+) -> ApiResult<TaggingResult> {
+    let tag_rec = find_visible(state, who, Kind::Tag, tag).await?;
+    let targets = tagging_targets(
+        state,
+        who,
+        &body.targets,
+        body.kind.as_deref(),
+        body.selector.as_deref(),
+    )
+    .await?;
+    change(state, &tag_rec.name, None, targets).await
+}
+
+async fn change(
+    state: &AppState,
+    key: &str,
+    value: Option<String>,
+    targets: Vec<ObjectRecord>,
+) -> ApiResult<TaggingResult> {
+    let now = Utc::now();
+    let changes = targets
+        .into_iter()
+        .map(|t| cpn_store::LabelChange {
+            kind: t.kind,
+            id: t.id,
+            key: key.to_string(),
+            value: value.clone(),
+            now,
+        })
+        .collect();
+    let s = state.store.change_labels(changes).await?;
+    Ok(TaggingResult {
+        changed: s.changed,
+        unchanged: s.unchanged,
+    })
+}
