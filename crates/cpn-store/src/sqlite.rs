@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 const DB_FILE: &str = "cpn.db";
 const LOCK_FILE: &str = "cpn.lock";
-const READERS: usize = 4;
+const READERS: usize = 8;
 /// Upper bound of writes committed together; bounds the latency one slow batch adds.
 const MAX_GROUP: usize = 512;
 
@@ -214,20 +214,25 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let readers = self.readers.clone();
+        let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = readers
+            let pooled = readers
                 .lock()
                 .expect("reader pool lock is never held across a panic")
                 .pop();
-            let conn = match conn {
+            // More concurrent reads than pooled connections: open another rather than wait;
+            // only READERS connections are kept afterwards.
+            let conn = match pooled {
                 Some(c) => c,
-                None => return Err(StoreError::Backend("no reader connection".into())),
+                None => open_connection(&path)?,
             };
             let result = f(&conn);
-            readers
+            let mut pool = readers
                 .lock()
-                .expect("reader pool lock is never held across a panic")
-                .push(conn);
+                .expect("reader pool lock is never held across a panic");
+            if pool.len() < READERS {
+                pool.push(conn);
+            }
             result
         })
         .await

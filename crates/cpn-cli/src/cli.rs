@@ -1,0 +1,399 @@
+//! The command-line grammar of `cpn`: every subcommand, flag and environment variable, as
+//! clap derive types. Nothing here talks to the network; `commands` does the work.
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use cpn_api_types::identity::Role;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Control plane of a computing power network (CPN): run the server, or manage its
+/// registry of platforms, clouds, sites, resources, links and tags.
+#[derive(Debug, Parser)]
+#[command(name = "cpn", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The server a client command talks to when neither --server nor CPN_SERVER is set.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// Options of every client command (ignored by `serve`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Client options")]
+pub struct GlobalArgs {
+    /// Base URL of the cpn server.
+    #[arg(
+        long,
+        global = true,
+        env = "CPN_SERVER",
+        default_value = DEFAULT_SERVER,
+        value_name = "URL"
+    )]
+    pub server: String,
+
+    /// Bearer token. Without it, the admin token of the local data dir is used
+    /// ($CPN_DATA_DIR/admin.token, else ./cpn-data/admin.token) when that file exists.
+    #[arg(
+        long,
+        global = true,
+        env = "CPN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// The server's JSON, pretty-printed.
+    Json,
+    /// The server's JSON, as YAML.
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control-plane server.
+    Serve(ServeArgs),
+    /// Computing-power scheduling platforms (调度平台).
+    #[command(subcommand, alias = "platforms")]
+    Platform(RegistryCmd),
+    /// Cloud platforms sites may belong to.
+    #[command(subcommand, alias = "clouds")]
+    Cloud(RegistryCmd),
+    /// Sites: data centres or clusters offering compute (资源节点).
+    #[command(subcommand, alias = "sites")]
+    Site(RegistryCmd),
+    /// Compute, network, storage and security resources inside sites.
+    #[command(subcommand, alias = "resources")]
+    Resource(RegistryCmd),
+    /// Network links between sites, and their observed metrics.
+    #[command(subcommand, alias = "links")]
+    Link(LinkCmd),
+    /// The tag library, and applying tags to objects.
+    #[command(subcommand, alias = "tags")]
+    Tag(TagCmd),
+    /// Show sites and links with the metrics in force at a moment.
+    Topology(TopologyArgs),
+    /// Load a whole federation from one YAML document.
+    #[command(subcommand)]
+    Scenario(ScenarioCmd),
+    /// Log in and print a bearer token.
+    Login(LoginArgs),
+    /// Revoke the token in use.
+    Logout,
+    /// Show who the token in use belongs to.
+    Whoami,
+    /// Tenants (operators only).
+    #[command(subcommand, alias = "tenants")]
+    Tenant(TenantCmd),
+    /// Users (operators only).
+    #[command(subcommand, alias = "users")]
+    User(UserCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory of the store, tokens and logs; created when missing.
+    #[arg(
+        long,
+        env = "CPN_DATA_DIR",
+        default_value = "./cpn-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "CPN_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    /// Do not load the bundled demo federation into a new data dir.
+    #[arg(long)]
+    pub no_demo: bool,
+}
+
+/// The verbs every registry kind has.
+#[derive(Debug, Subcommand)]
+pub enum RegistryCmd {
+    /// List objects (all pages unless --limit is given).
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show one object.
+    Get {
+        /// Name or id of the object.
+        #[arg(value_name = "NAME_OR_ID")]
+        name: String,
+    },
+    /// Create objects from a YAML or JSON file (one object, a list, or several YAML documents).
+    Create {
+        /// File to read, or `-` for stdin.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: String,
+    },
+    /// Replace the labels, visibility and spec of an object. The file holds an update
+    /// (generation, labels, visibility, spec) or a full object as printed by `get -o yaml`.
+    Update {
+        /// Name or id of the object.
+        #[arg(value_name = "NAME_OR_ID")]
+        name: String,
+        /// File to read, or `-` for stdin.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: String,
+    },
+    /// Delete an object.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Name or id of the object.
+        #[arg(value_name = "NAME_OR_ID")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Label selector, e.g. `region=Ningxia,gpu.model in (A100,H800)`.
+    #[arg(short = 'l', long, value_name = "SEL")]
+    pub selector: Option<String>,
+    /// Page size. With it, only one page is fetched unless --all is given too.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// Fetch every page (the default when --limit is not given).
+    #[arg(long)]
+    pub all: bool,
+    /// Start at this page cursor (the `next_cursor` of an earlier page).
+    #[arg(long, value_name = "CURSOR")]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LinkCmd {
+    #[command(flatten)]
+    Registry(RegistryCmd),
+    /// Record an observed metrics sample of a link; fields not given keep the link's
+    /// nominal values.
+    Metrics(LinkMetricsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LinkMetricsArgs {
+    /// Name or id of the link.
+    #[arg(value_name = "LINK")]
+    pub link: String,
+    #[command(flatten)]
+    pub values: MetricValues,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+pub struct MetricValues {
+    /// Round-trip latency in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub latency_ms: Option<f64>,
+    /// Bandwidth in Gbit/s.
+    #[arg(long, value_name = "GBPS")]
+    pub bandwidth_gbps: Option<f64>,
+    /// Jitter in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub jitter_ms: Option<f64>,
+    /// Packet loss in percent (0..100).
+    #[arg(long, value_name = "PCT")]
+    pub loss_pct: Option<f64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TagCmd {
+    #[command(flatten)]
+    Registry(RegistryCmd),
+    /// Set a tag (label) on objects, atomically.
+    Apply(TagApplyArgs),
+    /// Remove a tag (label) from objects, atomically.
+    Remove(TagRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TagApplyArgs {
+    /// The tag, i.e. the label key (e.g. `gpu.model`).
+    #[arg(value_name = "TAG")]
+    pub tag: String,
+    /// The label value.
+    #[arg(long, default_value = "", value_name = "V")]
+    pub value: String,
+    #[command(flatten)]
+    pub selection: TagSelection,
+}
+
+#[derive(Debug, Args)]
+pub struct TagRemoveArgs {
+    /// The tag, i.e. the label key.
+    #[arg(value_name = "TAG")]
+    pub tag: String,
+    #[command(flatten)]
+    pub selection: TagSelection,
+}
+
+/// Which objects a tag operation touches: listed targets and/or a kind with a selector.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+pub struct TagSelection {
+    /// An object as KIND/NAME, e.g. `site/ningxia-zw-1` (repeatable).
+    #[arg(long = "target", value_name = "KIND/NAME")]
+    pub targets: Vec<String>,
+    /// Kind of the objects matched by --selector (platform, cloud, site, resource, link).
+    #[arg(long, requires = "selector", value_name = "KIND")]
+    pub kind: Option<String>,
+    /// Label selector choosing objects of --kind.
+    #[arg(long, requires = "kind", value_name = "SEL")]
+    pub selector: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopologyArgs {
+    /// Show the metrics in force at this moment (RFC 3339) instead of now.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub at: Option<DateTime<Utc>>,
+}
+
+fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{e} (expected e.g. 2025-06-01T08:00:00Z)"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScenarioCmd {
+    /// Create every object of a scenario file; objects whose name exists are skipped.
+    Load {
+        /// The scenario YAML (or JSON) file, or `-` for stdin.
+        #[arg(value_name = "FILE")]
+        file: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    #[arg(short, long, value_name = "USER")]
+    pub username: String,
+    /// The password; prefer the CPN_PASSWORD environment variable.
+    #[arg(
+        short,
+        long,
+        env = "CPN_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub password: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// List tenants.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Create a tenant.
+    Create {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(long, default_value = "", value_name = "TEXT")]
+        display_name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// List users.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Create a user.
+    Create(UserCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserCreateArgs {
+    #[arg(long, value_name = "USER")]
+    pub username: String,
+    /// At least 8 characters.
+    #[arg(long, value_name = "PASSWORD")]
+    pub password: String,
+    /// Name of an existing tenant.
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: String,
+    #[arg(long, value_enum)]
+    pub role: RoleArg,
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Runs the platform: sees and changes everything.
+    Operator,
+    /// Offers compute: registers sites and resources.
+    Supplier,
+    /// Uses compute: reads what is public or in its tenant.
+    User,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Operator => Role::Operator,
+            RoleArg::Supplier => Role::Supplier,
+            RoleArg::User => Role::User,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn tag_apply_needs_a_selection() {
+        assert!(Cli::try_parse_from(["cpn", "tag", "apply", "gpu.model"]).is_err());
+        assert!(
+            Cli::try_parse_from(["cpn", "tag", "apply", "x", "--kind", "site"]).is_err(),
+            "--kind without --selector"
+        );
+        let ok = Cli::try_parse_from([
+            "cpn", "tag", "apply", "x", "--value", "y", "--target", "site/a", "--target", "site/b",
+        ]);
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = Cli::try_parse_from([
+            "cpn",
+            "site",
+            "list",
+            "-o",
+            "json",
+            "--server",
+            "http://x:1",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.output, OutputFormat::Json);
+        assert_eq!(cli.global.server, "http://x:1");
+    }
+}

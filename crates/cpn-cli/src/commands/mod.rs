@@ -1,0 +1,61 @@
+//! One module per command; `dispatch` routes a parsed command line to it.
+
+pub mod auth;
+pub mod identity;
+pub mod link;
+pub mod registry;
+pub mod scenario;
+pub mod serve;
+pub mod tag;
+pub mod topology;
+
+use crate::cli::{Cli, Command, DEFAULT_SERVER, LinkCmd, OutputFormat, TagCmd};
+use crate::client::Client;
+use anyhow::Result;
+use registry::Kind;
+
+/// What every client command needs: the API client and the output format.
+pub struct Ctx {
+    pub client: Client,
+    pub output: OutputFormat,
+}
+
+impl Ctx {
+    pub fn table(&self) -> bool {
+        self.output == OutputFormat::Table
+    }
+}
+
+pub async fn dispatch(cli: Cli) -> Result<()> {
+    if let Command::Serve(args) = cli.command {
+        return serve::run(args).await;
+    }
+    // An empty CPN_SERVER counts as unset.
+    let server = match cli.global.server.trim() {
+        "" => DEFAULT_SERVER,
+        s => s,
+    };
+    let ctx = Ctx {
+        client: Client::new(server, cli.global.token)?,
+        output: cli.global.output,
+    };
+    match cli.command {
+        Command::Serve(_) => unreachable!("handled above"),
+        Command::Platform(cmd) => registry::run(&ctx, Kind::Platform, cmd).await,
+        Command::Cloud(cmd) => registry::run(&ctx, Kind::Cloud, cmd).await,
+        Command::Site(cmd) => registry::run(&ctx, Kind::Site, cmd).await,
+        Command::Resource(cmd) => registry::run(&ctx, Kind::Resource, cmd).await,
+        Command::Link(LinkCmd::Registry(cmd)) => registry::run(&ctx, Kind::Link, cmd).await,
+        Command::Link(LinkCmd::Metrics(args)) => link::metrics(&ctx, args).await,
+        Command::Tag(TagCmd::Registry(cmd)) => registry::run(&ctx, Kind::Tag, cmd).await,
+        Command::Tag(TagCmd::Apply(args)) => tag::apply(&ctx, args).await,
+        Command::Tag(TagCmd::Remove(args)) => tag::remove(&ctx, args).await,
+        Command::Topology(args) => topology::run(&ctx, args).await,
+        Command::Scenario(cmd) => scenario::run(&ctx, cmd).await,
+        Command::Login(args) => auth::login(&ctx, args).await,
+        Command::Logout => auth::logout(&ctx).await,
+        Command::Whoami => auth::whoami(&ctx).await,
+        Command::Tenant(cmd) => identity::tenant(&ctx, cmd).await,
+        Command::User(cmd) => identity::user(&ctx, cmd).await,
+    }
+}

@@ -1,0 +1,82 @@
+//! Checks the built `cpn` binary end to end without a server: help lists the commands, and
+//! an unreachable server gives exit code 1 with a pointer to `cpn serve`.
+
+use std::process::{Command, Output};
+
+/// Runs `cpn` in an empty directory with no cpn environment, so no local token or server
+/// setting leaks in.
+fn cpn(args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_cpn"))
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("CPN_SERVER")
+        .env_remove("CPN_TOKEN")
+        .env_remove("CPN_DATA_DIR")
+        .env_remove("CPN_LISTEN")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = cpn(&["--help"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    for cmd in [
+        "serve", "platform", "cloud", "site", "resource", "link", "tag", "topology", "scenario",
+        "login", "logout", "whoami", "tenant", "user",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{cmd} "))),
+            "`{cmd}` missing from --help:\n{text}"
+        );
+    }
+    for flag in ["--server", "--token", "--output"] {
+        assert!(text.contains(flag), "`{flag}` missing from --help:\n{text}");
+    }
+}
+
+#[test]
+fn site_help_lists_the_verbs() {
+    let out = cpn(&["site", "--help"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    for verb in ["list", "get", "create", "update", "delete"] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{verb} "))),
+            "`{verb}` missing from site --help:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn tag_and_link_have_their_extra_verbs() {
+    let text = stdout(&cpn(&["tag", "--help"]));
+    assert!(text.contains("apply") && text.contains("remove"), "{text}");
+    let text = stdout(&cpn(&["link", "--help"]));
+    assert!(text.contains("metrics") && text.contains("list"), "{text}");
+}
+
+#[test]
+fn unreachable_server_points_at_cpn_serve() {
+    let out = cpn(&["site", "list", "--server", "http://127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("cpn serve"), "{err}");
+    assert!(err.contains("http://127.0.0.1:9"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = cpn(&["site", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

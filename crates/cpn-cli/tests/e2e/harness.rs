@@ -1,0 +1,198 @@
+//! Starts and stops real `cpn serve` processes and talks to them.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CPN: &str = env!("CARGO_BIN_EXE_cpn");
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub token: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    /// Starts `cpn serve` on port 0 and waits until `/healthz` answers.
+    pub async fn start(data_dir: &Path, demo: bool) -> Server {
+        let addr_file = data_dir.join("cpn.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let mut cmd = Command::new(CPN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if !demo {
+            cmd.arg("--no-demo");
+        }
+        let child = cmd.spawn().expect("spawn cpn serve");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            if let Ok(s) = std::fs::read_to_string(&addr_file)
+                && s.ends_with('\n')
+            {
+                break s.trim().to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cpn serve did not start within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))
+            .expect("admin.token written at first start")
+            .trim()
+            .to_string();
+        let server = Server {
+            child,
+            base: format!("http://{addr}"),
+            data_dir: data_dir.to_path_buf(),
+            token,
+            http: reqwest::Client::new(),
+        };
+        let (status, _) = server.call(Method::GET, "/healthz", None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        server
+    }
+
+    /// SIGKILL: no shutdown code runs, as in a crash or power cut of the process.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill -9 cpn serve");
+        self.child.wait().expect("reap cpn serve");
+    }
+
+    /// A request with an optional JSON body and token; returns status and parsed body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request reaches the server");
+        let status = resp.status();
+        let text = resp.text().await.expect("read body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    /// A request as the operator.
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call(method, path, Some(&self.token.clone()), body)
+            .await
+    }
+
+    /// A raw request body with a given content type.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: &'static str,
+    ) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request reaches the server");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Runs the `cpn` CLI against this server with the operator token.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(CPN)
+            .args(args)
+            .env("CPN_SERVER", &self.base)
+            .env("CPN_TOKEN", &self.token)
+            .current_dir(&self.data_dir)
+            .output()
+            .expect("run cpn")
+    }
+
+    /// Creates a user in a (possibly new) tenant and returns its login token.
+    pub async fn user(&self, tenant: &str, username: &str, role: &str) -> String {
+        let (s, _) = self.admin(Method::GET, "/api/v1/tenants", None).await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, b) = self
+            .admin(
+                Method::POST,
+                "/api/v1/tenants",
+                Some(serde_json::json!({"name": tenant})),
+            )
+            .await;
+        assert!(
+            s == StatusCode::CREATED || s == StatusCode::CONFLICT,
+            "{s} {b}"
+        );
+        let password = "s3cret-password";
+        let (s, b) = self
+            .admin(
+                Method::POST,
+                "/api/v1/users",
+                Some(serde_json::json!({"username": username, "password": password, "tenant": tenant, "role": role})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let (s, b) = self
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(serde_json::json!({"username": username, "password": password})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["token"].as_str().expect("token").to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal valid site body.
+pub fn site(name: &str) -> Value {
+    serde_json::json!({
+        "name": name,
+        "visibility": "public",
+        "spec": {"region": "Ningxia", "supplier": "test", "location": {"lat": 37.5, "lon": 105.2}}
+    })
+}
+
+/// Everything visible of a kind, to compare state before and after failed requests.
+pub async fn snapshot(server: &Server, kind: &str) -> Value {
+    let (s, b) = server
+        .admin(Method::GET, &format!("/api/v1/{kind}?limit=1000"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["items"].clone()
+}
