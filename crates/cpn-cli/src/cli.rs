@@ -100,6 +100,31 @@ pub enum Command {
     /// Users (operators only).
     #[command(subcommand, alias = "users")]
     User(UserCmd),
+    /// Measure performance and print figures.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Durable creates per second through the HTTP API with concurrent clients.
+    ///
+    /// Without --against, starts a private server on a fresh temp data dir (no demo), so
+    /// the figure includes HTTP, authentication, validation and the fsync of every commit.
+    Registry(BenchRegistryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRegistryArgs {
+    /// Concurrent clients, each sending its next request when the previous one is answered.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Creates in total.
+    #[arg(long, default_value_t = 5000)]
+    pub requests: usize,
+    /// Benchmark an already running server at this URL instead (uses --token / CPN_TOKEN).
+    #[arg(long, value_name = "URL")]
+    pub against: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -36,6 +36,42 @@ pub const ADDR_FILE: &str = "cpn.addr";
 
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    start(config).await?.wait().await
+}
+
+/// A server that is listening; `cpn serve` waits on it, `cpn bench` stops it when done.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Serves until Ctrl-C or SIGTERM.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let _keep_open = self.stop;
+        self.task.await.context("server task")?
+    }
+
+    /// Stops accepting, finishes requests in flight, and returns.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.context("server task")?
+    }
+
+    /// The operator token written at first start.
+    pub fn admin_token(&self) -> anyhow::Result<String> {
+        let path = self.data_dir.join(auth::ADMIN_TOKEN_FILE);
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("read {}", path.display()))?
+            .trim()
+            .to_string())
+    }
+}
+
+/// Opens the store, bootstraps a new data dir, binds, and starts serving in the background.
+pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let store = SqliteStore::open(&config.data_dir)
         .with_context(|| format!("open store in {}", config.data_dir.display()))?;
     tracing::info!(path = %store.path().display(), "store opened");
@@ -77,12 +113,26 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     std::fs::write(config.data_dir.join(ADDR_FILE), format!("{addr}\n"))
         .context("write address file")?;
     eprintln!("cpn listening on http://{addr}");
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serve HTTP")?;
-    eprintln!("cpn stopped");
-    Ok(())
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = shutdown_signal() => {},
+                    _ = stopped => {},
+                }
+            })
+            .await
+            .context("serve HTTP")?;
+        eprintln!("cpn stopped");
+        Ok(())
+    });
+    Ok(RunningServer {
+        addr,
+        data_dir: config.data_dir,
+        stop,
+        task,
+    })
 }
 
 async fn load_demo(state: &AppState) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! One module per command; `dispatch` routes a parsed command line to it.
 
 pub mod auth;
+pub mod bench;
 pub mod identity;
 pub mod link;
 pub mod registry;
@@ -27,9 +28,13 @@ impl Ctx {
 }
 
 pub async fn dispatch(cli: Cli) -> Result<()> {
-    if let Command::Serve(args) = cli.command {
-        return serve::run(args).await;
-    }
+    let cli = match cli.command {
+        Command::Serve(args) => return serve::run(args).await,
+        Command::Bench(crate::cli::BenchCmd::Registry(args)) => {
+            return bench::registry(args, cli.global.token).await;
+        }
+        _ => cli,
+    };
     // An empty CPN_SERVER counts as unset.
     let server = match cli.global.server.trim() {
         "" => DEFAULT_SERVER,
@@ -40,7 +45,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         output: cli.global.output,
     };
     match cli.command {
-        Command::Serve(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Bench(_) => unreachable!("handled above"),
         Command::Platform(cmd) => registry::run(&ctx, Kind::Platform, cmd).await,
         Command::Cloud(cmd) => registry::run(&ctx, Kind::Cloud, cmd).await,
         Command::Site(cmd) => registry::run(&ctx, Kind::Site, cmd).await,

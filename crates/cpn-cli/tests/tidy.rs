@@ -1,0 +1,131 @@
+//! Tidy checks that hold the architecture in place (see ARCHITECTURE.md): the pure core
+//! crates stay free of runtimes, databases and HTTP, and every source file says why it exists.
+
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Crates that must stay pure: no I/O, no async runtime, deterministic.
+const CORE: &[&str] = &["cpn-model", "cpn-topology"];
+/// Crates a core crate may never reach, directly or through others.
+const FORBIDDEN: &[&str] = &[
+    "tokio",
+    "mio",
+    "axum",
+    "hyper",
+    "tower",
+    "reqwest",
+    "rusqlite",
+    "libsqlite3-sys",
+    "sqlx",
+    "postgres",
+    "tokio-postgres",
+    "kube",
+    "tonic",
+];
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+#[test]
+fn core_crates_have_no_io_dependencies() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Only the host's dependency graph: other platforms' crates need not be downloaded.
+    let rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .arg("-vV")
+        .output()
+        .expect("run rustc -vV");
+    let host = String::from_utf8(rustc.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .expect("rustc -vV names the host");
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--filter-platform",
+            &host,
+        ])
+        .current_dir(workspace_root())
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: HashMap<&str, &str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    let nodes: HashMap<&str, &Value> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n))
+        .collect();
+    for core in CORE {
+        let root = names
+            .iter()
+            .find(|(_, n)| *n == core)
+            .map(|(id, _)| *id)
+            .unwrap_or_else(|| panic!("{core} not in workspace"));
+        // Closure over normal and build dependencies; dev-dependencies do not ship.
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![root];
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            for dep in nodes[id]["deps"].as_array().unwrap() {
+                let shipped = dep["dep_kinds"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|k| k["kind"].as_str() != Some("dev"));
+                if shipped {
+                    stack.push(dep["pkg"].as_str().unwrap());
+                }
+            }
+        }
+        let reached: BTreeSet<&str> = seen.iter().map(|id| names[id]).collect();
+        let bad: Vec<&&str> = FORBIDDEN.iter().filter(|f| reached.contains(**f)).collect();
+        assert!(
+            bad.is_empty(),
+            "{core} must stay pure but depends on {bad:?}"
+        );
+    }
+}
+
+#[test]
+fn every_source_file_opens_with_a_module_doc() {
+    let mut missing = Vec::new();
+    let mut stack = vec![workspace_root().join("crates")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if !text.trim_start().starts_with("//!") {
+                    missing.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! line saying why they exist: {missing:#?}"
+    );
+}
