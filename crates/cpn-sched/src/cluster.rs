@@ -1,0 +1,598 @@
+//! The world a cycle schedules into: sites, the nodes inside them, their free capacity,
+//! and the topology between sites. Built once from the registry (or a trace), then changed
+//! only by `reserve` and `release`, which keep every aggregate consistent.
+
+use crate::task::{Chip, Demand};
+use cpn_model::{GeoPoint, Labels};
+use cpn_topology::{SiteIndex, Topology};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+
+pub type SiteIdx = u32;
+pub type NodeIdx = u32;
+/// An interned string (chip model, architecture).
+pub type Sym = u32;
+
+/// Per-tenant ceiling; `None` fields are unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    pub gpu_milli: Option<u64>,
+    pub cpu_milli: Option<u64>,
+    pub memory_mib: Option<u64>,
+}
+
+/// What a site is, as given by the registry.
+#[derive(Debug, Clone, Default)]
+pub struct SiteSpec {
+    pub name: String,
+    pub region: String,
+    pub labels: Labels,
+    pub location: Option<GeoPoint>,
+    pub pue: f64,
+    /// CNY per kWh.
+    pub electricity_price: f64,
+    /// gCO2 per kWh.
+    pub carbon_intensity: Option<f64>,
+    pub healthy: bool,
+}
+
+/// What a node is, as given by the registry or an agent.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSpec {
+    pub name: String,
+    pub site: SiteIdx,
+    pub labels: Labels,
+    pub healthy: bool,
+    pub cpu_milli: u64,
+    pub memory_mib: u64,
+    pub storage_gib: u64,
+    pub chip: Option<Chip>,
+    /// Chip model of its accelerators (or CPU model for CPU-only nodes).
+    pub model: String,
+    pub architecture: String,
+    pub gpus: u32,
+    /// Peak TFLOPS of one accelerator (or of the whole CPU node for CPU-only nodes).
+    pub tflops_per_unit: f64,
+    /// CNY per accelerator-hour, or per core-hour for CPU-only nodes.
+    pub price_per_unit_hour: f64,
+    /// Watts per accelerator at load, or per core for CPU-only nodes.
+    pub watts_per_unit: f64,
+}
+
+/// One kind of compute a site offers: its nodes grouped by chip, model and architecture.
+/// Static (capacity changes are in the aggregates), so site-level price, performance and
+/// energy scores cost O(offers), not O(nodes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    pub chip: Option<Chip>,
+    pub model: Sym,
+    pub architecture: Sym,
+    /// Accelerators, or CPU cores for CPU-only nodes.
+    pub units: u64,
+    pub nodes: u32,
+    /// Cheapest price among the nodes, CNY per unit-hour.
+    pub price_per_unit_hour: f64,
+    /// Best peak TFLOPS per unit among the nodes.
+    pub tflops_per_unit: f64,
+    /// Mean watts per unit.
+    pub watts_per_unit: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub spec: SiteSpec,
+    pub nodes: Range<NodeIdx>,
+    pub offers: Vec<Offer>,
+    /// Vertex in the topology graph.
+    pub vertex: Option<SiteIndex>,
+    pub free: Aggregate,
+    pub total: Aggregate,
+}
+
+/// Sums over a site's healthy nodes, kept current by reserve/release so site-level
+/// filters and scores cost O(1) instead of a walk over every node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Aggregate {
+    pub cpu_milli: u64,
+    pub memory_mib: u64,
+    pub storage_gib: u64,
+    pub gpu_milli: u64,
+    /// GPUs with nothing allocated on them.
+    pub whole_gpus: u64,
+    /// Most whole GPUs free on any one node (an upper bound after releases).
+    pub max_node_whole_gpus: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub spec: NodeSpec,
+    pub model: Sym,
+    pub architecture: Sym,
+    pub cpu_used: u64,
+    pub memory_used: u64,
+    pub storage_used: u64,
+    /// Free milli of each GPU (1000 = untouched).
+    pub gpu_free: Vec<u32>,
+    pub cordoned: bool,
+}
+
+impl Node {
+    pub fn cpu_free(&self) -> u64 {
+        self.spec.cpu_milli - self.cpu_used
+    }
+    pub fn memory_free(&self) -> u64 {
+        self.spec.memory_mib - self.memory_used
+    }
+    pub fn storage_free(&self) -> u64 {
+        self.spec.storage_gib - self.storage_used
+    }
+    pub fn whole_gpus_free(&self) -> u32 {
+        self.gpu_free.iter().filter(|&&m| m == 1000).count() as u32
+    }
+    pub fn gpu_milli_free(&self) -> u64 {
+        self.gpu_free.iter().map(|&m| m as u64).sum()
+    }
+    pub fn schedulable(&self) -> bool {
+        self.spec.healthy && !self.cordoned
+    }
+
+    /// Whether the node's free capacity holds `d` (GPU shape included).
+    pub fn fits(&self, d: &Demand) -> bool {
+        if d.cpu_milli > self.cpu_free()
+            || d.memory_mib > self.memory_free()
+            || d.storage_gib > self.storage_free()
+        {
+            return false;
+        }
+        if d.gpus == 0 {
+            return true;
+        }
+        if d.whole_gpus() {
+            self.whole_gpus_free() >= d.gpus
+        } else {
+            self.gpu_free.iter().any(|&m| m >= d.gpu_milli)
+        }
+    }
+}
+
+/// GPUs given to one placement: (GPU index on the node, milli).
+pub type GpuAssignment = Vec<(u32, u32)>;
+
+/// Interns strings so hot loops compare integers.
+#[derive(Debug, Clone, Default)]
+pub struct Symbols {
+    names: Vec<String>,
+    ids: HashMap<String, Sym>,
+}
+
+impl Symbols {
+    pub fn intern(&mut self, s: &str) -> Sym {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.names.len() as Sym;
+        self.names.push(s.to_string());
+        self.ids.insert(s.to_string(), id);
+        id
+    }
+    pub fn get(&self, s: &str) -> Option<Sym> {
+        self.ids.get(s).copied()
+    }
+    pub fn name(&self, id: Sym) -> &str {
+        &self.names[id as usize]
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub sites: Vec<Site>,
+    pub nodes: Vec<Node>,
+    pub symbols: Symbols,
+    pub topology: Topology,
+    pub quotas: BTreeMap<String, Quota>,
+    /// Per tenant: (gpu milli, cpu milli, memory MiB) in use.
+    pub usage: BTreeMap<String, (u64, u64, u64)>,
+    site_by_name: HashMap<String, SiteIdx>,
+}
+
+/// Collects sites, nodes and links, then lays nodes out contiguously per site.
+#[derive(Debug, Default)]
+pub struct ClusterBuilder {
+    sites: Vec<SiteSpec>,
+    nodes: Vec<NodeSpec>,
+    links: Vec<(SiteIdx, SiteIdx, cpn_topology::LinkAttrs)>,
+    quotas: BTreeMap<String, Quota>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildError(pub String);
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl ClusterBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn site(&mut self, spec: SiteSpec) -> SiteIdx {
+        self.sites.push(spec);
+        (self.sites.len() - 1) as SiteIdx
+    }
+
+    pub fn node(&mut self, spec: NodeSpec) -> &mut Self {
+        self.nodes.push(spec);
+        self
+    }
+
+    pub fn link(&mut self, a: SiteIdx, b: SiteIdx, attrs: cpn_topology::LinkAttrs) -> &mut Self {
+        self.links.push((a, b, attrs));
+        self
+    }
+
+    pub fn quota(&mut self, tenant: &str, quota: Quota) -> &mut Self {
+        self.quotas.insert(tenant.to_string(), quota);
+        self
+    }
+
+    pub fn build(mut self) -> Result<Cluster, BuildError> {
+        let n_sites = self.sites.len();
+        if let Some(bad) = self.nodes.iter().find(|n| n.site as usize >= n_sites) {
+            return Err(BuildError(format!(
+                "node {:?} names site #{} of {n_sites}",
+                bad.name, bad.site
+            )));
+        }
+        // Stable sort keeps the caller's node order within a site: determinism.
+        self.nodes.sort_by_key(|n| n.site);
+        let mut topo = cpn_topology::TopologyBuilder::new();
+        let mut vertices = Vec::with_capacity(n_sites);
+        for s in &self.sites {
+            vertices.push(Some(
+                topo.add_site(s.name.clone(), s.location)
+                    .map_err(|e| BuildError(e.to_string()))?,
+            ));
+        }
+        for (a, b, attrs) in &self.links {
+            let (Some(Some(va)), Some(Some(vb))) =
+                (vertices.get(*a as usize), vertices.get(*b as usize))
+            else {
+                return Err(BuildError(format!(
+                    "link between unknown sites #{a} and #{b}"
+                )));
+            };
+            topo.add_link(*va, *vb, *attrs)
+                .map_err(|e| BuildError(e.to_string()))?;
+        }
+        let mut symbols = Symbols::default();
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for spec in self.nodes {
+            nodes.push(Node {
+                model: symbols.intern(&spec.model),
+                architecture: symbols.intern(&spec.architecture),
+                cpu_used: 0,
+                memory_used: 0,
+                storage_used: 0,
+                gpu_free: vec![1000; spec.gpus as usize],
+                cordoned: false,
+                spec,
+            });
+        }
+        let mut sites = Vec::with_capacity(n_sites);
+        let mut start = 0usize;
+        let mut site_by_name = HashMap::new();
+        for (i, spec) in self.sites.into_iter().enumerate() {
+            let end = start
+                + nodes[start..]
+                    .iter()
+                    .take_while(|n| n.spec.site as usize == i)
+                    .count();
+            if site_by_name
+                .insert(spec.name.clone(), i as SiteIdx)
+                .is_some()
+            {
+                return Err(BuildError(format!("two sites are named {:?}", spec.name)));
+            }
+            let offers = offers_of(&nodes[start..end]);
+            sites.push(Site {
+                spec,
+                nodes: start as NodeIdx..end as NodeIdx,
+                offers,
+                vertex: vertices[i],
+                free: Aggregate::default(),
+                total: Aggregate::default(),
+            });
+            start = end;
+        }
+        let mut cluster = Cluster {
+            sites,
+            nodes,
+            symbols,
+            topology: topo.build(),
+            quotas: self.quotas,
+            usage: BTreeMap::new(),
+            site_by_name,
+        };
+        for s in 0..cluster.sites.len() {
+            cluster.refresh_site(s as SiteIdx);
+            cluster.sites[s].total = cluster.sites[s].free;
+        }
+        Ok(cluster)
+    }
+}
+
+fn offers_of(nodes: &[Node]) -> Vec<Offer> {
+    let mut offers: Vec<Offer> = Vec::new();
+    for n in nodes {
+        let units = if n.spec.gpus > 0 {
+            n.spec.gpus as u64
+        } else {
+            n.spec.cpu_milli / 1000
+        };
+        match offers.iter_mut().find(|o| {
+            o.chip == n.spec.chip && o.model == n.model && o.architecture == n.architecture
+        }) {
+            Some(o) => {
+                let total = o.units + units;
+                if total > 0 {
+                    o.watts_per_unit = (o.watts_per_unit * o.units as f64
+                        + n.spec.watts_per_unit * units as f64)
+                        / total as f64;
+                }
+                o.units = total;
+                o.nodes += 1;
+                o.price_per_unit_hour = o.price_per_unit_hour.min(n.spec.price_per_unit_hour);
+                o.tflops_per_unit = o.tflops_per_unit.max(n.spec.tflops_per_unit);
+            }
+            None => offers.push(Offer {
+                chip: n.spec.chip,
+                model: n.model,
+                architecture: n.architecture,
+                units,
+                nodes: 1,
+                price_per_unit_hour: n.spec.price_per_unit_hour,
+                tflops_per_unit: n.spec.tflops_per_unit,
+                watts_per_unit: n.spec.watts_per_unit,
+            }),
+        }
+    }
+    offers
+}
+
+impl Cluster {
+    pub fn site_by_name(&self, name: &str) -> Option<SiteIdx> {
+        self.site_by_name.get(name).copied()
+    }
+
+    pub fn site(&self, i: SiteIdx) -> &Site {
+        &self.sites[i as usize]
+    }
+
+    pub fn node(&self, i: NodeIdx) -> &Node {
+        &self.nodes[i as usize]
+    }
+
+    /// Recomputes a site's free aggregate from its nodes. O(nodes of the site).
+    pub fn refresh_site(&mut self, s: SiteIdx) {
+        let range = self.sites[s as usize].nodes.clone();
+        let mut a = Aggregate::default();
+        for n in &self.nodes[range.start as usize..range.end as usize] {
+            if !n.schedulable() {
+                continue;
+            }
+            a.cpu_milli += n.cpu_free();
+            a.memory_mib += n.memory_free();
+            a.storage_gib += n.storage_free();
+            a.gpu_milli += n.gpu_milli_free();
+            let whole = n.whole_gpus_free();
+            a.whole_gpus += whole as u64;
+            a.max_node_whole_gpus = a.max_node_whole_gpus.max(whole);
+        }
+        self.sites[s as usize].free = a;
+    }
+
+    /// Takes `d` from node `n`, choosing GPUs with `pick`; returns the GPUs used.
+    /// Refuses (None) when the node cannot hold it, so capacity never goes negative.
+    pub fn reserve(
+        &mut self,
+        tenant: &str,
+        n: NodeIdx,
+        d: &Demand,
+        pick: GpuPick,
+    ) -> Option<GpuAssignment> {
+        let node = &mut self.nodes[n as usize];
+        if !node.fits(d) {
+            return None;
+        }
+        let mut gpus = GpuAssignment::new();
+        if d.gpus > 0 {
+            if d.whole_gpus() {
+                for (i, m) in node.gpu_free.iter_mut().enumerate() {
+                    if gpus.len() as u32 == d.gpus {
+                        break;
+                    }
+                    if *m == 1000 {
+                        *m = 0;
+                        gpus.push((i as u32, 1000));
+                    }
+                }
+            } else {
+                let i = pick.choose(&node.gpu_free, d.gpu_milli)?;
+                node.gpu_free[i] -= d.gpu_milli;
+                gpus.push((i as u32, d.gpu_milli));
+            }
+        }
+        node.cpu_used += d.cpu_milli;
+        node.memory_used += d.memory_mib;
+        node.storage_used += d.storage_gib;
+        let site = node.spec.site;
+        let u = self.usage.entry(tenant.to_string()).or_default();
+        u.0 += d.gpu_milli_total();
+        u.1 += d.cpu_milli;
+        u.2 += d.memory_mib;
+        self.refresh_site(site);
+        Some(gpus)
+    }
+
+    /// Returns what `reserve` took.
+    pub fn release(&mut self, tenant: &str, n: NodeIdx, d: &Demand, gpus: &GpuAssignment) {
+        let node = &mut self.nodes[n as usize];
+        for &(i, m) in gpus {
+            if let Some(free) = node.gpu_free.get_mut(i as usize) {
+                *free = (*free + m).min(1000);
+            }
+        }
+        node.cpu_used = node.cpu_used.saturating_sub(d.cpu_milli);
+        node.memory_used = node.memory_used.saturating_sub(d.memory_mib);
+        node.storage_used = node.storage_used.saturating_sub(d.storage_gib);
+        let site = node.spec.site;
+        if let Some(u) = self.usage.get_mut(tenant) {
+            u.0 = u.0.saturating_sub(d.gpu_milli_total());
+            u.1 = u.1.saturating_sub(d.cpu_milli);
+            u.2 = u.2.saturating_sub(d.memory_mib);
+        }
+        self.refresh_site(site);
+    }
+
+    /// Takes a node out of (or back into) scheduling.
+    pub fn set_cordoned(&mut self, n: NodeIdx, cordoned: bool) {
+        self.nodes[n as usize].cordoned = cordoned;
+        let site = self.nodes[n as usize].spec.site;
+        self.refresh_site(site);
+    }
+}
+
+/// How a shared (fractional) GPU is chosen inside a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GpuPick {
+    /// The GPU whose free milli is smallest but enough: packs fractions together.
+    #[default]
+    BestFit,
+    /// The GPU with the most free milli: spreads fractions out.
+    WorstFit,
+    /// The first GPU that fits.
+    FirstFit,
+}
+
+impl GpuPick {
+    pub fn choose(self, free: &[u32], want: u32) -> Option<usize> {
+        let fitting = free.iter().enumerate().filter(|&(_, &m)| m >= want);
+        match self {
+            GpuPick::BestFit => fitting.min_by_key(|&(i, &m)| (m, i)).map(|(i, _)| i),
+            GpuPick::WorstFit => fitting
+                .max_by_key(|&(i, &m)| (m, std::cmp::Reverse(i)))
+                .map(|(i, _)| i),
+            GpuPick::FirstFit => fitting.map(|(i, _)| i).next(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_sites() -> Cluster {
+        let mut b = ClusterBuilder::new();
+        let a = b.site(SiteSpec {
+            name: "a".into(),
+            region: "east".into(),
+            healthy: true,
+            pue: 1.3,
+            ..Default::default()
+        });
+        let w = b.site(SiteSpec {
+            name: "w".into(),
+            region: "west".into(),
+            healthy: true,
+            pue: 1.2,
+            ..Default::default()
+        });
+        // Given out of order on purpose: the builder groups nodes by site.
+        b.node(NodeSpec {
+            name: "w1".into(),
+            site: w,
+            healthy: true,
+            cpu_milli: 8000,
+            memory_mib: 1024,
+            gpus: 2,
+            ..Default::default()
+        });
+        b.node(NodeSpec {
+            name: "a1".into(),
+            site: a,
+            healthy: true,
+            cpu_milli: 4000,
+            memory_mib: 1024,
+            gpus: 0,
+            ..Default::default()
+        });
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn nodes_are_grouped_per_site_and_aggregates_follow_reservations() {
+        let mut c = two_sites();
+        assert_eq!(c.site(0).nodes, 0..1);
+        assert_eq!(c.node(c.site(1).nodes.start).spec.name, "w1");
+        assert_eq!(c.site(1).free.whole_gpus, 2);
+        let d = Demand {
+            cpu_milli: 1000,
+            memory_mib: 100,
+            gpus: 1,
+            gpu_milli: 300,
+            storage_gib: 0,
+        };
+        let g = c.reserve("t", 1, &d, GpuPick::BestFit).unwrap();
+        assert_eq!(g, vec![(0, 300)]);
+        assert_eq!(c.site(1).free.whole_gpus, 1);
+        assert_eq!(c.site(1).free.gpu_milli, 1700);
+        // Best fit puts the next fraction on the same GPU.
+        let g2 = c
+            .reserve(
+                "t",
+                1,
+                &Demand {
+                    gpu_milli: 500,
+                    ..d
+                },
+                GpuPick::BestFit,
+            )
+            .unwrap();
+        assert_eq!(g2, vec![(0, 500)]);
+        assert_eq!(c.usage["t"].0, 800);
+        c.release("t", 1, &d, &g);
+        assert_eq!(c.node(1).gpu_free, vec![500, 1000]);
+        assert_eq!(c.usage["t"].0, 500);
+    }
+
+    #[test]
+    fn reserve_refuses_what_does_not_fit() {
+        let mut c = two_sites();
+        let d = Demand {
+            cpu_milli: 5000,
+            ..Default::default()
+        };
+        assert!(c.reserve("t", 0, &d, GpuPick::BestFit).is_none());
+        assert_eq!(c.node(0).cpu_used, 0);
+        let three_gpus = Demand {
+            gpus: 3,
+            gpu_milli: 1000,
+            ..Default::default()
+        };
+        assert!(c.reserve("t", 1, &three_gpus, GpuPick::BestFit).is_none());
+    }
+
+    #[test]
+    fn gpu_pick_strategies() {
+        let free = [1000, 200, 600, 600];
+        assert_eq!(GpuPick::BestFit.choose(&free, 500), Some(2));
+        assert_eq!(GpuPick::WorstFit.choose(&free, 500), Some(0));
+        assert_eq!(GpuPick::FirstFit.choose(&free, 100), Some(0));
+        assert_eq!(GpuPick::BestFit.choose(&free, 1001), None);
+    }
+}
