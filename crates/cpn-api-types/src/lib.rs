@@ -6,6 +6,7 @@ pub mod error;
 pub mod identity;
 pub mod registry;
 pub mod scenario;
+pub mod schedule;
 pub mod topology;
 
 pub use error::{Code, ErrorBody, ErrorDetail};

@@ -4,7 +4,6 @@
 //! timestamps) around a kind-specific `spec`. References to other objects (a site's platform,
 //! a resource's site, a link's ends) may be given by id or by name; the server stores the id.
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -717,9 +716,13 @@ pub struct TaggingResult {
 
 /// Declares the read, create and update shapes of one kind, so every kind has the same
 /// envelope and OpenAPI names each one (`Site`, `SiteCreate`, `SiteUpdate`).
+#[macro_export]
+#[doc(hidden)]
 macro_rules! registry_kind {
     ($obj:ident, $create:ident, $update:ident, $spec:ty) => {
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+        #[derive(
+            Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema,
+        )]
         pub struct $obj {
             pub id: String,
             pub name: String,
@@ -727,28 +730,30 @@ macro_rules! registry_kind {
             pub tenant: String,
             /// Owning user (username).
             pub owner: String,
-            pub visibility: Visibility,
+            pub visibility: $crate::registry::Visibility,
             /// Labels set on this object.
             #[serde(default)]
-            pub labels: Labels,
+            pub labels: $crate::registry::Labels,
             /// Own labels plus those inherited from platform, cloud and site.
             #[serde(default)]
-            pub effective_labels: Labels,
+            pub effective_labels: $crate::registry::Labels,
             /// Increases by one on every change; send it back on update.
             pub generation: u64,
-            pub created_at: DateTime<Utc>,
-            pub updated_at: DateTime<Utc>,
+            pub created_at: ::chrono::DateTime<::chrono::Utc>,
+            pub updated_at: ::chrono::DateTime<::chrono::Utc>,
             pub spec: $spec,
         }
 
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+        #[derive(
+            Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema,
+        )]
         #[serde(deny_unknown_fields)]
         pub struct $create {
             pub name: String,
             #[serde(default)]
-            pub labels: Labels,
+            pub labels: $crate::registry::Labels,
             #[serde(default)]
-            pub visibility: Option<Visibility>,
+            pub visibility: Option<$crate::registry::Visibility>,
             /// Owning tenant; only operators may name another tenant than their own.
             #[serde(default)]
             pub tenant: Option<String>,
@@ -757,15 +762,17 @@ macro_rules! registry_kind {
 
         /// Replaces labels, visibility and spec. Send the generation you read, in this
         /// field or as `If-Match`; a stale one is refused with 409.
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+        #[derive(
+            Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema,
+        )]
         #[serde(deny_unknown_fields)]
         pub struct $update {
             #[serde(default)]
             pub generation: Option<u64>,
             #[serde(default)]
-            pub labels: Option<Labels>,
+            pub labels: Option<$crate::registry::Labels>,
             #[serde(default)]
-            pub visibility: Option<Visibility>,
+            pub visibility: Option<$crate::registry::Visibility>,
             pub spec: $spec,
         }
     };

@@ -19,16 +19,19 @@ pub enum Kind {
     Link,
     /// An entry of the tag library, RM-TAG-06.
     Tag,
+    /// A scheduling policy, SC-POL.
+    Policy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Platform,
         Kind::Cloud,
         Kind::Site,
         Kind::Resource,
         Kind::Link,
         Kind::Tag,
+        Kind::Policy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +42,7 @@ impl Kind {
             Kind::Resource => "resource",
             Kind::Link => "link",
             Kind::Tag => "tag",
+            Kind::Policy => "policy",
         }
     }
 
@@ -51,6 +55,7 @@ impl Kind {
             Kind::Resource => "resources",
             Kind::Link => "links",
             Kind::Tag => "tags",
+            Kind::Policy => "policies",
         }
     }
 
@@ -69,6 +74,7 @@ impl Kind {
             Kind::Resource => "res",
             Kind::Link => "lnk",
             Kind::Tag => "tag",
+            Kind::Policy => "pol",
         }
     }
 }

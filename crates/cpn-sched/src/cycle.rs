@@ -8,7 +8,7 @@
 
 use crate::cluster::{Cluster, GpuAssignment, NodeIdx, SiteIdx};
 use crate::explain::{CandidateReport, Decision, FactorScore, VerdictReport};
-use crate::framework::{Better, CycleState, Profile, Verdict};
+use crate::framework::{Better, CycleState, NodeFilter, Profile, SiteFilter, Verdict};
 use crate::task::Task;
 
 /// Whether to collect the explanation (slower) or only decide.
@@ -73,6 +73,9 @@ impl Tally {
     }
 }
 
+/// The site, node and site score a decision settled on.
+type Chosen = (SiteIdx, NodeIdx, f64);
+
 /// splitmix64: a tiny, well-mixed hash for seeded tie-breaks.
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -91,7 +94,7 @@ fn normalize(raw: &[f64], better: Better, out: &mut [f64]) {
     }
     let span = max - min;
     for (o, &x) in out.iter_mut().zip(raw) {
-        *o = if !(span > 1e-12) {
+        *o = if span.is_nan() || span <= 1e-12 {
             100.0
         } else {
             match better {
@@ -176,10 +179,7 @@ impl Scheduler {
         task: &Task,
         cluster: &Cluster,
         mode: Mode,
-    ) -> (
-        Result<(SiteIdx, NodeIdx, f64), Unschedulable>,
-        Option<Decision>,
-    ) {
+    ) -> (Result<Chosen, Unschedulable>, Option<Decision>) {
         let explain = mode == Mode::Explain;
         let state = self.prepare(task, cluster, explain);
         self.cycles += 1;
@@ -237,17 +237,19 @@ impl Scheduler {
         state: &CycleState,
         task: &Task,
         cluster: &Cluster,
-        mut decision: Option<&mut Decision>,
+        decision: Option<&mut Decision>,
         seed: u64,
         tally: &mut Tally,
     ) -> Vec<(SiteIdx, f64)> {
         let explain = decision.is_some();
         self.feasible.clear();
         let mut reports: Vec<CandidateReport> = Vec::new();
+        // Looked up once per cycle, not once per site: a dynamic call per plugin each time.
+        let filters: Vec<&dyn SiteFilter> = self.profile.site_filters().collect();
         for s in 0..cluster.sites.len() as SiteIdx {
             let mut ok = true;
             let mut verdicts = Vec::new();
-            for f in self.profile.site_filters() {
+            for &f in &filters {
                 let v = f.filter_site(state, task, cluster, s);
                 if let Some(r) = v.reason() {
                     ok = false;
@@ -307,7 +309,7 @@ impl Scheduler {
                 .total_cmp(&totals[a])
                 .then_with(|| mix(seed ^ feasible[b] as u64).cmp(&mix(seed ^ feasible[a] as u64)))
         });
-        if let Some(d) = decision.as_deref_mut() {
+        if let Some(d) = decision {
             for i in 0..n {
                 reports[self.feasible[i] as usize].total = self.totals[i];
             }
@@ -349,12 +351,14 @@ impl Scheduler {
         let mut feasible: Vec<NodeIdx> = Vec::with_capacity(want.min(len));
         let mut reports: Vec<CandidateReport> = Vec::new();
         let mut scanned = 0;
+        // Looked up once per cycle, not once per node: a dynamic call per plugin each time.
+        let filters: Vec<&dyn NodeFilter> = self.profile.node_filters().collect();
         while scanned < len && feasible.len() < want {
             let node = range.start + ((start + scanned) % len) as NodeIdx;
             scanned += 1;
             let mut ok = true;
             let mut verdicts = Vec::new();
-            for f in self.profile.node_filters() {
+            for &f in &filters {
                 let v = f.filter_node(state, task, cluster, node);
                 if let Some(r) = v.reason() {
                     ok = false;

@@ -13,6 +13,7 @@ pub mod framework;
 pub mod plugins;
 pub mod queue;
 pub mod replicas;
+pub mod synthetic;
 pub mod task;
 
 pub use cluster::{

@@ -3,9 +3,11 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Principal, QueryMap};
-use crate::registry::{self, CloudKind, LinkKind, PlatformKind, ResourceKind, SiteKind, TagKind};
+use crate::registry::{
+    self, CloudKind, LinkKind, PlatformKind, PolicyKind, ResourceKind, SiteKind, TagKind,
+};
 use crate::state::AppState;
-use crate::{identity, scenario, topology};
+use crate::{identity, scenario, schedule, topology};
 use axum::extract::{Path, State};
 use axum::http::header::{ETAG, IF_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -15,6 +17,7 @@ use axum::{Json, Router};
 use cpn_api_types::identity::*;
 use cpn_api_types::registry::*;
 use cpn_api_types::scenario::{Scenario, ScenarioReport};
+use cpn_api_types::schedule::*;
 use cpn_api_types::topology::*;
 use cpn_api_types::{Code, ErrorBody, Health, Page};
 use cpn_model::Kind;
@@ -173,6 +176,75 @@ kind_handlers!(
     TagUpdate,
     "tags"
 );
+kind_handlers!(
+    policies,
+    PolicyKind,
+    "/api/v1/policies",
+    "/api/v1/policies/{id}",
+    Policy,
+    PolicyCreate,
+    PolicyUpdate,
+    "policies"
+);
+
+/// Every stored version of a policy, oldest first.
+#[utoipa::path(get, path = "/api/v1/policies/{id}/versions", tag = "policies", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Policy id or name")),
+    responses((status = 200, body = [PolicyVersion]), (status = 404, body = ErrorBody)))]
+async fn policy_versions(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<PolicyVersion>>> {
+    let versions = registry::history::<PolicyKind>(&s, &who, &id).await?;
+    Ok(Json(
+        versions
+            .into_iter()
+            .map(|(generation, at, spec)| PolicyVersion {
+                generation,
+                at,
+                spec,
+            })
+            .collect(),
+    ))
+}
+
+/// Restore an earlier version of a policy as its newest generation.
+#[utoipa::path(post, path = "/api/v1/policies/{id}/rollback", tag = "policies", security(("bearer" = [])), request_body = Rollback,
+    params(("id" = String, Path, description = "Policy id or name")),
+    responses((status = 200, body = Policy), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn policy_rollback(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Rollback>,
+) -> ApiResult<Response> {
+    let obj = registry::rollback::<PolicyKind>(&s, &who, &id, body.to_generation, body.generation)
+        .await?;
+    Ok((etag(obj.generation), Json(obj)).into_response())
+}
+
+/// Explain where a task would go and why: every site's filter verdicts and factor scores.
+#[utoipa::path(post, path = "/api/v1/schedule/explain", tag = "scheduling", security(("bearer" = [])), request_body = ExplainRequest,
+    responses((status = 200, body = Explanation), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn schedule_explain(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<ExplainRequest>,
+) -> ApiResult<Json<Explanation>> {
+    Ok(Json(schedule::explain(&s, &who, body).await?))
+}
+
+/// Place a batch under one or two policies without changing anything, and compare KPIs.
+#[utoipa::path(post, path = "/api/v1/schedule/dry-run", tag = "scheduling", security(("bearer" = [])), request_body = DryRunRequest,
+    responses((status = 200, body = DryRunResult), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn schedule_dry_run(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<DryRunRequest>,
+) -> ApiResult<Json<DryRunResult>> {
+    Ok(Json(schedule::dry_run(&s, &who, body).await?))
+}
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
@@ -395,6 +467,8 @@ impl utoipa::Modify for BearerAuth {
         resources::list, resources::create, resources::get, resources::update, resources::delete,
         links::list, links::create, links::get, links::update, links::delete,
         tags::list, tags::create, tags::get, tags::update, tags::delete,
+        policies::list, policies::create, policies::get, policies::update, policies::delete,
+        policy_versions, policy_rollback, schedule_explain, schedule_dry_run,
         apply_tag, remove_tag, get_topology, post_link_metrics, get_link_metrics, post_site_metrics, get_site_metrics,
         load_scenario,
     )
@@ -435,6 +509,11 @@ pub fn router(state: AppState) -> Router {
         .merge(resources::routes())
         .merge(links::routes())
         .merge(tags::routes())
+        .merge(policies::routes())
+        .route("/api/v1/policies/{id}/versions", get(policy_versions))
+        .route("/api/v1/policies/{id}/rollback", post(policy_rollback))
+        .route("/api/v1/schedule/explain", post(schedule_explain))
+        .route("/api/v1/schedule/dry-run", post(schedule_dry_run))
         .route("/api/v1/tags/{id}/apply", post(apply_tag))
         .route("/api/v1/tags/{id}/remove", post(remove_tag))
         .route("/api/v1/topology", get(get_topology))

@@ -8,8 +8,11 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod identity;
+pub mod inventory;
+pub mod policy;
 pub mod registry;
 pub mod scenario;
+pub mod schedule;
 pub mod state;
 pub mod topology;
 

@@ -10,6 +10,7 @@ use cpn_api_types::Code;
 use cpn_api_types::Page;
 use cpn_api_types::identity::Role;
 use cpn_api_types::registry::*;
+use cpn_api_types::schedule::{Policy, PolicyCreate, PolicySpec, PolicyUpdate};
 use cpn_model::{InheritanceContext, Kind, Selector};
 use cpn_store::{ListQuery, NewObject, ObjectRecord, ObjectUpdate, Reference};
 use serde::Serialize;
@@ -71,6 +72,15 @@ impl SpecRefs for PlatformSpec {
 }
 
 impl SpecRefs for CloudSpec {
+    fn references(&self) -> Vec<SpecRef> {
+        Vec::new()
+    }
+    fn resolve(&mut self, _: &str, _: String) {}
+}
+
+/// A policy's parent is a policy name resolved at scheduling time, not a stored reference:
+/// policies are documents that may be written in any order.
+impl SpecRefs for cpn_api_types::schedule::PolicySpec {
     fn references(&self) -> Vec<SpecRef> {
         Vec::new()
     }
@@ -159,12 +169,21 @@ pub trait RegistryKind: Send + Sync + 'static {
     fn draft(c: Self::Create) -> Draft<Self::Spec>;
     fn revision(u: Self::Update) -> Revision<Self::Spec>;
     fn object(e: Envelope, spec: Self::Spec) -> Self::Object;
+    /// Checks beyond `Validate` that need more than the spec itself (policies compile
+    /// their CEL here). Runs before anything is written.
+    fn check(_name: &str, _spec: &Self::Spec) -> ApiResult<()> {
+        Ok(())
+    }
 }
 
 macro_rules! registry_kind {
     ($marker:ident, $kind:expr, $obj:ident, $create:ident, $update:ident, $spec:ident) => {
+        registry_kind!($marker, $kind, $obj, $create, $update, $spec, {});
+    };
+    ($marker:ident, $kind:expr, $obj:ident, $create:ident, $update:ident, $spec:ident, { $($extra:item)* }) => {
         pub struct $marker;
         impl RegistryKind for $marker {
+            $($extra)*
             const KIND: Kind = $kind;
             type Spec = $spec;
             type Object = $obj;
@@ -233,6 +252,19 @@ registry_kind!(
 );
 registry_kind!(LinkKind, Kind::Link, Link, LinkCreate, LinkUpdate, LinkSpec);
 registry_kind!(TagKind, Kind::Tag, Tag, TagCreate, TagUpdate, TagSpec);
+registry_kind!(
+    PolicyKind,
+    Kind::Policy,
+    Policy,
+    PolicyCreate,
+    PolicyUpdate,
+    PolicySpec,
+    {
+        fn check(name: &str, spec: &PolicySpec) -> ApiResult<()> {
+            crate::policy::check(name, spec)
+        }
+    }
+);
 
 // ---------------------------------------------------------------- access rules
 
@@ -255,6 +287,7 @@ fn check_create(who: &Principal, kind: Kind) -> ApiResult<()> {
     let allowed = match who.role {
         Role::Operator => true,
         Role::Supplier => matches!(kind, Kind::Site | Kind::Resource | Kind::Link),
+        // Policies and the tag library shape the whole federation: operators only.
         Role::User => false,
     };
     if allowed {
@@ -525,6 +558,7 @@ pub async fn check_draft<K: RegistryKind>(
     check_create(who, K::KIND)?;
     validate_name(&draft.name)?;
     validate_spec(&draft.spec)?;
+    K::check(&draft.name, &draft.spec)?;
     if let Some(t) = &draft.tenant
         && t != &who.tenant
     {
@@ -737,6 +771,66 @@ pub async fn update<K: RegistryKind>(
     body: K::Update,
 ) -> ApiResult<K::Object> {
     let rec = find_visible(state, who, K::KIND, id_or_name).await?;
+    let rev = K::revision(body);
+    let generation = expected_generation(rev.generation, if_match)?;
+    apply_revision::<K>(state, who, rec, generation, rev).await
+}
+
+/// Every stored version of an object, oldest first (SC-POL-02 for policies).
+pub async fn history<K: RegistryKind>(
+    state: &AppState,
+    who: &Principal,
+    id_or_name: &str,
+) -> ApiResult<Vec<(u64, chrono::DateTime<Utc>, K::Spec)>> {
+    let rec = find_visible(state, who, K::KIND, id_or_name).await?;
+    let mut out = Vec::new();
+    for h in state.store.object_history(&rec.id).await? {
+        let spec: K::Spec = serde_json::from_value(h.spec).map_err(|e| {
+            ApiError::new(
+                Code::Internal,
+                format!("stored version {} of {}: {e}", h.generation, rec.id),
+            )
+        })?;
+        out.push((h.generation, h.at, spec));
+    }
+    Ok(out)
+}
+
+/// Restores the spec of generation `to` as a new generation, guarded like any update.
+pub async fn rollback<K: RegistryKind>(
+    state: &AppState,
+    who: &Principal,
+    id_or_name: &str,
+    to: u64,
+    generation: u64,
+) -> ApiResult<K::Object> {
+    let rec = find_visible(state, who, K::KIND, id_or_name).await?;
+    let (_, _, spec) = history::<K>(state, who, &rec.id)
+        .await?
+        .into_iter()
+        .find(|(g, _, _)| *g == to)
+        .ok_or_else(|| {
+            ApiError::field(
+                "to_generation",
+                format!("{} {:?} has no generation {to}", K::KIND, rec.name),
+            )
+        })?;
+    let rev = Revision {
+        generation: Some(generation),
+        labels: None,
+        visibility: None,
+        spec,
+    };
+    apply_revision::<K>(state, who, rec, generation, rev).await
+}
+
+async fn apply_revision<K: RegistryKind>(
+    state: &AppState,
+    who: &Principal,
+    rec: ObjectRecord,
+    generation: u64,
+    mut rev: Revision<K::Spec>,
+) -> ApiResult<K::Object> {
     check_modify(who, &rec)?;
     if K::KIND == Kind::Tag {
         let current: TagSpec = decode_spec(&rec)?;
@@ -747,9 +841,8 @@ pub async fn update<K: RegistryKind>(
             )));
         }
     }
-    let mut rev = K::revision(body);
-    let generation = expected_generation(rev.generation, if_match)?;
     validate_spec(&rev.spec)?;
+    K::check(&rec.name, &rev.spec)?;
     let labels = rev.labels.take().unwrap_or_else(|| rec.labels.clone());
     check_labels(state, &labels, Some(&rec.labels)).await?;
     let refs = resolve_refs(state, who, K::KIND, &mut rev.spec).await?;

@@ -55,6 +55,9 @@ pub trait Store: Send + Sync + 'static {
     /// generation is bumped. Either every change is applied or none.
     async fn change_labels(&self, changes: Vec<LabelChange>) -> Result<LabelChangeSummary>;
 
+    /// Every stored version of an object, oldest first (deleted objects have none).
+    async fn object_history(&self, id: &str) -> Result<Vec<HistoryRecord>>;
+
     // ------------------------------------------------------------ metric history
 
     /// Appends one sample; samples are never updated, so any past state can be read back.

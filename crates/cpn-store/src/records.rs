@@ -139,3 +139,12 @@ pub struct SessionRecord {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
+
+/// One version of an object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRecord {
+    pub generation: u64,
+    pub at: DateTime<Utc>,
+    pub labels: Labels,
+    pub spec: serde_json::Value,
+}

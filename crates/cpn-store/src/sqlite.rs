@@ -7,8 +7,9 @@
 //! Reads use a small pool of connections; WAL lets them run beside the writer.
 
 use crate::{
-    LabelChange, LabelChangeSummary, ListQuery, MetricRecord, NewObject, NewUser, ObjectRecord,
-    ObjectUpdate, Reference, Result, SessionRecord, Store, StoreError, TenantRecord, UserRecord,
+    HistoryRecord, LabelChange, LabelChangeSummary, ListQuery, MetricRecord, NewObject, NewUser,
+    ObjectRecord, ObjectUpdate, Reference, Result, SessionRecord, Store, StoreError, TenantRecord,
+    UserRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -26,7 +27,8 @@ const READERS: usize = 8;
 const MAX_GROUP: usize = 512;
 
 /// Schema versions, applied in order at open. Never edit a released entry; append one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE objects (
     id          TEXT PRIMARY KEY,
     kind        TEXT NOT NULL,
@@ -85,7 +87,20 @@ CREATE TABLE settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE object_history (
+    object_id  TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    at         TEXT NOT NULL,
+    labels     TEXT NOT NULL,
+    spec       TEXT NOT NULL,
+    PRIMARY KEY (object_id, generation)
+);
+INSERT INTO object_history (object_id, generation, at, labels, spec)
+    SELECT id, generation, updated_at, labels, spec FROM objects;
+"#,
+];
 
 type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
@@ -373,6 +388,21 @@ fn write_refs(conn: &Connection, from_id: &str, refs: &[Reference]) -> Result<()
     Ok(())
 }
 
+/// Keeps every version of every object, so any earlier spec can be read or restored.
+fn append_history(conn: &Connection, obj: &ObjectRecord) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO object_history (object_id, generation, at, labels, spec) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        obj.id,
+        obj.generation as i64,
+        ts(obj.updated_at),
+        json(&obj.labels)?,
+        json(&obj.spec)?
+    ])?;
+    Ok(())
+}
+
 fn current_generation(conn: &Connection, kind: Kind, id: &str) -> Result<Option<u64>> {
     Ok(conn
         .prepare_cached("SELECT generation FROM objects WHERE kind = ?1 AND id = ?2")?
@@ -463,8 +493,10 @@ impl Store for SqliteStore {
                 other => other?,
             };
             write_refs(conn, &id, &new.refs)?;
-            get_object_tx(conn, new.kind, &id)?
-                .ok_or_else(|| StoreError::Backend("created object vanished".into()))
+            let created = get_object_tx(conn, new.kind, &id)?
+                .ok_or_else(|| StoreError::Backend("created object vanished".into()))?;
+            append_history(conn, &created)?;
+            Ok(created)
         })
         .await
     }
@@ -556,8 +588,10 @@ impl Store for SqliteStore {
                 });
             }
             write_refs(conn, &update.id, &update.refs)?;
-            get_object_tx(conn, update.kind, &update.id)?
-                .ok_or_else(|| StoreError::Backend("updated object vanished".into()))
+            let updated = get_object_tx(conn, update.kind, &update.id)?
+                .ok_or_else(|| StoreError::Backend("updated object vanished".into()))?;
+            append_history(conn, &updated)?;
+            Ok(updated)
         })
         .await
     }
@@ -601,6 +635,8 @@ impl Store for SqliteStore {
             }
             conn.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND id = ?2")?
                 .execute(params![kind.as_str(), id])?;
+            conn.prepare_cached("DELETE FROM object_history WHERE object_id = ?1")?
+                .execute([&id])?;
             Ok(())
         })
         .await
@@ -636,9 +672,36 @@ impl Store for SqliteStore {
                     change.kind.as_str(),
                     change.id
                 ])?;
+                if let Some(obj) = get_object_tx(conn, change.kind, &change.id)? {
+                    append_history(conn, &obj)?;
+                }
                 summary.changed += 1;
             }
             Ok(summary)
+        })
+        .await
+    }
+
+    async fn object_history(&self, id: &str) -> Result<Vec<HistoryRecord>> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT generation, at, labels, spec FROM object_history WHERE object_id = ?1 ORDER BY generation",
+            )?;
+            let rows = stmt.query_map([&id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (generation, at, labels, spec) = row?;
+                out.push(HistoryRecord {
+                    generation: generation as u64,
+                    at: parse_ts(&at)?,
+                    labels: serde_json::from_str(&labels).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    spec: serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                });
+            }
+            Ok(out)
         })
         .await
     }

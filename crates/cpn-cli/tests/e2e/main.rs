@@ -6,4 +6,5 @@ mod harness;
 mod auth;
 mod registry;
 mod restart;
+mod scheduling;
 mod topology;

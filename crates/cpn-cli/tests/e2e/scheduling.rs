@@ -1,0 +1,215 @@
+//! Scheduling through the API: policies with scopes, explain, dry-run, CEL validation,
+//! versions and rollback, on the demo federation.
+
+use crate::harness::{Server, snapshot};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn gpu_task(name: &str) -> Value {
+    json!({"name": name, "origin_region": "Shanghai", "resources": {"cpu_cores": 8, "memory_gib": 64, "gpus": 1}, "chip": "gpu"})
+}
+
+async fn create_policy(server: &Server, body: Value) -> Value {
+    let (s, b) = server
+        .admin(Method::POST, "/api/v1/policies", Some(body))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    b
+}
+
+#[tokio::test]
+async fn policies_by_scope_explain_and_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), true).await;
+    let alice = server.user("lab-a", "alice", "user").await;
+
+    // Two policies with different scopes: lab-a's tasks go green; inference goes near.
+    create_policy(
+        &server,
+        json!({"name": "lab-a-green", "visibility": "public", "spec": {
+        "priority": 10, "scope": {"tenants": ["lab-a"]}, "match_rules": {"tenants": ["lab-a"]},
+        "weights": {"energy": 5, "carbon": 5, "price": 1, "latency": 0}}}),
+    )
+    .await;
+    create_policy(&server, json!({"name": "near-inference", "visibility": "public", "spec": {
+        "priority": 5, "scope": {"businesses": ["inference"]}, "match_rules": {"businesses": ["inference"]},
+        "weights": {"latency": 10, "price": 0, "energy": 0}}})).await;
+
+    // Alice's task is scheduled by lab-a's policy, and explain says why.
+    let (s, a) = server
+        .call(
+            Method::POST,
+            "/api/v1/schedule/explain",
+            Some(&alice),
+            Some(json!({"task": gpu_task("a1")})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(a["policy"]["name"], "lab-a-green");
+    assert!(
+        a["policy"]["reasons"].to_string().contains("lab-a"),
+        "{}",
+        a["policy"]
+    );
+    let chosen_a = a["decision"]["chosen_site"].as_str().unwrap().to_string();
+
+    // The operator's inference task is scheduled by the latency policy; others by default.
+    let mut inference = gpu_task("op1");
+    inference["business"] = json!("inference");
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            "/api/v1/schedule/explain",
+            Some(json!({"task": inference})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["policy"]["name"], "near-inference");
+    let chosen_b = b["decision"]["chosen_site"].as_str().unwrap();
+    assert_ne!(
+        chosen_a, chosen_b,
+        "green and near policies should disagree for a Shanghai task"
+    );
+    let (_, c) = server
+        .admin(
+            Method::POST,
+            "/api/v1/schedule/explain",
+            Some(json!({"task": gpu_task("op2")})),
+        )
+        .await;
+    assert_eq!(c["policy"]["name"], "default");
+
+    // The breakdown adds up: each feasible site's contributions sum to its total, and the
+    // chosen site has the highest total.
+    for decision in [&a["decision"], &b["decision"], &c["decision"]] {
+        let sites = decision["sites"].as_array().unwrap();
+        let mut best = f64::MIN;
+        for site in sites.iter().filter(|s| s["feasible"] == true) {
+            let sum: f64 = site["factors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["contribution"].as_f64().unwrap())
+                .sum();
+            let total = site["total"].as_f64().unwrap();
+            assert!(
+                (sum - total).abs() < 1e-6,
+                "contributions {sum} != total {total} for {}",
+                site["name"]
+            );
+            best = best.max(total);
+        }
+        assert_eq!(decision["score"].as_f64().unwrap(), best);
+        assert_eq!(sites[0]["name"], decision["chosen_site"]);
+    }
+
+    // Dry-run: two policies side by side, nothing stored changes.
+    let before = snapshot(&server, "sites").await;
+    let tasks: Vec<Value> = (0..20).map(|i| gpu_task(&format!("t{i}"))).collect();
+    let (s, d) = server
+        .admin(
+            Method::POST,
+            "/api/v1/schedule/dry-run",
+            Some(json!({"policies": ["default", "lab-a-green"], "tasks": tasks})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    let runs = d["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        assert_eq!(run["kpis"]["placed"], 20, "{}", run["kpis"]);
+        assert!(run["kpis"]["total_cost_cny"].as_f64().unwrap() > 0.0);
+        assert!(run["kpis"]["energy_kwh"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(snapshot(&server, "sites").await, before);
+}
+
+#[tokio::test]
+async fn invalid_policies_are_rejected_with_positions_and_versions_roll_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), true).await;
+
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            "/api/v1/policies",
+            Some(json!({"name": "broken", "spec": {
+            "cel_filters": [{"name": "cheap", "expr": "site.pue <"}]}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["field"], "spec.cel_filters[0].expr");
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("line 1") && message.contains("column"),
+        "{message}"
+    );
+
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            "/api/v1/policies",
+            Some(json!({"name": "typo", "spec": {"weights": {"prize": 1}}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["field"], "spec.weights.prize");
+
+    // A CEL filter that works: only sites with PUE at most 1.2.
+    let p = create_policy(
+        &server,
+        json!({"name": "green-only", "spec": {
+        "cel_filters": [{"name": "low-pue", "expr": "site.pue <= 1.2"}], "weights": {"price": 1}}}),
+    )
+    .await;
+    assert_eq!(p["generation"], 1);
+    let (s, e) = server
+        .admin(
+            Method::POST,
+            "/api/v1/schedule/explain",
+            Some(json!({"task": gpu_task("x"), "policy": "green-only"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    for site in e["decision"]["sites"].as_array().unwrap() {
+        if site["feasible"] == true {
+            let (_, body) = server
+                .admin(
+                    Method::GET,
+                    &format!("/api/v1/sites/{}", site["name"].as_str().unwrap()),
+                    None,
+                )
+                .await;
+            assert!(
+                body["spec"]["pue"].as_f64().unwrap() <= 1.2,
+                "{} passed the CEL filter",
+                site["name"]
+            );
+        }
+    }
+
+    // Versions and rollback.
+    let (s, b) = server
+        .admin(
+            Method::PUT,
+            "/api/v1/policies/green-only",
+            Some(json!({"generation": 1, "spec": {"weights": {"price": 7}}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, versions) = server
+        .admin(Method::GET, "/api/v1/policies/green-only/versions", None)
+        .await;
+    assert_eq!(versions.as_array().unwrap().len(), 2);
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            "/api/v1/policies/green-only/rollback",
+            Some(json!({"to_generation": 1, "generation": 2})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["generation"], 3);
+    assert_eq!(b["spec"]["weights"]["price"], 1.0);
+    assert_eq!(b["spec"]["cel_filters"][0]["expr"], "site.pue <= 1.2");
+}

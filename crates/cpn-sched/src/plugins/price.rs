@@ -1,0 +1,140 @@
+//! Price factor (SC-ENG): what the run would cost the tenant at the site.
+//!
+//! Raw score, CNY: the cheapest acceptable offer's price per unit-hour (preferring offers
+//! priced in the task's unit, per accelerator or per core) × units × hours, with
+//! `units` as in [`crate::plugins::units`] (GPU-equivalents or cores) and `hours` the task's
+//! `est_hours`, 1 when unset.
+
+use crate::cluster::{Cluster, SiteIdx};
+use crate::framework::{Better, CycleState, Plugin, SiteScore};
+use crate::plugins::{est_hours, fold_offers, units};
+use crate::task::Task;
+
+pub const NAME: &str = "price";
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Price;
+
+impl Plugin for Price {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn as_site_score(&self) -> Option<&dyn SiteScore> {
+        Some(self)
+    }
+}
+
+impl SiteScore for Price {
+    fn score_site(&self, state: &CycleState, task: &Task, cluster: &Cluster, site: SiteIdx) -> f64 {
+        let per_unit_hour = fold_offers(
+            state,
+            task,
+            cluster.site(site),
+            |o| o.price_per_unit_hour,
+            f64::min,
+        )
+        .unwrap_or(0.0);
+        let cost = per_unit_hour * units(task) * est_hours(task);
+        if cost.is_finite() { cost } else { 0.0 }
+    }
+    fn better(&self) -> Better {
+        Better::Lower
+    }
+    fn unit(&self) -> &'static str {
+        "CNY"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ClusterBuilder;
+    use crate::plugins::testkit::{cpu_node, cpu_task, gpu_node, gpu_task, site, state};
+    use crate::task::Demand;
+
+    #[test]
+    fn cheapest_acceptable_offer_times_units_and_hours() {
+        let mut b = ClusterBuilder::new();
+        let s = b.site(site("s", "east"));
+        b.node(crate::NodeSpec {
+            price_per_unit_hour: 12.0,
+            ..gpu_node("a", s, "A100", 8)
+        });
+        b.node(crate::NodeSpec {
+            price_per_unit_hour: 9.0,
+            ..gpu_node("a2", s, "A100", 8)
+        });
+        b.node(crate::NodeSpec {
+            price_per_unit_hour: 30.0,
+            ..gpu_node("h", s, "H800", 8)
+        });
+        b.node(crate::NodeSpec {
+            price_per_unit_hour: 0.25,
+            ..cpu_node("c", s, 64)
+        });
+        let c = b.build().unwrap();
+        let cost = |t: &Task| Price.score_site(&state(t, &c, &Price), t, &c, s);
+
+        // 2 GPUs × 9 CNY (cheapest A100 node) × 4 h = 72 CNY.
+        assert_eq!(
+            cost(&Task {
+                est_hours: 4.0,
+                ..gpu_task(2)
+            }),
+            72.0
+        );
+        // H800 only: 1 × 30 × 1 h (unset) = 30 CNY.
+        assert_eq!(
+            cost(&Task {
+                models: vec!["H800".into()],
+                ..gpu_task(1)
+            }),
+            30.0
+        );
+        // Half a GPU: 0.5 × 9 × 1 = 4.5 CNY.
+        let half = Task {
+            demand: Demand {
+                gpus: 1,
+                gpu_milli: 500,
+                ..gpu_task(1).demand
+            },
+            ..gpu_task(1)
+        };
+        assert_eq!(cost(&half), 4.5);
+        // 8 cores × 0.25 CNY × 2 h = 4 CNY.
+        assert_eq!(
+            cost(&Task {
+                est_hours: 2.0,
+                ..cpu_task(8000)
+            }),
+            4.0
+        );
+    }
+
+    #[test]
+    fn cpu_tasks_are_priced_per_core_not_per_accelerator() {
+        // The GPU node quotes 2 CNY per GPU-hour, the CPU node 3 CNY per core-hour: a CPU
+        // task takes any chip, but only the CPU offer is priced in cores.
+        let mut b = ClusterBuilder::new();
+        let s = b.site(site("s", "east"));
+        let gpus_only = b.site(site("g", "east"));
+        b.node(crate::NodeSpec {
+            price_per_unit_hour: 2.0,
+            ..gpu_node("a", s, "A100", 8)
+        });
+        b.node(crate::NodeSpec {
+            price_per_unit_hour: 3.0,
+            ..cpu_node("c", s, 64)
+        });
+        b.node(crate::NodeSpec {
+            price_per_unit_hour: 2.0,
+            ..gpu_node("a", gpus_only, "A100", 8)
+        });
+        let c = b.build().unwrap();
+        let t = cpu_task(4000);
+        let st = state(&t, &c, &Price);
+        assert_eq!(Price.score_site(&st, &t, &c, s), 12.0); // 4 cores × 3 CNY × 1 h
+        // With nothing priced in cores, the acceptable offers are used as they are.
+        assert_eq!(Price.score_site(&st, &t, &c, gpus_only), 8.0);
+    }
+}

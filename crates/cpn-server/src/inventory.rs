@@ -1,0 +1,187 @@
+//! Builds the scheduler's view of the federation from the registry: sites with effective
+//! labels and health, nodes, and links with their current metrics.
+//!
+//! Until agents report real machines (issue #5), nodes are synthesized from compute
+//! resources: accelerator pools become nodes of up to `UNITS_PER_ACCEL_NODE` chips with
+//! `HOST_CORES_PER_ACCEL` cores and `HOST_GIB_PER_ACCEL` GiB of host memory per chip; CPU
+//! pools become nodes of up to `CORES_PER_CPU_NODE` cores. Each node gets
+//! `LOCAL_STORAGE_GIB` of local disk. These shapes follow common 8-GPU servers.
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Principal;
+use crate::registry::{Inheritance, decode_spec};
+use crate::state::AppState;
+use chrono::Utc;
+use cpn_api_types::Code;
+use cpn_api_types::registry::{
+    ChipType, LinkMetrics, LinkSpec, ResourceSpec, SiteHealth, SiteMetrics, SiteSpec,
+};
+use cpn_model::{GeoPoint, Kind};
+use cpn_sched::task::Chip;
+use cpn_sched::{Cluster, ClusterBuilder, NodeSpec, SiteIdx};
+use cpn_store::ListQuery;
+use std::collections::HashMap;
+
+pub const UNITS_PER_ACCEL_NODE: u64 = 8;
+pub const HOST_CORES_PER_ACCEL: u64 = 16;
+pub const HOST_GIB_PER_ACCEL: u64 = 128;
+pub const CORES_PER_CPU_NODE: u64 = 64;
+pub const LOCAL_STORAGE_GIB: u64 = 4096;
+/// Host memory per core when a CPU pool does not say.
+pub const DEFAULT_GIB_PER_CORE: f64 = 4.0;
+/// Keeps one absurd registration from exhausting memory.
+pub const MAX_NODES_PER_RESOURCE: u64 = 20_000;
+
+/// The cluster plus the registry ids behind its site indices.
+pub struct Inventory {
+    pub cluster: Cluster,
+    pub site_ids: Vec<String>,
+}
+
+pub fn chip_of(c: ChipType) -> Chip {
+    match c {
+        ChipType::Cpu => Chip::Cpu,
+        ChipType::Gpu => Chip::Gpu,
+        ChipType::Npu => Chip::Npu,
+        ChipType::Dcu | ChipType::Fpga => Chip::Other,
+    }
+}
+
+/// A snapshot of everything the caller may schedule onto.
+pub async fn snapshot(state: &AppState, who: &Principal) -> ApiResult<Inventory> {
+    let visible = ListQuery {
+        visible_to_tenant: (!who.is_operator()).then(|| who.tenant.clone()),
+        ..Default::default()
+    };
+    let now = Utc::now();
+    let mut inh = Inheritance::load(state).await?;
+    let site_metrics: HashMap<String, SiteMetrics> = state
+        .store
+        .metrics_at(Kind::Site, now)
+        .await?
+        .into_iter()
+        .filter_map(|m| {
+            serde_json::from_value(m.value)
+                .ok()
+                .map(|v| (m.object_id, v))
+        })
+        .collect();
+
+    let mut b = ClusterBuilder::new();
+    let mut index: HashMap<String, SiteIdx> = HashMap::new();
+    let mut site_ids = Vec::new();
+    let mut healthy_by_site = Vec::new();
+    for rec in state.store.list_objects(Kind::Site, &visible).await? {
+        let spec: SiteSpec = decode_spec(&rec)?;
+        let health = site_metrics
+            .get(&rec.id)
+            .and_then(|m| m.health)
+            .unwrap_or(spec.health);
+        let healthy = health != SiteHealth::Down;
+        let labels = inh.effective(&rec).await?;
+        let i = b.site(cpn_sched::SiteSpec {
+            name: rec.name.clone(),
+            region: spec.region.clone(),
+            labels,
+            location: Some(GeoPoint::new(spec.location.lat, spec.location.lon)),
+            pue: spec.pue,
+            electricity_price: spec.electricity_price,
+            carbon_intensity: spec.carbon_intensity,
+            healthy,
+        });
+        index.insert(rec.id.clone(), i);
+        site_ids.push(rec.id);
+        healthy_by_site.push(healthy);
+    }
+
+    for rec in state.store.list_objects(Kind::Resource, &visible).await? {
+        let spec: ResourceSpec = decode_spec(&rec)?;
+        let (Some(c), Some(&site)) = (spec.compute.as_ref(), index.get(&spec.site)) else {
+            continue;
+        };
+        let labels = inh.effective(&rec).await?;
+        let chip = chip_of(c.chip_type);
+        let accelerator = chip != Chip::Cpu;
+        let per_node = if accelerator {
+            UNITS_PER_ACCEL_NODE
+        } else {
+            CORES_PER_CPU_NODE
+        };
+        let nodes = c.count.div_ceil(per_node).min(MAX_NODES_PER_RESOURCE);
+        for i in 0..nodes {
+            let units = per_node.min(c.count - i * per_node);
+            let (cpu_cores, memory_gib, gpus) = if accelerator {
+                (
+                    units * HOST_CORES_PER_ACCEL,
+                    units * HOST_GIB_PER_ACCEL,
+                    units as u32,
+                )
+            } else {
+                let per_core = if c.memory_gib > 0.0 {
+                    c.memory_gib
+                } else {
+                    DEFAULT_GIB_PER_CORE
+                };
+                (units, (units as f64 * per_core) as u64, 0)
+            };
+            b.node(NodeSpec {
+                name: format!("{}-{:03}", rec.name, i + 1),
+                site,
+                labels: labels.clone(),
+                healthy: healthy_by_site[site as usize],
+                cpu_milli: cpu_cores * 1000,
+                memory_mib: memory_gib * 1024,
+                storage_gib: LOCAL_STORAGE_GIB,
+                chip: Some(chip),
+                model: c.model.clone(),
+                architecture: c.architecture.clone(),
+                gpus,
+                tflops_per_unit: c.tflops.unwrap_or(0.0),
+                price_per_unit_hour: c.unit_price,
+                watts_per_unit: c.power_watts,
+            });
+        }
+    }
+
+    let link_metrics: HashMap<String, LinkMetrics> = state
+        .store
+        .metrics_at(Kind::Link, now)
+        .await?
+        .into_iter()
+        .filter_map(|m| {
+            serde_json::from_value(m.value)
+                .ok()
+                .map(|v| (m.object_id, v))
+        })
+        .collect();
+    for rec in state.store.list_objects(Kind::Link, &visible).await? {
+        let spec: LinkSpec = decode_spec(&rec)?;
+        let (Some(&a), Some(&z)) = (index.get(&spec.from), index.get(&spec.to)) else {
+            continue;
+        };
+        let m = link_metrics.get(&rec.id).copied().unwrap_or(LinkMetrics {
+            latency_ms: spec.latency_ms,
+            bandwidth_gbps: spec.bandwidth_gbps,
+            jitter_ms: spec.jitter_ms,
+            loss_pct: spec.loss_pct,
+        });
+        b.link(
+            a,
+            z,
+            cpn_topology::LinkAttrs {
+                latency_ms: m.latency_ms,
+                bandwidth_gbps: m.bandwidth_gbps,
+                jitter_ms: m.jitter_ms,
+                loss_pct: m.loss_pct,
+                bidirectional: spec.bidirectional,
+            },
+        );
+    }
+    let cluster = b.build().map_err(|e| {
+        ApiError::new(
+            Code::Internal,
+            format!("registry does not form a schedulable cluster: {e}"),
+        )
+    })?;
+    Ok(Inventory { cluster, site_ids })
+}

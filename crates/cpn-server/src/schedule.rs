@@ -1,0 +1,310 @@
+//! Scheduling through the API (SC-ENG, SC-POL-05): explain one task against the live
+//! federation, and dry-run a batch under one or two policies side by side. Nothing here
+//! changes stored state: each call works on its own snapshot of the inventory.
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Principal;
+use crate::inventory::{self, Inventory};
+use crate::policy;
+use crate::registry::violations_to_error;
+use crate::state::AppState;
+use cpn_api_types::registry::{Validate, Violations};
+use cpn_api_types::schedule::*;
+use cpn_model::Selector;
+use cpn_sched::task::Demand;
+use cpn_sched::{CandidateReport, Cluster, Decision, Mode, Scheduler, Task};
+
+/// The most nodes an explanation lists; the counts of rejections cover the rest.
+pub const MAX_NODES_SHOWN: usize = 20;
+/// Upper bound of replicas in one dry-run, so one request cannot occupy the server.
+pub const MAX_DRY_RUN_REPLICAS: u64 = 100_000;
+
+/// Converts a wire task into the scheduler's, checking what the caller may ask for.
+pub fn task_from_spec(who: &Principal, spec: &TaskSpec, index: usize) -> ApiResult<Task> {
+    let mut v = Violations::default();
+    spec.validate(&mut v);
+    violations_to_error(v)?;
+    let tenant = match &spec.tenant {
+        Some(t) if t != &who.tenant && !who.is_operator() => {
+            return Err(ApiError::forbidden(
+                "only operators may schedule for another tenant",
+            ));
+        }
+        Some(t) => t.clone(),
+        None => who.tenant.clone(),
+    };
+    let selector = |text: &Option<String>, field: &str| -> ApiResult<Selector> {
+        match text {
+            None => Ok(Selector::default()),
+            Some(s) => Selector::parse(s)
+                .map_err(|e| ApiError::field(format!("task.{field}"), e.to_string())),
+        }
+    };
+    let r = &spec.resources;
+    let gpu_milli = match (r.gpus, r.gpu_share) {
+        (0, _) => 0,
+        (_, Some(share)) => ((share * 1000.0).round() as u32).clamp(1, 1000),
+        (_, None) => 1000,
+    };
+    Ok(Task {
+        id: if spec.name.is_empty() {
+            format!("task-{}", index + 1)
+        } else {
+            spec.name.clone()
+        },
+        tenant,
+        business: spec.business.clone(),
+        origin_region: spec.origin_region.clone(),
+        priority: spec.priority,
+        demand: Demand {
+            cpu_milli: (r.cpu_cores * 1000.0).round() as u64,
+            memory_mib: (r.memory_gib * 1024.0).round() as u64,
+            gpus: r.gpus,
+            gpu_milli,
+            storage_gib: r.storage_gib.ceil() as u64,
+        },
+        chip: spec.chip.map(inventory::chip_of),
+        models: spec.models.clone(),
+        architectures: spec.architectures.clone(),
+        regions_in: spec.regions_in.clone(),
+        regions_not_in: spec.regions_not_in.clone(),
+        site_selector: selector(&spec.site_selector, "site_selector")?,
+        node_selector: selector(&spec.node_selector, "node_selector")?,
+        affinity_regions: spec.affinity_regions.clone(),
+        anti_affinity_regions: spec.anti_affinity_regions.clone(),
+        preferred_models: spec.preferred_models.clone(),
+        est_hours: spec.est_hours.unwrap_or(1.0),
+        labels: spec.labels.clone(),
+    })
+}
+
+fn candidate_view(c: &CandidateReport) -> CandidateView {
+    CandidateView {
+        name: c.name.clone(),
+        feasible: c.feasible,
+        total: c.total,
+        verdicts: c
+            .verdicts
+            .iter()
+            .map(|v| VerdictView {
+                plugin: v.plugin.to_string(),
+                fits: v.fits,
+                permanent: v.forever,
+                code: v.code.map(str::to_string),
+                detail: v.detail.clone(),
+            })
+            .collect(),
+        factors: c
+            .factors
+            .iter()
+            .map(|f| FactorView {
+                plugin: f.plugin.to_string(),
+                raw: f.raw,
+                unit: f.unit.to_string(),
+                normalized: f.normalized,
+                weight: f.weight,
+                contribution: f.contribution,
+            })
+            .collect(),
+    }
+}
+
+pub fn decision_view(d: &Decision) -> DecisionView {
+    DecisionView {
+        chosen_site: d.chosen_site.clone(),
+        chosen_node: d.chosen_node.clone(),
+        score: d.score,
+        margin: d.margin,
+        seed: d.seed,
+        sites: d.sites.iter().map(candidate_view).collect(),
+        nodes: d
+            .nodes
+            .iter()
+            .take(MAX_NODES_SHOWN)
+            .map(candidate_view)
+            .collect(),
+        rejections: d
+            .rejections
+            .iter()
+            .map(|(reason, count)| RejectionCount {
+                reason: reason.clone(),
+                count: *count,
+            })
+            .collect(),
+    }
+}
+
+pub async fn explain(
+    state: &AppState,
+    who: &Principal,
+    req: ExplainRequest,
+) -> ApiResult<Explanation> {
+    let task = task_from_spec(who, &req.task, 0)?;
+    let (choice, profile) = policy::choose(state, who, &task, req.policy.as_deref()).await?;
+    let Inventory { cluster, .. } = inventory::snapshot(state, who).await?;
+    let mut scheduler = Scheduler::new(profile, 0);
+    let decision = scheduler.explain(&task, &cluster);
+    Ok(Explanation {
+        task: task.id.clone(),
+        policy: choice,
+        decision: decision_view(&decision),
+    })
+}
+
+pub async fn dry_run(
+    state: &AppState,
+    who: &Principal,
+    req: DryRunRequest,
+) -> ApiResult<DryRunResult> {
+    if req.policies.is_empty() || req.policies.len() > 2 {
+        return Err(ApiError::field(
+            "policies",
+            "name one or two policies to compare (`default` is the built-in one)",
+        ));
+    }
+    if req.tasks.is_empty() {
+        return Err(ApiError::field("tasks", "give at least one task"));
+    }
+    let mut tasks = Vec::with_capacity(req.tasks.len());
+    let mut replicas_total = 0u64;
+    for (i, spec) in req.tasks.iter().enumerate() {
+        let task = task_from_spec(who, spec, i).map_err(|e| e.within(&format!("tasks[{i}]")))?;
+        let replicas = spec.replicas.unwrap_or(1);
+        replicas_total += replicas as u64;
+        tasks.push((task, replicas));
+    }
+    if replicas_total > MAX_DRY_RUN_REPLICAS {
+        return Err(ApiError::field(
+            "tasks",
+            format!("at most {MAX_DRY_RUN_REPLICAS} replicas per dry-run, got {replicas_total}"),
+        ));
+    }
+    let Inventory { cluster, .. } = inventory::snapshot(state, who).await?;
+    let mut runs = Vec::new();
+    for name in &req.policies {
+        let (_, profile) = policy::choose(state, who, &tasks[0].0, Some(name))
+            .await
+            .map_err(|e| e.within("policies"))?;
+        // Scheduling a batch is CPU work; keep it off the async workers.
+        let cluster = cluster.clone();
+        let tasks = tasks.clone();
+        let seed = req.seed;
+        let name = name.clone();
+        let run =
+            tokio::task::spawn_blocking(move || run_batch(&name, profile, cluster, &tasks, seed))
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        cpn_api_types::Code::Internal,
+                        format!("dry-run worker: {e}"),
+                    )
+                })?;
+        runs.push(run);
+    }
+    Ok(DryRunResult { runs })
+}
+
+/// Places every replica in order on a private copy of the cluster and sums up the KPIs.
+fn run_batch(
+    policy: &str,
+    profile: cpn_sched::Profile,
+    mut cluster: Cluster,
+    tasks: &[(Task, u32)],
+    seed: u64,
+) -> PolicyRun {
+    let mut scheduler = Scheduler::new(profile, seed);
+    let mut placements = Vec::new();
+    let (mut cost, mut energy, mut latency_sum, mut latency_n, mut placed, mut unplaced) =
+        (0.0, 0.0, 0.0, 0u32, 0u32, 0u32);
+    for (task, replicas) in tasks {
+        let origin = task
+            .origin_region
+            .as_ref()
+            .and_then(|r| cluster.sites.iter().position(|s| &s.spec.region == r))
+            .and_then(|i| cluster.sites[i].vertex);
+        for replica in 0..*replicas {
+            let (result, _) = scheduler.schedule(task, &mut cluster, Mode::Fast);
+            match result {
+                Ok(p) => {
+                    placed += 1;
+                    let node = cluster.node(p.node);
+                    let site = cluster.site(p.site);
+                    let units = if task.demand.gpus > 0 {
+                        task.demand.gpu_milli_total() as f64 / 1000.0
+                    } else {
+                        task.demand.cpu_milli as f64 / 1000.0
+                    };
+                    cost += node.spec.price_per_unit_hour * units * task.est_hours;
+                    energy +=
+                        units * node.spec.watts_per_unit / 1000.0 * site.spec.pue * task.est_hours;
+                    if let Some(o) = origin {
+                        let same_region = Some(&site.spec.region) == task.origin_region.as_ref();
+                        let ms = if same_region {
+                            Some(0.0)
+                        } else {
+                            site.vertex
+                                .and_then(|v| cluster.topology.estimated_latency(o, v).ms())
+                        };
+                        if let Some(ms) = ms {
+                            latency_sum += ms;
+                            latency_n += 1;
+                        }
+                    }
+                    placements.push(PlacementView {
+                        task: task.id.clone(),
+                        replica,
+                        site: Some(site.spec.name.clone()),
+                        node: Some(node.spec.name.clone()),
+                        score: Some(p.score),
+                        unplaced: Vec::new(),
+                    });
+                }
+                Err(u) => {
+                    unplaced += 1;
+                    placements.push(PlacementView {
+                        task: task.id.clone(),
+                        replica,
+                        site: None,
+                        node: None,
+                        score: None,
+                        unplaced: u
+                            .reasons
+                            .into_iter()
+                            .map(|(reason, count)| RejectionCount { reason, count })
+                            .collect(),
+                    });
+                }
+            }
+        }
+    }
+    let utilization = cluster
+        .sites
+        .iter()
+        .map(|s| {
+            let frac = |free: u64, total: u64| {
+                if total == 0 {
+                    0.0
+                } else {
+                    1.0 - free as f64 / total as f64
+                }
+            };
+            SiteUtilization {
+                site: s.spec.name.clone(),
+                gpu: frac(s.free.gpu_milli, s.total.gpu_milli),
+                cpu: frac(s.free.cpu_milli, s.total.cpu_milli),
+            }
+        })
+        .collect();
+    PolicyRun {
+        policy: policy.to_string(),
+        placements,
+        kpis: Kpis {
+            placed,
+            unplaced,
+            total_cost_cny: cost,
+            energy_kwh: energy,
+            mean_latency_ms: (latency_n > 0).then(|| latency_sum / latency_n as f64),
+            utilization,
+        },
+    }
+}
