@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Crates that must stay pure: no I/O, no async runtime, deterministic.
-const CORE: &[&str] = &["cpn-model", "cpn-topology"];
+const CORE: &[&str] = &["cpn-model", "cpn-topology", "cpn-sched", "cpn-policy"];
 /// Crates a core crate may never reach, directly or through others.
 const FORBIDDEN: &[&str] = &[
     "tokio",

@@ -85,16 +85,19 @@ fn mix(mut x: u64) -> u64 {
 }
 
 /// Maps raw scores onto 0..=100 (100 best). All-equal scores all get 100: the factor does
-/// not separate the candidates, and every one gets the same contribution.
+/// not separate the candidates, and every one gets the same contribution. A non-finite raw
+/// score (a user-defined plugin gone wrong) counts as the worst, never as a win.
 fn normalize(raw: &[f64], better: Better, out: &mut [f64]) {
     let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
-    for &x in raw {
+    for &x in raw.iter().filter(|x| x.is_finite()) {
         min = min.min(x);
         max = max.max(x);
     }
     let span = max - min;
     for (o, &x) in out.iter_mut().zip(raw) {
-        *o = if span.is_nan() || span <= 1e-12 {
+        *o = if !x.is_finite() {
+            0.0
+        } else if span.is_nan() || span <= 1e-12 {
             100.0
         } else {
             match better {
@@ -198,8 +201,6 @@ impl Scheduler {
             _ => None,
         };
         for &(site, site_total) in ranked_sites.iter().take(self.profile.site_attempts.max(1)) {
-            // A feasible site means capacity may free up: the miss is not permanent.
-            tally.forever = false;
             if let Some(node) = self.node_phase(
                 &state,
                 task,
@@ -362,7 +363,7 @@ impl Scheduler {
                 let v = f.filter_node(state, task, cluster, node);
                 if let Some(r) = v.reason() {
                     ok = false;
-                    tally.count(r.plugin, r.code, false);
+                    tally.count(r.plugin, r.code, matches!(v, Verdict::RejectsForever(_)));
                 }
                 if explain {
                     verdicts.push(verdict_report(f.name(), &v));
@@ -475,5 +476,9 @@ mod tests {
         assert_eq!(out, [0.0, 50.0, 100.0]);
         normalize(&[5.0, 5.0, 5.0], Better::Higher, &mut out);
         assert_eq!(out, [100.0, 100.0, 100.0]);
+        normalize(&[f64::NAN, 1.0, 2.0], Better::Higher, &mut out);
+        assert_eq!(out, [0.0, 0.0, 100.0]);
+        normalize(&[f64::INFINITY, 1.0, 2.0], Better::Lower, &mut out);
+        assert_eq!(out, [0.0, 100.0, 0.0]);
     }
 }
