@@ -20,6 +20,8 @@ pub enum Code {
     AlreadyExists,
     /// The object is still referenced by others (a site with resources, say).
     InUse,
+    /// No site can take the task now; the message lists the reasons.
+    Unschedulable,
     /// An update was sent without a generation (body field or If-Match).
     PreconditionRequired,
     PayloadTooLarge,
@@ -36,7 +38,9 @@ impl Code {
             Code::Unauthenticated => 401,
             Code::Forbidden => 403,
             Code::NotFound => 404,
-            Code::GenerationConflict | Code::AlreadyExists | Code::InUse => 409,
+            Code::GenerationConflict | Code::AlreadyExists | Code::InUse | Code::Unschedulable => {
+                409
+            }
             Code::PayloadTooLarge => 413,
             Code::UnsupportedMediaType => 415,
             Code::InvalidField => 422,
@@ -54,6 +58,7 @@ impl Code {
             Code::GenerationConflict => "generation_conflict",
             Code::AlreadyExists => "already_exists",
             Code::InUse => "in_use",
+            Code::Unschedulable => "unschedulable",
             Code::PreconditionRequired => "precondition_required",
             Code::PayloadTooLarge => "payload_too_large",
             Code::UnsupportedMediaType => "unsupported_media_type",

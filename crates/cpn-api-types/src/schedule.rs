@@ -407,4 +407,24 @@ pub struct DryRunResult {
     pub runs: Vec<PolicyRun>,
 }
 
+/// A real scheduling decision: the placement holds capacity until released, and its full
+/// explanation is kept so "why there?" can be asked later.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DecisionRecordView {
+    pub id: String,
+    pub task: String,
+    pub tenant: String,
+    pub site: String,
+    pub site_id: String,
+    pub node: String,
+    /// GPUs given: (index on the node, milli).
+    pub gpus: Vec<(u32, u32)>,
+    pub resources: TaskResources,
+    pub policy: PolicyChoice,
+    pub decision: DecisionView,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 crate::registry_kind!(Policy, PolicyCreate, PolicyUpdate, PolicySpec);

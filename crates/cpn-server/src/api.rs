@@ -235,6 +235,59 @@ async fn schedule_explain(
     Ok(Json(schedule::explain(&s, &who, body).await?))
 }
 
+/// Schedule one task for real: the placement is stored with its explanation and holds
+/// capacity until released.
+#[utoipa::path(post, path = "/api/v1/schedule", tag = "scheduling", security(("bearer" = [])), request_body = ExplainRequest,
+    responses((status = 201, body = DecisionRecordView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn schedule_place(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<ExplainRequest>,
+) -> ApiResult<(StatusCode, Json<DecisionRecordView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(schedule::place(&s, &who, body).await?),
+    ))
+}
+
+/// Stored decisions, oldest first; `?active=true` for those still holding capacity.
+#[utoipa::path(get, path = "/api/v1/decisions", tag = "scheduling", security(("bearer" = [])),
+    params(("active" = Option<bool>, Query, description = "Only unreleased decisions"),
+           ("limit" = Option<usize>, Query, description = "Page size, 1..=1000"),
+           ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    responses((status = 200, body = Page<DecisionRecordView>)))]
+async fn list_decisions(
+    State(s): State<AppState>,
+    who: Principal,
+    q: QueryMap,
+) -> ApiResult<Json<Page<DecisionRecordView>>> {
+    Ok(Json(schedule::list_decisions(&s, &who, q).await?))
+}
+
+/// One stored decision with its full explanation.
+#[utoipa::path(get, path = "/api/v1/decisions/{id}", tag = "scheduling", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Decision id")),
+    responses((status = 200, body = DecisionRecordView), (status = 404, body = ErrorBody)))]
+async fn get_decision(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DecisionRecordView>> {
+    Ok(Json(schedule::get_decision(&s, &who, &id).await?))
+}
+
+/// Give a decision's capacity back.
+#[utoipa::path(post, path = "/api/v1/decisions/{id}/release", tag = "scheduling", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Decision id")),
+    responses((status = 200, body = DecisionRecordView), (status = 404, body = ErrorBody)))]
+async fn release_decision(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DecisionRecordView>> {
+    Ok(Json(schedule::release_decision(&s, &who, &id).await?))
+}
+
 /// Place a batch under one or two policies without changing anything, and compare KPIs.
 #[utoipa::path(post, path = "/api/v1/schedule/dry-run", tag = "scheduling", security(("bearer" = [])), request_body = DryRunRequest,
     responses((status = 200, body = DryRunResult), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -469,6 +522,7 @@ impl utoipa::Modify for BearerAuth {
         tags::list, tags::create, tags::get, tags::update, tags::delete,
         policies::list, policies::create, policies::get, policies::update, policies::delete,
         policy_versions, policy_rollback, schedule_explain, schedule_dry_run,
+        schedule_place, list_decisions, get_decision, release_decision,
         apply_tag, remove_tag, get_topology, post_link_metrics, get_link_metrics, post_site_metrics, get_site_metrics,
         load_scenario,
     )
@@ -514,6 +568,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/policies/{id}/rollback", post(policy_rollback))
         .route("/api/v1/schedule/explain", post(schedule_explain))
         .route("/api/v1/schedule/dry-run", post(schedule_dry_run))
+        .route("/api/v1/schedule", post(schedule_place))
+        .route("/api/v1/decisions", get(list_decisions))
+        .route("/api/v1/decisions/{id}", get(get_decision))
+        .route("/api/v1/decisions/{id}/release", post(release_decision))
         .route("/api/v1/tags/{id}/apply", post(apply_tag))
         .route("/api/v1/tags/{id}/remove", post(remove_tag))
         .route("/api/v1/topology", get(get_topology))

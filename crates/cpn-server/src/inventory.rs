@@ -18,8 +18,9 @@ use cpn_api_types::registry::{
 };
 use cpn_model::{GeoPoint, Kind};
 use cpn_sched::task::Chip;
+use cpn_sched::task::Demand;
 use cpn_sched::{Cluster, ClusterBuilder, NodeSpec, SiteIdx};
-use cpn_store::ListQuery;
+use cpn_store::{DecisionQuery, ListQuery};
 use std::collections::HashMap;
 
 pub const UNITS_PER_ACCEL_NODE: u64 = 8;
@@ -177,11 +178,86 @@ pub async fn snapshot(state: &AppState, who: &Principal) -> ApiResult<Inventory>
             },
         );
     }
-    let cluster = b.build().map_err(|e| {
+    let mut cluster = b.build().map_err(|e| {
         ApiError::new(
             Code::Internal,
             format!("registry does not form a schedulable cluster: {e}"),
         )
     })?;
+    apply_decisions(state, &mut cluster).await?;
     Ok(Inventory { cluster, site_ids })
+}
+
+/// Capacity held by one decision, as stored with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredDemand {
+    pub cpu_milli: u64,
+    pub memory_mib: u64,
+    pub gpus: u32,
+    pub gpu_milli: u32,
+    pub storage_gib: u64,
+}
+
+impl From<Demand> for StoredDemand {
+    fn from(d: Demand) -> Self {
+        StoredDemand {
+            cpu_milli: d.cpu_milli,
+            memory_mib: d.memory_mib,
+            gpus: d.gpus,
+            gpu_milli: d.gpu_milli,
+            storage_gib: d.storage_gib,
+        }
+    }
+}
+
+impl From<StoredDemand> for Demand {
+    fn from(d: StoredDemand) -> Self {
+        Demand {
+            cpu_milli: d.cpu_milli,
+            memory_mib: d.memory_mib,
+            gpus: d.gpus,
+            gpu_milli: d.gpu_milli,
+            storage_gib: d.storage_gib,
+        }
+    }
+}
+
+/// Takes the capacity of every unreleased decision out of the snapshot, whoever made it:
+/// capacity is shared even where the sites are not visible to the caller.
+async fn apply_decisions(state: &AppState, cluster: &mut Cluster) -> ApiResult<()> {
+    let by_name: HashMap<String, cpn_sched::NodeIdx> = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.spec.name.clone(), i as cpn_sched::NodeIdx))
+        .collect();
+    let active = state
+        .store
+        .list_decisions(DecisionQuery {
+            active_only: true,
+            ..Default::default()
+        })
+        .await?;
+    for d in active {
+        let Some(&node) = by_name.get(&d.node) else {
+            continue;
+        };
+        let Ok(demand) = serde_json::from_value::<StoredDemand>(d.demand.clone()) else {
+            tracing::warn!(decision = %d.id, "stored demand does not decode; ignoring it");
+            continue;
+        };
+        // A decision the node can no longer hold (the registry shrank) is reported, not fatal.
+        if cluster
+            .reserve(
+                &d.tenant,
+                node,
+                &demand.into(),
+                cpn_sched::cluster::GpuPick::BestFit,
+            )
+            .is_none()
+        {
+            tracing::warn!(decision = %d.id, node = %d.node, "node no longer holds this decision");
+        }
+    }
+    Ok(())
 }

@@ -82,6 +82,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let state = AppState {
         store: store.clone(),
         data_dir: config.data_dir.clone(),
+        scheduling: Arc::new(tokio::sync::Mutex::new(())),
     };
 
     let fresh = auth::bootstrap(store.as_ref(), &config.data_dir)

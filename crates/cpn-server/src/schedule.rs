@@ -8,6 +8,7 @@ use crate::inventory::{self, Inventory};
 use crate::policy;
 use crate::registry::violations_to_error;
 use crate::state::AppState;
+use cpn_api_types::Code;
 use cpn_api_types::registry::{Validate, Violations};
 use cpn_api_types::schedule::*;
 use cpn_model::Selector;
@@ -149,6 +150,207 @@ pub async fn explain(
         policy: choice,
         decision: decision_view(&decision),
     })
+}
+
+/// Schedules one task for real: decides on a snapshot that includes every earlier
+/// decision, stores the placement with its explanation, and returns it.
+pub async fn place(
+    state: &AppState,
+    who: &Principal,
+    req: ExplainRequest,
+) -> ApiResult<DecisionRecordView> {
+    if req.task.replicas.is_some_and(|r| r != 1) {
+        return Err(ApiError::field(
+            "task.replicas",
+            "a decision places one replica; compare replica spreads with dry-run",
+        ));
+    }
+    let task = task_from_spec(who, &req.task, 0)?;
+    let _cycle = state.scheduling.lock().await;
+    let (choice, profile) = policy::choose(state, who, &task, req.policy.as_deref()).await?;
+    let Inventory {
+        mut cluster,
+        site_ids,
+    } = inventory::snapshot(state, who).await?;
+    let mut scheduler = Scheduler::new(profile, 0);
+    let (result, decision) = scheduler.schedule(&task, &mut cluster, Mode::Explain);
+    let decision = decision_view(&decision.expect("explain mode returns a decision"));
+    let placement = result.map_err(|u| {
+        let reasons: Vec<String> = u.reasons.iter().map(|(r, n)| format!("{r} x{n}")).collect();
+        let hint = if u.forever {
+            "no site will ever fit; change the task"
+        } else {
+            "retry when capacity frees up"
+        };
+        ApiError::new(
+            Code::Unschedulable,
+            format!(
+                "no site can take task {:?} now ({}); {hint}",
+                task.id,
+                reasons.join(", ")
+            ),
+        )
+    })?;
+    let site = cluster.site(placement.site);
+    let node = cluster.node(placement.node);
+    let body = serde_json::json!({"policy": choice, "decision": decision, "gpus": placement.gpus});
+    let record = state
+        .store
+        .create_decision(cpn_store::NewDecision {
+            tenant: task.tenant.clone(),
+            task: task.id.clone(),
+            site_id: site_ids[placement.site as usize].clone(),
+            node: node.spec.name.clone(),
+            demand: serde_json::to_value(inventory::StoredDemand::from(task.demand))
+                .map_err(internal)?,
+            body,
+            now: chrono::Utc::now(),
+        })
+        .await?;
+    Ok(DecisionRecordView {
+        id: record.id,
+        task: record.task,
+        tenant: record.tenant,
+        site: site.spec.name.clone(),
+        site_id: record.site_id,
+        node: record.node,
+        gpus: placement.gpus,
+        resources: req.task.resources,
+        policy: choice,
+        decision,
+        created_at: record.created_at,
+        released_at: None,
+    })
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(Code::Internal, e.to_string())
+}
+
+fn record_view(
+    state_sites: &std::collections::HashMap<String, String>,
+    r: cpn_store::DecisionRecord,
+) -> ApiResult<DecisionRecordView> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        policy: PolicyChoice,
+        decision: DecisionView,
+        gpus: Vec<(u32, u32)>,
+    }
+    let body: Body = serde_json::from_value(r.body)
+        .map_err(|e| internal(format!("stored decision {}: {e}", r.id)))?;
+    let demand: inventory::StoredDemand = serde_json::from_value(r.demand)
+        .map_err(|e| internal(format!("stored decision {}: {e}", r.id)))?;
+    Ok(DecisionRecordView {
+        site: state_sites
+            .get(&r.site_id)
+            .cloned()
+            .unwrap_or_else(|| r.site_id.clone()),
+        id: r.id,
+        task: r.task,
+        tenant: r.tenant,
+        site_id: r.site_id,
+        node: r.node,
+        gpus: body.gpus,
+        resources: TaskResources {
+            cpu_cores: demand.cpu_milli as f64 / 1000.0,
+            memory_gib: demand.memory_mib as f64 / 1024.0,
+            gpus: demand.gpus,
+            gpu_share: (demand.gpus == 1 && demand.gpu_milli < 1000)
+                .then(|| demand.gpu_milli as f64 / 1000.0),
+            storage_gib: demand.storage_gib as f64,
+        },
+        policy: body.policy,
+        decision: body.decision,
+        created_at: r.created_at,
+        released_at: r.released_at,
+    })
+}
+
+async fn site_names(state: &AppState) -> ApiResult<std::collections::HashMap<String, String>> {
+    Ok(state
+        .store
+        .list_objects(cpn_model::Kind::Site, &cpn_store::ListQuery::default())
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s.name))
+        .collect())
+}
+
+/// A stored decision the caller may see: its own tenant's, or any for operators.
+async fn visible_decision(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<cpn_store::DecisionRecord> {
+    match state.store.get_decision(id).await? {
+        Some(d) if who.is_operator() || d.tenant == who.tenant => Ok(d),
+        _ => Err(ApiError::not_found("decision", id)),
+    }
+}
+
+pub async fn get_decision(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<DecisionRecordView> {
+    let d = visible_decision(state, who, id).await?;
+    record_view(&site_names(state).await?, d)
+}
+
+pub async fn list_decisions(
+    state: &AppState,
+    who: &Principal,
+    mut q: crate::extract::QueryMap,
+) -> ApiResult<cpn_api_types::Page<DecisionRecordView>> {
+    let params = crate::registry::ListParams::take(&mut q)?;
+    let active_only = match q.take("active").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::field(
+                "active",
+                format!("must be true or false, got {other:?}"),
+            ));
+        }
+    };
+    q.finish()?;
+    let mut records = state
+        .store
+        .list_decisions(cpn_store::DecisionQuery {
+            tenant: (!who.is_operator()).then(|| who.tenant.clone()),
+            active_only,
+            after: params.cursor.clone(),
+            limit: Some(params.limit + 1),
+        })
+        .await?;
+    let next_cursor = if records.len() > params.limit {
+        records.truncate(params.limit);
+        records.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
+    let names = site_names(state).await?;
+    let items = records
+        .into_iter()
+        .map(|r| record_view(&names, r))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(cpn_api_types::Page { items, next_cursor })
+}
+
+/// Gives a decision's capacity back. Idempotent: releasing twice keeps the first time.
+pub async fn release_decision(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<DecisionRecordView> {
+    let d = visible_decision(state, who, id).await?;
+    let _cycle = state.scheduling.lock().await;
+    let released = state
+        .store
+        .release_decision(&d.id, chrono::Utc::now())
+        .await?;
+    record_view(&site_names(state).await?, released)
 }
 
 pub async fn dry_run(

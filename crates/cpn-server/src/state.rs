@@ -8,4 +8,7 @@ use std::sync::Arc;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub data_dir: PathBuf,
+    /// Real scheduling cycles run one at a time, as in kube-scheduler: each decides on a
+    /// snapshot that includes every earlier decision, so capacity is never promised twice.
+    pub scheduling: Arc<tokio::sync::Mutex<()>>,
 }

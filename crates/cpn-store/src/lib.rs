@@ -94,6 +94,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<UserRecord>>;
     async fn revoke_session(&self, token_hash: &str) -> Result<()>;
 
+    // ------------------------------------------------------------ scheduling decisions
+
+    /// Stores a placement with its explanation; it holds capacity until released.
+    async fn create_decision(&self, new: NewDecision) -> Result<DecisionRecord>;
+    async fn get_decision(&self, id: &str) -> Result<Option<DecisionRecord>>;
+    async fn list_decisions(&self, query: DecisionQuery) -> Result<Vec<DecisionRecord>>;
+    /// Marks a decision released (idempotent); `NotFound` when there is no such decision.
+    async fn release_decision(&self, id: &str, now: DateTime<Utc>) -> Result<DecisionRecord>;
+
     // ------------------------------------------------------------ small settings
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>>;

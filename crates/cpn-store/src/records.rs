@@ -148,3 +148,38 @@ pub struct HistoryRecord {
     pub labels: Labels,
     pub spec: serde_json::Value,
 }
+
+/// A placement made for real: it holds the capacity in `demand` on `node` until released.
+/// `demand` and `body` are JSON the server defines (the demand and the explanation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionRecord {
+    pub id: String,
+    pub tenant: String,
+    pub task: String,
+    pub site_id: String,
+    pub node: String,
+    pub demand: serde_json::Value,
+    pub body: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub released_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDecision {
+    pub tenant: String,
+    pub task: String,
+    pub site_id: String,
+    pub node: String,
+    pub demand: serde_json::Value,
+    pub body: serde_json::Value,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DecisionQuery {
+    /// Only this tenant's decisions; `None` for all (operators).
+    pub tenant: Option<String>,
+    pub active_only: bool,
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}

@@ -7,9 +7,9 @@
 //! Reads use a small pool of connections; WAL lets them run beside the writer.
 
 use crate::{
-    HistoryRecord, LabelChange, LabelChangeSummary, ListQuery, MetricRecord, NewObject, NewUser,
-    ObjectRecord, ObjectUpdate, Reference, Result, SessionRecord, Store, StoreError, TenantRecord,
-    UserRecord,
+    DecisionQuery, DecisionRecord, HistoryRecord, LabelChange, LabelChangeSummary, ListQuery,
+    MetricRecord, NewDecision, NewObject, NewUser, ObjectRecord, ObjectUpdate, Reference, Result,
+    SessionRecord, Store, StoreError, TenantRecord, UserRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -99,6 +99,20 @@ CREATE TABLE object_history (
 );
 INSERT INTO object_history (object_id, generation, at, labels, spec)
     SELECT id, generation, updated_at, labels, spec FROM objects;
+"#,
+    r#"
+CREATE TABLE decisions (
+    id          TEXT PRIMARY KEY,
+    tenant      TEXT NOT NULL,
+    task        TEXT NOT NULL,
+    site_id     TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    demand      TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    released_at TEXT
+);
+CREATE INDEX decisions_active ON decisions (released_at, id);
 "#,
 ];
 
@@ -457,6 +471,29 @@ fn metric_from_row(r: &Row<'_>) -> rusqlite::Result<MetricRecord> {
         value: serde_json::from_str(&value).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
         })?,
+    })
+}
+
+const DECISION_COLUMNS: &str =
+    "id, tenant, task, site_id, node, demand, body, created_at, released_at";
+
+fn decision_from_row(r: &Row<'_>) -> rusqlite::Result<DecisionRecord> {
+    let bad = |e: serde_json::Error| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    };
+    Ok(DecisionRecord {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        task: r.get(2)?,
+        site_id: r.get(3)?,
+        node: r.get(4)?,
+        demand: serde_json::from_str(&r.get::<_, String>(5)?).map_err(bad)?,
+        body: serde_json::from_str(&r.get::<_, String>(6)?).map_err(bad)?,
+        created_at: parse_ts(&r.get::<_, String>(7)?)?,
+        released_at: r
+            .get::<_, Option<String>>(8)?
+            .map(|t| parse_ts(&t))
+            .transpose()?,
     })
 }
 
@@ -928,6 +965,92 @@ impl Store for SqliteStore {
             conn.prepare_cached("UPDATE sessions SET revoked = 1 WHERE token_hash = ?1")?
                 .execute([token_hash])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn create_decision(&self, new: NewDecision) -> Result<DecisionRecord> {
+        self.write(move |conn| {
+            let record = DecisionRecord {
+                id: new_id("dec"),
+                tenant: new.tenant,
+                task: new.task,
+                site_id: new.site_id,
+                node: new.node,
+                demand: new.demand,
+                body: new.body,
+                created_at: new.now,
+                released_at: None,
+            };
+            conn.prepare_cached(
+                "INSERT INTO decisions (id, tenant, task, site_id, node, demand, body, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                record.id,
+                record.tenant,
+                record.task,
+                record.site_id,
+                record.node,
+                json(&record.demand)?,
+                json(&record.body)?,
+                ts(record.created_at)
+            ])?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn get_decision(&self, id: &str) -> Result<Option<DecisionRecord>> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {DECISION_COLUMNS} FROM decisions WHERE id = ?1"
+                ))?
+                .query_row([id], decision_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_decisions(&self, query: DecisionQuery) -> Result<Vec<DecisionRecord>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {DECISION_COLUMNS} FROM decisions
+                 WHERE (?1 IS NULL OR tenant = ?1) AND (?2 = 0 OR released_at IS NULL) AND id > ?3
+                 ORDER BY id LIMIT ?4"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    query.tenant,
+                    query.active_only as i64,
+                    query.after.unwrap_or_default(),
+                    query.limit.map(|l| l as i64).unwrap_or(-1)
+                ],
+                decision_from_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn release_decision(&self, id: &str, now: DateTime<Utc>) -> Result<DecisionRecord> {
+        let id = id.to_string();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE decisions SET released_at = ?1 WHERE id = ?2 AND released_at IS NULL",
+            )?
+            .execute(params![ts(now), id])?;
+            conn.prepare_cached(&format!(
+                "SELECT {DECISION_COLUMNS} FROM decisions WHERE id = ?1"
+            ))?
+            .query_row([&id], decision_from_row)
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "decision".into(),
+                id: id.clone(),
+            })
         })
         .await
     }

@@ -213,3 +213,88 @@ async fn invalid_policies_are_rejected_with_positions_and_versions_roll_back() {
     assert_eq!(b["spec"]["weights"]["price"], 1.0);
     assert_eq!(b["spec"]["cel_filters"][0]["expr"], "site.pue <= 1.2");
 }
+
+#[tokio::test]
+async fn real_decisions_hold_capacity_survive_restarts_and_explain_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), false).await;
+    for (name, price) in [("cheap", 5.0), ("dear", 9.0)] {
+        let mut s = crate::harness::site(name);
+        s["spec"]["electricity_price"] = json!(0.3);
+        let (st, b) = server.admin(Method::POST, "/api/v1/sites", Some(s)).await;
+        assert_eq!(st, StatusCode::CREATED, "{b}");
+        let res = json!({"name": format!("{name}-a100"), "spec": {"site": name, "type": "compute", "compute": {
+            "supply_mode": "bare_metal", "chip_type": "gpu", "architecture": "ampere", "model": "A100",
+            "count": 8, "unit_price": price, "power_watts": 400}}});
+        let (st, b) = server
+            .admin(Method::POST, "/api/v1/resources", Some(res))
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{b}");
+    }
+    let whole_node = json!({"task": {"name": "train", "chip": "gpu", "resources": {"cpu_cores": 16, "memory_gib": 64, "gpus": 8}}});
+
+    let (s, first) = server
+        .admin(Method::POST, "/api/v1/schedule", Some(whole_node.clone()))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    assert_eq!(first["site"], "cheap");
+    assert_eq!(first["gpus"].as_array().unwrap().len(), 8);
+    // The first decision holds the cheap node: the next goes to the dear one, then none fits.
+    let (s, second) = server
+        .admin(Method::POST, "/api/v1/schedule", Some(whole_node.clone()))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{second}");
+    assert_eq!(second["site"], "dear");
+    let (s, third) = server
+        .admin(Method::POST, "/api/v1/schedule", Some(whole_node.clone()))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{third}");
+    assert_eq!(third["error"]["code"], "unschedulable");
+    assert!(
+        third["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("insufficient_gpu"),
+        "{third}"
+    );
+
+    // Decisions are durable: after kill -9 they still hold capacity and explain themselves.
+    server.kill9();
+    let server = Server::start(dir.path(), false).await;
+    let id = first["id"].as_str().unwrap();
+    let (s, stored) = server
+        .admin(Method::GET, &format!("/api/v1/decisions/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{stored}");
+    assert_eq!(stored["decision"]["chosen_site"], "cheap");
+    assert_eq!(stored["policy"]["name"], "default");
+    assert!(!stored["decision"]["sites"].as_array().unwrap().is_empty());
+    let (s, _) = server
+        .admin(Method::POST, "/api/v1/schedule", Some(whole_node.clone()))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "capacity held before the restart must still be held"
+    );
+
+    // Releasing gives the capacity back.
+    let (s, released) = server
+        .admin(
+            Method::POST,
+            &format!("/api/v1/decisions/{id}/release"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{released}");
+    assert!(released["released_at"].is_string());
+    let (s, again) = server
+        .admin(Method::POST, "/api/v1/schedule", Some(whole_node))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{again}");
+    assert_eq!(again["site"], "cheap");
+    let (_, active) = server
+        .admin(Method::GET, "/api/v1/decisions?active=true", None)
+        .await;
+    assert_eq!(active["items"].as_array().unwrap().len(), 2);
+}
