@@ -441,9 +441,13 @@ impl Scheduler {
             for i in 0..n {
                 reports[report_index[i]].total = totals[i];
             }
+            // The chosen node first (ties are broken by the seed, not by position), then
+            // the feasible ones best first, then the rejected.
+            let chosen = &cluster.node(feasible[best]).spec.name;
             reports.sort_by(|a, b| {
-                b.feasible
-                    .cmp(&a.feasible)
+                (&b.name == chosen)
+                    .cmp(&(&a.name == chosen))
+                    .then(b.feasible.cmp(&a.feasible))
                     .then(b.total.total_cmp(&a.total))
             });
             d.nodes = reports;
