@@ -87,6 +87,9 @@ pub struct Site {
     pub vertex: Option<SiteIndex>,
     pub free: Aggregate,
     pub total: Aggregate,
+    /// Free capacity per offer (same order as `offers`), so a site whose H800s are free
+    /// but whose A100s are full does not pass for an A100-only task.
+    pub offer_free: Vec<Aggregate>,
 }
 
 /// Sums over a site's healthy nodes, kept current by reserve/release so site-level
@@ -113,6 +116,8 @@ pub struct Node {
     pub storage_used: u64,
     /// Free milli of each GPU (1000 = untouched).
     pub gpu_free: Vec<u32>,
+    /// Index of this node's offer in its site's `offers`.
+    pub offer: u16,
     pub cordoned: bool,
 }
 
@@ -279,6 +284,7 @@ impl ClusterBuilder {
                 memory_used: 0,
                 storage_used: 0,
                 gpu_free: vec![1000; spec.gpus as usize],
+                offer: 0,
                 cordoned: false,
                 spec,
             });
@@ -298,7 +304,7 @@ impl ClusterBuilder {
             {
                 return Err(BuildError(format!("two sites are named {:?}", spec.name)));
             }
-            let offers = offers_of(&nodes[start..end]);
+            let offers = offers_of(&mut nodes[start..end]);
             sites.push(Site {
                 spec,
                 nodes: start as NodeIdx..end as NodeIdx,
@@ -306,6 +312,7 @@ impl ClusterBuilder {
                 vertex: vertices[i],
                 free: Aggregate::default(),
                 total: Aggregate::default(),
+                offer_free: Vec::new(),
             });
             start = end;
         }
@@ -326,9 +333,10 @@ impl ClusterBuilder {
     }
 }
 
-fn offers_of(nodes: &[Node]) -> Vec<Offer> {
+/// Groups nodes into offers and tells each node its offer.
+fn offers_of(nodes: &mut [Node]) -> Vec<Offer> {
     let mut offers: Vec<Offer> = Vec::new();
-    for n in nodes {
+    for n in nodes.iter_mut() {
         let units = if n.spec.gpus > 0 {
             n.spec.gpus as u64
         } else {
@@ -349,16 +357,19 @@ fn offers_of(nodes: &[Node]) -> Vec<Offer> {
                 o.price_per_unit_hour = o.price_per_unit_hour.min(n.spec.price_per_unit_hour);
                 o.tflops_per_unit = o.tflops_per_unit.max(n.spec.tflops_per_unit);
             }
-            None => offers.push(Offer {
-                chip: n.spec.chip,
-                model: n.model,
-                architecture: n.architecture,
-                units,
-                nodes: 1,
-                price_per_unit_hour: n.spec.price_per_unit_hour,
-                tflops_per_unit: n.spec.tflops_per_unit,
-                watts_per_unit: n.spec.watts_per_unit,
-            }),
+            None => {
+                n.offer = offers.len() as u16;
+                offers.push(Offer {
+                    chip: n.spec.chip,
+                    model: n.model,
+                    architecture: n.architecture,
+                    units,
+                    nodes: 1,
+                    price_per_unit_hour: n.spec.price_per_unit_hour,
+                    tflops_per_unit: n.spec.tflops_per_unit,
+                    watts_per_unit: n.spec.watts_per_unit,
+                })
+            }
         }
     }
     offers
@@ -377,23 +388,30 @@ impl Cluster {
         &self.nodes[i as usize]
     }
 
-    /// Recomputes a site's free aggregate from its nodes. O(nodes of the site).
+    /// Recomputes a site's free aggregates (site-wide and per offer) from its nodes.
+    /// O(nodes of the site).
     pub fn refresh_site(&mut self, s: SiteIdx) {
-        let range = self.sites[s as usize].nodes.clone();
+        let site = &self.sites[s as usize];
+        let range = site.nodes.clone();
         let mut a = Aggregate::default();
+        let mut per_offer = vec![Aggregate::default(); site.offers.len()];
         for n in &self.nodes[range.start as usize..range.end as usize] {
             if !n.schedulable() {
                 continue;
             }
-            a.cpu_milli += n.cpu_free();
-            a.memory_mib += n.memory_free();
-            a.storage_gib += n.storage_free();
-            a.gpu_milli += n.gpu_milli_free();
             let whole = n.whole_gpus_free();
-            a.whole_gpus += whole as u64;
-            a.max_node_whole_gpus = a.max_node_whole_gpus.max(whole);
+            for agg in [&mut a, &mut per_offer[n.offer as usize]] {
+                agg.cpu_milli += n.cpu_free();
+                agg.memory_mib += n.memory_free();
+                agg.storage_gib += n.storage_free();
+                agg.gpu_milli += n.gpu_milli_free();
+                agg.whole_gpus += whole as u64;
+                agg.max_node_whole_gpus = agg.max_node_whole_gpus.max(whole);
+            }
         }
-        self.sites[s as usize].free = a;
+        let site = &mut self.sites[s as usize];
+        site.free = a;
+        site.offer_free = per_offer;
     }
 
     /// Takes `d` from node `n`, choosing GPUs with `pick`; returns the GPUs used.

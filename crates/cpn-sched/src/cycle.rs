@@ -44,6 +44,7 @@ pub struct Scheduler {
     raw: Vec<f64>,
     totals: Vec<f64>,
     order: Vec<usize>,
+    ties: Vec<u64>,
     next_node_start: usize,
 }
 
@@ -118,6 +119,7 @@ impl Scheduler {
             raw: Vec::new(),
             totals: Vec::new(),
             order: Vec::new(),
+            ties: Vec::new(),
             next_node_start: 0,
         }
     }
@@ -304,11 +306,17 @@ impl Scheduler {
         }
         self.order.clear();
         self.order.extend(0..n);
-        let (totals, feasible) = (&self.totals, &self.feasible);
-        self.order.sort_by(|&a, &b| {
+        // Tie-break keys once per site, not twice per comparison. They are all distinct (mix
+        // is a bijection and the sites differ), so the order is total and an unstable sort
+        // gives exactly what a stable one would.
+        self.ties.clear();
+        self.ties
+            .extend(self.feasible.iter().map(|&s| mix(seed ^ s as u64)));
+        let (totals, ties) = (&self.totals, &self.ties);
+        self.order.sort_unstable_by(|&a, &b| {
             totals[b]
                 .total_cmp(&totals[a])
-                .then_with(|| mix(seed ^ feasible[b] as u64).cmp(&mix(seed ^ feasible[a] as u64)))
+                .then_with(|| ties[b].cmp(&ties[a]))
         });
         if let Some(d) = decision {
             for i in 0..n {

@@ -343,3 +343,84 @@ fn the_registry_lists_every_plugin() {
     assert_eq!(plugins::ALL.len(), 16);
     assert_eq!(&plugins::ALL[..plugins::FILTERS.len()], plugins::FILTERS);
 }
+
+/// A site whose H800s are free but whose A100s are taken must not pass the site filter for
+/// an A100-only task (free capacity is kept per offer, not only per site).
+#[test]
+fn free_capacity_of_another_model_does_not_make_a_site_feasible() {
+    use cpn_sched::task::Chip;
+    use cpn_sched::{ClusterBuilder, Mode, NodeSpec, Scheduler, SiteSpec, Task};
+    let mut b = ClusterBuilder::new();
+    let mixed = b.site(SiteSpec {
+        name: "mixed".into(),
+        region: "r".into(),
+        healthy: true,
+        pue: 1.2,
+        ..Default::default()
+    });
+    let other = b.site(SiteSpec {
+        name: "other".into(),
+        region: "r".into(),
+        healthy: true,
+        pue: 1.2,
+        ..Default::default()
+    });
+    let gpu_node = |name: &str, site, model: &str| NodeSpec {
+        name: name.into(),
+        site,
+        healthy: true,
+        cpu_milli: 64_000,
+        memory_mib: 512 * 1024,
+        storage_gib: 100,
+        chip: Some(Chip::Gpu),
+        model: model.into(),
+        architecture: "x".into(),
+        gpus: 8,
+        price_per_unit_hour: 1.0,
+        ..Default::default()
+    };
+    b.node(gpu_node("mixed-a100", mixed, "A100"));
+    b.node(gpu_node("mixed-h800", mixed, "H800"));
+    b.node(gpu_node("other-a100", other, "A100"));
+    let mut cluster = b.build().unwrap();
+    let task = |id: &str| Task {
+        id: id.into(),
+        tenant: "t".into(),
+        chip: Some(Chip::Gpu),
+        models: vec!["A100".into()],
+        demand: cpn_sched::Demand {
+            cpu_milli: 1000,
+            memory_mib: 1024,
+            gpus: 8,
+            gpu_milli: 1000,
+            storage_gib: 0,
+        },
+        ..Default::default()
+    };
+    let mut scheduler = Scheduler::new(cpn_sched::plugins::default_profile(), 1);
+    let mut placed = Vec::new();
+    for i in 0..2 {
+        let (r, _) = scheduler.schedule(&task(&format!("t{i}")), &mut cluster, Mode::Fast);
+        placed.push(
+            cluster
+                .node(r.expect("two A100 nodes exist").node)
+                .spec
+                .name
+                .clone(),
+        );
+    }
+    placed.sort();
+    assert_eq!(placed, ["mixed-a100", "other-a100"]);
+    let decision = scheduler.explain(&task("t3"), &cluster);
+    let mixed_report = decision.sites.iter().find(|s| s.name == "mixed").unwrap();
+    assert!(
+        !mixed_report.feasible,
+        "the free H800 node must not make the site feasible for A100"
+    );
+    assert!(
+        mixed_report
+            .verdicts
+            .iter()
+            .any(|v| v.code == Some("insufficient_gpu"))
+    );
+}

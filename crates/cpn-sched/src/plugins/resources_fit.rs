@@ -4,7 +4,7 @@
 
 use crate::cluster::{Cluster, NodeIdx, SiteIdx};
 use crate::framework::{CycleState, NodeFilter, Plugin, SiteFilter, Verdict};
-use crate::task::Task;
+use crate::task::{Resolved, Task};
 
 pub const NAME: &str = "resources_fit";
 
@@ -101,14 +101,28 @@ impl SiteFilter for ResourcesFit {
         site: SiteIdx,
     ) -> Verdict {
         let s = cluster.site(site);
-        let free = Free {
-            cpu_milli: s.free.cpu_milli,
-            memory_mib: s.free.memory_mib,
-            storage_gib: s.free.storage_gib,
-            whole_gpus: s.free.max_node_whole_gpus as u64,
-            gpu_milli: s.free.gpu_milli,
+        // Only the offers the task accepts count: free H800s do not help an A100 task.
+        let mut free = Free {
+            cpu_milli: 0,
+            memory_mib: 0,
+            storage_gib: 0,
+            whole_gpus: 0,
+            gpu_milli: 0,
             gpu_milli_unit: "GPU milli",
         };
+        let resolved = state.get::<Resolved>();
+        for (offer, agg) in s.offers.iter().zip(&s.offer_free) {
+            if resolved
+                .is_some_and(|r| !r.accepts(task, offer.chip, offer.model, offer.architecture))
+            {
+                continue;
+            }
+            free.cpu_milli += agg.cpu_milli;
+            free.memory_mib += agg.memory_mib;
+            free.storage_gib += agg.storage_gib;
+            free.whole_gpus = free.whole_gpus.max(agg.max_node_whole_gpus as u64);
+            free.gpu_milli += agg.gpu_milli;
+        }
         match shortfall(task, &free) {
             None => Verdict::Fits,
             Some(miss) => reject(state, &format!("site {}", s.spec.name), miss),
