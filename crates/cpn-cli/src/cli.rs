@@ -7,8 +7,9 @@ use cpn_api_types::identity::Role;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Control plane of a computing power network (CPN): run the server, or manage its
-/// registry of platforms, clouds, sites, resources, links and tags.
+/// Control plane of a computing power network (CPN): run the server, manage its registry
+/// of platforms, clouds, sites, resources, links, tags and scheduling policies, and ask
+/// the scheduler where tasks would go.
 #[derive(Debug, Parser)]
 #[command(name = "cpn", version, propagate_version = true)]
 pub struct Cli {
@@ -83,6 +84,20 @@ pub enum Command {
     /// The tag library, and applying tags to objects.
     #[command(subcommand, alias = "tags")]
     Tag(TagCmd),
+    /// Scheduling policies: which tasks they take, and the weights and rules that place them.
+    #[command(subcommand, alias = "policies")]
+    Policy(PolicyCmd),
+    /// Show where one task would be placed and why: the policy chosen, each site's score
+    /// per factor, and what rejected the others.
+    ///
+    /// Nothing is reserved or stored: the scheduler runs on a snapshot of the federation.
+    Explain(ExplainArgs),
+    /// Place a batch of tasks under one or two policies and compare the outcomes (placed,
+    /// cost, energy, latency, per-site load).
+    ///
+    /// Nothing is reserved or stored: each policy runs on its own copy of a snapshot of the
+    /// federation, so both see the same starting load.
+    DryRun(DryRunArgs),
     /// Show sites and links with the metrics in force at a moment.
     Topology(TopologyArgs),
     /// Load a whole federation from one YAML document.
@@ -112,6 +127,38 @@ pub enum BenchCmd {
     /// Without --against, starts a private server on a fresh temp data dir (no demo), so
     /// the figure includes HTTP, authentication, validation and the fsync of every commit.
     Registry(BenchRegistryArgs),
+    /// Scheduler throughput and latency on synthetic clusters, in the shape of
+    /// kube-scheduler's scheduler_perf; runs in process, no server.
+    ///
+    /// Three cases: (a) one site of --nodes nodes with the default plugins and adaptive node
+    /// sampling, (b) the same scoring every node, (c) site choice over a federation of
+    /// --sites × --nodes-per-site nodes.
+    Schedule(BenchScheduleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchScheduleArgs {
+    /// Nodes of the single site of cases (a) and (b).
+    #[arg(long, default_value_t = 5000)]
+    pub nodes: usize,
+    /// Tasks placed before timing starts, in (a) and (b).
+    #[arg(long, default_value_t = 5000)]
+    pub init_tasks: usize,
+    /// Tasks placed and timed, in (a) and (b).
+    #[arg(long, default_value_t = 50_000)]
+    pub tasks: usize,
+    /// Sites of the federation of case (c).
+    #[arg(long, default_value_t = 1000)]
+    pub sites: usize,
+    /// Nodes of each site in case (c).
+    #[arg(long, default_value_t = 500)]
+    pub nodes_per_site: usize,
+    /// Site choices timed in case (c).
+    #[arg(long, default_value_t = 2000)]
+    pub federation_decisions: usize,
+    /// Seed of the synthetic cluster, the workload and the scheduler's tie-breaks.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -278,12 +325,62 @@ pub struct TagSelection {
     /// An object as KIND/NAME, e.g. `site/ningxia-zw-1` (repeatable).
     #[arg(long = "target", value_name = "KIND/NAME")]
     pub targets: Vec<String>,
-    /// Kind of the objects matched by --selector (platform, cloud, site, resource, link).
+    /// Kind of the objects matched by --selector (platform, cloud, site, resource, link,
+    /// policy).
     #[arg(long, requires = "selector", value_name = "KIND")]
     pub kind: Option<String>,
     /// Label selector choosing objects of --kind.
     #[arg(long, requires = "kind", value_name = "SEL")]
     pub selector: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    #[command(flatten)]
+    Registry(RegistryCmd),
+    /// List the stored versions of a policy, oldest first.
+    Versions {
+        /// Name or id of the policy.
+        #[arg(value_name = "NAME_OR_ID")]
+        name: String,
+    },
+    /// Restore the spec of an earlier generation; it is saved as a new generation.
+    Rollback {
+        /// Name or id of the policy.
+        #[arg(value_name = "NAME_OR_ID")]
+        name: String,
+        /// The generation whose spec to restore (see `cpn policy versions`).
+        #[arg(long = "to", value_name = "GEN")]
+        to: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The task: a YAML or JSON file holding one task spec (name, tenant, resources,
+    /// chip, regions_in, ...), or `-` for stdin.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: String,
+    /// Schedule under this policy instead of the one the task's attributes select
+    /// (`default` is the built-in one).
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DryRunArgs {
+    /// The tasks: a YAML or JSON file holding a list of task specs (or `tasks: [...]`),
+    /// or `-` for stdin. A task's `replicas` places it that many times.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: String,
+    /// A policy to run the batch under; give it twice to compare two (`default` is the
+    /// built-in one).
+    #[arg(long = "policy", value_name = "NAME", required = true)]
+    pub policies: Vec<String>,
+    /// Seed of the tie-breaks: the same seed gives the same placements. Default: the
+    /// file's `seed`, else 0.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -404,6 +501,32 @@ mod tests {
             "cpn", "tag", "apply", "x", "--value", "y", "--target", "site/a", "--target", "site/b",
         ]);
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn scheduling_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "cpn", "dry-run", "-f", "t.yaml", "--policy", "a", "--policy", "b", "--seed", "7",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::DryRun(args) => {
+                assert_eq!(args.policies, ["a", "b"]);
+                assert_eq!(args.seed, Some(7));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["cpn", "dry-run", "-f", "t.yaml"]).is_err(),
+            "--policy is required"
+        );
+        let cli = Cli::try_parse_from(["cpn", "policy", "rollback", "p", "--to", "3"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Policy(PolicyCmd::Rollback { to: 3, .. })
+        ));
+        assert!(Cli::try_parse_from(["cpn", "policies", "ls"]).is_ok());
+        assert!(Cli::try_parse_from(["cpn", "explain", "-f", "t.yaml", "--policy", "p"]).is_ok());
     }
 
     #[test]

@@ -29,8 +29,8 @@ fn help_lists_the_commands() {
     assert!(out.status.success(), "{out:?}");
     let text = stdout(&out);
     for cmd in [
-        "serve", "platform", "cloud", "site", "resource", "link", "tag", "topology", "scenario",
-        "login", "logout", "whoami", "tenant", "user",
+        "serve", "platform", "cloud", "site", "resource", "link", "tag", "policy", "explain",
+        "dry-run", "topology", "scenario", "login", "logout", "whoami", "tenant", "user",
     ] {
         assert!(
             text.lines()
@@ -63,6 +63,76 @@ fn tag_and_link_have_their_extra_verbs() {
     assert!(text.contains("apply") && text.contains("remove"), "{text}");
     let text = stdout(&cpn(&["link", "--help"]));
     assert!(text.contains("metrics") && text.contains("list"), "{text}");
+}
+
+#[test]
+fn policy_help_lists_registry_verbs_and_history() {
+    let out = cpn(&["policy", "--help"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    for verb in [
+        "list", "get", "create", "update", "delete", "versions", "rollback",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{verb} "))),
+            "`{verb}` missing from policy --help:\n{text}"
+        );
+    }
+    let text = stdout(&cpn(&["policy", "rollback", "--help"]));
+    assert!(text.contains("--to <GEN>"), "{text}");
+}
+
+#[test]
+fn explain_help_names_its_flags() {
+    let out = cpn(&["explain", "--help"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    for flag in ["--file <FILE>", "--policy <NAME>", "--output"] {
+        assert!(
+            text.contains(flag),
+            "`{flag}` missing from explain --help:\n{text}"
+        );
+    }
+    assert!(text.contains("why"), "{text}");
+}
+
+#[test]
+fn dry_run_help_names_its_flags() {
+    let out = cpn(&["dry-run", "--help"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    for flag in ["--file <FILE>", "--policy <NAME>", "--seed <N>"] {
+        assert!(
+            text.contains(flag),
+            "`{flag}` missing from dry-run --help:\n{text}"
+        );
+    }
+    let out = cpn(&["dry-run", "-f", "tasks.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "--policy is required: {out:?}");
+}
+
+#[test]
+fn dry_run_refuses_three_policies_before_any_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tasks.yaml");
+    std::fs::write(&file, "- name: a\n").unwrap();
+    let out = cpn(&[
+        "dry-run",
+        "-f",
+        file.to_str().unwrap(),
+        "--policy",
+        "a",
+        "--policy",
+        "b",
+        "--policy",
+        "c",
+        "--server",
+        "http://127.0.0.1:9",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("one or two policies"), "{err}");
 }
 
 #[test]

@@ -342,10 +342,11 @@ fn offers_of(nodes: &mut [Node]) -> Vec<Offer> {
         } else {
             n.spec.cpu_milli / 1000
         };
-        match offers.iter_mut().find(|o| {
+        match offers.iter_mut().enumerate().find(|(_, o)| {
             o.chip == n.spec.chip && o.model == n.model && o.architecture == n.architecture
         }) {
-            Some(o) => {
+            Some((i, o)) => {
+                n.offer = i as u16;
                 let total = o.units + units;
                 if total > 0 {
                     o.watts_per_unit = (o.watts_per_unit * o.units as f64

@@ -477,6 +477,25 @@ mod tests {
     }
 
     #[test]
+    fn every_node_counts_in_its_own_offer() {
+        let c = cluster(3, 200, 5);
+        for s in &c.sites {
+            for n in &c.nodes[s.nodes.start as usize..s.nodes.end as usize] {
+                let o = &s.offers[n.offer as usize];
+                assert_eq!((o.model, o.chip), (n.model, n.spec.chip), "{}", n.spec.name);
+            }
+            let whole: u64 = s.offer_free.iter().map(|a| a.whole_gpus).sum();
+            let cpu: u64 = s.offer_free.iter().map(|a| a.cpu_milli).sum();
+            assert_eq!((whole, cpu), (s.free.whole_gpus, s.free.cpu_milli));
+            for (o, a) in s.offers.iter().zip(&s.offer_free) {
+                if o.chip != Some(Chip::Cpu) {
+                    assert_eq!(a.whole_gpus, o.units, "{}", c.symbols.name(o.model));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_task_mix_is_mostly_small_cpu_tasks() {
         let ts = tasks(10_000, 42);
         let cpu = ts.iter().filter(|t| t.demand.gpus == 0).count();

@@ -4,13 +4,15 @@ pub mod auth;
 pub mod bench;
 pub mod identity;
 pub mod link;
+pub mod policy;
 pub mod registry;
 pub mod scenario;
+pub mod schedule;
 pub mod serve;
 pub mod tag;
 pub mod topology;
 
-use crate::cli::{Cli, Command, DEFAULT_SERVER, LinkCmd, OutputFormat, TagCmd};
+use crate::cli::{Cli, Command, DEFAULT_SERVER, LinkCmd, OutputFormat, PolicyCmd, TagCmd};
 use crate::client::Client;
 use anyhow::Result;
 use registry::Kind;
@@ -33,6 +35,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Bench(crate::cli::BenchCmd::Registry(args)) => {
             return bench::registry(args, cli.global.token).await;
         }
+        Command::Bench(crate::cli::BenchCmd::Schedule(args)) => return bench::schedule(args),
         _ => cli,
     };
     // An empty CPN_SERVER counts as unset.
@@ -55,6 +58,13 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Tag(TagCmd::Registry(cmd)) => registry::run(&ctx, Kind::Tag, cmd).await,
         Command::Tag(TagCmd::Apply(args)) => tag::apply(&ctx, args).await,
         Command::Tag(TagCmd::Remove(args)) => tag::remove(&ctx, args).await,
+        Command::Policy(PolicyCmd::Registry(cmd)) => registry::run(&ctx, Kind::Policy, cmd).await,
+        Command::Policy(PolicyCmd::Versions { name }) => policy::versions(&ctx, &name).await,
+        Command::Policy(PolicyCmd::Rollback { name, to }) => {
+            policy::rollback(&ctx, &name, to).await
+        }
+        Command::Explain(args) => schedule::explain(&ctx, args).await,
+        Command::DryRun(args) => schedule::dry_run(&ctx, args).await,
         Command::Topology(args) => topology::run(&ctx, args).await,
         Command::Scenario(cmd) => scenario::run(&ctx, cmd).await,
         Command::Login(args) => auth::login(&ctx, args).await,

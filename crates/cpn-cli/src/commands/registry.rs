@@ -1,5 +1,5 @@
 //! The verbs every registry kind shares (`list`, `get`, `create`, `update`, `delete`) and
-//! the table layout of each kind.
+//! the table layout of each kind, scheduling policies included.
 
 use super::Ctx;
 use crate::cli::{ListArgs, RegistryCmd};
@@ -9,6 +9,7 @@ use crate::output::{self, labels, num, or_dash, wire, wire_list, yes_no};
 use anyhow::{Context, Result, bail};
 use comfy_table::Table;
 use cpn_api_types::registry::{Cloud, Link, Platform, Resource, Site, Tag};
+use cpn_api_types::schedule::{MatchRules, Policy, PolicyScope};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ pub enum Kind {
     Resource,
     Link,
     Tag,
+    Policy,
 }
 
 impl Kind {
@@ -32,6 +34,7 @@ impl Kind {
             Kind::Resource => "resource",
             Kind::Link => "link",
             Kind::Tag => "tag",
+            Kind::Policy => "policy",
         }
     }
 
@@ -44,6 +47,7 @@ impl Kind {
             Kind::Resource => "resources",
             Kind::Link => "links",
             Kind::Tag => "tags",
+            Kind::Policy => "policies",
         }
     }
 
@@ -56,6 +60,7 @@ impl Kind {
             Kind::Resource,
             Kind::Link,
             Kind::Tag,
+            Kind::Policy,
         ]
         .into_iter()
         .find(|k| s == k.name() || s == k.plural())
@@ -450,7 +455,76 @@ pub fn table(kind: Kind, items: &[Value], names: &Names) -> Result<Table> {
                 ]
             },
         ),
+        Kind::Policy => rows::<Policy>(
+            items,
+            &[
+                "NAME", "PRIORITY", "PARENT", "SCOPE", "MATCH", "WEIGHTS", "CEL", "GEN",
+            ],
+            "policy",
+            |p| {
+                vec![
+                    p.name.clone(),
+                    p.spec.priority.to_string(),
+                    or_dash(p.spec.parent.as_deref()),
+                    policy_scope(&p.spec.scope),
+                    policy_match(&p.spec.match_rules),
+                    weights(&p.spec.weights),
+                    (p.spec.cel_filters.len() + p.spec.cel_scores.len()).to_string(),
+                    p.generation.to_string(),
+                ]
+            },
+        ),
     }
+}
+
+/// `key=a,b` for each non-empty list, joined with `;`, or `any` when all are empty.
+fn conditions(parts: &[(&str, &[String])]) -> Vec<String> {
+    parts
+        .iter()
+        .filter(|(_, values)| !values.is_empty())
+        .map(|(key, values)| format!("{key}={}", values.join(",")))
+        .collect()
+}
+
+fn any_if_empty(parts: Vec<String>) -> String {
+    if parts.is_empty() {
+        "any".to_owned()
+    } else {
+        parts.join(";")
+    }
+}
+
+/// Where a policy applies, compactly: `regions=Ningxia;tenants=lab-a`, or `any`.
+fn policy_scope(s: &PolicyScope) -> String {
+    any_if_empty(conditions(&[
+        ("regions", &s.regions),
+        ("businesses", &s.businesses),
+        ("tenants", &s.tenants),
+    ]))
+}
+
+/// Which tasks a policy takes, compactly: `tenants=lab-a;labels(tier=gold)`, or `any`.
+fn policy_match(m: &MatchRules) -> String {
+    let mut parts = conditions(&[
+        ("tenants", &m.tenants),
+        ("businesses", &m.businesses),
+        ("origin_regions", &m.origin_regions),
+    ]);
+    if let Some(sel) = m.labels.as_deref().filter(|s| !s.trim().is_empty()) {
+        parts.push(format!("labels({sel})"));
+    }
+    any_if_empty(parts)
+}
+
+/// Score weights as `latency=1,price=3`, or `-` when none are set (inherited or built-in).
+pub fn weights(w: &std::collections::BTreeMap<String, f64>) -> String {
+    if w.is_empty() {
+        return "-".to_owned();
+    }
+    w.iter()
+        .map(|(k, v)| format!("{k}={}", num(*v)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// One phrase for what a resource is: `gpu A100-80G x64`, `private_line 10000 Mbps`,
@@ -518,9 +592,52 @@ mod tests {
     }
 
     #[test]
+    fn policy_rows_are_compact() {
+        let mut item = envelope_of(json!({
+            "priority": 10, "parent": "base",
+            "scope": {"tenants": ["lab-a"]},
+            "match_rules": {"businesses": ["ai", "hpc"], "labels": "tier=gold"},
+            "weights": {"price": 3, "latency": 1.5},
+            "cel_filters": [{"name": "f", "expr": "true"}],
+            "cel_scores": [{"name": "s", "expr": "1", "weight": 1, "better": "higher"}]
+        }));
+        item["name"] = json!("lab-a-cheap");
+        let text = output::render(&table(Kind::Policy, &[item], &Names::default()).unwrap());
+        let mut lines = text.lines();
+        let header = lines.next().unwrap();
+        assert!(header.starts_with("NAME"), "{header}");
+        let row = lines.next().unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "lab-a-cheap",
+                "10",
+                "base",
+                "tenants=lab-a",
+                "businesses=ai,hpc;labels(tier=gold)",
+                "latency=1.5,price=3",
+                "2",
+                "3"
+            ]
+        );
+        let empty = envelope_of(json!({}));
+        let text = output::render(&table(Kind::Policy, &[empty], &Names::default()).unwrap());
+        let cells: Vec<String> = text
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(cells[3..6], ["any", "any", "-"]);
+    }
+
+    #[test]
     fn kinds_parse_singular_and_plural() {
         assert_eq!(Kind::parse("sites"), Some(Kind::Site));
         assert_eq!(Kind::parse("link"), Some(Kind::Link));
+        assert_eq!(Kind::parse("policies"), Some(Kind::Policy));
         assert_eq!(Kind::parse("node"), None);
     }
 }

@@ -15,7 +15,7 @@ fn taggable(s: &str) -> Result<String> {
     match Kind::parse(s) {
         Some(k) if k != Kind::Tag => Ok(k.name().to_owned()),
         _ => Err(anyhow!(
-            "unknown kind `{s}`: expected platform, cloud, site, resource or link"
+            "unknown kind `{s}`: expected platform, cloud, site, resource, link or policy"
         )),
     }
 }
