@@ -4,9 +4,10 @@
 
 use crate::task::{Chip, Demand};
 use cpn_model::{GeoPoint, Labels};
-use cpn_topology::{SiteIndex, Topology};
+use cpn_topology::{Latency, SiteIndex, Topology};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
 pub type SiteIdx = u32;
 pub type NodeIdx = u32;
@@ -90,6 +91,10 @@ pub struct Site {
     /// Free capacity per offer (same order as `offers`), so a site whose H800s are free
     /// but whose A100s are full does not pass for an A100-only task.
     pub offer_free: Vec<Aggregate>,
+    /// Per offer, how many schedulable nodes have each count of whole free GPUs: keeps
+    /// `max_node_whole_gpus` exact when `reserve` and `release` update the aggregates in
+    /// place instead of walking the site's nodes.
+    whole_gpu_nodes: Vec<Vec<u32>>,
 }
 
 /// Sums over a site's healthy nodes, kept current by reserve/release so site-level
@@ -198,6 +203,9 @@ pub struct Cluster {
     /// Per tenant: (gpu milli, cpu milli, memory MiB) in use.
     pub usage: BTreeMap<String, (u64, u64, u64)>,
     site_by_name: HashMap<String, SiteIdx>,
+    /// `Topology::latencies_from` each vertex, filled on first use: the topology does not
+    /// change after build, so one search per origin serves every later cycle.
+    latencies: Vec<OnceLock<Arc<Vec<Latency>>>>,
 }
 
 /// Collects sites, nodes and links, then lays nodes out contiguously per site.
@@ -313,6 +321,7 @@ impl ClusterBuilder {
                 free: Aggregate::default(),
                 total: Aggregate::default(),
                 offer_free: Vec::new(),
+                whole_gpu_nodes: Vec::new(),
             });
             start = end;
         }
@@ -324,6 +333,7 @@ impl ClusterBuilder {
             quotas: self.quotas,
             usage: BTreeMap::new(),
             site_by_name,
+            latencies: (0..n_sites).map(|_| OnceLock::new()).collect(),
         };
         for s in 0..cluster.sites.len() {
             cluster.refresh_site(s as SiteIdx);
@@ -381,6 +391,14 @@ impl Cluster {
         self.site_by_name.get(name).copied()
     }
 
+    /// Latency from vertex `from` to every vertex, as `Topology::latencies_from`, computed
+    /// once per vertex for the life of the cluster.
+    pub fn latencies_from(&self, from: SiteIndex) -> Arc<Vec<Latency>> {
+        self.latencies[from.index()]
+            .get_or_init(|| Arc::new(self.topology.latencies_from(from)))
+            .clone()
+    }
+
     pub fn site(&self, i: SiteIdx) -> &Site {
         &self.sites[i as usize]
     }
@@ -396,11 +414,13 @@ impl Cluster {
         let range = site.nodes.clone();
         let mut a = Aggregate::default();
         let mut per_offer = vec![Aggregate::default(); site.offers.len()];
+        let mut hist = vec![Vec::new(); site.offers.len()];
         for n in &self.nodes[range.start as usize..range.end as usize] {
             if !n.schedulable() {
                 continue;
             }
             let whole = n.whole_gpus_free();
+            count(&mut hist[n.offer as usize], whole, true);
             for agg in [&mut a, &mut per_offer[n.offer as usize]] {
                 agg.cpu_milli += n.cpu_free();
                 agg.memory_mib += n.memory_free();
@@ -413,6 +433,35 @@ impl Cluster {
         let site = &mut self.sites[s as usize];
         site.free = a;
         site.offer_free = per_offer;
+        site.whole_gpu_nodes = hist;
+    }
+
+    /// Moves node `n`'s share of its site's aggregates from `before` (taken just before the
+    /// node changed) to what it is now: O(GPUs of the node), and exactly what
+    /// `refresh_site` would compute.
+    fn update_site(&mut self, n: NodeIdx, before: Share) {
+        let node = &self.nodes[n as usize];
+        let after = Share::of(node);
+        let offer = node.offer as usize;
+        let site = &mut self.sites[node.spec.site as usize];
+        let hist = &mut site.whole_gpu_nodes[offer];
+        if let Some(w) = before.counted {
+            count(hist, w, false);
+        }
+        if let Some(w) = after.counted {
+            count(hist, w, true);
+        }
+        let top = hist.iter().rposition(|&c| c > 0).unwrap_or(0) as u32;
+        let o = &mut site.offer_free[offer];
+        before.move_to(&after, o);
+        o.max_node_whole_gpus = top;
+        before.move_to(&after, &mut site.free);
+        site.free.max_node_whole_gpus = site
+            .offer_free
+            .iter()
+            .map(|a| a.max_node_whole_gpus)
+            .max()
+            .unwrap_or(0);
     }
 
     /// Takes `d` from node `n`, choosing GPUs with `pick`; returns the GPUs used.
@@ -424,6 +473,7 @@ impl Cluster {
         d: &Demand,
         pick: GpuPick,
     ) -> Option<GpuAssignment> {
+        let before = Share::of(&self.nodes[n as usize]);
         let node = &mut self.nodes[n as usize];
         if !node.fits(d) {
             return None;
@@ -449,17 +499,21 @@ impl Cluster {
         node.cpu_used += d.cpu_milli;
         node.memory_used += d.memory_mib;
         node.storage_used += d.storage_gib;
-        let site = node.spec.site;
-        let u = self.usage.entry(tenant.to_string()).or_default();
+        // No new String per reservation once the tenant is known.
+        let u = match self.usage.get_mut(tenant) {
+            Some(u) => u,
+            None => self.usage.entry(tenant.to_string()).or_default(),
+        };
         u.0 += d.gpu_milli_total();
         u.1 += d.cpu_milli;
         u.2 += d.memory_mib;
-        self.refresh_site(site);
+        self.update_site(n, before);
         Some(gpus)
     }
 
     /// Returns what `reserve` took.
     pub fn release(&mut self, tenant: &str, n: NodeIdx, d: &Demand, gpus: &GpuAssignment) {
+        let before = Share::of(&self.nodes[n as usize]);
         let node = &mut self.nodes[n as usize];
         for &(i, m) in gpus {
             if let Some(free) = node.gpu_free.get_mut(i as usize) {
@@ -469,13 +523,12 @@ impl Cluster {
         node.cpu_used = node.cpu_used.saturating_sub(d.cpu_milli);
         node.memory_used = node.memory_used.saturating_sub(d.memory_mib);
         node.storage_used = node.storage_used.saturating_sub(d.storage_gib);
-        let site = node.spec.site;
         if let Some(u) = self.usage.get_mut(tenant) {
             u.0 = u.0.saturating_sub(d.gpu_milli_total());
             u.1 = u.1.saturating_sub(d.cpu_milli);
             u.2 = u.2.saturating_sub(d.memory_mib);
         }
-        self.refresh_site(site);
+        self.update_site(n, before);
     }
 
     /// Takes a node out of (or back into) scheduling.
@@ -483,6 +536,58 @@ impl Cluster {
         self.nodes[n as usize].cordoned = cordoned;
         let site = self.nodes[n as usize].spec.site;
         self.refresh_site(site);
+    }
+}
+
+/// Adds (or removes) one node with `whole` free GPUs to a histogram of nodes by that count.
+fn count(hist: &mut Vec<u32>, whole: u32, add: bool) {
+    let w = whole as usize;
+    if hist.len() <= w {
+        hist.resize(w + 1, 0);
+    }
+    if add {
+        hist[w] += 1;
+    } else {
+        hist[w] -= 1;
+    }
+}
+
+/// What one node adds to its site's free aggregates.
+#[derive(Debug, Clone, Copy, Default)]
+struct Share {
+    cpu_milli: u64,
+    memory_mib: u64,
+    storage_gib: u64,
+    gpu_milli: u64,
+    whole_gpus: u64,
+    /// Its whole free GPUs, the histogram bucket it is counted in; None when the node is
+    /// not schedulable (and so counts nowhere).
+    counted: Option<u32>,
+}
+
+impl Share {
+    fn of(n: &Node) -> Share {
+        if !n.schedulable() {
+            return Share::default();
+        }
+        let whole = n.whole_gpus_free();
+        Share {
+            cpu_milli: n.cpu_free(),
+            memory_mib: n.memory_free(),
+            storage_gib: n.storage_free(),
+            gpu_milli: n.gpu_milli_free(),
+            whole_gpus: whole as u64,
+            counted: Some(whole),
+        }
+    }
+
+    /// Replaces this share by `after` in `a` (all but `max_node_whole_gpus`).
+    fn move_to(&self, after: &Share, a: &mut Aggregate) {
+        a.cpu_milli = a.cpu_milli - self.cpu_milli + after.cpu_milli;
+        a.memory_mib = a.memory_mib - self.memory_mib + after.memory_mib;
+        a.storage_gib = a.storage_gib - self.storage_gib + after.storage_gib;
+        a.gpu_milli = a.gpu_milli - self.gpu_milli + after.gpu_milli;
+        a.whole_gpus = a.whole_gpus - self.whole_gpus + after.whole_gpus;
     }
 }
 
@@ -604,6 +709,35 @@ mod tests {
             ..Default::default()
         };
         assert!(c.reserve("t", 1, &three_gpus, GpuPick::BestFit).is_none());
+    }
+
+    #[test]
+    fn reserve_and_release_keep_the_aggregates_refresh_would_compute() {
+        let mut c = crate::synthetic::cluster(2, 60, 9);
+        let tasks = crate::synthetic::tasks(400, 9);
+        let mut held = Vec::new();
+        let check = |c: &mut Cluster| {
+            for s in 0..c.sites.len() as SiteIdx {
+                let (free, per_offer) = (c.site(s).free, c.site(s).offer_free.clone());
+                c.refresh_site(s);
+                assert_eq!(c.site(s).free, free);
+                assert_eq!(c.site(s).offer_free, per_offer);
+            }
+        };
+        for (i, t) in tasks.iter().enumerate() {
+            let n = (i * 7919 % c.nodes.len()) as NodeIdx;
+            if let Some(g) = c.reserve(&t.tenant, n, &t.demand, GpuPick::BestFit) {
+                held.push((t, n, g));
+            }
+            if i % 3 == 0 && !held.is_empty() {
+                let (t, n, g) = held.swap_remove(i % held.len());
+                c.release(&t.tenant, n, &t.demand, &g);
+            }
+            if i % 50 == 0 {
+                c.set_cordoned((i % c.nodes.len()) as NodeIdx, i % 100 == 0);
+            }
+            check(&mut c);
+        }
     }
 
     #[test]

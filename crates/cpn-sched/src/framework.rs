@@ -7,7 +7,6 @@
 use crate::cluster::{Cluster, GpuPick, NodeIdx, SiteIdx};
 use crate::task::Task;
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Why a candidate was rejected. `code` is a stable constant per plugin that tests and the
@@ -51,24 +50,32 @@ pub enum Better {
 /// The borrow rules make "write once, read many" hold without locks.
 #[derive(Default)]
 pub struct CycleState {
-    values: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    // A handful of entries: a linear scan over TypeIds beats hashing them with SipHash,
+    // which filters reading the state once per node paid on every call.
+    values: Vec<(TypeId, Box<dyn Any + Send + Sync>)>,
     explain: bool,
 }
 
 impl CycleState {
     pub fn new(explain: bool) -> Self {
         CycleState {
-            values: HashMap::new(),
+            values: Vec::new(),
             explain,
         }
     }
     pub fn put<T: Any + Send + Sync>(&mut self, value: T) {
-        self.values.insert(TypeId::of::<T>(), Box::new(value));
+        let id = TypeId::of::<T>();
+        match self.values.iter_mut().find(|(k, _)| *k == id) {
+            Some((_, v)) => *v = Box::new(value),
+            None => self.values.push((id, Box::new(value))),
+        }
     }
     pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        let id = TypeId::of::<T>();
         self.values
-            .get(&TypeId::of::<T>())
-            .and_then(|b| b.downcast_ref())
+            .iter()
+            .find(|(k, _)| *k == id)
+            .and_then(|(_, b)| b.downcast_ref())
     }
     /// True when reasons should carry human detail (explain and stored decisions).
     pub fn explaining(&self) -> bool {

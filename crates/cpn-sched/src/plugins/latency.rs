@@ -28,7 +28,7 @@ fn from_origin(task: &Task, cluster: &Cluster) -> Option<FromOrigin> {
     let origin = cluster.sites.iter().find(|s| s.spec.region == region)?;
     let lat = origin
         .vertex
-        .map(|v| cluster.topology.latencies_from(v))
+        .map(|v| cluster.latencies_from(v))
         .unwrap_or_default();
     Some(FromOrigin(
         cluster
