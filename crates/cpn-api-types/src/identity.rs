@@ -34,6 +34,19 @@ impl Role {
     }
 }
 
+/// A tenant's ceiling on what its scheduled work may hold at once; absent fields are unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantQuota {
+    /// GPUs (fractions count: 0.5 is half a GPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cores: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_gib: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Tenant {
     pub id: String,
@@ -41,6 +54,8 @@ pub struct Tenant {
     #[serde(default)]
     pub display_name: String,
     pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub quota: TenantQuota,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -49,6 +64,8 @@ pub struct CreateTenant {
     pub name: String,
     #[serde(default)]
     pub display_name: String,
+    #[serde(default)]
+    pub quota: Option<TenantQuota>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

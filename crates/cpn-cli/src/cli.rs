@@ -432,7 +432,40 @@ pub enum TenantCmd {
         name: String,
         #[arg(long, default_value = "", value_name = "TEXT")]
         display_name: String,
+        #[command(flatten)]
+        quota: QuotaArgs,
     },
+    /// Set a tenant's quota: the most its scheduled work may hold at once.
+    Quota {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[command(flatten)]
+        quota: QuotaArgs,
+    },
+}
+
+/// A tenant quota; a limit left out is unlimited.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct QuotaArgs {
+    /// Most GPUs at once (fractions count).
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<f64>,
+    /// Most CPU cores at once.
+    #[arg(long, value_name = "N")]
+    pub cpu_cores: Option<f64>,
+    /// Most memory at once, GiB.
+    #[arg(long, value_name = "GIB")]
+    pub memory_gib: Option<f64>,
+}
+
+impl QuotaArgs {
+    pub fn to_quota(self) -> cpn_api_types::identity::TenantQuota {
+        cpn_api_types::identity::TenantQuota {
+            gpus: self.gpus,
+            cpu_cores: self.cpu_cores,
+            memory_gib: self.memory_gib,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -475,6 +475,19 @@ async fn create_tenant(
     ))
 }
 
+/// Set a tenant's quota (operators); it bounds what the tenant's decisions may hold at once.
+#[utoipa::path(put, path = "/api/v1/tenants/{name}/quota", tag = "identity", security(("bearer" = [])), request_body = TenantQuota,
+    params(("name" = String, Path, description = "Tenant name")),
+    responses((status = 200, body = Tenant), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn set_quota(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<TenantQuota>,
+) -> ApiResult<Json<Tenant>> {
+    Ok(Json(identity::set_quota(&s, &who, &name, body).await?))
+}
+
 /// Users: all for operators, one's own tenant otherwise.
 #[utoipa::path(get, path = "/api/v1/users", tag = "identity", security(("bearer" = [])), responses((status = 200, body = Vec<User>)))]
 async fn list_users(State(s): State<AppState>, who: Principal) -> ApiResult<Json<Vec<User>>> {
@@ -513,7 +526,7 @@ impl utoipa::Modify for BearerAuth {
     info(title = "cpn", description = "Control plane of a computing power network: registry, tags, topology, identity."),
     modifiers(&BearerAuth),
     paths(
-        healthz, readyz, login, logout, whoami, list_tenants, create_tenant, list_users, create_user,
+        healthz, readyz, login, logout, whoami, list_tenants, create_tenant, set_quota, list_users, create_user,
         platforms::list, platforms::create, platforms::get, platforms::update, platforms::delete,
         clouds::list, clouds::create, clouds::get, clouds::update, clouds::delete,
         sites::list, sites::create, sites::get, sites::update, sites::delete,
@@ -556,6 +569,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/logout", post(logout))
         .route("/api/v1/auth/whoami", get(whoami))
         .route("/api/v1/tenants", get(list_tenants).post(create_tenant))
+        .route(
+            "/api/v1/tenants/{name}/quota",
+            axum::routing::put(set_quota),
+        )
         .route("/api/v1/users", get(list_users).post(create_user))
         .merge(platforms::routes())
         .merge(clouds::routes())

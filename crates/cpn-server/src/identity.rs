@@ -7,7 +7,7 @@ use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::Code;
 use cpn_api_types::identity::{
-    CreateTenant, CreateUser, LoginRequest, LoginResponse, Role, Tenant, User,
+    CreateTenant, CreateUser, LoginRequest, LoginResponse, Role, Tenant, TenantQuota, User,
 };
 use cpn_store::{NewUser, TenantRecord, UserRecord};
 
@@ -25,11 +25,52 @@ pub fn user_view(u: UserRecord) -> ApiResult<User> {
 
 fn tenant_view(t: TenantRecord) -> Tenant {
     Tenant {
+        // A quota that does not decode (written by a newer cpn) shows as unlimited.
+        quota: serde_json::from_value(t.quota).unwrap_or_default(),
         id: t.id,
         name: t.name,
         display_name: t.display_name,
         created_at: t.created_at,
     }
+}
+
+fn check_quota(q: &TenantQuota) -> ApiResult<()> {
+    for (name, v) in [
+        ("gpus", q.gpus),
+        ("cpu_cores", q.cpu_cores),
+        ("memory_gib", q.memory_gib),
+    ] {
+        if let Some(x) = v
+            && !(x.is_finite() && x >= 0.0)
+        {
+            return Err(ApiError::field(
+                format!("quota.{name}"),
+                "must be a finite number >= 0",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn quota_json(q: &TenantQuota) -> ApiResult<serde_json::Value> {
+    serde_json::to_value(q).map_err(|e| ApiError::new(Code::Internal, e.to_string()))
+}
+
+/// Sets a tenant's quota (operators): it bounds what the tenant's decisions may hold.
+pub async fn set_quota(
+    state: &AppState,
+    who: &Principal,
+    tenant: &str,
+    quota: TenantQuota,
+) -> ApiResult<Tenant> {
+    operator_only(who, "set quotas")?;
+    check_quota(&quota)?;
+    Ok(tenant_view(
+        state
+            .store
+            .set_tenant_quota(tenant, quota_json(&quota)?)
+            .await?,
+    ))
 }
 
 fn operator_only(who: &Principal, what: &str) -> ApiResult<()> {
@@ -86,12 +127,22 @@ pub async fn create_tenant(
 ) -> ApiResult<Tenant> {
     operator_only(who, "create tenants")?;
     crate::registry::validate_name(&req.name)?;
-    Ok(tenant_view(
-        state
-            .store
-            .create_tenant(&req.name, &req.display_name)
-            .await?,
-    ))
+    if let Some(q) = &req.quota {
+        check_quota(q)?;
+    }
+    let tenant = state
+        .store
+        .create_tenant(&req.name, &req.display_name)
+        .await?;
+    match req.quota {
+        Some(q) => Ok(tenant_view(
+            state
+                .store
+                .set_tenant_quota(&tenant.name, quota_json(&q)?)
+                .await?,
+        )),
+        None => Ok(tenant_view(tenant)),
+    }
 }
 
 pub async fn list_tenants(state: &AppState, who: &Principal) -> ApiResult<Vec<Tenant>> {

@@ -69,6 +69,20 @@ pub async fn snapshot(state: &AppState, who: &Principal) -> ApiResult<Inventory>
         .collect();
 
     let mut b = ClusterBuilder::new();
+    for t in state.store.list_tenants().await? {
+        let q: cpn_api_types::identity::TenantQuota =
+            serde_json::from_value(t.quota).unwrap_or_default();
+        if q != Default::default() {
+            b.quota(
+                &t.name,
+                cpn_sched::cluster::Quota {
+                    gpu_milli: q.gpus.map(|g| (g * 1000.0).round() as u64),
+                    cpu_milli: q.cpu_cores.map(|c| (c * 1000.0).round() as u64),
+                    memory_mib: q.memory_gib.map(|m| (m * 1024.0).round() as u64),
+                },
+            );
+        }
+    }
     let mut index: HashMap<String, SiteIdx> = HashMap::new();
     let mut site_ids = Vec::new();
     let mut healthy_by_site = Vec::new();

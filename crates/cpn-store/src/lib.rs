@@ -79,6 +79,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_tenant(&self, name: &str, display_name: &str) -> Result<TenantRecord>;
     async fn find_tenant(&self, name: &str) -> Result<Option<TenantRecord>>;
     async fn list_tenants(&self) -> Result<Vec<TenantRecord>>;
+    /// Replaces a tenant's quota (JSON the server defines).
+    async fn set_tenant_quota(&self, name: &str, quota: serde_json::Value) -> Result<TenantRecord>;
 
     async fn create_user(&self, new: NewUser) -> Result<UserRecord>;
     async fn find_user(&self, username: &str) -> Result<Option<UserRecord>>;

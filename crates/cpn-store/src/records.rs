@@ -101,12 +101,14 @@ pub struct MetricRecord {
     pub value: serde_json::Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TenantRecord {
     pub id: String,
     pub name: String,
     pub display_name: String,
     pub created_at: DateTime<Utc>,
+    /// Resource ceiling, as JSON the server defines (`{}` when unlimited).
+    pub quota: serde_json::Value,
 }
 
 #[derive(Debug, Clone)]

@@ -114,6 +114,9 @@ CREATE TABLE decisions (
 );
 CREATE INDEX decisions_active ON decisions (released_at, id);
 "#,
+    r#"
+ALTER TABLE tenants ADD COLUMN quota TEXT NOT NULL DEFAULT '{}';
+"#,
 ];
 
 type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
@@ -441,11 +444,15 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<TenantRecord> {
+    let quota: String = r.get(4)?;
     Ok(TenantRecord {
         id: r.get(0)?,
         name: r.get(1)?,
         display_name: r.get(2)?,
         created_at: parse_ts(&r.get::<_, String>(3)?)?,
+        quota: serde_json::from_str(&quota).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+        })?,
     })
 }
 
@@ -804,6 +811,7 @@ impl Store for SqliteStore {
             name: name.to_string(),
             display_name: display_name.to_string(),
             created_at: Utc::now(),
+            quota: serde_json::json!({}),
         };
         self.write(move |conn| {
             let r = conn
@@ -828,7 +836,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT id, name, display_name, created_at FROM tenants WHERE name = ?1",
+                    "SELECT id, name, display_name, created_at, quota FROM tenants WHERE name = ?1",
                 )?
                 .query_row([name], tenant_from_row)
                 .optional()?)
@@ -839,10 +847,31 @@ impl Store for SqliteStore {
     async fn list_tenants(&self) -> Result<Vec<TenantRecord>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, name, display_name, created_at FROM tenants ORDER BY name",
+                "SELECT id, name, display_name, created_at, quota FROM tenants ORDER BY name",
             )?;
             let rows = stmt.query_map([], tenant_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn set_tenant_quota(&self, name: &str, quota: serde_json::Value) -> Result<TenantRecord> {
+        let name = name.to_string();
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached("UPDATE tenants SET quota = ?1 WHERE name = ?2")?
+                .execute(params![json(&quota)?, name])?;
+            if changed == 0 {
+                return Err(StoreError::NotFound {
+                    kind: "tenant".into(),
+                    id: name.clone(),
+                });
+            }
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, name, display_name, created_at, quota FROM tenants WHERE name = ?1",
+                )?
+                .query_row([&name], tenant_from_row)?)
         })
         .await
     }

@@ -16,19 +16,44 @@ pub async fn tenant(ctx: &Ctx, cmd: TenantCmd) -> Result<()> {
             if !ctx.table() {
                 return print_items(ctx, items);
             }
-            let mut t = output::table(&["NAME", "DISPLAY NAME", "CREATED"]);
+            let mut t = output::table(&["NAME", "DISPLAY NAME", "QUOTA", "CREATED"]);
             for item in &items {
                 let tenant: Tenant = decode(item, "tenant")?;
                 t.add_row(vec![
                     tenant.name,
                     or_dash(Some(&tenant.display_name)),
+                    quota_text(&tenant.quota),
                     tenant.created_at.to_rfc3339_opts(SecondsFormat::Secs, true),
                 ]);
             }
             output::print_table(&t)
         }
-        TenantCmd::Create { name, display_name } => {
-            let body = CreateTenant { name, display_name };
+        TenantCmd::Quota { name, quota } => {
+            let value = ctx
+                .client
+                .put(&["api", "v1", "tenants", &name, "quota"], &quota.to_quota())
+                .await?;
+            if !ctx.table() {
+                return output::print_raw(ctx.output, &value);
+            }
+            let tenant: Tenant = decode(&value, "tenant")?;
+            output::emit(&format!(
+                "tenant/{} quota: {}",
+                tenant.name,
+                quota_text(&tenant.quota)
+            ))
+        }
+        TenantCmd::Create {
+            name,
+            display_name,
+            quota,
+        } => {
+            let quota = quota.to_quota();
+            let body = CreateTenant {
+                name,
+                display_name,
+                quota: (quota != Default::default()).then_some(quota),
+            };
             let value = ctx.client.post(&["api", "v1", "tenants"], &body).await?;
             if !ctx.table() {
                 return output::print_raw(ctx.output, &value);
@@ -95,4 +120,20 @@ fn print_items(ctx: &Ctx, items: Vec<Value>) -> Result<()> {
     let mut page = Map::new();
     page.insert("items".into(), Value::Array(items));
     output::print_raw(ctx.output, &Value::Object(page))
+}
+
+fn quota_text(q: &cpn_api_types::identity::TenantQuota) -> String {
+    let parts: Vec<String> = [
+        ("gpus", q.gpus),
+        ("cpu_cores", q.cpu_cores),
+        ("memory_gib", q.memory_gib),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+    .collect();
+    if parts.is_empty() {
+        "unlimited".into()
+    } else {
+        parts.join(",")
+    }
 }

@@ -298,3 +298,55 @@ async fn real_decisions_hold_capacity_survive_restarts_and_explain_later() {
         .await;
     assert_eq!(active["items"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn tenant_quota_bounds_what_decisions_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), true).await;
+    let alice = server.user("lab-q", "alice", "user").await;
+    // Through the CLI, as an operator would.
+    let out = server.cli(&["tenant", "quota", "lab-q", "--gpus", "8"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("gpus=8"));
+
+    let task = json!({"task": {"name": "q", "chip": "gpu", "resources": {"cpu_cores": 8, "memory_gib": 64, "gpus": 8}}});
+    let (s, b) = server
+        .call(
+            Method::POST,
+            "/api/v1/schedule",
+            Some(&alice),
+            Some(task.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = server
+        .call(
+            Method::POST,
+            "/api/v1/schedule",
+            Some(&alice),
+            Some(task.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("quota_exceeded"),
+        "{b}"
+    );
+    // The operator's own tenant has no quota and still schedules.
+    let (s, b) = server
+        .admin(Method::POST, "/api/v1/schedule", Some(task))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    // Alice sees her own decision only.
+    let (_, mine) = server
+        .call(Method::GET, "/api/v1/decisions", Some(&alice), None)
+        .await;
+    assert_eq!(mine["items"].as_array().unwrap().len(), 1);
+}
