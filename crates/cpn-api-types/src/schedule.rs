@@ -221,6 +221,30 @@ pub struct TaskSpec {
     pub labels: Labels,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u32>,
+    /// How replicas are spread over sites (SC-ENG-03); default: each by its own score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<ReplicaSpread>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SpreadMode {
+    /// Every replica goes where the policy scores best at that moment.
+    #[default]
+    ByScore,
+    /// Replicas are divided in proportion to how many each feasible site can hold.
+    ByCapacity,
+    /// Replicas are divided by the static `weights` (site name → weight).
+    ByWeights,
+}
+
+/// Karmada-style division of replicas across sites (largest remainder).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaSpread {
+    pub mode: SpreadMode,
+    #[serde(default)]
+    pub weights: BTreeMap<String, f64>,
 }
 
 impl Validate for TaskSpec {

@@ -179,6 +179,40 @@ impl Scheduler {
         self.site_phase(&state, task, cluster, None, seed, &mut Tally::new())
     }
 
+    /// Places `task` on a node of the given site (the node phase only), reserving it. Used
+    /// when replicas are divided across sites first (by weights or free capacity).
+    pub fn schedule_in_site(
+        &mut self,
+        task: &Task,
+        cluster: &mut Cluster,
+        site: SiteIdx,
+    ) -> Result<Placement, Unschedulable> {
+        let state = self.prepare(task, cluster, false);
+        self.cycles += 1;
+        let seed = mix(self.seed ^ self.cycles);
+        let mut tally = Tally::new();
+        match self.node_phase(&state, task, cluster, site, None, seed, &mut tally) {
+            Some(node) => {
+                match cluster.reserve(&task.tenant, node, &task.demand, self.profile.gpu_pick) {
+                    Some(gpus) => Ok(Placement {
+                        site,
+                        node,
+                        gpus,
+                        score: 0.0,
+                    }),
+                    None => Err(Unschedulable {
+                        reasons: vec![("reserve/refused".into(), 1)],
+                        forever: false,
+                    }),
+                }
+            }
+            None => Err(Unschedulable {
+                reasons: tally.reasons,
+                forever: tally.forever,
+            }),
+        }
+    }
+
     fn decide(
         &mut self,
         task: &Task,

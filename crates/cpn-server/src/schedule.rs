@@ -367,13 +367,32 @@ pub async fn dry_run(
     if req.tasks.is_empty() {
         return Err(ApiError::field("tasks", "give at least one task"));
     }
-    let mut tasks = Vec::with_capacity(req.tasks.len());
+    let mut tasks: Vec<Batch> = Vec::with_capacity(req.tasks.len());
     let mut replicas_total = 0u64;
     for (i, spec) in req.tasks.iter().enumerate() {
         let task = task_from_spec(who, spec, i).map_err(|e| e.within(&format!("tasks[{i}]")))?;
         let replicas = spec.replicas.unwrap_or(1);
         replicas_total += replicas as u64;
-        tasks.push((task, replicas));
+        let spread = spec.spread.clone().unwrap_or_default();
+        if spread.mode == SpreadMode::ByWeights && spread.weights.is_empty() {
+            return Err(ApiError::field(
+                format!("tasks[{i}].spread.weights"),
+                "by_weights needs site weights",
+            ));
+        }
+        for (site, w) in &spread.weights {
+            if !(w.is_finite() && *w >= 0.0) {
+                return Err(ApiError::field(
+                    format!("tasks[{i}].spread.weights.{site}"),
+                    "a weight must be a finite number >= 0",
+                ));
+            }
+        }
+        tasks.push(Batch {
+            task,
+            replicas,
+            spread,
+        });
     }
     if replicas_total > MAX_DRY_RUN_REPLICAS {
         return Err(ApiError::field(
@@ -382,9 +401,22 @@ pub async fn dry_run(
         ));
     }
     let Inventory { cluster, .. } = inventory::snapshot(state, who).await?;
+    for (i, b) in tasks.iter().enumerate() {
+        if let Some(unknown) = b
+            .spread
+            .weights
+            .keys()
+            .find(|s| cluster.site_by_name(s).is_none())
+        {
+            return Err(ApiError::field(
+                format!("tasks[{i}].spread.weights.{unknown}"),
+                format!("no site named {unknown:?}"),
+            ));
+        }
+    }
     let mut runs = Vec::new();
     for name in &req.policies {
-        let (_, profile) = policy::choose(state, who, &tasks[0].0, Some(name))
+        let (_, profile) = policy::choose(state, who, &tasks[0].task, Some(name))
             .await
             .map_err(|e| e.within("policies"))?;
         // Scheduling a batch is CPU work; keep it off the async workers.
@@ -406,77 +438,90 @@ pub async fn dry_run(
     Ok(DryRunResult { runs })
 }
 
-/// Places every replica in order on a private copy of the cluster and sums up the KPIs.
+/// One task of a dry-run batch with its replica count and spread.
+#[derive(Clone)]
+struct Batch {
+    task: Task,
+    replicas: u32,
+    spread: ReplicaSpread,
+}
+
+/// Running sums of a dry-run's KPIs.
+#[derive(Default)]
+struct Totals {
+    cost: f64,
+    energy: f64,
+    latency_sum: f64,
+    latency_n: u32,
+    placed: u32,
+    unplaced: u32,
+}
+
+/// Places every replica on a private copy of the cluster, tasks in queue order (priority
+/// classes, FIFO inside a class), and sums up the KPIs.
 fn run_batch(
     policy: &str,
     profile: cpn_sched::Profile,
     mut cluster: Cluster,
-    tasks: &[(Task, u32)],
+    batch: &[Batch],
     seed: u64,
 ) -> PolicyRun {
     let mut scheduler = Scheduler::new(profile, seed);
+    let mut queue = cpn_sched::queue::TaskQueue::new(0);
+    for b in batch {
+        queue.push(b, b.task.priority, 0);
+    }
     let mut placements = Vec::new();
-    let (mut cost, mut energy, mut latency_sum, mut latency_n, mut placed, mut unplaced) =
-        (0.0, 0.0, 0.0, 0u32, 0u32, 0u32);
-    for (task, replicas) in tasks {
+    let mut totals = Totals::default();
+    while let Some(b) = queue.pop(0) {
+        let task = &b.task;
         let origin = task
             .origin_region
             .as_ref()
             .and_then(|r| cluster.sites.iter().position(|s| &s.spec.region == r))
             .and_then(|i| cluster.sites[i].vertex);
-        for replica in 0..*replicas {
-            let (result, _) = scheduler.schedule(task, &mut cluster, Mode::Fast);
-            match result {
-                Ok(p) => {
-                    placed += 1;
-                    let node = cluster.node(p.node);
-                    let site = cluster.site(p.site);
-                    let units = if task.demand.gpus > 0 {
-                        task.demand.gpu_milli_total() as f64 / 1000.0
-                    } else {
-                        task.demand.cpu_milli as f64 / 1000.0
-                    };
-                    cost += node.spec.price_per_unit_hour * units * task.est_hours;
-                    energy +=
-                        units * node.spec.watts_per_unit / 1000.0 * site.spec.pue * task.est_hours;
-                    if let Some(o) = origin {
-                        let same_region = Some(&site.spec.region) == task.origin_region.as_ref();
-                        let ms = if same_region {
-                            Some(0.0)
-                        } else {
-                            site.vertex
-                                .and_then(|v| cluster.topology.estimated_latency(o, v).ms())
-                        };
-                        if let Some(ms) = ms {
-                            latency_sum += ms;
-                            latency_n += 1;
-                        }
-                    }
-                    placements.push(PlacementView {
-                        task: task.id.clone(),
-                        replica,
-                        site: Some(site.spec.name.clone()),
-                        node: Some(node.spec.name.clone()),
-                        score: Some(p.score),
-                        unplaced: Vec::new(),
-                    });
-                }
-                Err(u) => {
-                    unplaced += 1;
-                    placements.push(PlacementView {
-                        task: task.id.clone(),
-                        replica,
-                        site: None,
-                        node: None,
-                        score: None,
-                        unplaced: u
-                            .reasons
+        // Which site each replica is aimed at: none (by score) or a division's site.
+        let targets: Vec<Option<cpn_sched::SiteIdx>> = match b.spread.mode {
+            SpreadMode::ByScore => vec![None; b.replicas as usize],
+            SpreadMode::ByCapacity | SpreadMode::ByWeights => {
+                let weights: Vec<(cpn_sched::SiteIdx, f64)> =
+                    if b.spread.mode == SpreadMode::ByCapacity {
+                        let feasible: Vec<cpn_sched::SiteIdx> = scheduler
+                            .rank_sites(task, &cluster)
                             .into_iter()
-                            .map(|(reason, count)| RejectionCount { reason, count })
-                            .collect(),
-                    });
-                }
+                            .map(|(s, _)| s)
+                            .collect();
+                        cpn_sched::replicas::capacity_weights(&cluster, task, &feasible)
+                    } else {
+                        b.spread
+                            .weights
+                            .iter()
+                            .filter_map(|(name, w)| cluster.site_by_name(name).map(|s| (s, *w)))
+                            .collect()
+                    };
+                let division = cpn_sched::replicas::divide(b.replicas, &weights);
+                let mut t: Vec<Option<cpn_sched::SiteIdx>> = division
+                    .into_iter()
+                    .flat_map(|(s, n)| std::iter::repeat_n(Some(s), n as usize))
+                    .collect();
+                // Replicas no site can take (zero weights, no capacity) are still attempted by score.
+                t.resize(b.replicas as usize, None);
+                t
             }
+        };
+        for (replica, target) in targets.into_iter().enumerate() {
+            let result = match target {
+                None => scheduler.schedule(task, &mut cluster, Mode::Fast).0,
+                Some(site) => scheduler.schedule_in_site(task, &mut cluster, site),
+            };
+            placements.push(account(
+                &cluster,
+                task,
+                origin,
+                replica as u32,
+                result,
+                &mut totals,
+            ));
         }
     }
     let utilization = cluster
@@ -501,12 +546,74 @@ fn run_batch(
         policy: policy.to_string(),
         placements,
         kpis: Kpis {
-            placed,
-            unplaced,
-            total_cost_cny: cost,
-            energy_kwh: energy,
-            mean_latency_ms: (latency_n > 0).then(|| latency_sum / latency_n as f64),
+            placed: totals.placed,
+            unplaced: totals.unplaced,
+            total_cost_cny: totals.cost,
+            energy_kwh: totals.energy,
+            mean_latency_ms: (totals.latency_n > 0)
+                .then(|| totals.latency_sum / totals.latency_n as f64),
             utilization,
         },
+    }
+}
+
+/// Adds one replica's outcome to the KPIs and describes it.
+fn account(
+    cluster: &Cluster,
+    task: &Task,
+    origin: Option<cpn_topology::SiteIndex>,
+    replica: u32,
+    result: Result<cpn_sched::Placement, cpn_sched::Unschedulable>,
+    totals: &mut Totals,
+) -> PlacementView {
+    match result {
+        Ok(p) => {
+            totals.placed += 1;
+            let node = cluster.node(p.node);
+            let site = cluster.site(p.site);
+            let units = if task.demand.gpus > 0 {
+                task.demand.gpu_milli_total() as f64 / 1000.0
+            } else {
+                task.demand.cpu_milli as f64 / 1000.0
+            };
+            totals.cost += node.spec.price_per_unit_hour * units * task.est_hours;
+            totals.energy +=
+                units * node.spec.watts_per_unit / 1000.0 * site.spec.pue * task.est_hours;
+            if let Some(o) = origin {
+                let ms = if Some(&site.spec.region) == task.origin_region.as_ref() {
+                    Some(0.0)
+                } else {
+                    site.vertex
+                        .and_then(|v| cluster.latencies_from(o)[v.index()].ms())
+                };
+                if let Some(ms) = ms {
+                    totals.latency_sum += ms;
+                    totals.latency_n += 1;
+                }
+            }
+            PlacementView {
+                task: task.id.clone(),
+                replica,
+                site: Some(site.spec.name.clone()),
+                node: Some(node.spec.name.clone()),
+                score: (p.score != 0.0).then_some(p.score),
+                unplaced: Vec::new(),
+            }
+        }
+        Err(u) => {
+            totals.unplaced += 1;
+            PlacementView {
+                task: task.id.clone(),
+                replica,
+                site: None,
+                node: None,
+                score: None,
+                unplaced: u
+                    .reasons
+                    .into_iter()
+                    .map(|(reason, count)| RejectionCount { reason, count })
+                    .collect(),
+            }
+        }
     }
 }

@@ -350,3 +350,51 @@ async fn tenant_quota_bounds_what_decisions_hold() {
         .await;
     assert_eq!(mine["items"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn dry_run_divides_replicas_by_weights_or_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), true).await;
+    let cpu = |spread: Value| json!({"name": "web", "replicas": 8, "resources": {"cpu_cores": 4, "memory_gib": 8}, "spread": spread});
+    let by_weights = cpu(json!({"mode": "by_weights", "weights": {"horinger": 3, "qingyang": 1}}));
+    let by_capacity = cpu(json!({"mode": "by_capacity"}));
+    let (s, d) = server
+        .admin(
+            Method::POST,
+            "/api/v1/schedule/dry-run",
+            Some(json!({"policies": ["default"], "tasks": [by_weights, by_capacity]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    let placements = d["runs"][0]["placements"].as_array().unwrap();
+    let count = |from: usize, site: &str| {
+        placements[from..from + 8]
+            .iter()
+            .filter(|p| p["site"] == site)
+            .count()
+    };
+    assert_eq!(
+        (count(0, "horinger"), count(0, "qingyang")),
+        (6, 2),
+        "3:1 of 8 replicas"
+    );
+    let spread_sites: std::collections::BTreeSet<&str> = placements[8..16]
+        .iter()
+        .map(|p| p["site"].as_str().expect("placed"))
+        .collect();
+    assert!(
+        spread_sites.len() > 1,
+        "by capacity spreads over several sites: {spread_sites:?}"
+    );
+
+    let bad = cpu(json!({"mode": "by_weights", "weights": {"atlantis": 1}}));
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            "/api/v1/schedule/dry-run",
+            Some(json!({"policies": ["default"], "tasks": [bad]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["field"], "tasks[0].spread.weights.atlantis");
+}
