@@ -157,11 +157,9 @@ impl Node {
         if d.gpus == 0 {
             return true;
         }
-        if d.whole_gpus() {
-            self.whole_gpus_free() >= d.gpus
-        } else {
-            self.gpu_free.iter().any(|&m| m >= d.gpu_milli)
-        }
+        // `gpus` GPUs, each with `gpu_milli` free (whole GPUs: fully free).
+        let want = d.gpu_milli.clamp(1, 1000);
+        self.gpu_free.iter().filter(|&&m| m >= want).count() as u32 >= d.gpus
     }
 }
 
@@ -480,6 +478,7 @@ impl Cluster {
         }
         let mut gpus = GpuAssignment::new();
         if d.gpus > 0 {
+            let want = d.gpu_milli.clamp(1, 1000);
             if d.whole_gpus() {
                 for (i, m) in node.gpu_free.iter_mut().enumerate() {
                     if gpus.len() as u32 == d.gpus {
@@ -491,9 +490,18 @@ impl Cluster {
                     }
                 }
             } else {
-                let i = pick.choose(&node.gpu_free, d.gpu_milli)?;
-                node.gpu_free[i] -= d.gpu_milli;
-                gpus.push((i as u32, d.gpu_milli));
+                for _ in 0..d.gpus {
+                    // Each share goes on a different GPU: hide the ones already chosen.
+                    let mut view = node.gpu_free.clone();
+                    for &(i, _) in &gpus {
+                        view[i as usize] = 0;
+                    }
+                    let i = pick.choose(&view, want)?;
+                    gpus.push((i as u32, want));
+                }
+                for &(i, m) in &gpus {
+                    node.gpu_free[i as usize] -= m;
+                }
             }
         }
         node.cpu_used += d.cpu_milli;
@@ -509,6 +517,51 @@ impl Cluster {
         u.2 += d.memory_mib;
         self.update_site(n, before);
         Some(gpus)
+    }
+
+    /// Takes `d` from node `n` on exactly the GPUs given (a policy's own GPU choice).
+    /// Refuses, changing nothing, unless the GPUs are distinct, `d.gpus` many, and each has
+    /// the share free, and the rest of the demand fits.
+    pub fn reserve_exact(
+        &mut self,
+        tenant: &str,
+        n: NodeIdx,
+        d: &Demand,
+        gpus: &GpuAssignment,
+    ) -> bool {
+        let node = &self.nodes[n as usize];
+        let want = if d.gpus == 0 {
+            0
+        } else {
+            d.gpu_milli.clamp(1, 1000)
+        };
+        let mut seen = Vec::with_capacity(gpus.len());
+        let valid = gpus.len() as u32 == d.gpus
+            && gpus.iter().all(|&(i, m)| {
+                let fresh = !seen.contains(&i);
+                seen.push(i);
+                fresh && m == want && node.gpu_free.get(i as usize).is_some_and(|&free| free >= m)
+            });
+        if !valid || !node.fits(d) {
+            return false;
+        }
+        let before = Share::of(node);
+        let node = &mut self.nodes[n as usize];
+        for &(i, m) in gpus {
+            node.gpu_free[i as usize] -= m;
+        }
+        node.cpu_used += d.cpu_milli;
+        node.memory_used += d.memory_mib;
+        node.storage_used += d.storage_gib;
+        let u = match self.usage.get_mut(tenant) {
+            Some(u) => u,
+            None => self.usage.entry(tenant.to_string()).or_default(),
+        };
+        u.0 += d.gpu_milli_total();
+        u.1 += d.cpu_milli;
+        u.2 += d.memory_mib;
+        self.update_site(n, before);
+        true
     }
 
     /// Returns what `reserve` took.
@@ -738,6 +791,32 @@ mod tests {
             }
             check(&mut c);
         }
+    }
+
+    #[test]
+    fn shares_on_several_gpus_and_exact_reservations() {
+        let mut c = two_sites();
+        let two_halves = Demand {
+            gpus: 2,
+            gpu_milli: 500,
+            ..Default::default()
+        };
+        assert!(c.node(1).fits(&two_halves));
+        let g = c.reserve("t", 1, &two_halves, GpuPick::BestFit).unwrap();
+        assert_eq!(g, vec![(0, 500), (1, 500)], "each share on its own GPU");
+        assert_eq!(c.node(1).gpu_free, vec![500, 500]);
+        // An exact reservation must name distinct GPUs with the share free.
+        let one_half = Demand {
+            gpus: 1,
+            gpu_milli: 500,
+            ..Default::default()
+        };
+        assert!(!c.reserve_exact("t", 1, &one_half, &vec![(0, 600)]));
+        assert!(!c.reserve_exact("t", 1, &two_halves, &vec![(0, 500), (0, 500)]));
+        assert!(c.reserve_exact("t", 1, &one_half, &vec![(1, 500)]));
+        assert_eq!(c.node(1).gpu_free, vec![500, 0]);
+        assert_eq!(c.site(1).free.gpu_milli, 500);
+        assert!(!c.node(1).fits(&two_halves));
     }
 
     #[test]

@@ -144,7 +144,7 @@ impl Scheduler {
         let (result, decision) = self.decide(task, cluster, mode);
         let result = match result {
             Ok((site, node, score)) => {
-                match cluster.reserve(&task.tenant, node, &task.demand, self.profile.gpu_pick) {
+                match self.reserve_on(cluster, task, node) {
                     Some(gpus) => Ok(Placement {
                         site,
                         node,
@@ -175,7 +175,7 @@ impl Scheduler {
     pub fn rank_sites(&mut self, task: &Task, cluster: &Cluster) -> Vec<(SiteIdx, f64)> {
         let state = self.prepare(task, cluster, false);
         self.cycles += 1;
-        let seed = mix(self.seed ^ self.cycles);
+        let seed = self.tie_seed();
         self.site_phase(&state, task, cluster, None, seed, &mut Tally::new())
     }
 
@@ -189,7 +189,7 @@ impl Scheduler {
     ) -> Result<Placement, Unschedulable> {
         let state = self.prepare(task, cluster, false);
         self.cycles += 1;
-        let seed = mix(self.seed ^ self.cycles);
+        let seed = self.tie_seed();
         let mut tally = Tally::new();
         match self.node_phase(&state, task, cluster, site, None, seed, &mut tally) {
             Some(node) => {
@@ -213,6 +213,29 @@ impl Scheduler {
         }
     }
 
+    /// Reserves `task` on `node`, the GPUs chosen by the profile's picker if it has one.
+    fn reserve_on(
+        &self,
+        cluster: &mut Cluster,
+        task: &Task,
+        node: NodeIdx,
+    ) -> Option<GpuAssignment> {
+        match &self.profile.gpu_picker {
+            Some(picker) => picker
+                .pick(cluster, node, task)
+                .filter(|gpus| cluster.reserve_exact(&task.tenant, node, &task.demand, gpus)),
+            None => cluster.reserve(&task.tenant, node, &task.demand, self.profile.gpu_pick),
+        }
+    }
+
+    /// The seed of a cycle's tie-break order.
+    fn tie_seed(&self) -> u64 {
+        match self.profile.tie_break {
+            crate::framework::TieBreak::PerCycle => mix(self.seed ^ self.cycles),
+            crate::framework::TieBreak::Fixed => mix(self.seed),
+        }
+    }
+
     fn decide(
         &mut self,
         task: &Task,
@@ -222,7 +245,7 @@ impl Scheduler {
         let explain = mode == Mode::Explain;
         let state = self.prepare(task, cluster, explain);
         self.cycles += 1;
-        let seed = mix(self.seed ^ self.cycles);
+        let seed = self.tie_seed();
         let mut decision = explain.then(|| Decision {
             task: task.id.clone(),
             profile: self.profile.name.clone(),

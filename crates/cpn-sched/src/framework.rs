@@ -4,7 +4,7 @@
 //! or more extension-point traits; a profile lists plugins and score weights. Rejections are
 //! values with reasons (for "why not there"), never errors.
 
-use crate::cluster::{Cluster, GpuPick, NodeIdx, SiteIdx};
+use crate::cluster::{Cluster, GpuAssignment, GpuPick, NodeIdx, SiteIdx};
 use crate::task::Task;
 use std::any::{Any, TypeId};
 use std::sync::Arc;
@@ -201,6 +201,27 @@ pub struct Profile {
     /// How many top sites to try nodes in before giving up (a site can pass the aggregate
     /// filters while no single node holds the task).
     pub site_attempts: usize,
+    /// Chooses the GPUs inside the chosen node when a policy has its own rule (FGD, …);
+    /// `None` uses `gpu_pick`.
+    pub gpu_picker: Option<Arc<dyn GpuPicker>>,
+    pub tie_break: TieBreak,
+}
+
+/// How equal totals are ordered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TieBreak {
+    /// A fresh seeded order every cycle: ties spread over the candidates.
+    #[default]
+    PerCycle,
+    /// One seeded order for the scheduler's life, like a random but fixed node priority
+    /// (the protocol of the GPU-trace benchmark).
+    Fixed,
+}
+
+/// Chooses which GPUs of a node a task gets. Called after the node is chosen; must return
+/// GPUs that hold the task's demand (`Cluster::reserve_exact` checks it).
+pub trait GpuPicker: Send + Sync {
+    fn pick(&self, cluster: &Cluster, node: NodeIdx, task: &Task) -> Option<GpuAssignment>;
 }
 
 impl Profile {

@@ -295,6 +295,8 @@ pub fn profile_with(
         sampling: spec.sampling,
         gpu_pick: spec.gpu_pick,
         site_attempts: spec.site_attempts,
+        gpu_picker: None,
+        tie_break: crate::framework::TieBreak::PerCycle,
     })
 }
 
