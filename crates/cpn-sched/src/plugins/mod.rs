@@ -9,6 +9,7 @@ pub mod carbon;
 pub mod chip_model;
 pub mod energy;
 pub mod free_capacity;
+pub mod gpu;
 pub mod latency;
 pub mod location_affinity;
 pub mod model_preference;
