@@ -1,17 +1,12 @@
 //! The GPU policies against the real openb traces (BENCHMARK.md §4.1 and §4.5 fixtures).
 //! The trace folder is looked up in `CPN_OPENB_DIR`, then in `shared/data/alibaba-gpu-v2023`
-//! above the workspace; the tests pass vacuously (with a note) when it is absent.
+//! above the workspace; the data ships with the project's shared folder, so its absence fails.
 
+use cpn_sched::Cluster;
 use cpn_sched::cluster::{ClusterBuilder, NodeSpec, SiteSpec};
-use cpn_sched::cycle::{Mode, Scheduler};
-use cpn_sched::plugins::gpu::{
-    FragmentationTracker, GpuPolicy, TargetWorkload, cluster_fragmentation, profile,
-};
+use cpn_sched::plugins::gpu::{TargetWorkload, cluster_fragmentation};
 use cpn_sched::task::{Chip, Demand, Task};
-use cpn_sched::{Cluster, NodeIdx};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
 
 fn dir() -> Option<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -89,10 +84,8 @@ fn tasks(dir: &std::path::Path, trace: &str) -> Vec<Task> {
 
 #[test]
 fn typical_pods_and_empty_cluster_fragmentation_match_the_fixtures() {
-    let Some(dir) = dir() else {
-        eprintln!("openb traces not found: skipped");
-        return;
-    };
+    let dir =
+        dir().expect("the openb traces: set CPN_OPENB_DIR or keep shared/data beside the repo");
     let c = cluster(&dir);
     assert_eq!(c.nodes.len(), 1213);
     let capacity: u64 = c.nodes.iter().map(|n| n.spec.gpus as u64 * 1000).sum();
@@ -133,66 +126,5 @@ fn typical_pods_and_empty_cluster_fragmentation_match_the_fixtures() {
         assert_eq!(f.idle_milli, capacity);
         let r = (f.rate_pct() * 100.0).round() / 100.0;
         assert_eq!(r, rate, "{trace}: {}", f.rate_pct());
-    }
-}
-
-/// A whole FGD run over the default trace inflated to 130 % (a simple seeded shuffle, not
-/// the Go stream): prints the time per task. `cargo test --release -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn fgd_run_timing() {
-    let Some(dir) = dir() else {
-        eprintln!("openb traces not found: skipped");
-        return;
-    };
-    let base = cluster(&dir);
-    let orig = tasks(&dir, "default");
-    let w = Arc::new(TargetWorkload::from_tasks(&orig));
-    let mut x = 42u64;
-    let mut next = move || {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        x >> 33
-    };
-    let mut list = orig.clone();
-    for i in (1..list.len()).rev() {
-        list.swap(i, next() as usize % (i + 1));
-    }
-    let target = 1.3 * 6_212_000.0;
-    let mut demand: f64 = list.iter().map(|t| t.demand.gpu_milli_total() as f64).sum();
-    while demand < target {
-        let t = orig[next() as usize % orig.len()].clone();
-        demand += t.demand.gpu_milli_total() as f64;
-        list.push(t);
-    }
-    for policy in GpuPolicy::ALL {
-        let mut c = base.clone();
-        let mut tracker = FragmentationTracker::new(&c, &w);
-        let mut s = Scheduler::new(profile(policy, w.clone(), 42), 42);
-        let start = Instant::now();
-        let (mut placed, mut used) = (0, 0u64);
-        let mut at100 = None;
-        let mut arrived = 0u64;
-        for t in &list {
-            arrived += t.demand.gpu_milli_total();
-            if let Ok(p) = s.schedule(t, &mut c, Mode::Fast).0 {
-                placed += 1;
-                used += t.demand.gpu_milli_total();
-                tracker.update(&c, p.node as NodeIdx);
-            }
-            if at100.is_none() && arrived >= 6_212_000 {
-                at100 = Some((100.0 - used as f64 / 62_120.0, tracker.fragmentation()));
-            }
-        }
-        let el = start.elapsed();
-        let (unalloc, f) = at100.unwrap();
-        eprintln!(
-            "{policy:>10}: {} tasks, {placed} placed, {:.1} s, {:.0} µs/task; at 100 %: unallocated {unalloc:.2} %, frag {:.2} %",
-            list.len(),
-            el.as_secs_f64(),
-            el.as_secs_f64() * 1e6 / list.len() as f64,
-            f.amount_pct(6_212_000)
-        );
     }
 }
