@@ -118,6 +118,9 @@ pub enum Command {
     /// Measure performance and print figures.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Offline simulations: replay traces through the scheduler, in process, no server.
+    #[command(subcommand)]
+    Sim(crate::commands::sim::SimCmd),
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Crates that must stay pure: no I/O, no async runtime, deterministic.
-const CORE: &[&str] = &["cpn-model", "cpn-topology", "cpn-sched", "cpn-policy"];
+const CORE: &[&str] = &[
+    "cpn-model",
+    "cpn-topology",
+    "cpn-sched",
+    "cpn-policy",
+    "cpn-sim",
+];
 /// Crates a core crate may never reach, directly or through others.
 const FORBIDDEN: &[&str] = &[
     "tokio",

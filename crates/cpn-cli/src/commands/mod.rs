@@ -9,6 +9,8 @@ pub mod registry;
 pub mod scenario;
 pub mod schedule;
 pub mod serve;
+pub mod sim;
+pub mod sim_plot;
 pub mod tag;
 pub mod topology;
 
@@ -36,6 +38,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             return bench::registry(args, cli.global.token).await;
         }
         Command::Bench(crate::cli::BenchCmd::Schedule(args)) => return bench::schedule(args),
+        Command::Sim(cmd) => return sim::run(cmd),
         _ => cli,
     };
     // An empty CPN_SERVER counts as unset.
@@ -48,7 +51,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         output: cli.global.output,
     };
     match cli.command {
-        Command::Serve(_) | Command::Bench(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Bench(_) | Command::Sim(_) => unreachable!("handled above"),
         Command::Platform(cmd) => registry::run(&ctx, Kind::Platform, cmd).await,
         Command::Cloud(cmd) => registry::run(&ctx, Kind::Cloud, cmd).await,
         Command::Site(cmd) => registry::run(&ctx, Kind::Site, cmd).await,
