@@ -7,6 +7,7 @@ pub mod identity;
 pub mod registry;
 pub mod scenario;
 pub mod schedule;
+pub mod simulation;
 pub mod topology;
 
 pub use error::{Code, ErrorBody, ErrorDetail};

@@ -118,7 +118,8 @@ pub enum Command {
     /// Measure performance and print figures.
     #[command(subcommand)]
     Bench(BenchCmd),
-    /// Offline simulations: replay traces through the scheduler, in process, no server.
+    /// Simulations: replay traces through the scheduler, in process (`gpu`) or as jobs
+    /// on the server (`run`, `list`, `status`, `results`).
     #[command(subcommand)]
     Sim(crate::commands::sim::SimCmd),
 }
@@ -200,7 +201,15 @@ pub struct ServeArgs {
     /// Do not load the bundled demo federation into a new data dir.
     #[arg(long)]
     pub no_demo: bool,
+
+    /// Folder of the openb trace CSVs that simulations may name (`--trace`)
+    /// [default: ../shared/data/alibaba-gpu-v2023 when it exists].
+    #[arg(long, env = "CPN_SIM_DATA", value_name = "DIR")]
+    pub sim_data: Option<PathBuf>,
 }
+
+/// Where `cpn serve` looks for shipped traces without --sim-data.
+pub const DEFAULT_SIM_DATA: &str = "../shared/data/alibaba-gpu-v2023";
 
 /// The verbs every registry kind has.
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,7 @@ use crate::registry::{
     self, CloudKind, LinkKind, PlatformKind, PolicyKind, ResourceKind, SiteKind, TagKind,
 };
 use crate::state::AppState;
-use crate::{identity, scenario, schedule, topology};
+use crate::{identity, scenario, schedule, simulation, topology};
 use axum::extract::{Path, State};
 use axum::http::header::{ETAG, IF_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -18,6 +18,7 @@ use cpn_api_types::identity::*;
 use cpn_api_types::registry::*;
 use cpn_api_types::scenario::{Scenario, ScenarioReport};
 use cpn_api_types::schedule::*;
+use cpn_api_types::simulation::{Simulation, SimulationRequest};
 use cpn_api_types::topology::*;
 use cpn_api_types::{Code, ErrorBody, Health, Page};
 use cpn_model::Kind;
@@ -299,6 +300,47 @@ async fn schedule_dry_run(
     Ok(Json(schedule::dry_run(&s, &who, body).await?))
 }
 
+/// Start a policy simulation (SC-POL-05): replay a GPU workload (a shipped trace or an
+/// uploaded pod CSV) on a GPU cluster (the shipped openb nodes or an uploaded node CSV)
+/// under 1 to 6 GPU placement policies and up to 10 seeds, with the benchmark protocol of
+/// the FGD paper. Answers at once with the queued job; poll it for progress and results.
+/// Jobs run one at a time in the background and live in the server's memory only: they are
+/// lost when the server restarts, and only the newest 100 are kept. Bad CSVs get 422 naming
+/// the field and the line.
+#[utoipa::path(post, path = "/api/v1/simulations", tag = "simulation", security(("bearer" = [])), request_body = SimulationRequest,
+    responses((status = 202, body = Simulation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_simulation(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<SimulationRequest>,
+) -> ApiResult<(StatusCode, Json<Simulation>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(simulation::submit(&s, &who, body).await?),
+    ))
+}
+
+/// Simulation jobs of the caller's tenant (every tenant's for operators), newest first.
+/// In memory only: lost when the server restarts.
+#[utoipa::path(get, path = "/api/v1/simulations", tag = "simulation", security(("bearer" = [])),
+    responses((status = 200, body = [Simulation]), (status = 401, body = ErrorBody)))]
+async fn list_simulations(State(s): State<AppState>, who: Principal) -> Json<Vec<Simulation>> {
+    Json(simulation::list(&s, &who))
+}
+
+/// One simulation job: state, progress and, once succeeded, per-policy results.
+#[utoipa::path(get, path = "/api/v1/simulations/{id}", tag = "simulation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Simulation id")),
+    responses((status = 200, body = Simulation), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_simulation(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Simulation>> {
+    Ok(Json(simulation::get(&s, &who, &id)?))
+}
+
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
 async fn healthz() -> Json<Health> {
@@ -537,7 +579,7 @@ impl utoipa::Modify for BearerAuth {
         policy_versions, policy_rollback, schedule_explain, schedule_dry_run,
         schedule_place, list_decisions, get_decision, release_decision,
         apply_tag, remove_tag, get_topology, post_link_metrics, get_link_metrics, post_site_metrics, get_site_metrics,
-        load_scenario,
+        load_scenario, create_simulation, list_simulations, get_simulation,
     )
 )]
 pub struct ApiDoc;
@@ -601,6 +643,11 @@ pub fn router(state: AppState) -> Router {
             get(get_site_metrics).post(post_site_metrics),
         )
         .route("/api/v1/scenario", post(load_scenario))
+        .route(
+            "/api/v1/simulations",
+            get(list_simulations).post(create_simulation),
+        )
+        .route("/api/v1/simulations/{id}", get(get_simulation))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {

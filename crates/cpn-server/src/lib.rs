@@ -13,6 +13,7 @@ pub mod policy;
 pub mod registry;
 pub mod scenario;
 pub mod schedule;
+pub mod simulation;
 pub mod state;
 pub mod topology;
 
@@ -32,6 +33,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Load the bundled demo federation on a new data dir.
     pub load_demo: bool,
+    /// Folder of the shipped openb trace CSVs that simulations may name.
+    pub sim_data_dir: Option<PathBuf>,
 }
 
 /// The file where a running server writes the address it listens on (useful with port 0).
@@ -83,6 +86,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         store: store.clone(),
         data_dir: config.data_dir.clone(),
         scheduling: Arc::new(tokio::sync::Mutex::new(())),
+        simulations: Arc::new(simulation::Simulations::default()),
+        sim_data_dir: config.sim_data_dir.clone(),
     };
 
     let fresh = auth::bootstrap(store.as_ref(), &config.data_dir)

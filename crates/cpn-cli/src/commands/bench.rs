@@ -27,6 +27,7 @@ pub async fn registry(args: BenchRegistryArgs, token: Option<String>) -> Result<
                 data_dir: dir.path().to_path_buf(),
                 listen: "127.0.0.1:0".parse().expect("valid address"),
                 load_demo: false,
+                sim_data_dir: None,
             })
             .await?;
             let token = server.admin_token()?;

@@ -10,6 +10,7 @@ pub mod scenario;
 pub mod schedule;
 pub mod serve;
 pub mod sim;
+pub mod sim_api;
 pub mod sim_plot;
 pub mod tag;
 pub mod topology;
@@ -38,7 +39,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             return bench::registry(args, cli.global.token).await;
         }
         Command::Bench(crate::cli::BenchCmd::Schedule(args)) => return bench::schedule(args),
-        Command::Sim(cmd) => return sim::run(cmd),
+        Command::Sim(sim::SimCmd::Gpu(args)) => return sim::gpu(args),
         _ => cli,
     };
     // An empty CPN_SERVER counts as unset.
@@ -51,7 +52,10 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         output: cli.global.output,
     };
     match cli.command {
-        Command::Serve(_) | Command::Bench(_) | Command::Sim(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Bench(_) | Command::Sim(sim::SimCmd::Gpu(_)) => {
+            unreachable!("handled above")
+        }
+        Command::Sim(cmd) => sim_api::run(&ctx, cmd).await,
         Command::Platform(cmd) => registry::run(&ctx, Kind::Platform, cmd).await,
         Command::Cloud(cmd) => registry::run(&ctx, Kind::Cloud, cmd).await,
         Command::Site(cmd) => registry::run(&ctx, Kind::Site, cmd).await,

@@ -2,7 +2,8 @@
 //! six GPU placement policies of the FGD paper, over many seeds in parallel, writes the
 //! discretised curves and a summary, and with `--check-published` compares the result with
 //! the authors' published numbers (issue #4). The simulation itself is `cpn-sim`; this file
-//! only opens files, parses flags and prints.
+//! only opens files, parses flags and prints. `cpn sim run|list|status|results` ask the
+//! server to do the same (`sim_api`).
 
 use crate::commands::sim_plot;
 use crate::output;
@@ -27,6 +28,25 @@ pub enum SimCmd {
     /// inflated to 130 % of GPU capacity, dropped when nothing fits; metrics after every
     /// task, discretised onto arrived % = 0..130. Runs policies × seeds on every core.
     Gpu(SimGpuArgs),
+    /// Start a policy simulation on the server (asynchronous; see `sim status`).
+    ///
+    /// The same protocol as `sim gpu`, run by the server in the background on a shipped
+    /// trace (`--trace`, needs `cpn serve --sim-data`) or an uploaded pod list (`--pods`),
+    /// on the shipped GPU nodes or an uploaded node list (`--nodes`).
+    Run(crate::commands::sim_api::SimRunArgs),
+    /// List the simulations on the server (kept in its memory, lost when it restarts).
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show a simulation's state and progress.
+    Status {
+        /// Simulation id.
+        id: String,
+    },
+    /// Show a finished simulation's results per policy.
+    Results {
+        /// Simulation id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -69,14 +89,8 @@ pub struct SimGpuArgs {
     pub threads: Option<usize>,
 }
 
-pub fn run(cmd: SimCmd) -> Result<()> {
-    match cmd {
-        SimCmd::Gpu(args) => gpu(args),
-    }
-}
-
 /// `42-51`, `42,43`, `42-44,50`.
-fn parse_seeds(s: &str) -> Result<Vec<u64>> {
+pub(crate) fn parse_seeds(s: &str) -> Result<Vec<u64>> {
     let mut seeds = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
@@ -134,7 +148,8 @@ fn fmt_opt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.4}")).unwrap_or_default()
 }
 
-fn gpu(args: SimGpuArgs) -> Result<()> {
+/// `cpn sim gpu`, in process.
+pub fn gpu(args: SimGpuArgs) -> Result<()> {
     let seeds = parse_seeds(&args.seeds)?;
     let mut policies = Vec::new();
     for p in &args.policy {

@@ -7,4 +7,5 @@ mod auth;
 mod registry;
 mod restart;
 mod scheduling;
+mod simulation;
 mod topology;

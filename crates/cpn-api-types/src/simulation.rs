@@ -1,0 +1,172 @@
+//! Policy simulation on the wire (SC-POL-05): a request to replay a GPU workload on a GPU
+//! cluster under several placement policies, and the asynchronous job that does it, with
+//! its progress and, once done, per-policy results of the GPU-trace benchmark protocol.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Most policies one simulation may compare (there are six).
+pub const MAX_POLICIES: usize = 6;
+/// Most seeds one simulation may run per policy.
+pub const MAX_SEEDS: usize = 10;
+
+fn default_seeds() -> Vec<u64> {
+    vec![42]
+}
+
+/// Replay a workload on a cluster under each policy, once per seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulationRequest {
+    /// 1 to 6 GPU placement policies: `random`, `dotprod`, `clustering`, `packing`,
+    /// `bestfit`, `fgd` (also written `FGD`, `06-FGD`, `best_fit`).
+    pub policies: Vec<String>,
+    /// Seeds of the runs (arrival order and tie-breaking), at most 10.
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    pub workload: Workload,
+    pub cluster: ClusterSource,
+}
+
+/// The tasks to replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Workload {
+    /// A trace shipped with the server, by short name: `default`, `cpu050`, `gpushare40`, …
+    /// (the file `openb_pod_list_NAME.csv` of the server's `--sim-data` folder).
+    Trace(String),
+    /// An uploaded pod list in the openb format: a header with at least `name`,
+    /// `cpu_milli`, `memory_mib`, `num_gpu`, `gpu_milli` (optionally `gpu_spec`).
+    PodsCsv(String),
+}
+
+/// The cluster to replay on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterSource {
+    /// `true`: the shipped openb GPU nodes (`openb_node_list_gpu_node.csv`).
+    Shipped(bool),
+    /// An uploaded node list in the openb format: `sn,cpu_milli,memory_mib,gpu,model`.
+    NodesCsv(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SimulationState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl SimulationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SimulationState::Queued => "queued",
+            SimulationState::Running => "running",
+            SimulationState::Succeeded => "succeeded",
+            SimulationState::Failed => "failed",
+        }
+    }
+
+    /// Whether the job will change no more.
+    pub fn is_final(self) -> bool {
+        matches!(self, SimulationState::Succeeded | SimulationState::Failed)
+    }
+}
+
+/// Runs finished out of runs to do (policies × seeds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SimulationProgress {
+    pub done: usize,
+    pub total: usize,
+}
+
+/// What was asked, without the uploaded text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SimulationSummary {
+    /// Canonical policy names, in the order asked.
+    pub policies: Vec<String>,
+    pub seeds: Vec<u64>,
+    /// `trace:NAME` or `uploaded`.
+    pub workload: String,
+    /// `shipped` or `uploaded`.
+    pub cluster: String,
+    /// Tasks in the workload (before the protocol inflates it to 130 % of capacity).
+    pub pods: usize,
+    pub nodes: usize,
+    pub gpus: u64,
+}
+
+/// One policy's outcome over all seeds, at 100 % of the cluster's GPU capacity arrived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyResult {
+    pub policy: String,
+    /// Seeds run.
+    pub seeds: usize,
+    /// Mean over seeds of the unallocated GPU % (lower is better).
+    pub mean_unallocated_gpu_pct_at_100: Option<f64>,
+    /// Sample standard deviation of the above (0 with one seed).
+    pub sd: Option<f64>,
+    /// Mean fragmented GPU as % of capacity.
+    pub mean_frag_amount_pct_at_100: Option<f64>,
+    /// Mean fragmented GPU as % of idle GPU.
+    pub mean_frag_rate_pct_at_100: Option<f64>,
+    /// Unallocated GPU % against arrived GPU % (0..=130), the median over seeds, as
+    /// `[arrived_pct, unallocated_pct]` pairs; points with no logged event are left out.
+    #[schema(value_type = Vec<Vec<f64>>)]
+    pub curve: Vec<(u32, f64)>,
+}
+
+/// A simulation job. Jobs live in the server's memory: they are lost when it restarts,
+/// and only the newest 100 are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Simulation {
+    pub id: String,
+    pub tenant: String,
+    pub state: SimulationState,
+    pub progress: SimulationProgress,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why the job failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub request: SimulationSummary,
+    /// Per policy, in the order asked; present once the job succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<Vec<PolicyResult>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_shapes() {
+        let r: SimulationRequest = serde_json::from_value(serde_json::json!({
+            "policies": ["fgd"], "workload": {"trace": "default"}, "cluster": {"shipped": true}
+        }))
+        .unwrap();
+        assert_eq!(r.seeds, vec![42]);
+        assert_eq!(r.workload, Workload::Trace("default".into()));
+        assert_eq!(r.cluster, ClusterSource::Shipped(true));
+        let r: SimulationRequest = serde_json::from_value(serde_json::json!({
+            "policies": ["fgd"], "seeds": [1, 2], "workload": {"pods_csv": "x"},
+            "cluster": {"nodes_csv": "y"}
+        }))
+        .unwrap();
+        assert_eq!(r.workload, Workload::PodsCsv("x".into()));
+        assert_eq!(r.cluster, ClusterSource::NodesCsv("y".into()));
+        assert!(
+            serde_json::from_value::<SimulationRequest>(serde_json::json!({
+                "policies": ["fgd"], "workload": {"trace": "default"}, "cluster": {"shipped": true},
+                "extra": 1
+            }))
+            .is_err()
+        );
+    }
+}
