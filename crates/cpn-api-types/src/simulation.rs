@@ -141,6 +141,90 @@ pub struct Simulation {
     pub results: Option<Vec<PolicyResult>>,
 }
 
+/// Most tasks one federation replay may hold.
+pub const MAX_FEDERATION_TASKS: usize = 20_000;
+
+fn default_federation_seed() -> u64 {
+    42
+}
+
+/// Replay a timed workload over the live federation under one or two scheduling policies
+/// (the federation twin). Answered synchronously.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FederationRequest {
+    /// One or two stored policy names; `default` is the built-in profile.
+    pub policies: Vec<String>,
+    pub workload: FederationWorkload,
+    /// Seeds the scheduler's tie-breaks and the draw of origin regions.
+    #[serde(default = "default_federation_seed")]
+    pub seed: u64,
+}
+
+/// Where the timed tasks come from: pod rows with `creation_time` and `deletion_time`
+/// (rows without both are skipped). Arrivals are creation times relative to the first,
+/// durations deletion − creation, both times `time_scale`; GPU pods accept any GPU model;
+/// origin regions are drawn from the federation's regions with the seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FederationWorkload {
+    /// A trace shipped with the server, by short name (`default`, `cpu050`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    /// An uploaded pod list in the openb format with the two time columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods_csv: Option<String>,
+    /// Most tasks to replay, the earliest created first (at most 20,000, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Multiplies arrival offsets and durations (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_scale: Option<f64>,
+}
+
+/// Time-averaged use of one site over a replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FederationSiteUse {
+    pub site: String,
+    /// Mean fraction of GPU milli allocated.
+    pub gpu: f64,
+    /// Mean fraction of CPU allocated.
+    pub cpu: f64,
+    /// Tasks placed there.
+    pub placed: u32,
+}
+
+/// One policy's replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FederationReport {
+    pub policy: String,
+    pub placed: u32,
+    /// Tasks no site could ever hold.
+    pub dropped: u32,
+    /// Tasks still queued at the end.
+    pub still_waiting: u32,
+    /// Σ price per unit-hour × units × hours run, CNY.
+    pub total_cost_cny: f64,
+    /// Σ units × watts × PUE × hours run, kWh.
+    pub energy_kwh: f64,
+    /// Mean latency from the task's origin region to its site (0 inside the region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_latency_ms: Option<f64>,
+    pub mean_queueing_delay_s: f64,
+    pub p95_queueing_delay_s: f64,
+    /// Span of the replay, seconds: the utilization is averaged over it.
+    pub makespan_s: u64,
+    pub sites: Vec<FederationSiteUse>,
+}
+
+/// Per policy, in the order asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FederationResult {
+    /// Timed tasks replayed (after skipping rows without times and the limit).
+    pub tasks: usize,
+    pub reports: Vec<FederationReport>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

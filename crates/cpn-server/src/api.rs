@@ -7,7 +7,7 @@ use crate::registry::{
     self, CloudKind, LinkKind, PlatformKind, PolicyKind, ResourceKind, SiteKind, TagKind,
 };
 use crate::state::AppState;
-use crate::{identity, scenario, schedule, simulation, topology};
+use crate::{federation, identity, scenario, schedule, simulation, topology};
 use axum::extract::{Path, State};
 use axum::http::header::{ETAG, IF_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -18,7 +18,9 @@ use cpn_api_types::identity::*;
 use cpn_api_types::registry::*;
 use cpn_api_types::scenario::{Scenario, ScenarioReport};
 use cpn_api_types::schedule::*;
-use cpn_api_types::simulation::{Simulation, SimulationRequest};
+use cpn_api_types::simulation::{
+    FederationRequest, FederationResult, Simulation, SimulationRequest,
+};
 use cpn_api_types::topology::*;
 use cpn_api_types::{Code, ErrorBody, Health, Page};
 use cpn_model::Kind;
@@ -321,6 +323,23 @@ async fn create_simulation(
     ))
 }
 
+/// Replay a timed workload over the live federation (the federation twin): a shipped trace
+/// or an uploaded pod CSV with `creation_time` and `deletion_time`, under one or two
+/// policies (`default` is the built-in one). Tasks queue (priority, aging) until they fit
+/// and run for their durations; per policy the answer gives cost, energy, mean latency to
+/// the tasks' origin regions, queueing delay and time-averaged utilization per site.
+/// Synchronous; at most 20,000 tasks.
+#[utoipa::path(post, path = "/api/v1/simulations/federation", tag = "simulation", security(("bearer" = [])), request_body = FederationRequest,
+    responses((status = 200, body = FederationResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn federation_replay(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<FederationRequest>,
+) -> ApiResult<Json<FederationResult>> {
+    Ok(Json(federation::replay(&s, &who, body).await?))
+}
+
 /// Simulation jobs of the caller's tenant (every tenant's for operators), newest first.
 /// In memory only: lost when the server restarts.
 #[utoipa::path(get, path = "/api/v1/simulations", tag = "simulation", security(("bearer" = [])),
@@ -579,7 +598,7 @@ impl utoipa::Modify for BearerAuth {
         policy_versions, policy_rollback, schedule_explain, schedule_dry_run,
         schedule_place, list_decisions, get_decision, release_decision,
         apply_tag, remove_tag, get_topology, post_link_metrics, get_link_metrics, post_site_metrics, get_site_metrics,
-        load_scenario, create_simulation, list_simulations, get_simulation,
+        load_scenario, create_simulation, list_simulations, get_simulation, federation_replay,
     )
 )]
 pub struct ApiDoc;
@@ -647,6 +666,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/simulations",
             get(list_simulations).post(create_simulation),
         )
+        .route("/api/v1/simulations/federation", post(federation_replay))
         .route("/api/v1/simulations/{id}", get(get_simulation))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -86,12 +86,12 @@ struct Prepared {
     summary: SimulationSummary,
 }
 
-fn csv_error(field: &str, e: &TraceError) -> ApiError {
+pub(crate) fn csv_error(field: &str, e: &TraceError) -> ApiError {
     ApiError::field(field, format!("line {}: {e}", e.line))
 }
 
 /// The path of a shipped file, or a 422 on `field` saying how to give the server the data.
-fn shipped(dir: Option<&Path>, file: &str, field: &str) -> ApiResult<PathBuf> {
+pub(crate) fn shipped(dir: Option<&Path>, file: &str, field: &str) -> ApiResult<PathBuf> {
     let dir = dir.ok_or_else(|| {
         ApiError::field(
             field,
@@ -109,7 +109,7 @@ fn shipped(dir: Option<&Path>, file: &str, field: &str) -> ApiResult<PathBuf> {
     Ok(path)
 }
 
-fn read(path: &Path, field: &str) -> ApiResult<String> {
+pub(crate) fn read(path: &Path, field: &str) -> ApiResult<String> {
     std::fs::read_to_string(path)
         .map_err(|e| ApiError::field(field, format!("cannot read {}: {e}", path.display())))
 }

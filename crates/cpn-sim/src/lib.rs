@@ -7,6 +7,7 @@
 //! `BufRead`, the CLI opens the files. Randomness comes only from the seed (see [`rng`]).
 
 pub mod engine;
+pub mod federation;
 pub mod policy;
 pub mod protocol;
 pub mod published;

@@ -251,6 +251,8 @@ mod tests {
             num_gpu,
             gpu_milli,
             gpu_spec: Vec::new(),
+            creation_time: None,
+            deletion_time: None,
         }
     }
 

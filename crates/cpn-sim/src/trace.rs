@@ -99,8 +99,8 @@ pub struct NodeRow {
     pub model: String,
 }
 
-/// One row of a pod list. Timestamps, QoS and phase are not read: the benchmark ignores
-/// them.
+/// One row of a pod list. QoS and phase are not read; the timestamps are optional (the
+/// benchmark ignores them, the federation twin replays them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodRow {
     pub name: String,
@@ -111,6 +111,10 @@ pub struct PodRow {
     pub gpu_milli: u32,
     /// Allowed GPU models (deduplicated, in file order); empty accepts any.
     pub gpu_spec: Vec<String>,
+    /// `creation_time`, seconds; `None` when the column is absent or the field empty.
+    pub creation_time: Option<u64>,
+    /// `deletion_time`, seconds; `None` when the column is absent or the field empty.
+    pub deletion_time: Option<u64>,
 }
 
 impl PodRow {
@@ -310,6 +314,7 @@ pub fn read_nodes<R: BufRead>(file: &str, reader: R) -> Result<Vec<NodeRow>, Tra
 pub fn read_pods<R: BufRead>(file: &str, reader: R) -> Result<Vec<PodRow>, TraceError> {
     let mut cols = [0usize; 5];
     let mut spec_col = None;
+    let mut time_cols = (None, None);
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     read_csv(file, reader, |t, row| {
@@ -322,6 +327,7 @@ pub fn read_pods<R: BufRead>(file: &str, reader: R) -> Result<Vec<PodRow>, Trace
                 t.index("gpu_milli")?,
             ];
             spec_col = t.optional("gpu_spec");
+            time_cols = (t.optional("creation_time"), t.optional("deletion_time"));
             return Ok(());
         };
         {
@@ -357,6 +363,12 @@ pub fn read_pods<R: BufRead>(file: &str, reader: R) -> Result<Vec<PodRow>, Trace
                     }
                 }
             }
+            let time = |col: Option<usize>, column: &'static str| match col {
+                Some(c) if !f[c].is_empty() => number(t, n, column, f[c]).map(Some),
+                _ => Ok(None),
+            };
+            let creation_time = time(time_cols.0, "creation_time")?;
+            let deletion_time = time(time_cols.1, "deletion_time")?;
             out.push(PodRow {
                 name,
                 cpu_milli,
@@ -364,6 +376,8 @@ pub fn read_pods<R: BufRead>(file: &str, reader: R) -> Result<Vec<PodRow>, Trace
                 num_gpu,
                 gpu_milli,
                 gpu_spec,
+                creation_time,
+                deletion_time,
             });
             Ok(())
         }

@@ -11,6 +11,7 @@ pub mod schedule;
 pub mod serve;
 pub mod sim;
 pub mod sim_api;
+pub mod sim_federation;
 pub mod sim_plot;
 pub mod tag;
 pub mod topology;

@@ -34,6 +34,12 @@ pub enum SimCmd {
     /// trace (`--trace`, needs `cpn serve --sim-data`) or an uploaded pod list (`--pods`),
     /// on the shipped GPU nodes or an uploaded node list (`--nodes`).
     Run(crate::commands::sim_api::SimRunArgs),
+    /// Replay a timed workload over the live federation (the federation twin).
+    ///
+    /// Tasks arrive at their trace creation times, queue until they fit and run for their
+    /// trace durations, under one or two policies; prints cost, energy, latency to origin,
+    /// queueing delay and per-site utilization side by side.
+    Federation(crate::commands::sim_federation::SimFederationArgs),
     /// List the simulations on the server (kept in its memory, lost when it restarts).
     #[command(visible_alias = "ls")]
     List,

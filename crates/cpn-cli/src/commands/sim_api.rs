@@ -41,6 +41,7 @@ pub async fn run(ctx: &Ctx, cmd: SimCmd) -> Result<()> {
     match cmd {
         SimCmd::Gpu(_) => unreachable!("`sim gpu` runs in process"),
         SimCmd::Run(args) => submit(ctx, args).await,
+        SimCmd::Federation(args) => super::sim_federation::run(ctx, args).await,
         SimCmd::List => list(ctx).await,
         SimCmd::Status { id } => status(ctx, &id).await,
         SimCmd::Results { id } => results(ctx, &id).await,

@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth;
+mod federation;
 mod registry;
 mod restart;
 mod scheduling;
