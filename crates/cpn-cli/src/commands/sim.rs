@@ -73,7 +73,8 @@ pub struct SimGpuArgs {
     /// Traces of DATA to replay, by short name (default, cpu050, gpushare40, …).
     #[arg(long, value_delimiter = ',', default_value = "default")]
     pub traces: Vec<String>,
-    /// Policies: fgd, bestfit, packing, clustering, dotprod, random.
+    /// Policies: fgd, bestfit, packing, clustering, dotprod, random; fgd_plus (our own,
+    /// not in the default set).
     #[arg(
         long,
         value_delimiter = ',',
@@ -162,7 +163,7 @@ pub fn gpu(args: SimGpuArgs) -> Result<()> {
         match cpn_sim::policy::canonical(p) {
             Some(name) => policies.push(name.to_string()),
             None => bail!(
-                "unknown policy {p:?}; valid: {}",
+                "unknown policy {p:?}; valid: {}, fgd_plus",
                 published::POLICIES.join(", ")
             ),
         }

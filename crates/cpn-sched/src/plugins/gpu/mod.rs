@@ -2,7 +2,8 @@
 //! `shared/data/alibaba-gpu-v2023/BENCHMARK.md`): Random, DotProd, GpuClustering,
 //! GpuPacking, BestFit and FGD (fragmentation gradient descent), each a node score plugin
 //! and a [`GpuPicker`] for its within-node GPU choice, plus the fragmentation measure and
-//! the target workload FGD descends on.
+//! the target workload FGD descends on. `fgd_plus` is our own FGD refinement, not one of
+//! the six (`GpuPolicy::ALL`).
 //!
 //! They are not in the registry's `ALL`: a benchmark profile is built explicitly with
 //! [`profile`], exactly as the paper's runs were configured: the kube-scheduler fit filter
@@ -16,6 +17,7 @@
 pub mod best_fit;
 pub mod dot_prod;
 pub mod fgd;
+pub mod fgd_plus;
 pub mod fragmentation;
 pub mod gpu_clustering;
 pub mod gpu_packing;
@@ -51,6 +53,8 @@ pub enum GpuPolicy {
     GpuPacking,
     BestFit,
     Fgd,
+    /// Our own FGD refinement ([`fgd_plus`]), not one of the benchmark's six.
+    FgdPlus,
 }
 
 impl GpuPolicy {
@@ -63,7 +67,8 @@ impl GpuPolicy {
         GpuPolicy::Fgd,
     ];
 
-    /// Short name: "random", "dotprod", "clustering", "packing", "bestfit", "fgd".
+    /// Short name: "random", "dotprod", "clustering", "packing", "bestfit", "fgd"; our own
+    /// "fgd_plus".
     pub fn name(self) -> &'static str {
         match self {
             GpuPolicy::Random => "random",
@@ -72,10 +77,12 @@ impl GpuPolicy {
             GpuPolicy::GpuPacking => "packing",
             GpuPolicy::BestFit => "bestfit",
             GpuPolicy::Fgd => "fgd",
+            GpuPolicy::FgdPlus => "fgd_plus",
         }
     }
 
-    /// The simulator's `sc_policy` label, as in the expected-results files ("06-FGD").
+    /// The simulator's `sc_policy` label, as in the expected-results files ("06-FGD");
+    /// "07-FGDPlus" for our own, which has no published results.
     pub fn sc_policy(self) -> &'static str {
         match self {
             GpuPolicy::Random => "01-Random",
@@ -84,6 +91,7 @@ impl GpuPolicy {
             GpuPolicy::GpuPacking => "04-GpuPacking",
             GpuPolicy::BestFit => "05-BestFit",
             GpuPolicy::Fgd => "06-FGD",
+            GpuPolicy::FgdPlus => "07-FGDPlus",
         }
     }
 
@@ -96,6 +104,7 @@ impl GpuPolicy {
             GpuPolicy::GpuPacking => gpu_packing::NAME,
             GpuPolicy::BestFit => best_fit::NAME,
             GpuPolicy::Fgd => fgd::NAME,
+            GpuPolicy::FgdPlus => fgd_plus::NAME,
         }
     }
 
@@ -121,6 +130,7 @@ impl GpuPolicy {
             "packing" => GpuPolicy::GpuPacking,
             "bestfit" => GpuPolicy::BestFit,
             "fgd" | "fraggradientdescent" => GpuPolicy::Fgd,
+            "fgdplus" => GpuPolicy::FgdPlus,
             _ => return None,
         })
     }
@@ -155,6 +165,10 @@ pub fn profile(policy: GpuPolicy, workload: Arc<TargetWorkload>, seed: u64) -> P
         GpuPolicy::BestFit => (Arc::new(best_fit::BestFit), Arc::new(best_fit::BestFit)),
         GpuPolicy::Fgd => {
             let p = Arc::new(fgd::Fgd::new(workload));
+            (p.clone(), p)
+        }
+        GpuPolicy::FgdPlus => {
+            let p = Arc::new(fgd_plus::FgdPlus::new(workload));
             (p.clone(), p)
         }
     };
@@ -290,6 +304,12 @@ mod tests {
             GpuPolicy::parse("gpu_clustering"),
             Some(GpuPolicy::GpuClustering)
         );
+        let own = GpuPolicy::FgdPlus;
+        assert_eq!(GpuPolicy::parse(own.name()), Some(own));
+        assert_eq!(GpuPolicy::parse(own.plugin_name()), Some(own));
+        assert_eq!(GpuPolicy::parse(own.sc_policy()), Some(own));
+        assert_eq!(GpuPolicy::parse("FGDPlus"), Some(own));
+        assert!(!GpuPolicy::ALL.contains(&own));
         assert_eq!(GpuPolicy::parse("worstfit"), None);
     }
 
@@ -333,7 +353,7 @@ mod tests {
             Shape::new(1000, 500, 1, ""),
             1,
         )]));
-        for policy in GpuPolicy::ALL {
+        for policy in GpuPolicy::ALL.into_iter().chain([GpuPolicy::FgdPlus]) {
             let mut c = cluster.clone();
             let p = profile(policy, w.clone(), 7);
             assert_eq!(p.weight(policy.plugin_name()), WEIGHT);
