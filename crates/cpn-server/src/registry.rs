@@ -59,40 +59,23 @@ pub struct SpecRef {
 }
 
 /// References of a spec to other objects, and how to rewrite them to resolved ids.
+/// Kinds without references keep the defaults.
 pub trait SpecRefs {
-    fn references(&self) -> Vec<SpecRef>;
-    fn resolve(&mut self, field: &str, id: String);
-}
-
-impl SpecRefs for PlatformSpec {
     fn references(&self) -> Vec<SpecRef> {
         Vec::new()
     }
-    fn resolve(&mut self, _: &str, _: String) {}
+    fn resolve(&mut self, _field: &str, _id: String) {}
 }
 
-impl SpecRefs for CloudSpec {
-    fn references(&self) -> Vec<SpecRef> {
-        Vec::new()
-    }
-    fn resolve(&mut self, _: &str, _: String) {}
-}
+impl SpecRefs for PlatformSpec {}
+
+impl SpecRefs for CloudSpec {}
 
 /// A policy's parent is a policy name resolved at scheduling time, not a stored reference:
 /// policies are documents that may be written in any order.
-impl SpecRefs for cpn_api_types::schedule::PolicySpec {
-    fn references(&self) -> Vec<SpecRef> {
-        Vec::new()
-    }
-    fn resolve(&mut self, _: &str, _: String) {}
-}
+impl SpecRefs for cpn_api_types::schedule::PolicySpec {}
 
-impl SpecRefs for TagSpec {
-    fn references(&self) -> Vec<SpecRef> {
-        Vec::new()
-    }
-    fn resolve(&mut self, _: &str, _: String) {}
-}
+impl SpecRefs for TagSpec {}
 
 impl SpecRefs for SiteSpec {
     fn references(&self) -> Vec<SpecRef> {
