@@ -22,6 +22,8 @@ pub enum Code {
     InUse,
     /// No site can take the task now; the message lists the reasons.
     Unschedulable,
+    /// The object is not in a state that allows this (cancel a finished task, say).
+    InvalidState,
     /// An update was sent without a generation (body field or If-Match).
     PreconditionRequired,
     PayloadTooLarge,
@@ -38,9 +40,11 @@ impl Code {
             Code::Unauthenticated => 401,
             Code::Forbidden => 403,
             Code::NotFound => 404,
-            Code::GenerationConflict | Code::AlreadyExists | Code::InUse | Code::Unschedulable => {
-                409
-            }
+            Code::GenerationConflict
+            | Code::AlreadyExists
+            | Code::InUse
+            | Code::Unschedulable
+            | Code::InvalidState => 409,
             Code::PayloadTooLarge => 413,
             Code::UnsupportedMediaType => 415,
             Code::InvalidField => 422,
@@ -59,6 +63,7 @@ impl Code {
             Code::AlreadyExists => "already_exists",
             Code::InUse => "in_use",
             Code::Unschedulable => "unschedulable",
+            Code::InvalidState => "invalid_state",
             Code::PreconditionRequired => "precondition_required",
             Code::PayloadTooLarge => "payload_too_large",
             Code::UnsupportedMediaType => "unsupported_media_type",

@@ -2,12 +2,16 @@
 //! the server converts its internal and stored types into these, never serializing them
 //! directly, so internals can change without breaking clients.
 
+pub mod agent;
 pub mod error;
+pub mod events;
 pub mod identity;
+pub mod operations;
 pub mod registry;
 pub mod scenario;
 pub mod schedule;
 pub mod simulation;
+pub mod tasks;
 pub mod topology;
 
 pub use error::{Code, ErrorBody, ErrorDetail};

@@ -48,7 +48,7 @@ impl Violations {
         }
     }
 
-    fn non_empty(&mut self, value: &str, field: &str) {
+    pub(crate) fn non_empty(&mut self, value: &str, field: &str) {
         self.check(!value.trim().is_empty(), field, "must not be empty");
     }
 
@@ -229,6 +229,51 @@ pub struct SiteSpec {
     pub health: SiteHealth,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Who runs the work placed on the site: cpn agents (the default) or a Slurm cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<SiteBackend>,
+}
+
+/// A site's execution back end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SiteBackend {
+    /// Hosts running `cpn agent --site NAME` register themselves as nodes.
+    Agents,
+    /// A Slurm cluster: its partition's nodes are imported as the site's nodes and tasks
+    /// become Slurm jobs.
+    Slurm(SlurmBackendSpec),
+}
+
+/// How cpn reaches a Slurm cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmBackendSpec {
+    /// Partition to import and submit to; default: the cluster's default partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// slurmrestd as `unix:/path/to/socket` or `http://host:port`; absent: the Slurm CLI
+    /// (sbatch, squeue, scontrol, scancel) is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest_url: Option<String>,
+    /// slurmrestd API version: Slurm 22.05 speaks v0.0.36..v0.0.38, current releases v0.0.40+.
+    #[serde(default = "default_slurm_api")]
+    pub api_version: String,
+    /// User name for JWT auth (`X-SLURM-USER-NAME`); not needed on a unix socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// File holding a JWT (`scontrol token`), read at each use so it can be rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// `SLURM_CONF` for the CLI, when not the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_conf: Option<String>,
+    /// Directory for job scripts and output, visible to the Slurm nodes and to cpn.
+    pub work_dir: String,
+}
+
+fn default_slurm_api() -> String {
+    "v0.0.38".into()
 }
 
 fn default_pue() -> f64 {
@@ -258,6 +303,21 @@ impl Validate for SiteSpec {
         v.non_negative(self.scale.storage_tib, "spec.scale.storage_tib");
         if let Some(ci) = self.carbon_intensity {
             v.non_negative(ci, "spec.carbon_intensity");
+        }
+        if let Some(SiteBackend::Slurm(s)) = &self.backend {
+            v.non_empty(&s.work_dir, "spec.backend.work_dir");
+            v.check(
+                s.api_version.starts_with("v0.0."),
+                "spec.backend.api_version",
+                "a slurmrestd API version looks like v0.0.38",
+            );
+            if let Some(u) = &s.rest_url {
+                v.check(
+                    u.starts_with("unix:") || u.starts_with("http://"),
+                    "spec.backend.rest_url",
+                    "give unix:/path/to/slurmrestd.sock or http://host:port",
+                );
+            }
         }
     }
 }

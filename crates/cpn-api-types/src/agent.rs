@@ -1,0 +1,312 @@
+//! The agent protocol (RM-ACC, IF-I2, IF-I3) and the node views built from it.
+//!
+//! An agent registers its host as a node of a site, then keeps three conversations with the
+//! server, all plain HTTP under `/api/v1/agents/{node_id}/`:
+//! - `heartbeat`: metrics every few seconds plus every attempt it holds, so the server can
+//!   reconcile after either side restarts; the reply lists attempts to kill;
+//! - `assignments?wait_ms=`: a long poll that returns as soon as work is bound to the node;
+//! - `attempts/{attempt_id}` (state reports) and `attempts/{attempt_id}/logs` (output).
+//!
+//! Dispatch is idempotent: an agent runs an attempt id at most once, whatever is re-sent.
+
+use crate::schedule::TaskResources;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// What the host is made of, read once at registration (RM-ACC-01).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeInventory {
+    pub hostname: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub kernel: String,
+    #[serde(default)]
+    pub arch: String,
+    #[serde(default)]
+    pub cpu_model: String,
+    /// Logical CPUs the agent may use.
+    pub cpu_cores: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical_cores: Option<u32>,
+    pub memory_mib: u64,
+    #[serde(default)]
+    pub disks: Vec<DiskInfo>,
+    #[serde(default)]
+    pub gpus: Vec<GpuInfo>,
+    #[serde(default)]
+    pub agent_version: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DiskInfo {
+    pub mount: String,
+    #[serde(default)]
+    pub device: String,
+    #[serde(default)]
+    pub filesystem: String,
+    pub total_gib: f64,
+    pub available_gib: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GpuInfo {
+    pub index: u32,
+    #[serde(default)]
+    pub uuid: String,
+    pub model: String,
+    pub memory_mib: u64,
+}
+
+/// Body of `POST /api/v1/agents/register`. Registering the same (site, name) again updates
+/// the inventory and keeps the node id, so a restarted agent is the same node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRegister {
+    /// Site name in the registry.
+    pub site: String,
+    /// Node name, unique within the site; defaults to the host name on the agent side.
+    pub name: String,
+    pub inventory: NodeInventory,
+    /// Labels for node selectors (`node_selector` of a task).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentRegistered {
+    pub node_id: String,
+    pub site: String,
+    pub name: String,
+    /// How often the server expects a heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which the node is NotReady and its tasks are lost.
+    pub node_timeout_ms: u64,
+}
+
+/// A sample of the host (RM-ACC-02..04, SH-CL visualization fields). Rates are per second
+/// over the interval since the previous sample.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeMetrics {
+    pub at: DateTime<Utc>,
+    pub cpu_util_pct: f64,
+    pub memory_used_mib: u64,
+    pub memory_util_pct: f64,
+    pub load1: f64,
+    pub load5: f64,
+    pub load15: f64,
+    #[serde(default)]
+    pub disk_read_iops: f64,
+    #[serde(default)]
+    pub disk_write_iops: f64,
+    #[serde(default)]
+    pub disk_read_bytes_per_s: f64,
+    #[serde(default)]
+    pub disk_write_bytes_per_s: f64,
+    #[serde(default)]
+    pub net_rx_bytes_per_s: f64,
+    #[serde(default)]
+    pub net_tx_bytes_per_s: f64,
+    #[serde(default)]
+    pub gpus: Vec<GpuMetrics>,
+    /// Whole-node power where a sensor reports it (GPU boards' sum otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_watts: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GpuMetrics {
+    pub index: u32,
+    pub util_pct: f64,
+    pub memory_used_mib: u64,
+    pub memory_total_mib: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_c: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_watts: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voltage_v: Option<f64>,
+}
+
+/// Where an attempt is on the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptState {
+    Running,
+    /// The process ended by itself; `exit_code` says how (128 + n for signal n).
+    Exited,
+    /// The agent killed it (cancel or reclaim).
+    Killed,
+    /// It could not be started (no such program, bad working directory): `error` says why.
+    FailedToStart,
+}
+
+/// Resource use of one attempt's processes, measured by the agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AttemptUsage {
+    pub cpu_seconds: f64,
+    pub cpu_util_pct: f64,
+    pub max_rss_mib: f64,
+}
+
+/// Body of `POST /api/v1/agents/{node_id}/attempts/{attempt_id}` and an entry of a heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AttemptReport {
+    pub attempt_id: String,
+    pub state: AttemptState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<AttemptUsage>,
+}
+
+/// What the server says to a state report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptVerdict {
+    /// Recorded (or already known).
+    Accepted,
+    /// The attempt is no longer this node's (cancelled, lost and rescheduled, unknown):
+    /// kill it if it still runs, and forget it.
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AttemptReply {
+    pub verdict: AttemptVerdict,
+}
+
+/// Body of `POST /api/v1/agents/{node_id}/heartbeat`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Heartbeat {
+    pub metrics: NodeMetrics,
+    /// Every attempt the agent still holds: running, or ended but not yet acknowledged.
+    #[serde(default)]
+    pub attempts: Vec<AttemptReport>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatReply {
+    /// Attempt ids to kill now and forget.
+    #[serde(default)]
+    pub stop: Vec<String>,
+    /// Ended attempts whose final report the server has recorded: the agent may forget them.
+    #[serde(default)]
+    pub acknowledged: Vec<String>,
+}
+
+/// One attempt to run, from `GET /api/v1/agents/{node_id}/assignments`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Assignment {
+    pub attempt_id: String,
+    pub task_id: String,
+    pub attempt: u32,
+    pub name: String,
+    /// argv, or empty when `script` is given.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    pub resources: TaskResources,
+    /// GPU indices on the node reserved for the attempt (`CUDA_VISIBLE_DEVICES`).
+    #[serde(default)]
+    pub gpus: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Assignments {
+    pub assignments: Vec<Assignment>,
+    /// Attempt ids to kill (cancelled or reclaimed while running).
+    #[serde(default)]
+    pub stop: Vec<String>,
+}
+
+// ---------------------------------------------------------------- nodes as the API shows them
+
+/// Who runs a node's work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Executor {
+    /// A cpn agent on the host.
+    Agent,
+    /// A Slurm cluster; the node is one of its nodes.
+    Slurm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    Ready,
+    /// No heartbeat within the node timeout; its tasks were lost.
+    NotReady,
+}
+
+/// Capacity in user units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Capacity {
+    pub cpu_cores: f64,
+    pub memory_gib: f64,
+    pub gpus: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeView {
+    pub id: String,
+    pub name: String,
+    pub site: String,
+    pub executor: Executor,
+    pub state: NodeState,
+    /// Isolated (cordoned): nothing new is placed here; running work continues.
+    pub cordoned: bool,
+    /// Occupied: held whole for `occupied_by`; nothing is placed here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occupied_by: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub inventory: NodeInventory,
+    pub capacity: Capacity,
+    /// Held by tasks and allocations.
+    pub allocated: Capacity,
+    /// Fraction of capacity not held, by the scarcest dimension the node has (IF-I3-03).
+    pub idle_rate: f64,
+    pub tasks_active: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<NodeMetrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// Real-time state of a site (IF-I3-03): `GET /api/v1/sites/{name}/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SiteStatus {
+    pub site: String,
+    pub region: String,
+    pub location: crate::registry::GeoLocation,
+    pub nodes: u32,
+    pub nodes_ready: u32,
+    pub capacity: Capacity,
+    pub allocated: Capacity,
+    pub idle_rate: f64,
+    /// Mean CPU utilization of the ready nodes, from their last samples.
+    pub cpu_util_pct: f64,
+    pub load1: f64,
+    /// Sum of the last power samples, where nodes report one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_watts: Option<f64>,
+    pub tasks_active: u32,
+    pub tasks_pending: u32,
+}
