@@ -206,6 +206,28 @@ pub struct ServeArgs {
     /// [default: ../shared/data/alibaba-gpu-v2023 when it exists].
     #[arg(long, env = "CPN_SIM_DATA", value_name = "DIR")]
     pub sim_data: Option<PathBuf>,
+
+    /// Do not run the local agent: this machine is then not a site that runs tasks
+    /// (use `cpn agent` on other machines instead).
+    #[arg(long)]
+    pub no_local_agent: bool,
+
+    /// Name of the site the local agent registers into; created on first start.
+    #[arg(long, default_value = "local", value_name = "SITE")]
+    pub local_site: String,
+
+    /// How often agents report, in milliseconds.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub heartbeat_ms: u64,
+
+    /// Silence after which a node is NotReady and its tasks are rescheduled, in milliseconds.
+    #[arg(
+        long,
+        env = "CPN_NODE_TIMEOUT_MS",
+        default_value_t = 15000,
+        value_name = "MS"
+    )]
+    pub node_timeout_ms: u64,
 }
 
 /// Where `cpn serve` looks for shipped traces without --sim-data.

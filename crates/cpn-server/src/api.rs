@@ -584,7 +584,7 @@ impl utoipa::Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "cpn", description = "Control plane of a computing power network: registry, tags, topology, identity."),
+    info(title = "cpn", description = "Control plane of a computing power network: registry, tags, topology, identity, scheduling, tasks, agents, events."),
     modifiers(&BearerAuth),
     paths(
         healthz, readyz, login, logout, whoami, list_tenants, create_tenant, set_quota, list_users, create_user,
@@ -599,6 +599,12 @@ impl utoipa::Modify for BearerAuth {
         schedule_place, list_decisions, get_decision, release_decision,
         apply_tag, remove_tag, get_topology, post_link_metrics, get_link_metrics, post_site_metrics, get_site_metrics,
         load_scenario, create_simulation, list_simulations, get_simulation, federation_replay,
+        crate::api_runtime::submit_task, crate::api_runtime::list_tasks, crate::api_runtime::get_task,
+        crate::api_runtime::cancel_task, crate::api_runtime::task_logs, crate::api_runtime::list_nodes,
+        crate::api_runtime::get_node, crate::api_runtime::site_status, crate::api_runtime::agent_register,
+        crate::api_runtime::agent_heartbeat, crate::api_runtime::agent_assignments,
+        crate::api_runtime::agent_report, crate::api_runtime::agent_logs,
+        crate::api_runtime::event_stream, crate::api_runtime::event_log,
     )
 )]
 pub struct ApiDoc;
@@ -668,6 +674,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/simulations/federation", post(federation_replay))
         .route("/api/v1/simulations/{id}", get(get_simulation))
+        .merge(crate::api_runtime::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {

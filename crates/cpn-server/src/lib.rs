@@ -4,6 +4,7 @@
 //! dir, load the demo federation, then serve until Ctrl-C or SIGTERM.
 
 pub mod api;
+pub mod api_runtime;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -12,6 +13,7 @@ pub mod identity;
 pub mod inventory;
 pub mod policy;
 pub mod registry;
+pub mod runtime;
 pub mod scenario;
 pub mod schedule;
 pub mod simulation;
@@ -36,6 +38,11 @@ pub struct ServeConfig {
     pub load_demo: bool,
     /// Folder of the shipped openb trace CSVs that simulations may name.
     pub sim_data_dir: Option<PathBuf>,
+    /// Heartbeat interval and node timeout of the agent protocol.
+    pub runtime: runtime::RuntimeConfig,
+    /// Run an agent in-process that registers this machine into the named site (created
+    /// when missing), so the server runs tasks out of the box.
+    pub local_agent: Option<String>,
 }
 
 /// The file where a running server writes the address it listens on (useful with port 0).
@@ -89,6 +96,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         scheduling: Arc::new(tokio::sync::Mutex::new(())),
         simulations: Arc::new(simulation::Simulations::default()),
         sim_data_dir: config.sim_data_dir.clone(),
+        runtime: Arc::new(runtime::Runtime::new(config.runtime, &config.data_dir)),
     };
 
     let fresh = auth::bootstrap(store.as_ref(), &config.data_dir)
@@ -111,6 +119,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         eprintln!("operator token: {}", token_path.display());
     }
 
+    state
+        .runtime
+        .load(&state)
+        .await
+        .map_err(|e| anyhow::anyhow!("load running work: {e}"))?;
+    runtime::spawn_loops(&state);
+
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -123,6 +138,26 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     std::fs::write(config.data_dir.join(ADDR_FILE), format!("{addr}\n"))
         .context("write address file")?;
     eprintln!("cpn listening on http://{addr}");
+    let local_agent = match &config.local_agent {
+        Some(site) => {
+            ensure_site(&state, site).await?;
+            let token = std::fs::read_to_string(&token_path)
+                .with_context(|| format!("read {}", token_path.display()))?;
+            let mut agent = cpn_agent::AgentConfig::new(
+                format!("http://{addr}"),
+                token.trim(),
+                site.clone(),
+                config.data_dir.join("agent"),
+            );
+            agent.name = Some(local_node_name());
+            eprintln!(
+                "local agent: this machine is node {:?} of site {site:?} (turn off with --no-local-agent)",
+                agent.name.as_deref().unwrap_or_default()
+            );
+            Some(cpn_agent::spawn(agent))
+        }
+        None => None,
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, api::router(state))
@@ -134,6 +169,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             })
             .await
             .context("serve HTTP")?;
+        if let Some(agent) = local_agent {
+            agent.stop().await;
+        }
         eprintln!("cpn stopped");
         Ok(())
     });
@@ -145,6 +183,58 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     })
 }
 
+fn local_node_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn operator(admin: cpn_store::UserRecord) -> extract::Principal {
+    extract::Principal {
+        user_id: admin.id,
+        username: admin.username,
+        tenant: admin.tenant,
+        role: Role::Operator,
+        token_hash: String::new(),
+    }
+}
+
+/// Creates the local agent's site when missing: public, at the operator's tenant. Its
+/// location and prices are placeholders to edit with `cpn site update`.
+async fn ensure_site(state: &AppState, site: &str) -> anyhow::Result<()> {
+    if state
+        .store
+        .find_object_by_name(cpn_model::Kind::Site, site)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let admin = state
+        .store
+        .find_user(auth::ADMIN_USER)
+        .await?
+        .context("admin user missing after bootstrap")?;
+    let body: cpn_api_types::registry::SiteCreate = serde_json::from_value(serde_json::json!({
+        "name": site,
+        "visibility": "public",
+        "spec": {
+            "region": "local",
+            "location": {"lat": 39.9042, "lon": 116.4074},
+            "supplier": "local",
+            "description": "The machine running cpn serve, with its embedded agent."
+        }
+    }))
+    .context("local site document")?;
+    registry::create::<registry::SiteKind>(state, &operator(admin), body)
+        .await
+        .map_err(|e| anyhow::anyhow!("create site {site:?} for the local agent: {e}"))?;
+    eprintln!("created site {site:?} for the local agent");
+    Ok(())
+}
+
 async fn load_demo(state: &AppState) -> anyhow::Result<()> {
     let scenario = scenario::parse_yaml(scenario::DEMO_SCENARIO)
         .map_err(|e| anyhow::anyhow!("bundled scenario: {e}"))?;
@@ -153,13 +243,7 @@ async fn load_demo(state: &AppState) -> anyhow::Result<()> {
         .find_user(auth::ADMIN_USER)
         .await?
         .context("admin user missing after bootstrap")?;
-    let who = extract::Principal {
-        user_id: admin.id,
-        username: admin.username,
-        tenant: admin.tenant,
-        role: Role::Operator,
-        token_hash: String::new(),
-    };
+    let who = operator(admin);
     let report = scenario::load(state, &who, scenario)
         .await
         .map_err(|e| anyhow::anyhow!("load demo federation: {e}"))?;

@@ -57,7 +57,7 @@ pub fn check(name: &str, spec: &PolicySpec) -> ApiResult<()> {
     Err(ApiError::field(format!("spec.{}", first.field), message))
 }
 
-async fn load_all(state: &AppState) -> ApiResult<Vec<(cpn_policy::Policy, u64)>> {
+pub(crate) async fn load_all(state: &AppState) -> ApiResult<Vec<(cpn_policy::Policy, u64)>> {
     let mut out = Vec::new();
     for rec in state
         .store
@@ -70,7 +70,7 @@ async fn load_all(state: &AppState) -> ApiResult<Vec<(cpn_policy::Policy, u64)>>
     Ok(out)
 }
 
-fn compile(name: &str, policies: &[cpn_policy::Policy]) -> ApiResult<Profile> {
+pub(crate) fn compile(name: &str, policies: &[cpn_policy::Policy]) -> ApiResult<Profile> {
     cpn_policy::compile_named(name, policies).map_err(|e| ApiError {
         code: Code::InvalidField,
         message: format!("policy {name:?} cannot be used: {e}"),

@@ -15,4 +15,6 @@ pub struct AppState {
     pub simulations: Arc<crate::simulation::Simulations>,
     /// Folder of the shipped openb trace CSVs simulations may name; `None`: uploads only.
     pub sim_data_dir: Option<PathBuf>,
+    /// Running work: caches beside the store, background loops' wake-ups, task logs.
+    pub runtime: Arc<crate::runtime::Runtime>,
 }

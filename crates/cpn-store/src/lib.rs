@@ -11,10 +11,13 @@
 
 mod error;
 mod records;
+mod runtime;
 mod sqlite;
+mod sqlite_runtime;
 
 pub use error::StoreError;
 pub use records::*;
+pub use runtime::*;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -24,7 +27,7 @@ use cpn_model::Kind;
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: RuntimeStore + Send + Sync + 'static {
     // ------------------------------------------------------------ registry objects
 
     /// Creates an object. Fails with `AlreadyExists` when the kind already has this name and

@@ -117,6 +117,65 @@ CREATE INDEX decisions_active ON decisions (released_at, id);
     r#"
 ALTER TABLE tenants ADD COLUMN quota TEXT NOT NULL DEFAULT '{}';
 "#,
+    r#"
+CREATE TABLE nodes (
+    id            TEXT PRIMARY KEY,
+    site_id       TEXT NOT NULL,
+    site          TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    executor      TEXT NOT NULL,
+    labels        TEXT NOT NULL,
+    inventory     TEXT NOT NULL,
+    cordoned      INTEGER NOT NULL DEFAULT 0,
+    occupied_by   TEXT,
+    ready         INTEGER NOT NULL,
+    registered_at TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    UNIQUE (site_id, name)
+);
+CREATE TABLE tasks (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    tenant       TEXT NOT NULL,
+    owner        TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    priority     INTEGER NOT NULL,
+    attempt      INTEGER NOT NULL,
+    node_id      TEXT,
+    not_before   TEXT,
+    submitted_at TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    spec         TEXT NOT NULL,
+    status       TEXT NOT NULL
+);
+CREATE INDEX tasks_queue ON tasks (state, priority DESC, seq);
+CREATE INDEX tasks_by_node ON tasks (node_id, state);
+CREATE TABLE events (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       TEXT NOT NULL,
+    type     TEXT NOT NULL,
+    subject  TEXT NOT NULL,
+    tenant   TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    message  TEXT NOT NULL,
+    data     TEXT NOT NULL
+);
+CREATE TABLE allocations (
+    id          TEXT PRIMARY KEY,
+    node_id     TEXT NOT NULL,
+    tenant      TEXT NOT NULL,
+    resources   TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    released_at TEXT
+);
+CREATE TABLE operations (
+    id     TEXT PRIMARY KEY,
+    at     TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    body   TEXT NOT NULL
+);
+"#,
 ];
 
 type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
@@ -131,11 +190,11 @@ pub struct SqliteStore {
 }
 
 /// Fixed-width UTC timestamps, so text order is time order in SQL.
-fn ts(t: DateTime<Utc>) -> String {
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
+pub(crate) fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
@@ -214,7 +273,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` in the writer's transaction and answers after the group it joined committed.
-    async fn write<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -240,7 +299,7 @@ impl SqliteStore {
             .map_err(|_| StoreError::Backend("the store writer dropped a request".into()))?
     }
 
-    async fn read<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -435,11 +494,11 @@ fn not_found(kind: Kind, id: &str) -> StoreError {
     }
 }
 
-fn json(v: &impl serde::Serialize) -> Result<String> {
+pub(crate) fn json(v: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Backend(format!("encode json: {e}")))
 }
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 

@@ -28,6 +28,8 @@ pub async fn registry(args: BenchRegistryArgs, token: Option<String>) -> Result<
                 listen: "127.0.0.1:0".parse().expect("valid address"),
                 load_demo: false,
                 sim_data_dir: None,
+                runtime: Default::default(),
+                local_agent: None,
             })
             .await?;
             let token = server.admin_token()?;

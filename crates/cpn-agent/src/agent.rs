@@ -1,0 +1,441 @@
+//! The agent's loops: registration, heartbeats, the assignment long poll, and the watch
+//! loop that ships output and state reports of the attempts.
+
+use crate::AgentConfig;
+use crate::client::Api;
+use crate::error::AgentError;
+use crate::inventory::{host_name, inventory};
+use crate::metrics::MetricsSampler;
+use crate::runner::{Runner, Stream};
+use cpn_api_types::agent::{
+    AgentRegister, AgentRegistered, AttemptReport, AttemptState, AttemptVerdict, Heartbeat,
+};
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Output is shipped in chunks of at most this many bytes.
+pub(crate) const LOG_CHUNK: u64 = 256 * 1024;
+/// The long poll's wait.
+const LONG_POLL: Duration = Duration::from_secs(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+
+/// State shared by the loops.
+pub(crate) struct Shared {
+    pub api: Api,
+    pub config: AgentConfig,
+    pub node: Mutex<Option<AgentRegistered>>,
+    pub runner: Mutex<Option<Runner>>,
+}
+
+impl Shared {
+    pub fn node_id(&self) -> Option<String> {
+        lock(&self.node).as_ref().map(|n| n.node_id.clone())
+    }
+
+    fn runner(&self) -> MutexGuard<'_, Option<Runner>> {
+        lock(&self.runner)
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sleeps, or returns `true` at once when the agent is stopping.
+async fn stopping_after(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
+
+fn next_backoff(b: Duration) -> Duration {
+    (b * 2).clamp(MIN_BACKOFF, MAX_BACKOFF)
+}
+
+/// The agent: opens the runner, registers, then runs the loops until stopped.
+pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        match Runner::open(&shared.config.state_dir) {
+            Ok(r) => {
+                *shared.runner() = Some(r);
+                break;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the agent's state directory");
+                if stopping_after(&mut stop, backoff).await {
+                    return;
+                }
+                backoff = next_backoff(backoff);
+            }
+        }
+    }
+    let watch_task = tokio::spawn(watch_loop(shared.clone(), stop.clone()));
+    let Some(registered) = register(&shared, &mut stop).await else {
+        let _ = watch_task.await;
+        return;
+    };
+    let mut interval = heartbeat_interval(&registered);
+    let poll_task = tokio::spawn(assignment_loop(shared.clone(), stop.clone()));
+    let mut sampler = MetricsSampler::new();
+    loop {
+        if stopping_after(&mut stop, interval).await {
+            break;
+        }
+        let Some(node) = shared.node_id() else {
+            continue;
+        };
+        let attempts = heartbeat_reports(&shared);
+        let hb = Heartbeat {
+            metrics: sampler.sample(),
+            attempts,
+        };
+        match shared.api.heartbeat(&node, &hb).await {
+            Ok(reply) => {
+                let mut guard = shared.runner();
+                if let Some(runner) = guard.as_mut() {
+                    for id in &reply.stop {
+                        runner.stop(id, true);
+                    }
+                    for id in &reply.acknowledged {
+                        if !runner.is_running(id) {
+                            runner.forget(id);
+                        }
+                    }
+                }
+            }
+            Err(AgentError::UnknownNode(_)) => {
+                tracing::warn!(node = %node, server = %shared.api.base(), "the server forgot this node: registering again");
+                *lock(&shared.node) = None;
+                match register(&shared, &mut stop).await {
+                    Some(r) => interval = heartbeat_interval(&r),
+                    None => break,
+                }
+            }
+            Err(e) => tracing::warn!(server = %shared.api.base(), error = %e, "heartbeat failed"),
+        }
+    }
+    let _ = poll_task.await;
+    let _ = watch_task.await;
+}
+
+fn heartbeat_interval(r: &AgentRegistered) -> Duration {
+    Duration::from_millis(r.heartbeat_interval_ms)
+        .clamp(Duration::from_millis(100), Duration::from_secs(60))
+}
+
+/// Registers until it succeeds; `None` when the agent stops first.
+async fn register(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Option<AgentRegistered> {
+    let name = shared.config.name.clone().unwrap_or_else(host_name);
+    let body = AgentRegister {
+        site: shared.config.site.clone(),
+        name,
+        inventory: tokio::task::spawn_blocking(inventory)
+            .await
+            .unwrap_or_default(),
+        labels: shared.config.labels.clone(),
+    };
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        if *stop.borrow() {
+            return None;
+        }
+        match shared.api.register(&body).await {
+            Ok(r) => {
+                tracing::info!(node = %r.node_id, site = %r.site, name = %r.name, server = %shared.api.base(), "registered");
+                *lock(&shared.node) = Some(r.clone());
+                return Some(r);
+            }
+            Err(e) => {
+                tracing::warn!(server = %shared.api.base(), error = %e, "registration failed; retrying in {backoff:?}");
+            }
+        }
+        if stopping_after(stop, backoff).await {
+            return None;
+        }
+        backoff = next_backoff(backoff);
+    }
+}
+
+/// What the heartbeat says of each attempt: an ended attempt shows as running until all
+/// its output is shipped, so that the server never sees an end before the output.
+fn heartbeat_reports(shared: &Shared) -> Vec<AttemptReport> {
+    let mut guard = shared.runner();
+    let Some(runner) = guard.as_mut() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for id in runner.ids() {
+        let Some(report) = runner.report(&id) else {
+            continue;
+        };
+        let logs_done = runner.ship_state(&id).is_some_and(|s| s.logs_done);
+        if report.state != AttemptState::Running
+            && report.state != AttemptState::FailedToStart
+            && !logs_done
+        {
+            out.extend(runner.running_report(&id));
+        } else {
+            out.push(report);
+        }
+    }
+    out
+}
+
+/// The long poll for work.
+async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let Some(node) = shared.node_id() else {
+            if stopping_after(&mut stop, Duration::from_millis(200)).await {
+                return;
+            }
+            continue;
+        };
+        let result = tokio::select! {
+            r = shared.api.assignments(&node, LONG_POLL) => r,
+            _ = stop.changed() => return,
+        };
+        match result {
+            Ok(a) => {
+                backoff = MIN_BACKOFF;
+                let mut guard = shared.runner();
+                let Some(runner) = guard.as_mut() else {
+                    continue;
+                };
+                for id in &a.stop {
+                    runner.stop(id, true);
+                }
+                for assignment in &a.assignments {
+                    match runner.start(assignment) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::debug!(attempt = %assignment.attempt_id, "already started: ignored")
+                        }
+                        Err(e) => {
+                            tracing::error!(attempt = %assignment.attempt_id, error = %e, "cannot start")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(server = %shared.api.base(), error = %e, "polling for assignments failed; retrying in {backoff:?}");
+                if stopping_after(&mut stop, backoff).await {
+                    return;
+                }
+                backoff = next_backoff(backoff);
+            }
+        }
+    }
+}
+
+/// What the watch loop has to do for one attempt, taken from the runner under its lock.
+struct Work {
+    id: String,
+    running: Option<AttemptReport>,
+    final_report: Option<AttemptReport>,
+    offsets: [u64; 2],
+    paths: [std::path::PathBuf; 2],
+    logs_done: bool,
+}
+
+/// Every `log_poll`: polls the runner, ships new output, sends Running and final reports.
+async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if stopping_after(&mut stop, shared.config.log_poll).await {
+            return;
+        }
+        let node = shared.node_id();
+        let work = {
+            let mut guard = shared.runner();
+            let Some(runner) = guard.as_mut() else {
+                continue;
+            };
+            runner.poll();
+            let Some(_) = node else { continue };
+            let now = Instant::now();
+            let mut work = Vec::new();
+            for id in runner.ids() {
+                let Some(report) = runner.report(&id) else {
+                    continue;
+                };
+                let paths = [
+                    runner.output_path(&id, Stream::Stdout),
+                    runner.output_path(&id, Stream::Stderr),
+                ];
+                let Some(ship) = runner.ship_state(&id) else {
+                    continue;
+                };
+                if ship.final_sent || ship.next_try.is_some_and(|t| t > now) {
+                    continue;
+                }
+                let ended = report.state != AttemptState::Running;
+                let running = (!ship.running_sent && report.pid.is_some()).then(|| AttemptReport {
+                    state: AttemptState::Running,
+                    exit_code: None,
+                    finished_at: None,
+                    error: None,
+                    ..report.clone()
+                });
+                work.push(Work {
+                    id,
+                    running,
+                    final_report: ended.then_some(report),
+                    offsets: ship.offsets,
+                    paths,
+                    logs_done: ship.logs_done,
+                });
+            }
+            work
+        };
+        let Some(node) = node else { continue };
+        for w in work {
+            let outcome = ship(&shared, &node, &w).await;
+            let mut guard = shared.runner();
+            let Some(runner) = guard.as_mut() else {
+                continue;
+            };
+            let forget = {
+                let Some(s) = runner.ship_state(&w.id) else {
+                    continue;
+                };
+                s.offsets = outcome.offsets;
+                s.running_sent |= outcome.running_sent;
+                s.logs_done |= outcome.logs_done;
+                s.final_sent |= outcome.final_sent;
+                if let Some(e) = &outcome.error {
+                    s.backoff = next_backoff(s.backoff);
+                    s.next_try = Some(Instant::now() + s.backoff);
+                    tracing::warn!(attempt = %w.id, server = %shared.api.base(), error = %e, "shipping the attempt failed; retrying in {:?}", s.backoff);
+                } else {
+                    s.backoff = Duration::ZERO;
+                    s.next_try = None;
+                }
+                outcome.stop
+            };
+            if forget {
+                tracing::info!(attempt = %w.id, "the server says stop: killing and forgetting");
+                runner.stop(&w.id, true);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    offsets: [u64; 2],
+    running_sent: bool,
+    logs_done: bool,
+    final_sent: bool,
+    stop: bool,
+    error: Option<AgentError>,
+}
+
+async fn ship(shared: &Shared, node: &str, w: &Work) -> Outcome {
+    let mut out = Outcome {
+        offsets: w.offsets,
+        ..Outcome::default()
+    };
+    if let Some(r) = &w.running {
+        match shared.api.report(node, r).await {
+            Ok(reply) => {
+                out.running_sent = true;
+                if reply.verdict == AttemptVerdict::Stop {
+                    out.stop = true;
+                    return out;
+                }
+            }
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        }
+    }
+    let mut all_shipped = true;
+    for (i, stream) in Stream::ALL.into_iter().enumerate() {
+        match ship_stream(
+            shared,
+            node,
+            &w.id,
+            stream,
+            &w.paths[i],
+            &mut out.offsets[i],
+        )
+        .await
+        {
+            Ok(done) => all_shipped &= done,
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        }
+    }
+    let Some(final_report) = &w.final_report else {
+        return out;
+    };
+    if !all_shipped && !w.logs_done {
+        return out;
+    }
+    out.logs_done = true;
+    match shared.api.report(node, final_report).await {
+        Ok(reply) => {
+            out.final_sent = true;
+            out.stop = reply.verdict == AttemptVerdict::Stop;
+        }
+        Err(e) if e.is_transient() => out.error = Some(e),
+        Err(e) => {
+            tracing::error!(attempt = %w.id, error = %e, "the server refused the final report; it stays in heartbeats");
+            out.final_sent = true;
+        }
+    }
+    out
+}
+
+/// Ships what the file holds beyond `offset`, a few chunks per call. Returns whether the
+/// server now has all of it.
+async fn ship_stream(
+    shared: &Shared,
+    node: &str,
+    id: &str,
+    stream: Stream,
+    path: &std::path::Path,
+    offset: &mut u64,
+) -> Result<bool, AgentError> {
+    const CHUNKS_PER_TICK: usize = 16;
+    for _ in 0..CHUNKS_PER_TICK {
+        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if len <= *offset {
+            return Ok(true);
+        }
+        let bytes =
+            read_chunk(path, *offset, LOG_CHUNK).map_err(AgentError::io("reading", path))?;
+        if bytes.is_empty() {
+            return Ok(true);
+        }
+        let sent_to = *offset + bytes.len() as u64;
+        let length = shared.api.logs(node, id, stream, *offset, bytes).await?;
+        if length < *offset || length > sent_to {
+            tracing::debug!(attempt = %id, stream = stream.name(), length, "server log length differs: resyncing");
+        }
+        *offset = length.min(len);
+    }
+    Ok(false)
+}
+
+fn read_chunk(path: &std::path::Path, offset: u64, max: u64) -> std::io::Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    f.take(max).read_to_end(&mut buf)?;
+    Ok(buf)
+}

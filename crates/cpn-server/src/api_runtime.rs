@@ -1,0 +1,264 @@
+//! HTTP surface of running work: tasks, nodes, the agent protocol and the event stream.
+//! Thin handlers over `runtime::*`, like `api.rs` over the registry.
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, Principal, QueryMap};
+use crate::runtime::{agents, events, nodes, tasks};
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cpn_api_types::agent::*;
+use cpn_api_types::events::EventView;
+use cpn_api_types::tasks::{LogStream, TaskSubmit, TaskSubmitted, TaskView};
+use cpn_api_types::{ErrorBody, Page};
+
+/// Submit a task: one process (argv or script) with resources, constraints, priority,
+/// deadline, replicas and retry policy. 201 once it is durably queued.
+#[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", security(("bearer" = [])), request_body = TaskSubmit,
+    responses((status = 201, body = TaskSubmitted), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn submit_task(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<TaskSubmit>,
+) -> ApiResult<(StatusCode, Json<TaskSubmitted>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(tasks::submit(&s, &who, body).await?),
+    ))
+}
+
+/// List tasks, oldest first. Filters: `state` (comma list), `node`, `name`, `tenant`.
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", security(("bearer" = [])),
+    params(("state" = Option<String>, Query, description = "e.g. `running,pending`"),
+           ("node" = Option<String>, Query, description = "Node id or site/name"),
+           ("name" = Option<String>, Query), ("tenant" = Option<String>, Query),
+           ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = Page<TaskView>), (status = 400, body = ErrorBody)))]
+pub async fn list_tasks(
+    State(s): State<AppState>,
+    who: Principal,
+    q: QueryMap,
+) -> ApiResult<Json<Page<TaskView>>> {
+    Ok(Json(tasks::list(&s, &who, q).await?))
+}
+
+/// One task with its state history and KPIs.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
+pub async fn get_task(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TaskView>> {
+    Ok(Json(tasks::get(&s, &who, &id).await?))
+}
+
+/// Cancel a pending, scheduled or running task; a running process group is killed.
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", tag = "tasks", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel_task(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TaskView>> {
+    Ok(Json(tasks::cancel(&s, &who, &id).await?))
+}
+
+/// A task's output as text: `stream=all|stdout|stderr`, `attempt=N` (default the last),
+/// `follow=true` streams until the attempt ends.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/logs", tag = "tasks", security(("bearer" = [])),
+    params(("id" = String, Path), ("stream" = Option<String>, Query), ("attempt" = Option<u32>, Query), ("follow" = Option<bool>, Query)),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody)))]
+pub async fn task_logs(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    q: QueryMap,
+) -> ApiResult<Response> {
+    let body = tasks::logs(&s, &who, &id, tasks::log_query(q)?).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+/// Nodes reported by agents and imported from Slurm, with capacity, what is held, the
+/// latest metrics and the idle rate.
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", security(("bearer" = [])),
+    responses((status = 200, body = Vec<NodeView>)))]
+pub async fn list_nodes(
+    State(s): State<AppState>,
+    _who: Principal,
+) -> ApiResult<Json<Vec<NodeView>>> {
+    Ok(Json(nodes::views(&s).await?))
+}
+
+/// One node, by id or `site/name` (real-time query, IF-I3-03).
+#[utoipa::path(get, path = "/api/v1/nodes/{id}", tag = "nodes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Node id, name, or site/name")),
+    responses((status = 200, body = NodeView), (status = 404, body = ErrorBody)))]
+pub async fn get_node(
+    State(s): State<AppState>,
+    _who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<NodeView>> {
+    Ok(Json(nodes::get(&s, &id).await?))
+}
+
+/// Real-time state of a site: nodes ready, idle rate, load, location, power (IF-I3-03).
+#[utoipa::path(get, path = "/api/v1/sites/{id}/status", tag = "nodes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Site name or id")),
+    responses((status = 200, body = SiteStatus), (status = 404, body = ErrorBody)))]
+pub async fn site_status(
+    State(s): State<AppState>,
+    _who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SiteStatus>> {
+    Ok(Json(nodes::site_status(&s, &id).await?))
+}
+
+/// Agent: register this host as a node of a site (same site and name: same node).
+#[utoipa::path(post, path = "/api/v1/agents/register", tag = "agents", security(("bearer" = [])), request_body = AgentRegister,
+    responses((status = 200, body = AgentRegistered), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn agent_register(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<AgentRegister>,
+) -> ApiResult<Json<AgentRegistered>> {
+    Ok(Json(agents::register(&s, &who, body).await?))
+}
+
+/// Agent: metrics and held attempts; the answer lists attempts to kill and to forget.
+#[utoipa::path(post, path = "/api/v1/agents/{node}/heartbeat", tag = "agents", security(("bearer" = [])), request_body = Heartbeat,
+    params(("node" = String, Path)), responses((status = 200, body = HeartbeatReply), (status = 404, body = ErrorBody)))]
+pub async fn agent_heartbeat(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(node): Path<String>,
+    JsonBody(body): JsonBody<Heartbeat>,
+) -> ApiResult<Json<HeartbeatReply>> {
+    Ok(Json(agents::heartbeat(&s, &who, &node, body).await?))
+}
+
+/// Agent: long poll for work bound to the node (`wait_ms`, at most 60000).
+#[utoipa::path(get, path = "/api/v1/agents/{node}/assignments", tag = "agents", security(("bearer" = [])),
+    params(("node" = String, Path), ("wait_ms" = Option<u64>, Query)),
+    responses((status = 200, body = Assignments), (status = 404, body = ErrorBody)))]
+pub async fn agent_assignments(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(node): Path<String>,
+    mut q: QueryMap,
+) -> ApiResult<Json<Assignments>> {
+    let wait = q
+        .take("wait_ms")
+        .map(|w| {
+            w.parse::<u64>()
+                .map_err(|_| ApiError::bad_request("wait_ms must be a number"))
+        })
+        .transpose()?
+        .unwrap_or(0);
+    q.finish()?;
+    Ok(Json(agents::assignments(&s, &who, &node, wait).await?))
+}
+
+/// Agent: an attempt started or ended.
+#[utoipa::path(post, path = "/api/v1/agents/{node}/attempts/{attempt}", tag = "agents", security(("bearer" = [])), request_body = AttemptReport,
+    params(("node" = String, Path), ("attempt" = String, Path)),
+    responses((status = 200, body = AttemptReply), (status = 404, body = ErrorBody)))]
+pub async fn agent_report(
+    State(s): State<AppState>,
+    who: Principal,
+    Path((node, attempt)): Path<(String, String)>,
+    JsonBody(body): JsonBody<AttemptReport>,
+) -> ApiResult<Json<AttemptReply>> {
+    Ok(Json(agents::report(&s, &who, &node, &attempt, body).await?))
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct LogLength {
+    /// Bytes of the stream the server now holds.
+    pub length: u64,
+}
+
+/// Agent: output bytes of an attempt, starting at `offset` of `stream`.
+#[utoipa::path(post, path = "/api/v1/agents/{node}/attempts/{attempt}/logs", tag = "agents", security(("bearer" = [])),
+    params(("node" = String, Path), ("attempt" = String, Path), ("stream" = String, Query), ("offset" = u64, Query)),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, body = LogLength), (status = 404, body = ErrorBody)))]
+pub async fn agent_logs(
+    State(s): State<AppState>,
+    who: Principal,
+    Path((node, attempt)): Path<(String, String)>,
+    mut q: QueryMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<LogLength>> {
+    let stream = match q.take("stream").as_deref() {
+        Some("stdout") => LogStream::Stdout,
+        Some("stderr") => LogStream::Stderr,
+        _ => return Err(ApiError::bad_request("stream must be stdout or stderr")),
+    };
+    let offset = q
+        .take("offset")
+        .and_then(|o| o.parse::<u64>().ok())
+        .ok_or_else(|| ApiError::bad_request("offset must be a byte offset"))?;
+    q.finish()?;
+    let length = agents::upload_log(&s, &who, &node, &attempt, stream, offset, &body).await?;
+    Ok(Json(LogLength { length }))
+}
+
+/// Server-Sent Events: task state changes, node state, operations and alarms.
+/// `types` filters (`task`, `alarm`, `node.state`…); `Last-Event-ID` (or `after`) resumes.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", security(("bearer" = [])),
+    params(("types" = Option<String>, Query), ("after" = Option<u64>, Query),
+           ("Last-Event-ID" = Option<String>, Header)),
+    responses((status = 200, content_type = "text/event-stream", body = EventView)))]
+pub async fn event_stream(
+    State(s): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    q: QueryMap,
+) -> ApiResult<Response> {
+    let last = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or_default().to_string());
+    let q = events::query(q, last.as_deref())?;
+    Ok(events::stream(s, who, q).await?.into_response())
+}
+
+/// Past events as JSON, after an id (`after`, default 0), at most `limit`.
+#[utoipa::path(get, path = "/api/v1/events/log", tag = "events", security(("bearer" = [])),
+    params(("types" = Option<String>, Query), ("after" = Option<u64>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = Vec<EventView>)))]
+pub async fn event_log(
+    State(s): State<AppState>,
+    who: Principal,
+    q: QueryMap,
+) -> ApiResult<Json<Vec<EventView>>> {
+    Ok(Json(events::page(&s, &who, events::query(q, None)?).await?))
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/tasks", get(list_tasks).post(submit_task))
+        .route("/api/v1/tasks/{id}", get(get_task))
+        .route("/api/v1/tasks/{id}/cancel", post(cancel_task))
+        .route("/api/v1/tasks/{id}/logs", get(task_logs))
+        .route("/api/v1/nodes", get(list_nodes))
+        .route("/api/v1/nodes/{id}", get(get_node))
+        .route("/api/v1/sites/{id}/status", get(site_status))
+        .route("/api/v1/agents/register", post(agent_register))
+        .route("/api/v1/agents/{node}/heartbeat", post(agent_heartbeat))
+        .route("/api/v1/agents/{node}/assignments", get(agent_assignments))
+        .route(
+            "/api/v1/agents/{node}/attempts/{attempt}",
+            post(agent_report),
+        )
+        .route(
+            "/api/v1/agents/{node}/attempts/{attempt}/logs",
+            post(agent_logs),
+        )
+        .route("/api/v1/events", get(event_stream))
+        .route("/api/v1/events/log", get(event_log))
+}

@@ -1,0 +1,469 @@
+//! The server side of the agent protocol (see `cpn_api_types::agent`): registration,
+//! heartbeats with reconciliation, the assignment long poll, attempt reports and output.
+//!
+//! Reports are idempotent and checked against the task's current attempt: a report about
+//! an attempt that is no longer the task's (cancelled, lost and rescheduled) is answered
+//! with `stop`, so a process that outlived its attempt is killed, never counted.
+
+use super::lifecycle::{self, Task};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Principal;
+use crate::state::AppState;
+use chrono::Utc;
+use cpn_api_types::Code;
+use cpn_api_types::agent::*;
+use cpn_api_types::events::types;
+use cpn_api_types::tasks::{LogStream, TaskState};
+use cpn_model::Kind;
+use cpn_store::{NewEvent, NodePatch, NodeRegistration, TaskQuery, TaskRecord, TaskWrite};
+use std::time::{Duration, Instant};
+
+/// Longest long poll an agent may ask for.
+pub const MAX_WAIT_MS: u64 = 60_000;
+
+fn require_operator(who: &Principal) -> ApiResult<()> {
+    if who.is_operator() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "agents authenticate as an operator: pass the token from <data-dir>/admin.token",
+        ))
+    }
+}
+
+pub fn node_event(node: &cpn_store::NodeRecord, severity: &str, message: String) -> NewEvent {
+    NewEvent {
+        at: Utc::now(),
+        event_type: types::NODE_STATE.into(),
+        subject: node.id.clone(),
+        tenant: String::new(),
+        severity: severity.into(),
+        message,
+        data: serde_json::json!({
+            "node": node.name, "site": node.site, "ready": node.ready,
+            "cordoned": node.cordoned, "occupied_by": node.occupied_by,
+        }),
+    }
+}
+
+pub async fn register(
+    state: &AppState,
+    who: &Principal,
+    body: AgentRegister,
+) -> ApiResult<AgentRegistered> {
+    require_operator(who)?;
+    if body.name.trim().is_empty() {
+        return Err(ApiError::field("name", "the node name must not be empty"));
+    }
+    if body.inventory.cpu_cores == 0 {
+        return Err(ApiError::field(
+            "inventory.cpu_cores",
+            "a node needs at least one CPU",
+        ));
+    }
+    let site = state
+        .store
+        .find_object_by_name(Kind::Site, &body.site)
+        .await?
+        .ok_or_else(|| {
+            ApiError::field(
+                "site",
+                format!(
+                    "no site named {:?}; create it first (cpn site create) or pass an existing --site",
+                    body.site
+                ),
+            )
+        })?;
+    let labels = body.labels.clone().into_iter().collect();
+    let node = state
+        .store
+        .register_node(
+            NodeRegistration {
+                id: format!("node-{}", uuid::Uuid::now_v7().simple()),
+                site_id: site.id.clone(),
+                site: site.name.clone(),
+                name: body.name.clone(),
+                executor: "agent".into(),
+                labels,
+                inventory: serde_json::to_value(&body.inventory)
+                    .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?,
+                now: Utc::now(),
+            },
+            Vec::new(),
+        )
+        .await?;
+    state
+        .store
+        .append_events(vec![node_event(
+            &node,
+            "info",
+            format!("node {}/{} registered by its agent", node.site, node.name),
+        )])
+        .await?;
+    state.runtime.events_written();
+    state.runtime.with_live(&node.id, |l| {
+        l.last_heartbeat = Instant::now();
+        l.last_heartbeat_at = Some(Utc::now());
+    });
+    state.runtime.binder_wake.notify_one();
+    Ok(AgentRegistered {
+        node_id: node.id,
+        site: node.site,
+        name: node.name,
+        heartbeat_interval_ms: state.runtime.config.heartbeat_interval.as_millis() as u64,
+        node_timeout_ms: state.runtime.config.node_timeout.as_millis() as u64,
+    })
+}
+
+async fn node_of(state: &AppState, node_id: &str) -> ApiResult<cpn_store::NodeRecord> {
+    state.store.get_node(node_id).await?.ok_or_else(|| {
+        ApiError::new(
+            Code::NotFound,
+            format!("node {node_id:?} is not registered; register again"),
+        )
+    })
+}
+
+pub async fn heartbeat(
+    state: &AppState,
+    who: &Principal,
+    node_id: &str,
+    body: Heartbeat,
+) -> ApiResult<HeartbeatReply> {
+    require_operator(who)?;
+    let node = node_of(state, node_id).await?;
+    let rt = &state.runtime;
+    rt.with_live(node_id, |l| {
+        l.last_heartbeat = Instant::now();
+        l.last_heartbeat_at = Some(Utc::now());
+        l.metrics = Some(body.metrics.clone());
+    });
+    if !node.ready {
+        let back = state
+            .store
+            .patch_node(
+                node_id,
+                NodePatch {
+                    ready: Some(true),
+                    ..Default::default()
+                },
+                Utc::now(),
+                Vec::new(),
+            )
+            .await?;
+        state
+            .store
+            .append_events(vec![node_event(
+                &back,
+                "info",
+                format!("node {}/{} is ready again", back.site, back.name),
+            )])
+            .await?;
+        rt.events_written();
+        rt.binder_wake.notify_one();
+    }
+    let mut reply = HeartbeatReply::default();
+    let mut held = std::collections::HashSet::new();
+    for report in body.attempts {
+        held.insert(report.attempt_id.clone());
+        let finished = report.state != AttemptState::Running;
+        let id = report.attempt_id.clone();
+        match apply_report(state, node_id, report).await? {
+            AttemptVerdict::Stop => reply.stop.push(id),
+            AttemptVerdict::Accepted if finished => reply.acknowledged.push(id),
+            AttemptVerdict::Accepted => {}
+        }
+    }
+    // GPU utilization of running tasks' GPUs, for their KPIs.
+    record_gpu_samples(state, node_id, &body.metrics).await?;
+    // A running attempt the agent no longer holds is lost (its state dir was wiped, say).
+    // Grace: the Running report may have overtaken this heartbeat.
+    let grace = chrono::Duration::from_std(rt.config.heartbeat_interval * 3)
+        .unwrap_or_else(|_| chrono::Duration::seconds(6));
+    let now = Utc::now();
+    let running = state
+        .store
+        .list_tasks(TaskQuery {
+            node_id: Some(node_id.to_string()),
+            states: vec!["running".into()],
+            ..Default::default()
+        })
+        .await?;
+    let mut writes = Vec::new();
+    for rec in running {
+        let mut task = super::tasks::decode(rec)?;
+        if held.contains(&task.attempt_id())
+            || task.status.started_at.is_some_and(|s| now - s < grace)
+            || task.record.updated_at > now - grace
+        {
+            continue;
+        }
+        let attempt = task.record.attempt;
+        let events = task.lose(now, "the agent no longer knows this attempt");
+        writes.push(TaskWrite {
+            expect_states: vec!["running".into()],
+            expect_attempt: attempt,
+            record: task.into_record(),
+            events,
+        });
+    }
+    rt.commit(state, writes).await?;
+    let pending_stops: Vec<String> = rt.with_live(node_id, |l| l.stops.drain().collect());
+    for s in pending_stops {
+        if !reply.stop.contains(&s) {
+            reply.stop.push(s);
+        }
+    }
+    Ok(reply)
+}
+
+async fn record_gpu_samples(
+    state: &AppState,
+    node_id: &str,
+    metrics: &NodeMetrics,
+) -> ApiResult<()> {
+    if metrics.gpus.is_empty() {
+        return Ok(());
+    }
+    let running = state
+        .store
+        .list_tasks(TaskQuery {
+            node_id: Some(node_id.to_string()),
+            states: vec!["running".into()],
+            ..Default::default()
+        })
+        .await?;
+    let mut writes = Vec::new();
+    for rec in running {
+        let mut task = super::tasks::decode(rec)?;
+        let mine: Vec<f64> = metrics
+            .gpus
+            .iter()
+            .filter(|g| task.status.gpus.contains(&g.index))
+            .map(|g| g.util_pct)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let mean = mine.iter().sum::<f64>() / mine.len() as f64;
+        let (sum, n) = task.status.gpu_util.unwrap_or((0.0, 0));
+        task.status.gpu_util = Some((sum + mean, n + 1));
+        let attempt = task.record.attempt;
+        writes.push(TaskWrite {
+            expect_states: vec!["running".into()],
+            expect_attempt: attempt,
+            record: task.into_record(),
+            events: Vec::new(),
+        });
+    }
+    state.runtime.commit(state, writes).await?;
+    Ok(())
+}
+
+/// Applies one attempt report; shared by the report endpoint, heartbeats and the Slurm
+/// back end.
+pub async fn apply_report(
+    state: &AppState,
+    node_id: &str,
+    report: AttemptReport,
+) -> ApiResult<AttemptVerdict> {
+    let Some((task_id, attempt)) = lifecycle::parse_attempt_id(&report.attempt_id) else {
+        return Ok(AttemptVerdict::Stop);
+    };
+    for _ in 0..5 {
+        let Some(rec) = state.store.get_task(task_id).await? else {
+            return Ok(AttemptVerdict::Stop);
+        };
+        let mut task = super::tasks::decode(rec)?;
+        let current =
+            task.record.attempt == attempt && task.record.node_id.as_deref() == Some(node_id);
+        let st = task.state();
+        if !current {
+            // An attempt that is over on the server: a final report is simply taken note of.
+            return Ok(if report.state == AttemptState::Running {
+                AttemptVerdict::Stop
+            } else {
+                AttemptVerdict::Accepted
+            });
+        }
+        let now = Utc::now();
+        let expect = st.as_str().to_string();
+        let events = match (st, report.state) {
+            (TaskState::Scheduled, AttemptState::Running) => task.start(
+                now,
+                report.started_at.unwrap_or(now),
+                report.pid.map(|p| p.to_string()),
+            ),
+            (TaskState::Running, AttemptState::Running) => {
+                if let Some(u) = report.usage {
+                    task.status.usage = Some(u);
+                    Vec::new()
+                } else {
+                    return Ok(AttemptVerdict::Accepted);
+                }
+            }
+            (TaskState::Scheduled | TaskState::Running, AttemptState::Exited) => {
+                if task.status.started_at.is_none() {
+                    task.status.started_at = report.started_at.or(Some(now));
+                }
+                match report.exit_code {
+                    Some(code) => task.finish(now, Some(code), None, report.usage),
+                    None => task.lose(
+                        now,
+                        report
+                            .error
+                            .as_deref()
+                            .unwrap_or("the process ended with no exit code"),
+                    ),
+                }
+            }
+            (TaskState::Scheduled | TaskState::Running, AttemptState::FailedToStart) => task
+                .finish(
+                    now,
+                    None,
+                    Some(format!(
+                        "could not start: {}",
+                        report.error.as_deref().unwrap_or("unknown error")
+                    )),
+                    None,
+                ),
+            (TaskState::Scheduled | TaskState::Running, AttemptState::Killed) => task.finish(
+                now,
+                report.exit_code,
+                Some("killed on the node".into()),
+                report.usage,
+            ),
+            // Cancelled, or finished already: a running process must go; a final report is
+            // a duplicate.
+            (_, AttemptState::Running) if st.is_terminal() => return Ok(AttemptVerdict::Stop),
+            _ => return Ok(AttemptVerdict::Accepted),
+        };
+        let write = TaskWrite {
+            expect_states: vec![expect],
+            expect_attempt: attempt,
+            record: task.into_record(),
+            events,
+        };
+        if let Some(Some(_)) = state.runtime.commit(state, vec![write]).await?.pop() {
+            return Ok(AttemptVerdict::Accepted);
+        }
+    }
+    Err(ApiError::new(
+        Code::GenerationConflict,
+        format!("task {task_id} kept changing; report again"),
+    ))
+}
+
+pub async fn report(
+    state: &AppState,
+    who: &Principal,
+    node_id: &str,
+    attempt_id: &str,
+    mut body: AttemptReport,
+) -> ApiResult<AttemptReply> {
+    require_operator(who)?;
+    node_of(state, node_id).await?;
+    body.attempt_id = attempt_id.to_string();
+    Ok(AttemptReply {
+        verdict: apply_report(state, node_id, body).await?,
+    })
+}
+
+pub async fn upload_log(
+    state: &AppState,
+    who: &Principal,
+    node_id: &str,
+    attempt_id: &str,
+    stream: LogStream,
+    offset: u64,
+    bytes: &[u8],
+) -> ApiResult<u64> {
+    require_operator(who)?;
+    if stream == LogStream::All {
+        return Err(ApiError::bad_request("stream must be stdout or stderr"));
+    }
+    let (task, attempt) = lifecycle::parse_attempt_id(attempt_id)
+        .ok_or_else(|| ApiError::not_found("attempt", attempt_id))?;
+    let rec = state
+        .store
+        .get_task(task)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task", task))?;
+    if attempt == 0 || attempt > rec.attempt {
+        return Err(ApiError::not_found("attempt", attempt_id));
+    }
+    let _ = node_id;
+    state
+        .runtime
+        .logs
+        .append(task, attempt, stream, offset, bytes)
+        .map_err(|e| ApiError::new(Code::Internal, format!("store log: {e}")))
+}
+
+/// Work bound to the node and not yet started, plus attempts to kill.
+pub async fn assignments(
+    state: &AppState,
+    who: &Principal,
+    node_id: &str,
+    wait_ms: u64,
+) -> ApiResult<Assignments> {
+    require_operator(who)?;
+    node_of(state, node_id).await?;
+    let deadline = Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
+    let wake = state.runtime.with_live(node_id, |l| l.wake.clone());
+    loop {
+        // Register interest before looking, so a bind between the look and the wait wakes us.
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let stop: Vec<String> = state
+            .runtime
+            .with_live(node_id, |l| l.stops.drain().collect());
+        let scheduled = state
+            .store
+            .list_tasks(TaskQuery {
+                node_id: Some(node_id.to_string()),
+                states: vec!["scheduled".into()],
+                ..Default::default()
+            })
+            .await?;
+        if !scheduled.is_empty() || !stop.is_empty() || Instant::now() >= deadline {
+            let mut out = Assignments {
+                assignments: Vec::with_capacity(scheduled.len()),
+                stop,
+            };
+            for rec in scheduled {
+                out.assignments
+                    .push(assignment_of(super::tasks::decode(rec)?));
+            }
+            return Ok(out);
+        }
+        let _ = tokio::time::timeout_at(deadline.into(), notified).await;
+    }
+}
+
+pub fn assignment_of(task: Task) -> Assignment {
+    Assignment {
+        attempt_id: task.attempt_id(),
+        task_id: task.record.id.clone(),
+        attempt: task.record.attempt,
+        name: task.record.name.clone(),
+        command: task.spec.command.clone(),
+        script: task.spec.script.clone(),
+        env: task.spec.env.clone(),
+        workdir: task.spec.workdir.clone(),
+        resources: task.spec.resources.clone(),
+        gpus: task.status.gpus.clone(),
+    }
+}
+
+/// Tells whoever runs `node_id` to kill the attempt (agents poll; Slurm gets scancel).
+pub async fn stop_on_executor(
+    state: &AppState,
+    node_id: &str,
+    rec: &TaskRecord,
+    attempt_id: String,
+) {
+    let _ = rec;
+    state.runtime.stop_attempt(node_id, attempt_id);
+}

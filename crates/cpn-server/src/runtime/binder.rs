@@ -1,0 +1,336 @@
+//! The binding loop: pending tasks are placed by the scheduler on the live inventory and
+//! bound durably before any executor hears of them (issue #5 item 4).
+//!
+//! One cycle reads the due pending tasks in queue order (priority, then age), builds the
+//! cluster from the nodes executors reported (minus what active tasks and allocations
+//! hold), runs the same `cpn_sched::Scheduler` that explain and the twin use, and commits
+//! every binding of the cycle in one store transaction. Cycles run one at a time, so
+//! capacity is never promised twice.
+
+use super::lifecycle::Task;
+use crate::error::ApiResult;
+use crate::policy::{self, DEFAULT_POLICY};
+use crate::registry::{Inheritance, decode_spec};
+use crate::state::AppState;
+use chrono::Utc;
+use cpn_api_types::registry::{SiteHealth, SiteSpec};
+use cpn_api_types::schedule::TaskResources;
+use cpn_api_types::tasks::TaskState;
+use cpn_model::{GeoPoint, Kind, Labels};
+use cpn_sched::cycle::Mode;
+use cpn_sched::task::Chip;
+use cpn_sched::{Cluster, ClusterBuilder, NodeIdx, NodeSpec, Profile, Scheduler};
+use cpn_store::{ListQuery, NodeRecord, TaskOrder, TaskQuery, TaskWrite};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Most tasks one cycle considers.
+pub const BATCH: usize = 4096;
+/// Label of every live node: its name, for node selectors.
+pub const NODE_NAME_LABEL: &str = "cpn.node/name";
+
+pub async fn run(state: AppState) {
+    let rt = state.runtime.clone();
+    loop {
+        let considered = match cycle(&state).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "binding cycle failed; retrying");
+                0
+            }
+        };
+        if considered >= BATCH {
+            continue;
+        }
+        tokio::select! {
+            _ = rt.binder_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// The live cluster: one site per registry site with nodes, one node per node record.
+pub struct LiveCluster {
+    pub cluster: Cluster,
+    pub node_ids: Vec<String>,
+    pub node_names: Vec<String>,
+    pub site_names: Vec<String>,
+}
+
+pub async fn live_cluster(state: &AppState, nodes: &[NodeRecord]) -> ApiResult<LiveCluster> {
+    let mut b = ClusterBuilder::new();
+    for t in state.store.list_tenants().await? {
+        let q: cpn_api_types::identity::TenantQuota =
+            serde_json::from_value(t.quota).unwrap_or_default();
+        if q != Default::default() {
+            b.quota(
+                &t.name,
+                cpn_sched::cluster::Quota {
+                    gpu_milli: q.gpus.map(|g| (g * 1000.0).round() as u64),
+                    cpu_milli: q.cpu_cores.map(|c| (c * 1000.0).round() as u64),
+                    memory_mib: q.memory_gib.map(|m| (m * 1024.0).round() as u64),
+                },
+            );
+        }
+    }
+    let mut inh = Inheritance::load(state).await?;
+    let mut sites: HashMap<String, cpn_sched::SiteIdx> = HashMap::new();
+    let mut site_names = Vec::new();
+    let all_sites = state
+        .store
+        .list_objects(Kind::Site, &ListQuery::default())
+        .await?;
+    for rec in &all_sites {
+        if !nodes.iter().any(|n| n.site_id == rec.id) {
+            continue;
+        }
+        let spec: SiteSpec = decode_spec(rec)?;
+        let mut labels = inh.effective(rec).await?;
+        labels.insert(super::tasks::SITE_NAME_LABEL.into(), rec.name.clone());
+        let i = b.site(cpn_sched::SiteSpec {
+            name: rec.name.clone(),
+            region: spec.region.clone(),
+            labels,
+            location: Some(GeoPoint::new(spec.location.lat, spec.location.lon)),
+            pue: spec.pue,
+            electricity_price: spec.electricity_price,
+            carbon_intensity: spec.carbon_intensity,
+            healthy: spec.health != SiteHealth::Down,
+        });
+        sites.insert(rec.id.clone(), i);
+        site_names.push(rec.name.clone());
+    }
+    let mut node_ids = Vec::new();
+    let mut node_names = Vec::new();
+    for n in nodes {
+        let Some(&site) = sites.get(&n.site_id) else {
+            continue;
+        };
+        let inv = super::nodes::inventory_of(n);
+        let gpus = inv.gpus.len() as u32;
+        let mut labels: Labels = n.labels.clone();
+        labels.insert(NODE_NAME_LABEL.into(), n.name.clone());
+        b.node(NodeSpec {
+            name: n.id.clone(),
+            site,
+            labels,
+            healthy: n.ready && !n.cordoned && n.occupied_by.is_none(),
+            cpu_milli: inv.cpu_cores as u64 * 1000,
+            memory_mib: inv.memory_mib,
+            storage_gib: inv
+                .disks
+                .iter()
+                .map(|d| d.available_gib)
+                .fold(0.0, f64::max) as u64,
+            chip: Some(if gpus > 0 { Chip::Gpu } else { Chip::Cpu }),
+            model: inv
+                .gpus
+                .first()
+                .map(|g| g.model.clone())
+                .unwrap_or_else(|| inv.cpu_model.clone()),
+            architecture: inv.arch.clone(),
+            gpus,
+            tflops_per_unit: 0.0,
+            price_per_unit_hour: 0.0,
+            watts_per_unit: 0.0,
+        });
+        node_ids.push(n.id.clone());
+        node_names.push(n.name.clone());
+    }
+    let mut cluster = b.build().map_err(|e| {
+        crate::error::ApiError::new(
+            cpn_api_types::Code::Internal,
+            format!("live nodes do not form a cluster: {e}"),
+        )
+    })?;
+    let index: HashMap<&str, NodeIdx> = node_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i as NodeIdx))
+        .collect();
+    // Capacity held by active tasks and by allocations (I2).
+    {
+        let usage = state
+            .runtime
+            .usage
+            .lock()
+            .expect("usage lock is never poisoned");
+        for h in usage.by_task.values() {
+            if let Some(&n) = index.get(h.node_id.as_str())
+                && !cluster.reserve_exact(&h.tenant, n, &h.demand, &h.gpus)
+            {
+                // Over-committed (a node shrank): take what is there so nothing more lands.
+                let _ = cluster.reserve(
+                    &h.tenant,
+                    n,
+                    &h.demand,
+                    cpn_sched::cluster::GpuPick::BestFit,
+                );
+            }
+        }
+    }
+    for a in state.store.list_allocations(true).await? {
+        let (Some(&n), Ok(r)) = (
+            index.get(a.node_id.as_str()),
+            serde_json::from_value::<TaskResources>(a.resources),
+        ) else {
+            continue;
+        };
+        let _ = cluster.reserve(
+            &a.tenant,
+            n,
+            &super::tasks::demand_of(&r),
+            cpn_sched::cluster::GpuPick::BestFit,
+        );
+    }
+    Ok(LiveCluster {
+        cluster,
+        node_ids,
+        node_names,
+        site_names,
+    })
+}
+
+/// Profiles by policy name for one cycle; stored policies are read once per cycle.
+struct Policies {
+    stored: Vec<cpn_policy::Policy>,
+    schedulers: HashMap<String, Scheduler>,
+}
+
+impl Policies {
+    async fn load(state: &AppState) -> ApiResult<Policies> {
+        Ok(Policies {
+            stored: policy::load_all(state)
+                .await?
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect(),
+            schedulers: HashMap::new(),
+        })
+    }
+
+    fn name_for(&self, named: Option<&str>, task: &cpn_sched::Task) -> String {
+        match named {
+            Some(n) => n.to_string(),
+            None => cpn_policy::select(&self.stored, task)
+                .map(|m| m.policy.name.clone())
+                .unwrap_or_else(|| DEFAULT_POLICY.to_string()),
+        }
+    }
+
+    fn scheduler(&mut self, name: &str) -> Result<&mut Scheduler, String> {
+        if !self.schedulers.contains_key(name) {
+            let profile: Profile = if name == DEFAULT_POLICY {
+                cpn_sched::plugins::default_profile()
+            } else {
+                policy::compile(name, &self.stored).map_err(|e| e.message)?
+            };
+            self.schedulers
+                .insert(name.to_string(), Scheduler::new(profile, rand_seed()));
+        }
+        Ok(self.schedulers.get_mut(name).expect("inserted above"))
+    }
+}
+
+fn rand_seed() -> u64 {
+    Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64
+}
+
+/// One binding cycle; returns how many pending tasks it looked at.
+pub async fn cycle(state: &AppState) -> ApiResult<usize> {
+    let rt = &state.runtime;
+    let now = Utc::now();
+    let pending = state
+        .store
+        .list_tasks(TaskQuery {
+            states: vec![TaskState::Pending.as_str().into()],
+            due_at: Some(now),
+            order: TaskOrder::Queue,
+            limit: Some(BATCH),
+            ..Default::default()
+        })
+        .await?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    rt.counters.binder_cycles.fetch_add(1, Ordering::Relaxed);
+    let considered = pending.len();
+    let nodes = state.store.list_nodes().await?;
+    let mut live = live_cluster(state, &nodes).await?;
+    let mut policies = Policies::load(state).await?;
+    let mut writes = Vec::with_capacity(pending.len());
+    let mut bound = 0u64;
+    for rec in pending {
+        let mut task: Task = super::tasks::decode(rec)?;
+        let attempt = task.record.attempt;
+        if task.spec.deadline.is_some_and(|d| d <= now) {
+            let events = task.expire(now);
+            writes.push(write(task, attempt, events));
+            continue;
+        }
+        let placement = super::tasks::placement_spec(&task.spec, &task.record.tenant);
+        let who = crate::extract::Principal {
+            user_id: String::new(),
+            username: task.record.owner.clone(),
+            tenant: task.record.tenant.clone(),
+            role: cpn_api_types::identity::Role::Operator,
+            token_hash: String::new(),
+        };
+        let mut sched_task = match crate::schedule::task_from_spec(&who, &placement, 0) {
+            Ok(t) => t,
+            Err(e) => {
+                let events = task.finish(now, None, Some(format!("invalid task: {e}")), None);
+                writes.push(write(task, attempt, events));
+                continue;
+            }
+        };
+        sched_task.id = task.record.id.clone();
+        let name = policies.name_for(task.spec.policy.as_deref(), &sched_task);
+        let scheduler = match policies.scheduler(&name) {
+            Ok(s) => s,
+            Err(e) => {
+                let events = task.unschedulable(now, format!("policy {name:?}: {e}"));
+                writes.push(write(task, attempt, events));
+                continue;
+            }
+        };
+        let events = match scheduler
+            .schedule(&sched_task, &mut live.cluster, Mode::Fast)
+            .0
+        {
+            Ok(p) => {
+                bound += 1;
+                let n = p.node as usize;
+                let site = live.site_names[p.site as usize].clone();
+                let gpus = p.gpus.iter().map(|(i, _)| *i).collect();
+                let (node_id, node_name) = (live.node_ids[n].clone(), live.node_names[n].clone());
+                task.bind(now, &node_id, &node_name, &site, gpus, &name)
+            }
+            Err(u) => {
+                rt.counters.unschedulable.fetch_add(1, Ordering::Relaxed);
+                let why = if live.node_ids.is_empty() {
+                    "no nodes are registered: start `cpn agent` on a machine, or run `cpn serve` with its local agent".to_string()
+                } else {
+                    let reasons: Vec<String> =
+                        u.reasons.iter().map(|(r, n)| format!("{r} x{n}")).collect();
+                    format!("no node fits now ({})", reasons.join(", "))
+                };
+                task.unschedulable(now, why)
+            }
+        };
+        writes.push(write(task, attempt, events));
+    }
+    rt.commit(state, writes).await?;
+    rt.counters.tasks_bound.fetch_add(bound, Ordering::Relaxed);
+    Ok(considered)
+}
+
+fn write(task: Task, attempt: u32, events: Vec<cpn_store::NewEvent>) -> TaskWrite {
+    TaskWrite {
+        expect_states: vec![TaskState::Pending.as_str().into()],
+        expect_attempt: attempt,
+        record: task.into_record(),
+        events,
+    }
+}

@@ -1,0 +1,157 @@
+//! The event stream: `GET /api/v1/events` as Server-Sent Events.
+//!
+//! Events are rows of the store, written in the same transaction as the change they
+//! describe, so their ids are gap-free and in commit order. A stream reads the store from
+//! its cursor whenever a commit wakes it; a client that reconnects with `Last-Event-ID`
+//! resumes exactly after the last event it saw.
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Principal, QueryMap};
+use crate::state::AppState;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use cpn_api_types::events::{EventView, Severity, type_matches};
+use cpn_store::EventRecord;
+use futures_util::Stream;
+use std::convert::Infallible;
+use std::time::Duration;
+
+const BATCH: usize = 500;
+
+pub fn view(r: EventRecord) -> EventView {
+    let e = r.event;
+    EventView {
+        id: r.seq,
+        at: e.at,
+        event_type: e.event_type,
+        subject: e.subject,
+        tenant: e.tenant,
+        severity: match e.severity.as_str() {
+            "critical" => Severity::Critical,
+            "warning" => Severity::Warning,
+            _ => Severity::Info,
+        },
+        message: e.message,
+        data: e.data,
+    }
+}
+
+/// Who sees what: operators everything; others their tenant's events (node events,
+/// which belong to no tenant, are for operators).
+fn visible(who: &Principal, e: &EventRecord) -> bool {
+    who.is_operator() || e.event.tenant == who.tenant
+}
+
+pub struct EventQuery {
+    pub types: Vec<String>,
+    pub after: Option<u64>,
+    pub limit: usize,
+}
+
+pub fn query(mut q: QueryMap, last_event_id: Option<&str>) -> ApiResult<EventQuery> {
+    let types = q
+        .take("types")
+        .map(|t| {
+            t.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let parse = |s: &str, what: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("{what} must be an event id (a number)")))
+    };
+    let mut after = q.take("after").map(|a| parse(&a, "after")).transpose()?;
+    if let Some(id) = last_event_id {
+        after = Some(parse(id, "Last-Event-ID")?);
+    }
+    let limit = match q.take("limit") {
+        None => BATCH,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=10_000).contains(l))
+            .ok_or_else(|| ApiError::bad_request("limit must be from 1 to 10000"))?,
+    };
+    q.finish()?;
+    Ok(EventQuery {
+        types,
+        after,
+        limit,
+    })
+}
+
+/// `GET /api/v1/events/log`: one page of past events as JSON.
+pub async fn page(state: &AppState, who: &Principal, q: EventQuery) -> ApiResult<Vec<EventView>> {
+    let rows = state
+        .store
+        .events_after(q.after.unwrap_or(0), q.limit)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|e| visible(who, e) && type_matches(&q.types, &e.event.event_type))
+        .map(view)
+        .collect())
+}
+
+pub async fn stream(
+    state: AppState,
+    who: Principal,
+    q: EventQuery,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    // Without a cursor a stream starts now: only events after the newest stored one.
+    let start = match q.after {
+        Some(a) => a,
+        None => state.store.last_event_seq().await?,
+    };
+    let wake = state.runtime.events.subscribe();
+    let init = (
+        state,
+        who,
+        q.types,
+        start,
+        wake,
+        std::collections::VecDeque::new(),
+    );
+    let s = futures_util::stream::unfold(
+        init,
+        |(state, who, types, mut cursor, mut wake, mut queue)| async move {
+            loop {
+                if let Some(ev) = queue.pop_front() {
+                    return Some((Ok(ev), (state, who, types, cursor, wake, queue)));
+                }
+                // Mark what we have seen before reading, so a commit after the read wakes us.
+                wake.borrow_and_update();
+                let rows = match state.store.events_after(cursor, BATCH).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event stream read failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                for r in rows {
+                    cursor = r.seq;
+                    if visible(&who, &r) && type_matches(&types, &r.event.event_type) {
+                        let v = view(r);
+                        let data = serde_json::to_string(&v).unwrap_or_default();
+                        queue.push_back(
+                            Event::default()
+                                .id(v.id.to_string())
+                                .event(v.event_type.clone())
+                                .data(data),
+                        );
+                    }
+                }
+                if queue.is_empty() {
+                    // Also re-read now and then: a commit made by a path that did not
+                    // bump the counter is still delivered.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), wake.changed()).await;
+                }
+            }
+        },
+    );
+    Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

@@ -1,0 +1,242 @@
+//! Running work for real (issue #5): tasks, their executors (agents, Slurm), the binding
+//! loop, failure detection, logs and the event stream.
+//!
+//! The store is the truth; this module keeps three caches beside it, all rebuilt from the
+//! store at start: which node holds which task's capacity ([`Usage`]), when each node was
+//! last heard from ([`LiveNode`]), and a counter that wakes event-stream readers. Every task
+//! change goes through [`Runtime::commit`], so the caches never drift from what was
+//! committed.
+
+pub mod agents;
+pub mod binder;
+pub mod events;
+pub mod lifecycle;
+pub mod logs;
+pub mod monitor;
+pub mod nodes;
+pub mod tasks;
+
+use crate::error::ApiResult;
+use crate::state::AppState;
+use cpn_api_types::agent::NodeMetrics;
+use cpn_api_types::tasks::TaskState;
+use cpn_sched::task::Demand;
+use cpn_store::{TaskQuery, TaskRecord, TaskWrite};
+use lifecycle::Task;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, watch};
+
+/// Timing of the agent conversation.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeConfig {
+    pub heartbeat_interval: Duration,
+    /// Silence after which a node is NotReady and its tasks are lost.
+    pub node_timeout: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            heartbeat_interval: Duration::from_secs(2),
+            node_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Capacity one active task holds on its node.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub node_id: String,
+    pub tenant: String,
+    pub demand: Demand,
+    pub gpus: Vec<(u32, u32)>,
+}
+
+/// Active tasks by id, with what each holds.
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub by_task: HashMap<String, Held>,
+}
+
+/// What the server knows about a node between heartbeats.
+#[derive(Debug)]
+pub struct LiveNode {
+    pub last_heartbeat: Instant,
+    pub last_heartbeat_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub metrics: Option<NodeMetrics>,
+    /// Wakes the node's long poll for assignments.
+    pub wake: std::sync::Arc<Notify>,
+    /// Attempts to kill, delivered by the next poll or heartbeat.
+    pub stops: HashSet<String>,
+}
+
+impl LiveNode {
+    fn new() -> Self {
+        LiveNode {
+            last_heartbeat: Instant::now(),
+            last_heartbeat_at: None,
+            metrics: None,
+            wake: std::sync::Arc::new(Notify::new()),
+            stops: HashSet::new(),
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub tasks_submitted: AtomicU64,
+    pub tasks_bound: AtomicU64,
+    pub binder_cycles: AtomicU64,
+    pub unschedulable: AtomicU64,
+    pub nodes_lost: AtomicU64,
+}
+
+pub struct Runtime {
+    pub config: RuntimeConfig,
+    /// Bumped after every commit that wrote events; event streams wait on it.
+    pub events: watch::Sender<u64>,
+    pub binder_wake: Notify,
+    pub live: Mutex<HashMap<String, LiveNode>>,
+    pub usage: Mutex<Usage>,
+    pub logs: logs::LogStore,
+    pub counters: Counters,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig, data_dir: &std::path::Path) -> Runtime {
+        Runtime {
+            config,
+            events: watch::channel(0).0,
+            binder_wake: Notify::new(),
+            live: Mutex::new(HashMap::new()),
+            usage: Mutex::new(Usage::default()),
+            logs: logs::LogStore::new(data_dir.join("logs")),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn events_written(&self) {
+        self.events.send_modify(|n| *n += 1);
+    }
+
+    /// The node's live entry, created on first use (a node known from the store is given a
+    /// full timeout from now to be heard from).
+    pub fn with_live<T>(&self, node_id: &str, f: impl FnOnce(&mut LiveNode) -> T) -> T {
+        let mut live = self.live.lock().expect("live-node lock is never poisoned");
+        f(live
+            .entry(node_id.to_string())
+            .or_insert_with(LiveNode::new))
+    }
+
+    pub fn wake_node(&self, node_id: &str) {
+        let wake = self.with_live(node_id, |n| n.wake.clone());
+        wake.notify_waiters();
+        wake.notify_one();
+    }
+
+    /// Asks the node's executor to kill an attempt.
+    pub fn stop_attempt(&self, node_id: &str, attempt_id: String) {
+        self.with_live(node_id, |n| n.stops.insert(attempt_id));
+        self.wake_node(node_id);
+    }
+
+    /// Writes task steps (compare-and-set each) and brings the caches up to date: capacity
+    /// held, nodes to wake, event readers to wake, the binder when capacity was freed.
+    pub async fn commit(
+        &self,
+        state: &AppState,
+        writes: Vec<TaskWrite>,
+    ) -> ApiResult<Vec<Option<TaskRecord>>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let had_events = writes.iter().any(|w| !w.events.is_empty());
+        let results = state.store.write_tasks(writes).await?;
+        let mut freed = false;
+        let mut wake = Vec::new();
+        {
+            let mut usage = self.usage.lock().expect("usage lock is never poisoned");
+            for rec in results.iter().flatten() {
+                let st = TaskState::parse(&rec.state);
+                match (st, &rec.node_id) {
+                    (Some(s), Some(node)) if s.is_active() => {
+                        if let Some(h) = held_of(rec) {
+                            usage.by_task.insert(rec.id.clone(), h);
+                        }
+                        if s == TaskState::Scheduled {
+                            wake.push(node.clone());
+                        }
+                    }
+                    _ => {
+                        freed |= usage.by_task.remove(&rec.id).is_some();
+                    }
+                }
+            }
+        }
+        for n in wake {
+            self.wake_node(&n);
+        }
+        if had_events {
+            self.events_written();
+        }
+        if freed {
+            self.binder_wake.notify_one();
+        }
+        Ok(results)
+    }
+
+    /// Rebuilds the capacity cache from the store (at start).
+    pub async fn load(&self, state: &AppState) -> ApiResult<()> {
+        let active = state
+            .store
+            .list_tasks(TaskQuery {
+                states: vec!["scheduled".into(), "running".into()],
+                ..Default::default()
+            })
+            .await?;
+        let mut usage = self.usage.lock().expect("usage lock is never poisoned");
+        usage.by_task.clear();
+        for rec in &active {
+            if let Some(h) = held_of(rec) {
+                usage.by_task.insert(rec.id.clone(), h);
+            }
+        }
+        drop(usage);
+        for node in state.store.list_nodes().await? {
+            self.with_live(&node.id, |_| ());
+        }
+        Ok(())
+    }
+}
+
+/// What an active task holds, from its stored spec and status.
+pub fn held_of(rec: &TaskRecord) -> Option<Held> {
+    let task = Task::decode(rec.clone()).ok()?;
+    Some(Held {
+        node_id: rec.node_id.clone()?,
+        tenant: rec.tenant.clone(),
+        demand: tasks::demand_of(&task.spec.resources),
+        gpus: task
+            .status
+            .gpus
+            .iter()
+            .map(|&g| (g, tasks::gpu_milli_of(&task.spec.resources)))
+            .collect(),
+    })
+}
+
+/// Starts the background loops: binding, node liveness and deadlines.
+pub fn spawn_loops(state: &AppState) {
+    let s = state.clone();
+    tokio::spawn(async move { binder::run(s).await });
+    let s = state.clone();
+    tokio::spawn(async move { monitor::run(s).await });
+}
+
+pub fn load_counter(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}

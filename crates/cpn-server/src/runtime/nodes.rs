@@ -1,0 +1,246 @@
+//! Nodes as the API shows them, and the real-time state of nodes and sites (IF-I3-03).
+
+use crate::error::{ApiError, ApiResult};
+use crate::registry::decode_spec;
+use crate::state::AppState;
+use cpn_api_types::agent::{Capacity, Executor, NodeInventory, NodeState, NodeView, SiteStatus};
+use cpn_api_types::registry::SiteSpec;
+use cpn_api_types::schedule::TaskResources;
+use cpn_model::Kind;
+use cpn_store::NodeRecord;
+
+/// A node by id, or by `site/name`.
+pub async fn resolve(state: &AppState, key: &str) -> ApiResult<NodeRecord> {
+    if let Some(n) = state.store.get_node(key).await? {
+        return Ok(n);
+    }
+    let found = match key.split_once('/') {
+        Some((site, name)) => state
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .find(|n| n.site == site && n.name == name),
+        None => {
+            let mut matches: Vec<NodeRecord> = state
+                .store
+                .list_nodes()
+                .await?
+                .into_iter()
+                .filter(|n| n.name == key)
+                .collect();
+            if matches.len() > 1 {
+                return Err(ApiError::bad_request(format!(
+                    "{} nodes are named {key:?}; say which as site/name",
+                    matches.len()
+                )));
+            }
+            matches.pop()
+        }
+    };
+    found.ok_or_else(|| ApiError::not_found("node", key))
+}
+
+pub fn inventory_of(n: &NodeRecord) -> NodeInventory {
+    serde_json::from_value(n.inventory.clone()).unwrap_or_default()
+}
+
+pub fn executor_of(n: &NodeRecord) -> Executor {
+    if n.executor == "slurm" {
+        Executor::Slurm
+    } else {
+        Executor::Agent
+    }
+}
+
+pub fn capacity_of(inv: &NodeInventory) -> Capacity {
+    Capacity {
+        cpu_cores: inv.cpu_cores as f64,
+        memory_gib: inv.memory_mib as f64 / 1024.0,
+        gpus: inv.gpus.len() as f64,
+    }
+}
+
+fn add(c: &mut Capacity, r: &TaskResources) {
+    c.cpu_cores += r.cpu_cores;
+    c.memory_gib += r.memory_gib;
+    c.gpus += r.gpus as f64 * r.gpu_share.unwrap_or(1.0);
+}
+
+/// Fraction not held, by the scarcest dimension the node has.
+pub fn idle_rate(cap: &Capacity, used: &Capacity) -> f64 {
+    let mut rate: f64 = 1.0;
+    for (c, u) in [
+        (cap.cpu_cores, used.cpu_cores),
+        (cap.memory_gib, used.memory_gib),
+        (cap.gpus, used.gpus),
+    ] {
+        if c > 0.0 {
+            rate = rate.min(((c - u) / c).clamp(0.0, 1.0));
+        }
+    }
+    rate
+}
+
+/// Capacity held on each node by active tasks and allocations, and active task counts.
+async fn held(state: &AppState) -> ApiResult<std::collections::HashMap<String, (Capacity, u32)>> {
+    let mut out: std::collections::HashMap<String, (Capacity, u32)> = Default::default();
+    {
+        let usage = state
+            .runtime
+            .usage
+            .lock()
+            .expect("usage lock is never poisoned");
+        for h in usage.by_task.values() {
+            let e = out.entry(h.node_id.clone()).or_default();
+            e.0.cpu_cores += h.demand.cpu_milli as f64 / 1000.0;
+            e.0.memory_gib += h.demand.memory_mib as f64 / 1024.0;
+            e.0.gpus += h.gpus.iter().map(|(_, m)| *m as f64 / 1000.0).sum::<f64>();
+            e.1 += 1;
+        }
+    }
+    for a in state.store.list_allocations(true).await? {
+        if let Ok(r) = serde_json::from_value::<TaskResources>(a.resources) {
+            add(&mut out.entry(a.node_id).or_default().0, &r);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn views(state: &AppState) -> ApiResult<Vec<NodeView>> {
+    let held = held(state).await?;
+    let nodes = state.store.list_nodes().await?;
+    Ok(nodes
+        .into_iter()
+        .map(|n| {
+            let (allocated, tasks) = held.get(&n.id).cloned().unwrap_or_default();
+            view(state, n, allocated, tasks)
+        })
+        .collect())
+}
+
+fn view(state: &AppState, n: NodeRecord, allocated: Capacity, tasks_active: u32) -> NodeView {
+    let inventory = inventory_of(&n);
+    let capacity = capacity_of(&inventory);
+    let (metrics, last) = state
+        .runtime
+        .with_live(&n.id, |l| (l.metrics.clone(), l.last_heartbeat_at));
+    NodeView {
+        executor: executor_of(&n),
+        state: if n.ready {
+            NodeState::Ready
+        } else {
+            NodeState::NotReady
+        },
+        cordoned: n.cordoned,
+        occupied_by: n.occupied_by,
+        labels: n.labels,
+        idle_rate: idle_rate(&capacity, &allocated),
+        capacity,
+        allocated,
+        tasks_active,
+        metrics,
+        last_heartbeat: last,
+        registered_at: n.registered_at,
+        inventory,
+        id: n.id,
+        name: n.name,
+        site: n.site,
+    }
+}
+
+pub async fn get(state: &AppState, key: &str) -> ApiResult<NodeView> {
+    let n = resolve(state, key).await?;
+    let held = held(state).await?;
+    let (allocated, tasks) = held.get(&n.id).cloned().unwrap_or_default();
+    Ok(view(state, n, allocated, tasks))
+}
+
+pub async fn site_status(state: &AppState, site: &str) -> ApiResult<SiteStatus> {
+    let rec = match state.store.find_object_by_name(Kind::Site, site).await? {
+        Some(r) => r,
+        None => state
+            .store
+            .get_object(Kind::Site, site)
+            .await?
+            .ok_or_else(|| ApiError::not_found("site", site))?,
+    };
+    let spec: SiteSpec = decode_spec(&rec)?;
+    let nodes: Vec<NodeView> = views(state)
+        .await?
+        .into_iter()
+        .filter(|n| n.site == rec.name)
+        .collect();
+    let mut capacity = Capacity::default();
+    let mut allocated = Capacity::default();
+    let (mut cpu, mut load, mut ready, mut tasks) = (0.0, 0.0, 0u32, 0u32);
+    let mut power: Option<f64> = None;
+    for n in &nodes {
+        tasks += n.tasks_active;
+        if n.state != NodeState::Ready {
+            continue;
+        }
+        ready += 1;
+        capacity.cpu_cores += n.capacity.cpu_cores;
+        capacity.memory_gib += n.capacity.memory_gib;
+        capacity.gpus += n.capacity.gpus;
+        allocated.cpu_cores += n.allocated.cpu_cores;
+        allocated.memory_gib += n.allocated.memory_gib;
+        allocated.gpus += n.allocated.gpus;
+        if let Some(m) = &n.metrics {
+            cpu += m.cpu_util_pct;
+            load += m.load1;
+            if let Some(p) = m.power_watts {
+                *power.get_or_insert(0.0) += p;
+            }
+        }
+    }
+    let pending = state
+        .store
+        .list_tasks(cpn_store::TaskQuery {
+            states: vec!["pending".into()],
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .filter(|t| {
+            t.spec.pointer("/constraints/site").and_then(|s| s.as_str()) == Some(rec.name.as_str())
+        })
+        .count() as u32;
+    Ok(SiteStatus {
+        site: rec.name,
+        region: spec.region,
+        location: spec.location,
+        nodes: nodes.len() as u32,
+        nodes_ready: ready,
+        idle_rate: idle_rate(&capacity, &allocated),
+        capacity,
+        allocated,
+        cpu_util_pct: if ready > 0 { cpu / ready as f64 } else { 0.0 },
+        load1: load,
+        power_watts: power,
+        tasks_active: tasks,
+        tasks_pending: pending,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_rate_follows_the_scarcest_dimension() {
+        let cap = Capacity {
+            cpu_cores: 8.0,
+            memory_gib: 32.0,
+            gpus: 0.0,
+        };
+        let used = Capacity {
+            cpu_cores: 2.0,
+            memory_gib: 24.0,
+            gpus: 0.0,
+        };
+        assert!((idle_rate(&cap, &used) - 0.25).abs() < 1e-9);
+        assert_eq!(idle_rate(&cap, &Capacity::default()), 1.0);
+    }
+}

@@ -1,0 +1,442 @@
+//! Tasks through the API (IF-I1-01/02): submit, read, list, cancel, logs.
+
+use super::lifecycle::{self, Task};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Principal, QueryMap};
+use crate::registry::violations_to_error;
+use crate::state::AppState;
+use chrono::Utc;
+use cpn_api_types::Page;
+use cpn_api_types::registry::{Validate, Violations};
+use cpn_api_types::schedule::{TaskResources, TaskSpec};
+use cpn_api_types::tasks::{LogStream, TaskState, TaskSubmit, TaskSubmitted, TaskView};
+use cpn_sched::task::Demand;
+use cpn_store::{NewEvent, TaskOrder, TaskQuery, TaskRecord, TaskWrite};
+use std::sync::atomic::Ordering;
+
+/// Label every live site carries, so `constraints.site` is a plain site selector.
+pub const SITE_NAME_LABEL: &str = "cpn.site/name";
+
+pub fn gpu_milli_of(r: &TaskResources) -> u32 {
+    match (r.gpus, r.gpu_share) {
+        (0, _) => 0,
+        (_, Some(share)) => ((share * 1000.0).round() as u32).clamp(1, 1000),
+        (_, None) => 1000,
+    }
+}
+
+pub fn demand_of(r: &TaskResources) -> Demand {
+    Demand {
+        cpu_milli: (r.cpu_cores * 1000.0).round() as u64,
+        memory_mib: (r.memory_gib * 1024.0).round() as u64,
+        gpus: r.gpus,
+        gpu_milli: gpu_milli_of(r),
+        storage_gib: r.storage_gib.ceil() as u64,
+    }
+}
+
+/// The scheduler's view of a submission (the same shape explain and dry-run take).
+pub fn placement_spec(spec: &TaskSubmit, tenant: &str) -> TaskSpec {
+    let c = &spec.constraints;
+    let site_selector = match (&c.site_selector, &c.site) {
+        (Some(sel), Some(site)) => Some(format!("{sel},{SITE_NAME_LABEL}={site}")),
+        (None, Some(site)) => Some(format!("{SITE_NAME_LABEL}={site}")),
+        (sel, None) => sel.clone(),
+    };
+    TaskSpec {
+        name: spec.name.clone(),
+        tenant: Some(tenant.to_string()),
+        origin_region: spec.origin_region.clone(),
+        priority: spec.priority,
+        resources: spec.resources.clone(),
+        chip: c.chip,
+        models: c.models.clone(),
+        regions_in: c.regions_in.clone(),
+        regions_not_in: c.regions_not_in.clone(),
+        site_selector,
+        node_selector: c.node_selector.clone(),
+        labels: spec.labels.clone(),
+        ..Default::default()
+    }
+}
+
+fn new_task_id() -> String {
+    format!("task-{}", uuid::Uuid::now_v7().simple())
+}
+
+pub async fn submit(
+    state: &AppState,
+    who: &Principal,
+    spec: TaskSubmit,
+) -> ApiResult<TaskSubmitted> {
+    let mut v = Violations::default();
+    spec.validate(&mut v);
+    violations_to_error(v)?;
+    let tenant = match &spec.tenant {
+        Some(t) if t != &who.tenant && !who.is_operator() => {
+            return Err(ApiError::forbidden(
+                "only operators may submit tasks for another tenant",
+            ));
+        }
+        Some(t) => {
+            if state.store.find_tenant(t).await?.is_none() {
+                return Err(ApiError::field("tenant", format!("no tenant named {t:?}")));
+            }
+            t.clone()
+        }
+        None => who.tenant.clone(),
+    };
+    // Selectors and the rest are checked now, not at the first placement try.
+    crate::schedule::task_from_spec(who, &placement_spec(&spec, &tenant), 0).map_err(
+        |e| match e.field {
+            Some(f) => ApiError::field(
+                f.replace("task.", "constraints.")
+                    .replace("constraints.resources", "resources"),
+                e.message,
+            ),
+            None => e,
+        },
+    )?;
+    if let Some(p) = &spec.policy
+        && p != crate::policy::DEFAULT_POLICY
+        && state
+            .store
+            .find_object_by_name(cpn_model::Kind::Policy, p)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::field("policy", format!("no policy named {p:?}")));
+    }
+    let now = Utc::now();
+    let first = new_task_id();
+    let replicas = spec.replicas.unwrap_or(1);
+    let spec_json = serde_json::to_value(&spec)
+        .map_err(|e| ApiError::new(cpn_api_types::Code::Internal, e.to_string()))?;
+    let mut records = Vec::with_capacity(replicas as usize);
+    let mut events = Vec::with_capacity(replicas as usize);
+    for k in 0..replicas {
+        let id = lifecycle::replica_id(&first, k);
+        let status = lifecycle::TaskStatus {
+            history: vec![cpn_api_types::tasks::StateChange {
+                state: TaskState::Pending,
+                at: now,
+                attempt: 0,
+                reason: None,
+            }],
+            ..Default::default()
+        };
+        events.push(NewEvent {
+            at: now,
+            event_type: cpn_api_types::events::types::TASK_STATE.into(),
+            subject: id.clone(),
+            tenant: tenant.clone(),
+            severity: "info".into(),
+            message: format!("submitted by {}", who.username),
+            data: serde_json::json!({"name": spec.name, "state": "pending", "attempt": 0}),
+        });
+        records.push(TaskRecord {
+            seq: 0,
+            id,
+            tenant: tenant.clone(),
+            owner: who.username.clone(),
+            name: if replicas > 1 {
+                format!("{}-{k}", spec.name)
+            } else {
+                spec.name.clone()
+            },
+            state: TaskState::Pending.as_str().into(),
+            priority: spec.priority,
+            attempt: 0,
+            node_id: None,
+            not_before: None,
+            submitted_at: now,
+            updated_at: now,
+            spec: spec_json.clone(),
+            status: serde_json::to_value(&status).expect("status encodes"),
+        });
+    }
+    let stored = state.store.create_tasks(records, events).await?;
+    let rt = &state.runtime;
+    rt.counters
+        .tasks_submitted
+        .fetch_add(stored.len() as u64, Ordering::Relaxed);
+    rt.events_written();
+    rt.binder_wake.notify_one();
+    let replica_ids: Vec<String> = stored.iter().map(|r| r.id.clone()).collect();
+    let task = decode(stored.into_iter().next().expect("at least one replica"))?.view(now);
+    Ok(TaskSubmitted {
+        id: task.id.clone(),
+        state: task.state,
+        replica_ids,
+        task,
+    })
+}
+
+pub fn decode(rec: TaskRecord) -> ApiResult<Task> {
+    Task::decode(rec).map_err(|e| ApiError::new(cpn_api_types::Code::Internal, e))
+}
+
+/// A task the caller may see (another tenant's answers 404, as for registry objects).
+pub async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<Task> {
+    let rec = state
+        .store
+        .get_task(id)
+        .await?
+        .filter(|r| who.is_operator() || r.tenant == who.tenant)
+        .ok_or_else(|| ApiError::not_found("task", id))?;
+    decode(rec)
+}
+
+pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<TaskView> {
+    Ok(load(state, who, id).await?.view(Utc::now()))
+}
+
+pub async fn list(state: &AppState, who: &Principal, mut q: QueryMap) -> ApiResult<Page<TaskView>> {
+    let limit = match q.take("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::bad_request("limit must be a number from 1 to 1000"))?,
+    };
+    let after_seq = match q.take("cursor") {
+        None => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::bad_request("cursor must be a next_cursor from a previous page")
+        })?),
+    };
+    let mut states = Vec::new();
+    if let Some(s) = q.take("state") {
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            let st = TaskState::parse(part).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "unknown state {part:?}; use pending, scheduled, running, succeeded, failed, cancelled or lost"
+                ))
+            })?;
+            states.push(st.as_str().to_string());
+        }
+    }
+    let tenant = match q.take("tenant") {
+        Some(t) if !who.is_operator() && t != who.tenant => {
+            return Err(ApiError::forbidden(
+                "only operators may list other tenants' tasks",
+            ));
+        }
+        Some(t) => Some(t),
+        None => (!who.is_operator()).then(|| who.tenant.clone()),
+    };
+    let node_id = match q.take("node") {
+        Some(n) => Some(super::nodes::resolve(state, &n).await?.id),
+        None => None,
+    };
+    let name = q.take("name");
+    q.finish()?;
+    let rows = state
+        .store
+        .list_tasks(TaskQuery {
+            tenant,
+            states,
+            node_id,
+            name,
+            after_seq,
+            limit: Some(limit + 1),
+            order: TaskOrder::Seq,
+            ..Default::default()
+        })
+        .await?;
+    let now = Utc::now();
+    let more = rows.len() > limit;
+    let mut items = Vec::with_capacity(limit);
+    let mut last = None;
+    for rec in rows.into_iter().take(limit) {
+        last = Some(rec.seq);
+        items.push(decode(rec)?.view(now));
+    }
+    Ok(Page {
+        items,
+        next_cursor: if more {
+            last.map(|s| s.to_string())
+        } else {
+            None
+        },
+    })
+}
+
+pub async fn cancel(state: &AppState, who: &Principal, id: &str) -> ApiResult<TaskView> {
+    for _ in 0..5 {
+        let mut task = load(state, who, id).await?;
+        if !who.is_operator()
+            && task.record.owner != who.username
+            && task.record.tenant != who.tenant
+        {
+            return Err(ApiError::forbidden(
+                "you may cancel only your tenant's tasks",
+            ));
+        }
+        let st = task.state();
+        if st.is_terminal() {
+            return Err(ApiError::new(
+                cpn_api_types::Code::InvalidState,
+                format!(
+                    "task {id} is already {}; only pending, scheduled or running tasks can be cancelled",
+                    st.as_str()
+                ),
+            ));
+        }
+        let node = task.record.node_id.clone();
+        let attempt_id = task.attempt_id();
+        let expect_attempt = task.record.attempt;
+        let now = Utc::now();
+        let events = task.cancel(now, &who.username);
+        let write = TaskWrite {
+            expect_states: vec![st.as_str().into()],
+            expect_attempt,
+            record: task.into_record(),
+            events,
+        };
+        if let Some(Some(rec)) = state.runtime.commit(state, vec![write]).await?.pop() {
+            if let Some(node) = node
+                && st.is_active()
+            {
+                super::agents::stop_on_executor(state, &node, &rec, attempt_id).await;
+            }
+            return Ok(decode(rec)?.view(now));
+        }
+        // Lost a race with the executor or the binder: read again and retry.
+    }
+    Err(ApiError::new(
+        cpn_api_types::Code::GenerationConflict,
+        format!("task {id} kept changing while being cancelled; try again"),
+    ))
+}
+
+/// Query of `GET /tasks/{id}/logs`.
+pub struct LogQuery {
+    pub stream: LogStream,
+    pub attempt: Option<u32>,
+    pub follow: bool,
+}
+
+pub fn log_query(mut q: QueryMap) -> ApiResult<LogQuery> {
+    let stream = match q.take("stream").as_deref() {
+        None | Some("all") => LogStream::All,
+        Some("stdout") => LogStream::Stdout,
+        Some("stderr") => LogStream::Stderr,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "stream must be all, stdout or stderr, not {other:?}"
+            )));
+        }
+    };
+    let attempt = q
+        .take("attempt")
+        .map(|a| {
+            a.parse::<u32>()
+                .map_err(|_| ApiError::bad_request("attempt must be a number"))
+        })
+        .transpose()?;
+    let follow = match q.take("follow").as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "follow must be true or false, not {other:?}"
+            )));
+        }
+    };
+    q.finish()?;
+    Ok(LogQuery {
+        stream,
+        attempt,
+        follow,
+    })
+}
+
+/// The log body: everything so far, or (follow) a stream that ends when the attempt does.
+pub async fn logs(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    query: LogQuery,
+) -> ApiResult<axum::body::Body> {
+    let task = load(state, who, id).await?;
+    let attempt = query.attempt.unwrap_or(task.record.attempt);
+    if attempt > task.record.attempt {
+        return Err(ApiError::not_found("attempt", &format!("{id}.{attempt}")));
+    }
+    const CHUNK: usize = 1 << 20;
+    if !query.follow {
+        let mut out = Vec::new();
+        loop {
+            let part = state
+                .runtime
+                .logs
+                .read(id, attempt, query.stream, out.len() as u64, CHUNK)
+                .map_err(|e| {
+                    ApiError::new(cpn_api_types::Code::Internal, format!("read log: {e}"))
+                })?;
+            if part.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&part);
+        }
+        return Ok(axum::body::Body::from(out));
+    }
+    let state = state.clone();
+    let id = id.to_string();
+    let stream = async_stream(state, id, attempt, query.stream);
+    Ok(axum::body::Body::from_stream(stream))
+}
+
+fn async_stream(
+    state: AppState,
+    id: String,
+    attempt: u32,
+    stream: LogStream,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    let init = (state, id, 0u64, false);
+    futures_util::stream::unfold(init, move |(state, id, offset, done)| async move {
+        if done {
+            return None;
+        }
+        let mut offset = offset;
+        loop {
+            let part = match state
+                .runtime
+                .logs
+                .read(&id, attempt, stream, offset, 1 << 16)
+            {
+                Ok(p) => p,
+                Err(e) => return Some((Err(e), (state, id, offset, true))),
+            };
+            if !part.is_empty() {
+                offset += part.len() as u64;
+                return Some((Ok(part), (state, id, offset, false)));
+            }
+            // Nothing new: stop once the attempt is over (its output is complete then).
+            let over = match state.store.get_task(&id).await {
+                Ok(Some(rec)) => {
+                    rec.attempt != attempt
+                        || TaskState::parse(&rec.state)
+                            .is_none_or(|s| s.is_terminal() || s == TaskState::Pending)
+                }
+                _ => true,
+            };
+            if over {
+                // One last read: bytes may have landed between the read and the check.
+                let tail = state
+                    .runtime
+                    .logs
+                    .read(&id, attempt, stream, offset, 1 << 20)
+                    .unwrap_or_default();
+                if tail.is_empty() {
+                    return None;
+                }
+                let n = tail.len() as u64;
+                return Some((Ok(tail), (state, id, offset + n, true)));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+}
