@@ -240,6 +240,7 @@ fn rand_seed() -> u64 {
 /// One binding cycle; returns how many pending tasks it looked at.
 pub async fn cycle(state: &AppState) -> ApiResult<usize> {
     let rt = &state.runtime;
+    let _capacity = rt.capacity_lock.lock().await;
     let now = Utc::now();
     let pending = state
         .store

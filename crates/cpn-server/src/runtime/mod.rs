@@ -104,6 +104,9 @@ pub struct Runtime {
     pub usage: Mutex<Usage>,
     pub logs: logs::LogStore,
     pub counters: Counters,
+    /// Held by a binding cycle and by anything else that takes node capacity (I2
+    /// allocations), so capacity is never promised twice.
+    pub capacity_lock: tokio::sync::Mutex<()>,
 }
 
 impl Runtime {
@@ -116,6 +119,7 @@ impl Runtime {
             usage: Mutex::new(Usage::default()),
             logs: logs::LogStore::new(data_dir.join("logs")),
             counters: Counters::default(),
+            capacity_lock: tokio::sync::Mutex::new(()),
         }
     }
 
