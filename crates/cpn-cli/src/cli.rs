@@ -72,12 +72,13 @@ pub enum Command {
     /// Cloud platforms sites may belong to.
     #[command(subcommand, alias = "clouds")]
     Cloud(RegistryCmd),
-    /// Sites: data centres or clusters offering compute (资源节点).
+    /// Sites: data centres or clusters offering compute (资源节点), and their real-time
+    /// status.
     #[command(subcommand, alias = "sites")]
-    Site(RegistryCmd),
+    Site(SiteCmd),
     /// Compute, network, storage and security resources inside sites.
     #[command(subcommand, alias = "resources")]
-    Resource(RegistryCmd),
+    Resource(ResourceCmd),
     /// Network links between sites, and their observed metrics.
     #[command(subcommand, alias = "links")]
     Link(LinkCmd),
@@ -115,6 +116,26 @@ pub enum Command {
     /// Users (operators only).
     #[command(subcommand, alias = "users")]
     User(UserCmd),
+    /// Run work: submit tasks, list them, read their output, cancel them.
+    #[command(subcommand, alias = "tasks")]
+    Task(crate::commands::task::TaskCmd),
+    /// Nodes that run tasks: list and inspect them, cordon, occupy or reclaim them.
+    #[command(subcommand, alias = "nodes")]
+    Node(crate::commands::node::NodeCmd),
+    /// Allocations: resources held on a node outside any task.
+    #[command(subcommand, alias = "allocs")]
+    Alloc(crate::commands::node::AllocCmd),
+    /// The record of south-bound operations (cordon, occupy, reclaim, allocations) and
+    /// their traces.
+    #[command(subcommand, alias = "ops")]
+    Op(crate::commands::node::OpCmd),
+    /// Task state changes, node state, operations and alarms: the log, or followed live.
+    Events(crate::commands::events::EventsArgs),
+    /// Run an agent: make this machine a node of a site that runs the tasks bound to it.
+    ///
+    /// Uses the global --server and --token (or CPN_SERVER / CPN_TOKEN); stops on Ctrl-C
+    /// or SIGTERM.
+    Agent(crate::commands::agent::AgentArgs),
     /// Measure performance and print figures.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -138,6 +159,9 @@ pub enum BenchCmd {
     /// sampling, (b) the same scoring every node, (c) site choice over a federation of
     /// --sites × --nodes-per-site nodes.
     Schedule(BenchScheduleArgs),
+    /// Running work end to end on a private server: (a) submit → durably bound with 64
+    /// clients, (b) dispatch latency to the local agent at a steady 20 tasks/s.
+    Tasks(crate::commands::bench_tasks::BenchTasksArgs),
 }
 
 #[derive(Debug, Args)]
@@ -284,6 +308,51 @@ pub struct ListArgs {
     /// Start at this page cursor (the `next_cursor` of an earlier page).
     #[arg(long, value_name = "CURSOR")]
     pub cursor: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiteCmd {
+    #[command(flatten)]
+    Registry(RegistryCmd),
+    /// Real-time state of a site: nodes ready, capacity held, idle rate, load, tasks.
+    ///
+    /// Example:
+    ///   cpn site status ningxia-zw-1
+    #[command(verbatim_doc_comment)]
+    Status {
+        /// Name or id of the site.
+        #[arg(value_name = "NAME_OR_ID")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResourceCmd {
+    #[command(flatten)]
+    Registry(RegistryCmd),
+    /// Isolate a compute resource: nothing new is placed on it (an I2 operation).
+    ///
+    /// Example:
+    ///   cpn resource isolate zw1-gpu-pool --reason maintenance
+    #[command(verbatim_doc_comment)]
+    Isolate {
+        /// Name or id of the resource.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Why, for the operation record.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Lift the isolation of a compute resource.
+    ///
+    /// Example:
+    ///   cpn resource unisolate zw1-gpu-pool
+    #[command(verbatim_doc_comment)]
+    Unisolate {
+        /// Name or id of the resource.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -132,6 +132,49 @@ impl Client {
             .await
     }
 
+    /// The token requests carry, from --token / CPN_TOKEN or the local admin token file.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// A GET whose answer is read as it arrives (log text, Server-Sent Events) rather than
+    /// as JSON. No overall time limit applies; a non-2xx answer becomes the usual error.
+    pub async fn get_stream(
+        &self,
+        path: &[&str],
+        query: &[(&str, String)],
+        headers: &[(&str, String)],
+    ) -> Result<reqwest::Response> {
+        let url = self.url(path);
+        let mut req = self
+            .http
+            .get(url.clone())
+            // Streams may stay open for as long as a task runs.
+            .timeout(Duration::from_secs(365 * 24 * 3600));
+        if !query.is_empty() {
+            req = req.query(query);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        tracing::debug!(%url, "streaming request");
+        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        Err(self.api_error(status, &bytes, true).into())
+    }
+
+    /// Turns a failure while reading a streamed body into an error naming the server.
+    pub fn stream_error(&self, e: reqwest::Error) -> anyhow::Error {
+        self.transport_error(e)
+    }
+
     /// Lists a collection. Follows `next_cursor` while `all` is set; returns the items and
     /// the cursor of the page after the last one fetched, if any. A bare JSON array is
     /// accepted as a single last page.

@@ -65,6 +65,28 @@ pub fn print_table(table: &Table) -> Result<()> {
     emit(&render(table))
 }
 
+/// `Key:   value` lines, the values aligned, for one object's details.
+pub fn fields(rows: &[(&str, String)]) -> String {
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut text = String::new();
+    for (key, value) in rows {
+        let key = format!("{key}:");
+        text.push_str(format!("{key:<width$}   {value}").trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// Every line indented by two spaces.
+pub fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
 /// `k=v,k2=v2`, or `-` when empty.
 pub fn labels(labels: &Labels) -> String {
     if labels.is_empty() {

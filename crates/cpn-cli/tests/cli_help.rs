@@ -30,7 +30,8 @@ fn help_lists_the_commands() {
     let text = stdout(&out);
     for cmd in [
         "serve", "platform", "cloud", "site", "resource", "link", "tag", "policy", "explain",
-        "dry-run", "topology", "scenario", "login", "logout", "whoami", "tenant", "user",
+        "dry-run", "topology", "scenario", "login", "logout", "whoami", "tenant", "user", "task",
+        "node", "alloc", "op", "events", "agent",
     ] {
         assert!(
             text.lines()
@@ -48,13 +49,165 @@ fn site_help_lists_the_verbs() {
     let out = cpn(&["site", "--help"]);
     assert!(out.status.success(), "{out:?}");
     let text = stdout(&out);
-    for verb in ["list", "get", "create", "update", "delete"] {
+    for verb in ["list", "get", "create", "update", "delete", "status"] {
         assert!(
             text.lines()
                 .any(|l| l.trim_start().starts_with(&format!("{verb} "))),
             "`{verb}` missing from site --help:\n{text}"
         );
     }
+}
+
+/// `cpn ARGS --help` succeeds and lists each verb at the start of a line.
+fn assert_verbs(args: &[&str], verbs: &[&str]) {
+    let mut argv = args.to_vec();
+    argv.push("--help");
+    let out = cpn(&argv);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    for verb in verbs {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{verb} "))),
+            "`{verb}` missing from {} --help:\n{text}",
+            args.join(" ")
+        );
+    }
+}
+
+/// `cpn ARGS --help` succeeds and names each flag, with an example.
+fn assert_flags(args: &[&str], flags: &[&str]) {
+    let mut argv = args.to_vec();
+    argv.push("--help");
+    let out = cpn(&argv);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    for flag in flags {
+        assert!(
+            text.contains(flag),
+            "`{flag}` missing from {} --help:\n{text}",
+            args.join(" ")
+        );
+    }
+    assert!(
+        text.contains("Example"),
+        "no example in {} --help:\n{text}",
+        args.join(" ")
+    );
+}
+
+#[test]
+fn runtime_commands_list_their_verbs() {
+    assert_verbs(&["task"], &["submit", "list", "get", "logs", "cancel"]);
+    assert_verbs(
+        &["node"],
+        &[
+            "list",
+            "get",
+            "cordon",
+            "uncordon",
+            "occupy",
+            "release-occupy",
+            "reclaim",
+        ],
+    );
+    assert_verbs(&["alloc"], &["create", "adjust", "release", "list"]);
+    assert_verbs(&["op"], &["list", "get"]);
+    assert_verbs(
+        &["resource"],
+        &["list", "get", "create", "isolate", "unisolate"],
+    );
+}
+
+#[test]
+fn runtime_verbs_name_their_flags() {
+    assert_flags(
+        &["task", "submit"],
+        &[
+            "--name <NAME>",
+            "--cpu <N>",
+            "--memory-gib <GIB>",
+            "--gpus <N>",
+            "--priority <N>",
+            "--site <SITE>",
+            "--node-selector <SEL>",
+            "--env <K=V>",
+            "--workdir <DIR>",
+            "--retries <N>",
+            "--replicas <N>",
+            "--deadline <RFC3339>",
+            "--policy <POLICY>",
+            "--tenant <TENANT>",
+            "--script <FILE>",
+            "--file <FILE>",
+            "--wait",
+            "--follow",
+            "[PROGRAM]...",
+        ],
+    );
+    assert_flags(
+        &["task", "list"],
+        &[
+            "--state <STATES>",
+            "--node <NODE>",
+            "--name <NAME>",
+            "--limit <N>",
+            "--all-pages",
+        ],
+    );
+    assert_flags(&["task", "get"], &["<ID>"]);
+    assert_flags(
+        &["task", "logs"],
+        &["--stream <STREAM>", "--attempt <N>", "--follow"],
+    );
+    assert_flags(&["task", "cancel"], &["<ID>..."]);
+    assert_flags(
+        &["agent"],
+        &[
+            "--site <SITE>",
+            "--name <NODE>",
+            "--state-dir <DIR>",
+            "--label <K=V>",
+            "--server",
+            "--token",
+        ],
+    );
+    assert_flags(&["node", "get"], &["<NODE>"]);
+    assert_flags(&["node", "cordon"], &["<NODE>", "--reason <TEXT>"]);
+    assert_flags(&["node", "occupy"], &["--tenant <TENANT>"]);
+    assert_flags(&["node", "reclaim"], &["--reason <TEXT>"]);
+    assert_flags(
+        &["alloc", "create"],
+        &[
+            "<NODE>",
+            "--cpu <N>",
+            "--memory-gib <GIB>",
+            "--gpus <N>",
+            "--tenant <TENANT>",
+        ],
+    );
+    assert_flags(&["alloc", "adjust"], &["<ALLOC_ID>", "--cpu <N>"]);
+    assert_flags(&["alloc", "release"], &["<ALLOC_ID>"]);
+    assert_flags(&["op", "get"], &["<ID>"]);
+    assert_flags(&["site", "status"], &["<NAME_OR_ID>"]);
+    assert_flags(
+        &["events"],
+        &["--types <TYPES>", "--after <ID>", "--follow", "--limit <N>"],
+    );
+}
+
+#[test]
+fn submit_without_a_program_fails_before_any_request() {
+    let out = cpn(&["task", "submit", "--server", "http://127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing to run"), "{err}");
+}
+
+#[test]
+fn agent_needs_a_site() {
+    let out = cpn(&["agent", "--token", "t"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
 #[test]

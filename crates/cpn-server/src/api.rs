@@ -605,6 +605,8 @@ impl utoipa::Modify for BearerAuth {
         crate::api_runtime::agent_heartbeat, crate::api_runtime::agent_assignments,
         crate::api_runtime::agent_report, crate::api_runtime::agent_logs,
         crate::api_runtime::event_stream, crate::api_runtime::event_log,
+        crate::api_ops::create_operation, crate::api_ops::list_operations, crate::api_ops::get_operation,
+        crate::api_ops::list_allocations, crate::api_ops::metrics,
     )
 )]
 pub struct ApiDoc;
@@ -675,6 +677,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/simulations/federation", post(federation_replay))
         .route("/api/v1/simulations/{id}", get(get_simulation))
         .merge(crate::api_runtime::routes())
+        .merge(crate::api_ops::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {

@@ -48,8 +48,42 @@ pub fn chip_of(c: ChipType) -> Chip {
     }
 }
 
+/// Store setting holding the ids of isolated (cordoned) compute resources, a JSON list.
+pub const ISOLATED_RESOURCES_SETTING: &str = "isolated_resources";
+/// Prefix of an allocation's `node_id` when it holds capacity of a registry resource.
+pub const RESOURCE_ALLOCATION_PREFIX: &str = "resource:";
+
+/// Ids of the resources isolated by I2 operations.
+pub async fn isolated_resources(state: &AppState) -> ApiResult<Vec<String>> {
+    Ok(state
+        .store
+        .get_setting(ISOLATED_RESOURCES_SETTING)
+        .await?
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_default())
+}
+
+pub async fn set_isolated_resources(state: &AppState, ids: &[String]) -> ApiResult<()> {
+    let v = serde_json::to_string(ids).map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
+    state
+        .store
+        .put_setting(ISOLATED_RESOURCES_SETTING, &v)
+        .await?;
+    Ok(())
+}
+
 /// A snapshot of everything the caller may schedule onto.
 pub async fn snapshot(state: &AppState, who: &Principal) -> ApiResult<Inventory> {
+    Ok(snapshot_with_resources(state, who, None).await?.0)
+}
+
+/// [`snapshot`], with the nodes synthesized from each resource (by resource id);
+/// `skip_allocation` leaves that allocation's capacity free (to check an adjustment).
+pub async fn snapshot_with_resources(
+    state: &AppState,
+    who: &Principal,
+    skip_allocation: Option<&str>,
+) -> ApiResult<(Inventory, HashMap<String, Vec<cpn_sched::NodeIdx>>)> {
     let visible = ListQuery {
         visible_to_tenant: (!who.is_operator()).then(|| who.tenant.clone()),
         ..Default::default()
@@ -109,6 +143,7 @@ pub async fn snapshot(state: &AppState, who: &Principal) -> ApiResult<Inventory>
         healthy_by_site.push(healthy);
     }
 
+    let mut names_by_resource: HashMap<String, Vec<String>> = HashMap::new();
     for rec in state.store.list_objects(Kind::Resource, &visible).await? {
         let spec: ResourceSpec = decode_spec(&rec)?;
         let (Some(c), Some(&site)) = (spec.compute.as_ref(), index.get(&spec.site)) else {
@@ -139,8 +174,13 @@ pub async fn snapshot(state: &AppState, who: &Principal) -> ApiResult<Inventory>
                 };
                 (units, (units as f64 * per_core) as u64, 0)
             };
+            let name = format!("{}-{:03}", rec.name, i + 1);
+            names_by_resource
+                .entry(rec.id.clone())
+                .or_default()
+                .push(name.clone());
             b.node(NodeSpec {
-                name: format!("{}-{:03}", rec.name, i + 1),
+                name,
                 site,
                 labels: labels.clone(),
                 healthy: healthy_by_site[site as usize],
@@ -199,7 +239,72 @@ pub async fn snapshot(state: &AppState, who: &Principal) -> ApiResult<Inventory>
         )
     })?;
     apply_decisions(state, &mut cluster).await?;
-    Ok(Inventory { cluster, site_ids })
+    let by_name: HashMap<&str, cpn_sched::NodeIdx> = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.spec.name.as_str(), i as cpn_sched::NodeIdx))
+        .collect();
+    let resource_nodes: HashMap<String, Vec<cpn_sched::NodeIdx>> = names_by_resource
+        .into_iter()
+        .map(|(id, names)| {
+            let idx = names
+                .iter()
+                .filter_map(|n| by_name.get(n.as_str()).copied())
+                .collect();
+            (id, idx)
+        })
+        .collect();
+    for id in isolated_resources(state).await? {
+        for &n in resource_nodes.get(&id).into_iter().flatten() {
+            cluster.set_cordoned(n, true);
+        }
+    }
+    apply_resource_allocations(state, &mut cluster, &resource_nodes, skip_allocation).await?;
+    Ok((Inventory { cluster, site_ids }, resource_nodes))
+}
+
+/// Takes the capacity of every active allocation on a resource (`resource:<id>`, made by
+/// I2 operations) out of the snapshot: each on the first node of the resource it fits.
+async fn apply_resource_allocations(
+    state: &AppState,
+    cluster: &mut Cluster,
+    resource_nodes: &HashMap<String, Vec<cpn_sched::NodeIdx>>,
+    skip_allocation: Option<&str>,
+) -> ApiResult<()> {
+    for a in state.store.list_allocations(true).await? {
+        if Some(a.id.as_str()) == skip_allocation {
+            continue;
+        }
+        let Some(id) = a.node_id.strip_prefix(RESOURCE_ALLOCATION_PREFIX) else {
+            continue;
+        };
+        let (Some(nodes), Ok(r)) = (
+            resource_nodes.get(id),
+            serde_json::from_value::<cpn_api_types::schedule::TaskResources>(a.resources),
+        ) else {
+            continue;
+        };
+        let demand = crate::runtime::tasks::demand_of(&r);
+        if reserve_first(cluster, &a.tenant, nodes, &demand).is_none() {
+            tracing::warn!(allocation = %a.id, resource = %id, "resource no longer holds this allocation");
+        }
+    }
+    Ok(())
+}
+
+/// Reserves `demand` on the first of `nodes` it fits; the node taken.
+pub fn reserve_first(
+    cluster: &mut Cluster,
+    tenant: &str,
+    nodes: &[cpn_sched::NodeIdx],
+    demand: &Demand,
+) -> Option<cpn_sched::NodeIdx> {
+    nodes.iter().copied().find(|&n| {
+        cluster
+            .reserve(tenant, n, demand, cpn_sched::cluster::GpuPick::BestFit)
+            .is_some()
+    })
 }
 
 /// Capacity held by one decision, as stored with it.

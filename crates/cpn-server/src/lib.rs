@@ -4,6 +4,7 @@
 //! dir, load the demo federation, then serve until Ctrl-C or SIGTERM.
 
 pub mod api;
+pub mod api_ops;
 pub mod api_runtime;
 pub mod auth;
 pub mod error;
@@ -159,6 +160,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         None => None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runtime = state.runtime.clone();
     let task = tokio::spawn(async move {
         axum::serve(listener, api::router(state))
             .with_graceful_shutdown(async move {
@@ -166,6 +168,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
                     _ = shutdown_signal() => {},
                     _ = stopped => {},
                 }
+                // End event streams and followed logs, so their clients do not hold the
+                // shutdown open.
+                let _ = runtime.shutdown.send(true);
             })
             .await
             .context("serve HTTP")?;

@@ -195,6 +195,22 @@ impl SlurmApi for CliClient {
         Ok(None)
     }
 
+    async fn find_job(&self, name: &str) -> Result<Option<String>, SlurmError> {
+        // `scontrol show jobs` covers queued, running and recently ended jobs (MinJobAge).
+        let args: Vec<String> = ["show", "jobs", "-o"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let out = self.run_ok("scontrol", &args, None).await?;
+        Ok(out
+            .lines()
+            .map(parse_kv_line)
+            .filter(|kv| kv.get("JobName").map(String::as_str) == Some(name))
+            .filter_map(|kv| kv.get("JobId").and_then(|i| i.parse::<u64>().ok()))
+            .max()
+            .map(|i| i.to_string()))
+    }
+
     async fn cancel(&self, job_id: &str) -> Result<(), SlurmError> {
         let args = vec![job_id.to_string()];
         let out = self.run("scancel", &args, None).await?;

@@ -206,6 +206,9 @@ pub trait SlurmApi: Send + Sync {
     async fn submit(&self, job: &JobRequest) -> Result<String, SlurmError>;
     /// The job's status; `None` when Slurm no longer (or never) knew it.
     async fn status(&self, job_id: &str) -> Result<Option<JobStatus>, SlurmError>;
+    /// The id of a job Slurm still knows by this name (the newest), if any. cpn names jobs
+    /// after their attempt id, so this finds a job submitted just before a crash.
+    async fn find_job(&self, name: &str) -> Result<Option<String>, SlurmError>;
     /// Cancels the job (no error when it already ended).
     async fn cancel(&self, job_id: &str) -> Result<(), SlurmError>;
     /// The cluster's nodes, limited to the configured partition when there is one.

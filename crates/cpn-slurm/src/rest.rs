@@ -513,6 +513,19 @@ impl SlurmApi for RestClient {
         }
     }
 
+    async fn find_job(&self, name: &str) -> Result<Option<String>, SlurmError> {
+        let body = self.call(Method::GET, "/jobs", None).await?;
+        Ok(body
+            .get("jobs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|j| j.get("name").and_then(Value::as_str) == Some(name))
+            .filter_map(|j| j.get("job_id").and_then(number))
+            .max()
+            .map(|i| i.to_string()))
+    }
+
     async fn cancel(&self, job_id: &str) -> Result<(), SlurmError> {
         match self
             .call(Method::DELETE, &format!("/job/{job_id}"), None)

@@ -1,9 +1,13 @@
 //! One module per command; `dispatch` routes a parsed command line to it.
 
+pub mod agent;
 pub mod auth;
 pub mod bench;
+pub mod bench_tasks;
+pub mod events;
 pub mod identity;
 pub mod link;
+pub mod node;
 pub mod policy;
 pub mod registry;
 pub mod scenario;
@@ -14,9 +18,12 @@ pub mod sim_api;
 pub mod sim_federation;
 pub mod sim_plot;
 pub mod tag;
+pub mod task;
 pub mod topology;
 
-use crate::cli::{Cli, Command, DEFAULT_SERVER, LinkCmd, OutputFormat, PolicyCmd, TagCmd};
+use crate::cli::{
+    Cli, Command, DEFAULT_SERVER, LinkCmd, OutputFormat, PolicyCmd, ResourceCmd, SiteCmd, TagCmd,
+};
 use crate::client::Client;
 use anyhow::Result;
 use registry::Kind;
@@ -26,6 +33,19 @@ pub struct Ctx {
     pub client: Client,
     pub output: OutputFormat,
 }
+
+/// Ends `cpn` with this exit code and no further message (a task's own exit code, or 1
+/// after the failures were already reported).
+#[derive(Debug)]
+pub struct ExitWith(pub u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
 
 impl Ctx {
     pub fn table(&self) -> bool {
@@ -40,6 +60,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             return bench::registry(args, cli.global.token).await;
         }
         Command::Bench(crate::cli::BenchCmd::Schedule(args)) => return bench::schedule(args),
+        Command::Bench(crate::cli::BenchCmd::Tasks(args)) => return bench_tasks::run(args).await,
         Command::Sim(sim::SimCmd::Gpu(args)) => return sim::gpu(args),
         _ => cli,
     };
@@ -59,8 +80,23 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Sim(cmd) => sim_api::run(&ctx, cmd).await,
         Command::Platform(cmd) => registry::run(&ctx, Kind::Platform, cmd).await,
         Command::Cloud(cmd) => registry::run(&ctx, Kind::Cloud, cmd).await,
-        Command::Site(cmd) => registry::run(&ctx, Kind::Site, cmd).await,
-        Command::Resource(cmd) => registry::run(&ctx, Kind::Resource, cmd).await,
+        Command::Site(SiteCmd::Registry(cmd)) => registry::run(&ctx, Kind::Site, cmd).await,
+        Command::Site(SiteCmd::Status { name }) => node::site_status(&ctx, &name).await,
+        Command::Resource(ResourceCmd::Registry(cmd)) => {
+            registry::run(&ctx, Kind::Resource, cmd).await
+        }
+        Command::Resource(ResourceCmd::Isolate { name, reason }) => {
+            node::isolate_resource(&ctx, &name, true, reason).await
+        }
+        Command::Resource(ResourceCmd::Unisolate { name }) => {
+            node::isolate_resource(&ctx, &name, false, None).await
+        }
+        Command::Task(cmd) => task::run(&ctx, cmd).await,
+        Command::Node(cmd) => node::node(&ctx, cmd).await,
+        Command::Alloc(cmd) => node::alloc(&ctx, cmd).await,
+        Command::Op(cmd) => node::op(&ctx, cmd).await,
+        Command::Events(args) => events::run(&ctx, args).await,
+        Command::Agent(args) => agent::run(&ctx.client, args).await,
         Command::Link(LinkCmd::Registry(cmd)) => registry::run(&ctx, Kind::Link, cmd).await,
         Command::Link(LinkCmd::Metrics(args)) => link::metrics(&ctx, args).await,
         Command::Tag(TagCmd::Registry(cmd)) => registry::run(&ctx, Kind::Tag, cmd).await,

@@ -17,12 +17,26 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `cpn serve` on port 0 and waits until `/healthz` answers.
+    /// Starts `cpn serve` on port 0, without its local agent, and waits until `/healthz`
+    /// answers.
     pub async fn start(data_dir: &Path, demo: bool) -> Server {
+        Server::start_with(data_dir, demo, &["--no-local-agent"]).await
+    }
+
+    /// Starts `cpn serve` with extra flags (`--listen` among them overrides port 0).
+    pub async fn start_with(data_dir: &Path, demo: bool, extra: &[&str]) -> Server {
         let addr_file = data_dir.join("cpn.addr");
         let _ = std::fs::remove_file(&addr_file);
         let mut cmd = Command::new(CPN);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        let listen = if extra.contains(&"--listen") {
+            Vec::new()
+        } else {
+            vec!["--listen", "127.0.0.1:0"]
+        };
+        cmd.arg("serve")
+            .args(listen)
+            .args(extra)
+            .arg("--data-dir")
             .arg(data_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

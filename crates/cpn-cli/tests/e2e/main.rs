@@ -9,4 +9,6 @@ mod registry;
 mod restart;
 mod scheduling;
 mod simulation;
+mod slurm;
+mod tasks;
 mod topology;

@@ -438,7 +438,14 @@ pub async fn assignments(
             }
             return Ok(out);
         }
-        let _ = tokio::time::timeout_at(deadline.into(), notified).await;
+        let mut stop = state.runtime.shutdown.subscribe();
+        if *stop.borrow_and_update() {
+            return Ok(Assignments::default());
+        }
+        tokio::select! {
+            _ = tokio::time::timeout_at(deadline.into(), notified) => {}
+            _ = stop.changed() => {}
+        }
     }
 }
 
@@ -464,6 +471,21 @@ pub async fn stop_on_executor(
     rec: &TaskRecord,
     attempt_id: String,
 ) {
-    let _ = rec;
+    if let Ok(Some(node)) = state.store.get_node(node_id).await
+        && node.executor == "slurm"
+    {
+        let job = rec
+            .status
+            .get("external_id")
+            .and_then(|j| j.as_str())
+            .map(String::from);
+        match job {
+            Some(job) => super::slurm::cancel(state, &node.site_id, &job).await,
+            None => {
+                tracing::info!(attempt = %attempt_id, "not submitted to Slurm yet; nothing to cancel")
+            }
+        }
+        return;
+    }
     state.runtime.stop_attempt(node_id, attempt_id);
 }

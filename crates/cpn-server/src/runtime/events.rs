@@ -106,52 +106,73 @@ pub async fn stream(
         Some(a) => a,
         None => state.store.last_event_seq().await?,
     };
-    let wake = state.runtime.events.subscribe();
-    let init = (
+    let reader = Reader {
+        wake: state.runtime.events.subscribe(),
+        stop: state.runtime.shutdown.subscribe(),
         state,
         who,
-        q.types,
-        start,
-        wake,
-        std::collections::VecDeque::new(),
-    );
-    let s = futures_util::stream::unfold(
-        init,
-        |(state, who, types, mut cursor, mut wake, mut queue)| async move {
-            loop {
-                if let Some(ev) = queue.pop_front() {
-                    return Some((Ok(ev), (state, who, types, cursor, wake, queue)));
+        types: q.types,
+        cursor: start,
+        queue: std::collections::VecDeque::new(),
+    };
+    let s = futures_util::stream::unfold(reader, |mut r| async move {
+        r.next().await.map(|ev| (Ok(ev), r))
+    });
+    Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// One client's position in the event log.
+struct Reader {
+    state: AppState,
+    who: Principal,
+    types: Vec<String>,
+    cursor: u64,
+    queue: std::collections::VecDeque<Event>,
+    wake: tokio::sync::watch::Receiver<u64>,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Reader {
+    /// The next event for this client; `None` when the server stops.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if *self.stop.borrow() {
+                return None;
+            }
+            if let Some(ev) = self.queue.pop_front() {
+                return Some(ev);
+            }
+            // Mark what we have seen before reading, so a commit after the read wakes us.
+            self.wake.borrow_and_update();
+            let rows = match self.state.store.events_after(self.cursor, BATCH).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event stream read failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
                 }
-                // Mark what we have seen before reading, so a commit after the read wakes us.
-                wake.borrow_and_update();
-                let rows = match state.store.events_after(cursor, BATCH).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "event stream read failed");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                for r in rows {
-                    cursor = r.seq;
-                    if visible(&who, &r) && type_matches(&types, &r.event.event_type) {
-                        let v = view(r);
-                        let data = serde_json::to_string(&v).unwrap_or_default();
-                        queue.push_back(
-                            Event::default()
-                                .id(v.id.to_string())
-                                .event(v.event_type.clone())
-                                .data(data),
-                        );
-                    }
-                }
-                if queue.is_empty() {
-                    // Also re-read now and then: a commit made by a path that did not
-                    // bump the counter is still delivered.
-                    let _ = tokio::time::timeout(Duration::from_secs(2), wake.changed()).await;
+            };
+            for r in rows {
+                self.cursor = r.seq;
+                if visible(&self.who, &r) && type_matches(&self.types, &r.event.event_type) {
+                    let v = view(r);
+                    let data = serde_json::to_string(&v).unwrap_or_default();
+                    self.queue.push_back(
+                        Event::default()
+                            .id(v.id.to_string())
+                            .event(v.event_type.clone())
+                            .data(data),
+                    );
                 }
             }
-        },
-    );
-    Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+            if self.queue.is_empty() {
+                // Also re-read now and then: a commit made by a path that did not bump the
+                // counter is still delivered.
+                tokio::select! {
+                    _ = tokio::time::timeout(Duration::from_secs(2), self.wake.changed()) => {}
+                    _ = self.stop.changed() => {}
+                }
+            }
+        }
+    }
 }

@@ -194,7 +194,9 @@ impl Task {
         external_id: Option<String>,
     ) -> Vec<NewEvent> {
         self.status.started_at = Some(started_at);
-        self.status.external_id = external_id;
+        if external_id.is_some() {
+            self.status.external_id = external_id;
+        }
         self.set(TaskState::Running, now, None);
         vec![self.event(
             now,

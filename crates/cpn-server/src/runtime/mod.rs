@@ -14,6 +14,9 @@ pub mod lifecycle;
 pub mod logs;
 pub mod monitor;
 pub mod nodes;
+pub mod operations;
+pub mod prom;
+pub mod slurm;
 pub mod tasks;
 
 use crate::error::ApiResult;
@@ -107,6 +110,11 @@ pub struct Runtime {
     /// Held by a binding cycle and by anything else that takes node capacity (I2
     /// allocations), so capacity is never promised twice.
     pub capacity_lock: tokio::sync::Mutex<()>,
+    /// Connected Slurm sites.
+    pub slurm: slurm::SlurmSites,
+    /// Set when the server stops, so long-lived responses (event streams, followed logs)
+    /// end and graceful shutdown does not wait on their clients.
+    pub shutdown: watch::Sender<bool>,
 }
 
 impl Runtime {
@@ -120,6 +128,8 @@ impl Runtime {
             logs: logs::LogStore::new(data_dir.join("logs")),
             counters: Counters::default(),
             capacity_lock: tokio::sync::Mutex::new(()),
+            slurm: slurm::SlurmSites::default(),
+            shutdown: watch::channel(false).0,
         }
     }
 
@@ -202,14 +212,15 @@ impl Runtime {
                 ..Default::default()
             })
             .await?;
-        let mut usage = self.usage.lock().expect("usage lock is never poisoned");
-        usage.by_task.clear();
-        for rec in &active {
-            if let Some(h) = held_of(rec) {
-                usage.by_task.insert(rec.id.clone(), h);
+        {
+            let mut usage = self.usage.lock().expect("usage lock is never poisoned");
+            usage.by_task.clear();
+            for rec in &active {
+                if let Some(h) = held_of(rec) {
+                    usage.by_task.insert(rec.id.clone(), h);
+                }
             }
         }
-        drop(usage);
         for node in state.store.list_nodes().await? {
             self.with_live(&node.id, |_| ());
         }
@@ -239,6 +250,8 @@ pub fn spawn_loops(state: &AppState) {
     tokio::spawn(async move { binder::run(s).await });
     let s = state.clone();
     tokio::spawn(async move { monitor::run(s).await });
+    let s = state.clone();
+    tokio::spawn(async move { slurm::run(s).await });
 }
 
 pub fn load_counter(c: &AtomicU64) -> u64 {

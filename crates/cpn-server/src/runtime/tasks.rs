@@ -423,7 +423,7 @@ fn async_stream(
                 }
                 _ => true,
             };
-            if over {
+            if over || *state.runtime.shutdown.borrow() {
                 // One last read: bytes may have landed between the read and the check.
                 let tail = state
                     .runtime

@@ -1,0 +1,104 @@
+//! HTTP surface of the south-bound operations (I2) and of `/metrics`. Thin handlers over
+//! `runtime::operations` and `runtime::prom`.
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, Principal, QueryMap};
+use crate::runtime::{operations, prom};
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use cpn_api_types::ErrorBody;
+use cpn_api_types::operations::{AllocationView, OperationRequest, OperationView};
+
+/// Run an operation on a node or resource (operators): allocate, release, adjust,
+/// occupy, isolate, reclaim. Each one that runs is recorded with its trace; a failed one
+/// answers 409 (or 404) naming its record.
+#[utoipa::path(post, path = "/api/v1/operations", tag = "operations", security(("bearer" = [])), request_body = OperationRequest,
+    responses((status = 201, body = OperationView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_operation(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<OperationRequest>,
+) -> ApiResult<(StatusCode, Json<OperationView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(operations::execute(&s, &who, body).await?),
+    ))
+}
+
+/// Recorded operations, newest first (`limit`, default 100, at most 1000).
+#[utoipa::path(get, path = "/api/v1/operations", tag = "operations", security(("bearer" = [])),
+    params(("limit" = Option<usize>, Query)),
+    responses((status = 200, body = Vec<OperationView>), (status = 400, body = ErrorBody)))]
+pub async fn list_operations(
+    State(s): State<AppState>,
+    who: Principal,
+    mut q: QueryMap,
+) -> ApiResult<Json<Vec<OperationView>>> {
+    let limit = q
+        .take("limit")
+        .map(|l| {
+            l.parse::<usize>()
+                .map_err(|_| ApiError::bad_request("limit must be a number"))
+        })
+        .transpose()?
+        .unwrap_or(operations::DEFAULT_LIMIT);
+    q.finish()?;
+    Ok(Json(operations::list(&s, &who, limit).await?))
+}
+
+/// One recorded operation with its trace.
+#[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = OperationView), (status = 404, body = ErrorBody)))]
+pub async fn get_operation(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OperationView>> {
+    Ok(Json(operations::get(&s, &who, &id).await?))
+}
+
+/// Capacity held outside tasks: `active=true` only active ones, `active=false` only
+/// released ones, all by default.
+#[utoipa::path(get, path = "/api/v1/allocations", tag = "operations", security(("bearer" = [])),
+    params(("active" = Option<bool>, Query)),
+    responses((status = 200, body = Vec<AllocationView>), (status = 400, body = ErrorBody)))]
+pub async fn list_allocations(
+    State(s): State<AppState>,
+    who: Principal,
+    mut q: QueryMap,
+) -> ApiResult<Json<Vec<AllocationView>>> {
+    let active = match q.take("active").as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(ApiError::bad_request("active must be true or false")),
+    };
+    q.finish()?;
+    Ok(Json(operations::allocations(&s, &who, active).await?))
+}
+
+/// Prometheus metrics (text format 0.0.4): tasks by state, runtime counters, nodes and
+/// per-node gauges. No authentication.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
+    let body = prom::render(&s).await?;
+    Ok(([(header::CONTENT_TYPE, prom::CONTENT_TYPE)], body).into_response())
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/operations",
+            get(list_operations).post(create_operation),
+        )
+        .route("/api/v1/operations/{id}", get(get_operation))
+        .route("/api/v1/allocations", get(list_allocations))
+        .route("/metrics", get(metrics))
+}
