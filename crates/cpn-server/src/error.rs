@@ -73,7 +73,9 @@ impl From<StoreError> for ApiError {
         let message = e.to_string();
         match e {
             StoreError::NotFound { .. } => ApiError::new(Code::NotFound, message),
-            StoreError::Conflict { .. } => ApiError::new(Code::GenerationConflict, message),
+            StoreError::Conflict { .. } | StoreError::StaleVersion { .. } => {
+                ApiError::new(Code::GenerationConflict, message)
+            }
             StoreError::AlreadyExists { .. } => ApiError::new(Code::AlreadyExists, message),
             StoreError::InUse { .. } => ApiError::new(Code::InUse, message),
             StoreError::BrokenRef { field, .. } => ApiError::field(field, message),

@@ -16,6 +16,15 @@ pub enum StoreError {
         expected: u64,
         actual: u64,
     },
+    #[error(
+        "{collection} {id} changed: you sent version {expected}, it is now at {actual}; read it again and reapply your change"
+    )]
+    StaleVersion {
+        collection: String,
+        id: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("a {kind} named {name:?} exists already")]
     AlreadyExists { kind: String, name: String },
     #[error("{kind} {id} is still referenced by {by}; delete or change that first")]

@@ -9,12 +9,15 @@
 //! - a call that returns `Err` changed nothing;
 //! - every object write checks the caller's generation and bumps it by one.
 
+mod docs;
 mod error;
 mod records;
 mod runtime;
 mod sqlite;
+mod sqlite_docs;
 mod sqlite_runtime;
 
+pub use docs::*;
 pub use error::StoreError;
 pub use records::*;
 pub use runtime::*;
@@ -27,7 +30,7 @@ use cpn_model::Kind;
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: RuntimeStore + Send + Sync + 'static {
+pub trait Store: RuntimeStore + DocStore + Send + Sync + 'static {
     // ------------------------------------------------------------ registry objects
 
     /// Creates an object. Fails with `AlreadyExists` when the kind already has this name and

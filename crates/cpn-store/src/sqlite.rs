@@ -176,6 +176,37 @@ CREATE TABLE operations (
     body   TEXT NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE docs (
+    collection TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    tenant     TEXT NOT NULL,
+    owner      TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    PRIMARY KEY (collection, id)
+);
+CREATE TABLE doc_history (
+    collection TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    at         TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    PRIMARY KEY (collection, id, version)
+);
+CREATE TABLE journal (
+    journal TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    at      TEXT NOT NULL,
+    entry   TEXT NOT NULL,
+    PRIMARY KEY (journal, seq)
+);
+"#,
 ];
 
 type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;

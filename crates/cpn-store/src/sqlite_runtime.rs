@@ -31,7 +31,7 @@ fn opt_ts(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
         .transpose()
 }
 
-fn insert_events(conn: &Connection, events: &[NewEvent]) -> Result<()> {
+pub(crate) fn insert_events(conn: &Connection, events: &[NewEvent]) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO events (at, type, subject, tenant, severity, message, data)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
