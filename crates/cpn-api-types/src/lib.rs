@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod error;
 pub mod events;
+pub mod flows;
 pub mod identity;
 pub mod operations;
 pub mod registry;
