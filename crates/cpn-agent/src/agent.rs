@@ -216,9 +216,10 @@ async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 for id in &a.stop {
                     runner.stop(id, true);
                 }
+                let mut started = Vec::new();
                 for assignment in &a.assignments {
                     match runner.start(assignment) {
-                        Ok(true) => {}
+                        Ok(true) => started.push(assignment.attempt_id.clone()),
                         Ok(false) => {
                             tracing::debug!(attempt = %assignment.attempt_id, "already started: ignored")
                         }
@@ -226,6 +227,33 @@ async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                             tracing::error!(attempt = %assignment.attempt_id, error = %e, "cannot start")
                         }
                     }
+                }
+                // Say "running" now rather than at the next watch tick: it is the dispatch
+                // latency users see. The watch loop sends it again if this fails.
+                let reports: Vec<AttemptReport> = started
+                    .iter()
+                    .filter_map(|id| runner.running_report(id).into_iter().next())
+                    .filter(|r| r.state == AttemptState::Running && r.pid.is_some())
+                    .collect();
+                drop(guard);
+                if !reports.is_empty() {
+                    let shared = shared.clone();
+                    let node = node.clone();
+                    tokio::spawn(async move {
+                        let sent = futures_util::future::join_all(
+                            reports.iter().map(|r| shared.api.report(&node, r)),
+                        )
+                        .await;
+                        let mut guard = shared.runner();
+                        let Some(runner) = guard.as_mut() else { return };
+                        for (r, result) in reports.iter().zip(sent) {
+                            if result.is_ok()
+                                && let Some(s) = runner.ship_state(&r.attempt_id)
+                            {
+                                s.running_sent = true;
+                            }
+                        }
+                    });
                 }
             }
             Err(e) => {
@@ -299,8 +327,10 @@ async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             work
         };
         let Some(node) = node else { continue };
-        for w in work {
-            let outcome = ship(&shared, &node, &w).await;
+        // Attempts ship concurrently: one slow upload must not hold the others' reports.
+        let outcomes =
+            futures_util::future::join_all(work.iter().map(|w| ship(&shared, &node, w))).await;
+        for (w, outcome) in work.into_iter().zip(outcomes) {
             let mut guard = shared.runner();
             let Some(runner) = guard.as_mut() else {
                 continue;

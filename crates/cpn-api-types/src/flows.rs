@@ -77,10 +77,14 @@ impl Default for StepRetry {
 /// What a step does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+// Actions are few and short-lived; boxing the task would only complicate building them.
+#[allow(clippy::large_enum_variant)]
 pub enum Action {
     /// Submits a cpn task and waits for it; fails unless it succeeds. Outputs: `task_id`,
     /// `exit_code`, `node`, `site`, `stdout` (the last 4 KiB).
-    Task { task: TaskSubmit },
+    Task {
+        task: TaskSubmit,
+    },
     /// I2 allocate on a node (`site/name`, name or id). Outputs: `allocation`.
     Allocate {
         node: String,
@@ -89,8 +93,12 @@ pub enum Action {
         tenant: Option<String>,
     },
     /// I2 release of an allocation (usually `${steps.ID.outputs.allocation}`).
-    Release { allocation: String },
-    Sleep { seconds: f64 },
+    Release {
+        allocation: String,
+    },
+    Sleep {
+        seconds: f64,
+    },
     /// Does nothing but publish `outputs` (data passed to later steps).
     Noop {
         #[serde(default)]
@@ -98,9 +106,13 @@ pub enum Action {
         outputs: BTreeMap<String, serde_json::Value>,
     },
     /// Publishes an event `flow.hook` with the message (event hooks / callbacks).
-    Notify { message: String },
+    Notify {
+        message: String,
+    },
     /// Always fails: for tests and failure drills.
-    Fail { message: String },
+    Fail {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -9,6 +9,7 @@ pub mod flows;
 pub mod identity;
 pub mod operations;
 pub mod registry;
+pub mod rules;
 pub mod scenario;
 pub mod schedule;
 pub mod simulation;

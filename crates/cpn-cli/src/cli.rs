@@ -119,6 +119,17 @@ pub enum Command {
     /// Run work: submit tasks, list them, read their output, cancel them.
     #[command(subcommand, alias = "tasks")]
     Task(crate::commands::task::TaskCmd),
+    /// Workflows: start process definitions, watch them, read journals and lean reports,
+    /// pause / resume / cancel; import, export and run process templates.
+    #[command(subcommand, alias = "flows")]
+    Flow(crate::commands::flow::FlowCmd),
+    /// Design templates: the marketplace (create, version, publish), validation, and plans
+    /// made from a template compared side by side.
+    #[command(subcommand, alias = "templates")]
+    Template(crate::commands::template::TemplateCmd),
+    /// Plans made from templates: confirm, view and edit the instruction set, execute.
+    #[command(subcommand, alias = "plans")]
+    Plan(crate::commands::plan::PlanCmd),
     /// Nodes that run tasks: list and inspect them, cordon, occupy or reclaim them.
     #[command(subcommand, alias = "nodes")]
     Node(crate::commands::node::NodeCmd),
@@ -129,6 +140,10 @@ pub enum Command {
     /// their traces.
     #[command(subcommand, alias = "ops")]
     Op(crate::commands::node::OpCmd),
+    /// Ops rules: scale, redeploy or isolate when a metric crosses a threshold, on a cron
+    /// schedule, or on an event.
+    #[command(subcommand, alias = "rules")]
+    Rule(crate::commands::rule::RuleCmd),
     /// Task state changes, node state, operations and alarms: the log, or followed live.
     Events(crate::commands::events::EventsArgs),
     /// Run an agent: make this machine a node of a site that runs the tasks bound to it.

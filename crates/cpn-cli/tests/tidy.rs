@@ -13,6 +13,8 @@ const CORE: &[&str] = &[
     "cpn-sched",
     "cpn-policy",
     "cpn-sim",
+    "cpn-template",
+    "cpn-flow",
 ];
 /// Crates a core crate may never reach, directly or through others.
 const FORBIDDEN: &[&str] = &[

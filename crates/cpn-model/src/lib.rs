@@ -3,6 +3,7 @@
 //! Nothing here does I/O, reads a clock or allocates ids: callers pass time and identity in.
 //! That is what lets the scheduler and the digital twin run the same code as the server.
 
+pub mod cron;
 pub mod geo;
 pub mod kind;
 pub mod labels;

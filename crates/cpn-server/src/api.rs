@@ -599,14 +599,26 @@ impl utoipa::Modify for BearerAuth {
         schedule_place, list_decisions, get_decision, release_decision,
         apply_tag, remove_tag, get_topology, post_link_metrics, get_link_metrics, post_site_metrics, get_site_metrics,
         load_scenario, create_simulation, list_simulations, get_simulation, federation_replay,
+        crate::api_flows::start_flow, crate::api_flows::list_flows, crate::api_flows::get_flow,
+        crate::api_flows::flow_journal, crate::api_flows::flow_report, crate::api_flows::pause_flow,
+        crate::api_flows::resume_flow, crate::api_flows::cancel_flow, crate::api_flows::create_process,
+        crate::api_flows::list_processes, crate::api_flows::get_process, crate::api_flows::run_process,
         crate::api_runtime::submit_task, crate::api_runtime::list_tasks, crate::api_runtime::get_task,
         crate::api_runtime::cancel_task, crate::api_runtime::task_logs, crate::api_runtime::list_nodes,
         crate::api_runtime::get_node, crate::api_runtime::site_status, crate::api_runtime::agent_register,
         crate::api_runtime::agent_heartbeat, crate::api_runtime::agent_assignments,
         crate::api_runtime::agent_report, crate::api_runtime::agent_logs,
         crate::api_runtime::event_stream, crate::api_runtime::event_log,
+        crate::api_design::list_templates, crate::api_design::create_template, crate::api_design::recommended,
+        crate::api_design::get_template, crate::api_design::update_template, crate::api_design::delete_template,
+        crate::api_design::template_versions, crate::api_design::rollback_template, crate::api_design::publish_template,
+        crate::api_design::withdraw_template, crate::api_design::make_plans, crate::api_design::get_plan,
+        crate::api_design::confirm_plan, crate::api_design::list_instructions, crate::api_design::edit_instruction,
+        crate::api_design::delete_instruction, crate::api_design::execute_plan,
         crate::api_ops::create_operation, crate::api_ops::list_operations, crate::api_ops::get_operation,
         crate::api_ops::list_allocations, crate::api_ops::metrics,
+        crate::api_ops::create_rule, crate::api_ops::list_rules, crate::api_ops::get_rule,
+        crate::api_ops::delete_rule, crate::api_ops::switch_rule,
     )
 )]
 pub struct ApiDoc;
@@ -677,6 +689,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/simulations/federation", post(federation_replay))
         .route("/api/v1/simulations/{id}", get(get_simulation))
         .merge(crate::api_runtime::routes())
+        .merge(crate::api_flows::routes())
+        .merge(crate::api_design::routes())
         .merge(crate::api_ops::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

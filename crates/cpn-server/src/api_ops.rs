@@ -3,7 +3,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Principal, QueryMap};
-use crate::runtime::{operations, prom};
+use crate::runtime::{operations, prom, rules};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -12,6 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use cpn_api_types::ErrorBody;
 use cpn_api_types::operations::{AllocationView, OperationRequest, OperationView};
+use cpn_api_types::rules::{RuleSpec, RuleView};
 
 /// Run an operation on a node or resource (operators): allocate, release, adjust,
 /// occupy, isolate, reclaim. Each one that runs is recorded with its trace; a failed one
@@ -92,6 +93,71 @@ pub async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
     Ok(([(header::CONTENT_TYPE, prom::CONTENT_TYPE)], body).into_response())
 }
 
+/// Create an ops rule (operators): a trigger (metric threshold, cron, event) and an action
+/// (scale out / in, redeploy, isolate a node and move its work, run a task).
+#[utoipa::path(post, path = "/api/v1/rules", tag = "operations", security(("bearer" = [])), request_body = RuleSpec,
+    responses((status = 201, body = RuleView), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_rule(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<RuleSpec>,
+) -> ApiResult<(StatusCode, Json<RuleView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(rules::create(&s, &who, body).await?),
+    ))
+}
+
+/// Every ops rule with its recent firings.
+#[utoipa::path(get, path = "/api/v1/rules", tag = "operations", security(("bearer" = [])),
+    responses((status = 200, body = Vec<RuleView>), (status = 403, body = ErrorBody)))]
+pub async fn list_rules(
+    State(s): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<Vec<RuleView>>> {
+    Ok(Json(rules::list(&s, &who).await?))
+}
+
+/// One ops rule with its firings (newest last).
+#[utoipa::path(get, path = "/api/v1/rules/{id}", tag = "operations", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = RuleView), (status = 404, body = ErrorBody)))]
+pub async fn get_rule(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RuleView>> {
+    Ok(Json(rules::get(&s, &who, &id).await?))
+}
+
+/// Delete an ops rule.
+#[utoipa::path(delete, path = "/api/v1/rules/{id}", tag = "operations", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_rule(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    rules::delete(&s, &who, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Enable (`/enable`) or disable (`/disable`) an ops rule.
+#[utoipa::path(post, path = "/api/v1/rules/{id}/{switch}", tag = "operations", security(("bearer" = [])),
+    params(("id" = String, Path), ("switch" = String, Path, description = "enable or disable")),
+    responses((status = 200, body = RuleView), (status = 404, body = ErrorBody)))]
+pub async fn switch_rule(
+    State(s): State<AppState>,
+    who: Principal,
+    Path((id, switch)): Path<(String, String)>,
+) -> ApiResult<Json<RuleView>> {
+    let on = match switch.as_str() {
+        "enable" => true,
+        "disable" => false,
+        other => return Err(ApiError::not_found("rule action", other)),
+    };
+    Ok(Json(rules::set_enabled(&s, &who, &id, on).await?))
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
@@ -101,4 +167,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/operations/{id}", get(get_operation))
         .route("/api/v1/allocations", get(list_allocations))
         .route("/metrics", get(metrics))
+        .route("/api/v1/rules", get(list_rules).post(create_rule))
+        .route("/api/v1/rules/{id}", get(get_rule).delete(delete_rule))
+        .route(
+            "/api/v1/rules/{id}/{switch}",
+            axum::routing::post(switch_rule),
+        )
 }

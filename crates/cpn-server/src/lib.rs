@@ -4,12 +4,16 @@
 //! dir, load the demo federation, then serve until Ctrl-C or SIGTERM.
 
 pub mod api;
+pub mod api_design;
+pub mod api_flows;
 pub mod api_ops;
 pub mod api_runtime;
 pub mod auth;
+pub mod design;
 pub mod error;
 pub mod extract;
 pub mod federation;
+pub mod flows;
 pub mod identity;
 pub mod inventory;
 pub mod policy;
@@ -119,6 +123,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     } else {
         eprintln!("operator token: {}", token_path.display());
     }
+    design::load_base_templates(&state)
+        .await
+        .context("load the base templates")?;
 
     state
         .runtime
@@ -126,6 +133,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .await
         .map_err(|e| anyhow::anyhow!("load running work: {e}"))?;
     runtime::spawn_loops(&state);
+    flows::resume_all(&state);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

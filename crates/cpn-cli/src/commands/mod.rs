@@ -5,11 +5,14 @@ pub mod auth;
 pub mod bench;
 pub mod bench_tasks;
 pub mod events;
+pub mod flow;
 pub mod identity;
 pub mod link;
 pub mod node;
+pub mod plan;
 pub mod policy;
 pub mod registry;
+pub mod rule;
 pub mod scenario;
 pub mod schedule;
 pub mod serve;
@@ -19,6 +22,7 @@ pub mod sim_federation;
 pub mod sim_plot;
 pub mod tag;
 pub mod task;
+pub mod template;
 pub mod topology;
 
 use crate::cli::{
@@ -92,10 +96,14 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             node::isolate_resource(&ctx, &name, false, None).await
         }
         Command::Task(cmd) => task::run(&ctx, cmd).await,
+        Command::Flow(cmd) => flow::run(&ctx, cmd).await,
+        Command::Template(cmd) => template::run(&ctx, cmd).await,
+        Command::Plan(cmd) => plan::run(&ctx, cmd).await,
         Command::Node(cmd) => node::node(&ctx, cmd).await,
         Command::Alloc(cmd) => node::alloc(&ctx, cmd).await,
         Command::Op(cmd) => node::op(&ctx, cmd).await,
         Command::Events(args) => events::run(&ctx, args).await,
+        Command::Rule(cmd) => rule::rule(&ctx, cmd).await,
         Command::Agent(args) => agent::run(&ctx.client, args).await,
         Command::Link(LinkCmd::Registry(cmd)) => registry::run(&ctx, Kind::Link, cmd).await,
         Command::Link(LinkCmd::Metrics(args)) => link::metrics(&ctx, args).await,

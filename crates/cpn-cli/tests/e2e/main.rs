@@ -4,9 +4,12 @@
 mod harness;
 
 mod auth;
+mod design;
 mod federation;
+mod flows;
 mod registry;
 mod restart;
+mod rules;
 mod scheduling;
 mod simulation;
 mod slurm;

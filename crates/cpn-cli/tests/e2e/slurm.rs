@@ -133,6 +133,27 @@ async fn run_on(site: &str, rest: bool) {
         nodes.iter().any(|n| n["capacity"]["gpus"] == 2.0),
         "{nodes:?}"
     );
+    // The partition is in the registry too, for explain, dry-run and plans.
+    let (s, cpu) = server
+        .admin(
+            Method::GET,
+            &format!("/api/v1/resources/{site}-slurm-debug-cpu"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{cpu}");
+    assert_eq!(cpu["spec"]["compute"]["count"], 4);
+    assert_eq!(cpu["spec"]["compute"]["supply_mode"], "slurm");
+    let (s, gpu) = server
+        .admin(
+            Method::GET,
+            &format!("/api/v1/resources/{site}-slurm-debug-gpu"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{gpu}");
+    assert_eq!(gpu["spec"]["compute"]["count"], 2);
+    assert_eq!(gpu["generation"], 1, "not rewritten on every import: {gpu}");
 
     // A job runs on Slurm and its output comes back.
     let (s, b) = server

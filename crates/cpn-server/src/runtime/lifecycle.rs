@@ -460,7 +460,7 @@ pub fn replica_id(first: &str, k: u32) -> String {
     }
 }
 
-fn split_replica(id: &str) -> (String, u32) {
+pub fn split_replica(id: &str) -> (String, u32) {
     match id.rsplit_once("-r") {
         Some((first, k)) if k.chars().all(|c| c.is_ascii_digit()) && !k.is_empty() => {
             (first.to_string(), k.parse().unwrap_or(0))

@@ -16,6 +16,7 @@ pub mod monitor;
 pub mod nodes;
 pub mod operations;
 pub mod prom;
+pub mod rules;
 pub mod slurm;
 pub mod tasks;
 
@@ -252,6 +253,8 @@ pub fn spawn_loops(state: &AppState) {
     tokio::spawn(async move { monitor::run(s).await });
     let s = state.clone();
     tokio::spawn(async move { slurm::run(s).await });
+    let s = state.clone();
+    tokio::spawn(async move { rules::run(s).await });
 }
 
 pub fn load_counter(c: &AtomicU64) -> u64 {

@@ -149,6 +149,9 @@ pub async fn import_nodes(state: &AppState, site: &SlurmSite) -> ApiResult<()> {
             return Ok(());
         }
     };
+    if let Err(e) = import_resources(state, site, &nodes).await {
+        tracing::warn!(site = %site.site, error = %e, "Slurm partition not recorded in the registry");
+    }
     let now = Utc::now();
     let known = state.store.list_nodes().await?;
     for n in &nodes {
@@ -240,6 +243,90 @@ pub async fn import_nodes(state: &AppState, site: &SlurmSite) -> ApiResult<()> {
             .await?;
         state.runtime.events_written();
         state.runtime.binder_wake.notify_one();
+    }
+    Ok(())
+}
+
+/// Keeps the registry's view of the partition current: one compute resource for its CPU
+/// cores and one for its GPUs, so explain, dry-run and plans see the Slurm capacity too.
+async fn import_resources(
+    state: &AppState,
+    site: &SlurmSite,
+    nodes: &[cpn_slurm::SlurmNode],
+) -> ApiResult<()> {
+    let partition = site
+        .spec
+        .partition
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let cores: u64 = nodes.iter().map(|n| n.cpus as u64).sum();
+    let mib: u64 = nodes.iter().map(|n| n.memory_mib).sum();
+    let gpus: u64 = nodes.iter().map(|n| n.gpus as u64).sum();
+    let gpu_model = nodes
+        .iter()
+        .flat_map(|n| n.gres.split(','))
+        .find_map(|g| g.trim().strip_prefix("gpu:"))
+        .and_then(|g| g.split(':').next())
+        .filter(|m| m.parse::<u32>().is_err())
+        .unwrap_or("gpu")
+        .to_string();
+    let mut wanted = vec![(
+        format!("{}-slurm-{partition}-cpu", site.site),
+        serde_json::json!({"supply_mode": "slurm", "chip_type": "cpu", "architecture": "x86_64",
+            "model": "slurm", "count": cores.max(1),
+            "memory_gib": if cores > 0 { mib as f64 / 1024.0 / cores as f64 } else { 0.0 }}),
+    )];
+    if gpus > 0 {
+        wanted.push((
+            format!("{}-slurm-{partition}-gpu", site.site),
+            serde_json::json!({"supply_mode": "slurm", "chip_type": "gpu", "architecture": "cuda",
+                "model": gpu_model, "count": gpus}),
+        ));
+    }
+    let Some(admin) = state.store.find_user(crate::auth::ADMIN_USER).await? else {
+        return Ok(());
+    };
+    let who = crate::extract::Principal {
+        user_id: admin.id,
+        username: admin.username,
+        tenant: admin.tenant,
+        role: cpn_api_types::identity::Role::Operator,
+        token_hash: String::new(),
+    };
+    for (name, compute) in wanted {
+        let spec = serde_json::json!({"site": site.site_id, "type": "compute", "compute": compute});
+        match state
+            .store
+            .find_object_by_name(Kind::Resource, &name)
+            .await?
+        {
+            None => {
+                let body: cpn_api_types::registry::ResourceCreate = serde_json::from_value(
+                    serde_json::json!({"name": name, "visibility": "public", "spec": spec}),
+                )
+                .map_err(|e| {
+                    crate::error::ApiError::new(cpn_api_types::Code::Internal, e.to_string())
+                })?;
+                crate::registry::create::<crate::registry::ResourceKind>(state, &who, body).await?;
+            }
+            Some(rec)
+                if serde_json::from_value::<cpn_api_types::registry::ComputeSpec>(
+                    rec.spec["compute"].clone(),
+                )
+                .ok()
+                    != serde_json::from_value(spec["compute"].clone()).ok() =>
+            {
+                let body: cpn_api_types::registry::ResourceUpdate = serde_json::from_value(
+                    serde_json::json!({"generation": rec.generation, "visibility": "public", "spec": spec}),
+                )
+                .map_err(|e| crate::error::ApiError::new(cpn_api_types::Code::Internal, e.to_string()))?;
+                crate::registry::update::<crate::registry::ResourceKind>(
+                    state, &who, &rec.id, None, body,
+                )
+                .await?;
+            }
+            Some(_) => {}
+        }
     }
     Ok(())
 }

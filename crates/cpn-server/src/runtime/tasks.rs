@@ -107,54 +107,20 @@ pub async fn submit(
     {
         return Err(ApiError::field("policy", format!("no policy named {p:?}")));
     }
-    let now = Utc::now();
     let first = new_task_id();
     let replicas = spec.replicas.unwrap_or(1);
-    let spec_json = serde_json::to_value(&spec)
-        .map_err(|e| ApiError::new(cpn_api_types::Code::Internal, e.to_string()))?;
-    let mut records = Vec::with_capacity(replicas as usize);
-    let mut events = Vec::with_capacity(replicas as usize);
-    for k in 0..replicas {
-        let id = lifecycle::replica_id(&first, k);
-        let status = lifecycle::TaskStatus {
-            history: vec![cpn_api_types::tasks::StateChange {
-                state: TaskState::Pending,
-                at: now,
-                attempt: 0,
-                reason: None,
-            }],
-            ..Default::default()
-        };
-        events.push(NewEvent {
-            at: now,
-            event_type: cpn_api_types::events::types::TASK_STATE.into(),
-            subject: id.clone(),
-            tenant: tenant.clone(),
-            severity: "info".into(),
-            message: format!("submitted by {}", who.username),
-            data: serde_json::json!({"name": spec.name, "state": "pending", "attempt": 0}),
-        });
-        records.push(TaskRecord {
-            seq: 0,
-            id,
-            tenant: tenant.clone(),
-            owner: who.username.clone(),
-            name: if replicas > 1 {
+    let ids: Vec<(String, String)> = (0..replicas)
+        .map(|k| {
+            let name = if replicas > 1 {
                 format!("{}-{k}", spec.name)
             } else {
                 spec.name.clone()
-            },
-            state: TaskState::Pending.as_str().into(),
-            priority: spec.priority,
-            attempt: 0,
-            node_id: None,
-            not_before: None,
-            submitted_at: now,
-            updated_at: now,
-            spec: spec_json.clone(),
-            status: serde_json::to_value(&status).expect("status encodes"),
-        });
-    }
+            };
+            (lifecycle::replica_id(&first, k), name)
+        })
+        .collect();
+    let now = Utc::now();
+    let (records, events) = new_records(&spec, &tenant, &who.username, &ids, now)?;
     let stored = state.store.create_tasks(records, events).await?;
     let rt = &state.runtime;
     rt.counters
@@ -170,6 +136,117 @@ pub async fn submit(
         replica_ids,
         task,
     })
+}
+
+/// Pending task records (with their `task.state` events) for the given (id, name) pairs.
+fn new_records(
+    spec: &TaskSubmit,
+    tenant: &str,
+    owner: &str,
+    ids: &[(String, String)],
+    now: chrono::DateTime<Utc>,
+) -> ApiResult<(Vec<TaskRecord>, Vec<NewEvent>)> {
+    let spec_json = serde_json::to_value(spec)
+        .map_err(|e| ApiError::new(cpn_api_types::Code::Internal, e.to_string()))?;
+    let status = lifecycle::TaskStatus {
+        history: vec![cpn_api_types::tasks::StateChange {
+            state: TaskState::Pending,
+            at: now,
+            attempt: 0,
+            reason: None,
+        }],
+        ..Default::default()
+    };
+    let status = serde_json::to_value(&status).expect("status encodes");
+    let mut records = Vec::with_capacity(ids.len());
+    let mut events = Vec::with_capacity(ids.len());
+    for (id, name) in ids {
+        events.push(NewEvent {
+            at: now,
+            event_type: cpn_api_types::events::types::TASK_STATE.into(),
+            subject: id.clone(),
+            tenant: tenant.to_string(),
+            severity: "info".into(),
+            message: format!("submitted by {owner}"),
+            data: serde_json::json!({"name": name, "state": "pending", "attempt": 0}),
+        });
+        records.push(TaskRecord {
+            seq: 0,
+            id: id.clone(),
+            tenant: tenant.to_string(),
+            owner: owner.to_string(),
+            name: name.clone(),
+            state: TaskState::Pending.as_str().into(),
+            priority: spec.priority,
+            attempt: 0,
+            node_id: None,
+            not_before: None,
+            submitted_at: now,
+            updated_at: now,
+            spec: spec_json.clone(),
+            status: status.clone(),
+        });
+    }
+    Ok((records, events))
+}
+
+/// The tasks of a submission (its replicas), by the id of the first one.
+pub async fn group(state: &AppState, group: &str) -> ApiResult<Vec<TaskRecord>> {
+    let prefix = format!("{group}-r");
+    Ok(state
+        .store
+        .list_tasks(TaskQuery::default())
+        .await?
+        .into_iter()
+        .filter(|t| {
+            t.id == group
+                || t.id
+                    .strip_prefix(&prefix)
+                    .is_some_and(|k| k.parse::<u32>().is_ok())
+        })
+        .collect())
+}
+
+/// Adds `by` replicas to a submission (scale out): same spec, owner and tenant as its
+/// first task, ids `{group}-r{k}` after the highest one.
+pub async fn add_replicas(state: &AppState, group_id: &str, by: u32) -> ApiResult<Vec<String>> {
+    let members = group(state, group_id).await?;
+    let first = members
+        .iter()
+        .find(|t| t.id == group_id)
+        .ok_or_else(|| ApiError::not_found("task", group_id))?;
+    let first = decode(first.clone())?;
+    let next = members
+        .iter()
+        .filter_map(|t| lifecycle::split_replica(&t.id).1.checked_add(1))
+        .max()
+        .unwrap_or(1);
+    let mut spec = first.spec.clone();
+    spec.replicas = None;
+    let ids: Vec<(String, String)> = (next..next + by)
+        .map(|k| {
+            (
+                lifecycle::replica_id(group_id, k),
+                format!("{}-{k}", spec.name),
+            )
+        })
+        .collect();
+    let (records, events) = new_records(
+        &spec,
+        &first.record.tenant,
+        &first.record.owner,
+        &ids,
+        Utc::now(),
+    )?;
+    let stored = state.store.create_tasks(records, events).await?;
+    state
+        .runtime
+        .counters
+        .tasks_submitted
+        .fetch_add(stored.len() as u64, Ordering::Relaxed);
+    state.runtime.events_written();
+    state.runtime.binder_wake.notify_one();
+    Ok(stored.into_iter().map(|r| r.id).collect())
 }
 
 pub fn decode(rec: TaskRecord) -> ApiResult<Task> {

@@ -1,0 +1,279 @@
+//! Design and provisioning end to end (issue #6 items 1–4): base templates in the
+//! marketplace, plans compared in five dimensions, an invalid template with every error,
+//! confirm → instruction set → edit, a stale plan refused, re-plan → execute as a workflow
+//! whose deploy tasks run on agents serving the placed demo sites.
+
+use crate::harness::{CPN, Server};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const TPL: &str = "/api/v1/templates/base-gpu-training-cluster";
+
+async fn plans(server: &Server) -> Vec<Value> {
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            &format!("{TPL}/plans"),
+            Some(json!({"inputs": {}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    b.as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn template_to_plans_to_instructions_to_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), true, &[]).await;
+
+    // Four base templates, published.
+    let (s, b) = server.admin(Method::GET, "/api/v1/templates", None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let list = b.as_array().unwrap();
+    assert_eq!(list.len(), 4, "{b}");
+    assert!(list.iter().all(|t| t["state"] == "published"), "{b}");
+
+    // Plans: at least three distinct objectives, exactly one recommended with reasons.
+    let ps = plans(&server).await;
+    assert!(ps.len() >= 3);
+    let objectives: BTreeSet<&str> = ps
+        .iter()
+        .map(|p| p["objective"].as_str().unwrap())
+        .collect();
+    assert_eq!(objectives.len(), ps.len(), "{ps:?}");
+    let rec: Vec<&Value> = ps.iter().filter(|p| p["recommended"] == true).collect();
+    assert_eq!(rec.len(), 1, "{ps:#?}");
+    let rec = rec[0].clone();
+    assert!(!rec["reasons"].as_array().unwrap().is_empty());
+    for d in ["compute", "network", "application", "cost", "business"] {
+        assert_eq!(rec["feasibility"][d]["ok"], true, "{d}: {rec:#}");
+    }
+    assert!(rec["cost_per_hour"].as_f64().unwrap() > 0.0, "{rec:#}");
+    // Usage is counted.
+    let (_, t) = server.admin(Method::GET, TPL, None).await;
+    assert_eq!(t["usage_count"], 1, "{t}");
+
+    // An invalid template: every error with its path.
+    let bad = "inputs:\n  n: {type: integer, default: 0, constraints: {min: 1}}\nnode_templates:\n  trainer:\n    type: gpu\n    properties: {gpus: many}\n  web:\n    type: app\n    requirements: {depends_on: [ghost]}\n";
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            "/api/v1/templates",
+            Some(json!({"name": "bad", "source": bad})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let msg = b["error"]["message"].as_str().unwrap();
+    for p in [
+        "inputs.n.default",
+        "node_templates.trainer.properties.gpus",
+        "node_templates.web.requirements.depends_on[0]",
+    ] {
+        assert!(msg.contains(p), "{p} missing in {msg}");
+    }
+
+    // Confirm: an instruction set; edit one instruction.
+    let id = rec["id"].as_str().unwrap().to_string();
+    let (s, p) = server
+        .admin(Method::POST, &format!("/api/v1/plans/{id}/confirm"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let ins = p["instructions"].as_array().unwrap();
+    let kinds: BTreeSet<&str> = ins.iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    for k in [
+        "create_resource",
+        "mount_storage",
+        "configure_network",
+        "deploy_app",
+    ] {
+        assert!(kinds.contains(k), "{k} missing: {ins:#?}");
+    }
+    let (s, e) = server
+        .admin(
+            Method::PUT,
+            &format!("/api/v1/plans/{id}/instructions/deploy-trainer-1"),
+            Some(json!({"version": p["version"], "description": "edited"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert_eq!(e["description"], "edited");
+
+    // A site the plan uses changes: execution is refused, asking to re-plan.
+    let site = rec["placements"][0]["site"].as_str().unwrap().to_string();
+    let (s, sb) = server
+        .admin(Method::GET, &format!("/api/v1/sites/{site}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{sb}");
+    let mut spec = sb["spec"].clone();
+    spec["pue"] = json!(1.11);
+    let (s, b) = server
+        .admin(
+            Method::PUT,
+            &format!("/api/v1/sites/{site}"),
+            Some(json!({"generation": sb["generation"], "spec": spec})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = server
+        .admin(Method::POST, &format!("/api/v1/plans/{id}/execute"), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["error"]["code"], "invalid_state");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("re-plan"),
+        "{b}"
+    );
+
+    // Re-plan, confirm, run agents for the placed sites, execute.
+    let ps = plans(&server).await;
+    let rec = ps
+        .iter()
+        .find(|p| p["recommended"] == true)
+        .unwrap()
+        .clone();
+    let id = rec["id"].as_str().unwrap().to_string();
+    let (s, p) = server
+        .admin(Method::POST, &format!("/api/v1/plans/{id}/confirm"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let sites: BTreeSet<String> = p["instructions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "deploy_app")
+        .map(|i| i["site"].as_str().unwrap().to_string())
+        .collect();
+    let _agents: Vec<Agent> = sites
+        .iter()
+        .map(|site| {
+            Agent(
+                Command::new(CPN)
+                    .args(["agent", "--server", &server.base, "--site", site])
+                    .args(["--name", &format!("agent-{site}")])
+                    .arg("--state-dir")
+                    .arg(dir.path().join(format!("agent-{site}")))
+                    .env("CPN_TOKEN", &server.token)
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn cpn agent"),
+            )
+        })
+        .collect();
+    let (s, flow) = server
+        .admin(Method::POST, &format!("/api/v1/plans/{id}/execute"), None)
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{flow}");
+    let flow_id = flow["id"].as_str().unwrap().to_string();
+    let (_, p) = server
+        .admin(Method::GET, &format!("/api/v1/plans/{id}"), None)
+        .await;
+    assert_eq!(p["state"], "executing");
+    assert_eq!(p["flow_id"], flow_id.as_str());
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, f) = server
+            .admin(Method::GET, &format!("/api/v1/flows/{flow_id}"), None)
+            .await;
+        match f["state"].as_str() {
+            Some("succeeded") => {
+                let deploys: Vec<&Value> = f["steps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|s| s["id"].as_str().unwrap().starts_with("deploy-"))
+                    .collect();
+                assert!(!deploys.is_empty());
+                for d in deploys {
+                    assert!(d["outputs"]["task_id"].is_string(), "{d}");
+                }
+                break;
+            }
+            Some("failed") | Some("cancelled") => panic!("flow ended badly: {f:#}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "flow did not finish: {f:#}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Marketplace: recommendations reflect the history; versions and rollback.
+    let (s, r) = server
+        .admin(Method::GET, "/api/v1/templates/recommended", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r[0]["template"]["id"], "base-gpu-training-cluster", "{r:#}");
+    let (s, t) = server
+        .admin(
+            Method::POST,
+            "/api/v1/templates",
+            Some(json!({"name": "mine", "category": "x", "source": "node_templates:\n  a: {type: app}\n"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    assert_eq!(t["state"], "draft");
+    let tid = t["id"].as_str().unwrap();
+    let (s, t2) = server
+        .admin(
+            Method::PUT,
+            &format!("/api/v1/templates/{tid}"),
+            Some(json!({"version": 1, "source": "node_templates:\n  b: {type: app}\n"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t2}");
+    let (s, t3) = server
+        .admin(
+            Method::POST,
+            &format!("/api/v1/templates/{tid}/rollback"),
+            Some(json!({"to_version": 1, "version": 2})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t3}");
+    assert!(t3["source"].as_str().unwrap().contains("a: {type: app}"));
+    let (_, v) = server
+        .admin(
+            Method::GET,
+            &format!("/api/v1/templates/{tid}/versions"),
+            None,
+        )
+        .await;
+    assert_eq!(v.as_array().unwrap().len(), 3, "{v}");
+
+    // CLI: the comparison table and local validation.
+    let out = server.cli(&[
+        "template",
+        "plans",
+        "base-hpc-batch-job",
+        "--input",
+        "ranks=2",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("lowest_cost") && text.contains('★'), "{text}");
+    let bad_file = dir.path().join("bad.yaml");
+    std::fs::write(&bad_file, bad).unwrap();
+    let out = server.cli(&["template", "validate", "-f", bad_file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("node_templates.web.requirements.depends_on[0]"),
+        "{err}"
+    );
+}

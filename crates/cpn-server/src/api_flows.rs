@@ -1,0 +1,264 @@
+//! HTTP surface of the workflow engine (DO-FLOW): workflows, their journals and lean
+//! reports, pause / resume / cancel, and process templates (import as JSON or YAML, export
+//! as YAML, run). Thin handlers over `flows`.
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, Principal, QueryMap, parse_json};
+use crate::flows::{self, Op};
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cpn_api_types::flows::{FlowDefinition, FlowReport, FlowView};
+use cpn_api_types::{Code, ErrorBody};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// Body of `POST /api/v1/flows`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartFlow {
+    pub definition: FlowDefinition,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub inputs: BTreeMap<String, serde_json::Value>,
+}
+
+/// Body of `POST /api/v1/processes/{id}/run` (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunProcess {
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub inputs: BTreeMap<String, serde_json::Value>,
+}
+
+/// Start a workflow: a DAG of steps run in parallel where dependencies allow, with
+/// retries, timeouts, conditions, loops and compensation. 422 names the first invalid
+/// field; the message lists every error.
+#[utoipa::path(post, path = "/api/v1/flows", tag = "flows", security(("bearer" = [])), request_body = StartFlow,
+    responses((status = 201, body = FlowView), (status = 422, body = ErrorBody)))]
+pub async fn start_flow(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<StartFlow>,
+) -> ApiResult<(StatusCode, Json<FlowView>)> {
+    let view = flows::start(&s, &who, body.definition, body.inputs, None)
+        .await
+        .map_err(|e| e.within("definition"))?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Workflows, oldest first; non-operators see their tenant's. Filter: `state`.
+#[utoipa::path(get, path = "/api/v1/flows", tag = "flows", security(("bearer" = [])),
+    params(("state" = Option<String>, Query)), responses((status = 200, body = Vec<FlowView>)))]
+pub async fn list_flows(
+    State(s): State<AppState>,
+    who: Principal,
+    mut q: QueryMap,
+) -> ApiResult<Json<Vec<FlowView>>> {
+    let state = q.take("state");
+    q.finish()?;
+    Ok(Json(flows::list(&s, &who, state).await?))
+}
+
+/// One workflow with its steps.
+#[utoipa::path(get, path = "/api/v1/flows/{id}", tag = "flows", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = FlowView), (status = 404, body = ErrorBody)))]
+pub async fn get_flow(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<FlowView>> {
+    Ok(Json(flows::get(&s, &who, &id).await?))
+}
+
+/// The workflow's journal: every transition (`type`, `at`, `step`, …) with its `seq`.
+#[utoipa::path(get, path = "/api/v1/flows/{id}/journal", tag = "flows", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = Vec<Object>), (status = 404, body = ErrorBody)))]
+pub async fn flow_journal(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<serde_json::Value>>> {
+    Ok(Json(flows::journal(&s, &who, &id).await?))
+}
+
+/// Lean metrics: per step start, end, duration and wait; parallel and serial rates; the
+/// critical path.
+#[utoipa::path(get, path = "/api/v1/flows/{id}/report", tag = "flows", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = FlowReport), (status = 404, body = ErrorBody)))]
+pub async fn flow_report(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<FlowReport>> {
+    Ok(Json(flows::report(&s, &who, &id).await?))
+}
+
+/// Body of `POST /api/v1/flows/{id}/cancel` (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelFlow {
+    /// Roll back the completed steps (default false).
+    #[serde(default)]
+    pub compensate: bool,
+}
+
+/// Pause: no new step starts; running steps finish.
+#[utoipa::path(post, path = "/api/v1/flows/{id}/pause", tag = "flows", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = FlowView), (status = 409, body = ErrorBody)))]
+pub async fn pause_flow(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<FlowView>> {
+    Ok(Json(flows::control(&s, &who, &id, Op::Pause).await?))
+}
+
+/// Resume a paused workflow.
+#[utoipa::path(post, path = "/api/v1/flows/{id}/resume", tag = "flows", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = FlowView), (status = 409, body = ErrorBody)))]
+pub async fn resume_flow(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<FlowView>> {
+    Ok(Json(flows::control(&s, &who, &id, Op::Resume).await?))
+}
+
+/// Cancel: running steps are stopped (their tasks cancelled). Completed steps are not
+/// rolled back unless `compensate=true`.
+#[utoipa::path(post, path = "/api/v1/flows/{id}/cancel", tag = "flows", security(("bearer" = [])),
+    params(("id" = String, Path), ("compensate" = Option<bool>, Query)), request_body = CancelFlow,
+    responses((status = 200, body = FlowView), (status = 409, body = ErrorBody)))]
+pub async fn cancel_flow(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    mut q: QueryMap,
+    body: Bytes,
+) -> ApiResult<Json<FlowView>> {
+    let mut compensate = q.take("compensate").is_some_and(|v| v == "true");
+    q.finish()?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let b: CancelFlow = parse_json(&body)?;
+        compensate |= b.compensate;
+    }
+    Ok(Json(
+        flows::control(&s, &who, &id, Op::Cancel { compensate }).await?,
+    ))
+}
+
+fn parse_definition(headers: &HeaderMap, body: &[u8]) -> ApiResult<FlowDefinition> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if ct.contains("yaml") {
+        let de = serde_yaml::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ApiError::field(path, e.inner().to_string())
+        })
+    } else {
+        parse_json(body)
+    }
+}
+
+/// Import a process template: a workflow definition as JSON, or YAML with
+/// `Content-Type: application/yaml`. Templates are shared with every user.
+#[utoipa::path(post, path = "/api/v1/processes", tag = "flows", security(("bearer" = [])),
+    request_body(content = FlowDefinition, content_type = "application/json"),
+    responses((status = 201, body = Object), (status = 422, body = ErrorBody)))]
+pub async fn create_process(
+    State(s): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let def = parse_definition(&headers, &body)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(flows::create_process(&s, &who, def).await?),
+    ))
+}
+
+/// Process templates.
+#[utoipa::path(get, path = "/api/v1/processes", tag = "flows", security(("bearer" = [])),
+    responses((status = 200, body = Vec<Object>)))]
+pub async fn list_processes(
+    State(s): State<AppState>,
+    _who: Principal,
+) -> ApiResult<Json<Vec<serde_json::Value>>> {
+    Ok(Json(flows::list_processes(&s).await?))
+}
+
+/// One process template; `format=yaml` exports its definition as a YAML file.
+#[utoipa::path(get, path = "/api/v1/processes/{id}", tag = "flows", security(("bearer" = [])),
+    params(("id" = String, Path), ("format" = Option<String>, Query, description = "`json` (default) or `yaml`")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+pub async fn get_process(
+    State(s): State<AppState>,
+    _who: Principal,
+    Path(id): Path<String>,
+    mut q: QueryMap,
+) -> ApiResult<Response> {
+    let format = q.take("format");
+    q.finish()?;
+    let (view, def) = flows::process_definition(&s, &id).await?;
+    match format.as_deref() {
+        None | Some("json") => Ok(Json(view).into_response()),
+        Some("yaml") => {
+            let text = serde_yaml::to_string(&def)
+                .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
+            Ok(([(header::CONTENT_TYPE, "application/yaml")], text).into_response())
+        }
+        Some(f) => Err(ApiError::field(
+            "format",
+            format!("{f:?} is not json or yaml"),
+        )),
+    }
+}
+
+/// Start a workflow from a process template; body (optional): `{"inputs": {...}}`.
+#[utoipa::path(post, path = "/api/v1/processes/{id}/run", tag = "flows", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = RunProcess,
+    responses((status = 201, body = FlowView), (status = 404, body = ErrorBody)))]
+pub async fn run_process(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<FlowView>)> {
+    let req: RunProcess = if body.iter().all(u8::is_ascii_whitespace) {
+        RunProcess::default()
+    } else {
+        parse_json(&body)?
+    };
+    let (_, def) = flows::process_definition(&s, &id).await?;
+    let view = flows::start(&s, &who, def, req.inputs, None).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/flows", get(list_flows).post(start_flow))
+        .route("/api/v1/flows/{id}", get(get_flow))
+        .route("/api/v1/flows/{id}/journal", get(flow_journal))
+        .route("/api/v1/flows/{id}/report", get(flow_report))
+        .route("/api/v1/flows/{id}/pause", post(pause_flow))
+        .route("/api/v1/flows/{id}/resume", post(resume_flow))
+        .route("/api/v1/flows/{id}/cancel", post(cancel_flow))
+        .route(
+            "/api/v1/processes",
+            get(list_processes).post(create_process),
+        )
+        .route("/api/v1/processes/{id}", get(get_process))
+        .route("/api/v1/processes/{id}/run", post(run_process))
+}

@@ -1,0 +1,569 @@
+//! The durable workflow engine (DO-FLOW-01..08): each workflow is a document in collection
+//! `flows` whose journal is the `cpn_flow::FlowRun` journal, appended atomically with the
+//! document's state and with `flow.state` / `flow.step` events. One tokio task per
+//! workflow drives its `FlowRun` and executes its commands (`exec`); on server start,
+//! `resume_all` replays every unfinished workflow from its journal and continues it:
+//! a step in flight is re-attached (its task id or allocation is in the journal) or run
+//! again (sleep, noop, notify, fail, release, and a task whose id was never recorded).
+//! Process templates (collection `processes`) are definitions stored for reuse.
+
+pub mod exec;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Principal;
+use crate::state::AppState;
+use chrono::Utc;
+use cpn_api_types::Code;
+use cpn_api_types::flows::{FlowDefinition, FlowReport, FlowState, FlowView, StepView};
+use cpn_api_types::identity::Role;
+use cpn_flow::{Command, FlowRun};
+use cpn_store::{DocQuery, DocRecord, NewEvent};
+use exec::Report;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+pub const FLOWS: &str = "flows";
+pub const PROCESSES: &str = "processes";
+
+enum Control {
+    Pause(oneshot::Sender<ApiResult<()>>),
+    Resume(oneshot::Sender<ApiResult<()>>),
+    Cancel(bool, oneshot::Sender<ApiResult<()>>),
+}
+
+/// Control channels of the workflows this process drives, by id.
+static DRIVEN: LazyLock<Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>> =
+    LazyLock::new(Default::default);
+
+fn driven() -> std::sync::MutexGuard<'static, HashMap<String, mpsc::UnboundedSender<Control>>> {
+    DRIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(Code::Internal, e.to_string())
+}
+
+/// Every validation error as one 422: `field` is the first error's path, the message
+/// lists them all.
+pub fn check(def: &FlowDefinition) -> ApiResult<()> {
+    let errs = cpn_flow::validate(def);
+    match errs.first() {
+        None => Ok(()),
+        Some(first) => Err(ApiError::field(
+            first.path.clone(),
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+    }
+}
+
+fn principal_json(who: &Principal) -> Value {
+    json!({"user_id": who.user_id, "username": who.username, "tenant": who.tenant, "role": who.role})
+}
+
+fn principal_of(body: &Value) -> Option<Principal> {
+    let p = &body["principal"];
+    Some(Principal {
+        user_id: p["user_id"].as_str()?.to_string(),
+        username: p["username"].as_str()?.to_string(),
+        tenant: p["tenant"].as_str()?.to_string(),
+        role: serde_json::from_value::<Role>(p["role"].clone()).ok()?,
+        token_hash: String::new(),
+    })
+}
+
+fn state_of(s: &str) -> FlowState {
+    serde_json::from_value(json!(s)).unwrap_or(FlowState::Failed)
+}
+
+/// A workflow as the API shows it, from its document.
+pub fn view_of(doc: &DocRecord) -> ApiResult<FlowView> {
+    Ok(FlowView {
+        id: doc.id.clone(),
+        name: doc.name.clone(),
+        tenant: doc.tenant.clone(),
+        owner: doc.owner.clone(),
+        state: state_of(&doc.state),
+        steps: serde_json::from_value::<Vec<StepView>>(doc.body["steps"].clone())
+            .map_err(internal)?,
+        created_at: doc.created_at,
+        updated_at: doc.updated_at,
+        error: doc.body["error"].as_str().map(str::to_string),
+        definition: serde_json::from_value(doc.body["definition"].clone()).map_err(internal)?,
+        plan: doc.body["plan"].as_str().map(str::to_string),
+    })
+}
+
+fn events_of(doc: &DocRecord, entries: &[Value]) -> Vec<NewEvent> {
+    entries
+        .iter()
+        .filter_map(|e| {
+            let ty = e["type"].as_str()?;
+            let at = serde_json::from_value(e["at"].clone()).unwrap_or_else(|_| Utc::now());
+            let (event_type, message) = if let Some(s) = ty.strip_prefix("flow_") {
+                ("flow.state", format!("workflow {} {s}", doc.name))
+            } else if ty == "step_progress" || ty == "step_ready" {
+                return None;
+            } else {
+                (
+                    "flow.step",
+                    format!(
+                        "workflow {} step {}: {}",
+                        doc.name,
+                        e["step"].as_str().unwrap_or_default(),
+                        ty.replace('_', " ")
+                    ),
+                )
+            };
+            let severity = if ty.contains("failed") {
+                "warning"
+            } else {
+                "info"
+            };
+            let mut data = e.clone();
+            data["flow"] = json!(doc.id);
+            Some(NewEvent {
+                at,
+                event_type: event_type.into(),
+                subject: doc.id.clone(),
+                tenant: doc.tenant.clone(),
+                severity: severity.into(),
+                message,
+                data,
+            })
+        })
+        .collect()
+}
+
+/// Appends the run's new entries with the document's new state, atomically.
+async fn persist(state: &AppState, doc: &mut DocRecord, run: &mut FlowRun) {
+    let entries = run.take_unsaved();
+    if entries.is_empty() {
+        return;
+    }
+    let events = events_of(doc, &entries);
+    for _ in 0..3 {
+        let mut update = doc.clone();
+        update.state = cpn_flow::run::state_name(run.state).to_string();
+        update.updated_at = Utc::now();
+        update.body["steps"] = json!(run.step_views());
+        update.body["error"] = json!(run.error);
+        match state
+            .store
+            .append_journal(&doc.id, entries.clone(), Some(update), events.clone())
+            .await
+        {
+            Ok(Some(d)) => {
+                *doc = d;
+                state.runtime.events_written();
+                return;
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(flow = %doc.id, error = %e, "persisting a workflow's journal");
+                if let Ok(Some(d)) = state.store.get_doc(FLOWS, &doc.id).await {
+                    doc.version = d.version;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    tracing::error!(flow = %doc.id, "workflow journal entries lost");
+}
+
+/// Starts a workflow of `definition` with `inputs` (over the definition's defaults) as
+/// `who`, for `plan` if it executes one. 422 (field: the first error's path, message:
+/// every error) on an invalid definition, with nothing stored.
+pub async fn start(
+    state: &AppState,
+    who: &Principal,
+    definition: FlowDefinition,
+    inputs: BTreeMap<String, Value>,
+    plan: Option<String>,
+) -> ApiResult<FlowView> {
+    check(&definition)?;
+    let now = Utc::now();
+    let mut run = FlowRun::new(definition.clone(), inputs, now);
+    let id = format!("flow-{}", uuid::Uuid::now_v7().simple());
+    let doc = DocRecord {
+        collection: FLOWS.into(),
+        id: id.clone(),
+        tenant: who.tenant.clone(),
+        owner: who.username.clone(),
+        name: definition.name.clone(),
+        state: "running".into(),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        body: json!({
+            "definition": definition,
+            "inputs": run.inputs,
+            "plan": plan,
+            "principal": principal_json(who),
+            "steps": run.step_views(),
+            "error": null,
+        }),
+    };
+    let mut doc = state.store.create_doc(doc, Vec::new()).await?;
+    persist(state, &mut doc, &mut run).await;
+    let view = view_of(&doc)?;
+    spawn(state.clone(), doc, run, who.clone(), Vec::new());
+    Ok(view)
+}
+
+fn spawn(state: AppState, doc: DocRecord, run: FlowRun, who: Principal, resumed: Vec<Command>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    driven().insert(doc.id.clone(), tx);
+    tokio::spawn(async move {
+        let id = doc.id.clone();
+        drive(state, doc, run, who, rx, resumed).await;
+        driven().remove(&id);
+    });
+}
+
+type Running = HashMap<String, (tokio::task::AbortHandle, Arc<Mutex<Option<String>>>)>;
+
+struct Driver {
+    state: AppState,
+    who: Principal,
+    flow: String,
+    tenant: String,
+    tx: mpsc::UnboundedSender<Report>,
+    running: Running,
+}
+
+impl Driver {
+    fn dispatch(&mut self, cmd: Command) {
+        let (step, action, timeout_s, attach) = match cmd {
+            Command::Start {
+                step,
+                action,
+                timeout_s,
+                attach,
+                ..
+            }
+            | Command::Compensate {
+                step,
+                action,
+                timeout_s,
+                attach,
+            } => (step, action, timeout_s, attach),
+            Command::Stop { step, attach } => {
+                let (cell, handle) = match self.running.remove(&step) {
+                    Some((h, cell)) => (cell, Some(h)),
+                    None => (
+                        Arc::new(Mutex::new(attach["task_id"].as_str().map(str::to_string))),
+                        None,
+                    ),
+                };
+                if let Some(h) = handle {
+                    h.abort();
+                }
+                let (state, who) = (self.state.clone(), self.who.clone());
+                tokio::spawn(async move { exec::cancel_task(&state, &who, &cell).await });
+                return;
+            }
+        };
+        let cell = Arc::new(Mutex::new(None));
+        let ctx = exec::Ctx {
+            state: self.state.clone(),
+            who: self.who.clone(),
+            flow: self.flow.clone(),
+            tenant: self.tenant.clone(),
+            step: step.clone(),
+            tx: self.tx.clone(),
+            task: cell.clone(),
+        };
+        let h = tokio::spawn(exec::run(ctx, action, timeout_s, attach));
+        self.running.insert(step, (h.abort_handle(), cell));
+    }
+}
+
+async fn drive(
+    state: AppState,
+    mut doc: DocRecord,
+    mut run: FlowRun,
+    who: Principal,
+    mut ctl: mpsc::UnboundedReceiver<Control>,
+    resumed: Vec<Command>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut d = Driver {
+        state: state.clone(),
+        who,
+        flow: doc.id.clone(),
+        tenant: doc.tenant.clone(),
+        tx,
+        running: HashMap::new(),
+    };
+    for c in resumed {
+        d.dispatch(c);
+    }
+    loop {
+        let cmds = run.next(Utc::now());
+        persist(&state, &mut doc, &mut run).await;
+        for c in cmds {
+            d.dispatch(c);
+        }
+        if run.is_terminal() {
+            break;
+        }
+        let wait = run
+            .next_retry()
+            .and_then(|t| (t - Utc::now()).to_std().ok())
+            .unwrap_or(std::time::Duration::from_secs(3600));
+        tokio::select! {
+            Some(r) = rx.recv() => match r {
+                Report::Progress { step, data } => run.on_progress(&step, data, Utc::now()),
+                Report::Done { step, result } => {
+                    d.running.remove(&step);
+                    run.on_result(&step, result, Utc::now());
+                }
+            },
+            Some(c) = ctl.recv() => {
+                let now = Utc::now();
+                let invalid = |e: String| ApiError::new(Code::InvalidState, e);
+                let (res, reply) = match c {
+                    Control::Pause(r) => (run.pause(now).map_err(invalid), r),
+                    Control::Resume(r) => (run.resume(now).map_err(invalid), r),
+                    Control::Cancel(compensate, r) => match run.cancel(now, compensate) {
+                        Ok(stops) => {
+                            for s in stops {
+                                d.dispatch(s);
+                            }
+                            (Ok(()), r)
+                        }
+                        Err(e) => (Err(invalid(e)), r),
+                    },
+                };
+                persist(&state, &mut doc, &mut run).await;
+                let _ = reply.send(res);
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    // Whatever still runs (a cancelled step) is no longer wanted.
+    for (_, (h, _)) in d.running.drain() {
+        h.abort();
+    }
+}
+
+/// Continues every unfinished workflow of the store (server start).
+pub fn resume_all(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        for s in ["running", "compensating", "paused"] {
+            let q = DocQuery {
+                state: Some(s.into()),
+                ..Default::default()
+            };
+            let docs = match state.store.list_docs(FLOWS, q).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "listing workflows to resume");
+                    continue;
+                }
+            };
+            for doc in docs {
+                if driven().contains_key(&doc.id) {
+                    continue;
+                }
+                if let Err(e) = resume_one(&state, doc.clone()).await {
+                    tracing::error!(flow = %doc.id, error = %e, "cannot resume workflow");
+                }
+            }
+        }
+    });
+}
+
+async fn resume_one(state: &AppState, doc: DocRecord) -> ApiResult<()> {
+    let def: FlowDefinition =
+        serde_json::from_value(doc.body["definition"].clone()).map_err(internal)?;
+    let who = principal_of(&doc.body).ok_or_else(|| internal("workflow without its principal"))?;
+    let entries: Vec<Value> = state
+        .store
+        .journal(&doc.id)
+        .await?
+        .into_iter()
+        .map(|e| e.entry)
+        .collect();
+    let run = FlowRun::replay(def, &entries).map_err(internal)?;
+    let in_flight = run.in_flight();
+    tracing::info!(flow = %doc.id, steps_in_flight = in_flight.len(), "resuming workflow");
+    spawn(state.clone(), doc, run, who, in_flight);
+    Ok(())
+}
+
+fn visible(who: &Principal, doc: &DocRecord) -> bool {
+    who.is_operator() || doc.tenant == who.tenant
+}
+
+async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<DocRecord> {
+    state
+        .store
+        .get_doc(FLOWS, id)
+        .await?
+        .filter(|d| visible(who, d))
+        .ok_or_else(|| ApiError::not_found("workflow", id))
+}
+
+pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<FlowView> {
+    view_of(&load(state, who, id).await?)
+}
+
+/// Workflows, oldest first; non-operators see their tenant's. Filter: `state`.
+pub async fn list(
+    state: &AppState,
+    who: &Principal,
+    state_filter: Option<String>,
+) -> ApiResult<Vec<FlowView>> {
+    let q = DocQuery {
+        tenant: (!who.is_operator()).then(|| who.tenant.clone()),
+        state: state_filter,
+        ..Default::default()
+    };
+    state
+        .store
+        .list_docs(FLOWS, q)
+        .await?
+        .iter()
+        .map(view_of)
+        .collect()
+}
+
+pub async fn journal(state: &AppState, who: &Principal, id: &str) -> ApiResult<Vec<Value>> {
+    load(state, who, id).await?;
+    Ok(state
+        .store
+        .journal(id)
+        .await?
+        .into_iter()
+        .map(|e| {
+            let mut v = e.entry;
+            v["seq"] = json!(e.seq);
+            v
+        })
+        .collect())
+}
+
+async fn replayed(state: &AppState, doc: &DocRecord) -> ApiResult<FlowRun> {
+    let def: FlowDefinition =
+        serde_json::from_value(doc.body["definition"].clone()).map_err(internal)?;
+    let entries: Vec<Value> = state
+        .store
+        .journal(&doc.id)
+        .await?
+        .into_iter()
+        .map(|e| e.entry)
+        .collect();
+    FlowRun::replay(def, &entries).map_err(internal)
+}
+
+pub async fn report(state: &AppState, who: &Principal, id: &str) -> ApiResult<FlowReport> {
+    let doc = load(state, who, id).await?;
+    let run = replayed(state, &doc).await?;
+    Ok(cpn_flow::report(&run, id, Utc::now()))
+}
+
+/// What `control` asks of a workflow.
+#[derive(Debug, Clone, Copy)]
+pub enum Op {
+    Pause,
+    Resume,
+    Cancel { compensate: bool },
+}
+
+/// Pause, resume or cancel; 409 `invalid_state` when the workflow's state does not allow it.
+pub async fn control(state: &AppState, who: &Principal, id: &str, op: Op) -> ApiResult<FlowView> {
+    let doc = load(state, who, id).await?;
+    if !who.is_operator() && doc.tenant != who.tenant {
+        return Err(ApiError::forbidden(
+            "you may control only your tenant's workflows",
+        ));
+    }
+    let sender = driven().get(id).cloned();
+    let Some(sender) = sender else {
+        return Err(ApiError::new(
+            Code::InvalidState,
+            format!(
+                "workflow {id} is {} and not driven by this server",
+                doc.state
+            ),
+        ));
+    };
+    let (tx, rx) = oneshot::channel();
+    let msg = match op {
+        Op::Pause => Control::Pause(tx),
+        Op::Resume => Control::Resume(tx),
+        Op::Cancel { compensate } => Control::Cancel(compensate, tx),
+    };
+    sender
+        .send(msg)
+        .map_err(|_| ApiError::new(Code::InvalidState, format!("workflow {id} has ended")))?;
+    rx.await
+        .map_err(|_| ApiError::new(Code::InvalidState, format!("workflow {id} has ended")))??;
+    get(state, who, id).await
+}
+
+// ------------------------------------------------------------------ process templates
+
+/// A stored process template as the API shows it.
+fn process_view(doc: &DocRecord) -> Value {
+    json!({
+        "id": doc.id, "name": doc.name, "tenant": doc.tenant, "owner": doc.owner,
+        "version": doc.version, "created_at": doc.created_at, "updated_at": doc.updated_at,
+        "definition": doc.body,
+    })
+}
+
+/// Stores a process definition for reuse (validated as a workflow would be).
+pub async fn create_process(
+    state: &AppState,
+    who: &Principal,
+    def: FlowDefinition,
+) -> ApiResult<Value> {
+    check(&def)?;
+    let now = Utc::now();
+    let doc = DocRecord {
+        collection: PROCESSES.into(),
+        id: format!("proc-{}", uuid::Uuid::now_v7().simple()),
+        tenant: who.tenant.clone(),
+        owner: who.username.clone(),
+        name: def.name.clone(),
+        state: "published".into(),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        body: serde_json::to_value(&def).map_err(internal)?,
+    };
+    Ok(process_view(
+        &state.store.create_doc(doc, Vec::new()).await?,
+    ))
+}
+
+/// Process templates are shared: every caller sees them all.
+pub async fn list_processes(state: &AppState) -> ApiResult<Vec<Value>> {
+    Ok(state
+        .store
+        .list_docs(PROCESSES, DocQuery::default())
+        .await?
+        .iter()
+        .map(process_view)
+        .collect())
+}
+
+pub async fn process_definition(state: &AppState, id: &str) -> ApiResult<(Value, FlowDefinition)> {
+    let doc = state
+        .store
+        .get_doc(PROCESSES, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("process", id))?;
+    let def = serde_json::from_value(doc.body.clone()).map_err(internal)?;
+    Ok((process_view(&doc), def))
+}
