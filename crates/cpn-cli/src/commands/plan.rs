@@ -18,14 +18,14 @@ pub enum PlanCmd {
     /// Change one instruction before execution.
     ///
     /// Example:
-    ///   cpn plan edit-instruction PLAN deploy-trainer-1 --version 2 --command "sh -c 'echo hi'"
+    ///   cpn plan edit-instruction PLAN deploy-trainer-1 --if-version 2 --command "sh -c 'echo hi'"
     #[command(verbatim_doc_comment)]
     EditInstruction {
         id: String,
         instruction: String,
-        /// The plan version (from `cpn plan get`).
-        #[arg(long)]
-        version: u64,
+        /// The plan version you read (from `cpn plan get`).
+        #[arg(long = "if-version", value_name = "N")]
+        if_version: u64,
         #[arg(long)]
         description: Option<String>,
         /// Dependencies, comma-separated (empty: none).
@@ -102,7 +102,7 @@ pub async fn run(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
         PlanCmd::EditInstruction {
             id,
             instruction,
-            version,
+            if_version: version,
             description,
             depends_on,
             command,

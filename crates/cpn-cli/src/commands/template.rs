@@ -15,9 +15,7 @@ pub enum TemplateCmd {
     #[command(visible_alias = "ls")]
     List,
     /// Show one template with its YAML.
-    Get {
-        id: String,
-    },
+    Get { id: String },
     /// Create a draft template from a YAML file.
     ///
     /// Example:
@@ -35,37 +33,32 @@ pub enum TemplateCmd {
         #[arg(long, default_value = "")]
         description: String,
     },
-    /// Replace a template's YAML (a new version); --version is the one you read.
+    /// Replace a template's YAML (a new version); --if-version is the one you read.
     Update {
         id: String,
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: String,
-        #[arg(long)]
-        version: u64,
+        /// The version you read (`cpn template get`); a newer stored one refuses the update.
+        #[arg(long = "if-version", value_name = "N")]
+        if_version: u64,
     },
-    Delete {
-        id: String,
-    },
+    /// Delete a template.
+    Delete { id: String },
     /// Every version of a template.
-    Versions {
-        id: String,
-    },
+    Versions { id: String },
     /// Make a new version with the content of an older one.
     Rollback {
         id: String,
         #[arg(long = "to")]
         to_version: u64,
-        #[arg(long)]
-        version: u64,
+        /// The version you read; a newer stored one refuses the rollback.
+        #[arg(long = "if-version", value_name = "N")]
+        if_version: u64,
     },
     /// Publish (operators and suppliers).
-    Publish {
-        id: String,
-    },
+    Publish { id: String },
     /// Take offline (operators and suppliers).
-    Withdraw {
-        id: String,
-    },
+    Withdraw { id: String },
     /// Published templates ranked for you, with the reasons.
     Recommended,
     /// Check a template file locally; prints every error with its path.
@@ -217,7 +210,11 @@ pub async fn run(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
                 .await?;
             show(ctx, &v)
         }
-        TemplateCmd::Update { id, file, version } => {
+        TemplateCmd::Update {
+            id,
+            file,
+            if_version: version,
+        } => {
             let src = input::read(&file)?;
             let v = c
                 .put(
@@ -251,7 +248,7 @@ pub async fn run(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
         TemplateCmd::Rollback {
             id,
             to_version,
-            version,
+            if_version: version,
         } => {
             let v = c
                 .post(

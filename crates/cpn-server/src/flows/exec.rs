@@ -42,6 +42,10 @@ pub struct Ctx {
     pub tx: mpsc::UnboundedSender<Report>,
     /// The task this step waits on, for cancellation on timeout or stop.
     pub task: Arc<Mutex<Option<String>>>,
+    /// Names this run of the step (`{step}-a{attempt}[-i{item}]`, `{step}-comp`): the id of
+    /// a task it submits is derived from it, so a run resumed after a crash between the
+    /// submit and the journal write finds its task instead of submitting another.
+    pub key: String,
 }
 
 fn err(e: ApiError) -> String {
@@ -84,16 +88,20 @@ async fn execute(ctx: &Ctx, action: Action, attach: &Value) -> Result<Outputs, S
             let id = match attach["task_id"].as_str() {
                 Some(id) => id.to_string(),
                 None => {
-                    let submitted = tasks::submit(&ctx.state, &ctx.who, task)
-                        .await
-                        .map_err(err)?;
+                    let id = format!("task-{}-{}", ctx.flow, ctx.key);
+                    match tasks::submit_as(&ctx.state, &ctx.who, task, Some(id.clone())).await {
+                        Ok(_) => {}
+                        // Submitted before a crash: wait on that one.
+                        Err(e) if e.code == cpn_api_types::Code::AlreadyExists => {}
+                        Err(e) => return Err(err(e)),
+                    }
                     let mut data = Map::new();
-                    data.insert("task_id".into(), json!(submitted.id));
+                    data.insert("task_id".into(), json!(id));
                     let _ = ctx.tx.send(Report::Progress {
                         step: ctx.step.clone(),
                         data,
                     });
-                    submitted.id
+                    id
                 }
             };
             if let Ok(mut t) = ctx.task.lock() {

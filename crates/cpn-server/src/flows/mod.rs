@@ -240,20 +240,30 @@ struct Driver {
 
 impl Driver {
     fn dispatch(&mut self, cmd: Command) {
-        let (step, action, timeout_s, attach) = match cmd {
+        let (step, action, timeout_s, attach, key) = match cmd {
             Command::Start {
                 step,
+                attempt,
+                item,
                 action,
                 timeout_s,
                 attach,
-                ..
+            } => {
+                let key = match item {
+                    Some(i) => format!("{step}-a{attempt}-i{i}"),
+                    None => format!("{step}-a{attempt}"),
+                };
+                (step, action, timeout_s, attach, key)
             }
-            | Command::Compensate {
+            Command::Compensate {
                 step,
                 action,
                 timeout_s,
                 attach,
-            } => (step, action, timeout_s, attach),
+            } => {
+                let key = format!("{step}-comp");
+                (step, action, timeout_s, attach, key)
+            }
             Command::Stop { step, attach } => {
                 let (cell, handle) = match self.running.remove(&step) {
                     Some((h, cell)) => (cell, Some(h)),
@@ -279,6 +289,7 @@ impl Driver {
             step: step.clone(),
             tx: self.tx.clone(),
             task: cell.clone(),
+            key,
         };
         let h = tokio::spawn(exec::run(ctx, action, timeout_s, attach));
         self.running.insert(step, (h.abort_handle(), cell));

@@ -69,6 +69,18 @@ pub async fn submit(
     who: &Principal,
     spec: TaskSubmit,
 ) -> ApiResult<TaskSubmitted> {
+    submit_as(state, who, spec, None).await
+}
+
+/// Submits with a chosen id for the first replica (a workflow step's, derived from the
+/// flow, step and attempt): submitting the same id twice fails with `AlreadyExists`, which
+/// is how a caller that crashed mid-submit finds out it had submitted already.
+pub async fn submit_as(
+    state: &AppState,
+    who: &Principal,
+    spec: TaskSubmit,
+    id: Option<String>,
+) -> ApiResult<TaskSubmitted> {
     let mut v = Violations::default();
     spec.validate(&mut v);
     violations_to_error(v)?;
@@ -107,7 +119,7 @@ pub async fn submit(
     {
         return Err(ApiError::field("policy", format!("no policy named {p:?}")));
     }
-    let first = new_task_id();
+    let first = id.unwrap_or_else(new_task_id);
     let replicas = spec.replicas.unwrap_or(1);
     let ids: Vec<(String, String)> = (0..replicas)
         .map(|k| {
