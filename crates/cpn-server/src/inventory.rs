@@ -103,20 +103,7 @@ pub async fn snapshot_with_resources(
         .collect();
 
     let mut b = ClusterBuilder::new();
-    for t in state.store.list_tenants().await? {
-        let q: cpn_api_types::identity::TenantQuota =
-            serde_json::from_value(t.quota).unwrap_or_default();
-        if q != Default::default() {
-            b.quota(
-                &t.name,
-                cpn_sched::cluster::Quota {
-                    gpu_milli: q.gpus.map(|g| (g * 1000.0).round() as u64),
-                    cpu_milli: q.cpu_cores.map(|c| (c * 1000.0).round() as u64),
-                    memory_mib: q.memory_gib.map(|m| (m * 1024.0).round() as u64),
-                },
-            );
-        }
-    }
+    add_quotas(state, &mut b).await?;
     let mut index: HashMap<String, SiteIdx> = HashMap::new();
     let mut site_ids = Vec::new();
     let mut healthy_by_site = Vec::new();
@@ -305,6 +292,25 @@ pub fn reserve_first(
             .reserve(tenant, n, demand, cpn_sched::cluster::GpuPick::BestFit)
             .is_some()
     })
+}
+
+/// Gives the cluster every tenant's quota (for the `tenant_quota` filter).
+pub async fn add_quotas(state: &AppState, b: &mut ClusterBuilder) -> ApiResult<()> {
+    for t in state.store.list_tenants().await? {
+        let q: cpn_api_types::identity::TenantQuota =
+            serde_json::from_value(t.quota).unwrap_or_default();
+        if q != Default::default() {
+            b.quota(
+                &t.name,
+                cpn_sched::cluster::Quota {
+                    gpu_milli: q.gpus.map(|g| (g * 1000.0).round() as u64),
+                    cpu_milli: q.cpu_cores.map(|c| (c * 1000.0).round() as u64),
+                    memory_mib: q.memory_gib.map(|m| (m * 1024.0).round() as u64),
+                },
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Capacity held by one decision, as stored with it.

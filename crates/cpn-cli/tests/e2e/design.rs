@@ -3,21 +3,11 @@
 //! confirm → instruction set → edit, a stale plan refused, re-plan → execute as a workflow
 //! whose deploy tasks run on agents serving the placed demo sites.
 
-use crate::harness::{CPN, Server};
+use crate::harness::{Agent, Server};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const TPL: &str = "/api/v1/templates/base-gpu-training-cluster";
 
@@ -158,18 +148,12 @@ async fn template_to_plans_to_instructions_to_workflow() {
     let _agents: Vec<Agent> = sites
         .iter()
         .map(|site| {
-            Agent(
-                Command::new(CPN)
-                    .args(["agent", "--server", &server.base, "--site", site])
-                    .args(["--name", &format!("agent-{site}")])
-                    .arg("--state-dir")
-                    .arg(dir.path().join(format!("agent-{site}")))
-                    .env("CPN_TOKEN", &server.token)
-                    .env("RUST_LOG", "warn")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("spawn cpn agent"),
+            Agent::start(
+                &server.base,
+                &server.token,
+                site,
+                &format!("agent-{site}"),
+                &dir.path().join(format!("agent-{site}")),
             )
         })
         .collect();

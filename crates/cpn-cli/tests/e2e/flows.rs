@@ -3,12 +3,10 @@
 //! server mid-workflow resumes it without running any step twice; invalid definitions
 //! are refused with every error; pause / resume / cancel; process templates.
 
-use crate::harness::{CPN, Server, site};
+use crate::harness::{Agent, Server, free_port, site, wait_nodes};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 async fn start(server: &Server, definition: Value) -> String {
@@ -49,21 +47,6 @@ async fn journal(server: &Server, id: &str) -> Vec<Value> {
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b.as_array().unwrap().clone()
-}
-
-async fn wait_nodes(server: &Server, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, b) = server.admin(Method::GET, "/api/v1/nodes", None).await;
-        let ready = b
-            .as_array()
-            .map_or(0, |a| a.iter().filter(|n| n["state"] == "ready").count());
-        if ready >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{n} nodes did not register: {b}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn task_step(id: &str, deps: &[&str], script: &str) -> Value {
@@ -181,41 +164,6 @@ async fn a_failure_compensates_completed_steps_in_reverse_order() {
 }
 
 /// A real `cpn agent` process, outliving the server as a site's agent would.
-struct Agent(Child);
-
-impl Agent {
-    fn start(server: &str, token: &str, state: &Path) -> Agent {
-        let child = Command::new(CPN)
-            .args([
-                "agent", "--server", server, "--site", "edge", "--name", "worker",
-            ])
-            .arg("--state-dir")
-            .arg(state)
-            .env("CPN_TOKEN", token)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn cpn agent");
-        Agent(child)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn kill_9_mid_workflow_resumes_it_and_runs_no_step_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -235,7 +183,13 @@ async fn kill_9_mid_workflow_resumes_it_and_runs_no_step_twice() {
         .admin(Method::POST, "/api/v1/sites", Some(site("edge")))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    let _agent = Agent::start(&server.base, &server.token, &dir.path().join("agent"));
+    let _agent = Agent::start(
+        &server.base,
+        &server.token,
+        "edge",
+        "worker",
+        &dir.path().join("agent"),
+    );
     wait_nodes(&server, 1).await;
 
     let effects = dir.path().join("effects");

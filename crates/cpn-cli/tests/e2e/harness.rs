@@ -210,3 +210,63 @@ pub async fn snapshot(server: &Server, kind: &str) -> Value {
     assert_eq!(s, StatusCode::OK, "{b}");
     b["items"].clone()
 }
+
+/// A real `cpn agent` process, killed when dropped.
+pub struct Agent(Child);
+
+impl Agent {
+    pub fn start(server: &str, token: &str, site: &str, name: &str, state: &Path) -> Agent {
+        let child = Command::new(CPN)
+            .args(["agent", "--server", server, "--site", site, "--name", name])
+            .arg("--state-dir")
+            .arg(state)
+            .env("CPN_TOKEN", token)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn cpn agent");
+        Agent(child)
+    }
+
+    /// SIGKILL, as when its machine dies.
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A port free now, for a server that must come back on the same address.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until at least `n` nodes are ready; returns the ready ones.
+pub async fn wait_nodes(server: &Server, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, b) = server.admin(Method::GET, "/api/v1/nodes", None).await;
+        let ready: Vec<Value> = b
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n["state"] == "ready")
+            .collect();
+        if ready.len() >= n {
+            return ready;
+        }
+        assert!(Instant::now() < deadline, "{n} nodes did not register: {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

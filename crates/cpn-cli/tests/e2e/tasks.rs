@@ -1,12 +1,10 @@
 //! Running work for real (issue #5): tasks on real agents and processes, agent and server
 //! failures, and the event stream.
 
-use crate::harness::{CPN, Server, site};
+use crate::harness::{Agent, Server, free_port, site, wait_nodes};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "lost"];
@@ -69,64 +67,6 @@ async fn logs(server: &Server, id: &str, stream: &str) -> String {
         Value::Null => String::new(),
         other => other.to_string(),
     }
-}
-
-async fn wait_nodes(server: &Server, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, b) = server.admin(Method::GET, "/api/v1/nodes", None).await;
-        let ready: Vec<Value> = b
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|n| n["state"] == "ready")
-            .collect();
-        if ready.len() >= n {
-            return ready;
-        }
-        assert!(Instant::now() < deadline, "{n} nodes did not register: {b}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A real `cpn agent` process.
-struct Agent(Child);
-
-impl Agent {
-    fn start(server: &str, token: &str, site: &str, name: &str, state: &Path) -> Agent {
-        let child = Command::new(CPN)
-            .args(["agent", "--server", server, "--site", site, "--name", name])
-            .arg("--state-dir")
-            .arg(state)
-            .env("CPN_TOKEN", token)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn cpn agent");
-        Agent(child)
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// A port free now, for a server that must come back on the same address.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Reads SSE messages from a response until `want` have arrived or time runs out.

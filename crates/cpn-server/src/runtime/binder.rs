@@ -60,20 +60,7 @@ pub struct LiveCluster {
 
 pub async fn live_cluster(state: &AppState, nodes: &[NodeRecord]) -> ApiResult<LiveCluster> {
     let mut b = ClusterBuilder::new();
-    for t in state.store.list_tenants().await? {
-        let q: cpn_api_types::identity::TenantQuota =
-            serde_json::from_value(t.quota).unwrap_or_default();
-        if q != Default::default() {
-            b.quota(
-                &t.name,
-                cpn_sched::cluster::Quota {
-                    gpu_milli: q.gpus.map(|g| (g * 1000.0).round() as u64),
-                    cpu_milli: q.cpu_cores.map(|c| (c * 1000.0).round() as u64),
-                    memory_mib: q.memory_gib.map(|m| (m * 1024.0).round() as u64),
-                },
-            );
-        }
-    }
+    crate::inventory::add_quotas(state, &mut b).await?;
     let mut inh = Inheritance::load(state).await?;
     let mut sites: HashMap<String, cpn_sched::SiteIdx> = HashMap::new();
     let mut site_names = Vec::new();
