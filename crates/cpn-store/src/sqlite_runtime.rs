@@ -395,7 +395,8 @@ impl RuntimeStore for SqliteStore {
                     t.priority
                 ])?;
                 insert_events(conn, &w.events)?;
-                out.push(get_task_tx(conn, &t.id)?);
+                // The row now holds exactly the written values; no need to read it back.
+                out.push(Some(w.record));
             }
             Ok(out)
         })
