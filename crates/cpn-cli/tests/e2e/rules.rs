@@ -29,8 +29,10 @@ async fn a_cpu_threshold_rule_scales_a_busy_service_out() {
         .admin(
             Method::POST,
             "/api/v1/tasks",
+            // `timeout` bounds it: the server of a test is killed at its end, and a process
+            // its agent ran outlives both by design.
             Some(
-                json!({"name": "web", "command": ["sh", "-c", "while :; do :; done"],
+                json!({"name": "web", "command": ["timeout", "20", "sh", "-c", "while :; do :; done"],
                         "resources": {"cpu_cores": 0.5, "memory_gib": 0.1}}),
             ),
         )
@@ -72,7 +74,7 @@ async fn a_cpu_threshold_rule_scales_a_busy_service_out() {
     assert_eq!(s, StatusCode::OK, "the new replica exists: {t}");
     assert_eq!(
         t["spec"]["command"],
-        json!(["sh", "-c", "while :; do :; done"])
+        json!(["timeout", "20", "sh", "-c", "while :; do :; done"])
     );
     let (_, events) = server
         .admin(Method::GET, "/api/v1/events/log?types=ops", None)
