@@ -101,6 +101,11 @@ pub struct PolicySpec {
     pub sampling_percent: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_pick: Option<GpuPickStrategy>,
+    /// A GPU placement policy of the FGD paper for the node and GPU choice (`random`,
+    /// `dotprod`, `clustering`, `packing`, `bestfit`, `fgd`, or our `fgd_plus`), as the
+    /// digital twin replays them; FGD's target workload is the live GPU tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_policy: Option<String>,
 }
 
 impl Validate for PolicySpec {

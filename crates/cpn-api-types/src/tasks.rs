@@ -287,6 +287,12 @@ pub struct TaskView {
     pub site: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The scheduling policy that placed the current attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// GPU indices on the node held by the current attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<u32>,
     /// The executor's own id for the attempt (a Slurm job id, a process id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,

@@ -46,6 +46,10 @@ pub struct Policy {
     /// How fractional GPUs are placed inside a node; `None` inherits (best fit at the root).
     #[serde(default)]
     pub gpu_pick: Option<GpuPickRule>,
+    /// A GPU placement policy of the FGD paper (`fgd`, `bestfit`, `packing`, …) that scores
+    /// nodes and picks GPUs; `None` inherits (none at the root).
+    #[serde(default)]
+    pub gpu_policy: Option<String>,
 }
 
 /// Where a policy takes effect (生效范围). Every non-empty list must accept the task.

@@ -26,6 +26,7 @@ pub struct ResolvedPolicy {
     pub cel_scores: Vec<CelScoreRule>,
     pub sampling_percent: Option<f64>,
     pub gpu_pick: Option<GpuPickRule>,
+    pub gpu_policy: Option<String>,
     /// Field path (`scope.regions`, `weights.energy`, `cel_filters.low-pue`, …) → the policy
     /// of the chain that set it. Fields nobody set are absent.
     pub origin: BTreeMap<String, String>,
@@ -81,6 +82,7 @@ pub fn resolve(name: &str, policies: &[Policy]) -> Result<ResolvedPolicy, Policy
         cel_scores: Vec::new(),
         sampling_percent: None,
         gpu_pick: None,
+        gpu_policy: None,
         origin: BTreeMap::new(),
     };
     for p in chain.iter().rev() {
@@ -132,6 +134,10 @@ pub fn resolve(name: &str, policies: &[Policy]) -> Result<ResolvedPolicy, Policy
         if p.sampling_percent.is_some() {
             r.sampling_percent = p.sampling_percent;
             set("sampling_percent");
+        }
+        if p.gpu_policy.is_some() {
+            r.gpu_policy = p.gpu_policy.clone();
+            set("gpu_policy");
         }
         if p.gpu_pick.is_some() {
             r.gpu_pick = p.gpu_pick;

@@ -143,6 +143,16 @@ pub fn validate(policy: &Policy, known: &dyn Fn(&str) -> bool) -> Vec<Diagnostic
             out.push(Diagnostic::new(format!("{list}[{i}].weight"), m));
         }
     }
+    if let Some(g) = &policy.gpu_policy
+        && cpn_sched::plugins::gpu::GpuPolicy::parse(g).is_none()
+    {
+        out.push(Diagnostic::new(
+            "gpu_policy",
+            format!(
+                "unknown GPU policy {g:?}; use random, dotprod, clustering, packing, bestfit, fgd or fgd_plus"
+            ),
+        ));
+    }
     if let Some(p) = policy.sampling_percent
         && !(p > 0.0 && p <= 100.0)
     {

@@ -70,12 +70,43 @@ pub(crate) async fn load_all(state: &AppState) -> ApiResult<Vec<(cpn_policy::Pol
     Ok(out)
 }
 
-pub(crate) fn compile(name: &str, policies: &[cpn_policy::Policy]) -> ApiResult<Profile> {
+pub(crate) fn compile(
+    name: &str,
+    policies: &[cpn_policy::Policy],
+    workload: &dyn Fn() -> std::sync::Arc<cpn_sched::plugins::gpu::TargetWorkload>,
+) -> ApiResult<Profile> {
+    let mut profile = compile_plain(name, policies)?;
+    // A GPU policy of the FGD paper named by the policy (or an ancestor) scores the nodes
+    // and picks the GPUs, as in the digital twin (issue #4).
+    let gpu = cpn_policy::resolve(name, policies)
+        .map_err(|e| ApiError::new(Code::InvalidField, e.to_string()))?
+        .gpu_policy;
+    if let Some(g) = gpu {
+        let g = cpn_sched::plugins::gpu::GpuPolicy::parse(&g).ok_or_else(|| {
+            ApiError::field(
+                "gpu_policy",
+                format!("policy {name:?}: unknown GPU policy {g:?}"),
+            )
+        })?;
+        let seed = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64;
+        cpn_sched::plugins::gpu::add_to(&mut profile, g, workload(), seed);
+    }
+    Ok(profile)
+}
+
+fn compile_plain(name: &str, policies: &[cpn_policy::Policy]) -> ApiResult<Profile> {
     cpn_policy::compile_named(name, policies).map_err(|e| ApiError {
         code: Code::InvalidField,
         message: format!("policy {name:?} cannot be used: {e}"),
         field: Some("policy".into()),
     })
+}
+
+/// FGD's target workload when one task is explained or placed on its own: that task.
+fn one_task_workload(task: &Task) -> std::sync::Arc<cpn_sched::plugins::gpu::TargetWorkload> {
+    std::sync::Arc::new(cpn_sched::plugins::gpu::TargetWorkload::from_tasks(
+        std::slice::from_ref(task),
+    ))
 }
 
 fn weights_of(profile: &Profile) -> std::collections::BTreeMap<String, f64> {
@@ -118,7 +149,7 @@ pub async fn choose(
             if generation_of(name).is_none() {
                 return Err(ApiError::not_found("policy", name));
             }
-            let profile = compile(name, &policies)?;
+            let profile = compile(name, &policies, &|| one_task_workload(task))?;
             let choice = PolicyChoice {
                 name: name.to_string(),
                 generation: generation_of(name),
@@ -131,7 +162,7 @@ pub async fn choose(
         None => match cpn_policy::select(&policies, task) {
             Some(m) => {
                 let name = m.policy.name.clone();
-                let profile = compile(&name, &policies)?;
+                let profile = compile(&name, &policies, &|| one_task_workload(task))?;
                 let choice = PolicyChoice {
                     generation: generation_of(&name),
                     reasons: m.reasons.clone(),

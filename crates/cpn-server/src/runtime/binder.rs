@@ -190,10 +190,13 @@ pub async fn live_cluster(state: &AppState, nodes: &[NodeRecord]) -> ApiResult<L
 struct Policies {
     stored: Vec<cpn_policy::Policy>,
     schedulers: HashMap<String, Scheduler>,
+    /// FGD's target workload: the shapes of this cycle's pending tasks (issue #4: the GPU
+    /// policies are ordinary policies of the live scheduler).
+    workload: std::sync::Arc<cpn_sched::plugins::gpu::TargetWorkload>,
 }
 
 impl Policies {
-    async fn load(state: &AppState) -> ApiResult<Policies> {
+    async fn load(state: &AppState, pending: &[cpn_sched::Task]) -> ApiResult<Policies> {
         Ok(Policies {
             stored: policy::load_all(state)
                 .await?
@@ -201,6 +204,9 @@ impl Policies {
                 .map(|(p, _)| p)
                 .collect(),
             schedulers: HashMap::new(),
+            workload: std::sync::Arc::new(cpn_sched::plugins::gpu::TargetWorkload::from_tasks(
+                pending,
+            )),
         })
     }
 
@@ -218,7 +224,9 @@ impl Policies {
             let profile: Profile = if name == DEFAULT_POLICY {
                 cpn_sched::plugins::default_profile()
             } else {
-                policy::compile(name, &self.stored).map_err(|e| e.message)?
+                let workload = self.workload.clone();
+                policy::compile(name, &self.stored, &move || workload.clone())
+                    .map_err(|e| e.message)?
             };
             self.schedulers
                 .insert(name.to_string(), Scheduler::new(profile, rand_seed()));
@@ -253,9 +261,10 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
     let considered = pending.len();
     let nodes = state.store.list_nodes().await?;
     let mut live = live_cluster(state, &nodes).await?;
-    let mut policies = Policies::load(state).await?;
     let mut writes = Vec::with_capacity(pending.len());
     let mut bound = 0u64;
+    // Decode the batch first: its shapes are FGD's target workload.
+    let mut batch = Vec::with_capacity(pending.len());
     for rec in pending {
         let mut task: Task = super::tasks::decode(rec)?;
         let attempt = task.record.attempt;
@@ -281,6 +290,16 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
             }
         };
         sched_task.id = task.record.id.clone();
+        batch.push((task, sched_task));
+    }
+    let shapes: Vec<cpn_sched::Task> = batch
+        .iter()
+        .filter(|(_, t)| t.demand.gpus > 0)
+        .map(|(_, t)| t.clone())
+        .collect();
+    let mut policies = Policies::load(state, &shapes).await?;
+    for (mut task, sched_task) in batch {
+        let attempt = task.record.attempt;
         let name = policies.name_for(task.spec.policy.as_deref(), &sched_task);
         let scheduler = match policies.scheduler(&name) {
             Ok(s) => s,

@@ -406,6 +406,8 @@ impl Task {
             attempt_id: (r.attempt > 0).then(|| self.attempt_id()),
             site: s.site.clone(),
             node: s.node.clone(),
+            policy: s.policy.clone(),
+            gpus: s.gpus.clone(),
             external_id: s.external_id.clone(),
             exit_code: s.exit_code,
             reason: s.reason.clone(),

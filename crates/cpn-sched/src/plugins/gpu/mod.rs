@@ -148,7 +148,42 @@ impl fmt::Display for GpuPolicy {
 /// GPU choice. `workload` is used by FGD only; `seed` drives Random's node and GPU draws.
 /// Each call builds fresh plugin instances: give every simulated cluster its own profile.
 pub fn profile(policy: GpuPolicy, workload: Arc<TargetWorkload>, seed: u64) -> Profile {
-    let (score, picker): (Arc<dyn Plugin>, Arc<dyn GpuPicker>) = match policy {
+    let (score, picker) = parts(policy, workload, seed);
+    Profile {
+        name: format!("gpu-{}", policy.name()),
+        plugins: vec![
+            Arc::new(chip_model::ChipModel),
+            Arc::new(resources_fit::ResourcesFit),
+            score,
+        ],
+        weights: vec![(policy.plugin_name().to_string(), WEIGHT)],
+        sampling: Sampling::All,
+        gpu_pick: GpuPick::BestFit,
+        site_attempts: 1,
+        gpu_picker: Some(picker),
+        tie_break: TieBreak::Fixed,
+    }
+}
+
+/// Adds `policy`'s node score (at [`WEIGHT`], so it decides among a site's nodes) and its
+/// GPU choice to an ordinary profile: how the live scheduler runs a stored policy that
+/// names a GPU policy.
+pub fn add_to(profile: &mut Profile, policy: GpuPolicy, workload: Arc<TargetWorkload>, seed: u64) {
+    let (score, picker) = parts(policy, workload, seed);
+    profile.plugins.push(score);
+    profile
+        .weights
+        .push((policy.plugin_name().to_string(), WEIGHT));
+    profile.gpu_picker = Some(picker);
+}
+
+/// The score plugin and the GPU picker of a policy (one object for most policies).
+fn parts(
+    policy: GpuPolicy,
+    workload: Arc<TargetWorkload>,
+    seed: u64,
+) -> (Arc<dyn Plugin>, Arc<dyn GpuPicker>) {
+    match policy {
         GpuPolicy::Random => {
             let p = Arc::new(random::Random::new(seed));
             (p.clone(), p)
@@ -171,20 +206,6 @@ pub fn profile(policy: GpuPolicy, workload: Arc<TargetWorkload>, seed: u64) -> P
             let p = Arc::new(fgd_plus::FgdPlus::new(workload));
             (p.clone(), p)
         }
-    };
-    Profile {
-        name: format!("gpu-{}", policy.name()),
-        plugins: vec![
-            Arc::new(chip_model::ChipModel),
-            Arc::new(resources_fit::ResourcesFit),
-            score,
-        ],
-        weights: vec![(policy.plugin_name().to_string(), WEIGHT)],
-        sampling: Sampling::All,
-        gpu_pick: GpuPick::BestFit,
-        site_attempts: 1,
-        gpu_picker: Some(picker),
-        tie_break: TieBreak::Fixed,
     }
 }
 
