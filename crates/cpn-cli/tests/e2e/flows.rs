@@ -76,6 +76,11 @@ async fn a_diamond_of_tasks_runs_its_branches_in_parallel() {
         assert_eq!(s["attempts"], 1, "{s}");
         assert!(s["outputs"]["task_id"].is_string(), "{s}");
         assert_eq!(s["outputs"]["exit_code"], 0, "{s}");
+        assert_eq!(
+            s["outputs"]["stdout"],
+            format!("{}\n", s["id"].as_str().unwrap()),
+            "{s}"
+        );
     }
     let (s, r) = server
         .admin(Method::GET, &format!("/api/v1/flows/{id}/report"), None)

@@ -188,6 +188,23 @@ async fn execute(ctx: &Ctx, action: Action, attach: &Value) -> Result<Outputs, S
     }
 }
 
+/// The last 4 KiB of an attempt's stdout, for later steps to read.
+fn stdout_tail(ctx: &Ctx, id: &str, attempt: u32) -> String {
+    const TAIL: u64 = 4096;
+    let logs = &ctx.state.runtime.logs;
+    let len = logs.len(id, attempt, cpn_api_types::tasks::LogStream::Stdout);
+    let bytes = logs
+        .read(
+            id,
+            attempt,
+            cpn_api_types::tasks::LogStream::Stdout,
+            len.saturating_sub(TAIL),
+            TAIL as usize,
+        )
+        .unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 async fn wait_task(ctx: &Ctx, id: &str) -> Result<Outputs, String> {
     loop {
         let view = tasks::get(&ctx.state, &ctx.who, id).await.map_err(err)?;
@@ -197,6 +214,10 @@ async fn wait_task(ctx: &Ctx, id: &str) -> Result<Outputs, String> {
                 ("exit_code".to_string(), json!(view.exit_code)),
                 ("node".to_string(), json!(view.node)),
                 ("site".to_string(), json!(view.site)),
+                (
+                    "stdout".to_string(),
+                    json!(stdout_tail(ctx, id, view.attempt)),
+                ),
             ])
         };
         match view.state {

@@ -72,6 +72,11 @@ impl LogStore {
         Ok(have)
     }
 
+    /// How many bytes of a stream are stored.
+    pub fn len(&self, task: &str, attempt: u32, stream: LogStream) -> u64 {
+        std::fs::metadata(self.path(task, attempt, stream)).map_or(0, |m| m.len())
+    }
+
     /// Bytes of a stream from `from`, at most `max`.
     pub fn read(
         &self,
