@@ -3,7 +3,7 @@
 //! server mid-workflow resumes it without running any step twice; invalid definitions
 //! are refused with every error; pause / resume / cancel; process templates.
 
-use crate::harness::{Agent, Server, free_port, site, wait_nodes};
+use crate::harness::{CrashSetup, Server, wait_nodes};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -172,30 +172,8 @@ async fn a_failure_compensates_completed_steps_in_reverse_order() {
 #[tokio::test]
 async fn kill_9_mid_workflow_resumes_it_and_runs_no_step_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let flags = [
-        "--no-local-agent",
-        "--listen",
-        listen.as_str(),
-        "--heartbeat-ms",
-        "300",
-        "--node-timeout-ms",
-        "5000",
-    ];
-    let mut server = Server::start_with(dir.path(), false, &flags).await;
-    let (s, b) = server
-        .admin(Method::POST, "/api/v1/sites", Some(site("edge")))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    let _agent = Agent::start(
-        &server.base,
-        &server.token,
-        "edge",
-        "worker",
-        &dir.path().join("agent"),
-    );
-    wait_nodes(&server, 1).await;
+    let mut setup = CrashSetup::start(dir.path()).await;
+    let server = &setup.server;
 
     let effects = dir.path().join("effects");
     let steps: Vec<Value> = (1..=5)
@@ -210,11 +188,11 @@ async fn kill_9_mid_workflow_resumes_it_and_runs_no_step_twice() {
             )
         })
         .collect();
-    let id = start(&server, json!({"name": "resumable", "steps": steps})).await;
+    let id = start(server, json!({"name": "resumable", "steps": steps})).await;
     // Crash while the second step runs.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let j = journal(&server, &id).await;
+        let j = journal(server, &id).await;
         if j.iter()
             .any(|e| e["type"] == "step_progress" && e["step"] == "s2")
         {
@@ -223,11 +201,12 @@ async fn kill_9_mid_workflow_resumes_it_and_runs_no_step_twice() {
         assert!(Instant::now() < deadline, "s2 never started: {j:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    server.kill9();
+    setup.server.kill9();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let server = Server::start_with(dir.path(), false, &flags).await;
+    setup.restart(dir.path()).await;
+    let server = &setup.server;
 
-    let f = wait_end(&server, &id, Duration::from_secs(90)).await;
+    let f = wait_end(server, &id, Duration::from_secs(90)).await;
     assert_eq!(f["state"], "succeeded", "{f}");
     let text = std::fs::read_to_string(&effects).unwrap();
     let mut seen: HashMap<&str, u32> = HashMap::new();
@@ -250,7 +229,7 @@ async fn kill_9_mid_workflow_resumes_it_and_runs_no_step_twice() {
     for i in 1..=5 {
         assert_eq!(by_name.get(&format!("flow-s{i}")), Some(&1), "{by_name:?}");
     }
-    let j = journal(&server, &id).await;
+    let j = journal(server, &id).await;
     let starts = j.iter().filter(|e| e["type"] == "step_started").count();
     assert_eq!(starts, 5, "{j:#?}");
 }

@@ -270,3 +270,57 @@ pub async fn wait_nodes(server: &Server, n: usize) -> Vec<Value> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// For crash tests: a server without a local agent on a fixed port (so it can come back on
+/// the same address), a site `edge`, and one `cpn agent` named `worker` that outlives the
+/// server as a real site's agent would. `restart` brings the server back after `kill9`.
+pub struct CrashSetup {
+    pub server: Server,
+    // Kept for its lifetime: the agent is killed when the setup is dropped.
+    _agent: Agent,
+    flags: Vec<String>,
+}
+
+impl CrashSetup {
+    pub async fn start(dir: &Path) -> CrashSetup {
+        let flags: Vec<String> = [
+            "--no-local-agent",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--heartbeat-ms",
+            "300",
+            "--node-timeout-ms",
+            "5000",
+        ]
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+        let server = Server::start_with(dir, false, &as_strs(&flags)).await;
+        let (s, b) = server
+            .admin(Method::POST, "/api/v1/sites", Some(site("edge")))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let agent = Agent::start(
+            &server.base,
+            &server.token,
+            "edge",
+            "worker",
+            &dir.join("agent"),
+        );
+        wait_nodes(&server, 1).await;
+        CrashSetup {
+            server,
+            _agent: agent,
+            flags,
+        }
+    }
+
+    /// Starts the server again on the same data dir and address.
+    pub async fn restart(&mut self, dir: &Path) {
+        self.server = Server::start_with(dir, false, &as_strs(&self.flags)).await;
+    }
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}

@@ -1,7 +1,7 @@
 //! Running work for real (issue #5): tasks on real agents and processes, agent and server
 //! failures, and the event stream.
 
-use crate::harness::{Agent, Server, free_port, site, wait_nodes};
+use crate::harness::{Agent, CrashSetup, Server, site, wait_nodes};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -376,38 +376,15 @@ async fn a_killed_agents_tasks_are_rescheduled_to_the_other_agent_with_an_alarm(
 #[tokio::test]
 async fn kill_9_of_the_server_while_tasks_run_loses_no_task_and_runs_none_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let flags = [
-        "--no-local-agent",
-        "--listen",
-        listen.as_str(),
-        "--heartbeat-ms",
-        "300",
-        "--node-timeout-ms",
-        "5000",
-    ];
-    let mut server = Server::start_with(dir.path(), false, &flags).await;
-    let (s, b) = server
-        .admin(Method::POST, "/api/v1/sites", Some(site("edge")))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    // The agent outlives the server, as a real site's agent would.
-    let _agent = Agent::start(
-        &server.base,
-        &server.token,
-        "edge",
-        "worker",
-        &dir.path().join("agent"),
-    );
-    wait_nodes(&server, 1).await;
+    let mut setup = CrashSetup::start(dir.path()).await;
+    let server = &setup.server;
 
     let effects = dir.path().join("effects");
     let mut ids = Vec::new();
     for i in 0..20 {
         ids.push(
             submit(
-                &server,
+                server,
                 json!({"name": format!("effect-{i}"),
                        "command": ["sh", "-c", format!("sleep 1; echo $CPN_TASK_ID >> {}", effects.display())],
                        "resources": {"cpu_cores": 0.2, "memory_gib": 0.1}}),
@@ -427,11 +404,12 @@ async fn kill_9_of_the_server_while_tasks_run_loses_no_task_and_runs_none_twice(
         assert!(Instant::now() < deadline, "nothing started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    server.kill9();
+    setup.server.kill9();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let server = Server::start_with(dir.path(), false, &flags).await;
+    setup.restart(dir.path()).await;
+    let server = &setup.server;
 
-    let done = wait_terminal(&server, &ids, Duration::from_secs(90)).await;
+    let done = wait_terminal(server, &ids, Duration::from_secs(90)).await;
     for id in &ids {
         assert_eq!(done[id]["state"], "succeeded", "{}", done[id]);
         assert_eq!(done[id]["attempt"], 1, "dispatched once: {}", done[id]);

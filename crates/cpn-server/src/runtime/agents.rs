@@ -139,25 +139,20 @@ pub async fn heartbeat(
         l.metrics = Some(body.metrics.clone());
     });
     if !node.ready {
-        let back = state
-            .store
-            .patch_node(
-                node_id,
-                NodePatch {
-                    ready: Some(true),
-                    ..Default::default()
-                },
-                Utc::now(),
-                Vec::new(),
-            )
-            .await?;
+        let mut back = node.clone();
+        back.ready = true;
+        let event = node_event(
+            &back,
+            "info",
+            format!("node {}/{} is ready again", back.site, back.name),
+        );
+        let patch = NodePatch {
+            ready: Some(true),
+            ..Default::default()
+        };
         state
             .store
-            .append_events(vec![node_event(
-                &back,
-                "info",
-                format!("node {}/{} is ready again", back.site, back.name),
-            )])
+            .patch_node(node_id, patch, Utc::now(), vec![event])
             .await?;
         rt.events_written();
         rt.binder_wake.notify_one();
