@@ -692,6 +692,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::api_flows::routes())
         .merge(crate::api_design::routes())
         .merge(crate::api_ops::routes())
+        .merge(cpn_web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
