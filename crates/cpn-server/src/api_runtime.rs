@@ -239,12 +239,42 @@ pub async fn event_log(
     Ok(Json(events::page(&s, &who, events::query(q, None)?).await?))
 }
 
+/// A node's recent metrics, oldest first: one sample per 5 s over the last 30 minutes
+/// (CPU, memory, load, disk, network, and per GPU utilisation, memory, temperature, power).
+#[utoipa::path(get, path = "/api/v1/nodes/{id}/metrics", tag = "nodes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Node id, name, or site/name")),
+    responses((status = 200, body = Vec<NodeMetrics>), (status = 404, body = ErrorBody)))]
+pub async fn node_metrics(
+    State(s): State<AppState>,
+    _who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<NodeMetrics>>> {
+    Ok(Json(nodes::metrics_history(&s, &id).await?))
+}
+
+/// "Why here": the scheduler's filter verdicts and score factors for this task against the
+/// live nodes as they are now, under the policy that bound it (or would bind it).
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/explain", tag = "tasks", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = cpn_api_types::schedule::Explanation), (status = 404, body = ErrorBody)))]
+pub async fn explain_task(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<cpn_api_types::schedule::Explanation>> {
+    Ok(Json(
+        crate::runtime::binder::explain_task(&s, &who, &id).await?,
+    ))
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/tasks", get(list_tasks).post(submit_task))
         .route("/api/v1/tasks/{id}", get(get_task))
         .route("/api/v1/tasks/{id}/cancel", post(cancel_task))
         .route("/api/v1/tasks/{id}/logs", get(task_logs))
+        .route("/api/v1/tasks/{id}/explain", get(explain_task))
+        .route("/api/v1/nodes/{id}/metrics", get(node_metrics))
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{id}", get(get_node))
         .route("/api/v1/sites/{id}/status", get(site_status))

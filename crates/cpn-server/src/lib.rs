@@ -147,6 +147,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     std::fs::write(config.data_dir.join(ADDR_FILE), format!("{addr}\n"))
         .context("write address file")?;
     eprintln!("cpn listening on http://{addr}");
+    eprintln!(
+        "web console: http://{addr}/ (user admin, password in {})",
+        config.data_dir.join(auth::ADMIN_PASSWORD_FILE).display()
+    );
     let local_agent = match &config.local_agent {
         Some(site) => {
             ensure_site(&state, site).await?;

@@ -15,3 +15,4 @@ mod simulation;
 mod slurm;
 mod tasks;
 mod topology;
+mod web;

@@ -136,7 +136,7 @@ pub async fn heartbeat(
     rt.with_live(node_id, |l| {
         l.last_heartbeat = Instant::now();
         l.last_heartbeat_at = Some(Utc::now());
-        l.metrics = Some(body.metrics.clone());
+        l.record_metrics(&body.metrics);
     });
     if !node.ready {
         let mut back = node.clone();

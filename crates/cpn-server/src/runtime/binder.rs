@@ -348,3 +348,53 @@ fn write(task: Task, attempt: u32, events: Vec<cpn_store::NewEvent>) -> TaskWrit
         events,
     }
 }
+
+/// "Why here" for one task (`GET /api/v1/tasks/{id}/explain`): the scheduler's reasoning,
+/// every filter verdict and score factor, for this task against the live nodes as they are
+/// now, under the policy that bound it (or that would bind it, while it waits). A running
+/// task's own hold is part of "now", so its node shows that much less free capacity than it
+/// had when the task was bound; the binder itself keeps no per-task explanation, because
+/// explaining every placement would cost the fast path its speed.
+pub async fn explain_task(
+    state: &AppState,
+    who: &crate::extract::Principal,
+    id: &str,
+) -> ApiResult<cpn_api_types::schedule::Explanation> {
+    let task = super::tasks::load(state, who, id).await?;
+    let placement = super::tasks::placement_spec(&task.spec, &task.record.tenant);
+    let mut sched_task = crate::schedule::task_from_spec(who, &placement, 0)?;
+    sched_task.id = task.record.id.clone();
+    let bound_by = task.status.policy.clone();
+    let named = bound_by.as_deref().or(task.spec.policy.as_deref());
+    let (mut choice, profile) = policy::choose(state, who, &sched_task, named).await?;
+    if bound_by.is_some() {
+        choice.reasons = vec!["the policy that bound this task".into()];
+    }
+    let nodes = state.store.list_nodes().await?;
+    let live = live_cluster(state, &nodes).await?;
+    let mut scheduler = Scheduler::new(profile, 0);
+    let mut decision = scheduler.explain(&sched_task, &live.cluster);
+    // The scheduler names live nodes by id; people know them as site/name.
+    let names: HashMap<&str, &str> = live
+        .node_ids
+        .iter()
+        .map(String::as_str)
+        .zip(live.node_names.iter().map(String::as_str))
+        .collect();
+    let rename = |id: &mut String| {
+        if let Some(n) = names.get(id.as_str()) {
+            *id = (*n).to_string();
+        }
+    };
+    if let Some(n) = decision.chosen_node.as_mut() {
+        rename(n);
+    }
+    for c in decision.nodes.iter_mut() {
+        rename(&mut c.name);
+    }
+    Ok(cpn_api_types::schedule::Explanation {
+        task: task.record.id.clone(),
+        policy: choice,
+        decision: crate::schedule::decision_view(&decision),
+    })
+}

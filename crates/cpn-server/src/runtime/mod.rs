@@ -75,6 +75,31 @@ pub struct LiveNode {
     pub wake: std::sync::Arc<Notify>,
     /// Attempts to kill, delivered by the next poll or heartbeat.
     pub stops: HashSet<String>,
+    /// Recent metrics, oldest first, one sample per `METRICS_HISTORY_STEP` at most, for the
+    /// console's charts. In memory only: a restart starts the charts afresh.
+    pub history: std::collections::VecDeque<NodeMetrics>,
+}
+
+/// Least time between two kept metric samples of a node, and how many are kept: 30 minutes.
+/// Bounded so a large fleet's history stays small (about 100 KB a node).
+pub const METRICS_HISTORY_STEP: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+pub const METRICS_HISTORY_LEN: usize = 360;
+
+impl LiveNode {
+    /// Remembers a heartbeat's metrics as the latest, and in the history when due.
+    pub fn record_metrics(&mut self, m: &NodeMetrics) {
+        let due = self
+            .history
+            .back()
+            .is_none_or(|last| m.at - last.at >= METRICS_HISTORY_STEP);
+        if due {
+            if self.history.len() == METRICS_HISTORY_LEN {
+                self.history.pop_front();
+            }
+            self.history.push_back(m.clone());
+        }
+        self.metrics = Some(m.clone());
+    }
 }
 
 impl LiveNode {
@@ -85,6 +110,7 @@ impl LiveNode {
             metrics: None,
             wake: std::sync::Arc::new(Notify::new()),
             stops: HashSet::new(),
+            history: std::collections::VecDeque::new(),
         }
     }
 }

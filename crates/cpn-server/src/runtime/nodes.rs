@@ -3,7 +3,9 @@
 use crate::error::{ApiError, ApiResult};
 use crate::registry::decode_spec;
 use crate::state::AppState;
-use cpn_api_types::agent::{Capacity, Executor, NodeInventory, NodeState, NodeView, SiteStatus};
+use cpn_api_types::agent::{
+    Capacity, Executor, NodeInventory, NodeMetrics, NodeState, NodeView, SiteStatus,
+};
 use cpn_api_types::registry::SiteSpec;
 use cpn_api_types::schedule::TaskResources;
 use cpn_model::Kind;
@@ -222,6 +224,22 @@ pub async fn site_status(state: &AppState, site: &str) -> ApiResult<SiteStatus> 
         tasks_active: tasks,
         tasks_pending: pending,
     })
+}
+
+/// A node's recent metrics, oldest first (`GET /api/v1/nodes/{id}/metrics`): what its agent
+/// reported over the last half hour, one sample per 5 s. Empty for a node that reports no
+/// metrics (Slurm nodes) or that has not reported since the server started.
+pub async fn metrics_history(state: &AppState, key: &str) -> ApiResult<Vec<NodeMetrics>> {
+    let node = resolve(state, key).await?;
+    let live = state
+        .runtime
+        .live
+        .lock()
+        .expect("live-node lock is never poisoned");
+    Ok(live
+        .get(&node.id)
+        .map(|l| l.history.iter().cloned().collect())
+        .unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -1,0 +1,196 @@
+//! The web console (issue #7): served from the binary at `/`, the two endpoints it added
+//! ("why here" for a task, a node's metric history), and the console itself driven in
+//! headless Chromium by `web/tests/console.test.mjs` (playwright-core), which logs in, finds
+//! the 10 demo sites on the topology, submits a task and watches it succeed with its logs,
+//! opens the explain views, switches language and saves screenshots under
+//! `target/console-screenshots/`.
+//!
+//! The browser test needs Node.js, `npm ci` in `web/` and Debian's chromium; without them it
+//! is skipped, saying so, except under `CI`, where `.ci/run` installs them and it must run.
+
+use crate::harness::Server;
+use reqwest::{Method, StatusCode};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+async fn wait_state(server: &Server, id: &str, want: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, t) = server
+            .admin(Method::GET, &format!("/api/v1/tasks/{id}"), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{t}");
+        if t["state"] == want {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "task never {want}: {t}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_console_is_served_from_the_binary_with_its_libraries_and_licences() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), false).await;
+    let http = reqwest::Client::new();
+    let index = http.get(format!("{}/", server.base)).send().await.unwrap();
+    assert_eq!(index.status(), StatusCode::OK);
+    let csp = index.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    let etag = index.headers()["etag"].clone();
+    let html = index.text().await.unwrap();
+    assert!(html.contains("/assets/js/app.js"), "{html}");
+
+    let again = http
+        .get(format!("{}/", server.base))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+
+    for (path, kind) in [
+        ("/assets/js/app.js", "text/javascript"),
+        ("/assets/app.css", "text/css"),
+        ("/assets/vendor/echarts.min.js", "text/javascript"),
+        (
+            "/assets/vendor/LICENSES/echarts.LICENSE",
+            "application/octet-stream",
+        ),
+    ] {
+        let r = http
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with(kind), "{path}: {ct}");
+    }
+    let missing = http
+        .get(format!("{}/assets/js/nope.js", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn a_task_says_why_it_ran_where_it_did_and_nodes_keep_a_metric_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), false, &["--heartbeat-ms", "300"]).await;
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            "/api/v1/tasks",
+            Some(serde_json::json!({
+                "name": "why-here", "script": "echo hi",
+                "resources": {"cpu_cores": 0.1, "memory_gib": 0.1}
+            })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let id = b["id"].as_str().unwrap().to_string();
+    let t = wait_state(&server, &id, "succeeded").await;
+
+    let (s, why) = server
+        .admin(Method::GET, &format!("/api/v1/tasks/{id}/explain"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{why}");
+    assert_eq!(why["task"], id);
+    assert_eq!(why["decision"]["chosen_site"], "local");
+    assert_eq!(
+        why["decision"]["chosen_node"], t["node"],
+        "named as people know it"
+    );
+    assert_eq!(why["policy"]["name"], t["policy"]);
+    let site = &why["decision"]["sites"][0];
+    assert!(site["feasible"].as_bool().unwrap());
+    assert!(!site["factors"].as_array().unwrap().is_empty(), "{site}");
+
+    let (s, e) = server
+        .admin(Method::GET, "/api/v1/tasks/task-nope/explain", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+
+    // The history fills as heartbeats arrive: the first within a few intervals.
+    let node = t["node"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let samples = loop {
+        let (s, samples) = server
+            .admin(Method::GET, &format!("/api/v1/nodes/{node}/metrics"), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{samples}");
+        let samples = samples.as_array().unwrap().clone();
+        if !samples.is_empty() {
+            break samples;
+        }
+        assert!(Instant::now() < deadline, "no metrics recorded for {node}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(samples[0]["cpu_util_pct"].is_number(), "{}", samples[0]);
+    let (s, _) = server
+        .admin(Method::GET, "/api/v1/nodes/no-such-node/metrics", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// Why the browser test cannot run here, if it cannot.
+fn browser_missing(root: &Path) -> Option<String> {
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("node is not installed".into());
+    }
+    if !root.join("web/node_modules/playwright-core").exists() {
+        return Some("web/node_modules is missing: run `npm ci` in web/".into());
+    }
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        return Some(format!(
+            "{chromium} is missing: apt-get install -y chromium (or set CHROMIUM)"
+        ));
+    }
+    None
+}
+
+#[tokio::test]
+async fn the_console_works_in_a_real_browser() {
+    let root = repo_root();
+    if let Some(why) = browser_missing(&root) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "browser test cannot run but CI is set: {why}"
+        );
+        eprintln!("skipping the browser test: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The demo federation and the local agent, as `cpn serve` runs by default.
+    let server = Server::start_with(dir.path(), true, &["--heartbeat-ms", "500"]).await;
+    let shots = root.join("target/console-screenshots");
+    let mut node = Command::new("node");
+    node.args(["--test", "--test-concurrency=1", "tests/console.test.mjs"])
+        .current_dir(root.join("web"))
+        .env("CPN_URL", &server.base)
+        .env("CPN_PASSWORD_FILE", dir.path().join("admin.password"))
+        .env("CPN_SHOTS", &shots);
+    // Blocking, but on its own thread: the server is a separate process anyway.
+    let out = tokio::task::spawn_blocking(move || node.output())
+        .await
+        .unwrap()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser test failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    eprintln!("screenshots in {}", shots.display());
+}

@@ -1,0 +1,218 @@
+// The web console in a real browser (issue #7 acceptance): headless Debian Chromium driven by
+// playwright-core against a running `cpn serve` with the demo federation and its local agent.
+// Started by the Rust test crates/cpn-cli/tests/e2e/web.rs, which passes:
+//   CPN_URL            the server's base URL
+//   CPN_PASSWORD_FILE  the admin password file of its data dir
+//   CPN_SHOTS          where to save the screenshots (under target/)
+// Every page's console output is watched: any error or warning fails the run.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, mkdirSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.CPN_URL;
+const PASSWORD = readFileSync(process.env.CPN_PASSWORD_FILE, 'utf8').trim();
+const SHOTS = process.env.CPN_SHOTS || 'target/console-screenshots';
+const DEMO_SITES = ['zhangjiakou', 'horinger', 'zhongwei', 'qingyang', 'guian', 'wuhu', 'shaoguan', 'tianfu', 'chongqing', 'yangtze-delta-demo-zone'];
+mkdirSync(SHOTS, { recursive: true });
+
+let browser;
+const problems = [];
+
+async function newPage(locale = 'en-US') {
+  const context = await browser.newContext({ viewport: { width: 1366, height: 860 }, locale });
+  const page = await context.newPage();
+  page.setDefaultTimeout(20000);
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') problems.push(`console.${m.type()} on ${page.url()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`page error on ${page.url()}: ${e.message}`));
+  return page;
+}
+
+async function login(page, username = 'admin', password = PASSWORD) {
+  await page.goto(`${BASE}/`);
+  await page.fill('input[name=username]', username);
+  await page.fill('input[name=password]', password);
+  await page.click('form button[type=submit]');
+  await page.waitForSelector('nav.side a');
+}
+
+async function shot(page, name) {
+  // Let charts finish their first layout (animations are off under automation).
+  await page.waitForTimeout(400);
+  await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+}
+
+async function api(method, path, body) {
+  const token = readFileSync(process.env.CPN_PASSWORD_FILE.replace(/admin\.password$/, 'admin.token'), 'utf8').trim();
+  const res = await fetch(`${BASE}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  assert.ok(res.ok, `${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+test('a wrong password is refused with a message, the right one logs in', async () => {
+  const page = await newPage();
+  await page.goto(`${BASE}/`);
+  await shot(page, '00-login');
+  await page.fill('input[name=username]', 'admin');
+  await page.fill('input[name=password]', 'not-the-password');
+  await page.click('form button[type=submit]');
+  await page.waitForSelector('.form-error:not(:empty)');
+  assert.match(await page.textContent('.form-error'), /wrong username or password/);
+  // The failed login is an expected 401; it is not a console problem of the page.
+  problems.splice(0, problems.length, ...problems.filter((p) => !p.includes('401')));
+  await page.fill('input[name=password]', PASSWORD);
+  await page.click('form button[type=submit]');
+  await page.waitForSelector('nav.side a');
+  assert.match(await page.textContent('.topbar .who'), /operator/);
+  await page.waitForSelector('.kpi');
+  await shot(page, '01-overview');
+  await page.context().close();
+});
+
+test('the topology shows the 10 demo sites by geography, and a site opens with its resources', async () => {
+  const page = await newPage();
+  await login(page);
+  await page.goto(`${BASE}/#/topology`);
+  await page.waitForSelector('[data-test=topology-map] canvas');
+  await page.waitForFunction(() => Number(document.querySelector('main')?.dataset.sites) > 0);
+  const drawn = Number(await page.getAttribute('main', 'data-sites'));
+  assert.ok(drawn >= 10, `only ${drawn} sites drawn`);
+  for (const site of DEMO_SITES) {
+    assert.ok(await page.$(`[data-test=site-list] tr[data-site="${site}"]`), `${site} missing from the site list`);
+  }
+  await shot(page, '02-topology');
+  await page.click('[data-test=site-list] tr[data-site="zhangjiakou"]');
+  await page.waitForSelector('[data-test=site-panel]');
+  assert.match(await page.textContent('[data-test=site-panel]'), /zhangjiakou/);
+  await shot(page, '03-topology-site');
+  await page.context().close();
+});
+
+test('a task submitted in the form runs, succeeds, shows its logs and why it ran there', async () => {
+  const page = await newPage();
+  await login(page);
+  await page.goto(`${BASE}/#/tasks`);
+  await page.click('[data-test=new-task]');
+  await page.waitForSelector('form[data-test=task-submit]');
+  await page.fill('form[data-test=task-submit] input[name=name]', 'console-hello');
+  await page.fill('form[data-test=task-submit] textarea[name=script]', 'echo "hello from the console"; sleep 1; echo done');
+  await page.fill('form[data-test=task-submit] input[name=cpu_cores]', '0.1');
+  await page.fill('form[data-test=task-submit] input[name=memory_gib]', '0.1');
+  await shot(page, '04-task-submit');
+  await page.click('form[data-test=task-submit] button[type=submit]');
+  await page.waitForURL(/#\/tasks\/task-/);
+  // Watched live: the state badge changes through the event stream, without a reload.
+  await page.waitForSelector('[data-test=task-state][data-state=succeeded]', { timeout: 60000 });
+  await page.click('[data-tab=logs]');
+  await page.waitForFunction(() => document.querySelector('[data-test=task-logs]')?.textContent.includes('hello from the console'));
+  await shot(page, '05-task-logs');
+  await page.click('[data-tab=explain]');
+  await page.waitForFunction(() => /local/.test(document.querySelector('[data-test=task-explain]')?.textContent || ''));
+  await shot(page, '06-task-explain');
+  await page.goto(`${BASE}/#/tasks`);
+  await page.waitForSelector('tr[data-task]');
+  await shot(page, '07-tasks');
+  await page.context().close();
+});
+
+test('the explain view says where a GPU task would go under a policy, and why', async () => {
+  const page = await newPage();
+  await login(page);
+  await page.goto(`${BASE}/#/policies/explain`);
+  await page.waitForSelector('form[data-test=explain-form]');
+  await page.fill('form[data-test=explain-form] input[name=cpu_cores]', '8');
+  await page.fill('form[data-test=explain-form] input[name=gpus]', '1');
+  await page.click('form[data-test=explain-form] button[type=submit]');
+  await page.waitForSelector('[data-test=explain-result][data-chosen-site]');
+  const chosen = await page.getAttribute('[data-test=explain-result]', 'data-chosen-site');
+  assert.ok(DEMO_SITES.includes(chosen) || chosen === 'local', `chose ${chosen}`);
+  await shot(page, '08-policy-explain');
+  await page.goto(`${BASE}/#/policies`);
+  await page.waitForTimeout(300);
+  await shot(page, '09-policies');
+  await page.context().close();
+});
+
+test('resources, templates, plans and workflows pages render their data', async () => {
+  const page = await newPage();
+  await login(page);
+  await page.goto(`${BASE}/#/resources/sites`);
+  await page.waitForSelector('[data-test=kind-tabs]');
+  await page.waitForSelector('tr[data-name="zhongwei"]');
+  await shot(page, '10-resources');
+  await page.goto(`${BASE}/#/design`);
+  await page.waitForSelector('article[data-template]');
+  await shot(page, '11-templates');
+  const id = await page.getAttribute('article[data-template]', 'data-template');
+  await page.goto(`${BASE}/#/design/template/${encodeURIComponent(id)}`);
+  await page.waitForSelector('[data-test=template-graph] canvas');
+  await shot(page, '12-template-graph');
+  await page.goto(`${BASE}/#/flows`);
+  await page.waitForSelector('main h1');
+  await shot(page, '13-flows');
+  await page.context().close();
+});
+
+test('the language toggle switches to Chinese, and a Chinese browser starts in Chinese', async () => {
+  const page = await newPage();
+  await login(page);
+  assert.equal(await page.textContent('nav.side a[data-path=overview]'), 'Overview');
+  await page.click('.lang-toggle');
+  await page.waitForFunction(() => document.querySelector('nav.side a[data-path=overview]')?.textContent === '总览');
+  assert.equal(await page.getAttribute('html', 'lang'), 'zh-CN');
+  await page.waitForSelector('.kpi');
+  await shot(page, '14-overview-zh');
+  await page.goto(`${BASE}/#/topology`);
+  await page.waitForSelector('[data-test=topology-map] canvas');
+  await shot(page, '15-topology-zh');
+  await page.context().close();
+
+  const zh = await newPage('zh-CN');
+  await zh.goto(`${BASE}/`);
+  await zh.waitForSelector('form button[type=submit]');
+  assert.equal(await zh.textContent('form button[type=submit]'), '登录');
+  await zh.context().close();
+});
+
+test('navigation follows the role, and works from the keyboard', async () => {
+  const users = [['web-supplier', 'supplier'], ['web-user', 'user']];
+  for (const [username, role] of users) {
+    await api('POST', '/api/v1/users', { username, password: 'console-pass-1', role, tenant: 'system' });
+  }
+  const page = await newPage();
+  await login(page, 'web-supplier', 'console-pass-1');
+  const supplierNav = await page.$$eval('nav.side a', (as) => as.map((a) => a.dataset.path));
+  assert.ok(supplierNav.includes('resources') && !supplierNav.includes('tasks'), `supplier sees ${supplierNav}`);
+  await page.click('.logout');
+  await page.waitForSelector('input[name=username]');
+  await login(page, 'web-user', 'console-pass-1');
+  const userNav = await page.$$eval('nav.side a', (as) => as.map((a) => a.dataset.path));
+  assert.ok(userNav.includes('tasks') && !userNav.includes('resources'), `user sees ${userNav}`);
+  // Keyboard: focus the Tasks link and press Enter.
+  await page.focus('nav.side a[data-path=tasks]');
+  await page.keyboard.press('Enter');
+  await page.waitForURL(/#\/tasks/);
+  await page.context().close();
+});
+
+test('no page logged a console error or warning', () => {
+  assert.deepEqual(problems, []);
+});
