@@ -54,7 +54,10 @@ async fn serve(path: &str, headers: &HeaderMap) -> Response {
         None => match Assets::get(path) {
             Some(file) => (
                 file.data.into_owned(),
-                Some(format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..16]))),
+                Some(format!(
+                    "\"{}\"",
+                    hex::encode(&file.metadata.sha256_hash()[..16])
+                )),
             ),
             None => return not_found(path),
         },
@@ -129,7 +132,13 @@ mod tests {
     #[test]
     fn the_console_page_and_its_modules_are_embedded() {
         let paths: Vec<String> = asset_paths().collect();
-        for wanted in ["index.html", "js/app.js", "js/api.js", "js/i18n.js", "app.css"] {
+        for wanted in [
+            "index.html",
+            "js/app.js",
+            "js/api.js",
+            "js/i18n.js",
+            "app.css",
+        ] {
             assert!(paths.iter().any(|p| p == wanted), "{wanted} not embedded");
         }
     }
