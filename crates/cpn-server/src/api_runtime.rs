@@ -35,7 +35,8 @@ pub async fn submit_task(
     params(("state" = Option<String>, Query, description = "e.g. `running,pending`"),
            ("node" = Option<String>, Query, description = "Node id or site/name"),
            ("name" = Option<String>, Query), ("tenant" = Option<String>, Query),
-           ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+           ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query),
+           ("order" = Option<String>, Query, description = "oldest (default) or newest first")),
     responses((status = 200, body = Page<TaskView>), (status = 400, body = ErrorBody)))]
 pub async fn list_tasks(
     State(s): State<AppState>,
@@ -209,9 +210,10 @@ pub async fn agent_logs(
 }
 
 /// Server-Sent Events: task state changes, node state, operations and alarms.
-/// `types` filters (`task`, `alarm`, `node.state`…); `Last-Event-ID` (or `after`) resumes.
+/// `types` filters (`task`, `alarm`, `node.state`…), `subject` keeps one task's, node's or
+/// flow's; `Last-Event-ID` (or `after`) resumes.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", security(("bearer" = [])),
-    params(("types" = Option<String>, Query), ("after" = Option<u64>, Query),
+    params(("types" = Option<String>, Query), ("after" = Option<u64>, Query), ("subject" = Option<String>, Query),
            ("Last-Event-ID" = Option<String>, Header)),
     responses((status = 200, content_type = "text/event-stream", body = EventView)))]
 pub async fn event_stream(
@@ -227,9 +229,13 @@ pub async fn event_stream(
     Ok(events::stream(s, who, q).await?.into_response())
 }
 
-/// Past events as JSON, after an id (`after`, default 0), at most `limit`.
+/// Past events as JSON: oldest first after an id (`after`, default 0), or with
+/// `order=newest` newest first before an id (`before`); at most `limit`. `types` and
+/// `subject` (a task, node or flow id) filter.
 #[utoipa::path(get, path = "/api/v1/events/log", tag = "events", security(("bearer" = [])),
-    params(("types" = Option<String>, Query), ("after" = Option<u64>, Query), ("limit" = Option<usize>, Query)),
+    params(("types" = Option<String>, Query), ("subject" = Option<String>, Query),
+           ("order" = Option<String>, Query, description = "oldest (default) or newest"),
+           ("after" = Option<u64>, Query), ("before" = Option<u64>, Query), ("limit" = Option<usize>, Query)),
     responses((status = 200, body = Vec<EventView>)))]
 pub async fn event_log(
     State(s): State<AppState>,

@@ -74,6 +74,22 @@ pub enum TaskOrder {
     Seq,
     /// Queue order: priority (high first), then submission.
     Queue,
+    /// Newest submission first; `after_seq` then pages towards older tasks.
+    Newest,
+}
+
+/// A query of the event log. Types match as in the event stream: a type, or a prefix
+/// before its dot (`task` matches `task.state`).
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only events after this sequence number (oldest first) or, newest first, before it.
+    pub cursor: Option<u64>,
+    pub newest_first: bool,
+    pub types: Vec<String>,
+    pub subject: Option<String>,
+    /// Only this tenant's events; `None` for all (operators).
+    pub tenant: Option<String>,
+    pub limit: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -85,6 +101,7 @@ pub struct TaskQuery {
     pub name: Option<String>,
     /// Only tasks whose `not_before` is unset or at or before this time.
     pub due_at: Option<DateTime<Utc>>,
+    /// The cursor: only tasks past this `seq` in the listing's order.
     pub after_seq: Option<i64>,
     pub limit: Option<usize>,
     pub order: TaskOrder,
@@ -176,6 +193,8 @@ pub trait RuntimeStore: Send + Sync + 'static {
 
     async fn append_events(&self, events: Vec<NewEvent>) -> Result<()>;
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>>;
+    /// The event log's queries: events matching `filter`, in its order, at most its limit.
+    async fn find_events(&self, filter: EventFilter) -> Result<Vec<EventRecord>>;
     async fn last_event_seq(&self) -> Result<u64>;
 
     // ------------------------------------------------------------ allocations and operations

@@ -207,6 +207,10 @@ CREATE TABLE journal (
     PRIMARY KEY (journal, seq)
 );
 "#,
+    // The event log by subject (a task's or a node's history in the console).
+    r#"
+CREATE INDEX events_by_subject ON events (subject, seq);
+"#,
 ];
 
 type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;

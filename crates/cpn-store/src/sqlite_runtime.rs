@@ -4,7 +4,7 @@
 
 use crate::sqlite::{is_unique_violation, json, parse_ts, ts};
 use crate::{
-    AllocationRecord, EventRecord, NewEvent, NodePatch, NodeRecord, NodeRegistration,
+    AllocationRecord, EventFilter, EventRecord, NewEvent, NodePatch, NodeRecord, NodeRegistration,
     OperationRecord, Result, RuntimeStore, SqliteStore, StoreError, TaskOrder, TaskQuery,
     TaskRecord, TaskWrite,
 };
@@ -320,8 +320,18 @@ impl RuntimeStore for SqliteStore {
 
     async fn list_tasks(&self, q: TaskQuery) -> Result<Vec<TaskRecord>> {
         self.read(move |conn| {
-            let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE seq > ?1");
-            let mut args: Vec<rusqlite::types::Value> = vec![q.after_seq.unwrap_or(0).into()];
+            // The cursor continues in the order of the listing: past it, whichever way.
+            let (mut sql, start) = match q.order {
+                TaskOrder::Newest => (
+                    format!("SELECT {TASK_COLUMNS} FROM tasks WHERE seq < ?1"),
+                    q.after_seq.unwrap_or(i64::MAX),
+                ),
+                TaskOrder::Seq | TaskOrder::Queue => (
+                    format!("SELECT {TASK_COLUMNS} FROM tasks WHERE seq > ?1"),
+                    q.after_seq.unwrap_or(0),
+                ),
+            };
+            let mut args: Vec<rusqlite::types::Value> = vec![start.into()];
             let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
                 args.push(v);
                 sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
@@ -353,6 +363,7 @@ impl RuntimeStore for SqliteStore {
             sql.push_str(match q.order {
                 TaskOrder::Seq => " ORDER BY seq",
                 TaskOrder::Queue => " ORDER BY priority DESC, seq",
+                TaskOrder::Newest => " ORDER BY seq DESC",
             });
             if let Some(l) = q.limit {
                 sql.push_str(&format!(" LIMIT {l}"));
@@ -424,6 +435,56 @@ impl RuntimeStore for SqliteStore {
                  WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![after as i64, limit as i64], event_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn find_events(&self, f: EventFilter) -> Result<Vec<EventRecord>> {
+        self.read(move |conn| {
+            let mut sql = String::from(
+                "SELECT seq, at, type, subject, tenant, severity, message, data FROM events WHERE ",
+            );
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut param = |v: rusqlite::types::Value| {
+                args.push(v);
+                format!("?{}", args.len())
+            };
+            let cursor = match (f.newest_first, f.cursor) {
+                (false, c) => format!("seq > {}", param((c.unwrap_or(0) as i64).into())),
+                (true, Some(c)) => format!("seq < {}", param((c as i64).into())),
+                (true, None) => "1 = 1".to_string(),
+            };
+            sql.push_str(&cursor);
+            if let Some(s) = &f.subject {
+                sql.push_str(&format!(" AND subject = {}", param(s.clone().into())));
+            }
+            if let Some(t) = &f.tenant {
+                sql.push_str(&format!(" AND tenant = {}", param(t.clone().into())));
+            }
+            if !f.types.is_empty() {
+                // A type itself, or anything under it (`task` → `task.state`); no LIKE, whose
+                // `_` would be a wildcard.
+                let alternatives: Vec<String> = f
+                    .types
+                    .iter()
+                    .map(|t| {
+                        let exact = param(t.clone().into());
+                        let len = param(((t.len() + 1) as i64).into());
+                        let prefix = param(format!("{t}.").into());
+                        format!("type = {exact} OR substr(type, 1, {len}) = {prefix}")
+                    })
+                    .collect();
+                sql.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
+            }
+            sql.push_str(if f.newest_first {
+                " ORDER BY seq DESC"
+            } else {
+                " ORDER BY seq"
+            });
+            sql.push_str(&format!(" LIMIT {}", f.limit));
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), event_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await

@@ -120,6 +120,74 @@ async fn a_task_says_why_it_ran_where_it_did_and_nodes_keep_a_metric_history() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
 
+    // The console's detail and list views: one subject's events newest first, and the
+    // newest tasks first, each paged with a cursor.
+    let (s, later) = server
+        .admin(
+            Method::POST,
+            "/api/v1/tasks",
+            Some(serde_json::json!({"name": "later", "command": ["true"],
+                "resources": {"cpu_cores": 0.1, "memory_gib": 0.1}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{later}");
+    let (s, evs) = server
+        .admin(
+            Method::GET,
+            &format!("/api/v1/events/log?subject={id}&order=newest&types=task"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{evs}");
+    let evs = evs.as_array().unwrap();
+    assert!(
+        evs.len() >= 3,
+        "pending, scheduled, running, succeeded: {evs:?}"
+    );
+    assert!(evs.iter().all(|e| e["subject"] == id.as_str()), "{evs:?}");
+    assert_eq!(
+        evs[0]["data"]["state"], "succeeded",
+        "newest first: {evs:?}"
+    );
+    let seqs: Vec<u64> = evs.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "{seqs:?}");
+    let (s, older) = server
+        .admin(
+            Method::GET,
+            &format!(
+                "/api/v1/events/log?subject={id}&order=newest&before={}&limit=1",
+                seqs[0]
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{older}");
+    assert_eq!(older[0]["id"].as_u64().unwrap(), seqs[1]);
+    let (s, bad) = server
+        .admin(Method::GET, "/api/v1/events/log?order=sideways", None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+
+    let (s, page) = server
+        .admin(Method::GET, "/api/v1/tasks?order=newest&limit=1", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    assert_eq!(page["items"][0]["id"], later["id"]);
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("an older page")
+        .to_string();
+    let (s, page) = server
+        .admin(
+            Method::GET,
+            &format!("/api/v1/tasks?order=newest&limit=1&cursor={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    assert_eq!(page["items"][0]["id"], id.as_str());
+    assert!(page.get("next_cursor").is_none(), "{page}");
+
     // The history fills as heartbeats arrive: the first within a few intervals.
     let node = t["node"].as_str().unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);

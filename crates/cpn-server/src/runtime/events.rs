@@ -10,7 +10,7 @@ use crate::extract::{Principal, QueryMap};
 use crate::state::AppState;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use cpn_api_types::events::{EventView, Severity, type_matches};
-use cpn_store::EventRecord;
+use cpn_store::{EventFilter, EventRecord};
 use futures_util::Stream;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -45,6 +45,11 @@ pub struct EventQuery {
     pub types: Vec<String>,
     pub after: Option<u64>,
     pub limit: usize,
+    /// Log only: one subject's events (a task id, a node id, a flow id).
+    pub subject: Option<String>,
+    /// Log only: newest first, paging with `before`.
+    pub newest_first: bool,
+    pub before: Option<u64>,
 }
 
 pub fn query(mut q: QueryMap, last_event_id: Option<&str>) -> ApiResult<EventQuery> {
@@ -75,11 +80,35 @@ pub fn query(mut q: QueryMap, last_event_id: Option<&str>) -> ApiResult<EventQue
             .filter(|l| (1..=10_000).contains(l))
             .ok_or_else(|| ApiError::bad_request("limit must be from 1 to 10000"))?,
     };
+    let subject = q.take("subject").filter(|s| !s.is_empty());
+    let newest_first = match q.take("order").as_deref() {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "order must be oldest or newest, not {other:?}"
+            )));
+        }
+    };
+    let before = q.take("before").map(|b| parse(&b, "before")).transpose()?;
+    if before.is_some() && !newest_first {
+        return Err(ApiError::bad_request(
+            "before pages a newest-first log: add order=newest (or use after)",
+        ));
+    }
+    if after.is_some() && newest_first {
+        return Err(ApiError::bad_request(
+            "after pages an oldest-first log; with order=newest use before",
+        ));
+    }
     q.finish()?;
     Ok(EventQuery {
         types,
         after,
         limit,
+        subject,
+        newest_first,
+        before,
     })
 }
 
@@ -87,11 +116,19 @@ pub fn query(mut q: QueryMap, last_event_id: Option<&str>) -> ApiResult<EventQue
 pub async fn page(state: &AppState, who: &Principal, q: EventQuery) -> ApiResult<Vec<EventView>> {
     let rows = state
         .store
-        .events_after(q.after.unwrap_or(0), q.limit)
+        .find_events(EventFilter {
+            cursor: if q.newest_first { q.before } else { q.after },
+            newest_first: q.newest_first,
+            types: q.types,
+            subject: q.subject,
+            tenant: (!who.is_operator()).then(|| who.tenant.clone()),
+            limit: q.limit,
+        })
         .await?;
+    // The store filtered by tenant already; `visible` stays the one rule of who sees what.
     Ok(rows
         .into_iter()
-        .filter(|e| visible(who, e) && type_matches(&q.types, &e.event.event_type))
+        .filter(|e| visible(who, e))
         .map(view)
         .collect())
 }
@@ -101,6 +138,11 @@ pub async fn stream(
     who: Principal,
     q: EventQuery,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    if q.newest_first {
+        return Err(ApiError::bad_request(
+            "a stream runs oldest to newest: order=newest is for /api/v1/events/log",
+        ));
+    }
     // Without a cursor a stream starts now: only events after the newest stored one.
     let start = match q.after {
         Some(a) => a,
@@ -112,6 +154,7 @@ pub async fn stream(
         state,
         who,
         types: q.types,
+        subject: q.subject,
         cursor: start,
         queue: std::collections::VecDeque::new(),
     };
@@ -126,6 +169,7 @@ struct Reader {
     state: AppState,
     who: Principal,
     types: Vec<String>,
+    subject: Option<String>,
     cursor: u64,
     queue: std::collections::VecDeque<Event>,
     wake: tokio::sync::watch::Receiver<u64>,
@@ -154,7 +198,10 @@ impl Reader {
             };
             for r in rows {
                 self.cursor = r.seq;
-                if visible(&self.who, &r) && type_matches(&self.types, &r.event.event_type) {
+                if visible(&self.who, &r)
+                    && type_matches(&self.types, &r.event.event_type)
+                    && self.subject.as_ref().is_none_or(|s| *s == r.event.subject)
+                {
                     let v = view(r);
                     let data = serde_json::to_string(&v).unwrap_or_default();
                     self.queue.push_back(

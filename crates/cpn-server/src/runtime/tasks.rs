@@ -320,6 +320,15 @@ pub async fn list(state: &AppState, who: &Principal, mut q: QueryMap) -> ApiResu
         None => None,
     };
     let name = q.take("name");
+    let order = match q.take("order").as_deref() {
+        None | Some("oldest") => TaskOrder::Seq,
+        Some("newest") => TaskOrder::Newest,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "order must be oldest or newest, not {other:?}"
+            )));
+        }
+    };
     q.finish()?;
     let rows = state
         .store
@@ -330,7 +339,7 @@ pub async fn list(state: &AppState, who: &Principal, mut q: QueryMap) -> ApiResu
             name,
             after_seq,
             limit: Some(limit + 1),
-            order: TaskOrder::Seq,
+            order,
             ..Default::default()
         })
         .await?;

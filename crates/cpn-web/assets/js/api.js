@@ -6,10 +6,12 @@
 const TOKEN_KEY = 'cpn.token';
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  /** `field` is the path of the offending input when the server names one (422, 400). */
+  constructor(status, code, message, field) {
     super(message);
     this.status = status;
     this.code = code;
+    this.field = field;
   }
 }
 
@@ -38,16 +40,18 @@ function headers(extra = {}) {
 async function errorOf(res) {
   let code = `http_${res.status}`;
   let message = res.statusText || `HTTP ${res.status}`;
+  let field;
   try {
     const body = await res.json();
     if (body && body.error) {
       code = body.error.code || code;
       message = body.error.message || message;
+      field = body.error.field;
     }
   } catch {
     // not JSON: keep the status line
   }
-  return new ApiError(res.status, code, message);
+  return new ApiError(res.status, code, message, field);
 }
 
 /**

@@ -16,6 +16,14 @@ export let lang = preferred();
 document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
 
 export function register(strings) {
+  // Under automation (the browser tests) a string missing from one language is reported,
+  // so every page module's table is checked as soon as the tests load it.
+  if (navigator.webdriver) {
+    const en = strings.en || {};
+    const zh = strings.zh || {};
+    const odd = [...Object.keys(en).filter((k) => !(k in zh)), ...Object.keys(zh).filter((k) => !(k in en))];
+    if (odd.length) console.warn(`i18n: keys not in both en and zh: ${odd.join(', ')}`);
+  }
   for (const l of Object.keys(dict)) Object.assign(dict[l], strings[l] || {});
 }
 
