@@ -18,6 +18,9 @@ const FILES = [
   ['tslib', 'LICENSE.txt', 'LICENSES/tslib.LICENSE'],
   ['topojson-client', 'dist/topojson-client.min.js', 'topojson-client.min.js'],
   ['topojson-client', 'LICENSE', 'LICENSES/topojson-client.LICENSE'],
+  // YAML for template sources and pasted workflow definitions (an ES module).
+  ['js-yaml', 'dist/js-yaml.mjs', 'js-yaml.mjs'],
+  ['js-yaml', 'LICENSE', 'LICENSES/js-yaml.LICENSE'],
   // Land masses only, no borders: a neutral backdrop for the sites' coordinates.
   ['world-atlas', 'land-50m.json', 'land-50m.json'],
   ['world-atlas', 'LICENSE', 'LICENSES/world-atlas.LICENSE'],

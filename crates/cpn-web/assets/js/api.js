@@ -3,6 +3,8 @@
 // Server-Sent Events and followed logs. fetch is used for streams, not EventSource, because
 // EventSource cannot send the Authorization header.
 
+import { t } from './i18n.js';
+
 const TOKEN_KEY = 'cpn.token';
 
 export class ApiError extends Error {
@@ -55,11 +57,12 @@ async function errorOf(res) {
 }
 
 /**
- * One API call. `body` is sent as JSON unless it is a string (sent as text, e.g. YAML).
+ * One API call. `body` is sent as JSON unless it is a string (sent as text, e.g. YAML);
+ * `headers` adds request headers (If-Match, say).
  * Resolves to the parsed JSON (or text with {text: true}; null for 204).
  */
-export async function api(method, path, body, { text = false, signal, contentType } = {}) {
-  const init = { method, headers: headers(), signal };
+export async function api(method, path, body, { text = false, signal, contentType, headers: extra } = {}) {
+  const init = { method, headers: headers(extra), signal };
   if (body !== undefined) {
     if (typeof body === 'string') {
       init.headers['Content-Type'] = contentType || 'text/plain';
@@ -74,7 +77,7 @@ export async function api(method, path, body, { text = false, signal, contentTyp
     res = await fetch(path, init);
   } catch (e) {
     if (e.name === 'AbortError') throw e;
-    throw new ApiError(0, 'network', 'the server cannot be reached');
+    throw new ApiError(0, 'network', t('common.network'));
   }
   if (res.status === 401 && token()) {
     setToken(null);

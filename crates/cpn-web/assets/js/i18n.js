@@ -128,6 +128,7 @@ register({
     'common.reconnecting': 'reconnecting…',
     'common.notfound': 'There is no page {path}.',
     'common.forbidden': 'Your role ({role}) cannot open this page.',
+    'common.network': 'The server cannot be reached. Is cpn serve running?',
   },
   zh: {
     'app.title': 'cpn 控制台',
@@ -179,5 +180,6 @@ register({
     'common.reconnecting': '正在重连…',
     'common.notfound': '页面 {path} 不存在。',
     'common.forbidden': '您的角色（{role}）无权访问此页面。',
+    'common.network': '无法连接服务器，请确认 cpn serve 正在运行。',
   },
 });

@@ -74,25 +74,20 @@ register({
 
 export const TASK_STATES = ['pending', 'scheduled', 'running', 'succeeded', 'failed', 'cancelled', 'lost'];
 
-/** Task counts by state and the newest event id, from the Prometheus text at /metrics. */
+/** Task counts by state, from the Prometheus text at /metrics. */
 export async function taskCounts() {
   const text = await get('/metrics', { text: true });
   const counts = Object.fromEntries(TASK_STATES.map((s) => [s, 0]));
-  let lastEvent = 0;
   for (const line of text.split('\n')) {
     const m = line.match(/^cpn_tasks\{state="(\w+)"\} (\d+)/);
     if (m) counts[m[1]] = Number(m[2]);
-    const e = line.match(/^cpn_events_last_id (\d+)/);
-    if (e) lastEvent = Number(e[1]);
   }
-  return { counts, lastEvent };
+  return { counts };
 }
 
-/** The newest `n` alarms: alarms are rare, so a window of recent events finds them. */
-export async function recentAlarms(lastEvent, n = 8) {
-  const after = Math.max(0, lastEvent - 5000);
-  const evs = await get(`/api/v1/events/log?types=alarm&after=${after}&limit=5000`);
-  return evs.slice(-n).reverse();
+/** The newest `n` alarms. */
+export async function recentAlarms(n = 8) {
+  return get(`/api/v1/events/log?types=alarm&order=newest&limit=${n}`);
 }
 
 export default {
@@ -108,7 +103,7 @@ export default {
         taskCounts(),
       ]);
       const statuses = await Promise.all(sites.map((s) => get(`/api/v1/sites/${encodeURIComponent(s.name)}/status`).catch(() => null)));
-      const alarms = await recentAlarms(tasks.lastEvent);
+      const alarms = await recentAlarms();
       data = { sites, platforms, resources, nodes, tasks, statuses, alarms };
     } catch (e) {
       clear(main, h('h1', {}, t('ov.title')), errorState(e, () => this.render(main, ctx)));
@@ -150,11 +145,14 @@ export default {
     const stateChart = h('div', { class: 'chart', role: 'img', 'aria-label': t('ov.taskstates') });
     const liveChart = h('div', { class: 'chart', role: 'img', 'aria-label': t('ov.live') });
     const alarmBox = h('div');
+    const severity = { warning: 'warn', critical: 'bad', info: 'info' };
+    const subject = (e) => (e.subject.startsWith('task-')
+      ? h('a', { href: `#/tasks/${encodeURIComponent(e.subject)}` }, e.subject)
+      : h('span', { class: 'mono' }, e.subject));
     const paintAlarms = () => clear(alarmBox, table([
       { title: t('common.time'), value: (e) => fmtTime(e.at) },
-      { title: t('ov.col.kind'), value: (e) => badge(e.severity, e.data?.kind || e.type) },
-      { title: t('ov.col.subject'), value: (e) => e.subject },
-      { title: t('ov.col.message'), value: (e) => e.message },
+      { title: t('ov.col.kind'), value: (e) => badge(severity[e.severity] || e.severity, e.data?.kind || e.type) },
+      { title: t('ov.col.message'), value: (e) => h('div', { class: 'ov-alarm' }, h('div', {}, e.message), h('div', { class: 'muted' }, subject(e))) },
     ], alarms, { emptyText: t('ov.alarms.empty') }));
     paintAlarms();
 

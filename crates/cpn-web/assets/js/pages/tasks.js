@@ -1,8 +1,15 @@
-// Placeholder until this page is written: says so rather than showing nothing.
-import { h, clear, empty } from '../ui.js';
+// Tasks: the list (#/tasks), the submit form (#/tasks/new) and one task (#/tasks/<id>, with
+// ?tab=summary|logs|events|explain). Each view is its own module; this one picks the view.
+import './tasks-common.js';
+import { renderList } from './tasks-list.js';
+import { renderForm } from './tasks-form.js';
+import { renderDetail } from './tasks-detail.js';
 
 export default {
-  render(main) {
-    clear(main, h('h1', {}, 'tasks'), empty('This page is being built.'));
+  render(main, ctx) {
+    const [arg] = ctx.params;
+    if (!arg) return renderList(main, ctx);
+    if (arg === 'new') return renderForm(main, ctx);
+    return renderDetail(main, ctx, arg);
   },
 };
