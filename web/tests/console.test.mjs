@@ -165,9 +165,36 @@ test('resources, templates, plans and workflows pages render their data', async 
   await page.goto(`${BASE}/#/design/template/${encodeURIComponent(id)}`);
   await page.waitForSelector('[data-test=template-graph] canvas');
   await shot(page, '12-template-graph');
+  // Plans side by side, then the instruction set of the recommended one.
+  await page.goto(`${BASE}/#/design/template/base-data-pipeline?plan=1`);
+  await page.click('dialog[open] form button[type=submit]');
+  await page.waitForSelector('table[data-test=plan-compare] [data-confirm]');
+  const alternatives = await page.$$eval('table[data-test=plan-compare] button[data-confirm]', (bs) => bs.length);
+  assert.ok(alternatives >= 3, `${alternatives} alternatives compared`);
+  await shot(page, '12b-plans');
+  await page.click('table[data-test=plan-compare] button[data-confirm]:not(.secondary)');
+  await page.waitForSelector('[data-test=instructions] tr[data-instruction]');
+  await shot(page, '12c-instructions');
+  // A workflow started from the form, drawn as a graph of step states with its lean report.
   await page.goto(`${BASE}/#/flows`);
-  await page.waitForSelector('main h1');
-  await shot(page, '13-flows');
+  await page.waitForSelector('form[data-test=flow-start] textarea[name=definition]');
+  await page.fill('form[data-test=flow-start] textarea[name=definition]', [
+    'name: console-flow',
+    'steps:',
+    '  - id: a',
+    '    action: {kind: task, task: {name: a, script: "echo a", resources: {cpu_cores: 0.1, memory_gib: 0.1}}}',
+    '  - id: b',
+    '    depends_on: [a]',
+    '    action: {kind: task, task: {name: b, script: "echo b", resources: {cpu_cores: 0.1, memory_gib: 0.1}}}',
+  ].join('\n'));
+  await page.click('form[data-test=flow-start] button[type=submit]');
+  await page.waitForSelector('[data-test=flow-graph] canvas');
+  await page.waitForFunction(() => document.querySelector('main')?.dataset.flowState === 'succeeded', null, { timeout: 60000 });
+  await page.waitForSelector('[data-test=flow-report]');
+  await shot(page, '13-flow');
+  await page.goto(`${BASE}/#/flows`);
+  await page.waitForSelector('tr[data-flow]');
+  await shot(page, '13b-flows');
   await page.context().close();
 });
 

@@ -612,7 +612,7 @@ impl utoipa::Modify for BearerAuth {
         crate::api_design::list_templates, crate::api_design::create_template, crate::api_design::recommended,
         crate::api_design::get_template, crate::api_design::update_template, crate::api_design::delete_template,
         crate::api_design::template_versions, crate::api_design::rollback_template, crate::api_design::publish_template,
-        crate::api_design::withdraw_template, crate::api_design::make_plans, crate::api_design::get_plan,
+        crate::api_design::withdraw_template, crate::api_design::make_plans, crate::api_design::get_plan, crate::api_design::plan_alternatives,
         crate::api_design::confirm_plan, crate::api_design::list_instructions, crate::api_design::edit_instruction,
         crate::api_design::delete_instruction, crate::api_design::execute_plan,
         crate::api_ops::create_operation, crate::api_ops::list_operations, crate::api_ops::get_operation,

@@ -185,6 +185,17 @@ pub async fn get_plan(
     Ok(Json(plans::get(&s, &who, &id).await?))
 }
 
+/// The alternatives made by the same request as this plan (itself included).
+#[utoipa::path(get, path = "/api/v1/plans/{id}/alternatives", tag = "design", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = Vec<PlanView>), (status = 404, body = ErrorBody)))]
+pub async fn plan_alternatives(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<PlanView>>> {
+    Ok(Json(plans::alternatives(&s, &who, &id).await?))
+}
+
 /// Confirm a proposed plan: compiles its instruction set.
 #[utoipa::path(post, path = "/api/v1/plans/{id}/confirm", tag = "design", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = PlanView), (status = 409, body = ErrorBody)))]
@@ -263,6 +274,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/templates/{id}/withdraw", post(withdraw_template))
         .route("/api/v1/templates/{id}/plans", post(make_plans))
         .route("/api/v1/plans/{id}", get(get_plan))
+        .route("/api/v1/plans/{id}/alternatives", get(plan_alternatives))
         .route("/api/v1/plans/{id}/confirm", post(confirm_plan))
         .route("/api/v1/plans/{id}/instructions", get(list_instructions))
         .route(

@@ -51,9 +51,27 @@ async fn template_to_plans_to_instructions_to_workflow() {
         assert_eq!(rec["feasibility"][d]["ok"], true, "{d}: {rec:#}");
     }
     assert!(rec["cost_per_hour"].as_f64().unwrap() > 0.0, "{rec:#}");
+    // Any one plan leads to all of its request's alternatives, and only to those.
+    let _other_request = plans(&server).await;
+    let (s, alts) = server
+        .admin(
+            Method::GET,
+            &format!("/api/v1/plans/{}/alternatives", rec["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{alts}");
+    let alt_ids: BTreeSet<&str> = alts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    let made: BTreeSet<&str> = ps.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(alt_ids, made);
     // Usage is counted.
     let (_, t) = server.admin(Method::GET, TPL, None).await;
-    assert_eq!(t["usage_count"], 1, "{t}");
+    assert_eq!(t["usage_count"], 2, "{t}");
 
     // An invalid template: every error with its path.
     let bad = "inputs:\n  n: {type: integer, default: 0, constraints: {min: 1}}\nnode_templates:\n  trainer:\n    type: gpu\n    properties: {gpus: many}\n  web:\n    type: app\n    requirements: {depends_on: [ghost]}\n";

@@ -35,7 +35,7 @@ use cpn_model::Kind;
 use cpn_sched::plugins::{ProfileSpec, profile};
 use cpn_sched::task::{Chip, Demand};
 use cpn_sched::{Cluster, Mode, Scheduler, Task};
-use cpn_store::DocRecord;
+use cpn_store::{DocQuery, DocRecord};
 use cpn_template::{ConcreteNode, Instance};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -754,6 +754,32 @@ fn recommend(views: &mut [PlanView]) {
 
 pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<PlanView> {
     view(&load(state, who, id).await?)
+}
+
+/// The plans made by the same request as `id` (its alternatives, itself included), in the
+/// order they were made.
+pub async fn alternatives(state: &AppState, who: &Principal, id: &str) -> ApiResult<Vec<PlanView>> {
+    let record = load(state, who, id).await?;
+    let plan = view(&record)?;
+    // One request's plans are written together under one tenant; a tenant's plans are few
+    // (one per request and objective), so reading them all is cheap.
+    let docs = state
+        .store
+        .list_docs(
+            PLANS,
+            DocQuery {
+                tenant: Some(record.tenant.clone()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut out = Vec::new();
+    for d in &docs {
+        if d.body.get("group").and_then(Value::as_str) == Some(plan.group.as_str()) {
+            out.push(view(d)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Compiles the instruction set (see the module docs for the kinds and their order).

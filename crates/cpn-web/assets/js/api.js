@@ -26,6 +26,11 @@ export function setToken(t) {
   else localStorage.removeItem(TOKEN_KEY);
 }
 
+/** Paths that need no token. */
+const PUBLIC = ['/api/v1/auth/login'];
+/** The code of the error a call gets when made after logging out (never sent). */
+export const LOGGED_OUT = 'logged_out';
+
 /** Called when the server says the token is no longer good (set by app.js). */
 let onUnauthenticated = () => {};
 export function whenUnauthenticated(fn) {
@@ -62,6 +67,10 @@ async function errorOf(res) {
  * Resolves to the parsed JSON (or text with {text: true}; null for 204).
  */
 export async function api(method, path, body, { text = false, signal, contentType, headers: extra } = {}) {
+  // Logged out: a page still loading must not reach the server with a revoked token.
+  if (!token() && !extra?.Authorization && !PUBLIC.includes(path)) {
+    throw new ApiError(401, LOGGED_OUT, t('auth.expired'));
+  }
   const init = { method, headers: headers(extra), signal };
   if (body !== undefined) {
     if (typeof body === 'string') {

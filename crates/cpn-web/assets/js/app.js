@@ -1,7 +1,7 @@
 // The console's shell: login, the role-aware layout, a hash router (#/page/arg…), the one
 // shared event stream pages subscribe to, and the language toggle. Pages are ES modules in
 // pages/ whose default export is {render(main, ctx)}; render may return a cleanup function.
-import { get, post, setToken, token, whenUnauthenticated, streamEvents, ApiError } from './api.js';
+import { api, get, post, setToken, token, whenUnauthenticated, streamEvents, ApiError, LOGGED_OUT } from './api.js';
 import { t, lang, setLang } from './i18n.js';
 import { h, clear, errorState, field, disposeCharts, toast } from './ui.js';
 
@@ -111,14 +111,16 @@ function showStreamState() {
 }
 
 async function logout() {
+  // Forget the token first, so nothing still loading can use it after it is revoked.
+  const revoked = token();
+  setToken(null);
+  user = null;
+  stop();
   try {
-    await post('/api/v1/auth/logout');
+    await api('POST', '/api/v1/auth/logout', {}, { headers: { Authorization: `Bearer ${revoked}` } });
   } catch {
     // the token may already be gone; logging out locally is what matters
   }
-  stop();
-  setToken(null);
-  user = null;
   location.hash = '#/overview';
   loginPage();
 }
@@ -228,7 +230,7 @@ async function boot() {
 
 window.addEventListener('unhandledrejection', (e) => {
   if (e.reason instanceof ApiError) {
-    toast(e.reason.message, 'bad');
+    if (e.reason.code !== LOGGED_OUT) toast(e.reason.message, 'bad');
     e.preventDefault();
   }
 });

@@ -209,24 +209,6 @@ export function showValue(v) {
   return String(v);
 }
 
-/** Groups of plans made together are remembered so a plan's alternatives can be shown. */
-const GROUPS = 'cpn.design.groups';
-export function rememberGroup(plans) {
-  try {
-    const all = JSON.parse(localStorage.getItem(GROUPS) || '[]').filter((g) => g.group !== plans[0].group);
-    all.unshift({ group: plans[0].group, ids: plans.map((p) => p.id) });
-    localStorage.setItem(GROUPS, JSON.stringify(all.slice(0, 30)));
-  } catch {
-    // storage full or off: the URL still carries the ids
-  }
-}
-export function groupIds(group) {
-  try {
-    return JSON.parse(localStorage.getItem(GROUPS) || '[]').find((g) => g.group === group)?.ids || null;
-  } catch {
-    return null;
-  }
-}
 
 export const fmtKg = (n) => (n === null || n === undefined ? '–' : `${fmtNumber(n, 3)} kg`);
 

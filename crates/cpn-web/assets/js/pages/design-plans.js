@@ -1,4 +1,4 @@
-// Plans compared side by side (#/design/plan/<id>?alts=<id>,<id>…): the alternatives of one
+// Plans compared side by side (#/design/plan/<id>): the alternatives of one
 // planning request as columns, rows for cost, latency, carbon, sites and the five
 // feasibility dimensions, the recommended one highlighted with its reasons, where every node
 // was placed, a grouped bar chart of cost/latency/carbon, and "Confirm" on each.
@@ -7,7 +7,7 @@ import { t, fmtNumber, fmtTime } from '../i18n.js';
 import { h, clear, badge, errorState, loading, chart, toast } from '../ui.js';
 import {
   OBJECTIVES, NODE_COLORS, objectiveLabel, objectiveDesc, stateLabel, typeLabel, money, fmtKg,
-  say, esc, send, alertBox, backLink, groupIds, showValue,
+  say, esc, send, alertBox, backLink, showValue,
 } from './design-common.js';
 
 const DIMS = ['compute', 'network', 'application', 'cost', 'business'];
@@ -148,11 +148,7 @@ export async function renderPlans(main, ctx, id) {
   clear(main, back, loading());
   let plans;
   try {
-    const first = await get(`/api/v1/plans/${encodeURIComponent(id)}`);
-    const fromUrl = (ctx.query.get('alts') || '').split(',').map((s) => s.trim()).filter(Boolean);
-    const ids = [...new Set([id, ...(fromUrl.length ? fromUrl : groupIds(first.group) || [])])];
-    const rest = await Promise.all(ids.filter((x) => x !== id).map((x) => get(`/api/v1/plans/${encodeURIComponent(x)}`).catch(() => null)));
-    plans = [first, ...rest.filter((p) => p && p.group === first.group)];
+    plans = await get(`/api/v1/plans/${encodeURIComponent(id)}/alternatives`);
   } catch (e) {
     clear(main, back, h('h1', {}, t('design.plans')), errorState(e, () => renderPlans(main, ctx, id)));
     return;
@@ -207,7 +203,6 @@ export async function renderPlans(main, ctx, id) {
       h('span', {}, t('design.plans.count', { n: plans.length }))),
     inputsLine(p0),
     alert,
-    plans.length < 2 ? h('p', { class: 'design-note', role: 'note' }, t('design.plans.single')) : null,
     h('div', { class: 'grid cols-2 design-plan-top' },
       rec ? h('section', { class: 'panel design-rec-box', 'aria-labelledby': 'design-rec-h' },
         h('h2', { id: 'design-rec-h' }, `★ ${t('design.cmp.rec.title', { obj: objectiveLabel(rec.objective) })}`),

@@ -8,7 +8,7 @@ import { h, clear, badge, errorState, loading, empty, field, table, tabs, chart,
 import { load as parseYaml } from '../../vendor/js-yaml.mjs';
 import {
   NODE_COLORS, typeLabel, stateLabel, esc, plain, layered, dagOption, send, issues, modal, confirmDialog,
-  backLink, resolve, showValue, rememberGroup, OBJECTIVES,
+  backLink, resolve, showValue, OBJECTIVES,
 } from './design-common.js';
 import { stateButtons } from './design-market.js';
 
@@ -259,11 +259,9 @@ function planDialog(tpl, doc, ctx) {
         submit.textContent = t('design.plan.working');
         try {
           const plans = await send('POST', `/api/v1/templates/${encodeURIComponent(tpl.id)}/plans`, { inputs: out });
-          rememberGroup(plans);
           const rec = plans.find((p) => p.recommended) || plans[0];
           close();
-          const others = plans.filter((p) => p !== rec).map((p) => p.id);
-          ctx.navigate(`#/design/plan/${encodeURIComponent(rec.id)}?alts=${others.map(encodeURIComponent).join(',')}`);
+          ctx.navigate(`#/design/plan/${encodeURIComponent(rec.id)}`);
         } catch (err) {
           let shown = false;
           for (const i of issues(err)) {
