@@ -3,7 +3,7 @@
 
 use crate::design::plans::{self, Instruction, InstructionEdit, PlanRequest, PlanView};
 use crate::design::{
-    self, Recommendation, Rollback, TemplateCreate, TemplateUpdate, TemplateVersionView,
+    self, Recommendation, TemplateCreate, TemplateRollback, TemplateUpdate, TemplateVersionView,
     TemplateView, VersionOnly,
 };
 use crate::error::{ApiError, ApiResult};
@@ -107,13 +107,13 @@ pub async fn template_versions(
     Ok(Json(design::versions(&s, &who, &id).await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/templates/{id}/rollback", tag = "design", security(("bearer" = [])), request_body = Rollback,
+#[utoipa::path(post, path = "/api/v1/templates/{id}/rollback", tag = "design", security(("bearer" = [])), request_body = TemplateRollback,
     params(("id" = String, Path)), responses((status = 200, body = TemplateView), (status = 409, body = ErrorBody)))]
 pub async fn rollback_template(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-    JsonBody(req): JsonBody<Rollback>,
+    JsonBody(req): JsonBody<TemplateRollback>,
 ) -> ApiResult<Json<TemplateView>> {
     Ok(Json(design::rollback(&s, &who, &id, req).await?))
 }

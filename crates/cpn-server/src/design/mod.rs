@@ -76,7 +76,7 @@ pub struct TemplateUpdate {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Rollback {
+pub struct TemplateRollback {
     pub to_version: u64,
     pub version: u64,
 }
@@ -327,7 +327,7 @@ pub async fn rollback(
     state: &AppState,
     who: &Principal,
     id: &str,
-    req: Rollback,
+    req: TemplateRollback,
 ) -> ApiResult<TemplateView> {
     let r = load(state, who, id).await?;
     if !may_change(who, &r) {

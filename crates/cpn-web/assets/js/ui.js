@@ -145,7 +145,11 @@ const live = new Set();
 export function chart(el, option) {
   const c = window.echarts.init(el, null, { renderer: 'canvas' });
   c.setOption({ animation: !quiet, ...option });
-  const ro = new ResizeObserver(() => c.resize());
+  // A layout pass can leave the element without size for a moment (full-page screenshots do);
+  // resizing a chart to zero breaks ECharts' map, so wait for a real size.
+  const ro = new ResizeObserver(() => {
+    if (el.clientWidth && el.clientHeight) c.resize();
+  });
   ro.observe(el);
   c.__ro = ro;
   live.add(c);
