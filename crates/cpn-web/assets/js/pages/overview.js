@@ -4,6 +4,8 @@
 import { get, listAll } from '../api.js';
 import { t, register, fmtNumber, fmtPct, fmtTime } from '../i18n.js';
 import { h, clear, kpi, table, badge, chart, errorState, loading, empty, debounce } from '../ui.js';
+// The task states' names in both languages.
+import './tasks-common.js';
 
 register({
   en: {
@@ -124,11 +126,7 @@ export default {
       else if (c.chip_type === 'npu') row.npu += c.count;
     }
     const capRows = [...bySite.values()].filter((r) => r.cpu + r.gpu + r.npu > 0);
-    const live = statuses.filter((s) => s && s.nodes > 0);
     const sum = (xs, f) => xs.reduce((a, x) => a + (f(x) || 0), 0);
-    const cpuCap = sum(live, (s) => s.capacity.cpu_cores);
-    const cpuUsed = sum(live, (s) => s.allocated.cpu_cores);
-    const busy = cpuCap ? sum(live, (s) => (s.cpu_util_pct / 100) * s.capacity.cpu_cores) / cpuCap : null;
     const hubs = platforms.filter((p) => p.spec?.level === 'hub').length;
     const healthy = statuses.filter(Boolean).length && sites.filter((s) => (s.spec?.health || 'healthy') === 'healthy').length;
 
@@ -144,6 +142,39 @@ export default {
     const capChart = h('div', { class: 'chart', role: 'img', 'aria-label': t('ov.capacity') });
     const stateChart = h('div', { class: 'chart', role: 'img', 'aria-label': t('ov.taskstates') });
     const liveChart = h('div', { class: 'chart', role: 'img', 'aria-label': t('ov.live') });
+    const liveBox = h('div');
+    const nodesKpi = kpi(t('ov.nodes'), '–', ' ');
+    const cpuKpi = kpi(t('ov.cpu'), '–', ' ');
+    let liveInstance = null;
+    // The live part: nodes agents and Slurm report, their allocation and load.
+    const paintLive = (nodeList, statusList) => {
+      const live = statusList.filter((st) => st && st.nodes > 0);
+      const cpuCap = sum(live, (st) => st.capacity.cpu_cores);
+      const cpuUsed = sum(live, (st) => st.allocated.cpu_cores);
+      const busy = cpuCap ? sum(live, (st) => (st.cpu_util_pct / 100) * st.capacity.cpu_cores) / cpuCap : null;
+      nodesKpi.querySelector('.value').textContent = fmtNumber(nodeList.length, 0);
+      nodesKpi.querySelector('.sub').textContent = t('ov.nodes.sub', { ready: nodeList.filter((n) => n.state === 'ready').length });
+      cpuKpi.querySelector('.value').textContent = fmtNumber(cpuCap, 0);
+      cpuKpi.querySelector('.sub').textContent = t('ov.cpu.sub', { used: fmtNumber(cpuUsed, 1), util: fmtPct(busy) });
+      if (!live.length) {
+        clear(liveBox, empty(t('ov.live.empty')));
+        return;
+      }
+      if (!liveChart.isConnected) clear(liveBox, liveChart);
+      liveInstance ||= chart(liveChart, {});
+      liveInstance.setOption({
+        tooltip: { trigger: 'axis', valueFormatter: (v) => `${fmtNumber(v, 1)} %` },
+        legend: { top: 0 },
+        grid: { left: 40, right: 10, top: 30, bottom: 30 },
+        xAxis: { type: 'category', data: live.map((st) => st.site) },
+        yAxis: { type: 'value', max: 100, axisLabel: { formatter: '{value} %' } },
+        series: [
+          { name: t('ov.live.alloc_cpu'), type: 'bar', data: live.map((st) => (st.capacity.cpu_cores ? (100 * st.allocated.cpu_cores) / st.capacity.cpu_cores : 0)) },
+          { name: t('ov.live.alloc_gpu'), type: 'bar', data: live.map((st) => (st.capacity.gpus ? (100 * st.allocated.gpus) / st.capacity.gpus : 0)) },
+          { name: t('ov.live.util'), type: 'bar', data: live.map((st) => st.cpu_util_pct) },
+        ],
+      });
+    };
     const alarmBox = h('div');
     const severity = { warning: 'warn', critical: 'bad', info: 'info' };
     const subject = (e) => (e.subject.startsWith('task-')
@@ -160,8 +191,8 @@ export default {
       h('h1', {}, t('ov.title')),
       h('div', { class: 'grid cols-4', style: { marginBottom: '16px' } },
         kpi(t('ov.sites'), fmtNumber(sites.length, 0), t('ov.sites.sub', { healthy, hubs })),
-        kpi(t('ov.nodes'), fmtNumber(nodes.length, 0), t('ov.nodes.sub', { ready: nodes.filter((n) => n.state === 'ready').length })),
-        kpi(t('ov.cpu'), fmtNumber(cpuCap, 0), t('ov.cpu.sub', { used: fmtNumber(cpuUsed, 1), util: fmtPct(busy) })),
+        nodesKpi,
+        cpuKpi,
         kpi(t('ov.gpu'), fmtNumber(sum(capRows, (r) => r.gpu + r.npu), 0), t('ov.gpu.sub', { gpus: fmtNumber(sum(capRows, (r) => r.gpu), 0), npus: fmtNumber(sum(capRows, (r) => r.npu), 0) })),
       ),
       h('div', { class: 'grid cols-2' },
@@ -169,7 +200,7 @@ export default {
         h('section', { class: 'panel' }, h('h2', {}, t('ov.taskstates')), taskKpi, stateChart),
       ),
       h('div', { class: 'grid cols-2' },
-        h('section', { class: 'panel' }, h('h2', {}, t('ov.live')), live.length ? liveChart : empty(t('ov.live.empty'))),
+        h('section', { class: 'panel' }, h('h2', {}, t('ov.live')), liveBox),
         h('section', { class: 'panel' }, h('h2', {}, t('ov.alarms')), alarmBox),
       ),
     );
@@ -192,25 +223,12 @@ export default {
     const paintStates = () => states.setOption({
       tooltip: {},
       grid: { left: 40, right: 10, top: 10, bottom: 30 },
-      xAxis: { type: 'category', data: TASK_STATES.map((s) => s), axisLabel: { interval: 0 } },
+      xAxis: { type: 'category', data: TASK_STATES.map((s) => t(`tasks.state.${s}`)), axisLabel: { interval: 0 } },
       yAxis: { type: 'value', minInterval: 1 },
       series: [{ type: 'bar', data: TASK_STATES.map((s) => counts[s]), itemStyle: { color: '#2f74d0' } }],
     });
     paintStates();
-    if (live.length) {
-      chart(liveChart, {
-        tooltip: { trigger: 'axis', valueFormatter: (v) => `${fmtNumber(v, 1)} %` },
-        legend: { top: 0 },
-        grid: { left: 40, right: 10, top: 30, bottom: 30 },
-        xAxis: { type: 'category', data: live.map((s) => s.site) },
-        yAxis: { type: 'value', max: 100, axisLabel: { formatter: '{value} %' } },
-        series: [
-          { name: t('ov.live.alloc_cpu'), type: 'bar', data: live.map((s) => (s.capacity.cpu_cores ? (100 * s.allocated.cpu_cores) / s.capacity.cpu_cores : 0)) },
-          { name: t('ov.live.alloc_gpu'), type: 'bar', data: live.map((s) => (s.capacity.gpus ? (100 * s.allocated.gpus) / s.capacity.gpus : 0)) },
-          { name: t('ov.live.util'), type: 'bar', data: live.map((s) => s.cpu_util_pct) },
-        ],
-      });
-    }
+    paintLive(nodes, statuses);
 
     // Live: task changes refresh the counts (one fetch per burst), alarms are prepended.
     const refreshCounts = debounce(async () => {
@@ -222,12 +240,28 @@ export default {
         // the next event tries again
       }
     }, 300);
+    // Nodes come and go with events; their load changes all the time, so it is also polled.
+    const refreshLive = debounce(async () => {
+      try {
+        const nodeList = await get('/api/v1/nodes');
+        const statusList = await Promise.all(sites.map((st) => get(`/api/v1/sites/${encodeURIComponent(st.name)}/status`).catch(() => null)));
+        if (main.isConnected) paintLive(nodeList, statusList);
+      } catch {
+        // the next tick tries again
+      }
+    }, 500);
+    const timer = setInterval(refreshLive, 10000);
     ctx.onEvent((ev) => {
-      if (ev.type === 'task.state') refreshCounts();
+      if (ev.type === 'node.state') refreshLive();
+      if (ev.type === 'task.state') {
+        refreshCounts();
+        refreshLive(); // what tasks hold changes with their state
+      }
       if (ev.type === 'alarm') {
         alarms = [ev, ...alarms].slice(0, 8);
         paintAlarms();
       }
     });
+    return () => clearInterval(timer);
   },
 };
