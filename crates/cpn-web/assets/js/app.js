@@ -81,8 +81,10 @@ function loginPage(message) {
 }
 
 function langButton() {
+  // The visible text is the other language's own name, marked with its language so screen
+  // readers pronounce it right; the title says what the button does.
   return h('button', {
-    type: 'button', class: 'secondary lang-toggle', 'aria-label': t('lang.toggle.label'),
+    type: 'button', class: 'secondary lang-toggle', title: t('lang.toggle.label'), lang: lang === 'zh' ? 'en' : 'zh',
     on: { click: () => setLang(lang === 'zh' ? 'en' : 'zh') },
   }, t('lang.toggle'));
 }

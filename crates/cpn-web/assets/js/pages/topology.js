@@ -35,6 +35,7 @@ register({
     'topo.asof.nodes': 'Live nodes are shown for the present only.',
     'topo.list': 'Sites',
     'topo.list.count': '{n} sites',
+    'topo.list.count.one': '1 site',
     'topo.list.empty': 'No sites at this time. Register sites on the Resources & tags page, or move the time slider later.',
     'topo.col.name': 'Name',
     'topo.col.region': 'Region',
@@ -81,6 +82,7 @@ register({
     'topo.asof.nodes': '在线计算节点仅在实时视图中显示。',
     'topo.list': '资源节点',
     'topo.list.count': '共 {n} 个资源节点',
+    'topo.list.count.one': '共 1 个资源节点',
     'topo.list.empty': '该时刻没有资源节点。请在“资源与标签”页面注册资源节点，或将时间滑块向后移动。',
     'topo.col.name': '名称',
     'topo.col.region': '地区',
@@ -169,7 +171,7 @@ export default {
       const resBySite = new Map();
       for (const r of S.resources) {
         if (r.spec?.type !== 'compute' || !r.spec.compute) continue;
-        if (S.at && Date.parse(r.created_at) > S.at) continue;
+        if (S.at && Date.parse(r.created_at) >= S.at) continue;
         resBySite.set(r.spec.site, [...(resBySite.get(r.spec.site) || []), r]);
       }
       const linkCount = new Map();
@@ -222,11 +224,13 @@ export default {
     const mapEl = h('div', { class: 'topo-map', 'data-test': 'topology-map', role: 'img', 'aria-label': '' });
     const asOf = h('div', { class: 'topo-asof', role: 'status', hidden: true });
 
-    const t0 = Math.min(...S.sites.map((s) => Date.parse(s.created_at)).filter(Number.isFinite), Date.now());
+    // The first registration, rounded up to the millisecond: the API's times carry microseconds,
+    // and the slider's start must include that first site.
+    const t0 = Math.min(...S.sites.map((s) => Date.parse(s.created_at) + 1).filter(Number.isFinite), Date.now());
     let tMax = Date.now();
     const slider = h('input', { type: 'range', id: 'topo-time', 'data-test': 'time-slider', min: '0', 'aria-describedby': 'topo-time-help' });
     const timeOut = h('output', { for: 'topo-time', class: 'topo-time-value' });
-    const nowButton = h('button', { type: 'button', class: 'secondary', 'aria-label': t('topo.time.now.label'), on: { click: goLive } }, t('topo.time.now'));
+    const nowButton = h('button', { type: 'button', class: 'secondary', 'data-test': 'time-now', title: t('topo.time.now.label'), on: { click: goLive } }, t('topo.time.now'));
     const setSliderRange = () => {
       // The maximum is a whole number of steps, so that the end of the slider is reachable.
       const span = Math.max(0, tMax - t0);
@@ -373,7 +377,7 @@ export default {
         const hb = b.info.hub?.label ?? '\uffff';
         return ha === hb ? a.name.localeCompare(b.name) : ha.localeCompare(hb);
       });
-      listCount.textContent = t('topo.list.count', { n: rows.length });
+      listCount.textContent = rows.length === 1 ? t('topo.list.count.one') : t('topo.list.count', { n: rows.length });
       const el = table([
         { title: t('topo.col.name'), value: (s) => [h('strong', {}, s.name), s.info.alias ? h('span', { class: 'muted topo-alias' }, s.info.alias) : null] },
         { title: t('topo.col.region'), value: (s) => s.region },
