@@ -246,10 +246,24 @@ test('navigation follows the role, and works from the keyboard', async () => {
   await login(page, 'web-user', 'console-pass-1');
   const userNav = await page.$$eval('nav.side a', (as) => as.map((a) => a.dataset.path));
   assert.ok(userNav.includes('tasks') && !userNav.includes('resources'), `user sees ${userNav}`);
-  // Keyboard: focus the Tasks link and press Enter.
+  // Keyboard: the first Tab reaches the skip link, which jumps to the page's content.
+  await page.goto(`${BASE}/#/overview`);
+  await page.reload();
+  await page.waitForSelector('.kpi');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement?.className), 'skip-link');
+  await page.keyboard.press('Enter');
+  assert.equal(await page.evaluate(() => document.activeElement?.id), 'main');
+  assert.match(page.url(), /#\/overview$/);
+  // Then to a page through the navigation, with Enter.
   await page.focus('nav.side a[data-path=tasks]');
   await page.keyboard.press('Enter');
   await page.waitForURL(/#\/tasks/);
+  await page.waitForSelector('[data-test=new-task]');
+  // And a task row opens with Enter.
+  await page.focus('tr[data-task]');
+  await page.keyboard.press('Enter');
+  await page.waitForURL(/#\/tasks\/task-/);
   await page.context().close();
 });
 

@@ -80,6 +80,18 @@ function loginPage(message) {
   username.focus();
 }
 
+/** Texts outside the app's root (the skip link) follow the language too. */
+function translateStatic() {
+  const skip = document.querySelector('.skip-link');
+  if (skip) skip.textContent = t('app.skip');
+}
+
+// The skip link must not change the hash (the router's); it moves focus instead.
+document.querySelector('.skip-link')?.addEventListener('click', (e) => {
+  e.preventDefault();
+  document.getElementById('main')?.focus();
+});
+
 function langButton() {
   // The visible text is the other language's own name, marked with its language so screen
   // readers pronounce it right; the title says what the button does.
@@ -216,7 +228,12 @@ async function boot() {
     loginPage(t('auth.expired'));
   });
   window.addEventListener('hashchange', () => render());
-  window.addEventListener('cpn:lang', () => (user ? render() : loginPage()));
+  window.addEventListener('cpn:lang', () => {
+    translateStatic();
+    if (user) render();
+    else loginPage();
+  });
+  translateStatic();
   if (!token()) {
     loginPage();
     return;

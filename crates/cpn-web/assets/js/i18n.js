@@ -81,6 +81,7 @@ register({
   en: {
     'app.title': 'cpn console',
     'app.subtitle': 'Computing power network',
+    'app.skip': 'Skip to content',
     'nav.overview': 'Overview',
     'nav.topology': 'Topology',
     'nav.resources': 'Resources & tags',
@@ -133,6 +134,7 @@ register({
   zh: {
     'app.title': 'cpn 控制台',
     'app.subtitle': '算力网络',
+    'app.skip': '跳到主要内容',
     'nav.overview': '总览',
     'nav.topology': '拓扑',
     'nav.resources': '资源与标签',
