@@ -32,6 +32,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/", get(index))
         .route("/index.html", get(index))
         .route("/assets/{*path}", get(asset))
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
 }
 
 async fn index(headers: HeaderMap) -> Response {
@@ -54,8 +55,9 @@ async fn serve(path: &str, headers: &HeaderMap) -> Response {
         None => match Assets::get(path) {
             Some(file) => (
                 file.data.into_owned(),
+                // Weak: the same file goes out gzipped or not, byte for byte different.
                 Some(format!(
-                    "\"{}\"",
+                    "W/\"{}\"",
                     hex::encode(&file.metadata.sha256_hash()[..16])
                 )),
             ),

@@ -72,6 +72,17 @@ async fn the_console_is_served_from_the_binary_with_its_libraries_and_licences()
         let ct = r.headers()["content-type"].to_str().unwrap().to_string();
         assert!(ct.starts_with(kind), "{path}: {ct}");
     }
+    // Compressed for browsers that ask (all do); ECharts is 1.1 MB as it is.
+    let gz = http
+        .get(format!("{}/assets/vendor/echarts.min.js", server.base))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+    let size = gz.bytes().await.unwrap().len();
+    assert!(size < 600_000, "{size} bytes gzipped");
+
     let missing = http
         .get(format!("{}/assets/js/nope.js", server.base))
         .send()
