@@ -58,6 +58,8 @@ pub enum SimulationState {
     Running,
     Succeeded,
     Failed,
+    /// Stopped on request (`POST /api/v1/simulations/{id}/cancel`) before it finished.
+    Cancelled,
 }
 
 impl SimulationState {
@@ -67,12 +69,16 @@ impl SimulationState {
             SimulationState::Running => "running",
             SimulationState::Succeeded => "succeeded",
             SimulationState::Failed => "failed",
+            SimulationState::Cancelled => "cancelled",
         }
     }
 
     /// Whether the job will change no more.
     pub fn is_final(self) -> bool {
-        matches!(self, SimulationState::Succeeded | SimulationState::Failed)
+        matches!(
+            self,
+            SimulationState::Succeeded | SimulationState::Failed | SimulationState::Cancelled
+        )
     }
 }
 
@@ -119,8 +125,9 @@ pub struct PolicyResult {
     pub curve: Vec<(u32, f64)>,
 }
 
-/// A simulation job. Jobs live in the server's memory: they are lost when it restarts,
-/// and only the newest 100 are kept.
+/// A simulation job. Jobs are stored (the document collection `simulations`) and outlive a
+/// restart, but one that was queued or running when the server stopped is `failed` (its
+/// runs are in the server's memory); only the newest 100 are kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Simulation {
     pub id: String,

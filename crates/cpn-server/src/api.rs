@@ -306,9 +306,10 @@ async fn schedule_dry_run(
 /// uploaded pod CSV) on a GPU cluster (the shipped openb nodes or an uploaded node CSV)
 /// under 1 to 6 GPU placement policies and up to 10 seeds, with the benchmark protocol of
 /// the FGD paper. Answers at once with the queued job; poll it for progress and results.
-/// Jobs run one at a time in the background and live in the server's memory only: they are
-/// lost when the server restarts, and only the newest 100 are kept. Bad CSVs get 422 naming
-/// the field and the line.
+/// Jobs run one at a time in the background. They are stored and outlive a restart, but a
+/// job queued or running when the server stopped becomes `failed` ("interrupted"): start
+/// it again. Only the newest 100 are kept (409 when 100 are queued or running). Bad CSVs
+/// get 422 naming the field and the line.
 #[utoipa::path(post, path = "/api/v1/simulations", tag = "simulation", security(("bearer" = [])), request_body = SimulationRequest,
     responses((status = 202, body = Simulation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -341,11 +342,13 @@ async fn federation_replay(
 }
 
 /// Simulation jobs of the caller's tenant (every tenant's for operators), newest first.
-/// In memory only: lost when the server restarts.
 #[utoipa::path(get, path = "/api/v1/simulations", tag = "simulation", security(("bearer" = [])),
     responses((status = 200, body = [Simulation]), (status = 401, body = ErrorBody)))]
-async fn list_simulations(State(s): State<AppState>, who: Principal) -> Json<Vec<Simulation>> {
-    Json(simulation::list(&s, &who))
+async fn list_simulations(
+    State(s): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<Vec<Simulation>>> {
+    Ok(Json(simulation::list(&s, &who).await?))
 }
 
 /// One simulation job: state, progress and, once succeeded, per-policy results.
@@ -357,7 +360,22 @@ async fn get_simulation(
     who: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Simulation>> {
-    Ok(Json(simulation::get(&s, &who, &id)?))
+    Ok(Json(simulation::get(&s, &who, &id).await?))
+}
+
+/// Cancel a simulation job: a queued one ends at once, a running one at its next check
+/// (between runs, and between the events of a run), in both cases in state `cancelled`,
+/// without results. 409 `invalid_state` when the job has already ended.
+#[utoipa::path(post, path = "/api/v1/simulations/{id}/cancel", tag = "simulation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Simulation id")),
+    responses((status = 200, body = Simulation), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+async fn cancel_simulation(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Simulation>> {
+    Ok(Json(simulation::cancel(&s, &who, &id).await?))
 }
 
 /// Liveness: the process answers.
@@ -598,7 +616,7 @@ impl utoipa::Modify for BearerAuth {
         policy_versions, policy_rollback, schedule_explain, schedule_dry_run,
         schedule_place, list_decisions, get_decision, release_decision,
         apply_tag, remove_tag, get_topology, post_link_metrics, get_link_metrics, post_site_metrics, get_site_metrics,
-        load_scenario, create_simulation, list_simulations, get_simulation, federation_replay,
+        load_scenario, create_simulation, list_simulations, get_simulation, cancel_simulation, federation_replay,
         crate::api_flows::start_flow, crate::api_flows::list_flows, crate::api_flows::get_flow,
         crate::api_flows::flow_journal, crate::api_flows::flow_report, crate::api_flows::pause_flow,
         crate::api_flows::resume_flow, crate::api_flows::cancel_flow, crate::api_flows::create_process,
@@ -688,6 +706,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/simulations/federation", post(federation_replay))
         .route("/api/v1/simulations/{id}", get(get_simulation))
+        .route("/api/v1/simulations/{id}/cancel", post(cancel_simulation))
         .merge(crate::api_runtime::routes())
         .merge(crate::api_flows::routes())
         .merge(crate::api_design::routes())

@@ -126,6 +126,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     design::load_base_templates(&state)
         .await
         .context("load the base templates")?;
+    let interrupted = simulation::fail_interrupted(store.as_ref())
+        .await
+        .context("mark the simulations the last stop interrupted")?;
+    if interrupted > 0 {
+        tracing::warn!(
+            count = interrupted,
+            "simulations queued or running when the server stopped are now failed"
+        );
+    }
 
     state
         .runtime

@@ -11,7 +11,7 @@ pub struct AppState {
     /// Real scheduling cycles run one at a time, as in kube-scheduler: each decides on a
     /// snapshot that includes every earlier decision, so capacity is never promised twice.
     pub scheduling: Arc<tokio::sync::Mutex<()>>,
-    /// Simulation jobs (in memory) and their worker pool.
+    /// The simulation jobs' worker pool and stop flags (the jobs are documents of the store).
     pub simulations: Arc<crate::simulation::Simulations>,
     /// Folder of the shipped openb trace CSVs simulations may name; `None`: uploads only.
     pub sim_data_dir: Option<PathBuf>,

@@ -179,6 +179,25 @@ pub struct RunResult {
 
 /// Replays `trace` under `policy` with `seed`: §3 steps 4–9, then §3.1's discretisation.
 pub fn run(trace: &Trace, policy_name: &str, seed: u64, keep_samples: bool) -> RunResult {
+    match run_until(trace, policy_name, seed, keep_samples, &|| false) {
+        Some(result) => result,
+        None => unreachable!("a run that is never told to stop finishes"),
+    }
+}
+
+/// [`run`], asking `stop` before the run and after each simulated event (so it should be
+/// cheap, an atomic flag's load, say); `None` as soon as it answers `true`, the run left
+/// unfinished. The server's simulation jobs stop a cancelled run with it.
+pub fn run_until(
+    trace: &Trace,
+    policy_name: &str,
+    seed: u64,
+    keep_samples: bool,
+    stop: &dyn Fn() -> bool,
+) -> Option<RunResult> {
+    if stop() {
+        return None;
+    }
     let mut rng = Rng::new(seed);
     let order = arrival_order(&trace.pods, trace.capacity_milli, TUNE, &mut rng);
     // The same stream then seeds the fixed node order and the policy's own randomness.
@@ -203,6 +222,9 @@ pub fn run(trace: &Trace, policy_name: &str, seed: u64, keep_samples: bool) -> R
     let (mut placed, mut failed) = (0usize, 0usize);
     let mut samples = Vec::with_capacity(n);
     while let Some(outcome) = engine.step() {
+        if stop() {
+            return None;
+        }
         match outcome {
             Outcome::Placed {
                 task, placement, ..
@@ -227,7 +249,7 @@ pub fn run(trace: &Trace, policy_name: &str, seed: u64, keep_samples: bool) -> R
             frag_rate: f.rate_pct(),
         });
     }
-    RunResult {
+    Some(RunResult {
         trace: trace.name.clone(),
         policy: policy_name.to_string(),
         seed,
@@ -236,7 +258,7 @@ pub fn run(trace: &Trace, policy_name: &str, seed: u64, keep_samples: bool) -> R
         failed,
         curve: discretise(&samples),
         samples: keep_samples.then_some(samples),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -68,6 +68,36 @@ fn same_seed_same_curve_for_every_policy() {
     assert_ne!(a.samples, c.samples);
 }
 
+#[test]
+fn a_run_stops_when_asked_and_otherwise_is_the_same_run() {
+    use std::cell::Cell;
+    let trace = tiny();
+    let asked = Cell::new(0usize);
+    let whole = protocol::run_until(&trace, "fgd", 42, true, &|| {
+        asked.set(asked.get() + 1);
+        false
+    })
+    .expect("never told to stop");
+    let plain = protocol::run(&trace, "fgd", 42, true);
+    assert_eq!(whole.curve, plain.curve);
+    assert_eq!(whole.samples, plain.samples);
+    assert!(
+        asked.get() > whole.tasks,
+        "asked once per event, got {}",
+        asked.get()
+    );
+    // Told to stop half way: no result, and no more questions after the answer.
+    let half = asked.get() / 2;
+    asked.set(0);
+    let stopped = protocol::run_until(&trace, "fgd", 42, true, &|| {
+        asked.set(asked.get() + 1);
+        asked.get() > half
+    });
+    assert!(stopped.is_none());
+    assert_eq!(asked.get(), half + 1);
+    assert!(protocol::run_until(&trace, "fgd", 42, false, &|| true).is_none());
+}
+
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/alibaba-gpu-v2023")
 }

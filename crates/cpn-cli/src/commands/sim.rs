@@ -2,8 +2,8 @@
 //! six GPU placement policies of the FGD paper, over many seeds in parallel, writes the
 //! discretised curves and a summary, and with `--check-published` compares the result with
 //! the authors' published numbers (issue #4). The simulation itself is `cpn-sim`; this file
-//! only opens files, parses flags and prints. `cpn sim run|list|status|results` ask the
-//! server to do the same (`sim_api`).
+//! only opens files, parses flags and prints. `cpn sim run|list|status|results|cancel` ask
+//! the server to do the same (`sim_api`).
 
 use crate::commands::sim_plot;
 use crate::output;
@@ -40,7 +40,7 @@ pub enum SimCmd {
     /// trace durations, under one or two policies; prints cost, energy, latency to origin,
     /// queueing delay and per-site utilization side by side.
     Federation(crate::commands::sim_federation::SimFederationArgs),
-    /// List the simulations on the server (kept in its memory, lost when it restarts).
+    /// List the simulations on the server, newest first (the server keeps the newest 100).
     #[command(visible_alias = "ls")]
     List,
     /// Show a simulation's state and progress.
@@ -50,6 +50,14 @@ pub enum SimCmd {
     },
     /// Show a finished simulation's results per policy.
     Results {
+        /// Simulation id.
+        id: String,
+    },
+    /// Cancel a queued or running simulation.
+    ///
+    /// A queued one ends at once; a running one stops at its next check, within a moment.
+    /// Either way it ends `cancelled`, without results. A finished one cannot be cancelled.
+    Cancel {
         /// Simulation id.
         id: String,
     },

@@ -1,6 +1,6 @@
-//! `cpn sim run|list|status|results`: policy simulations as server jobs (SC-POL-05). Reads
-//! the CSVs to upload, submits, optionally waits with progress on stderr, and prints jobs
-//! and per-policy results as tables.
+//! `cpn sim run|list|status|results|cancel`: policy simulations as server jobs (SC-POL-05).
+//! Reads the CSVs to upload, submits, optionally waits with progress on stderr, prints jobs
+//! and per-policy results as tables, and cancels a job.
 
 use super::Ctx;
 use super::sim::{SimCmd, parse_seeds};
@@ -45,6 +45,7 @@ pub async fn run(ctx: &Ctx, cmd: SimCmd) -> Result<()> {
         SimCmd::List => list(ctx).await,
         SimCmd::Status { id } => status(ctx, &id).await,
         SimCmd::Results { id } => results(ctx, &id).await,
+        SimCmd::Cancel { id } => cancel(ctx, &id).await,
     }
 }
 
@@ -117,12 +118,19 @@ async fn submit(ctx: &Ctx, args: SimRunArgs) -> Result<()> {
             );
         }
         if sim.state.is_final() {
-            if sim.state == SimulationState::Failed {
-                bail!(
+            match sim.state {
+                SimulationState::Failed => bail!(
                     "simulation {} failed: {}",
                     sim.id,
                     sim.error.as_deref().unwrap_or("no reason given")
-                );
+                ),
+                SimulationState::Cancelled => bail!(
+                    "simulation {} was cancelled after {}/{} runs",
+                    sim.id,
+                    sim.progress.done,
+                    sim.progress.total
+                ),
+                _ => {}
             }
             if !ctx.table() {
                 return output::print_raw(ctx.output, &value);
@@ -199,6 +207,11 @@ async fn results(ctx: &Ctx, id: &str) -> Result<()> {
             "simulation {id} failed: {}",
             sim.error.as_deref().unwrap_or("no reason given")
         ),
+        SimulationState::Cancelled => bail!(
+            "simulation {id} was cancelled ({}/{} runs done); it has no results",
+            sim.progress.done,
+            sim.progress.total
+        ),
         s => bail!(
             "simulation {id} is {} ({}/{} runs done); no results yet",
             s.as_str(),
@@ -206,4 +219,23 @@ async fn results(ctx: &Ctx, id: &str) -> Result<()> {
             sim.progress.total
         ),
     }
+}
+
+async fn cancel(ctx: &Ctx, id: &str) -> Result<()> {
+    let value = ctx
+        .client
+        .post_empty(&["api", "v1", "simulations", id, "cancel"])
+        .await
+        .with_context(|| format!("cancelling simulation {id}"))?;
+    if !ctx.table() {
+        return output::print_raw(ctx.output, &value);
+    }
+    let sim: Simulation = decode(&value, "simulation")?;
+    output::emit(&format!(
+        "simulation {} {} after {}/{} runs",
+        sim.id,
+        sim.state.as_str(),
+        sim.progress.done,
+        sim.progress.total
+    ))
 }

@@ -1,7 +1,8 @@
 // Simulation view of the policies page (#/policies/simulate[/<id>]): replay an Alibaba GPU
 // trace on the shipped openb cluster under several GPU placement policies (the FGD paper's
-// protocol), follow the job's progress, and compare the policies' unallocated GPU curves.
-import { get } from '../api.js';
+// protocol), follow the job's progress (or cancel it), and compare the policies' unallocated
+// GPU curves.
+import { get, post } from '../api.js';
 import { t, register, fmtNumber, fmtTime, fmtDuration } from '../i18n.js';
 import { h, clear, field, table, badge, chart, errorState, loading, empty } from '../ui.js';
 import { call, seg } from './policies-api.js';
@@ -21,7 +22,7 @@ register({
     'pol.sim.err.policies': 'Choose between 1 and 6 policies.',
     'pol.sim.err.seeds': 'Give 1 to 10 whole numbers of 0 or more, e.g. 42, 7.',
     'pol.sim.earlier': 'Simulations',
-    'pol.sim.earlier.empty': 'No simulations yet. Choose policies and a trace, then start one. Jobs are kept in the server\'s memory until it restarts.',
+    'pol.sim.earlier.empty': 'No simulations yet. Choose policies and a trace, then start one. The server keeps the newest 100; one still running when the server stops ends as failed.',
     'pol.sim.col.created': 'Started',
     'pol.sim.col.state': 'State',
     'pol.sim.col.policies': 'Policies',
@@ -35,6 +36,9 @@ register({
     'pol.sim.size': 'Size',
     'pol.sim.size.value': '{pods} tasks · {nodes} nodes · {gpus} GPUs',
     'pol.sim.failed': 'The simulation failed: {message}',
+    'pol.sim.cancel': 'Cancel simulation',
+    'pol.sim.cancel.failed': 'Could not cancel the simulation: {message}',
+    'pol.sim.cancelled': 'The simulation was cancelled after {done} of {total} runs; it has no results.',
     'pol.sim.waiting': 'Results appear here when every run is done. This page checks every 2 seconds.',
     'pol.sim.plot': 'Unallocated GPU as the workload arrives',
     'pol.sim.plot.label': 'Line chart: unallocated GPU percentage against arrived workload percentage, one line per policy',
@@ -48,11 +52,12 @@ register({
     'pol.sim.col.fragrate': 'Fragmentation rate (% of idle)',
     'pol.sim.col.nseeds': 'Seeds',
     'pol.sim.best': 'best',
-    'pol.sim.notfound': 'Simulation jobs are kept in memory only: this one is gone (the server restarted, or it is older than the newest 100).',
+    'pol.sim.notfound': 'This simulation does not exist: the server keeps only the newest 100, or the link is wrong.',
     'pol.sim.state.queued': 'queued',
     'pol.sim.state.running': 'running',
     'pol.sim.state.succeeded': 'succeeded',
     'pol.sim.state.failed': 'failed',
+    'pol.sim.state.cancelled': 'cancelled',
     'pol.sim.at100': '100 % arrived',
   },
   zh: {
@@ -68,7 +73,7 @@ register({
     'pol.sim.err.policies': '请选择 1 至 6 个策略。',
     'pol.sim.err.seeds': '请填写 1 至 10 个不小于 0 的整数，例如 42, 7。',
     'pol.sim.earlier': '仿真记录',
-    'pol.sim.earlier.empty': '尚无仿真。选择策略和负载轨迹后即可开始。仿真任务保存在服务器内存中，服务器重启后清空。',
+    'pol.sim.earlier.empty': '尚无仿真。选择策略和负载轨迹后即可开始。服务器保留最新的 100 个仿真；服务器停止时仍在运行的仿真将以失败结束。',
     'pol.sim.col.created': '开始时间',
     'pol.sim.col.state': '状态',
     'pol.sim.col.policies': '策略',
@@ -82,6 +87,9 @@ register({
     'pol.sim.size': '规模',
     'pol.sim.size.value': '{pods} 个任务 · {nodes} 个节点 · {gpus} 块 GPU',
     'pol.sim.failed': '仿真失败：{message}',
+    'pol.sim.cancel': '取消仿真',
+    'pol.sim.cancel.failed': '无法取消仿真：{message}',
+    'pol.sim.cancelled': '仿真已在完成 {done} / {total} 次运行后取消，没有结果。',
     'pol.sim.waiting': '所有运行完成后在此显示结果。本页每 2 秒刷新一次。',
     'pol.sim.plot': '负载到达过程中的未分配 GPU',
     'pol.sim.plot.label': '折线图：未分配 GPU 百分比随到达负载百分比的变化，每个策略一条线',
@@ -95,11 +103,12 @@ register({
     'pol.sim.col.fragrate': '碎片率（占空闲 %）',
     'pol.sim.col.nseeds': '种子数',
     'pol.sim.best': '最优',
-    'pol.sim.notfound': '仿真任务只保存在内存中：此任务已不存在（服务器已重启，或它不在最新的 100 个之内）。',
+    'pol.sim.notfound': '此仿真不存在：服务器只保留最新的 100 个仿真，或链接有误。',
     'pol.sim.state.queued': '排队中',
     'pol.sim.state.running': '运行中',
     'pol.sim.state.succeeded': '已完成',
     'pol.sim.state.failed': '失败',
+    'pol.sim.state.cancelled': '已取消',
     'pol.sim.at100': '到达 100 %',
   },
 });
@@ -272,10 +281,43 @@ export async function renderSimulate(el, ctx, id) {
   };
 
   let shownState = null;
+  let current = null;
+  let cancelling = false;
+  let cancelError = '';
+  const cancel = async () => {
+    if (cancelling) return;
+    cancelling = true;
+    cancelError = '';
+    if (current) paint(current);
+    try {
+      const sim = await post(`/api/v1/simulations/${seg(id)}/cancel`);
+      if (stopped) return;
+      cancelling = false;
+      paint(sim);
+      loadList();
+    } catch (e) {
+      if (stopped) return;
+      cancelling = false;
+      cancelError = t('pol.sim.cancel.failed', { message: e.message });
+      if (e.status === 409) {
+        // It ended meanwhile: show how.
+        if (timer) clearTimeout(timer);
+        poll();
+      } else if (current) {
+        paint(current);
+      }
+    }
+  };
+
   const paint = (sim) => {
+    current = sim;
     const prog = h('progress', { max: String(Math.max(1, sim.progress.total)), value: String(sim.progress.done), 'aria-label': t('pol.sim.progress') });
     const head = h('section', { class: 'panel' },
-      h('div', { class: 'row pol-sim-head' }, h('h2', {}, t('pol.sim.detail', { id: sim.id })), stateBadge(sim.state)),
+      h('div', { class: 'row pol-sim-head' }, h('h2', {}, t('pol.sim.detail', { id: sim.id })), stateBadge(sim.state),
+        active(sim) ? h('button', {
+          type: 'button', class: 'secondary', disabled: cancelling, 'data-test': 'sim-cancel', on: { click: cancel },
+        }, t('pol.sim.cancel')) : null),
+      cancelError ? h('div', { class: 'form-error', role: 'alert' }, cancelError) : null,
       h('div', { class: 'pol-progress' }, prog, h('span', {}, t('pol.sim.progress.text', sim.progress))),
       h('dl', { class: 'props' },
         h('dt', {}, t('pol.sim.col.policies')), h('dd', {}, sim.request.policies.map(gpuPolicyLabel).join(', ')),
@@ -287,6 +329,7 @@ export async function renderSimulate(el, ctx, id) {
         h('dt', {}, t('pol.sim.col.created')), h('dd', {}, fmtTime(sim.created_at)),
         h('dt', {}, t('pol.sim.elapsed')), h('dd', {}, elapsed(sim))),
       sim.state === 'failed' ? h('div', { class: 'error-state', role: 'alert' }, t('pol.sim.failed', { message: sim.error || '' })) : null,
+      sim.state === 'cancelled' ? h('p', { class: 'muted', 'data-test': 'sim-cancelled' }, t('pol.sim.cancelled', sim.progress)) : null,
       active(sim) ? h('p', { class: 'muted' }, t('pol.sim.waiting')) : null);
     if (sim.state === 'succeeded' && shownState !== 'succeeded') {
       const res = results(sim);
