@@ -56,6 +56,8 @@ register({
     'pol.ed.cel_scores': 'CEL scores',
     'pol.ed.filters': 'Filters',
     'pol.ed.save': 'Save',
+    'pol.ed.operators': 'Only operators create policies.',
+    'pol.ed.readonly': 'Read only: operators change policies. You can use this one in "Explain a decision".',
     'pol.ed.create': 'Create policy',
     'pol.ed.reset': 'Undo changes',
     'pol.ed.delete': 'Delete',
@@ -125,6 +127,8 @@ register({
     'pol.ed.cel_scores': 'CEL 打分',
     'pol.ed.filters': '过滤器',
     'pol.ed.save': '保存',
+    'pol.ed.operators': '只有运营者可以新建调度策略。',
+    'pol.ed.readonly': '只读：调度策略由运营者修改。您可以在“调度解释”中使用此策略。',
     'pol.ed.create': '创建策略',
     'pol.ed.reset': '撤销修改',
     'pol.ed.delete': '删除',
@@ -216,6 +220,12 @@ export async function renderEditor(el, ctx, name) {
   const reload = () => renderEditor(el, ctx, name);
   const spec = policy?.spec || {};
   const creating = !policy;
+  // Only operators change policies (the API refuses others); everyone may read them.
+  const readOnly = ctx.user.role !== 'operator';
+  if (readOnly && creating) {
+    clear(el, errorState(new Error(t('pol.ed.operators'))));
+    return;
+  }
 
   // Basics.
   const nameInput = h('input', { name: 'name', autocomplete: 'off', required: true });
@@ -446,7 +456,7 @@ export async function renderEditor(el, ctx, name) {
           v.diff === null ? h('div', { class: 'muted' }, t('pol.ed.created.v'))
             : v.diff.length ? h('ul', { class: 'pol-diff' }, v.diff.slice(0, 8).map((d) => h('li', { class: 'mono' }, d)), v.diff.length > 8 ? h('li', {}, '…') : null)
               : h('div', { class: 'muted' }, t('pol.ed.nochange')),
-          v.generation === policy.generation ? badge('ok', t('pol.ed.current')) : h('button', {
+          v.generation === policy.generation ? badge('ok', t('pol.ed.current')) : readOnly ? null : h('button', {
             type: 'button',
             class: 'secondary pol-rollback',
             'aria-label': t('pol.ed.rollback.label', { generation: v.generation }),
@@ -481,6 +491,10 @@ export async function renderEditor(el, ctx, name) {
       h('a', { href: '#/policies' }, `← ${t('pol.ed.back')}`),
       creating ? null : h('a', { href: `#/policies/explain?policy=${encodeURIComponent(policy.name)}` }, t('pol.ed.explain'))));
 
+  if (readOnly) {
+    for (const c of form.querySelectorAll('input, select, textarea, button')) c.disabled = true;
+    form.prepend(h('p', { class: 'muted', role: 'note' }, t('pol.ed.readonly')));
+  }
   clear(el, head, h('div', { class: creating ? '' : 'split pol-ed-split' }, form, versionsBox));
   if (creating) nameInput.focus();
 }

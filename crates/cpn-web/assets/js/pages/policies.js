@@ -106,7 +106,7 @@ async function renderList(el, ctx) {
   clear(el,
     h('div', { class: 'row pol-list-head' },
       h('p', { class: 'muted pol-intro' }, t('pol.intro')),
-      h('a', { class: 'button', href: '#/policies/new', 'data-test': 'policy-new' }, `+ ${t('pol.new')}`)),
+      ctx.user.role === 'operator' ? h('a', { class: 'button', href: '#/policies/new', 'data-test': 'policy-new' }, `+ ${t('pol.new')}`) : null),
     h('section', { class: 'panel' }, tbl));
 }
 
