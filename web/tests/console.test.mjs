@@ -161,6 +161,19 @@ test('the explain view says where a GPU task would go under a policy, and why', 
   await page.goto(`${BASE}/#/policies`);
   await page.waitForTimeout(300);
   await shot(page, '09-policies');
+  // A simulation of the GPU trace starts from the form, shows its progress and is cancelled
+  // (a whole run takes minutes in a debug build; the plot and table are checked by hand).
+  await page.goto(`${BASE}/#/policies/simulate`);
+  await page.waitForSelector('form[data-test=sim-form]');
+  for (const policy of ['fgd', 'bestfit', 'packing']) {
+    await page.check(`form[data-test=sim-form] input[name=policies][value=${policy}]`);
+  }
+  await page.fill('form[data-test=sim-form] input[name=seeds]', '42, 43, 44');
+  await page.click('form[data-test=sim-form] button[type=submit]');
+  await page.waitForSelector('[data-test=sim-cancel]:not([disabled])');
+  await shot(page, '09b-simulation-running');
+  await page.click('[data-test=sim-cancel]');
+  await page.waitForSelector('[data-test=sim-cancelled]');
   await page.context().close();
 });
 

@@ -250,8 +250,16 @@ async fn the_console_works_in_a_real_browser() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // The demo federation and the local agent, as `cpn serve` runs by default.
-    let server = Server::start_with(dir.path(), true, &["--heartbeat-ms", "500"]).await;
+    // The demo federation and the local agent, as `cpn serve` runs by default, with the GPU
+    // trace (../shared/data beside the checkout) for the simulation page.
+    let sim_data = root.join("../shared/data/alibaba-gpu-v2023");
+    let sim_data = sim_data.to_str().expect("a UTF-8 path");
+    let server = Server::start_with(
+        dir.path(),
+        true,
+        &["--heartbeat-ms", "500", "--sim-data", sim_data],
+    )
+    .await;
     let shots = root.join("target/console-screenshots");
     let mut node = Command::new("node");
     node.args(["--test", "--test-concurrency=1", "tests/console.test.mjs"])
