@@ -25,6 +25,9 @@ case "$N" in ''|*[!0-9]*) echo "slurm-up: N must be a number, got '$N'" >&2; exi
 [ "$N" -ge 1 ] || { echo "slurm-up: N must be >= 1" >&2; exit 2; }
 mkdir -p "$DIR"; DIR=$(cd "$DIR" && pwd)
 export SLURM_CONF="$DIR/slurm.conf"
+# The daemons inherit this directory as theirs: make it one that outlives the caller's
+# checkout (slurmrestd 22.05 dies on a job submit once its working directory is gone).
+cd "$DIR"
 
 hints() {
   echo "export SLURM_CONF=$SLURM_CONF"

@@ -15,7 +15,7 @@ use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::agent::{AttemptReport, AttemptState, GpuInfo, NodeInventory};
 use cpn_api_types::registry::{SiteBackend, SiteSpec, SlurmBackendSpec};
-use cpn_api_types::tasks::LogStream;
+use cpn_api_types::tasks::{LogStream, TaskState};
 use cpn_model::Kind;
 use cpn_slurm::{JobRequest, JobState, SlurmApi};
 use cpn_store::{ListQuery, NodePatch, NodeRegistration, TaskQuery, TaskWrite};
@@ -384,12 +384,28 @@ async fn sync(state: &AppState, site: &SlurmSite) -> ApiResult<()> {
         };
         let task = super::tasks::decode(rec)?;
         let attempt_id = task.attempt_id();
+        let bound_at = task
+            .status
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.state == TaskState::Scheduled)
+            .map(|h| h.at);
         let job = match task.status.external_id.clone() {
             Some(j) => j,
             None => match submit(state, site, task, node_name).await {
                 Ok(Some(j)) => j,
                 Ok(None) => continue,
-                Err(e) => {
+                // slurmrestd dropped the connection or could not be reached: try again next
+                // sync, for a while. `submit` looks the job up by name first, so a request
+                // that did reach Slurm is adopted, never submitted twice.
+                Err(SubmitFailure::Transient(e))
+                    if bound_at.is_some_and(|at| Utc::now() - at < TRANSIENT_GRACE) =>
+                {
+                    tracing::warn!(attempt = %attempt_id, error = %e, "Slurm submit failed; will retry");
+                    continue;
+                }
+                Err(SubmitFailure::Transient(e) | SubmitFailure::Permanent(e)) => {
                     report(
                         state,
                         &node_id,
@@ -503,19 +519,35 @@ async fn report(
 
 /// Submits the attempt (unless Slurm already has a job of its name) and records the job
 /// id; `None` when another actor moved the task meanwhile.
+/// How long after binding a task's submission is retried when slurmrestd drops the
+/// connection or cannot be reached, before the attempt fails to start.
+const TRANSIENT_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// Why a submission did not happen.
+enum SubmitFailure {
+    /// The exchange with Slurm failed (connection refused or dropped): worth another try.
+    Transient(String),
+    /// Slurm refused the job, or it cannot be prepared: trying again would not help.
+    Permanent(String),
+}
+
+impl From<cpn_slurm::SlurmError> for SubmitFailure {
+    fn from(e: cpn_slurm::SlurmError) -> Self {
+        match e {
+            cpn_slurm::SlurmError::Transport { .. } => SubmitFailure::Transient(e.to_string()),
+            other => SubmitFailure::Permanent(other.to_string()),
+        }
+    }
+}
+
 async fn submit(
     state: &AppState,
     site: &SlurmSite,
     mut task: super::lifecycle::Task,
     node: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, SubmitFailure> {
     let attempt_id = task.attempt_id();
-    let job = match site
-        .api
-        .find_job(&attempt_id)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    let job = match site.api.find_job(&attempt_id).await? {
         Some(j) => j,
         None => {
             let dir = attempt_dir(&site.spec, &attempt_id);
@@ -526,7 +558,7 @@ async fn submit(
                 .map(PathBuf::from)
                 .unwrap_or_else(|| dir.join("work"));
             std::fs::create_dir_all(&work)
-                .map_err(|e| format!("create {}: {e}", work.display()))?;
+                .map_err(|e| SubmitFailure::Permanent(format!("create {}: {e}", work.display())))?;
             // Jobs may run as another user (slurmrestd's): let them write here.
             for d in [&dir, &work] {
                 let _ = std::fs::set_permissions(
@@ -555,7 +587,7 @@ async fn submit(
                 stdout: dir.join("stdout"),
                 stderr: dir.join("stderr"),
             };
-            site.api.submit(&request).await.map_err(|e| e.to_string())?
+            site.api.submit(&request).await?
         }
     };
     let attempt = task.record.attempt;
@@ -573,7 +605,8 @@ async fn submit(
             Ok(Some(job))
         }
         Ok(_) => Ok(None),
-        Err(e) => Err(e.to_string()),
+        // The job is in Slurm but not recorded: the next sync finds it by name.
+        Err(e) => Err(SubmitFailure::Transient(e.to_string())),
     }
 }
 
