@@ -137,6 +137,22 @@ pub struct PolicyVersion {
     pub spec: PolicySpec,
 }
 
+/// The scheduler's in-tree plugins, for clients that build policies: the filters in the
+/// order they run, the score plugins with the built-in profile's weights (what a policy
+/// that leaves a weight out inherits at the root), and the GPU placement policies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PluginCatalog {
+    pub filters: Vec<String>,
+    pub scores: Vec<ScoreDefault>,
+    pub gpu_policies: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ScoreDefault {
+    pub name: String,
+    pub default_weight: f64,
+}
+
 /// Restore the spec of an earlier generation as a new generation.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -228,6 +228,32 @@ async fn policy_rollback(
 }
 
 /// Explain where a task would go and why: every site's filter verdicts and factor scores.
+/// The scheduler's plugins: filters, score plugins with their default weights, and the GPU
+/// placement policies a policy may name.
+#[utoipa::path(get, path = "/api/v1/schedule/plugins", tag = "scheduling", security(("bearer" = [])),
+    responses((status = 200, body = PluginCatalog)))]
+async fn schedule_plugins(_who: Principal) -> Json<PluginCatalog> {
+    use cpn_sched::plugins::{DEFAULT_WEIGHTS, FILTERS, gpu::GpuPolicy};
+    // The paper's ranking, best first, then our own.
+    let gpu = GpuPolicy::ALL
+        .iter()
+        .rev()
+        .chain([GpuPolicy::FgdPlus].iter())
+        .map(|g| g.name().to_string())
+        .collect();
+    Json(PluginCatalog {
+        filters: FILTERS.iter().map(|f| f.to_string()).collect(),
+        scores: DEFAULT_WEIGHTS
+            .iter()
+            .map(|(name, w)| ScoreDefault {
+                name: name.to_string(),
+                default_weight: *w,
+            })
+            .collect(),
+        gpu_policies: gpu,
+    })
+}
+
 #[utoipa::path(post, path = "/api/v1/schedule/explain", tag = "scheduling", security(("bearer" = [])), request_body = ExplainRequest,
     responses((status = 200, body = Explanation), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn schedule_explain(
@@ -613,7 +639,7 @@ impl utoipa::Modify for BearerAuth {
         links::list, links::create, links::get, links::update, links::delete,
         tags::list, tags::create, tags::get, tags::update, tags::delete,
         policies::list, policies::create, policies::get, policies::update, policies::delete,
-        policy_versions, policy_rollback, schedule_explain, schedule_dry_run,
+        policy_versions, policy_rollback, schedule_plugins, schedule_explain, schedule_dry_run,
         schedule_place, list_decisions, get_decision, release_decision,
         apply_tag, remove_tag, get_topology, post_link_metrics, get_link_metrics, post_site_metrics, get_site_metrics,
         load_scenario, create_simulation, list_simulations, get_simulation, cancel_simulation, federation_replay,
@@ -682,6 +708,7 @@ pub fn router(state: AppState) -> Router {
         .merge(policies::routes())
         .route("/api/v1/policies/{id}/versions", get(policy_versions))
         .route("/api/v1/policies/{id}/rollback", post(policy_rollback))
+        .route("/api/v1/schedule/plugins", get(schedule_plugins))
         .route("/api/v1/schedule/explain", post(schedule_explain))
         .route("/api/v1/schedule/dry-run", post(schedule_dry_run))
         .route("/api/v1/schedule", post(schedule_place))

@@ -83,6 +83,27 @@ async fn the_console_is_served_from_the_binary_with_its_libraries_and_licences()
     let size = gz.bytes().await.unwrap().len();
     assert!(size < 600_000, "{size} bytes gzipped");
 
+    // What the policy editor offers comes from the scheduler itself.
+    let (st, plugins) = server
+        .admin(Method::GET, "/api/v1/schedule/plugins", None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{plugins}");
+    assert!(
+        plugins["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "price" && p["default_weight"] == 2.0),
+        "{plugins}"
+    );
+    assert_eq!(plugins["gpu_policies"][0], "fgd", "{plugins}");
+    assert!(
+        plugins["filters"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("resources_fit"))
+    );
+
     let missing = http
         .get(format!("{}/assets/js/nope.js", server.base))
         .send()

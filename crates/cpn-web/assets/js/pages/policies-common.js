@@ -1,27 +1,30 @@
 // What the policies page's views share: the score plugins and their default weights, the GPU
 // placement policies and their readable names.
+import { get } from '../api.js';
 import { t, register, has } from '../i18n.js';
 
 /**
- * The score plugins a policy may weigh, with the built-in profile's weights (cpn-sched's
- * DEFAULT_WEIGHTS); a weight left out of a policy is inherited from its parent or these.
+ * The score plugins a policy may weigh, as [name, built-in weight] (a weight left out of a
+ * policy is inherited from its parent or these), and the GPU placement policies, both from
+ * the scheduler (GET /api/v1/schedule/plugins): call loadCatalog() before using them.
  */
-export const SCORE_PLUGINS = [
-  ['model_preference', 1],
-  ['performance', 1],
-  ['energy', 1],
-  ['carbon', 0],
-  ['latency', 2],
-  ['location_affinity', 1],
-  ['price', 2],
-  ['free_capacity', 1],
-  ['bin_pack', 1],
-  ['spread', 0],
-];
-export const DEFAULT_WEIGHTS = Object.fromEntries(SCORE_PLUGINS);
+export let SCORE_PLUGINS = [];
+export let DEFAULT_WEIGHTS = {};
+export let GPU_POLICIES = [];
 
-/** The GPU placement policies of the FGD paper (and cpn's fgd_plus), in the paper's order. */
-export const GPU_POLICIES = ['fgd', 'bestfit', 'packing', 'clustering', 'dotprod', 'random', 'fgd_plus'];
+let catalog = null;
+export function loadCatalog() {
+  catalog ||= get('/api/v1/schedule/plugins').then((c) => {
+    SCORE_PLUGINS = c.scores.map((p) => [p.name, p.default_weight]);
+    DEFAULT_WEIGHTS = Object.fromEntries(SCORE_PLUGINS);
+    GPU_POLICIES = c.gpu_policies;
+    return c;
+  }).catch((e) => {
+    catalog = null; // a later page load tries again
+    throw e;
+  });
+  return catalog;
+}
 
 /** A plugin's readable name (the raw name for plugins this page does not know, e.g. CEL). */
 export function pluginLabel(name) {

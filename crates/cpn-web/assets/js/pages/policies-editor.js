@@ -7,7 +7,7 @@ import { t, register, has, fmtTime, fmtNumber } from '../i18n.js';
 import { h, clear, field, table, badge, errorState, loading, toast } from '../ui.js';
 import { call, seg } from './policies-api.js';
 import {
-  SCORE_PLUGINS, GPU_POLICIES, pluginLabel, gpuPolicyLabel, inheritedWeights,
+  SCORE_PLUGINS, GPU_POLICIES, pluginLabel, gpuPolicyLabel, inheritedWeights, loadCatalog,
 } from './policies-common.js';
 
 register({
@@ -212,6 +212,7 @@ export async function renderEditor(el, ctx, name) {
       listAll('/api/v1/sites'),
       name ? get(`/api/v1/policies/${seg(name)}`) : null,
       name ? get(`/api/v1/policies/${seg(name)}/versions`) : [],
+      loadCatalog(),
     ]);
   } catch (e) {
     clear(el, errorState(e, () => renderEditor(el, ctx, name)));

@@ -6,7 +6,7 @@ import { get, post } from '../api.js';
 import { t, register, fmtNumber, fmtTime, fmtDuration } from '../i18n.js';
 import { h, clear, field, table, badge, chart, errorState, loading, empty } from '../ui.js';
 import { call, seg } from './policies-api.js';
-import { GPU_POLICIES, gpuPolicyLabel } from './policies-common.js';
+import { GPU_POLICIES, gpuPolicyLabel, loadCatalog } from './policies-common.js';
 
 register({
   en: {
@@ -264,6 +264,12 @@ function results(sim) {
 }
 
 export async function renderSimulate(el, ctx, id) {
+  try {
+    await loadCatalog();
+  } catch (e) {
+    clear(el, errorState(e, () => renderSimulate(el, ctx, id)));
+    return null;
+  }
   const detailBox = h('div', { class: 'pol-sim-detail' });
   const listBox = h('section', { class: 'panel pol-sim-list' }, loading());
   let timer = null;
