@@ -87,6 +87,11 @@ export async function taskCounts() {
   return { counts };
 }
 
+/** Each site's real-time status (null for one that cannot be read), in the sites' order. */
+function siteStatuses(sites) {
+  return Promise.all(sites.map((st) => get(`/api/v1/sites/${encodeURIComponent(st.name)}/status`).catch(() => null)));
+}
+
 /** The newest `n` alarms. */
 export async function recentAlarms(n = 8) {
   return get(`/api/v1/events/log?types=alarm&order=newest&limit=${n}`);
@@ -104,7 +109,7 @@ export default {
         get('/api/v1/nodes'),
         taskCounts(),
       ]);
-      const statuses = await Promise.all(sites.map((s) => get(`/api/v1/sites/${encodeURIComponent(s.name)}/status`).catch(() => null)));
+      const statuses = await siteStatuses(sites);
       const alarms = await recentAlarms();
       data = { sites, platforms, resources, nodes, tasks, statuses, alarms };
     } catch (e) {
@@ -244,7 +249,7 @@ export default {
     const refreshLive = debounce(async () => {
       try {
         const nodeList = await get('/api/v1/nodes');
-        const statusList = await Promise.all(sites.map((st) => get(`/api/v1/sites/${encodeURIComponent(st.name)}/status`).catch(() => null)));
+        const statusList = await siteStatuses(sites);
         if (main.isConnected) paintLive(nodeList, statusList);
       } catch {
         // the next tick tries again
