@@ -104,6 +104,11 @@ pub fn spawn(config: AgentConfig) -> AgentHandle {
     if config.log_poll.is_zero() {
         config.log_poll = DEFAULT_LOG_POLL;
     }
+    // Attempts run in their own working directories and are told where their exit file
+    // is: a relative state dir would point each of them somewhere else.
+    if let Ok(dir) = std::path::absolute(&config.state_dir) {
+        config.state_dir = dir;
+    }
     let shared = Arc::new(agent::Shared {
         api: client::Api::new(&config.server, &config.token),
         config,

@@ -50,6 +50,30 @@ pub struct ServeConfig {
     pub local_agent: Option<String>,
 }
 
+impl ServeConfig {
+    /// The same configuration with every path made absolute against the current directory.
+    ///
+    /// Attempts run in their own working directories and files are handed to other
+    /// processes, so a relative path would mean something else to each of them (a relative
+    /// data dir once made every task fail: its wrapper could not find its exit file).
+    pub fn with_absolute_paths(mut self) -> anyhow::Result<ServeConfig> {
+        self.data_dir = absolute(&self.data_dir)?;
+        self.sim_data_dir = self.sim_data_dir.as_deref().map(absolute).transpose()?;
+        Ok(self)
+    }
+}
+
+/// `path` made absolute against the current directory (not resolving links, so a data dir
+/// that does not exist yet is fine).
+fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| {
+        format!(
+            "cannot make {} an absolute path (is the current directory gone?)",
+            path.display()
+        )
+    })
+}
+
 /// The file where a running server writes the address it listens on (useful with port 0).
 pub const ADDR_FILE: &str = "cpn.addr";
 
@@ -91,6 +115,7 @@ impl RunningServer {
 
 /// Opens the store, bootstraps a new data dir, binds, and starts serving in the background.
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
+    let config = config.with_absolute_paths()?;
     let store = SqliteStore::open(&config.data_dir)
         .with_context(|| format!("open store in {}", config.data_dir.display()))?;
     tracing::info!(path = %store.path().display(), "store opened");

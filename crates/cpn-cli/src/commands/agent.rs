@@ -35,17 +35,23 @@ pub async fn run(client: &Client, args: AgentArgs) -> Result<()> {
         );
     };
     let server = client.server();
-    std::fs::create_dir_all(&args.state_dir)
-        .with_context(|| format!("creating the state dir {}", args.state_dir.display()))?;
+    let state_dir = std::path::absolute(&args.state_dir).with_context(|| {
+        format!(
+            "cannot make the state dir {} absolute",
+            args.state_dir.display()
+        )
+    })?;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating the state dir {}", state_dir.display()))?;
     let mut config =
-        cpn_agent::AgentConfig::new(server.clone(), token, args.site.clone(), &args.state_dir);
+        cpn_agent::AgentConfig::new(server.clone(), token, args.site.clone(), &state_dir);
     config.name = args.name.clone();
     config.labels = args.labels.into_iter().collect();
     let name = args.name.unwrap_or_else(cpn_agent::host_name);
     eprintln!(
         "cpn agent: node {name} of site {} registering with {server} (state in {})",
         args.site,
-        args.state_dir.display()
+        state_dir.display()
     );
     let handle = cpn_agent::spawn(config);
     shutdown_signal().await;
