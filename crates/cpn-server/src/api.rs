@@ -3,6 +3,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Principal, QueryMap};
+use crate::openapi::EdgeResponses;
 use crate::registry::{
     self, CloudKind, LinkKind, PlatformKind, PolicyKind, ResourceKind, SiteKind, TagKind,
 };
@@ -255,7 +256,7 @@ async fn schedule_plugins(_who: Principal) -> Json<PluginCatalog> {
 }
 
 #[utoipa::path(post, path = "/api/v1/schedule/explain", tag = "scheduling", security(("bearer" = [])), request_body = ExplainRequest,
-    responses((status = 200, body = Explanation), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Explanation), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn schedule_explain(
     State(s): State<AppState>,
     who: Principal,
@@ -629,7 +630,7 @@ impl utoipa::Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "cpn", description = "Control plane of a computing power network: registry, tags, topology, identity, scheduling, tasks, agents, events."),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &EdgeResponses),
     paths(
         healthz, readyz, login, logout, whoami, list_tenants, create_tenant, set_quota, list_users, create_user,
         platforms::list, platforms::create, platforms::get, platforms::update, platforms::delete,

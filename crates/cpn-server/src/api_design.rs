@@ -76,7 +76,7 @@ pub async fn get_template(
 
 /// Change a template: a new immutable version (compare-and-set on `version`).
 #[utoipa::path(put, path = "/api/v1/templates/{id}", tag = "design", security(("bearer" = [])), request_body = TemplateUpdate,
-    params(("id" = String, Path)), responses((status = 200, body = TemplateView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    params(("id" = String, Path)), responses((status = 200, body = TemplateView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_template(
     State(s): State<AppState>,
     who: Principal,
@@ -87,7 +87,7 @@ pub async fn update_template(
 }
 
 #[utoipa::path(delete, path = "/api/v1/templates/{id}", tag = "design", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path)), responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete_template(
     State(s): State<AppState>,
     who: Principal,
@@ -108,7 +108,7 @@ pub async fn template_versions(
 }
 
 #[utoipa::path(post, path = "/api/v1/templates/{id}/rollback", tag = "design", security(("bearer" = [])), request_body = TemplateRollback,
-    params(("id" = String, Path)), responses((status = 200, body = TemplateView), (status = 409, body = ErrorBody)))]
+    params(("id" = String, Path)), responses((status = 200, body = TemplateView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn rollback_template(
     State(s): State<AppState>,
     who: Principal,
@@ -128,7 +128,7 @@ fn version_only(body: &Bytes) -> ApiResult<VersionOnly> {
 
 /// Publish (operators and suppliers only).
 #[utoipa::path(post, path = "/api/v1/templates/{id}/publish", tag = "design", security(("bearer" = [])), request_body = VersionOnly,
-    params(("id" = String, Path)), responses((status = 200, body = TemplateView), (status = 403, body = ErrorBody)))]
+    params(("id" = String, Path)), responses((status = 200, body = TemplateView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn publish_template(
     State(s): State<AppState>,
     who: Principal,
@@ -142,7 +142,7 @@ pub async fn publish_template(
 
 /// Withdraw: the template goes offline (operators and suppliers only).
 #[utoipa::path(post, path = "/api/v1/templates/{id}/withdraw", tag = "design", security(("bearer" = [])), request_body = VersionOnly,
-    params(("id" = String, Path)), responses((status = 200, body = TemplateView), (status = 403, body = ErrorBody)))]
+    params(("id" = String, Path)), responses((status = 200, body = TemplateView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn withdraw_template(
     State(s): State<AppState>,
     who: Principal,

@@ -120,7 +120,7 @@ pub async fn list_rules(
 
 /// One ops rule with its firings (newest last).
 #[utoipa::path(get, path = "/api/v1/rules/{id}", tag = "operations", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = RuleView), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path)), responses((status = 200, body = RuleView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_rule(
     State(s): State<AppState>,
     who: Principal,
@@ -131,7 +131,7 @@ pub async fn get_rule(
 
 /// Delete an ops rule.
 #[utoipa::path(delete, path = "/api/v1/rules/{id}", tag = "operations", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path)), responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete_rule(
     State(s): State<AppState>,
     who: Principal,
@@ -144,7 +144,7 @@ pub async fn delete_rule(
 /// Enable (`/enable`) or disable (`/disable`) an ops rule.
 #[utoipa::path(post, path = "/api/v1/rules/{id}/{switch}", tag = "operations", security(("bearer" = [])),
     params(("id" = String, Path), ("switch" = String, Path, description = "enable or disable")),
-    responses((status = 200, body = RuleView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RuleView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn switch_rule(
     State(s): State<AppState>,
     who: Principal,

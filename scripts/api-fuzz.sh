@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The API contract under a fuzzer (issue #12): schemathesis, from PyPI into a virtual
+# environment, against a started `cpn serve` with the demo federation and its local agent,
+# over every endpoint of /api/v1/openapi.json, once as the operator and once as a plain
+# user. Any 5xx, undeclared status code, wrong content type, or response (or SSE event)
+# that does not match its declared schema fails the run. Whatever a request would execute
+# (task argv, scripts) is replaced by `true` (scripts/fuzz/hooks.py).
+#
+# Usage: scripts/api-fuzz.sh [SECONDS_PER_ROLE]   (default 100; CI runs the default)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+seconds=${1:-100}
+venv=${CPN_FUZZ_VENV:-$repo/target/schemathesis-venv}
+schemathesis_version=4.32.5
+
+if [ ! -x "$venv/bin/st" ] || ! "$venv/bin/st" --version | grep -q "$schemathesis_version"; then
+    echo "== fuzz: installing schemathesis $schemathesis_version into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "schemathesis==$schemathesis_version"
+fi
+
+cargo build -q --manifest-path "$repo/Cargo.toml" --bin cpn
+cpn="$repo/target/debug/cpn"
+work=$(mktemp -d /tmp/cpn-fuzz.XXXXXX)
+server_pid=
+cleanup() {
+    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=18480
+while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+base="http://127.0.0.1:$port"
+"$cpn" serve --listen "127.0.0.1:$port" --data-dir "$work/data" >"$work/serve.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 300); do
+    [ -s "$work/data/cpn.addr" ] && break
+    sleep 0.1
+done
+[ -s "$work/data/cpn.addr" ] || { cat "$work/serve.log"; echo "fuzz: cpn serve did not start"; exit 1; }
+admin_token=$(cat "$work/data/admin.token")
+export CPN_SERVER=$base
+
+# A plain user of its own tenant.
+user_password='fuzzing-Tenant-9f3k-password'
+CPN_TOKEN=$admin_token "$cpn" tenant create fuzz >/dev/null
+CPN_TOKEN=$admin_token "$cpn" user create --username fuzzer --password "$user_password" \
+    --tenant fuzz --role user >/dev/null
+user_token=$("$cpn" login --username fuzzer --password "$user_password" 2>/dev/null \
+    | sed -n 's/^ *export CPN_TOKEN=//p')
+[ -n "$user_token" ] || { echo "fuzz: could not log the plain user in"; exit 1; }
+
+status=0
+run_as() { # ROLE TOKEN
+    echo "== fuzz: every endpoint as $1 (${seconds} s)"
+    # Logging out would revoke the very token the run uses.
+    SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$repo/scripts/fuzz" "$venv/bin/st" run \
+        "$base/api/v1/openapi.json" \
+        --header "Authorization: Bearer $2" \
+        --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+        --exclude-path /api/v1/auth/logout \
+        --phases examples,coverage,fuzzing \
+        --max-time "$seconds" --workers 2 --seed 1 \
+        --request-timeout 30 --no-color >"$work/st-$1.log" 2>&1 || {
+        status=1
+        echo "fuzz: FAILED as $1:"
+        sed -n '/= FAILURES =/,$p' "$work/st-$1.log" | head -n 400
+    }
+    grep -A12 '= SUMMARY =' "$work/st-$1.log" || tail -n 40 "$work/st-$1.log"
+}
+run_as operator "$admin_token"
+run_as user "$user_token"
+
+if ! curl -sf "$base/healthz" >/dev/null; then
+    echo "fuzz: the server stopped answering"; status=1
+fi
+if grep -q "panicked" "$work/serve.log"; then
+    echo "fuzz: the server panicked:"; grep -B2 -A8 panicked "$work/serve.log" | head -n 60; status=1
+fi
+exit $status
