@@ -39,12 +39,13 @@ cd "$work"
 cargo run --release -q --manifest-path "$repo/Cargo.toml" -- serve --listen "127.0.0.1:$port" \
     >serve.log 2>&1 &
 pids+=($!)
-for _ in $(seq 1 600); do
+# `cargo run` checks the build first: allow for it.
+for _ in $(seq 1 3000); do
     [ -s cpn-data/cpn.addr ] && break
     kill -0 "${pids[0]}" 2>/dev/null || fail "cpn serve exited"
     sleep 0.1
 done
-[ -s cpn-data/cpn.addr ] || fail "cpn serve did not start within 60 s"
+[ -s cpn-data/cpn.addr ] || fail "cpn serve did not start within 300 s"
 export CPN_SERVER="http://127.0.0.1:$port"
 
 echo "== README tour: cpn site list"

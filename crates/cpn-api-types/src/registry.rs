@@ -809,6 +809,9 @@ macro_rules! registry_kind {
         )]
         #[serde(deny_unknown_fields)]
         pub struct $create {
+            /// Unique per kind: letters (any script), digits, `-`, `_` and `.`, starting
+            /// with a letter or digit.
+            #[schema(min_length = 1, max_length = 63)]
             pub name: String,
             #[serde(default)]
             pub labels: $crate::registry::Labels,
