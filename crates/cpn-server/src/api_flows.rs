@@ -41,7 +41,8 @@ pub struct RunProcess {
 /// retries, timeouts, conditions, loops and compensation. 422 names the first invalid
 /// field; the message lists every error.
 #[utoipa::path(post, path = "/api/v1/flows", tag = "flows", security(("bearer" = [])), request_body = StartFlow,
-    responses((status = 201, body = FlowView), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = FlowView), (status = 422, body = ErrorBody),
+        (status = 429, description = "The tenant has as many unfinished workflows as it may", body = ErrorBody)))]
 pub async fn start_flow(
     State(s): State<AppState>,
     who: Principal,
@@ -229,7 +230,8 @@ pub async fn get_process(
 /// Start a workflow from a process template; body (optional): `{"inputs": {...}}`.
 #[utoipa::path(post, path = "/api/v1/processes/{id}/run", tag = "flows", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = RunProcess,
-    responses((status = 201, body = FlowView), (status = 404, body = ErrorBody)))]
+    responses((status = 201, body = FlowView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, description = "The tenant has as many unfinished workflows as it may", body = ErrorBody)))]
 pub async fn run_process(
     State(s): State<AppState>,
     who: Principal,
