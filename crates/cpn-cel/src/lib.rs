@@ -432,7 +432,13 @@ fn visit_children(e: &IdedExpr, f: &mut dyn FnMut(&IdedExpr)) {
         Expr::Map(m) => m.entries.iter().for_each(|en| entry_children(&en.expr, f)),
         Expr::Struct(s) => s.entries.iter().for_each(|en| entry_children(&en.expr, f)),
         Expr::Comprehension(c) => {
-            for x in [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+            for x in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
                 f(x);
             }
         }
@@ -569,7 +575,9 @@ fn instrument(e: &mut IdedExpr, next_id: &mut u64) -> bool {
 fn instrument_entry(entry: &mut EntryExpr, next_id: &mut u64) -> bool {
     match entry {
         EntryExpr::StructField(f) => instrument(&mut f.value, next_id),
-        EntryExpr::MapEntry(m) => instrument(&mut m.key, next_id) | instrument(&mut m.value, next_id),
+        EntryExpr::MapEntry(m) => {
+            instrument(&mut m.key, next_id) | instrument(&mut m.value, next_id)
+        }
     }
 }
 

@@ -7,10 +7,7 @@ fn ctx_with_list(n: i64) -> Context<'static, 'static> {
     let mut ctx = Context::default();
     let xs: Vec<Value> = (0..n).map(Value::Int).collect();
     let mut inputs = std::collections::HashMap::new();
-    inputs.insert(
-        cel::objects::Key::from("xs"),
-        Value::List(Arc::new(xs)),
-    );
+    inputs.insert(cel::objects::Key::from("xs"), Value::List(Arc::new(xs)));
     ctx.add_variable_from_value(
         "inputs",
         Value::Map(cel::objects::Map {
@@ -96,11 +93,20 @@ fn save_time_limits_refuse_long_deep_and_deeply_nested_expressions() {
 
     // Two levels pass; the range of a nested loop is outside it and does not count.
     assert!(Bounded::compile("inputs.xs.all(a, inputs.xs.all(b, a + b >= 0))", &LIMITS).is_ok());
-    assert!(Bounded::compile("inputs.xs.map(a, a).filter(b, b > 0).all(c, c > 0)", &LIMITS).is_ok());
+    assert!(
+        Bounded::compile(
+            "inputs.xs.map(a, a).filter(b, b > 0).all(c, c > 0)",
+            &LIMITS
+        )
+        .is_ok()
+    );
 
     let deep = format!("{}1{}", "(".repeat(60), ")".repeat(60));
     let program = parse(&deep, &LIMITS).expect("a parser deeper than a request thread's stack");
-    assert!(check(&program, &LIMITS).is_empty(), "parentheses add no depth");
+    assert!(
+        check(&program, &LIMITS).is_empty(),
+        "parentheses add no depth"
+    );
     let deep = (0..30).fold("1".to_string(), |acc, i| format!("[{acc}, {i}]"));
     let program = parse(&deep, &LIMITS).expect("parses");
     let e = check(&program, &LIMITS);
@@ -111,4 +117,3 @@ fn save_time_limits_refuse_long_deep_and_deeply_nested_expressions() {
 fn expressions_without_loops_need_no_budget() {
     assert_eq!(eval("size(inputs.xs) == 10", 10, 0), Ok(Value::Bool(true)));
 }
-

@@ -25,7 +25,11 @@ pub fn compile(source: &str) -> Result<Bounded, String> {
 
 /// Evaluates a condition over `vars` (`inputs`, `steps`) within the iteration budget, until
 /// `stop` is raised; anything but a boolean is an error.
-pub fn eval(source: &str, vars: &serde_json::Map<String, Json>, stop: &Stop) -> Result<bool, String> {
+pub fn eval(
+    source: &str,
+    vars: &serde_json::Map<String, Json>,
+    stop: &Stop,
+) -> Result<bool, String> {
     let program = compile(source)?;
     let mut ctx = Context::default();
     for (k, v) in vars {

@@ -23,9 +23,9 @@
 //! - `pause` starts nothing new (running steps finish and are recorded); `resume` goes on.
 
 use crate::{cond, subst};
-use cpn_cel::Stop;
 use chrono::{DateTime, Utc};
 use cpn_api_types::flows::{Action, FlowDefinition, FlowState, StepState, StepView};
+use cpn_cel::Stop;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 

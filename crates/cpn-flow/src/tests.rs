@@ -371,7 +371,13 @@ fn a_raised_stop_fails_the_step_with_its_reason() {
     stop.raise("condition ran past its deadline of 1 s");
     run.next_until(t(0), &stop);
     assert_eq!(run.state, FlowState::Failed);
-    assert!(run.steps[0].error.as_deref().unwrap_or("").contains("deadline"));
+    assert!(
+        run.steps[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("deadline")
+    );
 }
 
 #[test]

@@ -215,13 +215,9 @@ pub const MAX_INPUT_BYTES: usize = 1 << 20;
 /// [`MAX_INPUT_ELEMENTS`] (path `inputs.NAME…`), or more than [`MAX_INPUT_BYTES`] in all.
 pub fn inputs(inputs: &BTreeMap<String, serde_json::Value>) -> Vec<FlowError> {
     fn walk(path: String, v: &serde_json::Value, errs: &mut Vec<FlowError>) {
-        let too_long = |n: usize| {
-            FlowError {
-                path: path.clone(),
-                message: format!(
-                    "has {n} elements; an input may hold at most {MAX_INPUT_ELEMENTS}"
-                ),
-            }
+        let too_long = |n: usize| FlowError {
+            path: path.clone(),
+            message: format!("has {n} elements; an input may hold at most {MAX_INPUT_ELEMENTS}"),
         };
         match v {
             serde_json::Value::Array(a) => {

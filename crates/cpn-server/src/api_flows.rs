@@ -48,6 +48,8 @@ pub async fn start_flow(
     who: Principal,
     JsonBody(body): JsonBody<StartFlow>,
 ) -> ApiResult<(StatusCode, Json<FlowView>)> {
+    // Inputs are a field of the body, beside the definition the errors below are within.
+    flows::check_inputs(&body.inputs)?;
     let view = flows::start(&s, &who, body.definition, body.inputs, None)
         .await
         .map_err(|e| e.within("definition"))?;

@@ -430,7 +430,8 @@ impl RuntimeStore for SqliteStore {
             let mut stmt = conn.prepare_cached(
                 "SELECT state, COUNT(*) FROM tasks WHERE tenant = ?1 GROUP BY state",
             )?;
-            let rows = stmt.query_map([&tenant], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            let rows =
+                stmt.query_map([&tenant], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await

@@ -31,8 +31,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 max_task_output_bytes: args.max_task_output_mib.max(1) << 20,
                 max_running_flows_per_tenant: args.max_running_workflows.max(1),
                 max_active_simulations_per_tenant: args.max_active_simulations.max(1),
+                kept_simulations_per_tenant: args.kept_simulations.max(1),
                 condition_deadline: Duration::from_millis(args.condition_deadline_ms.max(10)),
-                ..Default::default()
             },
         },
         local_agent: (!args.no_local_agent).then_some(args.local_site),

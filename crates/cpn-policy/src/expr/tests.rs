@@ -191,10 +191,22 @@ fn rules_are_bounded_on_save_and_when_evaluated() {
     assert!(e[0].message.contains("at most 4096"), "{e:?}");
 
     // Two levels over 200 items each is 40,000 iterations: past a rule's budget.
-    let list = format!("[{}]", (0..200).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+    let list = format!(
+        "[{}]",
+        (0..200)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let heavy = format!("{list}.all(a, {list}.all(b, a + b >= 0))");
     let v = site_verdict(&heavy, "hot");
     let r = v.reason().expect("rejected");
     assert_eq!(r.code, CODE_ERROR);
-    assert!(r.detail.as_deref().unwrap_or("").contains("loop iterations"), "{r:?}");
+    assert!(
+        r.detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("loop iterations"),
+        "{r:?}"
+    );
 }

@@ -188,17 +188,7 @@ pub async fn start(
     plan: Option<String>,
 ) -> ApiResult<FlowView> {
     check(&definition)?;
-    let problems = cpn_flow::validate::inputs(&inputs);
-    if let Some(first) = problems.first() {
-        return Err(ApiError::field(
-            first.path.clone(),
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        ));
-    }
+    check_inputs(&inputs)?;
     // One start at a time, so two concurrent starts cannot both pass the tenant's limit.
     static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _starting = STARTING.lock().await;
@@ -230,6 +220,22 @@ pub async fn start(
     let view = view_of(&doc)?;
     spawn(state.clone(), doc, run, who.clone(), Vec::new());
     Ok(view)
+}
+
+/// 422 (field `inputs.NAME…`) for inputs past the size limits of `cpn_flow::validate::inputs`.
+pub fn check_inputs(inputs: &BTreeMap<String, Value>) -> ApiResult<()> {
+    let problems = cpn_flow::validate::inputs(inputs);
+    match problems.first() {
+        None => Ok(()),
+        Some(first) => Err(ApiError::field(
+            first.path.clone(),
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+    }
 }
 
 /// 429 when `tenant` has as many unfinished workflows as the limit allows.
@@ -434,7 +440,7 @@ async fn next_bounded(state: &AppState, mut run: FlowRun) -> Option<(FlowRun, Ve
         r = &mut job => r,
         _ = tokio::time::sleep(deadline) => {
             stop.raise(format!(
-                "the condition ran past its deadline of {} ms and was stopped",
+                "ran past its deadline of {} ms and was stopped",
                 deadline.as_millis()
             ));
             job.await

@@ -18,8 +18,8 @@ use cpn_api_types::schedule::TaskResources;
 use cpn_api_types::tasks::TaskState;
 use cpn_model::{GeoPoint, Kind, Labels};
 use cpn_sched::cycle::Mode;
-use cpn_sched::task::Chip;
 use cpn_sched::framework::SiteFilter;
+use cpn_sched::task::Chip;
 use cpn_sched::{
     Cluster, ClusterBuilder, CycleState, NodeIdx, NodeSpec, Plugin, Profile, Scheduler, Verdict,
 };

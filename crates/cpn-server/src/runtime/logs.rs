@@ -196,19 +196,48 @@ mod tests {
         let logs = LogStore::new(dir.path().to_path_buf(), cap);
         let chunk = vec![b'x'; 1 << 20];
         let a = logs.append("t", 1, LogStream::Stdout, 0, &chunk).unwrap();
-        assert_eq!(a, Appended { length: 1 << 20, capped: false });
-        let a = logs.append("t", 1, LogStream::Stderr, 0, &chunk[..1000]).unwrap();
+        assert_eq!(
+            a,
+            Appended {
+                length: 1 << 20,
+                capped: false
+            }
+        );
+        let a = logs
+            .append("t", 1, LogStream::Stderr, 0, &chunk[..1000])
+            .unwrap();
         assert!(!a.capped);
         // Past the cap: what fits is kept, then the marker, and the rest is acknowledged.
-        let a = logs.append("t", 1, LogStream::Stdout, 1 << 20, &chunk).unwrap();
-        assert_eq!(a, Appended { length: 2 << 20, capped: true });
-        let a = logs.append("t", 1, LogStream::Stderr, 1000, b"more").unwrap();
-        assert_eq!(a, Appended { length: 1004, capped: true });
+        let a = logs
+            .append("t", 1, LogStream::Stdout, 1 << 20, &chunk)
+            .unwrap();
+        assert_eq!(
+            a,
+            Appended {
+                length: 2 << 20,
+                capped: true
+            }
+        );
+        let a = logs
+            .append("t", 1, LogStream::Stderr, 1000, b"more")
+            .unwrap();
+        assert_eq!(
+            a,
+            Appended {
+                length: 1004,
+                capped: true
+            }
+        );
         let marker = truncation_marker(cap);
         assert_eq!(logs.len("t", 1, LogStream::All), cap + marker.len() as u64);
         let all = logs.read("t", 1, LogStream::All, 0, 4 << 20).unwrap();
         assert!(String::from_utf8_lossy(&all).ends_with(&marker));
-        assert_eq!(String::from_utf8_lossy(&all).matches("output truncated").count(), 1);
+        assert_eq!(
+            String::from_utf8_lossy(&all)
+                .matches("output truncated")
+                .count(),
+            1
+        );
         assert!(logs.is_capped("t", 1));
         assert!(!logs.is_capped("t", 2), "the cap is per attempt");
     }

@@ -16,7 +16,10 @@ use std::collections::HashSet;
 /// Ids of the sites `who` may read (public ones and its tenant's); `None` for operators,
 /// who read every site. A node is visible exactly when its site is: the same rule as
 /// `registry::can_read`, evaluated by the store's `visible_to_tenant` query.
-pub async fn readable_sites(state: &AppState, who: &Principal) -> ApiResult<Option<HashSet<String>>> {
+pub async fn readable_sites(
+    state: &AppState,
+    who: &Principal,
+) -> ApiResult<Option<HashSet<String>>> {
     if who.is_operator() {
         return Ok(None);
     }
@@ -40,7 +43,11 @@ fn sees(readable: &Option<HashSet<String>>, n: &NodeRecord) -> bool {
 }
 
 /// [`resolve`], as `who` sees nodes: one on a site it may not read is reported missing.
-pub async fn resolve_visible(state: &AppState, who: &Principal, key: &str) -> ApiResult<NodeRecord> {
+pub async fn resolve_visible(
+    state: &AppState,
+    who: &Principal,
+    key: &str,
+) -> ApiResult<NodeRecord> {
     let readable = readable_sites(state, who).await?;
     let n = resolve(state, key).await?;
     if sees(&readable, &n) {
