@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Stack of the parsing thread: the parser's own recursion limit (96 levels) fits.
-const PARSER_STACK: usize = 256 << 20;
+const PARSER_STACK: usize = 64 << 20;
 
 /// The name of the counting function the rewrite calls; CEL source cannot name it.
 const TICK: &str = "@cpn_tick";
@@ -96,9 +96,15 @@ pub fn parse(source: &str, limits: &Limits) -> Result<Program, Vec<Problem>> {
     });
     let parsed = match parsed {
         Ok(Ok(p)) => p,
-        Ok(Err(_)) | Err(_) => {
+        Ok(Err(_)) => {
             return Err(vec![Problem {
-                message: "expression could not be parsed (too deeply nested)".into(),
+                message: "the parser failed on this expression; simplify it".into(),
+                position: None,
+            }]);
+        }
+        Err(e) => {
+            return Err(vec![Problem {
+                message: format!("cannot start the parsing thread: {e}"),
                 position: None,
             }]);
         }

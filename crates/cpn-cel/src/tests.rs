@@ -117,3 +117,21 @@ fn save_time_limits_refuse_long_deep_and_deeply_nested_expressions() {
 fn expressions_without_loops_need_no_budget() {
     assert_eq!(eval("size(inputs.xs) == 10", 10, 0), Ok(Value::Bool(true)));
 }
+
+#[test]
+fn the_deepest_expressions_the_parser_takes_fit_its_thread() {
+    for n in [90, 95, 100, 200, 1000] {
+        for deep in [
+            format!("{}1{}", "(".repeat(n), ")".repeat(n)),
+            format!("{}1{}", "[".repeat(n), "]".repeat(n)),
+            format!("{}true", "!".repeat(n)),
+            format!("{}1{}", "f(".repeat(n), ")".repeat(n)),
+            format!("1{}", " + 1".repeat(n)),
+            format!("{}", "a.".repeat(n) + "b"),
+            format!("{}1{}", "{1: ".repeat(n), "}".repeat(n)),
+        ] {
+            // Parsed or refused, but never a crash.
+            let _ = parse(&deep, &LIMITS).map(|p| check(&p, &LIMITS));
+        }
+    }
+}
