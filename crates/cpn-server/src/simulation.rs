@@ -328,29 +328,38 @@ fn prepare(data: Option<&Path>, req: SimulationRequest) -> ApiResult<Prepared> {
     })
 }
 
-/// Makes room for one more job of `tenant`: 429 when the tenant has as many jobs queued or
-/// running as it may; else deletes the tenant's oldest finished jobs beyond its newest
-/// `kept_simulations_per_tenant` - 1. Other tenants' jobs are never touched.
-async fn make_room(s: &AppState, tenant: &str) -> ApiResult<()> {
-    let limits = s.runtime.config.limits;
+fn is_final(d: &DocRecord) -> bool {
+    state_of(&d.state).is_none_or(SimulationState::is_final)
+}
+
+/// The tenant's jobs, oldest first; 429 when as many are queued or running as it may have.
+async fn tenant_jobs(s: &AppState, tenant: &str) -> ApiResult<Vec<DocRecord>> {
+    let limit = s.runtime.config.limits.max_active_simulations_per_tenant;
     let q = DocQuery {
         tenant: Some(tenant.to_string()),
         ..Default::default()
     };
     let docs = s.store.list_docs(COLLECTION, q).await?;
-    let is_final = |d: &&DocRecord| state_of(&d.state).is_none_or(SimulationState::is_final);
     let active = docs.iter().filter(|d| !is_final(d)).count();
-    if active >= limits.max_active_simulations_per_tenant {
+    if active >= limit {
         return Err(ApiError::new(
             Code::TooManyRequests,
             format!(
-                "tenant {tenant} has {active} simulations queued or running, the most it may have at once ({}); \
-                 start this one when one of them has finished, or cancel one",
-                limits.max_active_simulations_per_tenant
+                "tenant {tenant} has {active} simulations queued or running, the most it may have at once ({limit}); \
+                 start this one when one of them has finished, or cancel one"
             ),
         ));
     }
-    let finished: Vec<&DocRecord> = docs.iter().filter(is_final).collect();
+    Ok(docs)
+}
+
+/// Makes room for one more job of `tenant`: 429 when the tenant has as many jobs queued or
+/// running as it may; else deletes the tenant's oldest finished jobs beyond its newest
+/// `kept_simulations_per_tenant` - 1. Other tenants' jobs are never touched.
+async fn make_room(s: &AppState, tenant: &str) -> ApiResult<()> {
+    let limits = s.runtime.config.limits;
+    let docs = tenant_jobs(s, tenant).await?;
+    let finished: Vec<&DocRecord> = docs.iter().filter(|d| is_final(d)).collect();
     let keep = limits.kept_simulations_per_tenant.max(1);
     if finished.len() < keep {
         return Ok(());
@@ -372,6 +381,8 @@ pub async fn submit(
     who: &Principal,
     req: SimulationRequest,
 ) -> ApiResult<Simulation> {
+    // Refused before the inputs are parsed, which is the costly part of a request.
+    tenant_jobs(s, &who.tenant).await?;
     let data = s.sim_data_dir.clone();
     let prepared = tokio::task::spawn_blocking(move || prepare(data.as_deref(), req))
         .await

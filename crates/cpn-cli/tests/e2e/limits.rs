@@ -501,42 +501,51 @@ async fn tenants_have_their_own_limits_on_workflows_and_simulations() {
     assert_eq!(s, StatusCode::CREATED, "{body}");
 
     // Simulations: one active per tenant, and each tenant keeps its own newest two.
-    let sim = simulation_job();
-    let beta_job = run_simulation(&server, &b, &sim).await;
-    let mut alpha_jobs = Vec::new();
+    let beta_job = run_simulation(&server, &b, &simulation_job(4, 20, 1)).await;
+    // A long job (minutes for this debug server) holds alpha's one slot...
+    let (s, long) = server
+        .call(
+            Method::POST,
+            "/api/v1/simulations",
+            Some(&a),
+            Some(simulation_job(1000, 2000, 10)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{long}");
+    let long = long["id"].as_str().unwrap().to_string();
+    let (s, refused) = server
+        .call(
+            Method::POST,
+            "/api/v1/simulations",
+            Some(&a),
+            Some(simulation_job(4, 20, 1)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{refused}");
+    assert_eq!(refused["error"]["code"], "too_many_requests", "{refused}");
+    // ...but not beta's (which waits for the server's one simulation worker).
+    let (s, queued) = server
+        .call(
+            Method::POST,
+            "/api/v1/simulations",
+            Some(&b),
+            Some(simulation_job(4, 20, 1)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{queued}");
+    let (s, body) = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/simulations/{long}/cancel"),
+            Some(&a),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    wait_simulation(&server, &b, queued["id"].as_str().unwrap()).await;
+    let mut alpha_jobs = vec![long];
     for _ in 0..3 {
-        let (s, job) = server
-            .call(
-                Method::POST,
-                "/api/v1/simulations",
-                Some(&a),
-                Some(sim.clone()),
-            )
-            .await;
-        assert_eq!(s, StatusCode::ACCEPTED, "{job}");
-        let id = job["id"].as_str().unwrap().to_string();
-        // While it is queued or running, alpha may not start another.
-        let (s2, refused) = server
-            .call(
-                Method::POST,
-                "/api/v1/simulations",
-                Some(&a),
-                Some(sim.clone()),
-            )
-            .await;
-        let state = simulation_state(&server, &a, &id).await;
-        if !matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
-            assert_eq!(s2, StatusCode::TOO_MANY_REQUESTS, "{refused}");
-        } else if s2 == StatusCode::ACCEPTED {
-            // It finished before the second request: that one counts as a job too.
-            alpha_jobs.push(id.clone());
-            let id2 = refused["id"].as_str().unwrap().to_string();
-            wait_simulation(&server, &a, &id2).await;
-            alpha_jobs.push(id2);
-            continue;
-        }
-        wait_simulation(&server, &a, &id).await;
-        alpha_jobs.push(id);
+        alpha_jobs.push(run_simulation(&server, &a, &simulation_job(4, 20, 1)).await);
     }
     let (s, list) = server
         .call(Method::GET, "/api/v1/simulations", Some(&a), None)
@@ -570,18 +579,36 @@ async fn tenants_have_their_own_limits_on_workflows_and_simulations() {
     assert_eq!(s, StatusCode::OK, "beta's job is kept: {job}");
 }
 
-/// A tiny simulation: a few made-up GPU nodes and pods, done in a moment.
-fn simulation_job() -> Value {
-    let mut nodes = String::from("sn,cpu_milli,memory_mib,gpu,model\n");
-    for i in 0..4 {
-        nodes.push_str(&format!("node-{i},96000,393216,4,V100M16\n"));
+/// A simulation of made-up GPU nodes and pods under six policies and `seeds` seeds: a
+/// moment for a few nodes and one seed, minutes for a thousand and ten.
+fn simulation_job(nodes: usize, pods: usize, seeds: u64) -> Value {
+    let mut node_csv = String::from("sn,cpu_milli,memory_mib,gpu,model\n");
+    for i in 0..nodes {
+        node_csv.push_str(&format!(
+            "node-{i},96000,393216,{},V100M16\n",
+            [2, 4, 8][i % 3]
+        ));
     }
-    let mut pods = String::from("name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n");
-    for i in 0..20 {
-        pods.push_str(&format!("pod-{i},1000,1024,1,500,\n"));
+    let mut pod_csv = String::from("name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n");
+    for i in 0..pods {
+        let (num, milli) = [(1, 1000), (1, 500), (1, 250), (2, 1000)][i % 4];
+        pod_csv.push_str(&format!("pod-{i},1000,1024,{num},{milli},\n"));
     }
-    json!({"policies": ["bestfit"], "seeds": [1], "workload": {"pods_csv": pods},
-           "cluster": {"nodes_csv": nodes}})
+    let seeds: Vec<u64> = (1..=seeds).collect();
+    let policies = if nodes > 100 {
+        json!([
+            "fgd",
+            "bestfit",
+            "packing",
+            "clustering",
+            "dotprod",
+            "random"
+        ])
+    } else {
+        json!(["bestfit"])
+    };
+    json!({"policies": policies, "seeds": seeds, "workload": {"pods_csv": pod_csv},
+           "cluster": {"nodes_csv": node_csv}})
 }
 
 async fn run_simulation(server: &Server, token: &str, body: &Value) -> String {
