@@ -127,7 +127,7 @@ fn the_deepest_expressions_the_parser_takes_fit_its_thread() {
             format!("{}true", "!".repeat(n)),
             format!("{}1{}", "f(".repeat(n), ")".repeat(n)),
             format!("1{}", " + 1".repeat(n)),
-            format!("{}", "a.".repeat(n) + "b"),
+            "a.".repeat(n) + "b",
             format!("{}1{}", "{1: ".repeat(n), "}".repeat(n)),
         ] {
             // Parsed or refused, but never a crash.
