@@ -1,6 +1,6 @@
 //! Bounded expensive work and no leaks (issue #12, items 7 and 8), on the real server:
-//! a workflow condition with nested loops over a large input is refused at save (three
-//! levels) or stopped by its budget or deadline (two), with `/healthz` answering in under
+//! a workflow condition (or policy rule) with nested loops over a large input is refused at
+//! save (three levels) or stopped by its budget or deadline (two), with `/healthz` answering in under
 //! 100 ms throughout, also after a `kill -9` and restart; per-tenant limits on unfinished
 //! workflows and active simulations, and simulation retention per tenant; task output capped
 //! per attempt; nodes, node metrics, site status and task counts show only what the caller
@@ -120,6 +120,27 @@ async fn a_runaway_condition_is_refused_or_stopped_and_healthz_stays_fast_across
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     assert_eq!(b["error"]["field"], "inputs.xs", "{b}");
+
+    // Policies' CEL rules have the same save-time limits.
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            "/api/v1/policies",
+            Some(
+                json!({"name": "loopy", "spec": {"cel_filters": [{"name": "loops",
+                "expr": "site.models.all(a, site.models.all(b, site.models.all(c, a != '')))"}]}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["field"], "spec.cel_filters[0].expr", "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nested 3 deep"),
+        "{b}"
+    );
 
     // Two nested loops over 8,000 items (64 million steps unbounded): stopped, while the
     // server keeps answering.
