@@ -43,6 +43,3 @@ pub static CONDITION_SLOTS: LazyLock<Semaphore> = LazyLock::new(|| {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     Semaphore::new((cores / 2).max(1))
 });
-
-/// Stack of a condition's evaluation thread: evaluation recurses once per expression level.
-pub const CONDITION_STACK: usize = 16 << 20;
