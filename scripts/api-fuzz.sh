@@ -52,7 +52,8 @@ user_token=$("$cpn" login --username fuzzer --password "$user_password" 2>/dev/n
 [ -n "$user_token" ] || { echo "fuzz: could not log the plain user in"; exit 1; }
 
 status=0
-run_as() { # ROLE TOKEN
+run_as() { # ROLE TOKEN (in the scratch dir: schemathesis keeps a .schemathesis/ folder in the current one)
+    cd "$work"
     echo "== fuzz: every endpoint as $1 (${seconds} s)"
     # Logging out would revoke the very token the run uses.
     SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$repo/scripts/fuzz" "$venv/bin/st" run \

@@ -453,7 +453,14 @@ async fn ship_stream(
             return Ok(true);
         }
         let sent_to = *offset + bytes.len() as u64;
-        let length = shared.api.logs(node, id, stream, *offset, bytes).await?;
+        let ack = shared.api.logs(node, id, stream, *offset, bytes).await?;
+        if ack.capped {
+            // The server keeps no more of this attempt's output: skip what the file holds
+            // now instead of sending it; later growth costs one chunk per tick at most.
+            *offset = len;
+            return Ok(true);
+        }
+        let length = ack.length;
         if length < *offset || length > sent_to {
             tracing::debug!(attempt = %id, stream = stream.name(), length, "server log length differs: resyncing");
         }

@@ -23,6 +23,18 @@ pub(crate) struct Api {
 #[derive(Deserialize)]
 struct LogReply {
     length: u64,
+    /// Absent from servers without an output cap.
+    #[serde(default)]
+    capped: bool,
+}
+
+/// The server's answer to an output upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogAck {
+    /// Bytes of the stream the server has (send from there).
+    pub length: u64,
+    /// The attempt's output reached the server's cap: sending more is useless.
+    pub capped: bool,
 }
 
 impl Api {
@@ -82,7 +94,8 @@ impl Api {
         self.send(url, req).await
     }
 
-    /// Sends output bytes starting at `offset`; returns the length the server now has.
+    /// Sends output bytes starting at `offset`; returns the length the server now has and
+    /// whether it stores no more of this attempt's output.
     pub async fn logs(
         &self,
         node: &str,
@@ -90,7 +103,7 @@ impl Api {
         stream: Stream,
         offset: u64,
         bytes: Vec<u8>,
-    ) -> Result<u64, AgentError> {
+    ) -> Result<LogAck, AgentError> {
         let url = format!(
             "{}/api/v1/agents/{node}/attempts/{attempt_id}/logs?stream={}&offset={offset}",
             self.base,
@@ -103,7 +116,10 @@ impl Api {
             .body(bytes)
             .timeout(REQUEST_TIMEOUT);
         let r: LogReply = self.send(url, req).await?;
-        Ok(r.length)
+        Ok(LogAck {
+            length: r.length,
+            capped: r.capped,
+        })
     }
 
     async fn send<T: DeserializeOwned>(

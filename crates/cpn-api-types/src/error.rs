@@ -28,6 +28,9 @@ pub enum Code {
     PreconditionRequired,
     PayloadTooLarge,
     UnsupportedMediaType,
+    /// A per-tenant limit on concurrent work is reached (running workflows, simulations);
+    /// retry when some of it has finished.
+    TooManyRequests,
     /// A field is missing or has an invalid value; `field` names it.
     InvalidField,
     Internal,
@@ -49,6 +52,7 @@ impl Code {
             Code::UnsupportedMediaType => 415,
             Code::InvalidField => 422,
             Code::PreconditionRequired => 428,
+            Code::TooManyRequests => 429,
             Code::Internal => 500,
         }
     }
@@ -67,6 +71,7 @@ impl Code {
             Code::PreconditionRequired => "precondition_required",
             Code::PayloadTooLarge => "payload_too_large",
             Code::UnsupportedMediaType => "unsupported_media_type",
+            Code::TooManyRequests => "too_many_requests",
             Code::InvalidField => "invalid_field",
             Code::Internal => "internal",
         }

@@ -267,6 +267,33 @@ pub struct ServeArgs {
         value_name = "MS"
     )]
     pub node_timeout_ms: u64,
+
+    /// Output (stdout and stderr together) kept per task attempt, in MiB; what follows is
+    /// dropped after a truncation marker.
+    #[arg(
+        long,
+        env = "CPN_MAX_TASK_OUTPUT_MIB",
+        default_value_t = 64,
+        value_name = "MIB"
+    )]
+    pub max_task_output_mib: u64,
+
+    /// Unfinished workflows one tenant may have at once; more are refused with 429.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub max_running_workflows: usize,
+
+    /// Queued and running simulations one tenant may have at once; more are refused with 429.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub max_active_simulations: usize,
+
+    /// Finished simulations kept per tenant; its oldest beyond this are deleted.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub kept_simulations: usize,
+
+    /// How long one evaluation of a workflow condition may run, in milliseconds; then the
+    /// step fails.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub condition_deadline_ms: u64,
 }
 
 /// Where `cpn serve` looks for shipped traces without --sim-data.

@@ -15,6 +15,7 @@ const CORE: &[&str] = &[
     "cpn-sim",
     "cpn-template",
     "cpn-flow",
+    "cpn-cel",
 ];
 /// Crates a core crate may never reach, directly or through others.
 const FORBIDDEN: &[&str] = &[

@@ -25,6 +25,7 @@
 use crate::{cond, subst};
 use chrono::{DateTime, Utc};
 use cpn_api_types::flows::{Action, FlowDefinition, FlowState, StepState, StepView};
+use cpn_cel::Stop;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -438,14 +439,27 @@ impl FlowRun {
 
     /// What to do now: steps to start, or the next compensation. Records the transitions.
     pub fn next(&mut self, now: DateTime<Utc>) -> Vec<Command> {
+        self.next_until(now, &Stop::new())
+    }
+
+    /// [`FlowRun::next`], with `stop` ending the evaluation of conditions: raised (at a
+    /// deadline, by another thread), it fails the step whose condition was running, with
+    /// the flag's reason, in the journal like any other failure.
+    pub fn next_until(&mut self, now: DateTime<Utc>, stop: &Stop) -> Vec<Command> {
         match self.state {
-            FlowState::Running => self.next_running(now),
-            FlowState::Compensating => self.next_compensation(now),
+            FlowState::Running => self.next_running(now, stop),
+            FlowState::Compensating => self.next_compensation(now, stop),
             _ => Vec::new(),
         }
     }
 
-    fn next_running(&mut self, now: DateTime<Utc>) -> Vec<Command> {
+    /// Whether `next` may evaluate a condition (some step has a `when`): the caller then
+    /// runs it off its request threads.
+    pub fn has_conditions(&self) -> bool {
+        self.def.steps.iter().any(|s| s.when.is_some())
+    }
+
+    fn next_running(&mut self, now: DateTime<Utc>, stop: &Stop) -> Vec<Command> {
         // Readiness and conditions, until nothing changes (a skip can make others ready).
         loop {
             let mut changed = false;
@@ -459,7 +473,7 @@ impl FlowRun {
                 let step = self.def.steps[i].id.clone();
                 let verdict = match &self.def.steps[i].when {
                     None => Ok(true),
-                    Some(w) => cond::eval(w, &self.vars()),
+                    Some(w) => cond::eval(w, &self.vars(), stop),
                 };
                 match verdict {
                     Ok(true) => {
@@ -471,7 +485,7 @@ impl FlowRun {
                     Err(e) => {
                         self.record(json!({"type": "step_ready", "step": step, "at": at(now)}));
                         self.fail_step(i, format!("condition: {e}"), now, false);
-                        return self.next(now);
+                        return self.next_until(now, stop);
                     }
                 }
                 changed = true;
@@ -508,7 +522,7 @@ impl FlowRun {
                 Err(e) => {
                     self.fail_step(i, e, now, false);
                     if self.state != FlowState::Running {
-                        out.extend(self.next(now));
+                        out.extend(self.next_until(now, stop));
                         return out;
                     }
                 }
@@ -524,7 +538,7 @@ impl FlowRun {
         out
     }
 
-    fn next_compensation(&mut self, now: DateTime<Utc>) -> Vec<Command> {
+    fn next_compensation(&mut self, now: DateTime<Utc>, stop: &Stop) -> Vec<Command> {
         if self.steps.iter().any(|s| s.in_flight) {
             return Vec::new();
         }
@@ -548,7 +562,7 @@ impl FlowRun {
                 self.record(
                     json!({"type": "compensation_failed", "step": step, "error": e, "at": at(now)}),
                 );
-                self.next(now)
+                self.next_until(now, stop)
             }
             None => Vec::new(),
         }

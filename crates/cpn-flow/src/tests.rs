@@ -340,3 +340,55 @@ fn validation_reports_every_error_with_its_path() {
     let cyc = def(json!({"name": "x", "steps": [noop("a", &["b"]), noop("b", &["a"])]}));
     assert_eq!(validate(&cyc)[0].path, "steps[0].depends_on");
 }
+
+#[test]
+fn a_condition_over_its_budget_fails_its_step_for_good() {
+    let d = def(json!({"name": "loops", "steps": [
+        {"id": "a", "action": {"kind": "noop"},
+         "when": "inputs.xs.all(a, inputs.xs.all(b, a + b >= 0))"},
+        noop("b", &["a"])]}));
+    assert!(validate(&d).is_empty());
+    let xs: Vec<i64> = (0..8000).collect();
+    let inputs = BTreeMap::from([("xs".to_string(), json!(xs))]);
+    assert!(crate::validate::inputs(&inputs).is_empty());
+    let mut run = FlowRun::new(d, inputs, t(0));
+    let started_at = std::time::Instant::now();
+    assert!(run.next(t(0)).is_empty());
+    assert!(started_at.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(run.state, FlowState::Failed);
+    let error = run.steps[0].error.clone().unwrap_or_default();
+    assert!(error.contains("loop iterations"), "{error}");
+    assert_replays(&run);
+}
+
+#[test]
+fn a_raised_stop_fails_the_step_with_its_reason() {
+    let d = def(json!({"name": "loops", "steps": [
+        {"id": "a", "action": {"kind": "noop"}, "when": "inputs.xs.all(a, a >= 0)"}]}));
+    let inputs = BTreeMap::from([("xs".to_string(), json!([1, 2, 3]))]);
+    let mut run = FlowRun::new(d, inputs, t(0));
+    let stop = cpn_cel::Stop::new();
+    stop.raise("condition ran past its deadline of 1 s");
+    run.next_until(t(0), &stop);
+    assert_eq!(run.state, FlowState::Failed);
+    assert!(
+        run.steps[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("deadline")
+    );
+}
+
+#[test]
+fn three_nested_loops_and_huge_inputs_are_refused_up_front() {
+    let d = def(json!({"name": "loops", "steps": [
+        {"id": "a", "action": {"kind": "noop"},
+         "when": "inputs.xs.all(a, inputs.xs.all(b, inputs.xs.all(c, a + b + c >= 0)))"}]}));
+    let errs = validate(&d);
+    assert_eq!(errs[0].path, "steps[0].when");
+    assert!(errs[0].message.contains("nested 3 deep"), "{}", errs[0]);
+    let xs: Vec<i64> = (0..10_001).collect();
+    let errs = crate::validate::inputs(&BTreeMap::from([("xs".to_string(), json!(xs))]));
+    assert_eq!(errs[0].path, "inputs.xs");
+}

@@ -204,3 +204,53 @@ fn cycles(def: &FlowDefinition, index: &HashMap<&str, usize>) -> Vec<(String, St
         .map(|(i, m)| (format!("steps[{i}].depends_on"), m))
         .collect()
 }
+
+/// Most elements one list or object of a workflow's inputs may have. Conditions loop over
+/// inputs; with the iteration budget this keeps one loop level far below the budget.
+pub const MAX_INPUT_ELEMENTS: usize = 10_000;
+/// Most bytes a workflow's inputs may take as JSON.
+pub const MAX_INPUT_BYTES: usize = 1 << 20;
+
+/// Problems of the inputs a workflow is started with: a list or object longer than
+/// [`MAX_INPUT_ELEMENTS`] (path `inputs.NAME…`), or more than [`MAX_INPUT_BYTES`] in all.
+pub fn inputs(inputs: &BTreeMap<String, serde_json::Value>) -> Vec<FlowError> {
+    fn walk(path: String, v: &serde_json::Value, errs: &mut Vec<FlowError>) {
+        let too_long = |n: usize| FlowError {
+            path: path.clone(),
+            message: format!("has {n} elements; an input may hold at most {MAX_INPUT_ELEMENTS}"),
+        };
+        match v {
+            serde_json::Value::Array(a) => {
+                if a.len() > MAX_INPUT_ELEMENTS {
+                    errs.push(too_long(a.len()));
+                    return;
+                }
+                for (i, x) in a.iter().enumerate() {
+                    walk(format!("{path}[{i}]"), x, errs);
+                }
+            }
+            serde_json::Value::Object(o) => {
+                if o.len() > MAX_INPUT_ELEMENTS {
+                    errs.push(too_long(o.len()));
+                    return;
+                }
+                for (k, x) in o {
+                    walk(format!("{path}.{k}"), x, errs);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut errs = Vec::new();
+    let bytes = serde_json::to_vec(inputs).map_or(0, |b| b.len());
+    if bytes > MAX_INPUT_BYTES {
+        errs.push(FlowError {
+            path: "inputs".into(),
+            message: format!("take {bytes} bytes as JSON; at most {MAX_INPUT_BYTES} are allowed"),
+        });
+    }
+    for (k, v) in inputs {
+        walk(format!("inputs.{k}"), v, &mut errs);
+    }
+    errs
+}

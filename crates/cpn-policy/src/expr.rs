@@ -10,6 +10,7 @@
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::objects::{Key, Map};
 use cel::{Context, Env, Program, Value};
+use cpn_cel::line_col;
 use cpn_model::Labels;
 use cpn_sched::cluster::Offer;
 use cpn_sched::framework::{NodeFilter, NodeScore, SiteFilter, SiteScore};
@@ -152,20 +153,33 @@ pub struct ExprProblem {
     pub position: Option<(usize, usize)>,
 }
 
-/// Parses `source`; on failure returns every parse error with its position.
+/// Loop iterations one evaluation of a rule may take. Rules run per site (or node) inside
+/// scheduling and read small values (labels, model lists), so this is generous for them
+/// and small enough that no rule can stall a scheduling cycle.
+pub const RULE_ITERATIONS: u64 = 10_000;
+
+impl From<cpn_cel::Problem> for ExprProblem {
+    fn from(p: cpn_cel::Problem) -> Self {
+        ExprProblem {
+            message: p.message,
+            position: p.position,
+        }
+    }
+}
+
+/// Parses `source` within `cpn_cel::LIMITS` (length first); on failure returns every
+/// parse error with its position.
 pub fn parse(source: &str) -> Result<Program, Vec<ExprProblem>> {
-    Program::compile(source).map_err(|errors| {
-        errors
-            .errors
-            .iter()
-            .map(|e| ExprProblem {
-                message: e.msg.clone(),
-                // The parser reports (1-based line, 1-based column); (0, 0) means unknown.
-                position: (e.pos.0 > 0 && e.pos.1 > 0)
-                    .then_some((e.pos.0 as usize, e.pos.1 as usize)),
-            })
-            .collect()
-    })
+    cpn_cel::parse(source, &cpn_cel::LIMITS)
+        .map_err(|problems| problems.into_iter().map(ExprProblem::from).collect())
+}
+
+/// The save-time bounds of a parsed rule: depth and macro nesting (`cpn_cel::LIMITS`).
+pub fn check_limits(program: &Program) -> Vec<ExprProblem> {
+    cpn_cel::check(program, &cpn_cel::LIMITS)
+        .into_iter()
+        .map(ExprProblem::from)
+        .collect()
 }
 
 /// Best-effort reference check: variables other than `site`, `node` and `task` (and
@@ -207,23 +221,6 @@ pub fn check_references(program: &Program) -> Vec<ExprProblem> {
         });
     });
     out
-}
-
-/// 1-based line and column (in characters) of byte offset `at`.
-fn line_col(source: &str, at: usize) -> (usize, usize) {
-    let (mut line, mut col) = (1, 1);
-    for (i, ch) in source.char_indices() {
-        if i >= at {
-            break;
-        }
-        if ch == '\n' {
-            line += 1;
-            col = 1;
-        } else {
-            col += 1;
-        }
-    }
-    (line, col)
 }
 
 fn fields_of(root: &str) -> &'static [FieldDoc] {
@@ -414,7 +411,7 @@ pub fn plugin_name(rule: &str) -> &'static str {
 struct Rule {
     name: &'static str,
     source: String,
-    program: Program,
+    program: cpn_cel::Bounded,
     uses: Uses,
     env: Arc<Env>,
 }
@@ -422,7 +419,8 @@ struct Rule {
 impl Rule {
     fn new(rule: &str, source: &str, env: Arc<Env>) -> Result<Rule, Vec<ExprProblem>> {
         let program = parse(source)?;
-        let problems = check_references(&program);
+        let mut problems = check_references(&program);
+        problems.extend(check_limits(&program));
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -430,7 +428,7 @@ impl Rule {
             name: plugin_name(rule),
             source: source.to_string(),
             uses: Uses::of(&program),
-            program,
+            program: cpn_cel::Bounded::new(&program),
             env,
         })
     }
@@ -457,7 +455,9 @@ impl Rule {
             };
             ctx.add_variable_from_value("task", value);
         }
-        self.program.execute(&ctx).map_err(|e| e.to_string())
+        self.program
+            .eval(&mut ctx, &cpn_cel::Budget::new(RULE_ITERATIONS))
+            .map_err(|e| e.to_string())
     }
 }
 

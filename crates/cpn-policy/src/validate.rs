@@ -131,7 +131,11 @@ pub fn validate(policy: &Policy, known: &dyn Fn(&str) -> bool) -> Vec<Diagnostic
         }
         let field = format!("{list}[{i}].expr");
         let problems = match expr::parse(source) {
-            Ok(program) => expr::check_references(&program),
+            Ok(program) => {
+                let mut problems = expr::check_references(&program);
+                problems.extend(expr::check_limits(&program));
+                problems
+            }
             Err(problems) => problems,
         };
         out.extend(problems.into_iter().map(|p| Diagnostic {

@@ -335,11 +335,13 @@ async fn schedule_dry_run(
 /// the FGD paper. Answers at once with the queued job; poll it for progress and results.
 /// Jobs run one at a time in the background. They are stored and outlive a restart, but a
 /// job queued or running when the server stopped becomes `failed` ("interrupted"): start
-/// it again. Only the newest 100 are kept (409 when 100 are queued or running). Bad CSVs
-/// get 422 naming the field and the line.
+/// it again. Each tenant keeps its newest 100 finished jobs and may have 4 queued or
+/// running (429 beyond; both set by `cpn serve`). Bad CSVs get 422 naming the field and
+/// the line.
 #[utoipa::path(post, path = "/api/v1/simulations", tag = "simulation", security(("bearer" = [])), request_body = SimulationRequest,
     responses((status = 202, body = Simulation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 422, body = ErrorBody),
+              (status = 429, description = "The tenant has as many simulations queued or running as it may", body = ErrorBody)))]
 async fn create_simulation(
     State(s): State<AppState>,
     who: Principal,
@@ -648,7 +650,7 @@ impl utoipa::Modify for BearerAuth {
         crate::api_flows::flow_journal, crate::api_flows::flow_report, crate::api_flows::pause_flow,
         crate::api_flows::resume_flow, crate::api_flows::cancel_flow, crate::api_flows::create_process,
         crate::api_flows::list_processes, crate::api_flows::get_process, crate::api_flows::run_process,
-        crate::api_runtime::submit_task, crate::api_runtime::list_tasks, crate::api_runtime::get_task,
+        crate::api_runtime::submit_task, crate::api_runtime::list_tasks, crate::api_runtime::task_counts, crate::api_runtime::get_task,
         crate::api_runtime::cancel_task, crate::api_runtime::task_logs, crate::api_runtime::explain_task, crate::api_runtime::node_metrics, crate::api_runtime::list_nodes,
         crate::api_runtime::get_node, crate::api_runtime::site_status, crate::api_runtime::agent_register,
         crate::api_runtime::agent_heartbeat, crate::api_runtime::agent_assignments,

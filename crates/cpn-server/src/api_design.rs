@@ -243,7 +243,8 @@ pub async fn delete_instruction(
 /// Execute a confirmed plan as a workflow; 409 `invalid_state` when the inventory it was
 /// planned on changed (re-plan).
 #[utoipa::path(post, path = "/api/v1/plans/{id}/execute", tag = "design", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 202, body = Object), (status = 409, body = ErrorBody)))]
+    params(("id" = String, Path)), responses((status = 202, body = Object), (status = 409, body = ErrorBody),
+        (status = 429, description = "The tenant has as many unfinished workflows as it may", body = ErrorBody)))]
 pub async fn execute_plan(
     State(s): State<AppState>,
     who: Principal,

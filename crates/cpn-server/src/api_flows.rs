@@ -41,12 +41,15 @@ pub struct RunProcess {
 /// retries, timeouts, conditions, loops and compensation. 422 names the first invalid
 /// field; the message lists every error.
 #[utoipa::path(post, path = "/api/v1/flows", tag = "flows", security(("bearer" = [])), request_body = StartFlow,
-    responses((status = 201, body = FlowView), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = FlowView), (status = 422, body = ErrorBody),
+        (status = 429, description = "The tenant has as many unfinished workflows as it may", body = ErrorBody)))]
 pub async fn start_flow(
     State(s): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<StartFlow>,
 ) -> ApiResult<(StatusCode, Json<FlowView>)> {
+    // Inputs are a field of the body, beside the definition the errors below are within.
+    flows::check_inputs(&body.inputs)?;
     let view = flows::start(&s, &who, body.definition, body.inputs, None)
         .await
         .map_err(|e| e.within("definition"))?;
@@ -229,7 +232,8 @@ pub async fn get_process(
 /// Start a workflow from a process template; body (optional): `{"inputs": {...}}`.
 #[utoipa::path(post, path = "/api/v1/processes/{id}/run", tag = "flows", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = RunProcess,
-    responses((status = 201, body = FlowView), (status = 404, body = ErrorBody)))]
+    responses((status = 201, body = FlowView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, description = "The tenant has as many unfinished workflows as it may", body = ErrorBody)))]
 pub async fn run_process(
     State(s): State<AppState>,
     who: Principal,

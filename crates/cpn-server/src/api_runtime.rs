@@ -46,6 +46,17 @@ pub async fn list_tasks(
     Ok(Json(tasks::list(&s, &who, q).await?))
 }
 
+/// Task counts by state, over the tasks the caller may see (its tenant's; every task for
+/// operators). The console's overview reads it.
+#[utoipa::path(get, path = "/api/v1/tasks/counts", tag = "tasks", security(("bearer" = [])),
+    responses((status = 200, body = std::collections::BTreeMap<String, u64>)))]
+pub async fn task_counts(
+    State(s): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<std::collections::BTreeMap<String, u64>>> {
+    Ok(Json(tasks::counts(&s, &who).await?))
+}
+
 /// One task with its state history and KPIs.
 #[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
@@ -85,38 +96,40 @@ pub async fn task_logs(
 }
 
 /// Nodes reported by agents and imported from Slurm, with capacity, what is held, the
-/// latest metrics and the idle rate.
+/// latest metrics and the idle rate: those on sites the caller may read.
 #[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", security(("bearer" = [])),
     responses((status = 200, body = Vec<NodeView>)))]
 pub async fn list_nodes(
     State(s): State<AppState>,
-    _who: Principal,
+    who: Principal,
 ) -> ApiResult<Json<Vec<NodeView>>> {
-    Ok(Json(nodes::views(&s).await?))
+    Ok(Json(nodes::visible_views(&s, &who).await?))
 }
 
-/// One node, by id or `site/name` (real-time query, IF-I3-03).
+/// One node, by id or `site/name` (real-time query, IF-I3-03); 404 for a node on a site the
+/// caller may not read.
 #[utoipa::path(get, path = "/api/v1/nodes/{id}", tag = "nodes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Node id, name, or site/name")),
     responses((status = 200, body = NodeView), (status = 404, body = ErrorBody)))]
 pub async fn get_node(
     State(s): State<AppState>,
-    _who: Principal,
+    who: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<NodeView>> {
-    Ok(Json(nodes::get(&s, &id).await?))
+    Ok(Json(nodes::get(&s, &who, &id).await?))
 }
 
-/// Real-time state of a site: nodes ready, idle rate, load, location, power (IF-I3-03).
+/// Real-time state of a site: nodes ready, idle rate, load, location, power (IF-I3-03);
+/// 404 for a site the caller may not read.
 #[utoipa::path(get, path = "/api/v1/sites/{id}/status", tag = "nodes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Site name or id")),
     responses((status = 200, body = SiteStatus), (status = 404, body = ErrorBody)))]
 pub async fn site_status(
     State(s): State<AppState>,
-    _who: Principal,
+    who: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SiteStatus>> {
-    Ok(Json(nodes::site_status(&s, &id).await?))
+    Ok(Json(nodes::site_status(&s, &who, &id).await?))
 }
 
 /// Agent: register this host as a node of a site (same site and name: same node).
@@ -179,11 +192,17 @@ pub async fn agent_report(
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct LogLength {
-    /// Bytes of the stream the server now holds.
+    /// Bytes of the stream the server now holds (send from there); once `capped`, every
+    /// byte sent counts as delivered.
     pub length: u64,
+    /// The attempt's output reached the server's cap (`cpn serve --max-task-output-mib`):
+    /// the server stores nothing more of it, so stop sending.
+    #[serde(default)]
+    pub capped: bool,
 }
 
-/// Agent: output bytes of an attempt, starting at `offset` of `stream`.
+/// Agent: output bytes of an attempt, starting at `offset` of `stream`. Output past the
+/// attempt's cap is dropped after a truncation marker; the answer then says `capped`.
 #[utoipa::path(post, path = "/api/v1/agents/{node}/attempts/{attempt}/logs", tag = "agents", security(("bearer" = [])),
     params(("node" = String, Path), ("attempt" = String, Path), ("stream" = String, Query), ("offset" = u64, Query)),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
@@ -205,8 +224,11 @@ pub async fn agent_logs(
         .and_then(|o| o.parse::<u64>().ok())
         .ok_or_else(|| ApiError::bad_request("offset must be a byte offset"))?;
     q.finish()?;
-    let length = agents::upload_log(&s, &who, &node, &attempt, stream, offset, &body).await?;
-    Ok(Json(LogLength { length }))
+    let appended = agents::upload_log(&s, &who, &node, &attempt, stream, offset, &body).await?;
+    Ok(Json(LogLength {
+        length: appended.length,
+        capped: appended.capped,
+    }))
 }
 
 /// Server-Sent Events: task state changes, node state, operations and alarms.
@@ -252,10 +274,10 @@ pub async fn event_log(
     responses((status = 200, body = Vec<NodeMetrics>), (status = 404, body = ErrorBody)))]
 pub async fn node_metrics(
     State(s): State<AppState>,
-    _who: Principal,
+    who: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<NodeMetrics>>> {
-    Ok(Json(nodes::metrics_history(&s, &id).await?))
+    Ok(Json(nodes::metrics_history(&s, &who, &id).await?))
 }
 
 /// "Why here": the scheduler's filter verdicts and score factors for this task against the
@@ -276,6 +298,7 @@ pub async fn explain_task(
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/tasks", get(list_tasks).post(submit_task))
+        .route("/api/v1/tasks/counts", get(task_counts))
         .route("/api/v1/tasks/{id}", get(get_task))
         .route("/api/v1/tasks/{id}/cancel", post(cancel_task))
         .route("/api/v1/tasks/{id}/logs", get(task_logs))

@@ -16,6 +16,7 @@ pub mod federation;
 pub mod flows;
 pub mod identity;
 pub mod inventory;
+pub mod limits;
 pub mod openapi;
 pub mod policy;
 pub mod registry;

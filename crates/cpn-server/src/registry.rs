@@ -252,7 +252,15 @@ registry_kind!(
 // ---------------------------------------------------------------- access rules
 
 pub fn can_read(who: &Principal, rec: &ObjectRecord) -> bool {
-    who.is_operator() || rec.public || rec.tenant == who.tenant
+    who.is_operator() || visible_to_tenant(rec.public, &rec.tenant, &who.tenant)
+}
+
+/// Whether `tenant` may see an object (public, or owned by `owner_tenant`): what a
+/// non-operator reads, and where the live binder may place a task of `tenant` (a task never
+/// lands on a site its tenant cannot see). The store's `visible_to_tenant` list query is
+/// the same rule in SQL.
+pub fn visible_to_tenant(public: bool, owner_tenant: &str, tenant: &str) -> bool {
+    public || owner_tenant == tenant
 }
 
 /// Operators change anything; suppliers change what they own; users change nothing here.

@@ -34,8 +34,6 @@ use tokio::sync::{Notify, Semaphore};
 
 /// The document collection of simulation jobs.
 pub const COLLECTION: &str = "simulations";
-/// Jobs kept in the store; the oldest finished ones are deleted first.
-pub const MAX_KEPT: usize = 100;
 /// Jobs that run at once.
 pub const WORKERS: usize = 1;
 /// The shipped GPU node list, in the `--sim-data` folder.
@@ -330,27 +328,44 @@ fn prepare(data: Option<&Path>, req: SimulationRequest) -> ApiResult<Prepared> {
     })
 }
 
-/// Makes room for one more job: deletes the oldest finished ones beyond the newest
-/// [`MAX_KEPT`] - 1; 409 when that many are queued or running.
-async fn make_room(s: &AppState) -> ApiResult<()> {
-    let docs = s.store.list_docs(COLLECTION, DocQuery::default()).await?;
-    if docs.len() < MAX_KEPT {
-        return Ok(());
-    }
-    let excess = docs.len() + 1 - MAX_KEPT;
-    // Ids are time-ordered: the list is oldest first.
-    let old: Vec<&DocRecord> = docs
-        .iter()
-        .filter(|d| state_of(&d.state).is_none_or(SimulationState::is_final))
-        .take(excess)
-        .collect();
-    if old.len() < excess {
+fn is_final(d: &DocRecord) -> bool {
+    state_of(&d.state).is_none_or(SimulationState::is_final)
+}
+
+/// The tenant's jobs, oldest first; 429 when as many are queued or running as it may have.
+async fn tenant_jobs(s: &AppState, tenant: &str) -> ApiResult<Vec<DocRecord>> {
+    let limit = s.runtime.config.limits.max_active_simulations_per_tenant;
+    let q = DocQuery {
+        tenant: Some(tenant.to_string()),
+        ..Default::default()
+    };
+    let docs = s.store.list_docs(COLLECTION, q).await?;
+    let active = docs.iter().filter(|d| !is_final(d)).count();
+    if active >= limit {
         return Err(ApiError::new(
-            Code::InUse,
-            format!("{MAX_KEPT} simulations are queued or running; try again when some finish"),
+            Code::TooManyRequests,
+            format!(
+                "tenant {tenant} has {active} simulations queued or running, the most it may have at once ({limit}); \
+                 start this one when one of them has finished, or cancel one"
+            ),
         ));
     }
-    for d in old {
+    Ok(docs)
+}
+
+/// Makes room for one more job of `tenant`: 429 when the tenant has as many jobs queued or
+/// running as it may; else deletes the tenant's oldest finished jobs beyond its newest
+/// `kept_simulations_per_tenant` - 1. Other tenants' jobs are never touched.
+async fn make_room(s: &AppState, tenant: &str) -> ApiResult<()> {
+    let limits = s.runtime.config.limits;
+    let docs = tenant_jobs(s, tenant).await?;
+    let finished: Vec<&DocRecord> = docs.iter().filter(|d| is_final(d)).collect();
+    let keep = limits.kept_simulations_per_tenant.max(1);
+    if finished.len() < keep {
+        return Ok(());
+    }
+    // Ids are time-ordered: the list is oldest first.
+    for d in &finished[..finished.len() + 1 - keep] {
         match s.store.delete_doc(COLLECTION, &d.id).await {
             Ok(()) | Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
@@ -366,6 +381,8 @@ pub async fn submit(
     who: &Principal,
     req: SimulationRequest,
 ) -> ApiResult<Simulation> {
+    // Refused before the inputs are parsed, which is the costly part of a request.
+    tenant_jobs(s, &who.tenant).await?;
     let data = s.sim_data_dir.clone();
     let prepared = tokio::task::spawn_blocking(move || prepare(data.as_deref(), req))
         .await
@@ -383,7 +400,11 @@ pub async fn submit(
         request: prepared.summary.clone(),
         results: None,
     };
-    make_room(s).await?;
+    // One submission at a time between the tenant's count and the new document, so two
+    // concurrent ones cannot both pass its limit.
+    static SUBMITTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _submitting = SUBMITTING.lock().await;
+    make_room(s, &who.tenant).await?;
     let rec = DocRecord {
         collection: COLLECTION.into(),
         id: job.id.clone(),

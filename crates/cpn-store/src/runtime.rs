@@ -188,6 +188,8 @@ pub trait RuntimeStore: Send + Sync + 'static {
     async fn write_tasks(&self, writes: Vec<TaskWrite>) -> Result<Vec<Option<TaskRecord>>>;
     /// Count of tasks per state.
     async fn count_tasks(&self) -> Result<Vec<(String, u64)>>;
+    /// Count of one tenant's tasks per state.
+    async fn count_tenant_tasks(&self, tenant: &str) -> Result<Vec<(String, u64)>>;
 
     // ------------------------------------------------------------ events
 

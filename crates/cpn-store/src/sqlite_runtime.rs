@@ -424,6 +424,19 @@ impl RuntimeStore for SqliteStore {
         .await
     }
 
+    async fn count_tenant_tasks(&self, tenant: &str) -> Result<Vec<(String, u64)>> {
+        let tenant = tenant.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT state, COUNT(*) FROM tasks WHERE tenant = ?1 GROUP BY state",
+            )?;
+            let rows =
+                stmt.query_map([&tenant], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn append_events(&self, events: Vec<NewEvent>) -> Result<()> {
         self.write(move |conn| insert_events(conn, &events)).await
     }

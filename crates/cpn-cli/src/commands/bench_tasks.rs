@@ -66,6 +66,7 @@ async fn server(local_agent: bool) -> Result<(cpn_server::RunningServer, tempfil
             heartbeat_interval: Duration::from_secs(2),
             // Bench nodes of (a) never heartbeat; keep them ready for the whole run.
             node_timeout: Duration::from_secs(3600),
+            ..Default::default()
         },
         local_agent: local_agent.then(|| "local".to_string()),
     })

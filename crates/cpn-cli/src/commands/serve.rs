@@ -27,6 +27,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         runtime: cpn_server::runtime::RuntimeConfig {
             heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(100)),
             node_timeout: Duration::from_millis(args.node_timeout_ms.max(500)),
+            limits: cpn_server::limits::Limits {
+                max_task_output_bytes: args.max_task_output_mib.max(1) << 20,
+                max_running_flows_per_tenant: args.max_running_workflows.max(1),
+                max_active_simulations_per_tenant: args.max_active_simulations.max(1),
+                kept_simulations_per_tenant: args.kept_simulations.max(1),
+                condition_deadline: Duration::from_millis(args.condition_deadline_ms.max(10)),
+            },
         },
         local_agent: (!args.no_local_agent).then_some(args.local_site),
     })

@@ -7,6 +7,7 @@ mod auth;
 mod design;
 mod federation;
 mod flows;
+mod limits;
 mod readme_start;
 mod registry;
 mod restart;

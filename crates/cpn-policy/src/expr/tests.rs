@@ -180,3 +180,33 @@ fn only_the_fields_a_rule_reads_are_built() {
     let Value::Map(m) = v else { panic!("a map") };
     assert_eq!(m.map.len(), 2);
 }
+
+#[test]
+fn rules_are_bounded_on_save_and_when_evaluated() {
+    let nested3 = "[1, 2].all(a, [1, 2].all(b, [1, 2].all(c, a + b + c > 0)))";
+    let e = CelFilter::new("r", nested3, env()).err().unwrap();
+    assert!(e[0].message.contains("nested 3 deep"), "{e:?}");
+    let long = format!("site.name == '{}'", "x".repeat(5000));
+    let e = CelFilter::new("r", &long, env()).err().unwrap();
+    assert!(e[0].message.contains("at most 4096"), "{e:?}");
+
+    // Two levels over 200 items each is 40,000 iterations: past a rule's budget.
+    let list = format!(
+        "[{}]",
+        (0..200)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let heavy = format!("{list}.all(a, {list}.all(b, a + b >= 0))");
+    let v = site_verdict(&heavy, "hot");
+    let r = v.reason().expect("rejected");
+    assert_eq!(r.code, CODE_ERROR);
+    assert!(
+        r.detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("loop iterations"),
+        "{r:?}"
+    );
+}

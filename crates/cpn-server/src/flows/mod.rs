@@ -188,6 +188,11 @@ pub async fn start(
     plan: Option<String>,
 ) -> ApiResult<FlowView> {
     check(&definition)?;
+    check_inputs(&inputs)?;
+    // One start at a time, so two concurrent starts cannot both pass the tenant's limit.
+    static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _starting = STARTING.lock().await;
+    check_tenant_limit(state, &who.tenant).await?;
     let now = Utc::now();
     let mut run = FlowRun::new(definition.clone(), inputs, now);
     let id = format!("flow-{}", uuid::Uuid::now_v7().simple());
@@ -215,6 +220,46 @@ pub async fn start(
     let view = view_of(&doc)?;
     spawn(state.clone(), doc, run, who.clone(), Vec::new());
     Ok(view)
+}
+
+/// 422 (field `inputs.NAME…`) for inputs past the size limits of `cpn_flow::validate::inputs`.
+pub fn check_inputs(inputs: &BTreeMap<String, Value>) -> ApiResult<()> {
+    let problems = cpn_flow::validate::inputs(inputs);
+    match problems.first() {
+        None => Ok(()),
+        Some(first) => Err(ApiError::field(
+            first.path.clone(),
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+    }
+}
+
+/// 429 when `tenant` has as many unfinished workflows as the limit allows.
+async fn check_tenant_limit(state: &AppState, tenant: &str) -> ApiResult<()> {
+    let limit = state.runtime.config.limits.max_running_flows_per_tenant;
+    let mut unfinished = 0;
+    for s in ["running", "compensating", "paused"] {
+        let q = DocQuery {
+            tenant: Some(tenant.to_string()),
+            state: Some(s.into()),
+            ..Default::default()
+        };
+        unfinished += state.store.list_docs(FLOWS, q).await?.len();
+    }
+    if unfinished >= limit {
+        return Err(ApiError::new(
+            Code::TooManyRequests,
+            format!(
+                "tenant {tenant} has {unfinished} unfinished workflows, the most it may have at once ({limit}); \
+                 start this one when one of them has ended, or cancel one"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn spawn(state: AppState, doc: DocRecord, run: FlowRun, who: Principal, resumed: Vec<Command>) {
@@ -317,7 +362,16 @@ async fn drive(
         d.dispatch(c);
     }
     loop {
-        let cmds = run.next(Utc::now());
+        let cmds = match next_bounded(&state, run).await {
+            Some((r, cmds)) => {
+                run = r;
+                cmds
+            }
+            None => {
+                tracing::error!(flow = %doc.id, "evaluating a workflow's conditions panicked; the workflow is left to the next start");
+                break;
+            }
+        };
         persist(&state, &mut doc, &mut run).await;
         for c in cmds {
             d.dispatch(c);
@@ -363,6 +417,36 @@ async fn drive(
     for (_, (h, _)) in d.running.drain() {
         h.abort();
     }
+}
+
+/// `FlowRun::next`, with the workflow's conditions evaluated off the request threads: on
+/// the blocking pool, at most `CONDITION_SLOTS` at once server-wide, and stopped at the
+/// configured deadline, which fails the step with that reason in the journal (so a
+/// restart does not evaluate it again). `None` if the evaluation panicked.
+async fn next_bounded(state: &AppState, mut run: FlowRun) -> Option<(FlowRun, Vec<Command>)> {
+    if !run.has_conditions() {
+        let cmds = run.next(Utc::now());
+        return Some((run, cmds));
+    }
+    let deadline = state.runtime.config.limits.condition_deadline;
+    let _slot = crate::limits::CONDITION_SLOTS.acquire().await.ok()?;
+    let stop = cpn_cel::Stop::new();
+    let flag = stop.clone();
+    let mut job = tokio::task::spawn_blocking(move || {
+        let cmds = run.next_until(Utc::now(), &flag);
+        (run, cmds)
+    });
+    let done = tokio::select! {
+        r = &mut job => r,
+        _ = tokio::time::sleep(deadline) => {
+            stop.raise(format!(
+                "ran past its deadline of {} ms and was stopped",
+                deadline.as_millis()
+            ));
+            job.await
+        }
+    };
+    done.ok()
 }
 
 /// Continues every unfinished workflow of the store (server start).

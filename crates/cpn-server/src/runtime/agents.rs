@@ -372,7 +372,7 @@ pub async fn upload_log(
     stream: LogStream,
     offset: u64,
     bytes: &[u8],
-) -> ApiResult<u64> {
+) -> ApiResult<super::logs::Appended> {
     require_operator(who)?;
     if stream == LogStream::All {
         return Err(ApiError::bad_request("stream must be stdout or stderr"));

@@ -10,7 +10,7 @@
 use super::lifecycle::Task;
 use crate::error::ApiResult;
 use crate::policy::{self, DEFAULT_POLICY};
-use crate::registry::{Inheritance, decode_spec};
+use crate::registry::{Inheritance, decode_spec, visible_to_tenant};
 use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::registry::{SiteHealth, SiteSpec};
@@ -18,10 +18,14 @@ use cpn_api_types::schedule::TaskResources;
 use cpn_api_types::tasks::TaskState;
 use cpn_model::{GeoPoint, Kind, Labels};
 use cpn_sched::cycle::Mode;
+use cpn_sched::framework::SiteFilter;
 use cpn_sched::task::Chip;
-use cpn_sched::{Cluster, ClusterBuilder, NodeIdx, NodeSpec, Profile, Scheduler};
+use cpn_sched::{
+    Cluster, ClusterBuilder, CycleState, NodeIdx, NodeSpec, Plugin, Profile, Scheduler, Verdict,
+};
 use cpn_store::{ListQuery, NodeRecord, TaskOrder, TaskQuery, TaskWrite};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -63,6 +67,62 @@ pub struct LiveCluster {
     pub node_ids: Vec<String>,
     pub node_names: Vec<String>,
     pub site_names: Vec<String>,
+    /// Per site (by index): whether it is public, and its tenant.
+    pub site_access: Arc<Vec<(bool, String)>>,
+}
+
+/// Name of the site filter that keeps a task off sites its tenant cannot see.
+pub const SITE_VISIBILITY: &str = "site_visibility";
+/// Reason code of that filter.
+pub const NOT_VISIBLE: &str = "site_not_visible";
+
+/// The live cluster holds every tenant's sites, so every profile the binder (and "why
+/// here") runs gets this filter first: a task lands only on a site its tenant may see,
+/// by `registry::visible_to_tenant`, the rule the registry reads with.
+pub struct SiteVisibility {
+    site_access: Arc<Vec<(bool, String)>>,
+}
+
+impl Plugin for SiteVisibility {
+    fn name(&self) -> &'static str {
+        SITE_VISIBILITY
+    }
+    fn as_site_filter(&self) -> Option<&dyn SiteFilter> {
+        Some(self)
+    }
+}
+
+impl SiteFilter for SiteVisibility {
+    fn filter_site(
+        &self,
+        state: &CycleState,
+        task: &cpn_sched::Task,
+        _cluster: &Cluster,
+        site: cpn_sched::SiteIdx,
+    ) -> Verdict {
+        let visible = self
+            .site_access
+            .get(site as usize)
+            .is_some_and(|(public, tenant)| visible_to_tenant(*public, tenant, &task.tenant));
+        if visible {
+            Verdict::Fits
+        } else {
+            Verdict::RejectsForever(state.reason(SITE_VISIBILITY, NOT_VISIBLE, || {
+                format!("the site is private to another tenant than {}", task.tenant)
+            }))
+        }
+    }
+}
+
+/// `profile` with the visibility filter of `live` in front of its other plugins.
+pub fn with_visibility(mut profile: Profile, site_access: &Arc<Vec<(bool, String)>>) -> Profile {
+    profile.plugins.insert(
+        0,
+        Arc::new(SiteVisibility {
+            site_access: site_access.clone(),
+        }),
+    );
+    profile
 }
 
 pub async fn live_cluster(state: &AppState, nodes: &[NodeRecord]) -> ApiResult<LiveCluster> {
@@ -71,6 +131,7 @@ pub async fn live_cluster(state: &AppState, nodes: &[NodeRecord]) -> ApiResult<L
     let mut inh = Inheritance::load(state).await?;
     let mut sites: HashMap<String, cpn_sched::SiteIdx> = HashMap::new();
     let mut site_names = Vec::new();
+    let mut site_access = Vec::new();
     let all_sites = state
         .store
         .list_objects(Kind::Site, &ListQuery::default())
@@ -94,6 +155,7 @@ pub async fn live_cluster(state: &AppState, nodes: &[NodeRecord]) -> ApiResult<L
         });
         sites.insert(rec.id.clone(), i);
         site_names.push(rec.name.clone());
+        site_access.push((rec.public, rec.tenant.clone()));
     }
     let mut node_ids = Vec::new();
     let mut node_names = Vec::new();
@@ -183,6 +245,7 @@ pub async fn live_cluster(state: &AppState, nodes: &[NodeRecord]) -> ApiResult<L
         node_ids,
         node_names,
         site_names,
+        site_access: Arc::new(site_access),
     })
 }
 
@@ -193,10 +256,16 @@ struct Policies {
     /// FGD's target workload: the shapes of this cycle's pending tasks (issue #4: the GPU
     /// policies are ordinary policies of the live scheduler).
     workload: std::sync::Arc<cpn_sched::plugins::gpu::TargetWorkload>,
+    /// Per live site: public, tenant (for the visibility filter every profile gets).
+    site_access: Arc<Vec<(bool, String)>>,
 }
 
 impl Policies {
-    async fn load(state: &AppState, pending: &[cpn_sched::Task]) -> ApiResult<Policies> {
+    async fn load(
+        state: &AppState,
+        pending: &[cpn_sched::Task],
+        site_access: Arc<Vec<(bool, String)>>,
+    ) -> ApiResult<Policies> {
         Ok(Policies {
             stored: policy::load_all(state)
                 .await?
@@ -207,6 +276,7 @@ impl Policies {
             workload: std::sync::Arc::new(cpn_sched::plugins::gpu::TargetWorkload::from_tasks(
                 pending,
             )),
+            site_access,
         })
     }
 
@@ -228,6 +298,7 @@ impl Policies {
                 policy::compile(name, &self.stored, &move || workload.clone())
                     .map_err(|e| e.message)?
             };
+            let profile = with_visibility(profile, &self.site_access);
             self.schedulers
                 .insert(name.to_string(), Scheduler::new(profile, rand_seed()));
         }
@@ -297,7 +368,7 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
         .filter(|(_, t)| t.demand.gpus > 0)
         .map(|(_, t)| t.clone())
         .collect();
-    let mut policies = Policies::load(state, &shapes).await?;
+    let mut policies = Policies::load(state, &shapes, live.site_access.clone()).await?;
     for (mut task, sched_task) in batch {
         let attempt = task.record.attempt;
         let name = policies.name_for(task.spec.policy.as_deref(), &sched_task);
@@ -370,9 +441,13 @@ pub async fn explain_task(
     if bound_by.is_some() {
         choice.reasons = vec!["the policy that bound this task".into()];
     }
-    let nodes = state.store.list_nodes().await?;
+    // The caller sees only nodes on sites it may read, and the task only sites its tenant
+    // may see, as when it is bound.
+    let readable = super::nodes::readable_sites(state, who).await?;
+    let mut nodes = state.store.list_nodes().await?;
+    nodes.retain(|n| readable.as_ref().is_none_or(|ids| ids.contains(&n.site_id)));
     let live = live_cluster(state, &nodes).await?;
-    let mut scheduler = Scheduler::new(profile, 0);
+    let mut scheduler = Scheduler::new(with_visibility(profile, &live.site_access), 0);
     let mut decision = scheduler.explain(&sched_task, &live.cluster);
     // The scheduler names live nodes by id; people know them as site/name.
     let names: HashMap<&str, &str> = live

@@ -9,9 +9,21 @@ use std::sync::Mutex;
 
 pub struct LogStore {
     root: PathBuf,
+    /// Bytes kept per attempt, both streams together (the `all` file's length).
+    cap: u64,
     // Appends are rare and small next to their fsync-free writes; one lock keeps the
     // offset check and the append of a stream together.
     lock: Mutex<()>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Bytes of the stream the executor may consider delivered: the stored length, or,
+    /// once the attempt's output is capped, everything it sent.
+    pub length: u64,
+    /// The attempt's output reached the cap: nothing more is stored.
+    pub capped: bool,
 }
 
 fn file_name(stream: LogStream) -> &'static str {
@@ -22,10 +34,19 @@ fn file_name(stream: LogStream) -> &'static str {
     }
 }
 
+/// The line that ends a capped attempt's output, in the stream that hit the cap and in `all`.
+pub fn truncation_marker(cap: u64) -> String {
+    format!(
+        "\n[cpn: output truncated: this attempt wrote more than {} MiB; the rest was dropped]\n",
+        cap >> 20
+    )
+}
+
 impl LogStore {
-    pub fn new(root: PathBuf) -> LogStore {
+    pub fn new(root: PathBuf, cap: u64) -> LogStore {
         LogStore {
             root,
+            cap,
             lock: Mutex::new(()),
         }
     }
@@ -36,8 +57,19 @@ impl LogStore {
             .join(format!("{attempt}.{}", file_name(stream)))
     }
 
-    /// Appends the part of `bytes` (which starts at `offset` of the stream) not stored yet;
-    /// returns the stream's stored length.
+    /// The file whose presence says the attempt's output was capped.
+    fn capped_path(&self, task: &str, attempt: u32) -> PathBuf {
+        self.root.join(task).join(format!("{attempt}.capped"))
+    }
+
+    /// Whether the attempt's output reached the cap.
+    pub fn is_capped(&self, task: &str, attempt: u32) -> bool {
+        self.capped_path(task, attempt).exists()
+    }
+
+    /// Appends the part of `bytes` (which starts at `offset` of the stream) not stored yet,
+    /// up to the attempt's cap; past it, writes the truncation marker once and drops the
+    /// rest.
     pub fn append(
         &self,
         task: &str,
@@ -45,10 +77,17 @@ impl LogStore {
         stream: LogStream,
         offset: u64,
         bytes: &[u8],
-    ) -> std::io::Result<u64> {
+    ) -> std::io::Result<Appended> {
         let _guard = self.lock.lock().expect("log lock is never poisoned");
         let path = self.path(task, attempt, stream);
         std::fs::create_dir_all(path.parent().expect("log paths have a parent"))?;
+        let sent_to = offset + bytes.len() as u64;
+        if self.is_capped(task, attempt) {
+            return Ok(Appended {
+                length: sent_to,
+                capped: true,
+            });
+        }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -56,20 +95,44 @@ impl LogStore {
         let have = file.metadata()?.len();
         if offset > have {
             // A gap: the executor must resend from `have`.
-            return Ok(have);
+            return Ok(Appended {
+                length: have,
+                capped: false,
+            });
         }
         let skip = (have - offset) as usize;
-        if skip < bytes.len() {
-            let new = &bytes[skip..];
-            file.write_all(new)?;
-            let mut all = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.path(task, attempt, LogStream::All))?;
-            all.write_all(new)?;
-            return Ok(have + new.len() as u64);
+        if skip >= bytes.len() {
+            return Ok(Appended {
+                length: have,
+                capped: false,
+            });
         }
-        Ok(have)
+        let new = &bytes[skip..];
+        let mut all = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(task, attempt, LogStream::All))?;
+        let room = self.cap.saturating_sub(all.metadata()?.len());
+        if (new.len() as u64) <= room {
+            file.write_all(new)?;
+            all.write_all(new)?;
+            return Ok(Appended {
+                length: have + new.len() as u64,
+                capped: false,
+            });
+        }
+        let kept = &new[..room as usize];
+        let marker = truncation_marker(self.cap);
+        for f in [&mut file, &mut all] {
+            f.write_all(kept)?;
+            f.write_all(marker.as_bytes())?;
+        }
+        std::fs::write(self.capped_path(task, attempt), b"")?;
+        tracing::warn!(task, attempt, cap = self.cap, "task output capped");
+        Ok(Appended {
+            length: sent_to,
+            capped: true,
+        })
     }
 
     /// How many bytes of a stream are stored.
@@ -106,25 +169,15 @@ mod tests {
     #[test]
     fn resent_chunks_are_stored_once_and_gaps_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = LogStore::new(dir.path().to_path_buf());
+        let logs = LogStore::new(dir.path().to_path_buf(), 1 << 20);
+        let len = |r: std::io::Result<Appended>| r.unwrap().length;
+        assert_eq!(len(logs.append("t", 1, LogStream::Stdout, 0, b"hello ")), 6);
         assert_eq!(
-            logs.append("t", 1, LogStream::Stdout, 0, b"hello ")
-                .unwrap(),
-            6
-        );
-        assert_eq!(
-            logs.append("t", 1, LogStream::Stdout, 0, b"hello world")
-                .unwrap(),
+            len(logs.append("t", 1, LogStream::Stdout, 0, b"hello world")),
             11
         );
-        assert_eq!(
-            logs.append("t", 1, LogStream::Stdout, 20, b"x").unwrap(),
-            11
-        );
-        assert_eq!(
-            logs.append("t", 1, LogStream::Stderr, 0, b"oops").unwrap(),
-            4
-        );
+        assert_eq!(len(logs.append("t", 1, LogStream::Stdout, 20, b"x")), 11);
+        assert_eq!(len(logs.append("t", 1, LogStream::Stderr, 0, b"oops")), 4);
         let read = |s| String::from_utf8(logs.read("t", 1, s, 0, 1 << 20).unwrap()).unwrap();
         assert_eq!(read(LogStream::Stdout), "hello world");
         assert_eq!(read(LogStream::All), "hello worldoops");
@@ -134,5 +187,58 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn output_past_the_cap_is_dropped_after_one_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = 2 << 20;
+        let logs = LogStore::new(dir.path().to_path_buf(), cap);
+        let chunk = vec![b'x'; 1 << 20];
+        let a = logs.append("t", 1, LogStream::Stdout, 0, &chunk).unwrap();
+        assert_eq!(
+            a,
+            Appended {
+                length: 1 << 20,
+                capped: false
+            }
+        );
+        let a = logs
+            .append("t", 1, LogStream::Stderr, 0, &chunk[..1000])
+            .unwrap();
+        assert!(!a.capped);
+        // Past the cap: what fits is kept, then the marker, and the rest is acknowledged.
+        let a = logs
+            .append("t", 1, LogStream::Stdout, 1 << 20, &chunk)
+            .unwrap();
+        assert_eq!(
+            a,
+            Appended {
+                length: 2 << 20,
+                capped: true
+            }
+        );
+        let a = logs
+            .append("t", 1, LogStream::Stderr, 1000, b"more")
+            .unwrap();
+        assert_eq!(
+            a,
+            Appended {
+                length: 1004,
+                capped: true
+            }
+        );
+        let marker = truncation_marker(cap);
+        assert_eq!(logs.len("t", 1, LogStream::All), cap + marker.len() as u64);
+        let all = logs.read("t", 1, LogStream::All, 0, 4 << 20).unwrap();
+        assert!(String::from_utf8_lossy(&all).ends_with(&marker));
+        assert_eq!(
+            String::from_utf8_lossy(&all)
+                .matches("output truncated")
+                .count(),
+            1
+        );
+        assert!(logs.is_capped("t", 1));
+        assert!(!logs.is_capped("t", 2), "the cap is per attempt");
     }
 }

@@ -39,6 +39,8 @@ pub struct RuntimeConfig {
     pub heartbeat_interval: Duration,
     /// Silence after which a node is NotReady and its tasks are lost.
     pub node_timeout: Duration,
+    /// Per-tenant and per-attempt bounds on expensive work.
+    pub limits: crate::limits::Limits,
 }
 
 impl Default for RuntimeConfig {
@@ -46,6 +48,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             heartbeat_interval: Duration::from_secs(2),
             node_timeout: Duration::from_secs(15),
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -152,7 +155,7 @@ impl Runtime {
             binder_wake: Notify::new(),
             live: Mutex::new(HashMap::new()),
             usage: Mutex::new(Usage::default()),
-            logs: logs::LogStore::new(data_dir.join("logs")),
+            logs: logs::LogStore::new(data_dir.join("logs"), config.limits.max_task_output_bytes),
             counters: Counters::default(),
             capacity_lock: tokio::sync::Mutex::new(()),
             slurm: slurm::SlurmSites::default(),

@@ -1,6 +1,7 @@
 //! Nodes as the API shows them, and the real-time state of nodes and sites (IF-I3-03).
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Principal;
 use crate::registry::decode_spec;
 use crate::state::AppState;
 use cpn_api_types::agent::{
@@ -9,7 +10,52 @@ use cpn_api_types::agent::{
 use cpn_api_types::registry::SiteSpec;
 use cpn_api_types::schedule::TaskResources;
 use cpn_model::Kind;
-use cpn_store::NodeRecord;
+use cpn_store::{ListQuery, NodeRecord};
+use std::collections::HashSet;
+
+/// Ids of the sites `who` may read (public ones and its tenant's); `None` for operators,
+/// who read every site. A node is visible exactly when its site is: the same rule as
+/// `registry::can_read`, evaluated by the store's `visible_to_tenant` query.
+pub async fn readable_sites(
+    state: &AppState,
+    who: &Principal,
+) -> ApiResult<Option<HashSet<String>>> {
+    if who.is_operator() {
+        return Ok(None);
+    }
+    let q = ListQuery {
+        visible_to_tenant: Some(who.tenant.clone()),
+        ..Default::default()
+    };
+    Ok(Some(
+        state
+            .store
+            .list_objects(Kind::Site, &q)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect(),
+    ))
+}
+
+fn sees(readable: &Option<HashSet<String>>, n: &NodeRecord) -> bool {
+    readable.as_ref().is_none_or(|ids| ids.contains(&n.site_id))
+}
+
+/// [`resolve`], as `who` sees nodes: one on a site it may not read is reported missing.
+pub async fn resolve_visible(
+    state: &AppState,
+    who: &Principal,
+    key: &str,
+) -> ApiResult<NodeRecord> {
+    let readable = readable_sites(state, who).await?;
+    let n = resolve(state, key).await?;
+    if sees(&readable, &n) {
+        Ok(n)
+    } else {
+        Err(ApiError::not_found("node", key))
+    }
+}
 
 /// A node by id, or by `site/name`.
 pub async fn resolve(state: &AppState, key: &str) -> ApiResult<NodeRecord> {
@@ -151,22 +197,37 @@ fn view(state: &AppState, n: NodeRecord, allocated: Capacity, tasks_active: u32)
     }
 }
 
-pub async fn get(state: &AppState, key: &str) -> ApiResult<NodeView> {
-    let n = resolve(state, key).await?;
+/// The nodes `who` may see: those on sites it may read.
+pub async fn visible_views(state: &AppState, who: &Principal) -> ApiResult<Vec<NodeView>> {
+    let readable = readable_sites(state, who).await?;
+    let held = held(state).await?;
+    let nodes = state.store.list_nodes().await?;
+    Ok(nodes
+        .into_iter()
+        .filter(|n| sees(&readable, n))
+        .map(|n| {
+            let (allocated, tasks) = held.get(&n.id).cloned().unwrap_or_default();
+            view(state, n, allocated, tasks)
+        })
+        .collect())
+}
+
+pub async fn get(state: &AppState, who: &Principal, key: &str) -> ApiResult<NodeView> {
+    let n = resolve_visible(state, who, key).await?;
     let held = held(state).await?;
     let (allocated, tasks) = held.get(&n.id).cloned().unwrap_or_default();
     Ok(view(state, n, allocated, tasks))
 }
 
-pub async fn site_status(state: &AppState, site: &str) -> ApiResult<SiteStatus> {
+/// A site's real-time state; 404 for a site `who` may not read, as `GET /sites/{id}` does.
+/// Pending tasks count only the caller's tenant's, unless it is an operator.
+pub async fn site_status(state: &AppState, who: &Principal, site: &str) -> ApiResult<SiteStatus> {
     let rec = match state.store.find_object_by_name(Kind::Site, site).await? {
-        Some(r) => r,
-        None => state
-            .store
-            .get_object(Kind::Site, site)
-            .await?
-            .ok_or_else(|| ApiError::not_found("site", site))?,
-    };
+        Some(r) => Some(r),
+        None => state.store.get_object(Kind::Site, site).await?,
+    }
+    .filter(|r| crate::registry::can_read(who, r))
+    .ok_or_else(|| ApiError::not_found("site", site))?;
     let spec: SiteSpec = decode_spec(&rec)?;
     let nodes: Vec<NodeView> = views(state)
         .await?
@@ -201,6 +262,7 @@ pub async fn site_status(state: &AppState, site: &str) -> ApiResult<SiteStatus> 
         .store
         .list_tasks(cpn_store::TaskQuery {
             states: vec!["pending".into()],
+            tenant: (!who.is_operator()).then(|| who.tenant.clone()),
             ..Default::default()
         })
         .await?
@@ -229,8 +291,12 @@ pub async fn site_status(state: &AppState, site: &str) -> ApiResult<SiteStatus> 
 /// A node's recent metrics, oldest first (`GET /api/v1/nodes/{id}/metrics`): what its agent
 /// reported over the last half hour, one sample per 5 s. Empty for a node that reports no
 /// metrics (Slurm nodes) or that has not reported since the server started.
-pub async fn metrics_history(state: &AppState, key: &str) -> ApiResult<Vec<NodeMetrics>> {
-    let node = resolve(state, key).await?;
+pub async fn metrics_history(
+    state: &AppState,
+    who: &Principal,
+    key: &str,
+) -> ApiResult<Vec<NodeMetrics>> {
+    let node = resolve_visible(state, who, key).await?;
     let live = state
         .runtime
         .live

@@ -617,6 +617,9 @@ fn copy_output(state: &AppState, site: &SlurmSite, attempt_id: &str) -> ApiResul
     };
     let dir = attempt_dir(&site.spec, attempt_id);
     for (stream, file) in [(LogStream::Stdout, "stdout"), (LogStream::Stderr, "stderr")] {
+        if state.runtime.logs.is_capped(task, attempt) {
+            break;
+        }
         let Ok(bytes) = std::fs::read(dir.join(file)) else {
             continue;
         };
@@ -624,7 +627,7 @@ fn copy_output(state: &AppState, site: &SlurmSite, attempt_id: &str) -> ApiResul
             .runtime
             .logs
             .append(task, attempt, stream, 0, &[])
-            .unwrap_or(0);
+            .map_or(0, |a| a.length);
         if (bytes.len() as u64) > have {
             let _ = state
                 .runtime

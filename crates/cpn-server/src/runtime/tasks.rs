@@ -316,7 +316,7 @@ pub async fn list(state: &AppState, who: &Principal, mut q: QueryMap) -> ApiResu
         None => (!who.is_operator()).then(|| who.tenant.clone()),
     };
     let node_id = match q.take("node") {
-        Some(n) => Some(super::nodes::resolve(state, &n).await?.id),
+        Some(n) => Some(super::nodes::resolve_visible(state, who, &n).await?.id),
         None => None,
     };
     let name = q.take("name");
@@ -537,4 +537,25 @@ fn async_stream(
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     })
+}
+
+/// Tasks per state (every state named, zero included) over what `who` may see: its
+/// tenant's, or all for operators.
+pub async fn counts(
+    state: &AppState,
+    who: &Principal,
+) -> ApiResult<std::collections::BTreeMap<String, u64>> {
+    let rows = if who.is_operator() {
+        state.store.count_tasks().await?
+    } else {
+        state.store.count_tenant_tasks(&who.tenant).await?
+    };
+    let mut out: std::collections::BTreeMap<String, u64> = TaskState::ALL
+        .iter()
+        .map(|s| (s.as_str().to_string(), 0))
+        .collect();
+    for (s, n) in rows {
+        out.insert(s, n);
+    }
+    Ok(out)
 }
