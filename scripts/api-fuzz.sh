@@ -22,6 +22,8 @@ fi
 cargo build -q --manifest-path "$repo/Cargo.toml" --bin cpn
 cpn="$repo/target/debug/cpn"
 work=$(mktemp -d /tmp/cpn-fuzz.XXXXXX)
+logs="$repo/target/api-fuzz"   # schemathesis' and the server's logs stay here
+mkdir -p "$logs"
 server_pid=
 cleanup() {
     [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
@@ -32,13 +34,13 @@ trap cleanup EXIT
 port=18480
 while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
 base="http://127.0.0.1:$port"
-"$cpn" serve --listen "127.0.0.1:$port" --data-dir "$work/data" >"$work/serve.log" 2>&1 &
+"$cpn" serve --listen "127.0.0.1:$port" --data-dir "$work/data" >"$logs/serve.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 300); do
     [ -s "$work/data/cpn.addr" ] && break
     sleep 0.1
 done
-[ -s "$work/data/cpn.addr" ] || { cat "$work/serve.log"; echo "fuzz: cpn serve did not start"; exit 1; }
+[ -s "$work/data/cpn.addr" ] || { cat "$logs/serve.log"; echo "fuzz: cpn serve did not start"; exit 1; }
 admin_token=$(cat "$work/data/admin.token")
 export CPN_SERVER=$base
 
@@ -63,12 +65,12 @@ run_as() { # ROLE TOKEN (in the scratch dir: schemathesis keeps a .schemathesis/
         --exclude-path /api/v1/auth/logout \
         --phases examples,coverage,fuzzing \
         --max-time "$seconds" --workers 2 --seed 1 \
-        --request-timeout 30 --no-color >"$work/st-$1.log" 2>&1 || {
+        --request-timeout 30 --no-color >"$logs/st-$1.log" 2>&1 || {
         status=1
-        echo "fuzz: FAILED as $1:"
-        sed -n '/= FAILURES =/,$p' "$work/st-$1.log" | head -n 400
+        echo "fuzz: FAILED as $1 (whole log: $logs/st-$1.log):"
+        sed -n '/= \(ERRORS\|FAILURES\) =/,$p' "$logs/st-$1.log" | cut -c1-400 | head -n 400
     }
-    grep -A12 '= SUMMARY =' "$work/st-$1.log" || tail -n 40 "$work/st-$1.log"
+    sed -n '/= SUMMARY =/,$p' "$logs/st-$1.log"
 }
 run_as operator "$admin_token"
 run_as user "$user_token"
@@ -76,7 +78,7 @@ run_as user "$user_token"
 if ! curl -sf "$base/healthz" >/dev/null; then
     echo "fuzz: the server stopped answering"; status=1
 fi
-if grep -q "panicked" "$work/serve.log"; then
-    echo "fuzz: the server panicked:"; grep -B2 -A8 panicked "$work/serve.log" | head -n 60; status=1
+if grep -q "panicked" "$logs/serve.log"; then
+    echo "fuzz: the server panicked:"; grep -B2 -A8 panicked "$logs/serve.log" | head -n 60; status=1
 fi
 exit $status

@@ -37,7 +37,7 @@ pub async fn submit_task(
            ("name" = Option<String>, Query), ("tenant" = Option<String>, Query),
            ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query),
            ("order" = Option<String>, Query, description = "oldest (default) or newest first")),
-    responses((status = 200, body = Page<TaskView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Page<TaskView>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list_tasks(
     State(s): State<AppState>,
     who: Principal,
