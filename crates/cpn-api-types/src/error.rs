@@ -30,6 +30,11 @@ pub enum Code {
     UnsupportedMediaType,
     /// A field is missing or has an invalid value; `field` names it.
     InvalidField,
+    /// Too many attempts (login lockout) or the server is busy (password hashing pool
+    /// full); `Retry-After` says when to try again.
+    TooManyRequests,
+    /// The account has MFA: send the current TOTP code as `totp`.
+    MfaRequired,
     Internal,
 }
 
@@ -37,7 +42,7 @@ impl Code {
     pub fn http_status(self) -> u16 {
         match self {
             Code::BadRequest => 400,
-            Code::Unauthenticated => 401,
+            Code::Unauthenticated | Code::MfaRequired => 401,
             Code::Forbidden => 403,
             Code::NotFound => 404,
             Code::GenerationConflict
@@ -49,6 +54,7 @@ impl Code {
             Code::UnsupportedMediaType => 415,
             Code::InvalidField => 422,
             Code::PreconditionRequired => 428,
+            Code::TooManyRequests => 429,
             Code::Internal => 500,
         }
     }
@@ -68,6 +74,8 @@ impl Code {
             Code::PayloadTooLarge => "payload_too_large",
             Code::UnsupportedMediaType => "unsupported_media_type",
             Code::InvalidField => "invalid_field",
+            Code::TooManyRequests => "too_many_requests",
+            Code::MfaRequired => "mfa_required",
             Code::Internal => "internal",
         }
     }

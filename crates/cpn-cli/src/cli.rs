@@ -267,6 +267,27 @@ pub struct ServeArgs {
         value_name = "MS"
     )]
     pub node_timeout_ms: u64,
+
+    /// A login session unused this long stops working, in minutes (API keys and the
+    /// operator token have their own expiry instead).
+    #[arg(
+        long,
+        env = "CPN_SESSION_IDLE_MINUTES",
+        default_value_t = 720,
+        value_name = "MIN",
+        value_parser = clap::value_parser!(u64).range(1..=525_600)
+    )]
+    pub session_idle_minutes: u64,
+
+    /// Operators must have TOTP MFA to log in with a password (enrol with `cpn mfa enroll`
+    /// using the operator token first).
+    #[arg(long, env = "CPN_REQUIRE_MFA_FOR_OPERATORS")]
+    pub require_mfa_for_operators: bool,
+
+    /// Threads hashing passwords at once (argon2id, ~19 MiB each); 0: one per core. Logins
+    /// beyond them wait in a short queue, then get 429 with Retry-After.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub hash_workers: usize,
 }
 
 /// Where `cpn serve` looks for shipped traces without --sim-data.

@@ -29,6 +29,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             node_timeout: Duration::from_millis(args.node_timeout_ms.max(500)),
         },
         local_agent: (!args.no_local_agent).then_some(args.local_site),
+        accounts: cpn_server::auth::AccountsConfig {
+            session_idle: chrono::Duration::minutes(args.session_idle_minutes as i64),
+            require_mfa_for_operators: args.require_mfa_for_operators,
+            hash_workers: args.hash_workers,
+        },
     })
     .await
 }
