@@ -5,7 +5,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::hash_token;
 use argon2::Argon2;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use chrono::{DateTime, Duration, Utc};
 use cpn_api_types::Code;
 use cpn_store::{NewSession, NewUser, SessionKind, Store, UserRecord};
@@ -87,6 +87,48 @@ pub struct Busy;
 
 type HashJob = Box<dyn FnOnce() + Send>;
 
+/// Nice value of the hashing threads. Hashing is slow by design and may fill every core
+/// during a burst of logins; a lower priority lets the async workers (health checks, every
+/// other request) preempt it, so the rest of the API stays responsive.
+const HASH_THREAD_NICE: i32 = 5;
+
+fn lower_priority() {
+    // On Linux, PRIO_PROCESS with a thread id sets that thread's nice value alone.
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), HASH_THREAD_NICE) {
+        tracing::warn!(error = %e, "cannot lower the priority of a password hashing thread");
+    }
+}
+
+/// An admitted request's place in the hashing queue.
+pub struct Admission<'a> {
+    pool: &'a HashPool,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Admission<'_> {
+    /// Runs `f` on a hashing thread; the place is held until `f` has run, even when the
+    /// request is dropped meanwhile.
+    pub async fn run<T: Send + 'static>(
+        self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Busy> {
+        let permit = self.permit;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: HashJob = Box::new(move || {
+            let _permit = permit;
+            let _ = tx.send(f());
+        });
+        self.pool
+            .jobs
+            .lock()
+            .map_err(|_| Busy)?
+            .send(job)
+            .map_err(|_| Busy)?;
+        rx.await.map_err(|_| Busy)
+    }
+}
+
 /// Runs argon2 on a fixed set of threads. Argon2id takes ~19 MiB per hash; a fixed set of
 /// threads bounds both the memory in use (workers × 19 MiB) and what glibc keeps in its
 /// per-thread arenas after freeing it. `spawn_blocking` would run up to 512 threads, each
@@ -107,6 +149,7 @@ impl HashPool {
             let spawned = std::thread::Builder::new()
                 .name(format!("cpn-hash-{i}"))
                 .spawn(move || {
+                    lower_priority();
                     loop {
                         // The lock is held only while taking a job, never while running one.
                         let job = match rx.lock() {
@@ -134,27 +177,23 @@ impl HashPool {
         self.workers
     }
 
-    /// Runs `f` on a hashing thread; `Busy` at once when the queue is full.
-    pub async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, Busy> {
+    /// A place in the queue, or `Busy` at once when it is full. Taking it before any other
+    /// work (a store read, say) keeps a flood from costing more than the queue's length.
+    pub fn admit(&self) -> Result<Admission<'_>, Busy> {
         let permit = self
             .admission
             .clone()
             .try_acquire_owned()
             .map_err(|_| Busy)?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: HashJob = Box::new(move || {
-            let _permit = permit;
-            let _ = tx.send(f());
-        });
-        self.jobs
-            .lock()
-            .map_err(|_| Busy)?
-            .send(job)
-            .map_err(|_| Busy)?;
-        rx.await.map_err(|_| Busy)
+        Ok(Admission { pool: self, permit })
+    }
+
+    /// Runs `f` on a hashing thread; `Busy` at once when the queue is full.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Busy> {
+        self.admit()?.run(f).await
     }
 
     /// Like `run`, for operator actions (create user, reset password): a full pool is a
@@ -180,14 +219,58 @@ pub fn hash_password(password: &str) -> ApiResult<String> {
         .map_err(|e| ApiError::new(Code::Internal, format!("hash password: {e}")))
 }
 
+thread_local! {
+    /// Argon2's working memory (19 MiB with the default parameters), kept by each hashing
+    /// thread for its lifetime: with a fixed pool of threads the server's memory for logins
+    /// is a constant, and no 19 MiB block is freed into (and kept by) malloc per login.
+    static ARGON2_MEMORY: std::cell::RefCell<Vec<argon2::Block>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether `password` matches the PHC string `phc` (argon2 of any variant and parameters).
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Ok(algorithm), Some(expected), Some(salt)) = (
+        argon2::Algorithm::try_from(hash.algorithm),
+        hash.hash,
+        hash.salt,
+    ) else {
+        return false;
+    };
+    let version = match hash.version.map(argon2::Version::try_from) {
+        None => argon2::Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let Ok(params) = argon2::Params::try_from(&hash) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let blocks = params.block_count();
+    let computed = ARGON2_MEMORY.with_borrow_mut(|memory| {
+        if memory.len() < blocks {
+            memory.resize(blocks, argon2::Block::default());
+        }
+        Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+            password.as_bytes(),
+            salt,
+            &mut out,
+            &mut memory[..blocks],
+        )
+    });
+    computed.is_ok()
+        && out.len() == expected.len()
+        && out
+            .iter()
+            .zip(expected.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// A hash no password matches, verified for unknown usernames so that they take as long to

@@ -130,7 +130,8 @@ impl IntoResponse for LoginRefused {
 enum Checked {
     /// The account or address got locked while the request waited for a thread.
     Locked(std::time::Duration),
-    Verified(bool),
+    /// Whether the password matched, and the user if there is one.
+    Verified(bool, Option<UserRecord>),
 }
 
 /// Password login: throttled per account and address, hashed on the bounded pool, TOTP when
@@ -206,33 +207,39 @@ async fn try_login(
     if let Some(d) = throttle.locked(&req.username, source) {
         return Err(locked(d));
     }
-    let user = state.store.find_user(&req.username).await?;
-    let hash = user
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| decoy_hash().to_string());
+    let busy = |crate::auth::Busy| LoginRefused::Throttled {
+        message: "the server is busy checking passwords; retry in a second".into(),
+        retry_after: 1,
+    };
+    // Admission first: a flood beyond the queue costs no store read and no hash. The user is
+    // read on the hashing thread too, so at most one read per thread runs at once (each
+    // concurrent read beyond the store's pool would open a connection of its own).
+    let admission = state.accounts.hashing.admit().map_err(busy)?;
+    let (store, runtime) = (state.store.clone(), tokio::runtime::Handle::current());
     let (password, username, address) = (
         req.password.clone(),
         req.username.clone(),
         source.to_string(),
     );
-    let checked = state
-        .accounts
-        .hashing
-        .run(move || match throttle.locked(&username, &address) {
+    let checked = admission
+        .run(move || {
             // Guesses queued before the lockout began are not verified either.
-            Some(d) => Checked::Locked(d),
-            None => Checked::Verified(verify_password(&password, &hash)),
+            if let Some(d) = throttle.locked(&username, &address) {
+                return Ok(Checked::Locked(d));
+            }
+            let user = runtime.block_on(store.find_user(&username))?;
+            let hash = user
+                .as_ref()
+                .map_or_else(|| decoy_hash(), |u| u.password_hash.as_str());
+            let ok = verify_password(&password, hash);
+            Ok::<_, cpn_store::StoreError>(Checked::Verified(ok, user))
         })
         .await
-        .map_err(|crate::auth::Busy| LoginRefused::Throttled {
-            message: "the server is busy checking passwords; retry in a second".into(),
-            retry_after: 1,
-        })?;
-    let user = match (checked, user) {
-        (Checked::Locked(d), _) => return Err(locked(d)),
-        (Checked::Verified(true), Some(user)) => user,
-        _ => {
+        .map_err(busy)??;
+    let user = match checked {
+        Checked::Locked(d) => return Err(locked(d)),
+        Checked::Verified(true, Some(user)) => user,
+        Checked::Verified(..) => {
             state.accounts.throttle.failure(&req.username, source);
             return Err(denied().into());
         }

@@ -74,6 +74,11 @@ impl Server {
         server
     }
 
+    /// The server's process id (to read its memory use).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown code runs, as in a crash or power cut of the process.
     pub fn kill9(&mut self) {
         self.child.kill().expect("kill -9 cpn serve");
