@@ -473,6 +473,20 @@ mod tests {
         check_password_policy("password", "plum-kettle-orbit-7", &[]).unwrap();
     }
 
+    /// The passwords the README, the e2e and browser tests and the benchmark use.
+    #[test]
+    fn documented_passwords_pass_the_policy() {
+        for p in [
+            "a long password",
+            "s3cret-password",
+            "alice-secret",
+            "console-pass-1",
+            "bench-orbit-kettle-42",
+        ] {
+            check_password_policy("password", p, &[]).unwrap_or_else(|e| panic!("{p}: {e}"));
+        }
+    }
+
     #[tokio::test]
     async fn the_pool_runs_at_most_its_workers_and_refuses_beyond_its_queue() {
         use std::sync::atomic::{AtomicUsize, Ordering};
