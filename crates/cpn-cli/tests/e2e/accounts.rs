@@ -774,3 +774,63 @@ fn base32_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+#[tokio::test]
+async fn operators_can_be_required_to_use_mfa() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        false,
+        &["--no-local-agent", "--require-mfa-for-operators"],
+    )
+    .await;
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"username": "ops", "password": "quartz-meadow-falcon-3", "tenant": "system", "role": "operator"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = login(&server, "ops", "quartz-meadow-falcon-3").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("MFA"),
+        "{b}"
+    );
+    // Plain users are not concerned.
+    server.user("lab", "alice", "user").await;
+
+    // The operator token enrols ops; ops then logs in with a code.
+    let (s, e) = server
+        .admin(Method::POST, "/api/v1/auth/mfa/enroll?user=ops", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let secret = base32_decode(e["secret"].as_str().unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let code = cpn_server::totp::code_at(&secret, now);
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            "/api/v1/auth/mfa/confirm?user=ops",
+            Some(json!({"code": code})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = server
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": "ops", "password": "quartz-meadow-falcon-3", "totp": code})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["user"]["mfa_enabled"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{b}"
+    );
+}
