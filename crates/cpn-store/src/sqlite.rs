@@ -223,6 +223,8 @@ ALTER TABLE sessions ADD COLUMN name TEXT NOT NULL DEFAULT '';
 ALTER TABLE sessions ADD COLUMN scopes TEXT;
 ALTER TABLE sessions ADD COLUMN last_used_at TEXT;
 UPDATE sessions SET id = 'ses-' || substr(token_hash, 1, 32) WHERE id IS NULL;
+-- Tokens made to last a year were the operator token of admin.token: no idle expiry.
+UPDATE sessions SET kind = 'admin' WHERE julianday(expires_at) - julianday(created_at) > 1;
 CREATE UNIQUE INDEX sessions_by_id ON sessions (id);
 CREATE INDEX sessions_by_user ON sessions (user_id, kind);
 CREATE TABLE audit (
