@@ -147,8 +147,14 @@ pub async fn record_mutations(
             Ok(bytes) => {
                 let value: serde_json::Value =
                     serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+                // Objects answer with their id; a new API key nests it (beside its token,
+                // which is never recorded).
+                let id = value
+                    .get("id")
+                    .or_else(|| value.get("key").and_then(|k| k.get("id")))
+                    .and_then(|v| v.as_str());
                 if object_id.is_empty()
-                    && let Some(id) = value.get("id").and_then(|v| v.as_str())
+                    && let Some(id) = id
                 {
                     object_id = id.to_string();
                 }

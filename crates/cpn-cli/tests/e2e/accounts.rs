@@ -519,6 +519,27 @@ async fn api_keys_scopes_metrics_passwords_and_the_admin_token() {
     for a in ["auth.rotate-admin-token", "auth.password", "auth.login"] {
         assert!(actions.contains(&a), "{a} missing from {actions:?}");
     }
+    // A new key's line names the key, never its token.
+    let (s, b) = server
+        .call(
+            Method::GET,
+            "/api/v1/audit?action=api-keys.create",
+            Some(&new),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let lines = b["items"].as_array().unwrap();
+    assert!(!lines.is_empty());
+    for l in lines {
+        if l["result"] == "success" {
+            assert!(l["object_id"].as_str().unwrap().starts_with("ses-"), "{l}");
+        }
+        assert!(
+            !l.to_string().contains("cpn_"),
+            "a token leaked into the audit log: {l}"
+        );
+    }
 }
 
 #[tokio::test]
