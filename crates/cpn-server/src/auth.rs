@@ -59,6 +59,8 @@ pub struct Accounts {
     pub config: AccountsConfig,
     pub hashing: HashPool,
     pub throttle: Arc<crate::throttle::LoginThrottle>,
+    /// TOTP steps already used, per account.
+    pub totp_used: crate::totp::UsedSteps,
 }
 
 impl Accounts {
@@ -72,6 +74,7 @@ impl Accounts {
         Accounts {
             hashing: HashPool::new(workers, HASH_QUEUE_PER_WORKER * workers),
             throttle: Arc::new(crate::throttle::LoginThrottle::default()),
+            totp_used: Default::default(),
             config,
         }
     }

@@ -255,11 +255,14 @@ async fn try_login(
         (Some(secret), Some(code)) => {
             let secret = hex::decode(secret)
                 .map_err(|e| ApiError::new(Code::Internal, format!("stored TOTP secret: {e}")))?;
-            if !crate::totp::verify(&secret, code, Utc::now().timestamp()) {
+            let step = crate::totp::matching_step(&secret, code, Utc::now().timestamp());
+            let fresh = step.is_some_and(|s| state.accounts.totp_used.claim(&user.username, s));
+            if !fresh {
                 state.accounts.throttle.failure(&req.username, source);
                 return Err(ApiError {
                     code: Code::MfaRequired,
-                    message: "wrong or expired TOTP code".into(),
+                    message: "wrong, expired or already used TOTP code; wait for the next one"
+                        .into(),
                     field: Some("totp".into()),
                 }
                 .into());

@@ -45,14 +45,42 @@ pub fn code_at(secret: &[u8], unix_time: i64) -> String {
 
 /// Whether `code` is the code of `unix_time`'s step or one step either side.
 pub fn verify(secret: &[u8], code: &str, unix_time: i64) -> bool {
+    matching_step(secret, code, unix_time).is_some()
+}
+
+/// The time step whose code `code` is (now or one step either side), if any. Callers that
+/// remember the last step used per account refuse a code seen before (RFC 6238 §5.2).
+pub fn matching_step(secret: &[u8], code: &str, unix_time: i64) -> Option<i64> {
     let code = code.trim();
     if code.len() != DIGITS as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
+        return None;
     }
-    (-SKEW_STEPS..=SKEW_STEPS).any(|d| {
-        let t = unix_time + d * STEP_SECONDS;
-        t >= 0 && constant_time_eq(code_at(secret, t).as_bytes(), code.as_bytes())
-    })
+    (-SKEW_STEPS..=SKEW_STEPS)
+        .map(|d| unix_time + d * STEP_SECONDS)
+        .find(|t| *t >= 0 && constant_time_eq(code_at(secret, *t).as_bytes(), code.as_bytes()))
+        .map(|t| t / STEP_SECONDS)
+}
+
+/// The last TOTP step each account logged in with, so a code works once. In memory: after a
+/// restart a code seen in the last minute could be replayed once more, which needs the
+/// password as well.
+#[derive(Default)]
+pub struct UsedSteps(std::sync::Mutex<std::collections::HashMap<String, i64>>);
+
+impl UsedSteps {
+    /// Records `step` for `account`; false when it or a later step was used already.
+    pub fn claim(&self, account: &str, step: i64) -> bool {
+        let Ok(mut used) = self.0.lock() else {
+            return false;
+        };
+        match used.get(account) {
+            Some(last) if *last >= step => false,
+            _ => {
+                used.insert(account.to_string(), step);
+                true
+            }
+        }
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -114,6 +142,16 @@ mod tests {
         assert!(!verify(secret, &code, 1_000_000 + 3 * STEP_SECONDS));
         assert!(!verify(secret, "12345", 1_000_000));
         assert!(!verify(secret, "abcdef", 1_000_000));
+    }
+
+    #[test]
+    fn a_code_works_once() {
+        let used = UsedSteps::default();
+        assert!(used.claim("alice", 100));
+        assert!(!used.claim("alice", 100));
+        assert!(!used.claim("alice", 99));
+        assert!(used.claim("bob", 100));
+        assert!(used.claim("alice", 101));
     }
 
     #[test]

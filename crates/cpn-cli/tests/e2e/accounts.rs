@@ -599,24 +599,28 @@ async fn totp_mfa_guards_login() {
         (s, b["error"]["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("mfa_required"))
     );
-    let (s, b) = server
-        .call(
+    let code = cpn_server::totp::code_at(&secret, now());
+    let with_code = |code: &str| {
+        server.call(
             Method::POST,
             "/api/v1/auth/login",
             None,
-            Some(json!({"username": "alice", "password": ALICE_PASSWORD, "totp": cpn_server::totp::code_at(&secret, now())})),
+            Some(json!({"username": "alice", "password": ALICE_PASSWORD, "totp": code})),
         )
-        .await;
+    };
+    let (s, b) = with_code(&code).await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    // The CLI passes --totp.
+    // A code works once (RFC 6238 §5.2).
+    let (s, b) = with_code(&code).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("mfa_required")),
+        "{b}"
+    );
+    // The CLI passes --totp; the next step's code is accepted (one step of drift).
+    let next = cpn_server::totp::code_at(&secret, now() + cpn_server::totp::STEP_SECONDS);
     let out = std::process::Command::new(crate::harness::CPN)
-        .args([
-            "login",
-            "--username",
-            "alice",
-            "--totp",
-            &cpn_server::totp::code_at(&secret, now()),
-        ])
+        .args(["login", "--username", "alice", "--totp", &next])
         .env("CPN_SERVER", &server.base)
         .env("CPN_PASSWORD", ALICE_PASSWORD)
         .output()
