@@ -28,11 +28,14 @@ pub enum Code {
     PreconditionRequired,
     PayloadTooLarge,
     UnsupportedMediaType,
-    /// A per-tenant limit on concurrent work is reached (running workflows, simulations);
-    /// retry when some of it has finished.
-    TooManyRequests,
     /// A field is missing or has an invalid value; `field` names it.
     InvalidField,
+    /// A per-tenant limit on concurrent work is reached (running workflows, simulations:
+    /// retry when some of it has finished), too many attempts (login lockout) or the server
+    /// is busy (password hashing pool full); `Retry-After` says when, where it is known.
+    TooManyRequests,
+    /// The account has MFA: send the current TOTP code as `totp`.
+    MfaRequired,
     Internal,
 }
 
@@ -40,7 +43,7 @@ impl Code {
     pub fn http_status(self) -> u16 {
         match self {
             Code::BadRequest => 400,
-            Code::Unauthenticated => 401,
+            Code::Unauthenticated | Code::MfaRequired => 401,
             Code::Forbidden => 403,
             Code::NotFound => 404,
             Code::GenerationConflict
@@ -71,8 +74,9 @@ impl Code {
             Code::PreconditionRequired => "precondition_required",
             Code::PayloadTooLarge => "payload_too_large",
             Code::UnsupportedMediaType => "unsupported_media_type",
-            Code::TooManyRequests => "too_many_requests",
             Code::InvalidField => "invalid_field",
+            Code::TooManyRequests => "too_many_requests",
+            Code::MfaRequired => "mfa_required",
             Code::Internal => "internal",
         }
     }

@@ -113,9 +113,21 @@ pub enum Command {
     /// Tenants (operators only).
     #[command(subcommand, alias = "tenants")]
     Tenant(TenantCmd),
-    /// Users (operators only).
+    /// Users: create, list, disable and enable, passwords, revoke sessions (operators; any
+    /// user may change their own password and revoke their own sessions).
     #[command(subcommand, alias = "users")]
     User(UserCmd),
+    /// API keys for automation: scoped (read, write, metrics:read), with an expiry.
+    #[command(subcommand, name = "api-key", alias = "api-keys")]
+    ApiKey(crate::commands::identity::ApiKeyCmd),
+    /// TOTP multi-factor authentication for your account.
+    #[command(subcommand)]
+    Mfa(crate::commands::identity::MfaCmd),
+    /// Operator chores: rotate the operator token.
+    #[command(subcommand)]
+    Admin(crate::commands::identity::AdminCmd),
+    /// The audit log (operators): every change and every login, newest first.
+    Audit(crate::commands::audit::AuditArgs),
     /// Run work: submit tasks, list them, read their output, cancel them.
     #[command(subcommand, alias = "tasks")]
     Task(crate::commands::task::TaskCmd),
@@ -177,6 +189,9 @@ pub enum BenchCmd {
     /// Running work end to end on a private server: (a) submit → durably bound with 64
     /// clients, (b) dispatch latency to the local agent at a steady 20 tasks/s.
     Tasks(crate::commands::bench_tasks::BenchTasksArgs),
+    /// Login latency on a private server: --clients concurrent valid logins, each hashing
+    /// its password (argon2id) on the server's bounded pool; prints p50/p99/max and any 429.
+    Login(crate::commands::bench_login::BenchLoginArgs),
 }
 
 #[derive(Debug, Args)]
@@ -294,6 +309,48 @@ pub struct ServeArgs {
     /// step fails.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub condition_deadline_ms: u64,
+
+    /// A login session unused this long stops working: a number with s, m, h or d (API keys
+    /// and the operator token have their own expiry instead).
+    #[arg(
+        long,
+        env = "CPN_SESSION_IDLE",
+        default_value = "12h",
+        value_name = "DURATION",
+        value_parser = parse_duration
+    )]
+    pub session_idle: std::time::Duration,
+
+    /// Operators must have TOTP MFA to log in with a password (enrol with `cpn mfa enroll`
+    /// using the operator token first).
+    #[arg(long, env = "CPN_REQUIRE_MFA_FOR_OPERATORS")]
+    pub require_mfa_for_operators: bool,
+
+    /// Threads hashing passwords at once (argon2id, ~19 MiB each); 0: one per core. Logins
+    /// beyond them wait in a short queue, then get 429 with Retry-After.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub hash_workers: usize,
+}
+
+/// `90s`, `15m`, `12h`, `7d`: a positive whole number and a unit.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 90s, 15m, 12h or 7d"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    if seconds == 0 || seconds > 366 * 86400 {
+        return Err(format!("{s:?}: must be between 1s and 366d"));
+    }
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 /// Where `cpn serve` looks for shipped traces without --sim-data.
@@ -564,6 +621,9 @@ pub struct LoginArgs {
         value_name = "PASSWORD"
     )]
     pub password: String,
+    /// The current 6-digit code of your authenticator, once MFA is on.
+    #[arg(long, value_name = "CODE")]
+    pub totp: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -620,13 +680,65 @@ pub enum UserCmd {
     List,
     /// Create a user.
     Create(UserCreateArgs),
+    /// Disable a user: it cannot log in and its sessions and API keys stop working at once.
+    Disable {
+        #[arg(value_name = "USER")]
+        username: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        #[arg(value_name = "USER")]
+        username: String,
+    },
+    /// Change your own password (your other login sessions end).
+    Passwd {
+        /// The current password; prefer CPN_PASSWORD.
+        #[arg(
+            long,
+            env = "CPN_PASSWORD",
+            hide_env_values = true,
+            value_name = "PASSWORD"
+        )]
+        old: String,
+        /// The new password: 10 characters or more, not guessable; prefer CPN_NEW_PASSWORD.
+        #[arg(
+            long,
+            env = "CPN_NEW_PASSWORD",
+            hide_env_values = true,
+            value_name = "PASSWORD"
+        )]
+        new: String,
+    },
+    /// Set a new password for a user (operators); all of its tokens are revoked.
+    ResetPassword {
+        #[arg(value_name = "USER")]
+        username: String,
+        /// Prefer CPN_NEW_PASSWORD.
+        #[arg(
+            long,
+            env = "CPN_NEW_PASSWORD",
+            hide_env_values = true,
+            value_name = "PASSWORD"
+        )]
+        new: String,
+    },
+    /// Revoke every login session and API key of a user.
+    RevokeSessions {
+        #[arg(value_name = "USER")]
+        username: String,
+    },
+    /// Turn a user's MFA off (operators), e.g. after a lost authenticator.
+    MfaOff {
+        #[arg(value_name = "USER")]
+        username: String,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct UserCreateArgs {
     #[arg(long, value_name = "USER")]
     pub username: String,
-    /// At least 8 characters.
+    /// At least 10 characters and not guessable (zxcvbn strength 3 of 4).
     #[arg(long, value_name = "PASSWORD")]
     pub password: String,
     /// Name of an existing tenant.

@@ -2,7 +2,7 @@
 //! Handlers only extract, call the service modules and wrap the answer.
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{JsonBody, Principal, QueryMap};
+use crate::extract::{ClientAddr, JsonBody, Principal, QueryMap};
 use crate::openapi::EdgeResponses;
 use crate::registry::{
     self, CloudKind, LinkKind, PlatformKind, PolicyKind, ResourceKind, SiteKind, TagKind,
@@ -540,14 +540,26 @@ async fn load_scenario(
     Ok(Json(scenario::load(&s, &who, body).await?))
 }
 
-/// Exchange a username and password for a bearer token.
+/// Exchange a username and password (and a TOTP code, once enrolled) for a bearer token
+/// that ends after `--session-idle` unused (default 12 h) or 7 days.
+///
+/// 401 `unauthenticated` for a wrong username or password (the same for both), a disabled
+/// user; 401 `mfa_required` when the account has MFA and `totp` is missing or wrong; 403
+/// when operators must use MFA and this one has none. 429 `too_many_requests` with
+/// `Retry-After` (seconds) when the account or the client's address is locked out after
+/// repeated failures (5 per account, 50 per address, then 1 s doubling per failure up to
+/// 15 min; even the right password is refused until it ends), or when the password-hashing
+/// pool is full. Every attempt is in the audit log.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "identity", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody),
+              (status = 429, body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 async fn login(
     State(s): State<AppState>,
+    ClientAddr(source): ClientAddr,
     JsonBody(body): JsonBody<LoginRequest>,
-) -> ApiResult<Json<LoginResponse>> {
-    Ok(Json(identity::login(&s, body).await?))
+) -> Result<Json<LoginResponse>, identity::LoginRefused> {
+    Ok(Json(identity::login(&s, &source, body).await?))
 }
 
 /// Revoke the token used for this request.
@@ -666,6 +678,13 @@ impl utoipa::Modify for BearerAuth {
         crate::api_ops::list_allocations, crate::api_ops::metrics,
         crate::api_ops::create_rule, crate::api_ops::list_rules, crate::api_ops::get_rule,
         crate::api_ops::delete_rule, crate::api_ops::switch_rule,
+        crate::api_accounts::change_password, crate::api_accounts::disable_user,
+        crate::api_accounts::enable_user, crate::api_accounts::reset_password,
+        crate::api_accounts::revoke_sessions, crate::api_accounts::mfa_disable,
+        crate::api_accounts::mfa_enroll, crate::api_accounts::mfa_confirm,
+        crate::api_accounts::create_api_key, crate::api_accounts::list_api_keys,
+        crate::api_accounts::revoke_api_key, crate::api_accounts::rotate_admin_token,
+        crate::api_accounts::list_audit,
     )
 )]
 pub struct ApiDoc;
@@ -741,9 +760,14 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::api_flows::routes())
         .merge(crate::api_design::routes())
         .merge(crate::api_ops::routes())
+        .merge(crate::api_accounts::routes())
         .merge(cpn_web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::record_mutations,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::new(Code::Internal, "internal error; the server log has details")
                 .into_response()

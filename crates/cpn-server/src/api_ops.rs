@@ -85,10 +85,15 @@ pub async fn list_allocations(
 }
 
 /// Prometheus metrics (text format 0.0.4): tasks by state, runtime counters, nodes and
-/// per-node gauges. No authentication.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, content_type = "text/plain", body = String)))]
-pub async fn metrics(State(s): State<AppState>) -> ApiResult<Response> {
+/// per-node gauges. For operators and API keys with the `metrics:read` scope (a scrape-only
+/// key: `cpn api-key create prometheus --scope metrics:read`).
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(("bearer" = [])),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+pub async fn metrics(
+    State(s): State<AppState>,
+    _reader: crate::extract::MetricsReader,
+) -> ApiResult<Response> {
     let body = prom::render(&s).await?;
     Ok(([(header::CONTENT_TYPE, prom::CONTENT_TYPE)], body).into_response())
 }

@@ -95,6 +95,93 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// A bearer token's session and user, as found in the store.
+pub struct Authenticated {
+    pub session: cpn_store::SessionInfo,
+    pub user: cpn_store::UserRecord,
+    pub token_hash: String,
+}
+
+/// How often a token's `last_used_at` is written at most: idle expiry needs only this
+/// precision, and it keeps reads from turning into a write each. Short idle limits (tests)
+/// touch more often, a tenth of the limit.
+const TOUCH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Finds the session of the request's bearer token: unknown, expired, idle, revoked and
+/// disabled users' tokens all give 401.
+pub async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Authenticated> {
+    let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthenticated(
+            "missing bearer token: send `Authorization: Bearer <token>`; `cpn serve` writes an operator token to <data-dir>/admin.token, and POST /api/v1/auth/login returns one",
+        )
+    })?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthenticated("Authorization header must be `Bearer <token>`")
+        })?;
+    let token_hash = hash_token(token);
+    let now = chrono::Utc::now();
+    let idle_cutoff = now - state.accounts.config.session_idle;
+    let (session, user) = state
+        .store
+        .lookup_session(&token_hash, now, idle_cutoff)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthenticated(
+                "token is unknown, expired, idle too long or revoked, or its user is disabled; log in again",
+            )
+        })?;
+    let touch_every = TOUCH_EVERY.min(state.accounts.config.session_idle / 10);
+    if session.last_used_at.unwrap_or(session.created_at) < now - touch_every {
+        state.store.touch_session(&token_hash, now).await?;
+    }
+    if let Some(slot) = parts.extensions.get::<crate::audit::ActorSlot>() {
+        slot.set(&user.username, &user.tenant);
+    }
+    Ok(Authenticated {
+        session,
+        user,
+        token_hash,
+    })
+}
+
+fn principal(auth: Authenticated) -> ApiResult<Principal> {
+    let role = Role::parse(&auth.user.role).ok_or_else(|| {
+        ApiError::new(
+            Code::Internal,
+            format!(
+                "user {} has unknown role {}",
+                auth.user.username, auth.user.role
+            ),
+        )
+    })?;
+    Ok(Principal {
+        user_id: auth.user.id,
+        username: auth.user.username,
+        tenant: auth.user.tenant,
+        role,
+        token_hash: auth.token_hash,
+    })
+}
+
+/// Whether a token limited to `scopes` may make this request: `read` allows safe methods,
+/// `write` everything; `metrics:read` alone allows only `/metrics` (see `MetricsReader`).
+fn scope_allows(scopes: &[String], method: &axum::http::Method) -> bool {
+    let safe = matches!(
+        *method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    scopes.iter().any(|s| s == "write" || (safe && s == "read"))
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -102,44 +189,68 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthenticated(
-                "missing bearer token: send `Authorization: Bearer <token>`; `cpn serve` writes an operator token to <data-dir>/admin.token, and POST /api/v1/auth/login returns one",
-            )
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthenticated("Authorization header must be `Bearer <token>`")
-            })?;
-        let token_hash = hash_token(token);
-        let user = state
-            .store
-            .session_user(&token_hash, chrono::Utc::now())
-            .await?
-            .ok_or_else(|| {
-                ApiError::unauthenticated("token is unknown, expired or revoked; log in again")
-            })?;
-        let role = Role::parse(&user.role).ok_or_else(|| {
-            ApiError::new(
-                Code::Internal,
-                format!("user {} has unknown role {}", user.username, user.role),
-            )
-        })?;
-        Ok(Principal {
-            user_id: user.id,
-            username: user.username,
-            tenant: user.tenant,
-            role,
-            token_hash,
-        })
+        let auth = authenticate(parts, state).await?;
+        if let Some(scopes) = &auth.session.scopes
+            && !scope_allows(scopes, &parts.method)
+        {
+            return Err(ApiError::forbidden(format!(
+                "this API key has scopes [{}], which do not allow {} requests; create a key with the `write` scope",
+                scopes.join(", "),
+                parts.method
+            )));
+        }
+        principal(auth)
+    }
+}
+
+/// The caller of `GET /metrics`: an operator, or an API key with the `metrics:read` scope.
+pub struct MetricsReader;
+
+impl FromRequestParts<AppState> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let auth = authenticate(parts, state).await?;
+        let scoped_for_metrics = auth
+            .session
+            .scopes
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|s| s == "metrics:read"));
+        let operator = auth.user.role == Role::Operator.as_str()
+            && auth
+                .session
+                .scopes
+                .as_ref()
+                .is_none_or(|s| scope_allows(s, &parts.method));
+        if scoped_for_metrics || operator {
+            Ok(MetricsReader)
+        } else {
+            Err(ApiError::forbidden(
+                "/metrics needs an operator or an API key with the `metrics:read` scope (cpn api-key create --scope metrics:read)",
+            ))
+        }
+    }
+}
+
+/// The client's address as the listener saw it; `unknown` when the server was not started
+/// with connection info (tests that call the router directly).
+pub struct ClientAddr(pub String);
+
+pub fn client_addr(extensions: &axum::http::Extensions) -> String {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(client_addr(&parts.extensions)))
     }
 }
 

@@ -4,10 +4,12 @@
 //! dir, load the demo federation, then serve until Ctrl-C or SIGTERM.
 
 pub mod api;
+pub mod api_accounts;
 pub mod api_design;
 pub mod api_flows;
 pub mod api_ops;
 pub mod api_runtime;
+pub mod audit;
 pub mod auth;
 pub mod design;
 pub mod error;
@@ -25,7 +27,9 @@ pub mod scenario;
 pub mod schedule;
 pub mod simulation;
 pub mod state;
+pub mod throttle;
 pub mod topology;
+pub mod totp;
 
 use anyhow::Context;
 use cpn_api_types::identity::Role;
@@ -50,6 +54,8 @@ pub struct ServeConfig {
     /// Run an agent in-process that registers this machine into the named site (created
     /// when missing), so the server runs tasks out of the box.
     pub local_agent: Option<String>,
+    /// Session idle expiry, MFA for operators, hashing threads.
+    pub accounts: auth::AccountsConfig,
 }
 
 impl ServeConfig {
@@ -129,6 +135,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         simulations: Arc::new(simulation::Simulations::default()),
         sim_data_dir: config.sim_data_dir.clone(),
         runtime: Arc::new(runtime::Runtime::new(config.runtime, &config.data_dir)),
+        accounts: Arc::new(auth::Accounts::new(config.accounts.clone())),
     };
 
     let fresh = auth::bootstrap(store.as_ref(), &config.data_dir)
@@ -148,6 +155,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             .put_setting("initialized", &chrono::Utc::now().to_rfc3339())
             .await?;
     } else {
+        if auth::ensure_admin_token(store.as_ref(), &config.data_dir)
+            .await
+            .context("renew the operator token")?
+        {
+            eprintln!(
+                "the operator token had expired or was revoked: wrote a new one to {}",
+                token_path.display()
+            );
+        }
         eprintln!("operator token: {}", token_path.display());
     }
     design::load_base_templates(&state)
@@ -210,18 +226,22 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let runtime = state.runtime.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = shutdown_signal() => {},
-                    _ = stopped => {},
-                }
-                // End event streams and followed logs, so their clients do not hold the
-                // shutdown open.
-                let _ = runtime.shutdown.send(true);
-            })
-            .await
-            .context("serve HTTP")?;
+        // Connection info gives the login throttle and the audit log the client's address.
+        axum::serve(
+            listener,
+            api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = shutdown_signal() => {},
+                _ = stopped => {},
+            }
+            // End event streams and followed logs, so their clients do not hold the
+            // shutdown open.
+            let _ = runtime.shutdown.send(true);
+        })
+        .await
+        .context("serve HTTP")?;
         if let Some(agent) = local_agent {
             agent.stop().await;
         }

@@ -17,4 +17,6 @@ pub struct AppState {
     pub sim_data_dir: Option<PathBuf>,
     /// Running work: caches beside the store, background loops' wake-ups, task logs.
     pub runtime: Arc<crate::runtime::Runtime>,
+    /// The password-hashing pool, the login throttle and the account settings.
+    pub accounts: Arc<crate::auth::Accounts>,
 }

@@ -112,6 +112,7 @@ async fn operations_on_the_local_node() -> anyhow::Result<()> {
         sim_data_dir: None,
         runtime: Default::default(),
         local_agent: Some("local".into()),
+        accounts: Default::default(),
     })
     .await?;
     let api = Api {
@@ -380,8 +381,21 @@ async fn operations_on_the_local_node() -> anyhow::Result<()> {
         .await;
     assert_eq!((status, v), (200, json!([])));
 
-    // Metrics: no token needed, the text format line by line.
+    // Metrics need an operator (or a metrics:read key): anonymous and plain users are
+    // refused; then the text format line by line.
     let resp = reqwest::get(format!("{}/metrics", api.base)).await?;
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = reqwest::Client::new()
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(&alice)
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 403);
+    let resp = reqwest::Client::new()
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await?;
     assert_eq!(resp.status().as_u16(), 200);
     let ct = resp.headers()["content-type"].to_str()?.to_string();
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
@@ -437,6 +451,7 @@ async fn operations_on_registry_resources() -> anyhow::Result<()> {
         sim_data_dir: None,
         runtime: Default::default(),
         local_agent: None,
+        accounts: Default::default(),
     })
     .await?;
     let api = Api {

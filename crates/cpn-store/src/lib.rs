@@ -9,14 +9,17 @@
 //! - a call that returns `Err` changed nothing;
 //! - every object write checks the caller's generation and bumps it by one.
 
+mod accounts;
 mod docs;
 mod error;
 mod records;
 mod runtime;
 mod sqlite;
+mod sqlite_accounts;
 mod sqlite_docs;
 mod sqlite_runtime;
 
+pub use accounts::*;
 pub use docs::*;
 pub use error::StoreError;
 pub use records::*;
@@ -30,7 +33,7 @@ use cpn_model::Kind;
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: RuntimeStore + DocStore + Send + Sync + 'static {
+pub trait Store: RuntimeStore + DocStore + AccountStore + Send + Sync + 'static {
     // ------------------------------------------------------------ registry objects
 
     /// Creates an object. Fails with `AlreadyExists` when the kind already has this name and

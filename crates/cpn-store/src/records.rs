@@ -131,6 +131,12 @@ pub struct UserRecord {
     pub role: String,
     pub display_name: String,
     pub created_at: DateTime<Utc>,
+    /// A disabled user cannot log in, and its sessions and API keys stop working at once.
+    pub disabled: bool,
+    /// Confirmed TOTP secret (hex); login then needs a code.
+    pub totp_secret: Option<String>,
+    /// Enrolled but not yet confirmed TOTP secret (hex).
+    pub totp_pending: Option<String>,
 }
 
 #[derive(Debug, Clone)]

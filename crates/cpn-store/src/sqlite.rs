@@ -211,6 +211,44 @@ CREATE TABLE journal (
     r#"
 CREATE INDEX events_by_subject ON events (subject, seq);
 "#,
+    // Accounts an operator controls (issue #12): disabled users, TOTP, idle expiry, API keys
+    // with scopes, and the append-only audit log, kept when the object it names is deleted.
+    r#"
+ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN totp_secret TEXT;
+ALTER TABLE users ADD COLUMN totp_pending TEXT;
+ALTER TABLE sessions ADD COLUMN id TEXT;
+ALTER TABLE sessions ADD COLUMN kind TEXT NOT NULL DEFAULT 'session';
+ALTER TABLE sessions ADD COLUMN name TEXT NOT NULL DEFAULT '';
+ALTER TABLE sessions ADD COLUMN scopes TEXT;
+ALTER TABLE sessions ADD COLUMN last_used_at TEXT;
+UPDATE sessions SET id = 'ses-' || substr(token_hash, 1, 32) WHERE id IS NULL;
+-- Tokens made to last a year were the operator token of admin.token: no idle expiry.
+UPDATE sessions SET kind = 'admin' WHERE julianday(expires_at) - julianday(created_at) > 1;
+CREATE UNIQUE INDEX sessions_by_id ON sessions (id);
+CREATE INDEX sessions_by_user ON sessions (user_id, kind);
+CREATE TABLE audit (
+    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+    at                TEXT NOT NULL,
+    actor             TEXT NOT NULL,
+    tenant            TEXT NOT NULL,
+    source            TEXT NOT NULL,
+    action            TEXT NOT NULL,
+    object_kind       TEXT NOT NULL,
+    object_id         TEXT NOT NULL,
+    generation_before INTEGER,
+    generation_after  INTEGER,
+    result            TEXT NOT NULL,
+    status            INTEGER NOT NULL,
+    detail            TEXT NOT NULL
+);
+CREATE INDEX audit_by_time ON audit (at);
+CREATE INDEX audit_by_actor ON audit (actor, seq);
+CREATE TRIGGER audit_is_append_only_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_is_append_only_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#,
 ];
 
 type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
@@ -237,7 +275,7 @@ pub(crate) fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
         })
 }
 
-fn new_id(prefix: &str) -> String {
+pub(crate) fn new_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
 }
 
@@ -550,9 +588,9 @@ fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<TenantRecord> {
     })
 }
 
-const USER_COLUMNS: &str = "id, username, password_hash, tenant, role, display_name, created_at";
+pub(crate) const USER_COLUMNS: &str = "id, username, password_hash, tenant, role, display_name, created_at, disabled, totp_secret, totp_pending";
 
-fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
+pub(crate) fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
         id: r.get(0)?,
         username: r.get(1)?,
@@ -561,6 +599,9 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
         role: r.get(4)?,
         display_name: r.get(5)?,
         created_at: parse_ts(&r.get::<_, String>(6)?)?,
+        disabled: r.get::<_, i64>(7)? != 0,
+        totp_secret: r.get(8)?,
+        totp_pending: r.get(9)?,
     })
 }
 
@@ -990,11 +1031,15 @@ impl Store for SqliteStore {
                 role: new.role.clone(),
                 display_name: new.display_name.clone(),
                 created_at: new.now,
+                disabled: false,
+                totp_secret: None,
+                totp_pending: None,
             };
             let r = conn
-                .prepare_cached(&format!(
-                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-                ))?
+                .prepare_cached(
+                    "INSERT INTO users (id, username, password_hash, tenant, role, display_name, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
                 .execute(params![
                     record.id,
                     record.username,
@@ -1046,13 +1091,14 @@ impl Store for SqliteStore {
     async fn create_session(&self, session: SessionRecord) -> Result<()> {
         self.write(move |conn| {
             conn.prepare_cached(
-                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at, id) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![
                 session.token_hash,
                 session.user_id,
                 ts(session.created_at),
-                ts(session.expires_at)
+                ts(session.expires_at),
+                new_id("ses")
             ])?;
             Ok(())
         })
@@ -1074,7 +1120,7 @@ impl Store for SqliteStore {
             Ok(conn
                 .prepare_cached(&format!(
                     "SELECT {cols} FROM sessions s JOIN users u ON u.id = s.user_id
-                     WHERE s.token_hash = ?1 AND s.revoked = 0 AND s.expires_at > ?2"
+                     WHERE s.token_hash = ?1 AND s.revoked = 0 AND s.expires_at > ?2 AND u.disabled = 0"
                 ))?
                 .query_row(params![token_hash, ts(now)], user_from_row)
                 .optional()?)

@@ -253,3 +253,173 @@ async fn labels_change_atomically_and_metrics_keep_history() {
     );
     assert_eq!(store.metric_history(&a.id, 10).await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn sessions_of_disabled_users_and_idle_logins_are_not_found() {
+    use cpn_store::{AccountStore, NewSession, NewUser, SessionKind};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.create_tenant("lab", "").await.unwrap();
+    let now = Utc::now();
+    let user = store
+        .create_user(NewUser {
+            username: "alice".into(),
+            password_hash: "x".into(),
+            tenant: "lab".into(),
+            role: "user".into(),
+            display_name: String::new(),
+            now,
+        })
+        .await
+        .unwrap();
+    let open = |hash: &str, kind| NewSession {
+        token_hash: hash.into(),
+        user_id: user.id.clone(),
+        kind,
+        name: String::new(),
+        scopes: (kind == SessionKind::ApiKey).then(|| vec!["read".to_string()]),
+        now,
+        expires_at: now + chrono::Duration::days(1),
+    };
+    store
+        .open_session(open("login", SessionKind::Login))
+        .await
+        .unwrap();
+    store
+        .open_session(open("key", SessionKind::ApiKey))
+        .await
+        .unwrap();
+    let far_past = now - chrono::Duration::days(1);
+    let (s, u) = store
+        .lookup_session("key", now, far_past)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (s.scopes, u.username),
+        (Some(vec!["read".into()]), "alice".into())
+    );
+
+    // Idle: a login session unused since before the cutoff is gone; an API key is not.
+    let cutoff = now + chrono::Duration::seconds(1);
+    assert!(
+        store
+            .lookup_session("login", now, cutoff)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .lookup_session("key", now, cutoff)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store
+        .touch_session("login", cutoff + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .lookup_session("login", now, cutoff)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Disabled: nothing of the user is found, at once.
+    store.set_user_disabled("alice", true).await.unwrap();
+    for token in ["login", "key"] {
+        assert!(
+            store
+                .lookup_session(token, now, far_past)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    store.set_user_disabled("alice", false).await.unwrap();
+    assert_eq!(
+        store
+            .revoke_user_sessions(&user.id, Some(SessionKind::ApiKey))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        store
+            .lookup_session("key", now, far_past)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .lookup_session("login", now, far_past)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn the_audit_log_is_append_only_and_filtered_newest_first() {
+    use cpn_store::{AccountStore, AuditQuery, AuditRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let line = |actor: &str, action: &str| AuditRecord {
+        seq: 0,
+        at: Utc::now(),
+        actor: actor.into(),
+        tenant: "lab".into(),
+        source: "127.0.0.1".into(),
+        action: action.into(),
+        object_kind: "sites".into(),
+        object_id: "s1".into(),
+        generation_before: Some(1),
+        generation_after: Some(2),
+        result: "success".into(),
+        status: 200,
+        detail: String::new(),
+    };
+    for (actor, action) in [
+        ("alice", "sites.create"),
+        ("bob", "auth.login"),
+        ("alice", "sites.update"),
+    ] {
+        store.append_audit(line(actor, action)).await.unwrap();
+    }
+    let q = |actor: Option<&str>, action: Option<&str>, before: Option<u64>| AuditQuery {
+        actor: actor.map(Into::into),
+        action: action.map(Into::into),
+        before,
+        limit: 10,
+        ..Default::default()
+    };
+    let all = store.list_audit(q(None, None, None)).await.unwrap();
+    let actions: Vec<&str> = all.iter().map(|l| l.action.as_str()).collect();
+    assert_eq!(actions, ["sites.update", "auth.login", "sites.create"]);
+    assert_eq!(all[0].generation_before, Some(1));
+    let alice = store
+        .list_audit(q(Some("alice"), Some("sites."), None))
+        .await
+        .unwrap();
+    assert_eq!(alice.len(), 2);
+    let older = store
+        .list_audit(q(None, None, Some(all[1].seq)))
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 1);
+
+    // The database itself refuses to change or remove a line.
+    let conn = rusqlite_connection(dir.path());
+    for sql in ["UPDATE audit SET actor = 'mallory'", "DELETE FROM audit"] {
+        let err = conn.execute(sql, []).unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+}
+
+fn rusqlite_connection(dir: &std::path::Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join("cpn.db")).unwrap()
+}

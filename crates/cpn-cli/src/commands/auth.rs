@@ -12,6 +12,7 @@ pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<()> {
     let req = LoginRequest {
         username: args.username,
         password: args.password,
+        totp: args.totp,
     };
     let value = ctx
         .client

@@ -69,6 +69,7 @@ async fn server(local_agent: bool) -> Result<(cpn_server::RunningServer, tempfil
             ..Default::default()
         },
         local_agent: local_agent.then(|| "local".to_string()),
+        accounts: Default::default(),
     })
     .await?;
     Ok((server, dir))

@@ -1,8 +1,10 @@
 //! One module per command; `dispatch` routes a parsed command line to it.
 
 pub mod agent;
+pub mod audit;
 pub mod auth;
 pub mod bench;
+pub mod bench_login;
 pub mod bench_tasks;
 pub mod events;
 pub mod flow;
@@ -65,6 +67,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Bench(crate::cli::BenchCmd::Schedule(args)) => return bench::schedule(args),
         Command::Bench(crate::cli::BenchCmd::Tasks(args)) => return bench_tasks::run(args).await,
+        Command::Bench(crate::cli::BenchCmd::Login(args)) => return bench_login::run(args).await,
         Command::Sim(sim::SimCmd::Gpu(args)) => return sim::gpu(args),
         _ => cli,
     };
@@ -124,5 +127,9 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Whoami => auth::whoami(&ctx).await,
         Command::Tenant(cmd) => identity::tenant(&ctx, cmd).await,
         Command::User(cmd) => identity::user(&ctx, cmd).await,
+        Command::ApiKey(cmd) => identity::api_key(&ctx, cmd).await,
+        Command::Mfa(cmd) => identity::mfa(&ctx, cmd).await,
+        Command::Admin(cmd) => identity::admin(&ctx, cmd).await,
+        Command::Audit(args) => audit::run(&ctx, args).await,
     }
 }

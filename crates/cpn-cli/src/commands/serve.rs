@@ -36,6 +36,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             },
         },
         local_agent: (!args.no_local_agent).then_some(args.local_site),
+        accounts: cpn_server::auth::AccountsConfig {
+            session_idle: chrono::Duration::from_std(args.session_idle)?,
+            require_mfa_for_operators: args.require_mfa_for_operators,
+            hash_workers: args.hash_workers,
+        },
     })
     .await
 }

@@ -6,7 +6,7 @@
 //! per attempt; nodes, node metrics, site status and task counts show only what the caller
 //! may see; the live binder never places a task on another tenant's private site.
 
-use crate::harness::{Agent, Server, free_port, site, wait_nodes};
+use crate::harness::{Agent, Server, TIMING, free_port, liveness_bound, site, wait_nodes};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -88,6 +88,7 @@ fn assert_stopped(f: &Value) {
 
 #[tokio::test]
 async fn a_runaway_condition_is_refused_or_stopped_and_healthz_stays_fast_across_a_restart() {
+    let _alone = TIMING.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
     let flags = ["--no-local-agent", "--listen", listen.as_str()];
@@ -165,7 +166,7 @@ async fn a_runaway_condition_is_refused_or_stopped_and_healthz_stays_fast_across
     let (worst, probes) = prober.await.unwrap();
     assert!(probes > 10, "{probes} probes");
     assert!(
-        worst < Duration::from_millis(100),
+        worst < liveness_bound(),
         "/healthz took {worst:?} while conditions ran"
     );
 
@@ -199,7 +200,7 @@ async fn a_runaway_condition_is_refused_or_stopped_and_healthz_stays_fast_across
     let (worst, probes) = prober.await.unwrap();
     assert!(probes > 10, "{probes} probes");
     assert!(
-        worst < Duration::from_millis(100),
+        worst < liveness_bound(),
         "/healthz took {worst:?} after the restart"
     );
 }

@@ -16,6 +16,7 @@ const ROUTES = [
   { path: 'policies', nav: 'nav.policies', roles: ['operator', 'user'], load: () => import('./pages/policies.js') },
   { path: 'design', nav: 'nav.design', roles: ['operator', 'user'], load: () => import('./pages/design.js') },
   { path: 'flows', nav: 'nav.flows', roles: ['operator', 'user'], load: () => import('./pages/flows.js') },
+  { path: 'audit', nav: 'nav.audit', roles: ['operator'], load: () => import('./pages/audit.js') },
 ];
 
 const app = document.getElementById('app');
@@ -45,6 +46,7 @@ function allowed(route) {
 function loginPage(message) {
   const username = h('input', { name: 'username', autocomplete: 'username', required: true });
   const password = h('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true });
+  const totp = h('input', { name: 'totp', inputmode: 'numeric', autocomplete: 'one-time-code', pattern: '[0-9]{6}', maxlength: 6 });
   const error = h('div', { class: 'form-error', role: 'alert' }, message || '');
   const submit = h('button', { type: 'submit' }, t('auth.login'));
   const form = h('form', {
@@ -55,7 +57,9 @@ function loginPage(message) {
         submit.disabled = true;
         error.textContent = '';
         try {
-          const res = await post('/api/v1/auth/login', { username: username.value.trim(), password: password.value });
+          const body = { username: username.value.trim(), password: password.value };
+          if (totp.value.trim()) body.totp = totp.value.trim();
+          const res = await post('/api/v1/auth/login', body);
           setToken(res.token);
           user = res.user;
           start();
@@ -72,6 +76,7 @@ function loginPage(message) {
   h('p', { class: 'muted' }, t('app.subtitle')),
   field(t('auth.username'), username),
   field(t('auth.password'), password),
+  field(t('auth.totp'), totp),
   error,
   h('div', { class: 'form-actions' }, submit, langButton()),
   h('p', { class: 'muted', style: { fontSize: '12px' } }, t('auth.hint')));

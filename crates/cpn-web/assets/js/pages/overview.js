@@ -103,7 +103,7 @@ export default {
         listAll('/api/v1/platforms'),
         listAll('/api/v1/resources'),
         get('/api/v1/nodes'),
-        taskCounts(),
+        taskCounts(ctx.user?.role),
       ]);
       const statuses = await siteStatuses(sites);
       const alarms = await recentAlarms();
@@ -234,7 +234,7 @@ export default {
     // Live: task changes refresh the counts (one fetch per burst), alarms are prepended.
     const refreshCounts = debounce(async () => {
       try {
-        counts = (await taskCounts()).counts;
+        counts = (await taskCounts(ctx.user?.role)).counts;
         paintTaskKpi();
         paintStates();
       } catch {
