@@ -72,16 +72,23 @@ fn describe(method: &Method, template: &str) -> (String, String, Option<usize>) 
         .iter()
         .position(|s| s.starts_with('{'))
         .map(|i| i + 3); // past "", "api", "v1"
-    let verb = match segments.last() {
-        Some(last) if segments.len() > 1 && !last.starts_with('{') => last.to_string(),
-        _ => match *method {
+    // Every fixed segment after the kind names the action (`users.mfa.disable`, not just
+    // `disable`); where the path ends in an object, the method says what was done to it.
+    let mut parts: Vec<String> = segments
+        .iter()
+        .skip(1)
+        .filter(|s| !s.starts_with('{'))
+        .map(|s| s.to_string())
+        .collect();
+    if parts.is_empty() || segments.last().is_some_and(|s| s.starts_with('{')) {
+        parts.push(match *method {
             Method::POST => "create".into(),
             Method::PUT | Method::PATCH => "update".into(),
             Method::DELETE => "delete".into(),
             ref m => m.as_str().to_ascii_lowercase(),
-        },
-    };
-    (format!("{kind}.{verb}"), kind, id_at)
+        });
+    }
+    (format!("{kind}.{}", parts.join(".")), kind, id_at)
 }
 
 fn generation_in(header: Option<&axum::http::HeaderValue>) -> Option<u64> {
@@ -334,6 +341,14 @@ mod tests {
         assert_eq!(
             describe(&Method::POST, "/api/v1/users/{name}/disable").0,
             "users.disable"
+        );
+        assert_eq!(
+            describe(&Method::POST, "/api/v1/users/{name}/mfa/disable").0,
+            "users.mfa.disable"
+        );
+        assert_eq!(
+            describe(&Method::PUT, "/api/v1/plans/{id}/instructions/{iid}").0,
+            "plans.instructions.update"
         );
         assert_eq!(
             describe(&Method::POST, "/api/v1/auth/logout").0,
