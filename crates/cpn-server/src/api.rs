@@ -663,6 +663,8 @@ impl utoipa::Modify for BearerAuth {
         crate::api_ops::list_allocations, crate::api_ops::metrics,
         crate::api_ops::create_rule, crate::api_ops::list_rules, crate::api_ops::get_rule,
         crate::api_ops::delete_rule, crate::api_ops::switch_rule,
+        crate::api_join::create_join_token, crate::api_join::list_join_tokens, crate::api_join::revoke_join_token,
+        crate::api_join::revoke_node, crate::api_join::ca_pem,
     )
 )]
 pub struct ApiDoc;
@@ -738,6 +740,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::api_flows::routes())
         .merge(crate::api_design::routes())
         .merge(crate::api_ops::routes())
+        .merge(crate::api_join::routes())
         .merge(cpn_web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

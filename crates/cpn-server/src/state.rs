@@ -17,4 +17,6 @@ pub struct AppState {
     pub sim_data_dir: Option<PathBuf>,
     /// Running work: caches beside the store, background loops' wake-ups, task logs.
     pub runtime: Arc<crate::runtime::Runtime>,
+    /// HTTPS or not, and the generated CA (served at /api/v1/ca.pem, pinned by join tokens).
+    pub transport: Arc<crate::tls::Transport>,
 }

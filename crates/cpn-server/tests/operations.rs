@@ -112,6 +112,8 @@ async fn operations_on_the_local_node() -> anyhow::Result<()> {
         sim_data_dir: None,
         runtime: Default::default(),
         local_agent: Some("local".into()),
+        tls: cpn_server::tls::TlsSetting::Off,
+        max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
     })
     .await?;
     let api = Api {
@@ -437,6 +439,8 @@ async fn operations_on_registry_resources() -> anyhow::Result<()> {
         sim_data_dir: None,
         runtime: Default::default(),
         local_agent: None,
+        tls: cpn_server::tls::TlsSetting::Off,
+        max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
     })
     .await?;
     let api = Api {

@@ -11,14 +11,17 @@
 
 mod docs;
 mod error;
+mod join;
 mod records;
 mod runtime;
 mod sqlite;
 mod sqlite_docs;
+mod sqlite_join;
 mod sqlite_runtime;
 
 pub use docs::*;
 pub use error::StoreError;
+pub use join::*;
 pub use records::*;
 pub use runtime::*;
 pub use sqlite::SqliteStore;
@@ -30,7 +33,7 @@ use cpn_model::Kind;
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: RuntimeStore + DocStore + Send + Sync + 'static {
+pub trait Store: RuntimeStore + DocStore + JoinStore + Send + Sync + 'static {
     // ------------------------------------------------------------ registry objects
 
     /// Creates an object. Fails with `AlreadyExists` when the kind already has this name and

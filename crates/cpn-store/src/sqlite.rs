@@ -211,6 +211,29 @@ CREATE TABLE journal (
     r#"
 CREATE INDEX events_by_subject ON events (subject, seq);
 "#,
+    // Join tokens and node credentials (issue #12): agents authenticate as their node.
+    r#"
+CREATE TABLE join_tokens (
+    id          TEXT PRIMARY KEY,
+    site_id     TEXT NOT NULL,
+    site        TEXT NOT NULL,
+    secret_hash TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    max_uses    INTEGER,
+    uses        INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    expires_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);
+CREATE TABLE node_credentials (
+    token_hash TEXT PRIMARY KEY,
+    node_id    TEXT NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+    join_token TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX node_credentials_by_node ON node_credentials (node_id);
+"#,
 ];
 
 type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;

@@ -30,6 +30,8 @@ pub async fn registry(args: BenchRegistryArgs, token: Option<String>) -> Result<
                 sim_data_dir: None,
                 runtime: Default::default(),
                 local_agent: None,
+                tls: cpn_server::tls::TlsSetting::Off,
+                max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
             })
             .await?;
             let token = server.admin_token()?;

@@ -1,6 +1,7 @@
 //! `cpn serve`: hands the parsed flags to the server crate and runs it until stopped.
 
-use crate::cli::{DEFAULT_SIM_DATA, ServeArgs};
+use crate::cli::{DEFAULT_SIM_DATA, ServeArgs, TlsMode};
+use cpn_server::tls::TlsSetting;
 use anyhow::{Result, bail};
 use cpn_server::ServeConfig;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             args.heartbeat_ms
         );
     }
+    let tls = tls_setting(&args)?;
     let sim_data_dir = match args.sim_data {
         Some(dir) if !dir.is_dir() => bail!("--sim-data {}: no such folder", dir.display()),
         Some(dir) => Some(dir),
@@ -29,6 +31,37 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             node_timeout: Duration::from_millis(args.node_timeout_ms.max(500)),
         },
         local_agent: (!args.no_local_agent).then_some(args.local_site),
+        tls,
+        max_connections: args.max_connections,
     })
     .await
+}
+
+/// Plain HTTP only on loopback unless asked for explicitly: elsewhere tokens and passwords
+/// would cross the network in clear.
+fn tls_setting(args: &ServeArgs) -> Result<TlsSetting> {
+    let loopback = args.listen.ip().is_loopback();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        if args.tls == TlsMode::Off {
+            bail!("--tls off contradicts --tls-cert; leave one out");
+        }
+        return Ok(TlsSetting::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
+    let generated = TlsSetting::Generated {
+        extra_sans: args.tls_sans.clone(),
+    };
+    Ok(match args.tls {
+        TlsMode::On => generated,
+        TlsMode::Auto if loopback || args.insecure_http => TlsSetting::Off,
+        TlsMode::Auto => generated,
+        TlsMode::Off if loopback || args.insecure_http => TlsSetting::Off,
+        TlsMode::Off => bail!(
+            "--tls off on {}, which is not a loopback address: tokens and passwords would \
+             cross the network in clear; serve HTTPS (leave out --tls off) or pass --insecure-http",
+            args.listen
+        ),
+    })
 }

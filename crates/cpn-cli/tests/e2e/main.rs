@@ -7,6 +7,7 @@ mod auth;
 mod design;
 mod federation;
 mod flows;
+mod join;
 mod registry;
 mod restart;
 mod rules;
