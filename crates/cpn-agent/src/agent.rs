@@ -51,7 +51,10 @@ impl Shared {
 
     /// Stops the agent when an answer says its credential is refused.
     fn check_refused(&self, e: &AgentError) {
-        if let AgentError::Status { status: 401, body, .. } = e {
+        if let AgentError::Status {
+            status: 401, body, ..
+        } = e
+        {
             self.fail(format!(
                 "the server refused this node's credential ({body}); the node was revoked: \
                  join again with a new join token (cpn agent --join TOKEN)"
@@ -214,14 +217,20 @@ async fn register(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Option<A
                 *lock(&shared.node) = Some(r.clone());
                 return Some(r);
             }
-            Err(AgentError::Status { status: 401, body: why, .. })
-                if !using_join_token && shared.config.join_token.is_some() =>
-            {
+            Err(AgentError::Status {
+                status: 401,
+                body: why,
+                ..
+            }) if !using_join_token && shared.config.join_token.is_some() => {
                 tracing::warn!(server = %shared.api.base(), "the saved credential was refused ({why}); joining with the join token");
                 saved = None;
                 continue;
             }
-            Err(AgentError::Status { status: status @ (401 | 403), body: why, .. }) => {
+            Err(AgentError::Status {
+                status: status @ (401 | 403),
+                body: why,
+                ..
+            }) => {
                 shared.fail(format!(
                     "the server refused to register this node ({status}: {why})"
                 ));

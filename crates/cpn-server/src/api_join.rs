@@ -78,7 +78,11 @@ pub async fn revoke_node(
     responses((status = 200, content_type = "application/x-pem-file", body = String), (status = 404, body = ErrorBody)))]
 pub async fn ca_pem(State(s): State<AppState>) -> ApiResult<Response> {
     match &s.transport.ca_pem {
-        Some(pem) => Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem.clone()).into_response()),
+        Some(pem) => Ok((
+            [(header::CONTENT_TYPE, "application/x-pem-file")],
+            pem.clone(),
+        )
+            .into_response()),
         None => Err(ApiError::new(
             cpn_api_types::Code::NotFound,
             "this server has no generated CA: it serves plain HTTP or a certificate given by --tls-cert",

@@ -47,10 +47,15 @@ fn bearer(parts: &Parts) -> ApiResult<&str> {
     parts
         .headers
         .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthenticated(format!("missing bearer token; {USE_A_JOIN_TOKEN}")))?
+        .ok_or_else(|| {
+            ApiError::unauthenticated(format!("missing bearer token; {USE_A_JOIN_TOKEN}"))
+        })?
         .to_str()
         .ok()
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::unauthenticated("Authorization header must be `Bearer <token>`"))
@@ -195,7 +200,11 @@ pub async fn create_token(
     let ttl = match body.ttl_seconds {
         None => DEFAULT_JOIN_TTL,
         Some(0) => return Err(ApiError::field("ttl_seconds", "must be at least 1")),
-        Some(s) => Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX).min(MAX_JOIN_TTL.num_seconds())),
+        Some(s) => Duration::seconds(
+            i64::try_from(s)
+                .unwrap_or(i64::MAX)
+                .min(MAX_JOIN_TTL.num_seconds()),
+        ),
     };
     if body.max_uses == Some(0) {
         return Err(ApiError::field(
@@ -214,7 +223,11 @@ pub async fn create_token(
             ));
         }
         None => host.map(|h| {
-            let scheme = if state.transport.https { "https" } else { "http" };
+            let scheme = if state.transport.https {
+                "https"
+            } else {
+                "http"
+            };
             format!("{scheme}://{h}")
         }),
     };

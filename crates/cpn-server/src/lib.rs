@@ -106,8 +106,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create {}", config.data_dir.display()))?;
-    let (acceptor, transport) = tls::setup(&config.tls, &config.data_dir, config.listen)
-        .context("set up TLS")?;
+    let (acceptor, transport) =
+        tls::setup(&config.tls, &config.data_dir, config.listen).context("set up TLS")?;
     let store = SqliteStore::open(&config.data_dir)
         .with_context(|| format!("open store in {}", config.data_dir.display()))?;
     tracing::info!(path = %store.path().display(), "store opened");
@@ -173,12 +173,23 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     std::fs::write(config.data_dir.join(ADDR_FILE), format!("{addr}\n"))
         .context("write address file")?;
-    let scheme = if state.transport.https { "https" } else { "http" };
-    eprintln!("cpn listening on {scheme}://{addr} (at most {} connections)", limits.max_connections);
+    let scheme = if state.transport.https {
+        "https"
+    } else {
+        "http"
+    };
+    eprintln!(
+        "cpn listening on {scheme}://{addr} (at most {} connections)",
+        limits.max_connections
+    );
     if let Some(fp) = &state.transport.ca_sha256 {
         eprintln!(
             "TLS: CA {} with SHA-256 fingerprint {} (join tokens carry it; clients may pass --ca-file)",
-            config.data_dir.join(tls::TLS_DIR).join(tls::CA_CERT_FILE).display(),
+            config
+                .data_dir
+                .join(tls::TLS_DIR)
+                .join(tls::CA_CERT_FILE)
+                .display(),
             tls::fingerprint_for_humans(fp)
         );
     }

@@ -85,8 +85,7 @@ pub fn setup(
         }
         TlsSetting::Generated { extra_sans } => {
             let dir = data_dir.join(TLS_DIR);
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("create {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
             let (ca_pem, ca_key) = load_or_create_ca(&dir)?;
             let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
                 .context("read the generated CA certificate")?;
@@ -254,11 +253,17 @@ mod tests {
         let (acceptor, first) = setup(&setting, dir.path(), listen).unwrap();
         assert!(acceptor.is_some() && first.https);
         let (_, second) = setup(&setting, dir.path(), listen).unwrap();
-        assert_eq!(first.ca_sha256, second.ca_sha256, "the CA survives a restart");
+        assert_eq!(
+            first.ca_sha256, second.ca_sha256,
+            "the CA survives a restart"
+        );
         assert_eq!(first.ca_sha256.as_ref().unwrap().len(), 64);
         let other = tempfile::tempdir().unwrap();
         let (_, third) = setup(&setting, other.path(), listen).unwrap();
-        assert_ne!(first.ca_sha256, third.ca_sha256, "each data dir has its own CA");
+        assert_ne!(
+            first.ca_sha256, third.ca_sha256,
+            "each data dir has its own CA"
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join(TLS_DIR).join(CA_KEY_FILE))
             .unwrap()

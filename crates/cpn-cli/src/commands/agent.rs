@@ -21,7 +21,12 @@ whose fingerprint the token carries.")]
 pub struct AgentArgs {
     /// A join token from `cpn site join-token create`; needed only at the first start
     /// (the state dir keeps the node's credential).
-    #[arg(long, env = "CPN_JOIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "CPN_JOIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub join: Option<String>,
     /// Site the node belongs to [default: the join token's or the saved credential's].
     #[arg(long, value_name = "SITE")]

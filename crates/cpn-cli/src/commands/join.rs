@@ -78,7 +78,10 @@ pub async fn join_token(ctx: &Ctx, cmd: JoinTokenCmd) -> Result<()> {
                 "join token {} for site {}: {uses} node(s), until {}{}",
                 created.view.id,
                 created.view.site,
-                created.view.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                created
+                    .view
+                    .expires_at
+                    .to_rfc3339_opts(SecondsFormat::Secs, true),
                 created
                     .ca_sha256
                     .as_deref()
@@ -90,7 +93,10 @@ pub async fn join_token(ctx: &Ctx, cmd: JoinTokenCmd) -> Result<()> {
         }
         JoinTokenCmd::List { site } => {
             let query: Vec<(&str, String)> = site.map(|s| ("site", s)).into_iter().collect();
-            let value = ctx.client.get(&["api", "v1", "join-tokens"], &query).await?;
+            let value = ctx
+                .client
+                .get(&["api", "v1", "join-tokens"], &query)
+                .await?;
             if !ctx.table() {
                 return output::print_raw(ctx.output, &value);
             }

@@ -1,9 +1,9 @@
 //! `cpn serve`: hands the parsed flags to the server crate and runs it until stopped.
 
 use crate::cli::{DEFAULT_SIM_DATA, ServeArgs, TlsMode};
-use cpn_server::tls::TlsSetting;
 use anyhow::{Result, bail};
 use cpn_server::ServeConfig;
+use cpn_server::tls::TlsSetting;
 use std::path::PathBuf;
 use std::time::Duration;
 

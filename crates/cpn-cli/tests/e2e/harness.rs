@@ -353,13 +353,7 @@ impl CrashSetup {
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         let join = server.join_token("edge").await;
-        let agent = Agent::start(
-            &server.base,
-            &join,
-            "edge",
-            "worker",
-            &dir.join("agent"),
-        );
+        let agent = Agent::start(&server.base, &join, "edge", "worker", &dir.join("agent"));
         wait_nodes(&server, 1).await;
         CrashSetup {
             server,

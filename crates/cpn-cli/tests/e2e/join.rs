@@ -96,7 +96,9 @@ async fn an_agent_joins_over_tls_runs_a_task_and_is_cut_off_when_revoked() {
     assert_eq!(listed[0]["state"], "active", "{listed}");
     assert_eq!(listed[0]["max_uses"], 2);
     assert!(
-        !listed.to_string().contains(token.trim_start_matches("cpnjoin_")),
+        !listed
+            .to_string()
+            .contains(token.trim_start_matches("cpnjoin_")),
         "a listing never shows the token"
     );
 
@@ -137,8 +139,10 @@ async fn an_agent_joins_over_tls_runs_a_task_and_is_cut_off_when_revoked() {
         .admin(
             Method::POST,
             "/api/v1/tasks",
-            Some(json!({"name": "over-tls", "command": ["sh", "-c", "echo hello over tls"],
-                "resources": {"cpu_cores": 0.1, "memory_gib": 0.01}})),
+            Some(
+                json!({"name": "over-tls", "command": ["sh", "-c", "echo hello over tls"],
+                "resources": {"cpu_cores": 0.1, "memory_gib": 0.01}}),
+            ),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -183,7 +187,10 @@ async fn an_agent_joins_over_tls_runs_a_task_and_is_cut_off_when_revoked() {
         )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("used up"), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("used up"),
+        "{b}"
+    );
     // A token of site edge does not join site other.
     let (s, _) = server
         .call(
@@ -197,7 +204,10 @@ async fn an_agent_joins_over_tls_runs_a_task_and_is_cut_off_when_revoked() {
 
     // A node acts only for itself.
     assert_eq!(heartbeat(&server, &cred2, &node2).await, StatusCode::OK);
-    assert_eq!(heartbeat(&server, &cred2, &node1).await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        heartbeat(&server, &cred2, &node1).await,
+        StatusCode::FORBIDDEN
+    );
     let (s, _) = server
         .call(
             Method::GET,
@@ -215,7 +225,11 @@ async fn an_agent_joins_over_tls_runs_a_task_and_is_cut_off_when_revoked() {
             Some(register_body("edge", "w1")),
         )
         .await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "a credential cannot re-register another node");
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a credential cannot re-register another node"
+    );
     // A node credential is no user token.
     let (s, _) = server
         .call(Method::GET, "/api/v1/sites", Some(&cred1), None)
@@ -225,7 +239,10 @@ async fn an_agent_joins_over_tls_runs_a_task_and_is_cut_off_when_revoked() {
     // Revoking the node cuts it off at once, and its agent stops.
     let out = stdout(&server.cli(&["node", "revoke", "edge/w1"]));
     assert!(out.contains("1 credential"), "{out}");
-    assert_eq!(heartbeat(&server, &cred1, &node1).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        heartbeat(&server, &cred1, &node1).await,
+        StatusCode::UNAUTHORIZED
+    );
     let status = agent
         .exited_within(Duration::from_secs(20))
         .await
@@ -238,7 +255,8 @@ async fn an_agent_joins_over_tls_runs_a_task_and_is_cut_off_when_revoked() {
 
     // A revoked join token lets nobody in.
     let fresh = server.join_token("edge").await;
-    let listed = stdout(&server.cli(&["site", "join-token", "list", "--site", "edge", "-o", "json"]));
+    let listed =
+        stdout(&server.cli(&["site", "join-token", "list", "--site", "edge", "-o", "json"]));
     let listed: Value = serde_json::from_str(&listed).unwrap();
     let newest = listed[0]["id"].as_str().unwrap().to_string();
     stdout(&server.cli(&["site", "join-token", "revoke", &newest]));
@@ -251,7 +269,10 @@ async fn an_agent_joins_over_tls_runs_a_task_and_is_cut_off_when_revoked() {
         )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("revoked"), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("revoked"),
+        "{b}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,10 +291,13 @@ async fn a_certificate_from_another_ca_is_refused() {
         "300",
     ];
     let mut a = Server::start_with(dir_a.path(), false, &flags).await;
-    let (s, b) = a.admin(Method::POST, "/api/v1/sites", Some(site("edge"))).await;
+    let (s, b) = a
+        .admin(Method::POST, "/api/v1/sites", Some(site("edge")))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let token = a.join_token("edge").await;
-    let b_server = Server::start_with(dir_b.path(), false, &["--no-local-agent", "--tls", "on"]).await;
+    let b_server =
+        Server::start_with(dir_b.path(), false, &["--no-local-agent", "--tls", "on"]).await;
 
     // Joining through a server that is not the token's: its CA is not the pinned one.
     let state = dir_a.path().join("agent-mitm");
@@ -303,7 +327,14 @@ async fn a_certificate_from_another_ca_is_refused() {
     // A's address, the agent talks to it no more (its credential is never sent).
     let state = dir_a.path().join("agent-w1");
     let _agent = Agent::start_args(
-        &["--join", &token, "--name", "w1", "--state-dir", state.to_str().unwrap()],
+        &[
+            "--join",
+            &token,
+            "--name",
+            "w1",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
         &dir_a.path().join("w1.log"),
     );
     wait_nodes(&a, 1).await;
@@ -322,7 +353,15 @@ async fn a_certificate_from_another_ca_is_refused() {
     );
     // The CLI refuses it the same way with A's CA.
     let out = std::process::Command::new(crate::harness::CPN)
-        .args(["site", "list", "--server", &c.base, "--token", "x", "--ca-file"])
+        .args([
+            "site",
+            "list",
+            "--server",
+            &c.base,
+            "--token",
+            "x",
+            "--ca-file",
+        ])
         .arg(dir_a.path().join("tls/ca.pem"))
         .output()
         .unwrap();
@@ -336,7 +375,15 @@ async fn plain_http_is_refused_off_loopback() {
     // The server: binding a non-loopback address without TLS needs --insecure-http.
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(crate::harness::CPN)
-        .args(["serve", "--tls", "off", "--listen", "0.0.0.0:0", "--no-demo", "--data-dir"])
+        .args([
+            "serve",
+            "--tls",
+            "off",
+            "--listen",
+            "0.0.0.0:0",
+            "--no-demo",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -344,7 +391,14 @@ async fn plain_http_is_refused_off_loopback() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure-http"));
     // The agent: plain HTTP to a host that is not this machine needs --insecure-http.
     let out = std::process::Command::new(crate::harness::CPN)
-        .args(["agent", "--server", "http://192.0.2.1:8080", "--site", "edge", "--state-dir"])
+        .args([
+            "agent",
+            "--server",
+            "http://192.0.2.1:8080",
+            "--site",
+            "edge",
+            "--state-dir",
+        ])
         .arg(dir.path().join("agent"))
         .output()
         .unwrap();
@@ -374,10 +428,8 @@ async fn idle_connections_do_not_starve_the_server() {
     let mut idle = Vec::with_capacity(wanted);
     while idle.len() < wanted && started.elapsed() < Duration::from_secs(60) {
         let batch = (wanted - idle.len()).min(500);
-        let opened = futures_join(
-            (0..batch).map(|_| tokio::net::TcpStream::connect(addr.clone())),
-        )
-        .await;
+        let opened =
+            futures_join((0..batch).map(|_| tokio::net::TcpStream::connect(addr.clone()))).await;
         idle.extend(opened.into_iter().filter_map(Result::ok));
     }
     eprintln!(
@@ -409,9 +461,9 @@ async fn idle_connections_do_not_starve_the_server() {
     drop(idle);
 }
 
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();

@@ -15,7 +15,9 @@ use cpn_api_types::agent::*;
 use cpn_api_types::events::types;
 use cpn_api_types::tasks::{LogStream, TaskState};
 use cpn_model::Kind;
-use cpn_store::{NewEvent, NodeJoin, NodePatch, NodeRegistration, TaskQuery, TaskRecord, TaskWrite};
+use cpn_store::{
+    NewEvent, NodeJoin, NodePatch, NodeRegistration, TaskQuery, TaskRecord, TaskWrite,
+};
 use std::time::{Duration, Instant};
 
 /// Longest long poll an agent may ask for.
