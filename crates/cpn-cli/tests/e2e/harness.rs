@@ -27,9 +27,28 @@ impl Server {
 
     /// Starts `cpn serve` with extra flags (`--listen` among them overrides port 0).
     pub async fn start_with(data_dir: &Path, demo: bool, extra: &[&str]) -> Server {
+        Server::launch(data_dir, demo, extra, None).await
+    }
+
+    /// Starts `cpn serve` under a hard limit of open files, as on a machine with a small
+    /// `ulimit -n`.
+    pub async fn start_with_fd_limit(data_dir: &Path, extra: &[&str], fd_limit: u32) -> Server {
+        Server::launch(data_dir, false, extra, Some(fd_limit)).await
+    }
+
+    async fn launch(data_dir: &Path, demo: bool, extra: &[&str], fd_limit: Option<u32>) -> Server {
         let addr_file = data_dir.join("cpn.addr");
         let _ = std::fs::remove_file(&addr_file);
-        let mut cmd = Command::new(CPN);
+        let mut cmd = match fd_limit {
+            None => Command::new(CPN),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(CPN);
+                sh
+            }
+        };
         let listen = if extra.contains(&"--listen") {
             Vec::new()
         } else {
