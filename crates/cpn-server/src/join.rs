@@ -141,6 +141,9 @@ impl FromRequestParts<AppState> for Registrant {
 
 /// The 401 for a join token that cannot be used.
 pub fn refused(refusal: JoinRefusal) -> ApiError {
+    if refusal == JoinRefusal::OtherSite {
+        return ApiError::forbidden("this join token is for another site");
+    }
     ApiError::unauthenticated(format!(
         "the join token is {}: ask an operator for a new one (cpn site join-token create SITE)",
         refusal.as_str()
@@ -163,7 +166,7 @@ fn view(t: &JoinTokenRecord, now: DateTime<Utc>) -> JoinTokenView {
         Some(JoinRefusal::Revoked) => "revoked",
         Some(JoinRefusal::Expired) => "expired",
         Some(JoinRefusal::UsedUp) => "used",
-        Some(JoinRefusal::Unknown) => "unknown",
+        Some(JoinRefusal::Unknown | JoinRefusal::OtherSite) => "unknown",
     };
     JoinTokenView {
         id: t.id.clone(),

@@ -45,6 +45,8 @@ pub enum JoinRefusal {
     Expired,
     Revoked,
     UsedUp,
+    /// The token is for another site than the registration names.
+    OtherSite,
 }
 
 impl JoinRefusal {
@@ -54,6 +56,7 @@ impl JoinRefusal {
             JoinRefusal::Expired => "expired",
             JoinRefusal::Revoked => "revoked",
             JoinRefusal::UsedUp => "used up",
+            JoinRefusal::OtherSite => "for another site",
         }
     }
 }

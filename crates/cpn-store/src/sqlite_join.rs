@@ -104,10 +104,7 @@ impl JoinStore for SqliteStore {
                 return Ok(Err(refusal));
             }
             if token.site_id != join.registration.site_id {
-                return Err(StoreError::Backend(format!(
-                    "join token {} is for site {}, not {}",
-                    token.id, token.site, join.registration.site
-                )));
+                return Ok(Err(JoinRefusal::OtherSite));
             }
             token.uses += 1;
             conn.prepare_cached("UPDATE join_tokens SET uses = ?2 WHERE id = ?1")?
