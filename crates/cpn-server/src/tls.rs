@@ -272,4 +272,33 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(fingerprint_for_humans("ab0c"), "AB:0C");
     }
+
+    #[test]
+    fn certificates_from_files_are_served_and_bad_files_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["cpn.example".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let cert_path = dir.path().join("cert.pem");
+        let key_path = dir.path().join("key.pem");
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let listen: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let files = TlsSetting::Files {
+            cert: cert_path.clone(),
+            key: key_path.clone(),
+        };
+        let (acceptor, transport) = setup(&files, dir.path(), listen).unwrap();
+        assert!(acceptor.is_some() && transport.https);
+        assert_eq!(transport.ca_sha256, None, "no generated CA to pin");
+        let swapped = TlsSetting::Files {
+            cert: key_path,
+            key: cert_path,
+        };
+        assert!(setup(&swapped, dir.path(), listen).is_err());
+        let (none, plain) = setup(&TlsSetting::Off, dir.path(), listen).unwrap();
+        assert!(none.is_none() && !plain.https);
+    }
 }
