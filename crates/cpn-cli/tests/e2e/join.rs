@@ -230,6 +230,25 @@ async fn an_agent_joins_over_tls_runs_a_task_and_is_cut_off_when_revoked() {
         StatusCode::FORBIDDEN,
         "a credential cannot re-register another node"
     );
+    // Nor write the output of a task that ran on another node, even through its own path.
+    let resp = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(dir.path().join("tls/ca.pem")).unwrap())
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+        .post(format!(
+            "{}/api/v1/agents/{node2}/attempts/{id}.1/logs?stream=stdout&offset=0",
+            server.base
+        ))
+        .bearer_auth(&cred2)
+        .header("content-type", "application/octet-stream")
+        .body("forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     // A node credential is no user token.
     let (s, _) = server
         .call(Method::GET, "/api/v1/sites", Some(&cred1), None)

@@ -425,7 +425,13 @@ pub async fn upload_log(
     if attempt == 0 || attempt > rec.attempt {
         return Err(ApiError::not_found("attempt", attempt_id));
     }
-    let _ = node_id;
+    // The current attempt's output comes only from the node it is bound to. (An earlier
+    // attempt's node is not recorded; its agent may still be shipping what it had.)
+    if attempt == rec.attempt && rec.node_id.as_deref() != Some(node_id) {
+        return Err(ApiError::forbidden(format!(
+            "attempt {attempt_id} does not run on node {node_id}"
+        )));
+    }
     state
         .runtime
         .logs
