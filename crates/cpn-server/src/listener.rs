@@ -232,7 +232,14 @@ async fn connection(
     match tls {
         None => http(stream, peer, router, slot, limits, stop).await,
         Some(acceptor) => {
-            match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+            let mut stopping = stop.clone();
+            let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
+            let done = tokio::select! {
+                h = handshake => h,
+                // No request started yet: nothing to finish when the server stops.
+                _ = stopping.wait_for(|s| *s) => return,
+            };
+            match done {
                 Ok(Ok(tls_stream)) => http(tls_stream, peer, router, slot, limits, stop).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
