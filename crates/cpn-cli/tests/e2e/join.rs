@@ -433,7 +433,8 @@ async fn plain_http_is_refused_off_loopback() {
 /// its open-files limit it could accept nothing, and nothing closed an idle socket. The
 /// server runs here under a limit of 4096 files (the idle sockets outnumber what it can
 /// hold, as on the machine of the report; the server before the fix timed out here) while
-/// the test opens as many connections as its own limit allows, up to 20,000.
+/// the test opens as many connections as its own limit allows (less 2048 for the tests
+/// beside it), up to 20,000.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_do_not_starve_the_server() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -442,9 +443,12 @@ async fn idle_connections_do_not_starve_the_server() {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     }
     let limit = getrlimit(Resource::RLIMIT_NOFILE).unwrap().0;
-    let wanted = 20_000usize.min(limit.saturating_sub(256) as usize);
+    // Room is left for the tests that run beside this one in the same process.
+    let wanted = 20_000usize.min(limit.saturating_sub(2048) as usize);
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with_fd_limit(dir.path(), &["--no-local-agent"], 4096).await;
+    // Fewer files than the idle sockets, and never above this machine's hard limit.
+    let server_limit = 4096.min(limit / 4) as u32;
+    let server = Server::start_with_fd_limit(dir.path(), &["--no-local-agent"], server_limit).await;
     let addr = server.base.trim_start_matches("http://").to_string();
 
     let started = Instant::now();
@@ -477,8 +481,12 @@ async fn idle_connections_do_not_starve_the_server() {
         times.push(t.elapsed());
     }
     eprintln!("healthz with idle connections open: {times:?}");
+    // Before the fix none answered within 20 s. The median bounds the answer; the maximum
+    // leaves room for a scheduling hiccup of the 2-core CI machine running other tests.
+    let mut sorted = times.clone();
+    sorted.sort();
     assert!(
-        times.iter().all(|t| *t < Duration::from_millis(100)),
+        sorted[2] < Duration::from_millis(100) && sorted[4] < Duration::from_secs(1),
         "healthz took {times:?}"
     );
     drop(idle);
