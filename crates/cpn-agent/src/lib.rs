@@ -90,7 +90,8 @@ pub const DEFAULT_LOG_POLL: Duration = Duration::from_millis(100);
 /// ends it. Attempts keep running either way and are re-adopted by the next agent.
 #[derive(Debug)]
 pub struct AgentHandle {
-    task: tokio::task::JoinHandle<()>,
+    /// `None` once [`stopped`](Self::stopped) saw it end.
+    task: Option<tokio::task::JoinHandle<()>>,
     shared: Arc<agent::Shared>,
 }
 
@@ -107,13 +108,18 @@ impl AgentHandle {
     /// Stops the agent's loops and waits for them (the attempts keep running).
     pub async fn stop(self) {
         let _ = self.shared.stop.send(true);
-        let _ = self.task.await;
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
     }
 
     /// Waits until the agent stops by itself, which it does only when the server refuses
     /// its credential (revoked, or a join token that is used up); returns why.
     pub async fn stopped(&mut self) -> Option<String> {
-        let _ = (&mut self.task).await;
+        if let Some(task) = self.task.as_mut() {
+            let _ = task.await;
+            self.task = None;
+        }
         agent::lock(&self.shared.fatal).clone()
     }
 
@@ -142,5 +148,8 @@ pub fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         stop,
     });
     let task = tokio::spawn(agent::run(shared.clone(), stop_rx));
-    Ok(AgentHandle { task, shared })
+    Ok(AgentHandle {
+        task: Some(task),
+        shared,
+    })
 }
