@@ -17,8 +17,9 @@ use cpn_api_types::join::{JoinTokenCreate, JoinTokenCreated, JoinTokenView, Node
 /// shown; `cpn agent --join TOKEN` exchanges it for the node's own credential.
 #[utoipa::path(post, path = "/api/v1/sites/{id}/join-tokens", tag = "agents", security(("bearer" = [])),
     params(("id" = String, Path, description = "Site name or id")), request_body = JoinTokenCreate,
-    responses((status = 201, body = JoinTokenCreated), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = JoinTokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 415, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 pub async fn create_join_token(
     State(s): State<AppState>,
     who: Principal,
@@ -63,7 +64,7 @@ pub async fn revoke_join_token(
 /// Revoke a node's credentials (operators): its agent's next request is answered 401.
 #[utoipa::path(post, path = "/api/v1/nodes/{id}/revoke", tag = "nodes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Node id, name, or site/name")),
-    responses((status = 200, body = NodeRevoked), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = NodeRevoked), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn revoke_node(
     State(s): State<AppState>,
     who: Principal,

@@ -124,7 +124,7 @@ pub async fn site_status(
 /// bearer token is a join token (the answer then carries the node's own credential) or the
 /// node's credential (a restarted agent).
 #[utoipa::path(post, path = "/api/v1/agents/register", tag = "agents", security(("bearer" = [])), request_body = AgentRegister,
-    responses((status = 200, body = AgentRegistered), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = AgentRegistered), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn agent_register(
     State(s): State<AppState>,
     who: Registrant,
