@@ -69,11 +69,11 @@ run_hi_task() { # [--site SITE]
 echo "== README tour: cpn task submit --wait -- sh -c 'echo hi; exit 3'"
 run_hi_task
 
-echo "== README: cpn agent from another fresh directory, joining site zhongwei"
+echo "== README: cpn agent --join from another fresh directory, into site zhongwei"
 mkdir "$work/gpu-07"
-TOKEN=$(cat cpn-data/admin.token)
+JOIN=$(cpn site join-token create zhongwei) || fail "cpn site join-token create zhongwei"
 (cd "$work/gpu-07" && exec cargo run --release -q --manifest-path "$repo/Cargo.toml" -- \
-    agent --server "$CPN_SERVER" --token "$TOKEN" --site zhongwei --name gpu-07 --label pool=a) \
+    agent --join "$JOIN" --name gpu-07 --label pool=a) \
     >"$work/gpu-07/agent.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do

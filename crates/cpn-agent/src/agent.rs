@@ -28,6 +28,9 @@ pub(crate) struct Shared {
     pub config: AgentConfig,
     pub node: Mutex<Option<AgentRegistered>>,
     pub runner: Mutex<Option<Runner>>,
+    /// Why the agent stopped by itself (the server refused its credential).
+    pub fatal: Mutex<Option<String>>,
+    pub stop: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -37,6 +40,26 @@ impl Shared {
 
     fn runner(&self) -> MutexGuard<'_, Option<Runner>> {
         lock(&self.runner)
+    }
+
+    /// Stops the agent for good: the server will not take this node's requests.
+    fn fail(&self, why: String) {
+        tracing::error!(server = %self.api.base(), "{why}");
+        lock(&self.fatal).get_or_insert(why);
+        let _ = self.stop.send(true);
+    }
+
+    /// Stops the agent when an answer says its credential is refused.
+    fn check_refused(&self, e: &AgentError) {
+        if let AgentError::Status {
+            status: 401, body, ..
+        } = e
+        {
+            self.fail(format!(
+                "the server refused this node's credential ({body}); the node was revoked: \
+                 join again with a new join token (cpn agent --join TOKEN)"
+            ));
+        }
     }
 }
 
@@ -119,7 +142,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     None => break,
                 }
             }
-            Err(e) => tracing::warn!(server = %shared.api.base(), error = %e, "heartbeat failed"),
+            Err(e) => {
+                shared.check_refused(&e);
+                tracing::warn!(server = %shared.api.base(), error = %e, "heartbeat failed")
+            }
         }
     }
     let _ = poll_task.await;
@@ -142,16 +168,73 @@ async fn register(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Option<A
             .unwrap_or_default(),
         labels: shared.config.labels.clone(),
     };
+    let state_dir = &shared.config.state_dir;
+    let mut saved = crate::credential::saved_credential(state_dir);
     let mut backoff = MIN_BACKOFF;
     loop {
         if *stop.borrow() {
             return None;
         }
+        let using_join_token = match (&saved, &shared.config.join_token) {
+            (Some(c), _) => {
+                shared.api.set_token(&c.credential);
+                false
+            }
+            (None, Some(join)) => {
+                shared.api.set_token(join);
+                true
+            }
+            (None, None) => {
+                shared.fail(format!(
+                    "no credential in {} and no join token: join with `cpn agent --join TOKEN` \
+                     (an operator makes one with `cpn site join-token create {}`)",
+                    state_dir.display(),
+                    shared.config.site
+                ));
+                return None;
+            }
+        };
         match shared.api.register(&body).await {
             Ok(r) => {
+                if let Some(credential) = &r.credential {
+                    let c = crate::credential::SavedCredential {
+                        server: shared.api.base().to_string(),
+                        site: r.site.clone(),
+                        name: r.name.clone(),
+                        node_id: r.node_id.clone(),
+                        credential: credential.clone(),
+                    };
+                    // Kept before use: the join token may have been good for one node only.
+                    if let Err(e) = crate::credential::save_credential(state_dir, &c) {
+                        tracing::error!(error = %e, "cannot keep the node's credential; a restart will need a new join token");
+                    }
+                    shared.api.set_token(credential);
+                } else if using_join_token {
+                    shared.fail("the server answered the join without a credential".into());
+                    return None;
+                }
                 tracing::info!(node = %r.node_id, site = %r.site, name = %r.name, server = %shared.api.base(), "registered");
                 *lock(&shared.node) = Some(r.clone());
                 return Some(r);
+            }
+            Err(AgentError::Status {
+                status: 401,
+                body: why,
+                ..
+            }) if !using_join_token && shared.config.join_token.is_some() => {
+                tracing::warn!(server = %shared.api.base(), "the saved credential was refused ({why}); joining with the join token");
+                saved = None;
+                continue;
+            }
+            Err(AgentError::Status {
+                status: status @ (401 | 403),
+                body: why,
+                ..
+            }) => {
+                shared.fail(format!(
+                    "the server refused to register this node ({status}: {why})"
+                ));
+                return None;
             }
             Err(e) => {
                 tracing::warn!(server = %shared.api.base(), error = %e, "registration failed; retrying in {backoff:?}");
@@ -257,6 +340,7 @@ async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
             }
             Err(e) => {
+                shared.check_refused(&e);
                 tracing::warn!(server = %shared.api.base(), error = %e, "polling for assignments failed; retrying in {backoff:?}");
                 if stopping_after(&mut stop, backoff).await {
                     return;

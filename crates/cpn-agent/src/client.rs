@@ -13,11 +13,12 @@ use std::time::Duration;
 /// Time limit of the short requests; the long poll gets its wait on top.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Api {
     http: reqwest::Client,
     base: String,
-    token: String,
+    /// The bearer token: the join token until the node has its credential.
+    token: std::sync::RwLock<String>,
 }
 
 #[derive(Deserialize)]
@@ -38,16 +39,36 @@ pub struct LogAck {
 }
 
 impl Api {
-    pub fn new(server: &str, token: &str) -> Self {
-        let http = reqwest::Client::builder()
+    /// A client of `server`; with `ca_pem`, https trusts that CA and no other.
+    pub fn new(server: &str, ca_pem: Option<&str>) -> Result<Self, AgentError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
-        Api {
+            // Below the server's keep-alive limit, so a request never races its close.
+            .pool_idle_timeout(Duration::from_secs(5));
+        if let Some(pem) = ca_pem {
+            let ca = reqwest::Certificate::from_pem(pem.as_bytes())
+                .map_err(|e| AgentError::Config(format!("the CA is not a PEM certificate: {e}")))?;
+            builder = builder
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca);
+        }
+        let http = builder.build().map_err(|source| AgentError::Http {
+            url: server.to_string(),
+            source,
+        })?;
+        Ok(Api {
             http,
             base: server.trim_end_matches('/').to_string(),
-            token: token.to_string(),
-        }
+            token: std::sync::RwLock::new(String::new()),
+        })
+    }
+
+    pub fn set_token(&self, token: &str) {
+        *self.token.write().unwrap_or_else(|p| p.into_inner()) = token.to_string();
+    }
+
+    fn token(&self) -> String {
+        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn base(&self) -> &str {
@@ -127,7 +148,7 @@ impl Api {
         url: String,
         req: reqwest::RequestBuilder,
     ) -> Result<T, AgentError> {
-        let resp = match req.bearer_auth(&self.token).send().await {
+        let resp = match req.bearer_auth(self.token()).send().await {
             Ok(r) => r,
             Err(source) => return Err(AgentError::Http { url, source }),
         };

@@ -15,7 +15,7 @@ pub enum AgentError {
     },
     #[error("invalid attempt id {0:?}: only letters, digits, '.', '_' and '-' are allowed")]
     InvalidAttemptId(String),
-    #[error("request to {url} failed: {source}")]
+    #[error("request to {url} failed: {}", causes(source))]
     Http {
         url: String,
         #[source]
@@ -35,12 +35,38 @@ pub enum AgentError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{0}")]
+    Config(String),
+    #[error(
+        "the CA of {server} has fingerprint {got}, not {expected} as the join token says: \
+         this is not the server that issued the token (a man in the middle?); refusing it"
+    )]
+    CaMismatch {
+        server: String,
+        expected: String,
+        got: String,
+    },
     #[error("encoding {what}: {source}")]
     Json {
         what: &'static str,
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// An error with its causes, so a TLS refusal shows why ("invalid peer certificate: …").
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 impl AgentError {

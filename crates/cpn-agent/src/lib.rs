@@ -8,12 +8,16 @@
 
 mod agent;
 mod client;
+mod credential;
 mod error;
 mod inventory;
 mod metrics;
 mod procfs;
 pub mod runner;
 
+pub use credential::{
+    CA_FILE, CREDENTIAL_FILE, SavedCredential, ca_fingerprint, fetch_pinned_ca, saved_credential,
+};
 pub use error::AgentError;
 pub use inventory::{host_name, inventory};
 pub use metrics::MetricsSampler;
@@ -28,10 +32,18 @@ use tokio::sync::watch;
 /// How an agent is set up.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Base URL of the server, like `http://127.0.0.1:8080`.
+    /// Base URL of the server, like `https://cpn.example:8080`.
     pub server: String,
-    /// Bearer token sent with every request.
-    pub token: String,
+    /// A join token (`cpn site join-token create`), exchanged at the first registration for
+    /// the node's own credential, which is kept in `{state_dir}/node-credential.json` and
+    /// used from then on. Not needed once the state dir holds a credential.
+    pub join_token: Option<String>,
+    /// PEM of the CA to trust for `https://`, and the only one: the CA pinned by the join
+    /// token. `None`: the system's roots.
+    pub ca_pem: Option<String>,
+    /// Allow plain `http://` to a server that is not on a loopback address (credentials
+    /// would cross the network in clear).
+    pub allow_insecure_http: bool,
     /// Site the node belongs to.
     pub site: String,
     /// Node name within the site; the host name when `None`.
@@ -45,22 +57,29 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// A configuration with no name (host name), no labels and a 100 ms log poll.
+    /// A configuration with no join token, the system's CAs, no name (host name), no labels
+    /// and a 100 ms log poll.
     pub fn new(
         server: impl Into<String>,
-        token: impl Into<String>,
         site: impl Into<String>,
         state_dir: impl Into<PathBuf>,
     ) -> Self {
         AgentConfig {
             server: server.into(),
-            token: token.into(),
+            join_token: None,
+            ca_pem: None,
+            allow_insecure_http: false,
             site: site.into(),
             name: None,
             state_dir: state_dir.into(),
             labels: BTreeMap::new(),
             log_poll: DEFAULT_LOG_POLL,
         }
+    }
+
+    /// Refuses a configuration that would send credentials in clear over a network.
+    pub fn check(&self) -> Result<(), AgentError> {
+        credential::check_transport(&self.server, self.allow_insecure_http)
     }
 }
 
@@ -71,8 +90,8 @@ pub const DEFAULT_LOG_POLL: Duration = Duration::from_millis(100);
 /// ends it. Attempts keep running either way and are re-adopted by the next agent.
 #[derive(Debug)]
 pub struct AgentHandle {
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    /// `None` once [`stopped`](Self::stopped) saw it end.
+    task: Option<tokio::task::JoinHandle<()>>,
     shared: Arc<agent::Shared>,
 }
 
@@ -88,8 +107,20 @@ impl std::fmt::Debug for agent::Shared {
 impl AgentHandle {
     /// Stops the agent's loops and waits for them (the attempts keep running).
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        let _ = self.shared.stop.send(true);
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
+    }
+
+    /// Waits until the agent stops by itself, which it does only when the server refuses
+    /// its credential (revoked, or a join token that is used up); returns why.
+    pub async fn stopped(&mut self) -> Option<String> {
+        if let Some(task) = self.task.as_mut() {
+            let _ = task.await;
+            self.task = None;
+        }
+        agent::lock(&self.shared.fatal).clone()
     }
 
     /// The node id, once registered.
@@ -99,8 +130,11 @@ impl AgentHandle {
 }
 
 /// Starts the agent on the current tokio runtime (panics outside one, like `tokio::spawn`).
-pub fn spawn(config: AgentConfig) -> AgentHandle {
+/// Fails on a configuration it must not run with: plain HTTP to a remote server without
+/// `allow_insecure_http`, or a CA that is not a PEM certificate.
+pub fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let mut config = config;
+    config.check()?;
     if config.log_poll.is_zero() {
         config.log_poll = DEFAULT_LOG_POLL;
     }
@@ -109,13 +143,18 @@ pub fn spawn(config: AgentConfig) -> AgentHandle {
     if let Ok(dir) = std::path::absolute(&config.state_dir) {
         config.state_dir = dir;
     }
+    let (stop, stop_rx) = watch::channel(false);
     let shared = Arc::new(agent::Shared {
-        api: client::Api::new(&config.server, &config.token),
+        api: client::Api::new(&config.server, config.ca_pem.as_deref())?,
         config,
         node: Mutex::new(None),
         runner: Mutex::new(None),
+        fatal: Mutex::new(None),
+        stop,
     });
-    let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(agent::run(shared.clone(), stop_rx));
-    AgentHandle { stop, task, shared }
+    Ok(AgentHandle {
+        task: Some(task),
+        shared,
+    })
 }

@@ -1,7 +1,8 @@
 //! The agent protocol (RM-ACC, IF-I2, IF-I3) and the node views built from it.
 //!
 //! An agent registers its host as a node of a site, then keeps three conversations with the
-//! server, all plain HTTP under `/api/v1/agents/{node_id}/`:
+//! server, all under `/api/v1/agents/{node_id}/` with the node's own credential (see
+//! [`crate::join`]):
 //! - `heartbeat`: metrics every few seconds plus every attempt it holds, so the server can
 //!   reconcile after either side restarts; the reply lists attempts to kill;
 //! - `assignments?wait_ms=`: a long poll that returns as soon as work is bound to the node;
@@ -84,6 +85,10 @@ pub struct AgentRegistered {
     pub heartbeat_interval_ms: u64,
     /// Silence after which the node is NotReady and its tasks are lost.
     pub node_timeout_ms: u64,
+    /// The node's own credential, issued when the agent registered with a join token: the
+    /// bearer token of every later request of this node (and of its next registrations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// A sample of the host (RM-ACC-02..04, SH-CL visualization fields). Rates are per second

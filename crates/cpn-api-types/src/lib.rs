@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod flows;
 pub mod identity;
+pub mod join;
 pub mod operations;
 pub mod registry;
 pub mod rules;

@@ -26,15 +26,16 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Client options")]
 pub struct GlobalArgs {
-    /// Base URL of the cpn server.
-    #[arg(
-        long,
-        global = true,
-        env = "CPN_SERVER",
-        default_value = DEFAULT_SERVER,
-        value_name = "URL"
-    )]
-    pub server: String,
+    /// Base URL of the cpn server (http:// or https://) [default: http://127.0.0.1:8080;
+    /// for `cpn agent`, the URL in the join token or the saved credential].
+    #[arg(long, global = true, env = "CPN_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+
+    /// A CA certificate (PEM) to trust for https:// besides the system's, e.g. the
+    /// server's DATA_DIR/tls/ca.pem. Without it, the local data dir's tls/ca.pem is trusted
+    /// when it exists ($CPN_DATA_DIR, else ./cpn-data).
+    #[arg(long, global = true, env = "CPN_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 
     /// Bearer token. Without it, the admin token of the local data dir is used
     /// ($CPN_DATA_DIR/admin.token, else ./cpn-data/admin.token) when that file exists.
@@ -160,8 +161,8 @@ pub enum Command {
     Events(crate::commands::events::EventsArgs),
     /// Run an agent: make this machine a node of a site that runs the tasks bound to it.
     ///
-    /// Uses the global --server and --token (or CPN_SERVER / CPN_TOKEN); stops on Ctrl-C
-    /// or SIGTERM.
+    /// Joins with a join token (--join) the first time, then uses the node's own credential
+    /// kept in its state dir; never an operator token. Stops on Ctrl-C or SIGTERM.
     Agent(crate::commands::agent::AgentArgs),
     /// Measure performance and print figures.
     #[command(subcommand)]
@@ -330,6 +331,34 @@ pub struct ServeArgs {
     /// beyond them wait in a short queue, then get 429 with Retry-After.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub hash_workers: usize,
+
+    /// HTTPS: `auto` serves plain HTTP on a loopback address and HTTPS with a CA generated
+    /// in the data dir on any other; `on` always HTTPS; `off` plain HTTP (on a non-loopback
+    /// address only with --insecure-http).
+    #[arg(long, env = "CPN_TLS", value_enum, default_value_t = TlsMode::Auto)]
+    pub tls: TlsMode,
+
+    /// Certificate chain (PEM) to serve instead of the generated one; needs --tls-key.
+    #[arg(long, env = "CPN_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "CPN_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Another name or address for the generated certificate (repeatable); localhost, the
+    /// host name and the listen address are always in it.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub tls_sans: Vec<String>,
+
+    /// Serve plain HTTP on an address that is not loopback: tokens and passwords then
+    /// cross the network in clear.
+    #[arg(long)]
+    pub insecure_http: bool,
+
+    /// Connections served at once; past it the longest idle one is closed.
+    #[arg(long, default_value_t = cpn_server::listener::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: usize,
 }
 
 /// `90s`, `15m`, `12h`, `7d`: a positive whole number and a unit.
@@ -351,6 +380,13 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{s:?}: must be between 1s and 366d"));
     }
     Ok(std::time::Duration::from_secs(seconds))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TlsMode {
+    Auto,
+    On,
+    Off,
 }
 
 /// Where `cpn serve` looks for shipped traces without --sim-data.
@@ -423,6 +459,9 @@ pub enum SiteCmd {
         #[arg(value_name = "NAME_OR_ID")]
         name: String,
     },
+    /// Join tokens: what agents join a site with (`cpn agent --join TOKEN`); operators only.
+    #[command(subcommand, name = "join-token", alias = "join-tokens")]
+    JoinToken(crate::commands::join::JoinTokenCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -832,6 +871,6 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.global.output, OutputFormat::Json);
-        assert_eq!(cli.global.server, "http://x:1");
+        assert_eq!(cli.global.server.as_deref(), Some("http://x:1"));
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where the token in use came from, to explain a 401.
@@ -56,14 +56,12 @@ impl std::error::Error for ApiError {}
 
 impl Client {
     /// `token` is `--token`/`CPN_TOKEN`; without it the local admin token file is tried.
-    pub fn new(server: &str, token: Option<String>) -> Result<Client> {
+    /// `ca_file` is a CA to trust for https besides the system's; without it the local data
+    /// dir's generated CA is trusted when it exists.
+    pub fn new(server: &str, token: Option<String>, ca_file: Option<&Path>) -> Result<Client> {
         let base = Url::parse(server).with_context(|| format!("invalid server URL `{server}`"))?;
         match base.scheme() {
-            "http" => {}
-            "https" => bail!(
-                "`{server}`: this cpn build speaks plain HTTP only; put the server behind a \
-                 local TLS proxy or use an http:// URL"
-            ),
+            "http" | "https" => {}
             other => bail!("invalid server URL `{server}`: unsupported scheme `{other}`"),
         }
         if base.cannot_be_a_base() || base.host().is_none() {
@@ -73,12 +71,18 @@ impl Client {
             Some(t) => (Some(t.trim().to_owned()), TokenSource::Given),
             None => admin_token_file(),
         };
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(300))
-            .user_agent(concat!("cpn/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the HTTP client")?;
+            // Below the server's keep-alive limit, so a request never races its close.
+            .pool_idle_timeout(Duration::from_secs(5))
+            .user_agent(concat!("cpn/", env!("CARGO_PKG_VERSION")));
+        if base.scheme() == "https" {
+            for pem in ca_certificates(ca_file)? {
+                builder = builder.add_root_certificate(pem);
+            }
+        }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(Client {
             http,
             base,
@@ -130,11 +134,6 @@ impl Client {
     pub async fn delete(&self, path: &[&str]) -> Result<Value> {
         self.send(Method::DELETE, path, &[], None::<&()>, true)
             .await
-    }
-
-    /// The token requests carry, from --token / CPN_TOKEN or the local admin token file.
-    pub fn token(&self) -> Option<&str> {
-        self.token.as_deref()
     }
 
     /// A GET whose answer is read as it arrives (log text, Server-Sent Events) rather than
@@ -250,7 +249,12 @@ impl Client {
     fn transport_error(&self, e: reqwest::Error) -> anyhow::Error {
         let server = self.server();
         let cause = root_cause(&e);
-        if e.is_connect() {
+        if e.is_connect() && (cause.contains("certificate") || cause.contains("UnknownIssuer")) {
+            anyhow!(
+                "the cpn server at {server} has a certificate this client does not trust: \
+                 pass the server's CA with --ca-file (DATA_DIR/tls/ca.pem of `cpn serve`)\ncause: {cause}"
+            )
+        } else if e.is_connect() {
             anyhow!(
                 "cannot reach cpn server at {server}: is `cpn serve` running? \
                  (set --server or CPN_SERVER)\ncause: {cause}"
@@ -317,12 +321,34 @@ impl Client {
     }
 }
 
+fn local_data_dir() -> PathBuf {
+    std::env::var_os("CPN_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("./cpn-data"))
+}
+
+/// `--ca-file`, or else the CA `cpn serve` generated in the local data dir, if any.
+fn ca_certificates(ca_file: Option<&Path>) -> Result<Vec<reqwest::Certificate>> {
+    let (path, given) = match ca_file {
+        Some(p) => (p.to_path_buf(), true),
+        None => (local_data_dir().join("tls").join("ca.pem"), false),
+    };
+    let pem = match std::fs::read(&path) {
+        Ok(pem) => pem,
+        Err(_) if !given => return Ok(Vec::new()),
+        Err(e) => bail!("--ca-file {}: {e}", path.display()),
+    };
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("{}: not PEM certificates", path.display()))?;
+    if certs.is_empty() {
+        bail!("{}: no certificate in it", path.display());
+    }
+    Ok(certs)
+}
+
 /// The admin token written by `cpn serve` into its data dir, when readable.
 fn admin_token_file() -> (Option<String>, TokenSource) {
-    let dir = std::env::var_os("CPN_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("./cpn-data"));
-    let path = dir.join("admin.token");
+    let path = local_data_dir().join("admin.token");
     match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => {
             tracing::debug!(path = %path.display(), "using the admin token file");
@@ -358,20 +384,22 @@ mod tests {
 
     #[test]
     fn urls_encode_segments_and_keep_prefixes() {
-        let c = Client::new("http://h:1/prefix/", Some("t".into())).unwrap();
+        let c = Client::new("http://h:1/prefix/", Some("t".into()), None).unwrap();
         assert_eq!(
             c.url(&["api", "v1", "sites", "a b/c"]).as_str(),
             "http://h:1/prefix/api/v1/sites/a%20b%2Fc"
         );
-        let c = Client::new("http://h:1", Some("t".into())).unwrap();
+        let c = Client::new("http://h:1", Some("t".into()), None).unwrap();
         assert_eq!(c.url(&["api", "v1"]).as_str(), "http://h:1/api/v1");
         assert_eq!(c.server(), "http://h:1");
     }
 
     #[test]
     fn bad_server_urls_are_refused() {
-        assert!(Client::new("127.0.0.1:8080", None).is_err());
-        assert!(Client::new("https://x", None).is_err());
+        assert!(Client::new("127.0.0.1:8080", None, None).is_err());
+        assert!(Client::new("ftp://x", None, None).is_err());
+        assert!(Client::new("https://x", None, Some(Path::new("/no/such/ca.pem"))).is_err());
+        assert!(Client::new("https://x", None, None).is_ok());
     }
 
     #[test]

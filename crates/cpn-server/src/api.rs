@@ -685,6 +685,8 @@ impl utoipa::Modify for BearerAuth {
         crate::api_accounts::create_api_key, crate::api_accounts::list_api_keys,
         crate::api_accounts::revoke_api_key, crate::api_accounts::rotate_admin_token,
         crate::api_accounts::list_audit,
+        crate::api_join::create_join_token, crate::api_join::list_join_tokens, crate::api_join::revoke_join_token,
+        crate::api_join::revoke_node, crate::api_join::ca_pem,
     )
 )]
 pub struct ApiDoc;
@@ -761,6 +763,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::api_design::routes())
         .merge(crate::api_ops::routes())
         .merge(crate::api_accounts::routes())
+        .merge(crate::api_join::routes())
         .merge(cpn_web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

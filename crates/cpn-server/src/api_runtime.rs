@@ -3,6 +3,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Principal, QueryMap};
+use crate::join::{NodeCaller, Registrant};
 use crate::runtime::{agents, events, nodes, tasks};
 use crate::state::AppState;
 use axum::extract::{Path, State};
@@ -132,23 +133,25 @@ pub async fn site_status(
     Ok(Json(nodes::site_status(&s, &who, &id).await?))
 }
 
-/// Agent: register this host as a node of a site (same site and name: same node).
+/// Agent: register this host as a node of a site (same site and name: same node). The
+/// bearer token is a join token (the answer then carries the node's own credential) or the
+/// node's credential (a restarted agent).
 #[utoipa::path(post, path = "/api/v1/agents/register", tag = "agents", security(("bearer" = [])), request_body = AgentRegister,
-    responses((status = 200, body = AgentRegistered), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = AgentRegistered), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn agent_register(
     State(s): State<AppState>,
-    who: Principal,
+    who: Registrant,
     JsonBody(body): JsonBody<AgentRegister>,
 ) -> ApiResult<Json<AgentRegistered>> {
-    Ok(Json(agents::register(&s, &who, body).await?))
+    Ok(Json(agents::register(&s, who, body).await?))
 }
 
 /// Agent: metrics and held attempts; the answer lists attempts to kill and to forget.
 #[utoipa::path(post, path = "/api/v1/agents/{node}/heartbeat", tag = "agents", security(("bearer" = [])), request_body = Heartbeat,
-    params(("node" = String, Path)), responses((status = 200, body = HeartbeatReply), (status = 404, body = ErrorBody)))]
+    params(("node" = String, Path)), responses((status = 200, body = HeartbeatReply), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn agent_heartbeat(
     State(s): State<AppState>,
-    who: Principal,
+    who: NodeCaller,
     Path(node): Path<String>,
     JsonBody(body): JsonBody<Heartbeat>,
 ) -> ApiResult<Json<HeartbeatReply>> {
@@ -158,10 +161,10 @@ pub async fn agent_heartbeat(
 /// Agent: long poll for work bound to the node (`wait_ms`, at most 60000).
 #[utoipa::path(get, path = "/api/v1/agents/{node}/assignments", tag = "agents", security(("bearer" = [])),
     params(("node" = String, Path), ("wait_ms" = Option<u64>, Query)),
-    responses((status = 200, body = Assignments), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Assignments), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn agent_assignments(
     State(s): State<AppState>,
-    who: Principal,
+    who: NodeCaller,
     Path(node): Path<String>,
     mut q: QueryMap,
 ) -> ApiResult<Json<Assignments>> {
@@ -180,10 +183,10 @@ pub async fn agent_assignments(
 /// Agent: an attempt started or ended.
 #[utoipa::path(post, path = "/api/v1/agents/{node}/attempts/{attempt}", tag = "agents", security(("bearer" = [])), request_body = AttemptReport,
     params(("node" = String, Path), ("attempt" = String, Path)),
-    responses((status = 200, body = AttemptReply), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = AttemptReply), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn agent_report(
     State(s): State<AppState>,
-    who: Principal,
+    who: NodeCaller,
     Path((node, attempt)): Path<(String, String)>,
     JsonBody(body): JsonBody<AttemptReport>,
 ) -> ApiResult<Json<AttemptReply>> {
@@ -206,10 +209,10 @@ pub struct LogLength {
 #[utoipa::path(post, path = "/api/v1/agents/{node}/attempts/{attempt}/logs", tag = "agents", security(("bearer" = [])),
     params(("node" = String, Path), ("attempt" = String, Path), ("stream" = String, Query), ("offset" = u64, Query)),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 200, body = LogLength), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = LogLength), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn agent_logs(
     State(s): State<AppState>,
-    who: Principal,
+    who: NodeCaller,
     Path((node, attempt)): Path<(String, String)>,
     mut q: QueryMap,
     body: axum::body::Bytes,

@@ -7,6 +7,7 @@ pub mod api;
 pub mod api_accounts;
 pub mod api_design;
 pub mod api_flows;
+pub mod api_join;
 pub mod api_ops;
 pub mod api_runtime;
 pub mod audit;
@@ -18,7 +19,9 @@ pub mod federation;
 pub mod flows;
 pub mod identity;
 pub mod inventory;
+pub mod join;
 pub mod limits;
+pub mod listener;
 pub mod openapi;
 pub mod policy;
 pub mod registry;
@@ -28,6 +31,7 @@ pub mod schedule;
 pub mod simulation;
 pub mod state;
 pub mod throttle;
+pub mod tls;
 pub mod topology;
 pub mod totp;
 
@@ -56,6 +60,10 @@ pub struct ServeConfig {
     pub local_agent: Option<String>,
     /// Session idle expiry, MFA for operators, hashing threads.
     pub accounts: auth::AccountsConfig,
+    /// Plain HTTP, or HTTPS with generated or given certificates.
+    pub tls: tls::TlsSetting,
+    /// Connections served at once (lowered to what the open-files limit allows).
+    pub max_connections: usize,
 }
 
 impl ServeConfig {
@@ -124,6 +132,15 @@ impl RunningServer {
 /// Opens the store, bootstraps a new data dir, binds, and starts serving in the background.
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let config = config.with_absolute_paths()?;
+    let fd_limit = listener::raise_fd_limit();
+    let limits = listener::Limits {
+        max_connections: listener::effective_max_connections(config.max_connections, fd_limit),
+        header_timeout: listener::DEFAULT_HEADER_TIMEOUT,
+    };
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("create {}", config.data_dir.display()))?;
+    let (acceptor, transport) =
+        tls::setup(&config.tls, &config.data_dir, config.listen).context("set up TLS")?;
     let store = SqliteStore::open(&config.data_dir)
         .with_context(|| format!("open store in {}", config.data_dir.display()))?;
     tracing::info!(path = %store.path().display(), "store opened");
@@ -136,6 +153,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         sim_data_dir: config.sim_data_dir.clone(),
         runtime: Arc::new(runtime::Runtime::new(config.runtime, &config.data_dir)),
         accounts: Arc::new(auth::Accounts::new(config.accounts.clone())),
+        transport: Arc::new(transport),
     };
 
     let fresh = auth::bootstrap(store.as_ref(), &config.data_dir)
@@ -198,40 +216,64 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     std::fs::write(config.data_dir.join(ADDR_FILE), format!("{addr}\n"))
         .context("write address file")?;
-    eprintln!("cpn listening on http://{addr}");
+    let scheme = if state.transport.https {
+        "https"
+    } else {
+        "http"
+    };
     eprintln!(
-        "web console: http://{addr}/ (user admin, password in {})",
+        "cpn listening on {scheme}://{addr} (at most {} connections)",
+        limits.max_connections
+    );
+    if let Some(fp) = &state.transport.ca_sha256 {
+        eprintln!(
+            "TLS: CA {} with SHA-256 fingerprint {} (join tokens carry it; clients may pass --ca-file)",
+            config
+                .data_dir
+                .join(tls::TLS_DIR)
+                .join(tls::CA_CERT_FILE)
+                .display(),
+            tls::fingerprint_for_humans(fp)
+        );
+    }
+    eprintln!(
+        "web console: {scheme}://{addr}/ (user admin, password in {})",
         config.data_dir.join(auth::ADMIN_PASSWORD_FILE).display()
     );
     let local_agent = match &config.local_agent {
         Some(site) => {
             ensure_site(&state, site).await?;
-            let token = std::fs::read_to_string(&token_path)
-                .with_context(|| format!("read {}", token_path.display()))?;
+            let state_dir = config.data_dir.join("agent");
+            // The local agent is a node like any other: it joins with a single-use token
+            // made here, once, and keeps the credential it gets in its state dir.
+            let join_token = join::local_agent_token(&state, site, &state_dir)
+                .await
+                .context("issue the local agent's join token")?;
+            let loopback = match addr.ip() {
+                std::net::IpAddr::V6(_) => "[::1]".to_string(),
+                std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip.to_string(),
+                std::net::IpAddr::V4(_) => "127.0.0.1".to_string(),
+            };
             let mut agent = cpn_agent::AgentConfig::new(
-                format!("http://{addr}"),
-                token.trim(),
+                format!("{scheme}://{loopback}:{}", addr.port()),
                 site.clone(),
-                config.data_dir.join("agent"),
+                state_dir,
             );
+            agent.join_token = join_token;
+            agent.ca_pem = state.transport.ca_pem.clone();
             agent.name = Some(local_node_name());
             eprintln!(
                 "local agent: this machine is node {:?} of site {site:?} (turn off with --no-local-agent)",
                 agent.name.as_deref().unwrap_or_default()
             );
-            Some(cpn_agent::spawn(agent))
+            Some(cpn_agent::spawn(agent).context("start the local agent")?)
         }
         None => None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let runtime = state.runtime.clone();
     let task = tokio::spawn(async move {
-        // Connection info gives the login throttle and the audit log the client's address.
-        axum::serve(
-            listener,
-            api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        listener::serve(listener, acceptor, api::router(state), limits, async move {
             tokio::select! {
                 _ = shutdown_signal() => {},
                 _ = stopped => {},
@@ -240,8 +282,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             // shutdown open.
             let _ = runtime.shutdown.send(true);
         })
-        .await
-        .context("serve HTTP")?;
+        .await;
         if let Some(agent) = local_agent {
             agent.stop().await;
         }

@@ -19,4 +19,6 @@ pub struct AppState {
     pub runtime: Arc<crate::runtime::Runtime>,
     /// The password-hashing pool, the login throttle and the account settings.
     pub accounts: Arc<crate::auth::Accounts>,
+    /// HTTPS or not, and the generated CA (served at /api/v1/ca.pem, pinned by join tokens).
+    pub transport: Arc<crate::tls::Transport>,
 }

@@ -113,6 +113,8 @@ async fn operations_on_the_local_node() -> anyhow::Result<()> {
         runtime: Default::default(),
         local_agent: Some("local".into()),
         accounts: Default::default(),
+        tls: cpn_server::tls::TlsSetting::Off,
+        max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
     })
     .await?;
     let api = Api {
@@ -452,6 +454,8 @@ async fn operations_on_registry_resources() -> anyhow::Result<()> {
         runtime: Default::default(),
         local_agent: None,
         accounts: Default::default(),
+        tls: cpn_server::tls::TlsSetting::Off,
+        max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
     })
     .await?;
     let api = Api {

@@ -12,16 +12,19 @@
 mod accounts;
 mod docs;
 mod error;
+mod join;
 mod records;
 mod runtime;
 mod sqlite;
 mod sqlite_accounts;
 mod sqlite_docs;
+mod sqlite_join;
 mod sqlite_runtime;
 
 pub use accounts::*;
 pub use docs::*;
 pub use error::StoreError;
+pub use join::*;
 pub use records::*;
 pub use runtime::*;
 pub use sqlite::SqliteStore;
@@ -33,7 +36,9 @@ use cpn_model::Kind;
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: RuntimeStore + DocStore + AccountStore + Send + Sync + 'static {
+pub trait Store:
+    RuntimeStore + DocStore + AccountStore + JoinStore + Send + Sync + 'static
+{
     // ------------------------------------------------------------ registry objects
 
     /// Creates an object. Fails with `AlreadyExists` when the kind already has this name and

@@ -249,6 +249,29 @@ CREATE TRIGGER audit_is_append_only_update BEFORE UPDATE ON audit
 CREATE TRIGGER audit_is_append_only_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "#,
+    // Join tokens and node credentials (issue #12): agents authenticate as their node.
+    r#"
+CREATE TABLE join_tokens (
+    id          TEXT PRIMARY KEY,
+    site_id     TEXT NOT NULL,
+    site        TEXT NOT NULL,
+    secret_hash TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    max_uses    INTEGER,
+    uses        INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    expires_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);
+CREATE TABLE node_credentials (
+    token_hash TEXT PRIMARY KEY,
+    node_id    TEXT NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+    join_token TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX node_credentials_by_node ON node_credentials (node_id);
+"#,
 ];
 
 type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;

@@ -72,7 +72,7 @@ fn node_from_row(row: &Row<'_>) -> rusqlite::Result<NodeRecord> {
     })
 }
 
-fn get_node_tx(conn: &Connection, id: &str) -> Result<Option<NodeRecord>> {
+pub(crate) fn get_node_tx(conn: &Connection, id: &str) -> Result<Option<NodeRecord>> {
     Ok(conn
         .prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"))?
         .query_row([id], node_from_row)
@@ -164,6 +164,49 @@ fn not_found(kind: &str, id: &str) -> StoreError {
     }
 }
 
+/// Inserts a node, or refreshes the one with the same (site, name) keeping its id; returns
+/// the id. Shared by agent registration and joining.
+pub(crate) fn register_node_tx(conn: &Connection, reg: &NodeRegistration) -> Result<String> {
+    let existing: Option<String> = conn
+        .prepare_cached("SELECT id FROM nodes WHERE site_id = ?1 AND name = ?2")?
+        .query_row(params![reg.site_id, reg.name], |r| r.get(0))
+        .optional()?;
+    let id = match existing {
+        Some(id) => {
+            conn.prepare_cached(
+                "UPDATE nodes SET executor = ?2, labels = ?3, inventory = ?4, ready = 1,
+                 updated_at = ?5, site = ?6 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                reg.executor,
+                json(&reg.labels)?,
+                json(&reg.inventory)?,
+                ts(reg.now),
+                reg.site
+            ])?;
+            id
+        }
+        None => {
+            conn.prepare_cached(&format!(
+                "INSERT INTO nodes ({NODE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, NULL, 1, ?8, ?8)"
+            ))?
+            .execute(params![
+                reg.id,
+                reg.site_id,
+                reg.site,
+                reg.name,
+                reg.executor,
+                json(&reg.labels)?,
+                json(&reg.inventory)?,
+                ts(reg.now)
+            ])?;
+            reg.id.clone()
+        }
+    };
+    Ok(id)
+}
+
 #[async_trait]
 impl RuntimeStore for SqliteStore {
     async fn register_node(
@@ -172,43 +215,7 @@ impl RuntimeStore for SqliteStore {
         events: Vec<NewEvent>,
     ) -> Result<NodeRecord> {
         self.write(move |conn| {
-            let existing: Option<String> = conn
-                .prepare_cached("SELECT id FROM nodes WHERE site_id = ?1 AND name = ?2")?
-                .query_row(params![reg.site_id, reg.name], |r| r.get(0))
-                .optional()?;
-            let id = match existing {
-                Some(id) => {
-                    conn.prepare_cached(
-                        "UPDATE nodes SET executor = ?2, labels = ?3, inventory = ?4, ready = 1,
-                         updated_at = ?5, site = ?6 WHERE id = ?1",
-                    )?
-                    .execute(params![
-                        id,
-                        reg.executor,
-                        json(&reg.labels)?,
-                        json(&reg.inventory)?,
-                        ts(reg.now),
-                        reg.site
-                    ])?;
-                    id
-                }
-                None => {
-                    conn.prepare_cached(&format!(
-                        "INSERT INTO nodes ({NODE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, NULL, 1, ?8, ?8)"
-                    ))?
-                    .execute(params![
-                        reg.id,
-                        reg.site_id,
-                        reg.site,
-                        reg.name,
-                        reg.executor,
-                        json(&reg.labels)?,
-                        json(&reg.inventory)?,
-                        ts(reg.now)
-                    ])?;
-                    reg.id.clone()
-                }
-            };
+            let id = register_node_tx(conn, &reg)?;
             insert_events(conn, &events)?;
             get_node_tx(conn, &id)?.ok_or_else(|| not_found("node", &id))
         })

@@ -423,3 +423,116 @@ async fn the_audit_log_is_append_only_and_filtered_newest_first() {
 fn rusqlite_connection(dir: &std::path::Path) -> rusqlite::Connection {
     rusqlite::Connection::open(dir.join("cpn.db")).unwrap()
 }
+/// Join tokens count their uses in the same transaction as the node they register, refuse
+/// when expired, revoked, used up or for another site (changing nothing), and a second join
+/// of the same node replaces its credential.
+#[tokio::test]
+async fn joins_count_uses_and_replace_the_nodes_credential() {
+    use cpn_store::{
+        JoinRefusal, JoinStore, JoinTokenRecord, NodeJoin, NodeRegistration, RuntimeStore,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let edge = store
+        .create_object(obj(Kind::Site, "edge", vec![]))
+        .await
+        .unwrap();
+    let other = store
+        .create_object(obj(Kind::Site, "other", vec![]))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let token = |id: &str, hash: &str, max_uses| JoinTokenRecord {
+        id: id.into(),
+        site_id: edge.id.clone(),
+        site: "edge".into(),
+        secret_hash: hash.into(),
+        description: String::new(),
+        max_uses,
+        uses: 0,
+        created_at: now,
+        created_by: "admin".into(),
+        expires_at: now + chrono::Duration::hours(1),
+        revoked_at: None,
+    };
+    store
+        .create_join_token(token("t1", "h1", Some(2)))
+        .await
+        .unwrap();
+    let join = |hash: &str, site: &cpn_store::ObjectRecord, name: &str, cred: &str| NodeJoin {
+        secret_hash: hash.into(),
+        registration: NodeRegistration {
+            id: format!("node-{name}"),
+            site_id: site.id.clone(),
+            site: site.name.clone(),
+            name: name.into(),
+            executor: "agent".into(),
+            labels: Default::default(),
+            inventory: json!({}),
+            now,
+        },
+        credential_hash: cred.into(),
+        events: vec![],
+    };
+    let refused = |r: cpn_store::Result<Result<_, JoinRefusal>>| r.unwrap().err();
+    assert_eq!(
+        refused(store.join_node(join("h1", &other, "x", "cx"), now).await),
+        Some(JoinRefusal::OtherSite)
+    );
+    assert_eq!(
+        refused(store.join_node(join("nope", &edge, "x", "cx"), now).await),
+        Some(JoinRefusal::Unknown)
+    );
+    let (n1, t) = store
+        .join_node(join("h1", &edge, "w1", "c1"), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.uses, 1);
+    assert_eq!(
+        store.node_credential("c1").await.unwrap().unwrap().node_id,
+        n1.id
+    );
+    // The same node joins again: same id, the old credential is gone.
+    let (again, t) = store
+        .join_node(join("h1", &edge, "w1", "c2"), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.id.as_str(), t.uses), (n1.id.as_str(), 2));
+    assert!(store.node_credential("c1").await.unwrap().is_none());
+    assert_eq!(
+        refused(store.join_node(join("h1", &edge, "w3", "c3"), now).await),
+        Some(JoinRefusal::UsedUp)
+    );
+    store
+        .create_join_token(token("t2", "h2", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(
+            store
+                .join_node(
+                    join("h2", &edge, "w4", "c4"),
+                    now + chrono::Duration::hours(2)
+                )
+                .await
+        ),
+        Some(JoinRefusal::Expired)
+    );
+    store.revoke_join_token("t2", now).await.unwrap();
+    assert_eq!(
+        refused(store.join_node(join("h2", &edge, "w4", "c4"), now).await),
+        Some(JoinRefusal::Revoked)
+    );
+    let listed = store.list_join_tokens().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.iter().find(|t| t.id == "t1").unwrap().uses, 2);
+    assert_eq!(store.revoke_node_credentials(&n1.id).await.unwrap(), 1);
+    assert!(store.node_credential("c2").await.unwrap().is_none());
+    assert_eq!(
+        store.list_nodes().await.unwrap().len(),
+        1,
+        "refusals registered nothing"
+    );
+}

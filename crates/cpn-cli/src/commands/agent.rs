@@ -3,61 +3,171 @@
 //! (the tasks it started keep running and are adopted again by the next agent).
 
 use super::task::parse_key_value;
-use crate::client::Client;
+use crate::cli::DEFAULT_SERVER;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use std::path::PathBuf;
+use cpn_api_types::join::JoinTokenPayload;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  cpn agent --server http://cpn.example:8080 --token $TOKEN --site ningxia-zw-1
-  CPN_TOKEN=... cpn agent --site lab --name gpu-3 --label gpu.model=A100 --state-dir /var/lib/cpn")]
+  cpn agent --join cpnjoin_eyJ2Ijox... --name gpu-3 --state-dir /var/lib/cpn-agent
+  cpn agent --state-dir /var/lib/cpn-agent      # later starts: the saved credential
+  cpn agent --join $TOKEN --server https://10.0.0.5:8080 --label gpu.model=A100
+
+An operator makes the join token with `cpn site join-token create SITE`. The agent exchanges
+it for the node's own credential (kept in the state dir, mode 0600) and trusts only the CA
+whose fingerprint the token carries.")]
 pub struct AgentArgs {
-    /// Site the node belongs to.
+    /// A join token from `cpn site join-token create`; needed only at the first start
+    /// (the state dir keeps the node's credential).
+    #[arg(
+        long,
+        env = "CPN_JOIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub join: Option<String>,
+    /// Site the node belongs to [default: the join token's or the saved credential's].
     #[arg(long, value_name = "SITE")]
-    pub site: String,
+    pub site: Option<String>,
     /// Node name within the site [default: the host name].
     #[arg(long, value_name = "NODE")]
     pub name: Option<String>,
-    /// Where attempts keep their files and output.
+    /// Where attempts keep their files and output, and the node its credential.
     #[arg(long, default_value = "./cpn-agent-state", value_name = "DIR")]
     pub state_dir: PathBuf,
     /// A label of the node, for node selectors (repeatable).
     #[arg(long = "label", value_name = "K=V", value_parser = parse_key_value)]
     pub labels: Vec<(String, String)>,
+    /// Talk plain HTTP to a server that is not on this machine (the credential then
+    /// crosses the network in clear).
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
-pub async fn run(client: &Client, args: AgentArgs) -> Result<()> {
-    let Some(token) = client.token() else {
-        bail!(
-            "an agent needs a token: pass --token or set CPN_TOKEN (the server writes an \
-             admin token to DATA_DIR/admin.token)"
+pub async fn run(
+    args: AgentArgs,
+    server: Option<String>,
+    token: Option<String>,
+    ca_file: Option<PathBuf>,
+) -> Result<()> {
+    if token.is_some_and(|t| !t.trim().is_empty()) && args.join.is_none() {
+        eprintln!(
+            "cpn agent: --token / CPN_TOKEN is ignored: agents authenticate as their node \
+             (cpn agent --join TOKEN, with a token from `cpn site join-token create SITE`)"
         );
-    };
-    let server = client.server();
-    let state_dir = std::path::absolute(&args.state_dir).with_context(|| {
+    }
+    // Attempts run in their own working directories and are told where their exit file
+    // is, so the state dir must not depend on where the agent was started.
+    let mut args = args;
+    args.state_dir = std::path::absolute(&args.state_dir).with_context(|| {
         format!(
             "cannot make the state dir {} absolute",
             args.state_dir.display()
         )
     })?;
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("creating the state dir {}", state_dir.display()))?;
-    let mut config =
-        cpn_agent::AgentConfig::new(server.clone(), token, args.site.clone(), &state_dir);
+    let join = args
+        .join
+        .as_deref()
+        .map(JoinTokenPayload::decode)
+        .transpose()
+        .context("--join")?;
+    let saved = cpn_agent::saved_credential(&args.state_dir);
+    let site = match (&args.site, &join, &saved) {
+        (Some(s), Some(j), _) if *s != j.site => {
+            bail!("--site {s} but the join token is for site {}", j.site)
+        }
+        (Some(s), _, _) => s.clone(),
+        (None, Some(j), _) => j.site.clone(),
+        (None, None, Some(c)) => c.site.clone(),
+        (None, None, None) => bail!(
+            "this agent has not joined yet: pass --join TOKEN (an operator makes one with \
+             `cpn site join-token create SITE`); no credential in {}",
+            args.state_dir.display()
+        ),
+    };
+    if let Some(j) = &join
+        && j.exp <= chrono::Utc::now()
+        && saved.is_none()
+    {
+        bail!(
+            "the join token expired at {}; ask for a new one",
+            j.exp.to_rfc3339()
+        );
+    }
+    let server = server
+        .or_else(|| join.as_ref().and_then(|j| j.url.clone()))
+        .or_else(|| saved.as_ref().map(|c| c.server.clone()))
+        .unwrap_or_else(|| DEFAULT_SERVER.to_string());
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating the state dir {}", args.state_dir.display()))?;
+    let ca_pem = trusted_ca(&server, &args.state_dir, ca_file.as_deref(), join.as_ref()).await?;
+    let mut config = cpn_agent::AgentConfig::new(server.clone(), site.clone(), &args.state_dir);
+    config.join_token = args.join.clone();
+    config.ca_pem = ca_pem;
+    config.allow_insecure_http = args.insecure_http;
     config.name = args.name.clone();
     config.labels = args.labels.into_iter().collect();
     let name = args.name.unwrap_or_else(cpn_agent::host_name);
     eprintln!(
-        "cpn agent: node {name} of site {} registering with {server} (state in {})",
-        args.site,
-        state_dir.display()
+        "cpn agent: node {name} of site {site} registering with {server} (state in {})",
+        args.state_dir.display()
     );
-    let handle = cpn_agent::spawn(config);
-    shutdown_signal().await;
-    eprintln!("cpn agent: stopping (running tasks keep running)");
-    handle.stop().await;
-    Ok(())
+    let mut handle = cpn_agent::spawn(config)?;
+    tokio::select! {
+        _ = shutdown_signal() => {
+            eprintln!("cpn agent: stopping (running tasks keep running)");
+            handle.stop().await;
+            Ok(())
+        }
+        why = handle.stopped() => {
+            bail!("{}", why.unwrap_or_else(|| "the agent stopped".into()))
+        }
+    }
+}
+
+/// The CA the agent trusts for https: --ca-file; else the join token's pinned CA, fetched
+/// from the server and checked against the fingerprint, then kept in the state dir; else
+/// the one kept by an earlier join; else none (the system's roots).
+async fn trusted_ca(
+    server: &str,
+    state_dir: &Path,
+    ca_file: Option<&Path>,
+    join: Option<&JoinTokenPayload>,
+) -> Result<Option<String>> {
+    let kept = state_dir.join(cpn_agent::CA_FILE);
+    if let Some(path) = ca_file {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("--ca-file {}", path.display()))?;
+        cpn_agent::ca_fingerprint(&pem).with_context(|| format!("--ca-file {}", path.display()))?;
+        return Ok(Some(pem));
+    }
+    if !server.starts_with("https://") {
+        return Ok(None);
+    }
+    if let Some(fingerprint) = join.and_then(|j| j.ca_sha256.as_deref()) {
+        if let Ok(pem) = std::fs::read_to_string(&kept)
+            && cpn_agent::ca_fingerprint(&pem).is_ok_and(|f| f == fingerprint)
+        {
+            return Ok(Some(pem));
+        }
+        let mut tries = 0;
+        let pem = loop {
+            match cpn_agent::fetch_pinned_ca(server, fingerprint).await {
+                Ok(pem) => break pem,
+                Err(e @ cpn_agent::AgentError::Http { .. }) if tries < 10 => {
+                    tries += 1;
+                    eprintln!("cpn agent: fetching the server's CA failed ({e}); retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        std::fs::write(&kept, &pem).with_context(|| format!("write {}", kept.display()))?;
+        return Ok(Some(pem));
+    }
+    Ok(std::fs::read_to_string(&kept).ok())
 }
 
 async fn shutdown_signal() {

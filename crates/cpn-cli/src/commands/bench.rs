@@ -31,6 +31,8 @@ pub async fn registry(args: BenchRegistryArgs, token: Option<String>) -> Result<
                 runtime: Default::default(),
                 local_agent: None,
                 accounts: Default::default(),
+                tls: cpn_server::tls::TlsSetting::Off,
+                max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
             })
             .await?;
             let token = server.admin_token()?;

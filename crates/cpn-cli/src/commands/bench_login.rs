@@ -32,6 +32,8 @@ pub async fn run(args: BenchLoginArgs) -> Result<()> {
         runtime: Default::default(),
         local_agent: None,
         accounts: Default::default(),
+        tls: cpn_server::tls::TlsSetting::Off,
+        max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
     })
     .await?;
     let base = format!("http://{}", server.addr);

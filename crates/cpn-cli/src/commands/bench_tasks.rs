@@ -70,6 +70,8 @@ async fn server(local_agent: bool) -> Result<(cpn_server::RunningServer, tempfil
         },
         local_agent: local_agent.then(|| "local".to_string()),
         accounts: Default::default(),
+        tls: cpn_server::tls::TlsSetting::Off,
+        max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
     })
     .await?;
     Ok((server, dir))
@@ -108,12 +110,24 @@ async fn submit_to_bound(args: &BenchTasksArgs) -> Result<()> {
     if !r.status().is_success() {
         bail!("create the bench site: {}", r.text().await?);
     }
+    // The bench nodes join as agents do, with a join token.
+    let r = http
+        .post(format!("{base}/api/v1/sites/bench/join-tokens"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("issue a join token: {}", r.text().await?);
+    }
+    let created: serde_json::Value = r.json().await?;
+    let join = created["token"].as_str().unwrap_or_default().to_string();
     for i in 0..args.nodes {
         let body = serde_json::json!({"site": "bench", "name": format!("bench-{i:04}"),
             "inventory": {"hostname": format!("bench-{i:04}"), "cpu_cores": 64, "memory_mib": 262144}});
         let r = http
             .post(format!("{base}/api/v1/agents/register"))
-            .bearer_auth(&token)
+            .bearer_auth(&join)
             .json(&body)
             .send()
             .await?;

@@ -9,6 +9,7 @@ pub mod bench_tasks;
 pub mod events;
 pub mod flow;
 pub mod identity;
+pub mod join;
 pub mod link;
 pub mod node;
 pub mod plan;
@@ -72,12 +73,19 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         _ => cli,
     };
     // An empty CPN_SERVER counts as unset.
-    let server = match cli.global.server.trim() {
-        "" => DEFAULT_SERVER,
-        s => s,
-    };
+    let given_server = cli
+        .global
+        .server
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from);
+    if let Command::Agent(args) = cli.command {
+        return agent::run(args, given_server, cli.global.token, cli.global.ca_file).await;
+    }
+    let server = given_server.as_deref().unwrap_or(DEFAULT_SERVER);
     let ctx = Ctx {
-        client: Client::new(server, cli.global.token)?,
+        client: Client::new(server, cli.global.token, cli.global.ca_file.as_deref())?,
         output: cli.global.output,
     };
     match cli.command {
@@ -89,6 +97,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Cloud(cmd) => registry::run(&ctx, Kind::Cloud, cmd).await,
         Command::Site(SiteCmd::Registry(cmd)) => registry::run(&ctx, Kind::Site, cmd).await,
         Command::Site(SiteCmd::Status { name }) => node::site_status(&ctx, &name).await,
+        Command::Site(SiteCmd::JoinToken(cmd)) => join::join_token(&ctx, cmd).await,
         Command::Resource(ResourceCmd::Registry(cmd)) => {
             registry::run(&ctx, Kind::Resource, cmd).await
         }
@@ -107,7 +116,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Op(cmd) => node::op(&ctx, cmd).await,
         Command::Events(args) => events::run(&ctx, args).await,
         Command::Rule(cmd) => rule::rule(&ctx, cmd).await,
-        Command::Agent(args) => agent::run(&ctx.client, args).await,
+        Command::Agent(_) => unreachable!("handled above"),
         Command::Link(LinkCmd::Registry(cmd)) => registry::run(&ctx, Kind::Link, cmd).await,
         Command::Link(LinkCmd::Metrics(args)) => link::metrics(&ctx, args).await,
         Command::Tag(TagCmd::Registry(cmd)) => registry::run(&ctx, Kind::Tag, cmd).await,

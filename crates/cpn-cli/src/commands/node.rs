@@ -47,6 +47,17 @@ pub enum NodeCmd {
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
+    /// Revoke a node's credentials: its agent is answered 401 from its next request on and
+    /// must join again with a new join token.
+    ///
+    /// Example:
+    ///   cpn node revoke edge/gpu-3
+    #[command(verbatim_doc_comment)]
+    Revoke {
+        /// Node id, name, or SITE/NAME.
+        #[arg(value_name = "NODE")]
+        node: String,
+    },
     /// Lift the isolation of a node.
     ///
     /// Example:
@@ -212,6 +223,7 @@ pub async fn node(ctx: &Ctx, cmd: NodeCmd) -> Result<()> {
     let req = match cmd {
         NodeCmd::List => return list(ctx).await,
         NodeCmd::Get { node } => return get(ctx, &node).await,
+        NodeCmd::Revoke { node } => return super::join::revoke_node(ctx, &node).await,
         NodeCmd::Cordon { node, reason } => OperationRequest {
             target: node_target(&node),
             enable: Some(true),

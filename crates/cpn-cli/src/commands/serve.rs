@@ -1,8 +1,9 @@
 //! `cpn serve`: hands the parsed flags to the server crate and runs it until stopped.
 
-use crate::cli::{DEFAULT_SIM_DATA, ServeArgs};
+use crate::cli::{DEFAULT_SIM_DATA, ServeArgs, TlsMode};
 use anyhow::{Result, bail};
 use cpn_server::ServeConfig;
+use cpn_server::tls::TlsSetting;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             args.heartbeat_ms
         );
     }
+    let tls = tls_setting(&args)?;
     let sim_data_dir = match args.sim_data {
         Some(dir) if !dir.is_dir() => bail!("--sim-data {}: no such folder", dir.display()),
         Some(dir) => Some(dir),
@@ -41,6 +43,37 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             require_mfa_for_operators: args.require_mfa_for_operators,
             hash_workers: args.hash_workers,
         },
+        tls,
+        max_connections: args.max_connections,
     })
     .await
+}
+
+/// Plain HTTP only on loopback unless asked for explicitly: elsewhere tokens and passwords
+/// would cross the network in clear.
+fn tls_setting(args: &ServeArgs) -> Result<TlsSetting> {
+    let loopback = args.listen.ip().is_loopback();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        if args.tls == TlsMode::Off {
+            bail!("--tls off contradicts --tls-cert; leave one out");
+        }
+        return Ok(TlsSetting::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
+    let generated = TlsSetting::Generated {
+        extra_sans: args.tls_sans.clone(),
+    };
+    Ok(match args.tls {
+        TlsMode::On => generated,
+        TlsMode::Auto if loopback || args.insecure_http => TlsSetting::Off,
+        TlsMode::Auto => generated,
+        TlsMode::Off if loopback || args.insecure_http => TlsSetting::Off,
+        TlsMode::Off => bail!(
+            "--tls off on {}, which is not a loopback address: tokens and passwords would \
+             cross the network in clear; serve HTTPS (leave out --tls off) or pass --insecure-http",
+            args.listen
+        ),
+    })
 }

@@ -163,18 +163,17 @@ async fn template_to_plans_to_instructions_to_workflow() {
         .filter(|i| i["kind"] == "deploy_app")
         .map(|i| i["site"].as_str().unwrap().to_string())
         .collect();
-    let _agents: Vec<Agent> = sites
-        .iter()
-        .map(|site| {
-            Agent::start(
-                &server.base,
-                &server.token,
-                site,
-                &format!("agent-{site}"),
-                &dir.path().join(format!("agent-{site}")),
-            )
-        })
-        .collect();
+    let mut _agents: Vec<Agent> = Vec::new();
+    for site in &sites {
+        let join = server.join_token(site).await;
+        _agents.push(Agent::start(
+            &server.base,
+            &join,
+            site,
+            &format!("agent-{site}"),
+            &dir.path().join(format!("agent-{site}")),
+        ));
+    }
     let (s, flow) = server
         .admin(Method::POST, &format!("/api/v1/plans/{id}/execute"), None)
         .await;

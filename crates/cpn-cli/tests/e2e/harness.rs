@@ -11,6 +11,8 @@ pub const CPN: &str = env!("CARGO_BIN_EXE_cpn");
 pub struct Server {
     child: Child,
     pub base: String,
+    /// Serving HTTPS with the data dir's generated CA (`--tls on`).
+    pub https: bool,
     pub data_dir: PathBuf,
     pub token: String,
     http: reqwest::Client,
@@ -25,9 +27,28 @@ impl Server {
 
     /// Starts `cpn serve` with extra flags (`--listen` among them overrides port 0).
     pub async fn start_with(data_dir: &Path, demo: bool, extra: &[&str]) -> Server {
+        Server::launch(data_dir, demo, extra, None).await
+    }
+
+    /// Starts `cpn serve` under a hard limit of open files, as on a machine with a small
+    /// `ulimit -n`.
+    pub async fn start_with_fd_limit(data_dir: &Path, extra: &[&str], fd_limit: u32) -> Server {
+        Server::launch(data_dir, false, extra, Some(fd_limit)).await
+    }
+
+    async fn launch(data_dir: &Path, demo: bool, extra: &[&str], fd_limit: Option<u32>) -> Server {
         let addr_file = data_dir.join("cpn.addr");
         let _ = std::fs::remove_file(&addr_file);
-        let mut cmd = Command::new(CPN);
+        let mut cmd = match fd_limit {
+            None => Command::new(CPN),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(CPN);
+                sh
+            }
+        };
         let listen = if extra.contains(&"--listen") {
             Vec::new()
         } else {
@@ -62,12 +83,19 @@ impl Server {
             .expect("admin.token written at first start")
             .trim()
             .to_string();
+        let https = extra.windows(2).any(|w| w == ["--tls", "on"]);
+        let mut http = reqwest::Client::builder();
+        if https {
+            let pem = std::fs::read(data_dir.join("tls/ca.pem")).expect("the generated CA");
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
         let server = Server {
             child,
-            base: format!("http://{addr}"),
+            base: format!("{}://{addr}", if https { "https" } else { "http" }),
+            https,
             data_dir: data_dir.to_path_buf(),
             token,
-            http: reqwest::Client::new(),
+            http: http.build().unwrap(),
         };
         let (status, _) = server.call(Method::GET, "/healthz", None, None).await;
         assert_eq!(status, StatusCode::OK);
@@ -145,13 +173,28 @@ impl Server {
 
     /// Runs the `cpn` CLI against this server with the operator token.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(CPN)
-            .args(args)
+        let mut cmd = Command::new(CPN);
+        cmd.args(args)
             .env("CPN_SERVER", &self.base)
             .env("CPN_TOKEN", &self.token)
-            .current_dir(&self.data_dir)
-            .output()
-            .expect("run cpn")
+            .current_dir(&self.data_dir);
+        if self.https {
+            cmd.env("CPN_CA_FILE", self.data_dir.join("tls/ca.pem"));
+        }
+        cmd.output().expect("run cpn")
+    }
+
+    /// Issues a join token for a site, good for any number of nodes for an hour.
+    pub async fn join_token(&self, site: &str) -> String {
+        let (s, b) = self
+            .admin(
+                Method::POST,
+                &format!("/api/v1/sites/{site}/join-tokens"),
+                Some(serde_json::json!({"ttl_seconds": 3600})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        b["token"].as_str().expect("token").to_string()
     }
 
     /// Creates a user in a (possibly new) tenant and returns its login token.
@@ -220,18 +263,46 @@ pub async fn snapshot(server: &Server, kind: &str) -> Value {
 pub struct Agent(Child);
 
 impl Agent {
-    pub fn start(server: &str, token: &str, site: &str, name: &str, state: &Path) -> Agent {
+    /// `join` is a join token of the site (`Server::join_token`).
+    pub fn start(server: &str, join: &str, site: &str, name: &str, state: &Path) -> Agent {
         let child = Command::new(CPN)
             .args(["agent", "--server", server, "--site", site, "--name", name])
             .arg("--state-dir")
             .arg(state)
-            .env("CPN_TOKEN", token)
+            .env("CPN_JOIN_TOKEN", join)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn cpn agent");
         Agent(child)
+    }
+
+    /// Starts `cpn agent` with any arguments, its stderr to `log`.
+    pub fn start_args(args: &[&str], log: &Path) -> Agent {
+        let child = Command::new(CPN)
+            .arg("agent")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env_remove("CPN_SERVER")
+            .env_remove("CPN_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("agent log"))
+            .spawn()
+            .expect("spawn cpn agent");
+        Agent(child)
+    }
+
+    /// Waits up to `limit` for the agent to exit by itself.
+    pub async fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.try_wait().expect("agent status") {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
     }
 
     /// SIGKILL, as when its machine dies.
@@ -305,13 +376,8 @@ impl CrashSetup {
             .admin(Method::POST, "/api/v1/sites", Some(site("edge")))
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
-        let agent = Agent::start(
-            &server.base,
-            &server.token,
-            "edge",
-            "worker",
-            &dir.join("agent"),
-        );
+        let join = server.join_token("edge").await;
+        let agent = Agent::start(&server.base, &join, "edge", "worker", &dir.join("agent"));
         wait_nodes(&server, 1).await;
         CrashSetup {
             server,

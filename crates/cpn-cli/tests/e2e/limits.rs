@@ -288,7 +288,7 @@ async fn a_tenants_task_never_lands_on_another_tenants_private_site_and_sees_non
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let _private_agent = Agent::start(
         &server.base,
-        &server.token,
+        &server.join_token("alpha-private").await,
         "alpha-private",
         "vault",
         &dir.path().join("agent-private"),
@@ -345,7 +345,7 @@ async fn a_tenants_task_never_lands_on_another_tenants_private_site_and_sees_non
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let _public_agent = Agent::start(
         &server.base,
-        &server.token,
+        &server.join_token("commons").await,
         "commons",
         "shared",
         &dir.path().join("agent-public"),
@@ -408,7 +408,7 @@ async fn task_output_is_capped_per_attempt_with_one_marker() {
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let _agent = Agent::start(
         &server.base,
-        &server.token,
+        &server.join_token("edge").await,
         "edge",
         "worker",
         &dir.path().join("agent"),

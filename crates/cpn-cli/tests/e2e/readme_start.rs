@@ -105,18 +105,24 @@ async fn serve_with_no_flags_runs_the_tour_task_from_a_fresh_directory() {
 async fn agent_with_no_state_dir_flag_runs_a_task_from_a_fresh_directory() {
     let dir = tempfile::tempdir().unwrap();
     let (_serve, server) = serve_in(dir.path());
-    let token = std::fs::read_to_string(dir.path().join("cpn-data/admin.token"))
-        .expect("admin.token written at first start");
-    // The agent's own fresh directory, as on another machine.
+    // The operator issues a join token for the site, as the README shows.
+    let issued = cpn_in(
+        dir.path(),
+        &server,
+        None,
+        &["site", "join-token", "create", "zhongwei"],
+    );
+    assert!(issued.status.success(), "{issued:?}");
+    let join = String::from_utf8_lossy(&issued.stdout).trim().to_string();
+    // The agent's own fresh directory, as on another machine: the join token is all it needs.
     let agent_home = dir.path().join("gpu-07");
     std::fs::create_dir(&agent_home).unwrap();
     let agent = Command::new(CPN)
-        .args(["agent", "--server", &server, "--token", token.trim()])
-        .args([
-            "--site", "zhongwei", "--name", "gpu-07", "--label", "pool=a",
-        ])
+        .args(["agent", "--join", &join])
+        .args(["--name", "gpu-07", "--label", "pool=a"])
         .current_dir(&agent_home)
         .env_remove("CPN_TOKEN")
+        .env_remove("CPN_SERVER")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

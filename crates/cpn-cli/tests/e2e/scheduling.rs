@@ -415,14 +415,16 @@ async fn a_stored_policy_can_place_live_tasks_with_a_gpu_policy() {
     assert_eq!(s, StatusCode::CREATED, "{b}");
     // Two 4-GPU machines registered through the agent API (they never poll: the test looks
     // at bindings only).
+    let join = server.join_token("gpu-hall").await;
     for name in ["g1", "g2"] {
         let gpus: Vec<Value> = (0..4)
             .map(|i| json!({"index": i, "model": "A100", "memory_mib": 81920}))
             .collect();
         let (s, b) = server
-            .admin(
+            .call(
                 Method::POST,
                 "/api/v1/agents/register",
+                Some(&join),
                 Some(json!({"site": "gpu-hall", "name": name, "inventory": {
                     "hostname": name, "cpu_cores": 64, "memory_mib": 524288, "gpus": gpus}})),
             )

@@ -290,12 +290,13 @@ async fn a_killed_agents_tasks_are_rescheduled_to_the_other_agent_with_an_alarm(
         .admin(Method::POST, "/api/v1/sites", Some(site("edge")))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
+    let join = server.join_token("edge").await;
     let mut agents: HashMap<String, Agent> = HashMap::new();
     for name in ["a1", "a2"] {
         let state = dir.path().join(format!("agent-{name}"));
         agents.insert(
             name.to_string(),
-            Agent::start(&server.base, &server.token, "edge", name, &state),
+            Agent::start(&server.base, &join, "edge", name, &state),
         );
     }
     wait_nodes(&server, 2).await;

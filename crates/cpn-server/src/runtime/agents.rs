@@ -7,7 +7,7 @@
 
 use super::lifecycle::{self, Task};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Principal;
+use crate::join::{NodeCaller, Registrant};
 use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::Code;
@@ -15,21 +15,13 @@ use cpn_api_types::agent::*;
 use cpn_api_types::events::types;
 use cpn_api_types::tasks::{LogStream, TaskState};
 use cpn_model::Kind;
-use cpn_store::{NewEvent, NodePatch, NodeRegistration, TaskQuery, TaskRecord, TaskWrite};
+use cpn_store::{
+    NewEvent, NodeJoin, NodePatch, NodeRegistration, TaskQuery, TaskRecord, TaskWrite,
+};
 use std::time::{Duration, Instant};
 
 /// Longest long poll an agent may ask for.
 pub const MAX_WAIT_MS: u64 = 60_000;
-
-fn require_operator(who: &Principal) -> ApiResult<()> {
-    if who.is_operator() {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "agents authenticate as an operator: pass the token from <data-dir>/admin.token",
-        ))
-    }
-}
 
 pub fn node_event(node: &cpn_store::NodeRecord, severity: &str, message: String) -> NewEvent {
     NewEvent {
@@ -48,10 +40,9 @@ pub fn node_event(node: &cpn_store::NodeRecord, severity: &str, message: String)
 
 pub async fn register(
     state: &AppState,
-    who: &Principal,
+    who: Registrant,
     body: AgentRegister,
 ) -> ApiResult<AgentRegistered> {
-    require_operator(who)?;
     if body.name.trim().is_empty() {
         return Err(ApiError::field("name", "the node name must not be empty"));
     }
@@ -60,6 +51,14 @@ pub async fn register(
             "inventory.cpu_cores",
             "a node needs at least one CPU",
         ));
+    }
+    if let Registrant::Join { payload, .. } = &who
+        && payload.site != body.site
+    {
+        return Err(ApiError::forbidden(format!(
+            "this join token is for site {:?}, not {:?}",
+            payload.site, body.site
+        )));
     }
     let site = state
         .store
@@ -75,31 +74,69 @@ pub async fn register(
             )
         })?;
     let labels = body.labels.clone().into_iter().collect();
-    let node = state
-        .store
-        .register_node(
-            NodeRegistration {
-                id: format!("node-{}", uuid::Uuid::now_v7().simple()),
-                site_id: site.id.clone(),
-                site: site.name.clone(),
-                name: body.name.clone(),
-                executor: "agent".into(),
-                labels,
-                inventory: serde_json::to_value(&body.inventory)
-                    .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?,
-                now: Utc::now(),
-            },
-            Vec::new(),
-        )
-        .await?;
-    state
-        .store
-        .append_events(vec![node_event(
-            &node,
-            "info",
-            format!("node {}/{} registered by its agent", node.site, node.name),
-        )])
-        .await?;
+    let registration = NodeRegistration {
+        id: format!("node-{}", uuid::Uuid::now_v7().simple()),
+        site_id: site.id.clone(),
+        site: site.name.clone(),
+        name: body.name.clone(),
+        executor: "agent".into(),
+        labels,
+        inventory: serde_json::to_value(&body.inventory)
+            .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?,
+        now: Utc::now(),
+    };
+    let (node, credential) = match who {
+        Registrant::Join { secret_hash, .. } => {
+            let credential = crate::join::new_node_credential();
+            let joined = state
+                .store
+                .join_node(
+                    NodeJoin {
+                        secret_hash,
+                        registration,
+                        credential_hash: crate::extract::hash_token(&credential),
+                        events: Vec::new(),
+                    },
+                    Utc::now(),
+                )
+                .await?;
+            match joined {
+                Ok((node, _token)) => {
+                    state
+                        .store
+                        .append_events(vec![node_event(
+                            &node,
+                            "info",
+                            format!("node {}/{} joined with a join token", node.site, node.name),
+                        )])
+                        .await?;
+                    (node, Some(credential))
+                }
+                Err(refusal) => return Err(crate::join::refused(refusal)),
+            }
+        }
+        Registrant::Node(caller) => {
+            let mine = node_of(state, &caller.node_id).await?;
+            if mine.site_id != site.id || mine.name != body.name {
+                return Err(ApiError::forbidden(format!(
+                    "this credential belongs to node {}/{}, not {}/{}: join with a join token to register another node",
+                    mine.site, mine.name, body.site, body.name
+                )));
+            }
+            let node = state
+                .store
+                .register_node(
+                    registration,
+                    vec![node_event(
+                        &mine,
+                        "info",
+                        format!("node {}/{} registered by its agent", mine.site, mine.name),
+                    )],
+                )
+                .await?;
+            (node, None)
+        }
+    };
     state.runtime.events_written();
     state.runtime.with_live(&node.id, |l| {
         l.last_heartbeat = Instant::now();
@@ -112,6 +149,7 @@ pub async fn register(
         name: node.name,
         heartbeat_interval_ms: state.runtime.config.heartbeat_interval.as_millis() as u64,
         node_timeout_ms: state.runtime.config.node_timeout.as_millis() as u64,
+        credential,
     })
 }
 
@@ -126,11 +164,11 @@ async fn node_of(state: &AppState, node_id: &str) -> ApiResult<cpn_store::NodeRe
 
 pub async fn heartbeat(
     state: &AppState,
-    who: &Principal,
+    who: &NodeCaller,
     node_id: &str,
     body: Heartbeat,
 ) -> ApiResult<HeartbeatReply> {
-    require_operator(who)?;
+    who.check(node_id)?;
     let node = node_of(state, node_id).await?;
     let rt = &state.runtime;
     rt.with_live(node_id, |l| {
@@ -351,12 +389,12 @@ pub async fn apply_report(
 
 pub async fn report(
     state: &AppState,
-    who: &Principal,
+    who: &NodeCaller,
     node_id: &str,
     attempt_id: &str,
     mut body: AttemptReport,
 ) -> ApiResult<AttemptReply> {
-    require_operator(who)?;
+    who.check(node_id)?;
     node_of(state, node_id).await?;
     body.attempt_id = attempt_id.to_string();
     Ok(AttemptReply {
@@ -366,14 +404,14 @@ pub async fn report(
 
 pub async fn upload_log(
     state: &AppState,
-    who: &Principal,
+    who: &NodeCaller,
     node_id: &str,
     attempt_id: &str,
     stream: LogStream,
     offset: u64,
     bytes: &[u8],
 ) -> ApiResult<super::logs::Appended> {
-    require_operator(who)?;
+    who.check(node_id)?;
     if stream == LogStream::All {
         return Err(ApiError::bad_request("stream must be stdout or stderr"));
     }
@@ -387,7 +425,13 @@ pub async fn upload_log(
     if attempt == 0 || attempt > rec.attempt {
         return Err(ApiError::not_found("attempt", attempt_id));
     }
-    let _ = node_id;
+    // The current attempt's output comes only from the node it is bound to. (An earlier
+    // attempt's node is not recorded; its agent may still be shipping what it had.)
+    if attempt == rec.attempt && rec.node_id.as_deref() != Some(node_id) {
+        return Err(ApiError::forbidden(format!(
+            "attempt {attempt_id} does not run on node {node_id}"
+        )));
+    }
     state
         .runtime
         .logs
@@ -398,11 +442,11 @@ pub async fn upload_log(
 /// Work bound to the node and not yet started, plus attempts to kill.
 pub async fn assignments(
     state: &AppState,
-    who: &Principal,
+    who: &NodeCaller,
     node_id: &str,
     wait_ms: u64,
 ) -> ApiResult<Assignments> {
-    require_operator(who)?;
+    who.check(node_id)?;
     node_of(state, node_id).await?;
     let deadline = Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
     let wake = state.runtime.with_live(node_id, |l| l.wake.clone());
