@@ -63,8 +63,9 @@ fn next_backoff(b: Duration) -> Duration {
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        match Runner::open(&shared.config.state_dir) {
+        match Runner::open(&shared.config.state_dir, &shared.config.isolation) {
             Ok(r) => {
+                tracing::info!("{}", r.describe_isolation());
                 *shared.runner() = Some(r);
                 break;
             }
@@ -134,12 +135,14 @@ fn heartbeat_interval(r: &AgentRegistered) -> Duration {
 /// Registers until it succeeds; `None` when the agent stops first.
 async fn register(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Option<AgentRegistered> {
     let name = shared.config.name.clone().unwrap_or_else(host_name);
+    let mut inventory = tokio::task::spawn_blocking(inventory)
+        .await
+        .unwrap_or_default();
+    inventory.isolation = shared.runner().as_ref().map(Runner::isolation);
     let body = AgentRegister {
         site: shared.config.site.clone(),
         name,
-        inventory: tokio::task::spawn_blocking(inventory)
-            .await
-            .unwrap_or_default(),
+        inventory,
         labels: shared.config.labels.clone(),
     };
     let mut backoff = MIN_BACKOFF;
@@ -150,6 +153,13 @@ async fn register(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Option<A
         match shared.api.register(&body).await {
             Ok(r) => {
                 tracing::info!(node = %r.node_id, site = %r.site, name = %r.name, server = %shared.api.base(), "registered");
+                if let Some(runner) = shared.runner().as_mut() {
+                    runner.set_own_tenant(r.tenant.clone());
+                    let iso = runner.isolation();
+                    if !iso.uid_switch && !iso.single_user {
+                        tracing::warn!("{}", runner.describe_isolation());
+                    }
+                }
                 *lock(&shared.node) = Some(r.clone());
                 return Some(r);
             }

@@ -10,12 +10,14 @@ mod agent;
 mod client;
 mod error;
 mod inventory;
+pub mod isolation;
 mod metrics;
 mod procfs;
 pub mod runner;
 
 pub use error::AgentError;
 pub use inventory::{host_name, inventory};
+pub use isolation::IsolationConfig;
 pub use metrics::MetricsSampler;
 pub use runner::{Runner, Stream};
 
@@ -42,6 +44,8 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// How often running attempts are checked and their output shipped.
     pub log_poll: Duration,
+    /// How tasks are kept apart from the platform and each other.
+    pub isolation: IsolationConfig,
 }
 
 impl AgentConfig {
@@ -60,6 +64,7 @@ impl AgentConfig {
             state_dir: state_dir.into(),
             labels: BTreeMap::new(),
             log_poll: DEFAULT_LOG_POLL,
+            isolation: IsolationConfig::default(),
         }
     }
 }
