@@ -245,6 +245,13 @@ async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     .filter_map(|id| runner.running_report(id).into_iter().next())
                     .filter(|r| r.state == AttemptState::Running && r.pid.is_some())
                     .collect();
+                // The watch loop leaves these attempts alone while this report is in
+                // flight: no second Running, no output or end before it.
+                for r in &reports {
+                    if let Some(s) = runner.ship_state(&r.attempt_id) {
+                        s.running_in_flight = true;
+                    }
+                }
                 drop(guard);
                 if !reports.is_empty() {
                     let shared = shared.clone();
@@ -257,10 +264,9 @@ async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                         let mut guard = shared.runner();
                         let Some(runner) = guard.as_mut() else { return };
                         for (r, result) in reports.iter().zip(sent) {
-                            if result.is_ok()
-                                && let Some(s) = runner.ship_state(&r.attempt_id)
-                            {
-                                s.running_sent = true;
+                            if let Some(s) = runner.ship_state(&r.attempt_id) {
+                                s.running_in_flight = false;
+                                s.running_sent |= result.is_ok();
                             }
                         }
                     });
@@ -314,7 +320,10 @@ async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 let Some(ship) = runner.ship_state(&id) else {
                     continue;
                 };
-                if ship.final_sent || ship.next_try.is_some_and(|t| t > now) {
+                if ship.final_sent
+                    || ship.running_in_flight
+                    || ship.next_try.is_some_and(|t| t > now)
+                {
                     continue;
                 }
                 let ended = report.state != AttemptState::Running;

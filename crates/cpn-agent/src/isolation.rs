@@ -200,6 +200,11 @@ impl Isolation {
         }
     }
 
+    #[cfg(test)]
+    pub fn single_user_for_test(&mut self, on: bool) {
+        self.single_user = on;
+    }
+
     /// What the agent reports at registration.
     pub fn report(&self) -> NodeIsolation {
         let (mode, controllers) = match &self.cgroups {
@@ -560,7 +565,13 @@ fn detect_cgroups() -> Cgroups {
             continue;
         };
         let base = mnt.join("cpn");
-        if fs::create_dir_all(&base).is_ok() && base.join("cgroup.procs").exists() {
+        // Writable means the agent can make an attempt's cgroup there (the base may exist,
+        // made by another agent of another user).
+        let probe = base.join(format!(".probe-{}", std::process::id()));
+        let writable = fs::create_dir_all(&base).is_ok()
+            && fs::create_dir(&probe).is_ok()
+            && fs::remove_dir(&probe).is_ok();
+        if writable {
             bases.push((controller, base));
         }
     }

@@ -94,6 +94,8 @@ pub(crate) struct ShipState {
     /// Bytes of each stream the server has.
     pub offsets: [u64; 2],
     pub running_sent: bool,
+    /// The assignment loop is sending Running right now.
+    pub running_in_flight: bool,
     /// All output shipped after the end: the final report may go.
     pub logs_done: bool,
     pub final_sent: bool,
@@ -202,9 +204,11 @@ impl Runner {
         state_dir: impl AsRef<Path>,
         config: &IsolationConfig,
     ) -> Result<Runner, AgentError> {
-        let state_dir = state_dir.as_ref();
-        let isolation = Isolation::detect(config, state_dir)?;
-        Runner::open_with(state_dir, isolation)
+        // Absolute: the wrapper writes the exit file from inside the task's directory.
+        let state_dir = std::path::absolute(state_dir.as_ref())
+            .map_err(AgentError::io("resolving", state_dir.as_ref()))?;
+        let isolation = Isolation::detect(config, &state_dir)?;
+        Runner::open_with(&state_dir, isolation)
     }
 
     fn open_with(state_dir: &Path, isolation: Isolation) -> Result<Runner, AgentError> {
@@ -451,6 +455,10 @@ impl Runner {
                 tracing::info!(attempt = %id, pgid = pgid.as_raw(), "sending SIGKILL");
                 let _ = killpg(pgid, Signal::SIGKILL);
                 kill.sigkill_sent = true;
+            } else if kill.sigkill_sent {
+                // Processes born while the signal went round (a fork bomb) get it too.
+                let _ = killpg(pgid, Signal::SIGKILL);
+                isolation::kill_cgroups(&att.cgroups);
             }
             return false;
         }
@@ -937,6 +945,7 @@ fn sync_dir(dir: &Path) {
 mod tests {
     use super::*;
     use cpn_api_types::schedule::TaskResources;
+    use std::os::unix::fs::MetadataExt;
 
     fn assignment(id: &str, command: &[&str]) -> Assignment {
         Assignment {
@@ -1231,5 +1240,141 @@ mod tests {
         assert!(u.cpu_seconds > 0.0, "{u:?}");
         assert!(u.max_rss_mib > 0.0, "{u:?}");
         assert!(u.cpu_util_pct > 0.0 && u.cpu_util_pct.is_finite(), "{u:?}");
+    }
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    /// A work root tasks of other uids can reach (a tempdir is 0700).
+    fn open_work_root() -> (tempfile::TempDir, IsolationConfig) {
+        let t = tempfile::tempdir().unwrap();
+        fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let config = IsolationConfig {
+            work_root: Some(t.path().join("work")),
+            ..IsolationConfig::default()
+        };
+        (t, config)
+    }
+
+    #[test]
+    fn a_root_runner_runs_each_tenant_as_its_own_identity_with_a_clean_env() {
+        if !is_root() {
+            eprintln!("skipped: switching identities needs root");
+            return;
+        }
+        let state = tempfile::tempdir().unwrap();
+        let (_work, config) = open_work_root();
+        let mut runner = Runner::open(state.path(), &config).unwrap();
+        assert!(runner.isolation().uid_switch);
+        assert_eq!(
+            fs::metadata(state.path()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let script = "id -u; id -g; id -G; echo \"$HOME\"; pwd; env | cut -d= -f1 | sort | tr '\\n' ' '";
+        let mut a = assignment("i1", &["sh", "-c", script]);
+        a.tenant = "alpha".into();
+        a.env.insert("FOO".into(), "bar".into());
+        runner.start(&a).unwrap();
+        let mut b = assignment("i2", &["id", "-u"]);
+        b.tenant = "beta".into();
+        runner.start(&b).unwrap();
+        assert_eq!(wait_end(&mut runner, "i1", Duration::from_secs(10)).exit_code, Some(0));
+        assert_eq!(wait_end(&mut runner, "i2", Duration::from_secs(10)).exit_code, Some(0));
+        let out = fs::read_to_string(runner.output_path("i1", Stream::Stdout)).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        let uid: u32 = lines[0].parse().unwrap();
+        assert!(DEFAULT_TASK_UIDS_FOR_TEST.contains(&uid), "{out}");
+        assert_eq!(lines[1], lines[0], "gid = uid: {out}");
+        assert_eq!(lines[2], lines[0], "no supplementary groups: {out}");
+        let home = runner.work_dir("i1");
+        assert_eq!(lines[3], home.display().to_string());
+        assert_eq!(lines[4], home.display().to_string());
+        assert!(!home.starts_with(state.path()));
+        let meta = fs::metadata(&home).unwrap();
+        assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (uid, 0o700));
+        let keys: Vec<&str> = lines[5].split_whitespace().collect();
+        for k in &keys {
+            assert!(
+                ["PATH", "HOME", "PWD", "FOO", "CPN_TASK_ID", "CPN_ATTEMPT_ID", "CPN_ATTEMPT", "CPN_TENANT"]
+                    .contains(k),
+                "{k} leaked: {keys:?}"
+            );
+        }
+        let other: u32 = fs::read_to_string(runner.output_path("i2", Stream::Stdout))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_ne!(uid, other, "each tenant has an identity of its own");
+        // The same tenant keeps its identity across agent restarts.
+        runner.forget("i1");
+        assert!(!home.exists(), "a forgotten attempt's working directory goes");
+        drop(runner);
+        let mut runner = Runner::open(state.path(), &config).unwrap();
+        let mut c = assignment("i3", &["id", "-u"]);
+        c.tenant = "alpha".into();
+        runner.start(&c).unwrap();
+        wait_end(&mut runner, "i3", Duration::from_secs(10));
+        let again = fs::read_to_string(runner.output_path("i3", Stream::Stdout)).unwrap();
+        assert_eq!(again.trim(), uid.to_string());
+    }
+
+    const DEFAULT_TASK_UIDS_FOR_TEST: std::ops::RangeInclusive<u32> =
+        crate::isolation::DEFAULT_TASK_UIDS;
+
+    #[test]
+    fn over_its_memory_an_attempt_ends_with_oom_and_its_cgroups_go() {
+        if !is_root() {
+            eprintln!("skipped: cgroups need root");
+            return;
+        }
+        let state = tempfile::tempdir().unwrap();
+        let (_work, config) = open_work_root();
+        let mut runner = Runner::open(state.path(), &config).unwrap();
+        if runner.isolation().cgroups == cpn_api_types::agent::CgroupMode::None {
+            eprintln!("skipped: no writable cgroups here");
+            return;
+        }
+        let mut a = assignment("oom1", &["tail", "/dev/zero"]);
+        a.resources.memory_gib = 0.03;
+        runner.start(&a).unwrap();
+        let cgroups = runner.attempts["oom1"].cgroups.clone();
+        assert!(!cgroups.is_empty() && cgroups.iter().all(|c| c.is_dir()));
+        let r = wait_end(&mut runner, "oom1", Duration::from_secs(30));
+        assert_eq!(r.end_reason, Some(EndReason::Oom), "{r:?}");
+        runner.forget("oom1");
+        assert!(cgroups.iter().all(|c| !c.exists()), "{cgroups:?}");
+        // Within its memory, no such reason.
+        let mut ok = assignment("ok1", &["true"]);
+        ok.resources.memory_gib = 0.1;
+        runner.start(&ok).unwrap();
+        let r = wait_end(&mut runner, "ok1", Duration::from_secs(10));
+        assert_eq!((r.exit_code, r.end_reason), (Some(0), None));
+    }
+
+    #[test]
+    fn without_root_only_the_own_tenant_runs_unless_single_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut iso = Isolation::unenforced(dir.path().join("w"));
+        iso.single_user_for_test(false);
+        iso.set_own_tenant(Some("mine".into()));
+        assert_eq!(iso.identity_for("mine"), Ok(None));
+        let err = iso.identity_for("theirs").unwrap_err();
+        assert!(err.contains("not root") && err.contains("--single-user"), "{err}");
+        assert!(iso.describe().contains("only the agent's own tenant"), "{}", iso.describe());
+        iso.single_user_for_test(true);
+        assert_eq!(iso.identity_for("theirs"), Ok(None));
+    }
+
+    #[test]
+    fn a_work_root_inside_the_state_dir_is_refused() {
+        let state = tempfile::tempdir().unwrap();
+        let config = IsolationConfig {
+            work_root: Some(state.path().join("work")),
+            ..IsolationConfig::default()
+        };
+        let err = Runner::open(state.path(), &config).unwrap_err();
+        assert!(err.to_string().contains("must not contain each other"), "{err}");
     }
 }

@@ -48,6 +48,9 @@ pub struct ServeConfig {
     /// Run an agent in-process that registers this machine into the named site (created
     /// when missing), so the server runs tasks out of the box.
     pub local_agent: Option<String>,
+    /// How the local agent isolates tasks (the same rules as `cpn agent`; its state is
+    /// `data_dir/agent`, so its work root must lie elsewhere).
+    pub local_agent_isolation: cpn_agent::IsolationConfig,
 }
 
 /// The file where a running server writes the address it listens on (useful with port 0).
@@ -172,6 +175,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
                 config.data_dir.join("agent"),
             );
             agent.name = Some(local_node_name());
+            agent.isolation = config.local_agent_isolation.clone();
             eprintln!(
                 "local agent: this machine is node {:?} of site {site:?} (turn off with --no-local-agent)",
                 agent.name.as_deref().unwrap_or_default()

@@ -112,6 +112,7 @@ async fn operations_on_the_local_node() -> anyhow::Result<()> {
         sim_data_dir: None,
         runtime: Default::default(),
         local_agent: Some("local".into()),
+        local_agent_isolation: Default::default(),
     })
     .await?;
     let api = Api {
@@ -437,6 +438,7 @@ async fn operations_on_registry_resources() -> anyhow::Result<()> {
         sim_data_dir: None,
         runtime: Default::default(),
         local_agent: None,
+        local_agent_isolation: Default::default(),
     })
     .await?;
     let api = Api {

@@ -30,6 +30,7 @@ pub async fn registry(args: BenchRegistryArgs, token: Option<String>) -> Result<
                 sim_data_dir: None,
                 runtime: Default::default(),
                 local_agent: None,
+                local_agent_isolation: Default::default(),
             })
             .await?;
             let token = server.admin_token()?;

@@ -68,6 +68,7 @@ async fn server(local_agent: bool) -> Result<(cpn_server::RunningServer, tempfil
             node_timeout: Duration::from_secs(3600),
         },
         local_agent: local_agent.then(|| "local".to_string()),
+        local_agent_isolation: Default::default(),
     })
     .await?;
     Ok((server, dir))

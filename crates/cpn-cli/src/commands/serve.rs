@@ -29,6 +29,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             node_timeout: Duration::from_millis(args.node_timeout_ms.max(500)),
         },
         local_agent: (!args.no_local_agent).then_some(args.local_site),
+        local_agent_isolation: args.isolation.config(),
     })
     .await
 }

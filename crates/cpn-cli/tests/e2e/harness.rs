@@ -324,3 +324,12 @@ impl CrashSetup {
 fn as_strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
+
+/// A temporary directory every user may write: tasks run as their tenant's uid (the agent
+/// is root), so what a task writes for a test to check must lie somewhere they can reach.
+pub fn open_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}

@@ -7,6 +7,7 @@ mod auth;
 mod design;
 mod federation;
 mod flows;
+mod isolation;
 mod registry;
 mod restart;
 mod rules;
