@@ -102,7 +102,9 @@ enum Cgroups {
         controllers: Vec<&'static str>,
     },
     /// v1: one directory per controller and attempt.
-    V1 { bases: Vec<(&'static str, PathBuf)> },
+    V1 {
+        bases: Vec<(&'static str, PathBuf)>,
+    },
     None,
 }
 
@@ -235,12 +237,20 @@ impl Isolation {
             format!(
                 "not root: only the agent's own tenant's tasks run ({}); others fail to start \
                  (start as root, or with --single-user)",
-                self.own_tenant.as_deref().unwrap_or("known at registration")
+                self.own_tenant
+                    .as_deref()
+                    .unwrap_or("known at registration")
             )
         };
         let limits = match r.cgroups {
-            CgroupMode::None => "no writable cgroups: CPU, memory and process limits are NOT enforced".to_string(),
-            m => format!("limits by cgroup {} ({})", m.as_str(), r.controllers.join(", ")),
+            CgroupMode::None => {
+                "no writable cgroups: CPU, memory and process limits are NOT enforced".to_string()
+            }
+            m => format!(
+                "limits by cgroup {} ({})",
+                m.as_str(),
+                r.controllers.join(", ")
+            ),
         };
         format!(
             "isolation: {who}; {limits}; working directories under {}",
@@ -299,20 +309,17 @@ impl Isolation {
 
     /// Creates the attempt's working directory, owned by the identity, mode 0700.
     pub fn make_work_dir(&self, dir: &Path, who: Option<Identity>) -> Result<(), String> {
-        let fail = |e: std::io::Error| {
-            format!("cannot create working directory '{}': {e}", dir.display())
-        };
+        let fail =
+            |e: std::io::Error| format!("cannot create working directory '{}': {e}", dir.display());
         if dir.exists() {
             fs::remove_dir_all(dir).map_err(fail)?;
         }
-        fs::DirBuilder::new().mode(0o700).create(dir).map_err(fail)?;
-        if let Some(id) = who {
-            std::os::unix::fs::chown(
-                &dir,
-                Some(id.uid),
-                Some(id.gid),
-            )
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
             .map_err(fail)?;
+        if let Some(id) = who {
+            std::os::unix::fs::chown(&dir, Some(id.uid), Some(id.gid)).map_err(fail)?;
         }
         Ok(())
     }
@@ -376,7 +383,10 @@ impl Isolation {
                             if let Some(b) = mem_bytes {
                                 write(dir.join("memory.limit_in_bytes"), b.to_string())?;
                                 // Swap must not extend the limit where it is accounted.
-                                let _ = fs::write(dir.join("memory.memsw.limit_in_bytes"), b.to_string());
+                                let _ = fs::write(
+                                    dir.join("memory.memsw.limit_in_bytes"),
+                                    b.to_string(),
+                                );
                             }
                         }
                         "cpu" => {

@@ -251,7 +251,12 @@ impl Runner {
         }
         let mut att = Attempt::new(dir.clone());
         att.cgroups = fs::read_to_string(dir.join("cgroups"))
-            .map(|s| s.lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect())
+            .map(|s| {
+                s.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
             .unwrap_or_default();
         att.work_dir = read_trimmed(&dir.join("work_dir")).map(PathBuf::from);
         att.pid = read_trimmed(&dir.join("pid")).and_then(|s| s.parse().ok());
@@ -578,7 +583,12 @@ impl Runner {
             Some(att) => (att.cgroups.clone(), att.work_dir.clone()),
             None => (
                 fs::read_to_string(dir.join("cgroups"))
-                    .map(|s| s.lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect())
+                    .map(|s| {
+                        s.lines()
+                            .filter(|l| !l.is_empty())
+                            .map(PathBuf::from)
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 read_trimmed(&dir.join("work_dir")).map(PathBuf::from),
             ),
@@ -773,12 +783,8 @@ fn spawn(
             fs::write(&path, script)
                 .map_err(|e| format!("cannot write '{}': {e}", path.display()))?;
             if let Some(id) = who {
-                std::os::unix::fs::chown(
-                    &path,
-                    Some(id.uid),
-                    Some(id.gid),
-                )
-                .map_err(|e| format!("cannot hand '{}' to the task: {e}", path.display()))?;
+                std::os::unix::fs::chown(&path, Some(id.uid), Some(id.gid))
+                    .map_err(|e| format!("cannot hand '{}' to the task: {e}", path.display()))?;
             }
             vec!["/bin/sh".into(), path.into_os_string()]
         }
@@ -1271,7 +1277,8 @@ mod tests {
             fs::metadata(state.path()).unwrap().permissions().mode() & 0o777,
             0o700
         );
-        let script = "id -u; id -g; id -G; echo \"$HOME\"; pwd; env | cut -d= -f1 | sort | tr '\\n' ' '";
+        let script =
+            "id -u; id -g; id -G; echo \"$HOME\"; pwd; env | cut -d= -f1 | sort | tr '\\n' ' '";
         let mut a = assignment("i1", &["sh", "-c", script]);
         a.tenant = "alpha".into();
         a.env.insert("FOO".into(), "bar".into());
@@ -1279,8 +1286,14 @@ mod tests {
         let mut b = assignment("i2", &["id", "-u"]);
         b.tenant = "beta".into();
         runner.start(&b).unwrap();
-        assert_eq!(wait_end(&mut runner, "i1", Duration::from_secs(10)).exit_code, Some(0));
-        assert_eq!(wait_end(&mut runner, "i2", Duration::from_secs(10)).exit_code, Some(0));
+        assert_eq!(
+            wait_end(&mut runner, "i1", Duration::from_secs(10)).exit_code,
+            Some(0)
+        );
+        assert_eq!(
+            wait_end(&mut runner, "i2", Duration::from_secs(10)).exit_code,
+            Some(0)
+        );
         let out = fs::read_to_string(runner.output_path("i1", Stream::Stdout)).unwrap();
         let lines: Vec<&str> = out.lines().collect();
         let uid: u32 = lines[0].parse().unwrap();
@@ -1292,12 +1305,24 @@ mod tests {
         assert_eq!(lines[4], home.display().to_string());
         assert!(!home.starts_with(state.path()));
         let meta = fs::metadata(&home).unwrap();
-        assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (uid, 0o700));
+        assert_eq!(
+            (meta.uid(), meta.permissions().mode() & 0o777),
+            (uid, 0o700)
+        );
         let keys: Vec<&str> = lines[5].split_whitespace().collect();
         for k in &keys {
             assert!(
-                ["PATH", "HOME", "PWD", "FOO", "CPN_TASK_ID", "CPN_ATTEMPT_ID", "CPN_ATTEMPT", "CPN_TENANT"]
-                    .contains(k),
+                [
+                    "PATH",
+                    "HOME",
+                    "PWD",
+                    "FOO",
+                    "CPN_TASK_ID",
+                    "CPN_ATTEMPT_ID",
+                    "CPN_ATTEMPT",
+                    "CPN_TENANT"
+                ]
+                .contains(k),
                 "{k} leaked: {keys:?}"
             );
         }
@@ -1309,7 +1334,10 @@ mod tests {
         assert_ne!(uid, other, "each tenant has an identity of its own");
         // The same tenant keeps its identity across agent restarts.
         runner.forget("i1");
-        assert!(!home.exists(), "a forgotten attempt's working directory goes");
+        assert!(
+            !home.exists(),
+            "a forgotten attempt's working directory goes"
+        );
         drop(runner);
         let mut runner = Runner::open(state.path(), &config).unwrap();
         let mut c = assignment("i3", &["id", "-u"]);
@@ -1361,8 +1389,15 @@ mod tests {
         iso.set_own_tenant(Some("mine".into()));
         assert_eq!(iso.identity_for("mine"), Ok(None));
         let err = iso.identity_for("theirs").unwrap_err();
-        assert!(err.contains("not root") && err.contains("--single-user"), "{err}");
-        assert!(iso.describe().contains("only the agent's own tenant"), "{}", iso.describe());
+        assert!(
+            err.contains("not root") && err.contains("--single-user"),
+            "{err}"
+        );
+        assert!(
+            iso.describe().contains("only the agent's own tenant"),
+            "{}",
+            iso.describe()
+        );
         iso.single_user_for_test(true);
         assert_eq!(iso.identity_for("theirs"), Ok(None));
     }
@@ -1375,6 +1410,9 @@ mod tests {
             ..IsolationConfig::default()
         };
         let err = Runner::open(state.path(), &config).unwrap_err();
-        assert!(err.to_string().contains("must not contain each other"), "{err}");
+        assert!(
+            err.to_string().contains("must not contain each other"),
+            "{err}"
+        );
     }
 }

@@ -165,8 +165,7 @@ async fn runs_an_assignment_once_and_reports_it() {
     let open_dir = tempfile::tempdir().unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o777))
-            .unwrap();
+        std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     }
     let count = open_dir.path().join("count");
     state.lock().unwrap().assignment = Some(Assignment {

@@ -42,7 +42,8 @@ pub struct AgentArgs {
 #[derive(Debug, Clone, Args)]
 pub struct IsolationArgs {
     /// uids (and gids) for tenants' task identities when the agent runs as root, one per
-    /// tenant, kept stable on the node; no account or login shell is created for them.
+    /// tenant, kept stable in the state dir; no account or login shell is created for them.
+    /// Two agents on one host need ranges that do not overlap.
     #[arg(long, value_name = "FIRST-LAST", default_value = "61000-61999",
           value_parser = cpn_agent::isolation::parse_uid_range)]
     pub task_uid_range: std::ops::RangeInclusive<u32>,

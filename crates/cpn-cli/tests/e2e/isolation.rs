@@ -47,7 +47,10 @@ async fn wait_state(server: &Server, id: &str, states: &[&str], within: Duration
         if states.contains(&t["state"].as_str().unwrap_or_default()) {
             return t;
         }
-        assert!(Instant::now() < deadline, "not {states:?} in {within:?}: {t}");
+        assert!(
+            Instant::now() < deadline,
+            "not {states:?} in {within:?}: {t}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -133,7 +136,10 @@ async fn a_plain_users_task_cannot_read_the_platform_nor_another_tenant() {
     );
     let b_home_meta = std::fs::metadata(&b_home).unwrap();
     assert_eq!(b_home_meta.permissions().mode() & 0o777, 0o700);
-    assert_eq!(b_home_meta.uid().to_string(), b_uid.trim_start_matches("uid "));
+    assert_eq!(
+        b_home_meta.uid().to_string(),
+        b_uid.trim_start_matches("uid ")
+    );
 
     // Alice's task tries to read all of it.
     let targets = [
@@ -169,7 +175,11 @@ async fn a_plain_users_task_cannot_read_the_platform_nor_another_tenant() {
     assert_eq!(t["state"], "succeeded", "{t}");
     let out = stdout(&server, &a_id).await;
     for (name, path) in &targets {
-        assert!(path.exists(), "{} exists for the test to mean something", path.display());
+        assert!(
+            path.exists(),
+            "{} exists for the test to mean something",
+            path.display()
+        );
         assert!(
             out.lines().any(|l| l == format!("DENIED {name}")),
             "{name} must be denied:\n{out}"
@@ -183,7 +193,11 @@ async fn a_plain_users_task_cannot_read_the_platform_nor_another_tenant() {
         .expect("uid line");
     assert_ne!(a_uid, 0);
     assert!((61000..=61999).contains(&a_uid), "{a_uid}");
-    assert_ne!(format!("uid {a_uid}"), b_uid, "tenants get identities of their own");
+    assert_ne!(
+        format!("uid {a_uid}"),
+        b_uid,
+        "tenants get identities of their own"
+    );
     // None of the server's environment (the harness sets RUST_LOG for it).
     let env: Vec<&str> = out
         .lines()
@@ -204,7 +218,10 @@ async fn a_plain_users_task_cannot_read_the_platform_nor_another_tenant() {
     for k in &env {
         assert!(allowed.contains(k), "{k} leaked into the task: {env:?}");
     }
-    assert!(env.contains(&"CPN_TENANT") && env.contains(&"HOME"), "{env:?}");
+    assert!(
+        env.contains(&"CPN_TENANT") && env.contains(&"HOME"),
+        "{env:?}"
+    );
     assert!(out.contains("CPN_TENANT=alpha"), "{out}");
 
     // The node reports its enforcement; cpn node get shows it.
@@ -303,7 +320,10 @@ async fn a_task_over_its_memory_ends_oom_and_a_fork_bomb_is_contained() {
     .map(std::path::PathBuf::from)
     .find(|p| p.join("pids.max").exists());
     let Some(pids) = pids else {
-        panic!("no pids cgroup for the bomb: {}", task(&server, &bomb).await);
+        panic!(
+            "no pids cgroup for the bomb: {}",
+            task(&server, &bomb).await
+        );
     };
     let read = |f: &str| std::fs::read_to_string(pids.join(f)).unwrap_or_default();
     assert_eq!(read("pids.max").trim(), "64");
@@ -376,7 +396,15 @@ async fn an_agent_that_is_not_root_runs_only_its_own_tenants_tasks() {
     let mut agent = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(&bin)
-        .args(["agent", "--server", &server.base, "--site", "plain", "--name", "nobody"])
+        .args([
+            "agent",
+            "--server",
+            &server.base,
+            "--site",
+            "plain",
+            "--name",
+            "nobody",
+        ])
         .arg("--state-dir")
         .arg(&state)
         .arg("--work-root")
@@ -408,11 +436,23 @@ async fn an_agent_that_is_not_root_runs_only_its_own_tenants_tasks() {
                "resources": {"cpu_cores": 0.1, "memory_gib": 0.1}}),
     )
     .await;
-    let t = wait_state(&server, &mine, &["succeeded", "failed"], Duration::from_secs(60)).await;
+    let t = wait_state(
+        &server,
+        &mine,
+        &["succeeded", "failed"],
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(t["state"], "succeeded", "{own}: {t}");
     // (The log "65534\n" reads back as a JSON number: compare the text.)
     assert_eq!(stdout(&server, &mine).await.trim(), "65534");
-    let t = wait_state(&server, &theirs, &["succeeded", "failed"], Duration::from_secs(60)).await;
+    let t = wait_state(
+        &server,
+        &theirs,
+        &["succeeded", "failed"],
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(t["state"], "failed", "{t}");
     let reason = t["reason"].as_str().unwrap_or_default();
     assert!(
@@ -422,6 +462,9 @@ async fn an_agent_that_is_not_root_runs_only_its_own_tenants_tasks() {
     let _ = agent.kill();
     let _ = agent.wait();
     let said = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(said.contains("not root"), "the agent says so at start:\n{said}");
+    assert!(
+        said.contains("not root"),
+        "the agent says so at start:\n{said}"
+    );
     assert_eq!(mode(&state), 0o700);
 }
