@@ -319,7 +319,7 @@ impl Isolation {
             .create(dir)
             .map_err(fail)?;
         if let Some(id) = who {
-            std::os::unix::fs::chown(&dir, Some(id.uid), Some(id.gid)).map_err(fail)?;
+            std::os::unix::fs::chown(dir, Some(id.uid), Some(id.gid)).map_err(fail)?;
         }
         Ok(())
     }
@@ -348,7 +348,7 @@ impl Isolation {
         resources: &TaskResources,
     ) -> Result<Vec<PathBuf>, String> {
         let mem_bytes = (resources.memory_gib > 0.0)
-            .then(|| (resources.memory_gib * 1024.0 * 1024.0 * 1024.0) as u64)
+            .then_some((resources.memory_gib * 1024.0 * 1024.0 * 1024.0) as u64)
             .map(|b| b.max(4 * 1024 * 1024));
         let cpu_quota = (resources.cpu_cores > 0.0)
             .then(|| ((resources.cpu_cores * CPU_PERIOD_US as f64) as u64).max(1000));
