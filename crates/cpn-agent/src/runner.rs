@@ -524,6 +524,10 @@ impl Runner {
             usage: att.usage(),
             end_reason: oom.then_some(EndReason::Oom),
         };
+        // Empty once its processes are gone; one still exiting leaves it to `forget`.
+        if isolation::remove_cgroups(&att.cgroups) {
+            att.cgroups.clear();
+        }
         tracing::info!(attempt = %id, state = ?state, exit_code, "attempt ended");
         if let Ok(json) = serde_json::to_vec_pretty(&report) {
             let _ = write_durable(&att.dir.join("final.json"), &json);

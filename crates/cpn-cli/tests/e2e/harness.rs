@@ -10,6 +10,8 @@ pub const CPN: &str = env!("CARGO_BIN_EXE_cpn");
 
 pub struct Server {
     child: Child,
+    /// The local agent's work root (tasks' directories), removed with the test.
+    _work: tempfile::TempDir,
     pub base: String,
     pub data_dir: PathBuf,
     pub token: String,
@@ -33,11 +35,14 @@ impl Server {
         } else {
             vec!["--listen", "127.0.0.1:0"]
         };
+        let work = open_dir();
         cmd.arg("serve")
             .args(listen)
             .args(extra)
             .arg("--data-dir")
             .arg(data_dir)
+            .arg("--work-root")
+            .arg(work.path().join("work"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -64,6 +69,7 @@ impl Server {
             .to_string();
         let server = Server {
             child,
+            _work: work,
             base: format!("http://{addr}"),
             data_dir: data_dir.to_path_buf(),
             token,
@@ -211,22 +217,25 @@ pub async fn snapshot(server: &Server, kind: &str) -> Value {
     b["items"].clone()
 }
 
-/// A real `cpn agent` process, killed when dropped.
-pub struct Agent(Child);
+/// A real `cpn agent` process, killed when dropped; its tasks' directories go with it.
+pub struct Agent(Child, tempfile::TempDir);
 
 impl Agent {
     pub fn start(server: &str, token: &str, site: &str, name: &str, state: &Path) -> Agent {
+        let work = open_dir();
         let child = Command::new(CPN)
             .args(["agent", "--server", server, "--site", site, "--name", name])
             .arg("--state-dir")
             .arg(state)
+            .arg("--work-root")
+            .arg(work.path().join("work"))
             .env("CPN_TOKEN", token)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn cpn agent");
-        Agent(child)
+        Agent(child, work)
     }
 
     /// SIGKILL, as when its machine dies.
