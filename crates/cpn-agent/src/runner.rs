@@ -396,6 +396,15 @@ impl Runner {
                 ended.push(id);
             }
         }
+        // Cgroups whose last processes were still exiting at the end go once empty.
+        for att in self.attempts.values_mut() {
+            if att.end.is_some()
+                && !att.cgroups.is_empty()
+                && isolation::remove_cgroups(&att.cgroups)
+            {
+                att.cgroups.clear();
+            }
+        }
         // Stopped attempts are forgotten as soon as they are gone.
         let discard: Vec<String> = self
             .attempts

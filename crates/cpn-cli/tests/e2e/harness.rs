@@ -218,7 +218,10 @@ pub async fn snapshot(server: &Server, kind: &str) -> Value {
 }
 
 /// A real `cpn agent` process, killed when dropped; its tasks' directories go with it.
-pub struct Agent(Child, tempfile::TempDir);
+pub struct Agent {
+    child: Child,
+    _work: tempfile::TempDir,
+}
 
 impl Agent {
     pub fn start(server: &str, token: &str, site: &str, name: &str, state: &Path) -> Agent {
@@ -235,13 +238,13 @@ impl Agent {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn cpn agent");
-        Agent(child, work)
+        Agent { child, _work: work }
     }
 
     /// SIGKILL, as when its machine dies.
     pub fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
