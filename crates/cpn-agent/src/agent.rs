@@ -86,8 +86,9 @@ fn next_backoff(b: Duration) -> Duration {
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        match Runner::open(&shared.config.state_dir) {
+        match Runner::open(&shared.config.state_dir, &shared.config.isolation) {
             Ok(r) => {
+                tracing::info!("{}", r.describe_isolation());
                 *shared.runner() = Some(r);
                 break;
             }
@@ -160,12 +161,14 @@ fn heartbeat_interval(r: &AgentRegistered) -> Duration {
 /// Registers until it succeeds; `None` when the agent stops first.
 async fn register(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Option<AgentRegistered> {
     let name = shared.config.name.clone().unwrap_or_else(host_name);
+    let mut inventory = tokio::task::spawn_blocking(inventory)
+        .await
+        .unwrap_or_default();
+    inventory.isolation = shared.runner().as_ref().map(Runner::isolation);
     let body = AgentRegister {
         site: shared.config.site.clone(),
         name,
-        inventory: tokio::task::spawn_blocking(inventory)
-            .await
-            .unwrap_or_default(),
+        inventory,
         labels: shared.config.labels.clone(),
     };
     let state_dir = &shared.config.state_dir;
@@ -214,6 +217,13 @@ async fn register(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Option<A
                     return None;
                 }
                 tracing::info!(node = %r.node_id, site = %r.site, name = %r.name, server = %shared.api.base(), "registered");
+                if let Some(runner) = shared.runner().as_mut() {
+                    runner.set_own_tenant(r.tenant.clone());
+                    let iso = runner.isolation();
+                    if !iso.uid_switch && !iso.single_user {
+                        tracing::warn!("{}", runner.describe_isolation());
+                    }
+                }
                 *lock(&shared.node) = Some(r.clone());
                 return Some(r);
             }
@@ -318,6 +328,13 @@ async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     .filter_map(|id| runner.running_report(id).into_iter().next())
                     .filter(|r| r.state == AttemptState::Running && r.pid.is_some())
                     .collect();
+                // The watch loop leaves these attempts alone while this report is in
+                // flight: no second Running, no output or end before it.
+                for r in &reports {
+                    if let Some(s) = runner.ship_state(&r.attempt_id) {
+                        s.running_in_flight = true;
+                    }
+                }
                 drop(guard);
                 if !reports.is_empty() {
                     let shared = shared.clone();
@@ -330,10 +347,9 @@ async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                         let mut guard = shared.runner();
                         let Some(runner) = guard.as_mut() else { return };
                         for (r, result) in reports.iter().zip(sent) {
-                            if result.is_ok()
-                                && let Some(s) = runner.ship_state(&r.attempt_id)
-                            {
-                                s.running_sent = true;
+                            if let Some(s) = runner.ship_state(&r.attempt_id) {
+                                s.running_in_flight = false;
+                                s.running_sent |= result.is_ok();
                             }
                         }
                     });
@@ -388,7 +404,10 @@ async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 let Some(ship) = runner.ship_state(&id) else {
                     continue;
                 };
-                if ship.final_sent || ship.next_try.is_some_and(|t| t > now) {
+                if ship.final_sent
+                    || ship.running_in_flight
+                    || ship.next_try.is_some_and(|t| t > now)
+                {
                     continue;
                 }
                 let ended = report.state != AttemptState::Running;

@@ -27,6 +27,9 @@ pub enum AgentError {
         status: u16,
         body: String,
     },
+    /// The host cannot isolate tasks as configured (the message says what to change).
+    #[error("{0}")]
+    Isolation(String),
     #[error("the server does not know node {0}")]
     UnknownNode(String),
     #[error("bad reply from {url}: {source}")]

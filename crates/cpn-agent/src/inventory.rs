@@ -42,6 +42,8 @@ pub fn inventory() -> NodeInventory {
         disks: disks(),
         gpus: gpus(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        // Filled by the agent from its runner, which found it at start.
+        isolation: None,
     }
 }
 

@@ -11,6 +11,7 @@ mod client;
 mod credential;
 mod error;
 mod inventory;
+pub mod isolation;
 mod metrics;
 mod procfs;
 pub mod runner;
@@ -20,6 +21,7 @@ pub use credential::{
 };
 pub use error::AgentError;
 pub use inventory::{host_name, inventory};
+pub use isolation::IsolationConfig;
 pub use metrics::MetricsSampler;
 pub use runner::{Runner, Stream};
 
@@ -54,6 +56,8 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// How often running attempts are checked and their output shipped.
     pub log_poll: Duration,
+    /// How tasks are kept apart from the platform and each other.
+    pub isolation: IsolationConfig,
 }
 
 impl AgentConfig {
@@ -74,6 +78,7 @@ impl AgentConfig {
             state_dir: state_dir.into(),
             labels: BTreeMap::new(),
             log_poll: DEFAULT_LOG_POLL,
+            isolation: IsolationConfig::default(),
         }
     }
 

@@ -9,15 +9,23 @@
 //!   process's start time in `/proc`, tells a reused pid apart);
 //! - `exit`: the exit code, written by the wrapper shell when the task ends;
 //! - `final.json`: the final report once the agent has seen the end;
-//! - `script.sh` (script tasks) and `work/` (the default working directory).
+//! - `script.sh` (script tasks), `cgroups` (the attempt's cgroup directories, one a line)
+//!   and `work_dir` (its working directory, outside the state directory: see
+//!   [`crate::isolation`]).
+//!
+//! The state directory is 0700: tasks, which run as other identities when the agent is
+//! root, cannot read it, nor each other's output.
 //!
 //! Forgotten attempts leave a tombstone in `{state_dir}/forgotten/` so that a re-sent
 //! assignment is not run again.
 
 use crate::error::AgentError;
+use crate::isolation::{self, DEFAULT_PATH, Isolation, IsolationConfig};
 use crate::procfs::{self, GroupStat};
 use chrono::{DateTime, Utc};
-use cpn_api_types::agent::{Assignment, AttemptReport, AttemptState, AttemptUsage};
+use cpn_api_types::agent::{
+    Assignment, AttemptReport, AttemptState, AttemptUsage, EndReason, NodeIsolation,
+};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -31,10 +39,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-/// The wrapper: runs the task's argv (`"$@"`) and records its exit status in
-/// `$CPN_EXIT_FILE`, using shell builtins only (the task's PATH may lack `mv`). A reader
-/// takes the file as complete once it ends with a newline.
-const WRAPPER: &str = r#"code=0; "$@" || code=$?; echo "$code" > "$CPN_EXIT_FILE""#;
+/// The wrapper, `sh -c WRAPPER cpn-task EXIT_FILE CGROUP_DIR... -- ARGV...`: joins the
+/// attempt's cgroups, runs the task's argv and records its exit status in EXIT_FILE, using
+/// shell builtins only (the task's PATH may lack `mv`). A reader takes the file as complete
+/// once it ends with a newline.
+///
+/// Why a wrapper rather than `pre_exec` (the workspace forbids `unsafe`): the wrapper stays
+/// the agent's user (root) while the task runs, so it can join the cgroups *before* the
+/// task exists (every process the task makes is born inside them) and write the exit file
+/// into the state directory that the task itself cannot reach. The task drops to its
+/// tenant's identity through `setpriv` (util-linux), which execs, so the exit status the
+/// wrapper sees is the task's own. Nothing is passed through the environment: it is the
+/// task's.
+const WRAPPER: &str = r#"exit_file=$1; shift
+while [ "$1" != -- ]; do
+  echo $$ > "$1/cgroup.procs" || { echo "cpn: cannot join the cgroup $1" >&2; echo 125 > "$exit_file"; exit 125; }
+  shift
+done
+shift
+code=0; "$@" || code=$?; echo "$code" > "$exit_file""#;
 
 /// How long a stopped attempt gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -71,6 +94,8 @@ pub(crate) struct ShipState {
     /// Bytes of each stream the server has.
     pub offsets: [u64; 2],
     pub running_sent: bool,
+    /// The assignment loop is sending Running right now.
+    pub running_in_flight: bool,
     /// All output shipped after the end: the final report may go.
     pub logs_done: bool,
     pub final_sent: bool,
@@ -88,6 +113,10 @@ struct Kill {
 #[derive(Debug)]
 struct Attempt {
     dir: PathBuf,
+    /// The attempt's cgroup directories (empty without cgroups), removed when forgotten.
+    cgroups: Vec<PathBuf>,
+    /// The working directory made for it, removed when forgotten.
+    work_dir: Option<PathBuf>,
     /// The wrapper shell, when this runner spawned it (not after a re-adoption).
     child: Option<Child>,
     /// Pid of the wrapper shell, which is also the process group id.
@@ -109,6 +138,8 @@ impl Attempt {
     fn new(dir: PathBuf) -> Self {
         Attempt {
             dir,
+            cgroups: Vec::new(),
+            work_dir: None,
             child: None,
             pid: None,
             pid_start: None,
@@ -161,14 +192,27 @@ pub struct Runner {
     zombies: Vec<Child>,
     clk_tck: f64,
     page_size: u64,
+    isolation: Isolation,
 }
 
 impl Runner {
-    /// Opens (creating it if needed) the state directory and re-adopts every attempt found
-    /// there: one with an `exit` file has ended, one whose process is alive runs, any other
-    /// ended while no agent was watching.
-    pub fn open(state_dir: impl AsRef<Path>) -> Result<Runner, AgentError> {
-        let state_dir = state_dir.as_ref();
+    /// Opens (creating it if needed, mode 0700) the state directory, finds how this host
+    /// isolates tasks ([`crate::isolation`]) and re-adopts every attempt found there: one
+    /// with an `exit` file has ended, one whose process is alive runs, any other ended
+    /// while no agent was watching.
+    pub fn open(
+        state_dir: impl AsRef<Path>,
+        config: &IsolationConfig,
+    ) -> Result<Runner, AgentError> {
+        // Absolute: the wrapper writes the exit file from inside the task's directory.
+        let state_dir = std::path::absolute(state_dir.as_ref())
+            .map_err(AgentError::io("resolving", state_dir.as_ref()))?;
+        let isolation = Isolation::detect(config, &state_dir)?;
+        Runner::open_with(&state_dir, isolation)
+    }
+
+    fn open_with(state_dir: &Path, isolation: Isolation) -> Result<Runner, AgentError> {
+        private_dir(state_dir)?;
         let attempts_dir = state_dir.join("attempts");
         let forgotten_dir = state_dir.join("forgotten");
         for d in [&attempts_dir, &forgotten_dir] {
@@ -181,6 +225,7 @@ impl Runner {
             zombies: Vec::new(),
             clk_tck: procfs::clock_ticks(),
             page_size: procfs::page_size(),
+            isolation,
         };
         runner.prune_tombstones();
         let entries = fs::read_dir(&runner.attempts_dir)
@@ -205,6 +250,15 @@ impl Runner {
             return;
         }
         let mut att = Attempt::new(dir.clone());
+        att.cgroups = fs::read_to_string(dir.join("cgroups"))
+            .map(|s| {
+                s.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        att.work_dir = read_trimmed(&dir.join("work_dir")).map(PathBuf::from);
         att.pid = read_trimmed(&dir.join("pid")).and_then(|s| s.parse().ok());
         att.pid_start = read_trimmed(&dir.join("pid_start")).and_then(|s| s.parse().ok());
         // Found ended: its final report goes without a Running first.
@@ -298,8 +352,10 @@ impl Runner {
         write_durable(&dir.join("assignment.json"), &json)?;
         sync_dir(&self.attempts_dir);
 
-        self.attempts.insert(id.clone(), Attempt::new(dir.clone()));
-        match spawn(a, &dir) {
+        let mut att = Attempt::new(dir.clone());
+        let spawned = spawn(a, &dir, &mut self.isolation, &mut att);
+        self.attempts.insert(id.clone(), att);
+        match spawned {
             Ok((child, started_at)) => {
                 let att = self.attempts.get_mut(&id).expect("just inserted");
                 att.pid = Some(child.id());
@@ -338,6 +394,15 @@ impl Runner {
         for id in ids {
             if self.poll_one(&id, &groups) {
                 ended.push(id);
+            }
+        }
+        // Cgroups whose last processes were still exiting at the end go once empty.
+        for att in self.attempts.values_mut() {
+            if att.end.is_some()
+                && !att.cgroups.is_empty()
+                && isolation::remove_cgroups(&att.cgroups)
+            {
+                att.cgroups.clear();
             }
         }
         // Stopped attempts are forgotten as soon as they are gone.
@@ -404,6 +469,10 @@ impl Runner {
                 tracing::info!(attempt = %id, pgid = pgid.as_raw(), "sending SIGKILL");
                 let _ = killpg(pgid, Signal::SIGKILL);
                 kill.sigkill_sent = true;
+            } else if kill.sigkill_sent {
+                // Processes born while the signal went round (a fork bomb) get it too.
+                let _ = killpg(pgid, Signal::SIGKILL);
+                isolation::kill_cgroups(&att.cgroups);
             }
             return false;
         }
@@ -450,6 +519,9 @@ impl Runner {
         let Some(att) = self.attempts.get_mut(id) else {
             return;
         };
+        // Whatever is left in its cgroups goes with it (processes that left the group too).
+        isolation::kill_cgroups(&att.cgroups);
+        let oom = state != AttemptState::FailedToStart && isolation::oom_killed(&att.cgroups);
         let report = AttemptReport {
             attempt_id: id.to_string(),
             state,
@@ -459,7 +531,12 @@ impl Runner {
             finished_at: Some(Utc::now()),
             error,
             usage: att.usage(),
+            end_reason: oom.then_some(EndReason::Oom),
         };
+        // Empty once its processes are gone; one still exiting leaves it to `forget`.
+        if isolation::remove_cgroups(&att.cgroups) {
+            att.cgroups.clear();
+        }
         tracing::info!(attempt = %id, state = ?state, exit_code, "attempt ended");
         if let Ok(json) = serde_json::to_vec_pretty(&report) {
             let _ = write_durable(&att.dir.join("final.json"), &json);
@@ -512,17 +589,47 @@ impl Runner {
         {
             return;
         }
-        if let Some(mut att) = self.attempts.remove(attempt_id)
+        let dir = self.attempt_dir(attempt_id);
+        let held = self.attempts.remove(attempt_id);
+        // A stop that found no attempt held still cleans what a crashed start left.
+        let (cgroups, work_dir) = match &held {
+            Some(att) => (att.cgroups.clone(), att.work_dir.clone()),
+            None => (
+                fs::read_to_string(dir.join("cgroups"))
+                    .map(|s| {
+                        s.lines()
+                            .filter(|l| !l.is_empty())
+                            .map(PathBuf::from)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                read_trimmed(&dir.join("work_dir")).map(PathBuf::from),
+            ),
+        };
+        if let Some(mut att) = held
             && let Some(mut child) = att.child.take()
             && !matches!(child.try_wait(), Ok(Some(_)))
         {
             self.zombies.push(child);
         }
+        isolation::kill_cgroups(&cgroups);
+        if !isolation::remove_cgroups(&cgroups) {
+            // Processes still exiting: give them a moment, then try once more.
+            std::thread::sleep(Duration::from_millis(20));
+            if !isolation::remove_cgroups(&cgroups) {
+                tracing::warn!(attempt = %attempt_id, "cannot remove the attempt's cgroups (busy)");
+            }
+        }
+        if let Some(w) = work_dir
+            && let Err(e) = fs::remove_dir_all(&w)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %w.display(), error = %e, "cannot remove an attempt's working directory");
+        }
         let tomb = self.forgotten_dir.join(attempt_id);
         if let Err(e) = fs::write(&tomb, b"") {
             tracing::warn!(path = %tomb.display(), error = %e, "cannot write a tombstone");
         }
-        let dir = self.attempt_dir(attempt_id);
         if let Err(e) = fs::remove_dir_all(&dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -580,6 +687,39 @@ impl Runner {
     pub fn output_path(&self, attempt_id: &str, stream: Stream) -> PathBuf {
         self.attempt_dir(attempt_id).join(stream.name())
     }
+
+    /// The enforcement active on this node, as registration reports it.
+    pub fn isolation(&self) -> NodeIsolation {
+        self.isolation.report()
+    }
+
+    /// One line saying how tasks are isolated here.
+    pub fn describe_isolation(&self) -> String {
+        self.isolation.describe()
+    }
+
+    /// The tenant of the agent's credential: an agent that cannot switch identities runs
+    /// only this tenant's tasks (unless single-user).
+    pub fn set_own_tenant(&mut self, tenant: Option<String>) {
+        self.isolation.set_own_tenant(tenant);
+    }
+
+    /// The working directory of an attempt (whether or not it exists).
+    pub fn work_dir(&self, attempt_id: &str) -> PathBuf {
+        self.isolation.work_dir(attempt_id)
+    }
+}
+
+/// Creates a directory with mode 0700, or tightens an existing one to it.
+fn private_dir(dir: &Path) -> Result<(), AgentError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(AgentError::io("creating", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(AgentError::io("chmod 0700", dir))
 }
 
 fn running_report(id: &str, att: &Attempt) -> AttemptReport {
@@ -592,6 +732,7 @@ fn running_report(id: &str, att: &Attempt) -> AttemptReport {
         finished_at: None,
         error: None,
         usage: att.usage(),
+        end_reason: None,
     }
 }
 
@@ -611,9 +752,27 @@ fn valid_id(id: &str) -> Result<(), AgentError> {
     }
 }
 
-/// Spawns the attempt's wrapper in its own process group, output to the attempt's files.
-/// The error is the text of a `FailedToStart` report.
-fn spawn(a: &Assignment, dir: &Path) -> Result<(Child, DateTime<Utc>), String> {
+/// Spawns the attempt's wrapper in its own process group, output to the attempt's files,
+/// as the tenant's identity, in the attempt's cgroups and working directory, with a clean
+/// environment (see [`crate::isolation`]). What it sets up is recorded in `att` (and in
+/// files beside the assignment) as it goes, so that a failed start is cleaned up too. The
+/// error is the text of a `FailedToStart` report.
+fn spawn(
+    a: &Assignment,
+    dir: &Path,
+    iso: &mut Isolation,
+    att: &mut Attempt,
+) -> Result<(Child, DateTime<Utc>), String> {
+    for key in a.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(format!("invalid environment variable name {key:?}"));
+        }
+    }
+    let who = iso.identity_for(&a.tenant)?;
+    let home = iso.work_dir(&a.attempt_id);
+    let _ = fs::write(dir.join("work_dir"), format!("{}\n", home.display()));
+    att.work_dir = Some(home.clone());
+    iso.make_work_dir(&home, who)?;
     let workdir = match &a.workdir {
         Some(w) => {
             let w = PathBuf::from(w);
@@ -625,34 +784,42 @@ fn spawn(a: &Assignment, dir: &Path) -> Result<(Child, DateTime<Utc>), String> {
             }
             w
         }
-        None => {
-            let w = dir.join("work");
-            fs::create_dir_all(&w)
-                .map_err(|e| format!("cannot create working directory '{}': {e}", w.display()))?;
-            w
-        }
+        None => home.clone(),
     };
-    for key in a.env.keys() {
-        if key.is_empty() || key.contains('=') || key.contains('\0') {
-            return Err(format!("invalid environment variable name {key:?}"));
-        }
-    }
     let mut argv: Vec<OsString> = match (&a.script, a.command.is_empty()) {
         (Some(script), _) => {
-            let path = dir.join("script.sh");
+            let record = dir.join("script.sh");
+            fs::write(&record, script)
+                .map_err(|e| format!("cannot write '{}': {e}", record.display()))?;
+            // The task reads its script from its own directory: the state dir is not its.
+            let path = home.join(".cpn-script.sh");
             fs::write(&path, script)
                 .map_err(|e| format!("cannot write '{}': {e}", path.display()))?;
+            if let Some(id) = who {
+                std::os::unix::fs::chown(&path, Some(id.uid), Some(id.gid))
+                    .map_err(|e| format!("cannot hand '{}' to the task: {e}", path.display()))?;
+            }
             vec!["/bin/sh".into(), path.into_os_string()]
         }
         (None, false) => a.command.iter().map(OsString::from).collect(),
         (None, true) => return Err("the assignment has neither a command nor a script".into()),
     };
-    let path_var = a
-        .env
-        .get("PATH")
-        .map(OsString::from)
-        .or_else(|| std::env::var_os("PATH"));
-    argv[0] = resolve_program(&argv[0], path_var.as_deref(), &workdir)?.into_os_string();
+    let path_var = OsString::from(a.env.get("PATH").map_or(DEFAULT_PATH, String::as_str));
+    argv[0] = resolve_program(&argv[0], Some(&path_var), &workdir)?.into_os_string();
+
+    let cgroups = iso.make_cgroups(&a.attempt_id, &a.resources);
+    // Recorded before checking, so that a partial set is removed with the attempt.
+    att.cgroups = match &cgroups {
+        Ok(c) => c.clone(),
+        Err(_) => Vec::new(),
+    };
+    let listed: String = att
+        .cgroups
+        .iter()
+        .map(|c| format!("{}\n", c.display()))
+        .collect();
+    let _ = fs::write(dir.join("cgroups"), listed);
+    let cgroups = cgroups?;
 
     let open = |name: &str| {
         OpenOptions::new()
@@ -666,13 +833,21 @@ fn spawn(a: &Assignment, dir: &Path) -> Result<(Child, DateTime<Utc>), String> {
     cmd.arg("-c")
         .arg(WRAPPER)
         .arg("cpn-task")
+        .arg(dir.join("exit"))
+        .args(&cgroups)
+        .arg("--")
+        .args(iso.drop_to(who))
         .args(&argv)
         .current_dir(&workdir)
+        // Nothing of the agent's environment reaches the task.
+        .env_clear()
+        .env("PATH", DEFAULT_PATH)
+        .env("HOME", &home)
         .envs(&a.env)
         .env("CPN_TASK_ID", &a.task_id)
         .env("CPN_ATTEMPT_ID", &a.attempt_id)
         .env("CPN_ATTEMPT", a.attempt.to_string())
-        .env("CPN_EXIT_FILE", dir.join("exit"))
+        .env("CPN_TENANT", &a.tenant)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
@@ -765,7 +940,7 @@ fn process_alive(pid: u32, start: Option<u64>) -> bool {
 }
 
 /// Writes a file durably: temporary file, fsync, rename.
-fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(AgentError::io("creating", &tmp))?;
     f.write_all(bytes)
@@ -789,6 +964,7 @@ fn sync_dir(dir: &Path) {
 mod tests {
     use super::*;
     use cpn_api_types::schedule::TaskResources;
+    use std::os::unix::fs::MetadataExt;
 
     fn assignment(id: &str, command: &[&str]) -> Assignment {
         Assignment {
@@ -796,6 +972,7 @@ mod tests {
             task_id: format!("task-{id}"),
             attempt: 1,
             name: id.to_string(),
+            tenant: "t1".to_string(),
             command: command.iter().map(|s| s.to_string()).collect(),
             script: None,
             env: BTreeMap::new(),
@@ -803,6 +980,12 @@ mod tests {
             resources: TaskResources::default(),
             gpus: Vec::new(),
         }
+    }
+
+    /// A runner that runs tasks as the test's own user, without cgroups: these tests look
+    /// at the processes' bookkeeping, not at their isolation.
+    fn open(dir: &Path) -> Runner {
+        Runner::open_with(dir, Isolation::unenforced(dir.join("work-root"))).unwrap()
     }
 
     /// Polls until the attempt has ended; returns its final report.
@@ -828,7 +1011,7 @@ mod tests {
     #[test]
     fn argv_task_exit_code_and_output_files() {
         let dir = tempfile::tempdir().unwrap();
-        let mut runner = Runner::open(dir.path()).unwrap();
+        let mut runner = open(dir.path());
         let a = assignment("a1", &["sh", "-c", "echo out; echo err >&2; exit 3"]);
         assert!(runner.start(&a).unwrap());
         let r = wait_end(&mut runner, "a1", Duration::from_secs(10));
@@ -840,13 +1023,13 @@ mod tests {
         assert_eq!(fs::read_to_string(adir.join("stdout")).unwrap(), "out\n");
         assert_eq!(fs::read_to_string(adir.join("stderr")).unwrap(), "err\n");
         assert!(adir.join("assignment.json").exists());
-        assert!(adir.join("work").is_dir());
+        assert!(runner.work_dir("a1").is_dir());
     }
 
     #[test]
     fn arguments_with_spaces_and_quotes_pass_through() {
         let dir = tempfile::tempdir().unwrap();
-        let mut runner = Runner::open(dir.path()).unwrap();
+        let mut runner = open(dir.path());
         let a = assignment("q", &["printf", "%s|", "a b", "it's \"x\"", "$HOME", ""]);
         runner.start(&a).unwrap();
         let r = wait_end(&mut runner, "q", Duration::from_secs(10));
@@ -859,7 +1042,7 @@ mod tests {
     fn script_task_env_and_workdir() {
         let dir = tempfile::tempdir().unwrap();
         let work = tempfile::tempdir().unwrap();
-        let mut runner = Runner::open(dir.path()).unwrap();
+        let mut runner = open(dir.path());
         let mut a = assignment("s1", &[]);
         a.script = Some(
             "echo \"$CPN_TASK_ID $CPN_ATTEMPT_ID $CPN_ATTEMPT $CUDA_VISIBLE_DEVICES $FOO\"\npwd\nexit 7\n"
@@ -883,7 +1066,7 @@ mod tests {
     #[test]
     fn failures_to_start() {
         let dir = tempfile::tempdir().unwrap();
-        let mut runner = Runner::open(dir.path()).unwrap();
+        let mut runner = open(dir.path());
         runner
             .start(&assignment("nf", &["no-such-program-cpn", "x"]))
             .unwrap();
@@ -913,7 +1096,7 @@ mod tests {
 
         // Failed starts are durable too: re-adopted as such.
         drop(runner);
-        let runner = Runner::open(dir.path()).unwrap();
+        let runner = open(dir.path());
         assert_eq!(
             runner.report("nf").unwrap().state,
             AttemptState::FailedToStart
@@ -923,7 +1106,7 @@ mod tests {
     #[test]
     fn stop_kills_the_whole_group() {
         let dir = tempfile::tempdir().unwrap();
-        let mut runner = Runner::open(dir.path()).unwrap();
+        let mut runner = open(dir.path());
         runner
             .start(&assignment(
                 "k",
@@ -954,7 +1137,7 @@ mod tests {
     #[test]
     fn sigkill_after_the_grace_period() {
         let dir = tempfile::tempdir().unwrap();
-        let mut runner = Runner::open(dir.path()).unwrap();
+        let mut runner = open(dir.path());
         runner
             .start(&assignment("t", &["sh", "-c", "trap '' TERM; sleep 60"]))
             .unwrap();
@@ -976,7 +1159,7 @@ mod tests {
     #[test]
     fn readoption_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let mut runner = Runner::open(dir.path()).unwrap();
+        let mut runner = open(dir.path());
         runner
             .start(&assignment(
                 "r",
@@ -990,7 +1173,7 @@ mod tests {
         let pid = runner.pgid("r").unwrap();
         drop(runner); // the Child handles go; the processes do not
 
-        let mut runner = Runner::open(dir.path()).unwrap();
+        let mut runner = open(dir.path());
         assert!(runner.is_running("r"));
         assert_eq!(runner.pgid("r"), Some(pid));
         assert_eq!(runner.report("r").unwrap().state, AttemptState::Running);
@@ -1012,7 +1195,7 @@ mod tests {
             assert!(t0.elapsed() < Duration::from_secs(5));
             std::thread::sleep(Duration::from_millis(20));
         }
-        let mut runner = Runner::open(dir.path()).unwrap();
+        let mut runner = open(dir.path());
         runner.poll();
         let r = runner.report("long").unwrap();
         assert_eq!(r.state, AttemptState::Exited);
@@ -1025,7 +1208,7 @@ mod tests {
     #[test]
     fn an_attempt_id_runs_once() {
         let dir = tempfile::tempdir().unwrap();
-        let mut runner = Runner::open(dir.path()).unwrap();
+        let mut runner = open(dir.path());
         let count = dir.path().join("count");
         let cmd = format!("echo x >> '{}'", count.display());
         let a = assignment("once", &["sh", "-c", &cmd]);
@@ -1033,11 +1216,11 @@ mod tests {
         assert!(!runner.start(&a).unwrap());
         wait_end(&mut runner, "once", Duration::from_secs(10));
         drop(runner);
-        let mut runner = Runner::open(dir.path()).unwrap();
+        let mut runner = open(dir.path());
         assert!(!runner.start(&a).unwrap());
         runner.forget("once");
         drop(runner);
-        let mut runner = Runner::open(dir.path()).unwrap();
+        let mut runner = open(dir.path());
         assert!(!runner.start(&a).unwrap());
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(fs::read_to_string(&count).unwrap(), "x\n");
@@ -1059,7 +1242,7 @@ mod tests {
     #[test]
     fn usage_is_measured() {
         let dir = tempfile::tempdir().unwrap();
-        let mut runner = Runner::open(dir.path()).unwrap();
+        let mut runner = open(dir.path());
         runner
             .start(&assignment(
                 "u",
@@ -1076,5 +1259,173 @@ mod tests {
         assert!(u.cpu_seconds > 0.0, "{u:?}");
         assert!(u.max_rss_mib > 0.0, "{u:?}");
         assert!(u.cpu_util_pct > 0.0 && u.cpu_util_pct.is_finite(), "{u:?}");
+    }
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    /// A work root tasks of other uids can reach (a tempdir is 0700).
+    fn open_work_root() -> (tempfile::TempDir, IsolationConfig) {
+        let t = tempfile::tempdir().unwrap();
+        fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let config = IsolationConfig {
+            work_root: Some(t.path().join("work")),
+            ..IsolationConfig::default()
+        };
+        (t, config)
+    }
+
+    #[test]
+    fn a_root_runner_runs_each_tenant_as_its_own_identity_with_a_clean_env() {
+        if !is_root() {
+            eprintln!("skipped: switching identities needs root");
+            return;
+        }
+        let state = tempfile::tempdir().unwrap();
+        let (_work, config) = open_work_root();
+        let mut runner = Runner::open(state.path(), &config).unwrap();
+        assert!(runner.isolation().uid_switch);
+        assert_eq!(
+            fs::metadata(state.path()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let script =
+            "id -u; id -g; id -G; echo \"$HOME\"; pwd; env | cut -d= -f1 | sort | tr '\\n' ' '";
+        let mut a = assignment("i1", &["sh", "-c", script]);
+        a.tenant = "alpha".into();
+        a.env.insert("FOO".into(), "bar".into());
+        runner.start(&a).unwrap();
+        let mut b = assignment("i2", &["id", "-u"]);
+        b.tenant = "beta".into();
+        runner.start(&b).unwrap();
+        assert_eq!(
+            wait_end(&mut runner, "i1", Duration::from_secs(10)).exit_code,
+            Some(0)
+        );
+        assert_eq!(
+            wait_end(&mut runner, "i2", Duration::from_secs(10)).exit_code,
+            Some(0)
+        );
+        let out = fs::read_to_string(runner.output_path("i1", Stream::Stdout)).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        let uid: u32 = lines[0].parse().unwrap();
+        assert!(DEFAULT_TASK_UIDS_FOR_TEST.contains(&uid), "{out}");
+        assert_eq!(lines[1], lines[0], "gid = uid: {out}");
+        assert_eq!(lines[2], lines[0], "no supplementary groups: {out}");
+        let home = runner.work_dir("i1");
+        assert_eq!(lines[3], home.display().to_string());
+        assert_eq!(lines[4], home.display().to_string());
+        assert!(!home.starts_with(state.path()));
+        let meta = fs::metadata(&home).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.permissions().mode() & 0o777),
+            (uid, 0o700)
+        );
+        let keys: Vec<&str> = lines[5].split_whitespace().collect();
+        for k in &keys {
+            assert!(
+                [
+                    "PATH",
+                    "HOME",
+                    "PWD",
+                    "FOO",
+                    "CPN_TASK_ID",
+                    "CPN_ATTEMPT_ID",
+                    "CPN_ATTEMPT",
+                    "CPN_TENANT"
+                ]
+                .contains(k),
+                "{k} leaked: {keys:?}"
+            );
+        }
+        let other: u32 = fs::read_to_string(runner.output_path("i2", Stream::Stdout))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_ne!(uid, other, "each tenant has an identity of its own");
+        // The same tenant keeps its identity across agent restarts.
+        runner.forget("i1");
+        assert!(
+            !home.exists(),
+            "a forgotten attempt's working directory goes"
+        );
+        drop(runner);
+        let mut runner = Runner::open(state.path(), &config).unwrap();
+        let mut c = assignment("i3", &["id", "-u"]);
+        c.tenant = "alpha".into();
+        runner.start(&c).unwrap();
+        wait_end(&mut runner, "i3", Duration::from_secs(10));
+        let again = fs::read_to_string(runner.output_path("i3", Stream::Stdout)).unwrap();
+        assert_eq!(again.trim(), uid.to_string());
+    }
+
+    const DEFAULT_TASK_UIDS_FOR_TEST: std::ops::RangeInclusive<u32> =
+        crate::isolation::DEFAULT_TASK_UIDS;
+
+    #[test]
+    fn over_its_memory_an_attempt_ends_with_oom_and_its_cgroups_go() {
+        if !is_root() {
+            eprintln!("skipped: cgroups need root");
+            return;
+        }
+        let state = tempfile::tempdir().unwrap();
+        let (_work, config) = open_work_root();
+        let mut runner = Runner::open(state.path(), &config).unwrap();
+        if runner.isolation().cgroups == cpn_api_types::agent::CgroupMode::None {
+            eprintln!("skipped: no writable cgroups here");
+            return;
+        }
+        let mut a = assignment("oom1", &["tail", "/dev/zero"]);
+        a.resources.memory_gib = 0.03;
+        runner.start(&a).unwrap();
+        let cgroups = runner.attempts["oom1"].cgroups.clone();
+        assert!(!cgroups.is_empty() && cgroups.iter().all(|c| c.is_dir()));
+        let r = wait_end(&mut runner, "oom1", Duration::from_secs(30));
+        assert_eq!(r.end_reason, Some(EndReason::Oom), "{r:?}");
+        runner.forget("oom1");
+        assert!(cgroups.iter().all(|c| !c.exists()), "{cgroups:?}");
+        // Within its memory, no such reason.
+        let mut ok = assignment("ok1", &["true"]);
+        ok.resources.memory_gib = 0.1;
+        runner.start(&ok).unwrap();
+        let r = wait_end(&mut runner, "ok1", Duration::from_secs(10));
+        assert_eq!((r.exit_code, r.end_reason), (Some(0), None));
+    }
+
+    #[test]
+    fn without_root_only_the_own_tenant_runs_unless_single_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut iso = Isolation::unenforced(dir.path().join("w"));
+        iso.single_user_for_test(false);
+        iso.set_own_tenant(Some("mine".into()));
+        assert_eq!(iso.identity_for("mine"), Ok(None));
+        let err = iso.identity_for("theirs").unwrap_err();
+        assert!(
+            err.contains("not root") && err.contains("--single-user"),
+            "{err}"
+        );
+        assert!(
+            iso.describe().contains("only the agent's own tenant"),
+            "{}",
+            iso.describe()
+        );
+        iso.single_user_for_test(true);
+        assert_eq!(iso.identity_for("theirs"), Ok(None));
+    }
+
+    #[test]
+    fn a_work_root_inside_the_state_dir_is_refused() {
+        let state = tempfile::tempdir().unwrap();
+        let config = IsolationConfig {
+            work_root: Some(state.path().join("work")),
+            ..IsolationConfig::default()
+        };
+        let err = Runner::open(state.path(), &config).unwrap_err();
+        assert!(
+            err.to_string().contains("must not contain each other"),
+            "{err}"
+        );
     }
 }

@@ -44,6 +44,10 @@ async fn register(
         check(&s, &h);
     }
     assert!(r.inventory.cpu_cores > 0);
+    assert!(
+        r.inventory.isolation.is_some(),
+        "the agent reports its isolation"
+    );
     s.lock().unwrap().registrations += 1;
     Json(AgentRegistered {
         node_id: "n1".into(),
@@ -52,6 +56,7 @@ async fn register(
         heartbeat_interval_ms: 200,
         node_timeout_ms: 5000,
         credential: Some("secret".into()),
+        tenant: Some("t1".into()),
     })
 }
 
@@ -159,12 +164,19 @@ async fn runs_an_assignment_once_and_reports_it() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let dir = tempfile::tempdir().unwrap();
-    let count = dir.path().join("count");
+    // The task may run as another uid (the agent is root): what it touches is open to all.
+    let open_dir = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let count = open_dir.path().join("count");
     state.lock().unwrap().assignment = Some(Assignment {
         attempt_id: "att-1".into(),
         task_id: "task-1".into(),
         attempt: 1,
         name: "hello".into(),
+        tenant: "t1".into(),
         command: vec![
             "sh".into(),
             "-c".into(),
@@ -180,6 +192,7 @@ async fn runs_an_assignment_once_and_reports_it() {
     config.join_token = Some("cpnjoin_test".into());
     config.name = Some("node-a".into());
     config.log_poll = Duration::from_millis(50);
+    config.isolation.work_root = Some(open_dir.path().join("work"));
     let agent = spawn(config.clone()).unwrap();
 
     let finals = |s: &S| {

@@ -39,6 +39,49 @@ pub struct NodeInventory {
     pub gpus: Vec<GpuInfo>,
     #[serde(default)]
     pub agent_version: String,
+    /// How the agent keeps tasks apart from the platform and from each other; absent for
+    /// nodes it does not run (Slurm) and for agents older than isolation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<NodeIsolation>,
+}
+
+/// The enforcement active on a node, as its agent found it at start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeIsolation {
+    /// Each tenant's tasks run as an unprivileged identity of their own (the agent is root).
+    pub uid_switch: bool,
+    /// Which cgroup hierarchy enforces CPU, memory and process limits.
+    pub cgroups: CgroupMode,
+    /// The controllers in use (`memory`, `cpu`, `pids`).
+    #[serde(default)]
+    pub controllers: Vec<String>,
+    /// Started with `--single-user`: without `uid_switch`, runs every tenant's tasks as the
+    /// agent's own user.
+    #[serde(default)]
+    pub single_user: bool,
+}
+
+/// The cgroup hierarchy an agent uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CgroupMode {
+    /// The unified hierarchy.
+    V2,
+    /// The per-controller v1 hierarchies.
+    V1,
+    /// No writable hierarchy: limits are not enforced.
+    #[default]
+    None,
+}
+
+impl CgroupMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CgroupMode::V2 => "v2",
+            CgroupMode::V1 => "v1",
+            CgroupMode::None => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -89,6 +132,10 @@ pub struct AgentRegistered {
     /// bearer token of every later request of this node (and of its next registrations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    /// Tenant of the credential the agent registered with: the only tenant whose tasks an
+    /// agent that cannot switch identities runs (unless started single-user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// A sample of the host (RM-ACC-02..04, SH-CL visualization fields). Rates are per second
@@ -173,6 +220,18 @@ pub struct AttemptReport {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<AttemptUsage>,
+    /// Why the attempt ended, when the agent knows more than the exit code says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<EndReason>,
+}
+
+/// A cause of an attempt's end that the agent observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The kernel's OOM killer acted in the attempt's memory cgroup: it went over the
+    /// memory it requested. The task fails with reason `oom`.
+    Oom,
 }
 
 /// What the server says to a state report.
@@ -217,6 +276,10 @@ pub struct Assignment {
     pub task_id: String,
     pub attempt: u32,
     pub name: String,
+    /// The task's tenant: a root agent runs each tenant as an identity of its own; an agent
+    /// that cannot switch identities runs only its own tenant's tasks.
+    #[serde(default)]
+    pub tenant: String,
     /// argv, or empty when `script` is given.
     #[serde(default)]
     pub command: Vec<String>,

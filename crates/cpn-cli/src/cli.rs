@@ -271,6 +271,10 @@ pub struct ServeArgs {
     #[arg(long, default_value = "local", value_name = "SITE")]
     pub local_site: String,
 
+    /// The local agent isolates tasks as `cpn agent` does.
+    #[command(flatten)]
+    pub isolation: crate::commands::agent::IsolationArgs,
+
     /// How often agents report, in milliseconds.
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub heartbeat_ms: u64,

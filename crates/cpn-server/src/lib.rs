@@ -64,6 +64,9 @@ pub struct ServeConfig {
     pub tls: tls::TlsSetting,
     /// Connections served at once (lowered to what the open-files limit allows).
     pub max_connections: usize,
+    /// How the local agent isolates tasks (the same rules as `cpn agent`; its state is
+    /// `data_dir/agent`, so its work root must lie elsewhere).
+    pub local_agent_isolation: cpn_agent::IsolationConfig,
 }
 
 impl ServeConfig {
@@ -262,6 +265,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             agent.join_token = join_token;
             agent.ca_pem = state.transport.ca_pem.clone();
             agent.name = Some(local_node_name());
+            agent.isolation = config.local_agent_isolation.clone();
             eprintln!(
                 "local agent: this machine is node {:?} of site {site:?} (turn off with --no-local-agent)",
                 agent.name.as_deref().unwrap_or_default()

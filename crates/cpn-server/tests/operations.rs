@@ -115,6 +115,7 @@ async fn operations_on_the_local_node() -> anyhow::Result<()> {
         accounts: Default::default(),
         tls: cpn_server::tls::TlsSetting::Off,
         max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
+        local_agent_isolation: Default::default(),
     })
     .await?;
     let api = Api {
@@ -456,6 +457,7 @@ async fn operations_on_registry_resources() -> anyhow::Result<()> {
         accounts: Default::default(),
         tls: cpn_server::tls::TlsSetting::Off,
         max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
+        local_agent_isolation: Default::default(),
     })
     .await?;
     let api = Api {

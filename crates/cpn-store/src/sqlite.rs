@@ -334,8 +334,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir`, applying migrations.
     pub fn open(dir: &Path) -> Result<SqliteStore> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Backend(format!("create data dir {}: {e}", dir.display())))?;
+        private_dir(dir)?;
         let lock = File::create(dir.join(LOCK_FILE)).map_err(|e| {
             StoreError::Backend(format!("create lock file in {}: {e}", dir.display()))
         })?;
@@ -345,11 +344,20 @@ impl SqliteStore {
             });
         }
         let path = dir.join(DB_FILE);
+        private_file(&path)?;
         let mut writer_conn = open_connection(&path)?;
         migrate(&mut writer_conn)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(open_connection(&path)?);
+        }
+        // SQLite creates the WAL and shared-memory files with the database's mode; files
+        // left by an older server are tightened here.
+        for suffix in ["-wal", "-shm"] {
+            let side = dir.join(format!("{DB_FILE}{suffix}"));
+            if side.exists() {
+                private_file(&side)?;
+            }
         }
         let (tx, rx) = mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
@@ -367,7 +375,35 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
 
+/// Creates the data dir with mode 0700, or tightens an existing one to it: it holds the
+/// database and the admin's credentials, which tasks on this machine must not read.
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StoreError::Backend(format!("create data dir {}: {e}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| StoreError::Backend(format!("chmod 0700 {}: {e}", dir.display())))
+}
+
+/// Creates a file of the database with mode 0600, or tightens an existing one to it.
+fn private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StoreError::Backend(format!("create {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| StoreError::Backend(format!("chmod 0600 {}: {e}", path.display())))
+}
+
+impl SqliteStore {
     /// Runs `f` in the writer's transaction and answers after the group it joined committed.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where

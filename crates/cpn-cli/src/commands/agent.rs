@@ -17,7 +17,15 @@ use std::path::{Path, PathBuf};
 
 An operator makes the join token with `cpn site join-token create SITE`. The agent exchanges
 it for the node's own credential (kept in the state dir, mode 0600) and trusts only the CA
-whose fingerprint the token carries.")]
+whose fingerprint the token carries.
+
+Isolation (Linux): as root, each tenant's tasks run as a uid of --task-uid-range, in a
+working directory under --work-root owned by it (mode 0700, also HOME), with limits on CPU,
+memory and processes by cgroups (v2, else v1, else none: the agent says which at start
+and reports it on the node). A task sees only PATH (default /usr/local/bin:/usr/bin:/bin),
+HOME, its own env and CPN_TASK_ID, CPN_ATTEMPT_ID, CPN_ATTEMPT, CPN_TENANT and
+CUDA_VISIBLE_DEVICES. Not root, the agent runs only its own tenant's tasks, unless
+--single-user.")]
 pub struct AgentArgs {
     /// A join token from `cpn site join-token create`; needed only at the first start
     /// (the state dir keeps the node's credential).
@@ -44,6 +52,44 @@ pub struct AgentArgs {
     /// crosses the network in clear).
     #[arg(long)]
     pub insecure_http: bool,
+
+    #[command(flatten)]
+    pub isolation: IsolationArgs,
+}
+
+/// How the agent keeps tasks apart from the platform and from each other (shared by
+/// `cpn agent` and the local agent of `cpn serve`).
+#[derive(Debug, Clone, Args)]
+pub struct IsolationArgs {
+    /// uids (and gids) for tenants' task identities when the agent runs as root, one per
+    /// tenant, kept stable in the state dir; no account or login shell is created for them.
+    /// Two agents on one host need ranges that do not overlap.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "61000-61999",
+          value_parser = cpn_agent::isolation::parse_uid_range)]
+    pub task_uid_range: std::ops::RangeInclusive<u32>,
+    /// Where attempts' working directories (and HOME) go, outside every state directory
+    /// [default: /var/lib/cpn-work as root, $TMPDIR/cpn-work-<uid> otherwise].
+    #[arg(long, value_name = "DIR")]
+    pub work_root: Option<PathBuf>,
+    /// Without root the agent cannot switch identities and runs only its own tenant's
+    /// tasks; with this flag it runs every tenant's tasks as its own user (one trusted
+    /// user's machine).
+    #[arg(long)]
+    pub single_user: bool,
+    /// Processes (and threads) one task may run at once.
+    #[arg(long, value_name = "N", default_value_t = cpn_agent::isolation::DEFAULT_PIDS_MAX)]
+    pub task_pids_max: u32,
+}
+
+impl IsolationArgs {
+    pub fn config(&self) -> cpn_agent::IsolationConfig {
+        cpn_agent::IsolationConfig {
+            task_uids: self.task_uid_range.clone(),
+            work_root: self.work_root.clone(),
+            single_user: self.single_user,
+            pids_max: self.task_pids_max,
+        }
+    }
 }
 
 pub async fn run(
@@ -109,6 +155,7 @@ pub async fn run(
     config.allow_insecure_http = args.insecure_http;
     config.name = args.name.clone();
     config.labels = args.labels.into_iter().collect();
+    config.isolation = args.isolation.config();
     let name = args.name.unwrap_or_else(cpn_agent::host_name);
     eprintln!(
         "cpn agent: node {name} of site {site} registering with {server} (state in {})",

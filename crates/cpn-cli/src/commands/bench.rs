@@ -33,6 +33,7 @@ pub async fn registry(args: BenchRegistryArgs, token: Option<String>) -> Result<
                 accounts: Default::default(),
                 tls: cpn_server::tls::TlsSetting::Off,
                 max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
+                local_agent_isolation: Default::default(),
             })
             .await?;
             let token = server.admin_token()?;

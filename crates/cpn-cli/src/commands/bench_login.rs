@@ -34,6 +34,7 @@ pub async fn run(args: BenchLoginArgs) -> Result<()> {
         accounts: Default::default(),
         tls: cpn_server::tls::TlsSetting::Off,
         max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
+        local_agent_isolation: Default::default(),
     })
     .await?;
     let base = format!("http://{}", server.addr);

@@ -72,6 +72,7 @@ async fn server(local_agent: bool) -> Result<(cpn_server::RunningServer, tempfil
         accounts: Default::default(),
         tls: cpn_server::tls::TlsSetting::Off,
         max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
+        local_agent_isolation: Default::default(),
     })
     .await?;
     Ok((server, dir))

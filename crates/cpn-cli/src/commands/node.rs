@@ -538,6 +538,25 @@ fn nodes_table(nodes: &[NodeView]) -> comfy_table::Table {
     t
 }
 
+/// What the node's agent enforces: `uid switch, cgroup v1 (memory, cpu, pids)`.
+fn isolation(iso: Option<&cpn_api_types::agent::NodeIsolation>) -> String {
+    let Some(iso) = iso else {
+        return "-".to_owned();
+    };
+    let who = if iso.uid_switch {
+        "uid per tenant"
+    } else if iso.single_user {
+        "single user"
+    } else {
+        "own tenant only"
+    };
+    let limits = match iso.cgroups {
+        cpn_api_types::agent::CgroupMode::None => "no cgroups".to_owned(),
+        m => format!("cgroup {} ({})", m.as_str(), iso.controllers.join(", ")),
+    };
+    format!("{who}, {limits}")
+}
+
 async fn get(ctx: &Ctx, node: &str) -> Result<()> {
     let value = ctx
         .client
@@ -569,6 +588,7 @@ async fn get(ctx: &Ctx, node: &str) -> Result<()> {
             format!("{} ({} {}, {})", inv.hostname, inv.os, inv.kernel, inv.arch),
         ),
         ("CPU model", output::or_dash(Some(&inv.cpu_model))),
+        ("Isolation", isolation(inv.isolation.as_ref())),
         (
             "CPU held",
             held(n.allocated.cpu_cores, n.capacity.cpu_cores),

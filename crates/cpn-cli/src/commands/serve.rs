@@ -45,6 +45,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         },
         tls,
         max_connections: args.max_connections,
+        local_agent_isolation: args.isolation.config(),
     })
     .await
 }

@@ -175,7 +175,8 @@ async fn kill_9_mid_workflow_resumes_it_and_runs_no_step_twice() {
     let mut setup = CrashSetup::start(dir.path()).await;
     let server = &setup.server;
 
-    let effects = dir.path().join("effects");
+    let shared = crate::harness::open_dir();
+    let effects = shared.path().join("effects");
     let steps: Vec<Value> = (1..=5)
         .map(|i| {
             let id = format!("s{i}");

@@ -10,6 +10,8 @@ pub const CPN: &str = env!("CARGO_BIN_EXE_cpn");
 
 pub struct Server {
     child: Child,
+    /// The local agent's work root (tasks' directories), removed with the test.
+    _work: tempfile::TempDir,
     pub base: String,
     /// Serving HTTPS with the data dir's generated CA (`--tls on`).
     pub https: bool,
@@ -54,11 +56,14 @@ impl Server {
         } else {
             vec!["--listen", "127.0.0.1:0"]
         };
+        let work = open_dir();
         cmd.arg("serve")
             .args(listen)
             .args(extra)
             .arg("--data-dir")
             .arg(data_dir)
+            .arg("--work-root")
+            .arg(work.path().join("work"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -91,6 +96,7 @@ impl Server {
         }
         let server = Server {
             child,
+            _work: work,
             base: format!("{}://{addr}", if https { "https" } else { "http" }),
             https,
             data_dir: data_dir.to_path_buf(),
@@ -259,23 +265,29 @@ pub async fn snapshot(server: &Server, kind: &str) -> Value {
     b["items"].clone()
 }
 
-/// A real `cpn agent` process, killed when dropped.
-pub struct Agent(Child);
+/// A real `cpn agent` process, killed when dropped; its tasks' directories go with it.
+pub struct Agent {
+    child: Child,
+    _work: tempfile::TempDir,
+}
 
 impl Agent {
     /// `join` is a join token of the site (`Server::join_token`).
     pub fn start(server: &str, join: &str, site: &str, name: &str, state: &Path) -> Agent {
+        let work = open_dir();
         let child = Command::new(CPN)
             .args(["agent", "--server", server, "--site", site, "--name", name])
             .arg("--state-dir")
             .arg(state)
             .env("CPN_JOIN_TOKEN", join)
+            .arg("--work-root")
+            .arg(work.path().join("work"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn cpn agent");
-        Agent(child)
+        Agent { child, _work: work }
     }
 
     /// Starts `cpn agent` with any arguments, its stderr to `log`.
@@ -290,14 +302,17 @@ impl Agent {
             .stderr(std::fs::File::create(log).expect("agent log"))
             .spawn()
             .expect("spawn cpn agent");
-        Agent(child)
+        Agent {
+            child,
+            _work: open_dir(),
+        }
     }
 
     /// Waits up to `limit` for the agent to exit by itself.
     pub async fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if let Some(status) = self.0.try_wait().expect("agent status") {
+            if let Some(status) = self.child.try_wait().expect("agent status") {
                 return Some(status);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -307,8 +322,8 @@ impl Agent {
 
     /// SIGKILL, as when its machine dies.
     pub fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -419,4 +434,13 @@ pub fn liveness_bound() -> Duration {
     } else {
         Duration::from_millis(100)
     }
+}
+
+/// A temporary directory every user may write: tasks run as their tenant's uid (the agent
+/// is root), so what a task writes for a test to check must lie somewhere they can reach.
+pub fn open_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
 }

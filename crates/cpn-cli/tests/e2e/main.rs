@@ -8,6 +8,7 @@ mod auth;
 mod design;
 mod federation;
 mod flows;
+mod isolation;
 mod join;
 mod limits;
 mod readme_start;

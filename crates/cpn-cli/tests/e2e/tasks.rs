@@ -1,7 +1,7 @@
 //! Running work for real (issue #5): tasks on real agents and processes, agent and server
 //! failures, and the event stream.
 
-use crate::harness::{Agent, CrashSetup, Server, site, wait_nodes};
+use crate::harness::{Agent, CrashSetup, Server, open_dir, site, wait_nodes};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -303,8 +303,8 @@ async fn a_killed_agents_tasks_are_rescheduled_to_the_other_agent_with_an_alarm(
     let mut events = open_events(&server, "?types=alarm", None).await;
 
     // Four one-core tasks on two 2-core nodes (this machine has 2 cores): both nodes busy.
-    let out = dir.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
+    let shared = open_dir();
+    let out = shared.path().to_path_buf();
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(
@@ -380,7 +380,8 @@ async fn kill_9_of_the_server_while_tasks_run_loses_no_task_and_runs_none_twice(
     let mut setup = CrashSetup::start(dir.path()).await;
     let server = &setup.server;
 
-    let effects = dir.path().join("effects");
+    let shared = open_dir();
+    let effects = shared.path().join("effects");
     let mut ids = Vec::new();
     for i in 0..20 {
         ids.push(

@@ -20,6 +20,11 @@ use cpn_store::{
 };
 use std::time::{Duration, Instant};
 
+/// The reason of an attempt the OOM killer ended: it starts with `oom`, as reasons start
+/// with their category (`deadline: …`).
+pub const OOM_REASON: &str =
+    "oom: the attempt went over the memory it requested and the kernel killed it";
+
 /// Longest long poll an agent may ask for.
 pub const MAX_WAIT_MS: u64 = 60_000;
 
@@ -150,6 +155,7 @@ pub async fn register(
         heartbeat_interval_ms: state.runtime.config.heartbeat_interval.as_millis() as u64,
         node_timeout_ms: state.runtime.config.node_timeout.as_millis() as u64,
         credential,
+        tenant: Some(site.tenant.clone()),
     })
 }
 
@@ -339,9 +345,12 @@ pub async fn apply_report(
                 if task.status.started_at.is_none() {
                     task.status.started_at = report.started_at.or(Some(now));
                 }
-                match report.exit_code {
-                    Some(code) => task.finish(now, Some(code), None, report.usage),
-                    None => task.lose(
+                match (report.end_reason, report.exit_code) {
+                    (Some(EndReason::Oom), code) => {
+                        task.finish(now, code, Some(OOM_REASON.into()), report.usage)
+                    }
+                    (None, Some(code)) => task.finish(now, Some(code), None, report.usage),
+                    (None, None) => task.lose(
                         now,
                         report
                             .error
@@ -363,7 +372,10 @@ pub async fn apply_report(
             (TaskState::Scheduled | TaskState::Running, AttemptState::Killed) => task.finish(
                 now,
                 report.exit_code,
-                Some("killed on the node".into()),
+                Some(match report.end_reason {
+                    Some(EndReason::Oom) => OOM_REASON.into(),
+                    None => "killed on the node".into(),
+                }),
                 report.usage,
             ),
             // Cancelled, or finished already: a running process must go; a final report is
@@ -494,6 +506,7 @@ pub fn assignment_of(task: Task) -> Assignment {
         task_id: task.record.id.clone(),
         attempt: task.record.attempt,
         name: task.record.name.clone(),
+        tenant: task.record.tenant.clone(),
         command: task.spec.command.clone(),
         script: task.spec.script.clone(),
         env: task.spec.env.clone(),

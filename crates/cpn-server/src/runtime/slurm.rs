@@ -511,6 +511,7 @@ async fn report(
             finished_at: None,
             error,
             usage: None,
+            end_reason: None,
         },
     )
     .await?;
