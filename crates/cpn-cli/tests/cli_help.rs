@@ -205,9 +205,26 @@ fn submit_without_a_program_fails_before_any_request() {
 }
 
 #[test]
-fn agent_needs_a_site() {
-    let out = cpn(&["agent", "--token", "t"]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+fn an_agent_that_never_joined_asks_for_a_join_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let out = cpn(&[
+        "agent",
+        "--token",
+        "t",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--join TOKEN") && err.contains("cpn site join-token create"),
+        "{err}"
+    );
+    assert!(
+        !state.exists(),
+        "nothing is written before the agent has joined"
+    );
 }
 
 #[test]
