@@ -6,10 +6,10 @@
 # that does not match its declared schema fails the run. Whatever a request would execute
 # (task argv, scripts) is replaced by `true` (scripts/fuzz/hooks.py).
 #
-# Usage: scripts/api-fuzz.sh [SECONDS_PER_ROLE]   (default 100; CI runs the default)
+# Usage: scripts/api-fuzz.sh [SECONDS_PER_ROLE]   (default 90; CI runs the default)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-seconds=${1:-100}
+seconds=${1:-90}
 venv=${CPN_FUZZ_VENV:-$repo/target/schemathesis-venv}
 schemathesis_version=4.32.5
 
