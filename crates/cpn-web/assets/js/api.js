@@ -61,6 +61,18 @@ async function errorOf(res) {
   return new ApiError(res.status, code, message, field);
 }
 
+/** Calls sent and not yet answered (their headers), which logging out lets finish. */
+const inFlight = new Set();
+
+/**
+ * Waits (at most `ms`) until every call already sent has its answer. Logging out forgets the
+ * token first and then waits here before revoking it, so no call in flight reaches the
+ * server after its token is gone (the browser would log that 401 as an error).
+ */
+export async function settled(ms = 3000) {
+  await Promise.race([Promise.allSettled([...inFlight]), new Promise((r) => setTimeout(r, ms))]);
+}
+
 /**
  * One API call. `body` is sent as JSON unless it is a string (sent as text, e.g. YAML);
  * `headers` adds request headers (If-Match, say).
@@ -82,11 +94,15 @@ export async function api(method, path, body, { text = false, signal, contentTyp
     }
   }
   let res;
+  const sent = fetch(path, init);
+  inFlight.add(sent);
   try {
-    res = await fetch(path, init);
+    res = await sent;
   } catch (e) {
     if (e.name === 'AbortError') throw e;
     throw new ApiError(0, 'network', t('common.network'));
+  } finally {
+    inFlight.delete(sent);
   }
   if (res.status === 401 && token()) {
     setToken(null);
@@ -136,7 +152,8 @@ export function streamEvents({ types, after, onEvent, onState = () => {} }) {
   let lastId = after;
   let delay = 500;
   const run = async () => {
-    while (!ctl.signal.aborted) {
+    // Logged out (the token forgotten): never reconnect without one.
+    while (!ctl.signal.aborted && token()) {
       try {
         const q = new URLSearchParams();
         if (types) q.set('types', types);
@@ -182,6 +199,7 @@ export function followLogs(taskId, { stream = 'stdout', onText, onEnd = () => {}
   const ctl = new AbortController();
   (async () => {
     try {
+      if (!token()) throw new ApiError(401, LOGGED_OUT, t('auth.expired'));
       const res = await fetch(`/api/v1/tasks/${encodeURIComponent(taskId)}/logs?follow=true&stream=${stream}`, {
         headers: headers({ Accept: 'text/plain' }),
         signal: ctl.signal,

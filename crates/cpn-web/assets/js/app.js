@@ -1,7 +1,7 @@
 // The console's shell: login, the role-aware layout, a hash router (#/page/arg…), the one
 // shared event stream pages subscribe to, and the language toggle. Pages are ES modules in
 // pages/ whose default export is {render(main, ctx)}; render may return a cleanup function.
-import { api, get, post, setToken, token, whenUnauthenticated, streamEvents, ApiError, LOGGED_OUT } from './api.js';
+import { api, get, post, setToken, settled, token, whenUnauthenticated, streamEvents, ApiError, LOGGED_OUT } from './api.js';
 import { t, lang, setLang } from './i18n.js';
 import { h, clear, errorState, field, disposeCharts, toast } from './ui.js';
 
@@ -135,6 +135,8 @@ async function logout() {
   setToken(null);
   user = null;
   stop();
+  // Calls already sent still carry it: let them be answered before it is revoked.
+  await settled();
   try {
     await api('POST', '/api/v1/auth/logout', {}, { headers: { Authorization: `Bearer ${revoked}` } });
   } catch {
