@@ -7,6 +7,7 @@
 # (task argv, scripts) is replaced by `true` (scripts/fuzz/hooks.py).
 #
 # Usage: scripts/api-fuzz.sh [SECONDS_PER_ROLE]   (default 90; CI runs the default)
+#        CPN_FUZZ_SEED=N for another seed than 1 (CI keeps 1, so a run can be replayed)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-90}
@@ -66,7 +67,7 @@ run_as() { # ROLE TOKEN (in the scratch dir: schemathesis keeps a .schemathesis/
         --exclude-path /api/v1/auth/logout --exclude-path /api/v1/auth/rotate-admin-token \
         --exclude-path-regex '^/api/v1/users/\{name\}/(revoke-sessions|reset-password)$' \
         --phases examples,coverage,fuzzing \
-        --max-time "$seconds" --workers 2 --seed 1 \
+        --max-time "$seconds" --workers 2 --seed "${CPN_FUZZ_SEED:-1}" \
         --request-timeout 30 --no-color >"$logs/st-$1.log" 2>&1 || {
         status=1
         echo "fuzz: FAILED as $1 (whole log: $logs/st-$1.log):"

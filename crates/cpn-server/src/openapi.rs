@@ -2,7 +2,7 @@
 //! handler.
 //!
 //! The extractors answer before any handler runs: `Principal` with 401 for a missing or dead
-//! token, `JsonBody` with 400 / 413 / 415 / 422 for a body that is not the declared JSON,
+//! token and 403 for a request its API key's scopes do not allow, `JsonBody` with 400 / 413 / 415 / 422 for a body that is not the declared JSON,
 //! path and query extractors with 400 (422 for a query value of the wrong form), and an
 //! object named in the path may not exist (404). Declaring those by hand on each endpoint is how they
 //! went missing (a fuzzer found 94 undeclared 401s), so [`EdgeResponses`] adds them to every
@@ -60,6 +60,12 @@ fn add_edge_responses(op: &mut Operation) {
         add(
             "401",
             "No token, or one that is unknown, expired or revoked",
+        );
+        // The extractor refuses a request an API key's scopes do not allow (a read-only
+        // key writing, say), and a node credential another node's path, before any handler.
+        add(
+            "403",
+            "The token's scopes, the caller's role or its ownership do not allow this",
         );
     }
     if has_body {
@@ -170,6 +176,7 @@ mod tests {
             let responses = op["responses"].as_object().unwrap();
             if op.get("security").is_some() {
                 assert!(responses.contains_key("401"), "{name} lacks 401");
+                assert!(responses.contains_key("403"), "{name} lacks 403");
             }
             if op.get("requestBody").is_some() {
                 for status in ["400", "413", "415", "422"] {
