@@ -83,10 +83,11 @@ fn add_edge_responses(op: &mut Operation) {
             "A path, query or header parameter is malformed or unknown",
         );
     }
-    if has_path {
+    if has_path || has_body {
         add(
             "404",
-            "No such object, or one the caller may not see (the two are not told apart)",
+            "An object the path or body names does not exist, or the caller may not see it \
+             (the two are not told apart)",
         );
     }
     if has_query_or_header {
