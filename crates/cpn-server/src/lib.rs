@@ -70,6 +70,23 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// A throwaway server for benchmarks: loopback on a free port, plain HTTP, no demo, no
+    /// local agent, every limit at its default. Callers change what they measure.
+    pub fn ephemeral(data_dir: impl Into<PathBuf>) -> ServeConfig {
+        ServeConfig {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            load_demo: false,
+            sim_data_dir: None,
+            runtime: Default::default(),
+            local_agent: None,
+            accounts: Default::default(),
+            tls: tls::TlsSetting::Off,
+            max_connections: listener::DEFAULT_MAX_CONNECTIONS,
+            local_agent_isolation: Default::default(),
+        }
+    }
+
     /// The same configuration with every path made absolute against the current directory.
     ///
     /// Attempts run in their own working directories and files are handed to other

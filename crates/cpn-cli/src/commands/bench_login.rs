@@ -24,19 +24,7 @@ pub async fn run(args: BenchLoginArgs) -> Result<()> {
         bail!("--clients and --logins must be at least 1");
     }
     let dir = tempfile::tempdir().context("create a temp data dir")?;
-    let server = cpn_server::start(cpn_server::ServeConfig {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("valid address"),
-        load_demo: false,
-        sim_data_dir: None,
-        runtime: Default::default(),
-        local_agent: None,
-        accounts: Default::default(),
-        tls: cpn_server::tls::TlsSetting::Off,
-        max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
-        local_agent_isolation: Default::default(),
-    })
-    .await?;
+    let server = cpn_server::start(cpn_server::ServeConfig::ephemeral(dir.path())).await?;
     let base = format!("http://{}", server.addr);
     let admin = server.admin_token()?;
     let http = reqwest::Client::builder()

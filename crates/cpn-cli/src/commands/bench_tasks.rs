@@ -58,10 +58,6 @@ pub async fn run(args: BenchTasksArgs) -> Result<()> {
 async fn server(local_agent: bool) -> Result<(cpn_server::RunningServer, tempfile::TempDir)> {
     let dir = tempfile::tempdir().context("create a temp data dir")?;
     let server = cpn_server::start(cpn_server::ServeConfig {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("valid address"),
-        load_demo: false,
-        sim_data_dir: None,
         runtime: cpn_server::runtime::RuntimeConfig {
             heartbeat_interval: Duration::from_secs(2),
             // Bench nodes of (a) never heartbeat; keep them ready for the whole run.
@@ -69,10 +65,7 @@ async fn server(local_agent: bool) -> Result<(cpn_server::RunningServer, tempfil
             ..Default::default()
         },
         local_agent: local_agent.then(|| "local".to_string()),
-        accounts: Default::default(),
-        tls: cpn_server::tls::TlsSetting::Off,
-        max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
-        local_agent_isolation: Default::default(),
+        ..cpn_server::ServeConfig::ephemeral(dir.path())
     })
     .await?;
     Ok((server, dir))
