@@ -86,7 +86,7 @@ macro_rules! kind_handlers {
             /// Replace labels, visibility and spec, guarded by the generation (body or If-Match).
             #[utoipa::path(put, path = $item, tag = $tag, security(("bearer" = [])), request_body = $update,
                 params(("id" = String, Path, description = "Id or name"),
-                       ("If-Match" = Option<String>, Header, description = "Generation read, e.g. \"3\"")),
+                       ("If-Match" = Option<String>, Header, pattern = r#"^(W/)?"?[0-9]{1,19}"?$"#, description = "Generation read, e.g. \"3\"")),
                 responses((status = 200, body = $obj), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
                           (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
                           (status = 428, body = ErrorBody)))]
@@ -104,7 +104,7 @@ macro_rules! kind_handlers {
             /// Delete an object that nothing references any more.
             #[utoipa::path(delete, path = $item, tag = $tag, security(("bearer" = [])),
                 params(("id" = String, Path, description = "Id or name"),
-                       ("If-Match" = Option<String>, Header, description = "Generation read, e.g. \"3\"")),
+                       ("If-Match" = Option<String>, Header, pattern = r#"^(W/)?"?[0-9]{1,19}"?$"#, description = "Generation read, e.g. \"3\"")),
                 responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
             pub async fn delete(State(s): State<AppState>, who: Principal, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<StatusCode> {
                 registry::delete::<$K>(&s, &who, &id, if_match(&headers)?).await?;
