@@ -6,10 +6,12 @@
 //! chosen site → reserve. The crate is pure: no I/O, no clock, no randomness but the seed
 //! the caller passes, so the server and the digital twin run exactly the same code.
 
+pub mod batch;
 pub mod cluster;
 pub mod cycle;
 pub mod explain;
 pub mod framework;
+pub mod kpi;
 pub mod plugins;
 pub mod queue;
 pub mod replicas;

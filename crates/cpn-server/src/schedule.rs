@@ -12,6 +12,7 @@ use cpn_api_types::Code;
 use cpn_api_types::registry::{Validate, Violations};
 use cpn_api_types::schedule::*;
 use cpn_model::Selector;
+use cpn_sched::kpi::{KpiTotals, PlacementCost};
 use cpn_sched::task::Demand;
 use cpn_sched::{CandidateReport, Cluster, Decision, Mode, Scheduler, Task};
 
@@ -446,17 +447,6 @@ struct Batch {
     spread: ReplicaSpread,
 }
 
-/// Running sums of a dry-run's KPIs.
-#[derive(Default)]
-struct Totals {
-    cost: f64,
-    energy: f64,
-    latency_sum: f64,
-    latency_n: u32,
-    placed: u32,
-    unplaced: u32,
-}
-
 /// Places every replica on a private copy of the cluster, tasks in queue order (priority
 /// classes, FIFO inside a class), and sums up the KPIs.
 fn run_batch(
@@ -472,14 +462,9 @@ fn run_batch(
         queue.push(b, b.task.priority, 0);
     }
     let mut placements = Vec::new();
-    let mut totals = Totals::default();
+    let mut totals = KpiTotals::default();
     while let Some(b) = queue.pop(0) {
         let task = &b.task;
-        let origin = task
-            .origin_region
-            .as_ref()
-            .and_then(|r| cluster.sites.iter().position(|s| &s.spec.region == r))
-            .and_then(|i| cluster.sites[i].vertex);
         // Which site each replica is aimed at: none (by score) or a division's site.
         let targets: Vec<Option<cpn_sched::SiteIdx>> = match b.spread.mode {
             SpreadMode::ByScore => vec![None; b.replicas as usize],
@@ -514,14 +499,7 @@ fn run_batch(
                 None => scheduler.schedule(task, &mut cluster, Mode::Fast).0,
                 Some(site) => scheduler.schedule_in_site(task, &mut cluster, site),
             };
-            placements.push(account(
-                &cluster,
-                task,
-                origin,
-                replica as u32,
-                result,
-                &mut totals,
-            ));
+            placements.push(account(&cluster, task, replica as u32, result, &mut totals));
         }
     }
     let utilization = cluster
@@ -548,49 +526,28 @@ fn run_batch(
         kpis: Kpis {
             placed: totals.placed,
             unplaced: totals.unplaced,
-            total_cost_cny: totals.cost,
-            energy_kwh: totals.energy,
-            mean_latency_ms: (totals.latency_n > 0)
-                .then(|| totals.latency_sum / totals.latency_n as f64),
+            total_cost_cny: totals.cost_cny,
+            energy_kwh: totals.energy_kwh,
+            mean_latency_ms: totals.mean_latency_ms(),
             utilization,
         },
     }
 }
 
-/// Adds one replica's outcome to the KPIs and describes it.
+/// Adds one replica's outcome to the KPIs (`cpn_sched::kpi`, as plans and the twins count
+/// them) and describes it.
 fn account(
     cluster: &Cluster,
     task: &Task,
-    origin: Option<cpn_topology::SiteIndex>,
     replica: u32,
     result: Result<cpn_sched::Placement, cpn_sched::Unschedulable>,
-    totals: &mut Totals,
+    totals: &mut KpiTotals,
 ) -> PlacementView {
     match result {
         Ok(p) => {
-            totals.placed += 1;
+            totals.add(&PlacementCost::of(cluster, task, &p), task.est_hours);
             let node = cluster.node(p.node);
             let site = cluster.site(p.site);
-            let units = if task.demand.gpus > 0 {
-                task.demand.gpu_milli_total() as f64 / 1000.0
-            } else {
-                task.demand.cpu_milli as f64 / 1000.0
-            };
-            totals.cost += node.spec.price_per_unit_hour * units * task.est_hours;
-            totals.energy +=
-                units * node.spec.watts_per_unit / 1000.0 * site.spec.pue * task.est_hours;
-            if let Some(o) = origin {
-                let ms = if Some(&site.spec.region) == task.origin_region.as_ref() {
-                    Some(0.0)
-                } else {
-                    site.vertex
-                        .and_then(|v| cluster.latencies_from(o)[v.index()].ms())
-                };
-                if let Some(ms) = ms {
-                    totals.latency_sum += ms;
-                    totals.latency_n += 1;
-                }
-            }
             PlacementView {
                 task: task.id.clone(),
                 replica,
@@ -601,7 +558,7 @@ fn account(
             }
         }
         Err(u) => {
-            totals.unplaced += 1;
+            totals.add_unplaced();
             PlacementView {
                 task: task.id.clone(),
                 replica,

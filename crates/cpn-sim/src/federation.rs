@@ -4,20 +4,22 @@
 //! time-averaged utilization of every site.
 //!
 //! Arrivals enter a [`TaskQueue`] (priority classes, FIFO inside a class, aging). After the
-//! events of each instant (departures first, then arrivals) the queue is tried in order: a
-//! task that does not fit now waits, one that can never fit (`Unschedulable::forever`, or a
-//! miss while nothing runs anywhere) is dropped; a placed task departs after its duration and gives its capacity back. Within one
-//! round a task shaped like one that just failed (same demand and constraints) is not tried
-//! again: capacity only shrinks during a round, so it would fail the same way. Pure and
+//! events of each instant (departures first, then arrivals) the queue goes through one
+//! [`Round`] of the batch binding loop the live binder shares: a task that does not fit now
+//! waits, one that can never fit (`Outcome::Never`, or a miss while nothing runs anywhere)
+//! is dropped; a placed task departs after its duration and gives its capacity back. Its
+//! cost, energy and latency are [`PlacementCost`], as in dry-runs and plans. Pure and
 //! deterministic for a seed.
 
 use crate::rng::Rng;
 use crate::trace::PodRow;
+use cpn_sched::batch::{Outcome, Round, Shape};
+use cpn_sched::kpi::{KpiTotals, PlacementCost};
 use cpn_sched::queue::TaskQueue;
 use cpn_sched::task::Chip;
-use cpn_sched::{Cluster, Mode, Placement, Profile, Scheduler, Task};
+use cpn_sched::{Cluster, Placement, Profile, Scheduler, Task};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 /// A task of a timed workload.
 #[derive(Debug, Clone)]
@@ -65,15 +67,6 @@ pub struct FederationReport {
     pub sites: Vec<SiteUse>,
 }
 
-/// A key equal for tasks the scheduler cannot tell apart by feasibility: the task without
-/// its id.
-fn shape_of(task: &Task) -> String {
-    let mut t = task.clone();
-    t.id.clear();
-    t.est_hours = 0.0;
-    format!("{t:?}")
-}
-
 fn used_fraction(free: u64, total: u64) -> f64 {
     if total == 0 {
         0.0
@@ -101,18 +94,8 @@ pub fn run(
     let mut running: Vec<Option<Placement>> = vec![None; tasks.len()];
     let mut n_running = 0usize;
 
-    let mut shape_ids: HashMap<String, usize> = HashMap::new();
-    let shapes: Vec<usize> = tasks
-        .iter()
-        .map(|t| {
-            let n = shape_ids.len();
-            *shape_ids.entry(shape_of(&t.task)).or_insert(n)
-        })
-        .collect();
-    let mut failed_in_round: Vec<Option<bool>> = vec![None; shape_ids.len()];
-
-    // Origin region → topology vertex (the first site of that region), as the dry-run does.
-    let mut origins = HashMap::new();
+    let shapes: Vec<Shape> = tasks.iter().map(|t| Shape::of(&t.task)).collect();
+    let mut kpis = KpiTotals::default();
 
     let n_sites = cluster.sites.len();
     let mut gpu_area = vec![0.0f64; n_sites];
@@ -133,7 +116,6 @@ pub fn run(
         sites: Vec::new(),
     };
     let mut delays: Vec<u64> = Vec::new();
-    let (mut latency_sum, mut latency_n) = (0.0f64, 0u32);
     let mut next_arrival = 0usize;
 
     loop {
@@ -173,42 +155,17 @@ pub fn run(
             next_arrival += 1;
         }
         // One placement round over the whole queue, in queue order.
-        failed_in_round.iter_mut().for_each(|f| *f = None);
+        let mut round = Round::new();
         let batch = queue.pop_batch(queue.len(), now);
         for i in batch {
             let timed = &tasks[i];
-            let forever = match failed_in_round[shapes[i]] {
-                Some(forever) => Some(forever),
-                None => match scheduler.schedule(&timed.task, &mut cluster, Mode::Fast).0 {
-                    Ok(p) => {
-                        let node = cluster.node(p.node);
-                        let site = cluster.site(p.site);
-                        let units = cpn_sched::plugins::units(&timed.task);
-                        let hours = timed.duration_s as f64 / 3600.0;
-                        report.total_cost_cny += node.spec.price_per_unit_hour * units * hours;
-                        report.energy_kwh +=
-                            units * node.spec.watts_per_unit / 1000.0 * site.spec.pue * hours;
-                        if let Some(region) = &timed.task.origin_region {
-                            let origin = *origins.entry(region.clone()).or_insert_with(|| {
-                                cluster
-                                    .sites
-                                    .iter()
-                                    .find(|s| &s.spec.region == region)
-                                    .and_then(|s| s.vertex)
-                            });
-                            let ms = if &site.spec.region == region {
-                                Some(0.0)
-                            } else {
-                                origin
-                                    .zip(site.vertex)
-                                    .and_then(|(o, v)| cluster.latencies_from(o)[v.index()].ms())
-                            };
-                            if let Some(ms) = ms {
-                                latency_sum += ms;
-                                latency_n += 1;
-                            }
-                        }
-                        report.placed += 1;
+            let forever =
+                match round.place("", &mut scheduler, &timed.task, &shapes[i], &mut cluster) {
+                    Outcome::Placed(p) => {
+                        kpis.add(
+                            &PlacementCost::of(&cluster, &timed.task, &p),
+                            timed.duration_s as f64 / 3600.0,
+                        );
                         placed_at[p.site as usize] += 1;
                         delays.push(now - timed.arrival_s);
                         departures.push(Reverse((now + timed.duration_s, dep_seq, i)));
@@ -217,14 +174,10 @@ pub fn run(
                         n_running += 1;
                         None
                     }
-                    Err(u) => {
-                        // Failing on an idle federation is for good: it never gets emptier.
-                        let forever = u.forever || n_running == 0;
-                        failed_in_round[shapes[i]] = Some(forever);
-                        Some(forever)
-                    }
-                },
-            };
+                    Outcome::Never(_) => Some(true),
+                    // Failing on an idle federation is for good: it never gets emptier.
+                    Outcome::Waits(_) => Some(n_running == 0),
+                };
             match forever {
                 None => {}
                 Some(true) => report.dropped += 1,
@@ -236,7 +189,10 @@ pub fn run(
 
     report.still_waiting = queue.len() as u32;
     report.makespan_s = last_t;
-    report.mean_latency_ms = (latency_n > 0).then(|| latency_sum / latency_n as f64);
+    report.placed = kpis.placed;
+    report.total_cost_cny = kpis.cost_cny;
+    report.energy_kwh = kpis.energy_kwh;
+    report.mean_latency_ms = kpis.mean_latency_ms();
     if !delays.is_empty() {
         report.mean_queueing_delay_s =
             delays.iter().map(|&d| d as f64).sum::<f64>() / delays.len() as f64;
