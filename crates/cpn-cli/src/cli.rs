@@ -258,7 +258,8 @@ pub struct ServeArgs {
     pub no_demo: bool,
 
     /// Folder of the openb trace CSVs that simulations may name (`--trace`)
-    /// [default: ../shared/data/alibaba-gpu-v2023 when it exists].
+    /// [default: data/alibaba-gpu-v2023 when it exists, i.e. when started from the
+    /// repository's root; otherwise none, and simulations take uploaded CSVs only].
     #[arg(long, env = "CPN_SIM_DATA", value_name = "DIR")]
     pub sim_data: Option<PathBuf>,
 
@@ -393,8 +394,10 @@ pub enum TlsMode {
     Off,
 }
 
-/// Where `cpn serve` looks for shipped traces without --sim-data.
-pub const DEFAULT_SIM_DATA: &str = "../shared/data/alibaba-gpu-v2023";
+/// Where `cpn serve` looks for shipped traces without --sim-data: the repository's copy,
+/// relative to the working directory (the server reads trace files by name, so it needs a
+/// folder; `cpn sim gpu` has its default trace built in instead).
+pub const DEFAULT_SIM_DATA: &str = "data/alibaba-gpu-v2023";
 
 /// The verbs every registry kind has.
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,6 @@
 //! `cpn sim gpu` end to end on a tiny hand-made trace: per-seed curves, summary and plot are
-//! written; a malformed row stops it with `file:line` and exit code 1.
+//! written; a malformed row stops it with `file:line` and exit code 1. And without `--data`,
+//! from an empty directory, on the trace built into the binary.
 
 use std::process::Command;
 
@@ -88,4 +89,39 @@ fn sim_gpu_rejects_a_malformed_row_with_its_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.csv:14: column `gpu_milli`"), "{err}");
+}
+
+/// Without `--data`, from an empty directory: the trace built into the binary is replayed
+/// and compared with the built-in published results; a trace not built in names `--data`.
+#[test]
+fn sim_gpu_replays_the_built_in_trace_from_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let cpn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cpn"))
+            .args(["sim", "gpu"])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    // Random is the cheapest policy: one run of the default trace, some seconds unoptimised.
+    let out = cpn(&["--policy", "random", "--seeds", "42", "--threads", "1"]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1213 nodes, 6212 GPUs"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("default") && l.contains("random"))
+        .unwrap_or_else(|| panic!("no default/random row:\n{stdout}"));
+    // The published mean ± sd of Random on the default trace at 100 % (BENCHMARK.md T4).
+    assert!(row.contains("13.70 ± 0.33"), "{row}");
+
+    let out = cpn(&["--traces", "cpu050", "--seeds", "42"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not built into cpn") && err.contains("--data"),
+        "{err}"
+    );
 }

@@ -1,5 +1,6 @@
 //! Tidy checks that hold the architecture in place (see ARCHITECTURE.md): the pure core
-//! crates stay free of runtimes, databases and HTTP, and every source file says why it exists.
+//! crates stay free of runtimes, databases and HTTP, every source file says why it exists,
+//! and nothing reads data from outside the repository.
 
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -136,5 +137,81 @@ fn every_source_file_opens_with_a_module_doc() {
     assert!(
         missing.is_empty(),
         "files without a leading //! line saying why they exist: {missing:#?}"
+    );
+}
+
+/// Paths outside the repository that code, scripts, CI or docs once read data from. Spelt
+/// in pieces so that this file does not name them itself.
+const OUTSIDE: &[&str] = &[
+    concat!("..", "/shared"),
+    concat!("shared", "/data"),
+    concat!("/work", "/shared"),
+];
+
+/// The repository's files: those git tracks, or every file but build outputs and installed
+/// packages where this is not a git checkout (a source archive).
+fn repository_files(root: &Path) -> Vec<PathBuf> {
+    let git = Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(root)
+        .output();
+    if let Ok(out) = git
+        && out.status.success()
+    {
+        return out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| PathBuf::from(String::from_utf8_lossy(p).into_owned()))
+            .collect();
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(root.join(&dir)).unwrap() {
+            let entry = entry.unwrap();
+            let rel = dir.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                let name = entry.file_name();
+                if !["target", "node_modules", ".git", "cpn-data"]
+                    .iter()
+                    .any(|skip| name == *skip)
+                {
+                    stack.push(rel);
+                }
+            } else {
+                files.push(rel);
+            }
+        }
+    }
+    files
+}
+
+/// The repository is self-contained (issue #13): the traces the tests and `cpn sim gpu`
+/// read are in `data/`, and no source, script, CI file or doc points at a folder beside the
+/// checkout. Only `data/` may say where its files first came from.
+#[test]
+fn nothing_reads_data_from_outside_the_repository() {
+    let root = workspace_root();
+    let mut found = Vec::new();
+    for rel in repository_files(&root) {
+        if rel.starts_with("data") {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(root.join(&rel)) else {
+            continue; // deleted in the working tree but still tracked
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        for (n, line) in text.lines().enumerate() {
+            if let Some(p) = OUTSIDE.iter().find(|p| line.contains(**p)) {
+                found.push(format!("{}:{}: {p}: {}", rel.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "files that point outside the repository (put the data in data/ and read it from \
+         there):\n{}",
+        found.join("\n")
     );
 }

@@ -1,6 +1,6 @@
 //! The GPU policies against the real openb traces (BENCHMARK.md §4.1 and §4.5 fixtures).
-//! The trace folder is looked up in `CPN_OPENB_DIR`, then in `shared/data/alibaba-gpu-v2023`
-//! above the workspace; the data ships with the project's shared folder, so its absence fails.
+//! The traces are the repository's `data/alibaba-gpu-v2023` (or the folder `CPN_OPENB_DIR`
+//! names); a missing file fails the test, never skips it.
 
 use cpn_sched::Cluster;
 use cpn_sched::cluster::{ClusterBuilder, NodeSpec, SiteSpec};
@@ -8,22 +8,17 @@ use cpn_sched::plugins::gpu::{TargetWorkload, cluster_fragmentation};
 use cpn_sched::task::{Chip, Demand, Task};
 use std::path::PathBuf;
 
-fn dir() -> Option<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+fn dir() -> PathBuf {
     std::env::var_os("CPN_OPENB_DIR")
         .map(PathBuf::from)
-        .into_iter()
-        .chain(
-            manifest
-                .ancestors()
-                .map(|a| a.join("shared/data/alibaba-gpu-v2023")),
-        )
-        .find(|d| d.join("openb_node_list_gpu_node.csv").is_file())
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/alibaba-gpu-v2023")
+        })
 }
 
 fn rows(path: PathBuf) -> Vec<Vec<String>> {
-    std::fs::read_to_string(path)
-        .unwrap()
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .lines()
         .skip(1)
         .filter(|l| !l.is_empty())
@@ -84,8 +79,7 @@ fn tasks(dir: &std::path::Path, trace: &str) -> Vec<Task> {
 
 #[test]
 fn typical_pods_and_empty_cluster_fragmentation_match_the_fixtures() {
-    let dir =
-        dir().expect("the openb traces: set CPN_OPENB_DIR or keep shared/data beside the repo");
+    let dir = dir();
     let c = cluster(&dir);
     assert_eq!(c.nodes.len(), 1213);
     let capacity: u64 = c.nodes.iter().map(|n| n.spec.gpus as u64 * 1000).sum();

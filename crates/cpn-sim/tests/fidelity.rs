@@ -11,8 +11,9 @@ use cpn_sim::sweep;
 use cpn_sim::trace::{parse_nodes, parse_pods};
 use std::path::PathBuf;
 
+/// The repository's copy of the traces and published results.
 fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/alibaba-gpu-v2023")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/alibaba-gpu-v2023")
 }
 
 fn read(name: &str) -> String {

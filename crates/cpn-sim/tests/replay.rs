@@ -98,16 +98,20 @@ fn a_run_stops_when_asked_and_otherwise_is_the_same_run() {
     assert!(protocol::run_until(&trace, "fgd", 42, false, &|| true).is_none());
 }
 
+/// The repository's copy of the traces.
 fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/alibaba-gpu-v2023")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/alibaba-gpu-v2023")
 }
 
 #[test]
 fn inflation_of_the_default_trace_reaches_130_percent_within_one_task() {
     let dir = data_dir();
-    let pods = std::fs::read_to_string(dir.join("openb_pod_list_default.csv"))
-        .expect("shared/data/alibaba-gpu-v2023 beside the repository");
-    let nodes = std::fs::read_to_string(dir.join("openb_node_list_gpu_node.csv")).unwrap();
+    let read = |file: &str| {
+        let path = dir.join(file);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let pods = read("openb_pod_list_default.csv");
+    let nodes = read("openb_node_list_gpu_node.csv");
     let nodes = parse_nodes("gpu_node.csv", &nodes).unwrap();
     let mut pods = parse_pods("default.csv", &pods).unwrap();
     pods.sort_by(|a, b| a.name.cmp(&b.name));

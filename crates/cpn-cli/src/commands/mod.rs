@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod serve;
 pub mod sim;
 pub mod sim_api;
+pub mod sim_builtin;
 pub mod sim_federation;
 pub mod sim_plot;
 pub mod tag;

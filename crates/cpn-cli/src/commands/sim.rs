@@ -5,7 +5,7 @@
 //! only opens files, parses flags and prints. `cpn sim run|list|status|results|cancel` ask
 //! the server to do the same (`sim_api`).
 
-use crate::commands::sim_plot;
+use crate::commands::{sim_builtin, sim_plot};
 use crate::output;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -27,6 +27,8 @@ pub enum SimCmd {
     /// The protocol of BENCHMARK.md §3: the GPU nodes empty, the tasks shuffled per seed and
     /// inflated to 130 % of GPU capacity, dropped when nothing fits; metrics after every
     /// task, discretised onto arrived % = 0..130. Runs policies × seeds on every core.
+    /// Without --data it replays the copy of the trace built into cpn (the repository's
+    /// data/alibaba-gpu-v2023: GPU nodes, `default` trace, published results).
     Gpu(SimGpuArgs),
     /// Start a policy simulation on the server (asynchronous; see `sim status`).
     ///
@@ -65,20 +67,23 @@ pub enum SimCmd {
 
 #[derive(Debug, Args)]
 pub struct SimGpuArgs {
-    /// Folder of the trace CSVs and `fgd-expected-results/`.
-    #[arg(
-        long,
-        default_value = "../shared/data/alibaba-gpu-v2023",
-        value_name = "DIR"
-    )]
-    pub data: PathBuf,
-    /// Node list [default: DATA/openb_node_list_gpu_node.csv].
+    /// Folder of the trace CSVs and `fgd-expected-results/` [default: the copy built into
+    /// cpn of the repository's data/alibaba-gpu-v2023, holding the GPU node list, the
+    /// `default` trace and the published results].
+    ///
+    /// The other traces of the repository (cpu050, cpu100, gpushare40/60/80/100) need it:
+    /// `--data data/alibaba-gpu-v2023` from the repository's root.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Node list [default: DATA/openb_node_list_gpu_node.csv, or the built-in one].
     #[arg(long, value_name = "NODES.csv")]
     pub nodes: Option<PathBuf>,
-    /// Pod list [default: DATA/openb_pod_list_TRACE.csv for each of --traces].
+    /// Pod list [default: DATA/openb_pod_list_TRACE.csv for each of --traces, or the
+    /// built-in `default` trace].
     #[arg(long, value_name = "PODS.csv", conflicts_with = "traces")]
     pub pods: Option<PathBuf>,
-    /// Traces of DATA to replay, by short name (default, cpu050, gpushare40, …).
+    /// Traces to replay, by short name (default, cpu050, gpushare40, …); without --data
+    /// only `default` is there.
     #[arg(long, value_delimiter = ',', default_value = "default")]
     pub traces: Vec<String>,
     /// Policies: fgd, bestfit, packing, clustering, dotprod, random; fgd_plus (our own,
@@ -134,7 +139,20 @@ fn open(path: &Path) -> Result<BufReader<File>> {
     ))
 }
 
-fn read_published(data: &Path, file: &str) -> Result<Option<Published>> {
+fn read_nodes(path: &Path) -> Result<Vec<trace::NodeRow>> {
+    Ok(trace::read_nodes(&path.display().to_string(), open(path)?)?)
+}
+
+fn read_pods(path: &Path) -> Result<Vec<trace::PodRow>> {
+    Ok(trace::read_pods(&path.display().to_string(), open(path)?)?)
+}
+
+/// The published allocation results: DATA's, where it has them, or the built-in ones.
+fn read_published(data: Option<&Path>, file: &str) -> Result<Option<Published>> {
+    let Some(data) = data else {
+        let name = format!("{} (built in)", sim_builtin::ORIGIN);
+        return Ok(Some(Published::parse(&name, sim_builtin::PUBLISHED_ALLO)?));
+    };
     let path = data.join("fgd-expected-results").join(file);
     if !path.exists() {
         return Ok(None);
@@ -176,33 +194,44 @@ pub fn gpu(args: SimGpuArgs) -> Result<()> {
             ),
         }
     }
-    let nodes_path = args
-        .nodes
-        .clone()
-        .unwrap_or_else(|| args.data.join("openb_node_list_gpu_node.csv"));
-    let pod_paths: Vec<(String, PathBuf)> = match &args.pods {
-        Some(p) => vec![(
-            published::short_trace_name(&p.to_string_lossy()).to_string(),
-            p.clone(),
-        )],
-        None => args
-            .traces
-            .iter()
-            .map(|t| (t.clone(), args.data.join(format!("openb_pod_list_{t}.csv"))))
-            .collect(),
+    let data = args.data.as_deref();
+    let built_in = |file: &str| format!("{}/{file} (built in)", sim_builtin::ORIGIN);
+    let nodes = match (&args.nodes, data) {
+        (Some(path), _) => read_nodes(path)?,
+        (None, Some(dir)) => read_nodes(&dir.join("openb_node_list_gpu_node.csv"))?,
+        (None, None) => trace::parse_nodes(
+            &built_in("openb_node_list_gpu_node.csv"),
+            sim_builtin::NODES,
+        )?,
     };
-    let nodes = trace::read_nodes(&nodes_path.display().to_string(), open(&nodes_path)?)?;
     let mut traces = Vec::new();
-    for (name, path) in &pod_paths {
-        let pods = trace::read_pods(&path.display().to_string(), open(path)?)?;
-        traces.push(Trace::new(name.clone(), nodes.clone(), pods));
+    if let Some(path) = &args.pods {
+        let name = published::short_trace_name(&path.to_string_lossy()).to_string();
+        traces.push(Trace::new(name, nodes.clone(), read_pods(path)?));
+    } else {
+        for t in &args.traces {
+            let file = format!("openb_pod_list_{t}.csv");
+            let pods = match data {
+                Some(dir) => read_pods(&dir.join(&file))?,
+                None => match sim_builtin::trace(t) {
+                    Some(text) => trace::parse_pods(&built_in(&file), text)?,
+                    None => bail!(
+                        "trace {t:?} is not built into cpn (only {} is); give the folder \
+                         holding {file} with --data, e.g. `--data {}` from the repository's root",
+                        sim_builtin::names(),
+                        sim_builtin::ORIGIN
+                    ),
+                },
+            };
+            traces.push(Trace::new(t.clone(), nodes.clone(), pods));
+        }
     }
-    let published_allo = read_published(&args.data, "analysis_allo_discrete.csv")?;
+    let published_allo = read_published(data, "analysis_allo_discrete.csv")?;
     let published_allo = published_allo.as_ref();
     if args.check_published && published_allo.is_none() {
         bail!(
             "--check-published needs {}",
-            args.data
+            data.unwrap_or(Path::new("DATA"))
                 .join("fgd-expected-results/analysis_allo_discrete.csv")
                 .display()
         );

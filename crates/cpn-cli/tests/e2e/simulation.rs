@@ -7,14 +7,10 @@
 use crate::harness::Server;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-/// The openb trace files, when this checkout has them next to it.
-const DATA: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/data/alibaba-gpu-v2023"
-);
+/// The repository's copy of the openb trace files.
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/alibaba-gpu-v2023");
 
 /// The header and the first `rows` data lines of a file.
 fn head(text: &str, rows: usize) -> String {
@@ -26,34 +22,23 @@ fn head(text: &str, rows: usize) -> String {
     out
 }
 
-/// A small cluster and workload: the first 60 GPU nodes and 300 pods of the shipped trace,
-/// or made-up ones of the same shape where the data is not there. Small, because the
-/// protocol inflates the workload to 130 % of the cluster's GPUs and the server under test
-/// is a debug build.
+/// A small cluster and workload: the first 60 GPU nodes and 300 pods of the shipped trace.
+/// Small, because the protocol inflates the workload to 130 % of the cluster's GPUs and the
+/// server under test is a debug build.
 fn small_inputs() -> (String, String) {
     inputs(60, 300)
 }
 
-/// The first `n_nodes` GPU nodes and `n_pods` pods of the shipped trace, or made-up ones of
-/// the same shape.
+/// The first `n_nodes` GPU nodes and `n_pods` pods of the shipped trace.
 fn inputs(n_nodes: usize, n_pods: usize) -> (String, String) {
-    let data = std::path::Path::new(DATA);
-    let nodes = std::fs::read_to_string(data.join("openb_node_list_gpu_node.csv"));
-    let pods = std::fs::read_to_string(data.join("openb_pod_list_default.csv"));
-    if let (Ok(nodes), Ok(pods)) = (nodes, pods) {
-        return (head(&nodes, n_nodes), head(&pods, n_pods));
-    }
-    let mut nodes = String::from("sn,cpu_milli,memory_mib,gpu,model\n");
-    for i in 0..n_nodes {
-        let gpus = [2, 4, 8][i % 3];
-        let _ = writeln!(nodes, "node-{i:03},96000,393216,{gpus},V100M16");
-    }
-    let mut pods = String::from("name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n");
-    for i in 0..n_pods {
-        let (num_gpu, gpu_milli) = [(1, 1000), (1, 500), (1, 250), (2, 1000), (0, 0)][i % 5];
-        let _ = writeln!(pods, "pod-{i:04},4000,16384,{num_gpu},{gpu_milli},");
-    }
-    (nodes, pods)
+    let read = |file: &str| {
+        let path = std::path::Path::new(DATA).join(file);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    (
+        head(&read("openb_node_list_gpu_node.csv"), n_nodes),
+        head(&read("openb_pod_list_default.csv"), n_pods),
+    )
 }
 
 /// Two runs on the small inputs: done in about a second.

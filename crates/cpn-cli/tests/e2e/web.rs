@@ -272,8 +272,8 @@ async fn the_console_works_in_a_real_browser() {
     }
     let dir = tempfile::tempdir().unwrap();
     // The demo federation and the local agent, as `cpn serve` runs by default, with the GPU
-    // trace (../shared/data beside the checkout) for the simulation page.
-    let sim_data = root.join("../shared/data/alibaba-gpu-v2023");
+    // trace of the repository (data/alibaba-gpu-v2023) for the simulation page.
+    let sim_data = root.join("data/alibaba-gpu-v2023");
     let sim_data = sim_data.to_str().expect("a UTF-8 path");
     let server = Server::start_with(
         dir.path(),

@@ -1,5 +1,5 @@
 //! The GPU placement policies of the FGD benchmark (Alibaba GPU trace v2023, USENIX ATC '23;
-//! `shared/data/alibaba-gpu-v2023/BENCHMARK.md`): Random, DotProd, GpuClustering,
+//! `data/alibaba-gpu-v2023/BENCHMARK.md`): Random, DotProd, GpuClustering,
 //! GpuPacking, BestFit and FGD (fragmentation gradient descent), each a node score plugin
 //! and a [`GpuPicker`] for its within-node GPU choice, plus the fragmentation measure and
 //! the target workload FGD descends on. `fgd_plus` is our own FGD refinement, not one of
