@@ -360,6 +360,17 @@ async fn a_plan_deploys_its_planned_resources_simulates_the_rest_and_ends_with_i
             .contains("no live node on site dark"),
         "{f:#}"
     );
+    // All of its time was queue wait, none of it run time.
+    let rep = get(&server, &format!("/api/v1/flows/{flow}/report")).await;
+    let timing = rep["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == deploy_id.as_str())
+        .unwrap()
+        .clone();
+    assert!(timing["queue_s"].as_f64().unwrap() >= 2.5, "{rep:#}");
+    assert_eq!(timing["run_s"], 0.0, "{rep:#}");
     // Its task was cancelled, not left waiting.
     let tasks = get(&server, "/api/v1/tasks?limit=100").await;
     let waiting: Vec<&Value> = tasks["items"]

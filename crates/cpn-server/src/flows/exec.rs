@@ -84,6 +84,9 @@ pub async fn run(ctx: Ctx, action: Action, timeout_s: Option<f64>, attach: Value
                     _ => None,
                 };
                 cancel_task(&ctx.state, &ctx.who, &ctx.task).await;
+                if let Some(view) = waited_task(&ctx).await {
+                    send_timing(&ctx, &view);
+                }
                 Err(match dark {
                     Some(site) => no_live_node(&site, t),
                     None => format!("timed out after {t} s"),
