@@ -98,7 +98,7 @@ register({
     'flows.step.cancelled': 'cancelled',
     // start
     'flows.start.title': 'Start a workflow',
-    'flows.start.intro': 'Run a saved process template, or paste a definition: steps with an action (task, allocate, release, sleep, noop, notify, fail), depends_on, when, for_each, retry, timeout_s and compensate.',
+    'flows.start.intro': 'Run a saved process template, or paste a definition: steps with an action (task, allocate, release, sleep, noop, notify, fail, simulate), depends_on, when, for_each, retry, timeout_s and compensate.',
     'flows.start.template': 'From a process template',
     'flows.start.template.pick': 'Process template',
     'flows.start.template.none': 'No process templates yet. Save a definition as a template here, or import one with cpn flow import -f process.yaml.',
@@ -297,7 +297,7 @@ register({
     'flows.step.compensated': '已补偿',
     'flows.step.cancelled': '已取消',
     'flows.start.title': '启动工作流',
-    'flows.start.intro': '运行已保存的流程模板，或粘贴流程定义：每个步骤包含一个动作（task、allocate、release、sleep、noop、notify、fail），以及 depends_on、when、for_each、retry、timeout_s 和 compensate。',
+    'flows.start.intro': '运行已保存的流程模板，或粘贴流程定义：每个步骤包含一个动作（task、allocate、release、sleep、noop、notify、fail、simulate），以及 depends_on、when、for_each、retry、timeout_s 和 compensate。',
     'flows.start.template': '从流程模板启动',
     'flows.start.template.pick': '流程模板',
     'flows.start.template.none': '还没有流程模板。可在此把流程定义另存为模板，或使用 cpn flow import -f process.yaml 导入。',
