@@ -200,6 +200,9 @@ test('resources, templates, plans and workflows pages render their data', async 
   await shot(page, '12b-plans');
   await page.click('table[data-test=plan-compare] button[data-confirm]:not(.secondary)');
   await page.waitForSelector('[data-test=instructions] tr[data-instruction]');
+  // Only deploy steps run for real; the others say up front that they are simulated.
+  assert.ok(await page.$('[data-test=instructions] tr[data-instruction^="create-"] .badge.simulated'), 'create steps marked simulated');
+  assert.equal(await page.$('[data-test=instructions] tr[data-instruction^="deploy-"] .badge.simulated'), null);
   await shot(page, '12c-instructions');
   // A workflow started from the form, drawn as a graph of step states with its lean report.
   await page.goto(`${BASE}/#/flows`);
@@ -212,11 +215,16 @@ test('resources, templates, plans and workflows pages render their data', async 
     '  - id: b',
     '    depends_on: [a]',
     '    action: {kind: task, task: {name: b, script: "echo b", resources: {cpu_cores: 0.1, memory_gib: 0.1}}}',
+    '  - id: provision',
+    '    action: {kind: simulate, reason: "no provisioning controller"}',
   ].join('\n'));
   await page.click('form[data-test=flow-start] button[type=submit]');
   await page.waitForSelector('[data-test=flow-graph] canvas');
   await page.waitForFunction(() => document.querySelector('main')?.dataset.flowState === 'succeeded', null, { timeout: 60000 });
   await page.waitForSelector('[data-test=flow-report]');
+  // A step with no controller behind it is shown simulated, never succeeded.
+  await page.waitForSelector('[data-test=flow-simulated]');
+  await page.waitForSelector('tr[data-step=provision] .badge[data-state=simulated]');
   await shot(page, '13-flow');
   await page.goto(`${BASE}/#/flows`);
   await page.waitForSelector('tr[data-flow]');

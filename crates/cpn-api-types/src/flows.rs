@@ -113,6 +113,18 @@ pub enum Action {
     Fail {
         message: String,
     },
+    /// Stands for an operation that has no real controller behind it here (provisioning,
+    /// a storage mount, a network or security configuration): publishes `outputs` (with
+    /// `reason`) and ends `simulated`, never `succeeded`, so nobody takes it for work done.
+    /// Counts as done for the steps that depend on it; never compensated.
+    Simulate {
+        /// Why nothing was done (which controller is missing).
+        #[serde(default)]
+        reason: String,
+        #[serde(default)]
+        #[schema(value_type = Object)]
+        outputs: BTreeMap<String, serde_json::Value>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -136,6 +148,10 @@ pub enum StepState {
     Succeeded,
     Failed,
     Skipped,
+    /// Ended without doing anything real: its action is `simulate` (no controller behind
+    /// it). Terminal; counts as done for dependents, like `succeeded`, but is never shown
+    /// or counted as such.
+    Simulated,
     Compensating,
     Compensated,
     Cancelled,
@@ -186,15 +202,22 @@ pub struct FlowReport {
     pub state: FlowState,
     /// Wall time from start to end (or now).
     pub makespan_s: f64,
-    /// Sum of step durations.
+    /// Sum of the steps' run times (`run_s`): queue wait is not work.
     pub work_s: f64,
-    /// work / makespan: how many steps ran at once on average.
+    /// Sum of the steps' queue waits (`queue_s`): task steps waiting for a node.
+    #[serde(default)]
+    pub queue_s: f64,
+    /// Σ step durations / makespan: how many steps were in flight (queued or running) at
+    /// once on average.
     pub parallel_rate: f64,
     /// Share of the makespan when at most one step was running.
     pub serial_rate: f64,
     /// The chain of steps that determined the makespan.
     pub critical_path: Vec<String>,
     pub critical_path_s: f64,
+    /// Steps that ended `simulated` (nothing real was done).
+    #[serde(default)]
+    pub simulated_steps: Vec<String>,
     pub steps: Vec<StepTiming>,
 }
 
@@ -206,7 +229,16 @@ pub struct StepTiming {
     pub start: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<DateTime<Utc>>,
+    /// From start to end (or now): `queue_s` + `run_s` and the engine's own overhead.
     pub duration_s: f64,
     /// From ready (dependencies met) to start.
     pub wait_s: f64,
+    /// A task step: from the task's submission to the start of its attempt (waiting for a
+    /// node), summed over the step's attempts. 0 for other steps.
+    #[serde(default)]
+    pub queue_s: f64,
+    /// A task step: the time its task's attempts ran (until now for one still running).
+    /// Other steps: `duration_s`.
+    #[serde(default)]
+    pub run_s: f64,
 }

@@ -316,6 +316,13 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub condition_deadline_ms: u64,
 
+    /// How long a workflow's task step (a plan's deploy step among them) pinned to a site
+    /// with no live node waits for one, in seconds, unless the step sets its own
+    /// `timeout_s`; then its task is cancelled and the step fails with "no live node on
+    /// site X".
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub flow_node_wait_s: u64,
+
     /// A login session unused this long stops working: a number with s, m, h or d (API keys
     /// and the operator token have their own expiry instead).
     #[arg(

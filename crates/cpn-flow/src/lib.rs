@@ -5,8 +5,8 @@
 //! - `run`: `FlowRun`, the step state machine. Every transition is a journal entry, and
 //!   `FlowRun::replay` rebuilds the same state from the journal, which is how a restarted
 //!   server resumes a workflow.
-//! - `report`: lean metrics (start, end, duration, wait; parallel and serial rates; the
-//!   critical path).
+//! - `report`: lean metrics (start, end, duration, wait, a task's queue wait apart from its
+//!   run time; parallel and serial rates; the critical path).
 //!
 //! No I/O, no clock: callers pass `now`.
 
@@ -17,7 +17,7 @@ pub mod subst;
 pub mod validate;
 
 pub use report::report;
-pub use run::{Command, FlowRun, StepRun};
+pub use run::{Command, FlowRun, StepRun, TaskTiming};
 pub use validate::{FlowError, validate};
 
 #[cfg(test)]

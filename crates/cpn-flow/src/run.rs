@@ -7,8 +7,14 @@
 //! `pause`, `resume` and `cancel`, which record entries; `apply` decides nothing.
 //!
 //! Semantics:
-//! - A step is ready when each of its dependencies succeeded or was skipped; then its
-//!   `when` is evaluated (false: skipped). Ready steps start in definition order, at most
+//! - A step is ready when each of its dependencies succeeded, was simulated or was
+//!   skipped; then its `when` is evaluated (false: skipped).
+//! - A `simulate` step (an operation with no real controller behind it) ends `simulated`
+//!   (entry `step_simulated`), never `succeeded`; it counts as done for its dependents and
+//!   for the workflow's success, and is never compensated.
+//! - The executor may record the timing of a task step's attempt (`on_timing`, entry
+//!   `step_timing`): how long its task queued for a node and how long it ran, which the
+//!   lean report keeps apart. Ready steps start in definition order, at most
 //!   `max_parallel` running at once.
 //! - A failed attempt is retried after `backoff_s * 2^(n-1)` (n: failures so far) while
 //!   `max_retries` allows; then the workflow fails: no new step starts, running steps are
@@ -26,6 +32,7 @@ use crate::{cond, subst};
 use chrono::{DateTime, Utc};
 use cpn_api_types::flows::{Action, FlowDefinition, FlowState, StepState, StepView};
 use cpn_cel::Stop;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -73,6 +80,22 @@ pub struct StepRun {
     pub error: Option<String>,
     /// Progress the executor recorded for the command in flight.
     pub attach: Map<String, Value>,
+    /// Queue and run time of the task behind each attempt of the step, by attempt.
+    pub timings: BTreeMap<u32, TaskTiming>,
+}
+
+/// The timing of the task behind one attempt of a step, as the executor saw it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TaskTiming {
+    /// From the task's submission to the start of its attempt (or to its end, when it
+    /// never started).
+    pub queue_s: f64,
+    /// When the attempt started running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// How long it ran; `None` while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_s: Option<f64>,
 }
 
 impl StepRun {
@@ -91,6 +114,7 @@ impl StepRun {
             outputs: BTreeMap::new(),
             error: None,
             attach: Map::new(),
+            timings: BTreeMap::new(),
         }
     }
 }
@@ -246,8 +270,13 @@ impl FlowRun {
                     self.steps[i].attach.extend(o.clone());
                 }
             }
-            "step_succeeded" => {
+            ty @ ("step_succeeded" | "step_simulated") => {
                 let i = self.step_of(e)?;
+                let done = if ty == "step_simulated" {
+                    StepState::Simulated
+                } else {
+                    StepState::Succeeded
+                };
                 let outputs: BTreeMap<String, Value> =
                     serde_json::from_value(e["outputs"].clone()).unwrap_or_default();
                 let n_items = self.def.steps[i].for_each.as_ref().map(Vec::len);
@@ -269,10 +298,19 @@ impl FlowRun {
                     None => s.outputs = outputs,
                 }
                 if n_items.is_none_or(|n| s.item >= n) {
-                    s.state = StepState::Succeeded;
+                    s.state = done;
                     s.ended_at = Some(t);
                     self.completed.push(i);
                 }
+            }
+            "step_timing" => {
+                let i = self.step_of(e)?;
+                let attempt = e["attempt"]
+                    .as_u64()
+                    .ok_or_else(|| format!("entry without `attempt`: {e}"))?;
+                let timing: TaskTiming = serde_json::from_value(e["timing"].clone())
+                    .map_err(|err| format!("entry with a bad `timing` ({err}): {e}"))?;
+                self.steps[i].timings.insert(attempt as u32, timing);
             }
             "step_failed" => {
                 let i = self.step_of(e)?;
@@ -391,14 +429,10 @@ impl FlowRun {
     }
 
     fn deps_met(&self, i: usize) -> bool {
-        self.def.steps[i].depends_on.iter().all(|d| {
-            self.index(d).is_some_and(|j| {
-                matches!(
-                    self.steps[j].state,
-                    StepState::Succeeded | StepState::Skipped
-                )
-            })
-        })
+        self.def.steps[i]
+            .depends_on
+            .iter()
+            .all(|d| self.index(d).is_some_and(|j| done(self.steps[j].state)))
     }
 
     fn running(&self) -> usize {
@@ -528,11 +562,7 @@ impl FlowRun {
                 }
             }
         }
-        if self
-            .steps
-            .iter()
-            .all(|s| matches!(s.state, StepState::Succeeded | StepState::Skipped))
-        {
+        if self.steps.iter().all(|s| done(s.state)) {
             self.record(json!({"type": "flow_succeeded", "at": at(now)}));
         }
         out
@@ -606,7 +636,12 @@ impl FlowRun {
                     .for_each
                     .as_ref()
                     .map(|_| self.steps[i].item);
-                self.record(json!({"type": "step_succeeded", "step": step,
+                let ty = if matches!(self.def.steps[i].action, Action::Simulate { .. }) {
+                    "step_simulated"
+                } else {
+                    "step_succeeded"
+                };
+                self.record(json!({"type": ty, "step": step,
                     "attempt": self.steps[i].attempts, "item": item, "outputs": outputs, "at": at(now)}));
             }
             (StepState::Running, Err(e)) => self.fail_step(i, e, now, true),
@@ -618,6 +653,21 @@ impl FlowRun {
             ),
             _ => {}
         }
+    }
+
+    /// Records the timing of the task behind `attempt` of `step` (what the executor saw:
+    /// queue wait, start, run time). A later record for the same attempt replaces the
+    /// earlier one, so an executor re-attached after a restart may record it again.
+    /// Ignored for a step with nothing in flight.
+    pub fn on_timing(&mut self, step: &str, attempt: u32, timing: TaskTiming, now: DateTime<Utc>) {
+        let Some(i) = self.index(step) else { return };
+        if !self.steps[i].in_flight || self.steps[i].state != StepState::Running {
+            return;
+        }
+        self.record(
+            json!({"type": "step_timing", "step": step, "attempt": attempt,
+            "timing": timing, "at": at(now)}),
+        );
     }
 
     /// Records progress of the command in flight for `step` (a task id, an allocation), so
@@ -722,6 +772,14 @@ impl FlowRun {
             })
             .collect()
     }
+}
+
+/// A step in this state lets its dependents start (and the workflow succeed).
+fn done(s: StepState) -> bool {
+    matches!(
+        s,
+        StepState::Succeeded | StepState::Skipped | StepState::Simulated
+    )
 }
 
 pub fn state_name(s: FlowState) -> &'static str {

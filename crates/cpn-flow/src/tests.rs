@@ -392,3 +392,145 @@ fn three_nested_loops_and_huge_inputs_are_refused_up_front() {
     let errs = crate::validate::inputs(&BTreeMap::from([("xs".to_string(), json!(xs))]));
     assert_eq!(errs[0].path, "inputs.xs");
 }
+
+fn simulate(id: &str, deps: &[&str]) -> Value {
+    json!({"id": id, "depends_on": deps,
+        "action": {"kind": "simulate", "reason": "no controller", "outputs": {"site": "s1"}}})
+}
+
+#[test]
+fn a_simulated_step_ends_simulated_lets_dependents_run_and_survives_replay() {
+    let d = def(json!({"name": "sim", "steps": [
+        simulate("provision", &[]),
+        {"id": "deploy", "action": {"kind": "noop"}, "depends_on": ["provision"],
+         "when": "steps.provision.status == 'simulated'"},
+        noop("after", &["deploy"])]}));
+    assert!(validate(&d).is_empty());
+    let mut run = FlowRun::new(d, BTreeMap::new(), t(0));
+    assert_eq!(started(&run.next(t(0))), ["provision"]);
+    // The executor answers a simulate action like any other; the state machine knows it
+    // did nothing real.
+    run.on_result(
+        "provision",
+        Ok(BTreeMap::from([("site".into(), json!("s1"))])),
+        t(1),
+    );
+    assert_eq!(run.steps[0].state, StepState::Simulated);
+    assert_eq!(run.steps[0].outputs["site"], "s1");
+    assert_eq!(run.steps[0].ended_at, Some(t(1)));
+    assert!(
+        run.journal()
+            .iter()
+            .any(|e| e["type"] == "step_simulated" && e["step"] == "provision")
+    );
+    assert!(
+        !run.journal()
+            .iter()
+            .any(|e| e["type"] == "step_succeeded" && e["step"] == "provision"),
+        "a simulated step is never recorded as succeeded"
+    );
+    assert_replays(&run);
+    let again = FlowRun::replay(run.def.clone(), run.journal()).unwrap();
+    assert_eq!(again.steps[0].state, StepState::Simulated);
+    // Dependents see it as done (and can tell it was simulated).
+    assert_eq!(started(&run.next(t(1))), ["deploy"]);
+    run.on_result("deploy", ok(), t(2));
+    assert_eq!(started(&run.next(t(2))), ["after"]);
+    run.on_result("after", ok(), t(3));
+    run.next(t(3));
+    assert_eq!(run.state, FlowState::Succeeded);
+    assert_eq!(run.steps[1].state, StepState::Succeeded);
+    assert_replays(&run);
+    let r = report(&run, "f", t(3));
+    assert_eq!(r.simulated_steps, ["provision"]);
+    assert_eq!(r.steps[0].state, StepState::Simulated);
+}
+
+#[test]
+fn a_simulated_step_is_not_compensated() {
+    let d = def(json!({"name": "sim", "steps": [
+        {"id": "a", "action": {"kind": "simulate"}, "compensate": {"kind": "noop"}},
+        {"id": "b", "action": {"kind": "noop"}, "compensate": {"kind": "noop"}},
+        {"id": "c", "action": {"kind": "fail", "message": "x"}, "depends_on": ["a", "b"]}]}));
+    let mut run = FlowRun::new(d, BTreeMap::new(), t(0));
+    assert_eq!(started(&run.next(t(0))), ["a", "b"]);
+    run.on_result("a", ok(), t(1));
+    run.on_result("b", ok(), t(1));
+    assert_eq!(started(&run.next(t(1))), ["c"]);
+    run.on_result("c", Err("x".into()), t(2));
+    assert_eq!(started(&run.next(t(2))), ["undo:b"]);
+    run.on_result("b", ok(), t(3));
+    assert!(run.next(t(3)).is_empty());
+    assert_eq!(run.state, FlowState::Failed);
+    assert_eq!(run.steps[0].state, StepState::Simulated);
+    assert_replays(&run);
+}
+
+fn task(id: &str, deps: &[&str]) -> Value {
+    json!({"id": id, "depends_on": deps, "action": {"kind": "task", "task": {
+        "name": id, "command": ["true"]}}})
+}
+
+#[test]
+fn the_report_separates_a_tasks_queue_wait_from_its_run_time() {
+    let d =
+        def(json!({"name": "q", "steps": [task("a", &[]), task("b", &["a"]), noop("c", &["b"])]}));
+    let mut run = FlowRun::new(d, BTreeMap::new(), t(0));
+    assert_eq!(started(&run.next(t(0))), ["a"]);
+    // Still queued, nothing recorded: all of it so far is queue wait.
+    let r = report(&run, "f", t(30));
+    assert_eq!((r.steps[0].queue_s, r.steps[0].run_s), (30.0, 0.0));
+    // The task started at 80 s: 80 s queued, running since.
+    let timing = crate::TaskTiming {
+        queue_s: 80.0,
+        started_at: Some(t(80)),
+        run_s: None,
+    };
+    run.on_timing("a", 1, timing.clone(), t(80));
+    let r = report(&run, "f", t(85));
+    assert_eq!((r.steps[0].queue_s, r.steps[0].run_s), (80.0, 5.0));
+    assert_replays(&run);
+    // It ended at 90 s: recorded again for the same attempt, replacing the first record.
+    run.on_timing(
+        "a",
+        1,
+        crate::TaskTiming {
+            run_s: Some(10.0),
+            ..timing
+        },
+        t(90),
+    );
+    run.on_result("a", ok(), t(90));
+    assert_eq!(started(&run.next(t(90))), ["b"]);
+    // b: 2 s queued, 3 s run.
+    run.on_timing(
+        "b",
+        1,
+        crate::TaskTiming {
+            queue_s: 2.0,
+            started_at: Some(t(92)),
+            run_s: Some(3.0),
+        },
+        t(95),
+    );
+    run.on_result("b", ok(), t(95));
+    run.next(t(95));
+    run.on_result("c", ok(), t(95));
+    run.next(t(95));
+    assert_eq!(run.state, FlowState::Succeeded);
+    assert_replays(&run);
+    let again = FlowRun::replay(run.def.clone(), run.journal()).unwrap();
+    let r = report(&again, "f", t(200));
+    assert_eq!(r.steps[0].duration_s, 90.0);
+    assert_eq!((r.steps[0].queue_s, r.steps[0].run_s), (80.0, 10.0));
+    assert_eq!((r.steps[1].queue_s, r.steps[1].run_s), (2.0, 3.0));
+    assert_eq!((r.steps[2].queue_s, r.steps[2].run_s), (0.0, 0.0));
+    assert_eq!(r.queue_s, 82.0);
+    assert_eq!(r.work_s, 13.0, "queue wait is not work");
+    assert_eq!(r.makespan_s, 95.0);
+    // A timing for a step with nothing in flight is ignored.
+    let mut run = again;
+    let n = run.journal().len();
+    run.on_timing("a", 1, crate::TaskTiming::default(), t(300));
+    assert_eq!(run.journal().len(), n);
+}

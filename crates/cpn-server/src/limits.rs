@@ -23,6 +23,9 @@ pub struct Limits {
     pub kept_simulations_per_tenant: usize,
     /// How long one evaluation of a workflow condition may run.
     pub condition_deadline: Duration,
+    /// How long a workflow's task step pinned to a site with no live node waits for one
+    /// before it fails with "no live node on site X", unless the step has a `timeout_s`.
+    pub flow_node_wait: Duration,
 }
 
 impl Default for Limits {
@@ -33,6 +36,7 @@ impl Default for Limits {
             max_active_simulations_per_tenant: 4,
             kept_simulations_per_tenant: 100,
             condition_deadline: Duration::from_secs(1),
+            flow_node_wait: Duration::from_secs(300),
         }
     }
 }

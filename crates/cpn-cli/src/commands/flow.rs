@@ -9,7 +9,7 @@ use crate::output;
 use anyhow::{Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
-use cpn_api_types::flows::{FlowDefinition, FlowReport, FlowState, FlowView};
+use cpn_api_types::flows::{FlowDefinition, FlowReport, FlowState, FlowView, StepState};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -42,8 +42,8 @@ pub enum FlowCmd {
         #[arg(value_name = "ID")]
         id: String,
     },
-    /// Lean metrics: per step start, end, duration and wait; parallel and serial rates;
-    /// the critical path.
+    /// Lean metrics: per step start, end, duration, wait, and a task's queue wait apart
+    /// from its run time; parallel and serial rates; the critical path.
     Report {
         #[arg(value_name = "ID")]
         id: String,
@@ -330,6 +330,20 @@ fn details(f: &FlowView, now: DateTime<Utc>) -> String {
     if let Some(p) = &f.plan {
         rows.push(("Plan", p.clone()));
     }
+    let simulated = f
+        .steps
+        .iter()
+        .filter(|s| s.state == StepState::Simulated)
+        .count();
+    if simulated > 0 {
+        rows.push((
+            "Simulated",
+            format!(
+                "{simulated} of {} steps (no controller behind them: nothing was done)",
+                f.steps.len()
+            ),
+        ));
+    }
     let mut text = output::fields(&rows);
     let mut t = output::table(&["STEP", "STATE", "ATTEMPTS", "START", "DURATION", "ERROR"]);
     for s in &f.steps {
@@ -355,11 +369,12 @@ fn details(f: &FlowView, now: DateTime<Utc>) -> String {
 }
 
 fn report_text(r: &FlowReport) -> String {
-    let mut text = output::fields(&[
+    let mut rows = vec![
         ("Workflow", r.id.clone()),
         ("State", state_name(r.state)),
         ("Makespan", format!("{:.2}s", r.makespan_s)),
-        ("Work", format!("{:.2}s", r.work_s)),
+        ("Work (run time)", format!("{:.2}s", r.work_s)),
+        ("Queue wait", format!("{:.2}s", r.queue_s)),
         ("Parallel rate", format!("{:.2}", r.parallel_rate)),
         ("Serial rate", format!("{:.0}%", r.serial_rate * 100.0)),
         (
@@ -370,8 +385,20 @@ fn report_text(r: &FlowReport) -> String {
                 r.critical_path_s
             ),
         ),
+    ];
+    if !r.simulated_steps.is_empty() {
+        rows.push((
+            "Simulated",
+            format!(
+                "{} (no controller behind them: nothing was done)",
+                r.simulated_steps.join(", ")
+            ),
+        ));
+    }
+    let mut text = output::fields(&rows);
+    let mut t = output::table(&[
+        "STEP", "STATE", "START", "END", "DURATION", "WAIT", "QUEUE", "RUN",
     ]);
-    let mut t = output::table(&["STEP", "STATE", "START", "END", "DURATION", "WAIT"]);
     for s in &r.steps {
         t.add_row(vec![
             s.id.clone(),
@@ -383,6 +410,8 @@ fn report_text(r: &FlowReport) -> String {
             time(s.end),
             format!("{:.2}s", s.duration_s),
             format!("{:.2}s", s.wait_s),
+            format!("{:.2}s", s.queue_s),
+            format!("{:.2}s", s.run_s),
         ]);
     }
     text.push_str("Steps:\n");

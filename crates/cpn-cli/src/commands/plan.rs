@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 #[derive(Debug, Subcommand)]
 pub enum PlanCmd {
-    /// Show a plan: placements, the five feasibility dimensions, cost and reasons.
+    /// Show a plan: placements, the five feasibility dimensions, cost and reasons; once
+    /// executed, how its workflow ended (which steps ran for real, which were simulated).
     Get { id: String },
     /// Confirm a proposed plan; compiles its instruction set.
     Confirm { id: String },
@@ -66,6 +67,31 @@ pub async fn run(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
             let mut text = String::from("\nState: ");
             text.push_str(v["state"].as_str().unwrap_or(""));
             text.push_str(&format!("   Version: {}\n", v["version"]));
+            if let Some(f) = v["flow_id"].as_str() {
+                text.push_str(&format!("Workflow: {f}\n"));
+            }
+            let ex = &v["execution"];
+            if let Some(summary) = ex["summary"].as_str() {
+                text.push_str(&format!("Execution: {summary}\n"));
+                for (label, key) in [
+                    ("ran", "succeeded"),
+                    ("simulated", "simulated"),
+                    ("failed", "failed"),
+                ] {
+                    let ids: Vec<&str> = ex[key]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    if !ids.is_empty() {
+                        text.push_str(&format!("  {label}: {}\n", ids.join(", ")));
+                    }
+                }
+                if let Some(e) = ex["error"].as_str() {
+                    text.push_str(&format!("  error: {e}\n"));
+                }
+            }
             for d in ["compute", "network", "application", "cost", "business"] {
                 for line in v["feasibility"][d]["detail"]
                     .as_array()
@@ -166,7 +192,7 @@ pub async fn run(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
 }
 
 fn instructions_table(v: &Value) -> Result<()> {
-    let mut t = output::table(&["#", "ID", "KIND", "NODE", "SITE", "DEPENDS ON"]);
+    let mut t = output::table(&["#", "ID", "KIND", "RUNS AS", "NODE", "SITE", "DEPENDS ON"]);
     for (n, i) in v.as_array().into_iter().flatten().enumerate() {
         let deps: Vec<&str> = i["depends_on"]
             .as_array()
@@ -176,6 +202,13 @@ fn instructions_table(v: &Value) -> Result<()> {
             (n + 1).to_string(),
             i["id"].as_str().unwrap_or("").to_string(),
             i["kind"].as_str().unwrap_or("").to_string(),
+            // Only deploy_app has a real controller (a task); the rest are simulated.
+            if i["kind"] == "deploy_app" {
+                "task"
+            } else {
+                "simulated"
+            }
+            .to_string(),
             i["node"].as_str().unwrap_or("").to_string(),
             i["site"].as_str().unwrap_or("-").to_string(),
             deps.join(","),

@@ -35,6 +35,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 max_active_simulations_per_tenant: args.max_active_simulations.max(1),
                 kept_simulations_per_tenant: args.kept_simulations.max(1),
                 condition_deadline: Duration::from_millis(args.condition_deadline_ms.max(10)),
+                flow_node_wait: Duration::from_secs(args.flow_node_wait_s),
             },
         },
         local_agent: (!args.no_local_agent).then_some(args.local_site),

@@ -12,14 +12,21 @@
 //! nothing is held in the registry until execution.
 //!
 //! Instruction → workflow action (honest about what is real):
-//! - `create_resource` → `noop` recording the placement: the registry's capacity is only
-//!   simulated, nothing is provisioned.
-//! - `configure_network`, `configure_security`, `mount_storage` → `noop` whose outputs
-//!   describe what would be configured: there is no SDN or storage controller here.
+//! - `create_resource`, `configure_network`, `configure_security`, `mount_storage` →
+//!   `simulate`: there is no provisioning, SDN or storage controller behind them here, so
+//!   the step publishes what would be done and ends `simulated`, never `succeeded` (it
+//!   still lets the steps after it run).
 //! - `deploy_app` → a real cpn `task` pinned to the placed site (`constraints.site`),
-//!   running the node's `command` (default `sh -c "echo deployed NAME"`). The task asks for
-//!   a token share of CPU/memory so that it runs on whatever agent serves the site; the
-//!   planned capacity is in its `CPN_PLANNED_*` environment.
+//!   running the node's `command` (default `sh -c "echo deployed NAME"`) and requesting the
+//!   planned resources (`params.resources`: CPU cores, memory, GPUs, storage), so it runs
+//!   only on a node of that site that can hold them. The plan is in its `CPN_PLAN`
+//!   environment, the planned capacity in `CPN_PLANNED_*`. On a site with no live node the step fails with "no live node on site
+//!   X" after `params.timeout_s` (the step's timeout) or the server's node wait.
+//!
+//! States: `proposed` → `confirmed` → `executing` → `completed` | `failed` | `cancelled`,
+//! following the workflow to its end (`follow_flow`, called when the workflow ends, and
+//! again when a plan is read in case the server stopped in between). A `completed` plan's
+//! `execution` says which steps ran for real and which were only `simulated`.
 
 use super::{PLANS, internal, issues_error};
 use crate::error::{ApiError, ApiResult};
@@ -28,7 +35,9 @@ use crate::inventory;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use cpn_api_types::Code;
-use cpn_api_types::flows::{Action, FlowDefinition, StepDef, StepRetry};
+use cpn_api_types::flows::{
+    Action, FlowDefinition, FlowState, FlowView, StepDef, StepRetry, StepState,
+};
 use cpn_api_types::schedule::TaskResources;
 use cpn_api_types::tasks::{TaskConstraints, TaskSubmit};
 use cpn_model::Kind;
@@ -157,7 +166,8 @@ pub struct PlanView {
     pub template_version: u64,
     pub objective: String,
     pub objective_description: String,
-    /// `proposed`, `confirmed`, `executing`.
+    /// `proposed`, `confirmed`, `executing`, then as its workflow ended: `completed`
+    /// (every step succeeded or was simulated: see `execution`), `failed` or `cancelled`.
     pub state: String,
     pub version: u64,
     #[schema(value_type = Object)]
@@ -182,11 +192,32 @@ pub struct PlanView {
     pub instructions: Vec<Instruction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow_id: Option<String>,
+    /// How the execution ended, once its workflow has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<PlanExecution>,
     #[schema(value_type = Object)]
     pub outputs: BTreeMap<String, Value>,
     #[serde(default)]
     pub nodes: Vec<Value>,
     pub created_at: DateTime<Utc>,
+}
+
+/// The end of a plan's execution, from its workflow's steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PlanExecution {
+    pub flow_state: FlowState,
+    /// Steps that ran for real and succeeded (deploy tasks).
+    pub succeeded: Vec<String>,
+    /// Steps with no controller behind them: described, nothing was done.
+    pub simulated: Vec<String>,
+    pub failed: Vec<String>,
+    /// Steps that did not end in one of the above (never started, cancelled, compensated).
+    pub other: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub ended_at: DateTime<Utc>,
+    /// One line: how many steps ran for real, how many were simulated.
+    pub summary: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -638,6 +669,7 @@ pub async fn make(
             generations: gens,
             instructions: vec![],
             flow_id: None,
+            execution: None,
             outputs,
             nodes: inst
                 .nodes
@@ -753,7 +785,7 @@ fn recommend(views: &mut [PlanView]) {
 }
 
 pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<PlanView> {
-    view(&load(state, who, id).await?)
+    view(&synced(state, load(state, who, id).await?).await?)
 }
 
 /// The plans made by the same request as `id` (its alternatives, itself included), in the
@@ -776,7 +808,7 @@ pub async fn alternatives(state: &AppState, who: &Principal, id: &str) -> ApiRes
     let mut out = Vec::new();
     for d in &docs {
         if d.body.get("group").and_then(Value::as_str) == Some(plan.group.as_str()) {
-            out.push(view(d)?);
+            out.push(view(&synced(state, d.clone()).await?)?);
         }
     }
     Ok(out)
@@ -1047,6 +1079,19 @@ pub async fn edit_instruction(
                 "a non-empty list of strings (argv)",
             ));
         }
+        if i.kind == "deploy_app"
+            && let Some(r) = p.get("resources")
+        {
+            resources_of(r).map_err(|e| ApiError::field("params.resources", e))?;
+        }
+        if let Some(t) = p.get("timeout_s")
+            && !t.as_f64().is_some_and(|t| t.is_finite() && t > 0.0)
+        {
+            return Err(ApiError::field(
+                "params.timeout_s",
+                "a number of seconds above 0",
+            ));
+        }
         i.params = p;
     }
     let edited = i.clone();
@@ -1075,90 +1120,116 @@ pub async fn delete_instruction(
     save(state, r, &v).await
 }
 
-/// The workflow an instruction set runs as (mapping in the module docs).
-pub fn flow_definition(v: &PlanView) -> FlowDefinition {
-    let steps = v
-        .instructions
-        .iter()
-        .map(|i| {
-            let action = match i.kind.as_str() {
-                "deploy_app" => {
-                    let command: Vec<String> = i
-                        .params
-                        .get("command")
-                        .and_then(|c| serde_json::from_value(c.clone()).ok())
-                        .unwrap_or_else(|| vec!["sh".into(), "-c".into(), format!("echo deployed {}", i.node)]);
-                    let planned = i.params.get("resources").cloned().unwrap_or(Value::Null);
-                    let mut env = BTreeMap::new();
-                    for k in ["cpu_cores", "memory_gib", "gpus", "storage_gib"] {
-                        if let Some(x) = planned.get(k) {
-                            env.insert(format!("CPN_PLANNED_{}", k.to_uppercase()), x.to_string());
-                        }
+/// The planned resources of a deploy instruction (`params.resources`) as a task's request.
+fn resources_of(planned: &Value) -> Result<TaskResources, String> {
+    let r: TaskResources = serde_json::from_value(planned.clone())
+        .map_err(|e| format!("planned resources {planned}: {e}"))?;
+    let ok = |x: f64| x.is_finite() && x >= 0.0;
+    if !(ok(r.cpu_cores) && r.cpu_cores > 0.0 && ok(r.memory_gib) && ok(r.storage_gib)) {
+        return Err(format!(
+            "planned resources {planned}: cpu_cores above 0, memory_gib and storage_gib at least 0"
+        ));
+    }
+    Ok(r)
+}
+
+/// The workflow an instruction set runs as (mapping in the module docs). 422 when a
+/// deploy instruction's planned resources are not a resource request.
+pub fn flow_definition(v: &PlanView) -> ApiResult<FlowDefinition> {
+    let mut steps = Vec::new();
+    for (n, i) in v.instructions.iter().enumerate() {
+        let mut timeout_s = i.params.get("timeout_s").and_then(Value::as_f64);
+        let action = match i.kind.as_str() {
+            "deploy_app" => {
+                let command: Vec<String> = i
+                    .params
+                    .get("command")
+                    .and_then(|c| serde_json::from_value(c.clone()).ok())
+                    .unwrap_or_else(|| {
+                        vec![
+                            "sh".into(),
+                            "-c".into(),
+                            format!("echo deployed {}", i.node),
+                        ]
+                    });
+                let planned = i.params.get("resources").cloned().unwrap_or(Value::Null);
+                let resources = resources_of(&planned).map_err(|e| {
+                    ApiError::field(format!("instructions[{n}].params.resources"), e)
+                })?;
+                let mut env = BTreeMap::new();
+                for k in ["cpu_cores", "memory_gib", "gpus", "storage_gib"] {
+                    if let Some(x) = planned.get(k) {
+                        env.insert(format!("CPN_PLANNED_{}", k.to_uppercase()), x.to_string());
                     }
-                    env.insert("CPN_PLAN".into(), v.id.clone());
-                    Action::Task {
-                        task: TaskSubmit {
-                            name: format!("{}-{}", v.template_name, i.id),
-                            command,
-                            script: None,
-                            env,
-                            workdir: None,
-                            tenant: None,
-                            priority: 0,
-                            resources: TaskResources {
-                                cpu_cores: 0.1,
-                                memory_gib: 0.1,
-                                gpus: 0,
-                                gpu_share: None,
-                                storage_gib: 0.0,
-                            },
-                            constraints: TaskConstraints {
-                                site: i.site.clone(),
-                                ..Default::default()
-                            },
-                            origin_region: None,
-                            deadline: None,
-                            replicas: None,
-                            retry: Default::default(),
-                            policy: None,
-                            labels: Default::default(),
+                }
+                env.insert("CPN_PLAN".into(), v.id.clone());
+                Action::Task {
+                    task: TaskSubmit {
+                        name: format!("{}-{}", v.template_name, i.id),
+                        command,
+                        script: None,
+                        env,
+                        workdir: None,
+                        tenant: None,
+                        priority: 0,
+                        resources,
+                        constraints: TaskConstraints {
+                            site: i.site.clone(),
+                            ..Default::default()
                         },
-                    }
+                        origin_region: None,
+                        deadline: None,
+                        replicas: None,
+                        retry: Default::default(),
+                        policy: None,
+                        labels: Default::default(),
+                    },
                 }
-                kind => {
-                    let mut outputs = BTreeMap::new();
-                    outputs.insert("instruction".into(), json!(kind));
-                    outputs.insert("node".into(), json!(i.node));
-                    outputs.insert("site".into(), json!(i.site));
-                    outputs.insert("params".into(), i.params.clone());
-                    let note = match kind {
-                        "create_resource" => "placement recorded; registry capacity is simulated, nothing was provisioned",
-                        "mount_storage" => "no storage controller: the mount is described, not performed",
-                        _ => "no SDN controller: the configuration is described, not applied",
-                    };
-                    outputs.insert("note".into(), json!(note));
-                    Action::Noop { outputs }
-                }
-            };
-            StepDef {
-                id: i.id.clone(),
-                action,
-                depends_on: i.depends_on.clone(),
-                when: None,
-                for_each: None,
-                retry: StepRetry::default(),
-                timeout_s: None,
-                compensate: None,
             }
-        })
-        .collect();
-    FlowDefinition {
+            kind => {
+                // Nothing is run: no timeout applies.
+                timeout_s = None;
+                let mut outputs = BTreeMap::new();
+                outputs.insert("instruction".into(), json!(kind));
+                outputs.insert("node".into(), json!(i.node));
+                outputs.insert("site".into(), json!(i.site));
+                outputs.insert("params".into(), i.params.clone());
+                let reason = match kind {
+                    "create_resource" => {
+                        "no provisioning controller: the placement is recorded, no capacity was created or held"
+                    }
+                    "mount_storage" => {
+                        "no storage controller: the mount is described, not performed"
+                    }
+                    "configure_security" => {
+                        "no security controller: the policy is described, not applied"
+                    }
+                    _ => "no SDN controller: the network configuration is described, not applied",
+                };
+                Action::Simulate {
+                    reason: reason.into(),
+                    outputs,
+                }
+            }
+        };
+        steps.push(StepDef {
+            id: i.id.clone(),
+            action,
+            depends_on: i.depends_on.clone(),
+            when: None,
+            for_each: None,
+            retry: StepRetry::default(),
+            timeout_s,
+            compensate: None,
+        });
+    }
+    Ok(FlowDefinition {
         name: format!("plan-{}", v.id),
         description: Some(format!("{} ({})", v.template_name, v.objective)),
         inputs: v.inputs.clone(),
         steps,
         max_parallel: None,
-    }
+    })
 }
 
 /// Refuses (409 `invalid_state`) when a site or resource the plan placed on changed or is
@@ -1193,7 +1264,7 @@ pub async fn execute(state: &AppState, who: &Principal, id: &str) -> ApiResult<V
             ),
         ));
     }
-    let def = flow_definition(&v);
+    let def = flow_definition(&v)?;
     let flow = execute_plan(state, who, def, v.inputs.clone(), &v.id).await?;
     v.flow_id = flow.get("id").and_then(Value::as_str).map(str::to_string);
     v.state = "executing".into();
@@ -1211,4 +1282,112 @@ async fn execute_plan(
 ) -> ApiResult<Value> {
     let flow = crate::flows::start(state, who, def, inputs, Some(plan_id.to_string())).await?;
     serde_json::to_value(flow).map_err(internal)
+}
+
+/// What a workflow's end makes of its plan's execution.
+fn execution_of(f: &FlowView) -> PlanExecution {
+    let ids = |want: &[StepState]| -> Vec<String> {
+        f.steps
+            .iter()
+            .filter(|s| want.contains(&s.state))
+            .map(|s| s.id.clone())
+            .collect()
+    };
+    let succeeded = ids(&[StepState::Succeeded]);
+    let simulated = ids(&[StepState::Simulated]);
+    let failed = ids(&[StepState::Failed]);
+    let other: Vec<String> = f
+        .steps
+        .iter()
+        .filter(|s| {
+            !matches!(
+                s.state,
+                StepState::Succeeded | StepState::Simulated | StepState::Failed
+            )
+        })
+        .map(|s| s.id.clone())
+        .collect();
+    let mut summary = format!(
+        "{} of {} steps ran for real, {} simulated (no controller behind them: nothing was done)",
+        succeeded.len(),
+        f.steps.len(),
+        simulated.len()
+    );
+    if !failed.is_empty() {
+        summary.push_str(&format!(", {} failed", failed.len()));
+    }
+    if !other.is_empty() {
+        summary.push_str(&format!(", {} did not run to the end", other.len()));
+    }
+    PlanExecution {
+        flow_state: f.state,
+        succeeded,
+        simulated,
+        failed,
+        other,
+        error: f.error.clone(),
+        ended_at: f.updated_at,
+        summary,
+    }
+}
+
+/// The plan state a workflow's end leads to, `None` while it runs.
+fn state_after(f: FlowState) -> Option<&'static str> {
+    match f {
+        FlowState::Succeeded => Some("completed"),
+        FlowState::Failed => Some("failed"),
+        FlowState::Cancelled => Some("cancelled"),
+        FlowState::Running | FlowState::Paused | FlowState::Compensating => None,
+    }
+}
+
+/// Moves an executing plan to the state its ended workflow (`flow`, the workflow's
+/// document) leads to, with its `execution`. Called by the workflow engine when a plan's
+/// workflow ends; nothing happens for a workflow still running or a plan not executing it.
+pub async fn follow_flow(state: &AppState, plan_id: &str, flow: &DocRecord) {
+    if let Err(e) = try_follow(state, plan_id, flow).await {
+        tracing::warn!(plan = %plan_id, flow = %flow.id, error = %e, "moving a plan to its workflow's end");
+    }
+}
+
+async fn try_follow(state: &AppState, plan_id: &str, flow: &DocRecord) -> ApiResult<()> {
+    let f = crate::flows::view_of(flow)?;
+    let Some(to) = state_after(f.state) else {
+        return Ok(());
+    };
+    for _ in 0..5 {
+        let Some(r) = state.store.get_doc(PLANS, plan_id).await? else {
+            return Ok(());
+        };
+        let mut v = view(&r)?;
+        if v.state != "executing" || v.flow_id.as_deref() != Some(flow.id.as_str()) {
+            return Ok(());
+        }
+        v.state = to.into();
+        v.execution = Some(execution_of(&f));
+        match save(state, r, &v).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code == Code::GenerationConflict => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `r`, moved to its workflow's end first if that workflow ended while the plan still says
+/// `executing` (the server stopped between the two writes).
+async fn synced(state: &AppState, r: DocRecord) -> ApiResult<DocRecord> {
+    if r.state != "executing" {
+        return Ok(r);
+    }
+    let Some(flow_id) = r.body.get("flow_id").and_then(Value::as_str) else {
+        return Ok(r);
+    };
+    match state.store.get_doc(crate::flows::FLOWS, flow_id).await? {
+        Some(flow) if matches!(flow.state.as_str(), "succeeded" | "failed" | "cancelled") => {
+            try_follow(state, &r.id, &flow).await?;
+            Ok(state.store.get_doc(PLANS, &r.id).await?.unwrap_or(r))
+        }
+        _ => Ok(r),
+    }
 }

@@ -1,6 +1,13 @@
 //! Executors of workflow actions: tasks (submitted once, then awaited; a known task id is
-//! re-attached to), I2 allocate/release operations, sleep, noop, notify (event hook) and
-//! fail. Each runs under the step's timeout; a timed-out task is cancelled.
+//! re-attached to), I2 allocate/release operations, sleep, noop, notify (event hook),
+//! simulate (publishes its outputs; the state machine ends the step `simulated`) and fail.
+//! Each runs under the step's timeout; a timed-out task is cancelled.
+//!
+//! A task step records its task's queue wait and run time (`Report::Timing`) when it sees
+//! the task start and when it ends. A task pinned to a site (`constraints.site`) that has
+//! no live node waits for one at most the step's `timeout_s`, or the server's
+//! `Limits::flow_node_wait` without one; then its task is cancelled and the step fails
+//! with "no live node on site X". A site with live nodes is left to the binder.
 
 use crate::error::ApiError;
 use crate::extract::Principal;
@@ -9,12 +16,12 @@ use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::flows::Action;
 use cpn_api_types::operations::{OpKind, OpTarget, OperationRequest, TargetKind};
-use cpn_api_types::tasks::TaskState;
+use cpn_api_types::tasks::{TaskState, TaskView};
 use cpn_store::NewEvent;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 pub type Outputs = BTreeMap<String, Value>;
@@ -31,6 +38,12 @@ pub enum Report {
         step: String,
         result: Result<Outputs, String>,
     },
+    /// The queue wait and run time of the task behind `attempt` of the step.
+    Timing {
+        step: String,
+        attempt: u32,
+        timing: cpn_flow::TaskTiming,
+    },
 }
 
 pub struct Ctx {
@@ -46,6 +59,10 @@ pub struct Ctx {
     /// a task it submits is derived from it, so a run resumed after a crash between the
     /// submit and the journal write finds its task instead of submitting another.
     pub key: String,
+    /// The step's attempt, for a start (not a compensation): its task's timing is recorded.
+    pub attempt: Option<u32>,
+    /// How long a task pinned to a site waits for a live node there.
+    pub node_wait: Duration,
 }
 
 fn err(e: ApiError) -> String {
@@ -60,8 +77,20 @@ pub async fn run(ctx: Ctx, action: Action, timeout_s: Option<f64>, attach: Value
         Some(t) => match tokio::time::timeout(Duration::from_secs_f64(t), fut).await {
             Ok(r) => r,
             Err(_) => {
+                let dark = match waited_task(&ctx).await {
+                    Some(view) if view.state == TaskState::Pending => {
+                        dark_site(&ctx.state, &view).await
+                    }
+                    _ => None,
+                };
                 cancel_task(&ctx.state, &ctx.who, &ctx.task).await;
-                Err(format!("timed out after {t} s"))
+                if let Some(view) = waited_task(&ctx).await {
+                    send_timing(&ctx, &view);
+                }
+                Err(match dark {
+                    Some(site) => no_live_node(&site, t),
+                    None => format!("timed out after {t} s"),
+                })
             }
         },
         None => fut.await,
@@ -70,6 +99,31 @@ pub async fn run(ctx: Ctx, action: Action, timeout_s: Option<f64>, attach: Value
         step: ctx.step.clone(),
         result,
     });
+}
+
+fn no_live_node(site: &str, waited_s: f64) -> String {
+    format!(
+        "no live node on site {site}: waited {waited_s} s for one to join, then cancelled the task"
+    )
+}
+
+/// The task the step waits on, as it is now.
+async fn waited_task(ctx: &Ctx) -> Option<TaskView> {
+    let id = ctx.task.lock().ok().and_then(|t| t.clone())?;
+    tasks::get(&ctx.state, &ctx.who, &id).await.ok()
+}
+
+/// The site `view` is pinned to, when no node there is live (ready).
+async fn dark_site(state: &AppState, view: &TaskView) -> Option<String> {
+    let site = view.spec.constraints.site.as_deref()?;
+    let nodes = match state.store.list_nodes().await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::debug!(error = %e, "listing nodes for a flow step's site");
+            return None;
+        }
+    };
+    (!nodes.iter().any(|n| n.site == site && n.ready)).then(|| site.to_string())
 }
 
 /// Cancels the task a step waits on, if any.
@@ -184,6 +238,15 @@ async fn execute(ctx: &Ctx, action: Action, attach: &Value) -> Result<Outputs, S
             ctx.state.runtime.events_written();
             Ok(BTreeMap::from([("message".into(), json!(message))]))
         }
+        Action::Simulate {
+            reason,
+            mut outputs,
+        } => {
+            if !reason.is_empty() {
+                outputs.entry("reason".into()).or_insert(json!(reason));
+            }
+            Ok(outputs)
+        }
         Action::Fail { message } => Err(message),
     }
 }
@@ -205,7 +268,46 @@ fn stdout_tail(ctx: &Ctx, id: &str, attempt: u32) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// The queue wait and run time of `view`'s current attempt, as far as they are known.
+fn timing_of(view: &TaskView) -> cpn_flow::TaskTiming {
+    let k = &view.kpis;
+    match k.queue_wait_s {
+        Some(q) => cpn_flow::TaskTiming {
+            queue_s: q,
+            started_at: Some(
+                view.submitted_at + chrono::Duration::milliseconds((q * 1000.0).round() as i64),
+            ),
+            run_s: if view.state == TaskState::Running {
+                None
+            } else {
+                k.run_time_s
+            },
+        },
+        // Never started: all of its life was queue wait.
+        None => cpn_flow::TaskTiming {
+            queue_s: ((view.updated_at - view.submitted_at).num_milliseconds() as f64 / 1000.0)
+                .max(0.0),
+            started_at: None,
+            run_s: Some(0.0),
+        },
+    }
+}
+
+fn send_timing(ctx: &Ctx, view: &TaskView) {
+    if let Some(attempt) = ctx.attempt {
+        let _ = ctx.tx.send(Report::Timing {
+            step: ctx.step.clone(),
+            attempt,
+            timing: timing_of(view),
+        });
+    }
+}
+
 async fn wait_task(ctx: &Ctx, id: &str) -> Result<Outputs, String> {
+    // Since when the task's site has had no live node, while the task is pending.
+    let mut dark_since: Option<Instant> = None;
+    let mut last_look: Option<Instant> = None;
+    let mut start_seen = false;
     loop {
         let view = tasks::get(&ctx.state, &ctx.who, id).await.map_err(err)?;
         let outputs = || {
@@ -220,6 +322,10 @@ async fn wait_task(ctx: &Ctx, id: &str) -> Result<Outputs, String> {
                 ),
             ])
         };
+        if view.state.is_terminal() || (view.state == TaskState::Running && !start_seen) {
+            send_timing(ctx, &view);
+            start_seen = true;
+        }
         match view.state {
             TaskState::Succeeded => return Ok(outputs()),
             TaskState::Failed | TaskState::Cancelled | TaskState::Lost => {
@@ -232,7 +338,32 @@ async fn wait_task(ctx: &Ctx, id: &str) -> Result<Outputs, String> {
                         .unwrap_or_default()
                 ));
             }
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            TaskState::Pending => {
+                // Look at the site's nodes about once a second.
+                if view.spec.constraints.site.is_some()
+                    && last_look.is_none_or(|l| l.elapsed() >= Duration::from_secs(1))
+                {
+                    last_look = Some(Instant::now());
+                    match dark_site(&ctx.state, &view).await {
+                        Some(_) => {
+                            dark_since.get_or_insert_with(Instant::now);
+                        }
+                        None => dark_since = None,
+                    }
+                }
+                if let Some(since) = dark_since
+                    && since.elapsed() >= ctx.node_wait
+                {
+                    let site = view.spec.constraints.site.clone().unwrap_or_default();
+                    cancel_task(&ctx.state, &ctx.who, &ctx.task).await;
+                    if let Ok(v) = tasks::get(&ctx.state, &ctx.who, id).await {
+                        send_timing(ctx, &v);
+                    }
+                    return Err(no_live_node(&site, ctx.node_wait.as_secs_f64()));
+                }
+            }
+            _ => dark_since = None,
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -108,7 +108,7 @@ fn events_of(doc: &DocRecord, entries: &[Value]) -> Vec<NewEvent> {
             let at = serde_json::from_value(e["at"].clone()).unwrap_or_else(|_| Utc::now());
             let (event_type, message) = if let Some(s) = ty.strip_prefix("flow_") {
                 ("flow.state", format!("workflow {} {s}", doc.name))
-            } else if ty == "step_progress" || ty == "step_ready" {
+            } else if matches!(ty, "step_progress" | "step_ready" | "step_timing") {
                 return None;
             } else {
                 (
@@ -285,7 +285,7 @@ struct Driver {
 
 impl Driver {
     fn dispatch(&mut self, cmd: Command) {
-        let (step, action, timeout_s, attach, key) = match cmd {
+        let (step, action, timeout_s, attach, key, attempt) = match cmd {
             Command::Start {
                 step,
                 attempt,
@@ -298,7 +298,7 @@ impl Driver {
                     Some(i) => format!("{step}-a{attempt}-i{i}"),
                     None => format!("{step}-a{attempt}"),
                 };
-                (step, action, timeout_s, attach, key)
+                (step, action, timeout_s, attach, key, Some(attempt))
             }
             Command::Compensate {
                 step,
@@ -307,7 +307,7 @@ impl Driver {
                 attach,
             } => {
                 let key = format!("{step}-comp");
-                (step, action, timeout_s, attach, key)
+                (step, action, timeout_s, attach, key, None)
             }
             Command::Stop { step, attach } => {
                 let (cell, handle) = match self.running.remove(&step) {
@@ -335,6 +335,11 @@ impl Driver {
             tx: self.tx.clone(),
             task: cell.clone(),
             key,
+            attempt,
+            node_wait: timeout_s
+                .filter(|t| t.is_finite() && *t >= 0.0)
+                .map(std::time::Duration::from_secs_f64)
+                .unwrap_or(self.state.runtime.config.limits.flow_node_wait),
         };
         let h = tokio::spawn(exec::run(ctx, action, timeout_s, attach));
         self.running.insert(step, (h.abort_handle(), cell));
@@ -361,6 +366,7 @@ async fn drive(
     for c in resumed {
         d.dispatch(c);
     }
+    let mut ended = false;
     loop {
         let cmds = match next_bounded(&state, run).await {
             Some((r, cmds)) => {
@@ -377,6 +383,7 @@ async fn drive(
             d.dispatch(c);
         }
         if run.is_terminal() {
+            ended = true;
             break;
         }
         let wait = run
@@ -386,6 +393,9 @@ async fn drive(
         tokio::select! {
             Some(r) = rx.recv() => match r {
                 Report::Progress { step, data } => run.on_progress(&step, data, Utc::now()),
+                Report::Timing { step, attempt, timing } => {
+                    run.on_timing(&step, attempt, timing, Utc::now())
+                }
                 Report::Done { step, result } => {
                     d.running.remove(&step);
                     run.on_result(&step, result, Utc::now());
@@ -416,6 +426,10 @@ async fn drive(
     // Whatever still runs (a cancelled step) is no longer wanted.
     for (_, (h, _)) in d.running.drain() {
         h.abort();
+    }
+    // A plan's state follows its workflow to the end.
+    if ended && let Some(plan) = doc.body["plan"].as_str() {
+        crate::design::plans::follow_flow(&state, plan, &doc).await;
     }
 }
 

@@ -137,7 +137,9 @@ function instructionTable(plan, editable, reload) {
   const rows = list.map((ins, n) => h('tr', { dataset: { instruction: ins.id }, id: `ins-${ins.id}`, tabindex: '-1' },
     h('td', { class: 'num' }, String(n + 1)),
     h('td', { class: 'design-ins-id' }, h('code', {}, ins.id)),
-    h('td', {}, h('span', { class: 'design-type' }, h('i', { style: { background: KIND_COLORS[ins.kind] || '#718096' }, 'aria-hidden': 'true' }), kindLabel(ins.kind))),
+    h('td', {}, h('span', { class: 'design-type' }, h('i', { style: { background: KIND_COLORS[ins.kind] || '#718096' }, 'aria-hidden': 'true' }), kindLabel(ins.kind)),
+      // Only deploy_app has a controller behind it (a real task); the rest is simulated.
+      ins.kind === 'deploy_app' ? null : h('div', { class: 'design-row-sub' }, badge('simulated', t('design.ins.simulated')))),
     h('td', {}, ins.node, ins.site ? h('div', { class: 'design-row-sub' }, ins.site) : null),
     h('td', {}, ins.depends_on?.length ? h('ul', { class: 'design-deps' }, ins.depends_on.map((d) => h('li', {}, h('a', { href: `#ins-${d}`, on: { click: (e) => { e.preventDefault(); focusRow(d); } } }, d)))) : h('span', { class: 'muted' }, '–')),
     h('td', {}, say(ins.description)),
@@ -154,6 +156,28 @@ function instructionTable(plan, editable, reload) {
           .map((x, i) => h('th', { scope: 'col', class: i === 0 ? 'num' : null }, x)),
         editable ? h('th', { scope: 'col' }, h('span', { class: 'design-sr' }, t('design.ins.actions'))) : null)),
       h('tbody', {}, rows)));
+}
+
+/** The badge class of a plan state. */
+function planBadge(state) {
+  return { confirmed: 'info', executing: 'running', completed: 'succeeded', failed: 'failed', cancelled: 'cancelled' }[state] || 'pending';
+}
+
+/** How an executed plan ended: what ran for real, what was only simulated, what failed. */
+function executionPanel(ex) {
+  const line = (label, ids, cls) => (ids?.length
+    ? h('li', {}, badge(cls, label), ' ', ids.map((id, i) => [i ? ', ' : '', h('code', {}, id)]))
+    : null);
+  return h('section', { class: 'panel', dataset: { test: 'plan-execution' }, 'aria-labelledby': 'design-exec-h' },
+    h('h2', { id: 'design-exec-h' }, t('design.exec.title')),
+    h('p', {}, say(ex.summary)),
+    ex.simulated?.length ? h('p', { class: 'design-note', role: 'note' }, t('design.exec.simulated.note')) : null,
+    h('ul', { class: 'design-exec' },
+      line(t('design.exec.ran'), ex.succeeded, 'succeeded'),
+      line(t('design.exec.simulated'), ex.simulated, 'simulated'),
+      line(t('design.exec.failed'), ex.failed, 'failed'),
+      line(t('design.exec.other'), ex.other, 'pending')),
+    ex.error ? h('p', { class: 'design-alert-detail' }, ex.error) : null);
 }
 
 function focusRow(id) {
@@ -206,8 +230,8 @@ export async function renderInstructions(main, ctx, id) {
   let actions;
   if (plan.state === 'confirmed') {
     actions = h('button', { type: 'button', disabled: !list.length, dataset: { test: 'execute' }, on: { click: (e) => execute(e.currentTarget) } }, t('design.ins.execute'));
-  } else if (plan.state === 'executing' && plan.flow_id) {
-    actions = [h('a', { class: 'button', href: `#/flows/${encodeURIComponent(plan.flow_id)}` }, t('design.cmp.flow')), flowState];
+  } else if (plan.flow_id) {
+    actions = [h('a', { class: 'button', href: `#/flows/${encodeURIComponent(plan.flow_id)}` }, t('design.cmp.flow')), plan.state === 'executing' ? flowState : null];
   } else actions = null;
 
   const dagEl = h('div', { class: 'chart design-dag', role: 'img', 'aria-label': t('design.ins.dag.label', { n: list.length }) });
@@ -216,7 +240,7 @@ export async function renderInstructions(main, ctx, id) {
     back,
     h('div', { class: 'page-head' },
       h('h1', {}, t('design.ins.heading', { name: plan.template_name, obj: objectiveLabel(plan.objective) })),
-      badge(plan.state === 'confirmed' ? 'info' : plan.state === 'executing' ? 'running' : 'pending', stateLabel(plan.state)),
+      h('span', { dataset: { test: 'plan-state', state: plan.state } }, badge(planBadge(plan.state), stateLabel(plan.state))),
       actions),
     h('div', { class: 'muted design-meta' },
       h('span', {}, t('design.ins.count', { n: list.length })),
@@ -229,7 +253,9 @@ export async function renderInstructions(main, ctx, id) {
         empty(t('design.ins.notconfirmed')),
         h('div', { class: 'form-actions' }, h('a', { class: 'button', href: `#/design/plan/${encodeURIComponent(id)}` }, t('design.back.plans'))))
       : [
-        editable ? h('p', { class: 'design-note', role: 'note' }, t('design.ins.editable')) : h('p', { class: 'design-note', role: 'note' }, t('design.ins.locked')),
+        editable ? h('p', { class: 'design-note', role: 'note' }, t('design.ins.editable'))
+          : plan.execution ? executionPanel(plan.execution)
+            : h('p', { class: 'design-note', role: 'note' }, t('design.ins.locked')),
         h('section', { class: 'panel', 'aria-labelledby': 'design-dag-h' },
           h('h2', { id: 'design-dag-h' }, t('design.ins.dag')),
           list.length ? dagEl : empty(t('design.ins.none'))),
@@ -244,6 +270,8 @@ export async function renderInstructions(main, ctx, id) {
       try {
         const f = await get(`/api/v1/flows/${encodeURIComponent(plan.flow_id)}`);
         clear(flowState, t('design.ins.flowstate'), ' ', badge(f.state, flowStateLabel(f.state)));
+        // The plan follows its workflow to the end: show how it ended.
+        if (['succeeded', 'failed', 'cancelled'].includes(f.state)) reload();
       } catch {
         clear(flowState);
       }

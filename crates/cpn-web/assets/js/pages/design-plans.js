@@ -33,7 +33,7 @@ function compareTable(plans, actions) {
       h('div', { class: 'design-obj-desc' }, objectiveDesc(p.objective, p.objective_description)),
       h('div', { class: 'design-obj-badges' },
         p.recommended ? h('span', { class: 'badge ok design-star' }, `★ ${t('design.cmp.recommended')}`) : null,
-        p.state !== 'proposed' ? badge(p.state === 'confirmed' ? 'info' : 'running', stateLabel(p.state)) : null))));
+        p.state !== 'proposed' ? badge({ confirmed: 'info', executing: 'running', completed: 'succeeded', failed: 'failed', cancelled: 'cancelled' }[p.state] || 'pending', stateLabel(p.state)) : null))));
   const row = (label, cells, { best, cls = '', sub } = {}) => h('tr', { class: cls },
     h('th', { scope: 'row', class: 'dim' }, label, sub ? h('div', { class: 'design-row-sub' }, sub) : null),
     plans.map((p, i) => h('td', { class: [col(p), best?.has(i) ? 'best' : ''].filter(Boolean).join(' ') || null },

@@ -5,16 +5,18 @@ import { t, register, fmtDuration } from '../i18n.js';
 import { h } from '../ui.js';
 
 export const FLOW_STATES = ['running', 'paused', 'compensating', 'succeeded', 'failed', 'cancelled'];
-export const STEP_STATES = ['waiting', 'running', 'succeeded', 'failed', 'skipped', 'compensating', 'compensated', 'cancelled'];
+export const STEP_STATES = ['waiting', 'running', 'succeeded', 'simulated', 'failed', 'skipped', 'compensating', 'compensated', 'cancelled'];
 export const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 /** Step states that mean the step will not run (again) on its own. */
-const STEP_DONE = new Set(['succeeded', 'failed', 'skipped', 'compensated', 'cancelled']);
+const STEP_DONE = new Set(['succeeded', 'simulated', 'failed', 'skipped', 'compensated', 'cancelled']);
 
 /** One colour per step state; text drawn on it is white unless `light`. */
 export const STEP_COLORS = {
   waiting: '#cbd2dc',
   running: '#2f74d0',
   succeeded: '#1e8a4c',
+  // Ended without doing anything real (no controller behind the step): never green.
+  simulated: '#6f7f99',
   failed: '#c53030',
   skipped: '#e8ecf1',
   compensating: '#dd6b20',
@@ -46,7 +48,7 @@ export function flowSeconds(flow, now = Date.now()) {
   return Math.max(0, (end - start) / 1000);
 }
 
-const BAR_ORDER = ['succeeded', 'skipped', 'compensated', 'failed', 'cancelled', 'compensating', 'running', 'waiting'];
+const BAR_ORDER = ['succeeded', 'simulated', 'skipped', 'compensated', 'failed', 'cancelled', 'compensating', 'running', 'waiting'];
 
 /** A small bar split by step state, with "done/total" beside it. */
 export function progressBar(flow) {
@@ -88,6 +90,7 @@ register({
     'flows.step.waiting': 'waiting',
     'flows.step.running': 'running',
     'flows.step.succeeded': 'succeeded',
+    'flows.step.simulated': 'simulated',
     'flows.step.failed': 'failed',
     'flows.step.skipped': 'skipped',
     'flows.step.compensating': 'compensating',
@@ -95,7 +98,7 @@ register({
     'flows.step.cancelled': 'cancelled',
     // start
     'flows.start.title': 'Start a workflow',
-    'flows.start.intro': 'Run a saved process template, or paste a definition: steps with an action (task, allocate, release, sleep, noop, notify, fail), depends_on, when, for_each, retry, timeout_s and compensate.',
+    'flows.start.intro': 'Run a saved process template, or paste a definition: steps with an action (task, allocate, release, sleep, noop, notify, fail, simulate), depends_on, when, for_each, retry, timeout_s and compensate.',
     'flows.start.template': 'From a process template',
     'flows.start.template.pick': 'Process template',
     'flows.start.template.none': 'No process templates yet. Save a definition as a template here, or import one with cpn flow import -f process.yaml.',
@@ -192,6 +195,7 @@ register({
     'flows.detail.none': 'none',
     'flows.result.running': 'running',
     'flows.result.succeeded': 'succeeded',
+    'flows.result.simulated': 'simulated',
     'flows.result.failed': 'failed',
     'flows.result.retry': 'failed, retry at {at}',
     'flows.result.cancelled': 'cancelled',
@@ -202,11 +206,18 @@ register({
     'flows.action.noop': 'data',
     'flows.action.notify': 'notify "{message}"',
     'flows.action.fail': 'fail "{message}"',
+    'flows.action.simulate': 'simulated: {reason}',
+    'flows.summary.simulated': 'Simulated',
+    'flows.summary.simulated.v': '{n} of {total} steps: no controller behind them, nothing was done',
+    'flows.col.queue': 'Queue',
+    'flows.detail.queue': 'Queued for a node',
+    'flows.detail.run': 'Ran',
+    'flows.gantt.queue': 'Queued for a node',
     // report
     'flows.report': 'Lean metrics',
-    'flows.report.intro': 'Where the time went: each step\'s wait (ready, not yet started) and run, the share of time spent in parallel, and the chain of steps that set the total duration.',
+    'flows.report.intro': 'Where the time went: each step\'s wait (ready, not yet started), a task\'s queue for a node apart from its run, the share of time spent in parallel, and the chain of steps that set the total duration.',
     'flows.kpi.makespan': 'Total duration',
-    'flows.kpi.makespan.sub': '{work} of step work · {wait} waiting',
+    'flows.kpi.makespan.sub': '{work} of run time · {queue} queued for a node · {wait} waiting',
     'flows.kpi.parallel': 'Parallel rate',
     'flows.kpi.parallel.v': '{v}×',
     'flows.kpi.parallel.sub': 'steps running at once, on average',
@@ -215,7 +226,7 @@ register({
     'flows.kpi.critical': 'Critical path',
     'flows.kpi.critical.sub': 'steps: {path}',
     'flows.kpi.critical.none': 'no step has run yet',
-    'flows.gantt': 'Timeline: wait, then run, per step',
+    'flows.gantt': 'Timeline: wait, queue, then run, per step',
     'flows.gantt.aria': 'Gantt chart of the steps: wait and run on a time axis, the critical path outlined',
     'flows.gantt.wait': 'Wait',
     'flows.gantt.run': 'Run',
@@ -243,6 +254,8 @@ register({
     'flows.j.step_progress': 'Step {step}: {what}',
     'flows.j.step_progress.task': 'Step {step}: task submitted',
     'flows.j.step_succeeded': 'Step {step} succeeded',
+    'flows.j.step_simulated': 'Step {step} simulated: nothing was done (no controller behind it)',
+    'flows.j.step_timing': 'Step {step}: its task queued {queue} for a node, ran {run}',
     'flows.j.step_failed': 'Step {step} failed: {error}',
     'flows.j.step_failed.retry': 'Step {step} failed: {error}; retry at {at}',
     'flows.j.step_cancelled': 'Step {step} cancelled',
@@ -277,13 +290,14 @@ register({
     'flows.step.waiting': '等待中',
     'flows.step.running': '运行中',
     'flows.step.succeeded': '成功',
+    'flows.step.simulated': '仅模拟',
     'flows.step.failed': '失败',
     'flows.step.skipped': '已跳过',
     'flows.step.compensating': '补偿中',
     'flows.step.compensated': '已补偿',
     'flows.step.cancelled': '已取消',
     'flows.start.title': '启动工作流',
-    'flows.start.intro': '运行已保存的流程模板，或粘贴流程定义：每个步骤包含一个动作（task、allocate、release、sleep、noop、notify、fail），以及 depends_on、when、for_each、retry、timeout_s 和 compensate。',
+    'flows.start.intro': '运行已保存的流程模板，或粘贴流程定义：每个步骤包含一个动作（task、allocate、release、sleep、noop、notify、fail、simulate），以及 depends_on、when、for_each、retry、timeout_s 和 compensate。',
     'flows.start.template': '从流程模板启动',
     'flows.start.template.pick': '流程模板',
     'flows.start.template.none': '还没有流程模板。可在此把流程定义另存为模板，或使用 cpn flow import -f process.yaml 导入。',
@@ -379,6 +393,7 @@ register({
     'flows.detail.none': '无',
     'flows.result.running': '运行中',
     'flows.result.succeeded': '成功',
+    'flows.result.simulated': '仅模拟',
     'flows.result.failed': '失败',
     'flows.result.retry': '失败，将于 {at} 重试',
     'flows.result.cancelled': '已取消',
@@ -389,10 +404,17 @@ register({
     'flows.action.noop': '数据',
     'flows.action.notify': '通知“{message}”',
     'flows.action.fail': '失败“{message}”',
+    'flows.action.simulate': '仅模拟：{reason}',
+    'flows.summary.simulated': '仅模拟',
+    'flows.summary.simulated.v': '{total} 个步骤中有 {n} 个没有实际控制器，未做任何操作',
+    'flows.col.queue': '排队',
+    'flows.detail.queue': '排队等待节点',
+    'flows.detail.run': '实际运行',
+    'flows.gantt.queue': '排队等待节点',
     'flows.report': '精益指标',
-    'flows.report.intro': '时间花在了哪里：每个步骤的等待（已就绪、未开始）与运行时间、并行所占的比例，以及决定总耗时的步骤链。',
+    'flows.report.intro': '时间花在了哪里：每个步骤的等待（已就绪、未开始）、任务排队等待节点与实际运行的时间、并行所占的比例，以及决定总耗时的步骤链。',
     'flows.kpi.makespan': '总耗时',
-    'flows.kpi.makespan.sub': '步骤工作量 {work} · 等待 {wait}',
+    'flows.kpi.makespan.sub': '运行 {work} · 排队等待节点 {queue} · 等待 {wait}',
     'flows.kpi.parallel': '并行率',
     'flows.kpi.parallel.v': '{v}×',
     'flows.kpi.parallel.sub': '平均同时运行的步骤数',
@@ -401,7 +423,7 @@ register({
     'flows.kpi.critical': '关键路径',
     'flows.kpi.critical.sub': '步骤：{path}',
     'flows.kpi.critical.none': '尚无步骤运行',
-    'flows.gantt': '时间线：各步骤先等待、后运行',
+    'flows.gantt': '时间线：各步骤的等待、排队与运行',
     'flows.gantt.aria': '步骤甘特图：时间轴上的等待与运行，关键路径加框标出',
     'flows.gantt.wait': '等待',
     'flows.gantt.run': '运行',
@@ -428,6 +450,8 @@ register({
     'flows.j.step_progress': '步骤 {step}：{what}',
     'flows.j.step_progress.task': '步骤 {step}：已提交任务',
     'flows.j.step_succeeded': '步骤 {step} 成功',
+    'flows.j.step_simulated': '步骤 {step} 仅模拟：没有实际控制器，未做任何操作',
+    'flows.j.step_timing': '步骤 {step}：任务排队等待节点 {queue}，运行 {run}',
     'flows.j.step_failed': '步骤 {step} 失败：{error}',
     'flows.j.step_failed.retry': '步骤 {step} 失败：{error}；将于 {at} 重试',
     'flows.j.step_cancelled': '步骤 {step} 已取消',

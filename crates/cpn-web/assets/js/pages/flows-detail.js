@@ -96,6 +96,7 @@ function actionText(a) {
     case 'noop': return t('flows.action.noop');
     case 'notify': return t('flows.action.notify', { message: a.message });
     case 'fail': return t('flows.action.fail', { message: a.message });
+    case 'simulate': return t('flows.action.simulate', { reason: a.reason || '–' });
     default: return a.kind;
   }
 }
@@ -129,6 +130,9 @@ function attemptsOf(stepId, journal) {
       case 'compensation_succeeded':
         if (cur) Object.assign(cur, { end: e.at, result: 'succeeded', outputs: e.outputs });
         break;
+      case 'step_simulated':
+        if (cur) Object.assign(cur, { end: e.at, result: 'simulated', outputs: e.outputs });
+        break;
       case 'step_failed':
       case 'compensation_failed':
         if (cur) Object.assign(cur, { end: e.at, result: e.retry_at ? 'retry' : 'failed', error: e.error, retryAt: e.retry_at });
@@ -143,7 +147,7 @@ function attemptsOf(stepId, journal) {
 }
 
 function resultBadge(a) {
-  const cls = { running: 'running', succeeded: 'succeeded', failed: 'failed', retry: 'warn', cancelled: 'cancelled' }[a.result];
+  const cls = { running: 'running', succeeded: 'succeeded', simulated: 'simulated', failed: 'failed', retry: 'warn', cancelled: 'cancelled' }[a.result];
   const label = a.result === 'retry' ? t('flows.result.retry', { at: fmtClock(a.retryAt) }) : t(`flows.result.${a.result}`);
   return h('span', { class: `badge ${cls}` }, label);
 }
@@ -153,6 +157,7 @@ function journalText(e) {
   const vars = {
     step: e.step, attempt: e.attempt, item: e.item, error: e.error ?? '', reason: e.reason ?? '',
     at: fmtClock(e.retry_at), type: e.type,
+    queue: dur(e.timing?.queue_s ?? 0), run: e.timing?.run_s === undefined || e.timing?.run_s === null ? '…' : dur(e.timing.run_s),
   };
   let key = `flows.j.${e.type}`;
   if (e.type === 'step_started' && e.item !== null && e.item !== undefined) key = 'flows.j.step_started.item';
@@ -162,7 +167,7 @@ function journalText(e) {
     return t('flows.j.step_progress', { ...vars, what: JSON.stringify(e.data ?? {}) });
   }
   const known = ['flow_started', 'flow_paused', 'flow_resumed', 'flow_compensating', 'flow_succeeded', 'flow_failed',
-    'flow_cancelled', 'step_ready', 'step_skipped', 'step_started', 'step_succeeded', 'step_failed', 'step_cancelled',
+    'flow_cancelled', 'step_ready', 'step_skipped', 'step_started', 'step_succeeded', 'step_simulated', 'step_timing', 'step_failed', 'step_cancelled',
     'compensation_started', 'compensation_succeeded', 'compensation_failed'];
   if (!known.includes(e.type)) key = 'flows.j.other';
   const text = t(key, vars);
@@ -429,7 +434,7 @@ export async function renderDetail(main, ctx, id) {
             `<b>${esc(p.data.id)}</b> · ${esc(stepLabel(s.state || 'waiting'))}`,
             esc(actionText(d?.action)),
             `${esc(t('flows.detail.attempts'))}: ${s.attempts ?? 0}`,
-            r?.start ? `${esc(t('flows.col.run'))}: ${esc(dur(r.duration_s))} · ${esc(t('flows.col.wait'))}: ${esc(dur(r.wait_s))}` : '',
+            r?.start ? `${esc(t('flows.col.run'))}: ${esc(dur(r.run_s ?? r.duration_s))} · ${esc(t('flows.col.queue'))}: ${esc(dur(r.queue_s || 0))} · ${esc(t('flows.col.wait'))}: ${esc(dur(r.wait_s))}` : '',
             critSet.has(p.data.id) ? `<span style="color:${CRITICAL}">★ ${esc(t('flows.graph.critical'))}</span>` : '',
           ].filter(Boolean).join('<br>');
         },
@@ -472,7 +477,7 @@ export async function renderDetail(main, ctx, id) {
     const crit = report.critical_path || [];
     const waits = report.steps.reduce((a, s) => a + (s.wait_s || 0), 0);
     clear(kpis,
-      kpi(t('flows.kpi.makespan'), dur(report.makespan_s), t('flows.kpi.makespan.sub', { work: dur(report.work_s), wait: dur(waits) })),
+      kpi(t('flows.kpi.makespan'), dur(report.makespan_s), t('flows.kpi.makespan.sub', { work: dur(report.work_s), queue: dur(report.queue_s || 0), wait: dur(waits) })),
       kpi(t('flows.kpi.parallel'), t('flows.kpi.parallel.v', { v: fmtNumber(report.parallel_rate, 2) }), t('flows.kpi.parallel.sub')),
       kpi(t('flows.kpi.serial'), fmtPct(report.serial_rate), t('flows.kpi.serial.sub')),
       kpi(t('flows.kpi.critical'), dur(report.critical_path_s),
@@ -490,9 +495,11 @@ export async function renderDetail(main, ctx, id) {
     const crit = criticalSet();
     const t0 = Date.parse(flow.created_at);
     const rows = report.steps.map((s) => {
-      if (!s.start) return { s, offset: 0, wait: 0, run: 0 };
+      if (!s.start) return { s, offset: 0, wait: 0, queue: 0, run: 0 };
       const start = (Date.parse(s.start) - t0) / 1000;
-      return { s, offset: Math.max(0, start - (s.wait_s || 0)), wait: s.wait_s || 0, run: s.duration_s || 0 };
+      // A task step's queue for a node comes first, then its run (and the engine's overhead).
+      const queue = Math.min(s.queue_s || 0, s.duration_s || 0);
+      return { s, offset: Math.max(0, start - (s.wait_s || 0)), wait: s.wait_s || 0, queue, run: Math.max(0, (s.duration_s || 0) - queue) };
     });
     const started = rows.some((r) => r.s.start);
     clear(ganttEmpty, started ? null : empty(t('flows.gantt.empty')));
@@ -503,7 +510,7 @@ export async function renderDetail(main, ctx, id) {
       animation: !quiet,
       animationDurationUpdate: 300,
       grid: { left: 12, right: 24, top: 34, bottom: 40, containLabel: true },
-      legend: { top: 0, selectedMode: false, data: [t('flows.gantt.wait'), t('flows.gantt.run'), t('flows.gantt.critical')] },
+      legend: { top: 0, selectedMode: false, data: [t('flows.gantt.wait'), t('flows.gantt.queue'), t('flows.gantt.run'), t('flows.gantt.critical')] },
       tooltip: {
         trigger: 'axis', axisPointer: { type: 'shadow' }, confine: true,
         formatter: (ps) => {
@@ -514,7 +521,8 @@ export async function renderDetail(main, ctx, id) {
             `<b>${esc(s.id)}</b> · ${esc(stepLabel(s.state))}${crit.has(s.id) ? ` · <span style="color:${CRITICAL}">★ ${esc(t('flows.graph.critical'))}</span>` : ''}`,
             s.start ? esc(t('flows.gantt.tip.start', { s: fmtNumber(r.offset + r.wait, 2) })) : '',
             `${esc(t('flows.col.wait'))}: ${esc(dur(r.wait))}`,
-            `${esc(t('flows.col.run'))}: ${esc(dur(r.run))}`,
+            r.queue ? `${esc(t('flows.col.queue'))}: ${esc(dur(r.queue))}` : '',
+            `${esc(t('flows.col.run'))}: ${esc(dur(r.s.run_s ?? r.run))}`,
           ].filter(Boolean).join('<br>');
         },
       },
@@ -534,6 +542,10 @@ export async function renderDetail(main, ctx, id) {
         {
           name: t('flows.gantt.wait'), type: 'bar', stack: 'g', barMaxWidth: 22,
           itemStyle: { color: '#f3d9a4', decal: null }, data: rows.map((r) => r.wait),
+        },
+        {
+          name: t('flows.gantt.queue'), type: 'bar', stack: 'g', barMaxWidth: 22,
+          itemStyle: { color: '#c7cfdb' }, data: rows.map((r) => r.queue),
         },
         {
           name: t('flows.gantt.run'), type: 'bar', stack: 'g', barMaxWidth: 22,
@@ -565,7 +577,8 @@ export async function renderDetail(main, ctx, id) {
       { title: t('flows.col.attempts'), num: true, value: (s) => s.attempts },
       { title: t('flows.detail.started'), value: (s) => fmtClock(s.started_at) },
       { title: t('flows.col.wait'), num: true, value: (s) => (timing.get(s.id)?.start ? dur(timing.get(s.id).wait_s) : '–') },
-      { title: t('flows.col.run'), num: true, value: (s) => (timing.get(s.id)?.start ? dur(timing.get(s.id).duration_s) : '–') },
+      { title: t('flows.col.queue'), num: true, value: (s) => (timing.get(s.id)?.start ? dur(timing.get(s.id).queue_s || 0) : '–') },
+      { title: t('flows.col.run'), num: true, value: (s) => (timing.get(s.id)?.start ? dur(timing.get(s.id).run_s ?? timing.get(s.id).duration_s) : '–') },
     ], rows, { onRow: (s) => select(s.id) });
     tbl.querySelectorAll('tbody tr').forEach((tr, i) => {
       tr.dataset.step = rows[i].id;
@@ -665,6 +678,8 @@ export async function renderDetail(main, ctx, id) {
         [t('flows.detail.ended'), fmtClock(s.ended_at)],
         r?.start ? [t('flows.detail.duration'), dur(r.duration_s)] : null,
         r?.start ? [t('flows.detail.wait'), dur(r.wait_s)] : null,
+        r?.start && a?.kind === 'task' ? [t('flows.detail.queue'), dur(r.queue_s || 0)] : null,
+        r?.start && a?.kind === 'task' ? [t('flows.detail.run'), dur(r.run_s ?? r.duration_s)] : null,
         outputs.exit_code !== undefined ? [t('flows.detail.exit'), String(outputs.exit_code)] : null,
         outputs.node ? [t('flows.detail.node'), `${outputs.site ?? ''}/${outputs.node}`] : null,
         outputs.task_id ? [t('flows.detail.task'), taskLink(outputs.task_id)] : null,
@@ -699,6 +714,7 @@ export async function renderDetail(main, ctx, id) {
     const { done, total } = progress(flow);
     const inputs = journal.find((e) => e.type === 'flow_started')?.inputs;
     const ended = TERMINAL.has(flow.state);
+    const simulated = flow.steps.filter((s) => s.state === 'simulated').length;
     clear(summary, props([
       [t('flows.summary.id'), h('span', { class: 'mono' }, flow.id)],
       [t('flows.summary.owner'), `${flow.owner} · ${flow.tenant}`],
@@ -708,6 +724,7 @@ export async function renderDetail(main, ctx, id) {
       [ended ? t('flows.summary.ended') : t('flows.summary.updated'), fmtStamp(flow.updated_at)],
       [t('flows.summary.duration'), dur(flowSeconds(flow))],
       [t('flows.summary.steps'), t('flows.progress', { done, total })],
+      simulated ? [t('flows.summary.simulated'), h('span', { dataset: { test: 'flow-simulated' } }, t('flows.summary.simulated.v', { n: simulated, total }))] : null,
       [t('flows.summary.parallel'), flow.definition.max_parallel ? String(flow.definition.max_parallel) : t('flows.summary.unbounded')],
       inputs && Object.keys(inputs).length ? [t('flows.summary.inputs'), h('code', {}, JSON.stringify(inputs))] : null,
     ]));
