@@ -41,6 +41,7 @@ use cpn_api_types::flows::{
 use cpn_api_types::schedule::TaskResources;
 use cpn_api_types::tasks::{TaskConstraints, TaskSubmit};
 use cpn_model::Kind;
+use cpn_sched::kpi::PlacementCost;
 use cpn_sched::plugins::{ProfileSpec, profile};
 use cpn_sched::task::{Chip, Demand};
 use cpn_sched::{Cluster, Mode, Scheduler, Task};
@@ -323,11 +324,13 @@ fn place_all(
                 Ok(p) => {
                     let site = cluster.site(p.site);
                     let node = cluster.node(p.node);
-                    let accel = node.spec.gpus > 0;
-                    let units = if accel { n.gpus as f64 } else { n.cores };
-                    let cost = node.spec.price_per_unit_hour * units;
-                    let kw = node.spec.watts_per_unit * units * site.spec.pue.max(1.0) / 1000.0;
-                    let carbon = kw * site.spec.carbon_intensity.unwrap_or(0.0) / 1000.0;
+                    // Priced as dry-runs and the twins price it (`cpn_sched::kpi`).
+                    let PlacementCost {
+                        cost_per_hour: cost,
+                        power_kw: kw,
+                        carbon_kg_per_hour: carbon,
+                        ..
+                    } = PlacementCost::of(&cluster, &task, &p);
                     site_of
                         .entry(n.name.clone())
                         .or_insert_with(|| site.spec.region.clone());
