@@ -62,8 +62,11 @@ pub struct LiveState {
     /// Each node's match to the offers, by node id, with the registry epoch and the node
     /// record's `updated_at` it was made at: a node is matched when it (re)registers or the
     /// registry changes, not every cycle.
-    matches: Mutex<HashMap<String, (u64, chrono::DateTime<chrono::Utc>, Result<usize, String>)>>,
+    matches: Mutex<HashMap<String, CachedMatch>>,
 }
+
+/// A node's match: (registry epoch, node record's `updated_at`, offer index or why none).
+type CachedMatch = (u64, chrono::DateTime<chrono::Utc>, Result<usize, String>);
 
 impl LiveState {
     /// Called after every committed write the registry part depends on.
