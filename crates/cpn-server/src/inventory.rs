@@ -1,11 +1,13 @@
-//! Builds the scheduler's view of the federation from the registry: sites with effective
-//! labels and health, nodes, and links with their current metrics.
+//! The registry as the scheduler sees it ([`RegistryModel`]: sites with effective labels,
+//! health, PUE, prices and carbon; compute offers; links with their current metrics;
+//! quotas), and the planning cluster built from it ([`snapshot`]).
 //!
-//! Until agents report real machines (issue #5), nodes are synthesized from compute
-//! resources: accelerator pools become nodes of up to `UNITS_PER_ACCEL_NODE` chips with
+//! Registered capacity is a planning target: in the snapshot, nodes are synthesized from
+//! compute resources: accelerator pools become nodes of up to `UNITS_PER_ACCEL_NODE` chips with
 //! `HOST_CORES_PER_ACCEL` cores and `HOST_GIB_PER_ACCEL` GiB of host memory per chip; CPU
 //! pools become nodes of up to `CORES_PER_CPU_NODE` cores. Each node gets
-//! `LOCAL_STORAGE_GIB` of local disk. These shapes follow common 8-GPU servers.
+//! `LOCAL_STORAGE_GIB` of local disk. These shapes follow common 8-GPU servers. The binder
+//! places on live machines instead (`runtime::livestate`), from the same model.
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Principal;
