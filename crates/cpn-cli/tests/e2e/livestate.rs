@@ -265,6 +265,7 @@ async fn live_tasks_are_placed_by_the_whole_model_as_explain_predicts() {
             .await;
         assert_eq!(s, StatusCode::OK, "{e}");
         let predicted = e["decision"]["chosen_site"].as_str().unwrap().to_string();
+        assert!(e.get("planning_only").is_none(), "{e}");
         assert_eq!(predicted, want, "{factor}: explain {}", e["decision"]);
 
         let sub = created(
@@ -313,6 +314,12 @@ async fn live_tasks_are_placed_by_the_whole_model_as_explain_predicts() {
         .await;
     assert_eq!(s, StatusCode::OK, "{e}");
     assert_eq!(e["decision"]["chosen_site"], "lab-c", "{}", e["decision"]);
+    assert!(
+        e["planning_only"]
+            .as_str()
+            .is_some_and(|w| w.contains("planning target only")),
+        "{e}"
+    );
     let sub = created(
         &server,
         "/api/v1/tasks",

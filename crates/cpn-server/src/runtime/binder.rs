@@ -338,5 +338,6 @@ pub async fn explain_task(
         task: task.record.id.clone(),
         policy: choice,
         decision: crate::schedule::decision_view(&decision),
+        planning_only: None,
     })
 }

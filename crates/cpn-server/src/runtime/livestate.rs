@@ -835,6 +835,25 @@ pub fn silent_sites(model: &RegistryModel, nodes: &[NodeRecord]) -> Vec<bool> {
         .collect()
 }
 
+/// Why a site the planning explain chose is no binder target now (no machine, or none
+/// answering); `None` when it is one.
+pub async fn planning_only(state: &AppState, site: &str) -> ApiResult<Option<String>> {
+    let nodes = state.store.list_nodes().await?;
+    let on: Vec<&NodeRecord> = nodes.iter().filter(|n| n.site == site).collect();
+    Ok(if on.is_empty() {
+        Some(format!(
+            "site {site} has no live machine: its registered capacity is a planning target only, and a task submitted now is not bound there until a machine joins"
+        ))
+    } else if !on.iter().any(|n| n.ready) {
+        Some(format!(
+            "site {site} is down: none of its {} machine(s) answers, so a task submitted now is not bound there",
+            on.len()
+        ))
+    } else {
+        None
+    })
+}
+
 /// A site's measured health from its node records and the registry.
 pub async fn site_health(
     state: &AppState,
