@@ -356,6 +356,14 @@ pub struct NodeView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat: Option<DateTime<Utc>>,
     pub registered_at: DateTime<Utc>,
+    /// The compute resource of its site this node fulfils (chip, model, architecture), by
+    /// name: its TFLOPS, watts and unit price are the node's in the scheduler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<String>,
+    /// Why the node fulfils no registered compute resource of its site: it is unregistered
+    /// capacity, placed with unknown price, performance and energy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unregistered: Option<String>,
 }
 
 /// Real-time state of a site (IF-I3-03): `GET /api/v1/sites/{name}/status`.
@@ -377,4 +385,88 @@ pub struct SiteStatus {
     pub power_watts: Option<f64>,
     pub tasks_active: u32,
     pub tasks_pending: u32,
+    /// Measured health: the registry's (its latest metrics sample, else its spec), and
+    /// `down` when every node of the site stopped answering, whatever the registry says.
+    #[serde(default)]
+    pub health: crate::registry::SiteHealth,
+    /// Why the site is not healthy, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_reason: Option<String>,
+}
+
+/// What an offer counts in: accelerator chips, or CPU cores for CPU offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OfferUnit {
+    Chip,
+    Core,
+}
+
+impl OfferUnit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfferUnit::Chip => "chip",
+            OfferUnit::Core => "core",
+        }
+    }
+}
+
+/// A registered compute resource of a site and the live machines that fulfil it, in the
+/// offer's unit (`GET /api/v1/capacity`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OfferCapacity {
+    /// The compute resource's name.
+    pub resource: String,
+    pub id: String,
+    pub chip_type: crate::registry::ChipType,
+    pub model: String,
+    pub architecture: String,
+    pub unit: OfferUnit,
+    /// What the registry says the site offers (its `count`): a planning target.
+    pub registered: f64,
+    /// Units on ready nodes that fulfil this offer: what the binder may place on.
+    pub live: f64,
+    /// Units of those nodes held by tasks and allocations.
+    pub allocated: f64,
+    /// `live - allocated` on nodes that take new work (not cordoned, not occupied).
+    pub free: f64,
+    /// Ready nodes fulfilling it.
+    pub nodes_live: u32,
+    /// Nodes fulfilling it that stopped answering.
+    pub nodes_lost: u32,
+    pub unit_price: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tflops: Option<f64>,
+    pub power_watts: f64,
+    /// Isolated by an I2 operation: nothing new is placed on its nodes.
+    pub isolated: bool,
+}
+
+/// A live node that fulfils no registered offer of its site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UnregisteredNode {
+    pub node: String,
+    pub node_id: String,
+    pub ready: bool,
+    pub capacity: Capacity,
+    pub reason: String,
+}
+
+/// Per site: registered offers against live machines (`GET /api/v1/capacity`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SiteCapacity {
+    pub site: String,
+    pub region: String,
+    /// Measured health, as in [`SiteStatus`].
+    pub health: crate::registry::SiteHealth,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_reason: Option<String>,
+    pub nodes: u32,
+    pub nodes_ready: u32,
+    /// Whether the binder places work here now: a ready node on a site that is not down.
+    /// Registered capacity without a live node is a planning target only (dry-run, plans,
+    /// the twin).
+    pub binder_target: bool,
+    pub offers: Vec<OfferCapacity>,
+    pub unregistered: Vec<UnregisteredNode>,
 }

@@ -389,6 +389,10 @@ pub struct Explanation {
     pub task: String,
     pub policy: PolicyChoice,
     pub decision: DecisionView,
+    /// Explain and dry-run plan on registered capacity: when the chosen site has no machine
+    /// answering, this says that a task submitted now would not be bound there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planning_only: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -473,6 +473,20 @@ pub enum SiteCmd {
         #[arg(value_name = "NAME_OR_ID")]
         name: String,
     },
+    /// Registered offers against live machines: per site and compute resource, the units
+    /// registered, live (on answering nodes that fulfil it), allocated and free; the nodes
+    /// that fulfil no offer, with the reason; the site's measured health and whether the
+    /// binder places work there now.
+    ///
+    /// Example:
+    ///   cpn site capacity
+    ///   cpn site capacity ningxia-zw-1 -o json
+    #[command(verbatim_doc_comment)]
+    Capacity {
+        /// Name or id of one site [default: every site you may read].
+        #[arg(value_name = "NAME_OR_ID")]
+        name: Option<String>,
+    },
     /// Join tokens: what agents join a site with (`cpn agent --join TOKEN`); operators only.
     #[command(subcommand, name = "join-token", alias = "join-tokens")]
     JoinToken(crate::commands::join::JoinTokenCmd),

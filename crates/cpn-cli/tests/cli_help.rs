@@ -190,6 +190,7 @@ fn runtime_verbs_name_their_flags() {
     assert_flags(&["alloc", "release"], &["<ALLOC_ID>"]);
     assert_flags(&["op", "get"], &["<ID>"]);
     assert_flags(&["site", "status"], &["<NAME_OR_ID>"]);
+    assert_flags(&["site", "capacity"], &["[NAME_OR_ID]"]);
     assert_flags(
         &["events"],
         &["--types <TYPES>", "--after <ID>", "--follow", "--limit <N>"],

@@ -664,7 +664,7 @@ impl utoipa::Modify for BearerAuth {
         crate::api_flows::list_processes, crate::api_flows::get_process, crate::api_flows::run_process,
         crate::api_runtime::submit_task, crate::api_runtime::list_tasks, crate::api_runtime::task_counts, crate::api_runtime::get_task,
         crate::api_runtime::cancel_task, crate::api_runtime::task_logs, crate::api_runtime::explain_task, crate::api_runtime::node_metrics, crate::api_runtime::list_nodes,
-        crate::api_runtime::get_node, crate::api_runtime::site_status, crate::api_runtime::agent_register,
+        crate::api_runtime::get_node, crate::api_runtime::site_status, crate::api_runtime::capacity, crate::api_runtime::agent_register,
         crate::api_runtime::agent_heartbeat, crate::api_runtime::agent_assignments,
         crate::api_runtime::agent_report, crate::api_runtime::agent_logs,
         crate::api_runtime::event_stream, crate::api_runtime::event_log,

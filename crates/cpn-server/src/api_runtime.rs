@@ -133,6 +133,26 @@ pub async fn site_status(
     Ok(Json(nodes::site_status(&s, &who, &id).await?))
 }
 
+/// Registered offers against live machines, per site the caller may read (or the one
+/// `site` names): each compute resource's registered, live, allocated and free units, the
+/// nodes that fulfil no offer with the reason, and the site's measured health. Registered
+/// capacity with no live node is a planning target only; `binder_target` says where real
+/// work can go now.
+#[utoipa::path(get, path = "/api/v1/capacity", tag = "nodes", security(("bearer" = [])),
+    params(("site" = Option<String>, Query, description = "Site name or id")),
+    responses((status = 200, body = Vec<SiteCapacity>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn capacity(
+    State(s): State<AppState>,
+    who: Principal,
+    mut q: QueryMap,
+) -> ApiResult<Json<Vec<SiteCapacity>>> {
+    let site = q.take("site");
+    q.finish()?;
+    Ok(Json(
+        crate::runtime::livestate::capacity(&s, &who, site.as_deref()).await?,
+    ))
+}
+
 /// Agent: register this host as a node of a site (same site and name: same node). The
 /// bearer token is a join token (the answer then carries the node's own credential) or the
 /// node's credential (a restarted agent).
@@ -310,6 +330,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{id}", get(get_node))
         .route("/api/v1/sites/{id}/status", get(site_status))
+        .route("/api/v1/capacity", get(capacity))
         .route("/api/v1/agents/register", post(agent_register))
         .route("/api/v1/agents/{node}/heartbeat", post(agent_heartbeat))
         .route("/api/v1/agents/{node}/assignments", get(agent_assignments))

@@ -73,12 +73,12 @@ pub async fn set_quota(
 ) -> ApiResult<Tenant> {
     operator_only(who, "set quotas")?;
     check_quota(&quota)?;
-    Ok(tenant_view(
-        state
-            .store
-            .set_tenant_quota(tenant, quota_json(&quota)?)
-            .await?,
-    ))
+    let t = state
+        .store
+        .set_tenant_quota(tenant, quota_json(&quota)?)
+        .await?;
+    state.runtime.federation.registry_changed();
+    Ok(tenant_view(t))
 }
 
 fn operator_only(who: &Principal, what: &str) -> ApiResult<()> {
@@ -332,12 +332,14 @@ pub async fn create_tenant(
         .create_tenant(&req.name, &req.display_name)
         .await?;
     match req.quota {
-        Some(q) => Ok(tenant_view(
-            state
+        Some(q) => {
+            let t = state
                 .store
                 .set_tenant_quota(&tenant.name, quota_json(&q)?)
-                .await?,
-        )),
+                .await?;
+            state.runtime.federation.registry_changed();
+            Ok(tenant_view(t))
+        }
         None => Ok(tenant_view(tenant)),
     }
 }

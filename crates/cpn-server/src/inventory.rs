@@ -1,20 +1,22 @@
-//! Builds the scheduler's view of the federation from the registry: sites with effective
-//! labels and health, nodes, and links with their current metrics.
+//! The registry as the scheduler sees it ([`RegistryModel`]: sites with effective labels,
+//! health, PUE, prices and carbon; compute offers; links with their current metrics;
+//! quotas), and the planning cluster built from it ([`snapshot`]).
 //!
-//! Until agents report real machines (issue #5), nodes are synthesized from compute
-//! resources: accelerator pools become nodes of up to `UNITS_PER_ACCEL_NODE` chips with
+//! Registered capacity is a planning target: in the snapshot, nodes are synthesized from
+//! compute resources: accelerator pools become nodes of up to `UNITS_PER_ACCEL_NODE` chips with
 //! `HOST_CORES_PER_ACCEL` cores and `HOST_GIB_PER_ACCEL` GiB of host memory per chip; CPU
 //! pools become nodes of up to `CORES_PER_CPU_NODE` cores. Each node gets
-//! `LOCAL_STORAGE_GIB` of local disk. These shapes follow common 8-GPU servers.
+//! `LOCAL_STORAGE_GIB` of local disk. These shapes follow common 8-GPU servers. The binder
+//! places on live machines instead (`runtime::livestate`), from the same model.
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Principal;
-use crate::registry::{Inheritance, decode_spec};
+use crate::registry::{Inheritance, decode_spec, visible_to_tenant};
 use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::Code;
 use cpn_api_types::registry::{
-    ChipType, LinkMetrics, LinkSpec, ResourceSpec, SiteHealth, SiteMetrics, SiteSpec,
+    ChipType, ComputeSpec, LinkMetrics, LinkSpec, ResourceSpec, SiteHealth, SiteMetrics, SiteSpec,
 };
 use cpn_model::{GeoPoint, Kind};
 use cpn_sched::task::Chip;
@@ -69,7 +71,239 @@ pub async fn set_isolated_resources(state: &AppState, ids: &[String]) -> ApiResu
         .store
         .put_setting(ISOLATED_RESOURCES_SETTING, &v)
         .await?;
+    state.runtime.federation.registry_changed();
     Ok(())
+}
+
+/// The registry as the scheduler sees it, before any machine: every site (effective labels,
+/// health from its latest metrics sample or its spec, PUE, electricity price, carbon),
+/// every compute offer, every link with its current metrics, tenant quotas and the
+/// isolated resources, each object with its visibility. Read by one function
+/// ([`RegistryModel::load`]) and turned into clusters by two: [`snapshot_with_resources`]
+/// (planning: nodes synthesized from the offers) and `runtime::livestate::live_cluster`
+/// (the binder: the nodes agents reported, matched to these offers). The live state keeps
+/// one cached copy, rebuilt only after a registry change.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryModel {
+    pub sites: Vec<RegSite>,
+    /// Site index by registry id.
+    pub site_index: HashMap<String, usize>,
+    pub offers: Vec<RegOffer>,
+    pub links: Vec<RegLink>,
+    pub quotas: Vec<(String, cpn_sched::cluster::Quota)>,
+    /// Per site, its offers (indices in `offers`), in registry order.
+    pub site_offers: Vec<Vec<usize>>,
+    /// The live state's registry epoch this model was read at.
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegSite {
+    pub id: String,
+    pub name: String,
+    pub public: bool,
+    pub tenant: String,
+    /// Health the registry gives it: its latest metrics sample, else its spec.
+    pub health: SiteHealth,
+    /// The scheduler's site, `healthy` from `health` alone.
+    pub spec: cpn_sched::SiteSpec,
+}
+
+/// A registered compute resource: what a site offers, with its economics.
+#[derive(Debug, Clone)]
+pub struct RegOffer {
+    pub id: String,
+    pub name: String,
+    pub public: bool,
+    pub tenant: String,
+    /// Index in [`RegistryModel::sites`].
+    pub site: usize,
+    pub labels: cpn_model::Labels,
+    pub compute: ComputeSpec,
+    /// Isolated by an I2 operation: nothing new is placed on it.
+    pub isolated: bool,
+}
+
+impl RegOffer {
+    /// The scheduler's chip of the offer.
+    pub fn chip(&self) -> Chip {
+        chip_of(self.compute.chip_type)
+    }
+    /// (TFLOPS, CNY per unit-hour, watts per unit): what every node of the offer, synthesized
+    /// or live, carries into the scheduler's price, performance and energy factors.
+    pub fn economics(&self) -> (f64, f64, f64) {
+        let c = &self.compute;
+        (c.tflops.unwrap_or(0.0), c.unit_price, c.power_watts)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RegLink {
+    pub public: bool,
+    pub tenant: String,
+    /// Site indices in [`RegistryModel::sites`].
+    pub a: usize,
+    pub z: usize,
+    pub attrs: cpn_topology::LinkAttrs,
+}
+
+impl RegistryModel {
+    /// Reads every site, compute resource, link (with the metrics in force now), quota and
+    /// isolation, whoever owns them; callers filter by visibility.
+    pub async fn load(state: &AppState) -> ApiResult<RegistryModel> {
+        let all = ListQuery::default();
+        let now = Utc::now();
+        let mut inh = Inheritance::load(state).await?;
+        let site_metrics: HashMap<String, SiteMetrics> = state
+            .store
+            .metrics_at(Kind::Site, now)
+            .await?
+            .into_iter()
+            .filter_map(|m| {
+                serde_json::from_value(m.value)
+                    .ok()
+                    .map(|v| (m.object_id, v))
+            })
+            .collect();
+        let mut model = RegistryModel::default();
+        for rec in state.store.list_objects(Kind::Site, &all).await? {
+            let spec: SiteSpec = decode_spec(&rec)?;
+            let health = site_metrics
+                .get(&rec.id)
+                .and_then(|m| m.health)
+                .unwrap_or(spec.health);
+            let mut labels = inh.effective(&rec).await?;
+            labels.insert(
+                crate::runtime::tasks::SITE_NAME_LABEL.into(),
+                rec.name.clone(),
+            );
+            model.site_index.insert(rec.id.clone(), model.sites.len());
+            model.sites.push(RegSite {
+                spec: cpn_sched::SiteSpec {
+                    name: rec.name.clone(),
+                    region: spec.region.clone(),
+                    labels,
+                    location: Some(GeoPoint::new(spec.location.lat, spec.location.lon)),
+                    pue: spec.pue,
+                    electricity_price: spec.electricity_price,
+                    carbon_intensity: spec.carbon_intensity,
+                    healthy: health != SiteHealth::Down,
+                },
+                health,
+                id: rec.id,
+                name: rec.name,
+                public: rec.public,
+                tenant: rec.tenant,
+            });
+        }
+        let isolated: std::collections::HashSet<String> =
+            isolated_resources(state).await?.into_iter().collect();
+        for rec in state.store.list_objects(Kind::Resource, &all).await? {
+            let spec: ResourceSpec = decode_spec(&rec)?;
+            let (Some(compute), Some(&site)) = (spec.compute, model.site_index.get(&spec.site))
+            else {
+                continue;
+            };
+            model.offers.push(RegOffer {
+                labels: inh.effective(&rec).await?,
+                isolated: isolated.contains(&rec.id),
+                id: rec.id,
+                name: rec.name,
+                public: rec.public,
+                tenant: rec.tenant,
+                site,
+                compute,
+            });
+        }
+        let link_metrics: HashMap<String, LinkMetrics> = state
+            .store
+            .metrics_at(Kind::Link, now)
+            .await?
+            .into_iter()
+            .filter_map(|m| {
+                serde_json::from_value(m.value)
+                    .ok()
+                    .map(|v| (m.object_id, v))
+            })
+            .collect();
+        for rec in state.store.list_objects(Kind::Link, &all).await? {
+            let spec: LinkSpec = decode_spec(&rec)?;
+            let (Some(&a), Some(&z)) = (
+                model.site_index.get(&spec.from),
+                model.site_index.get(&spec.to),
+            ) else {
+                continue;
+            };
+            let m = link_metrics.get(&rec.id).copied().unwrap_or(LinkMetrics {
+                latency_ms: spec.latency_ms,
+                bandwidth_gbps: spec.bandwidth_gbps,
+                jitter_ms: spec.jitter_ms,
+                loss_pct: spec.loss_pct,
+            });
+            model.links.push(RegLink {
+                public: rec.public,
+                tenant: rec.tenant,
+                a,
+                z,
+                attrs: cpn_topology::LinkAttrs {
+                    latency_ms: m.latency_ms,
+                    bandwidth_gbps: m.bandwidth_gbps,
+                    jitter_ms: m.jitter_ms,
+                    loss_pct: m.loss_pct,
+                    bidirectional: spec.bidirectional,
+                },
+            });
+        }
+        model.quotas = quotas(state).await?;
+        model.index_offers();
+        Ok(model)
+    }
+
+    /// Fills `site_offers` from `offers`.
+    pub fn index_offers(&mut self) {
+        self.site_offers = vec![Vec::new(); self.sites.len()];
+        for (i, o) in self.offers.iter().enumerate() {
+            self.site_offers[o.site].push(i);
+        }
+    }
+
+    /// A cluster builder holding the sites `admit(public, tenant)` lets in, the links between
+    /// them it lets in too, and every quota; with, per model site, its index in the builder.
+    pub fn builder(&self, admit: Admit<'_>) -> (ClusterBuilder, Vec<Option<SiteIdx>>) {
+        let mut b = ClusterBuilder::new();
+        for (tenant, q) in &self.quotas {
+            b.quota(tenant, *q);
+        }
+        let index: Vec<Option<SiteIdx>> = self
+            .sites
+            .iter()
+            .map(|s| admit(s.public, &s.tenant).then(|| b.site(s.spec.clone())))
+            .collect();
+        for l in &self.links {
+            if let (Some(a), Some(z), true) = (index[l.a], index[l.z], admit(l.public, &l.tenant)) {
+                b.link(a, z, l.attrs);
+            }
+        }
+        (b, index)
+    }
+
+    /// The offers of a site (model index), in registry order.
+    pub fn offers_of(&self, site: usize) -> impl Iterator<Item = (usize, &RegOffer)> {
+        self.site_offers
+            .get(site)
+            .into_iter()
+            .flatten()
+            .map(|&i| (i, &self.offers[i]))
+    }
+}
+
+/// Which sites (and links) a cluster lets in, by (public, tenant).
+pub type Admit<'a> = &'a (dyn Fn(bool, &str) -> bool + Sync);
+
+/// Whether `who` may see an object of (`public`, `tenant`): the rule of
+/// `registry::visible_to_tenant`, everything for operators.
+pub fn admits(who: &Principal) -> impl Fn(bool, &str) -> bool + Sync + '_ {
+    move |public, tenant| who.is_operator() || visible_to_tenant(public, tenant, &who.tenant)
 }
 
 /// A snapshot of everything the caller may schedule onto.
@@ -79,65 +313,35 @@ pub async fn snapshot(state: &AppState, who: &Principal) -> ApiResult<Inventory>
 
 /// [`snapshot`], with the nodes synthesized from each resource (by resource id);
 /// `skip_allocation` leaves that allocation's capacity free (to check an adjustment).
+/// Registered capacity is a planning target: these nodes need no live machine.
 pub async fn snapshot_with_resources(
     state: &AppState,
     who: &Principal,
     skip_allocation: Option<&str>,
 ) -> ApiResult<(Inventory, HashMap<String, Vec<cpn_sched::NodeIdx>>)> {
-    let visible = ListQuery {
-        visible_to_tenant: (!who.is_operator()).then(|| who.tenant.clone()),
-        ..Default::default()
-    };
-    let now = Utc::now();
-    let mut inh = Inheritance::load(state).await?;
-    let site_metrics: HashMap<String, SiteMetrics> = state
-        .store
-        .metrics_at(Kind::Site, now)
-        .await?
-        .into_iter()
-        .filter_map(|m| {
-            serde_json::from_value(m.value)
-                .ok()
-                .map(|v| (m.object_id, v))
-        })
+    let model = state.runtime.federation.registry(state).await?;
+    let silent = crate::runtime::livestate::silent_sites(&model, &state.store.list_nodes().await?);
+    let admit = admits(who);
+    let (mut b, index) = model.builder(&admit);
+    let site_ids: Vec<String> = model
+        .sites
+        .iter()
+        .zip(&index)
+        .filter(|(_, i)| i.is_some())
+        .map(|(s, _)| s.id.clone())
         .collect();
 
-    let mut b = ClusterBuilder::new();
-    add_quotas(state, &mut b).await?;
-    let mut index: HashMap<String, SiteIdx> = HashMap::new();
-    let mut site_ids = Vec::new();
-    let mut healthy_by_site = Vec::new();
-    for rec in state.store.list_objects(Kind::Site, &visible).await? {
-        let spec: SiteSpec = decode_spec(&rec)?;
-        let health = site_metrics
-            .get(&rec.id)
-            .and_then(|m| m.health)
-            .unwrap_or(spec.health);
-        let healthy = health != SiteHealth::Down;
-        let labels = inh.effective(&rec).await?;
-        let i = b.site(cpn_sched::SiteSpec {
-            name: rec.name.clone(),
-            region: spec.region.clone(),
-            labels,
-            location: Some(GeoPoint::new(spec.location.lat, spec.location.lon)),
-            pue: spec.pue,
-            electricity_price: spec.electricity_price,
-            carbon_intensity: spec.carbon_intensity,
-            healthy,
-        });
-        index.insert(rec.id.clone(), i);
-        site_ids.push(rec.id);
-        healthy_by_site.push(healthy);
-    }
-
     let mut names_by_resource: HashMap<String, Vec<String>> = HashMap::new();
-    for rec in state.store.list_objects(Kind::Resource, &visible).await? {
-        let spec: ResourceSpec = decode_spec(&rec)?;
-        let (Some(c), Some(&site)) = (spec.compute.as_ref(), index.get(&spec.site)) else {
+    for o in &model.offers {
+        let Some(site) = index[o.site] else {
             continue;
         };
-        let labels = inh.effective(&rec).await?;
-        let chip = chip_of(c.chip_type);
+        if !admit(o.public, &o.tenant) {
+            continue;
+        }
+        let c = &o.compute;
+        let chip = o.chip();
+        let (tflops, price, watts) = o.economics();
         let accelerator = chip != Chip::Cpu;
         let per_node = if accelerator {
             UNITS_PER_ACCEL_NODE
@@ -161,16 +365,16 @@ pub async fn snapshot_with_resources(
                 };
                 (units, (units as f64 * per_core) as u64, 0)
             };
-            let name = format!("{}-{:03}", rec.name, i + 1);
+            let name = format!("{}-{:03}", o.name, i + 1);
             names_by_resource
-                .entry(rec.id.clone())
+                .entry(o.id.clone())
                 .or_default()
                 .push(name.clone());
             b.node(NodeSpec {
                 name,
                 site,
-                labels: labels.clone(),
-                healthy: healthy_by_site[site as usize],
+                labels: o.labels.clone(),
+                healthy: model.sites[o.site].spec.healthy && !silent[o.site],
                 cpu_milli: cpu_cores * 1000,
                 memory_mib: memory_gib * 1024,
                 storage_gib: LOCAL_STORAGE_GIB,
@@ -178,46 +382,11 @@ pub async fn snapshot_with_resources(
                 model: c.model.clone(),
                 architecture: c.architecture.clone(),
                 gpus,
-                tflops_per_unit: c.tflops.unwrap_or(0.0),
-                price_per_unit_hour: c.unit_price,
-                watts_per_unit: c.power_watts,
+                tflops_per_unit: tflops,
+                price_per_unit_hour: price,
+                watts_per_unit: watts,
             });
         }
-    }
-
-    let link_metrics: HashMap<String, LinkMetrics> = state
-        .store
-        .metrics_at(Kind::Link, now)
-        .await?
-        .into_iter()
-        .filter_map(|m| {
-            serde_json::from_value(m.value)
-                .ok()
-                .map(|v| (m.object_id, v))
-        })
-        .collect();
-    for rec in state.store.list_objects(Kind::Link, &visible).await? {
-        let spec: LinkSpec = decode_spec(&rec)?;
-        let (Some(&a), Some(&z)) = (index.get(&spec.from), index.get(&spec.to)) else {
-            continue;
-        };
-        let m = link_metrics.get(&rec.id).copied().unwrap_or(LinkMetrics {
-            latency_ms: spec.latency_ms,
-            bandwidth_gbps: spec.bandwidth_gbps,
-            jitter_ms: spec.jitter_ms,
-            loss_pct: spec.loss_pct,
-        });
-        b.link(
-            a,
-            z,
-            cpn_topology::LinkAttrs {
-                latency_ms: m.latency_ms,
-                bandwidth_gbps: m.bandwidth_gbps,
-                jitter_ms: m.jitter_ms,
-                loss_pct: m.loss_pct,
-                bidirectional: spec.bidirectional,
-            },
-        );
     }
     let mut cluster = b.build().map_err(|e| {
         ApiError::new(
@@ -225,6 +394,13 @@ pub async fn snapshot_with_resources(
             format!("registry does not form a schedulable cluster: {e}"),
         )
     })?;
+    // Measured health, as the binder sees it: a site whose machines all stopped answering
+    // is down for planning too.
+    for (m, i) in index.iter().enumerate() {
+        if let (Some(i), true) = (i, silent[m]) {
+            cluster.sites[*i as usize].spec.healthy = false;
+        }
+    }
     apply_decisions(state, &mut cluster).await?;
     let by_name: HashMap<&str, cpn_sched::NodeIdx> = cluster
         .nodes
@@ -242,8 +418,8 @@ pub async fn snapshot_with_resources(
             (id, idx)
         })
         .collect();
-    for id in isolated_resources(state).await? {
-        for &n in resource_nodes.get(&id).into_iter().flatten() {
+    for o in model.offers.iter().filter(|o| o.isolated) {
+        for &n in resource_nodes.get(&o.id).into_iter().flatten() {
             cluster.set_cordoned(n, true);
         }
     }
@@ -294,23 +470,24 @@ pub fn reserve_first(
     })
 }
 
-/// Gives the cluster every tenant's quota (for the `tenant_quota` filter).
-pub async fn add_quotas(state: &AppState, b: &mut ClusterBuilder) -> ApiResult<()> {
+/// Every tenant's quota (for the `tenant_quota` filter).
+pub async fn quotas(state: &AppState) -> ApiResult<Vec<(String, cpn_sched::cluster::Quota)>> {
+    let mut out = Vec::new();
     for t in state.store.list_tenants().await? {
         let q: cpn_api_types::identity::TenantQuota =
             serde_json::from_value(t.quota).unwrap_or_default();
         if q != Default::default() {
-            b.quota(
-                &t.name,
+            out.push((
+                t.name,
                 cpn_sched::cluster::Quota {
                     gpu_milli: q.gpus.map(|g| (g * 1000.0).round() as u64),
                     cpu_milli: q.cpu_cores.map(|c| (c * 1000.0).round() as u64),
                     memory_mib: q.memory_gib.map(|m| (m * 1024.0).round() as u64),
                 },
-            );
+            ));
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Capacity held by one decision, as stored with it.

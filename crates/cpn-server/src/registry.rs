@@ -589,6 +589,7 @@ pub async fn create<K: RegistryKind>(
             now,
         })
         .await?;
+    state.runtime.federation.registry_changed();
     crate::topology::after_write(state, &rec).await?;
     let mut inh = Inheritance::load(state).await?;
     to_object::<K>(rec, &mut inh).await
@@ -854,6 +855,7 @@ async fn apply_revision<K: RegistryKind>(
             now: Utc::now(),
         })
         .await?;
+    state.runtime.federation.registry_changed();
     if updated.spec != rec.spec {
         crate::topology::after_write(state, &updated).await?;
     }
@@ -892,6 +894,7 @@ pub async fn delete<K: RegistryKind>(
         .store
         .delete_object(K::KIND, &rec.id, if_match)
         .await?;
+    state.runtime.federation.registry_changed();
     Ok(())
 }
 
@@ -1046,6 +1049,7 @@ async fn change(
         })
         .collect();
     let s = state.store.change_labels(changes).await?;
+    state.runtime.federation.registry_changed();
     Ok(TaggingResult {
         changed: s.changed,
         unchanged: s.unchanged,

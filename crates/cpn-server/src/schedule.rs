@@ -146,10 +146,15 @@ pub async fn explain(
     let Inventory { cluster, .. } = inventory::snapshot(state, who).await?;
     let mut scheduler = Scheduler::new(profile, 0);
     let decision = scheduler.explain(&task, &cluster);
+    let planning_only = match &decision.chosen_site {
+        Some(site) => crate::runtime::livestate::planning_only(state, site).await?,
+        None => None,
+    };
     Ok(Explanation {
         task: task.id.clone(),
         policy: choice,
         decision: decision_view(&decision),
+        planning_only,
     })
 }
 

@@ -38,6 +38,7 @@ async fn record<T: serde::Serialize>(
     let value =
         serde_json::to_value(value).map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
     state.store.record_metric(id, at, value).await?;
+    state.runtime.federation.registry_changed();
     Ok(())
 }
 

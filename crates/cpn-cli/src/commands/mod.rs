@@ -98,6 +98,9 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Cloud(cmd) => registry::run(&ctx, Kind::Cloud, cmd).await,
         Command::Site(SiteCmd::Registry(cmd)) => registry::run(&ctx, Kind::Site, cmd).await,
         Command::Site(SiteCmd::Status { name }) => node::site_status(&ctx, &name).await,
+        Command::Site(SiteCmd::Capacity { name }) => {
+            node::site_capacity(&ctx, name.as_deref()).await
+        }
         Command::Site(SiteCmd::JoinToken(cmd)) => join::join_token(&ctx, cmd).await,
         Command::Resource(ResourceCmd::Registry(cmd)) => {
             registry::run(&ctx, Kind::Resource, cmd).await

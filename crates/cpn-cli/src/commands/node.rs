@@ -9,7 +9,7 @@ use crate::output;
 use anyhow::{Context, Result, bail};
 use chrono::{SecondsFormat, Utc};
 use clap::{Args, Subcommand};
-use cpn_api_types::agent::{NodeView, SiteStatus};
+use cpn_api_types::agent::{NodeView, SiteCapacity, SiteStatus};
 use cpn_api_types::operations::{
     AllocationView, OpKind, OpOutcome, OpTarget, OperationRequest, OperationView, TargetKind,
 };
@@ -513,7 +513,7 @@ async fn list(ctx: &Ctx) -> Result<()> {
 fn nodes_table(nodes: &[NodeView]) -> comfy_table::Table {
     let mut t = output::table(&[
         "NAME", "SITE", "EXECUTOR", "STATE", "CORDONED", "CPU", "MEM GiB", "GPUS", "IDLE %",
-        "TASKS", "CPU %", "LOAD",
+        "TASKS", "CPU %", "LOAD", "OFFER",
     ]);
     for n in nodes {
         let (cpu_pct, load) = match &n.metrics {
@@ -533,9 +533,19 @@ fn nodes_table(nodes: &[NodeView]) -> comfy_table::Table {
             n.tasks_active.to_string(),
             cpu_pct,
             load,
+            offer(n),
         ]);
     }
     t
+}
+
+/// The compute resource a node fulfils, or `unregistered`.
+fn offer(n: &NodeView) -> String {
+    match (&n.offer, &n.unregistered) {
+        (Some(o), _) => o.clone(),
+        (None, Some(_)) => "unregistered".to_owned(),
+        (None, None) => "-".to_owned(),
+    }
 }
 
 /// What the node's agent enforces: `uid switch, cgroup v1 (memory, cpu, pids)`.
@@ -588,6 +598,14 @@ async fn get(ctx: &Ctx, node: &str) -> Result<()> {
             format!("{} ({} {}, {})", inv.hostname, inv.os, inv.kernel, inv.arch),
         ),
         ("CPU model", output::or_dash(Some(&inv.cpu_model))),
+        (
+            "Offer",
+            match (&n.offer, &n.unregistered) {
+                (Some(o), _) => o.clone(),
+                (None, Some(why)) => format!("unregistered: {why}"),
+                (None, None) => "-".to_owned(),
+            },
+        ),
         ("Isolation", isolation(inv.isolation.as_ref())),
         (
             "CPU held",
@@ -703,7 +721,129 @@ pub async fn site_status(ctx: &Ctx, site: &str) -> Result<()> {
     if let Some(w) = s.power_watts {
         rows.push(("Power", format!("{} W", output::num(w))));
     }
+    rows.insert(3, ("Health", health(&s.health, s.health_reason.as_deref())));
     output::emit(&output::fields(&rows))
+}
+
+/// `down (none of its 2 node(s) answers …)`.
+fn health(h: &cpn_api_types::registry::SiteHealth, why: Option<&str>) -> String {
+    match why {
+        Some(w) => format!("{} ({w})", output::wire(h)),
+        None => output::wire(h),
+    }
+}
+
+// --------------------------------------------------------------------------- site capacity
+
+pub async fn site_capacity(ctx: &Ctx, site: Option<&str>) -> Result<()> {
+    let query: Vec<(&str, String)> = site.map(|s| ("site", s.to_string())).into_iter().collect();
+    let value = ctx
+        .client
+        .get(&["api", "v1", "capacity"], &query)
+        .await
+        .context("reading capacity")?;
+    if !ctx.table() {
+        return output::print_raw(ctx.output, &value);
+    }
+    let sites: Vec<SiteCapacity> = decode(&value, "capacity")?;
+    let mut t = output::table(&[
+        "SITE",
+        "HEALTH",
+        "TARGET",
+        "OFFER",
+        "CHIP",
+        "MODEL",
+        "UNIT",
+        "REGISTERED",
+        "LIVE",
+        "ALLOCATED",
+        "FREE",
+        "NODES",
+        "PRICE",
+    ]);
+    let mut unregistered = output::table(&["SITE", "NODE", "READY", "CPU", "GPUS", "REASON"]);
+    let mut notes = Vec::new();
+    for s in &sites {
+        let target = if s.binder_target {
+            "live"
+        } else {
+            "planning only"
+        };
+        if let Some(why) = &s.health_reason {
+            notes.push(format!("{}: {} ({why})", s.site, output::wire(&s.health)));
+        }
+        if s.offers.is_empty() {
+            t.add_row(vec![
+                s.site.clone(),
+                output::wire(&s.health),
+                target.to_owned(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                format!("{}/{}", s.nodes_ready, s.nodes),
+                "-".into(),
+            ]);
+        }
+        for o in &s.offers {
+            let mut name = o.resource.clone();
+            if o.isolated {
+                name.push_str(" (isolated)");
+            }
+            let nodes = if o.nodes_lost > 0 {
+                format!("{} (+{} lost)", o.nodes_live, o.nodes_lost)
+            } else {
+                o.nodes_live.to_string()
+            };
+            // An offer no live machine fulfils is a planning target only, whatever the site.
+            let target = if s.binder_target && o.live > 0.0 {
+                "live"
+            } else {
+                "planning only"
+            };
+            t.add_row(vec![
+                s.site.clone(),
+                output::wire(&s.health),
+                target.to_owned(),
+                name,
+                output::wire(&o.chip_type),
+                o.model.clone(),
+                o.unit.as_str().to_owned(),
+                output::num(o.registered),
+                output::num(o.live),
+                output::num(o.allocated),
+                output::num(o.free),
+                nodes,
+                output::num(o.unit_price),
+            ]);
+        }
+        for u in &s.unregistered {
+            unregistered.add_row(vec![
+                s.site.clone(),
+                u.node.clone(),
+                output::yes_no(u.ready).to_owned(),
+                output::num(u.capacity.cpu_cores),
+                output::num(u.capacity.gpus),
+                u.reason.clone(),
+            ]);
+        }
+    }
+    let mut text = output::render(&t);
+    if !notes.is_empty() {
+        text.push_str("\n\nHealth:\n");
+        text.push_str(&output::indent(&notes.join("\n")));
+    }
+    if sites.iter().any(|s| !s.unregistered.is_empty()) {
+        text.push_str(
+            "\n\nUnregistered capacity (placed with unknown price, performance and energy):\n",
+        );
+        text.push_str(&output::indent(&output::render(&unregistered)));
+    }
+    output::emit(&text)
 }
 
 #[cfg(test)]

@@ -109,6 +109,9 @@ fn render_explanation(e: &Explanation) -> String {
         ),
     };
 
+    if let Some(why) = &e.planning_only {
+        text.push_str(&format!("planning only: {why}\n"));
+    }
     text.push('\n');
     match p.generation {
         Some(g) => text.push_str(&format!("policy {} (generation {g}):\n", p.name)),

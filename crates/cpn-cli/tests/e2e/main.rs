@@ -11,6 +11,7 @@ mod flows;
 mod isolation;
 mod join;
 mod limits;
+mod livestate;
 mod plans;
 mod readme_start;
 mod registry;

@@ -53,6 +53,32 @@ mod tests {
     use crate::task::Demand;
 
     #[test]
+    fn unknown_prices_are_skipped() {
+        let mut b = ClusterBuilder::new();
+        let priced = b.site(site("priced", "east"));
+        let unknown = b.site(site("unknown", "east"));
+        b.node(crate::NodeSpec {
+            price_per_unit_hour: 0.5,
+            ..cpu_node("p", priced, 8)
+        });
+        // A live machine that fulfils no registered offer: its economics are unknown.
+        let nan = |name, s| crate::NodeSpec {
+            price_per_unit_hour: f64::NAN,
+            tflops_per_unit: f64::NAN,
+            watts_per_unit: f64::NAN,
+            model: "unregistered".into(),
+            ..cpu_node(name, s, 8)
+        };
+        b.node(nan("u1", priced));
+        b.node(nan("u2", unknown));
+        let c = b.build().unwrap();
+        let t = cpu_task(2000);
+        let cost = |s| Price.score_site(&state(&t, &c, &Price), &t, &c, s);
+        assert_eq!(cost(priced), 1.0); // 2 cores × 0.5, not 0
+        assert_eq!(cost(unknown), 0.0); // nothing known: neutral, never NaN
+    }
+
+    #[test]
     fn cheapest_acceptable_offer_times_units_and_hours() {
         let mut b = ClusterBuilder::new();
         let s = b.site(site("s", "east"));

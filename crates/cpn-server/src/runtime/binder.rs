@@ -10,20 +10,14 @@
 use super::lifecycle::Task;
 use crate::error::ApiResult;
 use crate::policy::{self, DEFAULT_POLICY};
-use crate::registry::{Inheritance, decode_spec, visible_to_tenant};
+use crate::registry::visible_to_tenant;
 use crate::state::AppState;
 use chrono::Utc;
-use cpn_api_types::registry::{SiteHealth, SiteSpec};
-use cpn_api_types::schedule::TaskResources;
 use cpn_api_types::tasks::TaskState;
-use cpn_model::{GeoPoint, Kind, Labels};
 use cpn_sched::cycle::Mode;
 use cpn_sched::framework::SiteFilter;
-use cpn_sched::task::Chip;
-use cpn_sched::{
-    Cluster, ClusterBuilder, CycleState, NodeIdx, NodeSpec, Plugin, Profile, Scheduler, Verdict,
-};
-use cpn_store::{ListQuery, NodeRecord, TaskOrder, TaskQuery, TaskWrite};
+use cpn_sched::{Cluster, CycleState, Plugin, Profile, Scheduler, Verdict};
+use cpn_store::{TaskOrder, TaskQuery, TaskWrite};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,7 +26,7 @@ use std::time::Duration;
 /// Most tasks one cycle considers.
 pub const BATCH: usize = 4096;
 /// Label of every live node: its name, for node selectors.
-pub const NODE_NAME_LABEL: &str = "cpn.node/name";
+pub use super::livestate::NODE_NAME_LABEL;
 
 /// Least time between the starts of two cycles. Under a stream of submissions this
 /// batches them: one cycle's fixed cost (reading sites, nodes, policies) is shared by
@@ -61,15 +55,7 @@ pub async fn run(state: AppState) {
     }
 }
 
-/// The live cluster: one site per registry site with nodes, one node per node record.
-pub struct LiveCluster {
-    pub cluster: Cluster,
-    pub node_ids: Vec<String>,
-    pub node_names: Vec<String>,
-    pub site_names: Vec<String>,
-    /// Per site (by index): whether it is public, and its tenant.
-    pub site_access: Arc<Vec<(bool, String)>>,
-}
+pub use super::livestate::{LiveCluster, LiveSite, live_cluster};
 
 /// Name of the site filter that keeps a task off sites its tenant cannot see.
 pub const SITE_VISIBILITY: &str = "site_visibility";
@@ -80,7 +66,7 @@ pub const NOT_VISIBLE: &str = "site_not_visible";
 /// here") runs gets this filter first: a task lands only on a site its tenant may see,
 /// by `registry::visible_to_tenant`, the rule the registry reads with.
 pub struct SiteVisibility {
-    site_access: Arc<Vec<(bool, String)>>,
+    site_access: Arc<Vec<LiveSite>>,
 }
 
 impl Plugin for SiteVisibility {
@@ -103,7 +89,7 @@ impl SiteFilter for SiteVisibility {
         let visible = self
             .site_access
             .get(site as usize)
-            .is_some_and(|(public, tenant)| visible_to_tenant(*public, tenant, &task.tenant));
+            .is_some_and(|s| visible_to_tenant(s.public, &s.tenant, &task.tenant));
         if visible {
             Verdict::Fits
         } else {
@@ -114,8 +100,15 @@ impl SiteFilter for SiteVisibility {
     }
 }
 
-/// `profile` with the visibility filter of `live` in front of its other plugins.
-pub fn with_visibility(mut profile: Profile, site_access: &Arc<Vec<(bool, String)>>) -> Profile {
+/// `profile` with the live filters in front of its other plugins: the visibility filter,
+/// then `livestate::LiveSites` (no live node, or none answering).
+pub fn with_visibility(mut profile: Profile, site_access: &Arc<Vec<LiveSite>>) -> Profile {
+    profile.plugins.insert(
+        0,
+        Arc::new(super::livestate::LiveSites {
+            sites: site_access.clone(),
+        }),
+    );
     profile.plugins.insert(
         0,
         Arc::new(SiteVisibility {
@@ -125,130 +118,6 @@ pub fn with_visibility(mut profile: Profile, site_access: &Arc<Vec<(bool, String
     profile
 }
 
-pub async fn live_cluster(state: &AppState, nodes: &[NodeRecord]) -> ApiResult<LiveCluster> {
-    let mut b = ClusterBuilder::new();
-    crate::inventory::add_quotas(state, &mut b).await?;
-    let mut inh = Inheritance::load(state).await?;
-    let mut sites: HashMap<String, cpn_sched::SiteIdx> = HashMap::new();
-    let mut site_names = Vec::new();
-    let mut site_access = Vec::new();
-    let all_sites = state
-        .store
-        .list_objects(Kind::Site, &ListQuery::default())
-        .await?;
-    for rec in &all_sites {
-        if !nodes.iter().any(|n| n.site_id == rec.id) {
-            continue;
-        }
-        let spec: SiteSpec = decode_spec(rec)?;
-        let mut labels = inh.effective(rec).await?;
-        labels.insert(super::tasks::SITE_NAME_LABEL.into(), rec.name.clone());
-        let i = b.site(cpn_sched::SiteSpec {
-            name: rec.name.clone(),
-            region: spec.region.clone(),
-            labels,
-            location: Some(GeoPoint::new(spec.location.lat, spec.location.lon)),
-            pue: spec.pue,
-            electricity_price: spec.electricity_price,
-            carbon_intensity: spec.carbon_intensity,
-            healthy: spec.health != SiteHealth::Down,
-        });
-        sites.insert(rec.id.clone(), i);
-        site_names.push(rec.name.clone());
-        site_access.push((rec.public, rec.tenant.clone()));
-    }
-    let mut node_ids = Vec::new();
-    let mut node_names = Vec::new();
-    for n in nodes {
-        let Some(&site) = sites.get(&n.site_id) else {
-            continue;
-        };
-        let inv = super::nodes::inventory_of(n);
-        let gpus = inv.gpus.len() as u32;
-        let mut labels: Labels = n.labels.clone();
-        labels.insert(NODE_NAME_LABEL.into(), n.name.clone());
-        b.node(NodeSpec {
-            name: n.id.clone(),
-            site,
-            labels,
-            healthy: n.ready && !n.cordoned && n.occupied_by.is_none(),
-            cpu_milli: inv.cpu_cores as u64 * 1000,
-            memory_mib: inv.memory_mib,
-            storage_gib: inv
-                .disks
-                .iter()
-                .map(|d| d.available_gib)
-                .fold(0.0, f64::max) as u64,
-            chip: Some(if gpus > 0 { Chip::Gpu } else { Chip::Cpu }),
-            model: inv
-                .gpus
-                .first()
-                .map(|g| g.model.clone())
-                .unwrap_or_else(|| inv.cpu_model.clone()),
-            architecture: inv.arch.clone(),
-            gpus,
-            tflops_per_unit: 0.0,
-            price_per_unit_hour: 0.0,
-            watts_per_unit: 0.0,
-        });
-        node_ids.push(n.id.clone());
-        node_names.push(n.name.clone());
-    }
-    let mut cluster = b.build().map_err(|e| {
-        crate::error::ApiError::new(
-            cpn_api_types::Code::Internal,
-            format!("live nodes do not form a cluster: {e}"),
-        )
-    })?;
-    let index: HashMap<&str, NodeIdx> = node_ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i as NodeIdx))
-        .collect();
-    // Capacity held by active tasks and by allocations (I2).
-    {
-        let usage = state
-            .runtime
-            .usage
-            .lock()
-            .expect("usage lock is never poisoned");
-        for h in usage.by_task.values() {
-            if let Some(&n) = index.get(h.node_id.as_str())
-                && !cluster.reserve_exact(&h.tenant, n, &h.demand, &h.gpus)
-            {
-                // Over-committed (a node shrank): take what is there so nothing more lands.
-                let _ = cluster.reserve(
-                    &h.tenant,
-                    n,
-                    &h.demand,
-                    cpn_sched::cluster::GpuPick::BestFit,
-                );
-            }
-        }
-    }
-    for a in state.store.list_allocations(true).await? {
-        let (Some(&n), Ok(r)) = (
-            index.get(a.node_id.as_str()),
-            serde_json::from_value::<TaskResources>(a.resources),
-        ) else {
-            continue;
-        };
-        let _ = cluster.reserve(
-            &a.tenant,
-            n,
-            &super::tasks::demand_of(&r),
-            cpn_sched::cluster::GpuPick::BestFit,
-        );
-    }
-    Ok(LiveCluster {
-        cluster,
-        node_ids,
-        node_names,
-        site_names,
-        site_access: Arc::new(site_access),
-    })
-}
-
 /// Profiles by policy name for one cycle; stored policies are read once per cycle.
 struct Policies {
     stored: Vec<cpn_policy::Policy>,
@@ -256,15 +125,15 @@ struct Policies {
     /// FGD's target workload: the shapes of this cycle's pending tasks (issue #4: the GPU
     /// policies are ordinary policies of the live scheduler).
     workload: std::sync::Arc<cpn_sched::plugins::gpu::TargetWorkload>,
-    /// Per live site: public, tenant (for the visibility filter every profile gets).
-    site_access: Arc<Vec<(bool, String)>>,
+    /// Per live site: public, tenant, nodes (for the live filters every profile gets).
+    site_access: Arc<Vec<LiveSite>>,
 }
 
 impl Policies {
     async fn load(
         state: &AppState,
         pending: &[cpn_sched::Task],
-        site_access: Arc<Vec<(bool, String)>>,
+        site_access: Arc<Vec<LiveSite>>,
     ) -> ApiResult<Policies> {
         Ok(Policies {
             stored: policy::load_all(state)
@@ -331,7 +200,7 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
     rt.counters.binder_cycles.fetch_add(1, Ordering::Relaxed);
     let considered = pending.len();
     let nodes = state.store.list_nodes().await?;
-    let mut live = live_cluster(state, &nodes).await?;
+    let mut live = live_cluster(state, &nodes, &|_, _| true).await?;
     let mut writes = Vec::with_capacity(pending.len());
     let mut bound = 0u64;
     // Decode the batch first: its shapes are FGD's target workload.
@@ -441,12 +310,10 @@ pub async fn explain_task(
     if bound_by.is_some() {
         choice.reasons = vec!["the policy that bound this task".into()];
     }
-    // The caller sees only nodes on sites it may read, and the task only sites its tenant
-    // may see, as when it is bound.
-    let readable = super::nodes::readable_sites(state, who).await?;
-    let mut nodes = state.store.list_nodes().await?;
-    nodes.retain(|n| readable.as_ref().is_none_or(|ids| ids.contains(&n.site_id)));
-    let live = live_cluster(state, &nodes).await?;
+    // The caller sees only sites (and their nodes) it may read, and the task only sites its
+    // tenant may see, as when it is bound.
+    let nodes = state.store.list_nodes().await?;
+    let live = live_cluster(state, &nodes, &crate::inventory::admits(who)).await?;
     let mut scheduler = Scheduler::new(with_visibility(profile, &live.site_access), 0);
     let mut decision = scheduler.explain(&sched_task, &live.cluster);
     // The scheduler names live nodes by id; people know them as site/name.
@@ -471,5 +338,6 @@ pub async fn explain_task(
         task: task.record.id.clone(),
         policy: choice,
         decision: crate::schedule::decision_view(&decision),
+        planning_only: None,
     })
 }

@@ -11,6 +11,7 @@ pub mod agents;
 pub mod binder;
 pub mod events;
 pub mod lifecycle;
+pub mod livestate;
 pub mod logs;
 pub mod monitor;
 pub mod nodes;
@@ -142,6 +143,8 @@ pub struct Runtime {
     pub capacity_lock: tokio::sync::Mutex<()>,
     /// Connected Slurm sites.
     pub slurm: slurm::SlurmSites,
+    /// The registry part of the live federation state, cached between registry changes.
+    pub federation: livestate::LiveState,
     /// Set when the server stops, so long-lived responses (event streams, followed logs)
     /// end and graceful shutdown does not wait on their clients.
     pub shutdown: watch::Sender<bool>,
@@ -159,6 +162,7 @@ impl Runtime {
             counters: Counters::default(),
             capacity_lock: tokio::sync::Mutex::new(()),
             slurm: slurm::SlurmSites::default(),
+            federation: livestate::LiveState::default(),
             shutdown: watch::channel(false).0,
         }
     }

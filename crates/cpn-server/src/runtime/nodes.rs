@@ -158,16 +158,27 @@ async fn held(state: &AppState) -> ApiResult<std::collections::HashMap<String, (
 pub async fn views(state: &AppState) -> ApiResult<Vec<NodeView>> {
     let held = held(state).await?;
     let nodes = state.store.list_nodes().await?;
+    let mut offers = super::livestate::node_offers(state, &nodes).await?;
     Ok(nodes
         .into_iter()
         .map(|n| {
             let (allocated, tasks) = held.get(&n.id).cloned().unwrap_or_default();
-            view(state, n, allocated, tasks)
+            let how = offers.remove(&n.id).unwrap_or_default();
+            view(state, n, allocated, tasks, how)
         })
         .collect())
 }
 
-fn view(state: &AppState, n: NodeRecord, allocated: Capacity, tasks_active: u32) -> NodeView {
+/// How a node met the registry: the offer it fulfils, or why none.
+type OfferMatch = (Option<String>, Option<String>);
+
+fn view(
+    state: &AppState,
+    n: NodeRecord,
+    allocated: Capacity,
+    tasks_active: u32,
+    (offer, unregistered): OfferMatch,
+) -> NodeView {
     let inventory = inventory_of(&n);
     let capacity = capacity_of(&inventory);
     let (metrics, last) = state
@@ -194,6 +205,8 @@ fn view(state: &AppState, n: NodeRecord, allocated: Capacity, tasks_active: u32)
         id: n.id,
         name: n.name,
         site: n.site,
+        offer,
+        unregistered,
     }
 }
 
@@ -201,13 +214,15 @@ fn view(state: &AppState, n: NodeRecord, allocated: Capacity, tasks_active: u32)
 pub async fn visible_views(state: &AppState, who: &Principal) -> ApiResult<Vec<NodeView>> {
     let readable = readable_sites(state, who).await?;
     let held = held(state).await?;
-    let nodes = state.store.list_nodes().await?;
+    let mut nodes = state.store.list_nodes().await?;
+    nodes.retain(|n| sees(&readable, n));
+    let mut offers = super::livestate::node_offers(state, &nodes).await?;
     Ok(nodes
         .into_iter()
-        .filter(|n| sees(&readable, n))
         .map(|n| {
             let (allocated, tasks) = held.get(&n.id).cloned().unwrap_or_default();
-            view(state, n, allocated, tasks)
+            let how = offers.remove(&n.id).unwrap_or_default();
+            view(state, n, allocated, tasks, how)
         })
         .collect())
 }
@@ -216,7 +231,11 @@ pub async fn get(state: &AppState, who: &Principal, key: &str) -> ApiResult<Node
     let n = resolve_visible(state, who, key).await?;
     let held = held(state).await?;
     let (allocated, tasks) = held.get(&n.id).cloned().unwrap_or_default();
-    Ok(view(state, n, allocated, tasks))
+    let how = super::livestate::node_offers(state, std::slice::from_ref(&n))
+        .await?
+        .remove(&n.id)
+        .unwrap_or_default();
+    Ok(view(state, n, allocated, tasks, how))
 }
 
 /// A site's real-time state; 404 for a site `who` may not read, as `GET /sites/{id}` does.
@@ -234,6 +253,8 @@ pub async fn site_status(state: &AppState, who: &Principal, site: &str) -> ApiRe
         .into_iter()
         .filter(|n| n.site == rec.name)
         .collect();
+    let records = state.store.list_nodes().await?;
+    let (health, health_reason) = super::livestate::site_health(state, &rec.id, &records).await?;
     let mut capacity = Capacity::default();
     let mut allocated = Capacity::default();
     let (mut cpu, mut load, mut ready, mut tasks) = (0.0, 0.0, 0u32, 0u32);
@@ -285,6 +306,8 @@ pub async fn site_status(state: &AppState, who: &Principal, site: &str) -> ApiRe
         power_watts: power,
         tasks_active: tasks,
         tasks_pending: pending,
+        health,
+        health_reason,
     })
 }
 

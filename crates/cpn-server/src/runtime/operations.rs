@@ -439,7 +439,7 @@ async fn allocate_node(
     let rt = &state.runtime;
     let _capacity = rt.capacity_lock.lock().await;
     let all = state.store.list_nodes().await?;
-    let mut live = binder::live_cluster(state, &all).await?;
+    let mut live = binder::live_cluster(state, &all, &|_, _| true).await?;
     let Some(n) = live.node_ids.iter().position(|i| i == &node.id) else {
         return Err(invalid_state(format!(
             "node {label} is not schedulable: its site is not in the registry"
@@ -676,7 +676,7 @@ async fn adjust(
     let rt = &state.runtime;
     let _capacity = rt.capacity_lock.lock().await;
     let all = state.store.list_nodes().await?;
-    let live = binder::live_cluster(state, &all).await?;
+    let live = binder::live_cluster(state, &all, &|_, _| true).await?;
     let Some(n) = live.node_ids.iter().position(|i| i == &a.node_id) else {
         return Err(invalid_state(format!(
             "the node of allocation {} ({}) is gone or not schedulable",

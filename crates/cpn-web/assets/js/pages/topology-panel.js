@@ -43,6 +43,21 @@ register({
     'topo.panel.status.power': 'Power',
     'topo.panel.status.of': 'of {total}',
     'topo.panel.status.error': 'Live status unavailable: {message}',
+    'topo.panel.status.health': 'Measured health',
+    'topo.panel.offers': 'Offers and live machines',
+    'topo.panel.offers.intro': 'Per registered compute resource, in its unit (chips, or cores for CPU offers): registered is a planning target; live counts the answering machines that fulfil it, the only capacity real tasks are placed on.',
+    'topo.panel.offers.empty': 'No compute resource is registered at this site.',
+    'topo.panel.offers.error': 'Offers unavailable: {message}',
+    'topo.panel.offers.resource': 'Resource',
+    'topo.panel.offers.unit': 'Unit',
+    'topo.panel.offers.registered': 'Registered',
+    'topo.panel.offers.live': 'Live',
+    'topo.panel.offers.allocated': 'Allocated',
+    'topo.panel.offers.free': 'Free',
+    'topo.panel.offers.nodes': 'Machines',
+    'topo.panel.offers.planning': 'planning only',
+    'topo.panel.offers.unregistered': 'Unregistered machines (unknown price, performance and energy)',
+    'topo.panel.offers.reason': 'Why',
     'topo.panel.resources': 'Resources',
     'topo.panel.resources.empty': 'No resources are registered at this site. Register them on the Resources & tags page.',
     'topo.panel.res.name': 'Name',
@@ -128,6 +143,21 @@ register({
     'topo.panel.status.power': '功率',
     'topo.panel.status.of': '共 {total}',
     'topo.panel.status.error': '无法获取实时状态：{message}',
+    'topo.panel.status.health': '实测健康状态',
+    'topo.panel.offers': '已注册算力与在线机器',
+    'topo.panel.offers.intro': '按已注册的计算资源及其单位（芯片，CPU 资源为核）：已注册量是规划目标；在线量只计满足该资源且仍在响应的机器，真实任务只会放到这些容量上。',
+    'topo.panel.offers.empty': '该资源节点未注册计算资源。',
+    'topo.panel.offers.error': '无法获取算力：{message}',
+    'topo.panel.offers.resource': '资源',
+    'topo.panel.offers.unit': '单位',
+    'topo.panel.offers.registered': '已注册',
+    'topo.panel.offers.live': '在线',
+    'topo.panel.offers.allocated': '已分配',
+    'topo.panel.offers.free': '空闲',
+    'topo.panel.offers.nodes': '机器',
+    'topo.panel.offers.planning': '仅规划',
+    'topo.panel.offers.unregistered': '未注册的机器（价格、性能与能耗未知）',
+    'topo.panel.offers.reason': '原因',
     'topo.panel.resources': '资源',
     'topo.panel.resources.empty': '该资源节点尚未注册资源。请在“资源与标签”页面注册。',
     'topo.panel.res.name': '名称',
@@ -378,6 +408,7 @@ export function makePanel(env) {
     const cap = st.capacity || {};
     const al = st.allocated || {};
     return h('div', { class: 'topo-kpis' },
+      st.health ? kpi(t('topo.panel.status.health'), healthLabel(st.health), st.health_reason || null) : null,
       kpi(t('topo.panel.status.nodes'), `${fmtNumber(st.nodes_ready, 0)} / ${fmtNumber(st.nodes, 0)}`),
       kpi(t('topo.panel.status.cpu'), fmtNumber(al.cpu_cores, 1), t('topo.panel.status.of', { total: fmtNumber(cap.cpu_cores, 1) })),
       kpi(t('topo.panel.status.gpu'), fmtNumber(al.gpus, 0), t('topo.panel.status.of', { total: fmtNumber(cap.gpus, 0) })),
@@ -386,6 +417,35 @@ export function makePanel(env) {
       kpi(t('topo.panel.status.load'), fmtNumber(st.load1, 2)),
       kpi(t('topo.panel.status.tasks'), fmtNumber(st.tasks_active, 0), t('topo.panel.status.tasks.sub', { pending: fmtNumber(st.tasks_pending, 0) })),
       st.power_watts !== null && st.power_watts !== undefined ? kpi(t('topo.panel.status.power'), `${fmtNumber(st.power_watts / 1000, 2)} kW`) : null);
+  }
+
+  /** Registered offers against the live machines that fulfil them (GET /api/v1/capacity). */
+  function offersBox(cap) {
+    if (!cap) return null;
+    if (cap.error) return errorState(cap.error);
+    const site = items(cap)[0];
+    if (!site) return null;
+    const units = (o, x) => `${fmtNumber(x, o.unit === 'core' ? 1 : 0)}`;
+    const out = [
+      h('p', { class: 'muted' }, t('topo.panel.offers.intro')),
+      h('div', { class: 'topo-res', 'data-test': 'site-offers' }, table([
+        { title: t('topo.panel.offers.resource'), value: (o) => (o.live > 0 && site.binder_target ? o.resource : `${o.resource} (${t('topo.panel.offers.planning')})`) },
+        { title: t('topo.panel.offers.unit'), value: (o) => `${o.unit} · ${o.model}` },
+        { title: t('topo.panel.offers.registered'), num: true, value: (o) => units(o, o.registered) },
+        { title: t('topo.panel.offers.live'), num: true, value: (o) => units(o, o.live) },
+        { title: t('topo.panel.offers.allocated'), num: true, value: (o) => units(o, o.allocated) },
+        { title: t('topo.panel.offers.free'), num: true, value: (o) => units(o, o.free) },
+        { title: t('topo.panel.offers.nodes'), num: true, value: (o) => (o.nodes_lost ? `${o.nodes_live} (+${o.nodes_lost})` : `${o.nodes_live}`) },
+      ], site.offers || [], { emptyText: t('topo.panel.offers.empty') })),
+    ];
+    if ((site.unregistered || []).length) {
+      out.push(h('h4', {}, t('topo.panel.offers.unregistered')),
+        h('div', { class: 'topo-res' }, table([
+          { title: t('topo.panel.offers.nodes'), value: (u) => u.node },
+          { title: t('topo.panel.offers.reason'), value: (u) => u.reason },
+        ], site.unregistered)));
+    }
+    return h('div', {}, out);
   }
 
   function tags(obj) {
@@ -437,11 +497,13 @@ export function makePanel(env) {
     let site;
     let status;
     let siteMetrics;
+    let capacity;
     try {
-      [site, status, siteMetrics] = await Promise.all([
+      [site, status, siteMetrics, capacity] = await Promise.all([
         get(`/api/v1/sites/${enc(name)}`),
         get(`/api/v1/sites/${enc(name)}/status`).catch((e) => ({ error: e })),
         get(`/api/v1/sites/${enc(name)}/metrics?limit=1000`).catch(() => []),
+        get(`/api/v1/capacity?site=${enc(name)}`).catch((e) => ({ error: e })),
       ]);
     } catch (e) {
       if (g !== gen) return;
@@ -488,6 +550,8 @@ export function makePanel(env) {
       tags(site),
       h('h3', {}, t('topo.panel.status')),
       statusBox,
+      h('h3', {}, t('topo.panel.offers')),
+      offersBox(capacity),
       h('h3', {}, t('topo.panel.resources')),
       h('div', { class: 'topo-res' }, table([
         { title: t('topo.panel.res.name'), value: (r) => r.name },
