@@ -325,7 +325,7 @@ pub struct PolicyChoice {
     pub weights: BTreeMap<String, f64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct VerdictView {
     pub plugin: String,
     pub fits: bool,
@@ -337,7 +337,7 @@ pub struct VerdictView {
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FactorView {
     pub plugin: String,
     pub raw: f64,
@@ -349,7 +349,7 @@ pub struct FactorView {
     pub contribution: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CandidateView {
     pub name: String,
     pub feasible: bool,
@@ -358,14 +358,14 @@ pub struct CandidateView {
     pub factors: Vec<FactorView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RejectionCount {
     /// `plugin/code`.
     pub reason: String,
     pub count: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DecisionView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chosen_site: Option<String>,
@@ -393,6 +393,11 @@ pub struct Explanation {
     /// answering, this says that a task submitted now would not be bound there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planning_only: Option<String>,
+    /// Set when this is the binder's own record of a binding, made at this time ("why
+    /// here", as decided: the best sites with their factors, no node list); absent when
+    /// the task is explained against the nodes as they are now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -323,6 +323,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub flow_node_wait_s: u64,
 
+    /// How long a task that no site can ever take (no live node with its chip, no site its
+    /// tenant may see, …) waits for capacity to appear, in seconds; then it fails with the
+    /// reason. Tasks that only wait for busy capacity to free up wait until their deadline.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub unplaceable_wait_s: u64,
+
     /// A login session unused this long stops working: a number with s, m, h or d (API keys
     /// and the operator token have their own expiry instead).
     #[arg(

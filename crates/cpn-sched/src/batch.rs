@@ -7,6 +7,7 @@
 
 use crate::cluster::Cluster;
 use crate::cycle::{Mode, Placement, Scheduler, Unschedulable};
+use crate::explain::Decision;
 use crate::framework::Profile;
 use crate::task::Task;
 use std::collections::HashMap;
@@ -69,10 +70,26 @@ impl Round {
         shape: &Shape,
         cluster: &mut Cluster,
     ) -> Outcome {
+        self.place_recorded(policy, scheduler, task, shape, cluster, Mode::Fast)
+            .0
+    }
+
+    /// [`Self::place`] in `mode`, with the decision record the mode keeps (none for a task
+    /// whose shape already failed: the first failure of the round is its explanation).
+    pub fn place_recorded(
+        &mut self,
+        policy: &str,
+        scheduler: &mut Scheduler,
+        task: &Task,
+        shape: &Shape,
+        cluster: &mut Cluster,
+        mode: Mode,
+    ) -> (Outcome, Option<Decision>) {
         if let Some(u) = self.failed.get(policy).and_then(|f| f.get(shape)) {
-            return Outcome::of_failure(u.clone());
+            return (Outcome::of_failure(u.clone()), None);
         }
-        match scheduler.schedule(task, cluster, Mode::Fast).0 {
+        let (result, decision) = scheduler.schedule(task, cluster, mode);
+        let outcome = match result {
             Ok(p) => Outcome::Placed(p),
             Err(u) => {
                 self.failed
@@ -81,7 +98,8 @@ impl Round {
                     .insert(shape.clone(), u.clone());
                 Outcome::of_failure(u)
             }
-        }
+        };
+        (outcome, decision)
     }
 }
 

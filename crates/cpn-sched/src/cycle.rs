@@ -15,8 +15,17 @@ use crate::task::Task;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Fast,
+    /// Decide as `Fast` does, and keep a brief record of why: the best [`BRIEF_SITES`]
+    /// feasible sites with their factor contributions, the chosen node, and the rejections
+    /// that settled the other sites (the first filter to reject each, as `Fast` counts
+    /// them). Costs a few allocations per decision; the live binder stores it with every
+    /// binding.
+    Brief,
     Explain,
 }
+
+/// Sites a brief decision keeps: the winner and its closest alternatives.
+pub const BRIEF_SITES: usize = 4;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placement {
@@ -46,6 +55,10 @@ pub struct Scheduler {
     order: Vec<usize>,
     ties: Vec<u64>,
     next_node_start: usize,
+    /// In `Mode::Brief`: per site factor (outer) and feasible site (inner), the raw and the
+    /// normalized score, kept until the ranking says which sites the brief names.
+    brief_raw: Vec<f64>,
+    brief_norm: Vec<f64>,
 }
 
 /// Rejections counted by `plugin/code` during one cycle.
@@ -121,6 +134,8 @@ impl Scheduler {
             order: Vec::new(),
             ties: Vec::new(),
             next_node_start: 0,
+            brief_raw: Vec::new(),
+            brief_norm: Vec::new(),
         }
     }
 
@@ -176,7 +191,7 @@ impl Scheduler {
         let state = self.prepare(task, cluster, false);
         self.cycles += 1;
         let seed = self.tie_seed();
-        self.site_phase(&state, task, cluster, None, seed, &mut Tally::new())
+        self.site_phase(&state, task, cluster, None, false, seed, &mut Tally::new())
     }
 
     /// Places `task` on a node of the given site (the node phase only), reserving it. Used
@@ -246,15 +261,30 @@ impl Scheduler {
         let state = self.prepare(task, cluster, explain);
         self.cycles += 1;
         let seed = self.tie_seed();
-        let mut decision = explain.then(|| Decision {
+        let mut decision = (mode != Mode::Fast).then(|| Decision {
             task: task.id.clone(),
             profile: self.profile.name.clone(),
             seed,
             ..Default::default()
         });
         let mut tally = Tally::new();
-        let ranked_sites =
-            self.site_phase(&state, task, cluster, decision.as_mut(), seed, &mut tally);
+        let brief = mode == Mode::Brief;
+        if brief {
+            self.brief_raw.clear();
+            self.brief_norm.clear();
+        }
+        let ranked_sites = self.site_phase(
+            &state,
+            task,
+            cluster,
+            decision.as_mut().filter(|_| explain),
+            brief,
+            seed,
+            &mut tally,
+        );
+        if let Some(d) = decision.as_mut().filter(|_| brief) {
+            d.sites = self.brief_sites(cluster, &ranked_sites);
+        }
         let margin = match ranked_sites.as_slice() {
             [a, b, ..] => Some(a.1 - b.1),
             _ => None,
@@ -265,7 +295,7 @@ impl Scheduler {
                 task,
                 cluster,
                 site,
-                decision.as_mut(),
+                decision.as_mut().filter(|_| explain),
                 seed,
                 &mut tally,
             ) {
@@ -291,13 +321,16 @@ impl Scheduler {
         )
     }
 
-    /// Filters and scores all sites; returns the feasible ones ranked best first.
+    /// Filters and scores all sites; returns the feasible ones ranked best first. `brief`
+    /// keeps every factor's raw and normalized scores for [`Self::brief_sites`].
+    #[allow(clippy::too_many_arguments)]
     fn site_phase(
         &mut self,
         state: &CycleState,
         task: &Task,
         cluster: &Cluster,
         decision: Option<&mut Decision>,
+        brief: bool,
         seed: u64,
         tally: &mut Tally,
     ) -> Vec<(SiteIdx, f64)> {
@@ -345,6 +378,10 @@ impl Scheduler {
                 self.raw.push(scorer.score_site(state, task, cluster, s));
             }
             normalize(&self.raw, scorer.better(), &mut norm);
+            if brief {
+                self.brief_raw.extend_from_slice(&self.raw);
+                self.brief_norm.extend_from_slice(&norm);
+            }
             for i in 0..n {
                 self.totals[i] += weight * norm[i];
                 if explain {
@@ -391,6 +428,42 @@ impl Scheduler {
         self.order
             .iter()
             .map(|&i| (self.feasible[i], self.totals[i]))
+            .collect()
+    }
+
+    /// The best [`BRIEF_SITES`] of `ranked` with their factor contributions, from what
+    /// `site_phase` kept in `Mode::Brief`.
+    fn brief_sites(&self, cluster: &Cluster, ranked: &[(SiteIdx, f64)]) -> Vec<CandidateReport> {
+        let n = self.feasible.len();
+        let scorers = self.profile.site_scores();
+        ranked
+            .iter()
+            .take(BRIEF_SITES)
+            .map(|&(site, total)| {
+                let i = self
+                    .feasible
+                    .iter()
+                    .position(|&s| s == site)
+                    .expect("ranked sites are feasible");
+                CandidateReport {
+                    name: cluster.site(site).spec.name.clone(),
+                    feasible: true,
+                    verdicts: Vec::new(),
+                    factors: scorers
+                        .iter()
+                        .enumerate()
+                        .map(|(f, (scorer, weight))| FactorScore {
+                            plugin: scorer.name(),
+                            raw: self.brief_raw[f * n + i],
+                            unit: scorer.unit(),
+                            normalized: self.brief_norm[f * n + i],
+                            weight: *weight,
+                            contribution: weight * self.brief_norm[f * n + i],
+                        })
+                        .collect(),
+                    total,
+                }
+            })
             .collect()
     }
 

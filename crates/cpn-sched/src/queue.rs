@@ -8,6 +8,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+/// How long a task waits to gain one priority level, in the live binder and the twins alike:
+/// after five minutes a task outranks fresh tasks of the class above its own.
+pub const DEFAULT_AGING_S: u64 = 300;
+
 #[derive(Debug, Clone)]
 struct Entry<T> {
     item: T,

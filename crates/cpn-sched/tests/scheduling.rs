@@ -424,3 +424,33 @@ fn free_capacity_of_another_model_does_not_make_a_site_feasible() {
             .any(|v| v.code == Some("insufficient_gpu"))
     );
 }
+
+#[test]
+fn a_brief_decision_places_as_fast_does_and_keeps_the_winners_factors_as_explained() {
+    let task = gpu_task("t", 2, "east");
+    let explained = Scheduler::new(default_profile(), 9).explain(&task, &federation());
+
+    let mut fast_cluster = federation();
+    let fast = Scheduler::new(default_profile(), 9)
+        .schedule(&task, &mut fast_cluster, Mode::Fast)
+        .0
+        .unwrap();
+    let mut brief_cluster = federation();
+    let (placed, brief) =
+        Scheduler::new(default_profile(), 9).schedule(&task, &mut brief_cluster, Mode::Brief);
+    let (placed, brief) = (placed.unwrap(), brief.expect("a brief record"));
+    assert_eq!(placed, fast, "the same placement as the fast path");
+    assert_eq!(brief.chosen_site, explained.chosen_site);
+    assert_eq!(brief.chosen_node, explained.chosen_node);
+    assert_eq!(brief.margin, explained.margin);
+    assert!(brief.nodes.is_empty(), "no node reports: it is brief");
+    assert!(brief.sites.len() <= cpn_sched::cycle::BRIEF_SITES);
+    // The brief's sites are explain's best feasible sites, with the same factors.
+    for (b, e) in brief.sites.iter().zip(&explained.sites) {
+        assert_eq!(b.name, e.name);
+        assert_eq!(b.total, e.total);
+        assert_eq!(b.factors, e.factors);
+        let sum: f64 = b.factors.iter().map(|f| f.contribution).sum();
+        assert!((sum - b.total).abs() < 1e-9);
+    }
+}

@@ -303,18 +303,25 @@ pub async fn node_metrics(
     Ok(Json(nodes::metrics_history(&s, &who, &id).await?))
 }
 
-/// "Why here": the scheduler's filter verdicts and score factors for this task against the
-/// live nodes as they are now, under the policy that bound it (or would bind it).
+/// "Why here": for a bound task, the binder's own record of the binding as it decided it
+/// (`decided_at` set: the best sites with their factor contributions and the rejections
+/// that settled the rest); with `now=true`, or while the task waits, "explain now": every
+/// filter verdict and score factor against the live nodes as they are now, under the
+/// policy that bound it (or would bind it).
 #[utoipa::path(get, path = "/api/v1/tasks/{id}/explain", tag = "tasks", security(("bearer" = [])),
-    params(("id" = String, Path)),
+    params(("id" = String, Path),
+           ("now" = Option<bool>, Query, description = "Explain against the nodes as they are now instead of showing the stored decision")),
     responses((status = 200, body = cpn_api_types::schedule::Explanation), (status = 404, body = ErrorBody)))]
 pub async fn explain_task(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
+    mut q: QueryMap,
 ) -> ApiResult<Json<cpn_api_types::schedule::Explanation>> {
+    let now = q.take_bool("now")?;
+    q.finish()?;
     Ok(Json(
-        crate::runtime::binder::explain_task(&s, &who, &id).await?,
+        crate::runtime::binder::explain_task(&s, &who, &id, now).await?,
     ))
 }
 

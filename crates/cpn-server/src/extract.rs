@@ -263,6 +263,19 @@ impl QueryMap {
         self.0.remove(key)
     }
 
+    /// A `true`/`false` parameter; absent is false.
+    pub fn take_bool(&mut self, key: &str) -> ApiResult<bool> {
+        match self.0.remove(key).as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(ApiError {
+                code: Code::BadRequest,
+                message: format!("{key} must be true or false, got {other:?}"),
+                field: Some(key.to_string()),
+            }),
+        }
+    }
+
     pub fn finish(self) -> ApiResult<()> {
         match self.0.keys().next() {
             None => Ok(()),

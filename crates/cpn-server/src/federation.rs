@@ -141,10 +141,17 @@ pub async fn replay(
         let cluster = cluster.clone();
         let tasks = tasks.clone();
         let seed = req.seed;
-        let report =
-            tokio::task::spawn_blocking(move || federation::run(cluster, &tasks, profile, seed, 0))
-                .await
-                .map_err(internal)?;
+        let report = tokio::task::spawn_blocking(move || {
+            federation::run(
+                cluster,
+                &tasks,
+                profile,
+                seed,
+                cpn_sched::queue::DEFAULT_AGING_S,
+            )
+        })
+        .await
+        .map_err(internal)?;
         reports.push(wire(name, report));
     }
     Ok(FederationResult {

@@ -26,6 +26,10 @@ pub struct Limits {
     /// How long a workflow's task step pinned to a site with no live node waits for one
     /// before it fails with "no live node on site X", unless the step has a `timeout_s`.
     pub flow_node_wait: Duration,
+    /// How long a task that no site can ever take (every rejection permanent: no live node
+    /// of its chip, no site its tenant may see) waits for capacity to appear before it fails
+    /// with the reason.
+    pub unplaceable_wait: Duration,
 }
 
 impl Default for Limits {
@@ -37,6 +41,7 @@ impl Default for Limits {
             kept_simulations_per_tenant: 100,
             condition_deadline: Duration::from_secs(1),
             flow_node_wait: Duration::from_secs(300),
+            unplaceable_wait: Duration::from_secs(300),
         }
     }
 }

@@ -155,6 +155,7 @@ pub async fn explain(
         policy: choice,
         decision: decision_view(&decision),
         planning_only,
+        decided_at: None,
     })
 }
 

@@ -86,7 +86,7 @@ fn task_spec(value: Value, what: &str) -> Result<TaskSpec> {
     serde_json::from_value(value).with_context(|| format!("{what}: invalid task spec"))
 }
 
-fn render_explanation(e: &Explanation) -> String {
+pub(crate) fn render_explanation(e: &Explanation) -> String {
     let d = &e.decision;
     let p = &e.policy;
     let mut text = match &d.chosen_site {
@@ -111,6 +111,12 @@ fn render_explanation(e: &Explanation) -> String {
 
     if let Some(why) = &e.planning_only {
         text.push_str(&format!("planning only: {why}\n"));
+    }
+    if let Some(at) = e.decided_at {
+        text.push_str(&format!(
+            "as the binder decided at {} (its best sites only; `--now` explains against the nodes as they are now)\n",
+            at.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
     }
     text.push('\n');
     match p.generation {

@@ -36,6 +36,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 kept_simulations_per_tenant: args.kept_simulations.max(1),
                 condition_deadline: Duration::from_millis(args.condition_deadline_ms.max(10)),
                 flow_node_wait: Duration::from_secs(args.flow_node_wait_s),
+                unplaceable_wait: Duration::from_secs(args.unplaceable_wait_s),
             },
         },
         local_agent: (!args.no_local_agent).then_some(args.local_site),

@@ -58,6 +58,23 @@ pub enum TaskCmd {
     ///   cpn task logs ID -f
     #[command(verbatim_doc_comment)]
     Logs(LogsArgs),
+    /// Why here: the binder's own record of why it put the task where it did (the best
+    /// sites with their factor contributions, and what ruled the others out), as it decided
+    /// when it bound the current attempt. With --now, or while the task waits, the full
+    /// explanation against the nodes as they are now.
+    ///
+    /// Examples:
+    ///   cpn task why ID
+    ///   cpn task why ID --now
+    #[command(verbatim_doc_comment)]
+    Why {
+        /// Task id.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Explain against the nodes as they are now instead of showing the stored decision.
+        #[arg(long)]
+        now: bool,
+    },
     /// Cancel tasks: a waiting one is dropped, a running one is killed.
     ///
     /// Example:
@@ -214,6 +231,7 @@ pub async fn run(ctx: &Ctx, cmd: TaskCmd) -> Result<()> {
         TaskCmd::Submit(args) => submit(ctx, args).await,
         TaskCmd::List(args) => list(ctx, args).await,
         TaskCmd::Get { id } => get(ctx, &id).await,
+        TaskCmd::Why { id, now } => why(ctx, &id, now).await,
         TaskCmd::Logs(args) => logs(ctx, args).await,
         TaskCmd::Cancel { ids } => cancel(ctx, &ids).await,
     }
@@ -597,6 +615,24 @@ async fn get(ctx: &Ctx, id: &str) -> Result<()> {
         return output::print_raw(ctx.output, &value);
     }
     output::emit(&details(&view))
+}
+
+async fn why(ctx: &Ctx, id: &str, now: bool) -> Result<()> {
+    let query = if now {
+        vec![("now", "true".to_string())]
+    } else {
+        Vec::new()
+    };
+    let value = ctx
+        .client
+        .get(&["api", "v1", "tasks", id, "explain"], &query)
+        .await
+        .with_context(|| format!("explaining task {id}"))?;
+    if !ctx.table() {
+        return output::print_raw(ctx.output, &value);
+    }
+    let explanation: cpn_api_types::schedule::Explanation = decode(&value, "explanation")?;
+    output::emit(&super::schedule::render_explanation(&explanation))
 }
 
 fn details(task: &TaskView) -> String {

@@ -279,11 +279,42 @@ async fn live_tasks_are_placed_by_the_whole_model_as_explain_predicts() {
         let id = sub["id"].as_str().unwrap();
         let t = wait_task(&server, id, |t| t["site"].is_string()).await;
         assert_eq!(t["site"], predicted.as_str(), "{factor}: bound {t}");
-        // "Why here" runs on the live state and agrees, with the factor's contribution.
+        // "Why here" is the binder's own record, made as it bound the task: the same site,
+        // and the factor that decided it scored as explain predicted.
         let (s, why) = server
             .admin(Method::GET, &format!("/api/v1/tasks/{id}/explain"), None)
             .await;
         assert_eq!(s, StatusCode::OK, "{why}");
+        assert!(why["decided_at"].is_string(), "a stored decision: {why}");
+        assert_eq!(why["policy"]["name"], policy.as_str(), "{why}");
+        assert_eq!(why["decision"]["chosen_site"], want, "{factor}: {why}");
+        assert!(why["decision"]["nodes"].as_array().unwrap().is_empty());
+        let factor_of = |d: &Value| -> Value {
+            d["sites"][0]["factors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["plugin"] == factor)
+                .cloned()
+                .unwrap_or_else(|| panic!("{factor} among the winner's factors: {d}"))
+        };
+        let (stored, predicted) = (factor_of(&why["decision"]), factor_of(&e["decision"]));
+        assert_eq!(why["decision"]["sites"][0]["name"], want);
+        assert_eq!(
+            stored["normalized"], predicted["normalized"],
+            "{stored} vs {predicted}"
+        );
+        assert_eq!(stored["contribution"], predicted["contribution"]);
+        // "Explain now" runs on the live state and agrees, with every verdict.
+        let (s, why) = server
+            .admin(
+                Method::GET,
+                &format!("/api/v1/tasks/{id}/explain?now=true"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{why}");
+        assert!(why.get("decided_at").is_none(), "{why}");
         assert_eq!(
             why["decision"]["chosen_site"], want,
             "{factor}: {}",
@@ -449,7 +480,11 @@ async fn live_tasks_are_placed_by_the_whole_model_as_explain_predicts() {
     let t = wait_task(&server, id, |t| t["site"].is_string()).await;
     assert_eq!(t["site"], "east-a", "{t}");
     let (_, why) = server
-        .admin(Method::GET, &format!("/api/v1/tasks/{id}/explain"), None)
+        .admin(
+            Method::GET,
+            &format!("/api/v1/tasks/{id}/explain?now=true"),
+            None,
+        )
         .await;
     assert_eq!(
         live_verdict(&why, "west-b")["code"],

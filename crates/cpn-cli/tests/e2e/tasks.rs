@@ -480,3 +480,72 @@ async fn an_event_stream_resumed_with_last_event_id_misses_nothing() {
     assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
     assert!(rest.iter().all(|(_, e)| e["type"] == "task.state"));
 }
+
+/// Issue #13 (5): a task no site can ever take (here a GPU task on a federation whose only
+/// live node has no GPU) fails with the reason once `--unplaceable-wait-s` has passed,
+/// instead of waiting for ever; a placed task's "why here" is the binder's own record.
+#[tokio::test]
+async fn an_unplaceable_task_fails_fast_and_a_bound_one_explains_itself_as_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), false, &["--unplaceable-wait-s", "2"]).await;
+    wait_nodes(&server, 1).await;
+
+    let gpu = submit(
+        &server,
+        json!({"name": "needs-a-gpu", "command": ["true"], "resources": {"cpu_cores": 0.1, "gpus": 1}}),
+    )
+    .await;
+    let cpu = submit(
+        &server,
+        json!({"name": "fits", "command": ["true"], "resources": {"cpu_cores": 0.1}}),
+    )
+    .await;
+    let started = Instant::now();
+    let done = wait_terminal(
+        &server,
+        &[gpu.clone(), cpu.clone()],
+        Duration::from_secs(60),
+    )
+    .await;
+    let failed = &done[&gpu];
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("unplaceable: "), "{failed}");
+    assert!(
+        reason.contains("no site can ever take it") && reason.contains("chip_model/"),
+        "names what ruled the sites out: {reason}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "it waited for capacity to appear first"
+    );
+    assert_eq!(done[&cpu]["state"], "succeeded", "{}", done[&cpu]);
+
+    // `cpn task why` shows the stored decision; `--now` explains against the nodes now.
+    let out = server.cli(&["task", "why", &cpu]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("as the binder decided at"), "{text}");
+    assert!(text.contains("site local"), "{text}");
+    let out = server.cli(&["task", "why", &cpu, "--now"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("as the binder decided"), "{text}");
+    let (s, b) = server
+        .admin(
+            Method::GET,
+            &format!("/api/v1/tasks/{cpu}/explain?now=maybe"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["error"]["field"], "now", "{b}");
+}

@@ -1,24 +1,28 @@
 //! The binding loop: pending tasks are placed by the scheduler on the live inventory and
 //! bound durably before any executor hears of them (issue #5 item 4).
 //!
-//! One cycle reads the due pending tasks in queue order (priority, then age), builds the
-//! cluster from the nodes executors reported (minus what active tasks and allocations
-//! hold), runs the same `cpn_sched::Scheduler` that explain and the twin use, and commits
-//! every binding of the cycle in one store transaction. Cycles run one at a time, so
-//! capacity is never promised twice.
+//! One cycle reads the due pending tasks, orders them in a `cpn_sched::queue::TaskQueue`
+//! (priority classes, FIFO inside a class, aging), builds the cluster from the nodes
+//! executors reported (minus what active tasks and allocations hold), and runs one
+//! `cpn_sched::batch::Round` over them — the batch binding loop the twins run too — with a
+//! brief record of each decision, stored with the binding for "why here". Every binding of
+//! the cycle is committed in one store transaction. Cycles run one at a time, so capacity is
+//! never promised twice. A task no site can ever take waits `Limits::unplaceable_wait` for
+//! capacity to appear, then fails with the reason.
 
-use super::lifecycle::Task;
+use super::lifecycle::{BindingRecord, Task};
 use crate::error::ApiResult;
 use crate::policy::{self, DEFAULT_POLICY};
 use crate::registry::visible_to_tenant;
 use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::tasks::TaskState;
+use cpn_sched::batch::{Outcome, Round, Schedulers, Shape};
 use cpn_sched::cycle::Mode;
 use cpn_sched::framework::SiteFilter;
+use cpn_sched::queue::{DEFAULT_AGING_S, TaskQueue};
 use cpn_sched::{Cluster, CycleState, Plugin, Profile, Scheduler, Verdict};
 use cpn_store::{TaskOrder, TaskQuery, TaskWrite};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -121,7 +125,7 @@ pub fn with_visibility(mut profile: Profile, site_access: &Arc<Vec<LiveSite>>) -
 /// Profiles by policy name for one cycle; stored policies are read once per cycle.
 struct Policies {
     stored: Vec<cpn_policy::Policy>,
-    schedulers: HashMap<String, Scheduler>,
+    schedulers: Schedulers<String>,
     /// FGD's target workload: the shapes of this cycle's pending tasks (issue #4: the GPU
     /// policies are ordinary policies of the live scheduler).
     workload: std::sync::Arc<cpn_sched::plugins::gpu::TargetWorkload>,
@@ -141,7 +145,7 @@ impl Policies {
                 .into_iter()
                 .map(|(p, _)| p)
                 .collect(),
-            schedulers: HashMap::new(),
+            schedulers: Schedulers::new(rand_seed()),
             workload: std::sync::Arc::new(cpn_sched::plugins::gpu::TargetWorkload::from_tasks(
                 pending,
             )),
@@ -159,19 +163,19 @@ impl Policies {
     }
 
     fn scheduler(&mut self, name: &str) -> Result<&mut Scheduler, String> {
-        if !self.schedulers.contains_key(name) {
-            let profile: Profile = if name == DEFAULT_POLICY {
-                cpn_sched::plugins::default_profile()
-            } else {
-                let workload = self.workload.clone();
-                policy::compile(name, &self.stored, &move || workload.clone())
-                    .map_err(|e| e.message)?
-            };
-            let profile = with_visibility(profile, &self.site_access);
-            self.schedulers
-                .insert(name.to_string(), Scheduler::new(profile, rand_seed()));
-        }
-        Ok(self.schedulers.get_mut(name).expect("inserted above"))
+        let (stored, workload, sites) = (&self.stored, &self.workload, &self.site_access);
+        self.schedulers
+            .get(name, || {
+                let profile: Profile = if name == DEFAULT_POLICY {
+                    cpn_sched::plugins::default_profile()
+                } else {
+                    let workload = workload.clone();
+                    policy::compile(name, stored, &move || workload.clone())
+                        .map_err(|e| e.message)?
+                };
+                Ok(with_visibility(profile, sites))
+            })
+            .map_err(Clone::clone)
     }
 }
 
@@ -238,7 +242,19 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
         .map(|(_, t)| t.clone())
         .collect();
     let mut policies = Policies::load(state, &shapes, live.site_access.clone()).await?;
-    for (mut task, sched_task) in batch {
+    // Queue order: priority classes, FIFO inside a class, aging, as in the twins.
+    let now_s = now.timestamp().max(0) as u64;
+    let mut queue = TaskQueue::new(DEFAULT_AGING_S);
+    for (i, (task, _)) in batch.iter().enumerate() {
+        let submitted = task.record.submitted_at.timestamp().max(0) as u64;
+        queue.push(i, task.record.priority, submitted);
+    }
+    let order = queue.pop_batch(batch.len(), now_s);
+    let mut batch: Vec<Option<(Task, cpn_sched::Task)>> = batch.into_iter().map(Some).collect();
+    let unplaceable_wait = rt.config.limits.unplaceable_wait;
+    let mut round = Round::new();
+    for i in order {
+        let (mut task, sched_task) = batch[i].take().expect("each queued index once");
         let attempt = task.record.attempt;
         let name = policies.name_for(task.spec.policy.as_deref(), &sched_task);
         let scheduler = match policies.scheduler(&name) {
@@ -249,28 +265,46 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
                 continue;
             }
         };
-        let events = match scheduler
-            .schedule(&sched_task, &mut live.cluster, Mode::Fast)
-            .0
-        {
-            Ok(p) => {
+        let shape = Shape::of(&sched_task);
+        let (outcome, brief) = round.place_recorded(
+            &name,
+            scheduler,
+            &sched_task,
+            &shape,
+            &mut live.cluster,
+            Mode::Brief,
+        );
+        let events = match outcome {
+            Outcome::Placed(p) => {
                 bound += 1;
                 let n = p.node as usize;
                 let site = live.site_names[p.site as usize].clone();
                 let gpus = p.gpus.iter().map(|(i, _)| *i).collect();
                 let (node_id, node_name) = (live.node_ids[n].clone(), live.node_names[n].clone());
-                task.bind(now, &node_id, &node_name, &site, gpus, &name)
+                let events = task.bind(now, &node_id, &node_name, &site, gpus, &name);
+                task.status.binding = brief.map(|mut d| {
+                    // A brief names no other node: the chosen one by name is all to rename.
+                    d.chosen_node = Some(node_name);
+                    BindingRecord {
+                        at: now,
+                        policy: name.clone(),
+                        decision: crate::schedule::decision_view(&d),
+                    }
+                });
+                events
             }
-            Err(u) => {
+            Outcome::Waits(u) => {
                 rt.counters.unschedulable.fetch_add(1, Ordering::Relaxed);
-                let why = if live.node_ids.is_empty() {
-                    "no nodes are registered: start `cpn agent` on a machine, or run `cpn serve` with its local agent".to_string()
-                } else {
-                    let reasons: Vec<String> =
-                        u.reasons.iter().map(|(r, n)| format!("{r} x{n}")).collect();
-                    format!("no node fits now ({})", reasons.join(", "))
-                };
-                task.unschedulable(now, why)
+                task.unschedulable(now, unschedulable_reason(&live, &u, "no node fits now"))
+            }
+            Outcome::Never(u) => {
+                rt.counters.unschedulable.fetch_add(1, Ordering::Relaxed);
+                let why = unschedulable_reason(
+                    &live,
+                    &u,
+                    "no site can ever take it as the federation stands",
+                );
+                task.unplaceable(now, why, unplaceable_wait)
             }
         };
         writes.push(write(task, attempt, events));
@@ -278,6 +312,15 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
     rt.commit(state, writes).await?;
     rt.counters.tasks_bound.fetch_add(bound, Ordering::Relaxed);
     Ok(considered)
+}
+
+fn unschedulable_reason(live: &LiveCluster, u: &cpn_sched::Unschedulable, what: &str) -> String {
+    if live.node_ids.is_empty() {
+        "no nodes are registered: start `cpn agent` on a machine, or run `cpn serve` with its local agent".to_string()
+    } else {
+        let reasons: Vec<String> = u.reasons.iter().map(|(r, n)| format!("{r} x{n}")).collect();
+        format!("{what} ({})", reasons.join(", "))
+    }
 }
 
 fn write(task: Task, attempt: u32, events: Vec<cpn_store::NewEvent>) -> TaskWrite {
@@ -289,18 +332,44 @@ fn write(task: Task, attempt: u32, events: Vec<cpn_store::NewEvent>) -> TaskWrit
     }
 }
 
-/// "Why here" for one task (`GET /api/v1/tasks/{id}/explain`): the scheduler's reasoning,
-/// every filter verdict and score factor, for this task against the live nodes as they are
-/// now, under the policy that bound it (or that would bind it, while it waits). A running
-/// task's own hold is part of "now", so its node shows that much less free capacity than it
-/// had when the task was bound; the binder itself keeps no per-task explanation, because
-/// explaining every placement would cost the fast path its speed.
+/// "Why here" for one task (`GET /api/v1/tasks/{id}/explain`). A bound task answers with
+/// the brief record the binder stored when it bound the current attempt, unless `now` asks
+/// for "explain now": the scheduler's full reasoning (every filter verdict and score
+/// factor) for this task against the live nodes as they are now, under the policy that
+/// bound it (or that would bind it, while it waits). In that view a running task's own hold
+/// is part of "now", so its node shows that much less free capacity than it had.
 pub async fn explain_task(
     state: &AppState,
     who: &crate::extract::Principal,
     id: &str,
+    now: bool,
 ) -> ApiResult<cpn_api_types::schedule::Explanation> {
     let task = super::tasks::load(state, who, id).await?;
+    if let (false, Some(b)) = (now, &task.status.binding) {
+        return Ok(cpn_api_types::schedule::Explanation {
+            task: task.record.id.clone(),
+            policy: cpn_api_types::schedule::PolicyChoice {
+                name: b.policy.clone(),
+                generation: None,
+                reasons: vec!["the policy that bound this task".into()],
+                also_matched: Vec::new(),
+                weights: b
+                    .decision
+                    .sites
+                    .first()
+                    .map(|s| {
+                        s.factors
+                            .iter()
+                            .map(|f| (f.plugin.clone(), f.weight))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            },
+            decision: b.decision.clone(),
+            planning_only: None,
+            decided_at: Some(b.at),
+        });
+    }
     let placement = super::tasks::placement_spec(&task.spec, &task.record.tenant);
     let mut sched_task = crate::schedule::task_from_spec(who, &placement, 0)?;
     sched_task.id = task.record.id.clone();
@@ -316,28 +385,12 @@ pub async fn explain_task(
     let live = live_cluster(state, &nodes, &crate::inventory::admits(who)).await?;
     let mut scheduler = Scheduler::new(with_visibility(profile, &live.site_access), 0);
     let mut decision = scheduler.explain(&sched_task, &live.cluster);
-    // The scheduler names live nodes by id; people know them as site/name.
-    let names: HashMap<&str, &str> = live
-        .node_ids
-        .iter()
-        .map(String::as_str)
-        .zip(live.node_names.iter().map(String::as_str))
-        .collect();
-    let rename = |id: &mut String| {
-        if let Some(n) = names.get(id.as_str()) {
-            *id = (*n).to_string();
-        }
-    };
-    if let Some(n) = decision.chosen_node.as_mut() {
-        rename(n);
-    }
-    for c in decision.nodes.iter_mut() {
-        rename(&mut c.name);
-    }
+    live.rename_nodes(&mut decision);
     Ok(cpn_api_types::schedule::Explanation {
         task: task.record.id.clone(),
         policy: choice,
         decision: crate::schedule::decision_view(&decision),
         planning_only: None,
+        decided_at: None,
     })
 }

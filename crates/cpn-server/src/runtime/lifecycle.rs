@@ -53,6 +53,21 @@ pub struct TaskStatus {
     /// Sum and count of GPU utilization samples of the task's GPUs while it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_util: Option<(f64, u32)>,
+    /// Why the binder put the current attempt where it did, as it decided then ("why here").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<BindingRecord>,
+    /// Since when every placement try was refused for good: no site could ever take the task
+    /// as the federation stands. Cleared by any try that was refused only for now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplaceable_since: Option<DateTime<Utc>>,
+}
+
+/// A binding's explanation as the binder made it: a brief decision (`Mode::Brief`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    pub at: DateTime<Utc>,
+    pub policy: String,
+    pub decision: cpn_api_types::schedule::DecisionView,
 }
 
 /// A task as loaded for one step: the record plus its decoded spec and status.
@@ -179,6 +194,8 @@ impl Task {
         self.status.usage = None;
         self.status.gpu_util = None;
         self.status.unschedulable_streak = 0;
+        self.status.unplaceable_since = None;
+        self.status.binding = None;
         self.set(TaskState::Scheduled, now, None);
         vec![self.event(
             now,
@@ -317,6 +334,7 @@ impl Task {
     /// A try that found no node: stay pending, try again after a growing pause. The first
     /// miss raises an alarm; later ones only update the reason.
     pub fn unschedulable(&mut self, now: DateTime<Utc>, why: String) -> Vec<NewEvent> {
+        self.status.unplaceable_since = None;
         self.status.unschedulable_streak += 1;
         let streak = self.status.unschedulable_streak;
         let backoff = (1i64 << streak.min(4)).min(MAX_UNSCHEDULABLE_BACKOFF_S);
@@ -336,6 +354,43 @@ impl Task {
         } else {
             Vec::new()
         }
+    }
+
+    /// No site can ever take the task as the federation stands (every rejection was
+    /// permanent). It waits `wait` from the first such try for capacity to appear (a node
+    /// joining, a site opening to its tenant), retried like any unschedulable task; then it
+    /// fails with the reason instead of waiting for ever.
+    pub fn unplaceable(
+        &mut self,
+        now: DateTime<Utc>,
+        why: String,
+        wait: std::time::Duration,
+    ) -> Vec<NewEvent> {
+        let since = self.status.unplaceable_since.unwrap_or(now);
+        let deadline = since + Duration::from_std(wait).unwrap_or(Duration::MAX);
+        if now >= deadline {
+            self.status.finished_at = Some(now);
+            self.set(TaskState::Failed, now, Some(format!("unplaceable: {why}")));
+            let message = format!(
+                "task {} ({}) failed: no site can take it ({why}), and none appeared in {} s",
+                self.record.name,
+                self.record.id,
+                wait.as_secs()
+            );
+            return vec![
+                self.event(now, format!("failed: unplaceable: {why}")),
+                self.alarm(now, alarms::TASK_FAILED, Severity::Warning, message),
+            ];
+        }
+        let events = self.unschedulable(
+            now,
+            format!(
+                "{why}: it fails at {} unless capacity appears",
+                deadline.format("%Y-%m-%dT%H:%M:%SZ")
+            ),
+        );
+        self.status.unplaceable_since = Some(since);
+        events
     }
 
     /// Still waiting at its deadline.

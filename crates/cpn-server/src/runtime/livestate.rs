@@ -423,6 +423,29 @@ pub struct LiveCluster {
     pub model: Arc<RegistryModel>,
 }
 
+impl LiveCluster {
+    /// The scheduler names live nodes by id; people know them by name.
+    pub fn rename_nodes(&self, decision: &mut cpn_sched::Decision) {
+        let names: std::collections::HashMap<&str, &str> = self
+            .node_ids
+            .iter()
+            .map(String::as_str)
+            .zip(self.node_names.iter().map(String::as_str))
+            .collect();
+        let rename = |id: &mut String| {
+            if let Some(n) = names.get(id.as_str()) {
+                *id = (*n).to_string();
+            }
+        };
+        if let Some(n) = decision.chosen_node.as_mut() {
+            rename(n);
+        }
+        for c in decision.nodes.iter_mut() {
+            rename(&mut c.name);
+        }
+    }
+}
+
 /// Builds the live cluster over the registry sites `admit(public, tenant)` lets in (and the
 /// links it lets in), with `nodes` matched to their offers, minus what active tasks and
 /// allocations hold.

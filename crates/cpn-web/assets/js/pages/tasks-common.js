@@ -138,8 +138,11 @@ register({
     'tasks.events.alarms': 'Alarms',
     'tasks.events.alarms.empty': 'No alarms for this task.',
     'tasks.explain.title': 'Why this site and node',
-    'tasks.explain.intro': 'The scheduler’s scores for this task against the live nodes now.',
-    'tasks.explain.refresh': 'Score again',
+    'tasks.explain.intro': 'Why the binder put this task where it did, as it decided; “Explain now” scores it against the live nodes as they are now.',
+    'tasks.explain.refresh': 'As decided',
+    'tasks.explain.now': 'Explain now',
+    'tasks.explain.decided': 'As the binder decided at {at}: its best sites and what ruled the others out.',
+    'tasks.explain.current': 'Against the live nodes as they are now.',
   },
   zh: {
     'tasks.title': '任务',
@@ -272,8 +275,11 @@ register({
     'tasks.events.alarms': '告警',
     'tasks.events.alarms.empty': '此任务没有告警。',
     'tasks.explain.title': '为何调度到这里',
-    'tasks.explain.intro': '调度器此刻按在线计算节点为该任务给出的评分。',
-    'tasks.explain.refresh': '重新评分',
+    'tasks.explain.intro': '绑定器当时为何把该任务放在这里；“按当前解释”则按此刻在线的计算节点重新评分。',
+    'tasks.explain.refresh': '绑定时的决策',
+    'tasks.explain.now': '按当前解释',
+    'tasks.explain.decided': '绑定器于 {at} 做出的决策：得分最高的站点及排除其余站点的原因。',
+    'tasks.explain.current': '按此刻在线的计算节点评分。',
   },
 });
 

@@ -280,23 +280,31 @@ export async function renderDetail(main, ctx, id) {
     }
   }
 
-  // Why here: the scheduler's explanation for this task against the live nodes.
+  // Why here: the binder's stored record of the binding, or "explain now" against the
+  // live nodes (also what a waiting task gets).
   function renderExplain(el) {
     const box = h('div', { class: 'tk-explain-body' });
-    const load = () => {
+    const load = (now) => {
       clear(box, loading());
-      get(`${taskPath(id)}/explain`).then((ex) => {
-        if (box.isConnected) renderExplanation(box, ex);
+      get(`${taskPath(id)}/explain${now ? '?now=true' : ''}`).then((ex) => {
+        if (!box.isConnected) return;
+        const note = h('p', { class: 'muted', dataset: { test: 'task-explain-when' } },
+          ex.decided_at ? t('tasks.explain.decided', { at: ex.decided_at }) : t('tasks.explain.current'));
+        clear(box, note);
+        const body = h('div');
+        box.append(body);
+        renderExplanation(body, ex);
       }).catch((err) => {
-        if (box.isConnected) clear(box, errorState(err, load));
+        if (box.isConnected) clear(box, errorState(err, () => load(now)));
       });
     };
     clear(el, h('div', { dataset: { test: 'task-explain' } },
       h('div', { class: 'row tk-explain-head' },
         h('p', { class: 'muted' }, t('tasks.explain.intro')),
-        h('button', { type: 'button', class: 'secondary', on: { click: load } }, t('tasks.explain.refresh'))),
+        h('button', { type: 'button', class: 'secondary', on: { click: () => load(false) } }, t('tasks.explain.refresh')),
+        h('button', { type: 'button', class: 'secondary', dataset: { test: 'task-explain-now' }, on: { click: () => load(true) } }, t('tasks.explain.now'))),
       box));
-    load();
+    load(false);
   }
 
   const RENDER = { summary: renderSummary, logs: renderLogs, events: renderEvents, explain: renderExplain };
