@@ -54,7 +54,7 @@ export function badge(value, label) {
  * A table. columns: [{title, value: row => text|node, num: bool}]. Rows are clickable
  * (and reachable with Tab + Enter) when onRow is given.
  */
-export function table(columns, rows, { onRow, emptyText, caption } = {}) {
+export function table(columns, rows, { onRow, emptyText, caption, scrollLabel } = {}) {
   if (!rows.length) return empty(emptyText);
   const head = h('tr', {}, columns.map((c) => h('th', { class: c.num ? 'num' : null, scope: 'col' }, c.title)));
   const body = rows.map((row) => {
@@ -69,7 +69,10 @@ export function table(columns, rows, { onRow, emptyText, caption } = {}) {
     }
     return tr;
   });
-  return h('div', { class: 'table-wrap' },
+  // A table wider than a narrow panel scrolls sideways: keyboard users reach the scrolling
+  // region only if it takes focus, so such tables name themselves (`scrollLabel`).
+  const wrap = scrollLabel ? { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': scrollLabel } : { class: 'table-wrap' };
+  return h('div', wrap,
     h('table', { class: 'data' }, caption ? h('caption', { class: 'muted' }, caption) : null, h('thead', {}, head), h('tbody', {}, body)));
 }
 

@@ -436,7 +436,7 @@ export function makePanel(env) {
         { title: t('topo.panel.offers.allocated'), num: true, value: (o) => units(o, o.allocated) },
         { title: t('topo.panel.offers.free'), num: true, value: (o) => units(o, o.free) },
         { title: t('topo.panel.offers.nodes'), num: true, value: (o) => (o.nodes_lost ? `${o.nodes_live} (+${o.nodes_lost})` : `${o.nodes_live}`) },
-      ], site.offers || [], { emptyText: t('topo.panel.offers.empty') })),
+      ], site.offers || [], { emptyText: t('topo.panel.offers.empty'), scrollLabel: t('topo.panel.offers.intro') })),
     ];
     if ((site.unregistered || []).length) {
       out.push(h('h4', {}, t('topo.panel.offers.unregistered')),
