@@ -204,9 +204,8 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
     rt.counters.binder_cycles.fetch_add(1, Ordering::Relaxed);
     let considered = pending.len();
     let nodes = state.store.list_nodes().await?;
-    let mut live = live_cluster(state, &nodes, &|_, _| true).await?;
+    let live = live_cluster(state, &nodes, &|_, _| true).await?;
     let mut writes = Vec::with_capacity(pending.len());
-    let mut bound = 0u64;
     // Decode the batch first: its shapes are FGD's target workload.
     let mut batch = Vec::with_capacity(pending.len());
     for rec in pending {
@@ -241,7 +240,41 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
         .filter(|(_, t)| t.demand.gpus > 0)
         .map(|(_, t)| t.clone())
         .collect();
-    let mut policies = Policies::load(state, &shapes, live.site_access.clone()).await?;
+    let policies = Policies::load(state, &shapes, live.site_access.clone()).await?;
+    // The round is CPU work (up to BATCH placements): it runs on the blocking pool, not on
+    // the threads that answer requests.
+    let unplaceable_wait = rt.config.limits.unplaceable_wait;
+    let RoundResult {
+        writes,
+        bound,
+        unschedulable,
+    } = tokio::task::spawn_blocking(move || {
+        place_batch(batch, live, policies, now, unplaceable_wait, writes)
+    })
+    .await
+    .map_err(|e| {
+        crate::error::ApiError::new(cpn_api_types::Code::Internal, format!("binding round: {e}"))
+    })?;
+    rt.counters
+        .unschedulable
+        .fetch_add(unschedulable, Ordering::Relaxed);
+    rt.commit(state, writes).await?;
+    rt.counters.tasks_bound.fetch_add(bound, Ordering::Relaxed);
+    Ok(considered)
+}
+
+/// One `Round` over a decoded batch in queue order: the bindings (with their brief
+/// decisions) and the refusals, as task writes appended to `writes`.
+fn place_batch(
+    batch: Vec<(Task, cpn_sched::Task)>,
+    mut live: LiveCluster,
+    mut policies: Policies,
+    now: chrono::DateTime<Utc>,
+    unplaceable_wait: Duration,
+    mut writes: Vec<TaskWrite>,
+) -> RoundResult {
+    let mut bound = 0u64;
+    let mut unschedulable = 0u64;
     // Queue order: priority classes, FIFO inside a class, aging, as in the twins.
     let now_s = now.timestamp().max(0) as u64;
     let mut queue = TaskQueue::new(DEFAULT_AGING_S);
@@ -251,7 +284,6 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
     }
     let order = queue.pop_batch(batch.len(), now_s);
     let mut batch: Vec<Option<(Task, cpn_sched::Task)>> = batch.into_iter().map(Some).collect();
-    let unplaceable_wait = rt.config.limits.unplaceable_wait;
     let mut round = Round::new();
     for i in order {
         let (mut task, sched_task) = batch[i].take().expect("each queued index once");
@@ -294,11 +326,11 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
                 events
             }
             Outcome::Waits(u) => {
-                rt.counters.unschedulable.fetch_add(1, Ordering::Relaxed);
+                unschedulable += 1;
                 task.unschedulable(now, unschedulable_reason(&live, &u, "no node fits now"))
             }
             Outcome::Never(u) => {
-                rt.counters.unschedulable.fetch_add(1, Ordering::Relaxed);
+                unschedulable += 1;
                 let why = unschedulable_reason(
                     &live,
                     &u,
@@ -309,9 +341,18 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
         };
         writes.push(write(task, attempt, events));
     }
-    rt.commit(state, writes).await?;
-    rt.counters.tasks_bound.fetch_add(bound, Ordering::Relaxed);
-    Ok(considered)
+    RoundResult {
+        writes,
+        bound,
+        unschedulable,
+    }
+}
+
+/// What one binding round came to.
+struct RoundResult {
+    writes: Vec<TaskWrite>,
+    bound: u64,
+    unschedulable: u64,
 }
 
 fn unschedulable_reason(live: &LiveCluster, u: &cpn_sched::Unschedulable, what: &str) -> String {
