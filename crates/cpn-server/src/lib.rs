@@ -222,7 +222,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .load(&state)
         .await
         .map_err(|e| anyhow::anyhow!("load running work: {e}"))?;
-    runtime::spawn_loops(&state);
+    let loops = runtime::spawn_loops(&state);
     flows::resume_all(&state);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -304,6 +304,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             let _ = runtime.shutdown.send(true);
         })
         .await;
+        // The background loops saw the shutdown signal too; a binding cycle in flight ends
+        // at its next await, its store transaction whole or not begun.
+        let _ = loops.await;
         if let Some(agent) = local_agent {
             agent.stop().await;
         }

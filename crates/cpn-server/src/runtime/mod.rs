@@ -278,16 +278,59 @@ pub fn held_of(rec: &TaskRecord) -> Option<Held> {
     })
 }
 
-/// Starts the background loops: binding, node liveness and deadlines.
-pub fn spawn_loops(state: &AppState) {
-    let s = state.clone();
-    tokio::spawn(async move { binder::run(s).await });
-    let s = state.clone();
-    tokio::spawn(async move { monitor::run(s).await });
-    let s = state.clone();
-    tokio::spawn(async move { slurm::run(s).await });
-    let s = state.clone();
-    tokio::spawn(async move { rules::run(s).await });
+/// Starts the background loops (binding, node liveness and deadlines, Slurm sync, rules),
+/// each supervised: a loop that panics is logged and restarted after a second, and every
+/// loop stops when the runtime's shutdown is signalled. Await the handle to know they have.
+pub fn spawn_loops(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let loops = vec![
+        supervise("binder", state, |s| Box::pin(binder::run(s))),
+        supervise("monitor", state, |s| Box::pin(monitor::run(s))),
+        supervise("slurm", state, |s| Box::pin(slurm::run(s))),
+        supervise("rules", state, |s| Box::pin(rules::run(s))),
+    ];
+    tokio::spawn(async move {
+        for l in loops {
+            let _ = l.await;
+        }
+    })
+}
+
+type LoopFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Runs `body` until shutdown, restarting it after a panic.
+fn supervise(
+    name: &'static str,
+    state: &AppState,
+    body: fn(AppState) -> LoopFuture,
+) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    let mut shutdown = state.runtime.shutdown.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let mut run = tokio::spawn(body(state.clone()));
+            let stop = async {
+                // The guard `wait_for` returns must not live across the select's awaits.
+                let _ = shutdown.wait_for(|&stop| stop).await.map(|_| ());
+            };
+            tokio::select! {
+                _ = stop => {
+                    run.abort();
+                    let _ = run.await;
+                    return;
+                }
+                ended = &mut run => match ended {
+                    Err(e) if e.is_panic() => {
+                        tracing::error!(task = name, "background loop panicked; restarting it in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    _ => {
+                        tracing::warn!(task = name, "background loop ended");
+                        return;
+                    }
+                },
+            }
+        }
+    })
 }
 
 pub fn load_counter(c: &AtomicU64) -> u64 {
