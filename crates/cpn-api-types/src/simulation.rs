@@ -166,6 +166,15 @@ pub struct FederationRequest {
     /// Seeds the scheduler's tie-breaks and the draw of origin regions.
     #[serde(default = "default_federation_seed")]
     pub seed: u64,
+    /// Replay on the live nodes the binder places on (with the binder's visibility and
+    /// live-site filters) instead of the registered capacity. With `tasks` due at once and
+    /// the server's `--scheduler-seed` equal to `seed`, the replay places exactly as the
+    /// binder does.
+    #[serde(default)]
+    pub live: bool,
+    /// Also answer where each task went (`FederationReport::placements`).
+    #[serde(default)]
+    pub placements: bool,
 }
 
 /// Where the timed tasks come from: pod rows with `creation_time` and `deletion_time`
@@ -187,6 +196,33 @@ pub struct FederationWorkload {
     /// Multiplies arrival offsets and durations (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_scale: Option<f64>,
+    /// Tasks as they would be submitted (`POST /tasks` bodies), each with its arrival and
+    /// duration: converted to the scheduler's tasks as the binder converts submitted ones,
+    /// with the origin region each names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<TimedTaskSubmit>>,
+}
+
+/// One task of a `tasks` workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimedTaskSubmit {
+    /// Seconds from the start of the replay.
+    pub arrival_s: u64,
+    /// Seconds it runs once placed (at least 1).
+    pub duration_s: u64,
+    pub task: crate::tasks::TaskSubmit,
+}
+
+/// Where one task of a replay went (`None`s: it never found a place).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FederationPlacement {
+    /// The task's name.
+    pub task: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Time-averaged use of one site over a replay.
@@ -222,6 +258,9 @@ pub struct FederationReport {
     /// Span of the replay, seconds: the utilization is averaged over it.
     pub makespan_s: u64,
     pub sites: Vec<FederationSiteUse>,
+    /// Per task in workload order, when the request asked for `placements`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placements: Option<Vec<FederationPlacement>>,
 }
 
 /// Per policy, in the order asked.

@@ -48,6 +48,10 @@ pub struct TaskSubmit {
     /// A task still waiting to start at its deadline fails with reason `deadline`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DateTime<Utc>>,
+    /// Not placed before this time (like `sbatch --begin`); every task due at the same
+    /// instant is placed in one binding round, in queue order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_after: Option<DateTime<Utc>>,
     /// Runs this many independent copies, each its own task (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u32>,
@@ -160,6 +164,11 @@ impl Validate for TaskSubmit {
             && !(s.is_finite() && s > 0.0 && s <= 1.0 && r.gpus == 1)
         {
             v.add("resources.gpu_share", "must be in (0, 1] and needs gpus: 1");
+        }
+        if let (Some(start), Some(deadline)) = (self.start_after, self.deadline)
+            && start >= deadline
+        {
+            v.add("start_after", "must be before the deadline");
         }
         if let Some(n) = self.replicas
             && !(1..=MAX_REPLICAS).contains(&n)

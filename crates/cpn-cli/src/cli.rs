@@ -329,6 +329,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub unplaceable_wait_s: u64,
 
+    /// Seed the binder's tie-breaks with N instead of a new draw per cycle, so placements
+    /// are reproducible: the federation twin run with `seed: N` on the live nodes places a
+    /// batch of tasks due at once exactly as the binder does.
+    #[arg(long, value_name = "N")]
+    pub scheduler_seed: Option<u64>,
+
     /// A login session unused this long stops working: a number with s, m, h or d (API keys
     /// and the operator token have their own expiry instead).
     #[arg(

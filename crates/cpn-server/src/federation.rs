@@ -8,15 +8,54 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::Principal;
 use crate::inventory::{self, Inventory};
 use crate::policy;
+use crate::registry::violations_to_error;
 use crate::simulation::{csv_error, read, shipped};
 use crate::state::AppState;
 use cpn_api_types::Code;
+use cpn_api_types::registry::{Validate, Violations};
 use cpn_api_types::simulation::{
-    FederationReport, FederationRequest, FederationResult, FederationSiteUse, MAX_FEDERATION_TASKS,
+    FederationPlacement, FederationReport, FederationRequest, FederationResult, FederationSiteUse,
+    MAX_FEDERATION_TASKS, TimedTaskSubmit,
 };
-use cpn_sim::federation::{self, OriginAssignment, WorkloadOptions};
+use cpn_sched::Cluster;
+use cpn_sim::federation::{self, OriginAssignment, TimedTask, WorkloadOptions};
 use cpn_sim::trace::{self, PodRow};
 use std::path::Path;
+
+/// A `tasks` workload as the scheduler's timed tasks, each converted as the binder converts
+/// a submitted task (`placement_spec`, `task_from_spec`), named by its task name.
+fn timed_tasks(
+    who: &Principal,
+    timed: &[TimedTaskSubmit],
+    limit: usize,
+    time_scale: f64,
+) -> ApiResult<Vec<TimedTask>> {
+    if timed.len() > limit {
+        return Err(ApiError::field(
+            "workload.tasks",
+            format!("{} tasks, more than the limit of {limit}", timed.len()),
+        ));
+    }
+    timed
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let field = format!("workload.tasks[{i}].task");
+            let mut v = Violations::default();
+            t.task.validate(&mut v);
+            violations_to_error(v).map_err(|e| e.within(&field))?;
+            let spec = crate::runtime::tasks::placement_spec(&t.task, &who.tenant);
+            let mut task =
+                crate::schedule::task_from_spec(who, &spec, 0).map_err(|e| e.within(&field))?;
+            task.id = t.task.name.clone();
+            Ok(TimedTask {
+                arrival_s: (t.arrival_s as f64 * time_scale).round() as u64,
+                duration_s: ((t.duration_s as f64 * time_scale).round() as u64).max(1),
+                task,
+            })
+        })
+        .collect()
+}
 
 /// Reads the workload's pod rows; blocking.
 fn load_pods(data: Option<&Path>, req: &FederationRequest) -> ApiResult<Vec<PodRow>> {
@@ -42,12 +81,33 @@ fn load_pods(data: Option<&Path>, req: &FederationRequest) -> ApiResult<Vec<PodR
         }
         _ => Err(ApiError::field(
             "workload",
-            "give exactly one of `trace` (a shipped trace name) or `pods_csv`",
+            "give exactly one of `trace` (a shipped trace name), `pods_csv` or `tasks`",
         )),
     }
 }
 
-fn wire(policy: &str, r: federation::FederationReport) -> FederationReport {
+/// The report on the wire; `names` (per task, per node) when placements were asked for.
+fn wire(
+    policy: &str,
+    r: federation::FederationReport,
+    names: Option<(&[TimedTask], &Cluster, &[String])>,
+) -> FederationReport {
+    let placements = names.map(|(tasks, cluster, node_names)| {
+        tasks
+            .iter()
+            .zip(&r.placements)
+            .map(|(t, p)| FederationPlacement {
+                task: t.task.id.clone(),
+                site: p.map(|(s, _)| cluster.site(s).spec.name.clone()),
+                node: p.map(|(_, n)| {
+                    node_names
+                        .get(n as usize)
+                        .cloned()
+                        .unwrap_or_else(|| cluster.node(n).spec.name.clone())
+                }),
+            })
+            .collect()
+    });
     FederationReport {
         policy: policy.to_string(),
         placed: r.placed,
@@ -69,6 +129,7 @@ fn wire(policy: &str, r: federation::FederationReport) -> FederationReport {
                 placed: s.placed,
             })
             .collect(),
+        placements,
     }
 }
 
@@ -102,31 +163,49 @@ pub async fn replay(
             "must be a finite number > 0",
         ));
     }
-    let data = state.sim_data_dir.clone();
-    let req2 = req.clone();
-    let pods = tokio::task::spawn_blocking(move || load_pods(data.as_deref(), &req2))
-        .await
-        .map_err(internal)??;
-    let Inventory { cluster, .. } = inventory::snapshot(state, who).await?;
-    let mut regions: Vec<String> = cluster
-        .sites
-        .iter()
-        .map(|s| s.spec.region.clone())
-        .filter(|r| !r.is_empty())
-        .collect();
-    regions.sort();
-    regions.dedup();
-    let opts = WorkloadOptions {
-        limit: Some(limit),
-        time_scale,
-        origins: OriginAssignment::Seeded(req.seed),
-    };
-    let tasks = std::sync::Arc::new(federation::workload(&pods, &regions, &opts));
-    let field = if req.workload.trace.is_some() {
-        "workload.trace"
+    // The federation: the live nodes as the binder sees them (every site, the binder's
+    // filters in front of the profile), or the registered capacity.
+    let (cluster, node_names, live_sites) = if req.live {
+        let nodes = state.store.list_nodes().await?;
+        let live = crate::runtime::livestate::live_cluster(state, &nodes, &|_, _| true).await?;
+        (live.cluster, live.node_names, Some(live.site_access))
     } else {
-        "workload.pods_csv"
+        let Inventory { cluster, .. } = inventory::snapshot(state, who).await?;
+        (cluster, Vec::new(), None)
     };
+    let (tasks, field) = match &req.workload.tasks {
+        Some(timed) => (
+            timed_tasks(who, timed, limit, time_scale)?,
+            "workload.tasks",
+        ),
+        None => {
+            let data = state.sim_data_dir.clone();
+            let req2 = req.clone();
+            let pods = tokio::task::spawn_blocking(move || load_pods(data.as_deref(), &req2))
+                .await
+                .map_err(internal)??;
+            let mut regions: Vec<String> = cluster
+                .sites
+                .iter()
+                .map(|s| s.spec.region.clone())
+                .filter(|r| !r.is_empty())
+                .collect();
+            regions.sort();
+            regions.dedup();
+            let opts = WorkloadOptions {
+                limit: Some(limit),
+                time_scale,
+                origins: OriginAssignment::Seeded(req.seed),
+            };
+            let field = if req.workload.trace.is_some() {
+                "workload.trace"
+            } else {
+                "workload.pods_csv"
+            };
+            (federation::workload(&pods, &regions, &opts), field)
+        }
+    };
+    let tasks = std::sync::Arc::new(tasks);
     let Some(first) = tasks.first() else {
         return Err(ApiError::field(
             field,
@@ -138,13 +217,17 @@ pub async fn replay(
         let (_, profile) = policy::choose(state, who, &first.task, Some(name))
             .await
             .map_err(|e| e.within("policies"))?;
-        let cluster = cluster.clone();
-        let tasks = tasks.clone();
+        let profile = match &live_sites {
+            Some(sites) => crate::runtime::binder::with_visibility(profile, sites),
+            None => profile,
+        };
+        let replayed = cluster.clone();
+        let workload = tasks.clone();
         let seed = req.seed;
         let report = tokio::task::spawn_blocking(move || {
             federation::run(
-                cluster,
-                &tasks,
+                replayed,
+                &workload,
                 profile,
                 seed,
                 cpn_sched::queue::DEFAULT_AGING_S,
@@ -152,7 +235,10 @@ pub async fn replay(
         })
         .await
         .map_err(internal)?;
-        reports.push(wire(name, report));
+        let names = req
+            .placements
+            .then_some((tasks.as_slice(), &cluster, node_names.as_slice()));
+        reports.push(wire(name, report, names));
     }
     Ok(FederationResult {
         tasks: tasks.len(),

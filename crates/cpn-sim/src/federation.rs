@@ -65,6 +65,8 @@ pub struct FederationReport {
     /// Time of the last event: the span the utilization is averaged over.
     pub makespan_s: u64,
     pub sites: Vec<SiteUse>,
+    /// Per task (in the order given): where it was placed, if it was.
+    pub placements: Vec<Option<(cpn_sched::SiteIdx, cpn_sched::NodeIdx)>>,
 }
 
 fn used_fraction(free: u64, total: u64) -> f64 {
@@ -114,6 +116,7 @@ pub fn run(
         p95_queueing_delay_s: 0.0,
         makespan_s: 0,
         sites: Vec::new(),
+        placements: vec![None; tasks.len()],
     };
     let mut delays: Vec<u64> = Vec::new();
     let mut next_arrival = 0usize;

@@ -38,6 +38,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 flow_node_wait: Duration::from_secs(args.flow_node_wait_s),
                 unplaceable_wait: Duration::from_secs(args.unplaceable_wait_s),
             },
+            scheduler_seed: args.scheduler_seed,
         },
         local_agent: (!args.no_local_agent).then_some(args.local_site),
         accounts: cpn_server::auth::AccountsConfig {

@@ -33,6 +33,9 @@ pub struct SimFederationArgs {
     /// Seed of the scheduler's tie-breaks and the tasks' origin regions.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Replay on the live nodes the binder places on, instead of the registered capacity.
+    #[arg(long)]
+    pub live: bool,
 }
 
 pub async fn run(ctx: &Ctx, args: SimFederationArgs) -> Result<()> {
@@ -47,18 +50,22 @@ pub async fn run(ctx: &Ctx, args: SimFederationArgs) -> Result<()> {
             ),
             limit: Some(args.limit),
             time_scale: Some(args.time_scale),
+            tasks: None,
         },
         (t, None) => FederationWorkload {
             trace: Some(t.clone().unwrap_or_else(|| "default".into())),
             pods_csv: None,
             limit: Some(args.limit),
             time_scale: Some(args.time_scale),
+            tasks: None,
         },
     };
     let req = FederationRequest {
         policies: args.policy.clone(),
         workload,
         seed: args.seed,
+        live: args.live,
+        placements: false,
     };
     let value = ctx
         .client
@@ -182,6 +189,7 @@ mod tests {
                 cpu: 0.25,
                 placed: 3,
             }],
+            placements: None,
         }
     }
 

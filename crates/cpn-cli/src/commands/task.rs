@@ -129,6 +129,9 @@ pub struct SubmitArgs {
     /// Fail the task if it has not started by then (RFC 3339).
     #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
     pub deadline: Option<DateTime<Utc>>,
+    /// Do not start the task before then (RFC 3339), like `sbatch --begin`.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub start_after: Option<DateTime<Utc>>,
     /// Scheduling policy by name [default: the one whose match rules select the task].
     #[arg(long, value_name = "POLICY")]
     pub policy: Option<String>,
@@ -304,6 +307,9 @@ fn build_submit(args: &SubmitArgs) -> Result<TaskSubmit> {
     }
     if let Some(d) = args.deadline {
         task.deadline = Some(d);
+    }
+    if let Some(t) = args.start_after {
+        task.start_after = Some(t);
     }
     if let Some(p) = &args.policy {
         task.policy = Some(p.clone());

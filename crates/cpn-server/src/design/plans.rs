@@ -1182,6 +1182,7 @@ pub fn flow_definition(v: &PlanView) -> ApiResult<FlowDefinition> {
                         },
                         origin_region: None,
                         deadline: None,
+                        start_after: None,
                         replicas: None,
                         retry: Default::default(),
                         policy: None,

@@ -145,7 +145,13 @@ impl Policies {
                 .into_iter()
                 .map(|(p, _)| p)
                 .collect(),
-            schedulers: Schedulers::new(rand_seed()),
+            schedulers: Schedulers::new(
+                state
+                    .runtime
+                    .config
+                    .scheduler_seed
+                    .unwrap_or_else(rand_seed),
+            ),
             workload: std::sync::Arc::new(cpn_sched::plugins::gpu::TargetWorkload::from_tasks(
                 pending,
             )),

@@ -42,6 +42,9 @@ pub struct RuntimeConfig {
     pub node_timeout: Duration,
     /// Per-tenant and per-attempt bounds on expensive work.
     pub limits: crate::limits::Limits,
+    /// The seed of the binder's tie-breaks; `None` draws a new one per cycle. A fixed seed
+    /// makes placements reproducible (the twin, given the same seed, places the same way).
+    pub scheduler_seed: Option<u64>,
 }
 
 impl Default for RuntimeConfig {
@@ -50,6 +53,7 @@ impl Default for RuntimeConfig {
             heartbeat_interval: Duration::from_secs(2),
             node_timeout: Duration::from_secs(15),
             limits: crate::limits::Limits::default(),
+            scheduler_seed: None,
         }
     }
 }

@@ -192,7 +192,7 @@ fn new_records(
             priority: spec.priority,
             attempt: 0,
             node_id: None,
-            not_before: None,
+            not_before: spec.start_after.filter(|t| *t > now),
             submitted_at: now,
             updated_at: now,
             spec: spec_json.clone(),
