@@ -223,6 +223,9 @@ pub struct FederationPlacement {
     pub site: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// When it was placed, seconds from the start of the replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_s: Option<u64>,
 }
 
 /// Time-averaged use of one site over a replay.

@@ -98,8 +98,9 @@ fn wire(
             .zip(&r.placements)
             .map(|(t, p)| FederationPlacement {
                 task: t.task.id.clone(),
-                site: p.map(|(s, _)| cluster.site(s).spec.name.clone()),
-                node: p.map(|(_, n)| {
+                site: p.map(|(s, _, _)| cluster.site(s).spec.name.clone()),
+                at_s: p.map(|(_, _, at)| at),
+                node: p.map(|(_, n, _)| {
                     node_names
                         .get(n as usize)
                         .cloned()

@@ -65,8 +65,8 @@ pub struct FederationReport {
     /// Time of the last event: the span the utilization is averaged over.
     pub makespan_s: u64,
     pub sites: Vec<SiteUse>,
-    /// Per task (in the order given): where it was placed, if it was.
-    pub placements: Vec<Option<(cpn_sched::SiteIdx, cpn_sched::NodeIdx)>>,
+    /// Per task (in the order given): where and when (seconds) it was placed, if it was.
+    pub placements: Vec<Option<(cpn_sched::SiteIdx, cpn_sched::NodeIdx, u64)>>,
 }
 
 fn used_fraction(free: u64, total: u64) -> f64 {
