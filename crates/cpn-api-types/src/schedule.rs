@@ -307,6 +307,11 @@ pub struct ExplainRequest {
     /// Use this policy instead of the one the task's attributes select.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// `POST /schedule` only: the decision holds its capacity this many seconds
+    /// (1..=2592000), then stops holding and is marked released; without it, until
+    /// released. Explain refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_s: Option<u64>,
 }
 
 /// Which policy scheduled a task, and why.
@@ -477,6 +482,9 @@ pub struct DecisionRecordView {
     pub policy: PolicyChoice,
     pub decision: DecisionView,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When it stops holding by itself (`hold_s`); absent: until released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_at: Option<chrono::DateTime<chrono::Utc>>,
 }

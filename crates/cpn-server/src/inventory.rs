@@ -22,7 +22,7 @@ use cpn_model::{GeoPoint, Kind};
 use cpn_sched::task::Chip;
 use cpn_sched::task::Demand;
 use cpn_sched::{Cluster, ClusterBuilder, NodeSpec, SiteIdx};
-use cpn_store::{DecisionQuery, ListQuery};
+use cpn_store::ListQuery;
 use std::collections::HashMap;
 
 pub const UNITS_PER_ACCEL_NODE: u64 = 8;
@@ -401,7 +401,6 @@ pub async fn snapshot_with_resources(
             cluster.sites[*i as usize].spec.healthy = false;
         }
     }
-    apply_decisions(state, &mut cluster).await?;
     let by_name: HashMap<&str, cpn_sched::NodeIdx> = cluster
         .nodes
         .iter()
@@ -423,37 +422,32 @@ pub async fn snapshot_with_resources(
             cluster.set_cordoned(n, true);
         }
     }
-    apply_resource_allocations(state, &mut cluster, &resource_nodes, skip_allocation).await?;
+    apply_resource_allocations(state, &mut cluster, &resource_nodes, skip_allocation);
     Ok((Inventory { cluster, site_ids }, resource_nodes))
 }
 
-/// Takes the capacity of every active allocation on a resource (`resource:<id>`, made by
-/// I2 operations) out of the snapshot: each on the first node of the resource it fits.
-async fn apply_resource_allocations(
+/// Takes every hold of the capacity ledger on a registry resource (`resource:<id>`, I2
+/// allocations) out of the snapshot: each on the first node of the resource it fits.
+/// Holds on live nodes (tasks, decisions, node allocations) are the live cluster's: the
+/// snapshot's nodes are synthesized from the registry, a planning target.
+fn apply_resource_allocations(
     state: &AppState,
     cluster: &mut Cluster,
     resource_nodes: &HashMap<String, Vec<cpn_sched::NodeIdx>>,
     skip_allocation: Option<&str>,
-) -> ApiResult<()> {
-    for a in state.store.list_allocations(true).await? {
-        if Some(a.id.as_str()) == skip_allocation {
+) {
+    let ledger = state.runtime.ledger();
+    for (kind, id, h) in ledger.active(chrono::Utc::now()) {
+        if kind != crate::runtime::ledger::HoldKind::Allocation || Some(id) == skip_allocation {
             continue;
         }
-        let Some(id) = a.node_id.strip_prefix(RESOURCE_ALLOCATION_PREFIX) else {
+        let Some(nodes) = h.resource().and_then(|r| resource_nodes.get(r)) else {
             continue;
         };
-        let (Some(nodes), Ok(r)) = (
-            resource_nodes.get(id),
-            serde_json::from_value::<cpn_api_types::schedule::TaskResources>(a.resources),
-        ) else {
-            continue;
-        };
-        let demand = crate::runtime::tasks::demand_of(&r);
-        if reserve_first(cluster, &a.tenant, nodes, &demand).is_none() {
-            tracing::warn!(allocation = %a.id, resource = %id, "resource no longer holds this allocation");
+        if reserve_first(cluster, &h.tenant, nodes, &h.demand).is_none() {
+            tracing::warn!(allocation = %id, target = %h.target, "resource no longer holds this allocation");
         }
     }
-    Ok(())
 }
 
 /// Reserves `demand` on the first of `nodes` it fits; the node taken.
@@ -522,44 +516,4 @@ impl From<StoredDemand> for Demand {
             storage_gib: d.storage_gib,
         }
     }
-}
-
-/// Takes the capacity of every unreleased decision out of the snapshot, whoever made it:
-/// capacity is shared even where the sites are not visible to the caller.
-async fn apply_decisions(state: &AppState, cluster: &mut Cluster) -> ApiResult<()> {
-    let by_name: HashMap<String, cpn_sched::NodeIdx> = cluster
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.spec.name.clone(), i as cpn_sched::NodeIdx))
-        .collect();
-    let active = state
-        .store
-        .list_decisions(DecisionQuery {
-            active_only: true,
-            ..Default::default()
-        })
-        .await?;
-    for d in active {
-        let Some(&node) = by_name.get(&d.node) else {
-            continue;
-        };
-        let Ok(demand) = serde_json::from_value::<StoredDemand>(d.demand.clone()) else {
-            tracing::warn!(decision = %d.id, "stored demand does not decode; ignoring it");
-            continue;
-        };
-        // A decision the node can no longer hold (the registry shrank) is reported, not fatal.
-        if cluster
-            .reserve(
-                &d.tenant,
-                node,
-                &demand.into(),
-                cpn_sched::cluster::GpuPick::BestFit,
-            )
-            .is_none()
-        {
-            tracing::warn!(decision = %d.id, node = %d.node, "node no longer holds this decision");
-        }
-    }
-    Ok(())
 }

@@ -168,7 +168,6 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let state = AppState {
         store: store.clone(),
         data_dir: config.data_dir.clone(),
-        scheduling: Arc::new(tokio::sync::Mutex::new(())),
         simulations: Arc::new(simulation::Simulations::default()),
         sim_data_dir: config.sim_data_dir.clone(),
         runtime: Arc::new(runtime::Runtime::new(config.runtime, &config.data_dir)),

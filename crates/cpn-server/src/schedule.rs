@@ -1,12 +1,15 @@
-//! Scheduling through the API (SC-ENG, SC-POL-05): explain one task against the live
-//! federation, and dry-run a batch under one or two policies side by side. Nothing here
-//! changes stored state: each call works on its own snapshot of the inventory.
+//! Scheduling through the API (SC-ENG, SC-POL-05): explain one task and dry-run a batch
+//! under one or two policies side by side, on a snapshot of the registry (planning; they
+//! change nothing), and real decisions (`POST /schedule`): placed on the live cluster the
+//! binder uses, stored, and held in the capacity ledger until released or expired.
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Principal;
 use crate::inventory::{self, Inventory};
 use crate::policy;
 use crate::registry::violations_to_error;
+use crate::runtime::binder::{live_cluster, with_visibility};
+use crate::runtime::ledger::{Hold, HoldKind};
 use crate::state::AppState;
 use cpn_api_types::Code;
 use cpn_api_types::registry::{Validate, Violations};
@@ -141,6 +144,12 @@ pub async fn explain(
     who: &Principal,
     req: ExplainRequest,
 ) -> ApiResult<Explanation> {
+    if req.hold_s.is_some() {
+        return Err(ApiError::field(
+            "hold_s",
+            "explain holds nothing; hold_s is for POST /schedule",
+        ));
+    }
     let task = task_from_spec(who, &req.task, 0)?;
     let (choice, profile) = policy::choose(state, who, &task, req.policy.as_deref()).await?;
     let Inventory { cluster, .. } = inventory::snapshot(state, who).await?;
@@ -159,8 +168,45 @@ pub async fn explain(
     })
 }
 
-/// Schedules one task for real: decides on a snapshot that includes every earlier
-/// decision, stores the placement with its explanation, and returns it.
+/// Longest hold a decision may ask for (`hold_s`): 30 days.
+pub const MAX_HOLD_S: u64 = 30 * 24 * 3600;
+
+/// What a decision holds besides its demand, as stored in its body.
+#[derive(serde::Deserialize)]
+struct Body {
+    policy: PolicyChoice,
+    decision: DecisionView,
+    gpus: Vec<(u32, u32)>,
+    /// The live node's id; absent in decisions made on the registry snapshot (before the
+    /// ledger), which hold nothing.
+    #[serde(default)]
+    node_id: Option<String>,
+    #[serde(default)]
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What an unreleased decision holds: its demand on its live node, on the GPUs it was given,
+/// until its expiry. `None` for one made before decisions were placed on live nodes.
+pub fn hold_of(d: &cpn_store::DecisionRecord) -> Option<Hold> {
+    if d.released_at.is_some() {
+        return None;
+    }
+    let body: Body = serde_json::from_value(d.body.clone()).ok()?;
+    let demand: inventory::StoredDemand = serde_json::from_value(d.demand.clone()).ok()?;
+    Some(Hold {
+        target: body.node_id?,
+        tenant: d.tenant.clone(),
+        demand: demand.into(),
+        gpus: body.gpus,
+        expires_at: body.expires_at,
+    })
+}
+
+/// Schedules one task for real, on the live cluster the binder uses (the same
+/// `live_cluster` and live filters as "why here", the sites the caller may see), under the
+/// one capacity lock: stores the placement with its explanation and puts its hold in the
+/// capacity ledger, so the binder places nothing on that capacity until it is released or
+/// expires.
 pub async fn place(
     state: &AppState,
     who: &Principal,
@@ -172,16 +218,24 @@ pub async fn place(
             "a decision places one replica; compare replica spreads with dry-run",
         ));
     }
+    if let Some(h) = req.hold_s
+        && !(1..=MAX_HOLD_S).contains(&h)
+    {
+        return Err(ApiError::field(
+            "hold_s",
+            format!("must be 1..={MAX_HOLD_S} seconds, got {h}"),
+        ));
+    }
     let task = task_from_spec(who, &req.task, 0)?;
-    let _cycle = state.scheduling.lock().await;
+    let _capacity = state.runtime.capacity_lock.lock().await;
     let (choice, profile) = policy::choose(state, who, &task, req.policy.as_deref()).await?;
-    let Inventory {
-        mut cluster,
-        site_ids,
-    } = inventory::snapshot(state, who).await?;
-    let mut scheduler = Scheduler::new(profile, 0);
-    let (result, decision) = scheduler.schedule(&task, &mut cluster, Mode::Explain);
-    let decision = decision_view(&decision.expect("explain mode returns a decision"));
+    let nodes = state.store.list_nodes().await?;
+    let mut live = live_cluster(state, &nodes, &inventory::admits(who)).await?;
+    let mut scheduler = Scheduler::new(with_visibility(profile, &live.site_access), 0);
+    let (result, decision) = scheduler.schedule(&task, &mut live.cluster, Mode::Explain);
+    let mut decision = decision.expect("explain mode returns a decision");
+    live.rename_nodes(&mut decision);
+    let decision = decision_view(&decision);
     let placement = result.map_err(|u| {
         let reasons: Vec<String> = u.reasons.iter().map(|(r, n)| format!("{r} x{n}")).collect();
         let hint = if u.forever {
@@ -192,33 +246,57 @@ pub async fn place(
         ApiError::new(
             Code::Unschedulable,
             format!(
-                "no site can take task {:?} now ({}); {hint}",
+                "no live node can take task {:?} now ({}); {hint}",
                 task.id,
                 reasons.join(", ")
             ),
         )
     })?;
-    let site = cluster.site(placement.site);
-    let node = cluster.node(placement.node);
-    let body = serde_json::json!({"policy": choice, "decision": decision, "gpus": placement.gpus});
+    let now = chrono::Utc::now();
+    let expires_at = req
+        .hold_s
+        .map(|h| now + chrono::TimeDelta::seconds(h as i64));
+    let node_id = live.node_ids[placement.node as usize].clone();
+    let node_name = live.node_names[placement.node as usize].clone();
+    let site_name = live.site_names[placement.site as usize].clone();
+    let site_id = live.model.sites[live.site_model[placement.site as usize]]
+        .id
+        .clone();
+    let mut body = serde_json::json!({
+        "policy": choice, "decision": decision, "gpus": placement.gpus, "node_id": node_id,
+    });
+    if let Some(at) = expires_at {
+        body["expires_at"] = serde_json::json!(at);
+    }
     let record = state
         .store
         .create_decision(cpn_store::NewDecision {
             tenant: task.tenant.clone(),
             task: task.id.clone(),
-            site_id: site_ids[placement.site as usize].clone(),
-            node: node.spec.name.clone(),
+            site_id,
+            node: node_name,
             demand: serde_json::to_value(inventory::StoredDemand::from(task.demand))
                 .map_err(internal)?,
             body,
-            now: chrono::Utc::now(),
+            now,
         })
         .await?;
+    state.runtime.ledger().hold(
+        HoldKind::Decision,
+        &record.id,
+        Hold {
+            target: node_id,
+            tenant: task.tenant.clone(),
+            demand: task.demand,
+            gpus: placement.gpus.clone(),
+            expires_at,
+        },
+    );
     Ok(DecisionRecordView {
         id: record.id,
         task: record.task,
         tenant: record.tenant,
-        site: site.spec.name.clone(),
+        site: site_name,
         site_id: record.site_id,
         node: record.node,
         gpus: placement.gpus,
@@ -226,6 +304,7 @@ pub async fn place(
         policy: choice,
         decision,
         created_at: record.created_at,
+        expires_at,
         released_at: None,
     })
 }
@@ -238,12 +317,6 @@ fn record_view(
     state_sites: &std::collections::HashMap<String, String>,
     r: cpn_store::DecisionRecord,
 ) -> ApiResult<DecisionRecordView> {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        policy: PolicyChoice,
-        decision: DecisionView,
-        gpus: Vec<(u32, u32)>,
-    }
     let body: Body = serde_json::from_value(r.body)
         .map_err(|e| internal(format!("stored decision {}: {e}", r.id)))?;
     let demand: inventory::StoredDemand = serde_json::from_value(r.demand)
@@ -270,6 +343,7 @@ fn record_view(
         policy: body.policy,
         decision: body.decision,
         created_at: r.created_at,
+        expires_at: body.expires_at,
         released_at: r.released_at,
     })
 }
@@ -345,18 +419,24 @@ pub async fn list_decisions(
     Ok(cpn_api_types::Page { items, next_cursor })
 }
 
-/// Gives a decision's capacity back. Idempotent: releasing twice keeps the first time.
+/// Gives a decision's capacity back and wakes the binder. Idempotent: releasing twice
+/// keeps the first time.
 pub async fn release_decision(
     state: &AppState,
     who: &Principal,
     id: &str,
 ) -> ApiResult<DecisionRecordView> {
     let d = visible_decision(state, who, id).await?;
-    let _cycle = state.scheduling.lock().await;
-    let released = state
-        .store
-        .release_decision(&d.id, chrono::Utc::now())
-        .await?;
+    let released = {
+        let _capacity = state.runtime.capacity_lock.lock().await;
+        let released = state
+            .store
+            .release_decision(&d.id, chrono::Utc::now())
+            .await?;
+        state.runtime.ledger().release(HoldKind::Decision, &d.id);
+        released
+    };
+    state.runtime.binder_wake.notify_one();
     record_view(&site_names(state).await?, released)
 }
 

@@ -8,9 +8,6 @@ use std::sync::Arc;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub data_dir: PathBuf,
-    /// Real scheduling cycles run one at a time, as in kube-scheduler: each decides on a
-    /// snapshot that includes every earlier decision, so capacity is never promised twice.
-    pub scheduling: Arc<tokio::sync::Mutex<()>>,
     /// The simulation jobs' worker pool and stop flags (the jobs are documents of the store).
     pub simulations: Arc<crate::simulation::Simulations>,
     /// Folder of the shipped openb trace CSVs simulations may name; `None`: uploads only.

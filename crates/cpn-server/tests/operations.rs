@@ -516,8 +516,19 @@ async fn operations_on_registry_resources() -> anyhow::Result<()> {
             .unwrap()
             .starts_with("resource:")
     );
+    // The planning snapshot (explain, dry-run, plans) takes resource allocations out;
+    // decisions (`POST /schedule`) are placed on live nodes only, and this site has none.
+    let (status, v) = api.post("/api/v1/schedule/explain", half.clone()).await;
+    assert_eq!((status, feasible(&v)), (200, json!(false)), "{v}");
     let (status, v) = api.post("/api/v1/schedule", half.clone()).await;
     assert_eq!(status, 409, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no_live_node"),
+        "{v}"
+    );
     let (status, v) = api
         .op(json!({"op": "adjust", "allocation": alloc,
                    "resources": {"cpu_cores": 8, "memory_gib": 32, "gpus": 9}}))
@@ -528,7 +539,12 @@ async fn operations_on_registry_resources() -> anyhow::Result<()> {
                    "resources": {"cpu_cores": 8, "memory_gib": 32, "gpus": 4}}))
         .await;
     assert_eq!(status, 201, "{v}");
-    let (status, v) = api.post("/api/v1/schedule", half.clone()).await;
+    let (status, v) = api.post("/api/v1/schedule/explain", half.clone()).await;
+    assert_eq!((status, feasible(&v)), (200, json!(true)), "{v}");
+    let (status, v) = api
+        .op(json!({"op": "allocate", "target": target,
+                   "resources": {"cpu_cores": 8, "memory_gib": 32, "gpus": 4}}))
+        .await;
     assert_eq!(status, 201, "{v}");
     // Now full: a second allocation does not fit; released, the capacity comes back.
     let (status, v) = api
@@ -540,8 +556,8 @@ async fn operations_on_registry_resources() -> anyhow::Result<()> {
     let (status, v) = api.op(json!({"op": "release", "allocation": alloc})).await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["target"]["kind"], "resource");
-    let (status, v) = api.post("/api/v1/schedule", half.clone()).await;
-    assert_eq!(status, 201, "{v}");
+    let (status, v) = api.post("/api/v1/schedule/explain", half.clone()).await;
+    assert_eq!((status, feasible(&v)), (200, json!(true)), "{v}");
 
     let doc = api.get("/api/v1/openapi.json").await;
     for path in [

@@ -71,10 +71,18 @@ fn explain_request(input: &Input) -> Result<ExplainRequest> {
             );
         }
         let task = task_spec(doc.remove("task").unwrap_or_default(), &input.label)?;
-        return Ok(ExplainRequest { task, policy });
+        return Ok(ExplainRequest {
+            task,
+            policy,
+            hold_s: None,
+        });
     }
     let task = task_spec(Value::Object(doc), &input.label)?;
-    Ok(ExplainRequest { task, policy: None })
+    Ok(ExplainRequest {
+        task,
+        policy: None,
+        hold_s: None,
+    })
 }
 
 /// Reads one task spec, naming the file and task in errors (unknown fields are refused,

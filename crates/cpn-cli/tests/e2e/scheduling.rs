@@ -4,6 +4,7 @@
 use crate::harness::{Server, snapshot};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 fn gpu_task(name: &str) -> Value {
     json!({"name": name, "origin_region": "Shanghai", "resources": {"cpu_cores": 8, "memory_gib": 64, "gpus": 1}, "chip": "gpu"})
@@ -214,71 +215,139 @@ async fn invalid_policies_are_rejected_with_positions_and_versions_roll_back() {
     assert_eq!(b["spec"]["cel_filters"][0]["expr"], "site.pue <= 1.2");
 }
 
-#[tokio::test]
-async fn real_decisions_hold_capacity_survive_restarts_and_explain_later() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), false).await;
-    for (name, price) in [("cheap", 5.0), ("dear", 9.0)] {
-        let mut s = crate::harness::site(name);
-        s["spec"]["electricity_price"] = json!(0.3);
-        let (st, b) = server.admin(Method::POST, "/api/v1/sites", Some(s)).await;
-        assert_eq!(st, StatusCode::CREATED, "{b}");
-        let res = json!({"name": format!("{name}-a100"), "spec": {"site": name, "type": "compute", "compute": {
-            "supply_mode": "bare_metal", "chip_type": "gpu", "architecture": "ampere", "model": "A100",
-            "count": 8, "unit_price": price, "power_watts": 400}}});
-        let (st, b) = server
-            .admin(Method::POST, "/api/v1/resources", Some(res))
-            .await;
-        assert_eq!(st, StatusCode::CREATED, "{b}");
+/// The one live node of a `CrashSetup` and a request holding all of its CPU (the scarce
+/// resource here: agents on this machine detect no GPU).
+async fn hold_all_cpu(server: &Server, hold_s: Option<u64>) -> Value {
+    let nodes = crate::harness::wait_nodes(server, 1).await;
+    let cores = nodes[0]["inventory"]["cpu_cores"].as_u64().unwrap();
+    assert!(cores >= 1, "{}", nodes[0]);
+    let mut req =
+        json!({"task": {"name": "hold-all", "resources": {"cpu_cores": cores, "memory_gib": 0.1}}});
+    if let Some(h) = hold_s {
+        req["hold_s"] = json!(h);
     }
-    let whole_node = json!({"task": {"name": "train", "chip": "gpu", "resources": {"cpu_cores": 16, "memory_gib": 64, "gpus": 8}}});
+    req
+}
 
-    let (s, first) = server
-        .admin(Method::POST, "/api/v1/schedule", Some(whole_node.clone()))
+async fn submit_cpu_task(server: &Server) -> String {
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            "/api/v1/tasks",
+            Some(json!({"name": "waits-for-cpu", "command": ["true"],
+                "resources": {"cpu_cores": 0.5, "memory_gib": 0.1}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    b["id"].as_str().unwrap().to_string()
+}
+
+async fn task_state(server: &Server, id: &str) -> Value {
+    let (s, t) = server
+        .admin(Method::GET, &format!("/api/v1/tasks/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    t
+}
+
+/// Waits until the task is pending with a reason naming CPU.
+async fn waits_for_cpu(server: &Server, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = task_state(server, id).await;
+        assert_eq!(t["state"], "pending", "the held CPU must not be bound: {t}");
+        if t["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("insufficient_cpu"))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no reason given: {t}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the task was bound (and ran).
+async fn gets_bound(server: &Server, id: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let t = task_state(server, id).await;
+        if t["state"] != "pending" {
+            assert!(t["node"].is_string(), "{t}");
+            return t;
+        }
+        assert!(Instant::now() < deadline, "never bound: {t}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue #13 deliverable 4, acceptance: a decision of `POST /schedule` holding the last of
+/// a live node's scarce resource makes a task wait; releasing it lets the task bind. The
+/// hold is in the store and the ledger: it survives a `kill -9` of the server, and the
+/// decision still explains itself.
+#[tokio::test]
+async fn a_held_decision_blocks_the_binder_until_released_and_survives_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = crate::harness::CrashSetup::start(dir.path()).await;
+    let all = hold_all_cpu(&setup.server, None).await;
+
+    let (s, first) = setup
+        .server
+        .admin(Method::POST, "/api/v1/schedule", Some(all.clone()))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{first}");
-    assert_eq!(first["site"], "cheap");
-    assert_eq!(first["gpus"].as_array().unwrap().len(), 8);
-    // The first decision holds the cheap node: the next goes to the dear one, then none fits.
-    let (s, second) = server
-        .admin(Method::POST, "/api/v1/schedule", Some(whole_node.clone()))
+    assert_eq!(first["site"], "edge");
+    assert_eq!(first["node"], "worker", "decided on the live node: {first}");
+    assert!(first.get("expires_at").is_none(), "{first}");
+    // The node's CPU is held: no second decision fits, and a task waits with the reason.
+    let (s, second) = setup
+        .server
+        .admin(Method::POST, "/api/v1/schedule", Some(all.clone()))
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{second}");
-    assert_eq!(second["site"], "dear");
-    let (s, third) = server
-        .admin(Method::POST, "/api/v1/schedule", Some(whole_node.clone()))
-        .await;
-    assert_eq!(s, StatusCode::CONFLICT, "{third}");
-    assert_eq!(third["error"]["code"], "unschedulable");
+    assert_eq!(s, StatusCode::CONFLICT, "{second}");
+    assert_eq!(second["error"]["code"], "unschedulable");
     assert!(
-        third["error"]["message"]
+        second["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("insufficient_gpu"),
-        "{third}"
+            .contains("insufficient_cpu"),
+        "{second}"
+    );
+    let task = submit_cpu_task(&setup.server).await;
+    waits_for_cpu(&setup.server, &task).await;
+    // `GET /capacity` counts the decision as allocated.
+    let (_, nodes) = setup.server.admin(Method::GET, "/api/v1/nodes", None).await;
+    assert!(
+        nodes[0]["allocated"]["cpu_cores"].as_f64().unwrap() >= 1.0,
+        "{nodes}"
     );
 
-    // Decisions are durable: after kill -9 they still hold capacity and explain themselves.
-    server.kill9();
-    let server = Server::start(dir.path(), false).await;
+    // Decisions are durable: after kill -9 the reloaded ledger still holds the CPU.
+    setup.server.kill9();
+    setup.restart(dir.path()).await;
+    let server = &setup.server;
+    crate::harness::wait_nodes(server, 1).await;
     let id = first["id"].as_str().unwrap();
     let (s, stored) = server
         .admin(Method::GET, &format!("/api/v1/decisions/{id}"), None)
         .await;
     assert_eq!(s, StatusCode::OK, "{stored}");
-    assert_eq!(stored["decision"]["chosen_site"], "cheap");
+    assert_eq!(stored["decision"]["chosen_site"], "edge");
+    assert_eq!(stored["decision"]["chosen_node"], "worker");
     assert_eq!(stored["policy"]["name"], "default");
     assert!(!stored["decision"]["sites"].as_array().unwrap().is_empty());
-    let (s, _) = server
-        .admin(Method::POST, "/api/v1/schedule", Some(whole_node.clone()))
+    let (s, b) = server
+        .admin(Method::POST, "/api/v1/schedule", Some(all.clone()))
         .await;
     assert_eq!(
         s,
         StatusCode::CONFLICT,
-        "capacity held before the restart must still be held"
+        "capacity held before the restart must still be held: {b}"
     );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(task_state(server, &task).await["state"], "pending");
 
-    // Releasing gives the capacity back.
+    // Releasing gives the capacity back and the waiting task binds at once.
     let (s, released) = server
         .admin(
             Method::POST,
@@ -288,32 +357,101 @@ async fn real_decisions_hold_capacity_survive_restarts_and_explain_later() {
         .await;
     assert_eq!(s, StatusCode::OK, "{released}");
     assert!(released["released_at"].is_string());
-    let (s, again) = server
-        .admin(Method::POST, "/api/v1/schedule", Some(whole_node))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{again}");
-    assert_eq!(again["site"], "cheap");
+    gets_bound(server, &task, Duration::from_secs(5)).await;
     let (_, active) = server
         .admin(Method::GET, "/api/v1/decisions?active=true", None)
         .await;
-    assert_eq!(active["items"].as_array().unwrap().len(), 2);
+    assert_eq!(active["items"].as_array().unwrap().len(), 0, "{active}");
 }
 
+/// A decision with `hold_s` stops holding when it expires: the waiting task binds, and the
+/// decision is marked released at its expiry. Explain refuses `hold_s`.
+#[tokio::test]
+async fn a_decision_with_an_expiry_stops_holding_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = crate::harness::CrashSetup::start(dir.path()).await;
+    let server = &setup.server;
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            "/api/v1/schedule/explain",
+            Some(json!({"task": {"name": "x"}, "hold_s": 5})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["field"], "hold_s", "{b}");
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            "/api/v1/schedule",
+            Some(json!({"task": {"name": "x"}, "hold_s": 0})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["field"], "hold_s", "{b}");
+
+    let (s, d) = server
+        .admin(
+            Method::POST,
+            "/api/v1/schedule",
+            Some(hold_all_cpu(server, Some(3)).await),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    let expires: chrono::DateTime<chrono::Utc> = d["expires_at"].as_str().unwrap().parse().unwrap();
+    let task = submit_cpu_task(server).await;
+    waits_for_cpu(server, &task).await;
+    let t = gets_bound(server, &task, Duration::from_secs(15)).await;
+    let bound_at: chrono::DateTime<chrono::Utc> = t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["state"] == "scheduled")
+        .and_then(|h| h["at"].as_str())
+        .unwrap_or_else(|| panic!("no scheduled step: {t}"))
+        .parse()
+        .unwrap();
+    assert!(
+        bound_at >= expires,
+        "bound at {bound_at}, before the expiry {expires}"
+    );
+    // The sweep marks it released at its expiry.
+    let id = d["id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, d) = server
+            .admin(Method::GET, &format!("/api/v1/decisions/{id}"), None)
+            .await;
+        if let Some(at) = d["released_at"].as_str() {
+            let at: chrono::DateTime<chrono::Utc> = at.parse().unwrap();
+            assert!(
+                (at - expires).num_milliseconds().abs() <= 1,
+                "released at {at}, expiry {expires}: {d}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never marked released: {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A tenant's quota bounds what its decisions hold on live nodes.
 #[tokio::test]
 async fn tenant_quota_bounds_what_decisions_hold() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), true).await;
+    let setup = crate::harness::CrashSetup::start(dir.path()).await;
+    let server = &setup.server;
     let alice = server.user("lab-q", "alice", "user").await;
     // Through the CLI, as an operator would.
-    let out = server.cli(&["tenant", "quota", "lab-q", "--gpus", "8"]);
+    let out = server.cli(&["tenant", "quota", "lab-q", "--cpu-cores", "0.5"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("gpus=8"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cpu_cores=0.5"));
 
-    let task = json!({"task": {"name": "q", "chip": "gpu", "resources": {"cpu_cores": 8, "memory_gib": 64, "gpus": 8}}});
+    let task = json!({"task": {"name": "q", "resources": {"cpu_cores": 0.5, "memory_gib": 0.1}}});
     let (s, b) = server
         .call(
             Method::POST,
@@ -323,6 +461,7 @@ async fn tenant_quota_bounds_what_decisions_hold() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["node"], "worker", "{b}");
     let (s, b) = server
         .call(
             Method::POST,

@@ -11,14 +11,15 @@
 //! offer of its site it fulfils ([`match_offer`]: chip, model, architecture) so that it
 //! carries that offer's TFLOPS, watts and unit price into the scheduler; a node that
 //! fulfils none is unregistered capacity, with the reason, and has unknown economics (NaN,
-//! which the site scores skip). What active tasks and allocations hold is taken out.
+//! which the site scores skip). What the capacity ledger holds on the nodes (active tasks,
+//! `POST /schedule` decisions, allocations) is taken out.
 //!
 //! Health is measured: a site whose nodes all stopped answering is unhealthy whatever its
 //! spec says, and a site with no live node at all is registered capacity only, a planning
 //! target the binder never places on; the [`LiveSites`] filter says which in explain.
 //!
-//! Still O(cluster) per binding cycle: the live part (nodes, holds) is rebuilt from the
-//! store and the caches each cycle; only the registry part is event-driven.
+//! Still O(cluster) per binding cycle: the live part is rebuilt each cycle from the node
+//! records and the capacity ledger (in memory); only the registry part is event-driven.
 
 use super::nodes::inventory_of;
 use crate::error::{ApiError, ApiResult};
@@ -30,7 +31,6 @@ use cpn_api_types::agent::{
     Capacity, NodeInventory, OfferCapacity, OfferUnit, SiteCapacity, UnregisteredNode,
 };
 use cpn_api_types::registry::{ChipType, SiteHealth};
-use cpn_api_types::schedule::TaskResources;
 use cpn_model::Labels;
 use cpn_sched::framework::SiteFilter;
 use cpn_sched::task::Chip;
@@ -447,8 +447,8 @@ impl LiveCluster {
 }
 
 /// Builds the live cluster over the registry sites `admit(public, tenant)` lets in (and the
-/// links it lets in), with `nodes` matched to their offers, minus what active tasks and
-/// allocations hold.
+/// links it lets in), with `nodes` matched to their offers, minus every hold of the capacity
+/// ledger on them (tasks, decisions, allocations; expired holds hold nothing).
 pub async fn live_cluster(
     state: &AppState,
     nodes: &[NodeRecord],
@@ -574,41 +574,11 @@ pub async fn live_cluster(
         .enumerate()
         .map(|(i, id)| (id.as_str(), i as NodeIdx))
         .collect();
-    // Capacity held by active tasks and by allocations (I2).
-    {
-        let usage = state
-            .runtime
-            .usage
-            .lock()
-            .expect("usage lock is never poisoned");
-        for h in usage.by_task.values() {
-            if let Some(&n) = idx.get(h.node_id.as_str())
-                && !cluster.reserve_exact(&h.tenant, n, &h.demand, &h.gpus)
-            {
-                // Over-committed (a node shrank): take what is there so nothing more lands.
-                let _ = cluster.reserve(
-                    &h.tenant,
-                    n,
-                    &h.demand,
-                    cpn_sched::cluster::GpuPick::BestFit,
-                );
-            }
-        }
-    }
-    for a in state.store.list_allocations(true).await? {
-        let (Some(&n), Ok(r)) = (
-            idx.get(a.node_id.as_str()),
-            serde_json::from_value::<TaskResources>(a.resources),
-        ) else {
-            continue;
-        };
-        let _ = cluster.reserve(
-            &a.tenant,
-            n,
-            &super::tasks::demand_of(&r),
-            cpn_sched::cluster::GpuPick::BestFit,
-        );
-    }
+    // Capacity held by tasks, decisions and allocations (the ledger), expired holds aside.
+    state
+        .runtime
+        .ledger()
+        .reserve_into(chrono::Utc::now(), &mut cluster, &idx);
     Ok(LiveCluster {
         cluster,
         node_ids,

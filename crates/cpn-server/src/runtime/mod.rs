@@ -2,7 +2,8 @@
 //! loop, failure detection, logs and the event stream.
 //!
 //! The store is the truth; this module keeps three caches beside it, all rebuilt from the
-//! store at start: which node holds which task's capacity ([`Usage`]), when each node was
+//! store at start: the capacity ledger ([`ledger::Ledger`]: what every task, decision and
+//! allocation holds, and where), when each node was
 //! last heard from ([`LiveNode`]), and a counter that wakes event-stream readers. Every task
 //! change goes through [`Runtime::commit`], so the caches never drift from what was
 //! committed.
@@ -10,6 +11,7 @@
 pub mod agents;
 pub mod binder;
 pub mod events;
+pub mod ledger;
 pub mod lifecycle;
 pub mod livestate;
 pub mod logs;
@@ -25,8 +27,8 @@ use crate::error::ApiResult;
 use crate::state::AppState;
 use cpn_api_types::agent::NodeMetrics;
 use cpn_api_types::tasks::TaskState;
-use cpn_sched::task::Demand;
 use cpn_store::{TaskQuery, TaskRecord, TaskWrite};
+use ledger::{Hold, HoldKind};
 use lifecycle::Task;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -56,21 +58,6 @@ impl Default for RuntimeConfig {
             scheduler_seed: None,
         }
     }
-}
-
-/// Capacity one active task holds on its node.
-#[derive(Debug, Clone)]
-pub struct Held {
-    pub node_id: String,
-    pub tenant: String,
-    pub demand: Demand,
-    pub gpus: Vec<(u32, u32)>,
-}
-
-/// Active tasks by id, with what each holds.
-#[derive(Debug, Default)]
-pub struct Usage {
-    pub by_task: HashMap<String, Held>,
 }
 
 /// What the server knows about a node between heartbeats.
@@ -139,11 +126,13 @@ pub struct Runtime {
     pub events: watch::Sender<u64>,
     pub binder_wake: Notify,
     pub live: Mutex<HashMap<String, LiveNode>>,
-    pub usage: Mutex<Usage>,
+    /// Every hold on capacity: tasks, decisions, allocations.
+    pub ledger: Mutex<ledger::Ledger>,
     pub logs: logs::LogStore,
     pub counters: Counters,
-    /// Held by a binding cycle and by anything else that takes node capacity (I2
-    /// allocations), so capacity is never promised twice.
+    /// The one capacity lock: held by a binding cycle and by anything else that takes
+    /// capacity (`POST /schedule` decisions, I2 allocations on nodes and on registry
+    /// resources), so capacity is never promised twice.
     pub capacity_lock: tokio::sync::Mutex<()>,
     /// Connected Slurm sites.
     pub slurm: slurm::SlurmSites,
@@ -161,7 +150,7 @@ impl Runtime {
             events: watch::channel(0).0,
             binder_wake: Notify::new(),
             live: Mutex::new(HashMap::new()),
-            usage: Mutex::new(Usage::default()),
+            ledger: Mutex::new(ledger::Ledger::default()),
             logs: logs::LogStore::new(data_dir.join("logs"), config.limits.max_task_output_bytes),
             counters: Counters::default(),
             capacity_lock: tokio::sync::Mutex::new(()),
@@ -169,6 +158,11 @@ impl Runtime {
             federation: livestate::LiveState::default(),
             shutdown: watch::channel(false).0,
         }
+    }
+
+    /// The capacity ledger (a short critical section: never held across an await).
+    pub fn ledger(&self) -> std::sync::MutexGuard<'_, ledger::Ledger> {
+        self.ledger.lock().expect("ledger lock is never poisoned")
     }
 
     pub fn events_written(&self) {
@@ -211,20 +205,20 @@ impl Runtime {
         let mut freed = false;
         let mut wake = Vec::new();
         {
-            let mut usage = self.usage.lock().expect("usage lock is never poisoned");
+            let mut ledger = self.ledger();
             for rec in results.iter().flatten() {
                 let st = TaskState::parse(&rec.state);
                 match (st, &rec.node_id) {
                     (Some(s), Some(node)) if s.is_active() => {
                         if let Some(h) = held_of(rec) {
-                            usage.by_task.insert(rec.id.clone(), h);
+                            ledger.hold(HoldKind::Task, &rec.id, h);
                         }
                         if s == TaskState::Scheduled {
                             wake.push(node.clone());
                         }
                     }
                     _ => {
-                        freed |= usage.by_task.remove(&rec.id).is_some();
+                        freed |= ledger.release(HoldKind::Task, &rec.id);
                     }
                 }
             }
@@ -241,7 +235,8 @@ impl Runtime {
         Ok(results)
     }
 
-    /// Rebuilds the capacity cache from the store (at start).
+    /// Rebuilds the capacity ledger from the store (at start): active tasks, unreleased
+    /// decisions, active allocations.
     pub async fn load(&self, state: &AppState) -> ApiResult<()> {
         let active = state
             .store
@@ -250,12 +245,34 @@ impl Runtime {
                 ..Default::default()
             })
             .await?;
+        let decisions = state
+            .store
+            .list_decisions(cpn_store::DecisionQuery {
+                active_only: true,
+                ..Default::default()
+            })
+            .await?;
+        let allocations = state.store.list_allocations(true).await?;
         {
-            let mut usage = self.usage.lock().expect("usage lock is never poisoned");
-            usage.by_task.clear();
+            let mut ledger = self.ledger();
+            ledger.clear();
             for rec in &active {
                 if let Some(h) = held_of(rec) {
-                    usage.by_task.insert(rec.id.clone(), h);
+                    ledger.hold(HoldKind::Task, &rec.id, h);
+                }
+            }
+            for d in &decisions {
+                match crate::schedule::hold_of(d) {
+                    Some(h) => ledger.hold(HoldKind::Decision, &d.id, h),
+                    None => tracing::warn!(
+                        decision = %d.id,
+                        "stored decision names no live node (made on the registry snapshot before the ledger); it holds nothing"
+                    ),
+                }
+            }
+            for a in &allocations {
+                if let Some(h) = operations::hold_of(a) {
+                    ledger.hold(HoldKind::Allocation, &a.id, h);
                 }
             }
         }
@@ -267,10 +284,10 @@ impl Runtime {
 }
 
 /// What an active task holds, from its stored spec and status.
-pub fn held_of(rec: &TaskRecord) -> Option<Held> {
+pub fn held_of(rec: &TaskRecord) -> Option<Hold> {
     let task = Task::decode(rec.clone()).ok()?;
-    Some(Held {
-        node_id: rec.node_id.clone()?,
+    Some(Hold {
+        target: rec.node_id.clone()?,
         tenant: rec.tenant.clone(),
         demand: tasks::demand_of(&task.spec.resources),
         gpus: task
@@ -279,6 +296,7 @@ pub fn held_of(rec: &TaskRecord) -> Option<Held> {
             .iter()
             .map(|&g| (g, tasks::gpu_milli_of(&task.spec.resources)))
             .collect(),
+        expires_at: None,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Failure detection (issue #5 item 5): a node not heard from within the node timeout is
 //! NotReady, an alarm is raised, and the tasks it held are lost, which reschedules them
-//! elsewhere when their retry policy allows (IF-I2-05).
+//! elsewhere when their retry policy allows (IF-I2-05). The same loop marks expired holds
+//! of the capacity ledger released (`ledger::sweep`).
 
 use crate::error::ApiResult;
 use crate::state::AppState;
@@ -14,6 +15,9 @@ pub async fn run(state: AppState) {
     loop {
         if let Err(e) = check(&state).await {
             tracing::warn!(error = %e, "node liveness check failed");
+        }
+        if let Err(e) = super::ledger::sweep(&state).await {
+            tracing::warn!(error = %e, "releasing expired holds failed");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -8,7 +8,6 @@ use cpn_api_types::agent::{
     Capacity, Executor, NodeInventory, NodeMetrics, NodeState, NodeView, SiteStatus,
 };
 use cpn_api_types::registry::SiteSpec;
-use cpn_api_types::schedule::TaskResources;
 use cpn_model::Kind;
 use cpn_store::{ListQuery, NodeRecord};
 use std::collections::HashSet;
@@ -109,12 +108,6 @@ pub fn capacity_of(inv: &NodeInventory) -> Capacity {
     }
 }
 
-fn add(c: &mut Capacity, r: &TaskResources) {
-    c.cpu_cores += r.cpu_cores;
-    c.memory_gib += r.memory_gib;
-    c.gpus += r.gpus as f64 * r.gpu_share.unwrap_or(1.0);
-}
-
 /// Fraction not held, by the scarcest dimension the node has.
 pub fn idle_rate(cap: &Capacity, used: &Capacity) -> f64 {
     let mut rate: f64 = 1.0;
@@ -130,33 +123,25 @@ pub fn idle_rate(cap: &Capacity, used: &Capacity) -> f64 {
     rate
 }
 
-/// Capacity held on each node by active tasks and allocations, and active task counts.
-async fn held(state: &AppState) -> ApiResult<std::collections::HashMap<String, (Capacity, u32)>> {
+/// Capacity held on each node (the capacity ledger: tasks, decisions, allocations), and
+/// active task counts.
+fn held(state: &AppState) -> std::collections::HashMap<String, (Capacity, u32)> {
     let mut out: std::collections::HashMap<String, (Capacity, u32)> = Default::default();
-    {
-        let usage = state
-            .runtime
-            .usage
-            .lock()
-            .expect("usage lock is never poisoned");
-        for h in usage.by_task.values() {
-            let e = out.entry(h.node_id.clone()).or_default();
-            e.0.cpu_cores += h.demand.cpu_milli as f64 / 1000.0;
-            e.0.memory_gib += h.demand.memory_mib as f64 / 1024.0;
-            e.0.gpus += h.gpus.iter().map(|(_, m)| *m as f64 / 1000.0).sum::<f64>();
+    let ledger = state.runtime.ledger();
+    for (kind, _, h) in ledger.active(chrono::Utc::now()) {
+        let e = out.entry(h.target.clone()).or_default();
+        e.0.cpu_cores += h.demand.cpu_milli as f64 / 1000.0;
+        e.0.memory_gib += h.demand.memory_mib as f64 / 1024.0;
+        e.0.gpus += h.demand.gpu_milli_total() as f64 / 1000.0;
+        if kind == super::ledger::HoldKind::Task {
             e.1 += 1;
         }
     }
-    for a in state.store.list_allocations(true).await? {
-        if let Ok(r) = serde_json::from_value::<TaskResources>(a.resources) {
-            add(&mut out.entry(a.node_id).or_default().0, &r);
-        }
-    }
-    Ok(out)
+    out
 }
 
 pub async fn views(state: &AppState) -> ApiResult<Vec<NodeView>> {
-    let held = held(state).await?;
+    let held = held(state);
     let nodes = state.store.list_nodes().await?;
     let mut offers = super::livestate::node_offers(state, &nodes).await?;
     Ok(nodes
@@ -213,7 +198,7 @@ fn view(
 /// The nodes `who` may see: those on sites it may read.
 pub async fn visible_views(state: &AppState, who: &Principal) -> ApiResult<Vec<NodeView>> {
     let readable = readable_sites(state, who).await?;
-    let held = held(state).await?;
+    let held = held(state);
     let mut nodes = state.store.list_nodes().await?;
     nodes.retain(|n| sees(&readable, n));
     let mut offers = super::livestate::node_offers(state, &nodes).await?;
@@ -229,7 +214,7 @@ pub async fn visible_views(state: &AppState, who: &Principal) -> ApiResult<Vec<N
 
 pub async fn get(state: &AppState, who: &Principal, key: &str) -> ApiResult<NodeView> {
     let n = resolve_visible(state, who, key).await?;
-    let held = held(state).await?;
+    let held = held(state);
     let (allocated, tasks) = held.get(&n.id).cloned().unwrap_or_default();
     let how = super::livestate::node_offers(state, std::slice::from_ref(&n))
         .await?

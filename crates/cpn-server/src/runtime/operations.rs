@@ -4,9 +4,11 @@
 //! Input errors are answered at once (422) and not recorded. Everything else runs and is
 //! recorded, with a trace of its steps and its outcome, whether it succeeded or failed,
 //! and announced by an `operation` event. Capacity is checked and taken under
-//! `Runtime::capacity_lock` (nodes) or `AppState::scheduling` (registry resources, like
-//! decisions), so nothing is promised twice.
+//! `Runtime::capacity_lock`, the one capacity lock (nodes and registry resources alike),
+//! and every allocation is a hold of the capacity ledger (`ledger.rs`), so nothing is
+//! promised twice.
 
+use super::ledger::{Hold, HoldKind};
 use super::{agents, binder, nodes, tasks};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Principal;
@@ -474,6 +476,7 @@ async fn allocate_node(
             released_at: None,
         })
         .await?;
+    hold(state, &a);
     ctx.step(
         "hold",
         format!(
@@ -509,7 +512,7 @@ async fn allocate_resource(
             rec.name
         )));
     }
-    let _cycle = state.scheduling.lock().await;
+    let _capacity = state.runtime.capacity_lock.lock().await;
     let (mut inv, by_resource) = inventory::snapshot_with_resources(state, who, None).await?;
     let nodes = by_resource.get(&rec.id).cloned().unwrap_or_default();
     if nodes.is_empty() {
@@ -553,6 +556,7 @@ async fn allocate_resource(
             released_at: None,
         })
         .await?;
+    hold(state, &a);
     ctx.step(
         "hold",
         format!(
@@ -571,6 +575,29 @@ async fn allocate_resource(
         rec.name,
         a.tenant
     ))
+}
+
+/// What an active allocation holds: on its node, or on its registry resource
+/// (`resource:<id>`); best-fit GPUs.
+pub fn hold_of(a: &AllocationRecord) -> Option<Hold> {
+    if a.released_at.is_some() {
+        return None;
+    }
+    let r: TaskResources = serde_json::from_value(a.resources.clone()).ok()?;
+    Some(Hold {
+        target: a.node_id.clone(),
+        tenant: a.tenant.clone(),
+        demand: tasks::demand_of(&r),
+        gpus: Vec::new(),
+        expires_at: None,
+    })
+}
+
+/// Puts an allocation's hold (new or adjusted) in the capacity ledger.
+fn hold(state: &AppState, a: &AllocationRecord) {
+    if let Some(h) = hold_of(a) {
+        state.runtime.ledger().hold(HoldKind::Allocation, &a.id, h);
+    }
 }
 
 /// The active allocation `id`; fills in the tenant and target of the record.
@@ -619,6 +646,7 @@ async fn active_allocation(
 async fn release(state: &AppState, ctx: &mut Ctx, id: &str) -> ApiResult<String> {
     let a = active_allocation(state, ctx, id).await?;
     state.store.release_allocation(&a.id, Utc::now()).await?;
+    state.runtime.ledger().release(HoldKind::Allocation, &a.id);
     ctx.step(
         format!("release allocation {}", a.id),
         format!(
@@ -649,7 +677,7 @@ async fn adjust(
     let new_demand = tasks::demand_of(r);
     let old_demand = tasks::demand_of(&old);
     if let Some(res_id) = a.node_id.strip_prefix(RESOURCE_ALLOCATION_PREFIX) {
-        let _cycle = state.scheduling.lock().await;
+        let _capacity = state.runtime.capacity_lock.lock().await;
         let (mut inv, by_resource) =
             inventory::snapshot_with_resources(state, who, Some(&a.id)).await?;
         let nodes = by_resource.get(res_id).cloned().unwrap_or_default();
@@ -728,10 +756,11 @@ async fn finish_adjust(
     r: &TaskResources,
     wake: bool,
 ) -> ApiResult<String> {
-    state
+    let adjusted = state
         .store
         .adjust_allocation(&a.id, serde_json::to_value(r).map_err(internal)?)
         .await?;
+    hold(state, &adjusted);
     ctx.step(
         "adjust",
         format!("allocation {}: {} → {}", a.id, describe(old), describe(r)),
@@ -976,6 +1005,7 @@ async fn reclaim(
             continue;
         }
         state.store.release_allocation(&a.id, Utc::now()).await?;
+        state.runtime.ledger().release(HoldKind::Allocation, &a.id);
         released += 1;
         ctx.step(
             format!("release allocation {}", a.id),
