@@ -100,6 +100,10 @@ pub enum Command {
     /// Nothing is reserved or stored: each policy runs on its own copy of a snapshot of the
     /// federation, so both see the same starting load.
     DryRun(DryRunArgs),
+    /// Real decisions: place one task and hold its capacity until released (or for
+    /// --hold-s); the binder places nothing else on what a decision holds.
+    #[command(subcommand, alias = "decisions")]
+    Decision(crate::commands::decision::DecisionCmd),
     /// Show sites and links with the metrics in force at a moment.
     Topology(TopologyArgs),
     /// Load a whole federation from one YAML document.

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bench;
 pub mod bench_login;
 pub mod bench_tasks;
+pub mod decision;
 pub mod events;
 pub mod flow;
 pub mod identity;
@@ -133,6 +134,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Explain(args) => schedule::explain(&ctx, args).await,
         Command::DryRun(args) => schedule::dry_run(&ctx, args).await,
+        Command::Decision(cmd) => decision::run(&ctx, cmd).await,
         Command::Topology(args) => topology::run(&ctx, args).await,
         Command::Scenario(cmd) => scenario::run(&ctx, cmd).await,
         Command::Login(args) => auth::login(&ctx, args).await,

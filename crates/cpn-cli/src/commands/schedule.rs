@@ -49,7 +49,7 @@ pub async fn explain(ctx: &Ctx, args: ExplainArgs) -> Result<()> {
 
 /// The request a task file describes: a task spec, or `{task: ..., policy: ...}` as sent
 /// to the API.
-fn explain_request(input: &Input) -> Result<ExplainRequest> {
+pub(crate) fn explain_request(input: &Input) -> Result<ExplainRequest> {
     let doc = input::single_object(input)?;
     if doc.contains_key("tasks") {
         bail!(

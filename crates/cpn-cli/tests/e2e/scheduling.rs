@@ -347,16 +347,29 @@ async fn a_held_decision_blocks_the_binder_until_released_and_survives_restarts(
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(task_state(server, &task).await["state"], "pending");
 
-    // Releasing gives the capacity back and the waiting task binds at once.
-    let (s, released) = server
-        .admin(
-            Method::POST,
-            &format!("/api/v1/decisions/{id}/release"),
-            None,
-        )
+    // The CLI lists what holds, and releasing (here with the CLI) gives the capacity back:
+    // the waiting task binds at once.
+    let out = server.cli(&["decision", "list", "--active"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(id) && text.contains("until released"),
+        "{text}"
+    );
+    let out = server.cli(&["decision", "release", id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, released) = server
+        .admin(Method::GET, &format!("/api/v1/decisions/{id}"), None)
         .await;
-    assert_eq!(s, StatusCode::OK, "{released}");
-    assert!(released["released_at"].is_string());
+    assert!(released["released_at"].is_string(), "{released}");
     gets_bound(server, &task, Duration::from_secs(5)).await;
     let (_, active) = server
         .admin(Method::GET, "/api/v1/decisions?active=true", None)
