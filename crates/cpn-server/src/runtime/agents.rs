@@ -147,7 +147,7 @@ pub async fn register(
         l.last_heartbeat = Instant::now();
         l.last_heartbeat_at = Some(Utc::now());
     });
-    state.runtime.binder_wake.notify_one();
+    state.runtime.capacity_changed();
     Ok(AgentRegistered {
         node_id: node.id,
         site: node.site,
@@ -199,7 +199,7 @@ pub async fn heartbeat(
             .patch_node(node_id, patch, Utc::now(), vec![event])
             .await?;
         rt.events_written();
-        rt.binder_wake.notify_one();
+        rt.capacity_changed();
     }
     let mut reply = HeartbeatReply::default();
     let mut held = std::collections::HashSet::new();

@@ -314,12 +314,16 @@ fn rand_seed() -> u64 {
 pub async fn cycle(state: &AppState) -> ApiResult<usize> {
     let rt = &state.runtime;
     let _capacity = rt.capacity_lock.lock().await;
+    // Taken before anything is read: capacity freed from here on wakes another cycle.
+    let capacity_changed = rt.take_capacity_changed();
     let now = Utc::now();
     let pending = state
         .store
         .list_tasks(TaskQuery {
             states: vec![TaskState::Pending.as_str().into()],
-            due_at: Some(now),
+            // When capacity appeared, the tasks waiting for it are tried too, in queue
+            // order, without waiting for the end of their backoff.
+            due_at: (!capacity_changed).then_some(now),
             order: TaskOrder::Queue,
             limit: Some(BATCH),
             ..Default::default()
@@ -338,6 +342,11 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
     let mut batch = Vec::with_capacity(pending.len());
     for rec in pending {
         let mut task: Task = super::tasks::decode(rec)?;
+        let due = task.record.not_before.is_none_or(|t| t <= now);
+        if !due && !task.waits_for_capacity() {
+            // A retry's backoff is kept whatever capacity does.
+            continue;
+        }
         let attempt = task.record.attempt;
         if task.spec.deadline.is_some_and(|d| d <= now) {
             let events = task.expire(now);
@@ -361,15 +370,15 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
             }
         };
         sched_task.id = task.record.id.clone();
-        batch.push((task, sched_task));
+        batch.push((task, sched_task, due));
     }
     let shapes: Vec<cpn_sched::Task> = batch
         .iter()
-        .filter(|(_, t)| t.demand.gpus > 0)
-        .map(|(_, t)| t.clone())
+        .filter(|(_, t, _)| t.demand.gpus > 0)
+        .map(|(_, t, _)| t.clone())
         .collect();
     let mut policies = Policies::load(state, &shapes, live.site_access.clone()).await?;
-    for (mut task, sched_task) in batch {
+    for (mut task, sched_task, due) in batch {
         let attempt = task.record.attempt;
         let name = policies.name_for(task.spec.policy.as_deref(), &sched_task);
         let scheduler = match policies.scheduler(&name) {
@@ -401,6 +410,11 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
                         u.reasons.iter().map(|(r, n)| format!("{r} x{n}")).collect();
                     format!("no node fits now ({})", reasons.join(", "))
                 };
+                if !due && task.unschedulable_for(&why) {
+                    // Tried early because capacity appeared, and still waiting for the
+                    // same reason: nothing to write (its backoff stands).
+                    continue;
+                }
                 task.unschedulable(now, why)
             }
         };
