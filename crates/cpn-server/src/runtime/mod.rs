@@ -78,6 +78,9 @@ pub struct LiveNode {
     pub wake: std::sync::Arc<Notify>,
     /// Attempts to kill, delivered by the next poll or heartbeat.
     pub stops: HashSet<String>,
+    /// Attempts handed to the node's agent by a poll, and when: a later poll leaves them
+    /// out while the agent starts them, until [`agents::REDELIVER_AFTER`] has passed.
+    pub handed_out: HashMap<String, Instant>,
     /// Recent metrics, oldest first, one sample per `METRICS_HISTORY_STEP` at most, for the
     /// console's charts. In memory only: a restart starts the charts afresh.
     pub history: std::collections::VecDeque<NodeMetrics>,
@@ -113,6 +116,7 @@ impl LiveNode {
             metrics: None,
             wake: std::sync::Arc::new(Notify::new()),
             stops: HashSet::new(),
+            handed_out: HashMap::new(),
             history: std::collections::VecDeque::new(),
         }
     }
