@@ -425,6 +425,21 @@ async fn dispatch_latency(args: &BenchTasksArgs) -> Result<()> {
         met_or_not(p99 <= TARGET_DISPATCH_P99)
     );
     println!("    dispatch max       {}", ms(pct(&dispatch, 1.0)));
+    let phase = |from: fn(&Stamps) -> _, to: fn(&Stamps) -> _| -> Vec<Duration> {
+        stamps.iter().filter_map(|s| span(from(s), to(s))).collect()
+    };
+    phase_line(
+        "  of which pending→bound",
+        phase(|s| s.pending, |s| s.scheduled),
+    );
+    phase_line(
+        "  of which bound→running",
+        phase(|s| s.scheduled, |s| s.running),
+    );
+    phase_line(
+        "run+report (running→done)",
+        phase(|s| s.running, |s| s.succeeded),
+    );
     if end_to_end.len() < total {
         println!(
             "    succeeded          {} of {total} (first other state: {:?})",
