@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     /// Why the agent stopped by itself (the server refused its credential).
     pub fatal: Mutex<Option<String>>,
     pub stop: watch::Sender<bool>,
+    /// Wakes the watch loop before its next tick: there is a report to send now.
+    pub watch_wake: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -344,14 +346,18 @@ async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                             reports.iter().map(|r| shared.api.report(&node, r)),
                         )
                         .await;
-                        let mut guard = shared.runner();
-                        let Some(runner) = guard.as_mut() else { return };
-                        for (r, result) in reports.iter().zip(sent) {
-                            if let Some(s) = runner.ship_state(&r.attempt_id) {
-                                s.running_in_flight = false;
-                                s.running_sent |= result.is_ok();
+                        {
+                            let mut guard = shared.runner();
+                            let Some(runner) = guard.as_mut() else { return };
+                            for (r, result) in reports.iter().zip(sent) {
+                                if let Some(s) = runner.ship_state(&r.attempt_id) {
+                                    s.running_in_flight = false;
+                                    s.running_sent |= result.is_ok();
+                                }
                             }
                         }
+                        // A short task has often ended meanwhile: its end goes now.
+                        shared.watch_wake.notify_one();
                     });
                 }
             }
@@ -377,11 +383,27 @@ struct Work {
     logs_done: bool,
 }
 
-/// Every `log_poll`: polls the runner, ships new output, sends Running and final reports.
+/// Every `log_poll`, and at once when a child of the agent ends (SIGCHLD: an attempt's
+/// wrapper exits when its task does) or a report is due: polls the runner, ships new
+/// output, sends Running and final reports.
 async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // Without it (no signal driver), ends are seen at the next tick.
+    let mut child_ended =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
     loop {
-        if stopping_after(&mut stop, shared.config.log_poll).await {
+        if *stop.borrow() {
             return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.log_poll) => {}
+            Some(()) = async {
+                match child_ended.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+            _ = shared.watch_wake.notified() => {}
+            _ = stop.changed() => return,
         }
         let node = shared.node_id();
         let work = {
