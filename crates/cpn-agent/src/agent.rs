@@ -8,7 +8,8 @@ use crate::inventory::{host_name, inventory};
 use crate::metrics::MetricsSampler;
 use crate::runner::{Runner, Stream};
 use cpn_api_types::agent::{
-    AgentRegister, AgentRegistered, AttemptReport, AttemptState, AttemptVerdict, Heartbeat,
+    AgentRegister, AgentRegistered, Assignments, AttemptReport, AttemptState, AttemptVerdict,
+    Heartbeat,
 };
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +32,8 @@ pub(crate) struct Shared {
     /// Why the agent stopped by itself (the server refused its credential).
     pub fatal: Mutex<Option<String>>,
     pub stop: watch::Sender<bool>,
+    /// Wakes the watch loop before its next tick: there is a report to send now.
+    pub watch_wake: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -65,6 +68,22 @@ impl Shared {
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `f` on the runner on a blocking thread, never on the async ones: starts, polls and
+/// forgets do file I/O (fsyncs, directory removals), and whoever waits for the runner's
+/// lock would block an async thread too, which in `cpn serve` also serves the API.
+/// `None` while the runner is not open (or the runtime is shutting down).
+async fn on_runner<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&mut Runner) -> T + Send + 'static,
+) -> Option<T> {
+    let shared = shared.clone();
+    match tokio::task::spawn_blocking(move || shared.runner().as_mut().map(f)).await {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
+    }
 }
 
 /// Sleeps, or returns `true` at once when the agent is stopping.
@@ -116,15 +135,16 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let Some(node) = shared.node_id() else {
             continue;
         };
-        let attempts = heartbeat_reports(&shared);
+        let attempts = on_runner(&shared, heartbeat_reports)
+            .await
+            .unwrap_or_default();
         let hb = Heartbeat {
             metrics: sampler.sample(),
             attempts,
         };
         match shared.api.heartbeat(&node, &hb).await {
             Ok(reply) => {
-                let mut guard = shared.runner();
-                if let Some(runner) = guard.as_mut() {
+                on_runner(&shared, move |runner| {
                     for id in &reply.stop {
                         runner.stop(id, true);
                     }
@@ -133,7 +153,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                             runner.forget(id);
                         }
                     }
-                }
+                })
+                .await;
             }
             Err(AgentError::UnknownNode(_)) => {
                 tracing::warn!(node = %node, server = %shared.api.base(), "the server forgot this node: registering again");
@@ -259,11 +280,7 @@ async fn register(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Option<A
 
 /// What the heartbeat says of each attempt: an ended attempt shows as running until all
 /// its output is shipped, so that the server never sees an end before the output.
-fn heartbeat_reports(shared: &Shared) -> Vec<AttemptReport> {
-    let mut guard = shared.runner();
-    let Some(runner) = guard.as_mut() else {
-        return Vec::new();
-    };
+fn heartbeat_reports(runner: &mut Runner) -> Vec<AttemptReport> {
     let mut out = Vec::new();
     for id in runner.ids() {
         let Some(report) = runner.report(&id) else {
@@ -302,40 +319,9 @@ async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         match result {
             Ok(a) => {
                 backoff = MIN_BACKOFF;
-                let mut guard = shared.runner();
-                let Some(runner) = guard.as_mut() else {
-                    continue;
-                };
-                for id in &a.stop {
-                    runner.stop(id, true);
-                }
-                let mut started = Vec::new();
-                for assignment in &a.assignments {
-                    match runner.start(assignment) {
-                        Ok(true) => started.push(assignment.attempt_id.clone()),
-                        Ok(false) => {
-                            tracing::debug!(attempt = %assignment.attempt_id, "already started: ignored")
-                        }
-                        Err(e) => {
-                            tracing::error!(attempt = %assignment.attempt_id, error = %e, "cannot start")
-                        }
-                    }
-                }
-                // Say "running" now rather than at the next watch tick: it is the dispatch
-                // latency users see. The watch loop sends it again if this fails.
-                let reports: Vec<AttemptReport> = started
-                    .iter()
-                    .filter_map(|id| runner.running_report(id).into_iter().next())
-                    .filter(|r| r.state == AttemptState::Running && r.pid.is_some())
-                    .collect();
-                // The watch loop leaves these attempts alone while this report is in
-                // flight: no second Running, no output or end before it.
-                for r in &reports {
-                    if let Some(s) = runner.ship_state(&r.attempt_id) {
-                        s.running_in_flight = true;
-                    }
-                }
-                drop(guard);
+                let reports = on_runner(&shared, move |runner| start_assigned(runner, &a))
+                    .await
+                    .unwrap_or_default();
                 if !reports.is_empty() {
                     let shared = shared.clone();
                     let node = node.clone();
@@ -344,14 +330,17 @@ async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                             reports.iter().map(|r| shared.api.report(&node, r)),
                         )
                         .await;
-                        let mut guard = shared.runner();
-                        let Some(runner) = guard.as_mut() else { return };
-                        for (r, result) in reports.iter().zip(sent) {
-                            if let Some(s) = runner.ship_state(&r.attempt_id) {
-                                s.running_in_flight = false;
-                                s.running_sent |= result.is_ok();
+                        on_runner(&shared, move |runner| {
+                            for (r, result) in reports.iter().zip(sent) {
+                                if let Some(s) = runner.ship_state(&r.attempt_id) {
+                                    s.running_in_flight = false;
+                                    s.running_sent |= result.is_ok();
+                                }
                             }
-                        }
+                        })
+                        .await;
+                        // A short task has often ended meanwhile: its end goes now.
+                        shared.watch_wake.notify_one();
                     });
                 }
             }
@@ -367,6 +356,40 @@ async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Stops and starts what a poll brought; returns the "running" reports to send at once.
+fn start_assigned(runner: &mut Runner, a: &Assignments) -> Vec<AttemptReport> {
+    for id in &a.stop {
+        runner.stop(id, true);
+    }
+    let mut started = Vec::new();
+    for assignment in &a.assignments {
+        match runner.start(assignment) {
+            Ok(true) => started.push(assignment.attempt_id.clone()),
+            Ok(false) => {
+                tracing::debug!(attempt = %assignment.attempt_id, "already started: ignored")
+            }
+            Err(e) => {
+                tracing::error!(attempt = %assignment.attempt_id, error = %e, "cannot start")
+            }
+        }
+    }
+    // Say "running" now rather than at the next watch tick: it is the dispatch latency
+    // users see. The watch loop sends it again if this fails.
+    let reports: Vec<AttemptReport> = started
+        .iter()
+        .filter_map(|id| runner.running_report(id).into_iter().next())
+        .filter(|r| r.state == AttemptState::Running && r.pid.is_some())
+        .collect();
+    // The watch loop leaves these attempts alone while this report is in flight: no
+    // second Running, no output or end before it.
+    for r in &reports {
+        if let Some(s) = runner.ship_state(&r.attempt_id) {
+            s.running_in_flight = true;
+        }
+    }
+    reports
+}
+
 /// What the watch loop has to do for one attempt, taken from the runner under its lock.
 struct Work {
     id: String,
@@ -377,20 +400,35 @@ struct Work {
     logs_done: bool,
 }
 
-/// Every `log_poll`: polls the runner, ships new output, sends Running and final reports.
+/// Every `log_poll`, and at once when a child of the agent ends (SIGCHLD: an attempt's
+/// wrapper exits when its task does) or a report is due: polls the runner, ships new
+/// output, sends Running and final reports.
 async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // Without it (no signal driver), ends are seen at the next tick.
+    let mut child_ended =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
     loop {
-        if stopping_after(&mut stop, shared.config.log_poll).await {
+        if *stop.borrow() {
             return;
         }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.log_poll) => {}
+            Some(()) = async {
+                match child_ended.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+            _ = shared.watch_wake.notified() => {}
+            _ = stop.changed() => return,
+        }
         let node = shared.node_id();
-        let work = {
-            let mut guard = shared.runner();
-            let Some(runner) = guard.as_mut() else {
-                continue;
-            };
+        let registered = node.is_some();
+        let work = on_runner(&shared, move |runner| {
             runner.poll();
-            let Some(_) = node else { continue };
+            if !registered {
+                return Vec::new();
+            }
             let now = Instant::now();
             let mut work = Vec::new();
             for id in runner.ids() {
@@ -428,17 +466,19 @@ async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 });
             }
             work
-        };
+        })
+        .await
+        .unwrap_or_default();
         let Some(node) = node else { continue };
+        if work.is_empty() {
+            continue;
+        }
         // Attempts ship concurrently: one slow upload must not hold the others' reports.
         let outcomes =
             futures_util::future::join_all(work.iter().map(|w| ship(&shared, &node, w))).await;
-        for (w, outcome) in work.into_iter().zip(outcomes) {
-            let mut guard = shared.runner();
-            let Some(runner) = guard.as_mut() else {
-                continue;
-            };
-            let forget = {
+        let base = shared.api.base().to_string();
+        on_runner(&shared, move |runner| {
+            for (w, outcome) in work.into_iter().zip(outcomes) {
                 let Some(s) = runner.ship_state(&w.id) else {
                     continue;
                 };
@@ -449,18 +489,18 @@ async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 if let Some(e) = &outcome.error {
                     s.backoff = next_backoff(s.backoff);
                     s.next_try = Some(Instant::now() + s.backoff);
-                    tracing::warn!(attempt = %w.id, server = %shared.api.base(), error = %e, "shipping the attempt failed; retrying in {:?}", s.backoff);
+                    tracing::warn!(attempt = %w.id, server = %base, error = %e, "shipping the attempt failed; retrying in {:?}", s.backoff);
                 } else {
                     s.backoff = Duration::ZERO;
                     s.next_try = None;
                 }
-                outcome.stop
-            };
-            if forget {
-                tracing::info!(attempt = %w.id, "the server says stop: killing and forgetting");
-                runner.stop(&w.id, true);
+                if outcome.stop {
+                    tracing::info!(attempt = %w.id, "the server says stop: killing and forgetting");
+                    runner.stop(&w.id, true);
+                }
             }
-        }
+        })
+        .await;
     }
 }
 

@@ -156,6 +156,7 @@ pub fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         runner: Mutex::new(None),
         fatal: Mutex::new(None),
         stop,
+        watch_wake: tokio::sync::Notify::new(),
     });
     let task = tokio::spawn(agent::run(shared.clone(), stop_rx));
     Ok(AgentHandle {

@@ -436,7 +436,7 @@ pub async fn release_decision(
         state.runtime.ledger().release(HoldKind::Decision, &d.id);
         released
     };
-    state.runtime.binder_wake.notify_one();
+    state.runtime.capacity_changed();
     record_view(&site_names(state).await?, released)
 }
 

@@ -272,6 +272,86 @@ async fn bad_submissions_get_clear_errors_and_store_nothing() {
 }
 
 #[tokio::test]
+async fn a_task_waiting_for_capacity_is_bound_when_it_frees_not_at_the_end_of_its_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), false, &[]).await;
+    wait_nodes(&server, 1).await;
+    let (s, nodes) = server.admin(Method::GET, "/api/v1/nodes", None).await;
+    assert_eq!(s, StatusCode::OK, "{nodes}");
+    let cores = nodes[0]["inventory"]["cpu_cores"].as_f64().expect("cores");
+    // The whole node for a few seconds, then a second task that needs the whole node too.
+    let first = submit(
+        &server,
+        json!({"name": "first", "command": ["sleep", "3"],
+               "resources": {"cpu_cores": cores, "memory_gib": 0.1}}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while task(&server, &first).await["state"] != "running" {
+        assert!(Instant::now() < deadline, "the first task never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = submit(
+        &server,
+        json!({"name": "second", "command": ["true"],
+               "resources": {"cpu_cores": cores, "memory_gib": 0.1}}),
+    )
+    .await;
+    // While it waits, it backs off: the latest `not_before` seen is when the binder would
+    // try it next if nothing woke it.
+    let mut backoff_until: Option<String> = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = task(&server, &second).await;
+        if t["state"] != "pending" {
+            break;
+        }
+        if let Some(nb) = t["not_before"].as_str() {
+            assert!(
+                t["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("unschedulable"),
+                "{t}"
+            );
+            backoff_until = Some(nb.to_string());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second task never left pending"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done = wait_terminal(
+        &server,
+        &[first.clone(), second.clone()],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(done[&first]["state"], "succeeded", "{}", done[&first]);
+    assert_eq!(done[&second]["state"], "succeeded", "{}", done[&second]);
+    let at = |t: &Value, state: &str| {
+        let h = t["history"].as_array().unwrap();
+        let at = h.iter().find(|h| h["state"] == state).expect(state)["at"]
+            .as_str()
+            .unwrap();
+        chrono::DateTime::parse_from_rfc3339(at).unwrap()
+    };
+    let backoff_until =
+        chrono::DateTime::parse_from_rfc3339(&backoff_until.expect("the second task waited"))
+            .unwrap();
+    let bound = at(&done[&second], "scheduled");
+    // Bound once the first task had ended, and before its backoff was over: the end
+    // freed the capacity and woke the binder.
+    assert!(bound >= at(&done[&first], "succeeded"), "{}", done[&second]);
+    assert!(
+        bound < backoff_until,
+        "bound at {bound}, after its backoff ({backoff_until}): {}",
+        done[&second]
+    );
+}
+
+#[tokio::test]
 async fn a_killed_agents_tasks_are_rescheduled_to_the_other_agent_with_an_alarm() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(

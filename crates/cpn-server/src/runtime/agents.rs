@@ -28,6 +28,13 @@ pub const OOM_REASON: &str =
 /// Longest long poll an agent may ask for.
 pub const MAX_WAIT_MS: u64 = 60_000;
 
+/// How long an attempt handed to an agent is left out of its next polls: the agent's
+/// "running" report normally ends its `scheduled` state long before, so polls made
+/// meanwhile wait for new work instead of getting the same attempts again. Past this, it is
+/// handed out again (the answer was lost, or the agent stopped before starting it; the
+/// agent never starts an attempt id twice).
+pub const REDELIVER_AFTER: Duration = Duration::from_secs(3);
+
 pub fn node_event(node: &cpn_store::NodeRecord, severity: &str, message: String) -> NewEvent {
     NewEvent {
         at: Utc::now(),
@@ -146,8 +153,10 @@ pub async fn register(
     state.runtime.with_live(&node.id, |l| {
         l.last_heartbeat = Instant::now();
         l.last_heartbeat_at = Some(Utc::now());
+        // A (re)started agent gets every attempt it has not started at its first poll.
+        l.handed_out.clear();
     });
-    state.runtime.binder_wake.notify_one();
+    state.runtime.capacity_changed();
     Ok(AgentRegistered {
         node_id: node.id,
         site: node.site,
@@ -199,7 +208,7 @@ pub async fn heartbeat(
             .patch_node(node_id, patch, Utc::now(), vec![event])
             .await?;
         rt.events_written();
-        rt.binder_wake.notify_one();
+        rt.capacity_changed();
     }
     let mut reply = HeartbeatReply::default();
     let mut held = std::collections::HashSet::new();
@@ -478,23 +487,44 @@ pub async fn assignments(
                 ..Default::default()
             })
             .await?;
-        if !scheduled.is_empty() || !stop.is_empty() || Instant::now() >= deadline {
-            let mut out = Assignments {
-                assignments: Vec::with_capacity(scheduled.len()),
-                stop,
-            };
-            for rec in scheduled {
-                out.assignments
-                    .push(assignment_of(super::tasks::decode(rec)?));
+        let scheduled = scheduled
+            .into_iter()
+            .map(super::tasks::decode)
+            .collect::<ApiResult<Vec<Task>>>()?;
+        let now = Instant::now();
+        let (fresh, redeliver_at) = state.runtime.with_live(node_id, |l| {
+            let ids: std::collections::HashSet<String> =
+                scheduled.iter().map(Task::attempt_id).collect();
+            // Started (or gone) since: forgotten.
+            l.handed_out.retain(|id, _| ids.contains(id));
+            let mut fresh = Vec::new();
+            for task in scheduled {
+                let id = task.attempt_id();
+                let due = l
+                    .handed_out
+                    .get(&id)
+                    .is_none_or(|at| now.duration_since(*at) >= REDELIVER_AFTER);
+                if due {
+                    l.handed_out.insert(id, now);
+                    fresh.push(assignment_of(task));
+                }
             }
-            return Ok(out);
+            let redeliver_at = l.handed_out.values().min().map(|at| *at + REDELIVER_AFTER);
+            (fresh, redeliver_at)
+        });
+        if !fresh.is_empty() || !stop.is_empty() || now >= deadline {
+            return Ok(Assignments {
+                assignments: fresh,
+                stop,
+            });
         }
         let mut stop = state.runtime.shutdown.subscribe();
         if *stop.borrow_and_update() {
             return Ok(Assignments::default());
         }
+        let until = redeliver_at.map_or(deadline, |r| r.min(deadline));
         tokio::select! {
-            _ = tokio::time::timeout_at(deadline.into(), notified) => {}
+            _ = tokio::time::timeout_at(until.into(), notified) => {}
             _ = stop.changed() => {}
         }
     }

@@ -193,12 +193,16 @@ fn rand_seed() -> u64 {
 pub async fn cycle(state: &AppState) -> ApiResult<usize> {
     let rt = &state.runtime;
     let _capacity = rt.capacity_lock.lock().await;
+    // Taken before anything is read: capacity freed from here on wakes another cycle.
+    let capacity_changed = rt.take_capacity_changed();
     let now = Utc::now();
     let pending = state
         .store
         .list_tasks(TaskQuery {
             states: vec![TaskState::Pending.as_str().into()],
-            due_at: Some(now),
+            // When capacity appeared, the tasks waiting for it are tried too, in queue
+            // order, without waiting for the end of their backoff.
+            due_at: (!capacity_changed).then_some(now),
             order: TaskOrder::Queue,
             limit: Some(BATCH),
             ..Default::default()
@@ -216,6 +220,11 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
     let mut batch = Vec::with_capacity(pending.len());
     for rec in pending {
         let mut task: Task = super::tasks::decode(rec)?;
+        let due = task.record.not_before.is_none_or(|t| t <= now);
+        if !due && !task.waits_for_capacity() {
+            // A retry's backoff is kept whatever capacity does.
+            continue;
+        }
         let attempt = task.record.attempt;
         if task.spec.deadline.is_some_and(|d| d <= now) {
             let events = task.expire(now);
@@ -239,12 +248,12 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
             }
         };
         sched_task.id = task.record.id.clone();
-        batch.push((task, sched_task));
+        batch.push((task, sched_task, due));
     }
     let shapes: Vec<cpn_sched::Task> = batch
         .iter()
-        .filter(|(_, t)| t.demand.gpus > 0)
-        .map(|(_, t)| t.clone())
+        .filter(|(_, t, _)| t.demand.gpus > 0)
+        .map(|(_, t, _)| t.clone())
         .collect();
     let policies = Policies::load(state, &shapes, live.site_access.clone()).await?;
     // The round is CPU work (up to BATCH placements): it runs on the blocking pool, not on
@@ -272,7 +281,7 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
 /// One `Round` over a decoded batch in queue order: the bindings (with their brief
 /// decisions) and the refusals, as task writes appended to `writes`.
 fn place_batch(
-    batch: Vec<(Task, cpn_sched::Task)>,
+    batch: Vec<(Task, cpn_sched::Task, bool)>,
     mut live: LiveCluster,
     mut policies: Policies,
     now: chrono::DateTime<Utc>,
@@ -284,15 +293,16 @@ fn place_batch(
     // Queue order: priority classes, FIFO inside a class, aging, as in the twins.
     let now_s = now.timestamp().max(0) as u64;
     let mut queue = TaskQueue::new(DEFAULT_AGING_S);
-    for (i, (task, _)) in batch.iter().enumerate() {
+    for (i, (task, _, _)) in batch.iter().enumerate() {
         let submitted = task.record.submitted_at.timestamp().max(0) as u64;
         queue.push(i, task.record.priority, submitted);
     }
     let order = queue.pop_batch(batch.len(), now_s);
-    let mut batch: Vec<Option<(Task, cpn_sched::Task)>> = batch.into_iter().map(Some).collect();
+    let mut batch: Vec<Option<(Task, cpn_sched::Task, bool)>> =
+        batch.into_iter().map(Some).collect();
     let mut round = Round::new();
     for i in order {
-        let (mut task, sched_task) = batch[i].take().expect("each queued index once");
+        let (mut task, sched_task, due) = batch[i].take().expect("each queued index once");
         let attempt = task.record.attempt;
         let name = policies.name_for(task.spec.policy.as_deref(), &sched_task);
         let scheduler = match policies.scheduler(&name) {
@@ -333,7 +343,13 @@ fn place_batch(
             }
             Outcome::Waits(u) => {
                 unschedulable += 1;
-                task.unschedulable(now, unschedulable_reason(&live, &u, "no node fits now"))
+                let why = unschedulable_reason(&live, &u, "no node fits now");
+                if !due && task.unschedulable_for(&why) {
+                    // Tried early because capacity appeared, and still waiting for the
+                    // same reason: nothing to write (its backoff stands).
+                    continue;
+                }
+                task.unschedulable(now, why)
             }
             Outcome::Never(u) => {
                 unschedulable += 1;

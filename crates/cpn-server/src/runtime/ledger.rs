@@ -148,7 +148,7 @@ pub async fn sweep(state: &AppState) -> ApiResult<()> {
         rt.ledger().release(kind, &id);
         tracing::info!(?kind, id = %id, "hold expired; released");
     }
-    rt.binder_wake.notify_one();
+    rt.capacity_changed();
     Ok(())
 }
 

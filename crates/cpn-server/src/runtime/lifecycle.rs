@@ -13,8 +13,11 @@ use cpn_api_types::tasks::{StateChange, TaskKpis, TaskState, TaskSubmit, TaskVie
 use cpn_store::{NewEvent, TaskRecord};
 use serde::{Deserialize, Serialize};
 
-/// Longest wait between two placement tries of an unschedulable task.
+/// Longest wait between two placement tries of an unschedulable task while no capacity
+/// appears (capacity that does wakes the binder, which tries it at once).
 pub const MAX_UNSCHEDULABLE_BACKOFF_S: i64 = 10;
+/// How the reason of a task that waits for capacity starts.
+const UNSCHEDULABLE_PREFIX: &str = "unschedulable: ";
 
 /// What the server keeps about a task beyond its columns (stored as JSON).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -340,7 +343,7 @@ impl Task {
         let backoff = (1i64 << streak.min(4)).min(MAX_UNSCHEDULABLE_BACKOFF_S);
         self.record.not_before = Some(now + Duration::seconds(backoff));
         self.record.updated_at = now;
-        self.status.reason = Some(format!("unschedulable: {why}"));
+        self.status.reason = Some(format!("{UNSCHEDULABLE_PREFIX}{why}"));
         if streak == 1 {
             vec![self.alarm(
                 now,
@@ -391,6 +394,25 @@ impl Task {
         );
         self.status.unplaceable_since = Some(since);
         events
+    }
+
+    /// Whether the task waits for capacity: its last placement tries found no node, so its
+    /// `not_before` is that backoff, which capacity appearing may cut short. (A retry's
+    /// backoff is never cut short: it starts after a bind, which clears the streak.)
+    pub fn waits_for_capacity(&self) -> bool {
+        self.state() == TaskState::Pending && self.status.unschedulable_streak > 0
+    }
+
+    /// Whether a miss for this reason would tell nothing new: the task already waits
+    /// for capacity for exactly it.
+    pub fn unschedulable_for(&self, why: &str) -> bool {
+        self.waits_for_capacity()
+            && self
+                .status
+                .reason
+                .as_deref()
+                .and_then(|r| r.strip_prefix(UNSCHEDULABLE_PREFIX))
+                == Some(why)
     }
 
     /// Still waiting at its deadline.

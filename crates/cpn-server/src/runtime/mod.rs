@@ -32,7 +32,7 @@ use ledger::{Hold, HoldKind};
 use lifecycle::Task;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 
@@ -70,6 +70,9 @@ pub struct LiveNode {
     pub wake: std::sync::Arc<Notify>,
     /// Attempts to kill, delivered by the next poll or heartbeat.
     pub stops: HashSet<String>,
+    /// Attempts handed to the node's agent by a poll, and when: a later poll leaves them
+    /// out while the agent starts them, until [`agents::REDELIVER_AFTER`] has passed.
+    pub handed_out: HashMap<String, Instant>,
     /// Recent metrics, oldest first, one sample per `METRICS_HISTORY_STEP` at most, for the
     /// console's charts. In memory only: a restart starts the charts afresh.
     pub history: std::collections::VecDeque<NodeMetrics>,
@@ -105,6 +108,7 @@ impl LiveNode {
             metrics: None,
             wake: std::sync::Arc::new(Notify::new()),
             stops: HashSet::new(),
+            handed_out: HashMap::new(),
             history: std::collections::VecDeque::new(),
         }
     }
@@ -124,7 +128,11 @@ pub struct Runtime {
     pub config: RuntimeConfig,
     /// Bumped after every commit that wrote events; event streams wait on it.
     pub events: watch::Sender<u64>,
+    /// Wakes the binder: work to place (a submission) or capacity to place it on.
     pub binder_wake: Notify,
+    /// Set by [`Runtime::capacity_changed`]: the next binding cycle also tries the tasks
+    /// that wait for capacity, not only those whose backoff is over.
+    capacity_dirty: AtomicBool,
     pub live: Mutex<HashMap<String, LiveNode>>,
     /// Every hold on capacity: tasks, decisions, allocations.
     pub ledger: Mutex<ledger::Ledger>,
@@ -149,6 +157,7 @@ impl Runtime {
             config,
             events: watch::channel(0).0,
             binder_wake: Notify::new(),
+            capacity_dirty: AtomicBool::new(false),
             live: Mutex::new(HashMap::new()),
             ledger: Mutex::new(ledger::Ledger::default()),
             logs: logs::LogStore::new(data_dir.join("logs"), config.limits.max_task_output_bytes),
@@ -167,6 +176,19 @@ impl Runtime {
 
     pub fn events_written(&self) {
         self.events.send_modify(|n| *n += 1);
+    }
+
+    /// Capacity may have appeared (a task ended, a node joined or came back, an allocation
+    /// or a node was given back): wakes the binder, whose next cycle retries the tasks that
+    /// wait for capacity at once instead of at the end of their backoff.
+    pub fn capacity_changed(&self) {
+        self.capacity_dirty.store(true, Ordering::Release);
+        self.binder_wake.notify_one();
+    }
+
+    /// Whether capacity changed since the last call (the binder's, at the start of a cycle).
+    pub fn take_capacity_changed(&self) -> bool {
+        self.capacity_dirty.swap(false, Ordering::AcqRel)
     }
 
     /// The node's live entry, created on first use (a node known from the store is given a
@@ -230,7 +252,7 @@ impl Runtime {
             self.events_written();
         }
         if freed {
-            self.binder_wake.notify_one();
+            self.capacity_changed();
         }
         Ok(results)
     }

@@ -112,6 +112,6 @@ pub async fn mark_lost(state: &AppState, node: &cpn_store::NodeRecord, why: &str
     tracing::warn!(node = %node.name, site = %node.site, tasks = writes.len(), "node lost");
     rt.commit(state, writes).await?;
     rt.events_written();
-    rt.binder_wake.notify_one();
+    rt.capacity_changed();
     Ok(())
 }

@@ -656,7 +656,7 @@ async fn release(state: &AppState, ctx: &mut Ctx, id: &str) -> ApiResult<String>
         ),
     );
     if !a.node_id.starts_with(RESOURCE_ALLOCATION_PREFIX) {
-        state.runtime.binder_wake.notify_one();
+        state.runtime.capacity_changed();
     }
     Ok(format!(
         "allocation {} released ({} given back)",
@@ -766,7 +766,7 @@ async fn finish_adjust(
         format!("allocation {}: {} → {}", a.id, describe(old), describe(r)),
     );
     if wake {
-        state.runtime.binder_wake.notify_one();
+        state.runtime.capacity_changed();
     }
     Ok(format!(
         "allocation {} now holds {} (was {})",
@@ -835,7 +835,7 @@ async fn occupy(state: &AppState, ctx: &mut Ctx, key: &str, enable: bool) -> Api
             )
             .await?;
         state.runtime.events_written();
-        state.runtime.binder_wake.notify_one();
+        state.runtime.capacity_changed();
         ctx.step("give back", format!("no longer held for tenant {t}"));
         Ok(msg)
     }
@@ -887,7 +887,7 @@ async fn isolate_node(
             "nothing new is placed on the node; running tasks keep running",
         );
     } else {
-        state.runtime.binder_wake.notify_one();
+        state.runtime.capacity_changed();
         ctx.step("uncordon", "the node takes new work again");
     }
     Ok(msg)
@@ -1016,7 +1016,7 @@ async fn reclaim(
             ),
         );
     }
-    state.runtime.binder_wake.notify_one();
+    state.runtime.capacity_changed();
     Ok(format!(
         "node {label} reclaimed: {evicted} tasks evicted (rescheduled), {released} allocations released"
     ))

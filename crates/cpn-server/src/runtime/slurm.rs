@@ -242,7 +242,7 @@ pub async fn import_nodes(state: &AppState, site: &SlurmSite) -> ApiResult<()> {
             .append_events(vec![super::agents::node_event(&rec, "info", msg)])
             .await?;
         state.runtime.events_written();
-        state.runtime.binder_wake.notify_one();
+        state.runtime.capacity_changed();
     }
     Ok(())
 }
