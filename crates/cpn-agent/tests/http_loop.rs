@@ -236,8 +236,9 @@ async fn runs_an_assignment_once_and_reports_it() {
     // The server keeps re-sending the assignment; a restarted agent does not run it either.
     tokio::time::sleep(Duration::from_millis(500)).await;
     agent.stop().await;
-    let agent = spawn(config).unwrap();
+    // Counted before the restart: the new agent may register before this line runs.
     let before = state.lock().unwrap().registrations;
+    let agent = spawn(config).unwrap();
     wait_for("re-registration", Duration::from_secs(10), || {
         state.lock().unwrap().registrations > before
     })
