@@ -371,7 +371,8 @@ pub struct NodeView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offer: Option<String>,
     /// Why the node fulfils no registered compute resource of its site: it is unregistered
-    /// capacity, placed with unknown price, performance and energy.
+    /// capacity, placed with unknown price, performance and energy (scored as the mean of the
+    /// sites that know theirs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unregistered: Option<String>,
 }
