@@ -28,6 +28,7 @@ pub enum TaskCmd {
     ///   cpn task submit --gpus 1 --memory-gib 16 --env SEED=7 --wait -- ./bench
     ///   cpn task submit --script job.sh --site ningxia-zw-1 --follow
     ///   cpn task submit -f task.yaml --priority 5
+    ///   cpn task submit --origin Shanghai --policy nearest --wait -- hostname
     #[command(verbatim_doc_comment)]
     Submit(SubmitArgs),
     /// List tasks, oldest first (all pages unless --limit is given).
@@ -115,6 +116,10 @@ pub struct SubmitArgs {
     /// Scheduling policy by name [default: the one whose match rules select the task].
     #[arg(long, value_name = "POLICY")]
     pub policy: Option<String>,
+    /// Region the task's data or users are in (a site's `region`, e.g. `Shanghai`): the
+    /// latency factor scores sites from there.
+    #[arg(long, value_name = "REGION")]
+    pub origin: Option<String>,
     /// Tenant to run for (operators only) [default: the caller's].
     #[arg(long, value_name = "TENANT")]
     pub tenant: Option<String>,
@@ -289,6 +294,9 @@ fn build_submit(args: &SubmitArgs) -> Result<TaskSubmit> {
     }
     if let Some(p) = &args.policy {
         task.policy = Some(p.clone());
+    }
+    if let Some(o) = &args.origin {
+        task.origin_region = Some(o.clone());
     }
     if let Some(t) = &args.tenant {
         task.tenant = Some(t.clone());
@@ -744,6 +752,8 @@ mod tests {
             "B=x=y",
             "--priority",
             "-3",
+            "--origin",
+            "Shanghai",
             "--wait",
             "--",
             "/usr/bin/python3",
@@ -758,6 +768,7 @@ mod tests {
         assert_eq!(t.resources.memory_gib, 1.0);
         assert_eq!(t.priority, -3);
         assert_eq!(t.env["B"], "x=y");
+        assert_eq!(t.origin_region.as_deref(), Some("Shanghai"));
     }
 
     #[test]
