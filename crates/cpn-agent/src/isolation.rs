@@ -181,7 +181,17 @@ impl Isolation {
             None
         };
         let identities_file = match &config.identities_file {
-            Some(f) => absolute(f)?,
+            Some(f) => {
+                let f = absolute(f)?;
+                if let Some(dir) = f.parent() {
+                    fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)
+                        .map_err(AgentError::io("creating", dir))?;
+                }
+                f
+            }
             None => state_dir.join(IDENTITIES_FILE),
         };
         let identities = read_identities(&identities_file);
@@ -634,7 +644,7 @@ mod tests {
         fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let config = IsolationConfig {
             work_root: Some(t.path().join("work")),
-            identities_file: Some(t.path().join("shared-identities.json")),
+            identities_file: Some(t.path().join("shared").join("identities.json")),
             ..IsolationConfig::default()
         };
         let (sa, sb) = (t.path().join("a"), t.path().join("b"));
