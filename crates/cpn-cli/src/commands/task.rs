@@ -30,7 +30,7 @@ pub enum TaskCmd {
     ///   cpn task submit -f task.yaml --priority 5
     ///   cpn task submit --origin Shanghai --policy nearest --wait -- hostname
     #[command(verbatim_doc_comment)]
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// List tasks, oldest first (all pages unless --limit is given).
     ///
     /// Examples:
@@ -216,7 +216,7 @@ fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
 
 pub async fn run(ctx: &Ctx, cmd: TaskCmd) -> Result<()> {
     match cmd {
-        TaskCmd::Submit(args) => submit(ctx, args).await,
+        TaskCmd::Submit(args) => submit(ctx, *args).await,
         TaskCmd::List(args) => list(ctx, args).await,
         TaskCmd::Get { id } => get(ctx, &id).await,
         TaskCmd::Logs(args) => logs(ctx, args).await,
@@ -736,7 +736,7 @@ mod tests {
         let mut argv = vec!["cpn", "task", "submit"];
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).unwrap().command {
-            crate::cli::Command::Task(TaskCmd::Submit(a)) => a,
+            crate::cli::Command::Task(TaskCmd::Submit(a)) => *a,
             other => panic!("parsed as {other:?}"),
         }
     }
