@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Does what README.md tells a stranger, literally, in a fresh empty directory:
 #   cargo run --release -- serve          (the port is the only change: a free one)
-#   cpn task submit --wait -- sh -c 'echo hi; exit 3'      (the CLI as the tour runs it)
+#   cpn task submit --wait -- sh -c 'echo hi; exit 3'      (the CLI as the tour runs it;
+#                                      it lands on an emulated node of a demo site)
 # and then `cpn agent` from another fresh directory, with its default state dir, running a
-# task pinned to its site. Any difference from what the README promises fails the script.
+# task pinned to its site and label. Any difference from what the README promises fails the
+# script.
 #
 # Usage: scripts/readme-start.sh        (CI runs it; it needs nothing but cargo)
 set -euo pipefail
@@ -63,11 +65,16 @@ run_hi_task() { # [--site SITE]
     id=$(echo "$out" | head -n 1)
     logs=$(cpn task logs "$id") || fail "cpn task logs $id"
     [ "$logs" = hi ] || fail "task $id printed '$logs', not 'hi'"
-    echo "task $id: exit 3, output 'hi'"
+    where=$(cpn task get "$id" | sed -n 's/^Site\/node: *//p')
+    echo "task $id: exit 3, output 'hi', ran on $where"
 }
 
 echo "== README tour: cpn task submit --wait -- sh -c 'echo hi; exit 3'"
 run_hi_task
+case "$where" in
+    local/* | "") fail "the tour's task ran on '$where', not on an emulated node of a demo site" ;;
+esac
+cpn node list | grep -q 'agent (emulated)' || fail "no emulated node in: $(cpn node list)"
 
 echo "== README: cpn agent --join from another fresh directory, into site zhongwei"
 mkdir "$work/gpu-07"
@@ -81,7 +88,8 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 cpn node list | grep -q 'gpu-07' || fail "the agent's node never showed up"
-run_hi_task --site zhongwei
+run_hi_task --site zhongwei --node-selector pool=a
+[ "$where" = zhongwei/gpu-07 ] || fail "the task pinned to pool=a ran on '$where', not zhongwei/gpu-07"
 [ -d "$work/gpu-07/cpn-agent-state" ] || fail "the agent did not keep its state in ./cpn-agent-state"
 
 echo "readme-start: 2 passed, 0 failed"

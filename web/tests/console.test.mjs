@@ -1,5 +1,6 @@
 // The web console in a real browser (issue #7 acceptance): headless Debian Chromium driven by
-// playwright-core against a running `cpn serve` with the demo federation and its local agent.
+// playwright-core against a running `cpn serve` with the demo federation, its emulated nodes
+// and the local agent.
 // Started by the Rust test crates/cpn-cli/tests/e2e/web.rs, which passes:
 //   CPN_URL            the server's base URL
 //   CPN_PASSWORD_FILE  the admin password file of its data dir
@@ -115,8 +116,10 @@ test('the topology shows the 10 demo sites by geography, and a site opens with i
   await page.click('[data-test=site-list] tr[data-site="zhangjiakou"]');
   await page.waitForSelector('[data-test=site-panel]');
   assert.match(await page.textContent('[data-test=site-panel]'), /zhangjiakou/);
-  // Its registered offers against live machines: none here, so planning targets only.
+  // Its registered offers against live machines: the emulated nodes of the demo, marked so.
   await page.waitForSelector('[data-test=site-offers] table');
+  await page.waitForSelector('[data-test=site-panel] .topo-node .badge.emulated');
+  assert.match(await page.textContent('[data-test=site-offers]'), /1 emulated/);
   await shot(page, '03-topology-site');
   await page.context().close();
 });
@@ -140,7 +143,11 @@ test('a task submitted in the form runs, succeeds, shows its logs and why it ran
   await page.waitForFunction(() => document.querySelector('[data-test=task-logs]')?.textContent.includes('hello from the console'));
   await shot(page, '05-task-logs');
   await page.click('[data-tab=explain]');
-  await page.waitForFunction(() => /local/.test(document.querySelector('[data-test=task-explain]')?.textContent || ''));
+  // It ran on an emulated node of a national site, and "why here" names it.
+  await page.waitForFunction((sites) => {
+    const text = document.querySelector('[data-test=task-explain]')?.textContent || '';
+    return sites.some((s) => text.includes(s));
+  }, DEMO_SITES);
   await shot(page, '06-task-explain');
   await page.goto(`${BASE}/#/tasks`);
   await page.waitForSelector('tr[data-task]');

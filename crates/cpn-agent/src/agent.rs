@@ -127,7 +127,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     };
     let mut interval = heartbeat_interval(&registered);
     let poll_task = tokio::spawn(assignment_loop(shared.clone(), stop.clone()));
-    let mut sampler = MetricsSampler::new();
+    let mut sampler = if shared.config.emulate.is_some() {
+        MetricsSampler::emulated()
+    } else {
+        MetricsSampler::new()
+    };
     loop {
         if stopping_after(&mut stop, interval).await {
             break;
@@ -182,9 +186,12 @@ fn heartbeat_interval(r: &AgentRegistered) -> Duration {
 /// Registers until it succeeds; `None` when the agent stops first.
 async fn register(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Option<AgentRegistered> {
     let name = shared.config.name.clone().unwrap_or_else(host_name);
-    let mut inventory = tokio::task::spawn_blocking(inventory)
-        .await
-        .unwrap_or_default();
+    let mut inventory = match &shared.config.emulate {
+        Some(e) => e.inventory(),
+        None => tokio::task::spawn_blocking(inventory)
+            .await
+            .unwrap_or_default(),
+    };
     inventory.isolation = shared.runner().as_ref().map(Runner::isolation);
     let body = AgentRegister {
         site: shared.config.site.clone(),

@@ -44,6 +44,7 @@ pub fn inventory() -> NodeInventory {
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         // Filled by the agent from its runner, which found it at start.
         isolation: None,
+        emulated: false,
     }
 }
 

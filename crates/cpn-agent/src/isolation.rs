@@ -54,6 +54,10 @@ pub struct IsolationConfig {
     pub single_user: bool,
     /// Process limit of each attempt.
     pub pids_max: u32,
+    /// Where tenants' identities are kept; `None`: `{state_dir}/identities.json`. Agents
+    /// of one process that share `task_uids` (the local and emulated nodes of `cpn serve`)
+    /// must share this file too, or two tenants could get the same uid on one host.
+    pub identities_file: Option<PathBuf>,
 }
 
 impl Default for IsolationConfig {
@@ -63,8 +67,20 @@ impl Default for IsolationConfig {
             work_root: None,
             single_user: false,
             pids_max: DEFAULT_PIDS_MAX,
+            identities_file: None,
         }
     }
+}
+
+/// Held while an identity is given out, so agents of one process sharing an identities
+/// file never give one uid to two tenants.
+static IDENTITIES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn read_identities(file: &Path) -> BTreeMap<String, u32> {
+    fs::read(file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }
 
 /// Parses `FIRST-LAST` (inclusive) for `--task-uid-range`.
@@ -164,11 +180,21 @@ impl Isolation {
         } else {
             None
         };
-        let identities_file = state_dir.join(IDENTITIES_FILE);
-        let identities = fs::read(&identities_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let identities_file = match &config.identities_file {
+            Some(f) => {
+                let f = absolute(f)?;
+                if let Some(dir) = f.parent() {
+                    fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)
+                        .map_err(AgentError::io("creating", dir))?;
+                }
+                f
+            }
+            None => state_dir.join(IDENTITIES_FILE),
+        };
+        let identities = read_identities(&identities_file);
         Ok(Isolation {
             uid_switch,
             setpriv,
@@ -279,6 +305,18 @@ impl Isolation {
                  with --single-user to run every tenant's tasks as its own user)",
                 self.own_tenant.as_deref().unwrap_or("unknown")
             ));
+        }
+        if let Some(uid) = self.identities.get(tenant) {
+            return Ok(Some(Identity {
+                uid: *uid,
+                gid: *uid,
+            }));
+        }
+        // Another agent of this process may have given identities out since: read the
+        // file again under the lock, and write it before letting go.
+        let _guard = IDENTITIES.lock().unwrap_or_else(|p| p.into_inner());
+        for (t, uid) in read_identities(&self.identities_file) {
+            self.identities.entry(t).or_insert(uid);
         }
         if let Some(uid) = self.identities.get(tenant) {
             return Ok(Some(Identity {
@@ -589,5 +627,37 @@ fn detect_cgroups() -> Cgroups {
         Cgroups::None
     } else {
         Cgroups::V1 { bases }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_sharing_an_identities_file_never_give_one_uid_to_two_tenants() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: identities switch only as root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let config = IsolationConfig {
+            work_root: Some(t.path().join("work")),
+            identities_file: Some(t.path().join("shared").join("identities.json")),
+            ..IsolationConfig::default()
+        };
+        let (sa, sb) = (t.path().join("a"), t.path().join("b"));
+        fs::create_dir_all(&sa).unwrap();
+        fs::create_dir_all(&sb).unwrap();
+        // Both loaded before either gave anything out, as agents of one process are.
+        let mut a = Isolation::detect(&config, &sa).unwrap();
+        let mut b = Isolation::detect(&config, &sb).unwrap();
+        let alpha = a.identity_for("alpha").unwrap().unwrap();
+        let beta = b.identity_for("beta").unwrap().unwrap();
+        assert_ne!(alpha.uid, beta.uid);
+        assert_eq!(b.identity_for("alpha").unwrap().unwrap(), alpha);
+        assert_eq!(a.identity_for("beta").unwrap().unwrap(), beta);
+        assert!(!sa.join(IDENTITIES_FILE).exists());
     }
 }

@@ -9,6 +9,7 @@
 mod agent;
 mod client;
 mod credential;
+mod emulate;
 mod error;
 mod inventory;
 pub mod isolation;
@@ -19,6 +20,7 @@ pub mod runner;
 pub use credential::{
     CA_FILE, CREDENTIAL_FILE, SavedCredential, ca_fingerprint, fetch_pinned_ca, saved_credential,
 };
+pub use emulate::EmulatedInventory;
 pub use error::AgentError;
 pub use inventory::{host_name, inventory};
 pub use isolation::IsolationConfig;
@@ -58,6 +60,9 @@ pub struct AgentConfig {
     pub log_poll: Duration,
     /// How tasks are kept apart from the platform and each other.
     pub isolation: IsolationConfig,
+    /// Report this inventory instead of the host's, marked `emulated` (see
+    /// [`EmulatedInventory`]); tasks still run here, as real processes.
+    pub emulate: Option<EmulatedInventory>,
 }
 
 impl AgentConfig {
@@ -79,6 +84,7 @@ impl AgentConfig {
             labels: BTreeMap::new(),
             log_poll: DEFAULT_LOG_POLL,
             isolation: IsolationConfig::default(),
+            emulate: None,
         }
     }
 

@@ -27,6 +27,8 @@ pub struct MetricsSampler {
     networks: Option<Networks>,
     nvml: Option<Nvml>,
     prev: Option<Prev>,
+    /// Measures nothing ([`MetricsSampler::emulated`]).
+    emulated: bool,
 }
 
 struct Prev {
@@ -68,6 +70,19 @@ impl MetricsSampler {
             networks: Networks::new_with_refreshed_list().ok(),
             nvml,
             prev: None,
+            emulated: false,
+        }
+    }
+
+    /// A sampler for an emulated node: it measures nothing (no host reads, no NVML), and
+    /// every sample is zeros with the time.
+    pub fn emulated() -> Self {
+        MetricsSampler {
+            sys: None,
+            networks: None,
+            nvml: None,
+            prev: None,
+            emulated: true,
         }
     }
 
@@ -78,6 +93,9 @@ impl MetricsSampler {
             at: Utc::now(),
             ..NodeMetrics::default()
         };
+        if self.emulated {
+            return m;
+        }
         if let Some(sys) = self.sys.as_mut() {
             sys.refresh_cpu_usage();
             sys.refresh_memory();
@@ -252,5 +270,18 @@ mod tests {
             assert!(b.gpus.is_empty());
             assert_eq!(b.power_watts, None);
         }
+    }
+
+    #[test]
+    fn an_emulated_sampler_measures_nothing() {
+        let mut s = MetricsSampler::emulated();
+        let m = s.sample();
+        assert_eq!(
+            NodeMetrics {
+                at: m.at,
+                ..NodeMetrics::default()
+            },
+            m
+        );
     }
 }

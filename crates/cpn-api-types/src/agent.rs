@@ -43,6 +43,12 @@ pub struct NodeInventory {
     /// nodes it does not run (Slurm) and for agents older than isolation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<NodeIsolation>,
+    /// Not a machine of its own: an agent of `cpn serve` that reports a scaled-down demo
+    /// offer (cores, memory, GPUs) instead of the host's. Its tasks run as real processes
+    /// on the server's machine; its GPUs exist by index only (`CUDA_VISIBLE_DEVICES` names
+    /// them, no device is behind it) and it reports no measurements (zero metrics).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub emulated: bool,
 }
 
 /// The enforcement active on a node, as its agent found it at start.
@@ -344,6 +350,10 @@ pub struct NodeView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub occupied_by: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// An emulated node (`inventory.emulated`): its capacity is a scaled-down demo offer
+    /// and its tasks run on the server's machine.
+    #[serde(default)]
+    pub emulated: bool,
     pub inventory: NodeInventory,
     pub capacity: Capacity,
     /// Held by tasks and allocations.
@@ -361,7 +371,8 @@ pub struct NodeView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offer: Option<String>,
     /// Why the node fulfils no registered compute resource of its site: it is unregistered
-    /// capacity, placed with unknown price, performance and energy.
+    /// capacity, placed with unknown price, performance and energy (scored as the mean of the
+    /// sites that know theirs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unregistered: Option<String>,
 }
@@ -434,6 +445,9 @@ pub struct OfferCapacity {
     pub nodes_live: u32,
     /// Nodes fulfilling it that stopped answering.
     pub nodes_lost: u32,
+    /// Of `nodes_live`, the emulated ones (a demo offer scaled down, run by `cpn serve`).
+    #[serde(default)]
+    pub nodes_emulated: u32,
     pub unit_price: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tflops: Option<f64>,
@@ -448,6 +462,8 @@ pub struct UnregisteredNode {
     pub node: String,
     pub node_id: String,
     pub ready: bool,
+    #[serde(default)]
+    pub emulated: bool,
     pub capacity: Capacity,
     pub reason: String,
 }
@@ -463,6 +479,9 @@ pub struct SiteCapacity {
     pub health_reason: Option<String>,
     pub nodes: u32,
     pub nodes_ready: u32,
+    /// Of `nodes`, the emulated ones ([`NodeInventory::emulated`]).
+    #[serde(default)]
+    pub nodes_emulated: u32,
     /// Whether the binder places work here now: a ready node on a site that is not down.
     /// Registered capacity without a live node is a planning target only (dry-run, plans,
     /// the twin).

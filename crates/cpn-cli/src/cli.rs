@@ -276,6 +276,15 @@ pub struct ServeArgs {
     #[arg(long, default_value = "local", value_name = "SITE")]
     pub local_site: String,
 
+    /// Do not run emulated nodes for the demo's sites. By default, when the data dir holds
+    /// the demo federation, one emulated node per CPU and GPU offer of each demo site
+    /// joins (at most 32 cores and 8 GPUs, matched to that offer), marked `emulated`;
+    /// their tasks run as real processes on this machine with the local agent's
+    /// isolation, and their GPUs exist by index only (CUDA_VISIBLE_DEVICES, no device).
+    /// Without them the demo's sites are planning targets only.
+    #[arg(long)]
+    pub no_emulated_nodes: bool,
+
     /// The local agent isolates tasks as `cpn agent` does.
     #[command(flatten)]
     pub isolation: crate::commands::agent::IsolationArgs,

@@ -55,7 +55,8 @@ pub struct NodeSpec {
     /// Peak TFLOPS of one accelerator (or of the whole CPU node for CPU-only nodes).
     /// This and the two below are NaN when unknown (a live machine that fulfils no
     /// registered offer): the site scores skip non-finite values, so an unknown node never
-    /// makes its site look cheap, fast or frugal.
+    /// makes its site look cheap, fast or frugal, and a site that knows none is given the
+    /// mean of the sites that do (`plugins::or_mean`), so it neither wins nor loses.
     pub tflops_per_unit: f64,
     /// CNY per accelerator-hour, or per core-hour for CPU-only nodes.
     pub price_per_unit_hour: f64,

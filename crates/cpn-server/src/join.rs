@@ -319,6 +319,19 @@ pub async fn local_agent_token(
     site: &str,
     state_dir: &std::path::Path,
 ) -> anyhow::Result<Option<String>> {
+    in_process_agent_token(state, site, state_dir, "the local agent of cpn serve").await
+}
+
+/// A single-use join token for an agent `cpn serve` runs in-process (the local agent, an
+/// emulated node), made only when its state dir holds no credential the store knows; it
+/// joins through the ordinary flow and gets the node's own credential. `None`: the saved
+/// credential is good.
+pub async fn in_process_agent_token(
+    state: &AppState,
+    site: &str,
+    state_dir: &std::path::Path,
+    description: &str,
+) -> anyhow::Result<Option<String>> {
     if let Some(saved) = cpn_agent::saved_credential(state_dir)
         && state
             .store
@@ -340,7 +353,7 @@ pub async fn local_agent_token(
         site_id: site.id.clone(),
         site: site.name.clone(),
         secret_hash: hash_token(&secret),
-        description: "the local agent of cpn serve".into(),
+        description: description.into(),
         max_uses: Some(1),
         uses: 0,
         created_at: now,

@@ -13,6 +13,7 @@ pub mod api_runtime;
 pub mod audit;
 pub mod auth;
 pub mod design;
+pub mod emulate;
 pub mod error;
 pub mod extract;
 pub mod federation;
@@ -67,6 +68,9 @@ pub struct ServeConfig {
     /// How the local agent isolates tasks (the same rules as `cpn agent`; its state is
     /// `data_dir/agent`, so its work root must lie elsewhere).
     pub local_agent_isolation: cpn_agent::IsolationConfig,
+    /// Run emulated nodes for the demo's sites when the data dir holds the demo (see
+    /// [`emulate`]), with the local agent's isolation.
+    pub emulated_nodes: bool,
 }
 
 impl ServeConfig {
@@ -84,6 +88,7 @@ impl ServeConfig {
             tls: tls::TlsSetting::Off,
             max_connections: listener::DEFAULT_MAX_CONNECTIONS,
             local_agent_isolation: Default::default(),
+            emulated_nodes: false,
         }
     }
 
@@ -259,6 +264,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         "web console: {scheme}://{addr}/ (user admin, password in {})",
         config.data_dir.join(auth::ADMIN_PASSWORD_FILE).display()
     );
+    let loopback = match addr.ip() {
+        std::net::IpAddr::V6(_) => "[::1]".to_string(),
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip.to_string(),
+        std::net::IpAddr::V4(_) => "127.0.0.1".to_string(),
+    };
+    let own_url = format!("{scheme}://{loopback}:{}", addr.port());
     let local_agent = match &config.local_agent {
         Some(site) => {
             ensure_site(&state, site).await?;
@@ -268,16 +279,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             let join_token = join::local_agent_token(&state, site, &state_dir)
                 .await
                 .context("issue the local agent's join token")?;
-            let loopback = match addr.ip() {
-                std::net::IpAddr::V6(_) => "[::1]".to_string(),
-                std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip.to_string(),
-                std::net::IpAddr::V4(_) => "127.0.0.1".to_string(),
-            };
-            let mut agent = cpn_agent::AgentConfig::new(
-                format!("{scheme}://{loopback}:{}", addr.port()),
-                site.clone(),
-                state_dir,
-            );
+            let mut agent = cpn_agent::AgentConfig::new(own_url.clone(), site.clone(), state_dir);
             agent.join_token = join_token;
             agent.ca_pem = state.transport.ca_pem.clone();
             agent.name = Some(local_node_name());
@@ -289,6 +291,18 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             Some(cpn_agent::spawn(agent).context("start the local agent")?)
         }
         None => None,
+    };
+    let emulated = if config.emulated_nodes {
+        emulate::start(
+            &state,
+            &own_url,
+            &config.data_dir,
+            &config.local_agent_isolation,
+        )
+        .await
+        .context("start the emulated nodes")?
+    } else {
+        Vec::new()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let runtime = state.runtime.clone();
@@ -309,6 +323,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         if let Some(agent) = local_agent {
             agent.stop().await;
         }
+        futures_util::future::join_all(emulated.into_iter().map(|a| a.stop())).await;
         eprintln!("cpn stopped");
         Ok(())
     });
@@ -384,6 +399,10 @@ async fn load_demo(state: &AppState) -> anyhow::Result<()> {
     let report = scenario::load(state, &who, scenario)
         .await
         .map_err(|e| anyhow::anyhow!("load demo federation: {e}"))?;
+    state
+        .store
+        .put_setting(emulate::DEMO_SETTING, "east-data-west-compute")
+        .await?;
     eprintln!(
         "loaded demo federation east-data-west-compute: {} objects",
         report.created

@@ -116,6 +116,7 @@ async fn operations_on_the_local_node() -> anyhow::Result<()> {
         tls: cpn_server::tls::TlsSetting::Off,
         max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
         local_agent_isolation: Default::default(),
+        emulated_nodes: false,
     })
     .await?;
     let api = Api {
@@ -458,6 +459,7 @@ async fn operations_on_registry_resources() -> anyhow::Result<()> {
         tls: cpn_server::tls::TlsSetting::Off,
         max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
         local_agent_isolation: Default::default(),
+        emulated_nodes: false,
     })
     .await?;
     let api = Api {

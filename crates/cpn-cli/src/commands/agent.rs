@@ -88,6 +88,7 @@ impl IsolationArgs {
             work_root: self.work_root.clone(),
             single_user: self.single_user,
             pids_max: self.task_pids_max,
+            identities_file: None,
         }
     }
 }

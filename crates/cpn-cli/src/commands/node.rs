@@ -523,7 +523,7 @@ fn nodes_table(nodes: &[NodeView]) -> comfy_table::Table {
         t.add_row(vec![
             n.name.clone(),
             n.site.clone(),
-            output::wire(&n.executor),
+            executor(n),
             node_state(n),
             output::yes_no(n.cordoned).to_owned(),
             held(n.allocated.cpu_cores, n.capacity.cpu_cores),
@@ -537,6 +537,16 @@ fn nodes_table(nodes: &[NodeView]) -> comfy_table::Table {
         ]);
     }
     t
+}
+
+/// `agent`, `slurm`, or `agent (emulated)` for an emulated node of `cpn serve`.
+fn executor(n: &NodeView) -> String {
+    let e = output::wire(&n.executor);
+    if n.emulated {
+        format!("{e} (emulated)")
+    } else {
+        e
+    }
 }
 
 /// The compute resource a node fulfils, or `unregistered`.
@@ -585,11 +595,11 @@ async fn get(ctx: &Ctx, node: &str) -> Result<()> {
             duration((Utc::now() - t).num_milliseconds() as f64 / 1000.0)
         )
     });
-    let rows = vec![
+    let mut rows = vec![
         ("ID", n.id.clone()),
         ("Name", n.name.clone()),
         ("Site", n.site.clone()),
-        ("Executor", output::wire(&n.executor)),
+        ("Executor", executor(&n)),
         ("State", node_state(&n)),
         ("Cordoned", output::yes_no(n.cordoned).to_owned()),
         ("Labels", output::labels(&n.labels)),
@@ -624,6 +634,18 @@ async fn get(ctx: &Ctx, node: &str) -> Result<()> {
             n.registered_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         ),
     ];
+    if n.emulated {
+        rows.insert(
+            4,
+            (
+                "Emulated",
+                "yes: a demo offer scaled down by cpn serve; its tasks run on the server's \
+                 machine, its GPUs exist by index only (CUDA_VISIBLE_DEVICES, no device), \
+                 its metrics are not measured"
+                    .to_owned(),
+            ),
+        );
+    }
     let mut text = output::fields(&rows);
     if let Some(m) = &n.metrics {
         text.push_str("\nMetrics:\n");
@@ -794,11 +816,13 @@ pub async fn site_capacity(ctx: &Ctx, site: Option<&str>) -> Result<()> {
             if o.isolated {
                 name.push_str(" (isolated)");
             }
-            let nodes = if o.nodes_lost > 0 {
-                format!("{} (+{} lost)", o.nodes_live, o.nodes_lost)
-            } else {
-                o.nodes_live.to_string()
-            };
+            let mut nodes = o.nodes_live.to_string();
+            if o.nodes_emulated > 0 {
+                nodes.push_str(&format!(" ({} emulated)", o.nodes_emulated));
+            }
+            if o.nodes_lost > 0 {
+                nodes.push_str(&format!(" (+{} lost)", o.nodes_lost));
+            }
             // An offer no live machine fulfils is a planning target only, whatever the site.
             let target = if s.binder_target && o.live > 0.0 {
                 "live"
@@ -833,13 +857,21 @@ pub async fn site_capacity(ctx: &Ctx, site: Option<&str>) -> Result<()> {
         }
     }
     let mut text = output::render(&t);
+    let emulated: u32 = sites.iter().map(|s| s.nodes_emulated).sum();
+    if emulated > 0 {
+        text.push_str(&format!(
+            "\n\n{emulated} emulated node(s): demo offers scaled down by cpn serve; their tasks \
+             run on the server's machine, their GPUs exist by index only."
+        ));
+    }
     if !notes.is_empty() {
         text.push_str("\n\nHealth:\n");
         text.push_str(&output::indent(&notes.join("\n")));
     }
     if sites.iter().any(|s| !s.unregistered.is_empty()) {
         text.push_str(
-            "\n\nUnregistered capacity (placed with unknown price, performance and energy):\n",
+            "\n\nUnregistered capacity (unknown price, performance and energy: placed as the \
+             mean of the sites that know theirs):\n",
         );
         text.push_str(&output::indent(&output::render(&unregistered)));
     }

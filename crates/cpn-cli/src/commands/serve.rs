@@ -49,6 +49,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tls,
         max_connections: args.max_connections,
         local_agent_isolation: args.isolation.config(),
+        emulated_nodes: !args.no_emulated_nodes,
     })
     .await
 }

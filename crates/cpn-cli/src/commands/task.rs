@@ -28,8 +28,9 @@ pub enum TaskCmd {
     ///   cpn task submit --gpus 1 --memory-gib 16 --env SEED=7 --wait -- ./bench
     ///   cpn task submit --script job.sh --site ningxia-zw-1 --follow
     ///   cpn task submit -f task.yaml --priority 5
+    ///   cpn task submit --origin Shanghai --policy nearest --wait -- hostname
     #[command(verbatim_doc_comment)]
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// List tasks, oldest first (all pages unless --limit is given).
     ///
     /// Examples:
@@ -135,6 +136,10 @@ pub struct SubmitArgs {
     /// Scheduling policy by name [default: the one whose match rules select the task].
     #[arg(long, value_name = "POLICY")]
     pub policy: Option<String>,
+    /// Region the task's data or users are in (a site's `region`, e.g. `Shanghai`): the
+    /// latency factor scores sites from there.
+    #[arg(long, value_name = "REGION")]
+    pub origin: Option<String>,
     /// Tenant to run for (operators only) [default: the caller's].
     #[arg(long, value_name = "TENANT")]
     pub tenant: Option<String>,
@@ -231,7 +236,7 @@ fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
 
 pub async fn run(ctx: &Ctx, cmd: TaskCmd) -> Result<()> {
     match cmd {
-        TaskCmd::Submit(args) => submit(ctx, args).await,
+        TaskCmd::Submit(args) => submit(ctx, *args).await,
         TaskCmd::List(args) => list(ctx, args).await,
         TaskCmd::Get { id } => get(ctx, &id).await,
         TaskCmd::Why { id, now } => why(ctx, &id, now).await,
@@ -313,6 +318,9 @@ fn build_submit(args: &SubmitArgs) -> Result<TaskSubmit> {
     }
     if let Some(p) = &args.policy {
         task.policy = Some(p.clone());
+    }
+    if let Some(o) = &args.origin {
+        task.origin_region = Some(o.clone());
     }
     if let Some(t) = &args.tenant {
         task.tenant = Some(t.clone());
@@ -770,7 +778,7 @@ mod tests {
         let mut argv = vec!["cpn", "task", "submit"];
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).unwrap().command {
-            crate::cli::Command::Task(TaskCmd::Submit(a)) => a,
+            crate::cli::Command::Task(TaskCmd::Submit(a)) => *a,
             other => panic!("parsed as {other:?}"),
         }
     }
@@ -786,6 +794,8 @@ mod tests {
             "B=x=y",
             "--priority",
             "-3",
+            "--origin",
+            "Shanghai",
             "--wait",
             "--",
             "/usr/bin/python3",
@@ -800,6 +810,7 @@ mod tests {
         assert_eq!(t.resources.memory_gib, 1.0);
         assert_eq!(t.priority, -3);
         assert_eq!(t.env["B"], "x=y");
+        assert_eq!(t.origin_region.as_deref(), Some("Shanghai"));
     }
 
     #[test]

@@ -22,23 +22,37 @@ pub struct Server {
 
 impl Server {
     /// Starts `cpn serve` on port 0, without its local agent, and waits until `/healthz`
-    /// answers.
+    /// answers. With the demo, its sites have no emulated nodes (`--no-emulated-nodes`):
+    /// they are planning targets only, unless a test starts agents there.
     pub async fn start(data_dir: &Path, demo: bool) -> Server {
         Server::start_with(data_dir, demo, &["--no-local-agent"]).await
     }
 
-    /// Starts `cpn serve` with extra flags (`--listen` among them overrides port 0).
+    /// Starts `cpn serve` with extra flags (`--listen` among them overrides port 0), without
+    /// emulated nodes.
     pub async fn start_with(data_dir: &Path, demo: bool, extra: &[&str]) -> Server {
-        Server::launch(data_dir, demo, extra, None).await
+        Server::launch(data_dir, demo, extra, None, false).await
+    }
+
+    /// Starts `cpn serve` with the demo and its emulated nodes (the default of a plain
+    /// `cpn serve`), with extra flags.
+    pub async fn start_emulated(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::launch(data_dir, true, extra, None, true).await
     }
 
     /// Starts `cpn serve` under a hard limit of open files, as on a machine with a small
     /// `ulimit -n`.
     pub async fn start_with_fd_limit(data_dir: &Path, extra: &[&str], fd_limit: u32) -> Server {
-        Server::launch(data_dir, false, extra, Some(fd_limit)).await
+        Server::launch(data_dir, false, extra, Some(fd_limit), false).await
     }
 
-    async fn launch(data_dir: &Path, demo: bool, extra: &[&str], fd_limit: Option<u32>) -> Server {
+    async fn launch(
+        data_dir: &Path,
+        demo: bool,
+        extra: &[&str],
+        fd_limit: Option<u32>,
+        emulated: bool,
+    ) -> Server {
         let addr_file = data_dir.join("cpn.addr");
         let _ = std::fs::remove_file(&addr_file);
         let mut cmd = match fd_limit {
@@ -69,6 +83,9 @@ impl Server {
             .stderr(Stdio::null());
         if !demo {
             cmd.arg("--no-demo");
+        }
+        if !emulated {
+            cmd.arg("--no-emulated-nodes");
         }
         let child = cmd.spawn().expect("spawn cpn serve");
         let deadline = Instant::now() + Duration::from_secs(60);

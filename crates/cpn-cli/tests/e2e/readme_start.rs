@@ -64,12 +64,13 @@ fn serve_in(dir: &Path) -> (Killed, String) {
     (child, format!("http://127.0.0.1:{port}"))
 }
 
-/// Submits the tour's failing task with `--wait` (optionally on one site) and checks what a
-/// user sees: the CLI exits like the task, and the task's output is `hi`.
-fn submit_hi_exit_3(dir: &Path, server: &str, site: Option<&str>) {
+/// Submits the tour's failing task with `--wait` (optionally on one site, on nodes labelled
+/// `pool=a`) and checks what a user sees: the CLI exits like the task, and the task's output
+/// is `hi`. Returns the task.
+fn submit_hi_exit_3(dir: &Path, server: &str, site: Option<&str>) -> serde_json::Value {
     let mut args = vec!["task", "submit", "--wait"];
     if let Some(site) = site {
-        args.extend(["--site", site]);
+        args.extend(["--site", site, "--node-selector", "pool=a"]);
     }
     args.extend(["--", "sh", "-c", "echo hi; exit 3"]);
     let out = cpn_in(dir, server, None, &args);
@@ -92,13 +93,27 @@ fn submit_hi_exit_3(dir: &Path, server: &str, site: Option<&str>) {
     if let Some(site) = site {
         assert_eq!(task["site"], site, "{task}");
     }
+    task
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_with_no_flags_runs_the_tour_task_from_a_fresh_directory() {
     let dir = tempfile::tempdir().unwrap();
     let (_serve, server) = serve_in(dir.path());
-    submit_hi_exit_3(dir.path(), &server, None);
+    let task = submit_hi_exit_3(dir.path(), &server, None);
+    // The demo comes alive: the task runs on an emulated node of a national site, not on
+    // the local agent's site.
+    let site = task["site"].as_str().unwrap_or_default();
+    assert!(!site.is_empty() && site != "local", "{task}");
+    let key = format!("{site}/{}", task["node"].as_str().unwrap_or_default());
+    let node = cpn_in(
+        dir.path(),
+        &server,
+        None,
+        &["node", "get", &key, "-o", "json"],
+    );
+    let node: serde_json::Value = serde_json::from_slice(&node.stdout).expect("node json");
+    assert_eq!(node["emulated"], true, "{node}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -136,7 +151,7 @@ async fn agent_with_no_state_dir_flag_runs_a_task_from_a_fresh_directory() {
         let ready = list.as_array().is_some_and(|nodes| {
             nodes
                 .iter()
-                .any(|n| n["site"] == "zhongwei" && n["state"] == "ready")
+                .any(|n| n["name"] == "gpu-07" && n["state"] == "ready")
         });
         if ready {
             break;

@@ -271,13 +271,13 @@ async fn the_console_works_in_a_real_browser() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // The demo federation and the local agent, as `cpn serve` runs by default, with the GPU
-    // trace of the repository (data/alibaba-gpu-v2023) for the simulation page.
+    // The demo federation, its emulated nodes and the local agent, as `cpn serve` runs by
+    // default, with the GPU trace of the repository (data/alibaba-gpu-v2023) for the
+    // simulation page.
     let sim_data = root.join("data/alibaba-gpu-v2023");
     let sim_data = sim_data.to_str().expect("a UTF-8 path");
-    let server = Server::start_with(
+    let server = Server::start_emulated(
         dir.path(),
-        true,
         &["--heartbeat-ms", "500", "--sim-data", sim_data],
     )
     .await;

@@ -3,11 +3,15 @@
 //! Raw score, gCO2: the energy factor's kWh ([`crate::plugins::energy::kwh`]) × the site's
 //! carbon intensity (gCO2/kWh). A site without intensity data is given the mean intensity of
 //! the sites that have it (computed once per cycle in `prepare`), so missing data neither
-//! wins nor loses; when no site has data the factor is 0 everywhere.
+//! wins nor loses; when no site has data the factor is 0 everywhere. Likewise a site that
+//! knows no power draw (its machines fulfil no registered offer) gets the mean emissions of
+//! the sites that do.
 
+use crate::cluster::Site;
 use crate::cluster::{Cluster, SiteIdx};
 use crate::framework::{Better, CycleState, Plugin, SiteScore};
-use crate::plugins::energy::kwh;
+use crate::plugins::energy::known_kwh;
+use crate::plugins::{MeanOfKnown, or_mean};
 use crate::task::Task;
 
 pub const NAME: &str = "carbon";
@@ -38,6 +42,7 @@ impl Plugin for Carbon {
     }
     fn prepare(&self, _task: &Task, cluster: &Cluster, state: &mut CycleState) {
         state.put(mean_intensity(cluster));
+        state.put(MeanOfKnown::<Carbon>::default());
     }
     fn as_site_score(&self) -> Option<&dyn SiteScore> {
         Some(self)
@@ -46,16 +51,19 @@ impl Plugin for Carbon {
 
 impl SiteScore for Carbon {
     fn score_site(&self, state: &CycleState, task: &Task, cluster: &Cluster, site: SiteIdx) -> f64 {
-        let s = cluster.site(site);
-        let intensity = known(s.spec.carbon_intensity).unwrap_or_else(|| {
-            state
-                .get::<MeanIntensity>()
-                .copied()
-                .unwrap_or_else(|| mean_intensity(cluster))
-                .0
-        });
-        let g = kwh(state, task, s) * intensity;
-        if g.is_finite() { g } else { 0.0 }
+        let grams = |s: &Site| {
+            let intensity = known(s.spec.carbon_intensity).unwrap_or_else(|| {
+                state
+                    .get::<MeanIntensity>()
+                    .copied()
+                    .unwrap_or_else(|| mean_intensity(cluster))
+                    .0
+            });
+            known_kwh(state, task, s)
+                .map(|e| e * intensity)
+                .filter(|g| g.is_finite())
+        };
+        or_mean::<Carbon>(state, cluster, grams(cluster.site(site)), grams)
     }
     fn better(&self) -> Better {
         Better::Lower

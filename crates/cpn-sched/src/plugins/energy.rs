@@ -5,11 +5,12 @@
 //! the least power-hungry acceptable offer (preferring offers rated in the task's unit, per
 //! accelerator or per core). `units` is GPU-equivalents for accelerator tasks and cores for
 //! CPU tasks ([`crate::plugins::units`]); `hours` is `est_hours`, 1 when unset; an unset PUE
-//! counts as 1.
+//! counts as 1. A site that knows no power draw (its machines fulfil no registered offer)
+//! gets the mean cost of the sites that do: it neither wins nor loses.
 
 use crate::cluster::{Cluster, Site, SiteIdx};
 use crate::framework::{Better, CycleState, Plugin, SiteScore};
-use crate::plugins::{est_hours, fold_offers, pue, units};
+use crate::plugins::{MeanOfKnown, est_hours, fold_offers, or_mean, pue, units};
 use crate::task::Task;
 
 pub const NAME: &str = "energy";
@@ -18,16 +19,30 @@ pub const NAME: &str = "energy";
 pub struct Energy;
 
 /// kWh the task would draw at `site` (facility overhead included), 0 when it offers nothing.
-/// Shared with the carbon factor.
 pub fn kwh(state: &CycleState, task: &Task, site: &Site) -> f64 {
-    let watts = fold_offers(state, task, site, |o| o.watts_per_unit, f64::min).unwrap_or(0.0);
-    let e = units(task) * watts / 1000.0 * pue(site) * est_hours(task);
-    if e.is_finite() { e } else { 0.0 }
+    known_kwh(state, task, site).unwrap_or(0.0)
+}
+
+/// kWh the task would draw at `site`; `None` when the site knows no power draw. Shared
+/// with the carbon factor.
+pub(crate) fn known_kwh(state: &CycleState, task: &Task, site: &Site) -> Option<f64> {
+    let watts = fold_offers(state, task, site, |o| o.watts_per_unit, f64::min)?;
+    Some(units(task) * watts / 1000.0 * pue(site) * est_hours(task)).filter(|e| e.is_finite())
+}
+
+/// CNY of electricity for the task at `site`; `None` when the site knows no power draw.
+fn cost(state: &CycleState, task: &Task, site: &Site) -> Option<f64> {
+    known_kwh(state, task, site)
+        .map(|e| e * site.spec.electricity_price)
+        .filter(|c| c.is_finite())
 }
 
 impl Plugin for Energy {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn prepare(&self, _task: &Task, _cluster: &Cluster, state: &mut CycleState) {
+        state.put(MeanOfKnown::<Energy>::default());
     }
     fn as_site_score(&self) -> Option<&dyn SiteScore> {
         Some(self)
@@ -36,9 +51,8 @@ impl Plugin for Energy {
 
 impl SiteScore for Energy {
     fn score_site(&self, state: &CycleState, task: &Task, cluster: &Cluster, site: SiteIdx) -> f64 {
-        let s = cluster.site(site);
-        let cost = kwh(state, task, s) * s.spec.electricity_price;
-        if cost.is_finite() { cost } else { 0.0 }
+        let known = cost(state, task, cluster.site(site));
+        or_mean::<Energy>(state, cluster, known, |s| cost(state, task, s))
     }
     fn better(&self) -> Better {
         Better::Lower
@@ -112,5 +126,30 @@ mod tests {
         let cpu = cpu_task(4000);
         let st = state(&cpu, &c, &Energy);
         assert!((Energy.score_site(&st, &cpu, &c, s) - 0.048).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_site_of_unknown_power_draw_gets_the_mean_cost() {
+        let mut b = ClusterBuilder::new();
+        let spec = |name| crate::SiteSpec {
+            pue: 1.0,
+            electricity_price: 1.0,
+            ..site(name, "east")
+        };
+        let (a, z, unknown) = (b.site(spec("a")), b.site(spec("z")), b.site(spec("u")));
+        for (name, s, w) in [("a0", a, 10.0), ("z0", z, 30.0), ("u0", unknown, f64::NAN)] {
+            b.node(crate::NodeSpec {
+                watts_per_unit: w,
+                ..cpu_node(name, s, 8)
+            });
+        }
+        let c = b.build().unwrap();
+        // 1000 cores' worth so the numbers read: 1000 × 10 W = 10 kWh, 30 kWh; the mean 20.
+        let t = cpu_task(1_000_000);
+        let st = state(&t, &c, &Energy);
+        let cost = |s| Energy.score_site(&st, &t, &c, s);
+        assert!((cost(a) - 10.0).abs() < 1e-9);
+        assert!((cost(z) - 30.0).abs() < 1e-9);
+        assert!((cost(unknown) - 20.0).abs() < 1e-9, "{}", cost(unknown));
     }
 }

@@ -368,6 +368,47 @@ pub(crate) fn fold_offers(
         .or_else(|| fold(&mut site.offers.iter()))
 }
 
+/// Per cycle, plugin `P`'s stand-in for a site whose value is unknown; see [`or_mean`].
+pub(crate) struct MeanOfKnown<P>(
+    std::sync::OnceLock<f64>,
+    std::marker::PhantomData<fn() -> P>,
+);
+
+impl<P> Default for MeanOfKnown<P> {
+    fn default() -> Self {
+        MeanOfKnown(std::sync::OnceLock::new(), std::marker::PhantomData)
+    }
+}
+
+/// `value`, or when the site does not know it (every machine of it fulfils no registered
+/// offer: NaN economics) the mean of `of` over the cluster's sites that do, so missing data
+/// neither wins nor loses (as the carbon factor treats a missing intensity); 0 when no site
+/// knows it. The mean is computed at most once per cycle, on first need, when the plugin's
+/// `prepare` put a [`MeanOfKnown<P>`] in the state.
+pub(crate) fn or_mean<P: 'static>(
+    state: &CycleState,
+    cluster: &crate::cluster::Cluster,
+    value: Option<f64>,
+    of: impl Fn(&Site) -> Option<f64>,
+) -> f64 {
+    if let Some(v) = value.filter(|v| v.is_finite()) {
+        return v;
+    }
+    let mean = || {
+        let (sum, n) = cluster
+            .sites
+            .iter()
+            .filter_map(&of)
+            .filter(|v| v.is_finite())
+            .fold((0.0, 0u32), |(sum, n), v| (sum + v, n + 1));
+        if n == 0 { 0.0 } else { sum / n as f64 }
+    };
+    match state.get::<MeanOfKnown<P>>() {
+        Some(m) => *m.0.get_or_init(mean),
+        None => mean(),
+    }
+}
+
 /// A site's PUE, 1 when unset or invalid.
 pub(crate) fn pue(site: &Site) -> f64 {
     let p = site.spec.pue;

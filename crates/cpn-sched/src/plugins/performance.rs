@@ -1,11 +1,13 @@
 //! Performance factor (SC-ENG): sites with faster acceptable chips score higher.
 //!
 //! Raw score: the best peak TFLOPS per unit among the site's acceptable offers (per
-//! accelerator, or per CPU node for CPU offers), 0 when the site offers nothing.
+//! accelerator, or per CPU node for CPU offers), 0 when the site offers nothing. A site
+//! that knows no TFLOPS (its machines fulfil no registered offer) gets the mean of the
+//! sites that do: it neither wins nor loses.
 
-use crate::cluster::{Cluster, SiteIdx};
+use crate::cluster::{Cluster, Site, SiteIdx};
 use crate::framework::{Better, CycleState, Plugin, SiteScore};
-use crate::plugins::fold_offers;
+use crate::plugins::{MeanOfKnown, fold_offers, or_mean};
 use crate::task::Task;
 
 pub const NAME: &str = "performance";
@@ -17,6 +19,9 @@ impl Plugin for Performance {
     fn name(&self) -> &'static str {
         NAME
     }
+    fn prepare(&self, _task: &Task, _cluster: &Cluster, state: &mut CycleState) {
+        state.put(MeanOfKnown::<Performance>::default());
+    }
     fn as_site_score(&self) -> Option<&dyn SiteScore> {
         Some(self)
     }
@@ -24,14 +29,11 @@ impl Plugin for Performance {
 
 impl SiteScore for Performance {
     fn score_site(&self, state: &CycleState, task: &Task, cluster: &Cluster, site: SiteIdx) -> f64 {
-        fold_offers(
-            state,
-            task,
-            cluster.site(site),
-            |o| o.tflops_per_unit,
-            f64::max,
-        )
-        .unwrap_or(0.0)
+        let tflops = |s: &Site| fold_offers(state, task, s, |o| o.tflops_per_unit, f64::max);
+        match cluster.site(site) {
+            s if s.offers.is_empty() => 0.0,
+            s => or_mean::<Performance>(state, cluster, tflops(s), tflops),
+        }
     }
     fn better(&self) -> Better {
         Better::Higher
@@ -73,5 +75,29 @@ mod tests {
         };
         let st = state(&a100, &c, &Performance);
         assert_eq!(Performance.score_site(&st, &a100, &c, s), 312.0);
+    }
+
+    #[test]
+    fn a_site_of_unknown_tflops_gets_the_mean() {
+        let mut b = ClusterBuilder::new();
+        let (a, z, unknown) = (
+            b.site(site("a", "east")),
+            b.site(site("z", "east")),
+            b.site(site("u", "east")),
+        );
+        for (name, s, tflops) in [
+            ("a0", a, 312.0),
+            ("z0", z, 988.0),
+            ("u0", unknown, f64::NAN),
+        ] {
+            b.node(crate::NodeSpec {
+                tflops_per_unit: tflops,
+                ..gpu_node(name, s, "A100", 8)
+            });
+        }
+        let c = b.build().unwrap();
+        let t = gpu_task(1);
+        let st = state(&t, &c, &Performance);
+        assert_eq!(Performance.score_site(&st, &t, &c, unknown), 650.0);
     }
 }

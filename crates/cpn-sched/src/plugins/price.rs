@@ -3,11 +3,12 @@
 //! Raw score, CNY: the cheapest acceptable offer's price per unit-hour (preferring offers
 //! priced in the task's unit, per accelerator or per core) × units × hours, with
 //! `units` as in [`crate::plugins::units`] (GPU-equivalents or cores) and `hours` the task's
-//! `est_hours`, 1 when unset.
+//! `est_hours`, 1 when unset. A site that knows no price (its machines fulfil no
+//! registered offer) gets the mean of the sites that do: it neither wins nor loses.
 
-use crate::cluster::{Cluster, SiteIdx};
+use crate::cluster::{Cluster, Site, SiteIdx};
 use crate::framework::{Better, CycleState, Plugin, SiteScore};
-use crate::plugins::{est_hours, fold_offers, units};
+use crate::plugins::{MeanOfKnown, est_hours, fold_offers, or_mean, units};
 use crate::task::Task;
 
 pub const NAME: &str = "price";
@@ -19,23 +20,24 @@ impl Plugin for Price {
     fn name(&self) -> &'static str {
         NAME
     }
+    fn prepare(&self, _task: &Task, _cluster: &Cluster, state: &mut CycleState) {
+        state.put(MeanOfKnown::<Price>::default());
+    }
     fn as_site_score(&self) -> Option<&dyn SiteScore> {
         Some(self)
     }
 }
 
+/// CNY for the task at `site`; `None` when the site knows no price.
+fn cost(state: &CycleState, task: &Task, site: &Site) -> Option<f64> {
+    let per_unit_hour = fold_offers(state, task, site, |o| o.price_per_unit_hour, f64::min)?;
+    Some(per_unit_hour * units(task) * est_hours(task)).filter(|c| c.is_finite())
+}
+
 impl SiteScore for Price {
     fn score_site(&self, state: &CycleState, task: &Task, cluster: &Cluster, site: SiteIdx) -> f64 {
-        let per_unit_hour = fold_offers(
-            state,
-            task,
-            cluster.site(site),
-            |o| o.price_per_unit_hour,
-            f64::min,
-        )
-        .unwrap_or(0.0);
-        let cost = per_unit_hour * units(task) * est_hours(task);
-        if cost.is_finite() { cost } else { 0.0 }
+        let known = cost(state, task, cluster.site(site));
+        or_mean::<Price>(state, cluster, known, |s| cost(state, task, s))
     }
     fn better(&self) -> Better {
         Better::Lower
@@ -71,11 +73,25 @@ mod tests {
         };
         b.node(nan("u1", priced));
         b.node(nan("u2", unknown));
+        let dear = b.site(site("dear", "east"));
+        b.node(crate::NodeSpec {
+            price_per_unit_hour: 1.5,
+            ..cpu_node("d", dear, 8)
+        });
         let c = b.build().unwrap();
         let t = cpu_task(2000);
-        let cost = |s| Price.score_site(&state(&t, &c, &Price), &t, &c, s);
+        let st = state(&t, &c, &Price);
+        let cost = |s| Price.score_site(&st, &t, &c, s);
         assert_eq!(cost(priced), 1.0); // 2 cores × 0.5, not 0
-        assert_eq!(cost(unknown), 0.0); // nothing known: neutral, never NaN
+        assert_eq!(cost(dear), 3.0);
+        // Nothing known: the mean of the sites that know (1 and 3 CNY), so it neither wins
+        // nor loses (0 would make it the cheapest), never NaN; the same without `prepare`.
+        assert_eq!(cost(unknown), 2.0);
+        assert_eq!(cost(unknown), 2.0);
+        assert_eq!(
+            Price.score_site(&CycleState::new(false), &t, &c, unknown),
+            2.0
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ use cpn_sched::framework::SiteFilter;
 use cpn_sched::task::Chip;
 use cpn_sched::{Cluster, CycleState, NodeIdx, NodeSpec, Plugin, SiteIdx, Verdict};
 use cpn_store::NodeRecord;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -686,6 +686,11 @@ pub async fn capacity(
         return Err(ApiError::not_found("site", name));
     }
     let ready: HashMap<&str, bool> = nodes.iter().map(|n| (n.id.as_str(), n.ready)).collect();
+    let emulated: HashSet<&str> = nodes
+        .iter()
+        .filter(|n| n.inventory.get("emulated") == Some(&serde_json::Value::Bool(true)))
+        .map(|n| n.id.as_str())
+        .collect();
     let mut out = Vec::new();
     for (si, &m) in live.site_model.iter().enumerate() {
         let reg = &live.model.sites[m];
@@ -722,6 +727,7 @@ pub async fn capacity(
                         free: 0.0,
                         nodes_live: 0,
                         nodes_lost: 0,
+                        nodes_emulated: 0,
                         unit_price: price,
                         tflops,
                         power_watts: watts,
@@ -731,13 +737,14 @@ pub async fn capacity(
             })
             .collect();
         let mut unregistered = Vec::new();
+        let mut nodes_emulated = 0;
         let range = live.cluster.site(si as SiteIdx).nodes.clone();
         for n in range {
             let node = live.cluster.node(n);
-            let rec_ready = ready
-                .get(live.node_ids[n as usize].as_str())
-                .copied()
-                .unwrap_or(false);
+            let id = live.node_ids[n as usize].as_str();
+            let rec_ready = ready.get(id).copied().unwrap_or(false);
+            let is_emulated = emulated.contains(id);
+            nodes_emulated += u32::from(is_emulated);
             match &live.matches[n as usize] {
                 NodeMatch::Offer(i) => {
                     let Some((_, o)) = offers.iter_mut().find(|(j, _)| j == i) else {
@@ -750,6 +757,7 @@ pub async fn capacity(
                     let chip = live.model.offers[*i].chip();
                     let (total, free) = units_of(chip, node);
                     o.nodes_live += 1;
+                    o.nodes_emulated += u32::from(is_emulated);
                     o.live += total;
                     o.allocated += total - free;
                     if node.schedulable() {
@@ -760,6 +768,7 @@ pub async fn capacity(
                     node: live.node_names[n as usize].clone(),
                     node_id: live.node_ids[n as usize].clone(),
                     ready: rec_ready,
+                    emulated: is_emulated,
                     capacity: Capacity {
                         cpu_cores: node.spec.cpu_milli as f64 / 1000.0,
                         memory_gib: node.spec.memory_mib as f64 / 1024.0,
@@ -777,6 +786,7 @@ pub async fn capacity(
             health_reason,
             nodes: ls.nodes,
             nodes_ready: ls.ready,
+            nodes_emulated,
             binder_target: ls.binder_target(),
             offers: offers.into_iter().map(|(_, o)| o).collect(),
             unregistered,

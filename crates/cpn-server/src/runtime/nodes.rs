@@ -180,6 +180,7 @@ fn view(
         occupied_by: n.occupied_by,
         labels: n.labels,
         idle_rate: idle_rate(&capacity, &allocated),
+        emulated: inventory.emulated,
         capacity,
         allocated,
         tasks_active,

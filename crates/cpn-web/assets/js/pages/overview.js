@@ -14,6 +14,7 @@ register({
     'ov.sites.sub': '{healthy} healthy · {hubs} hubs',
     'ov.nodes': 'Live nodes',
     'ov.nodes.sub': '{ready} ready',
+    'ov.nodes.sub.emulated': '{ready} ready, {emulated} emulated',
     'ov.cpu': 'CPU cores (live)',
     'ov.cpu.sub': '{used} allocated · {util} busy',
     'ov.gpu': 'Accelerators (registered)',
@@ -46,6 +47,7 @@ register({
     'ov.sites.sub': '{healthy} 个健康 · {hubs} 个枢纽',
     'ov.nodes': '在线计算节点',
     'ov.nodes.sub': '{ready} 个就绪',
+    'ov.nodes.sub.emulated': '{ready} 个就绪，{emulated} 个模拟',
     'ov.cpu': 'CPU 核（在线）',
     'ov.cpu.sub': '已分配 {used} · 忙碌 {util}',
     'ov.gpu': '加速卡（已注册）',
@@ -154,7 +156,11 @@ export default {
       const cpuUsed = sum(live, (st) => st.allocated.cpu_cores);
       const busy = cpuCap ? sum(live, (st) => (st.cpu_util_pct / 100) * st.capacity.cpu_cores) / cpuCap : null;
       nodesKpi.querySelector('.value').textContent = fmtNumber(nodeList.length, 0);
-      nodesKpi.querySelector('.sub').textContent = t('ov.nodes.sub', { ready: nodeList.filter((n) => n.state === 'ready').length });
+      const ready = nodeList.filter((n) => n.state === 'ready').length;
+      const emulated = nodeList.filter((n) => n.emulated).length;
+      nodesKpi.querySelector('.sub').textContent = emulated
+        ? t('ov.nodes.sub.emulated', { ready, emulated })
+        : t('ov.nodes.sub', { ready });
       cpuKpi.querySelector('.value').textContent = fmtNumber(cpuCap, 0);
       cpuKpi.querySelector('.sub').textContent = t('ov.cpu.sub', { used: fmtNumber(cpuUsed, 1), util: fmtPct(busy) });
       if (!live.length) {

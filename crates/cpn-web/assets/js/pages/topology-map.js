@@ -43,6 +43,7 @@ register({
     'topo.tip.price.value': '¥{price} per chip-hour',
     'topo.tip.resource': 'Registered resource',
     'topo.tip.livenode': 'Live node',
+    'topo.tip.emulatednode': 'Emulated node (demo offer scaled down; tasks run on the server\'s machine)',
     'topo.tip.click.site': 'Click for details',
     'topo.tip.click.hub': 'Click to zoom to its sites',
     'topo.hub.count': '{n} sites',
@@ -97,6 +98,7 @@ register({
     'topo.tip.price.value': '每卡时 ¥{price}',
     'topo.tip.resource': '已注册资源',
     'topo.tip.livenode': '在线计算节点',
+    'topo.tip.emulatednode': '模拟节点（按比例缩小的演示资源；任务在服务器本机运行）',
     'topo.tip.click.site': '点击查看详情',
     'topo.tip.click.hub': '点击放大到其资源节点',
     'topo.hub.count': '{n} 个资源节点',
@@ -250,7 +252,7 @@ export function tooltipFor(d) {
     const m = n.metrics || {};
     const gpus = m.gpus || [];
     const temps = gpus.map((g) => g.temperature_c).filter((x) => x !== null && x !== undefined);
-    return tip(n.name, t('topo.tip.livenode'), [
+    return tip(n.name, t(n.emulated ? 'topo.tip.emulatednode' : 'topo.tip.livenode'), [
       tipRow(t('topo.tip.site'), n.site),
       tipRow(t('topo.tip.state'), t(`topo.state.${nodeStateOf(n)}`)),
       tipRow(t('topo.tip.cpu'), pct(m.cpu_util_pct, 1)),

@@ -56,7 +56,8 @@ register({
     'topo.panel.offers.free': 'Free',
     'topo.panel.offers.nodes': 'Machines',
     'topo.panel.offers.planning': 'planning only',
-    'topo.panel.offers.unregistered': 'Unregistered machines (unknown price, performance and energy)',
+    'topo.panel.offers.unregistered': 'Unregistered machines (unknown price, performance and energy: scored as the mean of the sites that know theirs)',
+    'topo.panel.offers.emulated': '{n} emulated',
     'topo.panel.offers.reason': 'Why',
     'topo.panel.resources': 'Resources',
     'topo.panel.resources.empty': 'No resources are registered at this site. Register them on the Resources & tags page.',
@@ -79,6 +80,8 @@ register({
     'topo.panel.node.open.site': 'Open site {site}',
     'topo.panel.node.state': 'State',
     'topo.panel.node.executor': 'Executor',
+    'topo.panel.node.emulated': 'emulated',
+    'topo.panel.node.emulated.note': 'An emulated node: a demo offer scaled down by cpn serve. Its tasks run as real processes on the server\'s machine; its GPUs exist by index only (CUDA_VISIBLE_DEVICES, no device) and its metrics are not measured.',
     'topo.panel.node.host': 'Host',
     'topo.panel.node.cpu': 'CPU',
     'topo.panel.node.cpu.value': '{model} · {cores} cores',
@@ -156,7 +159,8 @@ register({
     'topo.panel.offers.free': '空闲',
     'topo.panel.offers.nodes': '机器',
     'topo.panel.offers.planning': '仅规划',
-    'topo.panel.offers.unregistered': '未注册的机器（价格、性能与能耗未知）',
+    'topo.panel.offers.unregistered': '未注册的机器（价格、性能与能耗未知：按已知站点的平均值计分）',
+    'topo.panel.offers.emulated': '{n} 台模拟',
     'topo.panel.offers.reason': '原因',
     'topo.panel.resources': '资源',
     'topo.panel.resources.empty': '该资源节点尚未注册资源。请在“资源与标签”页面注册。',
@@ -179,6 +183,8 @@ register({
     'topo.panel.node.open.site': '打开资源节点 {site}',
     'topo.panel.node.state': '状态',
     'topo.panel.node.executor': '执行方式',
+    'topo.panel.node.emulated': '模拟',
+    'topo.panel.node.emulated.note': '模拟节点：cpn serve 按比例缩小的演示资源。其任务作为真实进程在服务器本机运行；GPU 仅按编号模拟（CUDA_VISIBLE_DEVICES，无真实设备），指标不做测量。',
     'topo.panel.node.host': '主机',
     'topo.panel.node.cpu': 'CPU',
     'topo.panel.node.cpu.value': '{model} · {cores} 核',
@@ -435,7 +441,7 @@ export function makePanel(env) {
         { title: t('topo.panel.offers.live'), num: true, value: (o) => units(o, o.live) },
         { title: t('topo.panel.offers.allocated'), num: true, value: (o) => units(o, o.allocated) },
         { title: t('topo.panel.offers.free'), num: true, value: (o) => units(o, o.free) },
-        { title: t('topo.panel.offers.nodes'), num: true, value: (o) => (o.nodes_lost ? `${o.nodes_live} (+${o.nodes_lost})` : `${o.nodes_live}`) },
+        { title: t('topo.panel.offers.nodes'), num: true, value: (o) => [`${o.nodes_live}`, o.nodes_emulated ? ` (${t('topo.panel.offers.emulated', { n: o.nodes_emulated })})` : '', o.nodes_lost ? ` (+${o.nodes_lost})` : ''].join('') },
       ], site.offers || [], { emptyText: t('topo.panel.offers.empty'), scrollLabel: t('topo.panel.offers.intro') })),
     ];
     if ((site.unregistered || []).length) {
@@ -563,7 +569,7 @@ export function makePanel(env) {
       nodes.length
         ? nodeViews.map(({ node, view, state }) => h('div', { class: 'topo-node' },
           h('div', { class: 'topo-node-head' },
-            h('strong', {}, node.name), state,
+            h('strong', {}, node.name), node.emulated ? badge('emulated', t('topo.panel.node.emulated')) : null, state,
             h('button', { type: 'button', class: 'secondary topo-small', on: { click: () => env.onOpenNode(node.id) } }, t('topo.panel.node.open'))),
           view.el))
         : empty(t('topo.panel.nodes.empty', { site: name })),
@@ -625,7 +631,7 @@ export function makePanel(env) {
     const detail = h('div');
     const paintDetail = (n) => clear(detail, props([
       [t('topo.panel.node.state'), badge(nodeStateOf(n), t(`topo.state.${nodeStateOf(n)}`))],
-      [t('topo.panel.node.executor'), n.executor],
+      [t('topo.panel.node.executor'), n.emulated ? `${n.executor} · ${t('topo.panel.node.emulated')}` : n.executor],
       [t('topo.panel.node.host'), `${inv.hostname || n.name} · ${inv.os || ''} · ${inv.arch || ''}`],
       [t('topo.panel.node.cpu'), t('topo.panel.node.cpu.value', { model: inv.cpu_model || '–', cores: fmtNumber(inv.cpu_cores, 0) })],
       [t('topo.panel.node.memory'), `${fmtNumber((inv.memory_mib || 0) / 1024, 1)} GiB`],
@@ -638,7 +644,8 @@ export function makePanel(env) {
     ]));
     paintDetail(node);
     clear(section,
-      heading(node.name, `${t('topo.panel.node')} · ${node.site}`),
+      heading(node.name, `${t('topo.panel.node')} · ${node.site}`, node.emulated ? badge('emulated', t('topo.panel.node.emulated')) : null),
+      node.emulated ? h('p', { class: 'muted', 'data-test': 'node-emulated' }, t('topo.panel.node.emulated.note')) : null,
       h('p', {}, h('button', { type: 'button', class: 'secondary topo-small', on: { click: () => env.onOpenSite(node.site) } }, t('topo.panel.node.open.site', { site: node.site }))),
       detail,
       h('h3', {}, t('topo.panel.charts'), h('span', { class: 'muted topo-window' }, t('topo.panel.charts.window'))),
