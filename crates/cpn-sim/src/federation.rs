@@ -170,6 +170,7 @@ pub fn run(
                             timed.duration_s as f64 / 3600.0,
                         );
                         placed_at[p.site as usize] += 1;
+                        report.placements[i] = Some((p.site, p.node, now));
                         delays.push(now - timed.arrival_s);
                         departures.push(Reverse((now + timed.duration_s, dep_seq, i)));
                         dep_seq += 1;
@@ -404,6 +405,8 @@ mod tests {
         let a = r.sites.iter().find(|s| s.site == "a").unwrap();
         assert!((a.gpu - 1.0).abs() < 1e-9, "{a:?}");
         assert_eq!(a.placed, 2);
+        // Each task's place and time: both on site a's only node, at 0 and 3600.
+        assert_eq!(r.placements, vec![Some((0, 0, 0)), Some((0, 0, 3600))]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod harness;
 mod accounts;
 mod auth;
 mod design;
+mod differential;
 mod emulated;
 mod federation;
 mod flows;
