@@ -428,29 +428,27 @@ fn as_strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// Held by the tests that measure how fast the server answers while it is under attack (a
-/// login flood, runaway conditions, idle sockets), so that they never load the machine
-/// for one another. Other tests still run beside them.
-pub static TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// A new login token of a user made by `Server::user` (whose password this knows).
+pub async fn login(server: &Server, username: &str) -> String {
+    let (s, b) = server
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(serde_json::json!({"username": username, "password": "s3cret-password"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["token"].as_str().unwrap().to_string()
+}
 
-/// The latency bound those tests check `/healthz` against: issue #12's 100 ms, or 500 ms
-/// when the machine is already loaded by other work (a 1-minute load average above its
-/// cores, as on a shared build machine), since then every thread of the server waits for
-/// a core whatever the server does. The tests print which one they used.
-pub fn liveness_bound() -> Duration {
-    let load: f64 = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if load > cores as f64 {
-        eprintln!(
-            "load average {load:.1} on {cores} cores: checking /healthz against 500 ms, not 100 ms"
-        );
-        Duration::from_millis(500)
-    } else {
-        Duration::from_millis(100)
-    }
+/// Audit lines matching `query` (e.g. `actor=alice&action=auth.login`), as the operator.
+pub async fn audit(server: &Server, query: &str) -> Vec<Value> {
+    let (s, b) = server
+        .admin(Method::GET, &format!("/api/v1/audit?{query}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["items"].as_array().expect("items").clone()
 }
 
 /// A temporary directory every user may write: tasks run as their tenant's uid (the agent

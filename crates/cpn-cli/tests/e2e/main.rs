@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `cpn` binary serving on an ephemeral port over a temp data dir,
 //! driven through HTTP and through the CLI, as a user would.
 
+#[allow(dead_code)] // shared with the liveness test binary, which uses other parts
 mod harness;
 
 mod accounts;
