@@ -6,7 +6,7 @@
 //! task sees its emulated GPUs' indices. A restart brings the same nodes back.
 
 use crate::harness::Server;
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -120,6 +120,39 @@ async fn wait_done(server: &Server, id: &str) -> Value {
         assert!(Instant::now() < deadline, "task {id} did not end: {t}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The task's stored explanation ("why here", as the binder decided) names the site it ran
+/// on, and the one factor of its policy is what put that site first.
+async fn why_here(server: &Server, id: &str, site: &str, factor: &str) {
+    let (s, why) = server
+        .admin(Method::GET, &format!("/api/v1/tasks/{id}/explain"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{why}");
+    assert!(why["decided_at"].is_string(), "a stored decision: {why}");
+    let d = &why["decision"];
+    assert_eq!(d["chosen_site"], site, "{d}");
+    assert_eq!(d["sites"][0]["name"], site, "{d}");
+    let contributions: Vec<(String, f64)> = d["sites"][0]["factors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["plugin"].as_str().unwrap().to_string(),
+                f["contribution"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let top = contributions
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap();
+    assert_eq!(
+        top.0, factor,
+        "the winner's contributions: {contributions:?}"
+    );
+    assert!(top.1 > 0.0, "{contributions:?}");
 }
 
 async fn submit(server: &Server, body: Value) -> String {
@@ -259,6 +292,7 @@ async fn the_demo_comes_alive_on_emulated_nodes() {
         "latency-only from Shanghai ran on {site}: {t}"
     );
     assert_eq!(logs(&server, &id).await, "ran\n");
+    why_here(&server, &id, site, "latency").await;
     let id = submit(&server, from_shanghai("price-only")).await;
     let t = wait_done(&server, &id).await;
     assert_eq!(t["state"], "succeeded", "{t}");
@@ -269,6 +303,7 @@ async fn the_demo_comes_alive_on_emulated_nodes() {
         cheapest,
         "price-only ran on {site}, not on one of the cheapest {cheapest_sites:?}: {t}"
     );
+    why_here(&server, &id, site, "price").await;
 
     // A GPU task runs on an emulated GPU node and sees the indices it was given.
     let id = submit(
