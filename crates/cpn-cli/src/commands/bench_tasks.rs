@@ -27,9 +27,12 @@ pub struct BenchTasksArgs {
     /// Tasks submitted in (a).
     #[arg(long, default_value_t = 20_000)]
     pub tasks: usize,
-    /// Nodes registered for (a), 64 cores and 256 GiB each.
-    #[arg(long, default_value_t = 50)]
+    /// Nodes registered for (a), 64 cores and 256 GiB each, spread over --sites.
+    #[arg(long, default_value_t = 5000)]
     pub nodes: usize,
+    /// Sites the nodes of (a) are spread over, round robin.
+    #[arg(long, default_value_t = 50)]
+    pub sites: usize,
     /// Submissions per second in (b).
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,
@@ -48,6 +51,8 @@ pub struct BenchTasksArgs {
 }
 
 const TARGET_BOUND_PER_S: f64 = 2_000.0;
+/// Issue #13: binder cycle p99 at that rate.
+const TARGET_CYCLE_P99_S: f64 = 0.05;
 const TARGET_DISPATCH_P99: Duration = Duration::from_millis(200);
 /// Issue #13: a trivial task's overhead from submission to `succeeded`, p50.
 const TARGET_END_TO_END_P50: Duration = Duration::from_millis(100);
@@ -56,11 +61,14 @@ pub async fn run(args: BenchTasksArgs) -> Result<()> {
     if args.clients == 0
         || args.tasks == 0
         || args.nodes == 0
+        || args.sites == 0
         || args.short_tasks == 0
         || args.rate <= 0.0
         || args.cpu <= 0.0
     {
-        bail!("--clients, --tasks, --nodes, --short-tasks, --rate and --cpu must be above 0");
+        bail!(
+            "--clients, --tasks, --nodes, --sites, --short-tasks, --rate and --cpu must be above 0"
+        );
     }
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; the figures mean something only with --release");
@@ -116,35 +124,44 @@ async fn submit_to_bound(args: &BenchTasksArgs) -> Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients)
         .build()?;
-    let site = serde_json::json!({"name": "bench", "visibility": "public",
-        "spec": {"region": "bench", "supplier": "bench", "location": {"lat": 37.5, "lon": 105.2}}});
-    let r = http
-        .post(format!("{base}/api/v1/sites"))
-        .bearer_auth(&token)
-        .json(&site)
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        bail!("create the bench site: {}", r.text().await?);
+    // The bench nodes join as agents do, with a join token of their site.
+    let mut joins = Vec::with_capacity(args.sites);
+    for k in 0..args.sites {
+        let name = format!("bench-{k:02}");
+        let site = serde_json::json!({"name": name, "visibility": "public",
+            "spec": {"region": format!("bench-{}", k % 7), "supplier": "bench",
+                "location": {"lat": 25.0 + (k % 10) as f64, "lon": 100.0 + (k / 10) as f64}}});
+        let r = http
+            .post(format!("{base}/api/v1/sites"))
+            .bearer_auth(&token)
+            .json(&site)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("create bench site {name}: {}", r.text().await?);
+        }
+        let r = http
+            .post(format!("{base}/api/v1/sites/{name}/join-tokens"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({}))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("issue a join token: {}", r.text().await?);
+        }
+        let created: serde_json::Value = r.json().await?;
+        joins.push((
+            name,
+            created["token"].as_str().unwrap_or_default().to_string(),
+        ));
     }
-    // The bench nodes join as agents do, with a join token.
-    let r = http
-        .post(format!("{base}/api/v1/sites/bench/join-tokens"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({}))
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        bail!("issue a join token: {}", r.text().await?);
-    }
-    let created: serde_json::Value = r.json().await?;
-    let join = created["token"].as_str().unwrap_or_default().to_string();
     for i in 0..args.nodes {
-        let body = serde_json::json!({"site": "bench", "name": format!("bench-{i:04}"),
+        let (site, join) = &joins[i % joins.len()];
+        let body = serde_json::json!({"site": site, "name": format!("bench-{i:04}"),
             "inventory": {"hostname": format!("bench-{i:04}"), "cpu_cores": 64, "memory_mib": 262144}});
         let r = http
             .post(format!("{base}/api/v1/agents/register"))
-            .bearer_auth(&join)
+            .bearer_auth(join)
             .json(&body)
             .send()
             .await?;
@@ -154,8 +171,8 @@ async fn submit_to_bound(args: &BenchTasksArgs) -> Result<()> {
     }
     println!("cpn bench tasks");
     println!(
-        "(a) submit → bound: {} tasks, {} clients, {} nodes of 64 cores",
-        args.tasks, args.clients, args.nodes
+        "(a) submit → bound: {} tasks, {} clients, {} nodes of 64 cores over {} sites, default profile",
+        args.tasks, args.clients, args.nodes, args.sites
     );
     let started = Instant::now();
     let mut clients = Vec::new();
@@ -216,8 +233,52 @@ async fn submit_to_bound(args: &BenchTasksArgs) -> Result<()> {
         pct(&lat, 0.5).as_secs_f64() * 1e3,
         pct(&lat, 0.99).as_secs_f64() * 1e3
     );
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .text()
+        .await?;
+    match cycle_p99_bound(&metrics) {
+        Some((le, cycles)) => println!(
+            "    binder cycle p99   <= {:.1} ms over {cycles} cycles (target {:.0} ms: {})",
+            le * 1e3,
+            TARGET_CYCLE_P99_S * 1e3,
+            if le <= TARGET_CYCLE_P99_S {
+                "met"
+            } else {
+                "NOT met"
+            }
+        ),
+        None => println!("    binder cycle p99   (no cycle histogram in /metrics)"),
+    }
     server.stop().await?;
     Ok(())
+}
+
+/// The upper bound of the histogram bucket that holds the 99th percentile of binding
+/// cycles (from `cpn_binder_cycle_seconds` in /metrics), and how many cycles there were.
+fn cycle_p99_bound(metrics: &str) -> Option<(f64, u64)> {
+    let buckets: Vec<(f64, u64)> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("cpn_binder_cycle_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse::<f64>().ok()? as u64))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    let rank = (total as f64 * 0.99).ceil() as u64;
+    buckets
+        .iter()
+        .find(|(_, n)| *n >= rank.max(1))
+        .map(|&(le, _)| (le, total))
 }
 
 /// Waits until the embedded local agent has registered its node.
@@ -554,4 +615,21 @@ async fn short_tasks(args: &BenchTasksArgs) -> Result<()> {
     }
     server.stop().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cycle_p99_bound;
+
+    #[test]
+    fn the_p99_bucket_of_the_cycle_histogram() {
+        let metrics = "# TYPE cpn_binder_cycle_seconds histogram\n\
+            cpn_binder_cycle_seconds_bucket{le=\"0.001\"} 50\n\
+            cpn_binder_cycle_seconds_bucket{le=\"0.005\"} 98\n\
+            cpn_binder_cycle_seconds_bucket{le=\"0.05\"} 99\n\
+            cpn_binder_cycle_seconds_bucket{le=\"+Inf\"} 100\n\
+            cpn_binder_cycle_seconds_sum 0.4\n";
+        assert_eq!(cycle_p99_bound(metrics), Some((0.05, 100)));
+        assert_eq!(cycle_p99_bound("nothing"), None);
+    }
 }

@@ -48,6 +48,9 @@ pub async fn run(state: AppState) {
                 0
             }
         };
+        if considered > 0 {
+            rt.counters.binder_cycle_seconds.observe(started.elapsed());
+        }
         if considered >= BATCH {
             continue;
         }

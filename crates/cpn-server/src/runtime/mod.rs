@@ -122,6 +122,48 @@ pub struct Counters {
     pub binder_cycles: AtomicU64,
     pub unschedulable: AtomicU64,
     pub nodes_lost: AtomicU64,
+    /// How long binding cycles that had pending tasks took.
+    pub binder_cycle_seconds: Histogram,
+}
+
+/// Upper bounds (seconds) of the binder cycle histogram's buckets.
+pub const CYCLE_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A Prometheus histogram over [`CYCLE_BUCKETS`], lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bucket (not cumulative), then the overflow bucket.
+    counts: [AtomicU64; CYCLE_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = CYCLE_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(CYCLE_BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket bound (the last is `+Inf`), and the sum in seconds.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, f64) {
+        let mut total = 0;
+        let mut out = Vec::with_capacity(CYCLE_BUCKETS.len() + 1);
+        for (i, c) in self.counts.iter().enumerate() {
+            total += c.load(Ordering::Relaxed);
+            out.push((
+                CYCLE_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY),
+                total,
+            ));
+        }
+        (out, self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6)
+    }
 }
 
 pub struct Runtime {
