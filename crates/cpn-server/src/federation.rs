@@ -91,6 +91,7 @@ fn wire(
     policy: &str,
     r: federation::FederationReport,
     names: Option<(&[TimedTask], &Cluster, &[String])>,
+    shown: &dyn Fn(usize) -> bool,
 ) -> FederationReport {
     let placements = names.map(|(tasks, cluster, node_names)| {
         tasks
@@ -123,7 +124,9 @@ fn wire(
         sites: r
             .sites
             .into_iter()
-            .map(|s| FederationSiteUse {
+            .enumerate()
+            .filter(|(i, _)| shown(*i))
+            .map(|(_, s)| FederationSiteUse {
                 site: s.site,
                 gpu: s.gpu,
                 cpu: s.cpu,
@@ -239,7 +242,18 @@ pub async fn replay(
         let names = req
             .placements
             .then_some((tasks.as_slice(), &cluster, node_names.as_slice()));
-        reports.push(wire(name, report, names));
+        // The live cluster holds every tenant's sites (as the binder's does): the caller
+        // sees the use of those it may see. Placements land only there (the visibility
+        // filter), and the registered snapshot holds only those anyway.
+        let shown = |i: usize| {
+            live_sites.as_ref().is_none_or(|sites| {
+                who.is_operator()
+                    || sites.get(i).is_some_and(|s| {
+                        crate::registry::visible_to_tenant(s.public, &s.tenant, &who.tenant)
+                    })
+            })
+        };
+        reports.push(wire(name, report, names, &shown));
     }
     Ok(FederationResult {
         tasks: tasks.len(),

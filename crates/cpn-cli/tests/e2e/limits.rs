@@ -164,6 +164,31 @@ async fn a_tenants_task_never_lands_on_another_tenants_private_site_and_sees_non
         .map(|n| n["site"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["commons"], "{b}");
+    // The twin on the live nodes places beta's tasks on commons only, and reports the use
+    // of no site beta may not see (the binder's cluster holds them all).
+    let (s, twin) = server
+        .call(
+            Method::POST,
+            "/api/v1/simulations/federation",
+            Some(&user_b),
+            Some(
+                json!({"policies": ["default"], "live": true, "placements": true,
+                "workload": {"tasks": [{"arrival_s": 0, "duration_s": 60, "task":
+                    {"name": "t", "command": ["true"], "resources": {"cpu_cores": 0.1}}}]}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{twin}");
+    let report = &twin["reports"][0];
+    assert_eq!(report["placements"][0]["site"], "commons", "{twin}");
+    assert!(
+        report["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["site"] != "alpha-private"),
+        "{twin}"
+    );
     let (s, counts) = server
         .call(Method::GET, "/api/v1/tasks/counts", Some(&user_b), None)
         .await;
