@@ -147,6 +147,26 @@ pub struct RegLink {
     pub attrs: cpn_topology::LinkAttrs,
 }
 
+/// The metric samples of every object of `kind` in force at `now`, by object id; a sample
+/// that does not decode is skipped.
+async fn metrics_now<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    kind: Kind,
+    now: chrono::DateTime<Utc>,
+) -> ApiResult<HashMap<String, T>> {
+    Ok(state
+        .store
+        .metrics_at(kind, now)
+        .await?
+        .into_iter()
+        .filter_map(|m| {
+            serde_json::from_value(m.value)
+                .ok()
+                .map(|v| (m.object_id, v))
+        })
+        .collect())
+}
+
 impl RegistryModel {
     /// Reads every site, compute resource, link (with the metrics in force now), quota and
     /// isolation, whoever owns them; callers filter by visibility.
@@ -154,17 +174,8 @@ impl RegistryModel {
         let all = ListQuery::default();
         let now = Utc::now();
         let mut inh = Inheritance::load(state).await?;
-        let site_metrics: HashMap<String, SiteMetrics> = state
-            .store
-            .metrics_at(Kind::Site, now)
-            .await?
-            .into_iter()
-            .filter_map(|m| {
-                serde_json::from_value(m.value)
-                    .ok()
-                    .map(|v| (m.object_id, v))
-            })
-            .collect();
+        let site_metrics: HashMap<String, SiteMetrics> =
+            metrics_now(state, Kind::Site, now).await?;
         let mut model = RegistryModel::default();
         for rec in state.store.list_objects(Kind::Site, &all).await? {
             let spec: SiteSpec = decode_spec(&rec)?;
@@ -215,17 +226,8 @@ impl RegistryModel {
                 compute,
             });
         }
-        let link_metrics: HashMap<String, LinkMetrics> = state
-            .store
-            .metrics_at(Kind::Link, now)
-            .await?
-            .into_iter()
-            .filter_map(|m| {
-                serde_json::from_value(m.value)
-                    .ok()
-                    .map(|v| (m.object_id, v))
-            })
-            .collect();
+        let link_metrics: HashMap<String, LinkMetrics> =
+            metrics_now(state, Kind::Link, now).await?;
         for rec in state.store.list_objects(Kind::Link, &all).await? {
             let spec: LinkSpec = decode_spec(&rec)?;
             let (Some(&a), Some(&z)) = (

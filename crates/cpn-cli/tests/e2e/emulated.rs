@@ -5,31 +5,11 @@
 //! price-only one, with the local agent (unregistered capacity) running beside them; a GPU
 //! task sees its emulated GPUs' indices. A restart brings the same nodes back.
 
-use crate::harness::Server;
+use crate::harness::{Server, only};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-
-/// Every score of the default profile at 0 but `only`.
-fn only(factor: &str) -> Value {
-    let mut w = serde_json::Map::new();
-    for f in [
-        "model_preference",
-        "performance",
-        "energy",
-        "carbon",
-        "latency",
-        "location_affinity",
-        "price",
-        "free_capacity",
-        "bin_pack",
-        "spread",
-    ] {
-        w.insert(f.into(), json!(if f == factor { 1.0 } else { 0.0 }));
-    }
-    Value::Object(w)
-}
 
 async fn list(server: &Server, path: &str) -> Vec<Value> {
     let (s, b) = server.admin(Method::GET, path, None).await;

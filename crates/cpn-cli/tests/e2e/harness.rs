@@ -459,3 +459,26 @@ pub fn open_dir() -> tempfile::TempDir {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     dir
 }
+
+/// Policy weights: every score of the default profile at 0 but `factor`.
+pub fn only(factor: &str) -> serde_json::Value {
+    let mut w = serde_json::Map::new();
+    for f in [
+        "model_preference",
+        "performance",
+        "energy",
+        "carbon",
+        "latency",
+        "location_affinity",
+        "price",
+        "free_capacity",
+        "bin_pack",
+        "spread",
+    ] {
+        w.insert(
+            f.into(),
+            serde_json::json!(if f == factor { 1.0 } else { 0.0 }),
+        );
+    }
+    serde_json::Value::Object(w)
+}

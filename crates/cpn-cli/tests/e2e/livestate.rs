@@ -6,30 +6,10 @@
 //! fulfils no offer is unregistered capacity with the reason; a site whose agents stopped
 //! heartbeating is down and never bound to.
 
-use crate::harness::{Agent, Server, wait_nodes};
+use crate::harness::{Agent, Server, only, wait_nodes};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-/// Every score of the default profile at 0 but `only`.
-fn only(factor: &str) -> Value {
-    let mut w = serde_json::Map::new();
-    for f in [
-        "model_preference",
-        "performance",
-        "energy",
-        "carbon",
-        "latency",
-        "location_affinity",
-        "price",
-        "free_capacity",
-        "bin_pack",
-        "spread",
-    ] {
-        w.insert(f.into(), json!(if f == factor { 1.0 } else { 0.0 }));
-    }
-    Value::Object(w)
-}
 
 async fn created(server: &Server, path: &str, body: Value) -> Value {
     let (s, b) = server.admin(Method::POST, path, Some(body)).await;
