@@ -100,6 +100,18 @@ fn submit_hi_exit_3(dir: &Path, server: &str, site: Option<&str>) -> serde_json:
 async fn serve_with_no_flags_runs_the_tour_task_from_a_fresh_directory() {
     let dir = tempfile::tempdir().unwrap();
     let (_serve, server) = serve_in(dir.path());
+    // As the tour does, look at the federation first: the emulated nodes join within a
+    // moment of the start (a task submitted before they have may run on the local agent).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = cpn_in(dir.path(), &server, None, &["node", "list"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.lines().filter(|l| l.contains("emulated")).count() >= 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no emulated nodes: {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let task = submit_hi_exit_3(dir.path(), &server, None);
     // The demo comes alive: the task runs on an emulated node of a national site, not on
     // the local agent's site.
