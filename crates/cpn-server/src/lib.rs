@@ -229,14 +229,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let loops = runtime::spawn_loops(&state);
     flows::resume_all(&state);
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "listen on {}; is another server using it? pass --listen",
-                config.listen
-            )
-        })?;
+    let listener = listener::bind(config.listen).with_context(|| {
+        format!(
+            "listen on {}; is another server using it? pass --listen",
+            config.listen
+        )
+    })?;
     let addr = listener.local_addr()?;
     std::fs::write(config.data_dir.join(ADDR_FILE), format!("{addr}\n"))
         .context("write address file")?;

@@ -41,6 +41,22 @@ pub struct Limits {
     pub header_timeout: Duration,
 }
 
+/// Length of the kernel's accept queue asked for (the kernel caps it at `somaxconn`): a
+/// burst of connects beyond it is dropped and retried by clients only after 1 s.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `addr` with a deep accept queue (tokio's `TcpListener::bind` asks for 1024).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Raises the soft limit of open files to the hard limit; returns the soft limit in force.
 pub fn raise_fd_limit() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};

@@ -60,7 +60,11 @@ async fn a_flood_of_wrong_logins_is_bounded_locked_out_and_audited() {
         .unwrap();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // The probe has a thread and a runtime of its own, so that what it times is the
-    // server's answer, not this process driving 512 requests.
+    // server's answer, not this process driving 512 requests. It connects before the flood
+    // and keeps that connection, as a monitor does: 512 connects at once can overflow the
+    // kernel's accept queue where `somaxconn` is small, and a dropped SYN is retried after
+    // 1 s by the kernel, whatever the server does (seen once in CI: one probe, 1.01 s).
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let probe = {
         let (base, done) = (server.base.clone(), done.clone());
         std::thread::spawn(move || {
@@ -70,12 +74,18 @@ async fn a_flood_of_wrong_logins_is_bounded_locked_out_and_audited() {
                 .unwrap();
             rt.block_on(async move {
                 let http = reqwest::Client::new();
+                let r = http.get(format!("{base}/healthz")).send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                // Read to the end, so the connection goes back to the pool for reuse.
+                r.bytes().await.unwrap();
+                ready_tx.send(()).unwrap();
                 let mut worst = Duration::ZERO;
                 let mut samples = 0;
                 while !done.load(std::sync::atomic::Ordering::SeqCst) {
                     let t = Instant::now();
                     let r = http.get(format!("{base}/healthz")).send().await.unwrap();
                     assert_eq!(r.status(), StatusCode::OK);
+                    r.bytes().await.unwrap();
                     worst = worst.max(t.elapsed());
                     samples += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -84,6 +94,7 @@ async fn a_flood_of_wrong_logins_is_bounded_locked_out_and_audited() {
             })
         })
     };
+    ready_rx.recv().expect("the probe connected");
     let mut flood = Vec::new();
     for i in 0..512 {
         let (http, base) = (http.clone(), server.base.clone());
