@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use cpn_notify::{
-    AttemptStatus, DeliveryStatus, Dispatcher, EventKind, Notification, SmtpConfig, Target,
+    AttemptStatus, DeliveryStatus, Dispatcher, EventKind, Notification, SmtpConfig, SmtpSecurity,
+    Target,
 };
 use serde_json::json;
 
-use crate::support::{SmtpServer, closed_port, new_log, test_config};
+use crate::support::{SmtpServer, closed_port, new_log, private_ca, test_config};
 
 fn alarm(key: &str) -> Notification {
     Notification::new(
@@ -234,4 +235,52 @@ async fn a_relay_that_is_down_is_retried_then_given_up() {
             AttemptStatus::Failed
         ]
     );
+}
+
+#[tokio::test]
+async fn starttls_to_a_relay_with_a_private_ca() {
+    let (ca, cert, key) = private_ca();
+    let smtp = SmtpServer::start_with_starttls(&cert, &key);
+    let tls_config = |root: Option<&str>| {
+        let mut config = test_config();
+        let mut smtp_config =
+            SmtpConfig::plain_loopback(smtp.port, "cpn <noreply@cpn.example.org>");
+        smtp_config.security = SmtpSecurity::StartTls;
+        smtp_config.extra_root_pem = root.map(|pem| pem.as_bytes().to_vec());
+        config.smtp = Some(smtp_config);
+        Dispatcher::new(config, new_log()).unwrap()
+    };
+    let to = [Target::email("carol@example.org").unwrap()];
+
+    // The relay requires STARTTLS, so a message that arrives went over TLS.
+    let report = tls_config(Some(&ca))
+        .deliver(&alarm("alarm-tls"), &to)
+        .await;
+    assert!(report.all_delivered(), "{report:?}");
+    assert_eq!(smtp.wait_for_messages(1)[0].rcpt_tos, ["carol@example.org"]);
+
+    // Without the CA the relay's certificate is not trusted, and nothing is sent in clear.
+    let report = tls_config(None)
+        .deliver(&alarm("alarm-untrusted"), &to)
+        .await;
+    assert!(
+        matches!(&report.targets[0].status, DeliveryStatus::Failed { error, .. } if error.contains("could not talk to SMTP relay") && error.contains("UnknownIssuer")),
+        "{report:?}"
+    );
+
+    // A plain client cannot send to a relay that requires STARTTLS.
+    let mut plain = test_config();
+    plain.smtp = Some(SmtpConfig::plain_loopback(
+        smtp.port,
+        "cpn <noreply@cpn.example.org>",
+    ));
+    let report = Dispatcher::new(plain, new_log())
+        .unwrap()
+        .deliver(&alarm("alarm-plain"), &to)
+        .await;
+    assert!(
+        matches!(&report.targets[0].status, DeliveryStatus::Failed { permanent: true, error, .. } if error.contains("STARTTLS")),
+        "{report:?}"
+    );
+    assert_eq!(smtp.messages().len(), 1);
 }

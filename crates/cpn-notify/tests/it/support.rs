@@ -41,6 +41,8 @@ pub struct SmtpServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Child,
+    // The certificate and key files, kept while the server runs.
+    _tls: Option<tempfile::TempDir>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -68,6 +70,28 @@ impl Received {
 
 impl SmtpServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With STARTTLS, which aiosmtpd then requires before MAIL: a client that does not
+    /// upgrade cannot send.
+    pub fn start_with_starttls(cert_pem: &str, key_pem: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, cert_pem).expect("write cert");
+        std::fs::write(&key, key_pem).expect("write key");
+        let mut server = Self::start_with(&[
+            "--tlscert".as_ref(),
+            cert.as_os_str(),
+            "--tlskey".as_ref(),
+            key.as_os_str(),
+        ]);
+        server._tls = Some(dir);
+        server
+    }
+
+    fn start_with(extra: &[&std::ffi::OsStr]) -> Self {
         let python = python();
         let check = Command::new(&python)
             .args(["-c", "import aiosmtpd"])
@@ -94,7 +118,9 @@ impl SmtpServer {
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("aiosmtpd.log")).expect("log file");
         let child = Command::new(&python)
-            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .args(["-m", "aiosmtpd", "-n"])
+            .args(extra)
+            .arg("-l")
             .arg(format!("127.0.0.1:{port}"))
             .args(["-c", "smtp_sink.MaildirSink"])
             .arg(dir.path())
@@ -104,7 +130,12 @@ impl SmtpServer {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("start {python} -m aiosmtpd: {e}"));
-        let mut server = Self { port, dir, child };
+        let mut server = Self {
+            port,
+            dir,
+            child,
+            _tls: None,
+        };
         server.wait_until_listening();
         server
     }
@@ -309,6 +340,22 @@ pub fn test_config() -> DispatcherConfig {
         jitter_seed: Some(1),
         ..DispatcherConfig::new()
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it: (CA PEM, cert PEM, key PEM).
+pub fn private_ca() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("server certificate");
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
 pub fn new_log() -> Arc<InMemoryDeliveryLog> {
