@@ -2,7 +2,7 @@
 //! kind, one attempt at a time per target with retries and backoff, a bounded number of
 //! attempts in flight across all targets, and every attempt written to the delivery log.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -164,34 +164,48 @@ impl Dispatcher {
     /// Sends `n` to explicit targets, whatever the subscriptions say: for messages a user
     /// cannot opt out of, such as the verification code sent at registration. A target
     /// listed twice is sent to once.
+    ///
+    /// Delivery is at least once: a target that has the key as `Delivered` in the log is
+    /// skipped, but two calls with the same key at the same moment may both send, and a
+    /// relay may accept a message whose answer is lost. Receivers deduplicate on the key
+    /// (`X-Cpn-Idempotency-Key`, the e-mail's Message-ID). Dropping the returned future
+    /// cancels the deliveries still running.
     pub async fn deliver(&self, n: &Notification, targets: &[Target]) -> DeliveryReport {
         let mut seen = HashSet::new();
         let mut tasks = JoinSet::new();
-        let mut count = 0;
+        let mut reports: Vec<TargetReport> = Vec::new();
+        let mut index_of = HashMap::new();
         for target in targets {
             let id = target.fingerprint(n.idempotency_key());
             if !seen.insert(id.clone()) {
                 continue;
             }
+            // Filled in when the task ends; stays so only if the task is cancelled (the
+            // runtime shutting down), which the report then says.
+            reports.push(TargetReport {
+                channel: target.channel(),
+                target: target.masked(),
+                status: DeliveryStatus::Failed {
+                    attempts: 0,
+                    permanent: false,
+                    error: "cancelled: the runtime shut down during the delivery".to_owned(),
+                },
+            });
             let (inner, n, target) = (Arc::clone(&self.inner), n.clone(), target.clone());
-            let index = count;
-            count += 1;
-            tasks.spawn(async move { (index, inner.deliver_one(&n, &target, id).await) });
+            let handle = tasks.spawn(async move { inner.deliver_one(&n, &target, id).await });
+            index_of.insert(handle.id(), reports.len() - 1);
         }
-        let mut reports: Vec<Option<TargetReport>> = vec![None; count];
-        while let Some(joined) = tasks.join_next().await {
+        while let Some(joined) = tasks.join_next_with_id().await {
             match joined {
-                Ok((index, report)) => reports[index] = Some(report),
+                Ok((id, report)) => reports[index_of[&id]] = report,
                 // deliver_one does not panic; if it ever did, the panic is the bug to see.
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => {}
             }
         }
         DeliveryReport {
             idempotency_key: n.idempotency_key().to_owned(),
-            targets: reports
-                .into_iter()
-                .map(|r| r.expect("every spawned delivery reports"))
-                .collect(),
+            targets: reports,
         }
     }
 }
@@ -229,12 +243,20 @@ impl Inner {
                     .expect("the semaphore is never closed");
                 self.send_once(n, target).await
             };
+            // Relays and gateways echo the recipient in their answers ("550 <bob@…>:
+            // mailbox unavailable"); the log and tracing get the masked form instead.
             let (status, error, permanent) = match &result {
                 Ok(()) => (AttemptStatus::Delivered, None, false),
-                Err(e) if e.is_permanent() || attempt == max => {
-                    (AttemptStatus::Failed, Some(e.to_string()), e.is_permanent())
-                }
-                Err(e) => (AttemptStatus::Retrying, Some(e.to_string()), false),
+                Err(e) if e.is_permanent() || attempt == max => (
+                    AttemptStatus::Failed,
+                    Some(target.scrub(&e.to_string())),
+                    e.is_permanent(),
+                ),
+                Err(e) => (
+                    AttemptStatus::Retrying,
+                    Some(target.scrub(&e.to_string())),
+                    false,
+                ),
             };
             let record = DeliveryAttempt {
                 idempotency_key: n.idempotency_key().to_owned(),

@@ -151,6 +151,31 @@ impl Target {
         }
     }
 
+    /// `text` with every occurrence of this target's full address replaced by its masked
+    /// form (e-mail addresses in any letter case).
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let raw = match self {
+            Self::Email { address } => address.as_str(),
+            Self::Sms { phone } => phone.as_str(),
+            Self::Webhook { url, .. } => url.as_str(),
+        };
+        let masked = self.masked();
+        let mut out = text.replace(raw, &masked);
+        if let Self::Email { address } = self {
+            // ASCII lowercasing keeps byte offsets, so positions found in the lowered text
+            // are positions in `out`.
+            let needle = address.to_ascii_lowercase();
+            while let Some(at) = out.to_ascii_lowercase().find(&needle) {
+                out.replace_range(at..at + needle.len(), &masked);
+            }
+        }
+        if let Self::Sms { phone } = self {
+            // Gateways often print the number without its '+'.
+            out = out.replace(&phone[1..], &masked);
+        }
+        out
+    }
+
     /// A stable id of this target for the delivery log, unique per idempotency key: SHA-256
     /// over the key, the channel and the full address, so the log can answer "was this
     /// event delivered to this target" without storing the address itself. Salting with the
@@ -289,6 +314,21 @@ mod tests {
                 && !debug.contains("13800138000"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn scrub_replaces_the_full_address_in_error_texts() {
+        let email = Target::email("Bob.Smith@example.org").unwrap();
+        assert_eq!(
+            email.scrub("550 <bob.smith@example.org>: no; 550 <Bob.Smith@example.org>"),
+            "550 <Bo***@example.org>: no; 550 <Bo***@example.org>"
+        );
+        let sms = Target::sms("+8613800138000").unwrap();
+        assert_eq!(
+            sms.scrub("bad number +8613800138000 / 8613800138000"),
+            "bad number +86*******8000 / +86*******8000"
+        );
+        assert_eq!(email.scrub("nothing to hide"), "nothing to hide");
     }
 
     #[test]

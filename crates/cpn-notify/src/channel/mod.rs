@@ -160,8 +160,17 @@ pub(crate) async fn post_json(
     if resp.status().is_success() {
         return Ok(());
     }
-    // A short excerpt of the answer helps whoever runs the receiver; more is noise.
-    let text = resp.text().await.unwrap_or_default();
+    // A short excerpt of the answer helps whoever runs the receiver; more is noise, and
+    // reading all of a hostile receiver's endless answer would hold memory and a permit.
+    let mut resp = resp;
+    let mut head = Vec::new();
+    while head.len() < 1024 {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
     let excerpt: String = text.chars().take(200).collect();
     Err(SendError::HttpStatus {
         channel,
