@@ -71,6 +71,12 @@ pub enum SendError {
         hint: &'static str,
         body: String,
     },
+    #[error(
+        "webhook {url} points at a loopback, private or link-local address, which webhooks may \
+         not reach; use a public receiver, or set WebhookConfig::allow_private_addresses for \
+         an install whose receivers are on its own network"
+    )]
+    PrivateAddress { url: String },
     #[error("{channel} endpoint {url} did not answer within {timeout:?}; it is retried")]
     Timeout {
         channel: ChannelKind,
@@ -94,7 +100,10 @@ impl SendError {
     /// (5xx, SMTP 4xx, timeouts, refused connections) may pass later and is retried.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::NotConfigured { .. } | Self::BadMessage(_) | Self::SmtpRejected { .. } => true,
+            Self::NotConfigured { .. }
+            | Self::BadMessage(_)
+            | Self::SmtpRejected { .. }
+            | Self::PrivateAddress { .. } => true,
             Self::HttpStatus { status, .. } => http_status_is_permanent(*status),
             Self::SmtpDeferred { .. }
             | Self::SmtpConnection { .. }
@@ -141,7 +150,11 @@ pub(crate) async fn post_json(
         req = req.header(*name, value);
     }
     let resp = req.send().await.map_err(|e| {
-        if e.is_timeout() {
+        if caused_by::<webhook::PrivateAddress>(&e) {
+            SendError::PrivateAddress {
+                url: masked_url.to_owned(),
+            }
+        } else if e.is_timeout() {
             SendError::Timeout {
                 channel,
                 url: masked_url.to_owned(),
@@ -185,6 +198,18 @@ pub(crate) async fn post_json(
     })
 }
 
+/// Whether `E` is somewhere in `e`'s chain of sources.
+fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<E>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// An error and its sources on one line, as reqwest's top-level message alone ("error
 /// sending request") does not say what failed.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
@@ -198,12 +223,22 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-pub(crate) fn http_client() -> Result<reqwest::Client, ConfigError> {
-    reqwest::Client::builder()
-        // A redirect would re-post a signed body to wherever the receiver points.
+/// The HTTP client of a channel; `public_only` resolves names through the webhook
+/// channel's filter of non-public addresses.
+pub(crate) fn http_client(public_only: bool) -> Result<reqwest::Client, ConfigError> {
+    let mut builder = reqwest::Client::builder()
+        // A redirect would re-post a signed body to wherever the receiver points, and
+        // around the address filter.
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
-        .user_agent(concat!("cpn-notify/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("cpn-notify/", env!("CARGO_PKG_VERSION")));
+    if public_only {
+        // A proxy would resolve the name itself, around the filter.
+        builder = builder
+            .dns_resolver(std::sync::Arc::new(webhook::PublicOnly))
+            .no_proxy();
+    }
+    builder
         .build()
         .map_err(|e| ConfigError::HttpClient(e.to_string()))
 }

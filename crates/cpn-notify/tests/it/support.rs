@@ -14,7 +14,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use cpn_notify::signature::{DEFAULT_TOLERANCE, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use cpn_notify::{
-    DispatcherConfig, InMemoryDeliveryLog, RetryPolicy, SignatureError, verify_signature,
+    DispatcherConfig, InMemoryDeliveryLog, RetryPolicy, SignatureError, WebhookConfig,
+    verify_signature,
 };
 
 /// The Python the tests run aiosmtpd with: `CPN_TEST_PYTHON` (CI points it at the venv
@@ -335,6 +336,11 @@ async fn handle(
 /// fixed jitter seed.
 pub fn test_config() -> DispatcherConfig {
     DispatcherConfig {
+        // The sinks are on loopback, which production webhooks may not reach.
+        webhook: WebhookConfig {
+            allow_private_addresses: true,
+            ..WebhookConfig::default()
+        },
         retry: RetryPolicy::new(3, Duration::from_millis(50), Duration::from_millis(400))
             .expect("valid policy"),
         jitter_seed: Some(1),

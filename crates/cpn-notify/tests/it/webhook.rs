@@ -245,9 +245,7 @@ async fn a_receiver_that_hangs_times_out() {
     })
     .await;
     let mut config = test_config();
-    config.webhook = WebhookConfig {
-        timeout: Duration::from_millis(300),
-    };
+    config.webhook.timeout = Duration::from_millis(300);
     let d = Dispatcher::new(config, new_log()).unwrap();
     let start = Instant::now();
     let report = d
@@ -268,4 +266,38 @@ async fn a_receiver_that_hangs_times_out() {
         "{:?}",
         start.elapsed()
     );
+}
+
+#[tokio::test]
+async fn by_default_webhooks_do_not_reach_loopback_or_private_addresses() {
+    let sink = HttpSink::start(Behaviour::default()).await;
+    let log = new_log();
+    let mut config = test_config();
+    config.webhook = WebhookConfig::default();
+    let d = Dispatcher::new(config, log.clone()).unwrap();
+    let port = sink.base.rsplit(':').next().unwrap();
+    let secret = WebhookSecret::new(SECRET).unwrap();
+    // An IP literal, a name that resolves to loopback, and the cloud metadata address.
+    let targets: Vec<Target> = [
+        sink.url("/hook"),
+        format!("http://localhost:{port}/hook"),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+    ]
+    .into_iter()
+    .map(|url| Target::webhook(url, secret.clone()).unwrap())
+    .collect();
+    let report = d.deliver(&lease_event("k-ssrf"), &targets).await;
+    for t in &report.targets {
+        match &t.status {
+            DeliveryStatus::Failed {
+                attempts: 1,
+                permanent: true,
+                error,
+            } => {
+                assert!(error.contains("private or link-local address"), "{error}")
+            }
+            other => panic!("{}: expected a permanent refusal, got {other:?}", t.target),
+        }
+    }
+    assert_eq!(sink.hits(), 0, "a webhook reached a loopback receiver");
 }
