@@ -70,13 +70,16 @@ impl Received {
 }
 
 impl SmtpServer {
-    pub fn start() -> Self {
+    /// `None` (the test is skipped, saying so) where aiosmtpd is not installed, except
+    /// under `CI`, where that fails: the project's convention for tests that need a real
+    /// component from outside Cargo (Slurm, Chromium).
+    pub fn start() -> Option<Self> {
         Self::start_with(&[])
     }
 
     /// With STARTTLS, which aiosmtpd then requires before MAIL: a client that does not
     /// upgrade cannot send.
-    pub fn start_with_starttls(cert_pem: &str, key_pem: &str) -> Self {
+    pub fn start_with_starttls(cert_pem: &str, key_pem: &str) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let cert = dir.path().join("cert.pem");
         let key = dir.path().join("key.pem");
@@ -87,19 +90,19 @@ impl SmtpServer {
             cert.as_os_str(),
             "--tlskey".as_ref(),
             key.as_os_str(),
-        ]);
+        ])?;
         server._tls = Some(dir);
-        server
+        Some(server)
     }
 
-    fn start_with(extra: &[&std::ffi::OsStr]) -> Self {
+    fn start_with(extra: &[&std::ffi::OsStr]) -> Option<Self> {
         let python = python();
         let check = Command::new(&python)
             .args(["-c", "import aiosmtpd"])
             .output();
-        match check {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => panic!(
+        let missing = match check {
+            Ok(out) if out.status.success() => None,
+            Ok(out) => Some(format!(
                 "aiosmtpd is not importable by {python} ({}): install it with \
                  `{python} -m pip install aiosmtpd==1.4.6`, or set CPN_TEST_PYTHON to a Python \
                  that has it (.ci/run installs it into target/aiosmtpd-venv)",
@@ -108,11 +111,18 @@ impl SmtpServer {
                     .lines()
                     .last()
                     .unwrap_or("")
-            ),
-            Err(e) => panic!(
+            )),
+            Err(e) => Some(format!(
                 "cannot run {python} ({e}): the SMTP tests need Python 3 with aiosmtpd \
                  (`pip install aiosmtpd==1.4.6`); set CPN_TEST_PYTHON to its path"
-            ),
+            )),
+        };
+        if let Some(why) = missing {
+            if std::env::var_os("CI").is_some() {
+                panic!("{why}");
+            }
+            eprintln!("SKIPPED (a real SMTP server is needed): {why}");
+            return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
         let tests_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
@@ -138,7 +148,7 @@ impl SmtpServer {
             _tls: None,
         };
         server.wait_until_listening();
-        server
+        Some(server)
     }
 
     fn wait_until_listening(&mut self) {
