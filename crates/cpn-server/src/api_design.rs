@@ -9,12 +9,13 @@ use crate::design::{
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Principal};
 use crate::state::AppState;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use cpn_api_types::ErrorBody;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Templates the caller may see: published ones and their tenant's.
 #[utoipa::path(get, path = "/api/v1/templates", tag = "design", security(("bearer" = [])),
@@ -256,31 +257,22 @@ pub async fn execute_plan(
     ))
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/v1/templates",
-            get(list_templates).post(create_template),
-        )
-        .route("/api/v1/templates/recommended", get(recommended))
-        .route(
-            "/api/v1/templates/{id}",
-            get(get_template)
-                .put(update_template)
-                .delete(delete_template),
-        )
-        .route("/api/v1/templates/{id}/versions", get(template_versions))
-        .route("/api/v1/templates/{id}/rollback", post(rollback_template))
-        .route("/api/v1/templates/{id}/publish", post(publish_template))
-        .route("/api/v1/templates/{id}/withdraw", post(withdraw_template))
-        .route("/api/v1/templates/{id}/plans", post(make_plans))
-        .route("/api/v1/plans/{id}", get(get_plan))
-        .route("/api/v1/plans/{id}/alternatives", get(plan_alternatives))
-        .route("/api/v1/plans/{id}/confirm", post(confirm_plan))
-        .route("/api/v1/plans/{id}/instructions", get(list_instructions))
-        .route(
-            "/api/v1/plans/{id}/instructions/{iid}",
-            put(edit_instruction).delete(delete_instruction),
-        )
-        .route("/api/v1/plans/{id}/execute", post(execute_plan))
+/// The module's endpoints: each handler's `#[utoipa::path]` is the one declaration of its
+/// method and path, for the router and the OpenAPI document alike. One `routes!` per path.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_templates, create_template))
+        .routes(routes!(recommended))
+        .routes(routes!(get_template, update_template, delete_template))
+        .routes(routes!(template_versions))
+        .routes(routes!(rollback_template))
+        .routes(routes!(publish_template))
+        .routes(routes!(withdraw_template))
+        .routes(routes!(make_plans))
+        .routes(routes!(get_plan))
+        .routes(routes!(plan_alternatives))
+        .routes(routes!(confirm_plan))
+        .routes(routes!(list_instructions))
+        .routes(routes!(edit_instruction, delete_instruction))
+        .routes(routes!(execute_plan))
 }

@@ -6,17 +6,18 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Principal, QueryMap, parse_json};
 use crate::flows::{self, Op};
 use crate::state::AppState;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use cpn_api_types::flows::{FlowDefinition, FlowReport, FlowView};
 use cpn_api_types::{Code, ErrorBody};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Body of `POST /api/v1/flows`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -250,19 +251,18 @@ pub async fn run_process(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/flows", get(list_flows).post(start_flow))
-        .route("/api/v1/flows/{id}", get(get_flow))
-        .route("/api/v1/flows/{id}/journal", get(flow_journal))
-        .route("/api/v1/flows/{id}/report", get(flow_report))
-        .route("/api/v1/flows/{id}/pause", post(pause_flow))
-        .route("/api/v1/flows/{id}/resume", post(resume_flow))
-        .route("/api/v1/flows/{id}/cancel", post(cancel_flow))
-        .route(
-            "/api/v1/processes",
-            get(list_processes).post(create_process),
-        )
-        .route("/api/v1/processes/{id}", get(get_process))
-        .route("/api/v1/processes/{id}/run", post(run_process))
+/// The module's endpoints: each handler's `#[utoipa::path]` is the one declaration of its
+/// method and path, for the router and the OpenAPI document alike. One `routes!` per path.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_flows, start_flow))
+        .routes(routes!(get_flow))
+        .routes(routes!(flow_journal))
+        .routes(routes!(flow_report))
+        .routes(routes!(pause_flow))
+        .routes(routes!(resume_flow))
+        .routes(routes!(cancel_flow))
+        .routes(routes!(list_processes, create_process))
+        .routes(routes!(get_process))
+        .routes(routes!(run_process))
 }
