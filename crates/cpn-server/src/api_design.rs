@@ -1,11 +1,7 @@
 //! HTTP surface of design and provisioning: templates (DO-TPL, DO-RES), plans with their
 //! comparison, and instruction sets (SC-PROV). Thin handlers over `design::*`.
 
-use crate::design::plans::{self, Instruction, InstructionEdit, PlanRequest, PlanView};
-use crate::design::{
-    self, Recommendation, TemplateCreate, TemplateRollback, TemplateUpdate, TemplateVersionView,
-    TemplateView, VersionOnly,
-};
+use crate::design::{self, plans};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Principal};
 use crate::state::AppState;
@@ -14,6 +10,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use cpn_api_types::ErrorBody;
+use cpn_api_types::design::{
+    Instruction, InstructionEdit, PlanRequest, PlanView, Recommendation, TemplateCreate,
+    TemplateRollback, TemplateUpdate, TemplateVersionView, TemplateView, VersionOnly,
+};
+use cpn_api_types::flows::FlowView;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -244,13 +245,15 @@ pub async fn delete_instruction(
 /// Execute a confirmed plan as a workflow; 409 `invalid_state` when the inventory it was
 /// planned on changed (re-plan).
 #[utoipa::path(post, path = "/api/v1/plans/{id}/execute", tag = "design", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 202, body = Object), (status = 409, body = ErrorBody),
+    params(("id" = String, Path)), responses((status = 202, body = FlowView), (status = 409, body = ErrorBody),
         (status = 429, description = "The tenant has as many unfinished workflows as it may", body = ErrorBody)))]
 pub async fn execute_plan(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    // The value is the started workflow's `FlowView` (declared so above); the service still
+    // hands it over as JSON.
     Ok((
         StatusCode::ACCEPTED,
         Json(plans::execute(&s, &who, &id).await?),
