@@ -1,0 +1,26 @@
+//! The sharing marketplace's pure core (issue #14, the Shenzhen specification's `SH-USR`,
+//! `SH-SUP` and `SH-CL` requirements): accounts and their review, published clusters with a
+//! state per GPU card, the search over idle capacity, orders and leases with authorization
+//! codes, metering, a double-entry ledger, budgets, invoices and settlement statements.
+//!
+//! The crate is pure like `cpn-sched`: no I/O, no clock (every function that needs the time
+//! takes a [`Timestamp`]), no async and no randomness but the bytes a caller passes in. The
+//! server persists what these types decide and calls them under one lock or one transaction;
+//! the contracts that the store must mirror are written on the methods that change state.
+
+#![warn(unreachable_pub)]
+
+pub mod account;
+pub mod keyed;
+pub mod listing;
+pub mod money;
+pub mod time;
+pub mod validation;
+pub mod verification;
+
+pub use account::{Account, AccountId, AccountKind, AccountState, SupplierKind, UserKind};
+pub use keyed::{HashedIdentifier, IdentifierKind, KeyedHasher};
+pub use listing::{BillingMode, ClusterClass, CpcId, ListingSpec, PriceSheet};
+pub use money::Money;
+pub use time::Timestamp;
+pub use validation::{FieldError, Invalid};
