@@ -59,9 +59,7 @@ impl fmt::Debug for KeyedHasher {
 pub const MIN_KEY_BYTES: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "the identifier key has {0} bytes; generate at least {MIN_KEY_BYTES} random bytes for it"
-)]
+#[error("the identifier key has {0} bytes; generate at least {MIN_KEY_BYTES} random bytes for it")]
 pub struct KeyTooShort(pub usize);
 
 impl KeyedHasher {
@@ -179,7 +177,9 @@ mod tests {
         let other = KeyedHasher::new(&[8; 32]).unwrap();
         assert_ne!(
             id.digest_hex(),
-            other.hash(IdentifierKind::NationalId, "123456789012345678").digest_hex()
+            other
+                .hash(IdentifierKind::NationalId, "123456789012345678")
+                .digest_hex()
         );
     }
 

@@ -36,7 +36,11 @@ pub enum BillingMode {
 }
 
 impl BillingMode {
-    pub const ALL: [BillingMode; 3] = [BillingMode::Hourly, BillingMode::Monthly, BillingMode::Yearly];
+    pub const ALL: [BillingMode; 3] = [
+        BillingMode::Hourly,
+        BillingMode::Monthly,
+        BillingMode::Yearly,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -79,7 +83,9 @@ impl PriceSheet {
     }
 
     pub fn modes(&self) -> impl Iterator<Item = BillingMode> + '_ {
-        BillingMode::ALL.into_iter().filter(|m| self.price(*m).is_some())
+        BillingMode::ALL
+            .into_iter()
+            .filter(|m| self.price(*m).is_some())
     }
 
     pub(crate) fn check(&self, c: &mut Collector) {
@@ -192,8 +198,16 @@ impl ListingSpec {
             "card_memory_gib",
             "give the memory of one card in GiB, e.g. 80 for an A100 80GB",
         );
-        c.check(self.memory_gib > 0, "memory_gib", "give the host memory in GiB, e.g. 1024 for 1 TB");
-        c.check(self.vcpus > 0, "vcpus", "give the number of virtual cores, e.g. 128");
+        c.check(
+            self.memory_gib > 0,
+            "memory_gib",
+            "give the host memory in GiB, e.g. 1024 for 1 TB",
+        );
+        c.check(
+            self.vcpus > 0,
+            "vcpus",
+            "give the number of virtual cores, e.g. 128",
+        );
         self.prices.check(&mut c);
         c.check(
             !self.storage.is_empty(),
@@ -201,7 +215,11 @@ impl ListingSpec {
             "list the local disks, e.g. two 3840 GB NVMe data disks and a 480 GB system disk",
         );
         for (i, d) in self.storage.iter().enumerate() {
-            c.check(d.size_gb > 0, &format!("storage[{i}].size_gb"), "a disk's size must be positive");
+            c.check(
+                d.size_gb > 0,
+                &format!("storage[{i}].size_gb"),
+                "a disk's size must be positive",
+            );
         }
         match (self.class, &self.usage) {
             (ClusterClass::A, None) => c.reject(
@@ -214,12 +232,17 @@ impl ListingSpec {
         c.check(
             !self.cards.is_empty() && self.cards.len() <= MAX_CARDS_PER_LISTING,
             "cards",
-            &format!("list between 1 and {MAX_CARDS_PER_LISTING} cards, each a node and device index"),
+            &format!(
+                "list between 1 and {MAX_CARDS_PER_LISTING} cards, each a node and device index"
+            ),
         );
         let mut seen = std::collections::BTreeSet::new();
         for (i, card) in self.cards.iter().enumerate() {
             if card.node.trim().is_empty() {
-                c.reject(format!("cards[{i}].node"), "name the node that holds the card");
+                c.reject(
+                    format!("cards[{i}].node"),
+                    "name the node that holds the card",
+                );
             }
             if !seen.insert(card) {
                 c.reject(
@@ -249,7 +272,9 @@ pub const MAX_CPCID_SEQUENCE: u64 = 9_999_999_999;
 impl CpcId {
     /// The id of the `sequence`-th published cluster (the store's sequence, from 1).
     pub fn from_sequence(sequence: u64) -> Option<CpcId> {
-        (1..=MAX_CPCID_SEQUENCE).contains(&sequence).then_some(CpcId(sequence))
+        (1..=MAX_CPCID_SEQUENCE)
+            .contains(&sequence)
+            .then_some(CpcId(sequence))
     }
 
     pub fn sequence(self) -> u64 {
@@ -283,7 +308,9 @@ impl fmt::Display for CpcId {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a CPcId: expected CPC-, ten digits, - and a check digit, e.g. CPC-0000000042-2")]
+#[error(
+    "{0:?} is not a CPcId: expected CPC-, ten digits, - and a check digit, e.g. CPC-0000000042-2"
+)]
 pub struct BadCpcId(pub String);
 
 impl FromStr for CpcId {
@@ -314,8 +341,14 @@ mod tests {
         let text = id.to_string();
         assert_eq!(text, "CPC-0000000042-2");
         assert_eq!(text.parse::<CpcId>(), Ok(id));
-        assert!("CPC-0000000024-2".parse::<CpcId>().is_err(), "swapped digits");
-        assert!("CPC-0000000000-0".parse::<CpcId>().is_err(), "sequence starts at 1");
+        assert!(
+            "CPC-0000000024-2".parse::<CpcId>().is_err(),
+            "swapped digits"
+        );
+        assert!(
+            "CPC-0000000000-0".parse::<CpcId>().is_err(),
+            "sequence starts at 1"
+        );
         assert!(CpcId::from_sequence(0).is_none());
     }
 }

@@ -58,14 +58,22 @@ impl Money {
 impl Add for Money {
     type Output = Money;
     fn add(self, rhs: Money) -> Money {
-        Money(self.0.checked_add(rhs.0).expect("money sum overflows i64 minor units"))
+        Money(
+            self.0
+                .checked_add(rhs.0)
+                .expect("money sum overflows i64 minor units"),
+        )
     }
 }
 
 impl Sub for Money {
     type Output = Money;
     fn sub(self, rhs: Money) -> Money {
-        Money(self.0.checked_sub(rhs.0).expect("money difference overflows i64 minor units"))
+        Money(
+            self.0
+                .checked_sub(rhs.0)
+                .expect("money difference overflows i64 minor units"),
+        )
     }
 }
 

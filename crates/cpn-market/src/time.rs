@@ -150,7 +150,10 @@ mod tests {
 
     #[test]
     fn month_arithmetic_clamps_to_short_months() {
-        let jan31 = Month::new(2028, 1).unwrap().start().plus_seconds(30 * 86_400 + 5);
+        let jan31 = Month::new(2028, 1)
+            .unwrap()
+            .start()
+            .plus_seconds(30 * 86_400 + 5);
         assert_eq!(jan31.to_string(), "2028-01-31T00:00:05Z");
         assert_eq!(jan31.plus_months(1).to_string(), "2028-02-29T00:00:05Z");
         assert_eq!(jan31.plus_months(12).to_string(), "2029-01-31T00:00:05Z");

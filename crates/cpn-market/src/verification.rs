@@ -164,7 +164,10 @@ mod tests {
             pending.verify(Purpose::Login, &code, &hasher(), t0),
             Err(CodeError::WrongPurpose)
         );
-        assert_eq!(pending.verify(Purpose::Registration, &code, &hasher(), t0), Ok(()));
+        assert_eq!(
+            pending.verify(Purpose::Registration, &code, &hasher(), t0),
+            Ok(())
+        );
         assert_eq!(
             pending.verify(Purpose::Registration, &code, &hasher(), t0),
             Err(CodeError::AlreadyUsed)
@@ -177,7 +180,12 @@ mod tests {
         let (code, pending) = issue(Purpose::Registration, Entropy([1; 32]), &hasher(), t0);
         let mut late = pending.clone();
         assert_eq!(
-            late.verify(Purpose::Registration, &code, &hasher(), t0.plus_seconds(600)),
+            late.verify(
+                Purpose::Registration,
+                &code,
+                &hasher(),
+                t0.plus_seconds(600)
+            ),
             Err(CodeError::Expired)
         );
         let mut guessed = pending;
@@ -185,7 +193,9 @@ mod tests {
         for left in (0..5).rev() {
             assert_eq!(
                 guessed.verify(Purpose::Registration, wrong, &hasher(), t0),
-                Err(CodeError::Mismatch { attempts_left: left })
+                Err(CodeError::Mismatch {
+                    attempts_left: left
+                })
             );
         }
         assert_eq!(
@@ -197,7 +207,12 @@ mod tests {
 
     #[test]
     fn activation_links_are_long_tokens() {
-        let (token, _) = issue(Purpose::Activation, Entropy([0xab; 32]), &hasher(), Timestamp::from_unix(0));
+        let (token, _) = issue(
+            Purpose::Activation,
+            Entropy([0xab; 32]),
+            &hasher(),
+            Timestamp::from_unix(0),
+        );
         assert_eq!(token.len(), 64);
     }
 }

@@ -27,7 +27,9 @@ pub fn is_valid_national_id(id: &str) -> bool {
 /// character.
 pub fn is_valid_credit_code(code: &str) -> bool {
     const ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
-    const WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+    const WEIGHTS: [u32; 17] = [
+        1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+    ];
     let bytes = code.as_bytes();
     if bytes.len() != 18 {
         return false;
@@ -48,7 +50,10 @@ pub fn is_valid_credit_code(code: &str) -> bool {
 pub fn is_valid_mobile(phone: &str) -> bool {
     let digits = phone.strip_prefix("+86").unwrap_or(phone);
     let b = digits.as_bytes();
-    b.len() == 11 && b.iter().all(u8::is_ascii_digit) && b[0] == b'1' && (b'3'..=b'9').contains(&b[1])
+    b.len() == 11
+        && b.iter().all(u8::is_ascii_digit)
+        && b[0] == b'1'
+        && (b'3'..=b'9').contains(&b[1])
 }
 
 /// An address the platform can mail: one `@`, a non-empty local part, a domain with a dot
@@ -84,7 +89,10 @@ mod tests {
     fn credit_code_check_character() {
         assert!(is_valid_credit_code("91350100M000100Y43"));
         assert!(!is_valid_credit_code("91350100M000100Y44"));
-        assert!(!is_valid_credit_code("91350100M000100O43"), "O is not in the alphabet");
+        assert!(
+            !is_valid_credit_code("91350100M000100O43"),
+            "O is not in the alphabet"
+        );
     }
 
     #[test]

@@ -25,9 +25,13 @@ pub enum AccountState {
     PendingReview,
     Active,
     /// The review refused the licence; the reason says what to fix before resubmitting.
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
     /// An operator suspended the account.
-    Disabled { reason: String },
+    Disabled {
+        reason: String,
+    },
     /// Final: personal data erased, records kept (see [`Deregistration`]).
     Deregistered,
 }
@@ -79,7 +83,9 @@ pub enum LifecycleError {
         running_leases: usize,
         balance: Money,
     },
-    #[error("a profile cannot change the account's kind or username; register a new account instead")]
+    #[error(
+        "a profile cannot change the account's kind or username; register a new account instead"
+    )]
     KindOrUsernameChanged,
 }
 
@@ -183,7 +189,12 @@ impl Account {
         self.state = to;
     }
 
-    fn expect(&self, ok: bool, action: &'static str, needs: &'static str) -> Result<(), LifecycleError> {
+    fn expect(
+        &self,
+        ok: bool,
+        action: &'static str,
+        needs: &'static str,
+    ) -> Result<(), LifecycleError> {
         if ok {
             Ok(())
         } else {
@@ -213,22 +224,52 @@ impl Account {
     }
 
     pub fn approve(&mut self, operator: &str, now: Timestamp) -> Result<(), LifecycleError> {
-        self.expect(self.state == AccountState::PendingReview, "approval", "pending_review")?;
-        self.go(AccountState::Active, Actor::Operator(operator.to_string()), now);
+        self.expect(
+            self.state == AccountState::PendingReview,
+            "approval",
+            "pending_review",
+        )?;
+        self.go(
+            AccountState::Active,
+            Actor::Operator(operator.to_string()),
+            now,
+        );
         Ok(())
     }
 
-    pub fn reject(&mut self, operator: &str, reason: &str, now: Timestamp) -> Result<(), LifecycleError> {
-        self.expect(self.state == AccountState::PendingReview, "rejection", "pending_review")?;
+    pub fn reject(
+        &mut self,
+        operator: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
+        self.expect(
+            self.state == AccountState::PendingReview,
+            "rejection",
+            "pending_review",
+        )?;
         let reason = non_empty(reason)?;
-        self.go(AccountState::Rejected { reason }, Actor::Operator(operator.to_string()), now);
+        self.go(
+            AccountState::Rejected { reason },
+            Actor::Operator(operator.to_string()),
+            now,
+        );
         Ok(())
     }
 
-    pub fn disable(&mut self, operator: &str, reason: &str, now: Timestamp) -> Result<(), LifecycleError> {
+    pub fn disable(
+        &mut self,
+        operator: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
         self.expect(self.state == AccountState::Active, "disabling", "active")?;
         let reason = non_empty(reason)?;
-        self.go(AccountState::Disabled { reason }, Actor::Operator(operator.to_string()), now);
+        self.go(
+            AccountState::Disabled { reason },
+            Actor::Operator(operator.to_string()),
+            now,
+        );
         Ok(())
     }
 
@@ -238,18 +279,28 @@ impl Account {
             "enabling",
             "disabled",
         )?;
-        self.go(AccountState::Active, Actor::Operator(operator.to_string()), now);
+        self.go(
+            AccountState::Active,
+            Actor::Operator(operator.to_string()),
+            now,
+        );
         Ok(())
     }
 
     /// The owner edits the profile (SH-USR-01 "modify information"). Kind and username stay.
     /// An account that needs review and changes a reviewed field (organization name,
     /// licence, any identifier) goes back to review; a rejected account resubmits this way.
-    pub fn edit_profile(&mut self, profile: AccountProfile, now: Timestamp) -> Result<(), LifecycleError> {
+    pub fn edit_profile(
+        &mut self,
+        profile: AccountProfile,
+        now: Timestamp,
+    ) -> Result<(), LifecycleError> {
         self.expect(
             !matches!(
                 self.state,
-                AccountState::Deregistered | AccountState::Disabled { .. } | AccountState::PendingActivation
+                AccountState::Deregistered
+                    | AccountState::Disabled { .. }
+                    | AccountState::PendingActivation
             ),
             "editing the profile",
             "active, pending_review or rejected",
@@ -271,7 +322,11 @@ impl Account {
     }
 
     /// Deregisters (final) under the rule documented on [`Deregistration`].
-    pub fn deregister(&mut self, obligations: Obligations, now: Timestamp) -> Result<Deregistration, LifecycleError> {
+    pub fn deregister(
+        &mut self,
+        obligations: Obligations,
+        now: Timestamp,
+    ) -> Result<Deregistration, LifecycleError> {
         self.expect(
             self.state != AccountState::Deregistered,
             "deregistration",
@@ -297,7 +352,15 @@ impl Account {
                 "registered_capital",
                 "region",
             ],
-            kept: vec!["id", "kind", "username", "history", "ledger", "invoices", "settlements"],
+            kept: vec![
+                "id",
+                "kind",
+                "username",
+                "history",
+                "ledger",
+                "invoices",
+                "settlements",
+            ],
         })
     }
 }

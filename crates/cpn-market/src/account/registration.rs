@@ -3,7 +3,9 @@
 //! valid registration turns its sensitive identifiers into keyed hashes and yields the
 //! [`AccountProfile`] that is kept; the clear numbers go no further.
 
-use super::identity::{is_plausible_email, is_valid_credit_code, is_valid_mobile, is_valid_national_id};
+use super::identity::{
+    is_plausible_email, is_valid_credit_code, is_valid_mobile, is_valid_national_id,
+};
 use crate::keyed::{HashedIdentifier, IdentifierKind, KeyedHasher};
 use crate::money::Money;
 use crate::validation::{Collector, Invalid};
@@ -37,8 +39,9 @@ impl AccountKind {
     pub fn requires_review(self) -> bool {
         matches!(
             self,
-            AccountKind::User(UserKind::University | UserKind::ResearchInstitution | UserKind::Enterprise)
-                | AccountKind::Supplier(SupplierKind::Enterprise)
+            AccountKind::User(
+                UserKind::University | UserKind::ResearchInstitution | UserKind::Enterprise
+            ) | AccountKind::Supplier(SupplierKind::Enterprise)
         )
     }
 
@@ -165,8 +168,16 @@ impl Registration {
             Registration::EnterpriseSupplier(s) => {
                 username(&mut c, &s.username);
                 c.text(&s.company_name, "company_name", NAME_MAX);
-                c.text(&s.legal_representative_name, "legal_representative_name", NAME_MAX);
-                national_id(&mut c, &s.legal_representative_id, "legal_representative_id");
+                c.text(
+                    &s.legal_representative_name,
+                    "legal_representative_name",
+                    NAME_MAX,
+                );
+                national_id(
+                    &mut c,
+                    &s.legal_representative_id,
+                    "legal_representative_id",
+                );
                 c.check(
                     s.registered_capital > Money::ZERO,
                     "registered_capital",
@@ -208,9 +219,15 @@ impl Registration {
                 display_name: trim(&u.real_name),
                 contact: normalize_contact(&u.contact),
                 identifiers: {
-                    let mut ids = vec![("national_id", id(IdentifierKind::NationalId, &u.national_id))];
+                    let mut ids = vec![(
+                        "national_id",
+                        id(IdentifierKind::NationalId, &u.national_id),
+                    )];
                     if let Some(o) = &u.organization {
-                        ids.push(("organization.credit_code", id(IdentifierKind::CreditCode, &o.credit_code)));
+                        ids.push((
+                            "organization.credit_code",
+                            id(IdentifierKind::CreditCode, &o.credit_code),
+                        ));
                     }
                     ids
                 },
@@ -228,9 +245,18 @@ impl Registration {
                 display_name: trim(&s.legal_representative_name),
                 contact: normalize_contact(&s.contact),
                 identifiers: vec![
-                    ("legal_representative_id", id(IdentifierKind::NationalId, &s.legal_representative_id)),
-                    ("credit_code", id(IdentifierKind::CreditCode, &s.credit_code)),
-                    ("corporate_account", id(IdentifierKind::BankAccount, &s.corporate_account)),
+                    (
+                        "legal_representative_id",
+                        id(IdentifierKind::NationalId, &s.legal_representative_id),
+                    ),
+                    (
+                        "credit_code",
+                        id(IdentifierKind::CreditCode, &s.credit_code),
+                    ),
+                    (
+                        "corporate_account",
+                        id(IdentifierKind::BankAccount, &s.corporate_account),
+                    ),
                 ],
                 organization_name: Some(trim(&s.company_name)),
                 licence_document: Some(trim(&s.licence_document)),
@@ -246,8 +272,14 @@ impl Registration {
                 display_name: trim(&s.real_name),
                 contact: normalize_contact(&s.contact),
                 identifiers: vec![
-                    ("national_id", id(IdentifierKind::NationalId, &s.national_id)),
-                    ("payout_account", id(IdentifierKind::BankAccount, &s.payout_account)),
+                    (
+                        "national_id",
+                        id(IdentifierKind::NationalId, &s.national_id),
+                    ),
+                    (
+                        "payout_account",
+                        id(IdentifierKind::BankAccount, &s.payout_account),
+                    ),
                 ],
                 organization_name: None,
                 licence_document: None,
@@ -300,7 +332,10 @@ impl AccountProfile {
 
     /// The identifier hashed from `field`, if the registration had one.
     pub fn identifier(&self, field: &str) -> Option<&HashedIdentifier> {
-        self.identifiers.iter().find(|(f, _)| *f == field).map(|(_, h)| h)
+        self.identifiers
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, h)| h)
     }
 
     /// The fields an operator's review approved: changing any of them sends an account that
@@ -309,7 +344,10 @@ impl AccountProfile {
         (
             self.organization_name.as_ref(),
             self.licence_document.as_ref(),
-            self.identifiers.iter().map(|(_, h)| h.digest_hex()).collect(),
+            self.identifiers
+                .iter()
+                .map(|(_, h)| h.digest_hex())
+                .collect(),
         )
     }
 }
@@ -374,8 +412,11 @@ fn credit_code(c: &mut Collector, code: &str, path: &str) {
 }
 
 fn account_number(c: &mut Collector, number: &str, path: &str) {
-    let digits = number.chars().filter(|ch| !ch.is_whitespace() && *ch != '-');
-    let (count, all_digits) = digits.fold((0, true), |(n, ok), ch| (n + 1, ok && ch.is_ascii_digit()));
+    let digits = number
+        .chars()
+        .filter(|ch| !ch.is_whitespace() && *ch != '-');
+    let (count, all_digits) =
+        digits.fold((0, true), |(n, ok), ch| (n + 1, ok && ch.is_ascii_digit()));
     c.check(
         (8..=32).contains(&count) && all_digits,
         path,
