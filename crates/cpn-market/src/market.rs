@@ -483,8 +483,8 @@ impl Market {
     }
 
     /// The periodic run: expires prepaid terms that ran out, meters every running hourly
-    /// lease up to `now`, and ends the running leases of each tenant whose budget or funds
-    /// are exhausted. O(running leases).
+    /// lease up to `now`, and ends the running hourly leases of each tenant whose budget or
+    /// funds are exhausted (prepaid terms are paid and run to their end). O(running leases).
     pub fn meter(&mut self, now: Timestamp) -> MeterRun {
         let mut run = MeterRun::default();
         let running: Vec<(LeaseId, Option<Timestamp>)> = self
@@ -511,10 +511,14 @@ impl Market {
                 Refusal::BudgetExhausted { .. } => EndReason::BudgetExhausted,
                 _ => EndReason::FundsDepleted,
             };
+            // Only postpaid (hourly) leases cost more as they run; a prepaid term is paid for
+            // and goes on to its end.
             let ids: Vec<LeaseId> = self
                 .leases
                 .values()
-                .filter(|l| l.is_running() && l.tenant == tenant)
+                .filter(|l| {
+                    l.is_running() && l.tenant == tenant && l.quote.mode == BillingMode::Hourly
+                })
                 .map(|l| l.id)
                 .collect();
             for id in ids {

@@ -284,6 +284,23 @@ fn running_out_of_funds_ends_hourly_leases() {
 }
 
 #[test]
+fn exhaustion_ends_hourly_leases_but_not_a_paid_prepaid_term() {
+    let mut m = market();
+    let id = publish_reported(&mut m, spec(ClusterClass::B, 8), 1);
+    fund(&mut m, &tenant("lab"), 5_040);
+    let monthly = OrderRequest {
+        mode: BillingMode::Monthly,
+        periods: 1,
+        ..hourly(id, 1)
+    };
+    let prepaid = leased(m.place_order(monthly, entropy(1), t0()).unwrap()).lease;
+    let postpaid = leased(m.place_order(hourly(id, 1), entropy(1), t0()).unwrap()).lease;
+    let run = m.meter(t0().plus_seconds(4_000));
+    assert_eq!(run.ended, vec![(postpaid, EndReason::FundsDepleted)]);
+    assert!(m.lease(prepaid).unwrap().is_running());
+}
+
+#[test]
 fn a_delisted_cluster_refuses_orders_while_its_lease_goes_on() {
     let mut m = market();
     let id = publish_reported(&mut m, spec(ClusterClass::B, 8), 1);

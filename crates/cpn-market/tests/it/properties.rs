@@ -105,10 +105,23 @@ fn brute_force(catalog: &Catalog, q: &Query) -> (usize, Vec<CpcId>) {
 
 #[derive(Debug, Clone)]
 enum Change {
-    Reserve { listing: usize, cards: u32 },
-    Report { listing: usize, present: Vec<u32> },
+    Reserve {
+        listing: usize,
+        cards: u32,
+    },
+    Report {
+        listing: usize,
+        present: Vec<u32>,
+    },
     Delist(usize),
     Relist(usize),
+    /// The supplier edits model, region and price: the row moves between posting sets.
+    Edit {
+        listing: usize,
+        model: usize,
+        region: usize,
+        price: i64,
+    },
 }
 
 fn change() -> impl Strategy<Value = Change> {
@@ -118,6 +131,14 @@ fn change() -> impl Strategy<Value = Change> {
             .prop_map(|(listing, present)| Change::Report { listing, present }),
         (0..12usize).prop_map(Change::Delist),
         (0..12usize).prop_map(Change::Relist),
+        (0..12usize, 0..3usize, 0..3usize, 100..400i64).prop_map(
+            |(listing, model, region, price)| Change::Edit {
+                listing,
+                model,
+                region,
+                price
+            }
+        ),
     ]
 }
 
@@ -185,6 +206,14 @@ proptest! {
                 }
                 Change::Delist(l) => { let _ = catalog.delist(ids[l % ids.len()], SUPPLIER, "x", t0()); }
                 Change::Relist(l) => { let _ = catalog.relist(ids[l % ids.len()], SUPPLIER); }
+                Change::Edit { listing, model, region, price } => {
+                    let id = ids[listing % ids.len()];
+                    let mut spec = catalog.listing(id).unwrap().spec().clone();
+                    spec.model = MODELS[model].into();
+                    spec.region = REGIONS[region].into();
+                    spec.prices.hourly = Some(Money::from_minor(price));
+                    catalog.edit(id, SUPPLIER, spec).unwrap();
+                }
             }
         }
         for q in &queries {
