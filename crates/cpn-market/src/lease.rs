@@ -42,7 +42,15 @@ pub enum OrderState {
     Rejected {
         reason: String,
     },
+    /// Withdrawn by the user before the supplier decided; the cards were freed.
+    Cancelled,
+    /// The supplier did not decide within `APPROVAL_WINDOW_S`; the cards were freed.
+    Lapsed,
 }
+
+/// How long an order waits for the supplier's approval while holding its cards: a day, so
+/// a supplier who never answers cannot keep cards from everyone else.
+pub const APPROVAL_WINDOW_S: i64 = 24 * 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {

@@ -17,8 +17,8 @@ use crate::billing::usage::{UsageKind, UsageRecord};
 use crate::catalog::{AllocationError, CardChoice, CardId, Catalog, CatalogError};
 use crate::keyed::{IdentifierKind, KeyedHasher};
 use crate::lease::{
-    AccessError, EndReason, Lease, LeaseId, LeaseState, MAX_AUTHORIZATION_ATTEMPTS, Order, OrderId,
-    OrderState, authorization_code,
+    APPROVAL_WINDOW_S, AccessError, EndReason, Lease, LeaseId, LeaseState,
+    MAX_AUTHORIZATION_ATTEMPTS, Order, OrderId, OrderState, authorization_code,
 };
 use crate::listing::{Approval, BillingMode, CardSpec, ClusterClass, CpcId};
 use crate::money::Money;
@@ -56,6 +56,12 @@ pub enum OrderError {
     UnknownOrder(OrderId),
     #[error("order {0:?} is for another supplier's cluster")]
     NotYourListing(OrderId),
+    #[error("order {0:?} is not yours")]
+    NotYourOrder(OrderId),
+    #[error(
+        "order {0:?} waited longer than a day for approval and lapsed; the user may order again"
+    )]
+    Lapsed(OrderId),
     #[error("order {0:?} is not waiting for approval")]
     NotAwaitingApproval(OrderId),
     #[error("a rejection needs a reason the user can act on")]
@@ -117,6 +123,8 @@ pub struct MeterRun {
     pub events: Vec<BudgetEvent>,
     /// Leases ended by this run, for the server to revoke access and end their processes.
     pub ended: Vec<(LeaseId, EndReason)>,
+    /// Orders whose approval window passed; their cards are free again.
+    pub lapsed: Vec<OrderId>,
 }
 
 #[derive(Debug)]
@@ -267,6 +275,10 @@ impl Market {
         now: Timestamp,
     ) -> Result<LeaseStarted, OrderError> {
         let order = self.pending(supplier, id)?;
+        if approval_window_passed(order, now) {
+            self.close_order(id, OrderState::Lapsed);
+            return Err(OrderError::Lapsed(id));
+        }
         let needed = Self::needed(
             order.quote.mode,
             order.quote.unit_price,
@@ -289,13 +301,34 @@ impl Market {
         if reason.trim().is_empty() {
             return Err(OrderError::ReasonRequired);
         }
-        let order = self.orders.get_mut(&id).expect("checked by pending");
-        order.state = OrderState::Rejected {
-            reason: reason.trim().to_string(),
-        };
+        self.close_order(
+            id,
+            OrderState::Rejected {
+                reason: reason.trim().to_string(),
+            },
+        );
+        Ok(())
+    }
+
+    /// The user withdraws an order still waiting for approval; the held cards are freed.
+    pub fn cancel_order(&mut self, user: AccountId, id: OrderId) -> Result<(), OrderError> {
+        let order = self.orders.get(&id).ok_or(OrderError::UnknownOrder(id))?;
+        if order.user != user {
+            return Err(OrderError::NotYourOrder(id));
+        }
+        if order.state != OrderState::AwaitingApproval {
+            return Err(OrderError::NotAwaitingApproval(id));
+        }
+        self.close_order(id, OrderState::Cancelled);
+        Ok(())
+    }
+
+    /// A pending order ends without a lease; its cards go back.
+    fn close_order(&mut self, id: OrderId, state: OrderState) {
+        let order = self.orders.get_mut(&id).expect("closing a known order");
+        order.state = state;
         let cards = order.cards.clone();
         self.catalog.free(&cards, id);
-        Ok(())
     }
 
     /// Order → lease; billing starts (SH-CL-16).
@@ -482,11 +515,22 @@ impl Market {
         Ok(run)
     }
 
-    /// The periodic run: expires prepaid terms that ran out, meters every running hourly
-    /// lease up to `now`, and ends the running hourly leases of each tenant whose budget or
-    /// funds are exhausted (prepaid terms are paid and run to their end). O(running leases).
+    /// The periodic run: lapses orders whose approval window passed, expires prepaid terms
+    /// that ran out, meters every running hourly lease up to `now`, and ends the running
+    /// hourly leases of each tenant whose budget or funds are exhausted (prepaid terms are
+    /// paid and run to their end). O(pending orders + running leases).
     pub fn meter(&mut self, now: Timestamp) -> MeterRun {
         let mut run = MeterRun::default();
+        let lapsed: Vec<OrderId> = self
+            .orders
+            .values()
+            .filter(|o| o.state == OrderState::AwaitingApproval && approval_window_passed(o, now))
+            .map(|o| o.id)
+            .collect();
+        for id in lapsed {
+            self.close_order(id, OrderState::Lapsed);
+            run.lapsed.push(id);
+        }
         let running: Vec<(LeaseId, Option<Timestamp>)> = self
             .leases
             .values()
@@ -569,6 +613,11 @@ impl Market {
     ) -> Result<MonthClose, CloseError> {
         close::close_month(month, records, &mut self.ledger, self.commission, now)
     }
+}
+
+/// The one rule of when a pending order lapses.
+fn approval_window_passed(order: &Order, now: Timestamp) -> bool {
+    order.placed_at.plus_seconds(APPROVAL_WINDOW_S) <= now
 }
 
 fn card_count(cards: &[CardId]) -> u32 {

@@ -5,7 +5,7 @@ use crate::fixtures::{SUPPLIER, USER, entropy, fund, market, publish_reported, s
 use cpn_market::billing::Budget;
 use cpn_market::billing::budget::{BudgetEvent, Refusal};
 use cpn_market::catalog::AllocationError;
-use cpn_market::lease::{AccessError, MAX_AUTHORIZATION_ATTEMPTS};
+use cpn_market::lease::{APPROVAL_WINDOW_S, AccessError, MAX_AUTHORIZATION_ATTEMPTS, OrderState};
 use cpn_market::listing::Approval;
 use cpn_market::market::{LeaseError, LeaseStarted, OrderError};
 use cpn_market::{
@@ -399,6 +399,41 @@ fn task_usage_is_recorded_only_inside_class_b_leases() {
         ),
         Err(LeaseError::BadInterval)
     );
+}
+
+#[test]
+fn a_pending_order_can_be_withdrawn_and_lapses_after_a_day() {
+    let mut m = market();
+    let mut s = spec(ClusterClass::B, 2);
+    s.approval = Approval::BySupplier;
+    let id = publish_reported(&mut m, s, 1);
+    fund(&mut m, &tenant("lab"), 1_000);
+    let pending = |m: &mut Market, at| match m.place_order(hourly(id, 2), entropy(1), at).unwrap() {
+        OrderPlaced::AwaitingApproval(o) => o,
+        other => panic!("approval expected, got {other:?}"),
+    };
+    let first = pending(&mut m, t0());
+    assert_eq!(
+        m.cancel_order(AccountId(99), first),
+        Err(OrderError::NotYourOrder(first))
+    );
+    m.cancel_order(USER, first).unwrap();
+    assert_eq!(m.catalog().listing(id).unwrap().idle_cards(), 2);
+
+    let second = pending(&mut m, t0());
+    let day = APPROVAL_WINDOW_S;
+    assert!(m.meter(t0().plus_seconds(day - 1)).lapsed.is_empty());
+    assert_eq!(m.meter(t0().plus_seconds(day)).lapsed, vec![second]);
+    assert_eq!(m.catalog().listing(id).unwrap().idle_cards(), 2);
+
+    // Approval after the window lapses the order even before a meter run noticed.
+    let third = pending(&mut m, t0().plus_seconds(day));
+    assert_eq!(
+        m.approve_order(SUPPLIER, third, entropy(2), t0().plus_seconds(2 * day)),
+        Err(OrderError::Lapsed(third))
+    );
+    assert_eq!(m.order(third).unwrap().state, OrderState::Lapsed);
+    assert_eq!(m.catalog().listing(id).unwrap().idle_cards(), 2);
 }
 
 /// Fifty users race for the last card: exactly one lease, and the other 49 are told why.
