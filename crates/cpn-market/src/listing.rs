@@ -97,14 +97,21 @@ impl PriceSheet {
         for mode in BillingMode::ALL {
             if let Some(p) = self.price(mode) {
                 c.check(
-                    p > Money::ZERO,
+                    p > Money::ZERO && p <= MAX_UNIT_PRICE,
                     &format!("prices.{}", mode.as_str()),
-                    "a unit price must be positive, in minor units (fen) per card",
+                    &format!(
+                        "a unit price is in minor units (fen) per card: positive and at most {MAX_UNIT_PRICE}"
+                    ),
                 );
             }
         }
     }
 }
+
+/// The highest unit price per card and period (100 million yuan): with at most
+/// `MAX_CARDS_PER_LISTING` cards and `market::MAX_PREPAID_PERIODS` periods, every amount the
+/// marketplace computes stays far inside `i64` minor units, so no request can overflow one.
+pub const MAX_UNIT_PRICE: Money = Money::from_minor(10_000_000_000);
 
 /// The price a lease was made at: the sheet's version, the mode and the unit price.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

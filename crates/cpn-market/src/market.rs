@@ -20,7 +20,7 @@ use crate::lease::{
     APPROVAL_WINDOW_S, AccessError, EndReason, Lease, LeaseId, LeaseState,
     MAX_AUTHORIZATION_ATTEMPTS, Order, OrderId, OrderState, authorization_code,
 };
-use crate::listing::{Approval, BillingMode, CardSpec, ClusterClass, CpcId};
+use crate::listing::{Approval, BillingMode, CardSpec, ClusterClass, CpcId, MAX_CARDS_PER_LISTING};
 use crate::money::Money;
 use crate::time::{Month, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
@@ -224,9 +224,14 @@ impl Market {
             listing.spec().approval,
         );
         let count = match &req.cards {
-            CardChoice::Count(n) => *n,
-            CardChoice::Cards(ids) => u32::try_from(ids.len()).unwrap_or(u32::MAX),
+            CardChoice::Count(n) => *n as usize,
+            CardChoice::Cards(ids) => ids.len(),
         };
+        // Bounded before any amount is computed from it.
+        if count == 0 || count > MAX_CARDS_PER_LISTING {
+            return Err(AllocationError::BadChoice.into());
+        }
+        let count = u32::try_from(count).expect("bounded by MAX_CARDS_PER_LISTING");
         let needed = Self::needed(req.mode, quote.unit_price, count, req.periods);
         self.budgets.admit(&self.ledger, &req.tenant, needed, now)?;
         let id = OrderId(self.next_order);
@@ -390,7 +395,7 @@ impl Market {
             let key = format!("prepaid:lease-{}", lease_id.0);
             self.ledger
                 .charge(&order.tenant, amount, &key, now, "prepaid term")
-                .expect("a prepaid charge is positive");
+                .expect("a prepaid charge is positive and bounded by MAX_UNIT_PRICE");
             events.extend(self.budgets.record_spend(&order.tenant, amount, now));
             usage.push(record(
                 &lease,
@@ -472,7 +477,7 @@ impl Market {
             let key = format!("meter:lease-{}:{}", id.0, a.end.unix());
             self.ledger
                 .charge(&lease.tenant, a.amount, &key, a.end, "hourly use")
-                .expect("a metered charge is not negative");
+                .expect("a metered charge is not negative and bounded by MAX_UNIT_PRICE");
             run.events
                 .extend(self.budgets.record_spend(&lease.tenant, a.amount, a.end));
             run.usage.push(record(

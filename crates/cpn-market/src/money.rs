@@ -32,6 +32,12 @@ impl Money {
         self.0 < 0
     }
 
+    /// `None` on overflow: where an amount comes from a request (a top-up), the ledger refuses
+    /// it instead of panicking.
+    pub fn checked_add(self, rhs: Money) -> Option<Money> {
+        self.0.checked_add(rhs.0).map(Money)
+    }
+
     /// `self × numerator / denominator`, rounded half away from zero, computed in `i128` so
     /// the product never overflows. The one rounding rule of the crate: proration to the
     /// second, commission in basis points and budget percentages all go through it.

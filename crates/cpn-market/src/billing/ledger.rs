@@ -76,6 +76,8 @@ pub struct Transaction {
 pub enum LedgerError {
     #[error("postings sum to {0}, not zero; a transaction must balance")]
     Unbalanced(Money),
+    #[error("a balance would exceed what i64 minor units hold; check the amount")]
+    Overflow,
     #[error("a transaction needs at least two non-zero postings")]
     Empty,
     #[error("an amount of {0} is not positive; top-ups, credits and payouts move money one way")]
@@ -152,17 +154,22 @@ impl Ledger {
         if postings.len() < 2 {
             return Err(LedgerError::Empty);
         }
-        let sum: Money = postings.iter().map(|p| p.amount).sum();
-        if sum != Money::ZERO {
-            return Err(LedgerError::Unbalanced(sum));
+        let sum: i128 = postings.iter().map(|p| i128::from(p.amount.minor())).sum();
+        if sum != 0 {
+            return Err(LedgerError::Unbalanced(
+                i64::try_from(sum).map_or(Money::from_minor(i64::MAX), Money::from_minor),
+            ));
+        }
+        // Check every new balance first, so a transaction applies whole or not at all.
+        let mut updated = Vec::with_capacity(postings.len());
+        for p in &postings {
+            let old = self.balance(&p.account);
+            let new = old.checked_add(p.amount).ok_or(LedgerError::Overflow)?;
+            updated.push((p.account.clone(), new));
         }
         let id = TxId(self.transactions.len() as u64 + 1);
-        for p in &postings {
-            let b = self
-                .balances
-                .entry(p.account.clone())
-                .or_insert(Money::ZERO);
-            *b = *b + p.amount;
+        for (account, balance) in updated {
+            self.balances.insert(account, balance);
         }
         self.by_key.insert(key.to_string(), id);
         self.transactions.push(Transaction {

@@ -59,6 +59,16 @@ fn unbalanced_and_one_sided_transactions_are_refused() {
         Money::from_major(5),
         "a retried top-up counts once"
     );
+    assert_eq!(
+        l.top_up(&tenant("lab"), Money::from_minor(i64::MAX), "k4", t0(), ""),
+        Err(LedgerError::Overflow)
+    );
+    assert_eq!(
+        l.available(&tenant("lab")),
+        Money::from_major(5),
+        "nothing of it applied"
+    );
+    assert_eq!(l.trial_balance(), Money::ZERO);
 }
 
 #[test]

@@ -203,6 +203,18 @@ fn a_monthly_term_is_prepaid_and_expires() {
     let run = m.meter(ends.plus_seconds(5));
     assert_eq!(run.ended, vec![(started.lease, EndReason::Expired)]);
     assert!(run.usage.is_empty(), "a prepaid term is not metered again");
+    assert_eq!(
+        m.place_order(
+            OrderRequest {
+                cards: CardChoice::Count(u32::MAX),
+                ..req.clone()
+            },
+            entropy(1),
+            t0()
+        ),
+        Err(OrderError::Allocation(AllocationError::BadChoice)),
+        "refused before any amount is computed from it"
+    );
     assert!(matches!(
         m.place_order(
             OrderRequest {
