@@ -124,7 +124,7 @@ pub fn close_month(
         let (acc, _) = lines
             .entry((r.lease, r.kind))
             .or_insert_with(|| (Acc::default(), r));
-        acc.quantity += r.quantity;
+        acc.quantity = acc.quantity.saturating_add(r.quantity);
         acc.amount = acc.amount + r.amount;
     }
     let mut by_tenant: BTreeMap<&TenantId, Vec<InvoiceLine>> = BTreeMap::new();
