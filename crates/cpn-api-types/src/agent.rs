@@ -489,3 +489,116 @@ pub struct SiteCapacity {
     pub offers: Vec<OfferCapacity>,
     pub unregistered: Vec<UnregisteredNode>,
 }
+
+/// Class A lease access (issue #14, SH-CL-14): the server asks the agent of the leased node
+/// to create a dedicated SSH account for one lease, with the user's public key and the
+/// leased GPUs and share. The agent derives the account's name from `lease_id` (`cpnl-…`),
+/// refuses a key line with options (`command=`, `environment=`, …) or more than one line,
+/// and answers with a [`LeaseAccess`]. Granting the same lease again with the same key
+/// answers the same access; a revoked lease is never granted again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeaseAccessGrant {
+    /// The lease's id: 1 to 64 of ASCII letters, digits, `.`, `_` and `-`.
+    pub lease_id: String,
+    /// One OpenSSH public key line, `TYPE BASE64 [COMMENT]`, of type `ssh-ed25519`,
+    /// `ecdsa-sha2-nistp256/384/521`, `sk-ssh-ed25519@openssh.com`,
+    /// `sk-ecdsa-sha2-nistp256@openssh.com` or `ssh-rsa` of at least 2048 bits. The comment
+    /// is dropped.
+    pub public_key: String,
+    /// Indices of the leased GPUs on the node (as in [`GpuInfo::index`]).
+    #[serde(default)]
+    pub gpus: Vec<u32>,
+    /// The leased CPU share in cores (0: no CPU limit).
+    #[serde(default)]
+    pub cpu_cores: f64,
+    /// The leased memory in GiB (0: no memory limit).
+    #[serde(default)]
+    pub memory_gib: f64,
+}
+
+/// The server asks the agent to end a lease's access: on release by the user, expiry or
+/// budget exhaustion. Idempotent: revoking a revoked or unknown lease reports what is there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LeaseAccessRevoke {
+    pub lease_id: String,
+}
+
+/// How a user reaches a class A lease, as the agent set it up. Shown to the user once the
+/// lease is active; nothing in it is secret.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeaseAccess {
+    pub lease_id: String,
+    /// Where to connect: the node's SSH host name or address, as the agent is configured.
+    pub host: String,
+    pub port: u16,
+    /// The lease's own local account (`cpnl-…`).
+    pub username: String,
+    /// The SSH host key's fingerprint as `ssh-keygen -l -E sha256` prints it
+    /// (`SHA256:…`), so the user can check the first connection.
+    pub host_key_fingerprint: String,
+    /// The algorithm of that host key (`ssh-ed25519`).
+    pub host_key_type: String,
+    /// The leased GPUs' indices, the only ones the session's `CUDA_VISIBLE_DEVICES` names.
+    pub gpus: Vec<u32>,
+    /// What the node actually enforces for this account; read it before promising more.
+    pub isolation: LeaseIsolation,
+}
+
+/// How far a lease's limits are enforced on its node, stated plainly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeaseIsolation {
+    /// GPUs: `enforced` only where a device controller denies the other GPUs' device
+    /// nodes; `simulated` where only `CUDA_VISIBLE_DEVICES`/`NVIDIA_VISIBLE_DEVICES` name the
+    /// leased GPUs (CUDA honours them, but the account could still open other GPUs'
+    /// devices); `unavailable` where not even that applies.
+    pub gpus: Enforcement,
+    /// The leased CPU share (a cgroup's CPU quota).
+    pub cpu: Enforcement,
+    /// The leased memory (a cgroup's memory limit).
+    pub memory: Enforcement,
+    /// Which cgroup hierarchy holds the lease's processes.
+    pub cgroup: CgroupMode,
+    /// One line per limit that is not `enforced`, saying why.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// Whether a limit holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforcement {
+    /// The kernel holds it.
+    Enforced,
+    /// Only advisory (an environment variable a program may honour or ignore).
+    Simulated,
+    /// Not applied on this node.
+    #[default]
+    Unavailable,
+}
+
+impl Enforcement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcement::Enforced => "enforced",
+            Enforcement::Simulated => "simulated",
+            Enforcement::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// What revoking a lease's access did, for the lease's record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LeaseRevoked {
+    pub lease_id: String,
+    /// The account, when the agent ever created one for the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The account is locked (no password, expired, no login shell): no new logins.
+    pub locked: bool,
+    /// Processes of the account that were killed now (sessions included).
+    pub processes_killed: u32,
+    /// `authorized_keys` was removed now (false when it was already gone).
+    pub authorized_keys_removed: bool,
+    /// The lease was already revoked before this request.
+    pub already_revoked: bool,
+}
