@@ -111,7 +111,7 @@ pub(crate) struct Identity {
 
 /// One cgroup hierarchy's directory for the attempts (`<mount>/cpn`).
 #[derive(Debug, Clone)]
-enum Cgroups {
+pub(crate) enum Cgroups {
     /// The unified hierarchy: one directory per attempt.
     V2 {
         base: PathBuf,
@@ -235,11 +235,7 @@ impl Isolation {
 
     /// What the agent reports at registration.
     pub fn report(&self) -> NodeIsolation {
-        let (mode, controllers) = match &self.cgroups {
-            Cgroups::V2 { controllers, .. } => (CgroupMode::V2, controllers.clone()),
-            Cgroups::V1 { bases } => (CgroupMode::V1, bases.iter().map(|(c, _)| *c).collect()),
-            Cgroups::None => (CgroupMode::None, Vec::new()),
-        };
+        let (mode, controllers) = self.cgroups.mode();
         NodeIsolation {
             uid_switch: self.uid_switch,
             cgroups: mode,
@@ -385,61 +381,89 @@ impl Isolation {
         attempt_id: &str,
         resources: &TaskResources,
     ) -> Result<Vec<PathBuf>, String> {
-        let mem_bytes = (resources.memory_gib > 0.0)
-            .then_some((resources.memory_gib * 1024.0 * 1024.0 * 1024.0) as u64)
-            .map(|b| b.max(4 * 1024 * 1024));
-        let cpu_quota = (resources.cpu_cores > 0.0)
-            .then(|| ((resources.cpu_cores * CPU_PERIOD_US as f64) as u64).max(1000));
-        let fail = |p: &Path, e: std::io::Error| {
-            format!("cannot set up the cgroup '{}': {e}", p.display())
-        };
-        let write = |p: PathBuf, v: String| fs::write(&p, v).map_err(|e| fail(&p, e));
-        match &self.cgroups {
-            Cgroups::None => Ok(Vec::new()),
-            Cgroups::V2 { base, controllers } => {
-                let dir = base.join(attempt_id);
+        make_group(
+            &self.cgroups,
+            attempt_id,
+            resources.cpu_cores,
+            resources.memory_gib,
+            self.pids_max,
+        )
+    }
+}
+
+/// Creates one cgroup named `name` under the agent's base of each hierarchy in use, with a
+/// CPU quota of `cpu_cores` and a memory limit of `memory_gib` (0: none) and `pids_max`;
+/// returns their directories. Attempts (`Isolation::make_cgroups`) and lease accounts
+/// (`lease_access`) share it, so both are limited the same way.
+pub(crate) fn make_group(
+    cgroups: &Cgroups,
+    name: &str,
+    cpu_cores: f64,
+    memory_gib: f64,
+    pids_max: u32,
+) -> Result<Vec<PathBuf>, String> {
+    let mem_bytes = (memory_gib > 0.0)
+        .then_some((memory_gib * 1024.0 * 1024.0 * 1024.0) as u64)
+        .map(|b| b.max(4 * 1024 * 1024));
+    let cpu_quota =
+        (cpu_cores > 0.0).then(|| ((cpu_cores * CPU_PERIOD_US as f64) as u64).max(1000));
+    let fail =
+        |p: &Path, e: std::io::Error| format!("cannot set up the cgroup '{}': {e}", p.display());
+    let write = |p: PathBuf, v: String| fs::write(&p, v).map_err(|e| fail(&p, e));
+    match cgroups {
+        Cgroups::None => Ok(Vec::new()),
+        Cgroups::V2 { base, controllers } => {
+            let dir = base.join(name);
+            make_fresh_dir(&dir).map_err(|e| fail(&dir, e))?;
+            if let Some(b) = mem_bytes {
+                write(dir.join("memory.max"), b.to_string())?;
+                let _ = fs::write(dir.join("memory.swap.max"), "0");
+            }
+            if let Some(q) = cpu_quota
+                && controllers.contains(&"cpu")
+            {
+                write(dir.join("cpu.max"), format!("{q} {CPU_PERIOD_US}"))?;
+            }
+            write(dir.join("pids.max"), pids_max.to_string())?;
+            Ok(vec![dir])
+        }
+        Cgroups::V1 { bases } => {
+            let mut dirs = Vec::new();
+            for (controller, base) in bases {
+                let dir = base.join(name);
                 make_fresh_dir(&dir).map_err(|e| fail(&dir, e))?;
-                if let Some(b) = mem_bytes {
-                    write(dir.join("memory.max"), b.to_string())?;
-                    let _ = fs::write(dir.join("memory.swap.max"), "0");
-                }
-                if let Some(q) = cpu_quota
-                    && controllers.contains(&"cpu")
-                {
-                    write(dir.join("cpu.max"), format!("{q} {CPU_PERIOD_US}"))?;
-                }
-                write(dir.join("pids.max"), self.pids_max.to_string())?;
-                Ok(vec![dir])
-            }
-            Cgroups::V1 { bases } => {
-                let mut dirs = Vec::new();
-                for (controller, base) in bases {
-                    let dir = base.join(attempt_id);
-                    make_fresh_dir(&dir).map_err(|e| fail(&dir, e))?;
-                    match *controller {
-                        "memory" => {
-                            if let Some(b) = mem_bytes {
-                                write(dir.join("memory.limit_in_bytes"), b.to_string())?;
-                                // Swap must not extend the limit where it is accounted.
-                                let _ = fs::write(
-                                    dir.join("memory.memsw.limit_in_bytes"),
-                                    b.to_string(),
-                                );
-                            }
+                match *controller {
+                    "memory" => {
+                        if let Some(b) = mem_bytes {
+                            write(dir.join("memory.limit_in_bytes"), b.to_string())?;
+                            // Swap must not extend the limit where it is accounted.
+                            let _ =
+                                fs::write(dir.join("memory.memsw.limit_in_bytes"), b.to_string());
                         }
-                        "cpu" => {
-                            if let Some(q) = cpu_quota {
-                                write(dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())?;
-                                write(dir.join("cpu.cfs_quota_us"), q.to_string())?;
-                            }
-                        }
-                        "pids" => write(dir.join("pids.max"), self.pids_max.to_string())?,
-                        _ => {}
                     }
-                    dirs.push(dir);
+                    "cpu" => {
+                        if let Some(q) = cpu_quota {
+                            write(dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())?;
+                            write(dir.join("cpu.cfs_quota_us"), q.to_string())?;
+                        }
+                    }
+                    "pids" => write(dir.join("pids.max"), pids_max.to_string())?,
+                    _ => {}
                 }
-                Ok(dirs)
+                dirs.push(dir);
             }
+            Ok(dirs)
+        }
+    }
+}
+
+impl Cgroups {
+    /// The hierarchy and the controllers in use, as reported.
+    pub(crate) fn mode(&self) -> (CgroupMode, Vec<&'static str>) {
+        match self {
+            Cgroups::V2 { controllers, .. } => (CgroupMode::V2, controllers.clone()),
+            Cgroups::V1 { bases } => (CgroupMode::V1, bases.iter().map(|(c, _)| *c).collect()),
+            Cgroups::None => (CgroupMode::None, Vec::new()),
         }
     }
 }
@@ -572,7 +596,7 @@ fn cgroup_mounts() -> Vec<(PathBuf, String, Vec<String>)> {
 
 /// v2 when the unified hierarchy has the memory and pids controllers and they can be
 /// delegated to `<root>/cpn`; otherwise the writable v1 controllers; otherwise none.
-fn detect_cgroups() -> Cgroups {
+pub(crate) fn detect_cgroups() -> Cgroups {
     let mounts = cgroup_mounts();
     for (mnt, fstype, _) in &mounts {
         if fstype != "cgroup2" {
