@@ -13,6 +13,7 @@ mod emulate;
 mod error;
 mod inventory;
 pub mod isolation;
+pub mod lease_access;
 mod metrics;
 mod procfs;
 pub mod runner;
@@ -24,6 +25,7 @@ pub use emulate::EmulatedInventory;
 pub use error::AgentError;
 pub use inventory::{host_name, inventory};
 pub use isolation::IsolationConfig;
+pub use lease_access::{LeaseAccountError, LeaseAccounts, LeaseAccountsConfig};
 pub use metrics::MetricsSampler;
 pub use runner::{Runner, Stream};
 
