@@ -169,10 +169,7 @@ pub enum LeaseAccountError {
         "lease {lease_id} was revoked at {at}: a revoked lease's account is never opened \
          again; start a new lease"
     )]
-    Revoked {
-        lease_id: String,
-        at: DateTime<Utc>,
-    },
+    Revoked { lease_id: String, at: DateTime<Utc> },
     #[error(
         "lease {lease_id} already has account {username} with another key, GPUs or share; \
          revoke it first (a lease's access does not change in place)"
@@ -412,7 +409,11 @@ impl LeaseAccounts {
                 by: format!("lease {}'s account", other.lease_id),
             });
         }
-        if nix::unistd::User::from_name(&username).ok().flatten().is_some() {
+        if nix::unistd::User::from_name(&username)
+            .ok()
+            .flatten()
+            .is_some()
+        {
             return Err(LeaseAccountError::NameTaken {
                 lease_id: req.lease_id.clone(),
                 username,
@@ -509,12 +510,17 @@ impl LeaseAccounts {
                 match fs::remove_file(ssh.join(name)) {
                     Ok(()) => report.authorized_keys_removed |= name == "authorized_keys",
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(crate::AgentError::io("removing", ssh.join(name))(e).into()),
+                    Err(e) => {
+                        return Err(crate::AgentError::io("removing", ssh.join(name))(e).into());
+                    }
                 }
             }
         }
         if !isolation::remove_cgroups(&account.cgroups) {
-            tracing::warn!(lease = lease_id, "lease cgroups still busy; removed at purge");
+            tracing::warn!(
+                lease = lease_id,
+                "lease cgroups still busy; removed at purge"
+            );
         }
         tracing::info!(lease = lease_id, username = %account.username, killed = report.processes_killed, "lease account revoked");
         Ok(report)
@@ -745,7 +751,9 @@ impl LeaseAccounts {
     /// The account's uid and gid when the host's account of that name is the one the
     /// agent created (its comment names the lease).
     fn owned_ids(&self, account: &LeaseAccount) -> Option<(u32, u32)> {
-        let user = nix::unistd::User::from_name(&account.username).ok().flatten()?;
+        let user = nix::unistd::User::from_name(&account.username)
+            .ok()
+            .flatten()?;
         let gecos = user.gecos.to_string_lossy().into_owned();
         (gecos == comment(&account.lease_id)).then(|| (user.uid.as_raw(), user.gid.as_raw()))
     }
@@ -765,7 +773,15 @@ impl LeaseAccounts {
             let _ = Command::new(&self.setpriv)
                 .arg(format!("--reuid={uid}"))
                 .arg(format!("--regid={gid}"))
-                .args(["--clear-groups", "--", "/bin/kill", "-s", "KILL", "--", "-1"])
+                .args([
+                    "--clear-groups",
+                    "--",
+                    "/bin/kill",
+                    "-s",
+                    "KILL",
+                    "--",
+                    "-1",
+                ])
                 .env_clear()
                 .output();
             std::thread::sleep(Duration::from_millis(5 * u64::from(round.min(20) + 1)));
@@ -834,7 +850,9 @@ fn validate_lease_id(id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(LeaseAccountError::InvalidLeaseId(id.chars().take(80).collect()))
+        Err(LeaseAccountError::InvalidLeaseId(
+            id.chars().take(80).collect(),
+        ))
     }
 }
 
@@ -853,7 +871,10 @@ fn comment(lease_id: &str) -> String {
 }
 
 fn join(gpus: &[u32]) -> String {
-    gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+    gpus.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn nologin() -> &'static str {
@@ -869,11 +890,14 @@ fn is_real_dir(p: &Path) -> bool {
 
 /// Runs a tool; its stderr is the error.
 fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let out = cmd.env("LC_ALL", "C").output().map_err(|e| LeaseAccountError::Command {
-        what: what.to_string(),
-        status: "not started".into(),
-        stderr: e.to_string(),
-    })?;
+    let out = cmd
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| LeaseAccountError::Command {
+            what: what.to_string(),
+            status: "not started".into(),
+            stderr: e.to_string(),
+        })?;
     if out.status.success() {
         Ok(())
     } else {
@@ -1138,14 +1162,20 @@ mod tests {
         assert_eq!(username_for("42"), "cpnl-42");
         assert_eq!(username_for("lease-7"), "cpnl-lease-7");
         let hashed = username_for("L-00042");
-        assert!(hashed.starts_with("cpnl-x") && hashed.len() == 22, "{hashed}");
+        assert!(
+            hashed.starts_with("cpnl-x") && hashed.len() == 22,
+            "{hashed}"
+        );
         assert_ne!(username_for("L-00042"), username_for("l-00042"));
         // A plain id that starts like a hashed name is hashed too, so the forms never meet.
         assert!(username_for("x0123").starts_with("cpnl-x") && username_for("x0123").len() == 22);
         for id in ["42", "L-00042", &"a".repeat(64), "x"] {
             let u = username_for(id);
             assert!(u.len() <= 32, "{u}");
-            assert!(u.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+            assert!(
+                u.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            );
         }
     }
 
