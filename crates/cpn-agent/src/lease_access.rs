@@ -702,6 +702,15 @@ impl LeaseAccounts {
         let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
         account.uid = Some(uid);
         account.gid = Some(gid);
+        // A uid freed by a deleted account may still have processes; they would become
+        // the lease user's and could race the writes below.
+        let strays = processes_of(uid);
+        if !strays.is_empty() {
+            return Err(LeaseAccountError::Setup(format!(
+                "uid {uid}, given to {} by useradd, still has processes {strays:?} of a                  deleted account; end them or narrow the lease uid range",
+                account.username
+            )));
+        }
         let ssh = account.home.join(".ssh");
         for dir in [&account.home, &ssh] {
             fs::DirBuilder::new()
@@ -840,6 +849,14 @@ pub fn username_for(lease_id: &str) -> String {
         let digest = Sha256::digest(lease_id.as_bytes());
         format!("{USERNAME_PREFIX}x{}", &hex::encode(digest)[..16])
     }
+}
+
+/// Checks a public key line as `grant` will, and returns its `SHA256:` fingerprint: for the
+/// server to refuse a bad key when the user submits it, before any node is asked.
+pub fn public_key_fingerprint(line: &str) -> Result<String> {
+    PublicKey::parse(line)
+        .map(|k| k.fingerprint())
+        .map_err(LeaseAccountError::InvalidPublicKey)
 }
 
 fn validate_lease_id(id: &str) -> Result<()> {
@@ -1116,6 +1133,7 @@ mod tests {
             k.fingerprint(),
             "SHA256:4DTOSwYbIJJ7ggc6+RGHBhY1WhKipeeZYt5Z/9lwpd4"
         );
+        assert_eq!(public_key_fingerprint(ED25519).unwrap(), k.fingerprint());
         // A trailing newline, as `cat id.pub` gives, is fine.
         assert_eq!(PublicKey::parse(&format!("{ED25519}\n")).unwrap(), k);
     }
