@@ -559,7 +559,10 @@ impl Catalog {
         let first = *row
             .price_history
             .first()
-            .ok_or(RestoreError::Inconsistent(format!("{} has no price version", row.cpcid)))?;
+            .ok_or(RestoreError::Inconsistent(format!(
+                "{} has no price version",
+                row.cpcid
+            )))?;
         if row.first_card != self.card_count() {
             return Err(RestoreError::Inconsistent(format!(
                 "{} starts at card {}, but {} cards come before it",

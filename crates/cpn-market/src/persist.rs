@@ -285,7 +285,10 @@ impl Market {
                 .ok_or_else(|| bad(format!("{} has overlapping cards", listing.cpcid)))?;
             let (mine, later) = rest.split_at(n.min(rest.len()));
             if mine.len() != n || mine.iter().any(|c| c.listing != listing.cpcid) {
-                return Err(bad(format!("{} has cards of another listing", listing.cpcid)));
+                return Err(bad(format!(
+                    "{} has cards of another listing",
+                    listing.cpcid
+                )));
             }
             rest = later;
             let specs = mine.iter().map(|c| c.spec.clone()).collect();

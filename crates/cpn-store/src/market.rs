@@ -154,11 +154,9 @@ pub trait MarketStore: Send + Sync + 'static {
     async fn market_statements(&self, month: Month) -> Result<Vec<StoredStatement>>;
 
     /// Appends one delivery attempt.
-    async fn record_notification_attempt(&self, attempt: NotificationAttemptRecord)
-    -> Result<()>;
+    async fn record_notification_attempt(&self, attempt: NotificationAttemptRecord) -> Result<()>;
     /// Whether an attempt with this key and target id was delivered.
-    async fn notification_delivered(&self, idempotency_key: &str, target_id: &str)
-    -> Result<bool>;
+    async fn notification_delivered(&self, idempotency_key: &str, target_id: &str) -> Result<bool>;
     /// The attempts of one notification, oldest first.
     async fn notification_attempts(
         &self,
