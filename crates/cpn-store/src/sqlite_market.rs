@@ -11,15 +11,15 @@ use async_trait::async_trait;
 use cpn_market::account::lifecycle::Actor;
 use cpn_market::account::registration::IDENTIFIER_FIELDS;
 use cpn_market::account::{AccountProfile, Contact, Transition};
-use cpn_market::billing::{BudgetRow, LedgerAccount, MonthClose, Posting, Transaction, TxId};
 use cpn_market::billing::{Budget, UsageKind, UsageRecord};
+use cpn_market::billing::{BudgetRow, LedgerAccount, MonthClose, Posting, Transaction, TxId};
 use cpn_market::lease::OrderState;
 use cpn_market::listing::{Approval, Disk, DiskKind, DiskRole, PriceQuote, ResourceType};
 use cpn_market::{
     Account, AccountId, AccountKind, AccountState, BillingMode, CardChange, CardId, CardRow,
-    Change, ClusterClass, CpcId, EndReason, HashedIdentifier, IdentifierKind, LeaseId,
-    LeaseRow, LeaseState, ListingRow, ListingSpec, ListingStatus, MarketState, Money, Month,
-    Occupancy, Order, OrderId, PriceSheet, SupplierKind, TenantId, Timestamp, UserKind,
+    Change, ClusterClass, CpcId, EndReason, HashedIdentifier, IdentifierKind, LeaseId, LeaseRow,
+    LeaseState, ListingRow, ListingSpec, ListingStatus, MarketState, Money, Month, Occupancy,
+    Order, OrderId, PriceSheet, SupplierKind, TenantId, Timestamp, UserKind,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Value, json};
@@ -28,7 +28,10 @@ use sha2::{Digest, Sha256};
 type Refused = std::result::Result<(), MarketRefusal>;
 
 fn corrupt(what: &str, value: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("market {what}: {value:?}", value = value.to_string()))
+    StoreError::Corrupt(format!(
+        "market {what}: {value:?}",
+        value = value.to_string()
+    ))
 }
 
 fn conv(e: StoreError) -> rusqlite::Error {
@@ -134,7 +137,11 @@ fn account_state_parts(s: &AccountState) -> (&'static str, Option<&str>) {
 }
 
 fn parse_account_state(name: &str, reason: Option<String>) -> Result<AccountState> {
-    let reason = || reason.clone().ok_or_else(|| corrupt("state without reason", name));
+    let reason = || {
+        reason
+            .clone()
+            .ok_or_else(|| corrupt("state without reason", name))
+    };
     Ok(match name {
         "pending_activation" => AccountState::PendingActivation,
         "pending_review" => AccountState::PendingReview,
@@ -414,7 +421,11 @@ fn parse_profile(
 fn account_keys(account: &Account) -> Vec<(&'static str, String, String)> {
     let mut keys = vec![("username", account.username().to_lowercase())];
     if let Some(p) = account.profile() {
-        keys.extend(p.uniqueness_keys().into_iter().filter(|(k, _)| *k != "username"));
+        keys.extend(
+            p.uniqueness_keys()
+                .into_iter()
+                .filter(|(k, _)| *k != "username"),
+        );
     }
     keys.into_iter()
         .map(|(k, v)| (k, key_digest(k, &v), v))
@@ -840,9 +851,9 @@ fn write_card(conn: &Connection, c: &CardChange) -> Result<Refused> {
             }
         };
     };
-    let n = if card_state_name(was, was_reported) == "idle"
-        && matches!(a.occupancy, Occupancy::Reserved(_))
-    {
+    // From idle to held is a reservation (class B turns the card busy in the same
+    // operation, so the held state may already be busy).
+    let n = if card_state_name(was, was_reported) == "idle" && a.occupancy != Occupancy::Free {
         // The allocation contract: a reservation takes an idle card of a listed listing,
         // or nothing. Of two writers racing for the card, the second finds it reserved.
         let listed: Option<String> = conn
@@ -895,7 +906,9 @@ fn write_card(conn: &Connection, c: &CardChange) -> Result<Refused> {
 
 fn write_transaction(conn: &Connection, t: &Transaction) -> Result<Refused> {
     let r = conn
-        .prepare_cached("INSERT INTO market_transactions (id, key, at, memo) VALUES (?1, ?2, ?3, ?4)")?
+        .prepare_cached(
+            "INSERT INTO market_transactions (id, key, at, memo) VALUES (?1, ?2, ?3, ?4)",
+        )?
         .execute(params![t.id.0 as i64, t.key, t.at.unix(), t.memo]);
     match r {
         Err(e) if is_unique_violation(&e) => {
@@ -1017,9 +1030,7 @@ fn write_close(conn: &Connection, close: &MonthClose, at: i64) -> Result<Refused
             at
         ])?;
         let stored: String = conn
-            .prepare_cached(
-                "SELECT csv FROM market_statements WHERE month = ?1 AND supplier = ?2",
-            )?
+            .prepare_cached("SELECT csv FROM market_statements WHERE month = ?1 AND supplier = ?2")?
             .query_row(params![month, st.supplier.0 as i64], |r| r.get(0))?;
         if stored != csv {
             return Ok(Err(MarketRefusal::ClosedDifferently {
@@ -1639,10 +1650,7 @@ impl MarketStore for SqliteStore {
         .await
     }
 
-    async fn record_notification_attempt(
-        &self,
-        a: NotificationAttemptRecord,
-    ) -> Result<()> {
+    async fn record_notification_attempt(&self, a: NotificationAttemptRecord) -> Result<()> {
         self.write(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO notification_attempts (idempotency_key, kind, recipient, channel,
@@ -1667,11 +1675,7 @@ impl MarketStore for SqliteStore {
         .await
     }
 
-    async fn notification_delivered(
-        &self,
-        idempotency_key: &str,
-        target_id: &str,
-    ) -> Result<bool> {
+    async fn notification_delivered(&self, idempotency_key: &str, target_id: &str) -> Result<bool> {
         let (key, target) = (idempotency_key.to_string(), target_id.to_string());
         self.read(move |conn| {
             Ok(conn
