@@ -9,8 +9,11 @@
 //! changed card also carries the state it had when last stored, which the store compares
 //! before it writes — the card allocation contract in SQL (`catalog` module documentation).
 //!
-//! If the store refuses or fails a write, the market in memory is ahead of the truth: the
-//! server must drop it and restore it from the store, never retry the same changes on it.
+//! Changes are taken after every call, whether it returned `Ok` or `Err`: some refusals
+//! change state too (a wrong authorization code costs an attempt; approving a lapsed order
+//! frees its cards). If the store refuses or fails a write, the market in memory is ahead of
+//! the truth: the server must drop it and restore it from the store, never retry the same
+//! changes on it.
 
 use crate::account::AccountId;
 use crate::billing::budget::BudgetRow;
