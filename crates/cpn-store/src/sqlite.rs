@@ -300,6 +300,7 @@ CREATE INDEX market_account_keys_by_account ON market_account_keys (account);
 -- Keyed hashes of national IDs, credit codes and bank accounts; never the numbers.
 CREATE TABLE market_account_identifiers (
     account INTEGER NOT NULL REFERENCES market_accounts (id),
+    seq     INTEGER NOT NULL,
     field   TEXT NOT NULL,
     kind    TEXT NOT NULL,
     digest  TEXT NOT NULL,

@@ -1,6 +1,7 @@
 //! [`MarketStore`] on the embedded SQLite store. Times are Unix seconds and money minor
-//! units, both `INTEGER`, as `cpn_market` counts them; enums are stored by name. The SQL is
-//! plain (no SQLite-only functions in the checks) so PostgreSQL can run the same statements.
+//! units, both `INTEGER`, as `cpn_market` counts them; enums are stored by name. The
+//! statements are plain SQL (no rowid, no `IS` between values, upserts as `ON CONFLICT`) so
+//! a PostgreSQL implementation can take them with only its placeholders changed.
 
 use crate::sqlite::{is_unique_violation, parse_ts, ts};
 use crate::{
@@ -470,13 +471,14 @@ fn write_account_rows(conn: &Connection, account: &Account) -> Result<()> {
     conn.prepare_cached("DELETE FROM market_account_identifiers WHERE account = ?1")?
         .execute([id])?;
     if let Some(p) = account.profile() {
-        for (field, h) in &p.identifiers {
+        for (seq, (field, h)) in p.identifiers.iter().enumerate() {
             conn.prepare_cached(
-                "INSERT INTO market_account_identifiers (account, field, kind, digest, masked)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO market_account_identifiers (account, seq, field, kind, digest,
+                 masked) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 id,
+                seq as i64,
                 field,
                 identifier_kind_name(h.kind()),
                 h.digest_hex(),
@@ -537,7 +539,7 @@ fn load_account(conn: &Connection, id: AccountId) -> Result<Option<(Account, u64
     {
         let mut stmt = conn.prepare_cached(
             "SELECT field, kind, digest, masked FROM market_account_identifiers
-             WHERE account = ?1 ORDER BY rowid",
+             WHERE account = ?1 ORDER BY seq",
         )?;
         let rows = stmt.query_map([id.0 as i64], |r| {
             Ok((
@@ -722,7 +724,8 @@ fn write_lease(conn: &Connection, change: Change, l: &LeaseRow) -> Result<Refuse
              metered_until = ?20, card_seconds = ?21, charged = ?22
              WHERE id = ?1 AND user_id = ?2 AND tenant = ?3 AND supplier = ?4 AND cpcid = ?5
                AND class = ?6 AND cards = ?7 AND price_version = ?8 AND mode = ?9
-               AND unit_price = ?10 AND started_at = ?11 AND ends_at IS ?12"
+               AND unit_price = ?10 AND started_at = ?11
+               AND (ends_at = ?12 OR (ends_at IS NULL AND ?12 IS NULL))"
         }
     };
     match conn.prepare_cached(sql)?.execute(values) {
@@ -875,7 +878,8 @@ fn write_card(conn: &Connection, c: &CardChange) -> Result<Refused> {
         let (was_occupancy, was_holder) = occupancy_parts(was);
         conn.prepare_cached(
             "UPDATE market_cards SET state = ?2, occupancy = ?3, holder = ?4, reported = ?5
-             WHERE id = ?1 AND occupancy = ?6 AND holder IS ?7 AND reported = ?8",
+             WHERE id = ?1 AND occupancy = ?6 AND reported = ?8
+               AND (holder = ?7 OR (holder IS NULL AND ?7 IS NULL))",
         )?
         .execute(params![
             id,
