@@ -16,15 +16,16 @@ use crate::listing::{BillingMode, CardSpec, CpcId, ListingSpec, PriceQuote, Pric
 use crate::search::{Hits, Query, QueryError, Row, SearchIndex};
 use crate::time::Timestamp;
 use crate::validation::Invalid;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A card, numbered by the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CardId(pub u32);
 
-/// Who holds a card, independent of whether an agent reports it.
+/// Who holds a card, independent of whether an agent reports it. Public for persistence
+/// (`persist`): the store keeps it with the reported flag, from which [`CardState`] follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Occupancy {
+pub enum Occupancy {
     Free,
     /// Taken by an order: waiting for approval or, in class A, for the authorization code.
     Reserved(OrderId),
@@ -212,6 +213,18 @@ pub struct Catalog {
     /// Cards by (site, node), for agents' reports.
     by_node: HashMap<(String, String), Vec<CardId>>,
     index: SearchIndex,
+    /// What changed since the store last took the changes (`persist`).
+    pub(crate) dirty: Dirty,
+}
+
+/// Listings and cards changed since the last `Market::take_changes`, so the store writes
+/// only those rows. A card keeps the state it had when last persisted (`None`: new), which
+/// the store checks before it writes the new one.
+#[derive(Debug, Default)]
+pub(crate) struct Dirty {
+    /// Listing position → created since the last take.
+    pub(crate) listings: BTreeMap<u32, bool>,
+    pub(crate) cards: BTreeMap<CardId, Option<(Occupancy, bool)>>,
 }
 
 impl Catalog {
@@ -308,7 +321,9 @@ impl Catalog {
                 occupancy: Occupancy::Free,
                 reported: false,
             });
+            self.dirty.cards.insert(id, None);
         }
+        self.dirty.listings.insert(at, true);
         let listing = Listing {
             cpcid,
             supplier,
@@ -347,6 +362,7 @@ impl Catalog {
         listing.spec = spec;
         let row = listing.row();
         self.index.upsert(at, &row);
+        self.dirty.listings.entry(at).or_insert(false);
         Ok(())
     }
 
@@ -384,6 +400,7 @@ impl Catalog {
         };
         let row = listing.row();
         self.index.upsert(at, &row);
+        self.dirty.listings.entry(at).or_insert(false);
         Ok(())
     }
 
@@ -396,6 +413,7 @@ impl Catalog {
         listing.status = ListingStatus::Listed;
         let row = listing.row();
         self.index.upsert(at, &row);
+        self.dirty.listings.entry(at).or_insert(false);
         Ok(())
     }
 
@@ -409,6 +427,7 @@ impl Catalog {
         listing.reliability = Some(per_mille);
         let row = listing.row();
         self.index.upsert(at, &row);
+        self.dirty.listings.entry(at).or_insert(false);
         Ok(())
     }
 
@@ -433,8 +452,15 @@ impl Catalog {
 
     /// The one place a card changes: keeps the listing's idle count and the index exact.
     /// O(1), plus O(log n) in the index when the idle count crosses zero.
-    fn set_card(&mut self, card: CardId, occupancy: Occupancy, reported: bool) {
+    pub(crate) fn set_card(&mut self, card: CardId, occupancy: Occupancy, reported: bool) {
         let c = &mut self.cards[card.0 as usize];
+        if (c.occupancy, c.reported) != (occupancy, reported) {
+            // Keeps the first state of this batch: the one the store holds.
+            self.dirty
+                .cards
+                .entry(card)
+                .or_insert(Some((c.occupancy, c.reported)));
+        }
         let was_idle = c.idle();
         c.occupancy = occupancy;
         c.reported = reported;
@@ -483,6 +509,81 @@ impl Catalog {
             self.set_card(id, occupancy, reported);
         }
         dropped
+    }
+
+    /// The stored form of the listing at position `at` (`persist`).
+    pub(crate) fn listing_row(&self, at: u32) -> crate::persist::ListingRow {
+        let l = &self.listings[at as usize];
+        let mut spec = l.spec.clone();
+        // The cards are rows of their own; the spec's copy would only be a second truth.
+        spec.cards.clear();
+        crate::persist::ListingRow {
+            cpcid: l.cpcid,
+            supplier: l.supplier,
+            spec,
+            price_history: l.price_history.clone(),
+            status: l.status.clone(),
+            reliability: l.reliability,
+            published_at: l.published_at,
+            first_card: l.first_card,
+        }
+    }
+
+    pub(crate) fn card_row(&self, id: CardId) -> crate::persist::CardRow {
+        let c = &self.cards[id.0 as usize];
+        crate::persist::CardRow {
+            id,
+            listing: self.listings[c.listing as usize].cpcid,
+            spec: c.spec.clone(),
+            occupancy: c.occupancy,
+            reported: c.reported,
+        }
+    }
+
+    pub(crate) fn listing_count(&self) -> u32 {
+        u32::try_from(self.listings.len()).expect("fewer than 2^32 listings")
+    }
+
+    pub(crate) fn card_count(&self) -> u32 {
+        u32::try_from(self.cards.len()).expect("fewer than 2^32 cards")
+    }
+
+    /// Publishes a stored listing again, with its stored card numbers, price versions,
+    /// status and reliability. Listings must come in card order, as they were published.
+    pub(crate) fn restore_listing(
+        &mut self,
+        row: crate::persist::ListingRow,
+        cards: Vec<CardSpec>,
+    ) -> Result<(), crate::persist::RestoreError> {
+        use crate::persist::RestoreError;
+        let first = *row
+            .price_history
+            .first()
+            .ok_or(RestoreError::Inconsistent(format!(
+                "{} has no price version",
+                row.cpcid
+            )))?;
+        if row.first_card != self.card_count() {
+            return Err(RestoreError::Inconsistent(format!(
+                "{} starts at card {}, but {} cards come before it",
+                row.cpcid,
+                row.first_card,
+                self.card_count()
+            )));
+        }
+        let mut spec = row.spec;
+        spec.cards = cards;
+        spec.prices = first;
+        let cpcid = self.publish(row.supplier, spec, row.cpcid.sequence(), row.published_at)?;
+        let at = self.at(cpcid)?;
+        let listing = &mut self.listings[at as usize];
+        listing.spec.prices = *row.price_history.last().expect("checked non-empty");
+        listing.price_history = row.price_history;
+        listing.status = row.status;
+        listing.reliability = row.reliability;
+        let index_row = listing.row();
+        self.index.upsert(at, &index_row);
+        Ok(())
     }
 
     /// Reserves cards for `holder` under the contract in the module documentation.

@@ -116,6 +116,18 @@ impl HashedIdentifier {
         hex::encode(self.digest)
     }
 
+    /// A digest read back from the store (`digest_hex` and `masked` as they were written);
+    /// `None` when the hex is not 32 bytes.
+    pub fn from_stored(kind: IdentifierKind, digest_hex: &str, masked: &str) -> Option<Self> {
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(digest_hex, &mut digest).ok()?;
+        Some(HashedIdentifier {
+            kind,
+            digest,
+            masked: masked.to_string(),
+        })
+    }
+
     /// For display: `440***********123X`. See [`mask`].
     pub fn masked(&self) -> &str {
         &self.masked

@@ -19,6 +19,7 @@ pub mod lease;
 pub mod listing;
 pub mod market;
 pub mod money;
+pub mod persist;
 pub mod search;
 pub mod time;
 pub mod validation;
@@ -26,12 +27,15 @@ pub mod verification;
 
 pub use account::{Account, AccountId, AccountKind, AccountState, SupplierKind, UserKind};
 pub use billing::{Ledger, LedgerAccount, TenantId, UsageKind, UsageRecord};
-pub use catalog::{CardChoice, CardId, CardState, Catalog};
+pub use catalog::{CardChoice, CardId, CardState, Catalog, ListingStatus, Occupancy};
 pub use keyed::{HashedIdentifier, IdentifierKind, KeyedHasher};
 pub use lease::{EndReason, Lease, LeaseId, LeaseState, Order, OrderId};
 pub use listing::{BillingMode, ClusterClass, CpcId, ListingSpec, PriceSheet};
 pub use market::{Market, OrderPlaced, OrderRequest};
 pub use money::Money;
+pub use persist::{
+    CardChange, CardRow, Change, LeaseRow, ListingRow, MarketChanges, MarketState, RestoreError,
+};
 pub use search::{Query, SearchIndex, SortKey};
 pub use time::{Month, Timestamp};
 pub use validation::{FieldError, Invalid};

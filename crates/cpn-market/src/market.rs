@@ -137,6 +137,10 @@ pub struct Market {
     hasher: KeyedHasher,
     commission: Commission,
     next_order: u64,
+    /// Orders and leases changed since the store last took the changes (`persist`), each
+    /// with whether it was created since.
+    pub(crate) dirty_orders: BTreeMap<OrderId, bool>,
+    pub(crate) dirty_leases: BTreeMap<LeaseId, bool>,
 }
 
 impl Market {
@@ -150,6 +154,8 @@ impl Market {
             hasher,
             commission,
             next_order: 1,
+            dirty_orders: BTreeMap::new(),
+            dirty_leases: BTreeMap::new(),
         }
     }
 
@@ -182,6 +188,21 @@ impl Market {
     }
     pub fn leases(&self) -> impl Iterator<Item = &Lease> {
         self.leases.values()
+    }
+    /// Every order, by id.
+    pub fn orders(&self) -> impl Iterator<Item = &Order> {
+        self.orders.values()
+    }
+    /// The number the next order will get.
+    pub fn next_order(&self) -> u64 {
+        self.next_order
+    }
+    pub(crate) fn restore_lease(&mut self, lease: Lease) {
+        self.leases.insert(lease.id, lease);
+    }
+    pub(crate) fn restore_orders(&mut self, orders: BTreeMap<OrderId, Order>, next_order: u64) {
+        self.orders = orders;
+        self.next_order = next_order;
     }
 
     /// The least the tenant must have (and have left of its budget) to start the order: a
@@ -237,6 +258,7 @@ impl Market {
         let id = OrderId(self.next_order);
         let cards = self.catalog.reserve(req.listing, &req.cards, id)?;
         self.next_order += 1;
+        self.dirty_orders.insert(id, true);
         self.orders.insert(
             id,
             Order {
@@ -332,6 +354,7 @@ impl Market {
     fn close_order(&mut self, id: OrderId, state: OrderState) {
         let order = self.orders.get_mut(&id).expect("closing a known order");
         order.state = state;
+        self.dirty_orders.entry(id).or_insert(false);
         let cards = order.cards.clone();
         self.catalog.free(&cards, id);
     }
@@ -349,6 +372,8 @@ impl Market {
             .expect("the caller holds a pending order");
         let lease_id = LeaseId::from(id);
         order.state = OrderState::Leased(lease_id);
+        self.dirty_orders.entry(id).or_insert(false);
+        self.dirty_leases.insert(lease_id, true);
         let order = order.clone();
         let code = (order.class == ClusterClass::A).then(|| authorization_code(&entropy));
         let state = match order.class {
@@ -425,6 +450,9 @@ impl Market {
         now: Timestamp,
     ) -> Result<Access, LeaseError> {
         let lease = self.leases.get_mut(&id).ok_or(LeaseError::Unknown(id))?;
+        // A wrong code changes the lease too (one attempt fewer): it must be stored, or a
+        // restart would give the guesser their attempts back.
+        self.dirty_leases.entry(id).or_insert(false);
         lease.enter_code(user, code, &self.hasher, now)?;
         let cards = lease.cards.clone();
         let listing = lease.listing;
@@ -464,6 +492,7 @@ impl Market {
         if lease.supplier != supplier {
             return Err(LeaseError::NotYours(id));
         }
+        self.dirty_leases.entry(id).or_insert(false);
         lease
             .reissue_code(&entropy, &self.hasher)
             .ok_or(LeaseError::Access(AccessError::NotAwaitingAccess(id)))
@@ -472,7 +501,11 @@ impl Market {
     /// Charges a lease's hourly use up to `until` and counts it against the budget.
     fn meter_lease(&mut self, id: LeaseId, until: Timestamp, run: &mut MeterRun) {
         let lease = self.leases.get_mut(&id).expect("metering a known lease");
-        for a in lease.accrue(until) {
+        let accruals = lease.accrue(until);
+        if !accruals.is_empty() {
+            self.dirty_leases.entry(id).or_insert(false);
+        }
+        for a in accruals {
             let lease = &self.leases[&id];
             let key = format!("meter:lease-{}:{}", id.0, a.end.unix());
             self.ledger
@@ -496,6 +529,7 @@ impl Market {
         self.meter_lease(id, at, run);
         let lease = self.leases.get_mut(&id).expect("ending a known lease");
         lease.state = LeaseState::Ended { at, reason };
+        self.dirty_leases.entry(id).or_insert(false);
         let cards = lease.cards.clone();
         self.catalog.free(&cards, id.order());
         run.ended.push((id, reason));

@@ -13,18 +13,21 @@ mod accounts;
 mod docs;
 mod error;
 mod join;
+mod market;
 mod records;
 mod runtime;
 mod sqlite;
 mod sqlite_accounts;
 mod sqlite_docs;
 mod sqlite_join;
+mod sqlite_market;
 mod sqlite_runtime;
 
 pub use accounts::*;
 pub use docs::*;
 pub use error::StoreError;
 pub use join::*;
+pub use market::*;
 pub use records::*;
 pub use runtime::*;
 pub use sqlite::SqliteStore;
@@ -37,7 +40,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 #[async_trait]
 pub trait Store:
-    RuntimeStore + DocStore + AccountStore + JoinStore + Send + Sync + 'static
+    RuntimeStore + DocStore + AccountStore + JoinStore + MarketStore + Send + Sync + 'static
 {
     // ------------------------------------------------------------ registry objects
 

@@ -272,6 +272,211 @@ CREATE TABLE node_credentials (
 );
 CREATE INDEX node_credentials_by_node ON node_credentials (node_id);
 "#,
+    // The sharing marketplace (issue #14): the store is the source of truth of the market;
+    // times are Unix seconds and money minor units (INTEGER), as cpn-market counts them.
+    r#"
+CREATE TABLE market_sequences (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE market_accounts (
+    id           INTEGER PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    username     TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    state_reason TEXT,
+    profile      TEXT,
+    version      INTEGER NOT NULL
+);
+CREATE INDEX market_accounts_by_state ON market_accounts (state, id);
+-- Username, e-mail and phone, each unique across accounts: SHA-256 of key and value.
+CREATE TABLE market_account_keys (
+    key     TEXT NOT NULL,
+    digest  TEXT NOT NULL,
+    account INTEGER NOT NULL REFERENCES market_accounts (id),
+    PRIMARY KEY (key, digest)
+);
+CREATE INDEX market_account_keys_by_account ON market_account_keys (account);
+-- Keyed hashes of national IDs, credit codes and bank accounts; never the numbers.
+CREATE TABLE market_account_identifiers (
+    account INTEGER NOT NULL REFERENCES market_accounts (id),
+    seq     INTEGER NOT NULL,
+    field   TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    digest  TEXT NOT NULL,
+    masked  TEXT NOT NULL,
+    PRIMARY KEY (account, field)
+);
+CREATE INDEX market_account_identifiers_by_digest ON market_account_identifiers (digest);
+-- The lifecycle with the operators' review decisions: kept after deregistration.
+CREATE TABLE market_account_history (
+    account INTEGER NOT NULL REFERENCES market_accounts (id),
+    seq     INTEGER NOT NULL,
+    at      INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    state   TEXT NOT NULL,
+    reason  TEXT,
+    PRIMARY KEY (account, seq)
+);
+CREATE TABLE market_listings (
+    cpcid         INTEGER PRIMARY KEY,
+    supplier      INTEGER NOT NULL,
+    spec          TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    delisted_at   INTEGER,
+    delist_reason TEXT,
+    reliability   INTEGER,
+    published_at  INTEGER NOT NULL,
+    first_card    INTEGER NOT NULL UNIQUE
+);
+CREATE TABLE market_price_versions (
+    cpcid   INTEGER NOT NULL REFERENCES market_listings (cpcid),
+    version INTEGER NOT NULL,
+    hourly  INTEGER,
+    monthly INTEGER,
+    yearly  INTEGER,
+    PRIMARY KEY (cpcid, version)
+);
+-- state is what users see (idle, reserved, busy, offline); occupancy, holder and reported
+-- are what it follows from. A reservation is UPDATE ... WHERE state = 'idle'.
+CREATE TABLE market_cards (
+    id           INTEGER PRIMARY KEY,
+    cpcid        INTEGER NOT NULL REFERENCES market_listings (cpcid),
+    node         TEXT NOT NULL,
+    device_index INTEGER NOT NULL,
+    state        TEXT NOT NULL,
+    occupancy    TEXT NOT NULL,
+    holder       INTEGER,
+    reported     INTEGER NOT NULL,
+    UNIQUE (cpcid, node, device_index)
+);
+CREATE INDEX market_cards_by_listing ON market_cards (cpcid, state);
+CREATE TABLE market_orders (
+    id            INTEGER PRIMARY KEY,
+    user_id       INTEGER NOT NULL,
+    tenant        TEXT NOT NULL,
+    supplier      INTEGER NOT NULL,
+    cpcid         INTEGER NOT NULL REFERENCES market_listings (cpcid),
+    class         TEXT NOT NULL,
+    cards         TEXT NOT NULL,
+    price_version INTEGER NOT NULL,
+    mode          TEXT NOT NULL,
+    unit_price    INTEGER NOT NULL,
+    periods       INTEGER NOT NULL,
+    placed_at     INTEGER NOT NULL,
+    state         TEXT NOT NULL,
+    reason        TEXT,
+    lease         INTEGER
+);
+CREATE INDEX market_orders_by_state ON market_orders (state, id);
+CREATE TABLE market_leases (
+    id            INTEGER PRIMARY KEY REFERENCES market_orders (id),
+    user_id       INTEGER NOT NULL,
+    tenant        TEXT NOT NULL,
+    supplier      INTEGER NOT NULL,
+    cpcid         INTEGER NOT NULL REFERENCES market_listings (cpcid),
+    class         TEXT NOT NULL,
+    cards         TEXT NOT NULL,
+    price_version INTEGER NOT NULL,
+    mode          TEXT NOT NULL,
+    unit_price    INTEGER NOT NULL,
+    started_at    INTEGER NOT NULL,
+    ends_at       INTEGER,
+    state         TEXT NOT NULL,
+    attempts_left INTEGER,
+    active_since  INTEGER,
+    ended_at      INTEGER,
+    end_reason    TEXT,
+    code_digest   TEXT,
+    code_masked   TEXT,
+    metered_until INTEGER NOT NULL,
+    card_seconds  INTEGER NOT NULL,
+    charged       INTEGER NOT NULL
+);
+CREATE INDEX market_leases_by_state ON market_leases (state, id);
+CREATE TABLE market_usage (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    lease         INTEGER NOT NULL REFERENCES market_leases (id),
+    tenant        TEXT NOT NULL,
+    supplier      INTEGER NOT NULL,
+    cpcid         INTEGER NOT NULL,
+    kind          TEXT NOT NULL,
+    quantity      INTEGER NOT NULL,
+    start_at      INTEGER NOT NULL,
+    end_at        INTEGER NOT NULL,
+    price_version INTEGER NOT NULL,
+    mode          TEXT NOT NULL,
+    unit_price    INTEGER NOT NULL,
+    amount        INTEGER NOT NULL
+);
+CREATE INDEX market_usage_by_start ON market_usage (start_at);
+CREATE TABLE market_transactions (
+    id   INTEGER PRIMARY KEY,
+    key  TEXT NOT NULL UNIQUE,
+    at   INTEGER NOT NULL,
+    memo TEXT NOT NULL
+);
+CREATE TABLE market_postings (
+    tx      INTEGER NOT NULL REFERENCES market_transactions (id),
+    seq     INTEGER NOT NULL,
+    account TEXT NOT NULL,
+    amount  INTEGER NOT NULL,
+    PRIMARY KEY (tx, seq)
+);
+CREATE INDEX market_postings_by_account ON market_postings (account);
+-- Accounting records: corrected by new transactions, never edited.
+CREATE TRIGGER market_transactions_append_only_update BEFORE UPDATE ON market_transactions
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER market_transactions_append_only_delete BEFORE DELETE ON market_transactions
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER market_postings_append_only_update BEFORE UPDATE ON market_postings
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER market_postings_append_only_delete BEFORE DELETE ON market_postings
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TABLE market_budgets (
+    tenant        TEXT PRIMARY KEY,
+    monthly_limit INTEGER NOT NULL,
+    alarm_percent INTEGER NOT NULL,
+    month         TEXT NOT NULL,
+    spent         INTEGER NOT NULL,
+    alarmed       INTEGER NOT NULL,
+    exhausted     INTEGER NOT NULL
+);
+CREATE TABLE market_invoices (
+    month     TEXT NOT NULL,
+    tenant    TEXT NOT NULL,
+    total     INTEGER NOT NULL,
+    csv       TEXT NOT NULL,
+    closed_at INTEGER NOT NULL,
+    PRIMARY KEY (month, tenant)
+);
+CREATE TABLE market_statements (
+    month      TEXT NOT NULL,
+    supplier   INTEGER NOT NULL,
+    gross      INTEGER NOT NULL,
+    commission INTEGER NOT NULL,
+    net        INTEGER NOT NULL,
+    csv        TEXT NOT NULL,
+    closed_at  INTEGER NOT NULL,
+    PRIMARY KEY (month, supplier)
+);
+-- cpn-notify's delivery log: masked targets and fingerprints, never an address.
+CREATE TABLE notification_attempts (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    idempotency_key TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    recipient       TEXT NOT NULL,
+    channel         TEXT NOT NULL,
+    target          TEXT NOT NULL,
+    target_id       TEXT NOT NULL,
+    attempt         INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    error           TEXT,
+    permanent       INTEGER NOT NULL,
+    at              TEXT NOT NULL
+);
+CREATE INDEX notification_attempts_by_key ON notification_attempts (idempotency_key, target_id, status);
+"#,
 ];
 
 type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;

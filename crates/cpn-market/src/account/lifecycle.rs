@@ -37,7 +37,8 @@ pub enum AccountState {
 }
 
 impl AccountState {
-    fn name(&self) -> &'static str {
+    /// The state's name, as the store and the API write it.
+    pub fn name(&self) -> &'static str {
         match self {
             AccountState::PendingActivation => "pending_activation",
             AccountState::PendingReview => "pending_review",
@@ -145,6 +146,30 @@ impl Account {
             }],
             state,
         }
+    }
+
+    /// An account read back from the store, as `id`, `kind`, `username`, `profile`,
+    /// `state` and `history` gave it. The store calls this only with what it wrote, so no
+    /// transition is checked again; the history must end in `state`.
+    pub fn restore(
+        id: AccountId,
+        kind: AccountKind,
+        username: String,
+        profile: Option<AccountProfile>,
+        state: AccountState,
+        history: Vec<Transition>,
+    ) -> Option<Account> {
+        if history.last().map(|t| &t.to) != Some(&state) {
+            return None;
+        }
+        Some(Account {
+            id,
+            kind,
+            username,
+            profile,
+            state,
+            history,
+        })
     }
 
     pub fn id(&self) -> AccountId {

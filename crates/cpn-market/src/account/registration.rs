@@ -294,6 +294,17 @@ impl Registration {
     }
 }
 
+/// The fields `Registration::seal` hashes identifiers from: the names a stored profile's
+/// identifiers may have (the store maps its text back to these).
+pub const IDENTIFIER_FIELDS: &[&str] = &[
+    "national_id",
+    "organization.credit_code",
+    "legal_representative_id",
+    "credit_code",
+    "corporate_account",
+    "payout_account",
+];
+
 /// What is kept of a registration: no identifier in clear. Personal fields here are what
 /// deregistration erases (see `lifecycle::Deregistration`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -101,11 +101,55 @@ impl TenantBudget {
 #[derive(Debug, Default, Clone)]
 pub struct Budgets {
     tenants: HashMap<TenantId, TenantBudget>,
+    /// Tenants whose budget changed since the store last took the changes (`persist`).
+    pub(crate) dirty: std::collections::BTreeSet<TenantId>,
+}
+
+/// A tenant's budget as the store keeps it: the limit and this month's count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetRow {
+    pub tenant: TenantId,
+    pub budget: Budget,
+    pub month: Month,
+    pub spent: Money,
+    pub alarmed: bool,
+    pub exhausted: bool,
 }
 
 impl Budgets {
     pub fn new() -> Budgets {
         Budgets::default()
+    }
+
+    /// Every tenant's budget, by tenant.
+    pub fn rows(&self) -> Vec<BudgetRow> {
+        let mut rows: Vec<BudgetRow> = self.tenants.keys().filter_map(|t| self.row(t)).collect();
+        rows.sort_unstable_by(|a, b| a.tenant.cmp(&b.tenant));
+        rows
+    }
+
+    pub(crate) fn row(&self, tenant: &TenantId) -> Option<BudgetRow> {
+        self.tenants.get(tenant).map(|b| BudgetRow {
+            tenant: tenant.clone(),
+            budget: b.budget,
+            month: b.month,
+            spent: b.spent,
+            alarmed: b.alarmed,
+            exhausted: b.exhausted,
+        })
+    }
+
+    pub(crate) fn restore(&mut self, row: BudgetRow) {
+        self.tenants.insert(
+            row.tenant,
+            TenantBudget {
+                budget: row.budget,
+                month: row.month,
+                spent: row.spent,
+                alarmed: row.alarmed,
+                exhausted: row.exhausted,
+            },
+        );
     }
 
     /// Sets or changes a tenant's budget; this month's spending so far still counts.
@@ -121,6 +165,7 @@ impl Budgets {
         if !(1..=100).contains(&budget.alarm_percent) {
             return Err(BudgetError::BadPercent(budget.alarm_percent));
         }
+        self.dirty.insert(tenant.clone());
         let entry = self.tenants.entry(tenant).or_insert(TenantBudget {
             budget,
             month: now.month(),
@@ -153,6 +198,7 @@ impl Budgets {
         let Some(b) = self.tenants.get_mut(tenant) else {
             return Vec::new();
         };
+        self.dirty.insert(tenant.clone());
         b.roll(now);
         b.spent = b.spent + amount;
         let mut events = Vec::new();

@@ -106,9 +106,19 @@ pub struct Ledger {
     transactions: Vec<Transaction>,
     by_key: HashMap<String, TxId>,
     balances: HashMap<LedgerAccount, Money>,
+    /// Transactions before this position are in the store (`persist`).
+    pub(crate) persisted: usize,
 }
 
 impl Ledger {
+    /// The transactions posted since the last call, for the store; they count as stored
+    /// from now on.
+    pub(crate) fn take_new(&mut self) -> Vec<Transaction> {
+        let new = self.transactions[self.persisted..].to_vec();
+        self.persisted = self.transactions.len();
+        new
+    }
+
     pub fn new() -> Ledger {
         Ledger::default()
     }

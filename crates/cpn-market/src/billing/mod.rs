@@ -9,7 +9,7 @@ pub mod ledger;
 pub mod rate;
 pub mod usage;
 
-pub use budget::{Budget, BudgetEvent, Budgets, Refusal};
+pub use budget::{Budget, BudgetEvent, BudgetRow, Budgets, Refusal};
 pub use close::{Commission, Invoice, InvoiceLine, MonthClose, Statement, StatementLine};
 pub use ledger::{Ledger, LedgerAccount, LedgerError, Posting, TenantId, Transaction, TxId};
 pub use usage::{UsageKind, UsageRecord};

@@ -6,4 +6,5 @@ mod billing;
 mod fixtures;
 mod leases;
 mod listings;
+mod persist;
 mod properties;
