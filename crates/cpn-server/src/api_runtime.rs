@@ -271,7 +271,7 @@ pub async fn event_stream(
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or_default().to_string());
     let q = events::query(q, last.as_deref())?;
-    Ok(events::stream(s, who, q).await?.into_response())
+    Ok(events::stream(s, &who, q).await?.into_response())
 }
 
 /// Past events as JSON: oldest first after an id (`after`, default 0), or with

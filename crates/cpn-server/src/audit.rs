@@ -7,8 +7,9 @@
 //! result, `ETag` → generation after, the new object's id from a 201 body. Logins are
 //! recorded by `identity::login` itself, since they fail before any principal exists.
 
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Principal, QueryMap, client_addr};
+use crate::extract::{QueryMap, client_addr};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -270,11 +271,7 @@ fn time_param(q: &mut QueryMap, name: &str) -> ApiResult<Option<DateTime<Utc>>> 
 }
 
 /// `GET /api/v1/audit` (operators): newest first, filtered.
-pub async fn list(
-    state: &AppState,
-    who: &Principal,
-    mut q: QueryMap,
-) -> ApiResult<Page<AuditEntry>> {
+pub async fn list(state: &AppState, who: &Caller, mut q: QueryMap) -> ApiResult<Page<AuditEntry>> {
     if !who.is_operator() {
         return Err(ApiError::forbidden("only operators may read the audit log"));
     }

@@ -22,7 +22,7 @@ pub const ADMIN_TOKEN_TTL: Duration = Duration::days(30);
 pub const API_KEY_DEFAULT_TTL: Duration = Duration::days(90);
 pub const API_KEY_MAX_TTL: Duration = Duration::days(365);
 
-pub const SYSTEM_TENANT: &str = "system";
+pub const SYSTEM_TENANT: &str = crate::caller::SYSTEM_TENANT;
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 pub const ADMIN_PASSWORD_FILE: &str = "admin.password";

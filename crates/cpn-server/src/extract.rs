@@ -1,6 +1,7 @@
 //! Request extractors that turn every malformed input into the API's error body:
 //! JSON bodies with field paths, bearer-token authentication, query strings.
 
+use crate::caller::{Actor, Caller, SignedIn};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -75,19 +76,25 @@ fn missing_field(message: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_string())
 }
 
-/// The authenticated caller.
+/// The authenticated caller, as a handler argument. It dereferences to the domain identity
+/// the services take: `SignedIn` (the caller and its session's token hash, for the account
+/// calls) and through it `Caller`, so handlers pass `&who` where a service wants either.
 #[derive(Debug, Clone)]
-pub struct Principal {
-    pub user_id: String,
-    pub username: String,
-    pub tenant: String,
-    pub role: Role,
-    pub token_hash: String,
+pub struct Principal(pub SignedIn);
+
+impl std::ops::Deref for Principal {
+    type Target = SignedIn;
+
+    fn deref(&self) -> &SignedIn {
+        &self.0
+    }
 }
 
-impl Principal {
-    pub fn is_operator(&self) -> bool {
-        self.role == Role::Operator
+/// Services that background code calls too take `impl Into<Actor>`: a request acts as its
+/// user.
+impl From<&Principal> for Actor {
+    fn from(p: &Principal) -> Self {
+        Actor::User(p.caller.clone())
     }
 }
 
@@ -163,13 +170,15 @@ fn principal(auth: Authenticated) -> ApiResult<Principal> {
             ),
         )
     })?;
-    Ok(Principal {
-        user_id: auth.user.id,
-        username: auth.user.username,
-        tenant: auth.user.tenant,
-        role,
+    Ok(Principal(SignedIn {
+        caller: Caller {
+            user_id: auth.user.id,
+            username: auth.user.username,
+            tenant: auth.user.tenant,
+            role,
+        },
         token_hash: auth.token_hash,
-    })
+    }))
 }
 
 /// Whether a token limited to `scopes` may make this request: `read` allows safe methods,

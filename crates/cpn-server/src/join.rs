@@ -10,8 +10,9 @@
 //! This is separate from [`crate::extract::Principal`]: a node is not a user, and a user's
 //! token (an operator's included) opens no agent endpoint.
 
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Principal, hash_token};
+use crate::extract::hash_token;
 use crate::state::AppState;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use axum::extract::FromRequestParts;
@@ -150,7 +151,7 @@ pub fn refused(refusal: JoinRefusal) -> ApiError {
     ))
 }
 
-fn require_operator(who: &Principal) -> ApiResult<()> {
+fn require_operator(who: &Caller) -> ApiResult<()> {
     if who.is_operator() {
         Ok(())
     } else {
@@ -186,7 +187,7 @@ fn view(t: &JoinTokenRecord, now: DateTime<Utc>) -> JoinTokenView {
 /// the URL the token carries when the body names none.
 pub async fn create_token(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     site: &str,
     body: JoinTokenCreate,
     host: Option<&str>,
@@ -268,7 +269,7 @@ pub async fn create_token(
 /// Join tokens, newest first; `site` (a name) filters.
 pub async fn list_tokens(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     site: Option<&str>,
 ) -> ApiResult<Vec<JoinTokenView>> {
     require_operator(who)?;
@@ -283,14 +284,14 @@ pub async fn list_tokens(
         .collect())
 }
 
-pub async fn revoke_token(state: &AppState, who: &Principal, id: &str) -> ApiResult<JoinTokenView> {
+pub async fn revoke_token(state: &AppState, who: &Caller, id: &str) -> ApiResult<JoinTokenView> {
     require_operator(who)?;
     let t = state.store.revoke_join_token(id, Utc::now()).await?;
     Ok(view(&t, Utc::now()))
 }
 
 /// Cuts a node off: its credentials stop working at once. Its agent must join again.
-pub async fn revoke_node(state: &AppState, who: &Principal, key: &str) -> ApiResult<NodeRevoked> {
+pub async fn revoke_node(state: &AppState, who: &Caller, key: &str) -> ApiResult<NodeRevoked> {
     require_operator(who)?;
     let node = crate::runtime::nodes::resolve(state, key).await?;
     let n = state.store.revoke_node_credentials(&node.id).await?;

@@ -1,8 +1,9 @@
 //! Topology (RM-TOPO): the graph of sites and links with the metrics in force at a moment,
 //! and the append-only metric history that makes past states readable.
 
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Principal, QueryMap};
+use crate::extract::QueryMap;
 use crate::registry::{can_read, check_modify, decode_spec, find_visible};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
@@ -57,7 +58,7 @@ fn parse_at(q: &mut QueryMap) -> ApiResult<DateTime<Utc>> {
     }
 }
 
-pub async fn topology(state: &AppState, who: &Principal, mut q: QueryMap) -> ApiResult<Topology> {
+pub async fn topology(state: &AppState, who: &Caller, mut q: QueryMap) -> ApiResult<Topology> {
     let at = parse_at(&mut q)?;
     q.finish()?;
     let visible = ListQuery {
@@ -142,7 +143,7 @@ pub async fn topology(state: &AppState, who: &Principal, mut q: QueryMap) -> Api
 /// the object's generation, since they are observations, not edits.
 pub async fn post_metrics<T>(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     kind: Kind,
     id: &str,
     value: T,
@@ -151,7 +152,7 @@ where
     T: serde::Serialize + Validated,
 {
     let rec = find_visible(state, who, kind, id).await?;
-    check_modify(who, &rec)?;
+    check_modify(&who.into(), &rec)?;
     let mut v = Violations::default();
     value.validate_into(&mut v);
     crate::registry::violations_to_error(v)?;
@@ -162,7 +163,7 @@ where
 
 pub async fn metric_history<T: serde::de::DeserializeOwned>(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     kind: Kind,
     id: &str,
     mut q: QueryMap,
@@ -181,7 +182,7 @@ pub async fn metric_history<T: serde::de::DeserializeOwned>(
     };
     q.finish()?;
     let rec = find_visible(state, who, kind, id).await?;
-    debug_assert!(can_read(who, &rec));
+    debug_assert!(can_read(&who.into(), &rec));
     let mut out = Vec::new();
     for m in state.store.metric_history(&rec.id, limit).await? {
         let value = serde_json::from_value(m.value).map_err(|e| {

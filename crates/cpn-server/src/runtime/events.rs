@@ -5,8 +5,9 @@
 //! its cursor whenever a commit wakes it; a client that reconnects with `Last-Event-ID`
 //! resumes exactly after the last event it saw.
 
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Principal, QueryMap};
+use crate::extract::QueryMap;
 use crate::state::AppState;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use cpn_api_types::events::{EventView, Severity, type_matches};
@@ -37,7 +38,7 @@ pub fn view(r: EventRecord) -> EventView {
 
 /// Who sees what: operators everything; others their tenant's events (node events,
 /// which belong to no tenant, are for operators).
-fn visible(who: &Principal, e: &EventRecord) -> bool {
+fn visible(who: &Caller, e: &EventRecord) -> bool {
     who.is_operator() || e.event.tenant == who.tenant
 }
 
@@ -113,7 +114,7 @@ pub fn query(mut q: QueryMap, last_event_id: Option<&str>) -> ApiResult<EventQue
 }
 
 /// `GET /api/v1/events/log`: one page of past events as JSON.
-pub async fn page(state: &AppState, who: &Principal, q: EventQuery) -> ApiResult<Vec<EventView>> {
+pub async fn page(state: &AppState, who: &Caller, q: EventQuery) -> ApiResult<Vec<EventView>> {
     let rows = state
         .store
         .find_events(EventFilter {
@@ -135,9 +136,9 @@ pub async fn page(state: &AppState, who: &Principal, q: EventQuery) -> ApiResult
 
 pub async fn stream(
     state: AppState,
-    who: Principal,
+    who: &Caller,
     q: EventQuery,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>> {
     if q.newest_first {
         return Err(ApiError::bad_request(
             "a stream runs oldest to newest: order=newest is for /api/v1/events/log",
@@ -152,7 +153,7 @@ pub async fn stream(
         wake: state.runtime.events.subscribe(),
         stop: state.runtime.shutdown.subscribe(),
         state,
-        who,
+        who: who.clone(),
         types: q.types,
         subject: q.subject,
         cursor: start,
@@ -167,7 +168,7 @@ pub async fn stream(
 /// One client's position in the event log.
 struct Reader {
     state: AppState,
-    who: Principal,
+    who: Caller,
     types: Vec<String>,
     subject: Option<String>,
     cursor: u64,

@@ -1,8 +1,9 @@
 //! Tasks through the API (IF-I1-01/02): submit, read, list, cancel, logs.
 
 use super::lifecycle::{self, Task};
+use crate::caller::{Actor, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Principal, QueryMap};
+use crate::extract::QueryMap;
 use crate::registry::violations_to_error;
 use crate::state::AppState;
 use chrono::Utc;
@@ -66,9 +67,10 @@ fn new_task_id() -> String {
 
 pub async fn submit(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     spec: TaskSubmit,
 ) -> ApiResult<TaskSubmitted> {
+    let who: &Actor = &who.into();
     submit_as(state, who, spec, None).await
 }
 
@@ -77,15 +79,16 @@ pub async fn submit(
 /// is how a caller that crashed mid-submit finds out it had submitted already.
 pub async fn submit_as(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     spec: TaskSubmit,
     id: Option<String>,
 ) -> ApiResult<TaskSubmitted> {
+    let who: &Actor = &who.into();
     let mut v = Violations::default();
     spec.validate(&mut v);
     violations_to_error(v)?;
     let tenant = match &spec.tenant {
-        Some(t) if t != &who.tenant && !who.is_operator() => {
+        Some(t) if t != who.tenant() && !who.is_operator() => {
             return Err(ApiError::forbidden(
                 "only operators may submit tasks for another tenant",
             ));
@@ -96,7 +99,7 @@ pub async fn submit_as(
             }
             t.clone()
         }
-        None => who.tenant.clone(),
+        None => who.tenant().to_string(),
     };
     // Selectors and the rest are checked now, not at the first placement try.
     crate::schedule::task_from_spec(who, &placement_spec(&spec, &tenant), 0).map_err(
@@ -132,7 +135,7 @@ pub async fn submit_as(
         })
         .collect();
     let now = Utc::now();
-    let (records, events) = new_records(&spec, &tenant, &who.username, &ids, now)?;
+    let (records, events) = new_records(&spec, &tenant, who.name(), &ids, now)?;
     let stored = state.store.create_tasks(records, events).await?;
     let rt = &state.runtime;
     rt.counters
@@ -266,21 +269,22 @@ pub fn decode(rec: TaskRecord) -> ApiResult<Task> {
 }
 
 /// A task the caller may see (another tenant's answers 404, as for registry objects).
-pub async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<Task> {
+pub async fn load(state: &AppState, who: impl Into<Actor>, id: &str) -> ApiResult<Task> {
+    let who: &Actor = &who.into();
     let rec = state
         .store
         .get_task(id)
         .await?
-        .filter(|r| who.is_operator() || r.tenant == who.tenant)
+        .filter(|r| who.is_operator() || r.tenant == who.tenant())
         .ok_or_else(|| ApiError::not_found("task", id))?;
     decode(rec)
 }
 
-pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<TaskView> {
+pub async fn get(state: &AppState, who: &Caller, id: &str) -> ApiResult<TaskView> {
     Ok(load(state, who, id).await?.view(Utc::now()))
 }
 
-pub async fn list(state: &AppState, who: &Principal, mut q: QueryMap) -> ApiResult<Page<TaskView>> {
+pub async fn list(state: &AppState, who: &Caller, mut q: QueryMap) -> ApiResult<Page<TaskView>> {
     let limit = match q.take("limit") {
         None => 100,
         Some(l) => l
@@ -361,12 +365,13 @@ pub async fn list(state: &AppState, who: &Principal, mut q: QueryMap) -> ApiResu
     })
 }
 
-pub async fn cancel(state: &AppState, who: &Principal, id: &str) -> ApiResult<TaskView> {
+pub async fn cancel(state: &AppState, who: impl Into<Actor>, id: &str) -> ApiResult<TaskView> {
+    let who: &Actor = &who.into();
     for _ in 0..5 {
         let mut task = load(state, who, id).await?;
         if !who.is_operator()
-            && task.record.owner != who.username
-            && task.record.tenant != who.tenant
+            && task.record.owner != who.name()
+            && task.record.tenant != who.tenant()
         {
             return Err(ApiError::forbidden(
                 "you may cancel only your tenant's tasks",
@@ -386,7 +391,7 @@ pub async fn cancel(state: &AppState, who: &Principal, id: &str) -> ApiResult<Ta
         let attempt_id = task.attempt_id();
         let expect_attempt = task.record.attempt;
         let now = Utc::now();
-        let events = task.cancel(now, &who.username);
+        let events = task.cancel(now, who.name());
         let write = TaskWrite {
             expect_states: vec![st.as_str().into()],
             expect_attempt,
@@ -454,7 +459,7 @@ pub fn log_query(mut q: QueryMap) -> ApiResult<LogQuery> {
 /// The log body: everything so far, or (follow) a stream that ends when the attempt does.
 pub async fn logs(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     id: &str,
     query: LogQuery,
 ) -> ApiResult<axum::body::Body> {
@@ -543,7 +548,7 @@ fn async_stream(
 /// tenant's, or all for operators.
 pub async fn counts(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
 ) -> ApiResult<std::collections::BTreeMap<String, u64>> {
     let rows = if who.is_operator() {
         state.store.count_tasks().await?
