@@ -150,7 +150,7 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Authenti
     if session.last_used_at.unwrap_or(session.created_at) < now - touch_every {
         state.store.touch_session(&token_hash, now).await?;
     }
-    if let Some(slot) = parts.extensions.get::<crate::audit::ActorSlot>() {
+    if let Some(slot) = parts.extensions.get::<crate::audit_layer::ActorSlot>() {
         slot.set(&user.username, &user.tenant);
     }
     Ok(Authenticated {

@@ -7,8 +7,6 @@ use crate::auth::{
 use crate::caller::SignedIn;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use cpn_api_types::Code;
 use cpn_api_types::identity::{
@@ -107,25 +105,6 @@ impl From<cpn_store::StoreError> for LoginRefused {
     }
 }
 
-impl IntoResponse for LoginRefused {
-    fn into_response(self) -> Response {
-        match self {
-            LoginRefused::Api(e) => e.into_response(),
-            LoginRefused::Throttled {
-                message,
-                retry_after,
-            } => {
-                let mut r = ApiError::new(Code::TooManyRequests, message).into_response();
-                r.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    axum::http::HeaderValue::from(retry_after.max(1)),
-                );
-                r
-            }
-        }
-    }
-}
-
 /// What the hashing thread found.
 enum Checked {
     /// The account or address got locked while the request waited for a thread.
@@ -143,12 +122,7 @@ pub async fn login(
 ) -> Result<LoginResponse, LoginRefused> {
     let outcome = try_login(state, source, &req).await;
     let (result, status, detail, tenant) = match &outcome {
-        Ok(r) => (
-            "success",
-            StatusCode::OK,
-            String::new(),
-            r.user.tenant.clone(),
-        ),
+        Ok(r) => ("success", 200, String::new(), r.user.tenant.clone()),
         Err(LoginRefused::Throttled { message, .. }) => {
             let result = if message.contains("locked") {
                 "locked"
@@ -157,7 +131,7 @@ pub async fn login(
             };
             (
                 result,
-                StatusCode::TOO_MANY_REQUESTS,
+                Code::TooManyRequests.http_status(),
                 message.clone(),
                 String::new(),
             )
@@ -168,7 +142,7 @@ pub async fn login(
             } else {
                 "failure"
             },
-            StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED),
+            e.code.http_status(),
             e.message.clone(),
             String::new(),
         ),

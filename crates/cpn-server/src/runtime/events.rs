@@ -1,4 +1,5 @@
-//! The event stream: `GET /api/v1/events` as Server-Sent Events.
+//! The event stream: `GET /api/v1/events` (the edge sends an `EventStream` as Server-Sent
+//! Events, `response`) and the event log.
 //!
 //! Events are rows of the store, written in the same transaction as the change they
 //! describe, so their ids are gap-free and in commit order. A stream reads the store from
@@ -9,11 +10,10 @@ use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::QueryMap;
 use crate::state::AppState;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use cpn_api_types::events::{EventView, Severity, type_matches};
 use cpn_store::{EventFilter, EventRecord};
 use futures_util::Stream;
-use std::convert::Infallible;
+use std::pin::Pin;
 use std::time::Duration;
 
 const BATCH: usize = 500;
@@ -134,11 +134,13 @@ pub async fn page(state: &AppState, who: &Caller, q: EventQuery) -> ApiResult<Ve
         .collect())
 }
 
-pub async fn stream(
-    state: AppState,
-    who: &Caller,
-    q: EventQuery,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>> {
+/// The events a client follows, oldest first, until the server stops.
+pub struct EventStream(pub Pin<Box<dyn Stream<Item = EventView> + Send>>);
+
+/// How often a quiet stream says it is alive, so proxies keep the connection.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+pub async fn stream(state: AppState, who: &Caller, q: EventQuery) -> ApiResult<EventStream> {
     if q.newest_first {
         return Err(ApiError::bad_request(
             "a stream runs oldest to newest: order=newest is for /api/v1/events/log",
@@ -159,10 +161,12 @@ pub async fn stream(
         cursor: start,
         queue: std::collections::VecDeque::new(),
     };
-    let s = futures_util::stream::unfold(reader, |mut r| async move {
-        r.next().await.map(|ev| (Ok(ev), r))
-    });
-    Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    let s =
+        futures_util::stream::unfold(
+            reader,
+            |mut r| async move { r.next().await.map(|ev| (ev, r)) },
+        );
+    Ok(EventStream(Box::pin(s)))
 }
 
 /// One client's position in the event log.
@@ -172,14 +176,14 @@ struct Reader {
     types: Vec<String>,
     subject: Option<String>,
     cursor: u64,
-    queue: std::collections::VecDeque<Event>,
+    queue: std::collections::VecDeque<EventView>,
     wake: tokio::sync::watch::Receiver<u64>,
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Reader {
     /// The next event for this client; `None` when the server stops.
-    async fn next(&mut self) -> Option<Event> {
+    async fn next(&mut self) -> Option<EventView> {
         loop {
             if *self.stop.borrow() {
                 return None;
@@ -203,14 +207,7 @@ impl Reader {
                     && type_matches(&self.types, &r.event.event_type)
                     && self.subject.as_ref().is_none_or(|s| *s == r.event.subject)
                 {
-                    let v = view(r);
-                    let data = serde_json::to_string(&v).unwrap_or_default();
-                    self.queue.push_back(
-                        Event::default()
-                            .id(v.id.to_string())
-                            .event(v.event_type.clone())
-                            .data(data),
-                    );
+                    self.queue.push_back(view(r));
                 }
             }
             if self.queue.is_empty() {

@@ -456,13 +456,15 @@ pub fn log_query(mut q: QueryMap) -> ApiResult<LogQuery> {
     })
 }
 
+/// A task's log: everything so far, or (follow) a stream of chunks that ends when the
+/// attempt does. The edge sends either as a plain-text body (`response`).
+pub enum LogBody {
+    Whole(Vec<u8>),
+    Follow(std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Vec<u8>>> + Send>>),
+}
+
 /// The log body: everything so far, or (follow) a stream that ends when the attempt does.
-pub async fn logs(
-    state: &AppState,
-    who: &Caller,
-    id: &str,
-    query: LogQuery,
-) -> ApiResult<axum::body::Body> {
+pub async fn logs(state: &AppState, who: &Caller, id: &str, query: LogQuery) -> ApiResult<LogBody> {
     let task = load(state, who, id).await?;
     let attempt = query.attempt.unwrap_or(task.record.attempt);
     if attempt > task.record.attempt {
@@ -484,12 +486,12 @@ pub async fn logs(
             }
             out.extend_from_slice(&part);
         }
-        return Ok(axum::body::Body::from(out));
+        return Ok(LogBody::Whole(out));
     }
     let state = state.clone();
     let id = id.to_string();
     let stream = async_stream(state, id, attempt, query.stream);
-    Ok(axum::body::Body::from_stream(stream))
+    Ok(LogBody::Follow(Box::pin(stream)))
 }
 
 fn async_stream(
