@@ -62,7 +62,7 @@ macro_rules! kind_handlers {
                 ),
                 responses((status = 200, body = Page<$obj>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
             pub async fn list(State(s): State<AppState>, who: Principal, q: QueryMap) -> ApiResult<Json<Page<$obj>>> {
-                Ok(Json(registry::list::<$K>(&s, &who, q).await?))
+                Ok(Json(registry::list::<$K>(&s, &who, crate::query::registry_list::<$K>(q)?).await?))
             }
 
             /// Register a new object. References may name other objects by id or name.
@@ -291,7 +291,9 @@ async fn list_decisions(
     who: Principal,
     q: QueryMap,
 ) -> ApiResult<Json<Page<DecisionRecordView>>> {
-    Ok(Json(schedule::list_decisions(&s, &who, q).await?))
+    Ok(Json(
+        schedule::list_decisions(&s, &who, crate::query::decisions(q)?).await?,
+    ))
 }
 
 /// One stored decision with its full explanation.
@@ -461,7 +463,9 @@ async fn get_topology(
     who: Principal,
     q: QueryMap,
 ) -> ApiResult<Json<Topology>> {
-    Ok(Json(topology::topology(&s, &who, q).await?))
+    Ok(Json(
+        topology::topology(&s, &who, crate::query::topology_at(q)?).await?,
+    ))
 }
 
 /// Record an observed sample of a link's metrics.
@@ -491,7 +495,7 @@ async fn get_link_metrics(
     q: QueryMap,
 ) -> ApiResult<Json<Vec<MetricSample<LinkMetrics>>>> {
     Ok(Json(
-        topology::metric_history(&s, &who, Kind::Link, &id, q).await?,
+        topology::metric_history(&s, &who, Kind::Link, &id, crate::query::metric_limit(q)?).await?,
     ))
 }
 
@@ -522,7 +526,7 @@ async fn get_site_metrics(
     q: QueryMap,
 ) -> ApiResult<Json<Vec<MetricSample<SiteMetrics>>>> {
     Ok(Json(
-        topology::metric_history(&s, &who, Kind::Site, &id, q).await?,
+        topology::metric_history(&s, &who, Kind::Site, &id, crate::query::metric_limit(q)?).await?,
     ))
 }
 

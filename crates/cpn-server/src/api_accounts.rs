@@ -209,7 +209,7 @@ pub async fn list_audit(
     who: Principal,
     q: QueryMap,
 ) -> ApiResult<Json<Page<AuditEntry>>> {
-    Ok(Json(audit::list(&s, &who, q).await?))
+    Ok(Json(audit::list(&s, &who, crate::query::audit(q)?).await?))
 }
 
 pub fn routes() -> Router<AppState> {

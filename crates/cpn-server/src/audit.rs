@@ -8,7 +8,6 @@
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::QueryMap;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use cpn_api_types::Page;
@@ -63,60 +62,45 @@ fn view(r: AuditRecord) -> AuditEntry {
     }
 }
 
-fn time_param(q: &mut QueryMap, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
-    q.take(name)
-        .map(|s| {
-            DateTime::parse_from_rfc3339(&s)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| ApiError {
-                    code: cpn_api_types::Code::BadRequest,
-                    message: format!(
-                        "{name} must be an RFC 3339 time such as 2026-01-02T03:04:05Z: {e}"
-                    ),
-                    field: Some(name.into()),
-                })
-        })
-        .transpose()
+/// `GET /api/v1/audit` (operators): newest first, filtered.
+/// Which audit lines to list (parsed at the edge, `query`).
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub object_kind: Option<String>,
+    pub object_id: Option<String>,
+    pub result: Option<String>,
+    pub tenant: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// The cursor: lines older than this sequence number.
+    pub before: Option<u64>,
+    /// Lines per page, 1 to 1,000.
+    pub limit: usize,
 }
 
-/// `GET /api/v1/audit` (operators): newest first, filtered.
-pub async fn list(state: &AppState, who: &Caller, mut q: QueryMap) -> ApiResult<Page<AuditEntry>> {
+pub async fn list(
+    state: &AppState,
+    who: &Caller,
+    filter: AuditFilter,
+) -> ApiResult<Page<AuditEntry>> {
     if !who.is_operator() {
         return Err(ApiError::forbidden("only operators may read the audit log"));
     }
-    let limit = match q.take("limit") {
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError {
-                code: cpn_api_types::Code::BadRequest,
-                message: format!("limit must be 1..=1000, got {l:?}"),
-                field: Some("limit".into()),
-            })?,
-        None => 100,
-    };
-    let before = match q.take("cursor") {
-        Some(c) => Some(c.parse::<u64>().map_err(|_| ApiError {
-            code: cpn_api_types::Code::BadRequest,
-            message: format!("cursor must be the next_cursor of an earlier page, got {c:?}"),
-            field: Some("cursor".into()),
-        })?),
-        None => None,
-    };
+    let limit = filter.limit;
     let query = AuditQuery {
-        actor: q.take("actor"),
-        action: q.take("action"),
-        object_kind: q.take("kind"),
-        object_id: q.take("object"),
-        result: q.take("result"),
-        tenant: q.take("tenant"),
-        since: time_param(&mut q, "since")?,
-        until: time_param(&mut q, "until")?,
-        before,
+        actor: filter.actor,
+        action: filter.action,
+        object_kind: filter.object_kind,
+        object_id: filter.object_id,
+        result: filter.result,
+        tenant: filter.tenant,
+        since: filter.since,
+        until: filter.until,
+        before: filter.before,
+        // One more than the page, to know whether another follows.
         limit: limit + 1,
     };
-    q.finish()?;
     let mut rows = state.store.list_audit(query).await?;
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);

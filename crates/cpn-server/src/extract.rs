@@ -10,7 +10,6 @@ use axum::http::request::Parts;
 use cpn_api_types::Code;
 use cpn_api_types::identity::Role;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
 /// Largest request body accepted; registry documents are a few KiB, scenarios a few hundred.
@@ -98,9 +97,7 @@ impl From<&Principal> for Actor {
     }
 }
 
-pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
+pub use crate::auth::hash_token;
 
 /// A bearer token's session and user, as found in the store.
 pub struct Authenticated {

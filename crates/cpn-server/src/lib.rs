@@ -27,6 +27,7 @@ pub mod limits;
 pub mod listener;
 pub mod openapi;
 pub mod policy;
+pub mod query;
 pub mod registry;
 pub mod response;
 pub mod runtime;

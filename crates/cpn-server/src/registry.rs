@@ -4,7 +4,6 @@
 
 use crate::caller::Actor;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::QueryMap;
 use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::Code;
@@ -610,44 +609,21 @@ pub async fn get<K: RegistryKind>(
     to_object::<K>(rec, &mut inh).await
 }
 
-/// Parses the paging and selector parameters every list endpoint shares.
+/// The paging and selector parameters every list shares (parsed at the edge, `query`).
 pub struct ListParams {
     pub limit: usize,
     pub cursor: Option<String>,
     pub selector: Selector,
 }
 
-impl ListParams {
-    pub fn take(q: &mut QueryMap) -> ApiResult<ListParams> {
-        let limit = match q.take("limit") {
-            None => DEFAULT_PAGE,
-            Some(s) => match s.parse::<usize>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-                _ => {
-                    return Err(ApiError {
-                        code: Code::BadRequest,
-                        message: format!(
-                            "limit must be a whole number from 1 to {MAX_PAGE}, got {s:?}"
-                        ),
-                        field: Some("limit".into()),
-                    });
-                }
-            },
-        };
-        let selector = match q.take("selector") {
-            None => Selector::default(),
-            Some(s) => Selector::parse(&s).map_err(|e| ApiError {
-                code: Code::BadRequest,
-                message: format!("{e} in {s:?}"),
-                field: Some("selector".into()),
-            })?,
-        };
-        Ok(ListParams {
-            limit,
-            cursor: q.take("cursor").filter(|c| !c.is_empty()),
-            selector,
-        })
-    }
+/// A registry list: paging and selector, and the kind's own filters.
+pub struct ListFilter {
+    pub page: ListParams,
+    /// The parent objects must hang under: a site for resources and links, a platform or a
+    /// cloud for sites.
+    pub parent: Option<(Kind, String)>,
+    /// Resources of this `type` only.
+    pub resource_type: Option<String>,
 }
 
 /// Lists the caller's visible objects of a kind that pass `keep` and the selector (matched
@@ -704,25 +680,14 @@ pub async fn list_records(
 pub async fn list<K: RegistryKind>(
     state: &AppState,
     who: impl Into<Actor>,
-    mut q: QueryMap,
+    filter: ListFilter,
 ) -> ApiResult<Page<K::Object>> {
     let who: &Actor = &who.into();
-    let params = ListParams::take(&mut q)?;
-    // Kind-specific filters: the parent an object hangs under, and a resource's type.
-    let parent = match K::KIND {
-        Kind::Resource | Kind::Link => q.take("site").map(|s| (Kind::Site, s)),
-        Kind::Site => q
-            .take("platform")
-            .map(|p| (Kind::Platform, p))
-            .or_else(|| q.take("cloud").map(|c| (Kind::Cloud, c))),
-        _ => None,
-    };
-    let resource_type = if K::KIND == Kind::Resource {
-        q.take("type")
-    } else {
-        None
-    };
-    q.finish()?;
+    let ListFilter {
+        page: params,
+        parent,
+        resource_type,
+    } = filter;
     let referencing = match parent {
         Some((kind, given)) => Some(find_visible(state, who, kind, &given).await?.id),
         None => None,

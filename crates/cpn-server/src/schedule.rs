@@ -379,23 +379,22 @@ pub async fn get_decision(
     record_view(&site_names(state).await?, d)
 }
 
+/// Which decisions to list (parsed at the edge, `query`).
+pub struct DecisionFilter {
+    pub page: crate::registry::ListParams,
+    /// Only those still holding capacity.
+    pub active_only: bool,
+}
+
 pub async fn list_decisions(
     state: &AppState,
     who: &Caller,
-    mut q: crate::extract::QueryMap,
+    filter: DecisionFilter,
 ) -> ApiResult<cpn_api_types::Page<DecisionRecordView>> {
-    let params = crate::registry::ListParams::take(&mut q)?;
-    let active_only = match q.take("active").as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(ApiError::field(
-                "active",
-                format!("must be true or false, got {other:?}"),
-            ));
-        }
-    };
-    q.finish()?;
+    let DecisionFilter {
+        page: params,
+        active_only,
+    } = filter;
     let mut records = state
         .store
         .list_decisions(cpn_store::DecisionQuery {

@@ -3,7 +3,6 @@
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::QueryMap;
 use crate::registry::{can_read, check_modify, decode_spec, find_visible};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
@@ -43,24 +42,13 @@ async fn record<T: serde::Serialize>(
     Ok(())
 }
 
-fn parse_at(q: &mut QueryMap) -> ApiResult<DateTime<Utc>> {
-    match q.take("at") {
-        None => Ok(Utc::now()),
-        Some(s) => DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| ApiError {
-                code: Code::BadRequest,
-                message: format!(
-                    "at must be an RFC 3339 time such as 2026-11-23T10:00:00Z, got {s:?}: {e}"
-                ),
-                field: Some("at".into()),
-            }),
-    }
-}
-
-pub async fn topology(state: &AppState, who: &Caller, mut q: QueryMap) -> ApiResult<Topology> {
-    let at = parse_at(&mut q)?;
-    q.finish()?;
+/// The topology as it was at `at` (now when absent).
+pub async fn topology(
+    state: &AppState,
+    who: &Caller,
+    at: Option<DateTime<Utc>>,
+) -> ApiResult<Topology> {
+    let at = at.unwrap_or_else(Utc::now);
     let visible = ListQuery {
         visible_to_tenant: (!who.is_operator()).then(|| who.tenant.clone()),
         ..Default::default()
@@ -166,21 +154,8 @@ pub async fn metric_history<T: serde::de::DeserializeOwned>(
     who: &Caller,
     kind: Kind,
     id: &str,
-    mut q: QueryMap,
+    limit: usize,
 ) -> ApiResult<Vec<MetricSample<T>>> {
-    let limit = match q.take("limit") {
-        None => 100,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| ApiError {
-                code: Code::BadRequest,
-                message: format!("limit must be a whole number from 1 to 10000, got {s:?}"),
-                field: Some("limit".into()),
-            })?,
-    };
-    q.finish()?;
     let rec = find_visible(state, who, kind, id).await?;
     debug_assert!(can_read(&who.into(), &rec));
     let mut out = Vec::new();

@@ -8,7 +8,6 @@
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::QueryMap;
 use crate::state::AppState;
 use cpn_api_types::events::{EventView, Severity, type_matches};
 use cpn_store::{EventFilter, EventRecord};
@@ -16,7 +15,8 @@ use futures_util::Stream;
 use std::pin::Pin;
 use std::time::Duration;
 
-const BATCH: usize = 500;
+/// Events read from the store at once by a stream, and the log's default page.
+pub const BATCH: usize = 500;
 
 pub fn view(r: EventRecord) -> EventView {
     let e = r.event;
@@ -51,66 +51,6 @@ pub struct EventQuery {
     /// Log only: newest first, paging with `before`.
     pub newest_first: bool,
     pub before: Option<u64>,
-}
-
-pub fn query(mut q: QueryMap, last_event_id: Option<&str>) -> ApiResult<EventQuery> {
-    let types = q
-        .take("types")
-        .map(|t| {
-            t.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
-    let parse = |s: &str, what: &str| {
-        s.trim()
-            .parse::<u64>()
-            .map_err(|_| ApiError::bad_request(format!("{what} must be an event id (a number)")))
-    };
-    let mut after = q.take("after").map(|a| parse(&a, "after")).transpose()?;
-    if let Some(id) = last_event_id {
-        after = Some(parse(id, "Last-Event-ID")?);
-    }
-    let limit = match q.take("limit") {
-        None => BATCH,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=10_000).contains(l))
-            .ok_or_else(|| ApiError::bad_request("limit must be from 1 to 10000"))?,
-    };
-    let subject = q.take("subject").filter(|s| !s.is_empty());
-    let newest_first = match q.take("order").as_deref() {
-        None | Some("oldest") => false,
-        Some("newest") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "order must be oldest or newest, not {other:?}"
-            )));
-        }
-    };
-    let before = q.take("before").map(|b| parse(&b, "before")).transpose()?;
-    if before.is_some() && !newest_first {
-        return Err(ApiError::bad_request(
-            "before pages a newest-first log: add order=newest (or use after)",
-        ));
-    }
-    if after.is_some() && newest_first {
-        return Err(ApiError::bad_request(
-            "after pages an oldest-first log; with order=newest use before",
-        ));
-    }
-    q.finish()?;
-    Ok(EventQuery {
-        types,
-        after,
-        limit,
-        subject,
-        newest_first,
-        before,
-    })
 }
 
 /// `GET /api/v1/events/log`: one page of past events as JSON.

@@ -3,7 +3,6 @@
 use super::lifecycle::{self, Task};
 use crate::caller::{Actor, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::QueryMap;
 use crate::registry::violations_to_error;
 use crate::state::AppState;
 use chrono::Utc;
@@ -284,33 +283,34 @@ pub async fn get(state: &AppState, who: &Caller, id: &str) -> ApiResult<TaskView
     Ok(load(state, who, id).await?.view(Utc::now()))
 }
 
-pub async fn list(state: &AppState, who: &Caller, mut q: QueryMap) -> ApiResult<Page<TaskView>> {
-    let limit = match q.take("limit") {
-        None => 100,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError::bad_request("limit must be a number from 1 to 1000"))?,
-    };
-    let after_seq = match q.take("cursor") {
-        None => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::bad_request("cursor must be a next_cursor from a previous page")
-        })?),
-    };
-    let mut states = Vec::new();
-    if let Some(s) = q.take("state") {
-        for part in s.split(',').filter(|p| !p.is_empty()) {
-            let st = TaskState::parse(part).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "unknown state {part:?}; use pending, scheduled, running, succeeded, failed, cancelled or lost"
-                ))
-            })?;
-            states.push(st.as_str().to_string());
-        }
-    }
-    let tenant = match q.take("tenant") {
+/// Which tasks to list (parsed at the edge, `query`).
+pub struct TaskFilter {
+    /// Tasks per page, 1 to 1,000.
+    pub limit: usize,
+    /// The cursor: tasks after this sequence number.
+    pub after_seq: Option<i64>,
+    /// Any of these states; all when empty.
+    pub states: Vec<TaskState>,
+    /// Another tenant's tasks (operators only).
+    pub tenant: Option<String>,
+    /// Tasks on this node (id or `site/name`), among the nodes the caller may see.
+    pub node: Option<String>,
+    pub name: Option<String>,
+    pub newest_first: bool,
+}
+
+pub async fn list(state: &AppState, who: &Caller, filter: TaskFilter) -> ApiResult<Page<TaskView>> {
+    let TaskFilter {
+        limit,
+        after_seq,
+        states,
+        tenant,
+        node,
+        name,
+        newest_first,
+    } = filter;
+    let states = states.iter().map(|s| s.as_str().to_string()).collect();
+    let tenant = match tenant {
         Some(t) if !who.is_operator() && t != who.tenant => {
             return Err(ApiError::forbidden(
                 "only operators may list other tenants' tasks",
@@ -319,21 +319,15 @@ pub async fn list(state: &AppState, who: &Caller, mut q: QueryMap) -> ApiResult<
         Some(t) => Some(t),
         None => (!who.is_operator()).then(|| who.tenant.clone()),
     };
-    let node_id = match q.take("node") {
+    let node_id = match node {
         Some(n) => Some(super::nodes::resolve_visible(state, who, &n).await?.id),
         None => None,
     };
-    let name = q.take("name");
-    let order = match q.take("order").as_deref() {
-        None | Some("oldest") => TaskOrder::Seq,
-        Some("newest") => TaskOrder::Newest,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "order must be oldest or newest, not {other:?}"
-            )));
-        }
+    let order = if newest_first {
+        TaskOrder::Newest
+    } else {
+        TaskOrder::Seq
     };
-    q.finish()?;
     let rows = state
         .store
         .list_tasks(TaskQuery {
@@ -414,46 +408,11 @@ pub async fn cancel(state: &AppState, who: impl Into<Actor>, id: &str) -> ApiRes
     ))
 }
 
-/// Query of `GET /tasks/{id}/logs`.
+/// Query of `GET /tasks/{id}/logs` (parsed at the edge, `query`).
 pub struct LogQuery {
     pub stream: LogStream,
     pub attempt: Option<u32>,
     pub follow: bool,
-}
-
-pub fn log_query(mut q: QueryMap) -> ApiResult<LogQuery> {
-    let stream = match q.take("stream").as_deref() {
-        None | Some("all") => LogStream::All,
-        Some("stdout") => LogStream::Stdout,
-        Some("stderr") => LogStream::Stderr,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "stream must be all, stdout or stderr, not {other:?}"
-            )));
-        }
-    };
-    let attempt = q
-        .take("attempt")
-        .map(|a| {
-            a.parse::<u32>()
-                .map_err(|_| ApiError::bad_request("attempt must be a number"))
-        })
-        .transpose()?;
-    let follow = match q.take("follow").as_deref() {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") | Some("") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "follow must be true or false, not {other:?}"
-            )));
-        }
-    };
-    q.finish()?;
-    Ok(LogQuery {
-        stream,
-        attempt,
-        follow,
-    })
 }
 
 /// A task's log: everything so far, or (follow) a stream of chunks that ends when the
