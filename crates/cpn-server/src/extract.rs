@@ -3,6 +3,7 @@
 
 use crate::caller::{Actor, Caller, SignedIn};
 use crate::error::{ApiError, ApiResult};
+use crate::join::{NodeCaller, Registrant};
 use crate::state::AppState;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -312,4 +313,46 @@ fn serde_urlencoded_pairs(query: &str) -> ApiResult<Vec<(String, String)>> {
     )
     .map(|q| q.0)
     .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
+}
+
+/// The bearer token of an agent's request (a join token or a node credential).
+fn agent_bearer(parts: &Parts) -> ApiResult<&str> {
+    parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::unauthenticated(format!(
+                "missing bearer token; {}",
+                crate::join::USE_A_JOIN_TOKEN
+            ))
+        })?
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthenticated("Authorization header must be `Bearer <token>`"))
+}
+
+/// An agent's request, authenticated by its node's credential.
+impl FromRequestParts<AppState> for NodeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let token = agent_bearer(parts)?.to_string();
+        crate::join::node_caller(state, &token).await
+    }
+}
+
+/// A node's registration: a join token or the node's credential.
+impl FromRequestParts<AppState> for Registrant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let token = agent_bearer(parts)?.to_string();
+        crate::join::registrant(state, &token).await
+    }
 }

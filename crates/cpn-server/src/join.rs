@@ -7,17 +7,14 @@
 //! ([`NodeCaller`]) and only for its own node: another node's path is 403. Revoking the node
 //! (`POST /api/v1/nodes/{id}/revoke`) deletes its credentials, so its next request is 401.
 //!
-//! This is separate from [`crate::extract::Principal`]: a node is not a user, and a user's
+//! This is separate from the users' identity (`caller::Caller`): a node is not a user, and a user's
 //! token (an operator's included) opens no agent endpoint.
 
+use crate::auth::hash_token;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::hash_token;
 use crate::state::AppState;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
 use chrono::{DateTime, Duration, Utc};
 use cpn_api_types::join::{
     JOIN_TOKEN_PREFIX, JoinTokenCreate, JoinTokenCreated, JoinTokenPayload, JoinTokenView,
@@ -30,7 +27,7 @@ use cpn_store::{JoinRefusal, JoinTokenRecord};
 pub const DEFAULT_JOIN_TTL: Duration = Duration::days(1);
 pub const MAX_JOIN_TTL: Duration = Duration::days(30);
 
-const USE_A_JOIN_TOKEN: &str = "agents authenticate as their node: join with `cpn agent --join TOKEN`, \
+pub const USE_A_JOIN_TOKEN: &str = "agents authenticate as their node: join with `cpn agent --join TOKEN`, \
      a join token from `cpn site join-token create SITE` (user and operator tokens open no agent endpoint)";
 
 fn random_hex() -> String {
@@ -42,24 +39,6 @@ fn random_hex() -> String {
 /// A fresh node credential (256 random bits).
 pub fn new_node_credential() -> String {
     format!("{NODE_CREDENTIAL_PREFIX}{}", random_hex())
-}
-
-fn bearer(parts: &Parts) -> ApiResult<&str> {
-    parts
-        .headers
-        .get(AUTHORIZATION)
-        .ok_or_else(|| {
-            ApiError::unauthenticated(format!("missing bearer token; {USE_A_JOIN_TOKEN}"))
-        })?
-        .to_str()
-        .ok()
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::unauthenticated("Authorization header must be `Bearer <token>`"))
 }
 
 /// An agent, authenticated by its node's credential.
@@ -82,7 +61,8 @@ impl NodeCaller {
     }
 }
 
-async fn node_caller(state: &AppState, token: &str) -> ApiResult<NodeCaller> {
+/// The node whose credential `token` is (the edge reads it from the bearer header).
+pub async fn node_caller(state: &AppState, token: &str) -> ApiResult<NodeCaller> {
     if !token.starts_with(NODE_CREDENTIAL_PREFIX) {
         return Err(ApiError::unauthenticated(format!(
             "not a node credential; {USE_A_JOIN_TOKEN}"
@@ -102,15 +82,6 @@ async fn node_caller(state: &AppState, token: &str) -> ApiResult<NodeCaller> {
     })
 }
 
-impl FromRequestParts<AppState> for NodeCaller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let token = bearer(parts)?.to_string();
-        node_caller(state, &token).await
-    }
-}
-
 /// Who registers a node: a join token (first registration) or a node's credential (a
 /// restarted agent refreshing its inventory).
 #[derive(Debug, Clone)]
@@ -122,22 +93,18 @@ pub enum Registrant {
     Node(NodeCaller),
 }
 
-impl FromRequestParts<AppState> for Registrant {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let token = bearer(parts)?.to_string();
-        if token.starts_with(JOIN_TOKEN_PREFIX) {
-            let payload = JoinTokenPayload::decode(&token)
-                .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
-            let secret_hash = hash_token(&payload.secret);
-            return Ok(Registrant::Join {
-                payload,
-                secret_hash,
-            });
-        }
-        Ok(Registrant::Node(node_caller(state, &token).await?))
+/// Who presents `token` to register: a join token's payload, or a node's credential.
+pub async fn registrant(state: &AppState, token: &str) -> ApiResult<Registrant> {
+    if token.starts_with(JOIN_TOKEN_PREFIX) {
+        let payload = JoinTokenPayload::decode(token)
+            .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+        let secret_hash = hash_token(&payload.secret);
+        return Ok(Registrant::Join {
+            payload,
+            secret_hash,
+        });
     }
+    Ok(Registrant::Node(node_caller(state, token).await?))
 }
 
 /// The 401 for a join token that cannot be used.
