@@ -660,3 +660,38 @@ fn account(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caller::SystemActor;
+    use cpn_api_types::identity::Role;
+
+    fn for_tenant(tenant: &str) -> TaskSpec {
+        TaskSpec {
+            name: "t".into(),
+            tenant: Some(tenant.into()),
+            ..Default::default()
+        }
+    }
+
+    /// The binder converts a task for its own tenant only: it acts with a user's rights in
+    /// that tenant, not as the operator it used to impersonate.
+    #[test]
+    fn the_binder_converts_only_its_tasks_tenant() {
+        let binder = Actor::System(SystemActor::Binder {
+            tenant: "acme".into(),
+        });
+        let task = task_from_spec(&binder, &for_tenant("acme"), 0).expect("own tenant");
+        assert_eq!(task.tenant, "acme");
+        let err = task_from_spec(&binder, &for_tenant("globex"), 0).unwrap_err();
+        assert_eq!(err.code, cpn_api_types::Code::Forbidden);
+        let operator = Actor::from(&Caller {
+            user_id: "u0".into(),
+            username: "admin".into(),
+            tenant: crate::caller::SYSTEM_TENANT.into(),
+            role: Role::Operator,
+        });
+        assert!(task_from_spec(&operator, &for_tenant("globex"), 0).is_ok());
+    }
+}
