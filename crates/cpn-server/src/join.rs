@@ -325,7 +325,8 @@ pub async fn in_process_agent_token(
         max_uses: Some(1),
         uses: 0,
         created_at: now,
-        created_by: crate::auth::ADMIN_USER.into(),
+        // Made by the server for its own in-process agents, not by the operator.
+        created_by: crate::caller::SystemActor::Startup.name().into(),
         expires_at: now + Duration::hours(1),
         revoked_at: None,
     };
