@@ -1,10 +1,13 @@
 //! Who acts, as the services see it: a signed-in user (`Caller`) or a background component
 //! of the server itself (`SystemActor`), together an `Actor`.
 //!
-//! This module knows nothing of HTTP: the edge's extractor `extract::Principal` (which also
-//! carries the session's token hash, for logout) dereferences to the `Caller` it holds, and
-//! background code names itself with an `Actor::System` instead of borrowing the operator's
-//! account. What an actor did is recorded under `Actor::name`: `alice`, or `system:binder`.
+//! This module knows nothing of HTTP: the edge's extractor `extract::Principal` dereferences
+//! to the `SignedIn` it holds (the `Caller` and its session's token hash) and through it to
+//! the `Caller`, and background code names itself with an `Actor::System` instead of
+//! borrowing the operator's account. Services only users call take `&Caller`; those that
+//! background code calls too take `impl Into<Actor>` (a `&Caller`, a request's `&Principal`
+//! or an `&Actor`). What an actor did is recorded under `Actor::name`: `alice`, or
+//! `system:binder`.
 
 use cpn_api_types::identity::Role;
 use serde::{Deserialize, Serialize};
@@ -54,9 +57,9 @@ impl std::ops::Deref for SignedIn {
 /// `cancelled by`, so nobody mistakes its work for a person's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SystemActor {
-    /// `cpn serve` setting up a new data dir (the demo federation) and the local agent's
-    /// site. Operator rights, in the operator's tenant: it runs before anyone can sign in,
-    /// on the operator's behalf.
+    /// `cpn serve` setting up a new data dir (the demo federation), the local agent's site
+    /// and the in-process agents' join tokens. Operator rights, in the operator's tenant: it
+    /// runs before anyone can sign in, on the operator's behalf.
     Startup,
     /// The binder turning a stored task of `tenant` into the scheduler's. The rights of a
     /// user of that tenant and no more: the task was authorized when it was submitted, and
@@ -140,20 +143,6 @@ impl Actor {
     pub fn is_operator(&self) -> bool {
         self.role() == Role::Operator
     }
-
-    /// The user, when a person acts.
-    pub fn user(&self) -> Option<&Caller> {
-        match self {
-            Actor::User(c) => Some(c),
-            Actor::System(_) => None,
-        }
-    }
-}
-
-impl From<Caller> for Actor {
-    fn from(c: Caller) -> Self {
-        Actor::User(c)
-    }
 }
 
 impl From<&Caller> for Actor {
@@ -162,21 +151,9 @@ impl From<&Caller> for Actor {
     }
 }
 
-impl From<&SignedIn> for Actor {
-    fn from(s: &SignedIn) -> Self {
-        Actor::User(s.caller.clone())
-    }
-}
-
 impl From<&Actor> for Actor {
     fn from(a: &Actor) -> Self {
         a.clone()
-    }
-}
-
-impl From<SystemActor> for Actor {
-    fn from(s: SystemActor) -> Self {
-        Actor::System(s)
     }
 }
 
