@@ -242,3 +242,47 @@ pub struct StepTiming {
     #[serde(default)]
     pub run_s: f64,
 }
+
+/// Body of `POST /api/v1/flows`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartFlow {
+    pub definition: FlowDefinition,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub inputs: BTreeMap<String, serde_json::Value>,
+}
+
+/// Body of `POST /api/v1/processes/{id}/run` (optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunProcess {
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub inputs: BTreeMap<String, serde_json::Value>,
+}
+
+/// Body of `POST /api/v1/flows/{id}/cancel` (optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelFlow {
+    /// Roll back the completed steps (default false).
+    #[serde(default)]
+    pub compensate: bool,
+}
+
+/// A stored process template (`/api/v1/processes`): a workflow definition shared with
+/// every user.
+// Fields in alphabetical order: the order they had on the wire when the server built this
+// answer as a JSON map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProcessView {
+    pub created_at: DateTime<Utc>,
+    pub definition: FlowDefinition,
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub tenant: String,
+    pub updated_at: DateTime<Utc>,
+    pub version: u64,
+}

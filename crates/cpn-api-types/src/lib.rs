@@ -3,6 +3,7 @@
 //! directly, so internals can change without breaking clients.
 
 pub mod agent;
+pub mod design;
 pub mod error;
 pub mod events;
 pub mod flows;

@@ -17,6 +17,7 @@ const CORE: &[&str] = &[
     "cpn-template",
     "cpn-flow",
     "cpn-cel",
+    "cpn-market",
 ];
 /// Crates a core crate may never reach, directly or through others.
 const FORBIDDEN: &[&str] = &[

@@ -10,10 +10,10 @@ use crate::registry::{
 use crate::state::AppState;
 use crate::{federation, identity, scenario, schedule, simulation, topology};
 use axum::extract::{Path, State};
-use axum::http::header::{ETAG, IF_MATCH};
+use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use cpn_api_types::identity::*;
 use cpn_api_types::registry::*;
@@ -26,6 +26,8 @@ use cpn_api_types::topology::*;
 use cpn_api_types::{Code, ErrorBody, Health, Page};
 use cpn_model::Kind;
 use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 fn etag(generation: u64) -> [(axum::http::HeaderName, HeaderValue); 1] {
     [(
@@ -111,10 +113,10 @@ macro_rules! kind_handlers {
                 Ok(StatusCode::NO_CONTENT)
             }
 
-            pub fn routes() -> Router<AppState> {
-                Router::new()
-                    .route($list, axum::routing::get(list).post(create))
-                    .route($item, axum::routing::get(get).put(update).delete(delete))
+            pub fn routes() -> OpenApiRouter<AppState> {
+                OpenApiRouter::default()
+                    .routes(routes!(list, create))
+                    .routes(routes!(get, update, delete))
             }
         }
     };
@@ -645,58 +647,74 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The document's frame; its paths and schemas come from the routes (`api_routes`).
 #[derive(OpenApi)]
-#[openapi(
-    info(title = "cpn", description = "Control plane of a computing power network: registry, tags, topology, identity, scheduling, tasks, agents, events."),
-    modifiers(&BearerAuth, &EdgeResponses),
-    paths(
-        healthz, readyz, login, logout, whoami, list_tenants, create_tenant, set_quota, list_users, create_user,
-        platforms::list, platforms::create, platforms::get, platforms::update, platforms::delete,
-        clouds::list, clouds::create, clouds::get, clouds::update, clouds::delete,
-        sites::list, sites::create, sites::get, sites::update, sites::delete,
-        resources::list, resources::create, resources::get, resources::update, resources::delete,
-        links::list, links::create, links::get, links::update, links::delete,
-        tags::list, tags::create, tags::get, tags::update, tags::delete,
-        policies::list, policies::create, policies::get, policies::update, policies::delete,
-        policy_versions, policy_rollback, schedule_plugins, schedule_explain, schedule_dry_run,
-        schedule_place, list_decisions, get_decision, release_decision,
-        apply_tag, remove_tag, get_topology, post_link_metrics, get_link_metrics, post_site_metrics, get_site_metrics,
-        load_scenario, create_simulation, list_simulations, get_simulation, cancel_simulation, federation_replay,
-        crate::api_flows::start_flow, crate::api_flows::list_flows, crate::api_flows::get_flow,
-        crate::api_flows::flow_journal, crate::api_flows::flow_report, crate::api_flows::pause_flow,
-        crate::api_flows::resume_flow, crate::api_flows::cancel_flow, crate::api_flows::create_process,
-        crate::api_flows::list_processes, crate::api_flows::get_process, crate::api_flows::run_process,
-        crate::api_runtime::submit_task, crate::api_runtime::list_tasks, crate::api_runtime::task_counts, crate::api_runtime::get_task,
-        crate::api_runtime::cancel_task, crate::api_runtime::task_logs, crate::api_runtime::explain_task, crate::api_runtime::node_metrics, crate::api_runtime::list_nodes,
-        crate::api_runtime::get_node, crate::api_runtime::site_status, crate::api_runtime::capacity, crate::api_runtime::agent_register,
-        crate::api_runtime::agent_heartbeat, crate::api_runtime::agent_assignments,
-        crate::api_runtime::agent_report, crate::api_runtime::agent_logs,
-        crate::api_runtime::event_stream, crate::api_runtime::event_log,
-        crate::api_design::list_templates, crate::api_design::create_template, crate::api_design::recommended,
-        crate::api_design::get_template, crate::api_design::update_template, crate::api_design::delete_template,
-        crate::api_design::template_versions, crate::api_design::rollback_template, crate::api_design::publish_template,
-        crate::api_design::withdraw_template, crate::api_design::make_plans, crate::api_design::get_plan, crate::api_design::plan_alternatives,
-        crate::api_design::confirm_plan, crate::api_design::list_instructions, crate::api_design::edit_instruction,
-        crate::api_design::delete_instruction, crate::api_design::execute_plan,
-        crate::api_ops::create_operation, crate::api_ops::list_operations, crate::api_ops::get_operation,
-        crate::api_ops::list_allocations, crate::api_ops::metrics,
-        crate::api_ops::create_rule, crate::api_ops::list_rules, crate::api_ops::get_rule,
-        crate::api_ops::delete_rule, crate::api_ops::switch_rule,
-        crate::api_accounts::change_password, crate::api_accounts::disable_user,
-        crate::api_accounts::enable_user, crate::api_accounts::reset_password,
-        crate::api_accounts::revoke_sessions, crate::api_accounts::mfa_disable,
-        crate::api_accounts::mfa_enroll, crate::api_accounts::mfa_confirm,
-        crate::api_accounts::create_api_key, crate::api_accounts::list_api_keys,
-        crate::api_accounts::revoke_api_key, crate::api_accounts::rotate_admin_token,
-        crate::api_accounts::list_audit,
-        crate::api_join::create_join_token, crate::api_join::list_join_tokens, crate::api_join::revoke_join_token,
-        crate::api_join::revoke_node, crate::api_join::ca_pem,
-    )
-)]
-pub struct ApiDoc;
+#[openapi(info(
+    title = "cpn",
+    description = "Control plane of a computing power network: registry, tags, topology, identity, scheduling, tasks, agents, events."
+))]
+struct ApiDoc;
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// Every API endpoint. Each handler's `#[utoipa::path]` is the one declaration of its method
+/// and path: `routes!` derives both the axum route and the document's operation from it, so
+/// the two cannot disagree. One `routes!` per path (utoipa-axum routes every path of one
+/// call to all of its handlers).
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(whoami))
+        .routes(routes!(list_tenants, create_tenant))
+        .routes(routes!(set_quota))
+        .routes(routes!(list_users, create_user))
+        .merge(platforms::routes())
+        .merge(clouds::routes())
+        .merge(sites::routes())
+        .merge(resources::routes())
+        .merge(links::routes())
+        .merge(tags::routes())
+        .merge(policies::routes())
+        .routes(routes!(policy_versions))
+        .routes(routes!(policy_rollback))
+        .routes(routes!(schedule_plugins))
+        .routes(routes!(schedule_explain))
+        .routes(routes!(schedule_dry_run))
+        .routes(routes!(schedule_place))
+        .routes(routes!(list_decisions))
+        .routes(routes!(get_decision))
+        .routes(routes!(release_decision))
+        .routes(routes!(apply_tag))
+        .routes(routes!(remove_tag))
+        .routes(routes!(get_topology))
+        .routes(routes!(get_link_metrics, post_link_metrics))
+        .routes(routes!(get_site_metrics, post_site_metrics))
+        .routes(routes!(load_scenario))
+        .routes(routes!(list_simulations, create_simulation))
+        .routes(routes!(federation_replay))
+        .routes(routes!(get_simulation))
+        .routes(routes!(cancel_simulation))
+        .merge(crate::api_runtime::routes())
+        .merge(crate::api_flows::routes())
+        .merge(crate::api_design::routes())
+        .merge(crate::api_ops::routes())
+        .merge(crate::api_accounts::routes())
+        .merge(crate::api_join::routes())
+}
+
+/// The OpenAPI document the server serves at `/api/v1/openapi.json`. The modifiers run on
+/// the whole document, once every operation is in it: `EdgeResponses` adds to each
+/// operation what the extractors may answer.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    finish_document(api_routes().split_for_parts().1)
+}
+
+fn finish_document(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::Modify;
+    BearerAuth.modify(&mut doc);
+    EdgeResponses.modify(&mut doc);
+    doc
 }
 
 async fn not_found() -> ApiError {
@@ -714,60 +732,17 @@ async fn method_not_allowed() -> Response {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/logout", post(logout))
-        .route("/api/v1/auth/whoami", get(whoami))
-        .route("/api/v1/tenants", get(list_tenants).post(create_tenant))
-        .route(
-            "/api/v1/tenants/{name}/quota",
-            axum::routing::put(set_quota),
-        )
-        .route("/api/v1/users", get(list_users).post(create_user))
-        .merge(platforms::routes())
-        .merge(clouds::routes())
-        .merge(sites::routes())
-        .merge(resources::routes())
-        .merge(links::routes())
-        .merge(tags::routes())
-        .merge(policies::routes())
-        .route("/api/v1/policies/{id}/versions", get(policy_versions))
-        .route("/api/v1/policies/{id}/rollback", post(policy_rollback))
-        .route("/api/v1/schedule/plugins", get(schedule_plugins))
-        .route("/api/v1/schedule/explain", post(schedule_explain))
-        .route("/api/v1/schedule/dry-run", post(schedule_dry_run))
-        .route("/api/v1/schedule", post(schedule_place))
-        .route("/api/v1/decisions", get(list_decisions))
-        .route("/api/v1/decisions/{id}", get(get_decision))
-        .route("/api/v1/decisions/{id}/release", post(release_decision))
-        .route("/api/v1/tags/{id}/apply", post(apply_tag))
-        .route("/api/v1/tags/{id}/remove", post(remove_tag))
-        .route("/api/v1/topology", get(get_topology))
-        .route(
-            "/api/v1/links/{id}/metrics",
-            get(get_link_metrics).post(post_link_metrics),
-        )
-        .route(
-            "/api/v1/sites/{id}/metrics",
-            get(get_site_metrics).post(post_site_metrics),
-        )
-        .route("/api/v1/scenario", post(load_scenario))
-        .route(
-            "/api/v1/simulations",
-            get(list_simulations).post(create_simulation),
-        )
-        .route("/api/v1/simulations/federation", post(federation_replay))
-        .route("/api/v1/simulations/{id}", get(get_simulation))
-        .route("/api/v1/simulations/{id}/cancel", post(cancel_simulation))
-        .merge(crate::api_runtime::routes())
-        .merge(crate::api_flows::routes())
-        .merge(crate::api_design::routes())
-        .merge(crate::api_ops::routes())
-        .merge(crate::api_accounts::routes())
-        .merge(crate::api_join::routes())
+    let (api, doc) = api_routes().split_for_parts();
+    // Serialized once: the document is fixed when the router is built. The route is added
+    // by hand, as it describes the API rather than being part of it.
+    let doc = axum::body::Bytes::from(
+        serde_json::to_vec(&finish_document(doc)).expect("the OpenAPI document serializes"),
+    );
+    let openapi = move || {
+        let doc = doc.clone();
+        async move { ([(CONTENT_TYPE, "application/json")], doc) }
+    };
+    api.route("/api/v1/openapi.json", get(openapi))
         .merge(cpn_web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -5,12 +5,13 @@ use crate::error::ApiResult;
 use crate::extract::{JsonBody, Principal, QueryMap};
 use crate::state::AppState;
 use crate::{audit, auth, identity};
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use cpn_api_types::identity::*;
 use cpn_api_types::{ErrorBody, Page};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Change one's own password (needs the old one); one's other login sessions end.
 #[utoipa::path(post, path = "/api/v1/auth/password", tag = "identity", security(("bearer" = [])), request_body = ChangePassword,
@@ -212,21 +213,20 @@ pub async fn list_audit(
     Ok(Json(audit::list(&s, &who, crate::query::audit(q)?).await?))
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/auth/password", post(change_password))
-        .route("/api/v1/auth/mfa/enroll", post(mfa_enroll))
-        .route("/api/v1/auth/mfa/confirm", post(mfa_confirm))
-        .route("/api/v1/auth/rotate-admin-token", post(rotate_admin_token))
-        .route("/api/v1/users/{name}/disable", post(disable_user))
-        .route("/api/v1/users/{name}/enable", post(enable_user))
-        .route("/api/v1/users/{name}/reset-password", post(reset_password))
-        .route(
-            "/api/v1/users/{name}/revoke-sessions",
-            post(revoke_sessions),
-        )
-        .route("/api/v1/users/{name}/mfa/disable", post(mfa_disable))
-        .route("/api/v1/api-keys", get(list_api_keys).post(create_api_key))
-        .route("/api/v1/api-keys/{id}", delete(revoke_api_key))
-        .route("/api/v1/audit", get(list_audit))
+/// The module's endpoints: each handler's `#[utoipa::path]` is the one declaration of its
+/// method and path, for the router and the OpenAPI document alike. One `routes!` per path.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(change_password))
+        .routes(routes!(mfa_enroll))
+        .routes(routes!(mfa_confirm))
+        .routes(routes!(rotate_admin_token))
+        .routes(routes!(disable_user))
+        .routes(routes!(enable_user))
+        .routes(routes!(reset_password))
+        .routes(routes!(revoke_sessions))
+        .routes(routes!(mfa_disable))
+        .routes(routes!(list_api_keys, create_api_key))
+        .routes(routes!(revoke_api_key))
+        .routes(routes!(list_audit))
 }

@@ -1,20 +1,22 @@
 //! HTTP surface of design and provisioning: templates (DO-TPL, DO-RES), plans with their
 //! comparison, and instruction sets (SC-PROV). Thin handlers over `design::*`.
 
-use crate::design::plans::{self, Instruction, InstructionEdit, PlanRequest, PlanView};
-use crate::design::{
-    self, Recommendation, TemplateCreate, TemplateRollback, TemplateUpdate, TemplateVersionView,
-    TemplateView, VersionOnly,
-};
+use crate::design::{self, plans};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Principal};
 use crate::state::AppState;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use cpn_api_types::ErrorBody;
+use cpn_api_types::design::{
+    Instruction, InstructionEdit, PlanRequest, PlanView, Recommendation, TemplateCreate,
+    TemplateRollback, TemplateUpdate, TemplateVersionView, TemplateView, VersionOnly,
+};
+use cpn_api_types::flows::FlowView;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Templates the caller may see: published ones and their tenant's.
 #[utoipa::path(get, path = "/api/v1/templates", tag = "design", security(("bearer" = [])),
@@ -243,44 +245,37 @@ pub async fn delete_instruction(
 /// Execute a confirmed plan as a workflow; 409 `invalid_state` when the inventory it was
 /// planned on changed (re-plan).
 #[utoipa::path(post, path = "/api/v1/plans/{id}/execute", tag = "design", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 202, body = Object), (status = 409, body = ErrorBody),
+    params(("id" = String, Path)), responses((status = 202, body = FlowView), (status = 409, body = ErrorBody),
         (status = 429, description = "The tenant has as many unfinished workflows as it may", body = ErrorBody)))]
 pub async fn execute_plan(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    // The value is the started workflow's `FlowView` (declared so above); the service still
+    // hands it over as JSON.
     Ok((
         StatusCode::ACCEPTED,
         Json(plans::execute(&s, &who, &id).await?),
     ))
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/v1/templates",
-            get(list_templates).post(create_template),
-        )
-        .route("/api/v1/templates/recommended", get(recommended))
-        .route(
-            "/api/v1/templates/{id}",
-            get(get_template)
-                .put(update_template)
-                .delete(delete_template),
-        )
-        .route("/api/v1/templates/{id}/versions", get(template_versions))
-        .route("/api/v1/templates/{id}/rollback", post(rollback_template))
-        .route("/api/v1/templates/{id}/publish", post(publish_template))
-        .route("/api/v1/templates/{id}/withdraw", post(withdraw_template))
-        .route("/api/v1/templates/{id}/plans", post(make_plans))
-        .route("/api/v1/plans/{id}", get(get_plan))
-        .route("/api/v1/plans/{id}/alternatives", get(plan_alternatives))
-        .route("/api/v1/plans/{id}/confirm", post(confirm_plan))
-        .route("/api/v1/plans/{id}/instructions", get(list_instructions))
-        .route(
-            "/api/v1/plans/{id}/instructions/{iid}",
-            put(edit_instruction).delete(delete_instruction),
-        )
-        .route("/api/v1/plans/{id}/execute", post(execute_plan))
+/// The module's endpoints: each handler's `#[utoipa::path]` is the one declaration of its
+/// method and path, for the router and the OpenAPI document alike. One `routes!` per path.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_templates, create_template))
+        .routes(routes!(recommended))
+        .routes(routes!(get_template, update_template, delete_template))
+        .routes(routes!(template_versions))
+        .routes(routes!(rollback_template))
+        .routes(routes!(publish_template))
+        .routes(routes!(withdraw_template))
+        .routes(routes!(make_plans))
+        .routes(routes!(get_plan))
+        .routes(routes!(plan_alternatives))
+        .routes(routes!(confirm_plan))
+        .routes(routes!(list_instructions))
+        .routes(routes!(edit_instruction, delete_instruction))
+        .routes(routes!(execute_plan))
 }

@@ -6,36 +6,17 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Principal, QueryMap, parse_json};
 use crate::flows::{self, Op};
 use crate::state::AppState;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use cpn_api_types::flows::{FlowDefinition, FlowReport, FlowView};
+use cpn_api_types::flows::{
+    CancelFlow, FlowDefinition, FlowReport, FlowView, ProcessView, RunProcess, StartFlow,
+};
 use cpn_api_types::{Code, ErrorBody};
-use serde::Deserialize;
-use std::collections::BTreeMap;
-use utoipa::ToSchema;
-
-/// Body of `POST /api/v1/flows`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StartFlow {
-    pub definition: FlowDefinition,
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub inputs: BTreeMap<String, serde_json::Value>,
-}
-
-/// Body of `POST /api/v1/processes/{id}/run` (optional).
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RunProcess {
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub inputs: BTreeMap<String, serde_json::Value>,
-}
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Start a workflow: a DAG of steps run in parallel where dependencies allow, with
 /// retries, timeouts, conditions, loops and compensation. 422 names the first invalid
@@ -101,15 +82,6 @@ pub async fn flow_report(
     Path(id): Path<String>,
 ) -> ApiResult<Json<FlowReport>> {
     Ok(Json(flows::report(&s, &who, &id).await?))
-}
-
-/// Body of `POST /api/v1/flows/{id}/cancel` (optional).
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CancelFlow {
-    /// Roll back the completed steps (default false).
-    #[serde(default)]
-    pub compensate: bool,
 }
 
 /// Pause: no new step starts; running steps finish.
@@ -178,13 +150,13 @@ fn parse_definition(headers: &HeaderMap, body: &[u8]) -> ApiResult<FlowDefinitio
 /// `Content-Type: application/yaml`. Templates are shared with every user.
 #[utoipa::path(post, path = "/api/v1/processes", tag = "flows", security(("bearer" = [])),
     request_body(content = FlowDefinition, content_type = "application/json"),
-    responses((status = 201, body = Object), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = ProcessView), (status = 422, body = ErrorBody)))]
 pub async fn create_process(
     State(s): State<AppState>,
     who: Principal,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<ProcessView>)> {
     let def = parse_definition(&headers, &body)?;
     Ok((
         StatusCode::CREATED,
@@ -194,18 +166,18 @@ pub async fn create_process(
 
 /// Process templates.
 #[utoipa::path(get, path = "/api/v1/processes", tag = "flows", security(("bearer" = [])),
-    responses((status = 200, body = Vec<Object>)))]
+    responses((status = 200, body = Vec<ProcessView>)))]
 pub async fn list_processes(
     State(s): State<AppState>,
     _who: Principal,
-) -> ApiResult<Json<Vec<serde_json::Value>>> {
+) -> ApiResult<Json<Vec<ProcessView>>> {
     Ok(Json(flows::list_processes(&s).await?))
 }
 
 /// One process template; `format=yaml` exports its definition as a YAML file.
 #[utoipa::path(get, path = "/api/v1/processes/{id}", tag = "flows", security(("bearer" = [])),
     params(("id" = String, Path), ("format" = Option<String>, Query, description = "`json` (default) or `yaml`")),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ProcessView), (status = 404, body = ErrorBody)))]
 pub async fn get_process(
     State(s): State<AppState>,
     _who: Principal,
@@ -250,19 +222,18 @@ pub async fn run_process(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/flows", get(list_flows).post(start_flow))
-        .route("/api/v1/flows/{id}", get(get_flow))
-        .route("/api/v1/flows/{id}/journal", get(flow_journal))
-        .route("/api/v1/flows/{id}/report", get(flow_report))
-        .route("/api/v1/flows/{id}/pause", post(pause_flow))
-        .route("/api/v1/flows/{id}/resume", post(resume_flow))
-        .route("/api/v1/flows/{id}/cancel", post(cancel_flow))
-        .route(
-            "/api/v1/processes",
-            get(list_processes).post(create_process),
-        )
-        .route("/api/v1/processes/{id}", get(get_process))
-        .route("/api/v1/processes/{id}/run", post(run_process))
+/// The module's endpoints: each handler's `#[utoipa::path]` is the one declaration of its
+/// method and path, for the router and the OpenAPI document alike. One `routes!` per path.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_flows, start_flow))
+        .routes(routes!(get_flow))
+        .routes(routes!(flow_journal))
+        .routes(routes!(flow_report))
+        .routes(routes!(pause_flow))
+        .routes(routes!(resume_flow))
+        .routes(routes!(cancel_flow))
+        .routes(routes!(list_processes, create_process))
+        .routes(routes!(get_process))
+        .routes(routes!(run_process))
 }

@@ -5,13 +5,14 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Principal, QueryMap};
 use crate::join;
 use crate::state::AppState;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use cpn_api_types::ErrorBody;
 use cpn_api_types::join::{JoinTokenCreate, JoinTokenCreated, JoinTokenView, NodeRevoked};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Issue a join token for a site (operators). The answer is the only time the token is
 /// shown; `cpn agent --join TOKEN` exchanges it for the node's own credential.
@@ -91,11 +92,13 @@ pub async fn ca_pem(State(s): State<AppState>) -> ApiResult<Response> {
     }
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/sites/{id}/join-tokens", post(create_join_token))
-        .route("/api/v1/join-tokens", get(list_join_tokens))
-        .route("/api/v1/join-tokens/{id}/revoke", post(revoke_join_token))
-        .route("/api/v1/nodes/{id}/revoke", post(revoke_node))
-        .route("/api/v1/ca.pem", get(ca_pem))
+/// The module's endpoints: each handler's `#[utoipa::path]` is the one declaration of its
+/// method and path, for the router and the OpenAPI document alike. One `routes!` per path.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(create_join_token))
+        .routes(routes!(list_join_tokens))
+        .routes(routes!(revoke_join_token))
+        .routes(routes!(revoke_node))
+        .routes(routes!(ca_pem))
 }

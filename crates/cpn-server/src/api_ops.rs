@@ -5,14 +5,15 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Principal, QueryMap};
 use crate::runtime::{operations, prom, rules};
 use crate::state::AppState;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use cpn_api_types::ErrorBody;
 use cpn_api_types::operations::{AllocationView, OperationRequest, OperationView};
 use cpn_api_types::rules::{RuleSpec, RuleView};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Run an operation on a node or resource (operators): allocate, release, adjust,
 /// occupy, isolate, reclaim. Each one that runs is recorded with its trace; a failed one
@@ -163,19 +164,15 @@ pub async fn switch_rule(
     Ok(Json(rules::set_enabled(&s, &who, &id, on).await?))
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/v1/operations",
-            get(list_operations).post(create_operation),
-        )
-        .route("/api/v1/operations/{id}", get(get_operation))
-        .route("/api/v1/allocations", get(list_allocations))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/rules", get(list_rules).post(create_rule))
-        .route("/api/v1/rules/{id}", get(get_rule).delete(delete_rule))
-        .route(
-            "/api/v1/rules/{id}/{switch}",
-            axum::routing::post(switch_rule),
-        )
+/// The module's endpoints: each handler's `#[utoipa::path]` is the one declaration of its
+/// method and path, for the router and the OpenAPI document alike. One `routes!` per path.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_operations, create_operation))
+        .routes(routes!(get_operation))
+        .routes(routes!(list_allocations))
+        .routes(routes!(metrics))
+        .routes(routes!(list_rules, create_rule))
+        .routes(routes!(get_rule, delete_rule))
+        .routes(routes!(switch_rule))
 }

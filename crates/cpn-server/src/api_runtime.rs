@@ -6,15 +6,16 @@ use crate::extract::{JsonBody, Principal, QueryMap};
 use crate::join::{NodeCaller, Registrant};
 use crate::runtime::{agents, events, nodes, tasks};
 use crate::state::AppState;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use cpn_api_types::agent::*;
 use cpn_api_types::events::EventView;
 use cpn_api_types::tasks::{LogStream, TaskSubmit, TaskSubmitted, TaskView};
 use cpn_api_types::{ErrorBody, Page};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Submit a task: one process (argv or script) with resources, constraints, priority,
 /// deadline, replicas and retry policy. 201 once it is durably queued.
@@ -327,30 +328,26 @@ pub async fn explain_task(
     ))
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/tasks", get(list_tasks).post(submit_task))
-        .route("/api/v1/tasks/counts", get(task_counts))
-        .route("/api/v1/tasks/{id}", get(get_task))
-        .route("/api/v1/tasks/{id}/cancel", post(cancel_task))
-        .route("/api/v1/tasks/{id}/logs", get(task_logs))
-        .route("/api/v1/tasks/{id}/explain", get(explain_task))
-        .route("/api/v1/nodes/{id}/metrics", get(node_metrics))
-        .route("/api/v1/nodes", get(list_nodes))
-        .route("/api/v1/nodes/{id}", get(get_node))
-        .route("/api/v1/sites/{id}/status", get(site_status))
-        .route("/api/v1/capacity", get(capacity))
-        .route("/api/v1/agents/register", post(agent_register))
-        .route("/api/v1/agents/{node}/heartbeat", post(agent_heartbeat))
-        .route("/api/v1/agents/{node}/assignments", get(agent_assignments))
-        .route(
-            "/api/v1/agents/{node}/attempts/{attempt}",
-            post(agent_report),
-        )
-        .route(
-            "/api/v1/agents/{node}/attempts/{attempt}/logs",
-            post(agent_logs),
-        )
-        .route("/api/v1/events", get(event_stream))
-        .route("/api/v1/events/log", get(event_log))
+/// The module's endpoints: each handler's `#[utoipa::path]` is the one declaration of its
+/// method and path, for the router and the OpenAPI document alike. One `routes!` per path.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_tasks, submit_task))
+        .routes(routes!(task_counts))
+        .routes(routes!(get_task))
+        .routes(routes!(cancel_task))
+        .routes(routes!(task_logs))
+        .routes(routes!(explain_task))
+        .routes(routes!(node_metrics))
+        .routes(routes!(list_nodes))
+        .routes(routes!(get_node))
+        .routes(routes!(site_status))
+        .routes(routes!(capacity))
+        .routes(routes!(agent_register))
+        .routes(routes!(agent_heartbeat))
+        .routes(routes!(agent_assignments))
+        .routes(routes!(agent_report))
+        .routes(routes!(agent_logs))
+        .routes(routes!(event_stream))
+        .routes(routes!(event_log))
 }

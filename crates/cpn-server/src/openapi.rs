@@ -155,8 +155,7 @@ fn sse_message(event: Ref) -> Schema {
 
 #[cfg(test)]
 mod tests {
-    use crate::api::ApiDoc;
-    use utoipa::OpenApi;
+    use crate::api::openapi_document;
 
     fn operations(doc: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
         let mut ops = Vec::new();
@@ -170,7 +169,7 @@ mod tests {
 
     #[test]
     fn every_secured_operation_declares_401_and_every_body_its_rejections() {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let doc = serde_json::to_value(openapi_document()).unwrap();
         let ops = operations(&doc);
         assert!(ops.len() > 100, "{}", ops.len());
         for (name, op) in ops {
@@ -189,7 +188,7 @@ mod tests {
 
     #[test]
     fn event_streams_are_declared_as_sse_messages_carrying_the_event_json() {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let doc = serde_json::to_value(openapi_document()).unwrap();
         let schema = &doc["paths"]["/api/v1/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
             ["schema"];
         let data = &schema["properties"]["data"];

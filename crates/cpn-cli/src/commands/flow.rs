@@ -9,7 +9,9 @@ use crate::output;
 use anyhow::{Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
-use cpn_api_types::flows::{FlowDefinition, FlowReport, FlowState, FlowView, StepState};
+use cpn_api_types::flows::{
+    FlowDefinition, FlowReport, FlowState, FlowView, ProcessView, StepState,
+};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -216,14 +218,16 @@ pub async fn run(ctx: &Ctx, cmd: FlowCmd) -> Result<()> {
             if !ctx.table() {
                 return output::print_raw(ctx.output, &value);
             }
-            output::emit(value["id"].as_str().unwrap_or_default())
+            let process: ProcessView = decode(&value, "process template")?;
+            output::emit(&process.id)
         }
         FlowCmd::Export { id, out } => {
             let value = ctx
                 .client
                 .get(&["api", "v1", "processes", &id], &[])
                 .await?;
-            let text = serde_yaml::to_string(&value["definition"]).context("formatting YAML")?;
+            let process: ProcessView = decode(&value, "process template")?;
+            let text = serde_yaml::to_string(&process.definition).context("formatting YAML")?;
             match out {
                 Some(path) => {
                     std::fs::write(&path, text).with_context(|| format!("writing {path}"))
@@ -237,15 +241,12 @@ pub async fn run(ctx: &Ctx, cmd: FlowCmd) -> Result<()> {
                 return output::print_raw(ctx.output, &value);
             }
             let mut t = output::table(&["ID", "NAME", "OWNER", "STEPS"]);
-            for p in value.as_array().into_iter().flatten() {
+            for p in decode::<Vec<ProcessView>>(&value, "process templates")? {
                 t.add_row(vec![
-                    p["id"].as_str().unwrap_or_default().to_string(),
-                    p["name"].as_str().unwrap_or_default().to_string(),
-                    p["owner"].as_str().unwrap_or_default().to_string(),
-                    p["definition"]["steps"]
-                        .as_array()
-                        .map_or(0, Vec::len)
-                        .to_string(),
+                    p.id,
+                    p.name,
+                    p.owner,
+                    p.definition.steps.len().to_string(),
                 ]);
             }
             output::print_table(&t)

@@ -2,9 +2,12 @@
 //! before execution) and execution as a workflow (SC-PROV-04..06).
 
 use super::Ctx;
+use crate::client::decode;
 use crate::output;
 use anyhow::Result;
 use clap::Subcommand;
+use cpn_api_types::design::{Instruction, InstructionEdit, PlanView};
+use cpn_api_types::flows::FlowView;
 use serde_json::{Value, json};
 
 #[derive(Debug, Subcommand)]
@@ -47,73 +50,69 @@ pub async fn run(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
     let c = &ctx.client;
     match cmd {
         PlanCmd::Get { id } => {
-            let v = c.get(&["api", "v1", "plans", &id], &[]).await?;
+            let value = c.get(&["api", "v1", "plans", &id], &[]).await?;
             if !ctx.table() {
-                return output::print_raw(ctx.output, &v);
+                return output::print_raw(ctx.output, &value);
             }
+            let v: PlanView = decode(&value, "plan")?;
             super::template::plans_table(std::slice::from_ref(&v))?;
             let mut t = output::table(&["NODE", "REPLICA", "SITE", "HOST", "COST/H"]);
-            for p in v["placements"].as_array().into_iter().flatten() {
+            for p in &v.placements {
                 t.add_row(vec![
-                    p["node"].as_str().unwrap_or("").to_string(),
-                    p["replica"].to_string(),
-                    p["site"].as_str().unwrap_or("-").to_string(),
-                    p["host"].as_str().unwrap_or("-").to_string(),
-                    format!("{:.2}", p["cost_per_hour"].as_f64().unwrap_or(0.0)),
+                    p.node.clone(),
+                    p.replica.to_string(),
+                    p.site.clone().unwrap_or_else(|| "-".into()),
+                    p.host.clone().unwrap_or_else(|| "-".into()),
+                    format!("{:.2}", p.cost_per_hour),
                 ]);
             }
             output::emit("\n")?;
             output::print_table(&t)?;
-            let mut text = String::from("\nState: ");
-            text.push_str(v["state"].as_str().unwrap_or(""));
-            text.push_str(&format!("   Version: {}\n", v["version"]));
-            if let Some(f) = v["flow_id"].as_str() {
+            let mut text = format!("\nState: {}   Version: {}\n", v.state, v.version);
+            if let Some(f) = &v.flow_id {
                 text.push_str(&format!("Workflow: {f}\n"));
             }
-            let ex = &v["execution"];
-            if let Some(summary) = ex["summary"].as_str() {
-                text.push_str(&format!("Execution: {summary}\n"));
-                for (label, key) in [
-                    ("ran", "succeeded"),
-                    ("simulated", "simulated"),
-                    ("failed", "failed"),
+            if let Some(ex) = &v.execution {
+                text.push_str(&format!("Execution: {}\n", ex.summary));
+                for (label, ids) in [
+                    ("ran", &ex.succeeded),
+                    ("simulated", &ex.simulated),
+                    ("failed", &ex.failed),
                 ] {
-                    let ids: Vec<&str> = ex[key]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
                     if !ids.is_empty() {
                         text.push_str(&format!("  {label}: {}\n", ids.join(", ")));
                     }
                 }
-                if let Some(e) = ex["error"].as_str() {
+                if let Some(e) = &ex.error {
                     text.push_str(&format!("  error: {e}\n"));
                 }
             }
-            for d in ["compute", "network", "application", "cost", "business"] {
-                for line in v["feasibility"][d]["detail"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                {
-                    text.push_str(&format!("{d}: {}\n", line.as_str().unwrap_or("")));
+            let f = &v.feasibility;
+            for (d, dim) in [
+                ("compute", &f.compute),
+                ("network", &f.network),
+                ("application", &f.application),
+                ("cost", &f.cost),
+                ("business", &f.business),
+            ] {
+                for line in &dim.detail {
+                    text.push_str(&format!("{d}: {line}\n"));
                 }
             }
             output::emit(&text)
         }
         PlanCmd::Confirm { id } => {
-            let v = c
+            let value = c
                 .post_empty(&["api", "v1", "plans", &id, "confirm"])
                 .await?;
             if !ctx.table() {
-                return output::print_raw(ctx.output, &v);
+                return output::print_raw(ctx.output, &value);
             }
+            let v: PlanView = decode(&value, "plan")?;
             output::emit(&format!(
                 "plan {id} confirmed (version {}): {} instructions\n",
-                v["version"],
-                v["instructions"].as_array().map_or(0, Vec::len)
+                v.version,
+                v.instructions.len()
             ))
         }
         PlanCmd::Instructions { id } => {
@@ -123,7 +122,7 @@ pub async fn run(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
             if !ctx.table() {
                 return output::print_raw(ctx.output, &v);
             }
-            instructions_table(&v)
+            instructions_table(&decode::<Vec<Instruction>>(&v, "instructions")?)
         }
         PlanCmd::EditInstruction {
             id,
@@ -133,27 +132,32 @@ pub async fn run(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
             depends_on,
             command,
         } => {
-            let mut body = json!({"version": version});
-            if let Some(d) = description {
-                body["description"] = json!(d);
-            }
-            if let Some(d) = depends_on {
-                let list: Vec<&str> = d.split(',').filter(|s| !s.is_empty()).collect();
-                body["depends_on"] = json!(list);
-            }
+            let mut body = InstructionEdit {
+                version,
+                description,
+                depends_on: depends_on.map(|d| {
+                    d.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                }),
+                params: None,
+            };
             if let Some(cmd) = command {
-                let current = c
-                    .get(&["api", "v1", "plans", &id, "instructions"], &[])
-                    .await?;
+                let current: Vec<Instruction> = decode(
+                    &c.get(&["api", "v1", "plans", &id, "instructions"], &[])
+                        .await?,
+                    "instructions",
+                )?;
+                // Params replace the instruction's whole params: keep the others.
                 let mut params = current
-                    .as_array()
                     .into_iter()
-                    .flatten()
-                    .find(|i| i["id"] == instruction.as_str())
-                    .map(|i| i["params"].clone())
-                    .unwrap_or(json!({}));
+                    .find(|i| i.id == instruction)
+                    .map(|i| i.params)
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| json!({}));
                 params["command"] = json!(["sh", "-c", cmd]);
-                body["params"] = params;
+                body.params = Some(params);
             }
             let v = c
                 .put(
@@ -176,42 +180,38 @@ pub async fn run(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
             output::emit(&format!("deleted instruction {instruction}\n"))
         }
         PlanCmd::Execute { id } => {
-            let v = c
+            let value = c
                 .post_empty(&["api", "v1", "plans", &id, "execute"])
                 .await?;
             if !ctx.table() {
-                return output::print_raw(ctx.output, &v);
+                return output::print_raw(ctx.output, &value);
             }
+            let flow: FlowView = decode(&value, "workflow")?;
             output::emit(&format!(
                 "plan {id} executing as workflow {} (cpn flow get {})\n",
-                v["id"].as_str().unwrap_or(""),
-                v["id"].as_str().unwrap_or("")
+                flow.id, flow.id
             ))
         }
     }
 }
 
-fn instructions_table(v: &Value) -> Result<()> {
+fn instructions_table(instructions: &[Instruction]) -> Result<()> {
     let mut t = output::table(&["#", "ID", "KIND", "RUNS AS", "NODE", "SITE", "DEPENDS ON"]);
-    for (n, i) in v.as_array().into_iter().flatten().enumerate() {
-        let deps: Vec<&str> = i["depends_on"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
+    for (n, i) in instructions.iter().enumerate() {
         t.add_row(vec![
             (n + 1).to_string(),
-            i["id"].as_str().unwrap_or("").to_string(),
-            i["kind"].as_str().unwrap_or("").to_string(),
+            i.id.clone(),
+            i.kind.clone(),
             // Only deploy_app has a real controller (a task); the rest are simulated.
-            if i["kind"] == "deploy_app" {
+            if i.kind == "deploy_app" {
                 "task"
             } else {
                 "simulated"
             }
             .to_string(),
-            i["node"].as_str().unwrap_or("").to_string(),
-            i["site"].as_str().unwrap_or("-").to_string(),
-            deps.join(","),
+            i.node.clone(),
+            i.site.clone().unwrap_or_else(|| "-".into()),
+            i.depends_on.join(","),
         ]);
     }
     output::print_table(&t)

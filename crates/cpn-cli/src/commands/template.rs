@@ -3,11 +3,16 @@
 //! with the same validator the server runs, printing every error with its path.
 
 use super::{Ctx, ExitWith};
+use crate::client::decode;
 use crate::input;
 use crate::output;
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Subcommand;
-use serde_json::{Value, json};
+use cpn_api_types::design::{
+    Dimension, PlanRequest, PlanView, Recommendation, TemplateCreate, TemplateRollback,
+    TemplateUpdate, TemplateVersionView, TemplateView,
+};
+use serde_json::Value;
 
 #[derive(Debug, Subcommand)]
 pub enum TemplateCmd {
@@ -78,46 +83,40 @@ pub enum TemplateCmd {
     },
 }
 
-fn list_table(items: &[Value]) -> Result<()> {
+fn list_table(items: &[TemplateView]) -> Result<()> {
     let mut t = output::table(&["ID", "NAME", "STATE", "VERSION", "CATEGORY", "TAGS", "USED"]);
     for v in items {
-        let tags: Vec<&str> = v["tags"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
         t.add_row(vec![
-            v["id"].as_str().unwrap_or("").to_string(),
-            v["name"].as_str().unwrap_or("").to_string(),
-            v["state"].as_str().unwrap_or("").to_string(),
-            v["version"].to_string(),
-            v["category"].as_str().unwrap_or("").to_string(),
-            tags.join(","),
-            v["usage_count"].to_string(),
+            v.id.clone(),
+            v.name.clone(),
+            v.state.clone(),
+            v.version.to_string(),
+            v.category.clone(),
+            v.tags.join(","),
+            v.usage_count.to_string(),
         ]);
     }
     output::print_table(&t)
 }
 
-fn show(ctx: &Ctx, v: &Value) -> Result<()> {
+fn show(ctx: &Ctx, value: &Value) -> Result<()> {
     if !ctx.table() {
-        return output::print_raw(ctx.output, v);
+        return output::print_raw(ctx.output, value);
     }
+    let v: TemplateView = decode(value, "template")?;
     let text = output::fields(&[
-        ("ID", v["id"].as_str().unwrap_or("").to_string()),
-        ("Name", v["name"].as_str().unwrap_or("").to_string()),
-        ("State", v["state"].as_str().unwrap_or("").to_string()),
-        ("Version", v["version"].to_string()),
-        ("Category", v["category"].as_str().unwrap_or("").to_string()),
-        ("Usage", v["usage_count"].to_string()),
+        ("ID", v.id),
+        ("Name", v.name),
+        ("State", v.state),
+        ("Version", v.version.to_string()),
+        ("Category", v.category),
+        ("Usage", v.usage_count.to_string()),
     ]);
-    output::emit(&format!(
-        "{text}\n{}",
-        v["source"].as_str().unwrap_or_default()
-    ))
+    output::emit(&format!("{text}\n{}", v.source))
 }
 
 /// Prints plans side by side: the comparison table of SC-PROV-03.
-pub fn plans_table(plans: &[Value]) -> Result<()> {
+pub fn plans_table(plans: &[PlanView]) -> Result<()> {
     let mut t = output::table(&[
         "PLAN",
         "OBJECTIVE",
@@ -133,44 +132,32 @@ pub fn plans_table(plans: &[Value]) -> Result<()> {
         "BIZ",
         "REC",
     ]);
-    let ok = |p: &Value, d: &str| {
-        if p["feasibility"][d]["ok"].as_bool() == Some(true) {
-            "ok"
-        } else {
-            "NO"
-        }
-        .to_string()
-    };
+    let ok = |d: &Dimension| if d.ok { "ok" } else { "NO" }.to_string();
     for p in plans {
+        let f = &p.feasibility;
         t.add_row(vec![
-            p["id"].as_str().unwrap_or("").to_string(),
-            p["objective"].as_str().unwrap_or("").to_string(),
-            format!("{:.2}", p["cost_per_hour"].as_f64().unwrap_or(0.0)),
-            format!("{:.2}", p["total_cost"].as_f64().unwrap_or(0.0)),
-            p["max_latency_ms"]
-                .as_f64()
-                .map_or("-".into(), |l| format!("{l:.1}")),
-            format!("{:.2}", p["power_kw"].as_f64().unwrap_or(0.0)),
-            format!("{:.0}", p["green_score"].as_f64().unwrap_or(0.0)),
-            ok(p, "compute"),
-            ok(p, "network"),
-            ok(p, "application"),
-            ok(p, "cost"),
-            ok(p, "business"),
-            if p["recommended"] == true { "★" } else { "" }.to_string(),
+            p.id.clone(),
+            p.objective.clone(),
+            format!("{:.2}", p.cost_per_hour),
+            format!("{:.2}", p.total_cost),
+            p.max_latency_ms.map_or("-".into(), |l| format!("{l:.1}")),
+            format!("{:.2}", p.power_kw),
+            format!("{:.0}", p.green_score),
+            ok(&f.compute),
+            ok(&f.network),
+            ok(&f.application),
+            ok(&f.cost),
+            ok(&f.business),
+            if p.recommended { "★" } else { "" }.to_string(),
         ]);
     }
     output::print_table(&t)?;
-    if let Some(best) = plans.iter().find(|p| p["recommended"] == true) {
-        let reasons: Vec<&str> = best["reasons"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
+    if let Some(best) = plans.iter().find(|p| p.recommended) {
         output::emit(&format!(
             "\n★ {} ({}): {}\n",
-            best["id"].as_str().unwrap_or(""),
-            best["objective"].as_str().unwrap_or(""),
-            reasons.join("; ")
+            best.id,
+            best.objective,
+            best.reasons.join("; ")
         ))?;
     }
     Ok(())
@@ -184,7 +171,7 @@ pub async fn run(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
             if !ctx.table() {
                 return output::print_raw(ctx.output, &v);
             }
-            list_table(v.as_array().map(Vec::as_slice).unwrap_or_default())
+            list_table(&decode::<Vec<TemplateView>>(&v, "templates")?)
         }
         TemplateCmd::Get { id } => show(ctx, &c.get(&["api", "v1", "templates", &id], &[]).await?),
         TemplateCmd::Create {
@@ -201,13 +188,14 @@ pub async fn run(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "template".into())
             });
-            let v = c
-                .post(
-                    &["api", "v1", "templates"],
-                    &json!({"name": name, "category": category, "tags": tags,
-                            "description": description, "source": src.text}),
-                )
-                .await?;
+            let body = TemplateCreate {
+                name,
+                category,
+                tags,
+                description,
+                source: src.text,
+            };
+            let v = c.post(&["api", "v1", "templates"], &body).await?;
             show(ctx, &v)
         }
         TemplateCmd::Update {
@@ -216,12 +204,15 @@ pub async fn run(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
             if_version: version,
         } => {
             let src = input::read(&file)?;
-            let v = c
-                .put(
-                    &["api", "v1", "templates", &id],
-                    &json!({"version": version, "source": src.text}),
-                )
-                .await?;
+            let body = TemplateUpdate {
+                version,
+                name: None,
+                category: None,
+                tags: None,
+                description: None,
+                source: Some(src.text),
+            };
+            let v = c.put(&["api", "v1", "templates", &id], &body).await?;
             show(ctx, &v)
         }
         TemplateCmd::Delete { id } => {
@@ -236,12 +227,8 @@ pub async fn run(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
                 return output::print_raw(ctx.output, &v);
             }
             let mut t = output::table(&["VERSION", "AT", "STATE"]);
-            for x in v.as_array().into_iter().flatten() {
-                t.add_row(vec![
-                    x["version"].to_string(),
-                    x["at"].as_str().unwrap_or("").to_string(),
-                    x["state"].as_str().unwrap_or("").to_string(),
-                ]);
+            for x in decode::<Vec<TemplateVersionView>>(&v, "template versions")? {
+                t.add_row(vec![x.version.to_string(), output::wire(&x.at), x.state]);
             }
             output::print_table(&t)
         }
@@ -250,11 +237,12 @@ pub async fn run(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
             to_version,
             if_version: version,
         } => {
+            let body = TemplateRollback {
+                to_version,
+                version,
+            };
             let v = c
-                .post(
-                    &["api", "v1", "templates", &id, "rollback"],
-                    &json!({"to_version": to_version, "version": version}),
-                )
+                .post(&["api", "v1", "templates", &id, "rollback"], &body)
                 .await?;
             show(ctx, &v)
         }
@@ -278,16 +266,13 @@ pub async fn run(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
                 return output::print_raw(ctx.output, &v);
             }
             let mut t = output::table(&["ID", "NAME", "SCORE", "REASONS"]);
-            for r in v.as_array().into_iter().flatten() {
-                let reasons: Vec<&str> = r["reasons"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
+            for r in decode::<Vec<Recommendation>>(&v, "recommendations")? {
                 t.add_row(vec![
-                    r["template"]["id"].as_str().unwrap_or("").to_string(),
-                    r["template"]["name"].as_str().unwrap_or("").to_string(),
-                    r["score"].to_string(),
-                    reasons.join("; "),
+                    r.template.id,
+                    r.template.name,
+                    // As the server wrote it (3.0 stays 3.0).
+                    output::wire(&r.score),
+                    r.reasons.join("; "),
                 ]);
             }
             output::print_table(&t)
@@ -306,28 +291,22 @@ pub async fn run(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
             }
         }
         TemplateCmd::Plans { id, inputs } => {
-            let mut map = serde_json::Map::new();
+            let mut body = PlanRequest::default();
             for (k, v) in inputs {
                 // Numbers and booleans as such; the server also coerces strings.
                 let val = serde_json::from_str::<Value>(&v)
                     .ok()
                     .filter(|x| !x.is_object() && !x.is_array())
                     .unwrap_or(Value::String(v));
-                map.insert(k, val);
+                body.inputs.insert(k, val);
             }
             let v = c
-                .post(
-                    &["api", "v1", "templates", &id, "plans"],
-                    &json!({"inputs": map}),
-                )
+                .post(&["api", "v1", "templates", &id, "plans"], &body)
                 .await?;
             if !ctx.table() {
                 return output::print_raw(ctx.output, &v);
             }
-            let Some(plans) = v.as_array() else {
-                bail!("unexpected answer: {v}");
-            };
-            plans_table(plans)
+            plans_table(&decode::<Vec<PlanView>>(&v, "plans")?)
         }
     }
 }

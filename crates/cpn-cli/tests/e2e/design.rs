@@ -303,3 +303,167 @@ async fn template_to_plans_to_instructions_to_workflow() {
         "{err}"
     );
 }
+
+fn ok_stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The CLI reads templates, plans, instruction sets and process templates as the wire
+/// types of `cpn-api-types`: each table below is printed only if the server's answer
+/// decodes into them, so a field the two disagree on fails here.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_reads_templates_plans_and_processes_as_wire_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), true, &["--flow-node-wait-s", "2"]).await;
+    let cli = |args: &[&str]| ok_stdout(&server.cli(args));
+
+    let text = cli(&["template", "list"]);
+    assert!(text.contains("base-gpu-training-cluster"), "{text}");
+    assert!(text.contains("published"), "{text}");
+    let text = cli(&["template", "get", "base-gpu-training-cluster"]);
+    assert!(text.contains("node_templates"), "{text}");
+    let text = cli(&["template", "versions", "base-gpu-training-cluster"]);
+    assert!(text.contains("published"), "{text}");
+
+    // A draft from a file, then a new version of it.
+    let file = dir.path().join("tiny.yaml");
+    std::fs::write(
+        &file,
+        "node_templates:\n  web:\n    type: app\n    properties: {cores: 1}\n",
+    )
+    .unwrap();
+    let text = cli(&[
+        "template",
+        "create",
+        "-f",
+        file.to_str().unwrap(),
+        "--name",
+        "tiny",
+        "--tag",
+        "cli",
+    ]);
+    assert!(text.contains("draft"), "{text}");
+    let (_, list) = server.admin(Method::GET, "/api/v1/templates", None).await;
+    let tiny = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "tiny")
+        .unwrap_or_else(|| panic!("no template tiny: {list}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = cli(&[
+        "template",
+        "update",
+        &tiny,
+        "-f",
+        file.to_str().unwrap(),
+        "--if-version",
+        "1",
+    ]);
+    assert!(text.contains("Version") && text.contains('2'), "{text}");
+    let text = cli(&[
+        "template",
+        "rollback",
+        &tiny,
+        "--to",
+        "1",
+        "--if-version",
+        "2",
+    ]);
+    assert!(text.contains('3'), "{text}");
+
+    // Plans side by side, one recommended.
+    let text = cli(&["template", "plans", "base-gpu-training-cluster"]);
+    assert!(text.contains("lowest_cost") && text.contains('★'), "{text}");
+    let text = cli(&["template", "recommended"]);
+    assert!(text.contains("base-gpu-training-cluster"), "{text}");
+    let ps = plans(&server).await;
+    let rec = ps.iter().find(|p| p["recommended"] == true).unwrap();
+    let id = rec["id"].as_str().unwrap();
+    let text = cli(&["plan", "get", id]);
+    assert!(text.contains("State: proposed"), "{text}");
+    assert!(text.contains("compute: "), "{text}");
+
+    // Confirm, read the instruction set, change a deploy command (its other params stay).
+    let text = cli(&["plan", "confirm", id]);
+    assert!(text.contains("confirmed (version"), "{text}");
+    let text = cli(&["plan", "instructions", id]);
+    assert!(
+        text.contains("deploy-trainer-1") && text.contains("simulated"),
+        "{text}"
+    );
+    let (_, p) = server
+        .admin(Method::GET, &format!("/api/v1/plans/{id}"), None)
+        .await;
+    let version = p["version"].to_string();
+    cli(&[
+        "plan",
+        "edit-instruction",
+        id,
+        "deploy-trainer-1",
+        "--if-version",
+        &version,
+        "--command",
+        "echo edited",
+    ]);
+    let (_, ins) = server
+        .admin(
+            Method::GET,
+            &format!("/api/v1/plans/{id}/instructions"),
+            None,
+        )
+        .await;
+    let deploy = ins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "deploy-trainer-1")
+        .unwrap();
+    assert_eq!(
+        deploy["params"]["command"],
+        json!(["sh", "-c", "echo edited"]),
+        "{deploy}"
+    );
+    assert!(deploy["params"].get("resources").is_some(), "{deploy}");
+
+    // Execute: the answer is the started workflow.
+    let text = cli(&["plan", "execute", id]);
+    // "plan P executing as workflow F (cpn flow get F)"
+    let flow = text
+        .split_whitespace()
+        .nth(5)
+        .unwrap_or_else(|| panic!("no workflow id in {text}"));
+    let (s, f) = server
+        .admin(Method::GET, &format!("/api/v1/flows/{flow}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{text}: {f}");
+    assert_eq!(f["plan"], id, "{f}");
+
+    // Process templates: import prints the id, the list counts its steps.
+    let def = dir.path().join("greet.yaml");
+    std::fs::write(
+        &def,
+        "name: greet\nsteps:\n  - id: a\n    action: {kind: noop}\n  - id: b\n    depends_on: [a]\n    action: {kind: noop}\n",
+    )
+    .unwrap();
+    let pid = cli(&["flow", "import", def.to_str().unwrap()]);
+    let pid = pid.trim();
+    assert!(pid.starts_with("proc-"), "{pid}");
+    let text = cli(&["flow", "processes"]);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(pid))
+        .unwrap_or_else(|| panic!("{pid} not listed: {text}"));
+    assert!(
+        row.contains("greet") && row.trim_end().ends_with('2'),
+        "{row}"
+    );
+}

@@ -358,3 +358,64 @@ async fn openapi_document_describes_the_api() {
     }
     assert!(doc["components"]["schemas"].get("SiteSpec").is_some());
 }
+
+/// The router and the document come from the same declarations (`routes!` over each
+/// handler's `#[utoipa::path]`); this holds them to it from outside: every documented
+/// operation is served (without a token, so nothing changes: the answer may be 401 or a
+/// 4xx of the handler, but never the fallback's "no such endpoint" nor 405), and every
+/// other method on a documented path is 405.
+#[tokio::test]
+async fn the_router_serves_exactly_the_documented_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), false).await;
+    let (s, doc) = server
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let unrouted = |status: StatusCode, body: &serde_json::Value| {
+        status == StatusCode::METHOD_NOT_ALLOWED
+            || (status == StatusCode::NOT_FOUND
+                && body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("no such endpoint")))
+    };
+    // The check itself tells an unrouted request apart.
+    let (status, body) = server
+        .call(Method::GET, "/api/v1/no-such-thing", None, None)
+        .await;
+    assert!(unrouted(status, &body), "{status} {body}");
+
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        // Path parameters become a name no object has.
+        let concrete: String = path
+            .split('/')
+            .map(|seg| {
+                if seg.starts_with('{') {
+                    "no-such-object"
+                } else {
+                    seg
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in ["get", "put", "post", "delete", "patch"] {
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let (status, body) = server.call(m, &concrete, None, None).await;
+            if item.get(method).is_some() {
+                operations += 1;
+                assert!(
+                    !unrouted(status, &body),
+                    "{method} {path} is documented but not served: {status} {body}"
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is served but not documented: {body}"
+                );
+            }
+        }
+    }
+    assert!(operations > 100, "{operations}");
+}

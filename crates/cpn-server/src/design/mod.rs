@@ -12,98 +12,19 @@ pub mod plans;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use cpn_api_types::Code;
+use cpn_api_types::design::{
+    Recommendation, TemplateCreate, TemplateRollback, TemplateUpdate, TemplateVersionView,
+    TemplateView, VersionOnly,
+};
 use cpn_api_types::identity::Role;
 use cpn_store::{DocQuery, DocRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use utoipa::ToSchema;
 
 pub const TEMPLATES: &str = "templates";
 pub const PLANS: &str = "plans";
-
-/// A template as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct TemplateView {
-    pub id: String,
-    pub name: String,
-    pub category: String,
-    pub tags: Vec<String>,
-    pub description: String,
-    /// `draft`, `published` or `offline`.
-    pub state: String,
-    pub version: u64,
-    pub tenant: String,
-    pub owner: String,
-    pub usage_count: u64,
-    /// The template's YAML.
-    pub source: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// `POST /api/v1/templates` (JSON, or the same fields as YAML).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateCreate {
-    pub name: String,
-    #[serde(default)]
-    pub category: String,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    #[serde(default)]
-    pub description: String,
-    pub source: String,
-}
-
-/// `PUT /api/v1/templates/{id}`: the fields to change, and the version they apply to.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateUpdate {
-    pub version: u64,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub category: Option<String>,
-    #[serde(default)]
-    pub tags: Option<Vec<String>>,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub source: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateRollback {
-    pub to_version: u64,
-    pub version: u64,
-}
-
-/// Optional compare-and-set version of a state change.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VersionOnly {
-    #[serde(default)]
-    pub version: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct TemplateVersionView {
-    pub version: u64,
-    pub at: DateTime<Utc>,
-    pub state: String,
-    pub name: String,
-    pub source: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Recommendation {
-    pub template: TemplateView,
-    pub score: f64,
-    pub reasons: Vec<String>,
-}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct TemplateBody {

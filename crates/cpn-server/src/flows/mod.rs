@@ -14,7 +14,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::Code;
-use cpn_api_types::flows::{FlowDefinition, FlowReport, FlowState, FlowView, StepView};
+use cpn_api_types::flows::{
+    FlowDefinition, FlowReport, FlowState, FlowView, ProcessView, StepView,
+};
 use cpn_flow::{Command, FlowRun};
 use cpn_store::{DocQuery, DocRecord, NewEvent};
 use exec::Report;
@@ -617,11 +619,16 @@ pub async fn control(state: &AppState, who: &Caller, id: &str, op: Op) -> ApiRes
 // ------------------------------------------------------------------ process templates
 
 /// A stored process template as the API shows it.
-fn process_view(doc: &DocRecord) -> Value {
-    json!({
-        "id": doc.id, "name": doc.name, "tenant": doc.tenant, "owner": doc.owner,
-        "version": doc.version, "created_at": doc.created_at, "updated_at": doc.updated_at,
-        "definition": doc.body,
+fn process_view(doc: &DocRecord) -> ApiResult<ProcessView> {
+    Ok(ProcessView {
+        id: doc.id.clone(),
+        name: doc.name.clone(),
+        tenant: doc.tenant.clone(),
+        owner: doc.owner.clone(),
+        version: doc.version,
+        created_at: doc.created_at,
+        updated_at: doc.updated_at,
+        definition: serde_json::from_value(doc.body.clone()).map_err(internal)?,
     })
 }
 
@@ -630,7 +637,7 @@ pub async fn create_process(
     state: &AppState,
     who: &Caller,
     def: FlowDefinition,
-) -> ApiResult<Value> {
+) -> ApiResult<ProcessView> {
     check(&def)?;
     let now = Utc::now();
     let doc = DocRecord {
@@ -645,28 +652,30 @@ pub async fn create_process(
         updated_at: now,
         body: serde_json::to_value(&def).map_err(internal)?,
     };
-    Ok(process_view(
-        &state.store.create_doc(doc, Vec::new()).await?,
-    ))
+    process_view(&state.store.create_doc(doc, Vec::new()).await?)
 }
 
 /// Process templates are shared: every caller sees them all.
-pub async fn list_processes(state: &AppState) -> ApiResult<Vec<Value>> {
-    Ok(state
+pub async fn list_processes(state: &AppState) -> ApiResult<Vec<ProcessView>> {
+    state
         .store
         .list_docs(PROCESSES, DocQuery::default())
         .await?
         .iter()
         .map(process_view)
-        .collect())
+        .collect()
 }
 
-pub async fn process_definition(state: &AppState, id: &str) -> ApiResult<(Value, FlowDefinition)> {
+pub async fn process_definition(
+    state: &AppState,
+    id: &str,
+) -> ApiResult<(ProcessView, FlowDefinition)> {
     let doc = state
         .store
         .get_doc(PROCESSES, id)
         .await?
         .ok_or_else(|| ApiError::not_found("process", id))?;
-    let def = serde_json::from_value(doc.body.clone()).map_err(internal)?;
-    Ok((process_view(&doc), def))
+    let view = process_view(&doc)?;
+    let def = view.definition.clone();
+    Ok((view, def))
 }
