@@ -64,7 +64,7 @@ macro_rules! kind_handlers {
                 ),
                 responses((status = 200, body = Page<$obj>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
             pub async fn list(State(s): State<AppState>, who: Principal, q: QueryMap) -> ApiResult<Json<Page<$obj>>> {
-                Ok(Json(registry::list::<$K>(&s, &who, q).await?))
+                Ok(Json(registry::list::<$K>(&s, &who, crate::query::registry_list::<$K>(q)?).await?))
             }
 
             /// Register a new object. References may name other objects by id or name.
@@ -293,7 +293,9 @@ async fn list_decisions(
     who: Principal,
     q: QueryMap,
 ) -> ApiResult<Json<Page<DecisionRecordView>>> {
-    Ok(Json(schedule::list_decisions(&s, &who, q).await?))
+    Ok(Json(
+        schedule::list_decisions(&s, &who, crate::query::decisions(q)?).await?,
+    ))
 }
 
 /// One stored decision with its full explanation.
@@ -463,7 +465,9 @@ async fn get_topology(
     who: Principal,
     q: QueryMap,
 ) -> ApiResult<Json<Topology>> {
-    Ok(Json(topology::topology(&s, &who, q).await?))
+    Ok(Json(
+        topology::topology(&s, &who, crate::query::topology_at(q)?).await?,
+    ))
 }
 
 /// Record an observed sample of a link's metrics.
@@ -493,7 +497,7 @@ async fn get_link_metrics(
     q: QueryMap,
 ) -> ApiResult<Json<Vec<MetricSample<LinkMetrics>>>> {
     Ok(Json(
-        topology::metric_history(&s, &who, Kind::Link, &id, q).await?,
+        topology::metric_history(&s, &who, Kind::Link, &id, crate::query::metric_limit(q)?).await?,
     ))
 }
 
@@ -524,7 +528,7 @@ async fn get_site_metrics(
     q: QueryMap,
 ) -> ApiResult<Json<Vec<MetricSample<SiteMetrics>>>> {
     Ok(Json(
-        topology::metric_history(&s, &who, Kind::Site, &id, q).await?,
+        topology::metric_history(&s, &who, Kind::Site, &id, crate::query::metric_limit(q)?).await?,
     ))
 }
 
@@ -744,7 +748,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::audit::record_mutations,
+            crate::audit_layer::record_mutations,
         ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::new(Code::Internal, "internal error; the server log has details")

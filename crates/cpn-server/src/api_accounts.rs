@@ -210,7 +210,7 @@ pub async fn list_audit(
     who: Principal,
     q: QueryMap,
 ) -> ApiResult<Json<Page<AuditEntry>>> {
-    Ok(Json(audit::list(&s, &who, q).await?))
+    Ok(Json(audit::list(&s, &who, crate::query::audit(q)?).await?))
 }
 
 /// The module's endpoints: each handler's `#[utoipa::path]` is the one declaration of its

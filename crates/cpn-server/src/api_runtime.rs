@@ -45,7 +45,7 @@ pub async fn list_tasks(
     who: Principal,
     q: QueryMap,
 ) -> ApiResult<Json<Page<TaskView>>> {
-    Ok(Json(tasks::list(&s, &who, q).await?))
+    Ok(Json(tasks::list(&s, &who, crate::query::tasks(q)?).await?))
 }
 
 /// Task counts by state, over the tasks the caller may see (its tenant's; every task for
@@ -93,7 +93,7 @@ pub async fn task_logs(
     Path(id): Path<String>,
     q: QueryMap,
 ) -> ApiResult<Response> {
-    let body = tasks::logs(&s, &who, &id, tasks::log_query(q)?).await?;
+    let body = tasks::logs(&s, &who, &id, crate::query::task_logs(q)?).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 
@@ -271,8 +271,8 @@ pub async fn event_stream(
     let last = headers
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or_default().to_string());
-    let q = events::query(q, last.as_deref())?;
-    Ok(events::stream(s, who, q).await?.into_response())
+    let q = crate::query::events(q, last.as_deref())?;
+    Ok(events::stream(s, &who, q).await?.into_response())
 }
 
 /// Past events as JSON: oldest first after an id (`after`, default 0), or with
@@ -288,7 +288,9 @@ pub async fn event_log(
     who: Principal,
     q: QueryMap,
 ) -> ApiResult<Json<Vec<EventView>>> {
-    Ok(Json(events::page(&s, &who, events::query(q, None)?).await?))
+    Ok(Json(
+        events::page(&s, &who, crate::query::events(q, None)?).await?,
+    ))
 }
 
 /// A node's recent metrics, oldest first: one sample per 5 s over the last 30 minutes

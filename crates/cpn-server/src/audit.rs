@@ -1,209 +1,18 @@
-//! The audit log: every mutating API request and every login attempt, appended to the
-//! store's `audit` table after the handler answered (append-only: the database refuses
-//! updates and deletes, and lines outlive the objects they name).
+//! The audit log: every mutating API request and every login attempt, in the store's
+//! `audit` table (append-only: the database refuses updates and deletes, and lines outlive
+//! the objects they name).
 //!
-//! `record_mutations` is a layer around the router. It hands the request an `ActorSlot`
-//! that `extract::authenticate` fills, and after the handler reads the answer: status →
-//! result, `ETag` → generation after, the new object's id from a 201 body. Logins are
-//! recorded by `identity::login` itself, since they fail before any principal exists.
+//! Requests are recorded by the edge's layer (`audit_layer::record_mutations`); logins by
+//! `identity::login` itself, since they fail before any principal exists. This module lists
+//! the lines (operators only) and records logins; it knows nothing of HTTP.
 
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Principal, QueryMap, client_addr};
 use crate::state::AppState;
-use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::{ETAG, IF_MATCH};
-use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::Response;
 use chrono::{DateTime, Utc};
 use cpn_api_types::Page;
 use cpn_api_types::identity::AuditEntry;
 use cpn_store::{AuditQuery, AuditRecord};
-use std::sync::{Arc, Mutex};
-
-/// Who made the request, filled in by authentication.
-#[derive(Clone, Default)]
-pub struct ActorSlot(Arc<Mutex<Option<(String, String)>>>);
-
-impl ActorSlot {
-    pub fn set(&self, username: &str, tenant: &str) {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some((username.to_string(), tenant.to_string()));
-        }
-    }
-
-    fn get(&self) -> Option<(String, String)> {
-        self.0.lock().ok().and_then(|s| s.clone())
-    }
-}
-
-/// Bodies read back for the id of a created object or an error's message; larger ones are
-/// not parsed (the line then lacks that detail).
-const MAX_INSPECTED_BODY: usize = 256 * 1024;
-
-/// Agent telemetry: a heartbeat every few seconds per node and streamed log chunks would
-/// bury the people's actions; the event log keeps the agents' history.
-fn is_telemetry(path: &str) -> bool {
-    path.starts_with("/api/v1/agents/") && (path.ends_with("/heartbeat") || path.ends_with("/logs"))
-}
-
-pub fn result_of(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        200..=299 => "success",
-        401 | 403 => "denied",
-        429 => "busy",
-        400..=499 => "rejected",
-        _ => "error",
-    }
-}
-
-/// `kind.verb`, object kind and the position of the object's id in the path, from the
-/// route template: `/api/v1/sites/{id}` PUT → `sites.update`, `/api/v1/tasks/{id}/cancel`
-/// → `tasks.cancel`.
-fn describe(method: &Method, template: &str) -> (String, String, Option<usize>) {
-    let segments: Vec<&str> = template
-        .trim_start_matches("/api/v1/")
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
-    let kind = segments.first().copied().unwrap_or("api").to_string();
-    let id_at = segments
-        .iter()
-        .position(|s| s.starts_with('{'))
-        .map(|i| i + 3); // past "", "api", "v1"
-    // Every fixed segment after the kind names the action (`users.mfa.disable`, not just
-    // `disable`); where the path ends in an object, the method says what was done to it.
-    let mut parts: Vec<String> = segments
-        .iter()
-        .skip(1)
-        .filter(|s| !s.starts_with('{'))
-        .map(|s| s.to_string())
-        .collect();
-    if parts.is_empty() || segments.last().is_some_and(|s| s.starts_with('{')) {
-        parts.push(match *method {
-            Method::POST => "create".into(),
-            Method::PUT | Method::PATCH => "update".into(),
-            Method::DELETE => "delete".into(),
-            ref m => m.as_str().to_ascii_lowercase(),
-        });
-    }
-    (format!("{kind}.{}", parts.join(".")), kind, id_at)
-}
-
-fn generation_in(header: Option<&axum::http::HeaderValue>) -> Option<u64> {
-    let s = header?.to_str().ok()?.trim();
-    s.strip_prefix("W/")
-        .unwrap_or(s)
-        .trim_matches('"')
-        .parse()
-        .ok()
-}
-
-/// The layer: records every POST, PUT, PATCH and DELETE under `/api/v1` but logins.
-pub async fn record_mutations(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let mutating = matches!(
-        method,
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    );
-    if !mutating
-        || !path.starts_with("/api/v1/")
-        || path == "/api/v1/auth/login"
-        || is_telemetry(&path)
-    {
-        return next.run(req).await;
-    }
-    let template = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| path.clone());
-    let source = client_addr(req.extensions());
-    let if_match = generation_in(req.headers().get(IF_MATCH));
-    let slot = ActorSlot::default();
-    req.extensions_mut().insert(slot.clone());
-
-    let response = next.run(req).await;
-
-    let status = response.status();
-    let (action, object_kind, id_at) = describe(&method, &template);
-    let mut object_id = id_at
-        .and_then(|i| path.split('/').nth(i))
-        .unwrap_or_default()
-        .to_string();
-    let generation_after = generation_in(response.headers().get(ETAG))
-        .filter(|_| status.is_success() && method != Method::DELETE);
-    let generation_before = match method {
-        Method::PUT | Method::PATCH if status.is_success() => {
-            generation_after.map(|g| g.saturating_sub(1)).or(if_match)
-        }
-        Method::POST if status == StatusCode::CREATED => None,
-        _ => if_match,
-    };
-    // Read the body back only when it says something the line needs.
-    let wants_body = status == StatusCode::CREATED && object_id.is_empty() || !status.is_success();
-    let (response, detail) = if wants_body {
-        let (parts, body) = response.into_parts();
-        match axum::body::to_bytes(body, MAX_INSPECTED_BODY).await {
-            Ok(bytes) => {
-                let value: serde_json::Value =
-                    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-                // Objects answer with their id; a new API key nests it (beside its token,
-                // which is never recorded).
-                let id = value
-                    .get("id")
-                    .or_else(|| value.get("key").and_then(|k| k.get("id")))
-                    .and_then(|v| v.as_str());
-                if object_id.is_empty()
-                    && let Some(id) = id
-                {
-                    object_id = id.to_string();
-                }
-                let detail = value["error"]["message"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                (Response::from_parts(parts, Body::from(bytes)), detail)
-            }
-            // Too large to inspect: it has been consumed, so answer with what we know.
-            Err(_) => (
-                Response::from_parts(parts, Body::empty()),
-                "response too large to inspect".into(),
-            ),
-        }
-    } else {
-        (response, String::new())
-    };
-    let (actor, tenant) = slot
-        .get()
-        .unwrap_or_else(|| ("anonymous".into(), String::new()));
-    let line = AuditRecord {
-        seq: 0,
-        at: Utc::now(),
-        actor,
-        tenant,
-        source,
-        action,
-        object_kind,
-        object_id,
-        generation_before,
-        generation_after,
-        result: result_of(status).into(),
-        status: status.as_u16(),
-        detail,
-    };
-    if let Err(e) = state.store.append_audit(line).await {
-        // The change itself is committed; losing its audit line is logged loudly.
-        tracing::error!(error = %e, %path, "cannot append to the audit log");
-    }
-    response
-}
 
 /// Appends a login attempt.
 pub async fn record_login(
@@ -212,7 +21,7 @@ pub async fn record_login(
     tenant: &str,
     source: &str,
     result: &str,
-    status: StatusCode,
+    status: u16,
     detail: &str,
 ) {
     let line = AuditRecord {
@@ -227,7 +36,7 @@ pub async fn record_login(
         generation_before: None,
         generation_after: None,
         result: result.to_string(),
-        status: status.as_u16(),
+        status,
         detail: detail.to_string(),
     };
     if let Err(e) = state.store.append_audit(line).await {
@@ -253,64 +62,45 @@ fn view(r: AuditRecord) -> AuditEntry {
     }
 }
 
-fn time_param(q: &mut QueryMap, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
-    q.take(name)
-        .map(|s| {
-            DateTime::parse_from_rfc3339(&s)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| ApiError {
-                    code: cpn_api_types::Code::BadRequest,
-                    message: format!(
-                        "{name} must be an RFC 3339 time such as 2026-01-02T03:04:05Z: {e}"
-                    ),
-                    field: Some(name.into()),
-                })
-        })
-        .transpose()
+/// `GET /api/v1/audit` (operators): newest first, filtered.
+/// Which audit lines to list (parsed at the edge, `query`).
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub object_kind: Option<String>,
+    pub object_id: Option<String>,
+    pub result: Option<String>,
+    pub tenant: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// The cursor: lines older than this sequence number.
+    pub before: Option<u64>,
+    /// Lines per page, 1 to 1,000.
+    pub limit: usize,
 }
 
-/// `GET /api/v1/audit` (operators): newest first, filtered.
 pub async fn list(
     state: &AppState,
-    who: &Principal,
-    mut q: QueryMap,
+    who: &Caller,
+    filter: AuditFilter,
 ) -> ApiResult<Page<AuditEntry>> {
     if !who.is_operator() {
         return Err(ApiError::forbidden("only operators may read the audit log"));
     }
-    let limit = match q.take("limit") {
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError {
-                code: cpn_api_types::Code::BadRequest,
-                message: format!("limit must be 1..=1000, got {l:?}"),
-                field: Some("limit".into()),
-            })?,
-        None => 100,
-    };
-    let before = match q.take("cursor") {
-        Some(c) => Some(c.parse::<u64>().map_err(|_| ApiError {
-            code: cpn_api_types::Code::BadRequest,
-            message: format!("cursor must be the next_cursor of an earlier page, got {c:?}"),
-            field: Some("cursor".into()),
-        })?),
-        None => None,
-    };
+    let limit = filter.limit;
     let query = AuditQuery {
-        actor: q.take("actor"),
-        action: q.take("action"),
-        object_kind: q.take("kind"),
-        object_id: q.take("object"),
-        result: q.take("result"),
-        tenant: q.take("tenant"),
-        since: time_param(&mut q, "since")?,
-        until: time_param(&mut q, "until")?,
-        before,
+        actor: filter.actor,
+        action: filter.action,
+        object_kind: filter.object_kind,
+        object_id: filter.object_id,
+        result: filter.result,
+        tenant: filter.tenant,
+        since: filter.since,
+        until: filter.until,
+        before: filter.before,
+        // One more than the page, to know whether another follows.
         limit: limit + 1,
     };
-    q.finish()?;
     let mut rows = state.store.list_audit(query).await?;
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);
@@ -322,41 +112,4 @@ pub async fn list(
         items: rows.into_iter().map(view).collect(),
         next_cursor,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn actions_come_from_the_route_template() {
-        assert_eq!(
-            describe(&Method::PUT, "/api/v1/sites/{id}"),
-            ("sites.update".into(), "sites".into(), Some(4))
-        );
-        assert_eq!(
-            describe(&Method::POST, "/api/v1/sites"),
-            ("sites.create".into(), "sites".into(), None)
-        );
-        assert_eq!(
-            describe(&Method::POST, "/api/v1/users/{name}/disable").0,
-            "users.disable"
-        );
-        assert_eq!(
-            describe(&Method::POST, "/api/v1/users/{name}/mfa/disable").0,
-            "users.mfa.disable"
-        );
-        assert_eq!(
-            describe(&Method::PUT, "/api/v1/plans/{id}/instructions/{iid}").0,
-            "plans.instructions.update"
-        );
-        assert_eq!(
-            describe(&Method::POST, "/api/v1/auth/logout").0,
-            "auth.logout"
-        );
-        assert_eq!(
-            describe(&Method::DELETE, "/api/v1/api-keys/{id}").0,
-            "api-keys.delete"
-        );
-    }
 }

@@ -2,15 +2,21 @@
 //! bootstrap of the operator account.
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::hash_token;
 use argon2::Argon2;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use chrono::{DateTime, Duration, Utc};
 use cpn_api_types::Code;
 use cpn_store::{NewSession, NewUser, SessionKind, Store, UserRecord};
+use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
+
+/// What the store keeps of a bearer token, an API key or a node credential: its SHA-256, so
+/// a leaked database does not hand out working tokens.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
 
 /// Tokens from `POST /auth/login` live at most this long; idle ones end sooner
 /// (`AccountsConfig::session_idle`).
@@ -22,7 +28,7 @@ pub const ADMIN_TOKEN_TTL: Duration = Duration::days(30);
 pub const API_KEY_DEFAULT_TTL: Duration = Duration::days(90);
 pub const API_KEY_MAX_TTL: Duration = Duration::days(365);
 
-pub const SYSTEM_TENANT: &str = "system";
+pub const SYSTEM_TENANT: &str = crate::caller::SYSTEM_TENANT;
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 pub const ADMIN_PASSWORD_FILE: &str = "admin.password";

@@ -1,23 +1,28 @@
-//! API errors: every failure becomes `{"error": {"code", "message", "field"?}}` with the
-//! status fixed by the code table in `cpn-api-types`.
+//! The services' errors: a `Code` from the table in `cpn-api-types`, a message for people,
+//! and the path of the offending field when there is one. Nothing here knows of HTTP; the
+//! edge (`response`) turns a `ServiceError` into `{"error": {"code", "message", "field"?}}`
+//! with the status the code table fixes.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use cpn_api_types::{Code, ErrorBody};
+use cpn_api_types::Code;
 use cpn_store::StoreError;
 
 #[derive(Debug)]
-pub struct ApiError {
+pub struct ServiceError {
     pub code: Code,
     pub message: String,
     pub field: Option<String>,
 }
 
-pub type ApiResult<T> = Result<T, ApiError>;
+pub type ServiceResult<T> = Result<T, ServiceError>;
 
-impl ApiError {
+/// The name the services used when their errors were HTTP responses; kept while modules move
+/// over to `ServiceError`, so the split did not have to touch every file at once.
+pub type ApiError = ServiceError;
+pub type ApiResult<T> = ServiceResult<T>;
+
+impl ServiceError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        ApiError {
+        ServiceError {
             code,
             message: message.into(),
             field: None,
@@ -25,7 +30,7 @@ impl ApiError {
     }
 
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError {
+        ServiceError {
             code: Code::InvalidField,
             message: message.into(),
             field: Some(field.into()),
@@ -59,7 +64,7 @@ impl ApiError {
     }
 }
 
-impl std::fmt::Display for ApiError {
+impl std::fmt::Display for ServiceError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.field {
             Some(field) => write!(f, "{field}: {}", self.message),
@@ -68,31 +73,21 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
+impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         let message = e.to_string();
         match e {
-            StoreError::NotFound { .. } => ApiError::new(Code::NotFound, message),
+            StoreError::NotFound { .. } => ServiceError::new(Code::NotFound, message),
             StoreError::Conflict { .. } | StoreError::StaleVersion { .. } => {
-                ApiError::new(Code::GenerationConflict, message)
+                ServiceError::new(Code::GenerationConflict, message)
             }
-            StoreError::AlreadyExists { .. } => ApiError::new(Code::AlreadyExists, message),
-            StoreError::InUse { .. } => ApiError::new(Code::InUse, message),
-            StoreError::BrokenRef { field, .. } => ApiError::field(field, message),
+            StoreError::AlreadyExists { .. } => ServiceError::new(Code::AlreadyExists, message),
+            StoreError::InUse { .. } => ServiceError::new(Code::InUse, message),
+            StoreError::BrokenRef { field, .. } => ServiceError::field(field, message),
             StoreError::Locked { .. } | StoreError::Backend(_) | StoreError::Corrupt(_) => {
                 tracing::error!(error = %message, "store failure");
-                ApiError::new(Code::Internal, message)
+                ServiceError::new(Code::Internal, message)
             }
         }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status())
-            .expect("the code table holds only valid statuses");
-        let mut body = ErrorBody::new(self.code, self.message);
-        body.error.field = self.field;
-        (status, axum::Json(body)).into_response()
     }
 }

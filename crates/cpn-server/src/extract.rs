@@ -1,7 +1,9 @@
 //! Request extractors that turn every malformed input into the API's error body:
 //! JSON bodies with field paths, bearer-token authentication, query strings.
 
+use crate::caller::{Actor, Caller, SignedIn};
 use crate::error::{ApiError, ApiResult};
+use crate::join::{NodeCaller, Registrant};
 use crate::state::AppState;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -9,7 +11,6 @@ use axum::http::request::Parts;
 use cpn_api_types::Code;
 use cpn_api_types::identity::Role;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
 /// Largest request body accepted; registry documents are a few KiB, scenarios a few hundred.
@@ -75,25 +76,29 @@ fn missing_field(message: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_string())
 }
 
-/// The authenticated caller.
+/// The authenticated caller, as a handler argument. It dereferences to the domain identity
+/// the services take: `SignedIn` (the caller and its session's token hash, for the account
+/// calls) and through it `Caller`, so handlers pass `&who` where a service wants either.
 #[derive(Debug, Clone)]
-pub struct Principal {
-    pub user_id: String,
-    pub username: String,
-    pub tenant: String,
-    pub role: Role,
-    pub token_hash: String,
-}
+pub struct Principal(pub SignedIn);
 
-impl Principal {
-    pub fn is_operator(&self) -> bool {
-        self.role == Role::Operator
+impl std::ops::Deref for Principal {
+    type Target = SignedIn;
+
+    fn deref(&self) -> &SignedIn {
+        &self.0
     }
 }
 
-pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+/// Services that background code calls too take `impl Into<Actor>`: a request acts as its
+/// user.
+impl From<&Principal> for Actor {
+    fn from(p: &Principal) -> Self {
+        Actor::User(p.caller.clone())
+    }
 }
+
+pub use crate::auth::hash_token;
 
 /// A bearer token's session and user, as found in the store.
 pub struct Authenticated {
@@ -143,7 +148,7 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Authenti
     if session.last_used_at.unwrap_or(session.created_at) < now - touch_every {
         state.store.touch_session(&token_hash, now).await?;
     }
-    if let Some(slot) = parts.extensions.get::<crate::audit::ActorSlot>() {
+    if let Some(slot) = parts.extensions.get::<crate::audit_layer::ActorSlot>() {
         slot.set(&user.username, &user.tenant);
     }
     Ok(Authenticated {
@@ -163,13 +168,15 @@ fn principal(auth: Authenticated) -> ApiResult<Principal> {
             ),
         )
     })?;
-    Ok(Principal {
-        user_id: auth.user.id,
-        username: auth.user.username,
-        tenant: auth.user.tenant,
-        role,
+    Ok(Principal(SignedIn {
+        caller: Caller {
+            user_id: auth.user.id,
+            username: auth.user.username,
+            tenant: auth.user.tenant,
+            role,
+        },
         token_hash: auth.token_hash,
-    })
+    }))
 }
 
 /// Whether a token limited to `scopes` may make this request: `read` allows safe methods,
@@ -306,4 +313,46 @@ fn serde_urlencoded_pairs(query: &str) -> ApiResult<Vec<(String, String)>> {
     )
     .map(|q| q.0)
     .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
+}
+
+/// The bearer token of an agent's request (a join token or a node credential).
+fn agent_bearer(parts: &Parts) -> ApiResult<&str> {
+    parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::unauthenticated(format!(
+                "missing bearer token; {}",
+                crate::join::USE_A_JOIN_TOKEN
+            ))
+        })?
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthenticated("Authorization header must be `Bearer <token>`"))
+}
+
+/// An agent's request, authenticated by its node's credential.
+impl FromRequestParts<AppState> for NodeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let token = agent_bearer(parts)?.to_string();
+        crate::join::node_caller(state, &token).await
+    }
+}
+
+/// A node's registration: a join token or the node's credential.
+impl FromRequestParts<AppState> for Registrant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let token = agent_bearer(parts)?.to_string();
+        crate::join::registrant(state, &token).await
+    }
 }

@@ -4,8 +4,8 @@
 //! cost, energy, latency, queueing delay and per-site utilization. Synchronous but bounded
 //! ([`MAX_FEDERATION_TASKS`]); the replays run on the blocking pool.
 
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Principal;
 use crate::inventory::{self, Inventory};
 use crate::policy;
 use crate::registry::violations_to_error;
@@ -25,7 +25,7 @@ use std::path::Path;
 /// A `tasks` workload as the scheduler's timed tasks, each converted as the binder converts
 /// a submitted task (`placement_spec`, `task_from_spec`), named by its task name.
 fn timed_tasks(
-    who: &Principal,
+    who: &Caller,
     timed: &[TimedTaskSubmit],
     limit: usize,
     time_scale: f64,
@@ -45,8 +45,8 @@ fn timed_tasks(
             t.task.validate(&mut v);
             violations_to_error(v).map_err(|e| e.within(&field))?;
             let spec = crate::runtime::tasks::placement_spec(&t.task, &who.tenant);
-            let mut task =
-                crate::schedule::task_from_spec(who, &spec, 0).map_err(|e| e.within(&field))?;
+            let mut task = crate::schedule::task_from_spec(&who.into(), &spec, 0)
+                .map_err(|e| e.within(&field))?;
             task.id = t.task.name.clone();
             Ok(TimedTask {
                 arrival_s: (t.arrival_s as f64 * time_scale).round() as u64,
@@ -144,7 +144,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 /// Validates the request, builds the workload and replays it under each policy.
 pub async fn replay(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     req: FederationRequest,
 ) -> ApiResult<FederationResult> {
     if req.policies.is_empty() || req.policies.len() > 2 {

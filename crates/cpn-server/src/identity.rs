@@ -4,11 +4,9 @@ use crate::auth::{
     API_KEY_DEFAULT_TTL, API_KEY_MAX_TTL, LOGIN_TOKEN_TTL, check_password_policy, decoy_hash,
     hash_password, issue_token, verify_password,
 };
+use crate::caller::SignedIn;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Principal;
 use crate::state::AppState;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use cpn_api_types::Code;
 use cpn_api_types::identity::{
@@ -67,7 +65,7 @@ fn quota_json(q: &TenantQuota) -> ApiResult<serde_json::Value> {
 /// Sets a tenant's quota (operators): it bounds what the tenant's decisions may hold.
 pub async fn set_quota(
     state: &AppState,
-    who: &Principal,
+    who: &SignedIn,
     tenant: &str,
     quota: TenantQuota,
 ) -> ApiResult<Tenant> {
@@ -81,7 +79,7 @@ pub async fn set_quota(
     Ok(tenant_view(t))
 }
 
-fn operator_only(who: &Principal, what: &str) -> ApiResult<()> {
+fn operator_only(who: &SignedIn, what: &str) -> ApiResult<()> {
     if who.is_operator() {
         Ok(())
     } else {
@@ -107,25 +105,6 @@ impl From<cpn_store::StoreError> for LoginRefused {
     }
 }
 
-impl IntoResponse for LoginRefused {
-    fn into_response(self) -> Response {
-        match self {
-            LoginRefused::Api(e) => e.into_response(),
-            LoginRefused::Throttled {
-                message,
-                retry_after,
-            } => {
-                let mut r = ApiError::new(Code::TooManyRequests, message).into_response();
-                r.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    axum::http::HeaderValue::from(retry_after.max(1)),
-                );
-                r
-            }
-        }
-    }
-}
-
 /// What the hashing thread found.
 enum Checked {
     /// The account or address got locked while the request waited for a thread.
@@ -143,12 +122,7 @@ pub async fn login(
 ) -> Result<LoginResponse, LoginRefused> {
     let outcome = try_login(state, source, &req).await;
     let (result, status, detail, tenant) = match &outcome {
-        Ok(r) => (
-            "success",
-            StatusCode::OK,
-            String::new(),
-            r.user.tenant.clone(),
-        ),
+        Ok(r) => ("success", 200, String::new(), r.user.tenant.clone()),
         Err(LoginRefused::Throttled { message, .. }) => {
             let result = if message.contains("locked") {
                 "locked"
@@ -157,7 +131,7 @@ pub async fn login(
             };
             (
                 result,
-                StatusCode::TOO_MANY_REQUESTS,
+                Code::TooManyRequests.http_status(),
                 message.clone(),
                 String::new(),
             )
@@ -168,7 +142,7 @@ pub async fn login(
             } else {
                 "failure"
             },
-            StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED),
+            e.code.http_status(),
             e.message.clone(),
             String::new(),
         ),
@@ -303,12 +277,12 @@ async fn try_login(
     })
 }
 
-pub async fn logout(state: &AppState, who: &Principal) -> ApiResult<()> {
+pub async fn logout(state: &AppState, who: &SignedIn) -> ApiResult<()> {
     state.store.revoke_session(&who.token_hash).await?;
     Ok(())
 }
 
-pub async fn whoami(state: &AppState, who: &Principal) -> ApiResult<User> {
+pub async fn whoami(state: &AppState, who: &SignedIn) -> ApiResult<User> {
     let user = state
         .store
         .find_user(&who.username)
@@ -319,7 +293,7 @@ pub async fn whoami(state: &AppState, who: &Principal) -> ApiResult<User> {
 
 pub async fn create_tenant(
     state: &AppState,
-    who: &Principal,
+    who: &SignedIn,
     req: CreateTenant,
 ) -> ApiResult<Tenant> {
     operator_only(who, "create tenants")?;
@@ -344,7 +318,7 @@ pub async fn create_tenant(
     }
 }
 
-pub async fn list_tenants(state: &AppState, who: &Principal) -> ApiResult<Vec<Tenant>> {
+pub async fn list_tenants(state: &AppState, who: &SignedIn) -> ApiResult<Vec<Tenant>> {
     let all = state.store.list_tenants().await?;
     Ok(all
         .into_iter()
@@ -353,7 +327,7 @@ pub async fn list_tenants(state: &AppState, who: &Principal) -> ApiResult<Vec<Te
         .collect())
 }
 
-pub async fn create_user(state: &AppState, who: &Principal, req: CreateUser) -> ApiResult<User> {
+pub async fn create_user(state: &AppState, who: &SignedIn, req: CreateUser) -> ApiResult<User> {
     operator_only(who, "create users")?;
     cpn_model::validate_name(&req.username).map_err(|e| {
         ApiError::field(
@@ -392,7 +366,7 @@ pub async fn create_user(state: &AppState, who: &Principal, req: CreateUser) -> 
     user_view(user)
 }
 
-pub async fn list_users(state: &AppState, who: &Principal) -> ApiResult<Vec<User>> {
+pub async fn list_users(state: &AppState, who: &SignedIn) -> ApiResult<Vec<User>> {
     let tenant = (!who.is_operator()).then_some(who.tenant.as_str());
     state
         .store
@@ -404,7 +378,7 @@ pub async fn list_users(state: &AppState, who: &Principal) -> ApiResult<Vec<User
 }
 
 /// The session behind the caller's token.
-async fn session_of(state: &AppState, who: &Principal) -> ApiResult<SessionInfo> {
+async fn session_of(state: &AppState, who: &SignedIn) -> ApiResult<SessionInfo> {
     let now = Utc::now();
     state
         .store
@@ -416,7 +390,7 @@ async fn session_of(state: &AppState, who: &Principal) -> ApiResult<SessionInfo>
 
 /// API keys cannot manage accounts: a leaked automation key must not mint more keys or
 /// change passwords.
-async fn not_with_api_key(state: &AppState, who: &Principal, what: &str) -> ApiResult<()> {
+async fn not_with_api_key(state: &AppState, who: &SignedIn, what: &str) -> ApiResult<()> {
     if session_of(state, who).await?.kind == SessionKind::ApiKey {
         return Err(ApiError::forbidden(format!(
             "API keys may not {what}; log in with a password"
@@ -437,7 +411,7 @@ async fn user_named(state: &AppState, username: &str) -> ApiResult<UserRecord> {
 /// store also refuses a disabled user's tokens, so none works from this moment.
 pub async fn set_disabled(
     state: &AppState,
-    who: &Principal,
+    who: &SignedIn,
     username: &str,
     disabled: bool,
 ) -> ApiResult<User> {
@@ -465,7 +439,7 @@ pub async fn set_disabled(
 /// Revoke every login session and API key of a user (operators, or the user itself).
 pub async fn revoke_sessions(
     state: &AppState,
-    who: &Principal,
+    who: &SignedIn,
     username: &str,
 ) -> ApiResult<Revoked> {
     if username != who.username {
@@ -479,7 +453,7 @@ pub async fn revoke_sessions(
 /// Change one's own password; the other login sessions of the user end.
 pub async fn change_password(
     state: &AppState,
-    who: &Principal,
+    who: &SignedIn,
     req: ChangePassword,
 ) -> ApiResult<User> {
     not_with_api_key(state, who, "change passwords").await?;
@@ -517,7 +491,7 @@ pub async fn change_password(
 /// An operator sets a new password for a user; every token of the user is revoked.
 pub async fn reset_password(
     state: &AppState,
-    who: &Principal,
+    who: &SignedIn,
     username: &str,
     req: ResetPassword,
 ) -> ApiResult<User> {
@@ -558,7 +532,7 @@ fn key_view(s: SessionInfo) -> ApiKey {
 /// Create an API key for oneself, with scopes and an expiry; the token is shown once.
 pub async fn create_api_key(
     state: &AppState,
-    who: &Principal,
+    who: &SignedIn,
     req: CreateApiKey,
 ) -> ApiResult<CreatedApiKey> {
     not_with_api_key(state, who, "create API keys").await?;
@@ -604,7 +578,7 @@ pub async fn create_api_key(
 }
 
 /// The caller's live API keys.
-pub async fn list_api_keys(state: &AppState, who: &Principal) -> ApiResult<Vec<ApiKey>> {
+pub async fn list_api_keys(state: &AppState, who: &SignedIn) -> ApiResult<Vec<ApiKey>> {
     Ok(state
         .store
         .list_sessions(&who.user_id, SessionKind::ApiKey, Utc::now())
@@ -615,7 +589,7 @@ pub async fn list_api_keys(state: &AppState, who: &Principal) -> ApiResult<Vec<A
 }
 
 /// Revoke one of the caller's API keys.
-pub async fn revoke_api_key(state: &AppState, who: &Principal, id: &str) -> ApiResult<()> {
+pub async fn revoke_api_key(state: &AppState, who: &SignedIn, id: &str) -> ApiResult<()> {
     let keys = state
         .store
         .list_sessions(&who.user_id, SessionKind::ApiKey, Utc::now())
@@ -630,7 +604,7 @@ pub async fn revoke_api_key(state: &AppState, who: &Principal, id: &str) -> ApiR
 /// for a code from the authenticator.
 pub async fn mfa_enroll(
     state: &AppState,
-    who: &Principal,
+    who: &SignedIn,
     username: Option<&str>,
 ) -> ApiResult<MfaEnrollment> {
     not_with_api_key(state, who, "change MFA").await?;
@@ -657,7 +631,7 @@ pub async fn mfa_enroll(
 /// Confirm the pending TOTP secret with a current code; from then on login needs a code.
 pub async fn mfa_confirm(
     state: &AppState,
-    who: &Principal,
+    who: &SignedIn,
     username: Option<&str>,
     code: &str,
 ) -> ApiResult<User> {
@@ -682,7 +656,7 @@ pub async fn mfa_confirm(
 }
 
 /// Turn MFA off for a user (operators): for a lost authenticator.
-pub async fn mfa_disable(state: &AppState, who: &Principal, username: &str) -> ApiResult<User> {
+pub async fn mfa_disable(state: &AppState, who: &SignedIn, username: &str) -> ApiResult<User> {
     operator_only(who, "turn MFA off")?;
     user_view(state.store.set_totp(username, None, None).await?)
 }

@@ -9,8 +9,8 @@
 //! `LOCAL_STORAGE_GIB` of local disk. These shapes follow common 8-GPU servers. The binder
 //! places on live machines instead (`runtime::livestate`), from the same model.
 
+use crate::caller::{Actor, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Principal;
 use crate::registry::{Inheritance, decode_spec, visible_to_tenant};
 use crate::state::AppState;
 use chrono::Utc;
@@ -304,12 +304,18 @@ pub type Admit<'a> = &'a (dyn Fn(bool, &str) -> bool + Sync);
 
 /// Whether `who` may see an object of (`public`, `tenant`): the rule of
 /// `registry::visible_to_tenant`, everything for operators.
-pub fn admits(who: &Principal) -> impl Fn(bool, &str) -> bool + Sync + '_ {
+pub fn admits(who: &Caller) -> impl Fn(bool, &str) -> bool + Sync + '_ {
     move |public, tenant| who.is_operator() || visible_to_tenant(public, tenant, &who.tenant)
 }
 
+/// [`admits`] for an actor that may be a background component (the operations the rules
+/// engine runs): the same rule over the actor's role and tenant.
+pub fn admits_actor(who: &Actor) -> impl Fn(bool, &str) -> bool + Sync + '_ {
+    move |public, tenant| who.is_operator() || visible_to_tenant(public, tenant, who.tenant())
+}
+
 /// A snapshot of everything the caller may schedule onto.
-pub async fn snapshot(state: &AppState, who: &Principal) -> ApiResult<Inventory> {
+pub async fn snapshot(state: &AppState, who: &Caller) -> ApiResult<Inventory> {
     Ok(snapshot_with_resources(state, who, None).await?.0)
 }
 
@@ -318,12 +324,13 @@ pub async fn snapshot(state: &AppState, who: &Principal) -> ApiResult<Inventory>
 /// Registered capacity is a planning target: these nodes need no live machine.
 pub async fn snapshot_with_resources(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     skip_allocation: Option<&str>,
 ) -> ApiResult<(Inventory, HashMap<String, Vec<cpn_sched::NodeIdx>>)> {
+    let who: &Actor = &who.into();
     let model = state.runtime.federation.registry(state).await?;
     let silent = crate::runtime::livestate::silent_sites(&model, &state.store.list_nodes().await?);
-    let admit = admits(who);
+    let admit = admits_actor(who);
     let (mut b, index) = model.builder(&admit);
     let site_ids: Vec<String> = model
         .sites

@@ -7,16 +7,14 @@
 //! ([`NodeCaller`]) and only for its own node: another node's path is 403. Revoking the node
 //! (`POST /api/v1/nodes/{id}/revoke`) deletes its credentials, so its next request is 401.
 //!
-//! This is separate from [`crate::extract::Principal`]: a node is not a user, and a user's
+//! This is separate from the users' identity (`caller::Caller`): a node is not a user, and a user's
 //! token (an operator's included) opens no agent endpoint.
 
+use crate::auth::hash_token;
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Principal, hash_token};
 use crate::state::AppState;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
 use chrono::{DateTime, Duration, Utc};
 use cpn_api_types::join::{
     JOIN_TOKEN_PREFIX, JoinTokenCreate, JoinTokenCreated, JoinTokenPayload, JoinTokenView,
@@ -29,7 +27,7 @@ use cpn_store::{JoinRefusal, JoinTokenRecord};
 pub const DEFAULT_JOIN_TTL: Duration = Duration::days(1);
 pub const MAX_JOIN_TTL: Duration = Duration::days(30);
 
-const USE_A_JOIN_TOKEN: &str = "agents authenticate as their node: join with `cpn agent --join TOKEN`, \
+pub const USE_A_JOIN_TOKEN: &str = "agents authenticate as their node: join with `cpn agent --join TOKEN`, \
      a join token from `cpn site join-token create SITE` (user and operator tokens open no agent endpoint)";
 
 fn random_hex() -> String {
@@ -41,24 +39,6 @@ fn random_hex() -> String {
 /// A fresh node credential (256 random bits).
 pub fn new_node_credential() -> String {
     format!("{NODE_CREDENTIAL_PREFIX}{}", random_hex())
-}
-
-fn bearer(parts: &Parts) -> ApiResult<&str> {
-    parts
-        .headers
-        .get(AUTHORIZATION)
-        .ok_or_else(|| {
-            ApiError::unauthenticated(format!("missing bearer token; {USE_A_JOIN_TOKEN}"))
-        })?
-        .to_str()
-        .ok()
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::unauthenticated("Authorization header must be `Bearer <token>`"))
 }
 
 /// An agent, authenticated by its node's credential.
@@ -81,7 +61,8 @@ impl NodeCaller {
     }
 }
 
-async fn node_caller(state: &AppState, token: &str) -> ApiResult<NodeCaller> {
+/// The node whose credential `token` is (the edge reads it from the bearer header).
+pub async fn node_caller(state: &AppState, token: &str) -> ApiResult<NodeCaller> {
     if !token.starts_with(NODE_CREDENTIAL_PREFIX) {
         return Err(ApiError::unauthenticated(format!(
             "not a node credential; {USE_A_JOIN_TOKEN}"
@@ -101,15 +82,6 @@ async fn node_caller(state: &AppState, token: &str) -> ApiResult<NodeCaller> {
     })
 }
 
-impl FromRequestParts<AppState> for NodeCaller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let token = bearer(parts)?.to_string();
-        node_caller(state, &token).await
-    }
-}
-
 /// Who registers a node: a join token (first registration) or a node's credential (a
 /// restarted agent refreshing its inventory).
 #[derive(Debug, Clone)]
@@ -121,22 +93,18 @@ pub enum Registrant {
     Node(NodeCaller),
 }
 
-impl FromRequestParts<AppState> for Registrant {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let token = bearer(parts)?.to_string();
-        if token.starts_with(JOIN_TOKEN_PREFIX) {
-            let payload = JoinTokenPayload::decode(&token)
-                .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
-            let secret_hash = hash_token(&payload.secret);
-            return Ok(Registrant::Join {
-                payload,
-                secret_hash,
-            });
-        }
-        Ok(Registrant::Node(node_caller(state, &token).await?))
+/// Who presents `token` to register: a join token's payload, or a node's credential.
+pub async fn registrant(state: &AppState, token: &str) -> ApiResult<Registrant> {
+    if token.starts_with(JOIN_TOKEN_PREFIX) {
+        let payload = JoinTokenPayload::decode(token)
+            .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+        let secret_hash = hash_token(&payload.secret);
+        return Ok(Registrant::Join {
+            payload,
+            secret_hash,
+        });
     }
+    Ok(Registrant::Node(node_caller(state, token).await?))
 }
 
 /// The 401 for a join token that cannot be used.
@@ -150,7 +118,7 @@ pub fn refused(refusal: JoinRefusal) -> ApiError {
     ))
 }
 
-fn require_operator(who: &Principal) -> ApiResult<()> {
+fn require_operator(who: &Caller) -> ApiResult<()> {
     if who.is_operator() {
         Ok(())
     } else {
@@ -186,7 +154,7 @@ fn view(t: &JoinTokenRecord, now: DateTime<Utc>) -> JoinTokenView {
 /// the URL the token carries when the body names none.
 pub async fn create_token(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     site: &str,
     body: JoinTokenCreate,
     host: Option<&str>,
@@ -268,7 +236,7 @@ pub async fn create_token(
 /// Join tokens, newest first; `site` (a name) filters.
 pub async fn list_tokens(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     site: Option<&str>,
 ) -> ApiResult<Vec<JoinTokenView>> {
     require_operator(who)?;
@@ -283,14 +251,14 @@ pub async fn list_tokens(
         .collect())
 }
 
-pub async fn revoke_token(state: &AppState, who: &Principal, id: &str) -> ApiResult<JoinTokenView> {
+pub async fn revoke_token(state: &AppState, who: &Caller, id: &str) -> ApiResult<JoinTokenView> {
     require_operator(who)?;
     let t = state.store.revoke_join_token(id, Utc::now()).await?;
     Ok(view(&t, Utc::now()))
 }
 
 /// Cuts a node off: its credentials stop working at once. Its agent must join again.
-pub async fn revoke_node(state: &AppState, who: &Principal, key: &str) -> ApiResult<NodeRevoked> {
+pub async fn revoke_node(state: &AppState, who: &Caller, key: &str) -> ApiResult<NodeRevoked> {
     require_operator(who)?;
     let node = crate::runtime::nodes::resolve(state, key).await?;
     let n = state.store.revoke_node_credentials(&node.id).await?;
@@ -357,7 +325,8 @@ pub async fn in_process_agent_token(
         max_uses: Some(1),
         uses: 0,
         created_at: now,
-        created_by: crate::auth::ADMIN_USER.into(),
+        // Made by the server for its own in-process agents, not by the operator.
+        created_by: crate::caller::SystemActor::Startup.name().into(),
         expires_at: now + Duration::hours(1),
         revoked_at: None,
     };

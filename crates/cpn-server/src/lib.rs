@@ -11,7 +11,9 @@ pub mod api_join;
 pub mod api_ops;
 pub mod api_runtime;
 pub mod audit;
+pub mod audit_layer;
 pub mod auth;
+pub mod caller;
 pub mod design;
 pub mod emulate;
 pub mod error;
@@ -25,7 +27,9 @@ pub mod limits;
 pub mod listener;
 pub mod openapi;
 pub mod policy;
+pub mod query;
 pub mod registry;
+pub mod response;
 pub mod runtime;
 pub mod scenario;
 pub mod schedule;
@@ -37,7 +41,7 @@ pub mod topology;
 pub mod totp;
 
 use anyhow::Context;
-use cpn_api_types::identity::Role;
+use caller::{Actor, SystemActor};
 use cpn_store::{SqliteStore, Store};
 use state::AppState;
 use std::net::SocketAddr;
@@ -341,17 +345,8 @@ fn local_node_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-fn operator(admin: cpn_store::UserRecord) -> extract::Principal {
-    extract::Principal {
-        user_id: admin.id,
-        username: admin.username,
-        tenant: admin.tenant,
-        role: Role::Operator,
-        token_hash: String::new(),
-    }
-}
-
-/// Creates the local agent's site when missing: public, at the operator's tenant. Its
+/// Creates the local agent's site when missing: public, in the operator's tenant, by
+/// `system:startup`. Its
 /// location and prices are placeholders to edit with `cpn site update`.
 async fn ensure_site(state: &AppState, site: &str) -> anyhow::Result<()> {
     if state
@@ -362,11 +357,6 @@ async fn ensure_site(state: &AppState, site: &str) -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    let admin = state
-        .store
-        .find_user(auth::ADMIN_USER)
-        .await?
-        .context("admin user missing after bootstrap")?;
     let body: cpn_api_types::registry::SiteCreate = serde_json::from_value(serde_json::json!({
         "name": site,
         "visibility": "public",
@@ -378,7 +368,7 @@ async fn ensure_site(state: &AppState, site: &str) -> anyhow::Result<()> {
         }
     }))
     .context("local site document")?;
-    registry::create::<registry::SiteKind>(state, &operator(admin), body)
+    registry::create::<registry::SiteKind>(state, Actor::System(SystemActor::Startup), body)
         .await
         .map_err(|e| anyhow::anyhow!("create site {site:?} for the local agent: {e}"))?;
     eprintln!("created site {site:?} for the local agent");
@@ -388,13 +378,8 @@ async fn ensure_site(state: &AppState, site: &str) -> anyhow::Result<()> {
 async fn load_demo(state: &AppState) -> anyhow::Result<()> {
     let scenario = scenario::parse_yaml(scenario::DEMO_SCENARIO)
         .map_err(|e| anyhow::anyhow!("bundled scenario: {e}"))?;
-    let admin = state
-        .store
-        .find_user(auth::ADMIN_USER)
-        .await?
-        .context("admin user missing after bootstrap")?;
-    let who = operator(admin);
-    let report = scenario::load(state, &who, scenario)
+    // The demo is the server's own doing, recorded as `system:startup`, not as `admin`.
+    let report = scenario::load(state, Actor::System(SystemActor::Startup), scenario)
         .await
         .map_err(|e| anyhow::anyhow!("load demo federation: {e}"))?;
     state

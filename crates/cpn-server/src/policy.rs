@@ -1,8 +1,8 @@
 //! Policies on the server side: validation on save (CEL included) and the choice of the
 //! policy, and so of the profile, that schedules a task (SC-POL-03/04/06).
 
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Principal;
 use crate::registry::decode_spec;
 use crate::state::AppState;
 use cpn_api_types::Code;
@@ -122,7 +122,7 @@ fn weights_of(profile: &Profile) -> std::collections::BTreeMap<String, f64> {
 /// (priority, then specificity), else the built-in default. Says why.
 pub async fn choose(
     state: &AppState,
-    _who: &Principal,
+    _who: &Caller,
     task: &Task,
     named: Option<&str>,
 ) -> ApiResult<(PolicyChoice, Profile)> {

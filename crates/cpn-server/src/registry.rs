@@ -2,8 +2,8 @@
 //! kind, with validation, references by id or name, ownership, tag-library checks and
 //! inherited labels. Handlers are thin; the rules live here, generic over [`RegistryKind`].
 
+use crate::caller::Actor;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Principal, QueryMap};
 use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::Code;
@@ -251,8 +251,8 @@ registry_kind!(
 
 // ---------------------------------------------------------------- access rules
 
-pub fn can_read(who: &Principal, rec: &ObjectRecord) -> bool {
-    who.is_operator() || visible_to_tenant(rec.public, &rec.tenant, &who.tenant)
+pub fn can_read(who: &Actor, rec: &ObjectRecord) -> bool {
+    who.is_operator() || visible_to_tenant(rec.public, &rec.tenant, who.tenant())
 }
 
 /// Whether `tenant` may see an object (public, or owned by `owner_tenant`): what a
@@ -264,8 +264,8 @@ pub fn visible_to_tenant(public: bool, owner_tenant: &str, tenant: &str) -> bool
 }
 
 /// Operators change anything; suppliers change what they own; users change nothing here.
-pub fn check_modify(who: &Principal, rec: &ObjectRecord) -> ApiResult<()> {
-    if who.is_operator() || (who.role == Role::Supplier && rec.owner == who.username) {
+pub fn check_modify(who: &Actor, rec: &ObjectRecord) -> ApiResult<()> {
+    if who.is_operator() || (who.role() == Role::Supplier && rec.owner == who.name()) {
         return Ok(());
     }
     Err(ApiError::forbidden(format!(
@@ -274,8 +274,8 @@ pub fn check_modify(who: &Principal, rec: &ObjectRecord) -> ApiResult<()> {
     )))
 }
 
-fn check_create(who: &Principal, kind: Kind) -> ApiResult<()> {
-    let allowed = match who.role {
+fn check_create(who: &Actor, kind: Kind) -> ApiResult<()> {
+    let allowed = match who.role() {
         Role::Operator => true,
         Role::Supplier => matches!(kind, Kind::Site | Kind::Resource | Kind::Link),
         // Policies and the tag library shape the whole federation: operators only.
@@ -286,7 +286,7 @@ fn check_create(who: &Principal, kind: Kind) -> ApiResult<()> {
     } else {
         Err(ApiError::forbidden(format!(
             "role {} may not create {} objects",
-            who.role.as_str(),
+            who.role().as_str(),
             kind
         )))
     }
@@ -296,10 +296,11 @@ fn check_create(who: &Principal, kind: Kind) -> ApiResult<()> {
 /// may not read are reported exactly like missing ones, so their existence does not leak.
 pub async fn find_visible(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     kind: Kind,
     id_or_name: &str,
 ) -> ApiResult<ObjectRecord> {
+    let who: &Actor = &who.into();
     let mut rec = state.store.get_object(kind, id_or_name).await?;
     if rec.is_none() {
         rec = state.store.find_object_by_name(kind, id_or_name).await?;
@@ -398,7 +399,7 @@ pub fn decode_spec<S: DeserializeOwned>(rec: &ObjectRecord) -> ApiResult<S> {
 /// Resolves every reference of `spec` to an id the caller may use, rewriting the spec.
 async fn resolve_refs<S: SpecRefs>(
     state: &AppState,
-    who: &Principal,
+    who: &Actor,
     kind: Kind,
     spec: &mut S,
 ) -> ApiResult<Vec<Reference>> {
@@ -415,8 +416,8 @@ async fn resolve_refs<S: SpecRefs>(
                     format!("no {} named or with id {:?}", r.kind, r.given),
                 )
             })?;
-        owns_any |= target.owner == who.username;
-        if kind == Kind::Resource && who.role == Role::Supplier && target.owner != who.username {
+        owns_any |= target.owner == who.name();
+        if kind == Kind::Resource && who.role() == Role::Supplier && target.owner != who.name() {
             return Err(ApiError::forbidden(format!(
                 "site {:?} belongs to {}; suppliers add resources only to their own sites",
                 target.name, target.owner
@@ -429,7 +430,7 @@ async fn resolve_refs<S: SpecRefs>(
             id: target.id,
         });
     }
-    if kind == Kind::Link && who.role == Role::Supplier && n > 0 && !owns_any {
+    if kind == Kind::Link && who.role() == Role::Supplier && n > 0 && !owns_any {
         return Err(ApiError::forbidden(
             "suppliers may only link sites of which they own at least one end",
         ));
@@ -543,15 +544,16 @@ fn spec_json<S: Serialize>(spec: &S) -> ApiResult<serde_json::Value> {
 /// file before writing any of it.
 pub async fn check_draft<K: RegistryKind>(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     draft: &Draft<K::Spec>,
 ) -> ApiResult<()> {
+    let who: &Actor = &who.into();
     check_create(who, K::KIND)?;
     validate_name(&draft.name)?;
     validate_spec(&draft.spec)?;
     K::check(&draft.name, &draft.spec)?;
     if let Some(t) = &draft.tenant
-        && t != &who.tenant
+        && t != who.tenant()
     {
         if !who.is_operator() {
             return Err(ApiError::forbidden(
@@ -567,9 +569,10 @@ pub async fn check_draft<K: RegistryKind>(
 
 pub async fn create<K: RegistryKind>(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     body: K::Create,
 ) -> ApiResult<K::Object> {
+    let who: &Actor = &who.into();
     let mut draft = K::draft(body);
     check_draft::<K>(state, who, &draft).await?;
     check_labels(state, &draft.labels, None).await?;
@@ -580,8 +583,8 @@ pub async fn create<K: RegistryKind>(
         .create_object(NewObject {
             kind: K::KIND,
             name: draft.name,
-            tenant: draft.tenant.unwrap_or_else(|| who.tenant.clone()),
-            owner: who.username.clone(),
+            tenant: draft.tenant.unwrap_or_else(|| who.tenant().to_string()),
+            owner: who.name().to_string(),
             public: draft.visibility.unwrap_or_default() == Visibility::Public,
             labels: draft.labels,
             spec: spec_json(&draft.spec)?,
@@ -597,65 +600,44 @@ pub async fn create<K: RegistryKind>(
 
 pub async fn get<K: RegistryKind>(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     id_or_name: &str,
 ) -> ApiResult<K::Object> {
+    let who: &Actor = &who.into();
     let rec = find_visible(state, who, K::KIND, id_or_name).await?;
     let mut inh = Inheritance::load(state).await?;
     to_object::<K>(rec, &mut inh).await
 }
 
-/// Parses the paging and selector parameters every list endpoint shares.
+/// The paging and selector parameters every list shares (parsed at the edge, `query`).
 pub struct ListParams {
     pub limit: usize,
     pub cursor: Option<String>,
     pub selector: Selector,
 }
 
-impl ListParams {
-    pub fn take(q: &mut QueryMap) -> ApiResult<ListParams> {
-        let limit = match q.take("limit") {
-            None => DEFAULT_PAGE,
-            Some(s) => match s.parse::<usize>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-                _ => {
-                    return Err(ApiError {
-                        code: Code::BadRequest,
-                        message: format!(
-                            "limit must be a whole number from 1 to {MAX_PAGE}, got {s:?}"
-                        ),
-                        field: Some("limit".into()),
-                    });
-                }
-            },
-        };
-        let selector = match q.take("selector") {
-            None => Selector::default(),
-            Some(s) => Selector::parse(&s).map_err(|e| ApiError {
-                code: Code::BadRequest,
-                message: format!("{e} in {s:?}"),
-                field: Some("selector".into()),
-            })?,
-        };
-        Ok(ListParams {
-            limit,
-            cursor: q.take("cursor").filter(|c| !c.is_empty()),
-            selector,
-        })
-    }
+/// A registry list: paging and selector, and the kind's own filters.
+pub struct ListFilter {
+    pub page: ListParams,
+    /// The parent objects must hang under: a site for resources and links, a platform or a
+    /// cloud for sites.
+    pub parent: Option<(Kind, String)>,
+    /// Resources of this `type` only.
+    pub resource_type: Option<String>,
 }
 
 /// Lists the caller's visible objects of a kind that pass `keep` and the selector (matched
 /// against effective labels), one page at a time.
 pub async fn list_records(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     kind: Kind,
     params: &ListParams,
     referencing: Option<String>,
     keep: impl Fn(&ObjectRecord) -> bool,
     inh: &mut Inheritance<'_>,
 ) -> ApiResult<(Vec<ObjectRecord>, Option<String>)> {
+    let who: &Actor = &who.into();
     const BATCH: usize = 500;
     let mut out = Vec::new();
     let mut after = params.cursor.clone();
@@ -665,7 +647,7 @@ pub async fn list_records(
             .list_objects(
                 kind,
                 &ListQuery {
-                    visible_to_tenant: (!who.is_operator()).then(|| who.tenant.clone()),
+                    visible_to_tenant: (!who.is_operator()).then(|| who.tenant().to_string()),
                     referencing: referencing.clone(),
                     after: after.clone(),
                     limit: Some(BATCH),
@@ -697,25 +679,15 @@ pub async fn list_records(
 
 pub async fn list<K: RegistryKind>(
     state: &AppState,
-    who: &Principal,
-    mut q: QueryMap,
+    who: impl Into<Actor>,
+    filter: ListFilter,
 ) -> ApiResult<Page<K::Object>> {
-    let params = ListParams::take(&mut q)?;
-    // Kind-specific filters: the parent an object hangs under, and a resource's type.
-    let parent = match K::KIND {
-        Kind::Resource | Kind::Link => q.take("site").map(|s| (Kind::Site, s)),
-        Kind::Site => q
-            .take("platform")
-            .map(|p| (Kind::Platform, p))
-            .or_else(|| q.take("cloud").map(|c| (Kind::Cloud, c))),
-        _ => None,
-    };
-    let resource_type = if K::KIND == Kind::Resource {
-        q.take("type")
-    } else {
-        None
-    };
-    q.finish()?;
+    let who: &Actor = &who.into();
+    let ListFilter {
+        page: params,
+        parent,
+        resource_type,
+    } = filter;
     let referencing = match parent {
         Some((kind, given)) => Some(find_visible(state, who, kind, &given).await?.id),
         None => None,
@@ -757,11 +729,12 @@ fn expected_generation(body: Option<u64>, if_match: Option<u64>) -> ApiResult<u6
 
 pub async fn update<K: RegistryKind>(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     id_or_name: &str,
     if_match: Option<u64>,
     body: K::Update,
 ) -> ApiResult<K::Object> {
+    let who: &Actor = &who.into();
     let rec = find_visible(state, who, K::KIND, id_or_name).await?;
     let rev = K::revision(body);
     let generation = expected_generation(rev.generation, if_match)?;
@@ -771,9 +744,10 @@ pub async fn update<K: RegistryKind>(
 /// Every stored version of an object, oldest first (SC-POL-02 for policies).
 pub async fn history<K: RegistryKind>(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     id_or_name: &str,
 ) -> ApiResult<Vec<(u64, chrono::DateTime<Utc>, K::Spec)>> {
+    let who: &Actor = &who.into();
     let rec = find_visible(state, who, K::KIND, id_or_name).await?;
     let mut out = Vec::new();
     for h in state.store.object_history(&rec.id).await? {
@@ -791,11 +765,12 @@ pub async fn history<K: RegistryKind>(
 /// Restores the spec of generation `to` as a new generation, guarded like any update.
 pub async fn rollback<K: RegistryKind>(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     id_or_name: &str,
     to: u64,
     generation: u64,
 ) -> ApiResult<K::Object> {
+    let who: &Actor = &who.into();
     let rec = find_visible(state, who, K::KIND, id_or_name).await?;
     let (_, _, spec) = history::<K>(state, who, &rec.id)
         .await?
@@ -818,7 +793,7 @@ pub async fn rollback<K: RegistryKind>(
 
 async fn apply_revision<K: RegistryKind>(
     state: &AppState,
-    who: &Principal,
+    who: &Actor,
     rec: ObjectRecord,
     generation: u64,
     mut rev: Revision<K::Spec>,
@@ -865,10 +840,11 @@ async fn apply_revision<K: RegistryKind>(
 
 pub async fn delete<K: RegistryKind>(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     id_or_name: &str,
     if_match: Option<u64>,
 ) -> ApiResult<()> {
+    let who: &Actor = &who.into();
     let rec = find_visible(state, who, K::KIND, id_or_name).await?;
     check_modify(who, &rec)?;
     if K::KIND == Kind::Tag {
@@ -917,7 +893,7 @@ async fn objects_labelled(state: &AppState, key: &str) -> ApiResult<usize> {
 /// Resolves the targets of a batch tagging call: listed refs and/or a kind+selector query.
 async fn tagging_targets(
     state: &AppState,
-    who: &Principal,
+    who: &Actor,
     targets: &[ObjectRef],
     kind: Option<&str>,
     selector: Option<&str>,
@@ -993,10 +969,11 @@ async fn tagging_targets(
 
 pub async fn apply_tag(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     tag: &str,
     body: ApplyTag,
 ) -> ApiResult<TaggingResult> {
+    let who: &Actor = &who.into();
     let tag_rec = find_visible(state, who, Kind::Tag, tag).await?;
     let spec: TagSpec = decode_spec(&tag_rec)?;
     cpn_model::validate_label_value(&body.value)
@@ -1015,10 +992,11 @@ pub async fn apply_tag(
 
 pub async fn remove_tag(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     tag: &str,
     body: RemoveTag,
 ) -> ApiResult<TaggingResult> {
+    let who: &Actor = &who.into();
     let tag_rec = find_visible(state, who, Kind::Tag, tag).await?;
     let targets = tagging_targets(
         state,

@@ -1,8 +1,8 @@
 //! Loading a scenario: a whole federation described in one document, checked as a whole
 //! before anything is written, then created item by item in dependency order.
 
+use crate::caller::Actor;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Principal;
 use crate::registry::{
     self, CloudKind, LinkKind, PlatformKind, RegistryKind, ResourceKind, SiteKind, SpecRefs,
     TagKind, check_draft, check_tag_value,
@@ -61,7 +61,7 @@ async fn check_labels(state: &AppState, planned: &Planned, labels: &Labels) -> A
 
 async fn check_section<K: RegistryKind>(
     state: &AppState,
-    who: &Principal,
+    who: &Actor,
     planned: &Planned,
     section: &str,
     items: &[K::Create],
@@ -98,7 +98,7 @@ async fn check_section<K: RegistryKind>(
 
 async fn apply_section<K: RegistryKind>(
     state: &AppState,
-    who: &Principal,
+    who: &Actor,
     section: &str,
     items: Vec<K::Create>,
     report: &mut ScenarioReport,
@@ -113,7 +113,12 @@ async fn apply_section<K: RegistryKind>(
     Ok(())
 }
 
-pub async fn load(state: &AppState, who: &Principal, s: Scenario) -> ApiResult<ScenarioReport> {
+pub async fn load(
+    state: &AppState,
+    who: impl Into<Actor>,
+    s: Scenario,
+) -> ApiResult<ScenarioReport> {
+    let who: &Actor = &who.into();
     let mut names: HashMap<Kind, HashSet<String>> = HashMap::new();
     names.insert(
         Kind::Platform,

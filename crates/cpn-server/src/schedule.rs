@@ -3,8 +3,8 @@
 //! change nothing), and real decisions (`POST /schedule`): placed on the live cluster the
 //! binder uses, stored, and held in the capacity ledger until released or expired.
 
+use crate::caller::{Actor, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Principal;
 use crate::inventory::{self, Inventory};
 use crate::policy;
 use crate::registry::violations_to_error;
@@ -25,18 +25,18 @@ pub const MAX_NODES_SHOWN: usize = 20;
 pub const MAX_DRY_RUN_REPLICAS: u64 = 100_000;
 
 /// Converts a wire task into the scheduler's, checking what the caller may ask for.
-pub fn task_from_spec(who: &Principal, spec: &TaskSpec, index: usize) -> ApiResult<Task> {
+pub fn task_from_spec(who: &Actor, spec: &TaskSpec, index: usize) -> ApiResult<Task> {
     let mut v = Violations::default();
     spec.validate(&mut v);
     violations_to_error(v)?;
     let tenant = match &spec.tenant {
-        Some(t) if t != &who.tenant && !who.is_operator() => {
+        Some(t) if t != who.tenant() && !who.is_operator() => {
             return Err(ApiError::forbidden(
                 "only operators may schedule for another tenant",
             ));
         }
         Some(t) => t.clone(),
-        None => who.tenant.clone(),
+        None => who.tenant().to_string(),
     };
     let selector = |text: &Option<String>, field: &str| -> ApiResult<Selector> {
         match text {
@@ -141,7 +141,7 @@ pub fn decision_view(d: &Decision) -> DecisionView {
 
 pub async fn explain(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     req: ExplainRequest,
 ) -> ApiResult<Explanation> {
     if req.hold_s.is_some() {
@@ -150,7 +150,7 @@ pub async fn explain(
             "explain holds nothing; hold_s is for POST /schedule",
         ));
     }
-    let task = task_from_spec(who, &req.task, 0)?;
+    let task = task_from_spec(&who.into(), &req.task, 0)?;
     let (choice, profile) = policy::choose(state, who, &task, req.policy.as_deref()).await?;
     let Inventory { cluster, .. } = inventory::snapshot(state, who).await?;
     let mut scheduler = Scheduler::new(profile, 0);
@@ -209,7 +209,7 @@ pub fn hold_of(d: &cpn_store::DecisionRecord) -> Option<Hold> {
 /// expires.
 pub async fn place(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     req: ExplainRequest,
 ) -> ApiResult<DecisionRecordView> {
     if req.task.replicas.is_some_and(|r| r != 1) {
@@ -226,7 +226,7 @@ pub async fn place(
             format!("must be 1..={MAX_HOLD_S} seconds, got {h}"),
         ));
     }
-    let task = task_from_spec(who, &req.task, 0)?;
+    let task = task_from_spec(&who.into(), &req.task, 0)?;
     let _capacity = state.runtime.capacity_lock.lock().await;
     let (choice, profile) = policy::choose(state, who, &task, req.policy.as_deref()).await?;
     let nodes = state.store.list_nodes().await?;
@@ -361,7 +361,7 @@ async fn site_names(state: &AppState) -> ApiResult<std::collections::HashMap<Str
 /// A stored decision the caller may see: its own tenant's, or any for operators.
 async fn visible_decision(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     id: &str,
 ) -> ApiResult<cpn_store::DecisionRecord> {
     match state.store.get_decision(id).await? {
@@ -372,30 +372,29 @@ async fn visible_decision(
 
 pub async fn get_decision(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     id: &str,
 ) -> ApiResult<DecisionRecordView> {
     let d = visible_decision(state, who, id).await?;
     record_view(&site_names(state).await?, d)
 }
 
+/// Which decisions to list (parsed at the edge, `query`).
+pub struct DecisionFilter {
+    pub page: crate::registry::ListParams,
+    /// Only those still holding capacity.
+    pub active_only: bool,
+}
+
 pub async fn list_decisions(
     state: &AppState,
-    who: &Principal,
-    mut q: crate::extract::QueryMap,
+    who: &Caller,
+    filter: DecisionFilter,
 ) -> ApiResult<cpn_api_types::Page<DecisionRecordView>> {
-    let params = crate::registry::ListParams::take(&mut q)?;
-    let active_only = match q.take("active").as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(ApiError::field(
-                "active",
-                format!("must be true or false, got {other:?}"),
-            ));
-        }
-    };
-    q.finish()?;
+    let DecisionFilter {
+        page: params,
+        active_only,
+    } = filter;
     let mut records = state
         .store
         .list_decisions(cpn_store::DecisionQuery {
@@ -423,7 +422,7 @@ pub async fn list_decisions(
 /// keeps the first time.
 pub async fn release_decision(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     id: &str,
 ) -> ApiResult<DecisionRecordView> {
     let d = visible_decision(state, who, id).await?;
@@ -442,7 +441,7 @@ pub async fn release_decision(
 
 pub async fn dry_run(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     req: DryRunRequest,
 ) -> ApiResult<DryRunResult> {
     if req.policies.is_empty() || req.policies.len() > 2 {
@@ -456,8 +455,9 @@ pub async fn dry_run(
     }
     let mut tasks: Vec<Batch> = Vec::with_capacity(req.tasks.len());
     let mut replicas_total = 0u64;
+    let actor = Actor::from(who);
     for (i, spec) in req.tasks.iter().enumerate() {
-        let task = task_from_spec(who, spec, i).map_err(|e| e.within(&format!("tasks[{i}]")))?;
+        let task = task_from_spec(&actor, spec, i).map_err(|e| e.within(&format!("tasks[{i}]")))?;
         let replicas = spec.replicas.unwrap_or(1);
         replicas_total += replicas as u64;
         let spread = spec.spread.clone().unwrap_or_default();
@@ -658,5 +658,40 @@ fn account(
                     .collect(),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caller::SystemActor;
+    use cpn_api_types::identity::Role;
+
+    fn for_tenant(tenant: &str) -> TaskSpec {
+        TaskSpec {
+            name: "t".into(),
+            tenant: Some(tenant.into()),
+            ..Default::default()
+        }
+    }
+
+    /// The binder converts a task for its own tenant only: it acts with a user's rights in
+    /// that tenant, not as the operator it used to impersonate.
+    #[test]
+    fn the_binder_converts_only_its_tasks_tenant() {
+        let binder = Actor::System(SystemActor::Binder {
+            tenant: "acme".into(),
+        });
+        let task = task_from_spec(&binder, &for_tenant("acme"), 0).expect("own tenant");
+        assert_eq!(task.tenant, "acme");
+        let err = task_from_spec(&binder, &for_tenant("globex"), 0).unwrap_err();
+        assert_eq!(err.code, cpn_api_types::Code::Forbidden);
+        let operator = Actor::from(&Caller {
+            user_id: "u0".into(),
+            username: "admin".into(),
+            tenant: crate::caller::SYSTEM_TENANT.into(),
+            role: Role::Operator,
+        });
+        assert!(task_from_spec(&operator, &for_tenant("globex"), 0).is_ok());
     }
 }

@@ -12,8 +12,8 @@
 //! the job's stop flag, which its worker checks between runs and, through
 //! [`protocol::run_until`], between the events of a run.
 
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Principal;
 use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::Code;
@@ -376,11 +376,7 @@ async fn make_room(s: &AppState, tenant: &str) -> ApiResult<()> {
 
 /// Validates the request, stores the job and queues it; answers at once with it (state
 /// `queued`).
-pub async fn submit(
-    s: &AppState,
-    who: &Principal,
-    req: SimulationRequest,
-) -> ApiResult<Simulation> {
+pub async fn submit(s: &AppState, who: &Caller, req: SimulationRequest) -> ApiResult<Simulation> {
     // Refused before the inputs are parsed, which is the costly part of a request.
     tenant_jobs(s, &who.tenant).await?;
     let data = s.sim_data_dir.clone();
@@ -595,12 +591,12 @@ fn summarize(policy: &str, runs: &[RunResult]) -> PolicyResult {
     }
 }
 
-fn visible(who: &Principal, r: &DocRecord) -> bool {
+fn visible(who: &Caller, r: &DocRecord) -> bool {
     who.is_operator() || r.tenant == who.tenant
 }
 
 /// A job's document, if the caller may see it (404 otherwise, as if it did not exist).
-async fn load(s: &AppState, who: &Principal, id: &str) -> ApiResult<DocRecord> {
+async fn load(s: &AppState, who: &Caller, id: &str) -> ApiResult<DocRecord> {
     match s.store.get_doc(COLLECTION, id).await? {
         Some(r) if visible(who, &r) => Ok(r),
         _ => Err(ApiError::not_found("simulation", id)),
@@ -608,7 +604,7 @@ async fn load(s: &AppState, who: &Principal, id: &str) -> ApiResult<DocRecord> {
 }
 
 /// The caller's jobs (every tenant's for operators), newest first.
-pub async fn list(s: &AppState, who: &Principal) -> ApiResult<Vec<Simulation>> {
+pub async fn list(s: &AppState, who: &Caller) -> ApiResult<Vec<Simulation>> {
     let query = DocQuery {
         tenant: (!who.is_operator()).then(|| who.tenant.clone()),
         ..DocQuery::default()
@@ -627,14 +623,14 @@ pub async fn list(s: &AppState, who: &Principal) -> ApiResult<Vec<Simulation>> {
 }
 
 /// One job, if the caller may see it.
-pub async fn get(s: &AppState, who: &Principal, id: &str) -> ApiResult<Simulation> {
+pub async fn get(s: &AppState, who: &Caller, id: &str) -> ApiResult<Simulation> {
     job_of(&load(s, who, id).await?)
 }
 
 /// Cancels a queued or running job: a queued one ends at once, a running one stops at its
 /// worker's next check (between runs, and between the events of a run). Answers the job,
 /// `cancelled`; 409 `invalid_state` once it has ended.
-pub async fn cancel(s: &AppState, who: &Principal, id: &str) -> ApiResult<Simulation> {
+pub async fn cancel(s: &AppState, who: &Caller, id: &str) -> ApiResult<Simulation> {
     let mut asked = false;
     for _ in 0..5 {
         let rec = load(s, who, id).await?;

@@ -1,8 +1,8 @@
 //! Topology (RM-TOPO): the graph of sites and links with the metrics in force at a moment,
 //! and the append-only metric history that makes past states readable.
 
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Principal, QueryMap};
 use crate::registry::{can_read, check_modify, decode_spec, find_visible};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
@@ -42,24 +42,13 @@ async fn record<T: serde::Serialize>(
     Ok(())
 }
 
-fn parse_at(q: &mut QueryMap) -> ApiResult<DateTime<Utc>> {
-    match q.take("at") {
-        None => Ok(Utc::now()),
-        Some(s) => DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| ApiError {
-                code: Code::BadRequest,
-                message: format!(
-                    "at must be an RFC 3339 time such as 2026-11-23T10:00:00Z, got {s:?}: {e}"
-                ),
-                field: Some("at".into()),
-            }),
-    }
-}
-
-pub async fn topology(state: &AppState, who: &Principal, mut q: QueryMap) -> ApiResult<Topology> {
-    let at = parse_at(&mut q)?;
-    q.finish()?;
+/// The topology as it was at `at` (now when absent).
+pub async fn topology(
+    state: &AppState,
+    who: &Caller,
+    at: Option<DateTime<Utc>>,
+) -> ApiResult<Topology> {
+    let at = at.unwrap_or_else(Utc::now);
     let visible = ListQuery {
         visible_to_tenant: (!who.is_operator()).then(|| who.tenant.clone()),
         ..Default::default()
@@ -142,7 +131,7 @@ pub async fn topology(state: &AppState, who: &Principal, mut q: QueryMap) -> Api
 /// the object's generation, since they are observations, not edits.
 pub async fn post_metrics<T>(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     kind: Kind,
     id: &str,
     value: T,
@@ -151,7 +140,7 @@ where
     T: serde::Serialize + Validated,
 {
     let rec = find_visible(state, who, kind, id).await?;
-    check_modify(who, &rec)?;
+    check_modify(&who.into(), &rec)?;
     let mut v = Violations::default();
     value.validate_into(&mut v);
     crate::registry::violations_to_error(v)?;
@@ -162,26 +151,13 @@ where
 
 pub async fn metric_history<T: serde::de::DeserializeOwned>(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     kind: Kind,
     id: &str,
-    mut q: QueryMap,
+    limit: usize,
 ) -> ApiResult<Vec<MetricSample<T>>> {
-    let limit = match q.take("limit") {
-        None => 100,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| ApiError {
-                code: Code::BadRequest,
-                message: format!("limit must be a whole number from 1 to 10000, got {s:?}"),
-                field: Some("limit".into()),
-            })?,
-    };
-    q.finish()?;
     let rec = find_visible(state, who, kind, id).await?;
-    debug_assert!(can_read(who, &rec));
+    debug_assert!(can_read(&who.into(), &rec));
     let mut out = Vec::new();
     for m in state.store.metric_history(&rec.id, limit).await? {
         let value = serde_json::from_value(m.value).map_err(|e| {

@@ -78,6 +78,12 @@ async fn fresh_start_serves_the_demo_federation() {
             .unwrap()
     };
     assert!(price("zhongwei") < price("yangtze-delta-demo-zone"));
+    // The demo is the server's own doing: recorded as `system:startup`, in the operator's
+    // tenant, not as the `admin` user.
+    for s in sites.as_array().unwrap() {
+        assert_eq!(s["owner"], "system:startup", "{s}");
+        assert_eq!(s["tenant"], "system", "{s}");
+    }
 }
 
 #[tokio::test]

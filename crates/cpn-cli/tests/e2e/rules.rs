@@ -94,3 +94,96 @@ async fn a_cpu_threshold_rule_scales_a_busy_service_out() {
             .await;
     }
 }
+
+/// Waits for the first firing of rule `id`.
+async fn first_firing(server: &Server, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, r) = server
+            .admin(Method::GET, &format!("/api/v1/rules/{id}"), None)
+            .await;
+        if let Some(f) = r["firings"].as_array().and_then(|f| f.first()) {
+            return f.clone();
+        }
+        assert!(Instant::now() < deadline, "rule {id} never fired: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A rule acts as the rules engine (`system:rules`), not as the operator who wrote it, and
+/// only while that operator is still an enabled operator.
+#[tokio::test]
+async fn a_rule_acts_as_the_rules_engine_and_only_for_an_enabled_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), false).await;
+    let ops2 = server.user("system", "ops2", "operator").await;
+    let run = |name: &str| {
+        json!({"kind": "run_task", "task": {"name": name, "command": ["true"],
+               "resources": {"cpu_cores": 0.1, "memory_gib": 0.1}}})
+    };
+    // ops2's rule fires when the admin's rule does.
+    let (s, later) = server
+        .call(
+            Method::POST,
+            "/api/v1/rules",
+            Some(&ops2),
+            Some(json!({"name": "after-admins", "cooldown_s": 3600.0,
+                        "trigger": {"kind": "event", "event_type": "ops.rule"},
+                        "action": run("never")})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{later}");
+    let (s, b) = server
+        .admin(Method::POST, "/api/v1/users/ops2/disable", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, first) = server
+        .admin(
+            Method::POST,
+            "/api/v1/rules",
+            Some(json!({"name": "on-submit", "cooldown_s": 3600.0,
+                        "trigger": {"kind": "event", "event_type": "task.state"},
+                        "action": run("from-rule")})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            "/api/v1/tasks",
+            Some(json!({"name": "poke", "command": ["true"],
+                        "resources": {"cpu_cores": 0.1, "memory_gib": 0.1}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    let firing = first_firing(&server, first["id"].as_str().unwrap()).await;
+    assert_eq!(firing["ok"], true, "{firing}");
+    let task = firing["result"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("submitted ")
+        .unwrap_or_else(|| panic!("{firing}"))
+        .to_string();
+    let (s, t) = server
+        .admin(Method::GET, &format!("/api/v1/tasks/{task}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(t["owner"], "system:rules", "{t}");
+    assert_eq!(t["tenant"], "system", "{t}");
+
+    // The disabled operator's rule fired, and refused to act.
+    let refused = first_firing(&server, later["id"].as_str().unwrap()).await;
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert!(
+        refused["result"]
+            .as_str()
+            .unwrap()
+            .contains("no longer an enabled operator"),
+        "{refused}"
+    );
+    let (_, tasks) = server
+        .admin(Method::GET, "/api/v1/tasks?name=never", None)
+        .await;
+    assert_eq!(tasks["items"], json!([]), "{tasks}");
+}

@@ -107,6 +107,7 @@ async fn run_on(site: &str, rest: bool) {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
+    let site_tenant = b["tenant"].clone();
     // The partition's nodes are imported, with the fake GPUs of the last one.
     let deadline = Instant::now() + Duration::from_secs(30);
     let nodes = loop {
@@ -144,6 +145,9 @@ async fn run_on(site: &str, rest: bool) {
     assert_eq!(s, StatusCode::OK, "{cpu}");
     assert_eq!(cpu["spec"]["compute"]["count"], 4);
     assert_eq!(cpu["spec"]["compute"]["supply_mode"], "slurm");
+    // Written by the back end as itself, in its site's tenant, not as the admin user.
+    assert_eq!(cpu["owner"], "system:slurm", "{cpu}");
+    assert_eq!(cpu["tenant"], site_tenant, "{cpu}");
     let (s, gpu) = server
         .admin(
             Method::GET,

@@ -9,8 +9,8 @@
 
 pub mod plans;
 
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Principal;
 use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::Code;
@@ -76,16 +76,16 @@ fn check_source(source: &str) -> ApiResult<cpn_template::Template> {
     cpn_template::check(source).map_err(|i| issues_error(&i).within("source"))
 }
 
-fn visible(who: &Principal, r: &DocRecord) -> bool {
+fn visible(who: &Caller, r: &DocRecord) -> bool {
     who.is_operator() || r.state == "published" || r.tenant == who.tenant
 }
 
-fn may_change(who: &Principal, r: &DocRecord) -> bool {
+fn may_change(who: &Caller, r: &DocRecord) -> bool {
     who.is_operator()
         || (r.tenant == who.tenant && (r.owner == who.username || who.role == Role::Supplier))
 }
 
-pub(crate) async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<DocRecord> {
+pub(crate) async fn load(state: &AppState, who: &Caller, id: &str) -> ApiResult<DocRecord> {
     match state.store.get_doc(TEMPLATES, id).await? {
         Some(r) if visible(who, &r) => Ok(r),
         _ => Err(ApiError::not_found("template", id)),
@@ -108,7 +108,7 @@ fn check_meta(name: &str, tags: &[String]) -> ApiResult<()> {
     Ok(())
 }
 
-pub async fn list(state: &AppState, who: &Principal) -> ApiResult<Vec<TemplateView>> {
+pub async fn list(state: &AppState, who: &Caller) -> ApiResult<Vec<TemplateView>> {
     let docs = state
         .store
         .list_docs(TEMPLATES, DocQuery::default())
@@ -116,13 +116,13 @@ pub async fn list(state: &AppState, who: &Principal) -> ApiResult<Vec<TemplateVi
     Ok(docs.iter().filter(|r| visible(who, r)).map(view).collect())
 }
 
-pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<TemplateView> {
+pub async fn get(state: &AppState, who: &Caller, id: &str) -> ApiResult<TemplateView> {
     Ok(view(&load(state, who, id).await?))
 }
 
 pub async fn create(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     req: TemplateCreate,
 ) -> ApiResult<TemplateView> {
     check_meta(&req.name, &req.tags)?;
@@ -177,7 +177,7 @@ fn stale(r: &DocRecord, version: u64) -> ApiResult<()> {
 
 pub async fn update(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     id: &str,
     req: TemplateUpdate,
 ) -> ApiResult<TemplateView> {
@@ -209,7 +209,7 @@ pub async fn update(
     Ok(view(&write(state, r, &b).await?))
 }
 
-pub async fn delete(state: &AppState, who: &Principal, id: &str) -> ApiResult<()> {
+pub async fn delete(state: &AppState, who: &Caller, id: &str) -> ApiResult<()> {
     let r = load(state, who, id).await?;
     if !may_change(who, &r) {
         return Err(ApiError::forbidden(
@@ -222,7 +222,7 @@ pub async fn delete(state: &AppState, who: &Principal, id: &str) -> ApiResult<()
 
 pub async fn versions(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     id: &str,
 ) -> ApiResult<Vec<TemplateVersionView>> {
     let r = load(state, who, id).await?;
@@ -246,7 +246,7 @@ pub async fn versions(
 /// `to_version`; the usage count and state stay as they are.
 pub async fn rollback(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     id: &str,
     req: TemplateRollback,
 ) -> ApiResult<TemplateView> {
@@ -276,7 +276,7 @@ pub async fn rollback(
 /// Publishes (`to = "published"`) or withdraws (`"offline"`) a template.
 pub async fn set_state(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     id: &str,
     to: &str,
     req: VersionOnly,
@@ -329,7 +329,7 @@ pub(crate) async fn count_usage(state: &AppState, id: &str) -> ApiResult<()> {
 /// caller made with that tag)`, plus `ln(1 + usage_count)` for popularity
 /// across all users. Ties go to the more used, then by name. A caller without history
 /// gets the most popular first. `reasons` names each contribution.
-pub async fn recommended(state: &AppState, who: &Principal) -> ApiResult<Vec<Recommendation>> {
+pub async fn recommended(state: &AppState, who: &Caller) -> ApiResult<Vec<Recommendation>> {
     let templates = state
         .store
         .list_docs(TEMPLATES, DocQuery::default())

@@ -29,8 +29,8 @@
 //! `execution` says which steps ran for real and which were only `simulated`.
 
 use super::{PLANS, internal, issues_error};
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Principal;
 use crate::inventory;
 use crate::state::AppState;
 use chrono::Utc;
@@ -85,7 +85,7 @@ fn view(r: &DocRecord) -> ApiResult<PlanView> {
     Ok(v)
 }
 
-async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<DocRecord> {
+async fn load(state: &AppState, who: &Caller, id: &str) -> ApiResult<DocRecord> {
     match state.store.get_doc(PLANS, id).await? {
         Some(r) if who.is_operator() || r.tenant == who.tenant => Ok(r),
         _ => Err(ApiError::not_found("plan", id)),
@@ -100,7 +100,7 @@ async fn save(state: &AppState, mut r: DocRecord, v: &PlanView) -> ApiResult<Pla
 }
 
 fn task_of(
-    who: &Principal,
+    who: &Caller,
     n: &ConcreteNode,
     replica: u32,
     hours: f64,
@@ -136,7 +136,7 @@ fn task_of(
 
 /// Places every replica of every placed node under one objective.
 fn place_all(
-    who: &Principal,
+    who: &Caller,
     inst: &Instance,
     hours: f64,
     weights: &[(&str, f64)],
@@ -401,7 +401,7 @@ fn feasibility(
 /// Makes one plan per objective, stores them (`proposed`), recommends one.
 pub async fn make(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     template_id: &str,
     req: PlanRequest,
 ) -> ApiResult<Vec<PlanView>> {
@@ -629,13 +629,13 @@ fn recommend(views: &mut [PlanView]) {
     }
 }
 
-pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<PlanView> {
+pub async fn get(state: &AppState, who: &Caller, id: &str) -> ApiResult<PlanView> {
     view(&synced(state, load(state, who, id).await?).await?)
 }
 
 /// The plans made by the same request as `id` (its alternatives, itself included), in the
 /// order they were made.
-pub async fn alternatives(state: &AppState, who: &Principal, id: &str) -> ApiResult<Vec<PlanView>> {
+pub async fn alternatives(state: &AppState, who: &Caller, id: &str) -> ApiResult<Vec<PlanView>> {
     let record = load(state, who, id).await?;
     let plan = view(&record)?;
     // One request's plans are written together under one tenant; a tenant's plans are few
@@ -846,7 +846,7 @@ fn require_state(v: &PlanView, want: &str, doing: &str) -> ApiResult<()> {
     Ok(())
 }
 
-pub async fn confirm(state: &AppState, who: &Principal, id: &str) -> ApiResult<PlanView> {
+pub async fn confirm(state: &AppState, who: &Caller, id: &str) -> ApiResult<PlanView> {
     let r = load(state, who, id).await?;
     let mut v = view(&r)?;
     require_state(&v, "proposed", "confirming")?;
@@ -861,11 +861,7 @@ pub async fn confirm(state: &AppState, who: &Principal, id: &str) -> ApiResult<P
     save(state, r, &v).await
 }
 
-pub async fn instructions(
-    state: &AppState,
-    who: &Principal,
-    id: &str,
-) -> ApiResult<Vec<Instruction>> {
+pub async fn instructions(state: &AppState, who: &Caller, id: &str) -> ApiResult<Vec<Instruction>> {
     Ok(get(state, who, id).await?.instructions)
 }
 
@@ -885,7 +881,7 @@ fn check_deps(list: &[Instruction]) -> ApiResult<()> {
 
 pub async fn edit_instruction(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     id: &str,
     iid: &str,
     edit: InstructionEdit,
@@ -947,7 +943,7 @@ pub async fn edit_instruction(
 
 pub async fn delete_instruction(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     id: &str,
     iid: &str,
 ) -> ApiResult<PlanView> {
@@ -1080,7 +1076,7 @@ pub fn flow_definition(v: &PlanView) -> ApiResult<FlowDefinition> {
 
 /// Refuses (409 `invalid_state`) when a site or resource the plan placed on changed or is
 /// gone; otherwise starts the instruction set as a workflow.
-pub async fn execute(state: &AppState, who: &Principal, id: &str) -> ApiResult<Value> {
+pub async fn execute(state: &AppState, who: &Caller, id: &str) -> ApiResult<Value> {
     let r = load(state, who, id).await?;
     let mut v = view(&r)?;
     require_state(&v, "confirmed", "executing")?;
@@ -1121,7 +1117,7 @@ pub async fn execute(state: &AppState, who: &Principal, id: &str) -> ApiResult<V
 /// Starts the workflow of a plan through the workflow engine.
 async fn execute_plan(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     def: FlowDefinition,
     inputs: BTreeMap<String, Value>,
     plan_id: &str,

@@ -9,8 +9,8 @@
 //! `Limits::flow_node_wait` without one; then its task is cancelled and the step fails
 //! with "no live node on site X". A site with live nodes is left to the binder.
 
+use crate::caller::Caller;
 use crate::error::ApiError;
-use crate::extract::Principal;
 use crate::runtime::{operations, tasks};
 use crate::state::AppState;
 use chrono::Utc;
@@ -48,7 +48,7 @@ pub enum Report {
 
 pub struct Ctx {
     pub state: AppState,
-    pub who: Principal,
+    pub who: Caller,
     pub flow: String,
     pub tenant: String,
     pub step: String,
@@ -127,7 +127,7 @@ async fn dark_site(state: &AppState, view: &TaskView) -> Option<String> {
 }
 
 /// Cancels the task a step waits on, if any.
-pub async fn cancel_task(state: &AppState, who: &Principal, task: &Arc<Mutex<Option<String>>>) {
+pub async fn cancel_task(state: &AppState, who: &Caller, task: &Arc<Mutex<Option<String>>>) {
     let id = task.lock().ok().and_then(|t| t.clone());
     if let Some(id) = id
         && let Err(e) = tasks::cancel(state, who, &id).await

@@ -9,15 +9,14 @@
 
 pub mod exec;
 
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Principal;
 use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::Code;
 use cpn_api_types::flows::{
     FlowDefinition, FlowReport, FlowState, FlowView, ProcessView, StepView,
 };
-use cpn_api_types::identity::Role;
 use cpn_flow::{Command, FlowRun};
 use cpn_store::{DocQuery, DocRecord, NewEvent};
 use exec::Report;
@@ -65,19 +64,14 @@ pub fn check(def: &FlowDefinition) -> ApiResult<()> {
     }
 }
 
-fn principal_json(who: &Principal) -> Value {
-    json!({"user_id": who.user_id, "username": who.username, "tenant": who.tenant, "role": who.role})
+/// The starter, stored with the workflow: its steps act as this user, with the rights
+/// the user had when starting it (not as the operator), after a restart too.
+fn principal_json(who: &Caller) -> Value {
+    serde_json::to_value(who).unwrap_or_default()
 }
 
-fn principal_of(body: &Value) -> Option<Principal> {
-    let p = &body["principal"];
-    Some(Principal {
-        user_id: p["user_id"].as_str()?.to_string(),
-        username: p["username"].as_str()?.to_string(),
-        tenant: p["tenant"].as_str()?.to_string(),
-        role: serde_json::from_value::<Role>(p["role"].clone()).ok()?,
-        token_hash: String::new(),
-    })
+fn principal_of(body: &Value) -> Option<Caller> {
+    serde_json::from_value(body["principal"].clone()).ok()
 }
 
 fn state_of(s: &str) -> FlowState {
@@ -184,7 +178,7 @@ async fn persist(state: &AppState, doc: &mut DocRecord, run: &mut FlowRun) {
 /// every error) on an invalid definition, with nothing stored.
 pub async fn start(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     definition: FlowDefinition,
     inputs: BTreeMap<String, Value>,
     plan: Option<String>,
@@ -264,7 +258,7 @@ async fn check_tenant_limit(state: &AppState, tenant: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn spawn(state: AppState, doc: DocRecord, run: FlowRun, who: Principal, resumed: Vec<Command>) {
+fn spawn(state: AppState, doc: DocRecord, run: FlowRun, who: Caller, resumed: Vec<Command>) {
     let (tx, rx) = mpsc::unbounded_channel();
     driven().insert(doc.id.clone(), tx);
     tokio::spawn(async move {
@@ -278,7 +272,7 @@ type Running = HashMap<String, (tokio::task::AbortHandle, Arc<Mutex<Option<Strin
 
 struct Driver {
     state: AppState,
-    who: Principal,
+    who: Caller,
     flow: String,
     tenant: String,
     tx: mpsc::UnboundedSender<Report>,
@@ -352,7 +346,7 @@ async fn drive(
     state: AppState,
     mut doc: DocRecord,
     mut run: FlowRun,
-    who: Principal,
+    who: Caller,
     mut ctl: mpsc::UnboundedReceiver<Control>,
     resumed: Vec<Command>,
 ) {
@@ -511,11 +505,11 @@ async fn resume_one(state: &AppState, doc: DocRecord) -> ApiResult<()> {
     Ok(())
 }
 
-fn visible(who: &Principal, doc: &DocRecord) -> bool {
+fn visible(who: &Caller, doc: &DocRecord) -> bool {
     who.is_operator() || doc.tenant == who.tenant
 }
 
-async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<DocRecord> {
+async fn load(state: &AppState, who: &Caller, id: &str) -> ApiResult<DocRecord> {
     state
         .store
         .get_doc(FLOWS, id)
@@ -524,14 +518,14 @@ async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<DocRecor
         .ok_or_else(|| ApiError::not_found("workflow", id))
 }
 
-pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<FlowView> {
+pub async fn get(state: &AppState, who: &Caller, id: &str) -> ApiResult<FlowView> {
     view_of(&load(state, who, id).await?)
 }
 
 /// Workflows, oldest first; non-operators see their tenant's. Filter: `state`.
 pub async fn list(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     state_filter: Option<String>,
 ) -> ApiResult<Vec<FlowView>> {
     let q = DocQuery {
@@ -548,7 +542,7 @@ pub async fn list(
         .collect()
 }
 
-pub async fn journal(state: &AppState, who: &Principal, id: &str) -> ApiResult<Vec<Value>> {
+pub async fn journal(state: &AppState, who: &Caller, id: &str) -> ApiResult<Vec<Value>> {
     load(state, who, id).await?;
     Ok(state
         .store
@@ -576,7 +570,7 @@ async fn replayed(state: &AppState, doc: &DocRecord) -> ApiResult<FlowRun> {
     FlowRun::replay(def, &entries).map_err(internal)
 }
 
-pub async fn report(state: &AppState, who: &Principal, id: &str) -> ApiResult<FlowReport> {
+pub async fn report(state: &AppState, who: &Caller, id: &str) -> ApiResult<FlowReport> {
     let doc = load(state, who, id).await?;
     let run = replayed(state, &doc).await?;
     Ok(cpn_flow::report(&run, id, Utc::now()))
@@ -591,7 +585,7 @@ pub enum Op {
 }
 
 /// Pause, resume or cancel; 409 `invalid_state` when the workflow's state does not allow it.
-pub async fn control(state: &AppState, who: &Principal, id: &str, op: Op) -> ApiResult<FlowView> {
+pub async fn control(state: &AppState, who: &Caller, id: &str, op: Op) -> ApiResult<FlowView> {
     let doc = load(state, who, id).await?;
     if !who.is_operator() && doc.tenant != who.tenant {
         return Err(ApiError::forbidden(
@@ -641,7 +635,7 @@ fn process_view(doc: &DocRecord) -> ApiResult<ProcessView> {
 /// Stores a process definition for reuse (validated as a workflow would be).
 pub async fn create_process(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     def: FlowDefinition,
 ) -> ApiResult<ProcessView> {
     check(&def)?;

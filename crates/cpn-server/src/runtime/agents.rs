@@ -106,7 +106,7 @@ pub async fn register(
                     NodeJoin {
                         secret_hash,
                         registration,
-                        credential_hash: crate::extract::hash_token(&credential),
+                        credential_hash: crate::auth::hash_token(&credential),
                         events: Vec::new(),
                     },
                     Utc::now(),

@@ -235,13 +235,11 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
             continue;
         }
         let placement = super::tasks::placement_spec(&task.spec, &task.record.tenant);
-        let who = crate::extract::Principal {
-            user_id: String::new(),
-            username: task.record.owner.clone(),
+        // The task was authorized when it was submitted; converting it acts for its tenant
+        // only, never as the operator.
+        let who = crate::caller::Actor::System(crate::caller::SystemActor::Binder {
             tenant: task.record.tenant.clone(),
-            role: cpn_api_types::identity::Role::Operator,
-            token_hash: String::new(),
-        };
+        });
         let mut sched_task = match crate::schedule::task_from_spec(&who, &placement, 0) {
             Ok(t) => t,
             Err(e) => {
@@ -406,7 +404,7 @@ fn write(task: Task, attempt: u32, events: Vec<cpn_store::NewEvent>) -> TaskWrit
 /// is part of "now", so its node shows that much less free capacity than it had.
 pub async fn explain_task(
     state: &AppState,
-    who: &crate::extract::Principal,
+    who: &crate::caller::Caller,
     id: &str,
     now: bool,
 ) -> ApiResult<cpn_api_types::schedule::Explanation> {
@@ -437,7 +435,7 @@ pub async fn explain_task(
         });
     }
     let placement = super::tasks::placement_spec(&task.spec, &task.record.tenant);
-    let mut sched_task = crate::schedule::task_from_spec(who, &placement, 0)?;
+    let mut sched_task = crate::schedule::task_from_spec(&who.into(), &placement, 0)?;
     sched_task.id = task.record.id.clone();
     let bound_by = task.status.policy.clone();
     let named = bound_by.as_deref().or(task.spec.policy.as_deref());

@@ -1,21 +1,22 @@
-//! The event stream: `GET /api/v1/events` as Server-Sent Events.
+//! The event stream: `GET /api/v1/events` (the edge sends an `EventStream` as Server-Sent
+//! Events, `response`) and the event log.
 //!
 //! Events are rows of the store, written in the same transaction as the change they
 //! describe, so their ids are gap-free and in commit order. A stream reads the store from
 //! its cursor whenever a commit wakes it; a client that reconnects with `Last-Event-ID`
 //! resumes exactly after the last event it saw.
 
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Principal, QueryMap};
 use crate::state::AppState;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use cpn_api_types::events::{EventView, Severity, type_matches};
 use cpn_store::{EventFilter, EventRecord};
 use futures_util::Stream;
-use std::convert::Infallible;
+use std::pin::Pin;
 use std::time::Duration;
 
-const BATCH: usize = 500;
+/// Events read from the store at once by a stream, and the log's default page.
+pub const BATCH: usize = 500;
 
 pub fn view(r: EventRecord) -> EventView {
     let e = r.event;
@@ -37,7 +38,7 @@ pub fn view(r: EventRecord) -> EventView {
 
 /// Who sees what: operators everything; others their tenant's events (node events,
 /// which belong to no tenant, are for operators).
-fn visible(who: &Principal, e: &EventRecord) -> bool {
+fn visible(who: &Caller, e: &EventRecord) -> bool {
     who.is_operator() || e.event.tenant == who.tenant
 }
 
@@ -52,68 +53,8 @@ pub struct EventQuery {
     pub before: Option<u64>,
 }
 
-pub fn query(mut q: QueryMap, last_event_id: Option<&str>) -> ApiResult<EventQuery> {
-    let types = q
-        .take("types")
-        .map(|t| {
-            t.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
-    let parse = |s: &str, what: &str| {
-        s.trim()
-            .parse::<u64>()
-            .map_err(|_| ApiError::bad_request(format!("{what} must be an event id (a number)")))
-    };
-    let mut after = q.take("after").map(|a| parse(&a, "after")).transpose()?;
-    if let Some(id) = last_event_id {
-        after = Some(parse(id, "Last-Event-ID")?);
-    }
-    let limit = match q.take("limit") {
-        None => BATCH,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=10_000).contains(l))
-            .ok_or_else(|| ApiError::bad_request("limit must be from 1 to 10000"))?,
-    };
-    let subject = q.take("subject").filter(|s| !s.is_empty());
-    let newest_first = match q.take("order").as_deref() {
-        None | Some("oldest") => false,
-        Some("newest") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "order must be oldest or newest, not {other:?}"
-            )));
-        }
-    };
-    let before = q.take("before").map(|b| parse(&b, "before")).transpose()?;
-    if before.is_some() && !newest_first {
-        return Err(ApiError::bad_request(
-            "before pages a newest-first log: add order=newest (or use after)",
-        ));
-    }
-    if after.is_some() && newest_first {
-        return Err(ApiError::bad_request(
-            "after pages an oldest-first log; with order=newest use before",
-        ));
-    }
-    q.finish()?;
-    Ok(EventQuery {
-        types,
-        after,
-        limit,
-        subject,
-        newest_first,
-        before,
-    })
-}
-
 /// `GET /api/v1/events/log`: one page of past events as JSON.
-pub async fn page(state: &AppState, who: &Principal, q: EventQuery) -> ApiResult<Vec<EventView>> {
+pub async fn page(state: &AppState, who: &Caller, q: EventQuery) -> ApiResult<Vec<EventView>> {
     let rows = state
         .store
         .find_events(EventFilter {
@@ -133,11 +74,13 @@ pub async fn page(state: &AppState, who: &Principal, q: EventQuery) -> ApiResult
         .collect())
 }
 
-pub async fn stream(
-    state: AppState,
-    who: Principal,
-    q: EventQuery,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+/// The events a client follows, oldest first, until the server stops.
+pub struct EventStream(pub Pin<Box<dyn Stream<Item = EventView> + Send>>);
+
+/// How often a quiet stream says it is alive, so proxies keep the connection.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+pub async fn stream(state: AppState, who: &Caller, q: EventQuery) -> ApiResult<EventStream> {
     if q.newest_first {
         return Err(ApiError::bad_request(
             "a stream runs oldest to newest: order=newest is for /api/v1/events/log",
@@ -152,33 +95,35 @@ pub async fn stream(
         wake: state.runtime.events.subscribe(),
         stop: state.runtime.shutdown.subscribe(),
         state,
-        who,
+        who: who.clone(),
         types: q.types,
         subject: q.subject,
         cursor: start,
         queue: std::collections::VecDeque::new(),
     };
-    let s = futures_util::stream::unfold(reader, |mut r| async move {
-        r.next().await.map(|ev| (Ok(ev), r))
-    });
-    Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    let s =
+        futures_util::stream::unfold(
+            reader,
+            |mut r| async move { r.next().await.map(|ev| (ev, r)) },
+        );
+    Ok(EventStream(Box::pin(s)))
 }
 
 /// One client's position in the event log.
 struct Reader {
     state: AppState,
-    who: Principal,
+    who: Caller,
     types: Vec<String>,
     subject: Option<String>,
     cursor: u64,
-    queue: std::collections::VecDeque<Event>,
+    queue: std::collections::VecDeque<EventView>,
     wake: tokio::sync::watch::Receiver<u64>,
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Reader {
     /// The next event for this client; `None` when the server stops.
-    async fn next(&mut self) -> Option<Event> {
+    async fn next(&mut self) -> Option<EventView> {
         loop {
             if *self.stop.borrow() {
                 return None;
@@ -202,14 +147,7 @@ impl Reader {
                     && type_matches(&self.types, &r.event.event_type)
                     && self.subject.as_ref().is_none_or(|s| *s == r.event.subject)
                 {
-                    let v = view(r);
-                    let data = serde_json::to_string(&v).unwrap_or_default();
-                    self.queue.push_back(
-                        Event::default()
-                            .id(v.id.to_string())
-                            .event(v.event_type.clone())
-                            .data(data),
-                    );
+                    self.queue.push_back(view(r));
                 }
             }
             if self.queue.is_empty() {

@@ -22,8 +22,8 @@
 //! records and the capacity ledger (in memory); only the registry part is event-driven.
 
 use super::nodes::inventory_of;
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Principal;
 use crate::inventory::{RegOffer, RegistryModel};
 use crate::state::AppState;
 use cpn_api_types::Code;
@@ -670,7 +670,7 @@ fn units_of(chip: Chip, n: &cpn_sched::cluster::Node) -> (f64, f64) {
 /// reason, measured health (`GET /api/v1/capacity`).
 pub async fn capacity(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     site: Option<&str>,
 ) -> ApiResult<Vec<SiteCapacity>> {
     let nodes = state.store.list_nodes().await?;

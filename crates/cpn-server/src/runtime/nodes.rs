@@ -1,7 +1,7 @@
 //! Nodes as the API shows them, and the real-time state of nodes and sites (IF-I3-03).
 
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Principal;
 use crate::registry::decode_spec;
 use crate::state::AppState;
 use cpn_api_types::agent::{
@@ -15,10 +15,7 @@ use std::collections::HashSet;
 /// Ids of the sites `who` may read (public ones and its tenant's); `None` for operators,
 /// who read every site. A node is visible exactly when its site is: the same rule as
 /// `registry::can_read`, evaluated by the store's `visible_to_tenant` query.
-pub async fn readable_sites(
-    state: &AppState,
-    who: &Principal,
-) -> ApiResult<Option<HashSet<String>>> {
+pub async fn readable_sites(state: &AppState, who: &Caller) -> ApiResult<Option<HashSet<String>>> {
     if who.is_operator() {
         return Ok(None);
     }
@@ -42,11 +39,7 @@ fn sees(readable: &Option<HashSet<String>>, n: &NodeRecord) -> bool {
 }
 
 /// [`resolve`], as `who` sees nodes: one on a site it may not read is reported missing.
-pub async fn resolve_visible(
-    state: &AppState,
-    who: &Principal,
-    key: &str,
-) -> ApiResult<NodeRecord> {
+pub async fn resolve_visible(state: &AppState, who: &Caller, key: &str) -> ApiResult<NodeRecord> {
     let readable = readable_sites(state, who).await?;
     let n = resolve(state, key).await?;
     if sees(&readable, &n) {
@@ -197,7 +190,7 @@ fn view(
 }
 
 /// The nodes `who` may see: those on sites it may read.
-pub async fn visible_views(state: &AppState, who: &Principal) -> ApiResult<Vec<NodeView>> {
+pub async fn visible_views(state: &AppState, who: &Caller) -> ApiResult<Vec<NodeView>> {
     let readable = readable_sites(state, who).await?;
     let held = held(state);
     let mut nodes = state.store.list_nodes().await?;
@@ -213,7 +206,7 @@ pub async fn visible_views(state: &AppState, who: &Principal) -> ApiResult<Vec<N
         .collect())
 }
 
-pub async fn get(state: &AppState, who: &Principal, key: &str) -> ApiResult<NodeView> {
+pub async fn get(state: &AppState, who: &Caller, key: &str) -> ApiResult<NodeView> {
     let n = resolve_visible(state, who, key).await?;
     let held = held(state);
     let (allocated, tasks) = held.get(&n.id).cloned().unwrap_or_default();
@@ -226,12 +219,12 @@ pub async fn get(state: &AppState, who: &Principal, key: &str) -> ApiResult<Node
 
 /// A site's real-time state; 404 for a site `who` may not read, as `GET /sites/{id}` does.
 /// Pending tasks count only the caller's tenant's, unless it is an operator.
-pub async fn site_status(state: &AppState, who: &Principal, site: &str) -> ApiResult<SiteStatus> {
+pub async fn site_status(state: &AppState, who: &Caller, site: &str) -> ApiResult<SiteStatus> {
     let rec = match state.store.find_object_by_name(Kind::Site, site).await? {
         Some(r) => Some(r),
         None => state.store.get_object(Kind::Site, site).await?,
     }
-    .filter(|r| crate::registry::can_read(who, r))
+    .filter(|r| crate::registry::can_read(&who.into(), r))
     .ok_or_else(|| ApiError::not_found("site", site))?;
     let spec: SiteSpec = decode_spec(&rec)?;
     let nodes: Vec<NodeView> = views(state)
@@ -302,7 +295,7 @@ pub async fn site_status(state: &AppState, who: &Principal, site: &str) -> ApiRe
 /// metrics (Slurm nodes) or that has not reported since the server started.
 pub async fn metrics_history(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     key: &str,
 ) -> ApiResult<Vec<NodeMetrics>> {
     let node = resolve_visible(state, who, key).await?;

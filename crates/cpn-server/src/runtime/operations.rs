@@ -10,8 +10,8 @@
 
 use super::ledger::{Hold, HoldKind};
 use super::{agents, binder, nodes, tasks};
+use crate::caller::{Actor, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Principal;
 use crate::inventory::{self, RESOURCE_ALLOCATION_PREFIX};
 use crate::registry::decode_spec;
 use crate::state::AppState;
@@ -241,9 +241,10 @@ fn node_label(n: &NodeRecord) -> String {
 /// error, the message naming the record.
 pub async fn execute(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     req: OperationRequest,
 ) -> ApiResult<OperationView> {
+    let who: &Actor = &who.into();
     if !who.is_operator() {
         return Err(ApiError::forbidden(
             "operations on nodes and resources (allocate, release, adjust, occupy, isolate, reclaim) are for operators",
@@ -259,7 +260,10 @@ pub async fn execute(
     let id = format!("op-{}", uuid::Uuid::now_v7().simple());
     let at = Utc::now();
     let mut ctx = Ctx {
-        tenant: req.tenant.clone().unwrap_or_else(|| who.tenant.clone()),
+        tenant: req
+            .tenant
+            .clone()
+            .unwrap_or_else(|| who.tenant().to_string()),
         target: req.target.clone(),
         allocation: req.allocation.clone(),
         trace: Vec::new(),
@@ -280,7 +284,7 @@ pub async fn execute(
         message,
         allocation: ctx.allocation,
         trace: ctx.trace,
-        by: who.username.clone(),
+        by: who.name().to_string(),
         tenant: ctx.tenant,
         at,
         request: req,
@@ -332,7 +336,7 @@ pub async fn execute(
 
 async fn run(
     state: &AppState,
-    who: &Principal,
+    who: &Actor,
     req: &OperationRequest,
     ctx: &mut Ctx,
 ) -> ApiResult<String> {
@@ -497,7 +501,7 @@ async fn allocate_node(
 
 async fn allocate_resource(
     state: &AppState,
-    who: &Principal,
+    who: &Actor,
     ctx: &mut Ctx,
     key: &str,
     r: &TaskResources,
@@ -667,7 +671,7 @@ async fn release(state: &AppState, ctx: &mut Ctx, id: &str) -> ApiResult<String>
 
 async fn adjust(
     state: &AppState,
-    who: &Principal,
+    who: &Actor,
     ctx: &mut Ctx,
     id: &str,
     r: &TaskResources,
@@ -930,7 +934,7 @@ async fn isolate_resource(
 
 async fn reclaim(
     state: &AppState,
-    who: &Principal,
+    who: &Actor,
     ctx: &mut Ctx,
     key: &str,
     reason: Option<&str>,
@@ -955,9 +959,9 @@ async fn reclaim(
     );
     let why = match reason {
         Some(r) if !r.trim().is_empty() => {
-            format!("node {label} reclaimed by {}: {}", who.username, r.trim())
+            format!("node {label} reclaimed by {}: {}", who.name(), r.trim())
         }
-        _ => format!("node {label} reclaimed by {}", who.username),
+        _ => format!("node {label} reclaimed by {}", who.name()),
     };
     let mut writes = Vec::new();
     let mut attempts = Vec::new();
@@ -1030,11 +1034,7 @@ fn decode(rec: OperationRecord) -> ApiResult<OperationView> {
 }
 
 /// Newest first; non-operators see their tenant's records.
-pub async fn list(
-    state: &AppState,
-    who: &Principal,
-    limit: usize,
-) -> ApiResult<Vec<OperationView>> {
+pub async fn list(state: &AppState, who: &Caller, limit: usize) -> ApiResult<Vec<OperationView>> {
     let limit = limit.clamp(1, MAX_LIMIT);
     let fetch = if who.is_operator() {
         limit
@@ -1052,7 +1052,7 @@ pub async fn list(
         .collect()
 }
 
-pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<OperationView> {
+pub async fn get(state: &AppState, who: &Caller, id: &str) -> ApiResult<OperationView> {
     match state.store.get_operation(id).await? {
         Some(r) if who.is_operator() || r.tenant == who.tenant => decode(r),
         _ => Err(ApiError::not_found("operation", id)),
@@ -1062,7 +1062,7 @@ pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<Opera
 /// Allocations (`active`: only active ones, only released ones, or all when `None`).
 pub async fn allocations(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     active: Option<bool>,
 ) -> ApiResult<Vec<AllocationView>> {
     let recs = state.store.list_allocations(active == Some(true)).await?;

@@ -6,8 +6,8 @@
 //! `ops.rule` event.
 
 use super::operations;
+use crate::caller::{Actor, Caller, SystemActor};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Principal;
 use crate::state::AppState;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use cpn_api_types::Code;
@@ -94,7 +94,7 @@ fn view(d: DocRecord) -> ApiResult<RuleView> {
     })
 }
 
-fn require_operator(who: &Principal) -> ApiResult<()> {
+fn require_operator(who: &Caller) -> ApiResult<()> {
     if who.is_operator() {
         Ok(())
     } else {
@@ -104,7 +104,7 @@ fn require_operator(who: &Principal) -> ApiResult<()> {
     }
 }
 
-pub async fn create(state: &AppState, who: &Principal, spec: RuleSpec) -> ApiResult<RuleView> {
+pub async fn create(state: &AppState, who: &Caller, spec: RuleSpec) -> ApiResult<RuleView> {
     require_operator(who)?;
     validate(&spec)?;
     let now = Utc::now();
@@ -127,7 +127,7 @@ pub async fn create(state: &AppState, who: &Principal, spec: RuleSpec) -> ApiRes
     view(state.store.create_doc(doc, Vec::new()).await?)
 }
 
-pub async fn list(state: &AppState, who: &Principal) -> ApiResult<Vec<RuleView>> {
+pub async fn list(state: &AppState, who: &Caller) -> ApiResult<Vec<RuleView>> {
     require_operator(who)?;
     state
         .store
@@ -146,19 +146,19 @@ async fn load(state: &AppState, id: &str) -> ApiResult<DocRecord> {
         .ok_or_else(|| ApiError::not_found("rule", id))
 }
 
-pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<RuleView> {
+pub async fn get(state: &AppState, who: &Caller, id: &str) -> ApiResult<RuleView> {
     require_operator(who)?;
     view(load(state, id).await?)
 }
 
-pub async fn delete(state: &AppState, who: &Principal, id: &str) -> ApiResult<()> {
+pub async fn delete(state: &AppState, who: &Caller, id: &str) -> ApiResult<()> {
     require_operator(who)?;
     Ok(state.store.delete_doc(COLLECTION, id).await?)
 }
 
 pub async fn set_enabled(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     id: &str,
     enabled: bool,
 ) -> ApiResult<RuleView> {
@@ -397,20 +397,28 @@ async fn tick(state: &AppState, memory: &mut Memory) -> ApiResult<()> {
     Ok(())
 }
 
-/// Runs a rule's action as its owner.
+/// Runs a rule's action as the rules engine (`system:rules`), with operator rights in the
+/// rule's tenant, and only while the rule's owner is still an enabled operator: a rule
+/// must not keep acting for someone who lost the right to create it.
 async fn act(
     state: &AppState,
     doc: &DocRecord,
     action: &RuleAction,
     node: Option<&str>,
 ) -> ApiResult<String> {
-    let who = Principal {
-        user_id: String::new(),
-        username: doc.owner.clone(),
+    let owner = state.store.find_user(&doc.owner).await?;
+    if !owner
+        .as_ref()
+        .is_some_and(|u| !u.disabled && u.role == Role::Operator.as_str())
+    {
+        return Err(ApiError::forbidden(format!(
+            "the rule's owner {:?} is no longer an enabled operator; the rule does not act",
+            doc.owner
+        )));
+    }
+    let who = Actor::System(SystemActor::Rules {
         tenant: doc.tenant.clone(),
-        role: Role::Operator,
-        token_hash: String::new(),
-    };
+    });
     let active = |recs: Vec<cpn_store::TaskRecord>| -> Vec<cpn_store::TaskRecord> {
         recs.into_iter()
             .filter(|t| TaskState::parse(&t.state).is_some_and(|s| !s.is_terminal()))

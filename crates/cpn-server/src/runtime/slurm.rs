@@ -9,6 +9,7 @@
 //! submits the attempt twice.
 
 use super::agents::apply_report;
+use crate::caller::{Actor, SystemActor};
 use crate::error::ApiResult;
 use crate::registry::decode_spec;
 use crate::state::AppState;
@@ -283,16 +284,13 @@ async fn import_resources(
                 "model": gpu_model, "count": gpus}),
         ));
     }
-    let Some(admin) = state.store.find_user(crate::auth::ADMIN_USER).await? else {
+    let Some(site_rec) = state.store.get_object(Kind::Site, &site.site_id).await? else {
         return Ok(());
     };
-    let who = crate::extract::Principal {
-        user_id: admin.id,
-        username: admin.username,
-        tenant: admin.tenant,
-        role: cpn_api_types::identity::Role::Operator,
-        token_hash: String::new(),
-    };
+    // The back end writes as itself (`system:slurm`), in the tenant of the site it runs.
+    let who = Actor::System(SystemActor::Slurm {
+        tenant: site_rec.tenant,
+    });
     for (name, compute) in wanted {
         let spec = serde_json::json!({"site": site.site_id, "type": "compute", "compute": compute});
         match state

@@ -1,8 +1,8 @@
 //! Tasks through the API (IF-I1-01/02): submit, read, list, cancel, logs.
 
 use super::lifecycle::{self, Task};
+use crate::caller::{Actor, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Principal, QueryMap};
 use crate::registry::violations_to_error;
 use crate::state::AppState;
 use chrono::Utc;
@@ -66,9 +66,10 @@ fn new_task_id() -> String {
 
 pub async fn submit(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     spec: TaskSubmit,
 ) -> ApiResult<TaskSubmitted> {
+    let who: &Actor = &who.into();
     submit_as(state, who, spec, None).await
 }
 
@@ -77,15 +78,16 @@ pub async fn submit(
 /// is how a caller that crashed mid-submit finds out it had submitted already.
 pub async fn submit_as(
     state: &AppState,
-    who: &Principal,
+    who: impl Into<Actor>,
     spec: TaskSubmit,
     id: Option<String>,
 ) -> ApiResult<TaskSubmitted> {
+    let who: &Actor = &who.into();
     let mut v = Violations::default();
     spec.validate(&mut v);
     violations_to_error(v)?;
     let tenant = match &spec.tenant {
-        Some(t) if t != &who.tenant && !who.is_operator() => {
+        Some(t) if t != who.tenant() && !who.is_operator() => {
             return Err(ApiError::forbidden(
                 "only operators may submit tasks for another tenant",
             ));
@@ -96,7 +98,7 @@ pub async fn submit_as(
             }
             t.clone()
         }
-        None => who.tenant.clone(),
+        None => who.tenant().to_string(),
     };
     // Selectors and the rest are checked now, not at the first placement try.
     crate::schedule::task_from_spec(who, &placement_spec(&spec, &tenant), 0).map_err(
@@ -132,7 +134,7 @@ pub async fn submit_as(
         })
         .collect();
     let now = Utc::now();
-    let (records, events) = new_records(&spec, &tenant, &who.username, &ids, now)?;
+    let (records, events) = new_records(&spec, &tenant, who.name(), &ids, now)?;
     let stored = state.store.create_tasks(records, events).await?;
     let rt = &state.runtime;
     rt.counters
@@ -266,47 +268,49 @@ pub fn decode(rec: TaskRecord) -> ApiResult<Task> {
 }
 
 /// A task the caller may see (another tenant's answers 404, as for registry objects).
-pub async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<Task> {
+pub async fn load(state: &AppState, who: impl Into<Actor>, id: &str) -> ApiResult<Task> {
+    let who: &Actor = &who.into();
     let rec = state
         .store
         .get_task(id)
         .await?
-        .filter(|r| who.is_operator() || r.tenant == who.tenant)
+        .filter(|r| who.is_operator() || r.tenant == who.tenant())
         .ok_or_else(|| ApiError::not_found("task", id))?;
     decode(rec)
 }
 
-pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<TaskView> {
+pub async fn get(state: &AppState, who: &Caller, id: &str) -> ApiResult<TaskView> {
     Ok(load(state, who, id).await?.view(Utc::now()))
 }
 
-pub async fn list(state: &AppState, who: &Principal, mut q: QueryMap) -> ApiResult<Page<TaskView>> {
-    let limit = match q.take("limit") {
-        None => 100,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError::bad_request("limit must be a number from 1 to 1000"))?,
-    };
-    let after_seq = match q.take("cursor") {
-        None => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::bad_request("cursor must be a next_cursor from a previous page")
-        })?),
-    };
-    let mut states = Vec::new();
-    if let Some(s) = q.take("state") {
-        for part in s.split(',').filter(|p| !p.is_empty()) {
-            let st = TaskState::parse(part).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "unknown state {part:?}; use pending, scheduled, running, succeeded, failed, cancelled or lost"
-                ))
-            })?;
-            states.push(st.as_str().to_string());
-        }
-    }
-    let tenant = match q.take("tenant") {
+/// Which tasks to list (parsed at the edge, `query`).
+pub struct TaskFilter {
+    /// Tasks per page, 1 to 1,000.
+    pub limit: usize,
+    /// The cursor: tasks after this sequence number.
+    pub after_seq: Option<i64>,
+    /// Any of these states; all when empty.
+    pub states: Vec<TaskState>,
+    /// Another tenant's tasks (operators only).
+    pub tenant: Option<String>,
+    /// Tasks on this node (id or `site/name`), among the nodes the caller may see.
+    pub node: Option<String>,
+    pub name: Option<String>,
+    pub newest_first: bool,
+}
+
+pub async fn list(state: &AppState, who: &Caller, filter: TaskFilter) -> ApiResult<Page<TaskView>> {
+    let TaskFilter {
+        limit,
+        after_seq,
+        states,
+        tenant,
+        node,
+        name,
+        newest_first,
+    } = filter;
+    let states = states.iter().map(|s| s.as_str().to_string()).collect();
+    let tenant = match tenant {
         Some(t) if !who.is_operator() && t != who.tenant => {
             return Err(ApiError::forbidden(
                 "only operators may list other tenants' tasks",
@@ -315,21 +319,15 @@ pub async fn list(state: &AppState, who: &Principal, mut q: QueryMap) -> ApiResu
         Some(t) => Some(t),
         None => (!who.is_operator()).then(|| who.tenant.clone()),
     };
-    let node_id = match q.take("node") {
+    let node_id = match node {
         Some(n) => Some(super::nodes::resolve_visible(state, who, &n).await?.id),
         None => None,
     };
-    let name = q.take("name");
-    let order = match q.take("order").as_deref() {
-        None | Some("oldest") => TaskOrder::Seq,
-        Some("newest") => TaskOrder::Newest,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "order must be oldest or newest, not {other:?}"
-            )));
-        }
+    let order = if newest_first {
+        TaskOrder::Newest
+    } else {
+        TaskOrder::Seq
     };
-    q.finish()?;
     let rows = state
         .store
         .list_tasks(TaskQuery {
@@ -361,12 +359,13 @@ pub async fn list(state: &AppState, who: &Principal, mut q: QueryMap) -> ApiResu
     })
 }
 
-pub async fn cancel(state: &AppState, who: &Principal, id: &str) -> ApiResult<TaskView> {
+pub async fn cancel(state: &AppState, who: impl Into<Actor>, id: &str) -> ApiResult<TaskView> {
+    let who: &Actor = &who.into();
     for _ in 0..5 {
         let mut task = load(state, who, id).await?;
         if !who.is_operator()
-            && task.record.owner != who.username
-            && task.record.tenant != who.tenant
+            && task.record.owner != who.name()
+            && task.record.tenant != who.tenant()
         {
             return Err(ApiError::forbidden(
                 "you may cancel only your tenant's tasks",
@@ -386,7 +385,7 @@ pub async fn cancel(state: &AppState, who: &Principal, id: &str) -> ApiResult<Ta
         let attempt_id = task.attempt_id();
         let expect_attempt = task.record.attempt;
         let now = Utc::now();
-        let events = task.cancel(now, &who.username);
+        let events = task.cancel(now, who.name());
         let write = TaskWrite {
             expect_states: vec![st.as_str().into()],
             expect_attempt,
@@ -409,55 +408,22 @@ pub async fn cancel(state: &AppState, who: &Principal, id: &str) -> ApiResult<Ta
     ))
 }
 
-/// Query of `GET /tasks/{id}/logs`.
+/// Query of `GET /tasks/{id}/logs` (parsed at the edge, `query`).
 pub struct LogQuery {
     pub stream: LogStream,
     pub attempt: Option<u32>,
     pub follow: bool,
 }
 
-pub fn log_query(mut q: QueryMap) -> ApiResult<LogQuery> {
-    let stream = match q.take("stream").as_deref() {
-        None | Some("all") => LogStream::All,
-        Some("stdout") => LogStream::Stdout,
-        Some("stderr") => LogStream::Stderr,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "stream must be all, stdout or stderr, not {other:?}"
-            )));
-        }
-    };
-    let attempt = q
-        .take("attempt")
-        .map(|a| {
-            a.parse::<u32>()
-                .map_err(|_| ApiError::bad_request("attempt must be a number"))
-        })
-        .transpose()?;
-    let follow = match q.take("follow").as_deref() {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") | Some("") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "follow must be true or false, not {other:?}"
-            )));
-        }
-    };
-    q.finish()?;
-    Ok(LogQuery {
-        stream,
-        attempt,
-        follow,
-    })
+/// A task's log: everything so far, or (follow) a stream of chunks that ends when the
+/// attempt does. The edge sends either as a plain-text body (`response`).
+pub enum LogBody {
+    Whole(Vec<u8>),
+    Follow(std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Vec<u8>>> + Send>>),
 }
 
 /// The log body: everything so far, or (follow) a stream that ends when the attempt does.
-pub async fn logs(
-    state: &AppState,
-    who: &Principal,
-    id: &str,
-    query: LogQuery,
-) -> ApiResult<axum::body::Body> {
+pub async fn logs(state: &AppState, who: &Caller, id: &str, query: LogQuery) -> ApiResult<LogBody> {
     let task = load(state, who, id).await?;
     let attempt = query.attempt.unwrap_or(task.record.attempt);
     if attempt > task.record.attempt {
@@ -479,12 +445,12 @@ pub async fn logs(
             }
             out.extend_from_slice(&part);
         }
-        return Ok(axum::body::Body::from(out));
+        return Ok(LogBody::Whole(out));
     }
     let state = state.clone();
     let id = id.to_string();
     let stream = async_stream(state, id, attempt, query.stream);
-    Ok(axum::body::Body::from_stream(stream))
+    Ok(LogBody::Follow(Box::pin(stream)))
 }
 
 fn async_stream(
@@ -543,7 +509,7 @@ fn async_stream(
 /// tenant's, or all for operators.
 pub async fn counts(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
 ) -> ApiResult<std::collections::BTreeMap<String, u64>> {
     let rows = if who.is_operator() {
         state.store.count_tasks().await?
