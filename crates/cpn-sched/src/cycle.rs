@@ -479,8 +479,8 @@ impl Scheduler {
         tally: &mut Tally,
     ) -> Option<NodeIdx> {
         let explain = decision.is_some();
-        let range = cluster.site(site).nodes.clone();
-        let len = (range.end - range.start) as usize;
+        let members = &cluster.site(site).nodes;
+        let len = members.len();
         if len == 0 {
             tally.count("cycle", "no_nodes", false);
             return None;
@@ -493,7 +493,7 @@ impl Scheduler {
         // Looked up once per cycle, not once per node: a dynamic call per plugin each time.
         let filters: Vec<&dyn NodeFilter> = self.profile.node_filters().collect();
         while scanned < len && feasible.len() < want {
-            let node = range.start + ((start + scanned) % len) as NodeIdx;
+            let node = members[(start + scanned) % len];
             scanned += 1;
             let mut ok = true;
             let mut verdicts = Vec::new();

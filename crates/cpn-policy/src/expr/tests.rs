@@ -94,8 +94,7 @@ fn node_variables() {
     let state = CycleState::new(true);
     let n = cluster
         .site(cluster.site_by_name("hot").unwrap())
-        .nodes
-        .start;
+        .nodes[0];
     assert_eq!(f.filter_node(&state, &task, &cluster, n), Verdict::Fits);
     for fdoc in NODE_FIELDS {
         let e = format!("has(node.{})", fdoc.name);
