@@ -149,6 +149,7 @@ pub async fn register(
             (node, None)
         }
     };
+    state.runtime.federation.node_changed(&node);
     state.runtime.events_written();
     state.runtime.with_live(&node.id, |l| {
         l.last_heartbeat = Instant::now();
@@ -203,10 +204,11 @@ pub async fn heartbeat(
             ready: Some(true),
             ..Default::default()
         };
-        state
+        let rec = state
             .store
             .patch_node(node_id, patch, Utc::now(), vec![event])
             .await?;
+        rt.federation.node_changed(&rec);
         rt.events_written();
         rt.capacity_changed();
     }

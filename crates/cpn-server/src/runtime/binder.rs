@@ -1,9 +1,10 @@
 //! The binding loop: pending tasks are placed by the scheduler on the live inventory and
 //! bound durably before any executor hears of them (issue #5 item 4).
 //!
-//! One cycle reads the due pending tasks, orders them in a `cpn_sched::queue::TaskQueue`
-//! (priority classes, FIFO inside a class, aging), builds the cluster from the nodes
-//! executors reported (minus what active tasks and allocations hold), and runs one
+//! One cycle reads the due pending tasks, orders them in a
+//! `cpn_sched::queue::TaskQueue` (priority classes, FIFO inside a class, aging), brings the
+//! binder's live cluster up to date with the events since the last cycle (`livecluster`:
+//! nodes that changed, holds taken or given back, registry changes), and runs one
 //! `cpn_sched::batch::Round` over them — the batch binding loop the twins run too — with a
 //! brief record of each decision, stored with the binding for "why here". Every binding of
 //! the cycle is committed in one store transaction. Cycles run one at a time, so capacity is
@@ -216,8 +217,6 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
     }
     rt.counters.binder_cycles.fetch_add(1, Ordering::Relaxed);
     let considered = pending.len();
-    let nodes = state.store.list_nodes().await?;
-    let live = live_cluster(state, &nodes, &|_, _| true).await?;
     let mut writes = Vec::with_capacity(pending.len());
     // Decode the batch first: its shapes are FGD's target workload.
     let mut batch = Vec::with_capacity(pending.len());
@@ -258,21 +257,45 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
         .filter(|(_, t, _)| t.demand.gpus > 0)
         .map(|(_, t, _)| t.clone())
         .collect();
-    let policies = Policies::load(state, &shapes, live.site_access.clone()).await?;
+    // Taken once the batch is decoded: a cycle that fails before giving it back leaves
+    // the next to build it anew.
+    let (live, _) = rt.federation.binder_cluster(state).await?;
+    let policies = match Policies::load(state, &shapes, live.live.site_access.clone()).await {
+        Ok(p) => p,
+        Err(e) => {
+            rt.federation.put_binder_cluster(live);
+            return Err(e);
+        }
+    };
     // The round is CPU work (up to BATCH placements): it runs on the blocking pool, not on
     // the threads that answer requests.
     let unplaceable_wait = rt.config.limits.unplaceable_wait;
-    let RoundResult {
-        writes,
-        bound,
-        unschedulable,
-    } = tokio::task::spawn_blocking(move || {
-        place_batch(batch, live, policies, now, unplaceable_wait, writes)
+    let (
+        RoundResult {
+            writes,
+            bound,
+            unschedulable,
+            placed,
+        },
+        live,
+    ) = tokio::task::spawn_blocking(move || {
+        let mut live = live;
+        let r = place_batch(batch, &mut live, policies, now, unplaceable_wait, writes);
+        (r, live)
     })
     .await
     .map_err(|e| {
         crate::error::ApiError::new(cpn_api_types::Code::Internal, format!("binding round: {e}"))
     })?;
+    // The round took its placements on the live cluster: the next cycle checks each against
+    // what the store bound (a write that fails gives it back).
+    {
+        let mut ledger = rt.ledger();
+        for id in &placed {
+            ledger.touch(super::ledger::HoldKind::Task, id);
+        }
+    }
+    rt.federation.put_binder_cluster(live);
     rt.counters
         .unschedulable
         .fetch_add(unschedulable, Ordering::Relaxed);
@@ -285,7 +308,7 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
 /// decisions) and the refusals, as task writes appended to `writes`.
 fn place_batch(
     batch: Vec<(Task, cpn_sched::Task, bool)>,
-    mut live: LiveCluster,
+    binder: &mut super::livecluster::BinderCluster,
     mut policies: Policies,
     now: chrono::DateTime<Utc>,
     unplaceable_wait: Duration,
@@ -293,6 +316,7 @@ fn place_batch(
 ) -> RoundResult {
     let mut bound = 0u64;
     let mut unschedulable = 0u64;
+    let mut placed = Vec::new();
     // Queue order: priority classes, FIFO inside a class, aging, as in the twins.
     let now_s = now.timestamp().max(0) as u64;
     let mut queue = TaskQueue::new(DEFAULT_AGING_S);
@@ -322,12 +346,22 @@ fn place_batch(
             scheduler,
             &sched_task,
             &shape,
-            &mut live.cluster,
+            &mut binder.live.cluster,
             Mode::Brief,
         );
+        let live = &binder.live;
         let events = match outcome {
             Outcome::Placed(p) => {
                 bound += 1;
+                binder.placed(
+                    &task.record.id,
+                    p.node,
+                    &sched_task.tenant,
+                    sched_task.demand,
+                    p.gpus.clone(),
+                );
+                placed.push(task.record.id.clone());
+                let live = &binder.live;
                 let n = p.node as usize;
                 let site = live.site_names[p.site as usize].clone();
                 let gpus = p.gpus.iter().map(|(i, _)| *i).collect();
@@ -346,7 +380,7 @@ fn place_batch(
             }
             Outcome::Waits(u) => {
                 unschedulable += 1;
-                let why = unschedulable_reason(&live, &u, "no node fits now");
+                let why = unschedulable_reason(live, &u, "no node fits now");
                 if !due && task.unschedulable_for(&why) {
                     // Tried early because capacity appeared, and still waiting for the
                     // same reason: nothing to write (its backoff stands).
@@ -357,7 +391,7 @@ fn place_batch(
             Outcome::Never(u) => {
                 unschedulable += 1;
                 let why = unschedulable_reason(
-                    &live,
+                    live,
                     &u,
                     "no site can ever take it as the federation stands",
                 );
@@ -370,6 +404,7 @@ fn place_batch(
         writes,
         bound,
         unschedulable,
+        placed,
     }
 }
 
@@ -378,6 +413,8 @@ struct RoundResult {
     writes: Vec<TaskWrite>,
     bound: u64,
     unschedulable: u64,
+    /// Ids of the tasks it placed.
+    placed: Vec<String>,
 }
 
 fn unschedulable_reason(live: &LiveCluster, u: &cpn_sched::Unschedulable, what: &str) -> String {

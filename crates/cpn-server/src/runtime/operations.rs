@@ -792,7 +792,7 @@ async fn occupy(state: &AppState, ctx: &mut Ctx, key: &str, enable: bool) -> Api
         let mut after = node.clone();
         after.occupied_by = Some(ctx.tenant.clone());
         let msg = format!("node {label} occupied by tenant {}", ctx.tenant);
-        state
+        let rec = state
             .store
             .patch_node(
                 &node.id,
@@ -804,6 +804,7 @@ async fn occupy(state: &AppState, ctx: &mut Ctx, key: &str, enable: bool) -> Api
                 vec![agents::node_event(&after, "info", msg.clone())],
             )
             .await?;
+        state.runtime.federation.node_changed(&rec);
         state.runtime.events_written();
         ctx.step(
             "occupy",
@@ -822,7 +823,7 @@ async fn occupy(state: &AppState, ctx: &mut Ctx, key: &str, enable: bool) -> Api
         let mut after = node.clone();
         after.occupied_by = None;
         let msg = format!("node {label} given back by tenant {t}");
-        state
+        let rec = state
             .store
             .patch_node(
                 &node.id,
@@ -834,6 +835,7 @@ async fn occupy(state: &AppState, ctx: &mut Ctx, key: &str, enable: bool) -> Api
                 vec![agents::node_event(&after, "info", msg.clone())],
             )
             .await?;
+        state.runtime.federation.node_changed(&rec);
         state.runtime.events_written();
         state.runtime.capacity_changed();
         ctx.step("give back", format!("no longer held for tenant {t}"));
@@ -864,7 +866,7 @@ async fn isolate_node(
     } else {
         format!("node {label} uncordoned")
     };
-    state
+    let rec = state
         .store
         .patch_node(
             &node.id,
@@ -880,6 +882,7 @@ async fn isolate_node(
             )],
         )
         .await?;
+    state.runtime.federation.node_changed(&rec);
     state.runtime.events_written();
     if enable {
         ctx.step(
