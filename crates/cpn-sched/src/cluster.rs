@@ -104,6 +104,9 @@ pub struct Site {
     /// `max_node_whole_gpus` exact when `reserve` and `release` update the aggregates in
     /// place instead of walking the site's nodes.
     whole_gpu_nodes: Vec<Vec<u32>>,
+    /// How many schedulable nodes have each count of GPUs: keeps `total.max_node_whole_gpus`
+    /// exact when a node's health flips in place.
+    gpu_nodes: Vec<u32>,
 }
 
 /// Sums over a site's schedulable nodes (`free`: what is left; `total`: their capacity),
@@ -333,6 +336,7 @@ impl ClusterBuilder {
                 total: Aggregate::default(),
                 offer_free: Vec::new(),
                 whole_gpu_nodes: Vec::new(),
+                gpu_nodes: Vec::new(),
             });
             start = end;
         }
@@ -427,11 +431,13 @@ impl Cluster {
         let mut total = Aggregate::default();
         let mut per_offer = vec![Aggregate::default(); site.offers.len()];
         let mut hist = vec![Vec::new(); site.offers.len()];
+        let mut gpu_nodes = Vec::new();
         for &i in &site.nodes {
             let n = &self.nodes[i as usize];
             if !n.schedulable() {
                 continue;
             }
+            count(&mut gpu_nodes, n.spec.gpus, true);
             total.cpu_milli += n.spec.cpu_milli;
             total.memory_mib += n.spec.memory_mib;
             total.storage_gib += n.spec.storage_gib;
@@ -454,6 +460,39 @@ impl Cluster {
         site.total = total;
         site.offer_free = per_offer;
         site.whole_gpu_nodes = hist;
+        site.gpu_nodes = gpu_nodes;
+    }
+
+    /// Node `n` becomes healthy or not, nothing else changing: its share moves in or out
+    /// of its site's aggregates in place, O(GPUs of the node) (offers count every node,
+    /// healthy or not, so they stay).
+    fn set_healthy(&mut self, n: NodeIdx, healthy: bool) {
+        let before = Share::of(&self.nodes[n as usize]);
+        let was = self.nodes[n as usize].schedulable();
+        self.nodes[n as usize].spec.healthy = healthy;
+        let node = &self.nodes[n as usize];
+        let now = node.schedulable();
+        if was != now {
+            let spec = &node.spec;
+            let site = &mut self.sites[spec.site as usize];
+            let t = &mut site.total;
+            if now {
+                t.cpu_milli += spec.cpu_milli;
+                t.memory_mib += spec.memory_mib;
+                t.storage_gib += spec.storage_gib;
+                t.gpu_milli += spec.gpus as u64 * 1000;
+                t.whole_gpus += spec.gpus as u64;
+            } else {
+                t.cpu_milli -= spec.cpu_milli;
+                t.memory_mib -= spec.memory_mib;
+                t.storage_gib -= spec.storage_gib;
+                t.gpu_milli -= spec.gpus as u64 * 1000;
+                t.whole_gpus -= spec.gpus as u64;
+            }
+            count(&mut site.gpu_nodes, spec.gpus, now);
+            t.max_node_whole_gpus = site.gpu_nodes.iter().rposition(|&c| c > 0).unwrap_or(0) as u32;
+        }
+        self.update_site(n, before);
     }
 
     /// Regroups a site's offers and recomputes its aggregates: what a node joining,
@@ -540,8 +579,14 @@ impl Cluster {
     /// O(nodes of the site, or of both sites when it moves).
     pub fn update_node(&mut self, n: NodeIdx, spec: NodeSpec) -> Result<bool, BuildError> {
         self.check_site(spec.site, &spec.name)?;
-        if same_node_spec(&self.nodes[n as usize].spec, &spec) {
-            return Ok(false);
+        let old = &self.nodes[n as usize].spec;
+        if same_but_health(old, &spec) {
+            if old.healthy == spec.healthy {
+                return Ok(false);
+            }
+            // A node lost or back: the commonest change, and O(1) in the site.
+            self.set_healthy(n, spec.healthy);
+            return Ok(true);
         }
         let model = self.symbols.intern(&spec.model);
         let architecture = self.symbols.intern(&spec.architecture);
@@ -775,11 +820,15 @@ impl Cluster {
 /// Whether two node specs are the same to the scheduler (NaN economics equal NaN: an
 /// unknown price staying unknown is no change).
 pub fn same_node_spec(a: &NodeSpec, b: &NodeSpec) -> bool {
+    a.healthy == b.healthy && same_but_health(a, b)
+}
+
+/// [`same_node_spec`] but for `healthy`.
+pub fn same_but_health(a: &NodeSpec, b: &NodeSpec) -> bool {
     let same = |x: f64, y: f64| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
     a.name == b.name
         && a.site == b.site
         && a.labels == b.labels
-        && a.healthy == b.healthy
         && a.cpu_milli == b.cpu_milli
         && a.memory_mib == b.memory_mib
         && a.storage_gib == b.storage_gib
@@ -1064,6 +1113,9 @@ mod tests {
             Release {
                 pick: usize,
             },
+            Health {
+                pick: usize,
+            },
         }
 
         const SITES: usize = 3;
@@ -1091,6 +1143,7 @@ mod tests {
                 4 => (any::<usize>(), 0..3u8, 0..4usize)
                     .prop_map(|(pick, tenant, kind)| Op::Reserve { pick, tenant, kind }),
                 2 => any::<usize>().prop_map(|pick| Op::Release { pick }),
+                2 => any::<usize>().prop_map(|pick| Op::Health { pick }),
             ]
         }
 
@@ -1272,6 +1325,11 @@ mod tests {
                         .collect()
                 };
                 assert_eq!(hist(a), hist(b), "site {s} histogram");
+                assert_eq!(
+                    trimmed(&a.gpu_nodes),
+                    trimmed(&b.gpu_nodes),
+                    "site {s} GPU nodes"
+                );
             }
             let used = |c: &Cluster| -> Vec<(String, (u64, u64, u64))> {
                 c.usage
@@ -1385,6 +1443,16 @@ mod tests {
                                 w.held.push((node, tenant, d, gpus));
                             }
                         }
+                    }
+                    Op::Health { pick } => {
+                        // A node lost or back with what it holds kept, as a heartbeat does.
+                        let Some(name) = pick_node(&w, pick) else {
+                            continue;
+                        };
+                        let mut spec = w.specs[&name].clone();
+                        spec.healthy = !spec.healthy;
+                        assert!(c.update_node(idx[&name], spec.clone()).unwrap());
+                        w.specs.insert(name, spec);
                     }
                     Op::SetSite {
                         site,
