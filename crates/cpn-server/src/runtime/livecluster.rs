@@ -32,7 +32,7 @@ use crate::error::ApiResult;
 use crate::inventory::RegistryModel;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
-use cpn_sched::cluster::{GpuPick, same_node_spec};
+use cpn_sched::cluster::{GpuPick, same_but_health, same_node_spec};
 use cpn_sched::task::Demand;
 use cpn_sched::{GpuAssignment, NodeIdx, NodeSpec, SiteIdx};
 use cpn_store::NodeRecord;
@@ -355,11 +355,20 @@ impl BinderCluster {
         self.site_health(s);
     }
 
-    /// Node `n` is now `spec`: nothing happens when the scheduler sees no difference; else
-    /// its holds are released, the node changed, and its holds taken again.
+    /// Node `n` is now `spec`: nothing happens when the scheduler sees no difference; a
+    /// node lost or back keeps what it holds (O(1) in its site); else its holds are
+    /// released, the node changed, and its holds taken again.
     fn update_node(&mut self, n: NodeIdx, spec: NodeSpec) -> bool {
-        if same_node_spec(&self.live.cluster.node(n).spec, &spec) {
+        let old = &self.live.cluster.node(n).spec;
+        if same_node_spec(old, &spec) {
             return false;
+        }
+        if same_but_health(old, &spec) {
+            return self
+                .live
+                .cluster
+                .update_node(n, spec)
+                .expect("the node stays on its site");
         }
         self.unplace_on(n);
         self.live
