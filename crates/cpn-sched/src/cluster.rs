@@ -95,6 +95,11 @@ pub struct Site {
     pub offers: Vec<Offer>,
     /// Vertex in the topology graph.
     pub vertex: Option<SiteIndex>,
+    /// How many nodes the sites before it have: its node at position `p` is the
+    /// `first_ordinal + p`-th node in site order, the index a fresh build would give it.
+    /// Tie-breaks key on this, not on `NodeIdx`, so an incrementally kept cluster decides
+    /// exactly as a fresh build of the same world.
+    pub first_ordinal: u32,
     pub free: Aggregate,
     pub total: Aggregate,
     /// Free capacity per offer (same order as `offers`), so a site whose H800s are free
@@ -332,6 +337,7 @@ impl ClusterBuilder {
                 nodes: members,
                 offers,
                 vertex: vertices[i],
+                first_ordinal: start as u32,
                 free: Aggregate::default(),
                 total: Aggregate::default(),
                 offer_free: Vec::new(),
@@ -504,6 +510,17 @@ impl Cluster {
         self.refresh_site(s);
     }
 
+    /// Recomputes `first_ordinal` of the sites after `s` (a node joined or left `s`).
+    /// O(sites).
+    fn renumber_after(&mut self, s: SiteIdx) {
+        let mut next =
+            self.sites[s as usize].first_ordinal + self.sites[s as usize].nodes.len() as u32;
+        for site in &mut self.sites[s as usize + 1..] {
+            site.first_ordinal = next;
+            next += site.nodes.len() as u32;
+        }
+    }
+
     fn check_site(&self, s: SiteIdx, node: &str) -> Result<(), BuildError> {
         if (s as usize) < self.sites.len() {
             Ok(())
@@ -542,6 +559,7 @@ impl Cluster {
         let members = &mut self.sites[site as usize].nodes;
         members.insert(position.min(members.len()), n);
         self.rebuild_site(site);
+        self.renumber_after(site);
         Ok(n)
     }
 
@@ -568,6 +586,7 @@ impl Cluster {
             last
         });
         self.rebuild_site(site);
+        self.renumber_after(site);
         moved
     }
 
@@ -607,6 +626,7 @@ impl Cluster {
             }
             self.sites[new_site as usize].nodes.push(n);
             self.rebuild_site(old_site);
+            self.renumber_after(old_site.min(new_site));
         }
         self.rebuild_site(new_site);
         Ok(true)
@@ -1288,6 +1308,7 @@ mod tests {
                         .collect()
                 };
                 assert_eq!(names(live, a), names(fresh, b), "site {s} order");
+                assert_eq!(a.first_ordinal, b.first_ordinal, "site {s} ordinal");
                 for (&x, &y) in a.nodes.iter().zip(&b.nodes) {
                     let (x, y) = (live.node(x), fresh.node(y));
                     assert!(same_node_spec(&x.spec, &y.spec), "{}", x.spec.name);
@@ -1482,6 +1503,20 @@ mod tests {
                     }
                 }
                 assert_same(&c, &w.build());
+            }
+            // And it decides as a fresh build does: the same tasks, seed and profile land
+            // on the same nodes (tie-breaks key on site order, not on node indices).
+            let mut fresh = w.build();
+            let tasks = crate::synthetic::tasks(30, 5);
+            let mut a = crate::Scheduler::new(crate::plugins::default_profile(), 9);
+            let mut b = crate::Scheduler::new(crate::plugins::default_profile(), 9);
+            for t in &tasks {
+                let name = |c: &Cluster, r: Result<crate::Placement, crate::Unschedulable>| {
+                    r.ok().map(|p| c.node(p.node).spec.name.clone())
+                };
+                let x = a.schedule(t, &mut c, crate::Mode::Fast);
+                let y = b.schedule(t, &mut fresh, crate::Mode::Fast);
+                assert_eq!(name(&c, x.0), name(&fresh, y.0), "{}", t.id);
             }
         }
 
