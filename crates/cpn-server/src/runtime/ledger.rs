@@ -3,9 +3,11 @@
 //! — is one [`Hold`] here, keyed by its kind and id. The store is the truth: the ledger is
 //! rebuilt from it at start ([`super::Runtime::load`]) and changed right after every write
 //! that creates, adjusts or releases a hold, under `Runtime::capacity_lock` for anything
-//! that takes capacity. The live cluster takes every live-node hold out of what it offers
-//! ([`Ledger::reserve_into`]), so the binder, `POST /schedule`, "why here" and I2 see the
-//! same capacity; the planning snapshot takes out the holds on registry resources.
+//! that takes capacity. A live cluster takes every live-node hold out of what it offers
+//! (a per-request one all at once with [`Ledger::reserve_into`]; the binder's, kept across
+//! cycles, only the holds that changed, from [`Ledger::take_changes`]), so the binder,
+//! `POST /schedule`, "why here" and I2 see the same capacity; the planning snapshot takes
+//! out the holds on registry resources.
 //!
 //! A hold may carry an expiry: from then on it holds nothing, and the monitor's [`sweep`]
 //! marks it released in the store.
