@@ -114,6 +114,7 @@ pub async fn register(
                 .await?;
             match joined {
                 Ok((node, _token)) => {
+                    state.runtime.federation.node_changed(&node);
                     state
                         .store
                         .append_events(vec![node_event(
@@ -146,10 +147,10 @@ pub async fn register(
                     )],
                 )
                 .await?;
+            state.runtime.federation.node_changed(&node);
             (node, None)
         }
     };
-    state.runtime.federation.node_changed(&node);
     state.runtime.events_written();
     state.runtime.with_live(&node.id, |l| {
         l.last_heartbeat = Instant::now();

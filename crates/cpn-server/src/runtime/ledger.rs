@@ -117,6 +117,11 @@ impl Ledger {
         }
     }
 
+    /// Whether a key changed since the last [`Ledger::take_changes`].
+    pub fn has_changes(&self) -> bool {
+        self.reset || !self.changed.is_empty()
+    }
+
     /// Every hold with its key (expired ones too).
     pub fn all(&self) -> impl Iterator<Item = (&HoldKey, &Hold)> {
         self.holds.iter()

@@ -40,6 +40,85 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+/// Set (in a debug build) to compare the binder's live cluster with a fresh build at every
+/// cycle; a value other than `1` is a file the difference is appended to.
+pub const CHECK_ENV: &str = "CPN_CHECK_LIVE_CLUSTER";
+
+/// What the scheduler sees of two live clusters, compared: sites (name, health, free and
+/// total capacity but for which GPU a fractional hold sits on, offers), their nodes in
+/// order (spec and what is used), and the live filters' counts.
+fn same_cluster(a: &LiveCluster, b: &LiveCluster) -> Result<(), String> {
+    let (ca, cb) = (&a.cluster, &b.cluster);
+    if ca.sites.len() != cb.sites.len() || ca.nodes.len() != cb.nodes.len() {
+        return Err(format!(
+            "{} sites, {} nodes against {} sites, {} nodes",
+            ca.sites.len(),
+            ca.nodes.len(),
+            cb.sites.len(),
+            cb.nodes.len()
+        ));
+    }
+    for (s, (x, y)) in ca.sites.iter().zip(&cb.sites).enumerate() {
+        let cap = |g: &cpn_sched::cluster::Aggregate| {
+            (g.cpu_milli, g.memory_mib, g.storage_gib, g.gpu_milli)
+        };
+        if x.spec.name != y.spec.name
+            || x.spec.healthy != y.spec.healthy
+            || cap(&x.free) != cap(&y.free)
+            || x.total != y.total
+            || x.first_ordinal != y.first_ordinal
+            || format!(
+                "{:?}",
+                x.offers
+                    .iter()
+                    .map(|o| (o.units, o.nodes))
+                    .collect::<Vec<_>>()
+            ) != format!(
+                "{:?}",
+                y.offers
+                    .iter()
+                    .map(|o| (o.units, o.nodes))
+                    .collect::<Vec<_>>()
+            )
+        {
+            return Err(format!(
+                "site {s}: {:?} against {:?}",
+                (&x.spec.name, x.spec.healthy, x.free, x.total),
+                (&y.spec.name, y.spec.healthy, y.free, y.total)
+            ));
+        }
+        let (la, lb) = (&a.site_access[s], &b.site_access[s]);
+        if (la.nodes, la.ready) != (lb.nodes, lb.ready) {
+            return Err(format!(
+                "site {s}: live counts {:?} against {:?}",
+                (la.nodes, la.ready),
+                (lb.nodes, lb.ready)
+            ));
+        }
+        for (&i, &j) in x.nodes.iter().zip(&y.nodes) {
+            let (n, m) = (ca.node(i), cb.node(j));
+            let used = |n: &cpn_sched::cluster::Node| {
+                (
+                    n.cpu_used,
+                    n.memory_used,
+                    n.storage_used,
+                    n.gpu_milli_free(),
+                )
+            };
+            if !same_node_spec(&n.spec, &m.spec) || used(n) != used(m) {
+                return Err(format!(
+                    "site {s}: node {} ({:?}) against {} ({:?})",
+                    n.spec.name,
+                    used(n),
+                    m.spec.name,
+                    used(m)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A ledger hold as the live cluster took it.
 #[derive(Debug)]
 struct Taken {
@@ -149,7 +228,59 @@ impl LiveState {
         if built {
             self.full_builds.fetch_add(1, Ordering::Relaxed);
         }
+        if cfg!(debug_assertions) && std::env::var_os(CHECK_ENV).is_some() {
+            self.check_against_fresh(state, &bc, model.epoch).await?;
+        }
         Ok((bc, stats))
+    }
+
+    /// Debug builds with [`CHECK_ENV`] set: compares the cluster kept by events with one
+    /// built fresh from the store and the ledger, and aborts the server on a difference (so
+    /// any e2e test run with it set fails loudly). Skipped when something changed while the
+    /// fresh one was read (a node record, a hold, the registry): then they may differ.
+    async fn check_against_fresh(
+        &self,
+        state: &AppState,
+        bc: &BinderCluster,
+        epoch: u64,
+    ) -> ApiResult<()> {
+        let nodes = state.store.list_nodes().await?;
+        let fresh = super::livestate::live_cluster(state, &nodes, &|_, _| true).await?;
+        let quiet = |epoch_now: u64| {
+            epoch_now == epoch
+                && self
+                    .changed_nodes
+                    .lock()
+                    .expect("changed-node lock is never poisoned")
+                    .is_empty()
+                && !state.runtime.ledger().has_changes()
+        };
+        if !quiet(fresh.model.epoch) {
+            return Ok(());
+        }
+        if let Err(why) = same_cluster(&bc.live, &fresh) {
+            // A write the store committed is reported (`node_changed`, the ledger) just
+            // after: one read in that gap differs without anything being wrong.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if !quiet(self.registry(state).await?.epoch) {
+                return Ok(());
+            }
+            let report = format!("the binder's live cluster differs from a fresh build: {why}\n");
+            eprint!("{CHECK_ENV}: {report}");
+            // A path in the variable gets the report too (e2e servers have no stderr).
+            if let Some(path) = std::env::var_os(CHECK_ENV).filter(|p| p != "1") {
+                use std::io::Write;
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                {
+                    let _ = f.write_all(report.as_bytes());
+                }
+            }
+            std::process::abort();
+        }
+        Ok(())
     }
 
     /// Gives the binder's live cluster back for the next cycle.
