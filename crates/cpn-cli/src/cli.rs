@@ -197,6 +197,9 @@ pub enum BenchCmd {
     /// Login latency on a private server: --clients concurrent valid logins, each hashing
     /// its password (argon2id) on the server's bounded pool; prints p50/p99/max and any 429.
     Login(crate::commands::bench_login::BenchLoginArgs),
+    /// What one event (heartbeat, node join or loss, registry change) costs the binder's
+    /// live cluster at 5,000 and 50,000 nodes, against rebuilding it; runs in process.
+    Livestate(crate::commands::bench_livestate::BenchLivestateArgs),
 }
 
 #[derive(Debug, Args)]

@@ -684,7 +684,7 @@ pub fn site_value(cluster: &Cluster, site: u32, fields: &Fields) -> Value {
             "electricity_price" => Value::Float(s.spec.electricity_price),
             "carbon_intensity" => Value::Float(s.spec.carbon_intensity?),
             "healthy" => Value::Bool(s.spec.healthy),
-            "nodes" => Value::Int((s.nodes.end - s.nodes.start) as i64),
+            "nodes" => Value::Int(s.nodes.len() as i64),
             "free_gpus" => Value::Int(s.free.whole_gpus as i64),
             "total_gpus" => Value::Int(s.total.whole_gpus as i64),
             "free_gpu_milli" => Value::Int(s.free.gpu_milli as i64),

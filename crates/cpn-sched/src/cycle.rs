@@ -479,8 +479,8 @@ impl Scheduler {
         tally: &mut Tally,
     ) -> Option<NodeIdx> {
         let explain = decision.is_some();
-        let range = cluster.site(site).nodes.clone();
-        let len = (range.end - range.start) as usize;
+        let members = &cluster.site(site).nodes;
+        let len = members.len();
         if len == 0 {
             tally.count("cycle", "no_nodes", false);
             return None;
@@ -488,12 +488,17 @@ impl Scheduler {
         let want = self.profile.sampling.nodes_to_find(len);
         let start = self.next_node_start % len;
         let mut feasible: Vec<NodeIdx> = Vec::with_capacity(want.min(len));
+        // Each feasible node's place in site order (`Site::first_ordinal` + position): the
+        // tie-break key, the same in a fresh and in an incrementally kept cluster.
+        let first = cluster.site(site).first_ordinal;
+        let mut ordinals: Vec<u32> = Vec::with_capacity(want.min(len));
         let mut reports: Vec<CandidateReport> = Vec::new();
         let mut scanned = 0;
         // Looked up once per cycle, not once per node: a dynamic call per plugin each time.
         let filters: Vec<&dyn NodeFilter> = self.profile.node_filters().collect();
         while scanned < len && feasible.len() < want {
-            let node = range.start + ((start + scanned) % len) as NodeIdx;
+            let position = (start + scanned) % len;
+            let node = members[position];
             scanned += 1;
             let mut ok = true;
             let mut verdicts = Vec::new();
@@ -511,6 +516,7 @@ impl Scheduler {
             }
             if ok {
                 feasible.push(node);
+                ordinals.push(first + position as u32);
             }
             if explain {
                 reports.push(CandidateReport {
@@ -571,7 +577,7 @@ impl Scheduler {
         let best = (0..n)
             .max_by(|&a, &b| {
                 totals[a].total_cmp(&totals[b]).then_with(|| {
-                    mix(seed ^ feasible[a] as u64).cmp(&mix(seed ^ feasible[b] as u64))
+                    mix(seed ^ ordinals[a] as u64).cmp(&mix(seed ^ ordinals[b] as u64))
                 })
             })
             .expect("feasible is not empty");

@@ -480,7 +480,7 @@ mod tests {
     fn every_node_counts_in_its_own_offer() {
         let c = cluster(3, 200, 5);
         for s in &c.sites {
-            for n in &c.nodes[s.nodes.start as usize..s.nodes.end as usize] {
+            for n in s.nodes.iter().map(|&i| &c.nodes[i as usize]) {
                 let o = &s.offers[n.offer as usize];
                 assert_eq!((o.model, o.chip), (n.model, n.spec.chip), "{}", n.spec.name);
             }

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod audit;
 pub mod auth;
 pub mod bench;
+pub mod bench_livestate;
 pub mod bench_login;
 pub mod bench_tasks;
 pub mod decision;
@@ -71,6 +72,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Bench(crate::cli::BenchCmd::Schedule(args)) => return bench::schedule(args),
         Command::Bench(crate::cli::BenchCmd::Tasks(args)) => return bench_tasks::run(args).await,
         Command::Bench(crate::cli::BenchCmd::Login(args)) => return bench_login::run(args).await,
+        Command::Bench(crate::cli::BenchCmd::Livestate(args)) => return bench_livestate::run(args),
         Command::Sim(sim::SimCmd::Gpu(args)) => return sim::gpu(args),
         _ => cli,
     };

@@ -92,10 +92,7 @@ fn node_variables() {
     assert!(f.per_node());
     assert!(f.as_site_filter().is_none() && f.as_node_filter().is_some());
     let state = CycleState::new(true);
-    let n = cluster
-        .site(cluster.site_by_name("hot").unwrap())
-        .nodes
-        .start;
+    let n = cluster.site(cluster.site_by_name("hot").unwrap()).nodes[0];
     assert_eq!(f.filter_node(&state, &task, &cluster, n), Verdict::Fits);
     for fdoc in NODE_FIELDS {
         let e = format!("has(node.{})", fdoc.name);

@@ -114,6 +114,7 @@ pub async fn register(
                 .await?;
             match joined {
                 Ok((node, _token)) => {
+                    state.runtime.federation.node_changed(&node);
                     state
                         .store
                         .append_events(vec![node_event(
@@ -146,6 +147,7 @@ pub async fn register(
                     )],
                 )
                 .await?;
+            state.runtime.federation.node_changed(&node);
             (node, None)
         }
     };
@@ -203,10 +205,11 @@ pub async fn heartbeat(
             ready: Some(true),
             ..Default::default()
         };
-        state
+        let rec = state
             .store
             .patch_node(node_id, patch, Utc::now(), vec![event])
             .await?;
+        rt.federation.node_changed(&rec);
         rt.events_written();
         rt.capacity_changed();
     }

@@ -1,9 +1,10 @@
 //! The binding loop: pending tasks are placed by the scheduler on the live inventory and
 //! bound durably before any executor hears of them (issue #5 item 4).
 //!
-//! One cycle reads the due pending tasks, orders them in a `cpn_sched::queue::TaskQueue`
-//! (priority classes, FIFO inside a class, aging), builds the cluster from the nodes
-//! executors reported (minus what active tasks and allocations hold), and runs one
+//! One cycle reads the due pending tasks (at most [`BATCH`]), orders them in a
+//! `cpn_sched::queue::TaskQueue` (priority classes, FIFO inside a class, aging), brings the
+//! binder's live cluster up to date with the events since the last cycle (`livecluster`:
+//! nodes that changed, holds taken or given back, registry changes), and runs one
 //! `cpn_sched::batch::Round` over them — the batch binding loop the twins run too — with a
 //! brief record of each decision, stored with the binding for "why here". Every binding of
 //! the cycle is committed in one store transaction. Cycles run one at a time, so capacity is
@@ -27,8 +28,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Most tasks one cycle considers.
-pub const BATCH: usize = 4096;
+/// Most tasks one cycle considers. A cycle holds the capacity lock from reading the
+/// pending tasks to committing their bindings, and its time grows with the batch (decode,
+/// placement, the brief decisions, one write transaction): the old cap of 4,096 let cycles
+/// grow to ~870 tasks and ~0.5 s under load. Measured with `cpn bench tasks` (a) on a shared
+/// 2-core machine, a cycle costs ~20 ms fixed (reading tasks and policies, the commit's
+/// fsync) plus ~0.2 ms per task: 64 kept most cycles near 30 ms but bound under 2,000
+/// tasks/s; 128 binds ~2,500 tasks/s with cycles of ~45 ms (p99 ~90 ms); 256 made them
+/// ~100 ms. A full batch starts the next cycle at once.
+pub const BATCH: usize = 128;
 /// Label of every live node: its name, for node selectors.
 pub use super::livestate::NODE_NAME_LABEL;
 
@@ -212,12 +220,14 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
         })
         .await?;
     if pending.is_empty() {
+        // Idle: the live cluster still takes the events (nodes joining, holds given back),
+        // so the first loaded cycle does not pay for them, nor for building it.
+        let (live, _) = rt.federation.binder_cluster(state).await?;
+        rt.federation.put_binder_cluster(live);
         return Ok(0);
     }
     rt.counters.binder_cycles.fetch_add(1, Ordering::Relaxed);
     let considered = pending.len();
-    let nodes = state.store.list_nodes().await?;
-    let live = live_cluster(state, &nodes, &|_, _| true).await?;
     let mut writes = Vec::with_capacity(pending.len());
     // Decode the batch first: its shapes are FGD's target workload.
     let mut batch = Vec::with_capacity(pending.len());
@@ -256,21 +266,45 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
         .filter(|(_, t, _)| t.demand.gpus > 0)
         .map(|(_, t, _)| t.clone())
         .collect();
-    let policies = Policies::load(state, &shapes, live.site_access.clone()).await?;
+    // Taken once the batch is decoded: a cycle that fails before giving it back leaves
+    // the next to build it anew.
+    let (live, _) = rt.federation.binder_cluster(state).await?;
+    let policies = match Policies::load(state, &shapes, live.live.site_access.clone()).await {
+        Ok(p) => p,
+        Err(e) => {
+            rt.federation.put_binder_cluster(live);
+            return Err(e);
+        }
+    };
     // The round is CPU work (up to BATCH placements): it runs on the blocking pool, not on
     // the threads that answer requests.
     let unplaceable_wait = rt.config.limits.unplaceable_wait;
-    let RoundResult {
-        writes,
-        bound,
-        unschedulable,
-    } = tokio::task::spawn_blocking(move || {
-        place_batch(batch, live, policies, now, unplaceable_wait, writes)
+    let (
+        RoundResult {
+            writes,
+            bound,
+            unschedulable,
+            placed,
+        },
+        live,
+    ) = tokio::task::spawn_blocking(move || {
+        let mut live = live;
+        let r = place_batch(batch, &mut live, policies, now, unplaceable_wait, writes);
+        (r, live)
     })
     .await
     .map_err(|e| {
         crate::error::ApiError::new(cpn_api_types::Code::Internal, format!("binding round: {e}"))
     })?;
+    // The round took its placements on the live cluster: the next cycle checks each against
+    // what the store bound (a write that fails gives it back).
+    {
+        let mut ledger = rt.ledger();
+        for id in &placed {
+            ledger.touch(super::ledger::HoldKind::Task, id);
+        }
+    }
+    rt.federation.put_binder_cluster(live);
     rt.counters
         .unschedulable
         .fetch_add(unschedulable, Ordering::Relaxed);
@@ -283,7 +317,7 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
 /// decisions) and the refusals, as task writes appended to `writes`.
 fn place_batch(
     batch: Vec<(Task, cpn_sched::Task, bool)>,
-    mut live: LiveCluster,
+    binder: &mut super::livecluster::BinderCluster,
     mut policies: Policies,
     now: chrono::DateTime<Utc>,
     unplaceable_wait: Duration,
@@ -291,6 +325,7 @@ fn place_batch(
 ) -> RoundResult {
     let mut bound = 0u64;
     let mut unschedulable = 0u64;
+    let mut placed = Vec::new();
     // Queue order: priority classes, FIFO inside a class, aging, as in the twins.
     let now_s = now.timestamp().max(0) as u64;
     let mut queue = TaskQueue::new(DEFAULT_AGING_S);
@@ -320,12 +355,22 @@ fn place_batch(
             scheduler,
             &sched_task,
             &shape,
-            &mut live.cluster,
+            &mut binder.live.cluster,
             Mode::Brief,
         );
+        let live = &binder.live;
         let events = match outcome {
             Outcome::Placed(p) => {
                 bound += 1;
+                binder.placed(
+                    &task.record.id,
+                    p.node,
+                    &sched_task.tenant,
+                    sched_task.demand,
+                    p.gpus.clone(),
+                );
+                placed.push(task.record.id.clone());
+                let live = &binder.live;
                 let n = p.node as usize;
                 let site = live.site_names[p.site as usize].clone();
                 let gpus = p.gpus.iter().map(|(i, _)| *i).collect();
@@ -344,7 +389,7 @@ fn place_batch(
             }
             Outcome::Waits(u) => {
                 unschedulable += 1;
-                let why = unschedulable_reason(&live, &u, "no node fits now");
+                let why = unschedulable_reason(live, &u, "no node fits now");
                 if !due && task.unschedulable_for(&why) {
                     // Tried early because capacity appeared, and still waiting for the
                     // same reason: nothing to write (its backoff stands).
@@ -355,7 +400,7 @@ fn place_batch(
             Outcome::Never(u) => {
                 unschedulable += 1;
                 let why = unschedulable_reason(
-                    &live,
+                    live,
                     &u,
                     "no site can ever take it as the federation stands",
                 );
@@ -368,6 +413,7 @@ fn place_batch(
         writes,
         bound,
         unschedulable,
+        placed,
     }
 }
 
@@ -376,6 +422,8 @@ struct RoundResult {
     writes: Vec<TaskWrite>,
     bound: u64,
     unschedulable: u64,
+    /// Ids of the tasks it placed.
+    placed: Vec<String>,
 }
 
 fn unschedulable_reason(live: &LiveCluster, u: &cpn_sched::Unschedulable, what: &str) -> String {

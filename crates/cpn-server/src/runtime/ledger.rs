@@ -3,9 +3,11 @@
 //! — is one [`Hold`] here, keyed by its kind and id. The store is the truth: the ledger is
 //! rebuilt from it at start ([`super::Runtime::load`]) and changed right after every write
 //! that creates, adjusts or releases a hold, under `Runtime::capacity_lock` for anything
-//! that takes capacity. The live cluster takes every live-node hold out of what it offers
-//! ([`Ledger::reserve_into`]), so the binder, `POST /schedule`, "why here" and I2 see the
-//! same capacity; the planning snapshot takes out the holds on registry resources.
+//! that takes capacity. A live cluster takes every live-node hold out of what it offers
+//! (a per-request one all at once with [`Ledger::reserve_into`]; the binder's, kept across
+//! cycles, only the holds that changed, from [`Ledger::take_changes`]), so the binder,
+//! `POST /schedule`, "why here" and I2 see the same capacity; the planning snapshot takes
+//! out the holds on registry resources.
 //!
 //! A hold may carry an expiry: from then on it holds nothing, and the monitor's [`sweep`]
 //! marks it released in the store.
@@ -19,7 +21,7 @@ use cpn_sched::{Cluster, NodeIdx};
 use std::collections::HashMap;
 
 /// What holds capacity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HoldKind {
     /// An active (scheduled or running) task, by task id.
     Task,
@@ -30,7 +32,7 @@ pub enum HoldKind {
 }
 
 /// Capacity one task, decision or allocation holds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Hold {
     /// A live node id, or `resource:<id>` for an allocation on a registry resource.
     pub target: String,
@@ -54,21 +56,75 @@ impl Hold {
     }
 }
 
-/// Every hold, by kind and id.
+/// A hold's key: its kind and the id of what holds.
+pub type HoldKey = (HoldKind, String);
+
+/// Every hold, by kind and id, and which changed since the binder's live cluster last
+/// looked (`take_changes`), so it applies only those: O(changed holds) per cycle.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    holds: HashMap<(HoldKind, String), Hold>,
+    holds: HashMap<HoldKey, Hold>,
+    changed: std::collections::HashSet<HoldKey>,
+    /// Cleared since the last look: every hold may have changed.
+    reset: bool,
+}
+
+/// What changed in the ledger since the last [`Ledger::take_changes`].
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Everything may have changed (the ledger was reloaded): start from `active`.
+    pub reset: bool,
+    /// Each changed key with its hold now (None: released).
+    pub holds: Vec<(HoldKey, Option<Hold>)>,
 }
 
 impl Ledger {
     /// Adds or replaces a hold.
     pub fn hold(&mut self, kind: HoldKind, id: &str, hold: Hold) {
-        self.holds.insert((kind, id.to_string()), hold);
+        let key = (kind, id.to_string());
+        self.changed.insert(key.clone());
+        self.holds.insert(key, hold);
     }
 
     /// Removes a hold; whether there was one.
     pub fn release(&mut self, kind: HoldKind, id: &str) -> bool {
-        self.holds.remove(&(kind, id.to_string())).is_some()
+        let key = (kind, id.to_string());
+        let had = self.holds.remove(&key).is_some();
+        if had {
+            self.changed.insert(key);
+        }
+        had
+    }
+
+    /// Marks a key changed without changing it: the binder's own placements, which its
+    /// live cluster took before the store said whether they were bound.
+    pub fn touch(&mut self, kind: HoldKind, id: &str) {
+        self.changed.insert((kind, id.to_string()));
+    }
+
+    /// The changes since the last call, each with the hold as it is now.
+    pub fn take_changes(&mut self) -> Changes {
+        let keys = std::mem::take(&mut self.changed);
+        Changes {
+            reset: std::mem::take(&mut self.reset),
+            holds: keys
+                .into_iter()
+                .map(|k| {
+                    let h = self.holds.get(&k).cloned();
+                    (k, h)
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether a key changed since the last [`Ledger::take_changes`].
+    pub fn has_changes(&self) -> bool {
+        self.reset || !self.changed.is_empty()
+    }
+
+    /// Every hold with its key (expired ones too).
+    pub fn all(&self) -> impl Iterator<Item = (&HoldKey, &Hold)> {
+        self.holds.iter()
     }
 
     pub fn get(&self, kind: HoldKind, id: &str) -> Option<&Hold> {
@@ -77,6 +133,8 @@ impl Ledger {
 
     pub fn clear(&mut self) {
         self.holds.clear();
+        self.changed.clear();
+        self.reset = true;
     }
 
     /// Every hold still holding at `now`, with its kind and id.
@@ -199,5 +257,36 @@ mod tests {
             l.get(HoldKind::Allocation, "b").unwrap().resource(),
             Some("r1")
         );
+    }
+
+    #[test]
+    fn changes_name_each_key_once_with_its_hold_now() {
+        let mut l = Ledger::default();
+        l.hold(HoldKind::Task, "a", hold("n1", 1000, None));
+        l.hold(HoldKind::Task, "a", hold("n1", 2000, None));
+        l.hold(HoldKind::Decision, "d", hold("n2", 500, None));
+        assert!(!l.release(HoldKind::Task, "nothing"));
+        let c = l.take_changes();
+        assert!(!c.reset);
+        let mut keys: Vec<_> = c
+            .holds
+            .iter()
+            .map(|(k, h)| (k.clone(), h.clone()))
+            .collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            keys.len(),
+            2,
+            "a key changed twice is one change; no change for a miss"
+        );
+        assert_eq!(keys[0].1.as_ref().unwrap().demand.cpu_milli, 2000);
+        assert!(l.take_changes().holds.is_empty());
+        l.release(HoldKind::Decision, "d");
+        l.touch(HoldKind::Task, "b");
+        let c = l.take_changes();
+        assert_eq!(c.holds.len(), 2);
+        assert!(c.holds.iter().all(|(_, h)| h.is_none()));
+        l.clear();
+        assert!(l.take_changes().reset);
     }
 }

@@ -18,8 +18,12 @@
 //! spec says, and a site with no live node at all is registered capacity only, a planning
 //! target the binder never places on; the [`LiveSites`] filter says which in explain.
 //!
-//! Still O(cluster) per binding cycle: the live part is rebuilt each cycle from the node
-//! records and the capacity ledger (in memory); only the registry part is event-driven.
+//! [`live_cluster`] builds such a cluster in O(cluster) for one request (capacity, `POST
+//! /schedule`, "why here now", the twin on live nodes), for the sites its caller may see.
+//! The binder does not: it keeps one cluster of every site across cycles and applies the
+//! events since the last cycle to it (`super::livecluster`), O(changed objects) per cycle;
+//! this module gives it the pieces ([`build_live`], [`node_spec`], [`live_sites`],
+//! [`measured_site`]) so both derive nodes and sites the same way.
 
 use super::nodes::inventory_of;
 use crate::caller::Caller;
@@ -48,7 +52,8 @@ pub const OFFER_LABEL: &str = "cpn.node/resource";
 /// non-finite values, so such a node never makes its site look cheap, fast or frugal.
 pub const UNKNOWN: f64 = f64::NAN;
 
-/// The registry part of the live state, cached between registry changes.
+/// The registry part of the live state, cached between registry changes, and the binder's
+/// live cluster kept between cycles.
 #[derive(Default)]
 pub struct LiveState {
     /// Bumped by every registry change, after it commits.
@@ -63,6 +68,13 @@ pub struct LiveState {
     /// record's `updated_at` it was made at: a node is matched when it (re)registers or the
     /// registry changes, not every cycle.
     matches: Mutex<HashMap<String, CachedMatch>>,
+    /// The binder's live cluster between cycles (`livecluster`); None before the first
+    /// cycle and while a cycle holds it.
+    pub(super) binder: Mutex<Option<super::livecluster::BinderCluster>>,
+    /// Node records written since the binder's live cluster last looked, by node id.
+    pub(super) changed_nodes: Mutex<HashMap<String, NodeRecord>>,
+    /// How many times the binder's live cluster was built from scratch.
+    pub full_builds: AtomicU64,
 }
 
 /// A node's match: (registry epoch, node record's `updated_at`, offer index or why none).
@@ -136,7 +148,7 @@ impl LiveState {
 
     /// Forgets the matches of nodes not in `keep` (removed nodes), when the cache has grown
     /// past twice their number.
-    fn prune_matches(&self, keep: &[NodeRecord]) {
+    pub fn prune_matches(&self, keep: &[NodeRecord]) {
         let mut cache = self
             .matches
             .lock()
@@ -448,14 +460,34 @@ impl LiveCluster {
 
 /// Builds the live cluster over the registry sites `admit(public, tenant)` lets in (and the
 /// links it lets in), with `nodes` matched to their offers, minus every hold of the capacity
-/// ledger on them (tasks, decisions, allocations; expired holds hold nothing).
+/// ledger on them (tasks, decisions, allocations; expired holds hold nothing). O(cluster):
+/// what the per-request views (capacity, `POST /schedule`, "why here now", the twin on live
+/// nodes) build for their caller; the binder keeps one up to date instead
+/// ([`super::livecluster`]).
 pub async fn live_cluster(
     state: &AppState,
     nodes: &[NodeRecord],
     admit: crate::inventory::Admit<'_>,
 ) -> ApiResult<LiveCluster> {
     let model = state.runtime.federation.registry(state).await?;
-    let (mut b, index) = model.builder(admit);
+    let mut live = build_live(state, model, nodes, admit)?;
+    let idx: HashMap<&str, NodeIdx> = live
+        .node_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i as NodeIdx))
+        .collect();
+    // Capacity held by tasks, decisions and allocations (the ledger), expired holds aside.
+    state
+        .runtime
+        .ledger()
+        .reserve_into(chrono::Utc::now(), &mut live.cluster, &idx);
+    Ok(live)
+}
+
+/// The live filters' view of every site `admit` lets in, in model order, with no node
+/// counted yet; and the model index of each.
+pub fn live_sites(model: &RegistryModel, index: &[Option<SiteIdx>]) -> (Vec<LiveSite>, Vec<usize>) {
     let mut access: Vec<LiveSite> = Vec::new();
     let mut site_model = Vec::new();
     for (i, s) in model.sites.iter().enumerate() {
@@ -483,6 +515,89 @@ pub async fn live_cluster(
             site_model.push(i);
         }
     }
+    (access, site_model)
+}
+
+/// What the scheduler sees of node record `n` on cluster site `site` (model site `m`):
+/// its spec (the offer it fulfils gives economics and labels; healthy when ready, not
+/// cordoned, not occupied, its offer not isolated) and how it met the registry.
+pub fn node_spec(
+    state: &AppState,
+    model: &RegistryModel,
+    m: usize,
+    site: SiteIdx,
+    n: &NodeRecord,
+) -> (NodeSpec, NodeMatch) {
+    let inv = inventory_of(n);
+    let found = state.runtime.federation.match_node(model, m, n, &inv);
+    let offer: Option<&RegOffer> = found.as_ref().ok().map(|&i| &model.offers[i]);
+    let gpus = inv.gpus.len() as u32;
+    let mut labels: Labels = offer.map(|o| o.labels.clone()).unwrap_or_default();
+    labels.extend(n.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    labels.insert(NODE_NAME_LABEL.into(), n.name.clone());
+    let (chip, model_name, architecture, (tflops, price, watts)) = match offer {
+        Some(o) => (
+            o.chip(),
+            o.compute.model.clone(),
+            o.compute.architecture.clone(),
+            o.economics(),
+        ),
+        None => (
+            if gpus > 0 { Chip::Gpu } else { Chip::Cpu },
+            node_model(&inv).to_string(),
+            inv.arch.clone(),
+            (UNKNOWN, UNKNOWN, UNKNOWN),
+        ),
+    };
+    let spec = NodeSpec {
+        name: n.id.clone(),
+        site,
+        labels,
+        healthy: n.ready
+            && !n.cordoned
+            && n.occupied_by.is_none()
+            && !offer.is_some_and(|o| o.isolated),
+        cpu_milli: inv.cpu_cores as u64 * 1000,
+        memory_mib: inv.memory_mib,
+        storage_gib: inv
+            .disks
+            .iter()
+            .map(|d| d.available_gib)
+            .fold(0.0, f64::max) as u64,
+        chip: Some(chip),
+        model: model_name,
+        architecture,
+        gpus,
+        tflops_per_unit: tflops,
+        price_per_unit_hour: price,
+        watts_per_unit: watts,
+    };
+    let how = match found {
+        Ok(i) => NodeMatch::Offer(i),
+        Err(why) => NodeMatch::Unregistered(why),
+    };
+    (spec, how)
+}
+
+/// A site's spec as the scheduler sees it: the registry's, and not healthy when measured
+/// down (every node stopped answering).
+pub fn measured_site(model: &RegistryModel, m: usize, access: &LiveSite) -> cpn_sched::SiteSpec {
+    let mut spec = model.sites[m].spec.clone();
+    if access.health().0 == SiteHealth::Down {
+        spec.healthy = false;
+    }
+    spec
+}
+
+/// [`live_cluster`] before the ledger's holds are taken out.
+pub fn build_live(
+    state: &AppState,
+    model: Arc<RegistryModel>,
+    nodes: &[NodeRecord],
+    admit: crate::inventory::Admit<'_>,
+) -> ApiResult<LiveCluster> {
+    let (mut b, index) = model.builder(admit);
+    let (mut access, site_model) = live_sites(&model, &index);
     let mut matched: HashMap<&str, (&str, NodeMatch)> = HashMap::new();
     for n in nodes {
         let Some(&m) = model.site_index.get(&n.site_id) else {
@@ -491,57 +606,11 @@ pub async fn live_cluster(
         let Some(site) = index[m] else {
             continue;
         };
-        let inv = inventory_of(n);
-        let found = state.runtime.federation.match_node(&model, m, n, &inv);
-        let offer: Option<&RegOffer> = found.as_ref().ok().map(|&i| &model.offers[i]);
-        let gpus = inv.gpus.len() as u32;
-        let mut labels: Labels = offer.map(|o| o.labels.clone()).unwrap_or_default();
-        labels.extend(n.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        labels.insert(NODE_NAME_LABEL.into(), n.name.clone());
-        let (chip, model_name, architecture, (tflops, price, watts)) = match offer {
-            Some(o) => (
-                o.chip(),
-                o.compute.model.clone(),
-                o.compute.architecture.clone(),
-                o.economics(),
-            ),
-            None => (
-                if gpus > 0 { Chip::Gpu } else { Chip::Cpu },
-                node_model(&inv).to_string(),
-                inv.arch.clone(),
-                (UNKNOWN, UNKNOWN, UNKNOWN),
-            ),
-        };
+        let (spec, how) = node_spec(state, &model, m, site, n);
         let a = &mut access[site as usize];
         a.nodes += 1;
         a.ready += n.ready as u32;
-        b.node(NodeSpec {
-            name: n.id.clone(),
-            site,
-            labels,
-            healthy: n.ready
-                && !n.cordoned
-                && n.occupied_by.is_none()
-                && !offer.is_some_and(|o| o.isolated),
-            cpu_milli: inv.cpu_cores as u64 * 1000,
-            memory_mib: inv.memory_mib,
-            storage_gib: inv
-                .disks
-                .iter()
-                .map(|d| d.available_gib)
-                .fold(0.0, f64::max) as u64,
-            chip: Some(chip),
-            model: model_name,
-            architecture,
-            gpus,
-            tflops_per_unit: tflops,
-            price_per_unit_hour: price,
-            watts_per_unit: watts,
-        });
-        let how = match found {
-            Ok(i) => NodeMatch::Offer(i),
-            Err(why) => NodeMatch::Unregistered(why),
-        };
+        b.node(spec);
         matched.insert(n.id.as_str(), (n.name.as_str(), how));
     }
     state.runtime.federation.prune_matches(nodes);
@@ -569,16 +638,6 @@ pub async fn live_cluster(
         node_names.push(name.to_string());
         matches.push(how);
     }
-    let idx: HashMap<&str, NodeIdx> = node_ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i as NodeIdx))
-        .collect();
-    // Capacity held by tasks, decisions and allocations (the ledger), expired holds aside.
-    state
-        .runtime
-        .ledger()
-        .reserve_into(chrono::Utc::now(), &mut cluster, &idx);
     Ok(LiveCluster {
         cluster,
         node_ids,

@@ -13,6 +13,7 @@ pub mod binder;
 pub mod events;
 pub mod ledger;
 pub mod lifecycle;
+pub mod livecluster;
 pub mod livestate;
 pub mod logs;
 pub mod monitor;

@@ -75,7 +75,7 @@ pub async fn mark_lost(state: &AppState, node: &cpn_store::NodeRecord, why: &str
         "critical",
         format!("node {}/{} is NotReady", node.site, node.name),
     );
-    state
+    let rec = state
         .store
         .patch_node(
             &node.id,
@@ -87,6 +87,7 @@ pub async fn mark_lost(state: &AppState, node: &cpn_store::NodeRecord, why: &str
             vec![state_event, alarm],
         )
         .await?;
+    state.runtime.federation.node_changed(&rec);
     rt.counters.nodes_lost.fetch_add(1, Ordering::Relaxed);
     let active = state
         .store

@@ -796,7 +796,7 @@ async fn occupy(state: &AppState, ctx: &mut Ctx, key: &str, enable: bool) -> Api
         let mut after = node.clone();
         after.occupied_by = Some(ctx.tenant.clone());
         let msg = format!("node {label} occupied by tenant {}", ctx.tenant);
-        state
+        let rec = state
             .store
             .patch_node(
                 &node.id,
@@ -808,6 +808,7 @@ async fn occupy(state: &AppState, ctx: &mut Ctx, key: &str, enable: bool) -> Api
                 vec![agents::node_event(&after, "info", msg.clone())],
             )
             .await?;
+        state.runtime.federation.node_changed(&rec);
         state.runtime.events_written();
         ctx.step(
             "occupy",
@@ -826,7 +827,7 @@ async fn occupy(state: &AppState, ctx: &mut Ctx, key: &str, enable: bool) -> Api
         let mut after = node.clone();
         after.occupied_by = None;
         let msg = format!("node {label} given back by tenant {t}");
-        state
+        let rec = state
             .store
             .patch_node(
                 &node.id,
@@ -838,6 +839,7 @@ async fn occupy(state: &AppState, ctx: &mut Ctx, key: &str, enable: bool) -> Api
                 vec![agents::node_event(&after, "info", msg.clone())],
             )
             .await?;
+        state.runtime.federation.node_changed(&rec);
         state.runtime.events_written();
         state.runtime.capacity_changed();
         ctx.step("give back", format!("no longer held for tenant {t}"));
@@ -868,7 +870,7 @@ async fn isolate_node(
     } else {
         format!("node {label} uncordoned")
     };
-    state
+    let rec = state
         .store
         .patch_node(
             &node.id,
@@ -884,6 +886,7 @@ async fn isolate_node(
             )],
         )
         .await?;
+    state.runtime.federation.node_changed(&rec);
     state.runtime.events_written();
     if enable {
         ctx.step(

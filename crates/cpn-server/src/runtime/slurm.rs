@@ -220,8 +220,9 @@ pub async fn import_nodes(state: &AppState, site: &SlurmSite) -> ApiResult<()> {
                 Vec::new(),
             )
             .await?;
+        state.runtime.federation.node_changed(&rec);
         if !usable {
-            state
+            let rec = state
                 .store
                 .patch_node(
                     &rec.id,
@@ -233,6 +234,7 @@ pub async fn import_nodes(state: &AppState, site: &SlurmSite) -> ApiResult<()> {
                     Vec::new(),
                 )
                 .await?;
+            state.runtime.federation.node_changed(&rec);
         }
         let msg = format!(
             "Slurm node {}/{} imported ({} CPUs, {} MiB, {} GPUs, {})",
@@ -332,7 +334,7 @@ async fn import_resources(
 async fn mark_all(state: &AppState, site: &SlurmSite, ready: bool) -> ApiResult<()> {
     for n in state.store.list_nodes().await? {
         if n.site_id == site.site_id && n.ready != ready {
-            state
+            let rec = state
                 .store
                 .patch_node(
                     &n.id,
@@ -344,6 +346,7 @@ async fn mark_all(state: &AppState, site: &SlurmSite, ready: bool) -> ApiResult<
                     Vec::new(),
                 )
                 .await?;
+            state.runtime.federation.node_changed(&rec);
         }
     }
     Ok(())

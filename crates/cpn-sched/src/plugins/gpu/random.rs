@@ -42,7 +42,12 @@ impl Plugin for Random {
         NAME
     }
     fn prepare(&self, task: &Task, cluster: &Cluster, state: &mut CycleState) {
-        let nodes: Vec<NodeIdx> = (0..cluster.nodes.len() as NodeIdx)
+        // In site order (a fresh build's index order), so an incrementally kept cluster
+        // draws the same node.
+        let nodes: Vec<NodeIdx> = cluster
+            .sites
+            .iter()
+            .flat_map(|s| s.nodes.iter().copied())
             .filter(|&n| feasible(state, task, cluster, n))
             .collect();
         let drawn = (!nodes.is_empty()).then(|| nodes[below(self.draw(), nodes.len())]);
