@@ -10,9 +10,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cpn_api_types::ErrorBody;
 use cpn_api_types::market::{
-    AuthorizationCode, Balance, BudgetSet, CodeEntry, Delist, InvoiceView, LeaseView,
-    LedgerView, ListingHits, ListingSpec, ListingView, MonthClosed, OrderCreate, OrderPlaced,
-    OrderView, StatementView, TopUp, UsageView,
+    AuthorizationCode, Balance, BudgetSet, CodeEntry, Delist, InvoiceView, LeaseView, LedgerView,
+    ListingHits, ListingSpec, ListingView, MonthClosed, OrderCreate, OrderPlaced, OrderView,
+    StatementView, TopUp, UsageView,
 };
 use serde::de::DeserializeOwned;
 use utoipa_axum::router::OpenApiRouter;
@@ -21,8 +21,9 @@ use utoipa_axum::routes;
 fn parse<T: std::str::FromStr>(q: &mut QueryMap, key: &str) -> ApiResult<Option<T>> {
     q.take(key)
         .map(|v| {
-            v.parse::<T>()
-                .map_err(|_| ApiError::bad_request(format!("query parameter {key}: {v:?} is not valid")))
+            v.parse::<T>().map_err(|_| {
+                ApiError::bad_request(format!("query parameter {key}: {v:?} is not valid"))
+            })
         })
         .transpose()
 }
@@ -31,8 +32,9 @@ fn parse<T: std::str::FromStr>(q: &mut QueryMap, key: &str) -> ApiResult<Option<
 fn parse_enum<T: DeserializeOwned>(q: &mut QueryMap, key: &str) -> ApiResult<Option<T>> {
     q.take(key)
         .map(|v| {
-            serde_json::from_value(serde_json::Value::String(v.clone()))
-                .map_err(|_| ApiError::bad_request(format!("query parameter {key}: {v:?} is not valid")))
+            serde_json::from_value(serde_json::Value::String(v.clone())).map_err(|_| {
+                ApiError::bad_request(format!("query parameter {key}: {v:?} is not valid"))
+            })
         })
         .transpose()
 }
@@ -86,13 +88,19 @@ pub async fn publish(
     who: Principal,
     JsonBody(body): JsonBody<ListingSpec>,
 ) -> ApiResult<(StatusCode, Json<ListingView>)> {
-    Ok((StatusCode::CREATED, Json(market::publish(&s, &who, body).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(market::publish(&s, &who, body).await?),
+    ))
 }
 
 /// The caller's own listings in every state (suppliers; operators: all).
 #[utoipa::path(get, path = "/api/v1/market/my-listings", tag = "market", security(("bearer" = [])),
     responses((status = 200, body = Vec<ListingView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn my_listings(State(s): State<AppState>, who: Principal) -> ApiResult<Json<Vec<ListingView>>> {
+pub async fn my_listings(
+    State(s): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<Vec<ListingView>>> {
     Ok(Json(market::my_listings(&s, &who).await?))
 }
 
@@ -134,7 +142,9 @@ pub async fn delist(
     Path(cpcid): Path<String>,
     JsonBody(body): JsonBody<Delist>,
 ) -> ApiResult<Json<ListingView>> {
-    Ok(Json(market::set_listed(&s, &who, &cpcid, false, &body.reason).await?))
+    Ok(Json(
+        market::set_listed(&s, &who, &cpcid, false, &body.reason).await?,
+    ))
 }
 
 /// Relist a delisted cluster.
@@ -162,13 +172,19 @@ pub async fn place_order(
     who: Principal,
     JsonBody(body): JsonBody<OrderCreate>,
 ) -> ApiResult<(StatusCode, Json<OrderPlaced>)> {
-    Ok((StatusCode::CREATED, Json(market::place_order(&s, &who, body).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(market::place_order(&s, &who, body).await?),
+    ))
 }
 
 /// Orders the caller placed or received (operators: all).
 #[utoipa::path(get, path = "/api/v1/market/orders", tag = "market", security(("bearer" = [])),
     responses((status = 200, body = Vec<OrderView>), (status = 401, body = ErrorBody)))]
-pub async fn list_orders(State(s): State<AppState>, who: Principal) -> ApiResult<Json<Vec<OrderView>>> {
+pub async fn list_orders(
+    State(s): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<Vec<OrderView>>> {
     Ok(Json(market::list_orders(&s, &who).await?))
 }
 
@@ -193,7 +209,10 @@ fn number(id: &str) -> ApiResult<u64> {
 /// Leases the caller holds or supplies (operators: all).
 #[utoipa::path(get, path = "/api/v1/market/leases", tag = "market", security(("bearer" = [])),
     responses((status = 200, body = Vec<LeaseView>), (status = 401, body = ErrorBody)))]
-pub async fn list_leases(State(s): State<AppState>, who: Principal) -> ApiResult<Json<Vec<LeaseView>>> {
+pub async fn list_leases(
+    State(s): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<Vec<LeaseView>>> {
     Ok(Json(market::list_leases(&s, &who).await?))
 }
 
@@ -223,7 +242,9 @@ pub async fn take_code(
 ) -> ApiResult<Json<AuthorizationCode>> {
     let reissue = q.take_bool("reissue")?;
     q.finish()?;
-    Ok(Json(market::take_code(&s, &who, number(&id)?, reissue).await?))
+    Ok(Json(
+        market::take_code(&s, &who, number(&id)?, reissue).await?,
+    ))
 }
 
 /// The user enters the supplier's authorization code (class A); the cards turn busy.
@@ -237,7 +258,9 @@ pub async fn enter_code(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<CodeEntry>,
 ) -> ApiResult<Json<LeaseView>> {
-    Ok(Json(market::enter_code(&s, &who, number(&id)?, &body.code).await?))
+    Ok(Json(
+        market::enter_code(&s, &who, number(&id)?, &body.code).await?,
+    ))
 }
 
 /// Release a lease: billing stops now and the cards are freed.
@@ -282,7 +305,11 @@ pub async fn set_budget(
 #[utoipa::path(get, path = "/api/v1/billing/balance", tag = "billing", security(("bearer" = [])),
     params(("tenant" = Option<String>, Query)),
     responses((status = 200, body = Balance), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn balance(State(s): State<AppState>, who: Principal, mut q: QueryMap) -> ApiResult<Json<Balance>> {
+pub async fn balance(
+    State(s): State<AppState>,
+    who: Principal,
+    mut q: QueryMap,
+) -> ApiResult<Json<Balance>> {
     let tenant = q.take("tenant");
     q.finish()?;
     Ok(Json(market::balance(&s, &who, tenant.as_deref()).await?))
@@ -293,13 +320,19 @@ pub async fn balance(State(s): State<AppState>, who: Principal, mut q: QueryMap)
     params(("month" = String, Query), ("tenant" = Option<String>, Query)),
     responses((status = 200, body = Vec<UsageView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn usage(State(s): State<AppState>, who: Principal, mut q: QueryMap) -> ApiResult<Json<Vec<UsageView>>> {
+pub async fn usage(
+    State(s): State<AppState>,
+    who: Principal,
+    mut q: QueryMap,
+) -> ApiResult<Json<Vec<UsageView>>> {
     let month = q
         .take("month")
         .ok_or_else(|| ApiError::field("month", "give the month as ?month=YYYY-MM"))?;
     let tenant = q.take("tenant");
     q.finish()?;
-    Ok(Json(market::usage(&s, &who, &month, tenant.as_deref()).await?))
+    Ok(Json(
+        market::usage(&s, &who, &month, tenant.as_deref()).await?,
+    ))
 }
 
 /// Close a month (operators): invoices, supplier statements, settlements in the ledger.

@@ -421,11 +421,7 @@ fn listing_view(
     })
 }
 
-fn lease_view(
-    market: &Market,
-    names: &HashMap<AccountId, String>,
-    l: &Lease,
-) -> wire::LeaseView {
+fn lease_view(market: &Market, names: &HashMap<AccountId, String>, l: &Lease) -> wire::LeaseView {
     let (state, ended_at, end_reason) = match &l.state {
         LeaseState::AwaitingAccess { .. } => (wire::LeaseState::AwaitingAccess, None, None),
         LeaseState::Locked => (wire::LeaseState::Locked, None, None),
@@ -508,7 +504,11 @@ fn catalog_error(e: CatalogError) -> ApiError {
     match e {
         CatalogError::Invalid(inv) => {
             let field = inv.0.first().map(|f| f.path.clone()).unwrap_or_default();
-            let fixes: Vec<String> = inv.0.iter().map(|f| format!("{}: {}", f.path, f.fix)).collect();
+            let fixes: Vec<String> = inv
+                .0
+                .iter()
+                .map(|f| format!("{}: {}", f.path, f.fix))
+                .collect();
             ApiError::field(field, fixes.join("; "))
         }
         CatalogError::NotFound(_) => ApiError::new(Code::NotFound, m),
@@ -785,7 +785,9 @@ pub async fn search(state: &AppState, p: SearchParams) -> ApiResult<wire::Listin
         other => {
             return Err(ApiError::field(
                 "sort",
-                format!("cannot sort by {other:?}: use price, idle_cards, card_memory, memory, vcpus, storage, reliability or cpcid, with - for descending"),
+                format!(
+                    "cannot sort by {other:?}: use price, idle_cards, card_memory, memory, vcpus, storage, reliability or cpcid, with - for descending"
+                ),
             ));
         }
     };
@@ -853,7 +855,10 @@ async fn hold_class_b(state: &AppState, market: &Market, lease: &Lease) -> ApiRe
     let mut per_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for c in &lease.cards {
         if let Some(spec) = market.catalog().card_spec(*c) {
-            per_node.entry(spec.node.clone()).or_default().push(spec.index);
+            per_node
+                .entry(spec.node.clone())
+                .or_default()
+                .push(spec.index);
         }
     }
     let nodes = state.store.list_nodes().await?;
@@ -904,7 +909,8 @@ async fn release_class_b(state: &AppState, market: &Market, id: LeaseId) {
     let rt = &state.runtime;
     let _capacity = rt.capacity_lock.lock().await;
     for node in nodes {
-        rt.ledger().release(HoldKind::Allocation, &hold_id(id, &node));
+        rt.ledger()
+            .release(HoldKind::Allocation, &hold_id(id, &node));
     }
     rt.capacity_changed();
 }
@@ -1187,7 +1193,10 @@ pub async fn top_up(state: &AppState, who: &Caller, req: wire::TopUp) -> ApiResu
     );
     persist(state, &mut inner, Vec::new()).await?;
     result.map_err(|e| ApiError::field("amount_minor", e.to_string()))?;
-    Ok(balance_of(inner.market.as_ref().expect("persisted"), &tenant))
+    Ok(balance_of(
+        inner.market.as_ref().expect("persisted"),
+        &tenant,
+    ))
 }
 
 /// An operator sets a tenant's monthly budget.
@@ -1299,7 +1308,11 @@ pub async fn usage(
 /// An operator closes a month: invoices per tenant, statements per supplier, settlements
 /// in the ledger. The usage records come from the store, so the close covers exactly what
 /// was durably metered.
-pub async fn close_month(state: &AppState, who: &Caller, month: &str) -> ApiResult<wire::MonthClosed> {
+pub async fn close_month(
+    state: &AppState,
+    who: &Caller,
+    month: &str,
+) -> ApiResult<wire::MonthClosed> {
     operator_only(who, "close months")?;
     let m = parse_month(month)?;
     let mut inner = state.market.inner.lock().await;
