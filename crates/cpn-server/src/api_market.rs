@@ -121,7 +121,7 @@ pub async fn get_listing(
 #[utoipa::path(put, path = "/api/v1/market/listings/{cpcid}", tag = "market", security(("bearer" = [])),
     params(("cpcid" = String, Path)), request_body = ListingSpec,
     responses((status = 200, body = ListingView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn edit(
     State(s): State<AppState>,
     who: Principal,
@@ -278,7 +278,7 @@ pub async fn release(
 /// Top up a tenant's prepaid funds (operators).
 #[utoipa::path(post, path = "/api/v1/billing/topups", tag = "billing", security(("bearer" = [])), request_body = TopUp,
     responses((status = 200, body = Balance), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn top_up(
     State(s): State<AppState>,
     who: Principal,
@@ -291,7 +291,7 @@ pub async fn top_up(
 #[utoipa::path(put, path = "/api/v1/billing/budgets/{tenant}", tag = "billing", security(("bearer" = [])),
     params(("tenant" = String, Path)), request_body = BudgetSet,
     responses((status = 200, body = Balance), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn set_budget(
     State(s): State<AppState>,
     who: Principal,
