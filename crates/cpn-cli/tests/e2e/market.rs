@@ -200,7 +200,10 @@ async fn a_class_b_lease_holds_capacity_is_billed_to_the_second_and_stays_privat
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert!(
-        b["error"]["message"].as_str().unwrap().contains("ask an operator for a top-up"),
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ask an operator for a top-up"),
         "{b}"
     );
 
@@ -704,6 +707,122 @@ async fn fifty_racing_orders_make_one_lease_and_class_a_needs_the_code() {
         assert_eq!(after[field], before[field], "{field}: {after} vs {before}");
     }
     let (_, ledger) = server
+        .admin(Method::GET, "/api/v1/billing/ledger", None)
+        .await;
+    assert_eq!(ledger["trial_balance_minor"], 0, "{ledger}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exhausted_budget_ends_the_hourly_lease_and_refuses_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = setup(dir.path()).await;
+    // 1000 fen a card-second; the budget is exactly one card-hour of it.
+    let hourly = 3_600_000;
+    let limit = hourly;
+    let mut fast = spec("b", json!([{"node": "n1", "index": 0}]));
+    fast["prices"] = json!({"hourly_minor": hourly});
+    // A prepaid month that takes the budget to within 10 s of the hourly lease's use.
+    let mut month = spec("b", json!([{"node": "n1", "index": 1}]));
+    month["prices"] = json!({"monthly_minor": limit - 10_000});
+    let mut cpcids = Vec::new();
+    for s in [fast, month] {
+        let (st, l) = m
+            .call(
+                Method::POST,
+                "/api/v1/market/listings",
+                &m.supplier,
+                Some(s),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{l}");
+        cpcids.push(l["cpcid"].as_str().unwrap().to_string());
+    }
+    let (s, b) = m
+        .server
+        .admin(
+            Method::POST,
+            "/api/v1/billing/topups",
+            Some(json!({"tenant": "lab", "amount_minor": 100_000_000})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = m
+        .server
+        .admin(
+            Method::PUT,
+            "/api/v1/billing/budgets/lab",
+            Some(json!({"monthly_limit_minor": limit, "alarm_percent": 50})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, hourly_lease) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/orders",
+            &m.ann,
+            Some(json!({"listing": cpcids[0], "mode": "hourly"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{hourly_lease}");
+    let id = hourly_lease["lease"]["id"].as_u64().unwrap();
+    let (s, prepaid) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/orders",
+            &m.ann,
+            Some(json!({"listing": cpcids[1], "mode": "monthly", "periods": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{prepaid}");
+    assert_eq!(prepaid["lease"]["charged_minor"], limit - 10_000);
+
+    // The metering loop charges the hourly lease; once the budget is spent it ends it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let ended = loop {
+        let (_, l) = m
+            .call(
+                Method::GET,
+                &format!("/api/v1/market/leases/{id}"),
+                &m.ann,
+                None,
+            )
+            .await;
+        if l["state"] == "ended" {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the budget never ended {l}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(ended["end_reason"], "budget_exhausted", "{ended}");
+    assert_eq!(states(&m.listing(&cpcids[0]).await), ["idle"]);
+    // The prepaid term is paid for and runs on.
+    let prepaid_id = prepaid["lease"]["id"].as_u64().unwrap();
+    let (_, p) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/market/leases/{prepaid_id}"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert_eq!(p["state"], "active", "{p}");
+    // A new lease is refused, and the error says what to do.
+    let (s, b) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/orders",
+            &m.ann,
+            Some(json!({"listing": cpcids[0], "mode": "hourly"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    let msg = b["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("budget") && msg.contains("exhausted"), "{b}");
+    let (_, ledger) = m
+        .server
         .admin(Method::GET, "/api/v1/billing/ledger", None)
         .await;
     assert_eq!(ledger["trial_balance_minor"], 0, "{ledger}");
