@@ -201,6 +201,37 @@ pub async fn approve_order(
     Ok(Json(market::approve_order(&s, &who, number(&id)?).await?))
 }
 
+/// The supplier rejects an order waiting for approval; the reason reaches the user.
+#[utoipa::path(post, path = "/api/v1/market/orders/{id}/reject", tag = "market", security(("bearer" = [])),
+    params(("id" = u64, Path)), request_body = Delist,
+    responses((status = 200, body = OrderView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn reject_order(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Delist>,
+) -> ApiResult<Json<OrderView>> {
+    Ok(Json(
+        market::close_order(&s, &who, number(&id)?, Some(&body.reason)).await?,
+    ))
+}
+
+/// The user withdraws an order still waiting for approval.
+#[utoipa::path(post, path = "/api/v1/market/orders/{id}/cancel", tag = "market", security(("bearer" = [])),
+    params(("id" = u64, Path)),
+    responses((status = 200, body = OrderView), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel_order(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OrderView>> {
+    Ok(Json(
+        market::close_order(&s, &who, number(&id)?, None).await?,
+    ))
+}
+
 fn number(id: &str) -> ApiResult<u64> {
     id.parse()
         .map_err(|_| ApiError::not_found("lease or order", id))
@@ -390,6 +421,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(relist))
         .routes(routes!(place_order, list_orders))
         .routes(routes!(approve_order))
+        .routes(routes!(reject_order))
+        .routes(routes!(cancel_order))
         .routes(routes!(list_leases))
         .routes(routes!(get_lease))
         .routes(routes!(take_code))

@@ -638,6 +638,9 @@ pub async fn publish(
             ));
         }
     }
+    // Checked before a CPcId is drawn, so a refused listing does not use up a number.
+    spec.validate()
+        .map_err(|e| catalog_error(CatalogError::Invalid(e)))?;
     let sequence = state.store.next_market_sequence("listing").await?;
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
@@ -1001,6 +1004,32 @@ pub async fn approve_order(state: &AppState, who: &Caller, id: u64) -> ApiResult
         hold_class_b(state, market, lease).await?;
     }
     Ok(lease_view(market, &names, lease))
+}
+
+/// The supplier rejects an order waiting for approval, with a reason; its cards are
+/// freed. Or the user who placed it withdraws it (`reason` is then not needed).
+pub async fn close_order(
+    state: &AppState,
+    who: &Caller,
+    id: u64,
+    reject_reason: Option<&str>,
+) -> ApiResult<wire::OrderView> {
+    let mut inner = state.market.inner.lock().await;
+    let market = ensure(state, &mut inner).await?;
+    let result = match reject_reason {
+        Some(reason) => {
+            supplier_only(who)?;
+            market.reject_order(me(who), OrderId(id), reason)
+        }
+        None => market.cancel_order(me(who), OrderId(id)),
+    };
+    persist(state, &mut inner, Vec::new()).await?;
+    result.map_err(order_error)?;
+    let market = inner.market.as_ref().expect("persisted");
+    market
+        .order(OrderId(id))
+        .map(order_view)
+        .ok_or_else(|| internal("order vanished"))
 }
 
 /// Orders the caller placed (users), received (suppliers), or all (operators).

@@ -12,7 +12,7 @@ use clap::Subcommand;
 use cpn_api_types::market::{
     AuthorizationCode, Balance, BillingMode, BudgetSet, ClusterClass, CodeEntry, Delist,
     InvoiceView, LeaseView, LedgerView, ListingHits, ListingSpec, ListingView, MonthClosed,
-    OrderCreate, OrderPlaced, ResourceType, StatementView, TopUp,
+    OrderCreate, OrderPlaced, OrderView, ResourceType, StatementView, TopUp,
 };
 
 fn yuan(minor: i64) -> String {
@@ -206,6 +206,21 @@ pub enum LeaseCmd {
         #[arg(value_name = "ORDER")]
         id: u64,
     },
+    /// Suppliers: reject an order waiting for approval; its cards are freed.
+    Reject {
+        #[arg(value_name = "ORDER")]
+        id: u64,
+        /// What the user can do about it.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Withdraw your order while it waits for the supplier's approval.
+    Cancel {
+        #[arg(value_name = "ORDER")]
+        id: u64,
+    },
+    /// Orders you placed or received (operators: all).
+    Orders,
     /// Your leases (users), the leases of your listings (suppliers), or all (operators).
     #[command(visible_alias = "ls")]
     List,
@@ -586,6 +601,25 @@ pub async fn lease(ctx: &Ctx, cmd: LeaseCmd) -> Result<()> {
             c.post_empty(&["api", "v1", "market", "orders", &id.to_string(), "approve"])
                 .await?
         }
+        LeaseCmd::Reject { id, reason } => {
+            let value = c
+                .post(
+                    &["api", "v1", "market", "orders", &id.to_string(), "reject"],
+                    &Delist { reason },
+                )
+                .await?;
+            return print_orders(ctx, &serde_json::Value::Array(vec![value]));
+        }
+        LeaseCmd::Cancel { id } => {
+            let value = c
+                .post_empty(&["api", "v1", "market", "orders", &id.to_string(), "cancel"])
+                .await?;
+            return print_orders(ctx, &serde_json::Value::Array(vec![value]));
+        }
+        LeaseCmd::Orders => {
+            let value = c.get(&["api", "v1", "market", "orders"], &[]).await?;
+            return print_orders(ctx, &value);
+        }
         LeaseCmd::List => {
             let value = c.get(&["api", "v1", "market", "leases"], &[]).await?;
             if !ctx.table() {
@@ -607,6 +641,25 @@ pub async fn lease(ctx: &Ctx, cmd: LeaseCmd) -> Result<()> {
         return output::print_raw(ctx.output, &value);
     }
     show_lease(&decode(&value, "lease")?)
+}
+
+fn print_orders(ctx: &Ctx, value: &serde_json::Value) -> Result<()> {
+    if !ctx.table() {
+        return output::print_raw(ctx.output, value);
+    }
+    let orders: Vec<OrderView> = decode(value, "orders")?;
+    let mut t = output::table(&["ORDER", "LISTING", "STATE", "LEASE", "PLACED", "REASON"]);
+    for o in orders {
+        t.add_row(vec![
+            o.id.to_string(),
+            o.listing,
+            output::wire(&o.state),
+            o.lease.map_or("-".to_string(), |l| l.to_string()),
+            o.placed_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            output::or_dash(o.reason.as_deref()),
+        ]);
+    }
+    output::print_table(&t)
 }
 
 fn show_balance(b: &Balance) -> Result<()> {

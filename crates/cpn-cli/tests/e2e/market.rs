@@ -508,7 +508,7 @@ async fn a_class_b_lease_holds_capacity_is_billed_to_the_second_and_stays_privat
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn fifty_racing_orders_make_one_lease_and_class_a_needs_the_code() {
+async fn fifty_racing_orders_make_one_lease_class_a_needs_the_code_and_suppliers_approve() {
     let dir = tempfile::tempdir().unwrap();
     let m = setup(dir.path()).await;
     let (s, b) = m
@@ -641,6 +641,102 @@ async fn fifty_racing_orders_make_one_lease_and_class_a_needs_the_code() {
         "{active}"
     );
     assert_eq!(states(&m.listing(&cpcid).await), ["busy"]);
+
+    // A listing that wants the supplier's approval: the order holds the card until the
+    // supplier decides; a rejection needs a reason; the user may withdraw; an approval
+    // (through the CLI, as the supplier) starts the lease.
+    let mut approval = spec("b", json!([{"node": "n1", "index": 1}]));
+    approval["approval"] = json!("by_supplier");
+    let (s, l) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/listings",
+            &m.supplier,
+            Some(approval),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{l}");
+    let by_supplier = l["cpcid"].as_str().unwrap().to_string();
+    let ask = json!({"listing": by_supplier, "mode": "hourly"});
+    let mut order_ids = Vec::new();
+    for _ in 0..3 {
+        let (s, placed) = m
+            .call(
+                Method::POST,
+                "/api/v1/market/orders",
+                &m.ann,
+                Some(ask.clone()),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{placed}");
+        assert_eq!(placed["order"]["state"], "awaiting_approval", "{placed}");
+        assert!(placed.get("lease").is_none(), "{placed}");
+        assert_eq!(states(&m.listing(&by_supplier).await), ["reserved"]);
+        let order = placed["order"]["id"].as_u64().unwrap();
+        order_ids.push(order);
+        match order_ids.len() {
+            1 => {
+                let reject = format!("/api/v1/market/orders/{order}/reject");
+                let (s, b) = m
+                    .call(
+                        Method::POST,
+                        &reject,
+                        &m.supplier,
+                        Some(json!({"reason": " "})),
+                    )
+                    .await;
+                assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+                let (s, b) = m
+                    .call(
+                        Method::POST,
+                        &reject,
+                        &m.supplier,
+                        Some(json!({"reason": "booked for a course"})),
+                    )
+                    .await;
+                assert_eq!(s, StatusCode::OK, "{b}");
+                assert_eq!(b["state"], "rejected");
+                assert_eq!(b["reason"], "booked for a course");
+            }
+            2 => {
+                let cancel = format!("/api/v1/market/orders/{order}/cancel");
+                let (s, _) = m.call(Method::POST, &cancel, &m.eve, None).await;
+                assert_eq!(s, StatusCode::NOT_FOUND);
+                let (s, b) = m.call(Method::POST, &cancel, &m.ann, None).await;
+                assert_eq!(s, StatusCode::OK, "{b}");
+                assert_eq!(b["state"], "cancelled");
+            }
+            _ => {
+                let out = std::process::Command::new(crate::harness::CPN)
+                    .args(["lease", "approve", &order.to_string()])
+                    .env("CPN_SERVER", &m.server.base)
+                    .env("CPN_TOKEN", &m.supplier)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{out:?}");
+                assert!(
+                    String::from_utf8_lossy(&out.stdout).contains("active"),
+                    "{out:?}"
+                );
+                assert_eq!(states(&m.listing(&by_supplier).await), ["busy"]);
+                let (s, b) = m
+                    .call(
+                        Method::POST,
+                        &format!("/api/v1/market/leases/{order}/release"),
+                        &m.ann,
+                        None,
+                    )
+                    .await;
+                assert_eq!(s, StatusCode::OK, "{b}");
+                break;
+            }
+        }
+        assert_eq!(states(&m.listing(&by_supplier).await), ["idle"]);
+    }
+    let (_, orders) = m
+        .call(Method::GET, "/api/v1/market/orders", &m.eve, None)
+        .await;
+    assert_eq!(orders, json!([]));
 
     // A budget that one more hour would exceed refuses new leases with a clear error.
     let (s, b) = m
