@@ -224,6 +224,7 @@ pub enum LeaseCmd {
     /// Your leases (users), the leases of your listings (suppliers), or all (operators).
     #[command(visible_alias = "ls")]
     List,
+    /// One lease: its cards, price, state, charge so far and how it is accessed.
     Show {
         #[arg(value_name = "LEASE")]
         id: u64,

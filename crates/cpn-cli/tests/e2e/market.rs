@@ -505,6 +505,23 @@ async fn a_class_b_lease_holds_capacity_is_billed_to_the_second_and_stays_privat
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&cpcid) && text.contains("released"), "{text}");
+    let out = m.server.cli(&["billing", "ledger"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("sum of all accounts: 0.00"), "{text}");
+    let out = m.server.cli(&["market", "show", &cpcid]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("offline") && text.contains("delisted (maintenance)"),
+        "{text}"
+    );
+    let out = m.server.cli(&["billing", "invoices", month, "--csv"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        inv[0]["csv"].as_str().unwrap().trim_end()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
