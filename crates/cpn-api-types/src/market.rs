@@ -260,7 +260,7 @@ pub enum EndReason {
 }
 
 /// A lease as its user, its supplier or an operator sees it. Never carries the code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LeaseView {
     pub id: u64,
     pub listing: String,
@@ -287,10 +287,13 @@ pub struct LeaseView {
     /// How the lease is used, plainly: for class A whether an SSH account exists; for class
     /// B the capacity hold.
     pub access: String,
+    /// Class A, while active: how to log in on each leased node, as its agent set it up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh: Vec<crate::agent::LeaseAccess>,
 }
 
 /// Answer of `POST /api/v1/market/orders`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OrderPlaced {
     pub order: OrderView,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -309,6 +312,10 @@ pub struct AuthorizationCode {
 #[serde(deny_unknown_fields)]
 pub struct CodeEntry {
     pub code: String,
+    /// One OpenSSH public key line (e.g. `~/.ssh/id_ed25519.pub`): the lease's SSH account
+    /// on the leased node lets in this key only. Required for class A.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 /// Body of `POST /api/v1/billing/topups` (operators).

@@ -3,12 +3,14 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Principal, QueryMap};
+use crate::join::NodeCaller;
 use crate::market::{self, SearchParams};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cpn_api_types::ErrorBody;
+use cpn_api_types::agent::LeaseAccessReport;
 use cpn_api_types::market::{
     AuthorizationCode, Balance, BudgetSet, CodeEntry, Delist, InvoiceView, LeaseView, LedgerView,
     ListingHits, ListingSpec, ListingView, MonthClosed, OrderCreate, OrderPlaced, OrderView,
@@ -290,7 +292,7 @@ pub async fn enter_code(
     JsonBody(body): JsonBody<CodeEntry>,
 ) -> ApiResult<Json<LeaseView>> {
     Ok(Json(
-        market::enter_code(&s, &who, number(&id)?, &body.code).await?,
+        market::enter_code(&s, &who, number(&id)?, body).await?,
     ))
 }
 
@@ -304,6 +306,21 @@ pub async fn release(
     Path(id): Path<String>,
 ) -> ApiResult<Json<LeaseView>> {
     Ok(Json(market::release(&s, &who, number(&id)?).await?))
+}
+
+/// Agent: what it did with a class A lease's grant or revocation (its own node only).
+#[utoipa::path(post, path = "/api/v1/agents/{node}/lease-access", tag = "agents", security(("bearer" = [])),
+    params(("node" = String, Path)), request_body = LeaseAccessReport,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn lease_access_report(
+    State(s): State<AppState>,
+    who: NodeCaller,
+    Path(node): Path<String>,
+    JsonBody(body): JsonBody<LeaseAccessReport>,
+) -> ApiResult<StatusCode> {
+    market::lease_access_report(&s, &who, &node, body).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Top up a tenant's prepaid funds (operators).
@@ -428,6 +445,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(take_code))
         .routes(routes!(enter_code))
         .routes(routes!(release))
+        .routes(routes!(lease_access_report))
         .routes(routes!(top_up))
         .routes(routes!(set_budget))
         .routes(routes!(balance))

@@ -65,6 +65,47 @@ const KEY_SETTING: &str = "market.identifier_key";
 #[derive(Default)]
 pub struct MarketService {
     inner: tokio::sync::Mutex<Inner>,
+    /// Class A lease access per (node id, agent lease id): what the agents are asked and
+    /// what they answered. Each entry is also a setting (`ACCESS_SETTING` + node + lease),
+    /// loaded at start. Its own lock, so an agent's poll never waits for a market call.
+    access: std::sync::Mutex<AccessMap>,
+}
+
+type AccessMap = BTreeMap<(String, String), NodeAccess>;
+
+/// One node's part of a class A lease's SSH access (issue #14, SH-CL-14).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct NodeAccess {
+    lease: u64,
+    node_id: String,
+    node: String,
+    grant: cpn_api_types::agent::LeaseAccessGrant,
+    access: Option<cpn_api_types::agent::LeaseAccess>,
+    error: Option<String>,
+    /// The lease ended: the account must be locked.
+    revoke: bool,
+    revoked: Option<cpn_api_types::agent::LeaseRevoked>,
+    revoke_error: Option<String>,
+}
+
+impl NodeAccess {
+    fn grant_pending(&self) -> bool {
+        !self.revoke && self.access.is_none() && self.error.is_none()
+    }
+    fn revoke_pending(&self) -> bool {
+        self.revoke && self.revoked.is_none() && self.revoke_error.is_none()
+    }
+}
+
+const ACCESS_SETTING: &str = "market.lease_access.";
+/// A random prefix of this data dir's agent lease ids, so two servers' leases on one host
+/// never ask for the same account name.
+const PREFIX_SETTING: &str = "market.lease_prefix";
+
+impl MarketService {
+    fn access(&self) -> std::sync::MutexGuard<'_, AccessMap> {
+        self.access.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[derive(Default)]
@@ -130,6 +171,216 @@ pub async fn load(state: &AppState) -> ApiResult<()> {
         .collect();
     for l in &leases {
         hold_class_b(state, market, l).await?;
+    }
+    let prefix = lease_prefix(state).await?;
+    let class_a: Vec<(LeaseId, String, Vec<String>)> = market
+        .leases()
+        .filter(|l| {
+            l.class == ClusterClass::A
+                && !matches!(
+                    l.state,
+                    LeaseState::AwaitingAccess { .. } | LeaseState::Locked
+                )
+        })
+        .map(|l| {
+            let site = market
+                .catalog()
+                .listing(l.listing)
+                .map(|x| x.spec().site.clone())
+                .unwrap_or_default();
+            (l.id, site, lease_nodes(market, l).into_keys().collect())
+        })
+        .collect();
+    drop(inner);
+    let nodes = state.store.list_nodes().await?;
+    let mut loaded = AccessMap::new();
+    for (lease, site, names) in class_a {
+        for name in names {
+            let Some(rec) = nodes.iter().find(|n| n.site == site && n.name == name) else {
+                continue;
+            };
+            let agent_lease = format!("{prefix}{}", lease.0);
+            let key = format!("{ACCESS_SETTING}{}.{agent_lease}", rec.id);
+            if let Some(v) = state.store.get_setting(&key).await?
+                && let Ok(a) = serde_json::from_str::<NodeAccess>(&v)
+            {
+                loaded.insert((rec.id.clone(), agent_lease), a);
+            }
+        }
+    }
+    *state.market.access() = loaded;
+    Ok(())
+}
+
+async fn lease_prefix(state: &AppState) -> ApiResult<String> {
+    Ok(match state.store.get_setting(PREFIX_SETTING).await? {
+        Some(p) => p,
+        None => {
+            let p = format!("l{}", &hex::encode(entropy())[..6]);
+            state.store.put_setting(PREFIX_SETTING, &p).await?;
+            p
+        }
+    })
+}
+
+/// A lease's GPU indexes by node name.
+fn lease_nodes(market: &Market, l: &Lease) -> BTreeMap<String, Vec<u32>> {
+    let mut per_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for c in &l.cards {
+        if let Some(spec) = market.catalog().card_spec(*c) {
+            per_node
+                .entry(spec.node.clone())
+                .or_default()
+                .push(spec.index);
+        }
+    }
+    per_node
+}
+
+async fn save_access(state: &AppState, a: &NodeAccess) -> ApiResult<()> {
+    let key = format!("{ACCESS_SETTING}{}.{}", a.node_id, a.grant.lease_id);
+    let value = serde_json::to_string(a).map_err(|e| internal(e.to_string()))?;
+    state.store.put_setting(&key, &value).await?;
+    Ok(())
+}
+
+fn wake(state: &AppState, node_id: &str) {
+    state
+        .runtime
+        .with_live(node_id, |l| l.wake.notify_waiters());
+}
+
+/// What a node's agent is asked to do for class A leases now: grants not yet answered,
+/// and revocations of ended leases. Called by the agent's poll (`runtime::agents`).
+pub async fn lease_work(
+    state: &AppState,
+    node_id: &str,
+) -> (
+    Vec<cpn_api_types::agent::LeaseAccessGrant>,
+    Vec<cpn_api_types::agent::LeaseAccessRevoke>,
+) {
+    let access = state.market.access();
+    let mut grants = Vec::new();
+    let mut revokes = Vec::new();
+    for ((node, _), a) in access.iter() {
+        if node != node_id {
+            continue;
+        }
+        if a.grant_pending() {
+            grants.push(a.grant.clone());
+        } else if a.revoke_pending() {
+            revokes.push(cpn_api_types::agent::LeaseAccessRevoke {
+                lease_id: a.grant.lease_id.clone(),
+            });
+        }
+    }
+    (grants, revokes)
+}
+
+/// An agent reports what it did with a grant or revocation.
+pub async fn lease_access_report(
+    state: &AppState,
+    who: &crate::join::NodeCaller,
+    node_id: &str,
+    report: cpn_api_types::agent::LeaseAccessReport,
+) -> ApiResult<()> {
+    who.check(node_id)?;
+    let updated = {
+        let mut access = state.market.access();
+        let a = access
+            .get_mut(&(node_id.to_string(), report.lease_id.clone()))
+            .ok_or_else(|| ApiError::not_found("lease access", &report.lease_id))?;
+        if a.revoke {
+            match (report.revoked, report.error) {
+                (Some(r), _) => a.revoked = Some(r),
+                (None, Some(e)) => a.revoke_error = Some(e),
+                (None, None) => {
+                    return Err(ApiError::field(
+                        "revoked",
+                        "a revocation's report says what was revoked, or the error",
+                    ));
+                }
+            }
+        } else {
+            match (report.access, report.error) {
+                (Some(x), _) => a.access = Some(x),
+                (None, Some(e)) => a.error = Some(e),
+                (None, None) => {
+                    return Err(ApiError::field(
+                        "access",
+                        "a grant's report gives the access, or the error",
+                    ));
+                }
+            }
+        }
+        a.clone()
+    };
+    save_access(state, &updated).await
+}
+
+/// Asks the agents of an ended class A lease's nodes to lock its accounts.
+async fn revoke_access(state: &AppState, lease: LeaseId) {
+    let ended: Vec<NodeAccess> = {
+        let mut access = state.market.access();
+        access
+            .values_mut()
+            .filter(|a| a.lease == lease.0 && !a.revoke)
+            .map(|a| {
+                a.revoke = true;
+                a.clone()
+            })
+            .collect()
+    };
+    for a in ended {
+        if let Err(e) = save_access(state, &a).await {
+            tracing::warn!(lease = lease.0, error = %e, "could not store the revocation; the agent is asked anyway");
+        }
+        wake(state, &a.node_id);
+    }
+}
+
+/// After the code: one grant per node of the lease, with the user's key and that node's
+/// leased GPUs, stored and then offered to the node's agent.
+async fn grant_access(
+    state: &AppState,
+    market: &Market,
+    lease: &Lease,
+    public_key: &str,
+) -> ApiResult<()> {
+    let prefix = lease_prefix(state).await?;
+    let nodes = state.store.list_nodes().await?;
+    let site = market
+        .catalog()
+        .listing(lease.listing)
+        .map(|l| l.spec().site.clone())
+        .unwrap_or_default();
+    for (node, gpus) in lease_nodes(market, lease) {
+        let Some(rec) = nodes.iter().find(|n| n.site == site && n.name == node) else {
+            continue;
+        };
+        let a = NodeAccess {
+            lease: lease.id.0,
+            node_id: rec.id.clone(),
+            node: node.clone(),
+            grant: cpn_api_types::agent::LeaseAccessGrant {
+                lease_id: format!("{prefix}{}", lease.id.0),
+                public_key: public_key.to_string(),
+                gpus,
+                cpu_cores: 0.0,
+                memory_gib: 0.0,
+            },
+            access: None,
+            error: None,
+            revoke: false,
+            revoked: None,
+            revoke_error: None,
+        };
+        save_access(state, &a).await?;
+        state
+            .market
+            .access()
+            .insert((a.node_id.clone(), a.grant.lease_id.clone()), a.clone());
+        wake(state, &a.node_id);
     }
     Ok(())
 }
@@ -421,7 +672,13 @@ fn listing_view(
     })
 }
 
-fn lease_view(market: &Market, names: &HashMap<AccountId, String>, l: &Lease) -> wire::LeaseView {
+fn lease_view(
+    market: &Market,
+    names: &HashMap<AccountId, String>,
+    l: &Lease,
+    access: &AccessMap,
+) -> wire::LeaseView {
+    let mine: Vec<&NodeAccess> = access.values().filter(|a| a.lease == l.id.0).collect();
     let (state, ended_at, end_reason) = match &l.state {
         LeaseState::AwaitingAccess { .. } => (wire::LeaseState::AwaitingAccess, None, None),
         LeaseState::Locked => (wire::LeaseState::Locked, None, None),
@@ -438,10 +695,48 @@ fn lease_view(market: &Market, names: &HashMap<AccountId, String>, l: &Lease) ->
         ),
     };
     let access = match (l.class, &l.state) {
-        (_, LeaseState::Ended { .. }) => "ended".to_string(),
-        (ClusterClass::A, LeaseState::Active { .. }) => {
-            "pending (agent protocol not wired): the authorization code was accepted and the cards are busy, but no SSH account has been created".to_string()
+        (_, LeaseState::Ended { .. }) if mine.is_empty() => "ended".to_string(),
+        (_, LeaseState::Ended { .. }) => mine
+            .iter()
+            .map(|a| match (&a.revoked, &a.revoke_error) {
+                (Some(r), _) => format!(
+                    "ended: account {} on node {} locked, {} process(es) ended",
+                    r.username.as_deref().unwrap_or("(none created)"),
+                    a.node,
+                    r.processes_killed
+                ),
+                (None, Some(e)) => format!("ended; revoking on node {} failed: {e}", a.node),
+                (None, None) => format!(
+                    "ended; waiting for node {}'s agent to lock the account",
+                    a.node
+                ),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        (ClusterClass::A, LeaseState::Active { .. }) if mine.is_empty() => {
+            "pending: no SSH account was asked of the node's agent (no public key, or the node is unknown)".to_string()
         }
+        (ClusterClass::A, LeaseState::Active { .. }) => mine
+            .iter()
+            .map(|a| match (&a.access, &a.error) {
+                (Some(x), _) => format!(
+                    "ssh -p {} {}@{} (GPUs {:?}; GPU limit {}, CPU {}, memory {})",
+                    x.port,
+                    x.username,
+                    x.host,
+                    x.gpus,
+                    x.isolation.gpus.as_str(),
+                    x.isolation.cpu.as_str(),
+                    x.isolation.memory.as_str()
+                ),
+                (None, Some(e)) => format!("failed on node {}: {e}", a.node),
+                (None, None) => format!(
+                    "pending: waiting for node {}'s agent to create the SSH account",
+                    a.node
+                ),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
         (ClusterClass::A, LeaseState::Locked) => {
             "locked after wrong authorization codes: ask the supplier for a new one".to_string()
         }
@@ -476,6 +771,11 @@ fn lease_view(market: &Market, names: &HashMap<AccountId, String>, l: &Lease) ->
         end_reason,
         charged_minor: l.charged().minor(),
         access,
+        ssh: if matches!(l.state, LeaseState::Active { .. }) {
+            mine.iter().filter_map(|a| a.access.clone()).collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -979,7 +1279,7 @@ pub async fn place_order(
         order,
         lease: lease
             .and_then(|id| market.lease(id))
-            .map(|l| lease_view(market, &names, l)),
+            .map(|l| lease_view(market, &names, l, &state.market.access())),
     })
 }
 
@@ -1003,7 +1303,7 @@ pub async fn approve_order(state: &AppState, who: &Caller, id: u64) -> ApiResult
     if lease.class == ClusterClass::B {
         hold_class_b(state, market, lease).await?;
     }
-    Ok(lease_view(market, &names, lease))
+    Ok(lease_view(market, &names, lease, &state.market.access()))
 }
 
 /// The supplier rejects an order waiting for approval, with a reason; its cards are
@@ -1057,7 +1357,7 @@ pub async fn list_leases(state: &AppState, who: &Caller) -> ApiResult<Vec<wire::
     Ok(market
         .leases()
         .filter(|l| visible(who, l))
-        .map(|l| lease_view(market, &names, l))
+        .map(|l| lease_view(market, &names, l, &state.market.access()))
         .collect())
 }
 
@@ -1069,7 +1369,7 @@ pub async fn get_lease(state: &AppState, who: &Caller, id: u64) -> ApiResult<wir
     market
         .lease(LeaseId(id))
         .filter(|l| visible(who, l))
-        .map(|l| lease_view(market, &names, l))
+        .map(|l| lease_view(market, &names, l, &state.market.access()))
         .ok_or_else(|| ApiError::not_found("lease", &id.to_string()))
 }
 
@@ -1110,19 +1410,40 @@ pub async fn enter_code(
     state: &AppState,
     who: &Caller,
     id: u64,
-    code: &str,
+    entry: wire::CodeEntry,
 ) -> ApiResult<wire::LeaseView> {
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
-    let result = market.enter_authorization_code(me(who), LeaseId(id), code, now());
+    // The key is checked before the code, so a bad key costs no attempt.
+    let class_a = market
+        .lease(LeaseId(id))
+        .is_some_and(|l| l.class == ClusterClass::A && l.user == me(who));
+    let key = match (&entry.public_key, class_a) {
+        (Some(k), _) => {
+            cpn_agent::lease_access::public_key_fingerprint(k.trim())
+                .map_err(|e| ApiError::field("public_key", e.to_string()))?;
+            Some(k.trim().to_string())
+        }
+        (None, true) => {
+            return Err(ApiError::field(
+                "public_key",
+                "give your SSH public key (one line, e.g. of ~/.ssh/id_ed25519.pub): the lease's account lets in only that key",
+            ));
+        }
+        (None, false) => None,
+    };
+    let result = market.enter_authorization_code(me(who), LeaseId(id), &entry.code, now());
     persist(state, &mut inner, Vec::new()).await?;
     result.map_err(lease_error)?;
     let market = inner.market.as_ref().expect("persisted");
     let lease = market
         .lease(LeaseId(id))
         .ok_or_else(|| internal("lease vanished"))?;
-    Ok(lease_view(market, &names, lease))
+    if let Some(key) = key {
+        grant_access(state, market, lease, &key).await?;
+    }
+    Ok(lease_view(market, &names, lease, &state.market.access()))
 }
 
 /// The user releases a lease: billing stops now, the cards are freed, a class B hold goes.
@@ -1136,10 +1457,11 @@ pub async fn release(state: &AppState, who: &Caller, id: u64) -> ApiResult<wire:
     result.map_err(lease_error)?;
     let market = inner.market.as_ref().expect("persisted");
     release_class_b(state, market, LeaseId(id)).await;
+    revoke_access(state, LeaseId(id)).await;
     let lease = market
         .lease(LeaseId(id))
         .ok_or_else(|| internal("lease vanished"))?;
-    Ok(lease_view(market, &names, lease))
+    Ok(lease_view(market, &names, lease, &state.market.access()))
 }
 
 /// One metering run: card states follow the nodes, lease time is charged up to now,
@@ -1154,6 +1476,7 @@ pub async fn meter_once(state: &AppState) -> ApiResult<()> {
         for (id, reason) in run.ended {
             tracing::info!(lease = id.0, ?reason, "lease ended");
             release_class_b(state, market, id).await;
+            revoke_access(state, id).await;
         }
     }
     Ok(())

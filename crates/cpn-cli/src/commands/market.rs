@@ -187,12 +187,20 @@ pub enum LeaseCmd {
         #[arg(long, default_value_t = 0)]
         periods: u32,
     },
-    /// Enter the supplier's authorization code of a class A lease.
+    /// Enter the supplier's authorization code of a class A lease, with the SSH public key
+    /// the lease's account on the node will let in.
+    ///
+    /// Example:
+    ///   cpn lease code 7 7K3M9QX2TB --public-key ~/.ssh/id_ed25519.pub
+    #[command(verbatim_doc_comment)]
     Code {
         #[arg(value_name = "LEASE")]
         id: u64,
         #[arg(value_name = "CODE")]
         code: String,
+        /// File holding one OpenSSH public key line (required for class A).
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<std::path::PathBuf>,
     },
     /// Suppliers: show a class A lease's authorization code (once), or issue a new one.
     AuthorizationCode {
@@ -370,7 +378,14 @@ fn lease_table(leases: &[LeaseView]) -> Result<()> {
 
 fn show_lease(l: &LeaseView) -> Result<()> {
     lease_table(std::slice::from_ref(l))?;
-    output::emit(&format!("access: {}", l.access))
+    output::emit(&format!("access: {}", l.access))?;
+    for a in &l.ssh {
+        output::emit(&format!(
+            "host key of {}: {} {}",
+            a.host, a.host_key_type, a.host_key_fingerprint
+        ))?;
+    }
+    Ok(())
 }
 
 pub async fn market(ctx: &Ctx, cmd: MarketCmd) -> Result<()> {
@@ -562,10 +577,23 @@ pub async fn lease(ctx: &Ctx, cmd: LeaseCmd) -> Result<()> {
                 )),
             };
         }
-        LeaseCmd::Code { id, code } => {
+        LeaseCmd::Code {
+            id,
+            code,
+            public_key,
+        } => {
+            let public_key = match public_key {
+                Some(path) => Some(
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
             c.post(
                 &["api", "v1", "market", "leases", &id.to_string(), "code"],
-                &CodeEntry { code },
+                &CodeEntry { code, public_key },
             )
             .await?
         }

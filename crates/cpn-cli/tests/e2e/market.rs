@@ -19,7 +19,13 @@ struct Market {
     ann: String,
     eve: String,
     node_id: String,
+    /// The node's own credential: the test speaks the agent protocol for `n1`.
+    node_credential: String,
 }
+
+/// A valid OpenSSH ed25519 public key line (a made-up key: nothing logs in with it here).
+const PUBLIC_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g ann@lab";
 
 /// A server whose nodes stay ready without heartbeats for the test's length, a supplier
 /// `sup` (tenant acme) owning site `acme-sz` with node `n1` reporting two GPUs (registered
@@ -62,12 +68,14 @@ async fn setup(dir: &std::path::Path) -> Market {
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let node_id = b["node_id"].as_str().unwrap().to_string();
+    let node_credential = b["credential"].as_str().unwrap().to_string();
     Market {
         server,
         supplier,
         ann,
         eve,
         node_id,
+        node_credential,
     }
 }
 
@@ -591,9 +599,9 @@ async fn fifty_racing_orders_make_one_lease_class_a_needs_the_code_and_suppliers
     assert_eq!(lease["state"], "awaiting_access", "{lease}");
     assert_eq!(states(&m.listing(&cpcid).await), ["reserved"]);
 
-    // The supplier gets the code once; the user's wrong code is refused; the right one
-    // turns the card busy. No SSH account is claimed: the agent protocol does not carry
-    // lease access yet, and the lease says so.
+    // The supplier gets the code once; the user's wrong code is refused; the right one,
+    // with the user's SSH key, turns the card busy and asks the node's agent for the
+    // lease's account.
     let (s, _) = m
         .call(
             Method::POST,
@@ -622,30 +630,46 @@ async fn fifty_racing_orders_make_one_lease_class_a_needs_the_code_and_suppliers
         )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "shown once");
+    let enter = format!("/api/v1/market/leases/{id}/code");
     let (s, b) = m
         .call(
             Method::POST,
-            &format!("/api/v1/market/leases/{id}/code"),
+            &enter,
             &m.ann,
-            Some(json!({"code": "0000000000"})),
+            Some(json!({"code": "0000000000", "public_key": PUBLIC_KEY})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["field"], "code", "{b}");
+    let (s, b) = m
+        .call(Method::POST, &enter, &m.ann, Some(json!({"code": code})))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["field"], "public_key", "{b}");
+    let (s, b) = m
+        .call(
+            Method::POST,
+            &enter,
+            &m.ann,
+            Some(json!({"code": code, "public_key": "ssh-ed25519 not-base64"})),
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     let (s, b) = m
         .call(
             Method::POST,
-            &format!("/api/v1/market/leases/{id}/code"),
+            &enter,
             &m.eve,
-            Some(json!({"code": code})),
+            Some(json!({"code": code, "public_key": PUBLIC_KEY})),
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
     let (s, active) = m
         .call(
             Method::POST,
-            &format!("/api/v1/market/leases/{id}/code"),
+            &enter,
             &m.ann,
-            Some(json!({"code": code})),
+            Some(json!({"code": code, "public_key": PUBLIC_KEY})),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{active}");
@@ -654,9 +678,86 @@ async fn fifty_racing_orders_make_one_lease_class_a_needs_the_code_and_suppliers
         active["access"]
             .as_str()
             .unwrap()
-            .starts_with("pending (agent protocol not wired)"),
+            .starts_with("pending: waiting for node n1"),
         "{active}"
     );
+    assert!(
+        active.get("ssh").is_none(),
+        "no account is claimed before the agent made it: {active}"
+    );
+
+    // The node's agent finds the grant in its poll: the user's key and the leased GPU.
+    let poll = format!("/api/v1/agents/{}/assignments?wait_ms=0", m.node_id);
+    let (s, work) = m
+        .server
+        .call(Method::GET, &poll, Some(&m.node_credential), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{work}");
+    let grant = &work["lease_grants"][0];
+    assert_eq!(grant["public_key"], PUBLIC_KEY, "{work}");
+    assert_eq!(grant["gpus"], json!([0]), "{work}");
+    let agent_lease = grant["lease_id"].as_str().unwrap().to_string();
+    // Only the node itself may answer for it.
+    let report = format!("/api/v1/agents/{}/lease-access", m.node_id);
+    let (s, _) = m
+        .call(
+            Method::POST,
+            &report,
+            &m.ann,
+            Some(json!({"lease_id": agent_lease, "error": "x"})),
+        )
+        .await;
+    assert!(
+        s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN,
+        "{s}"
+    );
+    let access = json!({"lease_id": agent_lease, "host": "n1.acme.example", "port": 22,
+        "username": "cpnl-x", "host_key_fingerprint": "SHA256:abc", "host_key_type": "ssh-ed25519",
+        "gpus": [0], "isolation": {"gpus": "simulated", "cpu": "enforced", "memory": "enforced",
+        "cgroup": "v2", "notes": []}});
+    let (s, b) = m
+        .server
+        .call(
+            Method::POST,
+            &report,
+            Some(&m.node_credential),
+            Some(json!({"lease_id": agent_lease, "access": access})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (_, work) = m
+        .server
+        .call(Method::GET, &poll, Some(&m.node_credential), None)
+        .await;
+    assert!(
+        work.get("lease_grants").is_none(),
+        "answered: not asked again: {work}"
+    );
+    let (_, shown) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/market/leases/{id}"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert_eq!(shown["ssh"][0]["username"], "cpnl-x", "{shown}");
+    assert!(
+        shown["access"]
+            .as_str()
+            .unwrap()
+            .starts_with("ssh -p 22 cpnl-x@n1.acme.example"),
+        "{shown}"
+    );
+    let (s, _) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/market/leases/{id}"),
+            &m.eve,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(states(&m.listing(&cpcid).await), ["busy"]);
 
     // A listing that wants the supplier's approval: the order holds the card until the
@@ -755,7 +856,7 @@ async fn fifty_racing_orders_make_one_lease_class_a_needs_the_code_and_suppliers
         .await;
     assert_eq!(orders, json!([]));
 
-    // A budget that one more hour would exceed refuses new leases with a clear error.
+    // Release asks the agent to lock the account; its report shows on the lease.
     let (s, b) = m
         .call(
             Method::POST,
@@ -765,6 +866,45 @@ async fn fifty_racing_orders_make_one_lease_class_a_needs_the_code_and_suppliers
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b.get("ssh").is_none(), "{b}");
+    let (_, work) = m
+        .server
+        .call(Method::GET, &poll, Some(&m.node_credential), None)
+        .await;
+    assert_eq!(
+        work["lease_revokes"][0]["lease_id"],
+        agent_lease.as_str(),
+        "{work}"
+    );
+    let revoked = json!({"lease_id": agent_lease, "username": "cpnl-x", "locked": true,
+        "processes_killed": 2, "authorized_keys_removed": true, "already_revoked": false});
+    let (s, b) = m
+        .server
+        .call(
+            Method::POST,
+            &report,
+            Some(&m.node_credential),
+            Some(json!({"lease_id": agent_lease, "revoked": revoked})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (_, ended) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/market/leases/{id}"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert!(
+        ended["access"]
+            .as_str()
+            .unwrap()
+            .contains("account cpnl-x on node n1 locked, 2 process(es) ended"),
+        "{ended}"
+    );
+
+    // A budget that one more hour would exceed refuses new leases with a clear error.
     let (s, b) = m
         .server
         .admin(
@@ -816,6 +956,7 @@ async fn fifty_racing_orders_make_one_lease_class_a_needs_the_code_and_suppliers
         "ended_at",
         "charged_minor",
         "listing",
+        "access",
     ] {
         assert_eq!(after[field], before[field], "{field}: {after} vs {before}");
     }
