@@ -9,7 +9,7 @@ use crate::metrics::MetricsSampler;
 use crate::runner::{Runner, Stream};
 use cpn_api_types::agent::{
     AgentRegister, AgentRegistered, Assignments, AttemptReport, AttemptState, AttemptVerdict,
-    Heartbeat,
+    Heartbeat, LeaseAccessReport,
 };
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -326,6 +326,9 @@ async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         match result {
             Ok(a) => {
                 backoff = MIN_BACKOFF;
+                if !a.lease_grants.is_empty() || !a.lease_revokes.is_empty() {
+                    lease_work(&shared, &node, &a).await;
+                }
                 let reports = on_runner(&shared, move |runner| start_assigned(runner, &a))
                     .await
                     .unwrap_or_default();
@@ -359,6 +362,68 @@ async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
                 backoff = next_backoff(backoff);
             }
+        }
+    }
+}
+
+/// Class A lease access (issue #14): the grants and revocations a poll brought, run on a
+/// blocking thread (they run `useradd`, `usermod` and kill processes; they need root), one
+/// report each. A node that cannot manage lease accounts says why in every report, so the
+/// lease shows it rather than waiting for ever.
+async fn lease_work(shared: &Arc<Shared>, node: &str, a: &Assignments) {
+    let host = shared.config.name.clone().unwrap_or_else(host_name);
+    let config =
+        crate::lease_access::LeaseAccountsConfig::new(shared.config.state_dir.clone(), host);
+    let (grants, revokes) = (a.lease_grants.clone(), a.lease_revokes.clone());
+    let reports = tokio::task::spawn_blocking(move || {
+        let ids = grants
+            .iter()
+            .map(|g| g.lease_id.clone())
+            .chain(revokes.iter().map(|r| r.lease_id.clone()));
+        let mut accounts = match crate::lease_access::LeaseAccounts::open(config) {
+            Ok(accounts) => accounts,
+            Err(e) => {
+                return ids
+                    .map(|lease_id| LeaseAccessReport {
+                        lease_id,
+                        error: Some(format!("this node cannot manage lease accounts: {e}")),
+                        ..Default::default()
+                    })
+                    .collect::<Vec<_>>();
+            }
+        };
+        let mut out = Vec::new();
+        for g in &grants {
+            let (access, error) = match accounts.grant(g) {
+                Ok(access) => (Some(access), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            out.push(LeaseAccessReport {
+                lease_id: g.lease_id.clone(),
+                access,
+                error,
+                ..Default::default()
+            });
+        }
+        for r in &revokes {
+            let (revoked, error) = match accounts.revoke(&r.lease_id) {
+                Ok(revoked) => (Some(revoked), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            out.push(LeaseAccessReport {
+                lease_id: r.lease_id.clone(),
+                revoked,
+                error,
+                ..Default::default()
+            });
+        }
+        out
+    })
+    .await
+    .unwrap_or_default();
+    for r in &reports {
+        if let Err(e) = shared.api.lease_access(node, r).await {
+            tracing::warn!(lease = %r.lease_id, error = %e, "reporting lease access failed; the server asks again");
         }
     }
 }

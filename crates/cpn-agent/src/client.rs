@@ -115,6 +115,17 @@ impl Api {
         self.send(url, req).await
     }
 
+    /// What the agent did with a lease grant or revocation.
+    pub async fn lease_access(
+        &self,
+        node: &str,
+        r: &cpn_api_types::agent::LeaseAccessReport,
+    ) -> Result<serde_json::Value, AgentError> {
+        let url = format!("{}/api/v1/agents/{node}/lease-access", self.base);
+        let req = self.http.post(&url).json(r).timeout(REQUEST_TIMEOUT);
+        self.send(url, req).await
+    }
+
     /// Sends output bytes starting at `offset`; returns the length the server now has and
     /// whether it stores no more of this attempt's output.
     pub async fn logs(

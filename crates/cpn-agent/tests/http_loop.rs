@@ -100,6 +100,7 @@ async fn assignments(
     Json(Assignments {
         assignments: a.into_iter().collect(),
         stop: vec![],
+        ..Default::default()
     })
 }
 

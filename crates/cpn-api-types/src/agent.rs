@@ -307,6 +307,28 @@ pub struct Assignments {
     /// Attempt ids to kill (cancelled or reclaimed while running).
     #[serde(default)]
     pub stop: Vec<String>,
+    /// Class A leases of this node to give SSH access to (issue #14). The agent answers
+    /// each with a [`LeaseAccessReport`]; until it does, the next poll carries it again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lease_grants: Vec<LeaseAccessGrant>,
+    /// Class A leases whose access ends (release, expiry, budget); answered like grants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lease_revokes: Vec<LeaseAccessRevoke>,
+}
+
+/// Body of `POST /api/v1/agents/{node}/lease-access`: what the agent did with one lease
+/// grant or revocation of [`Assignments`]. Exactly one of `access` (granted), `revoked`
+/// (revoked) or `error` (why it could not, e.g. the agent does not run as root).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseAccessReport {
+    pub lease_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<LeaseAccess>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<LeaseRevoked>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 // ---------------------------------------------------------------- nodes as the API shows them

@@ -161,6 +161,16 @@ pub enum Command {
     /// schedule, or on an event.
     #[command(subcommand, alias = "rules")]
     Rule(crate::commands::rule::RuleCmd),
+    /// The sharing marketplace: search idle capacity, show a listing's cards; suppliers
+    /// publish, edit, delist and relist clusters of their sites.
+    #[command(subcommand)]
+    Market(crate::commands::market::MarketCmd),
+    /// Leases of marketplace cards: order, enter the authorization code, list, release.
+    #[command(subcommand, alias = "leases")]
+    Lease(crate::commands::market::LeaseCmd),
+    /// Marketplace money: balance, top-ups and budgets, usage, invoices and statements.
+    #[command(subcommand)]
+    Billing(crate::commands::market::BillingCmd),
     /// Task state changes, node state, operations and alarms: the log, or followed live.
     Events(crate::commands::events::EventsArgs),
     /// Run an agent: make this machine a node of a site that runs the tasks bound to it.

@@ -127,6 +127,12 @@ impl Client {
         self.send(Method::POST, path, &[], None::<&()>, true).await
     }
 
+    /// A POST without a body, with query parameters (`?reissue=true`).
+    pub async fn post_query(&self, path: &[&str], query: &[(&str, String)]) -> Result<Value> {
+        self.send(Method::POST, path, query, None::<&()>, true)
+            .await
+    }
+
     pub async fn put<B: Serialize + ?Sized>(&self, path: &[&str], body: &B) -> Result<Value> {
         self.send(Method::PUT, path, &[], Some(body), true).await
     }

@@ -321,3 +321,47 @@ fn usage_errors_exit_2() {
     let out = cpn(&["site", "frobnicate"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn marketplace_commands_list_their_verbs() {
+    assert_verbs(
+        &["market"],
+        &["list", "show", "publish", "edit", "delist", "relist"],
+    );
+    assert_verbs(
+        &["lease"],
+        &[
+            "order",
+            "code",
+            "authorization-code",
+            "approve",
+            "reject",
+            "cancel",
+            "orders",
+            "list",
+            "show",
+            "release",
+        ],
+    );
+    assert_verbs(
+        &["billing"],
+        &[
+            "balance",
+            "topup",
+            "budget",
+            "usage",
+            "close",
+            "invoices",
+            "statements",
+            "ledger",
+        ],
+    );
+    assert_flags(
+        &["market", "list"],
+        &["--model", "--mode", "--max-price", "--sort", "--mine"],
+    );
+    assert_flags(
+        &["lease", "order"],
+        &["--cards", "--card-id", "--mode", "--periods"],
+    );
+}

@@ -8,6 +8,7 @@ pub mod api_accounts;
 pub mod api_design;
 pub mod api_flows;
 pub mod api_join;
+pub mod api_market;
 pub mod api_ops;
 pub mod api_runtime;
 pub mod audit;
@@ -25,6 +26,7 @@ pub mod inventory;
 pub mod join;
 pub mod limits;
 pub mod listener;
+pub mod market;
 pub mod openapi;
 pub mod policy;
 pub mod query;
@@ -182,6 +184,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         runtime: Arc::new(runtime::Runtime::new(config.runtime, &config.data_dir)),
         accounts: Arc::new(auth::Accounts::new(config.accounts.clone())),
         transport: Arc::new(transport),
+        market: Arc::new(market::MarketService::default()),
     };
 
     let fresh = auth::bootstrap(store.as_ref(), &config.data_dir)
@@ -230,6 +233,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .load(&state)
         .await
         .map_err(|e| anyhow::anyhow!("load running work: {e}"))?;
+    market::load(&state)
+        .await
+        .map_err(|e| anyhow::anyhow!("load the marketplace: {e}"))?;
     let loops = runtime::spawn_loops(&state);
     flows::resume_all(&state);
 

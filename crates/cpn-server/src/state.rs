@@ -18,4 +18,6 @@ pub struct AppState {
     pub accounts: Arc<crate::auth::Accounts>,
     /// HTTPS or not, and the generated CA (served at /api/v1/ca.pem, pinned by join tokens).
     pub transport: Arc<crate::tls::Transport>,
+    /// The marketplace's listings, orders, leases and ledger (`market`).
+    pub market: Arc<crate::market::MarketService>,
 }

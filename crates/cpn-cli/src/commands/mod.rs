@@ -13,6 +13,7 @@ pub mod flow;
 pub mod identity;
 pub mod join;
 pub mod link;
+pub mod market;
 pub mod node;
 pub mod plan;
 pub mod policy;
@@ -123,6 +124,9 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Op(cmd) => node::op(&ctx, cmd).await,
         Command::Events(args) => events::run(&ctx, args).await,
         Command::Rule(cmd) => rule::rule(&ctx, cmd).await,
+        Command::Market(cmd) => market::market(&ctx, cmd).await,
+        Command::Lease(cmd) => market::lease(&ctx, cmd).await,
+        Command::Billing(cmd) => market::billing(&ctx, cmd).await,
         Command::Agent(_) => unreachable!("handled above"),
         Command::Link(LinkCmd::Registry(cmd)) => registry::run(&ctx, Kind::Link, cmd).await,
         Command::Link(LinkCmd::Metrics(args)) => link::metrics(&ctx, args).await,

@@ -15,6 +15,7 @@ mod isolation;
 mod join;
 mod limits;
 mod livestate;
+mod market;
 mod plans;
 mod readme_start;
 mod registry;

@@ -515,10 +515,19 @@ pub async fn assignments(
             let redeliver_at = l.handed_out.values().min().map(|at| *at + REDELIVER_AFTER);
             (fresh, redeliver_at)
         });
-        if !fresh.is_empty() || !stop.is_empty() || now >= deadline {
+        // Class A lease access the marketplace wants of this node (`market::lease_work`).
+        let (lease_grants, lease_revokes) = crate::market::lease_work(state, node_id).await;
+        if !fresh.is_empty()
+            || !stop.is_empty()
+            || !lease_grants.is_empty()
+            || !lease_revokes.is_empty()
+            || now >= deadline
+        {
             return Ok(Assignments {
                 assignments: fresh,
                 stop,
+                lease_grants,
+                lease_revokes,
             });
         }
         let mut stop = state.runtime.shutdown.subscribe();

@@ -374,6 +374,7 @@ pub fn spawn_loops(state: &AppState) -> tokio::task::JoinHandle<()> {
         supervise("monitor", state, |s| Box::pin(monitor::run(s))),
         supervise("slurm", state, |s| Box::pin(slurm::run(s))),
         supervise("rules", state, |s| Box::pin(rules::run(s))),
+        supervise("market", state, |s| Box::pin(crate::market::run(s))),
     ];
     tokio::spawn(async move {
         for l in loops {

@@ -1,0 +1,1083 @@
+//! Issue #14, the marketplace's listings, orders, leases and billing through HTTP and the
+//! CLI: a supplier publishes a site whose node an agent reports, users see per-card state,
+//! order, hold capacity in the federation's ledger (class B) or enter the supplier's code
+//! (class A), release, and are billed to the second; the ledger sums to zero; fifty racing
+//! orders for the last card make one lease; delisting stops orders but not leases; another
+//! tenant sees none of it.
+
+use crate::harness::{Server, site};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Per card-hour, minor units: 10 per card-second, so a bill to the second is exact.
+const HOURLY: i64 = 36_000;
+
+struct Market {
+    server: Server,
+    supplier: String,
+    ann: String,
+    eve: String,
+    node_id: String,
+    /// The node's own credential: the test speaks the agent protocol for `n1`.
+    node_credential: String,
+}
+
+/// A valid OpenSSH ed25519 public key line (a made-up key: nothing logs in with it here).
+const PUBLIC_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g ann@lab";
+
+/// A server whose nodes stay ready without heartbeats for the test's length, a supplier
+/// `sup` (tenant acme) owning site `acme-sz` with node `n1` reporting two GPUs (registered
+/// over the agent protocol with a join token, as an agent does), a user `ann` (tenant lab)
+/// and a user `eve` (tenant other).
+async fn setup(dir: &std::path::Path) -> Market {
+    let server = Server::start_with(
+        dir,
+        false,
+        &["--no-local-agent", "--node-timeout-ms", "600000"],
+    )
+    .await;
+    let supplier = server.user("acme", "sup", "supplier").await;
+    let ann = server.user("lab", "ann", "user").await;
+    let eve = server.user("other", "eve", "user").await;
+    let (s, b) = server
+        .call(
+            Method::POST,
+            "/api/v1/sites",
+            Some(&supplier),
+            Some(site("acme-sz")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let join = server.join_token("acme-sz").await;
+    let gpus: Vec<Value> = (0..2)
+        .map(|i| json!({"index": i, "model": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920}))
+        .collect();
+    let (s, b) = server
+        .call(
+            Method::POST,
+            "/api/v1/agents/register",
+            Some(&join),
+            Some(
+                json!({"site": "acme-sz", "name": "n1", "inventory": {"hostname": "n1",
+                "arch": "x86_64", "cpu_model": "AMD EPYC 7763", "cpu_cores": 64,
+                "memory_mib": 524288, "gpus": gpus}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let node_id = b["node_id"].as_str().unwrap().to_string();
+    let node_credential = b["credential"].as_str().unwrap().to_string();
+    Market {
+        server,
+        supplier,
+        ann,
+        eve,
+        node_id,
+        node_credential,
+    }
+}
+
+fn spec(class: &str, cards: Value) -> Value {
+    let mut s = json!({
+        "class": class, "resource_type": "gpu", "model": "A100 80GB", "card_memory_gib": 80,
+        "memory_gib": 512, "vcpus": 64, "prices": {"hourly_minor": HOURLY, "monthly_minor": 2_000_000},
+        "vendor": "Acme Cloud", "region": "深圳市",
+        "storage": [{"kind": "nvme_ssd", "role": "data", "size_gb": 3840}],
+        "site": "acme-sz", "cards": cards
+    });
+    if class == "a" {
+        s["usage"] = json!("ssh lease-<id>@n1.acme.example; CUDA 12 installed");
+    }
+    s
+}
+
+impl Market {
+    async fn call(
+        &self,
+        m: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.server.call(m, path, Some(token), body).await
+    }
+
+    async fn listing(&self, cpcid: &str) -> Value {
+        let (s, b) = self
+            .call(
+                Method::GET,
+                &format!("/api/v1/market/listings/{cpcid}"),
+                &self.ann,
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b
+    }
+
+    async fn node_gpus_held(&self) -> f64 {
+        let (s, b) = self
+            .server
+            .admin(
+                Method::GET,
+                &format!("/api/v1/nodes/{}", self.node_id),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["allocated"]["gpus"].as_f64().unwrap()
+    }
+}
+
+fn states(listing: &Value) -> Vec<String> {
+    listing["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["state"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn secs(v: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+        .unwrap()
+        .timestamp()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_class_b_lease_holds_capacity_is_billed_to_the_second_and_stays_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = setup(dir.path()).await;
+
+    // Only suppliers publish, and only their own sites.
+    let (s, b) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/listings",
+            &m.ann,
+            Some(spec("b", json!([]))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+
+    // Without cards, every GPU the site's ready node reports is listed; a card no agent
+    // reports (index 7) is offline.
+    let (s, l) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/listings",
+            &m.supplier,
+            Some(spec("b", json!([{"node": "n1", "index": 0}, {"node": "n1", "index": 1}, {"node": "n1", "index": 7}]))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{l}");
+    let cpcid = l["cpcid"].as_str().unwrap().to_string();
+    assert!(cpcid.starts_with("CPC-"), "{l}");
+    assert_eq!(l["supplier"], "sup");
+    assert_eq!(states(&l), ["idle", "idle", "offline"], "{l}");
+    assert_eq!(l["idle_cards"], 2);
+
+    // Users find it by its filters; a filter it does not meet hides it.
+    let (s, hits) = m
+        .call(Method::GET, "/api/v1/market/listings?model=a100%2080gb&mode=hourly&max_unit_price_minor=40000&min_cards=2", &m.ann, None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{hits}");
+    assert_eq!(hits["total"], 1, "{hits}");
+    assert_eq!(hits["items"][0]["cpcid"], cpcid.as_str());
+    let (_, none) = m
+        .call(
+            Method::GET,
+            "/api/v1/market/listings?min_cards=3",
+            &m.ann,
+            None,
+        )
+        .await;
+    assert_eq!(none["total"], 0, "{none}");
+
+    // No funds, no lease; the error says why.
+    let order = json!({"listing": cpcid, "cards": 1, "mode": "hourly"});
+    let (s, b) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/orders",
+            &m.ann,
+            Some(order.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ask an operator for a top-up"),
+        "{b}"
+    );
+
+    // Only operators top up.
+    let topup = json!({"tenant": "lab", "amount_minor": 1_000_000});
+    let (s, _) = m
+        .call(
+            Method::POST,
+            "/api/v1/billing/topups",
+            &m.ann,
+            Some(topup.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, bal) = m
+        .server
+        .admin(Method::POST, "/api/v1/billing/topups", Some(topup))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{bal}");
+    assert_eq!(bal["available_minor"], 1_000_000);
+
+    assert_eq!(m.node_gpus_held().await, 0.0);
+    let (s, placed) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/orders",
+            &m.ann,
+            Some(order.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{placed}");
+    let lease = &placed["lease"];
+    assert_eq!(lease["state"], "active", "{placed}");
+    assert_eq!(lease["class"], "b");
+    assert_eq!(lease["unit_price_minor"], HOURLY);
+    let id = lease["id"].as_u64().unwrap();
+    assert_eq!(
+        states(&m.listing(&cpcid).await),
+        ["busy", "idle", "offline"]
+    );
+    // The lease's GPU is held in the federation's capacity ledger: the node shows it
+    // allocated, so the binder and POST /schedule do not give it away.
+    assert_eq!(m.node_gpus_held().await, 1.0);
+
+    // A price change makes a new version; the running lease keeps its price.
+    let mut edited = spec("b", json!([]));
+    edited["prices"]["hourly_minor"] = json!(72_000);
+    let (s, e) = m
+        .call(
+            Method::PUT,
+            &format!("/api/v1/market/listings/{cpcid}"),
+            &m.supplier,
+            Some(edited),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert_eq!(e["price_version"], 2);
+    assert_eq!(
+        e["cards"].as_array().unwrap().len(),
+        3,
+        "the cards stay: {e}"
+    );
+
+    // Another tenant sees neither the lease nor the bills.
+    let (s, _) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/market/leases/{id}"),
+            &m.eve,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, list) = m
+        .call(Method::GET, "/api/v1/market/leases", &m.eve, None)
+        .await;
+    assert_eq!(list, json!([]));
+    let (s, _) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/market/leases/{id}/release"),
+            &m.eve,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = m
+        .call(
+            Method::GET,
+            "/api/v1/billing/balance?tenant=lab",
+            &m.eve,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The supplier sees the lease it supplies.
+    let (s, sl) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/market/leases/{id}"),
+            &m.supplier,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{sl}");
+
+    // Delisted: no new orders, hidden from search; the running lease goes on.
+    let (s, d) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/market/listings/{cpcid}/delist"),
+            &m.supplier,
+            Some(json!({"reason": "maintenance"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    let (_, hits) = m
+        .call(Method::GET, "/api/v1/market/listings", &m.ann, None)
+        .await;
+    assert_eq!(hits["total"], 0, "{hits}");
+    let (s, b) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/orders",
+            &m.ann,
+            Some(order.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("delisted"),
+        "{b}"
+    );
+    let (_, still) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/market/leases/{id}"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert_eq!(still["state"], "active", "{still}");
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (s, ended) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/market/leases/{id}/release"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{ended}");
+    assert_eq!(ended["state"], "ended");
+    assert_eq!(ended["end_reason"], "released");
+    let (s, _) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/market/leases/{id}/release"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(
+        states(&m.listing(&cpcid).await),
+        ["idle", "idle", "offline"]
+    );
+    assert_eq!(
+        m.node_gpus_held().await,
+        0.0,
+        "release frees the capacity hold"
+    );
+
+    // The bill is the lease's time to the second at the price it was made at.
+    let seconds = secs(&ended["ended_at"]) - secs(&ended["started_at"]);
+    assert!(seconds >= 2, "{ended}");
+    let expected = HOURLY * seconds / 3600;
+    assert_eq!(ended["charged_minor"], expected, "{ended}");
+    let month = &ended["started_at"].as_str().unwrap()[..7];
+    let (s, usage) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/billing/usage?month={month}"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{usage}");
+    let records = usage.as_array().unwrap();
+    let quantity: u64 = records
+        .iter()
+        .map(|r| r["quantity"].as_u64().unwrap())
+        .sum();
+    let amount: i64 = records
+        .iter()
+        .map(|r| r["amount_minor"].as_i64().unwrap())
+        .sum();
+    assert_eq!(quantity as i64, seconds, "{usage}");
+    assert_eq!(amount, expected, "{usage}");
+    let (_, theirs) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/billing/usage?month={month}"),
+            &m.eve,
+            None,
+        )
+        .await;
+    assert_eq!(theirs, json!([]));
+    let (_, bal) = m
+        .call(Method::GET, "/api/v1/billing/balance", &m.ann, None)
+        .await;
+    assert_eq!(bal["available_minor"], 1_000_000 - expected, "{bal}");
+
+    // The month's close: an invoice for the tenant, a statement for the supplier, and a
+    // ledger that sums to zero before and after.
+    let (_, ledger) = m
+        .server
+        .admin(Method::GET, "/api/v1/billing/ledger", None)
+        .await;
+    assert_eq!(ledger["trial_balance_minor"], 0, "{ledger}");
+    let (s, closed) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/billing/months/{month}/close"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{closed}");
+    let (s, closed) = m
+        .server
+        .admin(
+            Method::POST,
+            &format!("/api/v1/billing/months/{month}/close"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{closed}");
+    assert_eq!(closed["invoices"], 1, "{closed}");
+    let (_, inv) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/billing/months/{month}/invoices"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert_eq!(inv[0]["tenant"], "lab", "{inv}");
+    assert_eq!(inv[0]["total_minor"], expected, "{inv}");
+    assert!(
+        inv[0]["csv"].as_str().unwrap().lines().count() >= 2,
+        "{inv}"
+    );
+    let (_, none) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/billing/months/{month}/invoices"),
+            &m.eve,
+            None,
+        )
+        .await;
+    assert_eq!(none, json!([]));
+    let (_, st) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/billing/months/{month}/statements"),
+            &m.supplier,
+            None,
+        )
+        .await;
+    assert_eq!(st[0]["supplier"], "sup", "{st}");
+    assert_eq!(st[0]["gross_minor"], expected, "{st}");
+    assert_eq!(
+        st[0]["net_minor"].as_i64().unwrap() + st[0]["commission_minor"].as_i64().unwrap(),
+        expected,
+        "{st}"
+    );
+    let (_, ledger) = m
+        .server
+        .admin(Method::GET, "/api/v1/billing/ledger", None)
+        .await;
+    assert_eq!(ledger["trial_balance_minor"], 0, "{ledger}");
+    let sum: i64 = ledger["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["balance_minor"].as_i64().unwrap())
+        .sum();
+    assert_eq!(sum, 0, "{ledger}");
+
+    // The CLI reads the same, as the user.
+    let out = std::process::Command::new(crate::harness::CPN)
+        .args(["lease", "list"])
+        .env("CPN_SERVER", &m.server.base)
+        .env("CPN_TOKEN", &m.ann)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&cpcid) && text.contains("released"), "{text}");
+    let out = m.server.cli(&["billing", "ledger"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("sum of all accounts: 0.00"), "{text}");
+    let out = m.server.cli(&["market", "show", &cpcid]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("offline") && text.contains("delisted (maintenance)"),
+        "{text}"
+    );
+    let out = m.server.cli(&["billing", "invoices", month, "--csv"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        inv[0]["csv"].as_str().unwrap().trim_end()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_racing_orders_make_one_lease_class_a_needs_the_code_and_suppliers_approve() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = setup(dir.path()).await;
+    let (s, b) = m
+        .server
+        .admin(
+            Method::POST,
+            "/api/v1/billing/topups",
+            Some(json!({"tenant": "lab", "amount_minor": 10_000_000})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, l) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/listings",
+            &m.supplier,
+            Some(spec("a", json!([{"node": "n1", "index": 0}]))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{l}");
+    let cpcid = l["cpcid"].as_str().unwrap().to_string();
+    assert_eq!(states(&l), ["idle"]);
+
+    // Fifty orders at once for the one card: exactly one lease, the rest told it is taken.
+    let order = json!({"listing": cpcid, "cards": 1, "mode": "hourly"});
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/market/orders", m.server.base);
+    let racers: Vec<_> = (0..50)
+        .map(|_| {
+            let (http, url, token, order) =
+                (http.clone(), url.clone(), m.ann.clone(), order.clone());
+            tokio::spawn(async move {
+                let r = http
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&order)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status();
+                (status, r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for r in racers {
+        results.push(r.await.unwrap());
+    }
+    let won: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    for (s, b) in &results {
+        assert!(
+            *s == StatusCode::CREATED || *s == StatusCode::CONFLICT,
+            "{s} {b}"
+        );
+    }
+    let lease = &won[0]["lease"];
+    let id = lease["id"].as_u64().unwrap();
+    assert_eq!(lease["state"], "awaiting_access", "{lease}");
+    assert_eq!(states(&m.listing(&cpcid).await), ["reserved"]);
+
+    // The supplier gets the code once; the user's wrong code is refused; the right one,
+    // with the user's SSH key, turns the card busy and asks the node's agent for the
+    // lease's account.
+    let (s, _) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/market/leases/{id}/authorization-code"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, code) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/market/leases/{id}/authorization-code"),
+            &m.supplier,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{code}");
+    let code = code["code"].as_str().unwrap().to_string();
+    let (s, _) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/market/leases/{id}/authorization-code"),
+            &m.supplier,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "shown once");
+    let enter = format!("/api/v1/market/leases/{id}/code");
+    let (s, b) = m
+        .call(
+            Method::POST,
+            &enter,
+            &m.ann,
+            Some(json!({"code": "0000000000", "public_key": PUBLIC_KEY})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["field"], "code", "{b}");
+    let (s, b) = m
+        .call(Method::POST, &enter, &m.ann, Some(json!({"code": code})))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["field"], "public_key", "{b}");
+    let (s, b) = m
+        .call(
+            Method::POST,
+            &enter,
+            &m.ann,
+            Some(json!({"code": code, "public_key": "ssh-ed25519 not-base64"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let (s, b) = m
+        .call(
+            Method::POST,
+            &enter,
+            &m.eve,
+            Some(json!({"code": code, "public_key": PUBLIC_KEY})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    let (s, active) = m
+        .call(
+            Method::POST,
+            &enter,
+            &m.ann,
+            Some(json!({"code": code, "public_key": PUBLIC_KEY})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{active}");
+    assert_eq!(active["state"], "active");
+    assert!(
+        active["access"]
+            .as_str()
+            .unwrap()
+            .starts_with("pending: waiting for node n1"),
+        "{active}"
+    );
+    assert!(
+        active.get("ssh").is_none(),
+        "no account is claimed before the agent made it: {active}"
+    );
+
+    // The node's agent finds the grant in its poll: the user's key and the leased GPU.
+    let poll = format!("/api/v1/agents/{}/assignments?wait_ms=0", m.node_id);
+    let (s, work) = m
+        .server
+        .call(Method::GET, &poll, Some(&m.node_credential), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{work}");
+    let grant = &work["lease_grants"][0];
+    assert_eq!(grant["public_key"], PUBLIC_KEY, "{work}");
+    assert_eq!(grant["gpus"], json!([0]), "{work}");
+    let agent_lease = grant["lease_id"].as_str().unwrap().to_string();
+    // Only the node itself may answer for it.
+    let report = format!("/api/v1/agents/{}/lease-access", m.node_id);
+    let (s, _) = m
+        .call(
+            Method::POST,
+            &report,
+            &m.ann,
+            Some(json!({"lease_id": agent_lease, "error": "x"})),
+        )
+        .await;
+    assert!(
+        s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN,
+        "{s}"
+    );
+    let access = json!({"lease_id": agent_lease, "host": "n1.acme.example", "port": 22,
+        "username": "cpnl-x", "host_key_fingerprint": "SHA256:abc", "host_key_type": "ssh-ed25519",
+        "gpus": [0], "isolation": {"gpus": "simulated", "cpu": "enforced", "memory": "enforced",
+        "cgroup": "v2", "notes": []}});
+    let (s, b) = m
+        .server
+        .call(
+            Method::POST,
+            &report,
+            Some(&m.node_credential),
+            Some(json!({"lease_id": agent_lease, "access": access})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (_, work) = m
+        .server
+        .call(Method::GET, &poll, Some(&m.node_credential), None)
+        .await;
+    assert!(
+        work.get("lease_grants").is_none(),
+        "answered: not asked again: {work}"
+    );
+    let (_, shown) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/market/leases/{id}"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert_eq!(shown["ssh"][0]["username"], "cpnl-x", "{shown}");
+    assert!(
+        shown["access"]
+            .as_str()
+            .unwrap()
+            .starts_with("ssh -p 22 cpnl-x@n1.acme.example"),
+        "{shown}"
+    );
+    let (s, _) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/market/leases/{id}"),
+            &m.eve,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(states(&m.listing(&cpcid).await), ["busy"]);
+
+    // A listing that wants the supplier's approval: the order holds the card until the
+    // supplier decides; a rejection needs a reason; the user may withdraw; an approval
+    // (through the CLI, as the supplier) starts the lease.
+    let mut approval = spec("b", json!([{"node": "n1", "index": 1}]));
+    approval["approval"] = json!("by_supplier");
+    let (s, l) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/listings",
+            &m.supplier,
+            Some(approval),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{l}");
+    let by_supplier = l["cpcid"].as_str().unwrap().to_string();
+    let ask = json!({"listing": by_supplier, "mode": "hourly"});
+    let mut order_ids = Vec::new();
+    for _ in 0..3 {
+        let (s, placed) = m
+            .call(
+                Method::POST,
+                "/api/v1/market/orders",
+                &m.ann,
+                Some(ask.clone()),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{placed}");
+        assert_eq!(placed["order"]["state"], "awaiting_approval", "{placed}");
+        assert!(placed.get("lease").is_none(), "{placed}");
+        assert_eq!(states(&m.listing(&by_supplier).await), ["reserved"]);
+        let order = placed["order"]["id"].as_u64().unwrap();
+        order_ids.push(order);
+        match order_ids.len() {
+            1 => {
+                let reject = format!("/api/v1/market/orders/{order}/reject");
+                let (s, b) = m
+                    .call(
+                        Method::POST,
+                        &reject,
+                        &m.supplier,
+                        Some(json!({"reason": " "})),
+                    )
+                    .await;
+                assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+                let (s, b) = m
+                    .call(
+                        Method::POST,
+                        &reject,
+                        &m.supplier,
+                        Some(json!({"reason": "booked for a course"})),
+                    )
+                    .await;
+                assert_eq!(s, StatusCode::OK, "{b}");
+                assert_eq!(b["state"], "rejected");
+                assert_eq!(b["reason"], "booked for a course");
+            }
+            2 => {
+                let cancel = format!("/api/v1/market/orders/{order}/cancel");
+                let (s, _) = m.call(Method::POST, &cancel, &m.eve, None).await;
+                assert_eq!(s, StatusCode::NOT_FOUND);
+                let (s, b) = m.call(Method::POST, &cancel, &m.ann, None).await;
+                assert_eq!(s, StatusCode::OK, "{b}");
+                assert_eq!(b["state"], "cancelled");
+            }
+            _ => {
+                let out = std::process::Command::new(crate::harness::CPN)
+                    .args(["lease", "approve", &order.to_string()])
+                    .env("CPN_SERVER", &m.server.base)
+                    .env("CPN_TOKEN", &m.supplier)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{out:?}");
+                assert!(
+                    String::from_utf8_lossy(&out.stdout).contains("active"),
+                    "{out:?}"
+                );
+                assert_eq!(states(&m.listing(&by_supplier).await), ["busy"]);
+                let (s, b) = m
+                    .call(
+                        Method::POST,
+                        &format!("/api/v1/market/leases/{order}/release"),
+                        &m.ann,
+                        None,
+                    )
+                    .await;
+                assert_eq!(s, StatusCode::OK, "{b}");
+                break;
+            }
+        }
+        assert_eq!(states(&m.listing(&by_supplier).await), ["idle"]);
+    }
+    let (_, orders) = m
+        .call(Method::GET, "/api/v1/market/orders", &m.eve, None)
+        .await;
+    assert_eq!(orders, json!([]));
+
+    // Release asks the agent to lock the account; its report shows on the lease.
+    let (s, b) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/market/leases/{id}/release"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b.get("ssh").is_none(), "{b}");
+    let (_, work) = m
+        .server
+        .call(Method::GET, &poll, Some(&m.node_credential), None)
+        .await;
+    assert_eq!(
+        work["lease_revokes"][0]["lease_id"],
+        agent_lease.as_str(),
+        "{work}"
+    );
+    let revoked = json!({"lease_id": agent_lease, "username": "cpnl-x", "locked": true,
+        "processes_killed": 2, "authorized_keys_removed": true, "already_revoked": false});
+    let (s, b) = m
+        .server
+        .call(
+            Method::POST,
+            &report,
+            Some(&m.node_credential),
+            Some(json!({"lease_id": agent_lease, "revoked": revoked})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (_, ended) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/market/leases/{id}"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert!(
+        ended["access"]
+            .as_str()
+            .unwrap()
+            .contains("account cpnl-x on node n1 locked, 2 process(es) ended"),
+        "{ended}"
+    );
+
+    // A budget that one more hour would exceed refuses new leases with a clear error.
+    let (s, b) = m
+        .server
+        .admin(
+            Method::PUT,
+            "/api/v1/billing/budgets/lab",
+            Some(json!({"monthly_limit_minor": 1000, "alarm_percent": 80})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = m
+        .call(Method::POST, "/api/v1/market/orders", &m.ann, Some(order))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("budget"),
+        "{b}"
+    );
+    assert_eq!(states(&m.listing(&cpcid).await), ["idle"]);
+
+    // What was acknowledged survives a restart: the market is restored from the store.
+    let (_, before) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/market/leases/{id}"),
+            &m.ann,
+            None,
+        )
+        .await;
+    drop(m.server);
+    let server = Server::start_with(
+        dir.path(),
+        false,
+        &["--no-local-agent", "--node-timeout-ms", "600000"],
+    )
+    .await;
+    let (s, after) = server
+        .call(
+            Method::GET,
+            &format!("/api/v1/market/leases/{id}"),
+            Some(&m.ann),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{after}");
+    for field in [
+        "state",
+        "end_reason",
+        "started_at",
+        "ended_at",
+        "charged_minor",
+        "listing",
+        "access",
+    ] {
+        assert_eq!(after[field], before[field], "{field}: {after} vs {before}");
+    }
+    let (_, ledger) = server
+        .admin(Method::GET, "/api/v1/billing/ledger", None)
+        .await;
+    assert_eq!(ledger["trial_balance_minor"], 0, "{ledger}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exhausted_budget_ends_the_hourly_lease_and_refuses_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = setup(dir.path()).await;
+    // 1000 fen a card-second; the budget is exactly one card-hour of it.
+    let hourly = 3_600_000;
+    let limit = hourly;
+    let mut fast = spec("b", json!([{"node": "n1", "index": 0}]));
+    fast["prices"] = json!({"hourly_minor": hourly});
+    // A prepaid month that takes the budget to within 10 s of the hourly lease's use.
+    let mut month = spec("b", json!([{"node": "n1", "index": 1}]));
+    month["prices"] = json!({"monthly_minor": limit - 10_000});
+    let mut cpcids = Vec::new();
+    for s in [fast, month] {
+        let (st, l) = m
+            .call(
+                Method::POST,
+                "/api/v1/market/listings",
+                &m.supplier,
+                Some(s),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{l}");
+        cpcids.push(l["cpcid"].as_str().unwrap().to_string());
+    }
+    let (s, b) = m
+        .server
+        .admin(
+            Method::POST,
+            "/api/v1/billing/topups",
+            Some(json!({"tenant": "lab", "amount_minor": 100_000_000})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = m
+        .server
+        .admin(
+            Method::PUT,
+            "/api/v1/billing/budgets/lab",
+            Some(json!({"monthly_limit_minor": limit, "alarm_percent": 50})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, hourly_lease) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/orders",
+            &m.ann,
+            Some(json!({"listing": cpcids[0], "mode": "hourly"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{hourly_lease}");
+    let id = hourly_lease["lease"]["id"].as_u64().unwrap();
+    let (s, prepaid) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/orders",
+            &m.ann,
+            Some(json!({"listing": cpcids[1], "mode": "monthly", "periods": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{prepaid}");
+    assert_eq!(prepaid["lease"]["charged_minor"], limit - 10_000);
+
+    // The metering loop charges the hourly lease; once the budget is spent it ends it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let ended = loop {
+        let (_, l) = m
+            .call(
+                Method::GET,
+                &format!("/api/v1/market/leases/{id}"),
+                &m.ann,
+                None,
+            )
+            .await;
+        if l["state"] == "ended" {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the budget never ended {l}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(ended["end_reason"], "budget_exhausted", "{ended}");
+    assert_eq!(states(&m.listing(&cpcids[0]).await), ["idle"]);
+    // The prepaid term is paid for and runs on.
+    let prepaid_id = prepaid["lease"]["id"].as_u64().unwrap();
+    let (_, p) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/market/leases/{prepaid_id}"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert_eq!(p["state"], "active", "{p}");
+    // A new lease is refused, and the error says what to do.
+    let (s, b) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/orders",
+            &m.ann,
+            Some(json!({"listing": cpcids[0], "mode": "hourly"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    let msg = b["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("budget") && msg.contains("exhausted"), "{b}");
+    let (_, ledger) = m
+        .server
+        .admin(Method::GET, "/api/v1/billing/ledger", None)
+        .await;
+    assert_eq!(ledger["trial_balance_minor"], 0, "{ledger}");
+}
