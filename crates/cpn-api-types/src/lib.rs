@@ -9,6 +9,7 @@ pub mod events;
 pub mod flows;
 pub mod identity;
 pub mod join;
+pub mod market_accounts;
 pub mod operations;
 pub mod registry;
 pub mod rules;

@@ -8,6 +8,7 @@ pub mod api_accounts;
 pub mod api_design;
 pub mod api_flows;
 pub mod api_join;
+pub mod api_market_accounts;
 pub mod api_ops;
 pub mod api_runtime;
 pub mod audit;
@@ -25,6 +26,8 @@ pub mod inventory;
 pub mod join;
 pub mod limits;
 pub mod listener;
+pub mod market_accounts;
+pub mod notify;
 pub mod openapi;
 pub mod policy;
 pub mod query;
@@ -75,6 +78,8 @@ pub struct ServeConfig {
     /// Run emulated nodes for the demo's sites when the data dir holds the demo (see
     /// [`emulate`]), with the local agent's isolation.
     pub emulated_nodes: bool,
+    /// The SMTP relay and SMS gateway notifications and registration codes go through.
+    pub notify: notify::NotifyConfig,
 }
 
 impl ServeConfig {
@@ -93,6 +98,7 @@ impl ServeConfig {
             max_connections: listener::DEFAULT_MAX_CONNECTIONS,
             local_agent_isolation: Default::default(),
             emulated_nodes: false,
+            notify: Default::default(),
         }
     }
 
@@ -174,6 +180,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("open store in {}", config.data_dir.display()))?;
     tracing::info!(path = %store.path().display(), "store opened");
     let store: Arc<dyn Store> = Arc::new(store);
+    let notifier = notify::Notifier::new(&config.notify, store.clone())?;
+    let market_accounts = market_accounts::MarketAccounts::open(&config.data_dir, notifier)
+        .context("open the marketplace accounts")?;
     let state = AppState {
         store: store.clone(),
         data_dir: config.data_dir.clone(),
@@ -182,6 +191,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         runtime: Arc::new(runtime::Runtime::new(config.runtime, &config.data_dir)),
         accounts: Arc::new(auth::Accounts::new(config.accounts.clone())),
         transport: Arc::new(transport),
+        market_accounts: Arc::new(market_accounts),
     };
 
     let fresh = auth::bootstrap(store.as_ref(), &config.data_dir)

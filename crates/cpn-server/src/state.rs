@@ -18,4 +18,6 @@ pub struct AppState {
     pub accounts: Arc<crate::auth::Accounts>,
     /// HTTPS or not, and the generated CA (served at /api/v1/ca.pem, pinned by join tokens).
     pub transport: Arc<crate::tls::Transport>,
+    /// Self-service marketplace accounts: the identifier key, notifications, pending codes.
+    pub market_accounts: Arc<crate::market_accounts::MarketAccounts>,
 }
