@@ -15,6 +15,7 @@ mod isolation;
 mod join;
 mod limits;
 mod livestate;
+mod market_accounts;
 mod plans;
 mod readme_start;
 mod registry;
