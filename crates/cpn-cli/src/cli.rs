@@ -126,6 +126,10 @@ pub enum Command {
     /// review of business licences.
     #[command(subcommand, alias = "accounts")]
     Account(crate::commands::account::AccountCmd),
+    /// Notification subscriptions: where your alarms and account, lease and billing
+    /// events go (e-mail, signed webhook, SMS).
+    #[command(subcommand)]
+    Notify(crate::commands::notify::NotifyCmd),
     /// API keys for automation: scoped (read, write, metrics:read), with an expiry.
     #[command(subcommand, name = "api-key", alias = "api-keys")]
     ApiKey(crate::commands::identity::ApiKeyCmd),

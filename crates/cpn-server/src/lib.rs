@@ -9,6 +9,7 @@ pub mod api_design;
 pub mod api_flows;
 pub mod api_join;
 pub mod api_market_accounts;
+pub mod api_notify;
 pub mod api_ops;
 pub mod api_runtime;
 pub mod audit;
@@ -241,6 +242,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .await
         .map_err(|e| anyhow::anyhow!("load running work: {e}"))?;
     let loops = runtime::spawn_loops(&state);
+    notify::spawn_alarm_delivery(&state);
     flows::resume_all(&state);
 
     let listener = listener::bind(config.listen).with_context(|| {

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod join;
 pub mod link;
 pub mod node;
+pub mod notify;
 pub mod plan;
 pub mod policy;
 pub mod registry;
@@ -144,6 +145,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Tenant(cmd) => identity::tenant(&ctx, cmd).await,
         Command::User(cmd) => identity::user(&ctx, cmd).await,
         Command::Account(cmd) => account::run(&ctx, cmd).await,
+        Command::Notify(cmd) => notify::run(&ctx, cmd).await,
         Command::ApiKey(cmd) => identity::api_key(&ctx, cmd).await,
         Command::Mfa(cmd) => identity::mfa(&ctx, cmd).await,
         Command::Admin(cmd) => identity::admin(&ctx, cmd).await,

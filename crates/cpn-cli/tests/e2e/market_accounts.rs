@@ -437,3 +437,89 @@ async fn without_a_relay_registration_says_which_flag_to_set() {
     assert_eq!(s, StatusCode::OK);
     assert!(!b.to_string().contains("dave"), "{b}");
 }
+
+#[tokio::test]
+async fn alarms_reach_the_subscribers_of_their_tenant_by_email() {
+    let Some(smtp) = Smtp::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let relay = smtp.relay();
+    let server = Server::start_with(
+        dir.path(),
+        false,
+        &["--no-local-agent", "--smtp-relay", &relay],
+    )
+    .await;
+    let ana = server.user("lab", "ana", "user").await;
+    let zed = server.user("other", "zed", "user").await;
+    let subscribe = |token: String, body: Value| {
+        let server = &server;
+        async move {
+            server
+                .call(
+                    Method::POST,
+                    "/api/v1/notifications/subscriptions",
+                    Some(&token),
+                    Some(body),
+                )
+                .await
+        }
+    };
+    let (s, b) = subscribe(
+        ana.clone(),
+        json!({"channel": "email", "target": "ana@lab.cn", "kinds": ["alarm"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert!(!b["target"].as_str().unwrap().contains("ana@"), "{b}");
+    let (s, b) = subscribe(
+        zed.clone(),
+        json!({"channel": "email", "target": "zed@other.cn", "kinds": ["alarm"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = subscribe(
+        ana.clone(),
+        json!({"channel": "webhook", "target": "https://hooks.example.cn/x", "kinds": ["alarm"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["field"], "secret");
+    let (s, b) = subscribe(
+        ana.clone(),
+        json!({"channel": "sms", "target": "+8613800138000", "kinds": ["alarm"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--sms-gateway")
+    );
+    let (s, b) = server
+        .call(
+            Method::GET,
+            "/api/v1/notifications/subscriptions",
+            Some(&ana),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.as_array().unwrap().len(), 1, "{b}");
+
+    // No node at all: ana's task is unschedulable, which raises an alarm in tenant lab.
+    let (s, b) = server
+        .call(
+            Method::POST,
+            "/api/v1/tasks",
+            Some(&ana),
+            Some(json!({"name": "waits", "command": ["true"]})),
+        )
+        .await;
+    assert!(s.is_success(), "{s} {b}");
+    let mails = smtp.messages_to("ana@lab.cn", 1);
+    assert_eq!(mails.len(), 1, "the alarm did not arrive");
+    assert!(mails[0].contains("unschedulable"), "{}", mails[0]);
+    // Zed's tenant had no alarm.
+    assert!(smtp.messages_to("zed@other.cn", 0).is_empty());
+}
