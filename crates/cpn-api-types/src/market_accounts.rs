@@ -208,3 +208,34 @@ pub struct CodeSent {
     pub code_sent_to: Vec<String>,
     pub code_expires_at: DateTime<Utc>,
 }
+
+/// Profile fields the owner may change (SH-USR-01). Left out: unchanged. A new
+/// organization name or licence sends an organization back to review; a rejected account
+/// resubmits this way. Identifiers and contacts are changed by registering anew.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct UpdateProfile {
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub affiliation: Option<String>,
+    #[serde(default)]
+    pub residential_address: Option<String>,
+    #[serde(default)]
+    pub organization_name: Option<String>,
+    #[serde(default)]
+    pub licence: Option<LicenceUpload>,
+}
+
+/// Deregistration must name the account, so that it is not done by accident.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeregisterAccount {
+    pub confirm_username: String,
+}
+
+/// What deregistration erased and what it kept (the rule of `cpn_market`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Deregistered {
+    pub account: MarketAccount,
+    pub erased: Vec<String>,
+    pub kept: Vec<String>,
+}

@@ -74,6 +74,34 @@ pub async fn mine(State(s): State<AppState>, who: Principal) -> ApiResult<Json<M
     Ok(Json(svc::mine(&s, &who).await?))
 }
 
+/// Edit the caller's profile; a new organization name or licence sends an organization
+/// back to review (a rejected one resubmits this way).
+#[utoipa::path(patch, path = "/api/v1/market/accounts/me", tag = "market", security(("bearer" = [])),
+    request_body = UpdateProfile,
+    responses((status = 200, body = MarketAccount), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_mine(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<UpdateProfile>,
+) -> ApiResult<Json<MarketAccount>> {
+    Ok(Json(svc::update_profile(&s, &who, body).await?))
+}
+
+/// Deregister the caller's account: personal data erased; username, history and
+/// accounting records kept (the answer lists both). 409 while leases run or a debt is open.
+#[utoipa::path(post, path = "/api/v1/market/accounts/me/deregister", tag = "market", security(("bearer" = [])),
+    request_body = DeregisterAccount,
+    responses((status = 200, body = Deregistered), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn deregister(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<DeregisterAccount>,
+) -> ApiResult<Json<Deregistered>> {
+    Ok(Json(svc::deregister(&s, &who, body).await?))
+}
+
 /// One marketplace account: operators, or its owner (others get 404).
 #[utoipa::path(get, path = "/api/v1/market/accounts/{id}", tag = "market", security(("bearer" = [])),
     params(("id" = u64, Path, description = "Account id")),
@@ -150,7 +178,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(register))
         .routes(routes!(activate))
         .routes(routes!(resend_code))
-        .routes(routes!(mine))
+        .routes(routes!(mine, update_mine))
+        .routes(routes!(deregister))
         .routes(routes!(get_account))
         .routes(routes!(get_licence))
         .routes(routes!(review_queue))

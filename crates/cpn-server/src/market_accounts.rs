@@ -28,18 +28,22 @@ use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
 use cpn_api_types::Code;
 use cpn_api_types::market_accounts::{
-    AccountTransition, ActivateAccount, CodeSent, MarketAccount, MaskedIdentifier, RegisterAccount,
-    Registered, RegistrationKind, RegistrationTerms, RejectAccount, ResendCode,
+    AccountTransition, ActivateAccount, CodeSent, DeregisterAccount, Deregistered, LicenceUpload,
+    MarketAccount, MaskedIdentifier, RegisterAccount, Registered, RegistrationKind,
+    RegistrationTerms, RejectAccount, ResendCode, UpdateProfile,
 };
 use cpn_market::account::lifecycle::Actor as MarketActor;
+use cpn_market::account::lifecycle::Obligations;
 use cpn_market::account::{
     Contact, EnterpriseSupplier, IndividualSupplier, LifecycleError, Organization, Registration,
     UserRegistration,
 };
+use cpn_market::billing::LedgerAccount;
+use cpn_market::lease::LeaseState;
 use cpn_market::verification::{self, CodeError, Entropy, PendingCode, Purpose};
 use cpn_market::{
-    Account, AccountId, AccountKind, AccountState, KeyedHasher, Money, SupplierKind, Timestamp,
-    UserKind,
+    Account, AccountId, AccountKind, AccountState, KeyedHasher, Money, SupplierKind, TenantId,
+    Timestamp, UserKind,
 };
 use cpn_notify::{EventKind, Notification, Target};
 use cpn_store::NewUser;
@@ -244,8 +248,8 @@ struct Licence {
     data: Vec<u8>,
 }
 
-fn decode_licence(req: &RegisterAccount) -> ServiceResult<Option<Licence>> {
-    let Some(upload) = &req.licence else {
+fn decode_licence(upload: Option<&LicenceUpload>) -> ServiceResult<Option<Licence>> {
+    let Some(upload) = upload else {
         return Ok(None);
     };
     // Base64 is 4/3 of the file: refuse an over-long text before decoding it.
@@ -439,7 +443,7 @@ pub async fn register(
 ) -> ServiceResult<Registered> {
     let m = &state.market_accounts;
     m.admit(source)?;
-    let licence = decode_licence(&req)?;
+    let licence = decode_licence(req.licence.as_ref())?;
     let reg = registration(&req, licence.as_ref().map(|l| l.document.as_str()));
     let profile = reg.seal(&m.hasher).map_err(|invalid| {
         let field = invalid
@@ -826,4 +830,143 @@ pub async fn reject(
         ),
     );
     Ok(view(&account))
+}
+
+/// A changed free-text field: trimmed, non-empty, bounded (the limits of `cpn_market`'s
+/// registration).
+fn edited(value: &str, field: &str, max: usize) -> ServiceResult<String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(ServiceError::field(field, "required: fill it in"));
+    }
+    if v.chars().count() > max {
+        return Err(ServiceError::field(
+            field,
+            format!("too long: at most {max} characters"),
+        ));
+    }
+    Ok(v.to_string())
+}
+
+/// The owner edits the profile; reviewed fields send an organization back to review.
+pub async fn update_profile(
+    state: &AppState,
+    who: &Caller,
+    req: UpdateProfile,
+) -> ServiceResult<MarketAccount> {
+    let (mut account, version) = by_username(state, &who.username).await?;
+    let mut profile = account
+        .profile()
+        .cloned()
+        .ok_or_else(|| ServiceError::new(Code::InvalidState, "the account is deregistered"))?;
+    let organization = profile.organization_name.is_some();
+    if let Some(r) = &req.region {
+        profile.region = Some(edited(r, "region", 100)?);
+    }
+    if let Some(a) = &req.affiliation {
+        profile.affiliation = Some(edited(a, "affiliation", 100)?);
+    }
+    if let Some(a) = &req.residential_address {
+        if profile.address.is_none() {
+            return Err(ServiceError::field(
+                "residential_address",
+                "only individual suppliers have one",
+            ));
+        }
+        profile.address = Some(edited(a, "residential_address", 200)?);
+    }
+    if let Some(n) = &req.organization_name {
+        if !organization {
+            return Err(ServiceError::field(
+                "organization_name",
+                "this account has no organization",
+            ));
+        }
+        profile.organization_name = Some(edited(n, "organization_name", 100)?);
+    }
+    let licence = decode_licence(req.licence.as_ref())?;
+    if let Some(l) = &licence {
+        if profile.licence_document.is_none() {
+            return Err(ServiceError::field(
+                "licence",
+                "this kind of account has no business licence",
+            ));
+        }
+        store_licence(&state.market_accounts.licence_dir, l)
+            .await
+            .map_err(|e| ServiceError::new(Code::Internal, format!("store the licence: {e}")))?;
+        profile.licence_document = Some(l.document.clone());
+    }
+    account
+        .edit_profile(profile, now().1)
+        .map_err(lifecycle_error)?;
+    state
+        .store
+        .update_market_account(account.clone(), version)
+        .await?;
+    sync_user(state, &account).await?;
+    Ok(view(&account))
+}
+
+/// What the account still owes or holds, from the market's stored leases and ledger.
+async fn obligations(state: &AppState, account: &Account) -> ServiceResult<Obligations> {
+    let market = state.store.load_market().await?;
+    let id = account.id();
+    let running_leases = market
+        .leases
+        .iter()
+        .filter(|l| {
+            (l.user == id || l.supplier == id) && !matches!(l.state, LeaseState::Ended { .. })
+        })
+        .count();
+    let tenant = TenantId(account.username().to_string());
+    let mine = |a: &LedgerAccount| match a {
+        LedgerAccount::UserFunds(t) | LedgerAccount::UserCredit(t) => *t == tenant,
+        LedgerAccount::SupplierReceivable(s) => *s == id,
+        _ => false,
+    };
+    let minor: i64 = market
+        .transactions
+        .iter()
+        .flat_map(|t| &t.postings)
+        .filter(|p| mine(&p.account))
+        .map(|p| p.amount.minor())
+        .sum();
+    Ok(Obligations {
+        running_leases,
+        balance: Money::from_minor(minor),
+    })
+}
+
+/// Deregistration by the owner, under `cpn_market`'s rule: personal data erased, the
+/// username, history and accounting records kept; refused while leases run or a debt is
+/// open. The platform user stays, disabled, so the name stays reserved.
+pub async fn deregister(
+    state: &AppState,
+    who: &Caller,
+    req: DeregisterAccount,
+) -> ServiceResult<Deregistered> {
+    let (mut account, version) = by_username(state, &who.username).await?;
+    if !req
+        .confirm_username
+        .trim()
+        .eq_ignore_ascii_case(account.username())
+    {
+        return Err(ServiceError::field(
+            "confirm_username",
+            "type the account's username to confirm the deregistration",
+        ));
+    }
+    let owed = obligations(state, &account).await?;
+    let done = account.deregister(owed, now().1).map_err(lifecycle_error)?;
+    state
+        .store
+        .update_market_account(account.clone(), version)
+        .await?;
+    sync_user(state, &account).await?;
+    Ok(Deregistered {
+        account: view(&account),
+        erased: done.erased.iter().map(|s| s.to_string()).collect(),
+        kept: done.kept.iter().map(|s| s.to_string()).collect(),
+    })
 }

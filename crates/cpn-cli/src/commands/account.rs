@@ -9,8 +9,9 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use clap::{Args, Subcommand, ValueEnum};
 use cpn_api_types::market_accounts::{
-    ActivateAccount, CodeSent, LicenceUpload, MarketAccount, OrganizationInput, RegisterAccount,
-    Registered, RegistrationKind, RejectAccount, ResendCode,
+    ActivateAccount, CodeSent, DeregisterAccount, Deregistered, LicenceUpload, MarketAccount,
+    OrganizationInput, RegisterAccount, Registered, RegistrationKind, RejectAccount, ResendCode,
+    UpdateProfile,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -47,6 +48,28 @@ pub enum AccountCmd {
     Profile {
         #[arg(long, value_name = "ID")]
         id: Option<u64>,
+    },
+    /// Edit your profile. A new organization name or licence sends an organization back to
+    /// review.
+    Edit {
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        affiliation: Option<String>,
+        #[arg(long)]
+        residential_address: Option<String>,
+        #[arg(long)]
+        organization_name: Option<String>,
+        /// A new business licence (PDF, PNG or JPEG, at most 2 MiB).
+        #[arg(long, value_name = "FILE")]
+        licence: Option<PathBuf>,
+    },
+    /// Deregister your account: personal data erased; username, history and accounting
+    /// records kept. Refused while leases run or a debt is open.
+    Deregister {
+        /// Your username, to confirm.
+        #[arg(long, value_name = "USERNAME")]
+        confirm: String,
     },
     /// The operators' review of business licences.
     #[command(subcommand)]
@@ -311,6 +334,47 @@ pub async fn run(ctx: &Ctx, cmd: AccountCmd) -> Result<()> {
                 .get(&["api", "v1", "market", "accounts", last], &[])
                 .await?;
             show(ctx, &value)
+        }
+        AccountCmd::Edit {
+            region,
+            affiliation,
+            residential_address,
+            organization_name,
+            licence,
+        } => {
+            let body = UpdateProfile {
+                region,
+                affiliation,
+                residential_address,
+                organization_name,
+                licence: licence.as_ref().map(licence_upload).transpose()?,
+            };
+            let value = ctx
+                .client
+                .patch(&["api", "v1", "market", "accounts", "me"], &body)
+                .await?;
+            show(ctx, &value)
+        }
+        AccountCmd::Deregister { confirm } => {
+            let value = ctx
+                .client
+                .post(
+                    &["api", "v1", "market", "accounts", "me", "deregister"],
+                    &DeregisterAccount {
+                        confirm_username: confirm,
+                    },
+                )
+                .await?;
+            if !ctx.table() {
+                return output::print_raw(ctx.output, &value);
+            }
+            let d: Deregistered = decode(&value, "deregistration")?;
+            output::emit(&format!(
+                "account {} deregistered\nerased: {}\nkept: {}",
+                d.account.username,
+                d.erased.join(", "),
+                d.kept.join(", ")
+            ))
         }
         AccountCmd::Review(cmd) => review(ctx, cmd).await,
     }

@@ -281,6 +281,92 @@ async fn a_user_registers_gets_the_code_by_smtp_activates_and_logs_in() {
     let (s, b) = server.admin(Method::GET, &path, None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
 
+    // Profile edit through the CLI with alice's own token.
+    let out = std::process::Command::new(crate::harness::CPN)
+        .args(["account", "edit", "--region", "深圳市"])
+        .env("CPN_SERVER", &server.base)
+        .env("CPN_TOKEN", &alice)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, b) = server
+        .call(
+            Method::GET,
+            "/api/v1/market/accounts/me",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(b["region"], "深圳市", "{b}");
+    assert_eq!(b["state"], "active");
+
+    // Deregistration: confirmed by name; personal data erased, the name kept reserved.
+    let dereg = |confirm: &str| {
+        let body = json!({"confirm_username": confirm});
+        let (server, alice) = (&server, alice.clone());
+        async move {
+            server
+                .call(
+                    Method::POST,
+                    "/api/v1/market/accounts/me/deregister",
+                    Some(&alice),
+                    Some(body),
+                )
+                .await
+        }
+    };
+    let (s, b) = dereg("bob").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let (s, b) = dereg("alice").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(
+        b["erased"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("identifiers")),
+        "{b}"
+    );
+    assert!(
+        b["kept"].as_array().unwrap().contains(&json!("username")),
+        "{b}"
+    );
+    assert!(b["account"]["email"].is_null(), "{b}");
+    let (s, _) = server
+        .call(
+            Method::GET,
+            "/api/v1/market/accounts/me",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "her sessions ended");
+    let (s, b) = login(&server, "alice").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deregistered"),
+        "{b}"
+    );
+    let (s, b) = server.admin(Method::GET, &path, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["state"], "deregistered");
+    assert!(b["identifiers"].as_array().unwrap().is_empty(), "{b}");
+    // The username stays taken; the e-mail is free again.
+    let (s, _) = register(&server, individual("alice", "new@example.cn", NATIONAL_ID)).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, b) = register(
+        &server,
+        individual("alice2", "alice@example.cn", NATIONAL_ID),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
     // The identifier key is private, and the ID number is nowhere in clear on disk.
     use std::os::unix::fs::PermissionsExt;
     let key = std::fs::metadata(dir.path().join("market-identifier.key")).unwrap();
