@@ -134,12 +134,13 @@ impl MarketAccounts {
     }
 }
 
-/// The documents a registrant accepts (served with every registration answer).
+/// The documents a registrant accepts (in every registration answer): their place in the
+/// cpn repository, which an operator replaces with their own published texts.
 pub fn terms() -> RegistrationTerms {
     RegistrationTerms {
         version: TERMS_VERSION.to_string(),
-        agreement_url: "/docs/market/registration-agreement.md".to_string(),
-        privacy_policy_url: "/docs/market/privacy-policy.md".to_string(),
+        agreement_url: "docs/market/registration-agreement.md".to_string(),
+        privacy_policy_url: "docs/market/privacy-policy.md".to_string(),
     }
 }
 
