@@ -63,6 +63,8 @@ pub const MAX_LICENCE_BYTES: usize = 2 * 1024 * 1024;
 /// a lab behind one NAT, too few to mail-bomb through the platform or guess codes widely.
 const PER_ADDRESS: usize = 20;
 const WINDOW: Duration = Duration::from_secs(600);
+/// A new code for the same account at most this often.
+const RESEND_AFTER_S: i64 = 60;
 /// Addresses remembered at most; past it the oldest windows are swept.
 const MAX_ADDRESSES: usize = 10_000;
 
@@ -673,6 +675,19 @@ pub async fn resend_code(
             format!("the account is {} already", account.state().name()),
         ));
     }
+    // Per account too, whatever the address: nobody can turn the platform into a mailer
+    // aimed at one registrant.
+    let (_, t) = now();
+    let lifetime = Purpose::Registration.policy().lifetime_s;
+    if let Some(p) = m.codes().get(&account.id().0) {
+        let issued = p.expires_at().plus_seconds(-lifetime);
+        if t < issued.plus_seconds(RESEND_AFTER_S) {
+            return Err(ServiceError::new(
+                Code::TooManyRequests,
+                format!("a code was sent less than {RESEND_AFTER_S} s ago; wait for it"),
+            ));
+        }
+    }
     let contact = account
         .profile()
         .map(|p| p.contact.clone())
@@ -970,4 +985,74 @@ pub async fn deregister(
         erased: done.erased.iter().map(|s| s.to_string()).collect(),
         kept: done.kept.iter().map(|s| s.to_string()).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_licence_must_be_what_it_says() {
+        assert_eq!(
+            licence_extension("application/pdf", b"%PDF-1.7 x"),
+            Some("pdf")
+        );
+        assert_eq!(
+            licence_extension("image/png", b"\x89PNG\r\n\x1a\n..."),
+            Some("png")
+        );
+        assert_eq!(
+            licence_extension("image/jpeg", &[0xFF, 0xD8, 0xFF, 0xE0]),
+            Some("jpg")
+        );
+        assert_eq!(licence_extension("image/png", b"%PDF-1.7 x"), None);
+        assert_eq!(licence_extension("text/html", b"<html>"), None);
+        assert_eq!(licence_content_type("ab12.pdf"), "application/pdf");
+        assert_eq!(licence_content_type("ab12.png"), "image/png");
+    }
+
+    #[test]
+    fn an_over_long_licence_is_refused_before_decoding() {
+        let upload = LicenceUpload {
+            content_type: "application/pdf".into(),
+            data_base64: "A".repeat(MAX_LICENCE_BYTES / 3 * 4 + 8),
+        };
+        let e = decode_licence(Some(&upload)).err().expect("refused");
+        assert_eq!(e.field.as_deref(), Some("licence.data_base64"));
+        let ok = LicenceUpload {
+            content_type: "application/pdf".into(),
+            data_base64: base64::engine::general_purpose::STANDARD.encode(b"%PDF-1.4 ok"),
+        };
+        let l = decode_licence(Some(&ok)).unwrap().unwrap();
+        assert!(l.document.ends_with(".pdf") && l.document.len() == 64 + 4);
+    }
+
+    #[tokio::test]
+    async fn unauthenticated_calls_are_limited_per_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn cpn_store::Store> =
+            std::sync::Arc::new(cpn_store::SqliteStore::open(dir.path()).unwrap());
+        let notifier = Notifier::new(&Default::default(), store).unwrap();
+        let m = MarketAccounts::open(dir.path(), notifier).unwrap();
+        for _ in 0..PER_ADDRESS {
+            m.admit("10.0.0.1").unwrap();
+        }
+        let e = m.admit("10.0.0.1").unwrap_err();
+        assert_eq!(e.code, Code::TooManyRequests);
+        m.admit("10.0.0.2")
+            .expect("another address has its own budget");
+        // The key is generated once and read back the same.
+        let key = std::fs::read_to_string(dir.path().join(KEY_FILE)).unwrap();
+        let again = MarketAccounts::open(dir.path(), m.notifier.clone()).unwrap();
+        assert_eq!(
+            key,
+            std::fs::read_to_string(dir.path().join(KEY_FILE)).unwrap()
+        );
+        let h = |m: &MarketAccounts| {
+            m.hasher
+                .hash(cpn_market::IdentifierKind::NationalId, "11010519491231002X")
+                .digest_hex()
+        };
+        assert_eq!(h(&m), h(&again));
+    }
 }

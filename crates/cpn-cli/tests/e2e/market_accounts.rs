@@ -609,3 +609,85 @@ async fn alarms_reach_the_subscribers_of_their_tenant_by_email() {
     // Zed's tenant had no alarm.
     assert!(smtp.messages_to("zed@other.cn", 0).is_empty());
 }
+
+/// A one-route HTTP server standing in for the SMS gateway: it records each request body.
+fn sms_gateway() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/send", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice(&body)
+            {
+                seen.lock().unwrap().push(v);
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+#[tokio::test]
+async fn a_phone_registration_gets_its_code_through_the_sms_gateway() {
+    let (url, received) = sms_gateway();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        false,
+        &["--no-local-agent", "--sms-gateway", &url],
+    )
+    .await;
+    let mut body = individual("lin", "", NATIONAL_ID);
+    body["email"] = Value::Null;
+    body["phone"] = json!("13800138000");
+    let (s, b) = register(&server, body).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert!(
+        b["code_sent_to"][0].as_str().unwrap().starts_with("+86"),
+        "{b}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sms = loop {
+        if let Some(v) = received.lock().unwrap().first().cloned() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no SMS reached the gateway");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(sms["to"], "+8613800138000", "{sms}");
+    let text = sms["text"].as_str().unwrap();
+    let at = text.find("code is ").unwrap() + "code is ".len();
+    let code: String = text[at..].chars().take(6).collect();
+    // A second code so soon is refused for this account, whatever the address.
+    let (s, b) = server
+        .call(
+            Method::POST,
+            "/api/v1/market/accounts/resend-code",
+            None,
+            Some(json!({"username": "lin"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
+    let (s, b) = activate(&server, "lin", &code).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["state"], "active");
+}
