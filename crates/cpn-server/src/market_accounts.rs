@@ -483,8 +483,12 @@ pub async fn register(
         }
     }
     let username = profile.username.clone();
-    if state.store.find_user(&username).await?.is_some()
-        || state.store.find_tenant(&username).await?.is_some()
+    // Compared without case: a registrant named `Admin` must not pass for the operator.
+    let lower = username.to_lowercase();
+    let users = state.store.list_users(None).await?;
+    let tenants = state.store.list_tenants().await?;
+    if users.iter().any(|u| u.username.to_lowercase() == lower)
+        || tenants.iter().any(|t| t.name.to_lowercase() == lower)
     {
         return Err(taken());
     }

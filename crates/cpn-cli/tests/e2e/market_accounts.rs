@@ -242,10 +242,16 @@ async fn a_user_registers_gets_the_code_by_smtp_activates_and_logs_in() {
     let (s, b) = register(&server, individual("bob", "ALICE@example.cn", NATIONAL_ID)).await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert!(!b.to_string().contains("alice"), "{b}");
-    // The same username too.
+    // The same username too, and the operator's in another case.
     let (s, _) = register(
         &server,
         individual("Alice", "other@example.cn", NATIONAL_ID),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = register(
+        &server,
+        individual("ADMIN", "other@example.cn", NATIONAL_ID),
     )
     .await;
     assert_eq!(s, StatusCode::CONFLICT);
