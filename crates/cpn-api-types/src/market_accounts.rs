@@ -239,3 +239,13 @@ pub struct Deregistered {
     pub erased: Vec<String>,
     pub kept: Vec<String>,
 }
+
+/// A rejected registrant fixes what the operator named and sends the registration back to
+/// review. No token (a rejected account cannot log in): the password proves the owner.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResubmitRegistration {
+    pub username: String,
+    pub password: String,
+    #[serde(default)]
+    pub changes: UpdateProfile,
+}

@@ -67,6 +67,20 @@ pub async fn resend_code(
     Ok(Json(svc::resend_code(&s, &source, body).await?))
 }
 
+/// Send a rejected registration back to review with what the operator asked for fixed
+/// (a new licence, the organization's name). No token: the password proves the owner
+/// (401 when wrong, throttled like a login).
+#[utoipa::path(post, path = "/api/v1/market/accounts/resubmit", tag = "market", request_body = ResubmitRegistration,
+    responses((status = 200, body = MarketAccount), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn resubmit(
+    State(s): State<AppState>,
+    ClientAddr(source): ClientAddr,
+    JsonBody(body): JsonBody<ResubmitRegistration>,
+) -> ApiResult<Json<MarketAccount>> {
+    Ok(Json(svc::resubmit(&s, &source, body).await?))
+}
+
 /// The caller's own marketplace account.
 #[utoipa::path(get, path = "/api/v1/market/accounts/me", tag = "market", security(("bearer" = [])),
     responses((status = 200, body = MarketAccount), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -178,6 +192,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(register))
         .routes(routes!(activate))
         .routes(routes!(resend_code))
+        .routes(routes!(resubmit))
         .routes(routes!(mine, update_mine))
         .routes(routes!(deregister))
         .routes(routes!(get_account))

@@ -30,7 +30,7 @@ use cpn_api_types::Code;
 use cpn_api_types::market_accounts::{
     AccountTransition, ActivateAccount, CodeSent, DeregisterAccount, Deregistered, LicenceUpload,
     MarketAccount, MaskedIdentifier, RegisterAccount, Registered, RegistrationKind,
-    RegistrationTerms, RejectAccount, ResendCode, UpdateProfile,
+    RegistrationTerms, RejectAccount, ResendCode, ResubmitRegistration, UpdateProfile,
 };
 use cpn_market::account::lifecycle::Actor as MarketActor;
 use cpn_market::account::lifecycle::Obligations;
@@ -868,18 +868,16 @@ fn edited(value: &str, field: &str, max: usize) -> ServiceResult<String> {
     Ok(v.to_string())
 }
 
-/// The owner edits the profile; reviewed fields send an organization back to review.
-pub async fn update_profile(
+/// The profile with the owner's changes applied (a new licence is stored first).
+async fn changed_profile(
     state: &AppState,
-    who: &Caller,
-    req: UpdateProfile,
-) -> ServiceResult<MarketAccount> {
-    let (mut account, version) = by_username(state, &who.username).await?;
+    account: &Account,
+    req: &UpdateProfile,
+) -> ServiceResult<cpn_market::account::AccountProfile> {
     let mut profile = account
         .profile()
         .cloned()
         .ok_or_else(|| ServiceError::new(Code::InvalidState, "the account is deregistered"))?;
-    let organization = profile.organization_name.is_some();
     if let Some(r) = &req.region {
         profile.region = Some(edited(r, "region", 100)?);
     }
@@ -896,7 +894,7 @@ pub async fn update_profile(
         profile.address = Some(edited(a, "residential_address", 200)?);
     }
     if let Some(n) = &req.organization_name {
-        if !organization {
+        if profile.organization_name.is_none() {
             return Err(ServiceError::field(
                 "organization_name",
                 "this account has no organization",
@@ -904,19 +902,29 @@ pub async fn update_profile(
         }
         profile.organization_name = Some(edited(n, "organization_name", 100)?);
     }
-    let licence = decode_licence(req.licence.as_ref())?;
-    if let Some(l) = &licence {
+    if let Some(l) = decode_licence(req.licence.as_ref())? {
         if profile.licence_document.is_none() {
             return Err(ServiceError::field(
                 "licence",
                 "this kind of account has no business licence",
             ));
         }
-        store_licence(&state.market_accounts.licence_dir, l)
+        store_licence(&state.market_accounts.licence_dir, &l)
             .await
             .map_err(|e| ServiceError::new(Code::Internal, format!("store the licence: {e}")))?;
-        profile.licence_document = Some(l.document.clone());
+        profile.licence_document = Some(l.document);
     }
+    Ok(profile)
+}
+
+/// The owner edits the profile; reviewed fields send an organization back to review.
+pub async fn update_profile(
+    state: &AppState,
+    who: &Caller,
+    req: UpdateProfile,
+) -> ServiceResult<MarketAccount> {
+    let (mut account, version) = by_username(state, &who.username).await?;
+    let profile = changed_profile(state, &account, &req).await?;
     account
         .edit_profile(profile, now().1)
         .map_err(lifecycle_error)?;
@@ -925,6 +933,60 @@ pub async fn update_profile(
         .update_market_account(account.clone(), version)
         .await?;
     sync_user(state, &account).await?;
+    Ok(view(&account))
+}
+
+/// A rejected registration, fixed and sent back to review by its owner, who proves
+/// ownership with the password (throttled and hashed like a login: the account cannot log
+/// in while rejected).
+pub async fn resubmit(
+    state: &AppState,
+    source: &str,
+    req: ResubmitRegistration,
+) -> ServiceResult<MarketAccount> {
+    let m = &state.market_accounts;
+    m.admit(source)?;
+    let throttle = state.accounts.throttle.clone();
+    if throttle.locked(&req.username, source).is_some() {
+        return Err(ServiceError::new(
+            Code::TooManyRequests,
+            "too many wrong passwords for this account or address; retry later",
+        ));
+    }
+    let denied = || ServiceError::unauthenticated("wrong username or password");
+    let user = state.store.find_user(&req.username).await?;
+    let hash = user.as_ref().map_or_else(
+        || crate::auth::decoy_hash().to_string(),
+        |u| u.password_hash.clone(),
+    );
+    let password = req.password.clone();
+    let ok = state
+        .accounts
+        .hashing
+        .run_api(move || crate::auth::verify_password(&password, &hash))
+        .await?;
+    let Some(user) = user.filter(|_| ok) else {
+        throttle.failure(&req.username, source);
+        return Err(denied());
+    };
+    let (mut account, version) = by_username(state, &user.username).await?;
+    if !matches!(account.state(), AccountState::Rejected { .. }) {
+        return Err(ServiceError::new(
+            Code::InvalidState,
+            format!(
+                "the account is {}; only a rejected registration is resubmitted",
+                account.state().name()
+            ),
+        ));
+    }
+    let profile = changed_profile(state, &account, &req.changes).await?;
+    account
+        .edit_profile(profile, now().1)
+        .map_err(lifecycle_error)?;
+    state
+        .store
+        .update_market_account(account.clone(), version)
+        .await?;
     Ok(view(&account))
 }
 

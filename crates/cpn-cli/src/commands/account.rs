@@ -11,7 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use cpn_api_types::market_accounts::{
     ActivateAccount, CodeSent, DeregisterAccount, Deregistered, LicenceUpload, MarketAccount,
     OrganizationInput, RegisterAccount, Registered, RegistrationKind, RejectAccount, ResendCode,
-    UpdateProfile,
+    ResubmitRegistration, UpdateProfile,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -58,6 +58,19 @@ pub enum AccountCmd {
         affiliation: Option<String>,
         #[arg(long)]
         residential_address: Option<String>,
+        #[arg(long)]
+        organization_name: Option<String>,
+        /// A new business licence (PDF, PNG or JPEG, at most 2 MiB).
+        #[arg(long, value_name = "FILE")]
+        licence: Option<PathBuf>,
+    },
+    /// Send a rejected registration back to review with what the operator asked for fixed.
+    /// Needs no token: your password proves it is yours.
+    Resubmit {
+        #[arg(value_name = "USERNAME")]
+        username: String,
+        #[arg(long, env = "CPN_PASSWORD", hide_env_values = true)]
+        password: String,
         #[arg(long)]
         organization_name: Option<String>,
         /// A new business licence (PDF, PNG or JPEG, at most 2 MiB).
@@ -352,6 +365,27 @@ pub async fn run(ctx: &Ctx, cmd: AccountCmd) -> Result<()> {
             let value = ctx
                 .client
                 .patch(&["api", "v1", "market", "accounts", "me"], &body)
+                .await?;
+            show(ctx, &value)
+        }
+        AccountCmd::Resubmit {
+            username,
+            password,
+            organization_name,
+            licence,
+        } => {
+            let body = ResubmitRegistration {
+                username,
+                password,
+                changes: UpdateProfile {
+                    organization_name,
+                    licence: licence.as_ref().map(licence_upload).transpose()?,
+                    ..Default::default()
+                },
+            };
+            let value = ctx
+                .client
+                .post_anonymous(&["api", "v1", "market", "accounts", "resubmit"], &body)
                 .await?;
             show(ctx, &value)
         }

@@ -481,6 +481,71 @@ async fn an_enterprise_supplier_logs_in_only_after_an_operator_approves_its_lice
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    // Rejected with a reason the registrant sees; a fixed licence goes back to review.
+    let out = server.cli(&[
+        "account",
+        "review",
+        "reject",
+        &id,
+        "--reason",
+        "the seal is unreadable",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, b) = login(&server, "acme").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the seal is unreadable"),
+        "{b}"
+    );
+    let rejected = smtp.messages_to("ops@acme.cn", 2);
+    assert!(
+        rejected.len() == 2 && rejected[1].contains("the seal is unreadable"),
+        "{rejected:?}"
+    );
+    let fixed = b"%PDF-1.4\n% business licence of ACME, sealed legibly\n".to_vec();
+    let resubmit = |password: &str| {
+        json!({"username": "acme", "password": password, "changes": {"licence": {
+            "content_type": "application/pdf",
+            "data_base64": base64::engine::general_purpose::STANDARD.encode(&fixed)}}})
+    };
+    let (s, b) = server
+        .call(
+            Method::POST,
+            "/api/v1/market/accounts/resubmit",
+            None,
+            Some(resubmit("not-the-password")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    let (s, b) = server
+        .call(
+            Method::POST,
+            "/api/v1/market/accounts/resubmit",
+            None,
+            Some(resubmit(PASSWORD)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["state"], "pending_review", "{b}");
+    let resp = reqwest::Client::new()
+        .get(format!("{}{licence_path}", server.base))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.bytes().await.unwrap().to_vec(),
+        fixed,
+        "the new licence is served"
+    );
+
     let out = server.cli(&["account", "review", "approve", &id]);
     assert!(
         out.status.success(),
@@ -501,11 +566,26 @@ async fn an_enterprise_supplier_logs_in_only_after_an_operator_approves_its_lice
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["state"], "active");
-    assert_eq!(b["history"][2]["actor"], "operator:admin", "{b}");
+    let history: Vec<(&str, &str)> = b["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["state"].as_str().unwrap(), t["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("pending_activation", "owner"),
+            ("pending_review", "owner"),
+            ("rejected", "operator:admin"),
+            ("pending_review", "owner"),
+            ("active", "operator:admin"),
+        ]
+    );
     // The approval was mailed to the registrant too.
-    let mails = smtp.messages_to("ops@acme.cn", 2);
+    let mails = smtp.messages_to("ops@acme.cn", 3);
     assert!(
-        mails.len() == 2 && mails[1].contains("approved"),
+        mails.len() == 3 && mails[2].contains("approved"),
         "{mails:?}"
     );
 }
