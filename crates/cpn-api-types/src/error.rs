@@ -37,6 +37,9 @@ pub enum Code {
     /// The account has MFA: send the current TOTP code as `totp`.
     MfaRequired,
     Internal,
+    /// A part of the server this request needs is not configured (an e-mail relay for
+    /// registration codes, say); the message names the `cpn serve` flag that sets it up.
+    Unavailable,
 }
 
 impl Code {
@@ -57,6 +60,7 @@ impl Code {
             Code::PreconditionRequired => 428,
             Code::TooManyRequests => 429,
             Code::Internal => 500,
+            Code::Unavailable => 503,
         }
     }
 
@@ -78,6 +82,7 @@ impl Code {
             Code::TooManyRequests => "too_many_requests",
             Code::MfaRequired => "mfa_required",
             Code::Internal => "internal",
+            Code::Unavailable => "unavailable",
         }
     }
 }

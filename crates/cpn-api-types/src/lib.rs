@@ -10,6 +10,8 @@ pub mod flows;
 pub mod identity;
 pub mod join;
 pub mod market;
+pub mod market_accounts;
+pub mod notifications;
 pub mod operations;
 pub mod registry;
 pub mod rules;

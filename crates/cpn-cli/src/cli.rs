@@ -66,7 +66,7 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control-plane server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Computing-power scheduling platforms (调度平台).
     #[command(subcommand, alias = "platforms")]
     Platform(RegistryCmd),
@@ -122,6 +122,14 @@ pub enum Command {
     /// user may change their own password and revoke their own sessions).
     #[command(subcommand, alias = "users")]
     User(UserCmd),
+    /// Self-service marketplace accounts: register, activate, profile; the operators'
+    /// review of business licences.
+    #[command(subcommand, alias = "accounts")]
+    Account(crate::commands::account::AccountCmd),
+    /// Notification subscriptions: where your alarms and account, lease and billing
+    /// events go (e-mail, signed webhook, SMS).
+    #[command(subcommand)]
+    Notify(crate::commands::notify::NotifyCmd),
     /// API keys for automation: scoped (read, write, metrics:read), with an expiry.
     #[command(subcommand, name = "api-key", alias = "api-keys")]
     ApiKey(crate::commands::identity::ApiKeyCmd),
@@ -409,6 +417,35 @@ pub struct ServeArgs {
     /// Connections served at once; past it the longest idle one is closed.
     #[arg(long, default_value_t = cpn_server::listener::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
     pub max_connections: usize,
+
+    /// SMTP relay for e-mail (registration codes, account and alarm notifications), as
+    /// HOST:PORT. Without it, registrations that give only an e-mail address are refused
+    /// with 503 (codes are never written to the log instead).
+    #[arg(long, env = "CPN_SMTP_RELAY", value_name = "HOST:PORT")]
+    pub smtp_relay: Option<String>,
+
+    /// The From mailbox of the platform's e-mail.
+    #[arg(long, env = "CPN_SMTP_FROM", value_name = "MAILBOX", default_value = cpn_server::notify::DEFAULT_FROM)]
+    pub smtp_from: String,
+
+    /// Upgrade the relay connection with STARTTLS and refuse to send in clear (port 587).
+    /// Without it the connection is plain, for a relay on loopback.
+    #[arg(long, env = "CPN_SMTP_STARTTLS")]
+    pub smtp_starttls: bool,
+
+    /// Log in to the relay as this user; the password is read from CPN_SMTP_PASSWORD.
+    #[arg(
+        long,
+        env = "CPN_SMTP_USER",
+        value_name = "USER",
+        requires = "smtp_relay"
+    )]
+    pub smtp_user: Option<String>,
+
+    /// HTTP SMS gateway: codes go to phone numbers through it (JSON POST; bearer token
+    /// from CPN_SMS_TOKEN).
+    #[arg(long, env = "CPN_SMS_GATEWAY", value_name = "URL")]
+    pub sms_gateway: Option<String>,
 }
 
 /// `90s`, `15m`, `12h`, `7d`: a positive whole number and a unit.

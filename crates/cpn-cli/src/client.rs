@@ -137,6 +137,10 @@ impl Client {
         self.send(Method::PUT, path, &[], Some(body), true).await
     }
 
+    pub async fn patch<B: Serialize + ?Sized>(&self, path: &[&str], body: &B) -> Result<Value> {
+        self.send(Method::PATCH, path, &[], Some(body), true).await
+    }
+
     pub async fn delete(&self, path: &[&str]) -> Result<Value> {
         self.send(Method::DELETE, path, &[], None::<&()>, true)
             .await

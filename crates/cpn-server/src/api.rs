@@ -702,6 +702,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::api_accounts::routes())
         .merge(crate::api_join::routes())
         .merge(crate::api_market::routes())
+        .merge(crate::api_market_accounts::routes())
+        .merge(crate::api_notify::routes())
 }
 
 /// The OpenAPI document the server serves at `/api/v1/openapi.json`. The modifiers run on

@@ -352,7 +352,7 @@ pub async fn issue_token(
 
 /// Writes a secret readable only by the owner (mode 0600), replacing the file atomically so
 /// a reader never sees half a token.
-fn write_secret(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_secret(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

@@ -219,6 +219,10 @@ async fn try_login(
         }
     };
     if user.disabled {
+        // A self-registered account still waiting for activation or review: say what to do.
+        if let Some(refusal) = crate::market_accounts::login_refusal(state, &user.username).await? {
+            return Err(refusal.into());
+        }
         return Err(ApiError::unauthenticated(format!(
             "user {} is disabled; an operator can enable it (cpn user enable {})",
             user.username, user.username

@@ -9,6 +9,8 @@ pub mod api_design;
 pub mod api_flows;
 pub mod api_join;
 pub mod api_market;
+pub mod api_market_accounts;
+pub mod api_notify;
 pub mod api_ops;
 pub mod api_runtime;
 pub mod audit;
@@ -27,6 +29,8 @@ pub mod join;
 pub mod limits;
 pub mod listener;
 pub mod market;
+pub mod market_accounts;
+pub mod notify;
 pub mod openapi;
 pub mod policy;
 pub mod query;
@@ -77,6 +81,8 @@ pub struct ServeConfig {
     /// Run emulated nodes for the demo's sites when the data dir holds the demo (see
     /// [`emulate`]), with the local agent's isolation.
     pub emulated_nodes: bool,
+    /// The SMTP relay and SMS gateway notifications and registration codes go through.
+    pub notify: notify::NotifyConfig,
 }
 
 impl ServeConfig {
@@ -95,6 +101,7 @@ impl ServeConfig {
             max_connections: listener::DEFAULT_MAX_CONNECTIONS,
             local_agent_isolation: Default::default(),
             emulated_nodes: false,
+            notify: Default::default(),
         }
     }
 
@@ -176,6 +183,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("open store in {}", config.data_dir.display()))?;
     tracing::info!(path = %store.path().display(), "store opened");
     let store: Arc<dyn Store> = Arc::new(store);
+    let notifier = notify::Notifier::new(&config.notify, store.clone())?;
+    let market_accounts = market_accounts::MarketAccounts::open(&config.data_dir, notifier)
+        .context("open the marketplace accounts")?;
     let state = AppState {
         store: store.clone(),
         data_dir: config.data_dir.clone(),
@@ -185,6 +195,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         accounts: Arc::new(auth::Accounts::new(config.accounts.clone())),
         transport: Arc::new(transport),
         market: Arc::new(market::MarketService::default()),
+        market_accounts: Arc::new(market_accounts),
     };
 
     let fresh = auth::bootstrap(store.as_ref(), &config.data_dir)
@@ -237,6 +248,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .await
         .map_err(|e| anyhow::anyhow!("load the marketplace: {e}"))?;
     let loops = runtime::spawn_loops(&state);
+    notify::spawn_alarm_delivery(&state);
     flows::resume_all(&state);
 
     let listener = listener::bind(config.listen).with_context(|| {

@@ -20,4 +20,6 @@ pub struct AppState {
     pub transport: Arc<crate::tls::Transport>,
     /// The marketplace's listings, orders, leases and ledger (`market`).
     pub market: Arc<crate::market::MarketService>,
+    /// Self-service marketplace accounts: the identifier key, notifications, pending codes.
+    pub market_accounts: Arc<crate::market_accounts::MarketAccounts>,
 }

@@ -117,6 +117,7 @@ async fn operations_on_the_local_node() -> anyhow::Result<()> {
         max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
         local_agent_isolation: Default::default(),
         emulated_nodes: false,
+        notify: Default::default(),
     })
     .await?;
     let api = Api {
@@ -460,6 +461,7 @@ async fn operations_on_registry_resources() -> anyhow::Result<()> {
         max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
         local_agent_isolation: Default::default(),
         emulated_nodes: false,
+        notify: Default::default(),
     })
     .await?;
     let api = Api {

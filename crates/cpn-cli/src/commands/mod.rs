@@ -1,5 +1,6 @@
 //! One module per command; `dispatch` routes a parsed command line to it.
 
+pub mod account;
 pub mod agent;
 pub mod audit;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod join;
 pub mod link;
 pub mod market;
 pub mod node;
+pub mod notify;
 pub mod plan;
 pub mod policy;
 pub mod registry;
@@ -66,7 +68,7 @@ impl Ctx {
 
 pub async fn dispatch(cli: Cli) -> Result<()> {
     let cli = match cli.command {
-        Command::Serve(args) => return serve::run(args).await,
+        Command::Serve(args) => return serve::run(*args).await,
         Command::Bench(crate::cli::BenchCmd::Registry(args)) => {
             return bench::registry(args, cli.global.token).await;
         }
@@ -148,6 +150,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Whoami => auth::whoami(&ctx).await,
         Command::Tenant(cmd) => identity::tenant(&ctx, cmd).await,
         Command::User(cmd) => identity::user(&ctx, cmd).await,
+        Command::Account(cmd) => account::run(&ctx, cmd).await,
+        Command::Notify(cmd) => notify::run(&ctx, cmd).await,
         Command::ApiKey(cmd) => identity::api_key(&ctx, cmd).await,
         Command::Mfa(cmd) => identity::mfa(&ctx, cmd).await,
         Command::Admin(cmd) => identity::admin(&ctx, cmd).await,

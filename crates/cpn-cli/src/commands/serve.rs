@@ -50,6 +50,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_connections: args.max_connections,
         local_agent_isolation: args.isolation.config(),
         emulated_nodes: !args.no_emulated_nodes,
+        notify: cpn_server::notify::NotifyConfig {
+            smtp_relay: args.smtp_relay,
+            smtp_from: Some(args.smtp_from),
+            smtp_starttls: args.smtp_starttls,
+            smtp_user: args.smtp_user,
+            // Secrets only from the environment: a flag would show in `ps`.
+            smtp_password: std::env::var("CPN_SMTP_PASSWORD").ok(),
+            sms_gateway: args.sms_gateway,
+            sms_token: std::env::var("CPN_SMS_TOKEN").ok(),
+        },
     })
     .await
 }

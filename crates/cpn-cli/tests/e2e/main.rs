@@ -16,6 +16,7 @@ mod join;
 mod limits;
 mod livestate;
 mod market;
+mod market_accounts;
 mod plans;
 mod readme_start;
 mod registry;

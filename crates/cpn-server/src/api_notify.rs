@@ -1,0 +1,61 @@
+//! HTTP surface of per-user notification subscriptions (issue #14 deliverable 6). The
+//! service is `notify`.
+
+use crate::error::ApiResult;
+use crate::extract::{JsonBody, Principal};
+use crate::notify;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use cpn_api_types::ErrorBody;
+use cpn_api_types::notifications::{CreateSubscription, Subscription};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The caller's subscriptions (targets masked).
+#[utoipa::path(get, path = "/api/v1/notifications/subscriptions", tag = "notifications", security(("bearer" = [])),
+    responses((status = 200, body = Vec<Subscription>), (status = 401, body = ErrorBody)))]
+pub async fn list_subscriptions(
+    State(s): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<Vec<Subscription>>> {
+    Ok(Json(notify::subscriptions(&s, &who).await?))
+}
+
+/// Subscribe to alarms and account, lease or billing events by e-mail, signed webhook or
+/// SMS. 503 when the channel is not configured on this server (the message names the
+/// flag); 429 past 20 subscriptions.
+#[utoipa::path(post, path = "/api/v1/notifications/subscriptions", tag = "notifications", security(("bearer" = [])),
+    request_body = CreateSubscription,
+    responses((status = 201, body = Subscription), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn subscribe(
+    State(s): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<CreateSubscription>,
+) -> ApiResult<(StatusCode, Json<Subscription>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(notify::subscribe(&s, &who, body).await?),
+    ))
+}
+
+/// Delete one of the caller's subscriptions.
+#[utoipa::path(delete, path = "/api/v1/notifications/subscriptions/{id}", tag = "notifications", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn unsubscribe(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    notify::unsubscribe(&s, &who, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_subscriptions, subscribe))
+        .routes(routes!(unsubscribe))
+}

@@ -1,0 +1,508 @@
+//! The server's notifications (issue #14, deliverable 6): one `cpn_notify::Dispatcher` built
+//! at start from the `cpn serve` flags, its delivery log kept in the store's
+//! `notification_attempts`, and deliveries run in the background so that no request waits
+//! on an SMTP relay's retries.
+
+use crate::caller::Caller;
+use crate::error::{ServiceError, ServiceResult};
+use crate::state::AppState;
+use async_trait::async_trait;
+use chrono::Utc;
+use cpn_api_types::Code;
+use cpn_api_types::notifications::{CreateSubscription, NotifyChannel, NotifyKind, Subscription};
+use cpn_notify::{
+    AttemptStatus, DeliveryAttempt, DeliveryLog, Dispatcher, DispatcherConfig, EventKind, LogError,
+    Notification, SmsGatewayConfig, SmtpConfig, SmtpCredentials, SmtpSecurity, Target,
+    WebhookSecret,
+};
+use cpn_store::{DocQuery, DocRecord, NotificationAttemptRecord, Store};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How `cpn serve` reaches people: an SMTP relay for e-mail and an HTTP SMS gateway. Both
+/// optional; what is missing is refused where it is needed, naming the flag.
+#[derive(Debug, Clone, Default)]
+pub struct NotifyConfig {
+    /// `host:port` of the SMTP relay (`--smtp-relay`).
+    pub smtp_relay: Option<String>,
+    /// The From mailbox (`--smtp-from`).
+    pub smtp_from: Option<String>,
+    /// Upgrade with STARTTLS and refuse to go on in clear (`--smtp-starttls`).
+    pub smtp_starttls: bool,
+    /// Relay login (`--smtp-user`, password from `CPN_SMTP_PASSWORD`).
+    pub smtp_user: Option<String>,
+    pub smtp_password: Option<String>,
+    /// The SMS gateway's URL (`--sms-gateway`) and bearer token (`CPN_SMS_TOKEN`).
+    pub sms_gateway: Option<String>,
+    pub sms_token: Option<String>,
+}
+
+/// The From mailbox when `--smtp-from` is not given.
+pub const DEFAULT_FROM: &str = "cpn <noreply@localhost>";
+
+impl NotifyConfig {
+    fn smtp(&self) -> anyhow::Result<Option<SmtpConfig>> {
+        let Some(relay) = &self.smtp_relay else {
+            return Ok(None);
+        };
+        let (host, port) = relay
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            .filter(|(h, _)| !h.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--smtp-relay {relay:?}: write it as host:port, e.g. smtp.example.org:587"
+                )
+            })?;
+        let credentials = match (&self.smtp_user, &self.smtp_password) {
+            (Some(user), Some(password)) => Some(SmtpCredentials {
+                user: user.clone(),
+                password: password.clone(),
+            }),
+            (Some(_), None) => {
+                anyhow::bail!("--smtp-user needs CPN_SMTP_PASSWORD in the environment")
+            }
+            _ => None,
+        };
+        Ok(Some(SmtpConfig {
+            host: host.to_string(),
+            port,
+            security: if self.smtp_starttls {
+                SmtpSecurity::StartTls
+            } else {
+                SmtpSecurity::Plain
+            },
+            from: self
+                .smtp_from
+                .clone()
+                .unwrap_or_else(|| DEFAULT_FROM.to_string()),
+            credentials,
+            extra_root_pem: None,
+            timeout: Duration::from_secs(10),
+        }))
+    }
+
+    fn sms(&self) -> Option<SmsGatewayConfig> {
+        self.sms_gateway.as_ref().map(|url| SmsGatewayConfig {
+            url: url.clone(),
+            token: self.sms_token.clone(),
+            timeout: Duration::from_secs(10),
+        })
+    }
+}
+
+/// The server's notification channels.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    dispatcher: Dispatcher,
+    email: bool,
+    sms: bool,
+}
+
+impl Notifier {
+    /// Builds the dispatcher once, so a bad relay address or From mailbox stops the start
+    /// rather than the first registration. Must run inside the tokio runtime.
+    pub fn new(config: &NotifyConfig, store: Arc<dyn Store>) -> anyhow::Result<Notifier> {
+        let smtp = config.smtp()?;
+        let sms = config.sms();
+        let (email, has_sms) = (smtp.is_some(), sms.is_some());
+        let dispatcher = Dispatcher::new(
+            DispatcherConfig {
+                smtp,
+                sms,
+                ..DispatcherConfig::new()
+            },
+            Arc::new(StoreDeliveryLog(store)),
+        )
+        .map_err(|e| anyhow::anyhow!("notifications: {e}"))?;
+        Ok(Notifier {
+            dispatcher,
+            email,
+            sms: has_sms,
+        })
+    }
+
+    pub fn has_email(&self) -> bool {
+        self.email
+    }
+
+    pub fn has_sms(&self) -> bool {
+        self.sms
+    }
+
+    /// Sends `n` to `targets` in the background and returns at once: the dispatcher retries
+    /// with backoff for minutes, and every attempt lands in the delivery log. The outcome
+    /// is traced with masked targets only.
+    pub fn send_in_background(&self, n: Notification, targets: Vec<Target>) {
+        let dispatcher = self.dispatcher.clone();
+        tokio::spawn(async move {
+            let report = dispatcher.deliver(&n, &targets).await;
+            if !report.all_delivered() {
+                tracing::warn!(key = %report.idempotency_key, targets = ?report.targets, "notification not delivered to every target");
+            }
+        });
+    }
+}
+
+impl Notifier {
+    /// Sends `n` to the subscriptions that match its recipient and kind, in the background.
+    pub fn notify_in_background(
+        &self,
+        n: Notification,
+        subscriptions: Vec<cpn_notify::Subscription>,
+    ) {
+        let dispatcher = self.dispatcher.clone();
+        tokio::spawn(async move {
+            let report = dispatcher.notify(&n, &subscriptions).await;
+            if !report.all_delivered() {
+                tracing::warn!(key = %report.idempotency_key, targets = ?report.targets, "notification not delivered to every target");
+            }
+        });
+    }
+}
+
+/// `cpn_notify`'s delivery log over the store's `notification_attempts`.
+struct StoreDeliveryLog(Arc<dyn Store>);
+
+#[async_trait]
+impl DeliveryLog for StoreDeliveryLog {
+    async fn record(&self, a: &DeliveryAttempt) -> Result<(), LogError> {
+        let status = match a.status {
+            AttemptStatus::Delivered => "delivered",
+            AttemptStatus::Retrying => "retrying",
+            AttemptStatus::Failed => "failed",
+        };
+        self.0
+            .record_notification_attempt(NotificationAttemptRecord {
+                idempotency_key: a.idempotency_key.clone(),
+                kind: a.kind.as_str().to_string(),
+                recipient: a.recipient.clone(),
+                channel: a.channel.as_str().to_string(),
+                target: a.target.clone(),
+                target_id: a.target_id.clone(),
+                attempt: a.attempt,
+                status: status.to_string(),
+                error: a.error.clone(),
+                permanent: a.permanent,
+                at: a.at,
+            })
+            .await
+            .map_err(|e| LogError(e.to_string()))
+    }
+
+    async fn delivered(&self, idempotency_key: &str, target_id: &str) -> Result<bool, LogError> {
+        self.0
+            .notification_delivered(idempotency_key, target_id)
+            .await
+            .map_err(|e| LogError(e.to_string()))
+    }
+}
+
+/// The store's collection of subscriptions: one document per subscription, in the
+/// subscriber's tenant, owned by the subscriber.
+pub const SUBSCRIPTIONS: &str = "notification_subscriptions";
+/// Subscriptions one user may have.
+pub const MAX_SUBSCRIPTIONS_PER_USER: usize = 20;
+
+/// A subscription as stored. The webhook secret is kept because every delivery is signed
+/// with it; the API never shows it again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSubscription {
+    channel: NotifyChannel,
+    target: String,
+    #[serde(default)]
+    secret: Option<String>,
+    kinds: Vec<NotifyKind>,
+}
+
+fn event_kind(k: NotifyKind) -> EventKind {
+    match k {
+        NotifyKind::Alarm => EventKind::Alarm,
+        NotifyKind::Account => EventKind::Account,
+        NotifyKind::Lease => EventKind::Lease,
+        NotifyKind::Billing => EventKind::Billing,
+    }
+}
+
+impl StoredSubscription {
+    fn target(&self) -> Result<Target, ServiceError> {
+        let bad = |e: cpn_notify::TargetError| ServiceError::field("target", e.to_string());
+        match self.channel {
+            NotifyChannel::Email => Target::email(self.target.clone()).map_err(bad),
+            NotifyChannel::Sms => Target::sms(self.target.clone()).map_err(bad),
+            NotifyChannel::Webhook => {
+                let secret = self.secret.clone().ok_or_else(|| {
+                    ServiceError::field("secret", "a webhook needs a signing secret")
+                })?;
+                let secret = WebhookSecret::new(secret)
+                    .map_err(|e| ServiceError::field("secret", e.to_string()))?;
+                Target::webhook(self.target.clone(), secret).map_err(bad)
+            }
+        }
+    }
+}
+
+fn subscription_view(doc: &DocRecord) -> Option<Subscription> {
+    let s: StoredSubscription = serde_json::from_value(doc.body.clone()).ok()?;
+    Some(Subscription {
+        id: doc.id.clone(),
+        channel: s.channel,
+        target: s.target().ok()?.masked(),
+        kinds: s.kinds,
+        created_at: doc.created_at,
+    })
+}
+
+async fn own_subscriptions(state: &AppState, who: &Caller) -> ServiceResult<Vec<DocRecord>> {
+    Ok(state
+        .store
+        .list_docs(
+            SUBSCRIPTIONS,
+            DocQuery {
+                tenant: Some(who.tenant.clone()),
+                ..Default::default()
+            },
+        )
+        .await?
+        .into_iter()
+        .filter(|d| d.owner == who.username)
+        .collect())
+}
+
+/// Subscribes the caller: the target is checked as the dispatcher will use it, and the
+/// channel must be configured on this server (else 503 naming the flag).
+pub async fn subscribe(
+    state: &AppState,
+    who: &Caller,
+    req: CreateSubscription,
+) -> ServiceResult<Subscription> {
+    if req.kinds.is_empty() {
+        return Err(ServiceError::field(
+            "kinds",
+            "name at least one of alarm, account, lease, billing",
+        ));
+    }
+    let stored = StoredSubscription {
+        channel: req.channel,
+        target: req.target.trim().to_string(),
+        secret: req.secret,
+        kinds: req.kinds,
+    };
+    stored.target()?;
+    let notifier = state.market_accounts.notifier();
+    match stored.channel {
+        NotifyChannel::Email if !notifier.has_email() => {
+            return Err(ServiceError::new(
+                Code::Unavailable,
+                "this server sends no e-mail: the operator starts cpn serve with --smtp-relay HOST:PORT",
+            ));
+        }
+        NotifyChannel::Sms if !notifier.has_sms() => {
+            return Err(ServiceError::new(
+                Code::Unavailable,
+                "this server sends no SMS: the operator starts cpn serve with --sms-gateway URL",
+            ));
+        }
+        _ => {}
+    }
+    if own_subscriptions(state, who).await?.len() >= MAX_SUBSCRIPTIONS_PER_USER {
+        return Err(ServiceError::new(
+            Code::TooManyRequests,
+            format!(
+                "at most {MAX_SUBSCRIPTIONS_PER_USER} subscriptions per user; delete one first"
+            ),
+        ));
+    }
+    let now = Utc::now();
+    let id = format!("sub-{}", uuid::Uuid::now_v7().simple());
+    let doc = DocRecord {
+        collection: SUBSCRIPTIONS.into(),
+        id: id.clone(),
+        tenant: who.tenant.clone(),
+        owner: who.username.clone(),
+        name: id,
+        state: "active".into(),
+        version: 0,
+        created_at: now,
+        updated_at: now,
+        body: serde_json::to_value(&stored)
+            .map_err(|e| ServiceError::new(Code::Internal, e.to_string()))?,
+    };
+    let doc = state.store.create_doc(doc, Vec::new()).await?;
+    subscription_view(&doc)
+        .ok_or_else(|| ServiceError::new(Code::Internal, "stored subscription does not read back"))
+}
+
+/// The caller's subscriptions.
+pub async fn subscriptions(state: &AppState, who: &Caller) -> ServiceResult<Vec<Subscription>> {
+    Ok(own_subscriptions(state, who)
+        .await?
+        .iter()
+        .filter_map(subscription_view)
+        .collect())
+}
+
+/// Deletes one of the caller's subscriptions (others' are "not found").
+pub async fn unsubscribe(state: &AppState, who: &Caller, id: &str) -> ServiceResult<()> {
+    match state.store.get_doc(SUBSCRIPTIONS, id).await? {
+        Some(d) if d.tenant == who.tenant && d.owner == who.username => {
+            state.store.delete_doc(SUBSCRIPTIONS, id).await?;
+            Ok(())
+        }
+        _ => Err(ServiceError::not_found("subscription", id)),
+    }
+}
+
+/// The setting that keeps the last event the alarm delivery has handled, so a restart
+/// neither repeats nor skips alarms (the delivery log's idempotency keys catch the rest).
+const ALARM_CURSOR: &str = "notify.alarm_cursor";
+
+/// Starts the loop that delivers alarms to the subscribers of the alarm's tenant and to
+/// operators' subscriptions (operators see every event). It begins at the log's end on a
+/// data dir that never had it, so a new server does not mail out its history. Stops with
+/// the runtime.
+pub fn spawn_alarm_delivery(state: &AppState) {
+    let state = state.clone();
+    let mut shutdown = state.runtime.shutdown.subscribe();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown.wait_for(|&stop| stop) => {}
+            _ = deliver_alarms(state) => {}
+        }
+    });
+}
+
+async fn deliver_alarms(state: AppState) {
+    let mut cursor = loop {
+        match alarm_cursor(&state).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, "alarm delivery: reading the cursor failed; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    };
+    loop {
+        match deliver_batch(&state, cursor).await {
+            Ok(Some(next)) => {
+                cursor = next;
+                if let Err(e) = state
+                    .store
+                    .put_setting(ALARM_CURSOR, &cursor.to_string())
+                    .await
+                {
+                    tracing::warn!(error = %e, "alarm delivery: saving the cursor failed");
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "alarm delivery failed; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn alarm_cursor(state: &AppState) -> ServiceResult<u64> {
+    if let Some(c) = state.store.get_setting(ALARM_CURSOR).await?
+        && let Ok(c) = c.parse()
+    {
+        return Ok(c);
+    }
+    let last = state.store.last_event_seq().await?;
+    state
+        .store
+        .put_setting(ALARM_CURSOR, &last.to_string())
+        .await?;
+    Ok(last)
+}
+
+/// Sends the alarms after `cursor`; the new cursor, or `None` when there was nothing new.
+async fn deliver_batch(state: &AppState, cursor: u64) -> ServiceResult<Option<u64>> {
+    let rows = state.store.events_after(cursor, 500).await?;
+    let Some(last) = rows.last().map(|r| r.seq) else {
+        return Ok(None);
+    };
+    let alarms: Vec<_> = rows
+        .into_iter()
+        .filter(|r| r.event.event_type == cpn_api_types::events::types::ALARM)
+        .collect();
+    if alarms.is_empty() {
+        return Ok(Some(last));
+    }
+    let operators: std::collections::HashSet<String> = state
+        .store
+        .list_users(None)
+        .await?
+        .into_iter()
+        .filter(|u| u.role == "operator" && !u.disabled)
+        .map(|u| u.username)
+        .collect();
+    let docs = state
+        .store
+        .list_docs(SUBSCRIPTIONS, DocQuery::default())
+        .await?;
+    let notifier = state.market_accounts.notifier();
+    for alarm in alarms {
+        let e = &alarm.event;
+        let mut by_user: std::collections::BTreeMap<&str, Vec<cpn_notify::Subscription>> =
+            Default::default();
+        for d in &docs {
+            let own_tenant = !e.tenant.is_empty() && d.tenant == e.tenant;
+            if !(own_tenant || operators.contains(&d.owner)) {
+                continue;
+            }
+            let Ok(s) = serde_json::from_value::<StoredSubscription>(d.body.clone()) else {
+                continue;
+            };
+            let Ok(target) = s.target() else { continue };
+            by_user
+                .entry(&d.owner)
+                .or_default()
+                .push(cpn_notify::Subscription::new(
+                    d.owner.clone(),
+                    s.kinds.iter().copied().map(event_kind),
+                    target,
+                ));
+        }
+        let kind = e.data["kind"].as_str().unwrap_or("alarm");
+        let mut subject = format!("[cpn alarm] {kind}: {}", e.subject);
+        subject = subject
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        for (user, subs) in by_user {
+            let key: String = format!("alarm-{}-{user}", alarm.seq)
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "._:-".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .take(Notification::MAX_KEY)
+                .collect();
+            let Ok(n) = Notification::new(
+                EventKind::Alarm,
+                user,
+                subject.clone(),
+                format!(
+                    "{}\n\nseverity: {}\ntenant: {}\nat: {}\nevent: {}",
+                    e.message,
+                    e.severity,
+                    e.tenant,
+                    e.at.to_rfc3339(),
+                    alarm.seq
+                ),
+                serde_json::json!({"event": alarm.seq, "type": e.event_type, "kind": kind, "subject": e.subject, "tenant": e.tenant, "severity": e.severity, "message": e.message, "data": e.data}),
+                key,
+            ) else {
+                continue;
+            };
+            notifier.notify_in_background(n, subs);
+        }
+    }
+    Ok(Some(last))
+}
