@@ -117,9 +117,19 @@ async fn an_agent_joins_over_tls_runs_a_task_and_is_cut_off_when_revoked() {
     );
     let nodes = wait_nodes(&server, 1).await;
     let node1 = nodes[0]["id"].as_str().unwrap().to_string();
+    // The node is listed as soon as the server stored it, which is before the agent got the
+    // answer and saved its credential.
+    let credential_file = state.join("node-credential.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !credential_file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never saved its credential"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let saved: Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("node-credential.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(&credential_file).unwrap()).unwrap();
     let cred1 = saved["credential"].as_str().unwrap().to_string();
     assert_eq!(saved["node_id"], node1.as_str());
     use std::os::unix::fs::PermissionsExt;
