@@ -496,7 +496,6 @@ fn subscribers(
 /// Sends one event to each recipient's subscriptions, in the background. The idempotency
 /// key is `key` and the recipient, so the same event sent again (a retried market call, a
 /// restart) is dropped by the delivery log for every target that already has it.
-#[allow(clippy::too_many_arguments)]
 fn send_each(
     state: &AppState,
     by_user: std::collections::BTreeMap<String, Vec<cpn_notify::Subscription>>,
@@ -565,7 +564,7 @@ pub async fn market_event(
         }
     };
     let by_user = subscribers(&docs, |d| match &audience {
-        Audience::Users(users) => users.iter().any(|u| *u == d.owner),
+        Audience::Users(users) => users.contains(&d.owner),
         Audience::Tenant(t) => d.tenant == *t,
     });
     send_each(state, by_user, kind, subject, body, payload, key);
