@@ -995,7 +995,7 @@ fn budget_event(e: &BudgetEvent) -> Announcement {
         audience: Audience::Tenant(tenant.0.clone()),
         kind: EventKind::Billing,
         subject: format!("[cpn market] {headline}"),
-        body: format!("{headline}\n\nAn operator raises the budget with cpn market budget set."),
+        body: format!("{headline}\n\nAn operator can raise the budget: cpn billing budget."),
         payload: serde_json::json!({"event": format!("budget_{what}"), "tenant": tenant.0, "month": month.to_string(), "spent_minor": spent.minor(), "limit_minor": limit.minor()}),
         key: format!("budget-{}-{month}:{what}", tenant.0),
     }

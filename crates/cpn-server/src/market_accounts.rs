@@ -13,8 +13,12 @@
 //! generated once into `DATA_DIR/market-identifier.key` (mode 0600), like the operator
 //! token and the TLS keys. It is the marketplace's only key: `market` hashes class A
 //! authorization codes with it too ([`MarketAccounts::hasher`]); it is kept out of the
-//! store's settings, which more code paths read. Losing the key makes stored identifiers uncomparable (the same
-//! ID number could register twice), so back it up with the data dir.
+//! store's settings, which more code paths read. Losing the key makes stored identifiers
+//! uncomparable (the same ID number could register twice), so back it up with the data dir.
+//!
+//! Every actor in the marketplace has exactly one account record: registrants get theirs
+//! here at registration, users an operator created get one on their first marketplace call
+//! ([`account_of`]), both through [`create_account`].
 //!
 //! Verification codes live in memory only, for their 10 minutes: a restart loses them and
 //! the registrant asks for a new one (`resend_code`). Nothing here logs a code, a password or
