@@ -15,10 +15,16 @@
 //! and so do a publish and an order, so an order never takes a card whose node the monitor
 //! has already marked not ready.
 //!
-//! **Accounts**: the core names parties by `AccountId` (u64). Until marketplace accounts
-//! (the accounts work) are merged, a platform user is the account
-//! [`account_of`]`(user id)`: a keyed-free SHA-256 of the stored user id with bit 62 set,
-//! so it cannot meet the small numbers of the store's `account` sequence.
+//! **Accounts**: the core names parties by `AccountId`, the id of a marketplace account
+//! record (`MarketStore`). A caller acts as the account linked to its platform user
+//! (`market_accounts::account_of`: the one it registered, or one made on its first
+//! marketplace call for a user an operator created), so leases, orders and ledger entries
+//! name real accounts. Orders and listings need an active account (`Account::can_transact`).
+//!
+//! **Notifications**: lease starts and ends and the core's budget events are sent to the
+//! subscribers (`notify::market_event`, kinds `lease` and `billing`) once the change is
+//! written, with idempotency keys made of the lease or tenant and month, so a retry or a
+//! restart does not send one twice.
 //!
 //! **Class B** leases hold their cards in the one capacity ledger (`runtime::ledger`) as a
 //! hold per node, so the binder and `POST /schedule` see the GPUs as taken. **Class A**
@@ -27,6 +33,7 @@
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::notify::Audience;
 use crate::runtime::ledger::{Hold, HoldKind};
 use crate::state::AppState;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -34,19 +41,19 @@ use chrono::{DateTime, Utc};
 use cpn_api_types::Code;
 use cpn_api_types::identity::Role;
 use cpn_api_types::market as wire;
-use cpn_market::billing::{Budget, Commission, LedgerAccount, UsageRecord};
+use cpn_market::billing::{Budget, BudgetEvent, Commission, LedgerAccount, UsageRecord};
 use cpn_market::catalog::{AllocationError, CatalogError};
 use cpn_market::lease::OrderState;
 use cpn_market::listing::{self as core_listing, CardSpec};
 use cpn_market::market::{LeaseError, OrderError};
 use cpn_market::{
-    AccountId, CardChoice, CardId, CardState, ClusterClass, CpcId, EndReason, KeyedHasher, Lease,
-    LeaseId, LeaseState, ListingStatus, Market, Money, Month, OrderId, OrderPlaced, OrderRequest,
-    Query, SortKey, TenantId, Timestamp,
+    AccountId, CardChoice, CardId, CardState, ClusterClass, CpcId, EndReason, Lease, LeaseId,
+    LeaseState, ListingStatus, Market, Money, Month, OrderId, OrderPlaced, OrderRequest, Query,
+    SortKey, TenantId, Timestamp,
 };
 use cpn_model::Kind;
+use cpn_notify::EventKind;
 use cpn_store::MarketWrite;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -57,9 +64,6 @@ pub const METER_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The platform's commission on suppliers' gross: 5 %.
 pub const COMMISSION: Commission = Commission { basis_points: 500 };
-
-/// The setting that keeps the key of the marketplace's keyed hashes (authorization codes).
-const KEY_SETTING: &str = "market.identifier_key";
 
 /// The marketplace as the server holds it.
 #[derive(Default)]
@@ -118,14 +122,6 @@ struct Inner {
     codes: HashMap<LeaseId, String>,
 }
 
-/// The market account of a platform user (see the module documentation).
-pub fn account_of(user_id: &str) -> AccountId {
-    let digest = Sha256::digest(user_id.as_bytes());
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&digest[..8]);
-    AccountId((u64::from_be_bytes(b) & ((1 << 62) - 1)) | (1 << 62))
-}
-
 fn now() -> Timestamp {
     Timestamp::from_unix(Utc::now().timestamp())
 }
@@ -138,19 +134,6 @@ fn entropy() -> [u8; 32] {
     let mut b = [0u8; 32];
     OsRng.fill_bytes(&mut b);
     b
-}
-
-async fn hasher(state: &AppState) -> ApiResult<KeyedHasher> {
-    let key = match state.store.get_setting(KEY_SETTING).await? {
-        Some(k) => k,
-        None => {
-            let k = hex::encode(entropy());
-            state.store.put_setting(KEY_SETTING, &k).await?;
-            k
-        }
-    };
-    let bytes = hex::decode(key.trim()).map_err(|e| internal(format!("{KEY_SETTING}: {e}")))?;
-    KeyedHasher::new(&bytes).map_err(|e| internal(e.to_string()))
 }
 
 fn internal(m: impl Into<String>) -> ApiError {
@@ -388,7 +371,7 @@ async fn grant_access(
 async fn ensure<'a>(state: &AppState, inner: &'a mut Inner) -> ApiResult<&'a mut Market> {
     if inner.market.is_none() {
         let stored = state.store.load_market().await?;
-        let market = Market::restore(hasher(state).await?, COMMISSION, stored)
+        let market = Market::restore(state.market_accounts.hasher().clone(), COMMISSION, stored)
             .map_err(|e| internal(format!("restore the marketplace: {e}")))?;
         inner.market = Some(market);
     }
@@ -628,15 +611,20 @@ fn card_view(market: &Market, id: CardId) -> wire::CardView {
     }
 }
 
-/// Usernames by market account, for views.
+/// Usernames by market account, for views: each platform user's linked account (one look-up
+/// per user; users without an account yet have nothing in the market to name).
 async fn names(state: &AppState) -> ApiResult<HashMap<AccountId, String>> {
-    Ok(state
-        .store
-        .list_users(None)
-        .await?
-        .into_iter()
-        .map(|u| (account_of(&u.id), u.username))
-        .collect())
+    let mut names = HashMap::new();
+    for u in state.store.list_users(None).await? {
+        if let Some(id) = state
+            .store
+            .find_market_account("username", &u.username.to_lowercase())
+            .await?
+        {
+            names.insert(id, u.username);
+        }
+    }
+    Ok(names)
 }
 
 fn name_of(names: &HashMap<AccountId, String>, a: AccountId) -> String {
@@ -890,9 +878,157 @@ fn operator_only(who: &Caller, what: &str) -> ApiResult<()> {
     }
 }
 
-/// The supplier account a listing call acts as: the caller's own.
-fn me(who: &Caller) -> AccountId {
-    account_of(&who.user_id)
+/// The market account the caller acts as: its own (see the module documentation).
+async fn me(state: &AppState, who: &Caller) -> ApiResult<AccountId> {
+    Ok(crate::market_accounts::account_of(state, who).await?.id())
+}
+
+/// The caller's market account, for what commits money or capacity (orders, listings):
+/// only an active account may (`Account::can_transact`), so one an operator disabled, or
+/// an organization still under review, is refused here and not by a failed payment later.
+async fn transacting(state: &AppState, who: &Caller) -> ApiResult<AccountId> {
+    let account = crate::market_accounts::account_of(state, who).await?;
+    if !account.can_transact() {
+        return Err(ApiError::new(
+            Code::InvalidState,
+            format!(
+                "marketplace account {} is {}; only an active account may order or publish",
+                account.username(),
+                account.state().name()
+            ),
+        ));
+    }
+    Ok(account.id())
+}
+
+// ---------------------------------------------------------------- notifications
+
+/// One event for the subscribers, gathered under the market lock and sent after it.
+struct Announcement {
+    audience: Audience,
+    kind: EventKind,
+    subject: String,
+    body: String,
+    payload: serde_json::Value,
+    /// Names the event, not the call: the same lease start or budget month twice is one
+    /// notification (the delivery log drops a resend).
+    key: String,
+}
+
+fn lease_started(market: &Market, names: &HashMap<AccountId, String>, id: LeaseId) -> Announcement {
+    lease_event(market, names, id, "started", None)
+}
+
+fn lease_ended(
+    market: &Market,
+    names: &HashMap<AccountId, String>,
+    id: LeaseId,
+    reason: EndReason,
+) -> Announcement {
+    let why = match reason {
+        EndReason::Released => "released by its user",
+        EndReason::Expired => "its prepaid term ran out",
+        EndReason::BudgetExhausted => "the tenant's monthly budget is spent",
+        EndReason::FundsDepleted => "the tenant's funds and credits are used up",
+    };
+    lease_event(market, names, id, "ended", Some(why))
+}
+
+/// A lease's start or end, for its user and its supplier.
+fn lease_event(
+    market: &Market,
+    names: &HashMap<AccountId, String>,
+    id: LeaseId,
+    what: &str,
+    why: Option<&str>,
+) -> Announcement {
+    let (user, supplier, listing, tenant) = match market.lease(id) {
+        Some(l) => (
+            name_of(names, l.user),
+            name_of(names, l.supplier),
+            l.listing.to_string(),
+            l.tenant.0.clone(),
+        ),
+        None => Default::default(),
+    };
+    let mut body = format!(
+        "lease {} of {listing} for {user} (tenant {tenant}) {what}",
+        id.0
+    );
+    if let Some(why) = why {
+        body.push_str(&format!(": {why}"));
+    }
+    Announcement {
+        audience: Audience::Users(vec![user.clone(), supplier.clone()]),
+        kind: EventKind::Lease,
+        subject: format!("[cpn market] lease {} {what}", id.0),
+        body,
+        payload: serde_json::json!({"lease": id.0, "event": what, "reason": why, "listing": listing, "user": user, "supplier": supplier, "tenant": tenant}),
+        key: format!("lease-{}:{what}", id.0),
+    }
+}
+
+/// The core's budget alarm and exhaustion, for everyone subscribed in the tenant.
+fn budget_event(e: &BudgetEvent) -> Announcement {
+    let (what, tenant, month, spent, limit) = match e {
+        BudgetEvent::ThresholdReached {
+            tenant,
+            month,
+            spent,
+            limit,
+        } => ("threshold", tenant, month, spent, limit),
+        BudgetEvent::Exhausted {
+            tenant,
+            month,
+            spent,
+            limit,
+        } => ("exhausted", tenant, month, spent, limit),
+    };
+    let headline = if what == "threshold" {
+        format!("budget alarm: tenant {tenant} spent {spent} of {limit} for {month}")
+    } else {
+        format!(
+            "budget exhausted: tenant {tenant} spent {spent} of {limit} for {month}; running hourly leases end"
+        )
+    };
+    Announcement {
+        audience: Audience::Tenant(tenant.0.clone()),
+        kind: EventKind::Billing,
+        subject: format!("[cpn market] {headline}"),
+        body: format!("{headline}\n\nAn operator can raise the budget: cpn billing budget."),
+        payload: serde_json::json!({"event": format!("budget_{what}"), "tenant": tenant.0, "month": month.to_string(), "spent_minor": spent.minor(), "limit_minor": limit.minor()}),
+        key: format!("budget-{}-{month}:{what}", tenant.0),
+    }
+}
+
+/// What a metering run or a release has to tell: the leases it ended and budget events.
+fn meter_announcements(
+    market: &Market,
+    names: &HashMap<AccountId, String>,
+    run: &cpn_market::market::MeterRun,
+) -> Vec<Announcement> {
+    run.ended
+        .iter()
+        .map(|(id, reason)| lease_ended(market, names, *id, *reason))
+        .chain(run.events.iter().map(budget_event))
+        .collect()
+}
+
+/// Sends the announcements in the background, after the call's changes are written (a
+/// crash before this loses them: they are not in the store's event log).
+fn announce(state: &AppState, list: Vec<Announcement>) {
+    if list.is_empty() {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        for a in list {
+            crate::notify::market_event(
+                &state, a.audience, a.kind, &a.subject, &a.body, a.payload, &a.key,
+            )
+            .await;
+        }
+    });
 }
 
 // ---------------------------------------------------------------- listings
@@ -905,6 +1041,7 @@ pub async fn publish(
     spec: wire::ListingSpec,
 ) -> ApiResult<wire::ListingView> {
     supplier_only(who)?;
+    let me = transacting(state, who).await?;
     let mut spec = spec_in(spec);
     let site = state
         .store
@@ -947,7 +1084,7 @@ pub async fn publish(
     let market = ensure(state, &mut inner).await?;
     let result = market
         .catalog_mut()
-        .publish(me(who), spec, sequence, now())
+        .publish(me, spec, sequence, now())
         .map_err(catalog_error);
     if result.is_ok() {
         sync_nodes(state, market).await?;
@@ -967,6 +1104,7 @@ pub async fn edit(
     spec: wire::ListingSpec,
 ) -> ApiResult<wire::ListingView> {
     supplier_only(who)?;
+    let me = me(state, who).await?;
     let cpcid = parse_cpcid(cpcid)?;
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
@@ -982,7 +1120,7 @@ pub async fn edit(
     }
     let result = market
         .catalog_mut()
-        .edit(cpcid, me(who), spec)
+        .edit(cpcid, me, spec)
         .map_err(catalog_error);
     persist(state, &mut inner, Vec::new()).await?;
     result?;
@@ -999,14 +1137,15 @@ pub async fn set_listed(
     reason: &str,
 ) -> ApiResult<wire::ListingView> {
     supplier_only(who)?;
+    let me = me(state, who).await?;
     let cpcid = parse_cpcid(cpcid)?;
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
     let result = if listed {
-        market.catalog_mut().relist(cpcid, me(who))
+        market.catalog_mut().relist(cpcid, me)
     } else {
-        market.catalog_mut().delist(cpcid, me(who), reason, now())
+        market.catalog_mut().delist(cpcid, me, reason, now())
     }
     .map_err(catalog_error);
     persist(state, &mut inner, Vec::new()).await?;
@@ -1032,7 +1171,7 @@ pub async fn my_listings(state: &AppState, who: &Caller) -> ApiResult<Vec<wire::
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
-    let mine = me(who);
+    let mine = me(state, who).await?;
     let ids: Vec<CpcId> = market
         .catalog()
         .listings()
@@ -1225,6 +1364,7 @@ pub async fn place_order(
     who: &Caller,
     req: wire::OrderCreate,
 ) -> ApiResult<wire::OrderPlaced> {
+    let me = transacting(state, who).await?;
     let listing = parse_cpcid(&req.listing)?;
     let cards = match (req.cards, req.card_ids) {
         (Some(_), Some(_)) => {
@@ -1237,7 +1377,7 @@ pub async fn place_order(
         (n, None) => CardChoice::Count(n.unwrap_or(1)),
     };
     let order = OrderRequest {
-        user: me(who),
+        user: me,
         tenant: TenantId(who.tenant.clone()),
         listing,
         cards,
@@ -1265,6 +1405,11 @@ pub async fn place_order(
         inner.codes.insert(s.lease, code.clone());
     }
     let market = inner.market.as_ref().expect("persisted");
+    if let OrderPlaced::Leased(s) = &placed {
+        let mut list = vec![lease_started(market, &names, s.lease)];
+        list.extend(s.events.iter().map(budget_event));
+        announce(state, list);
+    }
     if let Some(id) = lease
         && let Some(l) = market.lease(id)
         && l.class == ClusterClass::B
@@ -1286,10 +1431,11 @@ pub async fn place_order(
 /// The supplier approves an order waiting for it; the lease starts.
 pub async fn approve_order(state: &AppState, who: &Caller, id: u64) -> ApiResult<wire::LeaseView> {
     supplier_only(who)?;
+    let me = me(state, who).await?;
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
-    let result = market.approve_order(me(who), OrderId(id), entropy(), now());
+    let result = market.approve_order(me, OrderId(id), entropy(), now());
     let usage = result.as_ref().map(|s| s.usage.clone()).unwrap_or_default();
     persist(state, &mut inner, usage).await?;
     let started = result.map_err(order_error)?;
@@ -1297,6 +1443,9 @@ pub async fn approve_order(state: &AppState, who: &Caller, id: u64) -> ApiResult
         inner.codes.insert(started.lease, code.clone());
     }
     let market = inner.market.as_ref().expect("persisted");
+    let mut list = vec![lease_started(market, &names, started.lease)];
+    list.extend(started.events.iter().map(budget_event));
+    announce(state, list);
     let lease = market
         .lease(started.lease)
         .ok_or_else(|| internal("started lease vanished"))?;
@@ -1314,14 +1463,15 @@ pub async fn close_order(
     id: u64,
     reject_reason: Option<&str>,
 ) -> ApiResult<wire::OrderView> {
+    let me = me(state, who).await?;
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
     let result = match reject_reason {
         Some(reason) => {
             supplier_only(who)?;
-            market.reject_order(me(who), OrderId(id), reason)
+            market.reject_order(me, OrderId(id), reason)
         }
-        None => market.cancel_order(me(who), OrderId(id)),
+        None => market.cancel_order(me, OrderId(id)),
     };
     persist(state, &mut inner, Vec::new()).await?;
     result.map_err(order_error)?;
@@ -1334,9 +1484,9 @@ pub async fn close_order(
 
 /// Orders the caller placed (users), received (suppliers), or all (operators).
 pub async fn list_orders(state: &AppState, who: &Caller) -> ApiResult<Vec<wire::OrderView>> {
+    let mine = me(state, who).await?;
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
-    let mine = me(who);
     Ok(market
         .orders()
         .filter(|o| who.is_operator() || o.user == mine || o.supplier == mine)
@@ -1344,31 +1494,32 @@ pub async fn list_orders(state: &AppState, who: &Caller) -> ApiResult<Vec<wire::
         .collect())
 }
 
-fn visible(who: &Caller, l: &Lease) -> bool {
-    let mine = me(who);
+fn visible(who: &Caller, mine: AccountId, l: &Lease) -> bool {
     who.is_operator() || l.user == mine || l.supplier == mine
 }
 
 /// Leases the caller holds (users), supplies (suppliers), or all (operators).
 pub async fn list_leases(state: &AppState, who: &Caller) -> ApiResult<Vec<wire::LeaseView>> {
+    let mine = me(state, who).await?;
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
     Ok(market
         .leases()
-        .filter(|l| visible(who, l))
+        .filter(|l| visible(who, mine, l))
         .map(|l| lease_view(market, &names, l, &state.market.access()))
         .collect())
 }
 
 /// One lease, if the caller may see it; others' leases are reported missing.
 pub async fn get_lease(state: &AppState, who: &Caller, id: u64) -> ApiResult<wire::LeaseView> {
+    let mine = me(state, who).await?;
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
     market
         .lease(LeaseId(id))
-        .filter(|l| visible(who, l))
+        .filter(|l| visible(who, mine, l))
         .map(|l| lease_view(market, &names, l, &state.market.access()))
         .ok_or_else(|| ApiError::not_found("lease", &id.to_string()))
 }
@@ -1382,15 +1533,16 @@ pub async fn take_code(
     reissue: bool,
 ) -> ApiResult<wire::AuthorizationCode> {
     supplier_only(who)?;
+    let me = me(state, who).await?;
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
     let lease = LeaseId(id);
     match market.lease(lease) {
-        Some(l) if l.supplier == me(who) || who.is_operator() => {}
+        Some(l) if l.supplier == me || who.is_operator() => {}
         _ => return Err(ApiError::not_found("lease", &id.to_string())),
     }
     if reissue {
-        let supplier = market.lease(lease).map(|l| l.supplier).unwrap_or(me(who));
+        let supplier = market.lease(lease).map(|l| l.supplier).unwrap_or(me);
         let result = market.reissue_authorization_code(supplier, lease, entropy());
         persist(state, &mut inner, Vec::new()).await?;
         let code = result.map_err(lease_error)?;
@@ -1412,13 +1564,14 @@ pub async fn enter_code(
     id: u64,
     entry: wire::CodeEntry,
 ) -> ApiResult<wire::LeaseView> {
+    let me = me(state, who).await?;
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
     // The key is checked before the code, so a bad key costs no attempt.
     let class_a = market
         .lease(LeaseId(id))
-        .is_some_and(|l| l.class == ClusterClass::A && l.user == me(who));
+        .is_some_and(|l| l.class == ClusterClass::A && l.user == me);
     let key = match (&entry.public_key, class_a) {
         (Some(k), _) => {
             cpn_agent::lease_access::public_key_fingerprint(k.trim())
@@ -1433,7 +1586,7 @@ pub async fn enter_code(
         }
         (None, false) => None,
     };
-    let result = market.enter_authorization_code(me(who), LeaseId(id), &entry.code, now());
+    let result = market.enter_authorization_code(me, LeaseId(id), &entry.code, now());
     persist(state, &mut inner, Vec::new()).await?;
     result.map_err(lease_error)?;
     let market = inner.market.as_ref().expect("persisted");
@@ -1448,14 +1601,16 @@ pub async fn enter_code(
 
 /// The user releases a lease: billing stops now, the cards are freed, a class B hold goes.
 pub async fn release(state: &AppState, who: &Caller, id: u64) -> ApiResult<wire::LeaseView> {
+    let me = me(state, who).await?;
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
-    let result = market.release(me(who), LeaseId(id), now());
+    let result = market.release(me, LeaseId(id), now());
     let usage = result.as_ref().map(|r| r.usage.clone()).unwrap_or_default();
     persist(state, &mut inner, usage).await?;
-    result.map_err(lease_error)?;
+    let run = result.map_err(lease_error)?;
     let market = inner.market.as_ref().expect("persisted");
+    announce(state, meter_announcements(market, &names, &run));
     release_class_b(state, market, LeaseId(id)).await;
     revoke_access(state, LeaseId(id)).await;
     let lease = market
@@ -1471,8 +1626,12 @@ pub async fn meter_once(state: &AppState) -> ApiResult<()> {
     let market = ensure(state, &mut inner).await?;
     sync_nodes(state, market).await?;
     let run = market.meter(now());
-    persist(state, &mut inner, run.usage).await?;
+    persist(state, &mut inner, run.usage.clone()).await?;
     if let Some(market) = inner.market.as_ref() {
+        if !run.ended.is_empty() || !run.events.is_empty() {
+            let names = names(state).await?;
+            announce(state, meter_announcements(market, &names, &run));
+        }
         for (id, reason) in run.ended {
             tracing::info!(lease = id.0, ?reason, "lease ended");
             release_class_b(state, market, id).await;
@@ -1739,7 +1898,7 @@ pub async fn statements(
 ) -> ApiResult<Vec<wire::StatementView>> {
     let m = parse_month(month)?;
     let names = names(state).await?;
-    let mine = me(who);
+    let mine = me(state, who).await?;
     Ok(state
         .store
         .market_statements(m)

@@ -11,8 +11,14 @@
 //!
 //! Sensitive identifiers reach the store only as keyed hashes: the key is 32 random bytes
 //! generated once into `DATA_DIR/market-identifier.key` (mode 0600), like the operator
-//! token and the TLS keys. Losing the key makes stored identifiers uncomparable (the same
-//! ID number could register twice), so back it up with the data dir.
+//! token and the TLS keys. It is the marketplace's only key: `market` hashes class A
+//! authorization codes with it too ([`MarketAccounts::hasher`]); it is kept out of the
+//! store's settings, which more code paths read. Losing the key makes stored identifiers
+//! uncomparable (the same ID number could register twice), so back it up with the data dir.
+//!
+//! Every actor in the marketplace has exactly one account record: registrants get theirs
+//! here at registration, users an operator created get one on their first marketplace call
+//! ([`account_of`]), both through [`create_account`].
 //!
 //! Verification codes live in memory only, for their 10 minutes: a restart loses them and
 //! the registrant asks for a new one (`resend_code`). Nothing here logs a code, a password or
@@ -105,6 +111,12 @@ impl MarketAccounts {
 
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
+    }
+
+    /// The one identifier key of the marketplace: registration's identifiers and verification
+    /// codes here, class A authorization codes in `market` (ARCHITECTURE.md, cpn-market).
+    pub fn hasher(&self) -> &KeyedHasher {
+        &self.hasher
     }
 
     /// Counts one unauthenticated request from `source`; refused past the window's budget.
@@ -504,7 +516,6 @@ pub async fn register(
             .map_err(|e| ServiceError::new(Code::Internal, format!("store the licence: {e}")))?;
     }
     let (at, t) = now();
-    let id = AccountId(state.store.next_market_sequence("account").await?);
     let role = if profile.kind.is_supplier() {
         "supplier"
     } else {
@@ -514,15 +525,7 @@ pub async fn register(
         .organization_name
         .clone()
         .unwrap_or_else(|| profile.display_name.clone());
-    let account = Account::register(id, profile, t);
-    state
-        .store
-        .create_market_account(account.clone())
-        .await
-        .map_err(|e| match e {
-            cpn_store::StoreError::AlreadyExists { .. } => taken(),
-            e => e.into(),
-        })?;
+    let account = create_account(state, |id| Account::register(id, profile, t)).await?;
     // The user exists from now on, so its name cannot be taken, but cannot log in: it is
     // created with an unusable hash, disabled, and only then given its password.
     state.store.create_tenant(&username, &display_name).await?;
@@ -552,6 +555,107 @@ pub async fn register(
         terms: terms(),
         next: next.to_string(),
     })
+}
+
+/// Creates an account record under the next account id: the one way an account comes to
+/// be, for registrants ([`register`]) and for operator-created users ([`account_of`]).
+async fn create_account(
+    state: &AppState,
+    make: impl FnOnce(AccountId) -> Account,
+) -> ServiceResult<Account> {
+    let id = AccountId(state.store.next_market_sequence("account").await?);
+    let account = make(id);
+    state
+        .store
+        .create_market_account(account.clone())
+        .await
+        .map_err(|e| match e {
+            cpn_store::StoreError::AlreadyExists { .. } => taken(),
+            e => e.into(),
+        })?;
+    Ok(account)
+}
+
+/// The market account of the caller's platform user: the one the user registered with, or
+/// for a user an operator created (no registration), one made now on its first marketplace
+/// call, so every lease, order and ledger entry names a real account record. Its kind
+/// follows the role: a user orders as an individual; a supplier, and an operator publishing
+/// the platform's own clusters, act as an enterprise (an organization runs the sites). It
+/// is active at once (the operator vouched by creating the user) and the creation goes to
+/// the audit log.
+pub async fn account_of(state: &AppState, who: &Caller) -> ServiceResult<Account> {
+    if let Some((account, _)) = find(state, &who.username).await? {
+        return Ok(account);
+    }
+    let kind = match who.role {
+        cpn_api_types::identity::Role::User => AccountKind::User(UserKind::Individual),
+        cpn_api_types::identity::Role::Supplier | cpn_api_types::identity::Role::Operator => {
+            AccountKind::Supplier(SupplierKind::Enterprise)
+        }
+    };
+    let display_name = state
+        .store
+        .find_user(&who.username)
+        .await?
+        .map(|u| u.display_name)
+        .unwrap_or_else(|| who.username.clone());
+    let profile = cpn_market::account::AccountProfile {
+        username: who.username.clone(),
+        kind,
+        display_name,
+        contact: Contact::default(),
+        identifiers: Vec::new(),
+        organization_name: None,
+        licence_document: None,
+        address: None,
+        affiliation: None,
+        registered_capital: None,
+        region: None,
+        accepted_terms: String::new(),
+    };
+    let (at, t) = now();
+    match create_account(state, |id| Account::provision(id, profile, t)).await {
+        Ok(account) => {
+            let line = cpn_store::AuditRecord {
+                seq: 0,
+                at,
+                actor: who.username.clone(),
+                tenant: who.tenant.clone(),
+                source: "server".into(),
+                action: "market.account.provision".into(),
+                object_kind: "market_accounts".into(),
+                object_id: account.id().0.to_string(),
+                generation_before: None,
+                generation_after: Some(1),
+                result: "ok".into(),
+                status: 201,
+                detail: format!(
+                    "account {} ({kind:?}) for the {} user {}, created by an operator without registration",
+                    account.id().0,
+                    who.role.as_str(),
+                    who.username
+                ),
+            };
+            state.store.append_audit(line).await?;
+            Ok(account)
+        }
+        // Two first calls at once: the other one made it.
+        Err(e) if e.code == Code::AlreadyExists => {
+            find(state, &who.username).await?.map(|(a, _)| a).ok_or(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn find(state: &AppState, username: &str) -> ServiceResult<Option<(Account, u64)>> {
+    let Some(id) = state
+        .store
+        .find_market_account("username", &username.trim().to_lowercase())
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(state.store.get_market_account(id).await?)
 }
 
 async fn store_licence(dir: &Path, licence: &Licence) -> std::io::Result<()> {
@@ -587,16 +691,7 @@ async fn by_username(state: &AppState, username: &str) -> ServiceResult<(Account
             format!("no marketplace account named {username:?}"),
         )
     };
-    let id = state
-        .store
-        .find_market_account("username", &username.trim().to_lowercase())
-        .await?
-        .ok_or_else(missing)?;
-    state
-        .store
-        .get_market_account(id)
-        .await?
-        .ok_or_else(missing)
+    find(state, username).await?.ok_or_else(missing)
 }
 
 async fn by_id(state: &AppState, id: u64) -> ServiceResult<(Account, u64)> {

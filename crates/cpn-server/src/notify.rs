@@ -442,67 +442,130 @@ async fn deliver_batch(state: &AppState, cursor: u64) -> ServiceResult<Option<u6
         .store
         .list_docs(SUBSCRIPTIONS, DocQuery::default())
         .await?;
-    let notifier = state.market_accounts.notifier();
     for alarm in alarms {
         let e = &alarm.event;
-        let mut by_user: std::collections::BTreeMap<&str, Vec<cpn_notify::Subscription>> =
-            Default::default();
-        for d in &docs {
+        let by_user = subscribers(&docs, |d| {
             let own_tenant = !e.tenant.is_empty() && d.tenant == e.tenant;
-            if !(own_tenant || operators.contains(&d.owner)) {
-                continue;
-            }
-            let Ok(s) = serde_json::from_value::<StoredSubscription>(d.body.clone()) else {
-                continue;
-            };
-            let Ok(target) = s.target() else { continue };
-            by_user
-                .entry(&d.owner)
-                .or_default()
-                .push(cpn_notify::Subscription::new(
-                    d.owner.clone(),
-                    s.kinds.iter().copied().map(event_kind),
-                    target,
-                ));
-        }
+            own_tenant || operators.contains(&d.owner)
+        });
         let kind = e.data["kind"].as_str().unwrap_or("alarm");
-        let mut subject = format!("[cpn alarm] {kind}: {}", e.subject);
-        subject = subject
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(200)
-            .collect();
-        for (user, subs) in by_user {
-            let key: String = format!("alarm-{}-{user}", alarm.seq)
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || "._:-".contains(c) {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .take(Notification::MAX_KEY)
-                .collect();
-            let Ok(n) = Notification::new(
-                EventKind::Alarm,
-                user,
-                subject.clone(),
-                format!(
-                    "{}\n\nseverity: {}\ntenant: {}\nat: {}\nevent: {}",
-                    e.message,
-                    e.severity,
-                    e.tenant,
-                    e.at.to_rfc3339(),
-                    alarm.seq
-                ),
-                serde_json::json!({"event": alarm.seq, "type": e.event_type, "kind": kind, "subject": e.subject, "tenant": e.tenant, "severity": e.severity, "message": e.message, "data": e.data}),
-                key,
-            ) else {
-                continue;
-            };
-            notifier.notify_in_background(n, subs);
-        }
+        send_each(
+            state,
+            by_user,
+            EventKind::Alarm,
+            &format!("[cpn alarm] {kind}: {}", e.subject),
+            &format!(
+                "{}\n\nseverity: {}\ntenant: {}\nat: {}\nevent: {}",
+                e.message,
+                e.severity,
+                e.tenant,
+                e.at.to_rfc3339(),
+                alarm.seq
+            ),
+            serde_json::json!({"event": alarm.seq, "type": e.event_type, "kind": kind, "subject": e.subject, "tenant": e.tenant, "severity": e.severity, "message": e.message, "data": e.data}),
+            &format!("alarm-{}", alarm.seq),
+        );
     }
     Ok(Some(last))
+}
+
+/// The subscriptions of `docs` that `include` keeps, grouped by their owner (the recipient).
+fn subscribers(
+    docs: &[DocRecord],
+    include: impl Fn(&DocRecord) -> bool,
+) -> std::collections::BTreeMap<String, Vec<cpn_notify::Subscription>> {
+    let mut by_user: std::collections::BTreeMap<String, Vec<cpn_notify::Subscription>> =
+        Default::default();
+    for d in docs.iter().filter(|d| include(d)) {
+        let Ok(s) = serde_json::from_value::<StoredSubscription>(d.body.clone()) else {
+            continue;
+        };
+        let Ok(target) = s.target() else { continue };
+        by_user
+            .entry(d.owner.clone())
+            .or_default()
+            .push(cpn_notify::Subscription::new(
+                d.owner.clone(),
+                s.kinds.iter().copied().map(event_kind),
+                target,
+            ));
+    }
+    by_user
+}
+
+/// Sends one event to each recipient's subscriptions, in the background. The idempotency
+/// key is `key` and the recipient, so the same event sent again (a retried market call, a
+/// restart) is dropped by the delivery log for every target that already has it.
+fn send_each(
+    state: &AppState,
+    by_user: std::collections::BTreeMap<String, Vec<cpn_notify::Subscription>>,
+    kind: EventKind,
+    subject: &str,
+    body: &str,
+    payload: serde_json::Value,
+    key: &str,
+) {
+    let subject: String = subject
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(Notification::MAX_SUBJECT)
+        .collect();
+    let notifier = state.market_accounts.notifier();
+    for (user, subs) in by_user {
+        let key: String = format!("{key}-{user}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._:-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(Notification::MAX_KEY)
+            .collect();
+        let Ok(n) = Notification::new(kind, user, subject.clone(), body, payload.clone(), key)
+        else {
+            continue;
+        };
+        notifier.notify_in_background(n, subs);
+    }
+}
+
+/// Who a marketplace event is for.
+pub enum Audience {
+    /// These users (by username): a lease's user and supplier.
+    Users(Vec<String>),
+    /// Every subscriber in the tenant: a tenant's budget is everyone's in it.
+    Tenant(String),
+}
+
+/// One marketplace event (`lease` or `billing`) for its subscribers: looks the
+/// subscriptions up and sends in the background (see [`send_each`] for the key). A
+/// failure to read the subscriptions is logged, not returned: the market call that caused
+/// the event has already been written.
+pub async fn market_event(
+    state: &AppState,
+    audience: Audience,
+    kind: EventKind,
+    subject: &str,
+    body: &str,
+    payload: serde_json::Value,
+    key: &str,
+) {
+    let docs = match state
+        .store
+        .list_docs(SUBSCRIPTIONS, DocQuery::default())
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, key, "marketplace notification: reading subscriptions failed");
+            return;
+        }
+    };
+    let by_user = subscribers(&docs, |d| match &audience {
+        Audience::Users(users) => users.contains(&d.owner),
+        Audience::Tenant(t) => d.tenant == *t,
+    });
+    send_each(state, by_user, kind, subject, body, payload, key);
 }

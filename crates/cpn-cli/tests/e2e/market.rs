@@ -13,9 +13,9 @@ use std::time::Duration;
 /// Per card-hour, minor units: 10 per card-second, so a bill to the second is exact.
 const HOURLY: i64 = 36_000;
 
-struct Market {
-    server: Server,
-    supplier: String,
+pub(crate) struct Market {
+    pub(crate) server: Server,
+    pub(crate) supplier: String,
     ann: String,
     eve: String,
     node_id: String,
@@ -32,12 +32,14 @@ const PUBLIC_KEY: &str =
 /// over the agent protocol with a join token, as an agent does), a user `ann` (tenant lab)
 /// and a user `eve` (tenant other).
 async fn setup(dir: &std::path::Path) -> Market {
-    let server = Server::start_with(
-        dir,
-        false,
-        &["--no-local-agent", "--node-timeout-ms", "600000"],
-    )
-    .await;
+    setup_with(dir, &[]).await
+}
+
+/// [`setup`] with more `cpn serve` flags (the accounts tests add their SMTP relay).
+pub(crate) async fn setup_with(dir: &std::path::Path, flags: &[&str]) -> Market {
+    let mut args = vec!["--no-local-agent", "--node-timeout-ms", "600000"];
+    args.extend_from_slice(flags);
+    let server = Server::start_with(dir, false, &args).await;
     let supplier = server.user("acme", "sup", "supplier").await;
     let ann = server.user("lab", "ann", "user").await;
     let eve = server.user("other", "eve", "user").await;
@@ -79,7 +81,7 @@ async fn setup(dir: &std::path::Path) -> Market {
     }
 }
 
-fn spec(class: &str, cards: Value) -> Value {
+pub(crate) fn spec(class: &str, cards: Value) -> Value {
     let mut s = json!({
         "class": class, "resource_type": "gpu", "model": "A100 80GB", "card_memory_gib": 80,
         "memory_gib": 512, "vcpus": 64, "prices": {"hourly_minor": HOURLY, "monthly_minor": 2_000_000},

@@ -777,3 +777,156 @@ async fn a_phone_registration_gets_its_code_through_the_sms_gateway() {
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["state"], "active");
 }
+
+/// The marketplace acts as real accounts: a registered user's orders, leases and ledger
+/// entries are its own account's, an operator-created supplier gets an account on its
+/// first marketplace call (audited), and the core's lease and budget events reach the
+/// user's e-mail subscription.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registered_user_orders_is_billed_to_its_account_and_gets_the_budget_alarm_by_email() {
+    let Some(smtp) = Smtp::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let relay = smtp.relay();
+    let m = crate::market::setup_with(dir.path(), &["--smtp-relay", &relay]).await;
+    let server = &m.server;
+
+    let (s, b) = register(server, individual("rita", "rita@lab.cn", NATIONAL_ID)).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let rita_account = b["account"]["id"].as_u64().unwrap();
+    let code = smtp.code_for("rita@lab.cn", 1);
+    let (s, b) = activate(server, "rita", &code).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = login(server, "rita").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let rita = b["token"].as_str().unwrap().to_string();
+    let (s, b) = server
+        .call(
+            Method::POST,
+            "/api/v1/notifications/subscriptions",
+            Some(&rita),
+            Some(
+                json!({"channel": "email", "target": "rita@lab.cn", "kinds": ["lease", "billing"]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    // A prepaid month of 6000.00 against a budget of 10000.00 alarmed at half: the order
+    // itself crosses the threshold.
+    let mut listing = crate::market::spec("b", json!([{"node": "n1", "index": 0}]));
+    listing["prices"] = json!({"monthly_minor": 600_000});
+    let (s, l) = server
+        .call(
+            Method::POST,
+            "/api/v1/market/listings",
+            Some(&m.supplier),
+            Some(listing),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{l}");
+    let cpcid = l["cpcid"].as_str().unwrap().to_string();
+    // The supplier was made by an operator, not registered: its account was made on its
+    // first marketplace call, active, and audited.
+    let (s, sup) = server
+        .call(
+            Method::GET,
+            "/api/v1/market/accounts/me",
+            Some(&m.supplier),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{sup}");
+    assert_eq!(sup["state"], "active", "{sup}");
+    assert_ne!(sup["id"].as_u64(), Some(rita_account));
+    let lines = audit(server, "action=market.account.provision").await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["actor"], "sup", "{lines:?}");
+
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            "/api/v1/billing/topups",
+            Some(json!({"tenant": "rita", "amount_minor": 2_000_000})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = server
+        .admin(
+            Method::PUT,
+            "/api/v1/billing/budgets/rita",
+            Some(json!({"monthly_limit_minor": 1_000_000, "alarm_percent": 50})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, placed) = server
+        .call(
+            Method::POST,
+            "/api/v1/market/orders",
+            Some(&rita),
+            Some(json!({"listing": cpcid, "mode": "monthly", "periods": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{placed}");
+    assert_eq!(placed["lease"]["user"], "rita", "{placed}");
+    assert_eq!(placed["lease"]["supplier"], "sup", "{placed}");
+    assert_eq!(placed["lease"]["tenant"], "rita", "{placed}");
+    let lease = placed["lease"]["id"].as_u64().unwrap();
+
+    // The lease's start and the alarm at half the budget are mailed (after the code).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mails = loop {
+        let mails = smtp.messages_to("rita@lab.cn", 3);
+        if mails.iter().any(|m| m.contains("budget alarm")) {
+            break mails;
+        }
+        assert!(Instant::now() < deadline, "no budget alarm: {mails:?}");
+    };
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.contains(&format!("lease {lease} started"))),
+        "{mails:?}"
+    );
+    let alarm = mails.iter().find(|m| m.contains("budget alarm")).unwrap();
+    assert!(alarm.contains("tenant rita"), "{alarm}");
+    assert_eq!(
+        mails.iter().filter(|m| m.contains("budget alarm")).count(),
+        1,
+        "{mails:?}"
+    );
+
+    // After the month's close the ledger names rita's funds and what the platform owes the
+    // supplier's account; it sums to zero.
+    let month = &placed["lease"]["started_at"].as_str().unwrap()[..7];
+    let (s, closed) = server
+        .admin(
+            Method::POST,
+            &format!("/api/v1/billing/months/{month}/close"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{closed}");
+    let (_, ledger) = server
+        .admin(Method::GET, "/api/v1/billing/ledger", None)
+        .await;
+    assert_eq!(ledger["trial_balance_minor"], 0, "{ledger}");
+    let balance = |name: &str| {
+        ledger["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["account"] == name)
+            .and_then(|a| a["balance_minor"].as_i64())
+    };
+    assert_eq!(
+        balance("user_funds:rita"),
+        Some(2_000_000 - 600_000),
+        "{ledger}"
+    );
+    // Net of the platform's 5 % commission.
+    assert_eq!(
+        balance("supplier_receivable:sup"),
+        Some(600_000 - 30_000),
+        "{ledger}"
+    );
+}

@@ -4,6 +4,7 @@
 //! audited by construction.
 //!
 //! ```text
+//! provision ─► Active (a platform user an operator created: nothing to activate or review)
 //! register ─► PendingActivation ─activate─► PendingReview ─approve─► Active ◄─enable─┐
 //!                                  │ (individuals skip review) ──────►│   └─disable─► Disabled
 //!                                  PendingReview ─reject─► Rejected ─resubmit─► PendingReview
@@ -134,6 +135,26 @@ impl Account {
     /// A new account from a sealed registration, waiting for activation.
     pub fn register(id: AccountId, profile: AccountProfile, now: Timestamp) -> Account {
         let state = AccountState::PendingActivation;
+        Account {
+            id,
+            kind: profile.kind,
+            username: profile.username.clone(),
+            profile: Some(profile),
+            history: vec![Transition {
+                at: now,
+                actor: Actor::Owner,
+                to: state.clone(),
+            }],
+            state,
+        }
+    }
+
+    /// The account of a platform user that an operator created rather than a registrant:
+    /// the operator vouched for the user by creating it, and there is no code to enter or
+    /// licence to review, so it is active at once. The history still starts with the
+    /// transition, so the account's audit shows how it came to be active.
+    pub fn provision(id: AccountId, profile: AccountProfile, now: Timestamp) -> Account {
+        let state = AccountState::Active;
         Account {
             id,
             kind: profile.kind,

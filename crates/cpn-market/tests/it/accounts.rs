@@ -210,6 +210,17 @@ fn individuals_are_active_after_activation_organizations_wait_for_review() {
 }
 
 #[test]
+fn a_provisioned_account_is_active_at_once_and_can_still_be_disabled() {
+    let mut profile = Registration::User(individual()).seal(&hasher()).unwrap();
+    profile.identifiers.clear();
+    let mut a = Account::provision(AccountId(7), profile, t0());
+    assert!(a.can_transact(), "nothing to activate or review");
+    assert_eq!(a.history().len(), 1, "its creation is in the audit history");
+    a.disable("op", "unpaid invoices", t0()).unwrap();
+    assert!(!a.can_transact(), "a disabled account cannot order");
+}
+
+#[test]
 fn deregistration_erases_the_profile_and_keeps_the_records() {
     let mut a = Account::register(
         AccountId(9),
