@@ -5,6 +5,7 @@ use crate::AgentConfig;
 use crate::client::Api;
 use crate::error::AgentError;
 use crate::inventory::{host_name, inventory};
+use crate::lease_access::{LeaseAccountError, LeaseAccounts, LeaseAccountsConfig};
 use crate::metrics::MetricsSampler;
 use crate::runner::{Runner, Stream};
 use cpn_api_types::agent::{
@@ -29,6 +30,12 @@ pub(crate) struct Shared {
     pub config: AgentConfig,
     pub node: Mutex<Option<AgentRegistered>>,
     pub runner: Mutex<Option<Runner>>,
+    /// Class A lease accounts, opened at the first grant or revocation, or at registration
+    /// when the state dir records accounts; `None` before (and where they cannot be opened).
+    pub lease_accounts: Mutex<Option<LeaseAccounts>>,
+    /// The GPUs of the inventory the agent registered with (how many, and whether
+    /// emulated): a lease naming another GPU is refused.
+    pub gpus: Mutex<Option<(u32, bool)>>,
     /// Why the agent stopped by itself (the server refused its credential).
     pub fatal: Mutex<Option<String>>,
     pub stop: watch::Sender<bool>,
@@ -184,7 +191,10 @@ fn heartbeat_interval(r: &AgentRegistered) -> Duration {
 }
 
 /// Registers until it succeeds; `None` when the agent stops first.
-async fn register(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Option<AgentRegistered> {
+async fn register(
+    shared: &Arc<Shared>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<AgentRegistered> {
     let name = shared.config.name.clone().unwrap_or_else(host_name);
     let mut inventory = match &shared.config.emulate {
         Some(e) => e.inventory(),
@@ -193,6 +203,7 @@ async fn register(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Option<A
             .unwrap_or_default(),
     };
     inventory.isolation = shared.runner().as_ref().map(Runner::isolation);
+    *lock(&shared.gpus) = Some((inventory.gpus.len() as u32, inventory.emulated));
     let body = AgentRegister {
         site: shared.config.site.clone(),
         name,
@@ -225,6 +236,9 @@ async fn register(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Option<A
                 return None;
             }
         };
+        // Lease accounts made from here on come from polls after this registration: its
+        // list of live leases does not speak for them.
+        let asked_at = chrono::Utc::now();
         match shared.api.register(&body).await {
             Ok(r) => {
                 if let Some(credential) = &r.credential {
@@ -253,6 +267,9 @@ async fn register(shared: &Shared, stop: &mut watch::Receiver<bool>) -> Option<A
                     }
                 }
                 *lock(&shared.node) = Some(r.clone());
+                if let Some(live) = r.live_leases.clone() {
+                    reconcile_leases(shared, live, asked_at).await;
+                }
                 return Some(r);
             }
             Err(AgentError::Status {
@@ -329,6 +346,7 @@ async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 if !a.lease_grants.is_empty() || !a.lease_revokes.is_empty() {
                     lease_work(&shared, &node, &a).await;
                 }
+                sweep_leases(&shared).await;
                 let reports = on_runner(&shared, move |runner| start_assigned(runner, &a))
                     .await
                     .unwrap_or_default();
@@ -371,16 +389,15 @@ async fn assignment_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 /// report each. A node that cannot manage lease accounts says why in every report, so the
 /// lease shows it rather than waiting for ever.
 async fn lease_work(shared: &Arc<Shared>, node: &str, a: &Assignments) {
-    let host = shared.config.name.clone().unwrap_or_else(host_name);
-    let config =
-        crate::lease_access::LeaseAccountsConfig::new(shared.config.state_dir.clone(), host);
     let (grants, revokes) = (a.lease_grants.clone(), a.lease_revokes.clone());
+    let held = shared.clone();
     let reports = tokio::task::spawn_blocking(move || {
         let ids = grants
             .iter()
             .map(|g| g.lease_id.clone())
             .chain(revokes.iter().map(|r| r.lease_id.clone()));
-        let mut accounts = match crate::lease_access::LeaseAccounts::open(config) {
+        let mut guard = lock(&held.lease_accounts);
+        let accounts = match open_lease_accounts(&held, &mut guard) {
             Ok(accounts) => accounts,
             Err(e) => {
                 return ids
@@ -425,6 +442,96 @@ async fn lease_work(shared: &Arc<Shared>, node: &str, a: &Assignments) {
         if let Err(e) = shared.api.lease_access(node, r).await {
             tracing::warn!(lease = %r.lease_id, error = %e, "reporting lease access failed; the server asks again");
         }
+    }
+}
+
+/// The lease accounts' configuration: the node's lease settings, the GPUs it registered.
+fn lease_config(shared: &Shared) -> LeaseAccountsConfig {
+    let settings = &shared.config.lease;
+    let host = settings
+        .ssh_host
+        .clone()
+        .or_else(|| shared.config.name.clone())
+        .unwrap_or_else(host_name);
+    let gpus = *lock(&shared.gpus);
+    LeaseAccountsConfig {
+        home_root: settings.home_root.clone(),
+        ssh_port: settings.ssh_port,
+        host_key: settings.host_key.clone(),
+        gpu_count: gpus.map(|(n, _)| n),
+        emulated_gpus: gpus.is_some_and(|(_, emulated)| emulated),
+        ..LeaseAccountsConfig::new(shared.config.state_dir.clone(), host)
+    }
+}
+
+/// The lease accounts, opened on first use and kept (opening checks the host and writes
+/// the forced command: not for every poll).
+fn open_lease_accounts<'a>(
+    shared: &Shared,
+    slot: &'a mut Option<LeaseAccounts>,
+) -> Result<&'a mut LeaseAccounts, LeaseAccountError> {
+    if slot.is_none() {
+        *slot = Some(LeaseAccounts::open(lease_config(shared))?);
+    }
+    Ok(slot.as_mut().expect("just opened"))
+}
+
+/// Moves the lease sessions that started since the last poll into their lease's cgroups
+/// (sshd starts them in its own). Nothing to do, and nothing opened, while this agent
+/// holds no lease accounts.
+async fn sweep_leases(shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    let moved = tokio::task::spawn_blocking(move || {
+        lock(&shared.lease_accounts)
+            .as_ref()
+            .map_or(0, LeaseAccounts::sweep)
+    })
+    .await
+    .unwrap_or_default();
+    if moved > 0 {
+        tracing::debug!(moved, "lease sessions moved into their cgroups");
+    }
+}
+
+/// After a registration: revokes the accounts of leases the server no longer has live on
+/// this node (they ended while the agent was down, or their revocation was lost), and
+/// repeats the revocation of revoked ones. Accounts created after `asked_at` came from a
+/// poll the list did not see, and are kept. Done only where the state dir records
+/// accounts: an agent that never held one needs no root for this.
+async fn reconcile_leases(
+    shared: &Arc<Shared>,
+    live: Vec<String>,
+    asked_at: chrono::DateTime<chrono::Utc>,
+) {
+    if !crate::lease_access::recorded(&shared.config.state_dir) {
+        return;
+    }
+    let held = shared.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut guard = lock(&held.lease_accounts);
+        let accounts = open_lease_accounts(&held, &mut guard)?;
+        let mut keep: std::collections::BTreeSet<String> = live.into_iter().collect();
+        keep.extend(
+            accounts
+                .list()
+                .into_iter()
+                .filter(|a| a.created_at >= asked_at)
+                .map(|a| a.lease_id),
+        );
+        accounts.reconcile(&keep)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(revoked)) => {
+            for r in revoked.iter().filter(|r| !r.already_revoked) {
+                tracing::info!(lease = %r.lease_id, username = ?r.username, killed = r.processes_killed, "lease no longer live on the server: account revoked");
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot reconcile the lease accounts with the server's live leases")
+        }
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => {}
     }
 }
 

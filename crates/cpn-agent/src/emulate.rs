@@ -1,7 +1,9 @@
 //! Emulated nodes: an agent that reports a given inventory instead of the host's.
 //!
 //! `cpn serve` runs a few of them for the demo federation's sites, so that its national
-//! sites have live machines. Everything else is real: the node joins with its own
+//! sites have live machines; `cpn agent --emulate-gpus N` makes one of a real agent (the
+//! host's CPUs, memory and disk, N GPUs that do not exist), for marketplace tests and
+//! demonstrations on machines without GPUs. Everything else is real: the node joins with its own
 //! credential, heartbeats, and runs its tasks as processes on this host under the same
 //! isolation as any agent. What is emulated is only what the node says it has: cores,
 //! memory, CPU model and architecture, and GPUs, which exist by index only (a task bound to
@@ -36,7 +38,7 @@ impl EmulatedInventory {
     pub fn inventory(&self) -> NodeInventory {
         NodeInventory {
             hostname: host_name(),
-            os: "emulated (cpn serve)".into(),
+            os: "emulated".into(),
             kernel: String::new(),
             arch: self.arch.clone(),
             cpu_model: self.cpu_model.clone(),

@@ -56,6 +56,8 @@ use std::time::Duration;
 
 /// Where lease accounts' homes go by default.
 pub const DEFAULT_HOME_ROOT: &str = "/var/lib/cpn-leases";
+/// The public host key users are shown by default: the system sshd's ed25519 key.
+pub const DEFAULT_HOST_KEY: &str = "/etc/ssh/ssh_host_ed25519_key.pub";
 /// uids (and gids) of lease accounts by default: apart from the tasks' range
 /// ([`isolation::DEFAULT_TASK_UIDS`]) and from the host's own accounts.
 pub const DEFAULT_LEASE_UIDS: RangeInclusive<u32> = 62000..=62999;
@@ -141,7 +143,7 @@ impl LeaseAccountsConfig {
             home_root: PathBuf::from(DEFAULT_HOME_ROOT),
             ssh_host: ssh_host.into(),
             ssh_port: 22,
-            host_key: PathBuf::from("/etc/ssh/ssh_host_ed25519_key.pub"),
+            host_key: PathBuf::from(DEFAULT_HOST_KEY),
             shell: PathBuf::from("/bin/bash"),
             uids: DEFAULT_LEASE_UIDS,
             gpu_count: None,
@@ -831,6 +833,12 @@ impl LeaseAccounts {
         crate::runner::write_durable(&self.state_file, &json)?;
         Ok(())
     }
+}
+
+/// Whether the state directory records lease accounts (of this run or an earlier one):
+/// an agent that never granted a lease need not open [`LeaseAccounts`] (which needs root).
+pub fn recorded(state_dir: &Path) -> bool {
+    state_dir.join(STATE_FILE).is_file()
 }
 
 /// The account name of a lease: `cpnl-` and the lease id itself where it is a valid,

@@ -65,6 +65,36 @@ pub struct AgentConfig {
     /// Report this inventory instead of the host's, marked `emulated` (see
     /// [`EmulatedInventory`]); tasks still run here, as real processes.
     pub emulate: Option<EmulatedInventory>,
+    /// Where class A lease accounts are reached and kept (see [`lease_access`]).
+    pub lease: LeaseSettings,
+}
+
+/// The node's settings for class A lease accounts: what users are told to connect to, and
+/// where the accounts' homes go. The rest of [`LeaseAccountsConfig`] is the documented
+/// defaults, with the GPU count of the inventory the agent registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// Host name or address users connect to; `None`: the node's name (else the host name).
+    pub ssh_host: Option<String>,
+    /// The port of the sshd users log in through.
+    pub ssh_port: u16,
+    /// The public half of that sshd's host key (users are shown its fingerprint).
+    pub host_key: PathBuf,
+    /// Parent of the accounts' homes.
+    pub home_root: PathBuf,
+}
+
+impl Default for LeaseSettings {
+    /// The system's sshd: port 22, its ed25519 host key; homes in
+    /// [`lease_access::DEFAULT_HOME_ROOT`].
+    fn default() -> Self {
+        LeaseSettings {
+            ssh_host: None,
+            ssh_port: 22,
+            host_key: PathBuf::from(lease_access::DEFAULT_HOST_KEY),
+            home_root: PathBuf::from(lease_access::DEFAULT_HOME_ROOT),
+        }
+    }
 }
 
 impl AgentConfig {
@@ -87,6 +117,7 @@ impl AgentConfig {
             log_poll: DEFAULT_LOG_POLL,
             isolation: IsolationConfig::default(),
             emulate: None,
+            lease: LeaseSettings::default(),
         }
     }
 
@@ -162,6 +193,8 @@ pub fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         config,
         node: Mutex::new(None),
         runner: Mutex::new(None),
+        lease_accounts: Mutex::new(None),
+        gpus: Mutex::new(None),
         fatal: Mutex::new(None),
         stop,
         watch_wake: tokio::sync::Notify::new(),

@@ -57,6 +57,7 @@ async fn register(
         node_timeout_ms: 5000,
         credential: Some("secret".into()),
         tenant: Some("t1".into()),
+        live_leases: None,
     })
 }
 

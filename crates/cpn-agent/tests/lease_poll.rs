@@ -36,6 +36,7 @@ async fn register(Json(r): Json<AgentRegister>) -> Json<AgentRegistered> {
         node_timeout_ms: 5000,
         credential: Some("secret".into()),
         tenant: Some("t1".into()),
+        live_leases: None,
     })
 }
 

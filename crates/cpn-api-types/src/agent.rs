@@ -142,6 +142,12 @@ pub struct AgentRegistered {
     /// agent that cannot switch identities runs (unless started single-user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The class A leases (agent lease ids, as in [`LeaseAccessGrant::lease_id`]) that are
+    /// still live on this node: the agent revokes every lease account it holds that is not
+    /// in the list (a lease that ended while it was down). `None` from a server that does
+    /// not say: the agent then revokes nothing on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_leases: Option<Vec<String>>,
 }
 
 /// A sample of the host (RM-ACC-02..04, SH-CL visualization fields). Rates are per second

@@ -260,6 +260,20 @@ pub async fn lease_work(
     (grants, revokes)
 }
 
+/// The class A leases still live on a node (granted or to be granted, not ended), by
+/// agent lease id: told to its agent at registration, which revokes the accounts of any
+/// other lease (one that ended while the agent was down; the market loads only live
+/// leases' access at start, so an ended one's revocation may never be asked again).
+pub fn live_leases(state: &AppState, node_id: &str) -> Vec<String> {
+    state
+        .market
+        .access()
+        .iter()
+        .filter(|((node, _), a)| node == node_id && !a.revoke)
+        .map(|((_, lease), _)| lease.clone())
+        .collect()
+}
+
 /// An agent reports what it did with a grant or revocation.
 pub async fn lease_access_report(
     state: &AppState,

@@ -25,7 +25,15 @@ memory and processes by cgroups (v2, else v1, else none: the agent says which at
 and reports it on the node). A task sees only PATH (default /usr/local/bin:/usr/bin:/bin),
 HOME, its own env and CPN_TASK_ID, CPN_ATTEMPT_ID, CPN_ATTEMPT, CPN_TENANT and
 CUDA_VISIBLE_DEVICES. Not root, the agent runs only its own tenant's tasks, unless
---single-user.")]
+--single-user.
+
+Class A leases (marketplace): as root, the agent creates one account per lease (cpnl-...,
+home under --lease-home-root) that logs in with the user's key through the sshd at
+--lease-ssh-host:--lease-ssh-port, sees only the leased GPUs in CUDA_VISIBLE_DEVICES, and is
+locked when the lease ends. Users are shown the fingerprint of --lease-host-key.
+
+  cpn agent --emulate-gpus 2 --lease-ssh-host 127.0.0.1 --lease-ssh-port 2222 \\
+            --lease-host-key /etc/cpn/sshd/host_ed25519_key.pub    # a test node")]
 pub struct AgentArgs {
     /// A join token from `cpn site join-token create`; needed only at the first start
     /// (the state dir keeps the node's credential).
@@ -55,6 +63,69 @@ pub struct AgentArgs {
 
     #[command(flatten)]
     pub isolation: IsolationArgs,
+
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+
+    /// Report N emulated GPUs (numbered 0..N, no device behind them) with the host's CPUs,
+    /// memory and disk, and mark the node `emulated`: a node for testing the marketplace
+    /// or scheduling where there are no GPUs. Tasks still run here, as real processes.
+    #[arg(long, env = "CPN_EMULATE_GPUS", value_name = "N")]
+    pub emulate_gpus: Option<u32>,
+    /// The model the emulated GPUs report.
+    #[arg(
+        long,
+        env = "CPN_EMULATE_GPU_MODEL",
+        value_name = "MODEL",
+        default_value = "NVIDIA A100-SXM4-80GB",
+        requires = "emulate_gpus"
+    )]
+    pub emulate_gpu_model: String,
+    /// Memory of each emulated GPU, in MiB.
+    #[arg(
+        long,
+        env = "CPN_EMULATE_GPU_MEMORY_MIB",
+        value_name = "MIB",
+        default_value_t = 81920,
+        requires = "emulate_gpus"
+    )]
+    pub emulate_gpu_memory_mib: u64,
+}
+
+/// Where class A lease accounts are reached and kept (issue #14).
+#[derive(Debug, Clone, Args)]
+pub struct LeaseArgs {
+    /// Host name or address lease users connect to [default: the node name].
+    #[arg(long, env = "CPN_LEASE_SSH_HOST", value_name = "HOST")]
+    pub lease_ssh_host: Option<String>,
+    /// Port of the sshd lease users log in through.
+    #[arg(
+        long,
+        env = "CPN_LEASE_SSH_PORT",
+        value_name = "PORT",
+        default_value_t = 22
+    )]
+    pub lease_ssh_port: u16,
+    /// The public half of that sshd's host key; users are shown its fingerprint.
+    #[arg(long, env = "CPN_LEASE_HOST_KEY", value_name = "FILE",
+          default_value = cpn_agent::lease_access::DEFAULT_HOST_KEY)]
+    pub lease_host_key: PathBuf,
+    /// Parent of the lease accounts' homes: root's, reachable by others (o+x), outside the
+    /// state dir.
+    #[arg(long, env = "CPN_LEASE_HOME_ROOT", value_name = "DIR",
+          default_value = cpn_agent::lease_access::DEFAULT_HOME_ROOT)]
+    pub lease_home_root: PathBuf,
+}
+
+impl LeaseArgs {
+    pub fn settings(&self) -> cpn_agent::LeaseSettings {
+        cpn_agent::LeaseSettings {
+            ssh_host: self.lease_ssh_host.clone(),
+            ssh_port: self.lease_ssh_port,
+            host_key: self.lease_host_key.clone(),
+            home_root: self.lease_home_root.clone(),
+        }
+    }
 }
 
 /// How the agent keeps tasks apart from the platform and from each other (shared by
@@ -157,6 +228,23 @@ pub async fn run(
     config.name = args.name.clone();
     config.labels = args.labels.into_iter().collect();
     config.isolation = args.isolation.config();
+    config.lease = args.lease.settings();
+    if let Some(gpus) = args.emulate_gpus {
+        // The host's own CPUs, memory and disk: tasks really run here.
+        let host = tokio::task::spawn_blocking(cpn_agent::inventory)
+            .await
+            .unwrap_or_default();
+        config.emulate = Some(cpn_agent::EmulatedInventory {
+            cpu_model: host.cpu_model,
+            arch: host.arch,
+            cpu_cores: host.cpu_cores,
+            memory_mib: host.memory_mib,
+            gpus,
+            gpu_model: args.emulate_gpu_model.clone(),
+            gpu_memory_mib: args.emulate_gpu_memory_mib,
+            disk_gib: host.disks.iter().map(|d| d.available_gib).sum(),
+        });
+    }
     let name = args.name.unwrap_or_else(cpn_agent::host_name);
     eprintln!(
         "cpn agent: node {name} of site {site} registering with {server} (state in {})",

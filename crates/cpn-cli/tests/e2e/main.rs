@@ -13,6 +13,7 @@ mod federation;
 mod flows;
 mod isolation;
 mod join;
+mod lease_ssh;
 mod limits;
 mod livestate;
 mod market;

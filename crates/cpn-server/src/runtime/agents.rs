@@ -159,6 +159,7 @@ pub async fn register(
         l.handed_out.clear();
     });
     state.runtime.capacity_changed();
+    let live_leases = Some(crate::market::live_leases(state, &node.id));
     Ok(AgentRegistered {
         node_id: node.id,
         site: node.site,
@@ -167,6 +168,7 @@ pub async fn register(
         node_timeout_ms: state.runtime.config.node_timeout.as_millis() as u64,
         credential,
         tenant: Some(site.tenant.clone()),
+        live_leases,
     })
 }
 
