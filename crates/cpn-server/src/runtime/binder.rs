@@ -133,9 +133,11 @@ pub fn with_visibility(mut profile: Profile, site_access: &Arc<Vec<LiveSite>>) -
     profile
 }
 
-/// Profiles by policy name for one cycle; stored policies are read once per cycle.
+/// Profiles by policy name for one cycle, compiled from the stored policies as of the last
+/// registry change.
 struct Policies {
-    stored: Vec<cpn_policy::Policy>,
+    /// Cached between registry changes (`LiveState::policies`).
+    stored: Arc<Vec<cpn_policy::Policy>>,
     schedulers: Schedulers<String>,
     /// FGD's target workload: the shapes of this cycle's pending tasks (issue #4: the GPU
     /// policies are ordinary policies of the live scheduler).
@@ -151,11 +153,7 @@ impl Policies {
         site_access: Arc<Vec<LiveSite>>,
     ) -> ApiResult<Policies> {
         Ok(Policies {
-            stored: policy::load_all(state)
-                .await?
-                .into_iter()
-                .map(|(p, _)| p)
-                .collect(),
+            stored: state.runtime.federation.policies(state).await?,
             schedulers: Schedulers::new(
                 state
                     .runtime
@@ -206,6 +204,8 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
     let _capacity = rt.capacity_lock.lock().await;
     // Taken before anything is read: capacity freed from here on wakes another cycle.
     let capacity_changed = rt.take_capacity_changed();
+    // Where a cycle's time goes, logged at debug level (`RUST_LOG=cpn_server::runtime::binder=debug`).
+    let t0 = std::time::Instant::now();
     let now = Utc::now();
     let pending = state
         .store
@@ -227,6 +227,7 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
         return Ok(0);
     }
     rt.counters.binder_cycles.fetch_add(1, Ordering::Relaxed);
+    let t_read = t0.elapsed();
     let considered = pending.len();
     let mut writes = Vec::with_capacity(pending.len());
     // Decode the batch first: its shapes are FGD's target workload.
@@ -268,7 +269,9 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
         .collect();
     // Taken once the batch is decoded: a cycle that fails before giving it back leaves
     // the next to build it anew.
+    let t_decode = t0.elapsed();
     let (live, _) = rt.federation.binder_cluster(state).await?;
+    let t_cluster = t0.elapsed();
     let policies = match Policies::load(state, &shapes, live.live.site_access.clone()).await {
         Ok(p) => p,
         Err(e) => {
@@ -276,6 +279,7 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
             return Err(e);
         }
     };
+    let t_policies = t0.elapsed();
     // The round is CPU work (up to BATCH placements): it runs on the blocking pool, not on
     // the threads that answer requests.
     let unplaceable_wait = rt.config.limits.unplaceable_wait;
@@ -308,8 +312,21 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
     rt.counters
         .unschedulable
         .fetch_add(unschedulable, Ordering::Relaxed);
+    let t_round = t0.elapsed();
     rt.commit(state, writes).await?;
     rt.counters.tasks_bound.fetch_add(bound, Ordering::Relaxed);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    tracing::debug!(
+        considered,
+        bound,
+        read_ms = ms(t_read),
+        decode_ms = ms(t_decode - t_read),
+        cluster_ms = ms(t_cluster - t_decode),
+        policies_ms = ms(t_policies - t_cluster),
+        round_ms = ms(t_round - t_policies),
+        commit_ms = ms(t0.elapsed() - t_round),
+        "binding cycle"
+    );
     Ok(considered)
 }
 
