@@ -123,8 +123,10 @@ pub struct Counters {
     pub binder_cycles: AtomicU64,
     pub unschedulable: AtomicU64,
     pub nodes_lost: AtomicU64,
-    /// How long binding cycles that had pending tasks took.
+    /// How long binding cycles that had pending tasks took (`binder::run`).
     pub binder_cycle_seconds: Histogram,
+    /// How long committing a cycle's writes took.
+    pub binder_commit_seconds: Histogram,
 }
 
 /// Upper bounds (seconds) of the binder cycle histogram's buckets. Fine between 10 and
@@ -188,6 +190,9 @@ pub struct Runtime {
     /// capacity (`POST /schedule` decisions, I2 allocations on nodes and on registry
     /// resources), so capacity is never promised twice.
     pub capacity_lock: tokio::sync::Mutex<()>,
+    /// Pending tasks a binding cycle wrote (bound, or found unschedulable) whose commit is
+    /// in flight: the next cycle, which runs meanwhile, leaves them alone.
+    pub committing: Mutex<HashSet<String>>,
     /// Connected Slurm sites.
     pub slurm: slurm::SlurmSites,
     /// The registry part of the live federation state, cached between registry changes.
@@ -209,6 +214,7 @@ impl Runtime {
             logs: logs::LogStore::new(data_dir.join("logs"), config.limits.max_task_output_bytes),
             counters: Counters::default(),
             capacity_lock: tokio::sync::Mutex::new(()),
+            committing: Mutex::new(HashSet::new()),
             slurm: slurm::SlurmSites::default(),
             federation: livestate::LiveState::default(),
             shutdown: watch::channel(false).0,
