@@ -23,6 +23,9 @@ use tokio::sync::oneshot;
 const DB_FILE: &str = "cpn.db";
 const LOCK_FILE: &str = "cpn.lock";
 const READERS: usize = 8;
+/// WAL size (pages) from which the checkpointer folds it back into the database file:
+/// SQLite's own autocheckpoint threshold.
+const CHECKPOINT_PAGES: std::ffi::c_int = 1000;
 /// Upper bound of writes committed together; bounds the latency one slow batch adds.
 const MAX_GROUP: usize = 512;
 
@@ -552,6 +555,25 @@ impl SqliteStore {
         private_file(&path)?;
         let mut writer_conn = open_connection(&path)?;
         migrate(&mut writer_conn)?;
+        // SQLite checkpoints the WAL in the connection whose commit crossed 1,000 pages:
+        // that commit (and every write job grouped with it, and every one queued behind it)
+        // waits for pages to be copied into the database file and for its fsync. The
+        // writer's commits only tell the checkpointer thread, off the commit path, once the
+        // WAL is that large (the hook replaces the autocheckpoint). Durability is the WAL's
+        // (each commit is fsynced there, synchronous = FULL); a checkpoint only moves
+        // committed pages. The hook's sender goes with the writer's connection, and with it
+        // the checkpointer.
+        let checkpoint_conn = open_connection(&path)?;
+        let (checkpoint, checkpoints) = mpsc::sync_channel::<()>(1);
+        writer_conn.wal_hook(Some(
+            move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+                if pages >= CHECKPOINT_PAGES {
+                    // Full: one is asked for already.
+                    let _ = checkpoint.try_send(());
+                }
+                Ok(())
+            },
+        ))?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(open_connection(&path)?);
@@ -569,6 +591,10 @@ impl SqliteStore {
             .name("cpn-store-writer".into())
             .spawn(move || writer_loop(writer_conn, rx))
             .map_err(|e| StoreError::Backend(format!("start writer thread: {e}")))?;
+        std::thread::Builder::new()
+            .name("cpn-store-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, checkpoints))
+            .map_err(|e| StoreError::Backend(format!("start checkpoint thread: {e}")))?;
         Ok(SqliteStore {
             writer: Mutex::new(tx),
             readers: Arc::new(Mutex::new(readers)),
@@ -665,6 +691,17 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("reader task: {e}")))?
+    }
+}
+
+/// Folds the WAL into the database file each time the writer asks, until the writer's
+/// connection is gone. PASSIVE: it never waits for (nor blocks) the writer or a reader; what
+/// it could not copy this time (frames a reader still needs) is copied the next.
+fn checkpoint_loop(conn: Connection, asked: mpsc::Receiver<()>) {
+    while asked.recv().is_ok() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+        }
     }
 }
 

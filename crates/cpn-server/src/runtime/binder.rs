@@ -6,9 +6,11 @@
 //! binder's live cluster up to date with the events since the last cycle (`livecluster`:
 //! nodes that changed, holds taken or given back, registry changes), and runs one
 //! `cpn_sched::batch::Round` over them — the batch binding loop the twins run too — with a
-//! brief record of each decision, stored with the binding for "why here". Every binding of
-//! the cycle is committed in one store transaction. Cycles run one at a time, so capacity is
-//! never promised twice. A task no site can ever take waits `Limits::unplaceable_wait` for
+//! brief record of each decision, stored with the binding for "why here". Cycles run one at
+//! a time under the capacity lock, and each puts its placements' holds in the ledger before
+//! letting it go, so capacity is never promised twice. Every write of a cycle is committed
+//! in one store transaction while the next cycle runs (which leaves those tasks alone);
+//! agents hear of a binding only once it is committed. A task no site can ever take waits `Limits::unplaceable_wait` for
 //! capacity to appear, then fails with the reason.
 
 use super::lifecycle::{BindingRecord, Task};
@@ -29,13 +31,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Most tasks one cycle considers. A cycle holds the capacity lock from reading the
-/// pending tasks to committing their bindings, and its time grows with the batch (decode,
-/// placement, the brief decisions, one write transaction): the old cap of 4,096 let cycles
-/// grow to ~870 tasks and ~0.5 s under load. Measured with `cpn bench tasks` (a) on a shared
-/// 2-core machine, a cycle costs ~20 ms fixed (reading tasks and policies, the commit's
-/// fsync) plus ~0.2 ms per task: 64 kept most cycles near 30 ms but bound under 2,000
-/// tasks/s; 128 binds ~2,500 tasks/s with cycles of ~45 ms (p99 ~90 ms); 256 made them
-/// ~100 ms. A full batch starts the next cycle at once.
+/// pending tasks to holding their placements, and its time grows with the batch (decode,
+/// placement, the brief decisions): the old cap of 4,096 let cycles grow to ~870 tasks and
+/// ~0.5 s under load. Measured with `cpn bench tasks` (a) on a shared 2-core machine, when
+/// each cycle also waited for its own commit (~20 ms, mostly the fsync), 64 bound under
+/// 2,000 tasks/s and 256 made cycles ~100 ms; with the commit overlapping the next cycle,
+/// 128 binds ~2,100-2,300 tasks/s with cycles p99 40-45 ms. A full batch starts the next
+/// cycle at once.
 pub const BATCH: usize = 128;
 /// Label of every live node: its name, for node selectors.
 pub use super::livestate::NODE_NAME_LABEL;
@@ -47,18 +49,31 @@ pub const MIN_CYCLE_INTERVAL: Duration = Duration::from_millis(15);
 
 pub async fn run(state: AppState) {
     let rt = state.runtime.clone();
+    // The commit of the previous cycle's writes, while the next cycle reads and places.
+    let mut committing: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let started = tokio::time::Instant::now();
         let considered = match cycle(&state).await {
-            Ok(n) => n,
+            Ok(None) => 0,
+            Ok(Some(c)) => {
+                // What the histogram measures: one cycle's own work, from taking the
+                // capacity lock to its placements held in the ledger and its writes ready
+                // (`Counters::binder_commit_seconds` has the commits).
+                rt.counters.binder_cycle_seconds.observe(started.elapsed());
+                // One commit in flight at a time: this cycle's writes go to the store once
+                // the previous ones are durable, so they stay bounded when the disk is slow.
+                if let Some(prev) = committing.take() {
+                    let _ = prev.await;
+                }
+                let considered = c.considered;
+                committing = Some(tokio::spawn(c.commit(state.clone())));
+                considered
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "binding cycle failed; retrying");
                 0
             }
         };
-        if considered > 0 {
-            rt.counters.binder_cycle_seconds.observe(started.elapsed());
-        }
         if considered >= BATCH {
             continue;
         }
@@ -133,9 +148,11 @@ pub fn with_visibility(mut profile: Profile, site_access: &Arc<Vec<LiveSite>>) -
     profile
 }
 
-/// Profiles by policy name for one cycle; stored policies are read once per cycle.
+/// Profiles by policy name for one cycle, compiled from the stored policies as of the last
+/// registry change.
 struct Policies {
-    stored: Vec<cpn_policy::Policy>,
+    /// Cached between registry changes (`LiveState::policies`).
+    stored: Arc<Vec<cpn_policy::Policy>>,
     schedulers: Schedulers<String>,
     /// FGD's target workload: the shapes of this cycle's pending tasks (issue #4: the GPU
     /// policies are ordinary policies of the live scheduler).
@@ -151,11 +168,7 @@ impl Policies {
         site_access: Arc<Vec<LiveSite>>,
     ) -> ApiResult<Policies> {
         Ok(Policies {
-            stored: policy::load_all(state)
-                .await?
-                .into_iter()
-                .map(|(p, _)| p)
-                .collect(),
+            stored: state.runtime.federation.policies(state).await?,
             schedulers: Schedulers::new(
                 state
                     .runtime
@@ -200,14 +213,107 @@ fn rand_seed() -> u64 {
     Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64
 }
 
-/// One binding cycle; returns how many pending tasks it looked at.
-pub async fn cycle(state: &AppState) -> ApiResult<usize> {
+/// A cycle's outcome, placed and held but not yet written.
+pub struct Placed {
+    /// Pending tasks it looked at.
+    pub considered: usize,
+    bound: u64,
+    /// Its writes (bindings, refusals, expiries), all of tasks in `Runtime::committing`.
+    writes: Vec<TaskWrite>,
+    /// Ids of the tasks it placed, whose holds it put in the ledger.
+    placed: Vec<String>,
+    /// For the debug log of where the time went.
+    phases: String,
+}
+
+impl Placed {
+    /// Writes the cycle's bindings in one store transaction. Only then do the bound nodes'
+    /// agents hear of them (`Runtime::commit` wakes them after the store answered, and an
+    /// agent is handed only tasks the store says are scheduled on it), so a binding is
+    /// durable before its task is dispatched, and a crash before this loses only
+    /// placements, which the restarted server makes again from the pending tasks.
+    pub async fn commit(self, state: AppState) {
+        let rt = &state.runtime;
+        let started = std::time::Instant::now();
+        let ids: Vec<String> = self.writes.iter().map(|w| w.record.id.clone()).collect();
+        let result = rt.commit(&state, self.writes).await;
+        rt.counters.binder_commit_seconds.observe(started.elapsed());
+        // A placement the store did not take (the task changed meanwhile, or the write
+        // failed) holds nothing: its hold leaves the ledger, and so the live cluster.
+        let failed: Vec<&String> = match &result {
+            Ok(results) => ids
+                .iter()
+                .zip(results)
+                .filter(|(_, r)| r.is_none())
+                .map(|(id, _)| id)
+                .collect(),
+            Err(_) => ids.iter().collect(),
+        };
+        let mut freed = false;
+        {
+            let mut ledger = rt.ledger();
+            for id in failed {
+                if self.placed.contains(id) {
+                    freed |= ledger.release(super::ledger::HoldKind::Task, id);
+                }
+            }
+        }
+        // Only after the store answered: a task read as pending from here on was not
+        // written by this cycle, or its write failed and it is pending still.
+        {
+            let mut committing = rt
+                .committing
+                .lock()
+                .expect("committing lock is never poisoned");
+            for id in &ids {
+                committing.remove(id);
+            }
+        }
+        if freed {
+            rt.capacity_changed();
+        }
+        match result {
+            Ok(_) => {
+                rt.counters
+                    .tasks_bound
+                    .fetch_add(self.bound, Ordering::Relaxed);
+                tracing::debug!(
+                    considered = self.considered,
+                    bound = self.bound,
+                    commit_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "binding cycle: {}",
+                    self.phases
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "committing a binding cycle failed; its tasks wait for the next");
+                // Its tasks are pending still: the next cycle takes them again.
+                rt.binder_wake.notify_one();
+            }
+        }
+    }
+}
+
+/// One binding cycle up to its writes: reads the pending tasks, places them on the live
+/// cluster and puts their holds in the capacity ledger, under the capacity lock. The
+/// writes are committed by [`Placed::commit`], while the next cycle runs. None when no
+/// task was pending.
+pub async fn cycle(state: &AppState) -> ApiResult<Option<Placed>> {
     let rt = &state.runtime;
     let _capacity = rt.capacity_lock.lock().await;
     // Taken before anything is read: capacity freed from here on wakes another cycle.
     let capacity_changed = rt.take_capacity_changed();
+    // Where a cycle's time goes, logged at debug level (`RUST_LOG=cpn_server::runtime::binder=debug`).
+    let t0 = std::time::Instant::now();
     let now = Utc::now();
-    let pending = state
+    // Taken before the store is read: a task whose commit ends after this is excluded
+    // here; one whose commit ended before is no longer pending in what is read.
+    let committing: std::collections::HashSet<String> = rt
+        .committing
+        .lock()
+        .expect("committing lock is never poisoned")
+        .clone();
+    let mut pending = state
         .store
         .list_tasks(TaskQuery {
             states: vec![TaskState::Pending.as_str().into()],
@@ -215,18 +321,21 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
             // order, without waiting for the end of their backoff.
             due_at: (!capacity_changed).then_some(now),
             order: TaskOrder::Queue,
-            limit: Some(BATCH),
+            limit: Some(BATCH + committing.len()),
             ..Default::default()
         })
         .await?;
+    pending.retain(|t| !committing.contains(&t.id));
+    pending.truncate(BATCH);
     if pending.is_empty() {
         // Idle: the live cluster still takes the events (nodes joining, holds given back),
         // so the first loaded cycle does not pay for them, nor for building it.
         let (live, _) = rt.federation.binder_cluster(state).await?;
         rt.federation.put_binder_cluster(live);
-        return Ok(0);
+        return Ok(None);
     }
     rt.counters.binder_cycles.fetch_add(1, Ordering::Relaxed);
+    let t_read = t0.elapsed();
     let considered = pending.len();
     let mut writes = Vec::with_capacity(pending.len());
     // Decode the batch first: its shapes are FGD's target workload.
@@ -268,7 +377,9 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
         .collect();
     // Taken once the batch is decoded: a cycle that fails before giving it back leaves
     // the next to build it anew.
+    let t_decode = t0.elapsed();
     let (live, _) = rt.federation.binder_cluster(state).await?;
+    let t_cluster = t0.elapsed();
     let policies = match Policies::load(state, &shapes, live.live.site_access.clone()).await {
         Ok(p) => p,
         Err(e) => {
@@ -276,6 +387,7 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
             return Err(e);
         }
     };
+    let t_policies = t0.elapsed();
     // The round is CPU work (up to BATCH placements): it runs on the blocking pool, not on
     // the threads that answer requests.
     let unplaceable_wait = rt.config.limits.unplaceable_wait;
@@ -296,21 +408,46 @@ pub async fn cycle(state: &AppState) -> ApiResult<usize> {
     .map_err(|e| {
         crate::error::ApiError::new(cpn_api_types::Code::Internal, format!("binding round: {e}"))
     })?;
-    // The round took its placements on the live cluster: the next cycle checks each against
-    // what the store bound (a write that fails gives it back).
+    // The round took its placements on the live cluster; they go in the ledger now, before
+    // the capacity lock is let go, so that whatever takes capacity next (the next cycle, a
+    // `POST /schedule` decision, an allocation) counts them while their commit is in flight.
+    // The commit puts the stored hold in their place, or takes back those it did not bind.
     {
         let mut ledger = rt.ledger();
         for id in &placed {
-            ledger.touch(super::ledger::HoldKind::Task, id);
+            if let Some(h) = live.task_hold(id) {
+                ledger.hold(super::ledger::HoldKind::Task, id, h.clone());
+            }
         }
     }
     rt.federation.put_binder_cluster(live);
     rt.counters
         .unschedulable
         .fetch_add(unschedulable, Ordering::Relaxed);
-    rt.commit(state, writes).await?;
-    rt.counters.tasks_bound.fetch_add(bound, Ordering::Relaxed);
-    Ok(considered)
+    {
+        let mut committing = rt
+            .committing
+            .lock()
+            .expect("committing lock is never poisoned");
+        committing.extend(writes.iter().map(|w| w.record.id.clone()));
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let t_round = t0.elapsed();
+    let phases = format!(
+        "read {:.2} ms, decode {:.2} ms, cluster {:.2} ms, policies {:.2} ms, round {:.2} ms",
+        ms(t_read),
+        ms(t_decode - t_read),
+        ms(t_cluster - t_decode),
+        ms(t_policies - t_cluster),
+        ms(t_round - t_policies),
+    );
+    Ok(Some(Placed {
+        considered,
+        bound,
+        writes,
+        placed,
+        phases,
+    }))
 }
 
 /// One `Round` over a decoded batch in queue order: the bindings (with their brief

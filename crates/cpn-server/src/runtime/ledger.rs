@@ -96,12 +96,6 @@ impl Ledger {
         had
     }
 
-    /// Marks a key changed without changing it: the binder's own placements, which its
-    /// live cluster took before the store said whether they were bound.
-    pub fn touch(&mut self, kind: HoldKind, id: &str) {
-        self.changed.insert((kind, id.to_string()));
-    }
-
     /// The changes since the last call, each with the hold as it is now.
     pub fn take_changes(&mut self) -> Changes {
         let keys = std::mem::take(&mut self.changed);
@@ -282,7 +276,7 @@ mod tests {
         assert_eq!(keys[0].1.as_ref().unwrap().demand.cpu_milli, 2000);
         assert!(l.take_changes().holds.is_empty());
         l.release(HoldKind::Decision, "d");
-        l.touch(HoldKind::Task, "b");
+        l.release(HoldKind::Task, "a");
         let c = l.take_changes();
         assert_eq!(c.holds.len(), 2);
         assert!(c.holds.iter().all(|(_, h)| h.is_none()));

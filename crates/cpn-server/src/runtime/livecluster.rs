@@ -20,8 +20,10 @@
 //!   leaving rebuilds the whole cluster, as does the first cycle and a reloaded ledger.
 //!
 //! The binder's own placements are taken by its round directly on this cluster; they are
-//! recorded as the task's hold and the key is marked changed in the ledger, so the next
-//! cycle reconciles them with what the store committed (a write that failed releases).
+//! recorded as the task's hold and put in the ledger before the cycle lets the capacity
+//! lock go, so that the next cycle, which may run while they are committed, finds them
+//! unchanged; the commit then puts the stored hold in their place, or releases a placement
+//! the store did not bind, and the next cycle applies that.
 //! The per-request views (capacity, `POST /schedule`, "why here now", the twin on live
 //! nodes) still build their own cluster with `livestate::live_cluster`, filtered for
 //! their caller.
@@ -639,6 +641,13 @@ impl BinderCluster {
     /// The binder's round took `demand` on node `n` for task `task` with `gpus`: recorded
     /// as the task's hold (the caller marks the key changed in the ledger, so the next
     /// cycle reconciles it with what the store bound).
+    /// What a task holds in this cluster (its placement, for the binder's own).
+    pub fn task_hold(&self, task: &str) -> Option<&Hold> {
+        self.holds
+            .get(&(super::ledger::HoldKind::Task, task.to_string()))
+            .map(|t| &t.hold)
+    }
+
     pub fn placed(
         &mut self,
         task: &str,

@@ -75,6 +75,10 @@ pub struct LiveState {
     pub(super) changed_nodes: Mutex<HashMap<String, NodeRecord>>,
     /// How many times the binder's live cluster was built from scratch.
     pub full_builds: AtomicU64,
+    /// The stored policies and the registry epoch they were read at. Policies are registry
+    /// objects, so every policy write bumps the epoch (`registry_changed`) and the next
+    /// binding cycle reads them again; the others take them from here instead of the store.
+    policies: Mutex<Option<(u64, Arc<Vec<cpn_policy::Policy>>)>>,
 }
 
 /// A node's match: (registry epoch, node record's `updated_at`, offer index or why none).
@@ -118,6 +122,36 @@ impl LiveState {
             .lock()
             .expect("registry cache lock is never poisoned") = Some((epoch, model.clone()));
         Ok(model)
+    }
+}
+
+impl LiveState {
+    /// The stored policies as of the last registry change (for the binder). As with the
+    /// registry part, a read that races a change is stored under the epoch read before it
+    /// started, so the next call reads them again.
+    pub async fn policies(&self, state: &AppState) -> ApiResult<Arc<Vec<cpn_policy::Policy>>> {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if let Some((e, p)) = self
+            .policies
+            .lock()
+            .expect("policy cache lock is never poisoned")
+            .as_ref()
+            && *e == epoch
+        {
+            return Ok(p.clone());
+        }
+        let loaded: Arc<Vec<cpn_policy::Policy>> = Arc::new(
+            crate::policy::load_all(state)
+                .await?
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect(),
+        );
+        *self
+            .policies
+            .lock()
+            .expect("policy cache lock is never poisoned") = Some((epoch, loaded.clone()));
+        Ok(loaded)
     }
 }
 

@@ -123,13 +123,18 @@ pub struct Counters {
     pub binder_cycles: AtomicU64,
     pub unschedulable: AtomicU64,
     pub nodes_lost: AtomicU64,
-    /// How long binding cycles that had pending tasks took.
+    /// How long binding cycles that had pending tasks took (`binder::run`).
     pub binder_cycle_seconds: Histogram,
+    /// How long committing a cycle's writes took.
+    pub binder_commit_seconds: Histogram,
 }
 
-/// Upper bounds (seconds) of the binder cycle histogram's buckets.
-pub const CYCLE_BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+/// Upper bounds (seconds) of the binder cycle histogram's buckets. Fine between 10 and
+/// 100 ms, where cycles under load fall and issue #13's 50 ms target lies, so a p99 read
+/// from the buckets is within a few ms of the real one.
+pub const CYCLE_BUCKETS: [f64; 20] = [
+    0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.045, 0.05, 0.06, 0.075,
+    0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
 /// A Prometheus histogram over [`CYCLE_BUCKETS`], lock-free.
@@ -185,6 +190,9 @@ pub struct Runtime {
     /// capacity (`POST /schedule` decisions, I2 allocations on nodes and on registry
     /// resources), so capacity is never promised twice.
     pub capacity_lock: tokio::sync::Mutex<()>,
+    /// Pending tasks a binding cycle wrote (bound, or found unschedulable) whose commit is
+    /// in flight: the next cycle, which runs meanwhile, leaves them alone.
+    pub committing: Mutex<HashSet<String>>,
     /// Connected Slurm sites.
     pub slurm: slurm::SlurmSites,
     /// The registry part of the live federation state, cached between registry changes.
@@ -206,6 +214,7 @@ impl Runtime {
             logs: logs::LogStore::new(data_dir.join("logs"), config.limits.max_task_output_bytes),
             counters: Counters::default(),
             capacity_lock: tokio::sync::Mutex::new(()),
+            committing: Mutex::new(HashSet::new()),
             slurm: slurm::SlurmSites::default(),
             federation: livestate::LiveState::default(),
             shutdown: watch::channel(false).0,

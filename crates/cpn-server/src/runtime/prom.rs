@@ -129,26 +129,37 @@ pub async fn render(state: &AppState) -> ApiResult<String> {
     ] {
         w.single(name, "counter", help, load_counter(v) as f64);
     }
-    let (buckets, sum) = c.binder_cycle_seconds.snapshot();
-    w.family(
-        "cpn_binder_cycle_seconds",
-        "histogram",
-        "How long binding cycles with pending tasks took.",
-    );
-    for (le, n) in &buckets {
-        let le = if le.is_infinite() {
-            "+Inf".to_string()
-        } else {
-            le.to_string()
-        };
-        w.sample("cpn_binder_cycle_seconds_bucket", &[("le", &le)], *n as f64);
+    for (name, help, h) in [
+        (
+            "cpn_binder_cycle_seconds",
+            "How long binding cycles with pending tasks took: reading them, placing them and \
+             holding their capacity, up to handing their writes to the store.",
+            &c.binder_cycle_seconds,
+        ),
+        (
+            "cpn_binder_commit_seconds",
+            "How long the store took to commit a binding cycle's writes (durably, before any \
+             agent hears of its bindings); it overlaps the next cycle.",
+            &c.binder_commit_seconds,
+        ),
+    ] {
+        let (buckets, sum) = h.snapshot();
+        w.family(name, "histogram", help);
+        for (le, n) in &buckets {
+            let le = if le.is_infinite() {
+                "+Inf".to_string()
+            } else {
+                le.to_string()
+            };
+            w.sample(&format!("{name}_bucket"), &[("le", &le)], *n as f64);
+        }
+        w.sample(&format!("{name}_sum"), &[], sum);
+        w.sample(
+            &format!("{name}_count"),
+            &[],
+            buckets.last().map_or(0, |b| b.1) as f64,
+        );
     }
-    w.sample("cpn_binder_cycle_seconds_sum", &[], sum);
-    w.sample(
-        "cpn_binder_cycle_seconds_count",
-        &[],
-        buckets.last().map_or(0, |b| b.1) as f64,
-    );
 
     let views = super::nodes::views(state).await?;
     let ready = views.iter().filter(|n| n.state == NodeState::Ready).count();
