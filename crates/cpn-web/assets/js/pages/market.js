@@ -30,7 +30,7 @@ function searchPage(main, ctx) {
         const next = new URLSearchParams();
         for (const k of FILTERS) if (inputs[k].value.trim()) next.set(k, inputs[k].value.trim());
         history.replaceState(null, '', `#/market${next.size ? `?${next}` : ''}`);
-        load();
+        load(0);
       },
     },
   },
@@ -45,24 +45,32 @@ function searchPage(main, ctx) {
     h('section', { class: 'panel' }, form),
     h('section', { class: 'panel', 'aria-live': 'polite' }, count, results)));
 
-  async function load() {
+  // The API pages by at most 100; "More" appends the next page.
+  let shown = [];
+  async function load(offset = 0) {
     // The form speaks yuan; the API, fen. A price needs a mode (the API says so otherwise).
-    const api = new URLSearchParams({ limit: '200' });
+    const api = new URLSearchParams({ limit: '100', offset: String(offset) });
     for (const k of ['class', 'model', 'region', 'min_cards', 'mode', 'sort']) {
       if (inputs[k].value.trim()) api.set(k, inputs[k].value.trim());
     }
     if (maxPrice.value.trim()) api.set('max_unit_price_minor', String(Math.round(Number(maxPrice.value) * 100)));
-    clear(results, loading());
-    count.textContent = '';
+    if (!offset) {
+      clear(results, loading());
+      count.textContent = '';
+    }
     let hits;
     try {
       hits = await get(`/api/v1/market/listings?${api}`);
     } catch (err) {
-      clear(results, errorState(err, load));
+      clear(results, errorState(err, () => load(offset)));
       return;
     }
+    shown = offset ? shown.concat(hits.items) : hits.items;
     count.textContent = t('mk.found', { n: hits.total });
-    clear(results, hits.items.length ? table([
+    const more = shown.length < hits.total
+      ? h('div', { class: 'form-actions' }, h('button', { type: 'button', class: 'secondary', on: { click: () => load(shown.length) } }, t('mk.more')))
+      : null;
+    clear(results, shown.length ? table([
       { title: t('mk.col.cpcid'), value: (l) => h('a', { href: `#/market/${encodeURIComponent(l.cpcid)}` }, l.cpcid) },
       { title: t('mk.col.class'), value: (l) => l.class.toUpperCase() },
       { title: t('mk.col.model'), value: (l) => l.model },
@@ -71,9 +79,9 @@ function searchPage(main, ctx) {
       { title: t('mk.col.card_memory'), value: (l) => `${l.card_memory_gib} GiB`, num: true },
       { title: t('mk.col.prices'), value: (l) => prices(l.prices) },
       { title: t('mk.col.reliability'), value: (l) => (l.reliability == null ? '–' : l.reliability), num: true },
-    ], hits.items, { onRow: (l) => ctx.navigate(`#/market/${encodeURIComponent(l.cpcid)}`), scrollLabel: t('mk.title') }) : empty(t('mk.none')));
+    ], shown, { onRow: (l) => ctx.navigate(`#/market/${encodeURIComponent(l.cpcid)}`), scrollLabel: t('mk.title') }) : empty(t('mk.none')), more);
   }
-  return load();
+  return load(0);
 }
 
 /** The card grid: one tile per card, its state in colour and in words (for screen readers and
