@@ -39,14 +39,14 @@ async function newPage(locale = 'en-US', opts = {}) {
     if (m.type() === 'error' || m.type() === 'warning') problems.push(`console.${m.type()} on ${page.url()}: ${m.text()}`);
   });
   page.on('pageerror', (e) => problems.push(`page error on ${page.url()}: ${e.message}`));
-  // The release button asks first.
-  page.on('dialog', (d) => d.accept());
+  // The release button asks first; delisting asks for a reason.
+  page.on('dialog', (d) => (d.type() === 'prompt' ? d.accept('maintenance window') : d.accept()));
   return page;
 }
 
-async function login(page) {
+async function login(page, username = USER) {
   await page.goto(`${BASE}/`);
-  await page.fill('input[name=username]', USER);
+  await page.fill('input[name=username]', username);
   await page.fill('input[name=password]', USER_PASSWORD);
   await page.click('form button[type=submit]');
   await page.waitForSelector('nav.side a');
@@ -156,6 +156,23 @@ test('a user finds the listing with filters, orders a card from its grid, sees a
   assert.match(await page.textContent('[data-test=usage-chart]'), new RegExp(`${leaseId}`));
   assert.match(await page.textContent('[data-test=billing] .kpi'), /¥/);
   await shot(page, '44-billing');
+  await page.context().close();
+});
+
+test('the supplier sees the listing, delists it with a reason and relists it', async () => {
+  const page = await newPage();
+  // The harness gives every user the same password.
+  await login(page, 'sup');
+  await page.click('nav.side a[data-path=listings]');
+  await page.waitForSelector(`[data-test=my-listings] a:text-is("${cpcid}")`);
+  await page.click('[data-test=delist]');
+  await page.waitForSelector('[data-test=relist]');
+  assert.match(await page.textContent('[data-test=my-listings]'), /maintenance window/);
+  assert.equal((await api(SUPPLIER, 'GET', `/api/v1/market/listings/${cpcid}`)).status, 'delisted');
+  await shot(page, '47-my-listings-delisted');
+  await page.click('[data-test=relist]');
+  await page.waitForSelector('[data-test=delist]');
+  assert.equal((await api(SUPPLIER, 'GET', `/api/v1/market/listings/${cpcid}`)).status, 'listed');
   await page.context().close();
 });
 

@@ -73,6 +73,30 @@ function codeForm(main, ctx, lease) {
   }, field(t('ls.code'), code), field(t('ls.key'), key), error, h('div', { class: 'form-actions' }, submit));
 }
 
+/** The supplier's side of a class A lease: issue the code the user enters. The server keeps
+ * only its hash, so it is shown here once and never again (a locked lease needs a new one). */
+function codeIssuer(lease) {
+  const out = h('div', { 'aria-live': 'polite' });
+  const button = h('button', {
+    type: 'button', 'data-test': 'issue-code',
+    on: {
+      click: async () => {
+        button.disabled = true;
+        try {
+          const reissue = lease.state === 'locked' ? '?reissue=true' : '';
+          const c = await post(`/api/v1/market/leases/${lease.id}/authorization-code${reissue}`, {});
+          clear(out, h('p', {}, h('code', { class: 'ssh-command', 'data-test': 'code' }, c.code)),
+            h('p', { class: 'form-error' }, t('ls.code.once')));
+        } catch (err) {
+          clear(out, h('p', { class: 'form-error', role: 'alert' }, err.message));
+          button.disabled = false;
+        }
+      },
+    },
+  }, t(lease.state === 'locked' ? 'ls.code.reissue' : 'ls.code.issue'));
+  return h('div', {}, h('h3', {}, t('ls.code.for_user')), button, out);
+}
+
 async function detailPage(main, ctx, id) {
   clear(main, loading());
   let l;
@@ -105,6 +129,7 @@ async function detailPage(main, ctx, id) {
   const access = [h('p', {}, l.access)];
   if (l.ssh?.length) access.push(h('h3', {}, t('ls.ssh')), sshCommands(l.ssh));
   if (mine && l.class === 'a' && l.state === 'awaiting_access') access.push(codeForm(main, ctx, l));
+  if (l.supplier === ctx.user.username && l.class === 'a' && (l.state === 'awaiting_access' || l.state === 'locked')) access.push(codeIssuer(l));
   clear(main, h('div', { class: 'lease-detail', 'data-test': 'lease', dataset: { state: l.state } },
     h('p', {}, h('a', { href: '#/leases' }, t('ls.back'))),
     h('div', { class: 'page-head' }, h('h1', {}, t('ls.lease', { id: l.id })), stateBadge('state', l.state), release),
