@@ -288,7 +288,10 @@ async fn the_console_works_in_a_real_browser() {
         "tests/console.test.mjs",
         &[
             ("CPN_URL", server.base.clone()),
-            ("CPN_PASSWORD_FILE", path(&dir.path().join("admin.password"))),
+            (
+                "CPN_PASSWORD_FILE",
+                path(&dir.path().join("admin.password")),
+            ),
         ],
     )
     .await;
@@ -347,7 +350,10 @@ async fn the_marketplace_pages_work_in_a_real_browser() {
         "tests/market.test.mjs",
         &[
             ("CPN_URL", m.server.base.clone()),
-            ("CPN_PASSWORD_FILE", path(&dir.path().join("admin.password"))),
+            (
+                "CPN_PASSWORD_FILE",
+                path(&dir.path().join("admin.password")),
+            ),
             ("CPN_SUPPLIER_TOKEN", m.supplier.clone()),
             ("CPN_USER", "bob".into()),
             ("CPN_USER_PASSWORD", "s3cret-password".into()),
