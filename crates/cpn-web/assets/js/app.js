@@ -20,6 +20,7 @@ const ROUTES = [
   { path: 'listings', nav: 'nav.listings', roles: ['operator', 'supplier'], load: () => import('./pages/listings.js') },
   { path: 'leases', nav: 'nav.leases', roles: ALL, load: () => import('./pages/leases.js') },
   { path: 'billing', nav: 'nav.billing', roles: ALL, load: () => import('./pages/billing.js') },
+  { path: 'reviews', nav: 'nav.reviews', roles: ['operator'], load: () => import('./pages/reviews.js') },
   { path: 'audit', nav: 'nav.audit', roles: ['operator'], load: () => import('./pages/audit.js') },
 ];
 
