@@ -124,7 +124,7 @@ async function render(main, ctx) {
       { title: t('mk.col.cpcid'), value: (l) => h('a', { href: `#/market/${encodeURIComponent(l.cpcid)}` }, l.cpcid) },
       { title: t('mk.col.model'), value: (l) => l.spec.model },
       { title: t('mk.col.class'), value: (l) => l.spec.class.toUpperCase() },
-      { title: t('sl.col.status'), value: (l) => [badge(l.status === 'listed' ? 'ok' : 'warn', l.status), l.delisted_reason ? h('div', { class: 'muted' }, l.delisted_reason) : null] },
+      { title: t('sl.col.status'), value: (l) => [badge(l.status === 'listed' ? 'ok' : 'warn', t(`listing.${l.status}`)), l.delisted_reason ? h('div', { class: 'muted' }, l.delisted_reason) : null] },
       { title: t('sl.col.idle'), value: (l) => `${l.idle_cards} / ${l.cards.length}`, num: true },
       { title: t('mk.col.prices'), value: (l) => prices(l.spec.prices) },
       { title: t('sl.col.published'), value: (l) => fmtTime(l.published_at) },

@@ -161,7 +161,7 @@ async function detailPage(main, ctx, cpcid) {
 
   clear(main, h('div', { class: 'market-detail', 'data-test': 'listing' },
     h('p', {}, h('a', { href: '#/market' }, t('mk.back'))),
-    h('div', { class: 'page-head' }, h('h1', {}, `${l.cpcid} · ${s.model}`), badge(l.status === 'listed' ? 'ok' : 'warn', l.status)),
+    h('div', { class: 'page-head' }, h('h1', {}, `${l.cpcid} · ${s.model}`), badge(l.status === 'listed' ? 'ok' : 'warn', t(`listing.${l.status}`))),
     h('div', { class: 'grid cols-2' },
       h('section', { class: 'panel' }, props([
         [t('mk.class'), t(`mk.class.${s.class}`)],
