@@ -317,7 +317,7 @@ test('every main page passes an accessibility audit (axe-core: no serious or cri
   await login(page);
   const task = (await api('GET', '/api/v1/tasks?order=newest&limit=1')).items[0];
   const pages = ['overview', 'topology', 'topology/zhangjiakou', 'resources/sites', 'resources/tags', 'tasks', 'tasks/new',
-    `tasks/${task.id}`, 'policies', 'policies/explain', 'policies/simulate', 'design', 'design/template/base-data-pipeline', 'flows'];
+    `tasks/${task.id}`, 'policies', 'policies/explain', 'policies/simulate', 'design', 'design/template/base-data-pipeline', 'flows', 'market', 'listings', 'leases', 'billing', 'reviews'];
   for (const p of pages) {
     await page.goto(`${BASE}/#/${p}`);
     await page.waitForSelector('main h1, main h2');

@@ -3,7 +3,9 @@
 //! headless Chromium by `web/tests/console.test.mjs` (playwright-core), which logs in, finds
 //! the 10 demo sites on the topology, submits a task and watches it succeed with its logs,
 //! opens the explain views, switches language and saves screenshots under
-//! `target/console-screenshots/`.
+//! `target/console-screenshots/`; and the marketplace pages (issue #14) by
+//! `web/tests/market.test.mjs`: search with filters, the card grid, an order, the lease and
+//! its release, billing, in both languages.
 //!
 //! The browser test needs Node.js, `npm ci` in `web/` and Debian's chromium; without them it
 //! is skipped, saying so, except under `CI`, where `.ci/run` installs them and it must run.
@@ -281,13 +283,35 @@ async fn the_console_works_in_a_real_browser() {
         &["--heartbeat-ms", "500", "--sim-data", sim_data],
     )
     .await;
+    run_node(
+        &root,
+        "tests/console.test.mjs",
+        &[
+            ("CPN_URL", server.base.clone()),
+            (
+                "CPN_PASSWORD_FILE",
+                path(&dir.path().join("admin.password")),
+            ),
+        ],
+    )
+    .await;
+}
+
+fn path(p: &Path) -> String {
+    p.to_str().expect("a UTF-8 path").to_string()
+}
+
+/// Runs one of `web/tests/` under `node --test` with these variables (and `CPN_SHOTS`), and
+/// fails with its output if it fails.
+async fn run_node(root: &Path, script: &str, env: &[(&str, String)]) {
     let shots = root.join("target/console-screenshots");
     let mut node = Command::new("node");
-    node.args(["--test", "--test-concurrency=1", "tests/console.test.mjs"])
+    node.args(["--test", "--test-concurrency=1", script])
         .current_dir(root.join("web"))
-        .env("CPN_URL", &server.base)
-        .env("CPN_PASSWORD_FILE", dir.path().join("admin.password"))
         .env("CPN_SHOTS", &shots);
+    for (k, v) in env {
+        node.env(k, v);
+    }
     // Blocking, but on its own thread: the server is a separate process anyway.
     let out = tokio::task::spawn_blocking(move || node.output())
         .await
@@ -297,8 +321,43 @@ async fn the_console_works_in_a_real_browser() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "browser test failed ({}):\n{stdout}\n{stderr}",
+        "browser test {script} failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
     eprintln!("screenshots in {}", shots.display());
+}
+
+/// Issue #14: the marketplace pages, driven by `web/tests/market.test.mjs` against the
+/// marketplace tests' federation (supplier `sup` of site acme-sz, node n1 with two GPUs),
+/// with a user `bob` of tenant lab who logs in to the console.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_marketplace_pages_work_in_a_real_browser() {
+    let root = repo_root();
+    if let Some(why) = browser_missing(&root) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "browser test cannot run but CI is set: {why}"
+        );
+        eprintln!("skipping the browser test: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = crate::market::setup_with(dir.path(), &[]).await;
+    // The harness gives its users this password.
+    m.server.user("lab", "bob", "user").await;
+    run_node(
+        &root,
+        "tests/market.test.mjs",
+        &[
+            ("CPN_URL", m.server.base.clone()),
+            (
+                "CPN_PASSWORD_FILE",
+                path(&dir.path().join("admin.password")),
+            ),
+            ("CPN_SUPPLIER_TOKEN", m.supplier.clone()),
+            ("CPN_USER", "bob".into()),
+            ("CPN_USER_PASSWORD", "s3cret-password".into()),
+        ],
+    )
+    .await;
 }

@@ -16,6 +16,11 @@ const ROUTES = [
   { path: 'policies', nav: 'nav.policies', roles: ['operator', 'user'], load: () => import('./pages/policies.js') },
   { path: 'design', nav: 'nav.design', roles: ['operator', 'user'], load: () => import('./pages/design.js') },
   { path: 'flows', nav: 'nav.flows', roles: ['operator', 'user'], load: () => import('./pages/flows.js') },
+  { path: 'market', nav: 'nav.market', roles: ALL, load: () => import('./pages/market.js') },
+  { path: 'listings', nav: 'nav.listings', roles: ['operator', 'supplier'], load: () => import('./pages/listings.js') },
+  { path: 'leases', nav: 'nav.leases', roles: ALL, load: () => import('./pages/leases.js') },
+  { path: 'billing', nav: 'nav.billing', roles: ALL, load: () => import('./pages/billing.js') },
+  { path: 'reviews', nav: 'nav.reviews', roles: ['operator'], load: () => import('./pages/reviews.js') },
   { path: 'audit', nav: 'nav.audit', roles: ['operator'], load: () => import('./pages/audit.js') },
 ];
 

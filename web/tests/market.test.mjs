@@ -1,0 +1,219 @@
+// The console's marketplace pages in a real browser (issue #14 deliverable 7): headless
+// Debian Chromium driven by playwright-core against a `cpn serve` where supplier `sup`
+// (tenant acme) owns site acme-sz whose node n1 reports two GPUs, and user `bob` (tenant lab)
+// shops. The supplier publishes through the API; bob searches with filters, opens the card
+// grid, orders a chosen card, sees the lease, releases it and opens billing, in English and
+// in Chinese. Started by crates/cpn-cli/tests/e2e/web.rs, which passes:
+//   CPN_URL             the server's base URL
+//   CPN_PASSWORD_FILE   the admin password file of its data dir (its token is beside it)
+//   CPN_SUPPLIER_TOKEN  the supplier's bearer token
+//   CPN_USER, CPN_USER_PASSWORD  the shopper's login
+//   CPN_SHOTS           where to save the screenshots (under target/)
+// Every page's console output is watched: any error or warning (a CSP violation included)
+// fails the run.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.CPN_URL;
+const ADMIN_TOKEN = readFileSync(process.env.CPN_PASSWORD_FILE.replace(/admin\.password$/, 'admin.token'), 'utf8').trim();
+const SUPPLIER = process.env.CPN_SUPPLIER_TOKEN;
+const USER = process.env.CPN_USER;
+const USER_PASSWORD = process.env.CPN_USER_PASSWORD;
+const SHOTS = process.env.CPN_SHOTS || 'target/console-screenshots';
+mkdirSync(SHOTS, { recursive: true });
+
+let browser;
+let cpcid;
+const problems = [];
+// Markup in a supplier's text must show as text, never as markup.
+const VENDOR = 'Acme <img src=x data-xss=1> Cloud';
+
+async function newPage(locale = 'en-US', opts = {}) {
+  const context = await browser.newContext({ viewport: { width: 1366, height: 860 }, locale, ...opts });
+  const page = await context.newPage();
+  page.setDefaultTimeout(20000);
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') problems.push(`console.${m.type()} on ${page.url()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`page error on ${page.url()}: ${e.message}`));
+  // The release button asks first; delisting asks for a reason.
+  page.on('dialog', (d) => (d.type() === 'prompt' ? d.accept('maintenance window') : d.accept()));
+  return page;
+}
+
+async function login(page, username = USER) {
+  await page.goto(`${BASE}/`);
+  await page.fill('input[name=username]', username);
+  await page.fill('input[name=password]', USER_PASSWORD);
+  await page.click('form button[type=submit]');
+  await page.waitForSelector('nav.side a');
+}
+
+async function shot(page, name) {
+  await page.waitForTimeout(300);
+  await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+}
+
+async function api(token, method, path, body) {
+  const res = await fetch(`${BASE}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  assert.ok(res.ok, `${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const listing = await api(SUPPLIER, 'POST', '/api/v1/market/listings', {
+    class: 'b', resource_type: 'gpu', model: 'A100 80GB', card_memory_gib: 80, memory_gib: 512, vcpus: 64,
+    prices: { hourly_minor: 36000, monthly_minor: 2000000 }, vendor: VENDOR, region: '深圳市',
+    storage: [{ kind: 'nvme_ssd', role: 'data', size_gb: 3840 }], site: 'acme-sz',
+    cards: [{ node: 'n1', index: 0 }, { node: 'n1', index: 1 }],
+  });
+  cpcid = listing.cpcid;
+  await api(ADMIN_TOKEN, 'POST', '/api/v1/billing/topups', { tenant: 'lab', amount_minor: 1000000 });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+test('a user finds the listing with filters, orders a card from its grid, sees and releases the lease, and opens billing', async () => {
+  const page = await newPage();
+  await login(page);
+  await page.click('nav.side a[data-path=market]');
+  await page.waitForSelector(`[data-test=market-results] a:text-is("${cpcid}")`);
+
+  // A filter it cannot meet hides it; the address bar keeps the filters.
+  await page.fill('input[name=min_cards]', '3');
+  await page.click('.market-filter button[type=submit]');
+  await page.waitForSelector('[data-test=market-results] .empty');
+  await page.fill('input[name=min_cards]', '2');
+  await page.fill('input[name=model]', 'a100 80gb');
+  await page.selectOption('select[name=mode]', 'hourly');
+  await page.fill('input[name=max_price]', '400');
+  await page.selectOption('select[name=sort]', 'price');
+  await page.click('.market-filter button[type=submit]');
+  await page.waitForSelector(`[data-test=market-results] a:text-is("${cpcid}")`);
+  assert.match(page.url(), /min_cards=2/);
+  assert.match(page.url(), /max_price=400/);
+  await shot(page, '40-market');
+
+  await page.click(`[data-test=market-results] a:text-is("${cpcid}")`);
+  await page.waitForSelector('[data-test=card-grid] li');
+  const states = await page.$$eval('[data-test=card-grid] li', (els) => els.map((e) => e.dataset.state));
+  assert.deepEqual(states, ['idle', 'idle']);
+  // The state is in words too, not only in colour.
+  assert.match(await page.textContent('[data-test=card-grid] li'), /idle/);
+  const listingText = await page.textContent('[data-test=listing]');
+  assert.ok(listingText.includes(VENDOR), 'the vendor shown as text');
+  assert.equal(await page.$('[data-xss]'), null, 'no markup from a supplier');
+  await shot(page, '41-listing');
+
+  // Order exactly the second card.
+  await page.check('[data-test=card-grid] li:nth-child(2) input[type=checkbox]');
+  await page.click('[data-test=order]');
+  await page.waitForURL(/#\/leases\/\d+/);
+  await page.waitForSelector('[data-test=lease][data-state=active]');
+  const leaseId = page.url().match(/#\/leases\/(\d+)/)[1];
+  assert.match(await page.textContent('[data-test=lease]'), new RegExp(cpcid));
+  await shot(page, '42-lease');
+
+  // The grid shows the ordered card taken and the other still idle.
+  await page.goto(`${BASE}/#/market/${cpcid}`);
+  await page.waitForSelector('[data-test=card-grid] li');
+  const after = await page.$$eval('[data-test=card-grid] li', (els) => els.map((e) => e.dataset.state));
+  assert.equal(after[0], 'idle');
+  assert.notEqual(after[1], 'idle');
+
+  // The lease list has it; its detail releases it.
+  await page.click('nav.side a[data-path=leases]');
+  await page.waitForSelector(`[data-test=lease-list] a:text-is("${leaseId}")`);
+  await page.click(`[data-test=lease-list] a:text-is("${leaseId}")`);
+  await page.waitForSelector('[data-test=release]');
+  // Metered to the second: a lease released within its first second may bill nothing, so
+  // let it run long enough to leave a usage record for the billing page.
+  await page.waitForTimeout(1500);
+  await page.click('[data-test=release]');
+  await page.waitForSelector('[data-test=lease][data-state=ended]');
+  assert.equal(await page.$('[data-test=release]'), null);
+  await shot(page, '43-lease-released');
+
+  // Billing: the top-up, the released lease's usage as a bar, no invoice before the close.
+  await page.click('nav.side a[data-path=billing]');
+  await page.waitForSelector('[data-test=billing]');
+  await shot(page, '44-billing');
+  await page.waitForSelector('[data-test=usage-chart] li');
+  assert.match(await page.textContent('[data-test=usage-chart]'), new RegExp(`${leaseId}`));
+  assert.match(await page.textContent('[data-test=billing] .kpi'), /¥/);
+  await shot(page, '44-billing');
+  await page.context().close();
+});
+
+test('the supplier sees the listing, delists it with a reason and relists it', async () => {
+  const page = await newPage();
+  // The harness gives every user the same password.
+  await login(page, 'sup');
+  await page.click('nav.side a[data-path=listings]');
+  await page.waitForSelector(`[data-test=my-listings] a:text-is("${cpcid}")`);
+  await page.click('[data-test=delist]');
+  await page.waitForSelector('[data-test=relist]');
+  assert.match(await page.textContent('[data-test=my-listings]'), /maintenance window/);
+  assert.equal((await api(SUPPLIER, 'GET', `/api/v1/market/listings/${cpcid}`)).status, 'delisted');
+  await shot(page, '47-my-listings-delisted');
+  await page.click('[data-test=relist]');
+  await page.waitForSelector('[data-test=delist]');
+  assert.equal((await api(SUPPLIER, 'GET', `/api/v1/market/listings/${cpcid}`)).status, 'listed');
+  await page.context().close();
+});
+
+test('the marketplace pages speak Chinese', async () => {
+  const page = await newPage('zh-CN');
+  await login(page);
+  assert.match(await page.textContent('nav.side'), /算力市场/);
+  await page.goto(`${BASE}/#/market/${cpcid}`);
+  await page.waitForSelector('[data-test=card-grid] li');
+  assert.match(await page.textContent('[data-test=listing]'), /空闲/);
+  await shot(page, '45-listing-zh');
+  await page.goto(`${BASE}/#/leases`);
+  await page.waitForSelector('[data-test=lease-list] table');
+  assert.match(await page.textContent('[data-test=lease-list]'), /已结束/);
+  await page.goto(`${BASE}/#/billing`);
+  await page.waitForSelector('[data-test=usage-chart] li');
+  assert.match(await page.textContent('main h1'), /账单/);
+  await shot(page, '46-billing-zh');
+  await page.context().close();
+});
+
+test('the marketplace pages pass an accessibility audit (axe-core: no serious or critical violation)', async () => {
+  // axe is injected, which the CSP forbids: this context bypasses it, the others keep it.
+  const page = await newPage('en-US', { bypassCSP: true });
+  await login(page);
+  const axe = fileURLToPath(new URL('../node_modules/axe-core/axe.min.js', import.meta.url));
+  const found = [];
+  for (const p of ['market', `market/${cpcid}`, 'leases', 'leases/1', 'billing']) {
+    await page.goto(`${BASE}/#/${p}`);
+    await page.waitForSelector('main h1');
+    await page.waitForTimeout(300);
+    await page.addScriptTag({ path: axe });
+    const violations = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations
+      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`));
+    found.push(...violations.map((v) => `${p}: ${v}`));
+  }
+  await page.context().close();
+  assert.deepEqual(found, []);
+});
+
+test('no marketplace page logged a console error or warning', () => {
+  assert.deepEqual(problems, []);
+});
