@@ -25,6 +25,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "support/sshd.rs"]
+mod sshd;
+use sshd::keygen;
+
 #[derive(Default)]
 struct Server {
     /// What registration answers for `live_leases`.
@@ -97,16 +101,6 @@ fn ready() -> bool {
     );
     eprintln!("SKIPPED lease_reconcile: needs {}", missing.join(", "));
     false
-}
-
-fn keygen(path: &Path) -> String {
-    let out = Command::new("/usr/bin/ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test@cpn", "-f"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    fs::read_to_string(path.with_extension("pub")).unwrap()
 }
 
 /// Deletes the test's account whatever the outcome (only if it is a lease account).

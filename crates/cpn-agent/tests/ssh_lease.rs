@@ -16,13 +16,13 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const SSHD: &str = "/usr/sbin/sshd";
-const SSH: &str = "/usr/bin/ssh";
-const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
+#[path = "support/sshd.rs"]
+mod sshd;
+use sshd::{SSH, SSH_KEYGEN, SSHD, Sshd, keygen, text};
 
 /// useradd and userdel lock /etc/passwd and fail rather than wait: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -76,20 +76,6 @@ fn lease_id(tag: &str) -> String {
     format!("t{}{tag}", std::process::id())
 }
 
-fn keygen(path: &Path) -> String {
-    let out = Command::new(SSH_KEYGEN)
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test@cpn", "-f"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    fs::read_to_string(path.with_extension("pub")).unwrap()
-}
-
 /// Deletes the accounts a test created (only those: their names carry this run's pid and
 /// their comment names the lease), whatever the test's outcome.
 struct Accounts(Vec<String>);
@@ -130,109 +116,6 @@ impl Drop for Accounts {
     }
 }
 
-/// An sshd of the test's own on a loopback port; killed when dropped.
-struct Sshd {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Sshd {
-    fn start(dir: &Path, host_key: &Path) -> Sshd {
-        // The privilege-separation directory Debian's service unit would create.
-        fs::create_dir_all("/run/sshd").unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.join("sshd_config");
-        fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\
-                 UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PubkeyAuthentication yes\nAuthorizedKeysFile .ssh/authorized_keys\n\
-                 StrictModes yes\nPermitRootLogin no\nAllowUsers cpnl-*\nX11Forwarding no\n\
-                 AcceptEnv CUDA_VISIBLE_DEVICES NVIDIA_VISIBLE_DEVICES\nLogLevel VERBOSE\n",
-                host_key.display(),
-                dir.join("sshd.pid").display()
-            ),
-        )
-        .unwrap();
-        let check = Command::new(SSHD)
-            .arg("-t")
-            .arg("-f")
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "sshd -t: {}",
-            String::from_utf8_lossy(&check.stderr)
-        );
-        let log = dir.join("sshd.log");
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut sshd = Sshd { child, port, log };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = sshd.child.try_wait().unwrap() {
-                panic!("sshd exited ({status}): {}", sshd.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not listen: {}",
-                sshd.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        sshd
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Runs `command` over ssh as `user` with the test's key, checking the host key.
-    fn ssh(&self, dir: &Path, user: &str, command: &str) -> Output {
-        self.ssh_with(dir, user, &[], command)
-    }
-
-    fn ssh_with(&self, dir: &Path, user: &str, options: &[&str], command: &str) -> Output {
-        Command::new(SSH)
-            .args(["-F", "/dev/null", "-i"])
-            .arg(dir.join("user_key"))
-            .args(["-p", &self.port.to_string()])
-            .args(["-o", "StrictHostKeyChecking=yes", "-o"])
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                dir.join("known_hosts").display()
-            ))
-            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
-            .args(["-o", "PasswordAuthentication=no", "-o", "ConnectTimeout=10"])
-            .args(options)
-            .arg(format!("{user}@127.0.0.1"))
-            .arg(command)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn config(base: &Path, port: u16) -> LeaseAccountsConfig {
     LeaseAccountsConfig {
         home_root: base.join("homes"),
@@ -242,15 +125,6 @@ fn config(base: &Path, port: u16) -> LeaseAccountsConfig {
         emulated_gpus: true,
         ..LeaseAccountsConfig::new(base.join("state"), "127.0.0.1")
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Whether a live (not zombie) process has this pid.

@@ -23,12 +23,12 @@ use serde_json::{Value, json};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const SSHD: &str = "/usr/sbin/sshd";
-const SSH: &str = "/usr/bin/ssh";
-const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
+#[path = "../../../cpn-agent/tests/support/sshd.rs"]
+mod sshd;
+use sshd::{SSH, SSH_KEYGEN, SSHD, Sshd, keygen, ssh, text};
 /// Per card-hour, minor units: 10 per card-second, so a bill to the second is exact.
 const HOURLY: i64 = 36_000;
 
@@ -62,20 +62,6 @@ fn ready(name: &str) -> bool {
     );
     eprintln!("SKIPPED {name}: needs {}", missing.join(", "));
     false
-}
-
-fn keygen(path: &Path) -> String {
-    let out = Command::new(SSH_KEYGEN)
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "e2e@cpn", "-f"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    fs::read_to_string(path.with_extension("pub")).unwrap()
 }
 
 /// Deletes the accounts the agent recorded in its state dir (only those whose comment
@@ -118,110 +104,6 @@ impl Drop for Accounts {
             }
         }
     }
-}
-
-/// An sshd of the test's own on a loopback port; killed when dropped.
-struct Sshd {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Sshd {
-    fn start(dir: &Path, host_key: &Path) -> Sshd {
-        // The privilege-separation directory Debian's service unit would create.
-        fs::create_dir_all("/run/sshd").unwrap();
-        let port = crate::harness::free_port();
-        let config = dir.join("sshd_config");
-        fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\
-                 UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PubkeyAuthentication yes\nAuthorizedKeysFile .ssh/authorized_keys\n\
-                 StrictModes yes\nPermitRootLogin no\nAllowUsers cpnl-*\nX11Forwarding no\n\
-                 LogLevel VERBOSE\n",
-                host_key.display(),
-                dir.join("sshd.pid").display()
-            ),
-        )
-        .unwrap();
-        let check = Command::new(SSHD)
-            .arg("-t")
-            .arg("-f")
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "sshd -t: {}",
-            String::from_utf8_lossy(&check.stderr)
-        );
-        let log = dir.join("sshd.log");
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut sshd = Sshd { child, port, log };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = sshd.child.try_wait().unwrap() {
-                panic!("sshd exited ({status}): {}", sshd.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not listen: {}",
-                sshd.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        sshd
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `ssh -p PORT USER@HOST COMMAND` with the user's key, as the lease's access line says,
-/// checking the host key against `known_hosts` (which holds only the test sshd's key).
-fn ssh(dir: &Path, host: &str, port: u64, user: &str, command: &str) -> Output {
-    Command::new(SSH)
-        .args(["-F", "/dev/null", "-i"])
-        .arg(dir.join("user_key"))
-        .args(["-p", &port.to_string()])
-        .args(["-o", "StrictHostKeyChecking=yes", "-o"])
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            dir.join("known_hosts").display()
-        ))
-        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
-        .args(["-o", "PasswordAuthentication=no", "-o", "ConnectTimeout=10"])
-        .arg(format!("{user}@{host}"))
-        .arg(command)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn secs(v: &Value) -> i64 {
@@ -467,12 +349,13 @@ async fn a_leased_card_is_reached_over_real_ssh_through_a_real_agent_and_locked_
 
     // A real login as the lease's account, with the host key checked: only the leased GPU.
     let host = access["host"].as_str().unwrap();
-    let port = access["port"].as_u64().unwrap();
+    let port = u16::try_from(access["port"].as_u64().unwrap()).unwrap();
     let out = ssh(
         dir,
         host,
         port,
         &username,
+        &[],
         "id -un; echo \"gpus=$CUDA_VISIBLE_DEVICES nvidia=$NVIDIA_VISIBLE_DEVICES\"",
     );
     assert!(
@@ -516,7 +399,7 @@ async fn a_leased_card_is_reached_over_real_ssh_through_a_real_agent_and_locked_
             .is_none_or(|v| v.as_array().is_some_and(Vec::is_empty)),
         "{locked}"
     );
-    let out = ssh(dir, host, port, &username, "id -un");
+    let out = ssh(dir, host, port, &username, &[], "id -un");
     assert!(
         !out.status.success(),
         "logged in after release: {}",
