@@ -9,6 +9,7 @@ use crate::account::AccountId;
 use crate::billing::TenantId;
 use crate::billing::rate;
 use crate::catalog::CardId;
+use crate::evaluation::{Evaluation, Monitoring};
 use crate::keyed::{HashedIdentifier, IdentifierKind, KeyedHasher};
 use crate::listing::{ClusterClass, CpcId, PriceQuote};
 use crate::money::Money;
@@ -135,6 +136,10 @@ pub struct Lease {
     pub(crate) metered_until: Timestamp,
     pub(crate) card_seconds: u64,
     pub(crate) charged: Money,
+    /// Class B: what monitoring saw while it ran (`evaluation`).
+    pub(crate) monitoring: Monitoring,
+    /// Class B, once ended: its evaluation (SH-CL-18).
+    pub(crate) evaluation: Option<Evaluation>,
 }
 
 /// One stretch of metered time inside a calendar month.
@@ -162,6 +167,16 @@ impl Lease {
     /// Still billed and holding its cards.
     pub fn is_running(&self) -> bool {
         !matches!(self.state, LeaseState::Ended { .. })
+    }
+
+    /// What monitoring saw of the lease so far (class B; empty for class A).
+    pub fn monitoring(&self) -> &Monitoring {
+        &self.monitoring
+    }
+
+    /// The evaluation made when the lease ended (class B only).
+    pub fn evaluation(&self) -> Option<&Evaluation> {
+        self.evaluation.as_ref()
     }
 
     /// Charged so far (cumulative, prepaid terms included).

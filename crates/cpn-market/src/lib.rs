@@ -14,6 +14,7 @@
 pub mod account;
 pub mod billing;
 pub mod catalog;
+pub mod evaluation;
 pub mod keyed;
 pub mod lease;
 pub mod listing;
@@ -28,6 +29,7 @@ pub mod verification;
 pub use account::{Account, AccountId, AccountKind, AccountState, SupplierKind, UserKind};
 pub use billing::{Ledger, LedgerAccount, TenantId, UsageKind, UsageRecord};
 pub use catalog::{CardChoice, CardId, CardState, Catalog, ListingStatus, Occupancy};
+pub use evaluation::{Evaluation, Monitoring, NodeReport, NodeSample};
 pub use keyed::{HashedIdentifier, IdentifierKind, KeyedHasher};
 pub use lease::{EndReason, Lease, LeaseId, LeaseState, Order, OrderId};
 pub use listing::{BillingMode, ClusterClass, CpcId, ListingSpec, PriceSheet};

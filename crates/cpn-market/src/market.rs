@@ -14,7 +14,8 @@ use crate::billing::close::{self, CloseError, Commission, MonthClose};
 use crate::billing::ledger::{Ledger, TenantId};
 use crate::billing::rate;
 use crate::billing::usage::{UsageKind, UsageRecord};
-use crate::catalog::{AllocationError, CardChoice, CardId, Catalog, CatalogError};
+use crate::catalog::{AllocationError, CardChoice, CardId, CardState, Catalog, CatalogError};
+use crate::evaluation::{Evaluation, LeasedCard, Monitoring, NodeSample, next_reliability};
 use crate::keyed::{IdentifierKind, KeyedHasher};
 use crate::lease::{
     APPROVAL_WINDOW_S, AccessError, EndReason, Lease, LeaseId, LeaseState,
@@ -141,6 +142,8 @@ pub struct Market {
     /// with whether it was created since.
     pub(crate) dirty_orders: BTreeMap<OrderId, bool>,
     pub(crate) dirty_leases: BTreeMap<LeaseId, bool>,
+    /// Evaluated leases by listing, oldest first: the listing's evaluation history.
+    evaluated: BTreeMap<CpcId, Vec<LeaseId>>,
 }
 
 impl Market {
@@ -156,6 +159,7 @@ impl Market {
             next_order: 1,
             dirty_orders: BTreeMap::new(),
             dirty_leases: BTreeMap::new(),
+            evaluated: BTreeMap::new(),
         }
     }
 
@@ -198,7 +202,54 @@ impl Market {
         self.next_order
     }
     pub(crate) fn restore_lease(&mut self, lease: Lease) {
+        if lease.evaluation.is_some() {
+            self.evaluated.entry(lease.listing).or_default().push(lease.id);
+        }
         self.leases.insert(lease.id, lease);
+    }
+
+    /// The evaluations of a listing's ended class B leases, newest first (SH-CL-18).
+    pub fn evaluations(&self, listing: CpcId) -> impl Iterator<Item = &Evaluation> {
+        self.evaluated
+            .get(&listing)
+            .into_iter()
+            .flat_map(|ids| ids.iter().rev())
+            .filter_map(|id| self.leases.get(id).and_then(|l| l.evaluation.as_ref()))
+    }
+
+    /// One monitoring sample of a running class B lease's nodes (`evaluation`): the
+    /// server takes it from its agents' reports each metering run and before a release.
+    /// Class A leases are not monitored (003 §6.5.7), nor are leases not active.
+    pub fn observe(&mut self, id: LeaseId, nodes: &[NodeSample]) -> Result<(), LeaseError> {
+        let lease = self.leases.get(&id).ok_or(LeaseError::Unknown(id))?;
+        if lease.class != ClusterClass::B {
+            return Err(LeaseError::NotClassB(id));
+        }
+        if !matches!(lease.state, LeaseState::Active { .. }) {
+            return Err(LeaseError::Ended(id));
+        }
+        let cards: Vec<LeasedCard<'_>> = lease
+            .cards
+            .iter()
+            .filter_map(|c| {
+                let spec = self.catalog.card_spec(*c)?;
+                Some(LeasedCard {
+                    id: *c,
+                    node: spec.node.as_str(),
+                    index: spec.index,
+                    reported: !matches!(
+                        self.catalog.card_state(*c),
+                        Some(CardState::Offline { .. }) | None
+                    ),
+                })
+            })
+            .collect();
+        let mut monitoring = lease.monitoring.clone();
+        monitoring.observe(&cards, nodes);
+        let lease = self.leases.get_mut(&id).expect("looked up above");
+        lease.monitoring = monitoring;
+        self.dirty_leases.entry(id).or_insert(false);
+        Ok(())
     }
     pub(crate) fn restore_orders(&mut self, orders: BTreeMap<OrderId, Order>, next_order: u64) {
         self.orders = orders;
@@ -405,6 +456,8 @@ impl Market {
             metered_until: now,
             card_seconds: 0,
             charged: Money::ZERO,
+            monitoring: Monitoring::default(),
+            evaluation: None,
         };
         if order.class == ClusterClass::B {
             // Class B is busy from the start; monitoring (Irmds) follows it from here.
@@ -524,9 +577,27 @@ impl Market {
         }
     }
 
-    /// Ends a lease at `at`: final metering, cards freed, state ended.
+    /// Ends a lease at `at`: final metering, a class B lease's evaluation (the listing's
+    /// reliability follows its score), then its cards are freed: idle again once evaluated
+    /// (SH-CL-18), in the same step, so no order sees them before the evaluation exists.
     fn end_lease(&mut self, id: LeaseId, reason: EndReason, at: Timestamp, run: &mut MeterRun) {
         self.meter_lease(id, at, run);
+        let lease = self.leases.get_mut(&id).expect("ending a known lease");
+        if lease.class == ClusterClass::B {
+            let evaluation = Evaluation::of(id, lease.listing, at, &lease.monitoring);
+            if let Some(score) = evaluation.score {
+                let old = self
+                    .catalog
+                    .listing(lease.listing)
+                    .and_then(|l| l.reliability());
+                self.catalog
+                    .set_reliability(lease.listing, next_reliability(old, score))
+                    .expect("a lease's listing exists and the mean of scores is per mille");
+            }
+            let lease = self.leases.get_mut(&id).expect("ending a known lease");
+            self.evaluated.entry(lease.listing).or_default().push(id);
+            lease.evaluation = Some(evaluation);
+        }
         let lease = self.leases.get_mut(&id).expect("ending a known lease");
         lease.state = LeaseState::Ended { at, reason };
         self.dirty_leases.entry(id).or_insert(false);

@@ -20,6 +20,7 @@ use crate::billing::budget::BudgetRow;
 use crate::billing::close::Commission;
 use crate::billing::ledger::{TenantId, Transaction};
 use crate::catalog::{CardId, CatalogError, ListingStatus, Occupancy};
+use crate::evaluation::{Evaluation, Monitoring};
 use crate::keyed::{HashedIdentifier, KeyedHasher};
 use crate::lease::{Lease, LeaseId, LeaseState, Order, OrderId, OrderState};
 use crate::listing::{CardSpec, ClusterClass, CpcId, ListingSpec, PriceQuote, PriceSheet};
@@ -73,6 +74,10 @@ pub struct LeaseRow {
     pub metered_until: Timestamp,
     pub card_seconds: u64,
     pub charged: Money,
+    /// Class B: what monitoring saw so far.
+    pub monitoring: Monitoring,
+    /// Class B, once ended: its evaluation.
+    pub evaluation: Option<Evaluation>,
 }
 
 impl LeaseRow {
@@ -93,6 +98,8 @@ impl LeaseRow {
             metered_until: l.metered_until,
             card_seconds: l.card_seconds,
             charged: l.charged,
+            monitoring: l.monitoring.clone(),
+            evaluation: l.evaluation.clone(),
         }
     }
 
@@ -113,6 +120,8 @@ impl LeaseRow {
             metered_until: self.metered_until,
             card_seconds: self.card_seconds,
             charged: self.charged,
+            monitoring: self.monitoring,
+            evaluation: self.evaluation,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! leases, billing, and properties over random inputs. One binary (see STYLE.md).
 
 mod accounts;
+mod evaluation;
 mod billing;
 mod fixtures;
 mod leases;
