@@ -247,7 +247,10 @@ mod tests {
         vec![NodeSample {
             node: "n1".into(),
             ready: true,
-            report: Some(NodeReport { cpu_util: 400, gpus }),
+            report: Some(NodeReport {
+                cpu_util: 400,
+                gpus,
+            }),
         }]
     }
 
@@ -295,7 +298,11 @@ mod tests {
         let mut m = Monitoring::default();
         m.observe(&cards(true), &answered(None));
         assert_eq!(m.drop_offs, 0);
-        assert_eq!(m.mean_gpu_util(), None, "no GPU metrics, no GPU utilisation");
+        assert_eq!(
+            m.mean_gpu_util(),
+            None,
+            "no GPU metrics, no GPU utilisation"
+        );
         m.observe(&cards(false), &answered(None));
         assert_eq!(m.drop_offs, 2);
         assert!(score(&m).unwrap() < 1000);
@@ -309,7 +316,10 @@ mod tests {
         m.observe(&cards(true), &silent(false));
         m.observe(&cards(true), &answered(Some(vec![(0, 500), (1, 500)])));
         assert_eq!(m.node_losses, 1, "down for two samples is one loss");
-        assert_eq!(m.drop_offs, 0, "an unanswered node says nothing of its cards");
+        assert_eq!(
+            m.drop_offs, 0,
+            "an unanswered node says nothing of its cards"
+        );
         assert_eq!(m.availability(), Some(500));
         assert_eq!(score(&m), Some(500 - NODE_LOSS_PENALTY));
         // A node record that is gone counts as not ready.
@@ -353,7 +363,12 @@ mod tests {
     fn an_evaluation_carries_its_components() {
         let mut m = Monitoring::default();
         m.observe(&cards(true), &answered(Some(vec![(0, 1000), (1, 0)])));
-        let e = Evaluation::of(LeaseId(3), CpcId::from_sequence(1).unwrap(), Timestamp::from_unix(9), &m);
+        let e = Evaluation::of(
+            LeaseId(3),
+            CpcId::from_sequence(1).unwrap(),
+            Timestamp::from_unix(9),
+            &m,
+        );
         assert_eq!(e.samples, 1);
         assert_eq!(e.availability, Some(1000));
         assert_eq!(e.gpu_util, Some(500));

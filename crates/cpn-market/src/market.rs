@@ -203,7 +203,10 @@ impl Market {
     }
     pub(crate) fn restore_lease(&mut self, lease: Lease) {
         if lease.evaluation.is_some() {
-            self.evaluated.entry(lease.listing).or_default().push(lease.id);
+            self.evaluated
+                .entry(lease.listing)
+                .or_default()
+                .push(lease.id);
         }
         self.leases.insert(lease.id, lease);
     }

@@ -480,6 +480,25 @@ CREATE TABLE notification_attempts (
 );
 CREATE INDEX notification_attempts_by_key ON notification_attempts (idempotency_key, target_id, status);
 "#,
+    // Evaluation after a class B lease (issue #14, SH-CL-18): what monitoring saw while
+    // the lease ran (a bounded summary, JSON), and one evaluation per ended lease, never
+    // rewritten; the listing's reliability (market_listings) follows the scores.
+    r#"
+ALTER TABLE market_leases ADD COLUMN monitoring TEXT;
+CREATE TABLE market_evaluations (
+    lease        INTEGER PRIMARY KEY REFERENCES market_leases (id),
+    cpcid        INTEGER NOT NULL REFERENCES market_listings (cpcid),
+    at           INTEGER NOT NULL,
+    samples      INTEGER NOT NULL,
+    availability INTEGER,
+    cpu_util     INTEGER,
+    gpu_util     INTEGER,
+    drop_offs    INTEGER NOT NULL,
+    node_losses  INTEGER NOT NULL,
+    score        INTEGER
+);
+CREATE INDEX market_evaluations_by_listing ON market_evaluations (cpcid, lease);
+"#,
 ];
 
 type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;

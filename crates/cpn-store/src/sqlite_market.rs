@@ -18,9 +18,9 @@ use cpn_market::lease::OrderState;
 use cpn_market::listing::{Approval, Disk, DiskKind, DiskRole, PriceQuote, ResourceType};
 use cpn_market::{
     Account, AccountId, AccountKind, AccountState, BillingMode, CardChange, CardId, CardRow,
-    Change, ClusterClass, CpcId, EndReason, HashedIdentifier, IdentifierKind, LeaseId, LeaseRow,
-    LeaseState, ListingRow, ListingSpec, ListingStatus, MarketState, Money, Month, Occupancy,
-    Order, OrderId, PriceSheet, SupplierKind, TenantId, Timestamp, UserKind,
+    Change, ClusterClass, CpcId, EndReason, Evaluation, HashedIdentifier, IdentifierKind, LeaseId,
+    LeaseRow, LeaseState, ListingRow, ListingSpec, ListingStatus, MarketState, Money, Monitoring,
+    Month, Occupancy, Order, OrderId, PriceSheet, SupplierKind, TenantId, Timestamp, UserKind,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Value, json};
@@ -708,20 +708,21 @@ fn write_lease(conn: &Connection, change: Change, l: &LeaseRow) -> Result<Refuse
         l.metered_until.unix(),
         l.card_seconds as i64,
         l.charged.minor(),
+        monitoring_json(&l.monitoring),
     ];
     let sql = match change {
         Change::Created => {
             "INSERT INTO market_leases (id, user_id, tenant, supplier, cpcid, class, cards,
              price_version, mode, unit_price, started_at, ends_at, state, attempts_left,
              active_since, ended_at, end_reason, code_digest, code_masked, metered_until,
-             card_seconds, charged)
+             card_seconds, charged, monitoring)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17, ?18, ?19, ?20, ?21, ?22)"
+                     ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
         }
         Change::Updated => {
             "UPDATE market_leases SET state = ?13, attempts_left = ?14, active_since = ?15,
              ended_at = ?16, end_reason = ?17, code_digest = ?18, code_masked = ?19,
-             metered_until = ?20, card_seconds = ?21, charged = ?22
+             metered_until = ?20, card_seconds = ?21, charged = ?22, monitoring = ?23
              WHERE id = ?1 AND user_id = ?2 AND tenant = ?3 AND supplier = ?4 AND cpcid = ?5
                AND class = ?6 AND cards = ?7 AND price_version = ?8 AND mode = ?9
                AND unit_price = ?10 AND started_at = ?11
@@ -739,9 +740,99 @@ fn write_lease(conn: &Connection, change: Change, l: &LeaseRow) -> Result<Refuse
         })),
         other => {
             other?;
+            if let Some(e) = &l.evaluation {
+                write_evaluation(conn, e)?;
+            }
             Ok(Ok(()))
         }
     }
+}
+
+/// An evaluation is made once, when its lease ends; a later write of the lease leaves it.
+fn write_evaluation(conn: &Connection, e: &Evaluation) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO market_evaluations (lease, cpcid, at, samples, availability, cpu_util,
+         gpu_util, drop_offs, node_losses, score)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (lease) DO NOTHING",
+    )?
+    .execute(params![
+        e.lease.0 as i64,
+        e.listing.sequence() as i64,
+        e.at.unix(),
+        i64::from(e.samples),
+        e.availability.map(i64::from),
+        e.cpu_util.map(i64::from),
+        e.gpu_util.map(i64::from),
+        i64::from(e.drop_offs),
+        i64::from(e.node_losses),
+        e.score.map(i64::from),
+    ])?;
+    Ok(())
+}
+
+fn evaluation_from_row(r: &Row<'_>) -> rusqlite::Result<Evaluation> {
+    let per_mille = |i: usize| -> rusqlite::Result<Option<u16>> {
+        Ok(r.get::<_, Option<i64>>(i)?.map(|v| v.clamp(0, 1000) as u16))
+    };
+    Ok(Evaluation {
+        lease: LeaseId(r.get::<_, i64>(0)? as u64),
+        listing: cpcid(r.get(1)?).map_err(conv)?,
+        at: ts_of(r.get(2)?),
+        samples: r.get::<_, i64>(3)? as u32,
+        availability: per_mille(4)?,
+        cpu_util: per_mille(5)?,
+        gpu_util: per_mille(6)?,
+        drop_offs: r.get::<_, i64>(7)? as u32,
+        node_losses: r.get::<_, i64>(8)? as u32,
+        score: per_mille(9)?,
+    })
+}
+
+/// The monitoring summary as JSON: counters, and the missing cards and down nodes.
+fn monitoring_json(m: &Monitoring) -> String {
+    json!({
+        "samples": m.samples, "answered": m.answered,
+        "cpu_util_sum": m.cpu_util_sum, "cpu_readings": m.cpu_readings,
+        "gpu_util_sum": m.gpu_util_sum, "gpu_readings": m.gpu_readings,
+        "drop_offs": m.drop_offs, "node_losses": m.node_losses,
+        "missing": m.missing.iter().map(|c| c.0).collect::<Vec<_>>(),
+        "down": m.down,
+    })
+    .to_string()
+}
+
+/// A lease stored before monitoring existed has none: an empty summary.
+fn parse_monitoring(s: Option<String>) -> Result<Monitoring> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        samples: u32,
+        answered: u32,
+        cpu_util_sum: u64,
+        cpu_readings: u32,
+        gpu_util_sum: u64,
+        gpu_readings: u32,
+        drop_offs: u32,
+        node_losses: u32,
+        missing: Vec<u32>,
+        down: Vec<String>,
+    }
+    let Some(s) = s else {
+        return Ok(Monitoring::default());
+    };
+    let m: Stored = serde_json::from_str(&s).map_err(|e| corrupt("lease monitoring", e))?;
+    Ok(Monitoring {
+        samples: m.samples,
+        answered: m.answered,
+        cpu_util_sum: m.cpu_util_sum,
+        cpu_readings: m.cpu_readings,
+        gpu_util_sum: m.gpu_util_sum,
+        gpu_readings: m.gpu_readings,
+        drop_offs: m.drop_offs,
+        node_losses: m.node_losses,
+        missing: m.missing.into_iter().map(CardId).collect(),
+        down: m.down.into_iter().collect(),
+    })
 }
 
 fn write_listing(conn: &Connection, change: Change, l: &ListingRow) -> Result<Refused> {
@@ -1179,6 +1270,9 @@ fn lease_from_row(r: &Row<'_>) -> rusqlite::Result<LeaseRow> {
             metered_until: ts_of(r.get(19)?),
             card_seconds: r.get::<_, i64>(20)? as u64,
             charged: Money::from_minor(r.get(21)?),
+            monitoring: parse_monitoring(r.get(22)?)?,
+            // Attached by `load_state` from `market_evaluations`.
+            evaluation: None,
         })
     };
     inner().map_err(conv)
@@ -1188,7 +1282,7 @@ const ORDER_COLUMNS: &str = "id, user_id, tenant, supplier, cpcid, class, cards,
      mode, unit_price, periods, placed_at, state, reason, lease";
 const LEASE_COLUMNS: &str = "id, user_id, tenant, supplier, cpcid, class, cards, price_version, \
      mode, unit_price, started_at, ends_at, state, attempts_left, active_since, ended_at, \
-     end_reason, code_digest, code_masked, metered_until, card_seconds, charged";
+     end_reason, code_digest, code_masked, metered_until, card_seconds, charged, monitoring";
 
 fn load_state(conn: &Connection) -> Result<MarketState> {
     let mut prices: std::collections::BTreeMap<i64, Vec<PriceSheet>> = Default::default();
@@ -1293,12 +1387,23 @@ fn load_state(conn: &Connection) -> Result<MarketState> {
         ))?
         .query_map([], order_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let leases = conn
+    let mut evaluations: std::collections::BTreeMap<LeaseId, Evaluation> = conn
+        .prepare_cached(
+            "SELECT lease, cpcid, at, samples, availability, cpu_util, gpu_util, drop_offs,
+             node_losses, score FROM market_evaluations",
+        )?
+        .query_map([], evaluation_from_row)?
+        .map(|e| e.map(|e| (e.lease, e)))
+        .collect::<rusqlite::Result<_>>()?;
+    let mut leases = conn
         .prepare_cached(&format!(
             "SELECT {LEASE_COLUMNS} FROM market_leases ORDER BY id"
         ))?
         .query_map([], lease_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    for l in &mut leases {
+        l.evaluation = evaluations.remove(&l.id);
+    }
     let mut transactions: Vec<Transaction> = Vec::new();
     {
         let mut stmt = conn.prepare_cached(

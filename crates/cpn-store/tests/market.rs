@@ -385,9 +385,31 @@ async fn acknowledged_leases_ledger_and_cards_survive_a_crash_and_restore_equal(
         panic!("automatic approval")
     };
     persist(&store, &mut m, vec![]).await;
+    // Monitoring samples (a card of the running lease missing from its node's report) and
+    // the short lease's evaluation are stored with the leases.
+    let node = m
+        .catalog()
+        .card_spec(m.lease(hourly.lease).unwrap().cards[0])
+        .unwrap()
+        .node
+        .clone();
+    let sample = vec![cpn_market::NodeSample {
+        node,
+        ready: true,
+        report: Some(cpn_market::NodeReport {
+            cpu_util: 250,
+            gpus: Some(vec![(0, 900), (2, 400)]),
+        }),
+    }];
+    for lease in [hourly.lease, short.lease] {
+        m.observe(lease, &sample).unwrap();
+    }
+    assert_eq!(m.lease(hourly.lease).unwrap().monitoring().drop_offs, 1);
+    persist(&store, &mut m, vec![]).await;
     let run = m
         .release(USER, short.lease, t0().plus_seconds(1800))
         .unwrap();
+    assert!(m.lease(short.lease).unwrap().evaluation().is_some());
     usage.extend(run.usage.clone());
     persist(&store, &mut m, run.usage).await;
 

@@ -47,7 +47,10 @@ fn an_ended_class_b_lease_is_evaluated_sets_reliability_and_frees_its_cards() {
     m.observe(first, &answer(&[0, 1])).unwrap();
     m.release(USER, first, t0().plus_seconds(60)).unwrap();
     let e = m.lease(first).unwrap().evaluation().unwrap().clone();
-    assert_eq!((e.samples, e.availability, e.score), (2, Some(1000), Some(1000)));
+    assert_eq!(
+        (e.samples, e.availability, e.score),
+        (2, Some(1000), Some(1000))
+    );
     assert_eq!(e.gpu_util, Some(500));
     assert_eq!(m.catalog().listing(id).unwrap().reliability(), Some(1000));
     assert!(
@@ -84,8 +87,7 @@ fn an_ended_class_b_lease_is_evaluated_sets_reliability_and_frees_its_cards() {
     ));
 
     // All of it is what the store is given, and comes back.
-    let restored =
-        Market::restore(hasher(), Commission { basis_points: 500 }, m.state()).unwrap();
+    let restored = Market::restore(hasher(), Commission { basis_points: 500 }, m.state()).unwrap();
     assert_eq!(restored.state(), m.state());
     assert_eq!(restored.evaluations(id).count(), 2);
 }

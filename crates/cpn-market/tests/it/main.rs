@@ -2,8 +2,8 @@
 //! leases, billing, and properties over random inputs. One binary (see STYLE.md).
 
 mod accounts;
-mod evaluation;
 mod billing;
+mod evaluation;
 mod fixtures;
 mod leases;
 mod listings;
