@@ -290,6 +290,113 @@ pub struct LeaseView {
     /// Class A, while active: how to log in on each leased node, as its agent set it up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh: Vec<crate::agent::LeaseAccess>,
+    /// Class B, once ended: the platform's evaluation of the cluster (SH-CL-18).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<EvaluationView>,
+}
+
+/// The evaluation of a class B cluster after one lease (SH-CL-18), from what monitoring
+/// recorded while it ran. Per mille figures (0..=1000); absent where nothing was measured.
+/// The listing's `reliability` is the exponentially weighted mean of the scores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EvaluationView {
+    pub lease: u64,
+    pub listing: String,
+    pub evaluated_at: DateTime<Utc>,
+    /// Monitoring samples taken during the lease (one per metering run, about 5 s).
+    pub samples: u32,
+    /// Share of samples in which every node of the lease answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<u16>,
+    /// Mean CPU utilisation of the lease's nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_util: Option<u16>,
+    /// Mean GPU utilisation of the leased cards, where the agent reports GPU metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_util: Option<u16>,
+    /// Leased cards that disappeared from their node's report while held (掉卡).
+    pub drop_offs: u32,
+    /// Errors: times a node of the lease was lost (not ready).
+    pub node_losses: u32,
+    /// Availability less 200 per drop-off and 100 per node loss, at least 0; absent when no
+    /// sample was taken (the reliability is then unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<u16>,
+}
+
+/// `GET /api/v1/market/leases/{id}/monitoring`: the live state of a class B lease's
+/// nodes, cards and site links (SH-CL-20, -21, -27), with what the evaluation has counted
+/// so far. A figure the hardware does not report is absent, never 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeaseMonitoring {
+    pub lease: u64,
+    pub listing: String,
+    pub site: String,
+    pub state: LeaseState,
+    pub at: DateTime<Utc>,
+    pub nodes: Vec<NodeMonitoring>,
+    /// The site's links with their latest measurements.
+    pub links: Vec<LinkMonitoring>,
+    /// The evaluation's counts so far (for an ended lease: its evaluation's).
+    pub so_far: EvaluationView,
+}
+
+/// One node of a lease as its agent last reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeMonitoring {
+    pub node: String,
+    pub ready: bool,
+    /// When the agent's latest report was taken; absent if none since the server started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_util_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_util_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_rx_bytes_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_tx_bytes_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_watts: Option<f64>,
+    /// The leased cards on this node.
+    pub cards: Vec<CardMonitoring>,
+}
+
+/// One leased card as its node's agent last reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CardMonitoring {
+    pub card: u32,
+    pub index: u32,
+    pub state: CardState,
+    /// Whether the latest report lists this GPU.
+    pub reported: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub util_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_c: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_watts: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voltage_v: Option<f64>,
+}
+
+/// A link of the lease's site with its latest measurements (the topology's metrics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LinkMonitoring {
+    pub link: String,
+    /// The site at the other end.
+    pub peer: String,
+    pub latency_ms: f64,
+    pub loss_pct: f64,
+    pub bandwidth_gbps: f64,
+    pub measured_at: DateTime<Utc>,
 }
 
 /// Answer of `POST /api/v1/market/orders`.

@@ -12,9 +12,9 @@ use axum::http::StatusCode;
 use cpn_api_types::ErrorBody;
 use cpn_api_types::agent::LeaseAccessReport;
 use cpn_api_types::market::{
-    AuthorizationCode, Balance, BudgetSet, CodeEntry, Delist, InvoiceView, LeaseView, LedgerView,
-    ListingHits, ListingSpec, ListingView, MonthClosed, OrderCreate, OrderPlaced, OrderView,
-    StatementView, TopUp, UsageView,
+    AuthorizationCode, Balance, BudgetSet, CodeEntry, Delist, EvaluationView, InvoiceView,
+    LeaseMonitoring, LeaseView, LedgerView, ListingHits, ListingSpec, ListingView, MonthClosed,
+    OrderCreate, OrderPlaced, OrderView, StatementView, TopUp, UsageView,
 };
 use serde::de::DeserializeOwned;
 use utoipa_axum::router::OpenApiRouter;
@@ -261,6 +261,44 @@ pub async fn get_lease(
     Ok(Json(market::get_lease(&s, &who, number(&id)?).await?))
 }
 
+/// The evaluations of a listing's ended class B leases, newest first (SH-CL-18): score and
+/// components (availability, utilisation, GPU drop-offs, node losses).
+#[utoipa::path(get, path = "/api/v1/market/listings/{cpcid}/evaluations", tag = "market", security(("bearer" = [])),
+    params(("cpcid" = String, Path), ("offset" = Option<usize>, Query),
+           ("limit" = Option<usize>, Query, description = "1..=100, default 20")),
+    responses((status = 200, body = Vec<EvaluationView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn listing_evaluations(
+    State(s): State<AppState>,
+    _who: Principal,
+    Path(cpcid): Path<String>,
+    mut q: QueryMap,
+) -> ApiResult<Json<Vec<EvaluationView>>> {
+    let offset = parse(&mut q, "offset")?.unwrap_or(0);
+    let limit = parse(&mut q, "limit")?.unwrap_or(20);
+    q.finish()?;
+    Ok(Json(
+        market::eval::listing_evaluations(&s, &cpcid, offset, limit).await?,
+    ))
+}
+
+/// Live state of a class B lease's nodes, cards and site links (SH-CL-20, -21, -27): CPU
+/// and GPU utilisation, temperature, power and voltage where reported, traffic, latency
+/// and loss; with the evaluation's counts so far. Lessee, supplier and operators only.
+#[utoipa::path(get, path = "/api/v1/market/leases/{id}/monitoring", tag = "market", security(("bearer" = [])),
+    params(("id" = u64, Path)),
+    responses((status = 200, body = LeaseMonitoring), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub async fn lease_monitoring(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<LeaseMonitoring>> {
+    Ok(Json(
+        market::eval::lease_monitoring(&s, &who, number(&id)?).await?,
+    ))
+}
+
 /// The supplier takes a class A lease's authorization code: shown once. `reissue=true`
 /// makes a new one (the old stops working).
 #[utoipa::path(post, path = "/api/v1/market/leases/{id}/authorization-code", tag = "market", security(("bearer" = [])),
@@ -442,6 +480,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel_order))
         .routes(routes!(list_leases))
         .routes(routes!(get_lease))
+        .routes(routes!(listing_evaluations))
+        .routes(routes!(lease_monitoring))
         .routes(routes!(take_code))
         .routes(routes!(enter_code))
         .routes(routes!(release))

@@ -57,6 +57,9 @@ use cpn_store::MarketWrite;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+#[path = "market_eval.rs"]
+pub mod eval;
+
 /// How often the metering loop runs: lease time is charged up to each run, budgets are
 /// checked and card states follow the nodes. Bills do not depend on it (metering is to the
 /// second of the lease's start and end); only how soon an exhausted budget ends a lease.
@@ -778,6 +781,7 @@ fn lease_view(
         } else {
             Vec::new()
         },
+        evaluation: l.evaluation().map(eval::view),
     }
 }
 
@@ -1619,6 +1623,8 @@ pub async fn release(state: &AppState, who: &Caller, id: u64) -> ApiResult<wire:
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
+    // A last monitoring sample, so even a short lease is evaluated on a measurement.
+    eval::observe(state, market, Some((LeaseId(id), me))).await?;
     let result = market.release(me, LeaseId(id), now());
     let usage = result.as_ref().map(|r| r.usage.clone()).unwrap_or_default();
     persist(state, &mut inner, usage).await?;
@@ -1639,6 +1645,7 @@ pub async fn meter_once(state: &AppState) -> ApiResult<()> {
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
     sync_nodes(state, market).await?;
+    eval::observe(state, market, None).await?;
     let run = market.meter(now());
     persist(state, &mut inner, run.usage.clone()).await?;
     if let Some(market) = inner.market.as_ref() {

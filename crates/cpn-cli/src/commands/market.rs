@@ -11,8 +11,9 @@ use chrono::SecondsFormat;
 use clap::Subcommand;
 use cpn_api_types::market::{
     AuthorizationCode, Balance, BillingMode, BudgetSet, ClusterClass, CodeEntry, Delist,
-    InvoiceView, LeaseView, LedgerView, ListingHits, ListingSpec, ListingView, MonthClosed,
-    OrderCreate, OrderPlaced, OrderView, ResourceType, StatementView, TopUp,
+    EvaluationView, InvoiceView, LeaseMonitoring, LeaseView, LedgerView, ListingHits, ListingSpec,
+    ListingView, MonthClosed, OrderCreate, OrderPlaced, OrderView, ResourceType, StatementView,
+    TopUp,
 };
 
 fn yuan(minor: i64) -> String {
@@ -131,6 +132,16 @@ pub enum MarketCmd {
         #[arg(value_name = "CPCID")]
         cpcid: String,
     },
+    /// The platform's evaluations of a class B cluster after its leases, newest first:
+    /// score and components (per mille), which its reliability follows.
+    Evaluations {
+        #[arg(value_name = "CPCID")]
+        cpcid: String,
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -242,6 +253,12 @@ pub enum LeaseCmd {
         #[arg(value_name = "LEASE")]
         id: u64,
     },
+    /// Live state of a class B lease: CPU and GPU utilisation, temperature, power and
+    /// voltage where reported, network traffic, the site's links' latency and loss.
+    Monitor {
+        #[arg(value_name = "LEASE")]
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -332,6 +349,11 @@ fn show_listing(l: &ListingView) -> Result<()> {
             format!("{prices} (per card, version {})", l.price_version),
         ),
         (
+            "Reliability",
+            l.reliability
+                .map_or("not evaluated yet".to_string(), |r| format!("{r}‰")),
+        ),
+        (
             "Status",
             match &l.delisted_reason {
                 Some(r) if !r.is_empty() => format!("{} ({r})", output::wire(&l.status)),
@@ -376,9 +398,127 @@ fn lease_table(leases: &[LeaseView]) -> Result<()> {
     output::print_table(&t)
 }
 
+/// A per mille figure, or `-` where nothing was measured.
+fn per_mille(x: Option<u16>) -> String {
+    x.map_or("-".to_string(), |v| format!("{v}‰"))
+}
+
+/// A measured figure with its unit, or `-` where the hardware reports none.
+fn figure(x: Option<f64>, unit: &str) -> String {
+    x.map_or("-".to_string(), |v| format!("{v:.1}{unit}"))
+}
+
+fn evaluation_table(list: &[EvaluationView]) -> Result<()> {
+    let mut t = output::table(&[
+        "LEASE",
+        "EVALUATED",
+        "SAMPLES",
+        "AVAILABILITY",
+        "CPU",
+        "GPU",
+        "DROP-OFFS",
+        "NODE LOSSES",
+        "SCORE",
+    ]);
+    for e in list {
+        t.add_row(vec![
+            e.lease.to_string(),
+            e.evaluated_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            e.samples.to_string(),
+            per_mille(e.availability),
+            per_mille(e.cpu_util),
+            per_mille(e.gpu_util),
+            e.drop_offs.to_string(),
+            e.node_losses.to_string(),
+            per_mille(e.score),
+        ]);
+    }
+    output::print_table(&t)
+}
+
+fn show_monitoring(m: &LeaseMonitoring) -> Result<()> {
+    output::emit(&format!(
+        "lease {} of {} at site {} ({})",
+        m.lease,
+        m.listing,
+        m.site,
+        output::wire(&m.state)
+    ))?;
+    let mut nodes = output::table(&["NODE", "READY", "CPU", "MEMORY", "RX", "TX", "POWER"]);
+    let mut cards = output::table(&[
+        "NODE", "CARD", "INDEX", "STATE", "GPU", "MEMORY", "TEMP", "POWER", "VOLTAGE",
+    ]);
+    for n in &m.nodes {
+        nodes.add_row(vec![
+            n.node.clone(),
+            n.ready.to_string(),
+            figure(n.cpu_util_pct, "%"),
+            figure(n.memory_util_pct, "%"),
+            figure(n.net_rx_bytes_per_s, " B/s"),
+            figure(n.net_tx_bytes_per_s, " B/s"),
+            figure(n.power_watts, " W"),
+        ]);
+        for c in &n.cards {
+            cards.add_row(vec![
+                n.node.clone(),
+                c.card.to_string(),
+                c.index.to_string(),
+                if c.reported {
+                    output::wire(&c.state)
+                } else {
+                    format!("{} (not in the report)", output::wire(&c.state))
+                },
+                figure(c.util_pct, "%"),
+                c.memory_used_mib
+                    .zip(c.memory_total_mib)
+                    .map_or("-".to_string(), |(u, t)| format!("{u}/{t} MiB")),
+                figure(c.temperature_c, " °C"),
+                figure(c.power_watts, " W"),
+                figure(c.voltage_v, " V"),
+            ]);
+        }
+    }
+    output::print_table(&nodes)?;
+    output::print_table(&cards)?;
+    if !m.links.is_empty() {
+        let mut links = output::table(&["LINK", "PEER", "LATENCY", "LOSS", "BANDWIDTH"]);
+        for l in &m.links {
+            links.add_row(vec![
+                l.link.clone(),
+                l.peer.clone(),
+                format!("{:.1} ms", l.latency_ms),
+                format!("{:.2}%", l.loss_pct),
+                format!("{:.1} Gbit/s", l.bandwidth_gbps),
+            ]);
+        }
+        output::print_table(&links)?;
+    }
+    let e = &m.so_far;
+    output::emit(&format!(
+        "so far: {} sample(s), availability {}, GPU drop-offs {}, node losses {}, score {}",
+        e.samples,
+        per_mille(e.availability),
+        e.drop_offs,
+        e.node_losses,
+        per_mille(e.score)
+    ))
+}
+
 fn show_lease(l: &LeaseView) -> Result<()> {
     lease_table(std::slice::from_ref(l))?;
     output::emit(&format!("access: {}", l.access))?;
+    if let Some(e) = &l.evaluation {
+        output::emit(&format!(
+            "evaluation: score {} (availability {}, GPU {}, CPU {}, {} drop-off(s), {} node loss(es), {} sample(s))",
+            per_mille(e.score),
+            per_mille(e.availability),
+            per_mille(e.gpu_util),
+            per_mille(e.cpu_util),
+            e.drop_offs,
+            e.node_losses,
+            e.samples
+        ))?;
+    }
     for a in &l.ssh {
         output::emit(&format!(
             "host key of {}: {} {}",
@@ -535,6 +675,22 @@ pub async fn market(ctx: &Ctx, cmd: MarketCmd) -> Result<()> {
             }
             show_listing(&decode(&value, "listing")?)
         }
+        MarketCmd::Evaluations {
+            cpcid,
+            offset,
+            limit,
+        } => {
+            let value = c
+                .get(
+                    &["api", "v1", "market", "listings", &cpcid, "evaluations"],
+                    &[("offset", offset.to_string()), ("limit", limit.to_string())],
+                )
+                .await?;
+            if !ctx.table() {
+                return output::print_raw(ctx.output, &value);
+            }
+            evaluation_table(&decode::<Vec<EvaluationView>>(&value, "evaluations")?)
+        }
         MarketCmd::Relist { cpcid } => {
             let value = c
                 .post_empty(&["api", "v1", "market", "listings", &cpcid, "relist"])
@@ -660,6 +816,25 @@ pub async fn lease(ctx: &Ctx, cmd: LeaseCmd) -> Result<()> {
         LeaseCmd::Show { id } => {
             c.get(&["api", "v1", "market", "leases", &id.to_string()], &[])
                 .await?
+        }
+        LeaseCmd::Monitor { id } => {
+            let value = c
+                .get(
+                    &[
+                        "api",
+                        "v1",
+                        "market",
+                        "leases",
+                        &id.to_string(),
+                        "monitoring",
+                    ],
+                    &[],
+                )
+                .await?;
+            if !ctx.table() {
+                return output::print_raw(ctx.output, &value);
+            }
+            return show_monitoring(&decode(&value, "lease monitoring")?);
         }
         LeaseCmd::Release { id } => {
             c.post_empty(&["api", "v1", "market", "leases", &id.to_string(), "release"])

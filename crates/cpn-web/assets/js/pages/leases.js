@@ -6,6 +6,7 @@ import { get, post } from '../api.js';
 import { t, fmtTime } from '../i18n.js';
 import { h, clear, table, field, errorState, loading, empty, props, toast } from '../ui.js';
 import { money, stateBadge } from './market-common.js';
+import { evaluationProps, monitoringPanel } from './market-eval.js';
 
 function columns() {
   return [
@@ -148,7 +149,9 @@ async function detailPage(main, ctx, id) {
         [t('ls.col.charged'), money(l.charged_minor)],
         [t('ls.col.cards'), l.cards.map((c) => `#${c.id} ${c.node} GPU ${c.index}`).join(', ')],
       ])),
-      h('section', { class: 'panel' }, h('h2', {}, t('ls.access')), access))));
+      h('section', { class: 'panel' }, h('h2', {}, t('ls.access')), access)),
+    l.class === 'b' && l.state === 'active' ? monitoringPanel(l) : null,
+    l.evaluation ? h('section', { class: 'panel', 'data-test': 'evaluation' }, h('h2', {}, t('ev.title')), evaluationProps(l.evaluation)) : null));
 }
 
 export default {

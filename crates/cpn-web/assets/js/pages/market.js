@@ -5,6 +5,7 @@ import { get, post } from '../api.js';
 import { t, fmtTime } from '../i18n.js';
 import { h, clear, table, badge, field, errorState, loading, empty, props, select, toast } from '../ui.js';
 import { money, prices, stateBadge, MODES } from './market-common.js';
+import { evaluationsPanel } from './market-eval.js';
 
 const SORTS = ['cpcid', 'price', '-price', '-idle_cards', '-card_memory', '-reliability'];
 const FILTERS = ['class', 'model', 'region', 'min_cards', 'mode', 'max_price', 'sort'];
@@ -179,7 +180,8 @@ async function detailPage(main, ctx, cpcid) {
         l.delisted_reason ? [t('mk.status'), l.delisted_reason] : null,
       ])),
       h('section', { class: 'panel' }, h('h2', {}, t('mk.order')), orderBox)),
-    h('section', { class: 'panel' }, h('h2', {}, t('mk.cards')), h('p', { class: 'muted' }, t('mk.cards.intro')), grid)));
+    h('section', { class: 'panel' }, h('h2', {}, t('mk.cards')), h('p', { class: 'muted' }, t('mk.cards.intro')), grid),
+    s.class === 'b' ? evaluationsPanel(l) : null));
 }
 
 export default {
