@@ -1254,12 +1254,17 @@ async fn an_ended_class_b_lease_is_evaluated_and_a_running_one_is_monitored_live
     assert_eq!(evals.as_array().unwrap().len(), 1, "{evals}");
     assert_eq!(evals[0]["lease"], id, "{evals}");
     assert_eq!(evals[0], *e);
-    let found = |min: u64| {
-        let path = format!("/api/v1/market/listings?min_reliability={min}");
-        async move { m.call(Method::GET, &path, &m.ann, None).await.1["total"].clone() }
-    };
-    assert_eq!(found(score).await, 1);
-    assert_eq!(found(score + 1).await, 0);
+    for (min, total) in [(score, 1), (score + 1, 0)] {
+        let (_, hits) = m
+            .call(
+                Method::GET,
+                &format!("/api/v1/market/listings?min_reliability={min}"),
+                &m.ann,
+                None,
+            )
+            .await;
+        assert_eq!(hits["total"], total, "min_reliability={min}: {hits}");
+    }
     let (s, _) = m
         .call(
             Method::GET,
