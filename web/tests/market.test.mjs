@@ -126,6 +126,10 @@ test('a user finds the listing with filters, orders a card from its grid, sees a
   await page.waitForSelector('[data-test=lease][data-state=active]');
   const leaseId = page.url().match(/#\/leases\/(\d+)/)[1];
   assert.match(await page.textContent('[data-test=lease]'), new RegExp(cpcid));
+  // Class B: the live panel names the node and the leased card (no agent reports here, so
+  // its figures are dashes, not zeros).
+  await page.waitForSelector('[data-test=monitoring] table');
+  assert.match(await page.textContent('[data-test=monitoring]'), /n1 GPU 1/);
   await shot(page, '42-lease');
 
   // The grid shows the ordered card taken and the other still idle.
@@ -146,6 +150,9 @@ test('a user finds the listing with filters, orders a card from its grid, sees a
   await page.click('[data-test=release]');
   await page.waitForSelector('[data-test=lease][data-state=ended]');
   assert.equal(await page.$('[data-test=release]'), null);
+  // Ended: the platform's evaluation of the cluster, and no more live panel.
+  await page.waitForSelector('[data-test=evaluation]');
+  assert.equal(await page.$('[data-test=monitoring]'), null);
   await shot(page, '43-lease-released');
 
   // Billing: the top-up, the released lease's usage as a bar, no invoice before the close.
@@ -183,6 +190,9 @@ test('the marketplace pages speak Chinese', async () => {
   await page.goto(`${BASE}/#/market/${cpcid}`);
   await page.waitForSelector('[data-test=card-grid] li');
   assert.match(await page.textContent('[data-test=listing]'), /空闲/);
+  // The released lease's evaluation is in the listing's history.
+  await page.waitForSelector('[data-test=evaluations] table');
+  assert.match(await page.textContent('[data-test=evaluations]'), /可靠性/);
   await shot(page, '45-listing-zh');
   await page.goto(`${BASE}/#/leases`);
   await page.waitForSelector('[data-test=lease-list] table');
