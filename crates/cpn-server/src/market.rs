@@ -949,7 +949,13 @@ fn lease_ended(
         EndReason::BudgetExhausted => "the tenant's monthly budget is spent",
         EndReason::FundsDepleted => "the tenant's funds and credits are used up",
     };
-    lease_event(market, names, id, "ended", Some(why))
+    let mut a = lease_event(market, names, id, "ended", Some(why));
+    // The evaluation is the platform's feedback to both (SH-CL-18).
+    if let Some(e) = market.lease(id).and_then(|l| l.evaluation()) {
+        a.body.push_str(&eval::feedback(e));
+        a.payload["evaluation"] = serde_json::to_value(eval::view(e)).unwrap_or_default();
+    }
+    a
 }
 
 /// A lease's start or end, for its user and its supplier.

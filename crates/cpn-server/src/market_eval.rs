@@ -142,6 +142,23 @@ pub(super) fn view(e: &Evaluation) -> wire::EvaluationView {
     }
 }
 
+/// The evaluation in words, for the lease's end notification to its user and supplier.
+pub(super) fn feedback(e: &Evaluation) -> String {
+    let pm = |x: Option<u16>| x.map_or("not measured".to_string(), |v| format!("{v}‰"));
+    format!(
+        "\n\nThe platform's evaluation of the cluster: score {} from {} monitoring sample(s): \
+         availability {}, mean CPU use {}, mean GPU use {}, {} GPU drop-off(s), {} node loss(es).",
+        e.score
+            .map_or("none (no sample)".to_string(), |v| format!("{v}‰")),
+        e.samples,
+        pm(e.availability),
+        pm(e.cpu_util),
+        pm(e.gpu_util),
+        e.drop_offs,
+        e.node_losses
+    )
+}
+
 /// The most evaluations one call returns.
 pub const MAX_EVALUATIONS: usize = 100;
 
