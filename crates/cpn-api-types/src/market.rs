@@ -371,8 +371,9 @@ pub struct CardMonitoring {
     pub card: u32,
     pub index: u32,
     pub state: CardState,
-    /// Whether the latest report lists this GPU.
-    pub reported: bool,
+    /// The node's latest report lists GPU metrics but not this card: it dropped off (掉卡),
+    /// as the evaluation counts it. False when the agent reports no GPU metrics at all.
+    pub missing: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub util_pct: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -293,7 +293,7 @@ async fn node_figures(
                         card,
                         index,
                         state: card_state,
-                        reported: g.is_some(),
+                        missing: m.is_some_and(|m| !m.gpus.is_empty()) && g.is_none(),
                         util_pct: g.map(|g| g.util_pct),
                         memory_used_mib: g.map(|g| g.memory_used_mib),
                         memory_total_mib: g.map(|g| g.memory_total_mib),

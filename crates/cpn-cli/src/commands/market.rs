@@ -463,10 +463,10 @@ fn show_monitoring(m: &LeaseMonitoring) -> Result<()> {
                 n.node.clone(),
                 c.card.to_string(),
                 c.index.to_string(),
-                if c.reported {
-                    output::wire(&c.state)
+                if c.missing {
+                    format!("{} (missing from the report)", output::wire(&c.state))
                 } else {
-                    format!("{} (not in the report)", output::wire(&c.state))
+                    output::wire(&c.state)
                 },
                 figure(c.util_pct, "%"),
                 c.memory_used_mib

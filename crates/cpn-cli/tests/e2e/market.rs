@@ -1219,6 +1219,14 @@ async fn an_ended_class_b_lease_is_evaluated_and_a_running_one_is_monitored_live
     assert_eq!(live["so_far"]["drop_offs"], 0, "{live}");
     // ...then card 1 disappears from its report (GPU drop-off), and the user releases.
     m.report(&[(0, 80.0)]).await;
+    let (_, live) = m.call(Method::GET, &monitoring, &m.ann, None).await;
+    let missing: Vec<&Value> = live["nodes"][0]["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["missing"])
+        .collect();
+    assert_eq!(missing, [&json!(false), &json!(true)], "{live}");
     let (s, ended) = m
         .call(
             Method::POST,

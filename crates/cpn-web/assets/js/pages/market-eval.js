@@ -37,7 +37,7 @@ register({
     'mon.gpu': 'GPU',
     'mon.temp': 'Temperature',
     'mon.voltage': 'Voltage',
-    'mon.missing': 'not in the report',
+    'mon.missing': 'missing from the report (dropped off)',
     'mon.links': 'Network',
     'mon.link': 'Link',
     'mon.peer': 'To site',
@@ -75,7 +75,7 @@ register({
     'mon.gpu': 'GPU',
     'mon.temp': '温度',
     'mon.voltage': '电压',
-    'mon.missing': '未在上报中',
+    'mon.missing': '上报中缺失（掉卡）',
     'mon.links': '网络',
     'mon.link': '链路',
     'mon.peer': '对端站点',
@@ -149,7 +149,7 @@ function paintMonitoring(body, m) {
   const cards = m.nodes.flatMap((n) => n.cards.map((c) => ({ ...c, node: n.node })));
   const cardTable = table([
     { title: t('mon.card'), value: (c) => `#${c.card} ${c.node} GPU ${c.index}` },
-    { title: t('mon.state'), value: (c) => h('span', {}, stateBadge('card', c.state), c.reported ? null : h('span', { class: 'muted' }, ` ${t('mon.missing')}`)) },
+    { title: t('mon.state'), value: (c) => h('span', {}, stateBadge('card', c.state), !c.missing ? null : h('span', { class: 'muted' }, ` ${t('mon.missing')}`)) },
     { title: t('mon.gpu'), value: (c) => figure(c.util_pct, '%'), num: true },
     { title: t('mon.memory'), value: (c) => (c.memory_used_mib == null ? '–' : `${c.memory_used_mib}/${c.memory_total_mib} MiB`), num: true },
     { title: t('mon.temp'), value: (c) => figure(c.temperature_c, '°C'), num: true },
