@@ -18,6 +18,7 @@ mod limits;
 mod livestate;
 mod market;
 mod market_accounts;
+mod market_eval;
 mod plans;
 mod readme_start;
 mod registry;
