@@ -19,7 +19,7 @@
 //!   cgroup ends it with [`EndReason::Oom`].
 
 use crate::error::AgentError;
-use cpn_api_types::agent::{CgroupMode, NodeIsolation};
+use cpn_api_types::agent::{CgroupMode, Enforcement, NodeIsolation};
 use cpn_api_types::schedule::TaskResources;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -120,6 +120,8 @@ pub(crate) enum Cgroups {
     /// v1: one directory per controller and attempt.
     V1 {
         bases: Vec<(&'static str, PathBuf)>,
+        /// The device minor of each GPU index, for the `devices` controller's rules.
+        gpu_minors: GpuMinors,
     },
     None,
 }
@@ -241,6 +243,11 @@ impl Isolation {
             cgroups: mode,
             controllers: controllers.into_iter().map(str::to_string).collect(),
             single_user: self.single_user && !self.uid_switch,
+            gpus: if self.cgroups.gpus_enforced() {
+                Enforcement::Enforced
+            } else {
+                Enforcement::Simulated
+            },
         }
     }
 
@@ -274,8 +281,12 @@ impl Isolation {
                 r.controllers.join(", ")
             ),
         };
+        let gpus = match r.gpus {
+            Enforcement::Enforced => "GPUs by device cgroup (only the attempt's GPUs open)",
+            _ => "GPUs only by CUDA_VISIBLE_DEVICES (simulated: no devices cgroup)",
+        };
         format!(
-            "isolation: {who}; {limits}; working directories under {}",
+            "isolation: {who}; {limits}; {gpus}; working directories under {}",
             self.work_root.display()
         )
     }
@@ -374,34 +385,53 @@ impl Isolation {
         }
     }
 
-    /// Creates the attempt's cgroups with its limits; returns their directories (the
-    /// wrapper joins each before it starts the task).
+    /// Creates the attempt's cgroups with its limits and its GPUs (the only NVIDIA devices
+    /// it may open); returns their directories (the wrapper joins each before it starts
+    /// the task).
     pub fn make_cgroups(
         &self,
         attempt_id: &str,
         resources: &TaskResources,
+        gpus: &[u32],
     ) -> Result<Vec<PathBuf>, String> {
         make_group(
             &self.cgroups,
             attempt_id,
-            resources.cpu_cores,
-            resources.memory_gib,
-            self.pids_max,
+            Share {
+                cpu_cores: resources.cpu_cores,
+                memory_gib: resources.memory_gib,
+                pids_max: self.pids_max,
+                gpus,
+            },
         )
     }
 }
 
-/// Creates one cgroup named `name` under the agent's base of each hierarchy in use, with a
-/// CPU quota of `cpu_cores` and a memory limit of `memory_gib` (0: none) and `pids_max`;
-/// returns their directories. Attempts (`Isolation::make_cgroups`) and lease accounts
-/// (`lease_access`) share it, so both are limited the same way.
+/// What one cgroup may use: a CPU quota of `cpu_cores` and a memory limit of `memory_gib`
+/// (0: none), `pids_max` processes, and the GPUs (indices) `gpus`, the only NVIDIA devices
+/// it may open.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Share<'a> {
+    pub cpu_cores: f64,
+    pub memory_gib: f64,
+    pub pids_max: u32,
+    pub gpus: &'a [u32],
+}
+
+/// Creates one cgroup named `name` under the agent's base of each hierarchy in use, with
+/// the limits of `share`; returns their directories. Attempts (`Isolation::make_cgroups`)
+/// and lease accounts (`lease_access`) share it, so both are limited the same way.
 pub(crate) fn make_group(
     cgroups: &Cgroups,
     name: &str,
-    cpu_cores: f64,
-    memory_gib: f64,
-    pids_max: u32,
+    share: Share<'_>,
 ) -> Result<Vec<PathBuf>, String> {
+    let Share {
+        cpu_cores,
+        memory_gib,
+        pids_max,
+        gpus,
+    } = share;
     let mem_bytes = (memory_gib > 0.0)
         .then_some((memory_gib * 1024.0 * 1024.0 * 1024.0) as u64)
         .map(|b| b.max(4 * 1024 * 1024));
@@ -427,7 +457,7 @@ pub(crate) fn make_group(
             write(dir.join("pids.max"), pids_max.to_string())?;
             Ok(vec![dir])
         }
-        Cgroups::V1 { bases } => {
+        Cgroups::V1 { bases, gpu_minors } => {
             let mut dirs = Vec::new();
             for (controller, base) in bases {
                 let dir = base.join(name);
@@ -448,6 +478,8 @@ pub(crate) fn make_group(
                         }
                     }
                     "pids" => write(dir.join("pids.max"), pids_max.to_string())?,
+                    "devices" => write_device_rules(&dir, gpu_minors, gpus)
+                        .map_err(|e| fail(&dir, e))?,
                     _ => {}
                 }
                 dirs.push(dir);
@@ -462,10 +494,107 @@ impl Cgroups {
     pub(crate) fn mode(&self) -> (CgroupMode, Vec<&'static str>) {
         match self {
             Cgroups::V2 { controllers, .. } => (CgroupMode::V2, controllers.clone()),
-            Cgroups::V1 { bases } => (CgroupMode::V1, bases.iter().map(|(c, _)| *c).collect()),
+            Cgroups::V1 { bases, .. } => {
+                (CgroupMode::V1, bases.iter().map(|(c, _)| *c).collect())
+            }
             Cgroups::None => (CgroupMode::None, Vec::new()),
         }
     }
+
+    /// Whether the groups' device rules keep them from the GPUs they were not given (the
+    /// v1 `devices` controller is in use).
+    pub(crate) fn gpus_enforced(&self) -> bool {
+        matches!(self, Cgroups::V1 { bases, .. } if bases.iter().any(|(c, _)| *c == "devices"))
+    }
+
+    /// Whether an unprivileged process may move itself into a group of ours once it may
+    /// write the group's `cgroup.procs` ([`let_join`]): so in v1, where that is the whole
+    /// check (plus owning the process); v2 also wants write access to the `cgroup.procs` of
+    /// the common ancestor of both groups, which stays root's.
+    pub(crate) fn self_join(&self) -> bool {
+        matches!(self, Cgroups::V1 { .. })
+    }
+}
+
+/// NVIDIA's character device major: `/dev/nvidiaN` is 195:N (N the GPU's minor),
+/// `/dev/nvidiactl` 195:255 and `/dev/nvidia-modeset` 195:254.
+pub const NVIDIA_MAJOR: u32 = 195;
+const NVIDIACTL_MINOR: u32 = 255;
+const NVIDIA_MODESET_MINOR: u32 = 254;
+/// Character majors are below this (the kernel's `CHRDEV_MAJOR_MAX`).
+const CHRDEV_MAJOR_MAX: u32 = 512;
+
+/// The device minor of each GPU index. NVML's `minor_number()` where the driver is there;
+/// otherwise (no driver, emulated GPUs) the minor is taken to be the index, which is how
+/// the driver numbers `/dev/nvidiaN` on a host where NVML's and the device files' order
+/// agree.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GpuMinors(Vec<u32>);
+
+impl GpuMinors {
+    pub(crate) fn detect() -> GpuMinors {
+        let Ok(nvml) = nvml_wrapper::Nvml::init() else {
+            return GpuMinors::default();
+        };
+        let count = nvml.device_count().unwrap_or(0);
+        let minors: Option<Vec<u32>> = (0..count)
+            .map(|i| nvml.device_by_index(i).ok()?.minor_number().ok())
+            .collect();
+        GpuMinors(minors.unwrap_or_default())
+    }
+
+    fn minor(&self, index: u32) -> u32 {
+        self.0.get(index as usize).copied().unwrap_or(index)
+    }
+}
+
+/// The rules of a v1 `devices` group that may open the GPUs `gpus` and no other NVIDIA
+/// device. v1 carves an allowed device out of a denied range only in a group whose default
+/// is deny: in a default-allow group, `devices.allow` of `c 195:0` after `devices.deny` of
+/// `c 195:*` only removes an identical exception and leaves 195:0 denied (checked on this
+/// kernel). So the group denies everything (`a`), then allows every block device, every
+/// character major but NVIDIA's (`nvidia-uvm`, `nvidia-caps` and the like included,
+/// whatever major `/proc/devices` gives them now or after a driver loads later), and of
+/// major 195 the given GPUs' nodes and, when there is one, `nvidiactl` and
+/// `nvidia-modeset`, which every CUDA program opens.
+fn device_rules(minors: &GpuMinors, gpus: &[u32]) -> Vec<String> {
+    let mut rules = vec!["b *:* rwm".to_string()];
+    rules.extend(
+        (0..CHRDEV_MAJOR_MAX)
+            .filter(|m| *m != NVIDIA_MAJOR)
+            .map(|m| format!("c {m}:* rwm")),
+    );
+    if !gpus.is_empty() {
+        for minor in [NVIDIACTL_MINOR, NVIDIA_MODESET_MINOR]
+            .into_iter()
+            .chain(gpus.iter().map(|g| minors.minor(*g)))
+        {
+            rules.push(format!("c {NVIDIA_MAJOR}:{minor} rwm"));
+        }
+    }
+    rules
+}
+
+/// Writes the device rules into a fresh v1 `devices` group (one rule per write, as the
+/// kernel reads them). The files stay root's, mode 0644: only root changes them.
+fn write_device_rules(dir: &Path, minors: &GpuMinors, gpus: &[u32]) -> std::io::Result<()> {
+    fs::write(dir.join("devices.deny"), "a")?;
+    let allow = dir.join("devices.allow");
+    for rule in device_rules(minors, gpus) {
+        fs::write(&allow, rule)?;
+    }
+    Ok(())
+}
+
+/// Lets `uid` move its own processes into these groups (a lease's session joins its
+/// lease's groups itself, before its first command): their `cgroup.procs` becomes the
+/// uid's. Nothing else of them does: the limits, the device rules and `tasks` stay root's,
+/// and so does every other group's `cgroup.procs`, so the uid can move in, never out.
+pub(crate) fn let_join(dirs: &[PathBuf], uid: u32) -> std::io::Result<()> {
+    for dir in dirs {
+        std::os::unix::fs::chown(dir.join("cgroup.procs"), Some(uid), None)?;
+    }
+    Ok(())
 }
 
 /// Whether the OOM killer acted in any of these cgroups.
@@ -629,7 +758,8 @@ pub(crate) fn detect_cgroups() -> Cgroups {
         tracing::warn!(mount = %mnt.display(), "cgroup v2 has the controllers but cannot delegate them; trying v1");
     }
     let mut bases = Vec::new();
-    for controller in ["memory", "cpu", "pids"] {
+    let gpu_minors = GpuMinors::detect();
+    for controller in ["memory", "cpu", "pids", "devices"] {
         let Some((mnt, _, _)) = mounts
             .iter()
             .find(|(_, t, opts)| t == "cgroup" && opts.iter().any(|o| o == controller))
@@ -642,15 +772,17 @@ pub(crate) fn detect_cgroups() -> Cgroups {
         let probe = base.join(format!(".probe-{}", std::process::id()));
         let writable = fs::create_dir_all(&base).is_ok()
             && fs::create_dir(&probe).is_ok()
-            && fs::remove_dir(&probe).is_ok();
-        if writable {
+            // Device rules are reported enforced only where they can be written.
+            && (controller != "devices" || write_device_rules(&probe, &gpu_minors, &[0]).is_ok());
+        let removed = fs::remove_dir(&probe).is_ok();
+        if writable && removed {
             bases.push((controller, base));
         }
     }
     if bases.is_empty() {
         Cgroups::None
     } else {
-        Cgroups::V1 { bases }
+        Cgroups::V1 { bases, gpu_minors }
     }
 }
 
