@@ -478,8 +478,9 @@ pub(crate) fn make_group(
                         }
                     }
                     "pids" => write(dir.join("pids.max"), pids_max.to_string())?,
-                    "devices" => write_device_rules(&dir, gpu_minors, gpus)
-                        .map_err(|e| fail(&dir, e))?,
+                    "devices" => {
+                        write_device_rules(&dir, gpu_minors, gpus).map_err(|e| fail(&dir, e))?
+                    }
                     _ => {}
                 }
                 dirs.push(dir);
@@ -494,9 +495,7 @@ impl Cgroups {
     pub(crate) fn mode(&self) -> (CgroupMode, Vec<&'static str>) {
         match self {
             Cgroups::V2 { controllers, .. } => (CgroupMode::V2, controllers.clone()),
-            Cgroups::V1 { bases, .. } => {
-                (CgroupMode::V1, bases.iter().map(|(c, _)| *c).collect())
-            }
+            Cgroups::V1 { bases, .. } => (CgroupMode::V1, bases.iter().map(|(c, _)| *c).collect()),
             Cgroups::None => (CgroupMode::None, Vec::new()),
         }
     }
