@@ -17,6 +17,13 @@
 //!   v2 where the unified hierarchy offers the controllers, v1 controllers otherwise, none
 //!   when neither is writable (reported as `none`). The OOM killer acting in the attempt's
 //!   cgroup ends it with [`EndReason::Oom`].
+//! - **GPUs.** Where the v1 `devices` controller is writable, each attempt's devices group
+//!   lets it open only its own GPUs' `/dev/nvidiaN` of NVIDIA's major 195 (plus
+//!   `nvidiactl` and `nvidia-modeset`; every other device stays open): see
+//!   `make_group`'s rules and `lease_access`, which share them. The node reports GPUs
+//!   `enforced` then, and `simulated` otherwise (`CUDA_VISIBLE_DEVICES` only; cgroup v2
+//!   would need a BPF device program, which the agent does not attach). An attempt without
+//!   GPUs opens none.
 
 use crate::error::AgentError;
 use cpn_api_types::agent::{CgroupMode, Enforcement, NodeIsolation};

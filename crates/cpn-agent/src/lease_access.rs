@@ -3,27 +3,48 @@
 //! For each lease the agent creates a dedicated local account, `cpnl-<lease>`, that only the
 //! lease's user can reach: no password (`*`, which matches none), a home under the agent's
 //! [`LeaseAccountsConfig::home_root`], and an `authorized_keys` holding the user's one
-//! public key behind a forced command that sets `CUDA_VISIBLE_DEVICES` and
-//! `NVIDIA_VISIBLE_DEVICES` to the leased GPUs (a session's own command runs through it,
-//! `SSH_ORIGINAL_COMMAND`). Where the host has a writable cgroup hierarchy the lease gets a
-//! cgroup with its CPU and memory share, and [`LeaseAccounts::sweep`] moves the account's
-//! processes into it. [`LeaseAccounts::revoke`] locks the account (password `!*`, expired,
-//! `nologin`), kills every process of its uid and removes its `authorized_keys`.
+//! public key behind a forced command (a session's own command runs through it,
+//! `SSH_ORIGINAL_COMMAND`). The account's passwd shell is `/bin/sh`, which runs the forced
+//! command (`sh -c`) without reading any file of the user's: Debian's bash reads
+//! `~/.bashrc` when sshd starts it, even for `-c`, which would run the user's code first.
+//! Where the host has a writable cgroup hierarchy the lease gets a cgroup with its CPU,
+//! memory and GPU-device share (`isolation::make_group`, as attempts do), and the forced
+//! command moves itself into every one of the lease's cgroups before it sets
+//! `CUDA_VISIBLE_DEVICES` and `NVIDIA_VISIBLE_DEVICES` to the leased GPUs and execs the
+//! client's command or a login shell ([`LeaseAccountsConfig::shell`]).
+//! [`LeaseAccounts::sweep`] moves any other process of the account (the v2 case below, and
+//! sshd's own per-session process) and stays as a backstop. [`LeaseAccounts::revoke`]
+//! locks the account (password `!*`, expired, `nologin`), kills every process of its uid
+//! and removes its `authorized_keys`.
 //!
 //! What is enforced, stated in every [`LeaseAccess::isolation`]:
-//! - **GPUs: simulated.** The environment names the leased GPUs, which CUDA honours, but the
-//!   account could still open the other GPUs' device nodes. Real device isolation is the
-//!   device controller: cgroup v1 `devices.deny` of `c 195:* rwm` then `devices.allow` of
-//!   the leased `/dev/nvidiaN` (major 195, minor N), `/dev/nvidiactl` (195:255) and the
-//!   `nvidia-uvm` devices; cgroup v2 has no file for it and needs a
-//!   `BPF_PROG_TYPE_CGROUP_DEVICE` program attached to the lease's cgroup (what systemd's
-//!   `DeviceAllow=` does for `user-<uid>.slice`). Neither is done here yet; emulated GPUs
-//!   have no device nodes at all.
-//! - **CPU and memory: enforced by cgroup once a process is in the lease's cgroup.** Sessions
-//!   start in sshd's cgroup; the agent moves them at its next [`sweep`](LeaseAccounts::sweep).
-//!   A process that runs between login and the sweep is not limited. (On systemd hosts the
-//!   tighter way is limits on `user-<uid>.slice`, which `pam_systemd` puts sessions in at
-//!   login.) Without a writable hierarchy the limits are `unavailable`.
+//! - **GPUs: enforced by the cgroup v1 `devices` controller** where it is writable: the
+//!   lease's devices group denies everything (`a`), then allows every block device, every
+//!   character major but NVIDIA's 195 (`nvidia-uvm`, `nvidia-uvm-tools`, `nvidia-caps`,
+//!   whatever major `/proc/devices` gives them), and of major 195 only the leased
+//!   `/dev/nvidiaN` (minor from NVML's `minor_number()` where the driver is loaded, else the
+//!   GPU's index: on such hosts the driver numbers the nodes by index), `/dev/nvidiactl`
+//!   (195:255) and `/dev/nvidia-modeset` (195:254). (v1 allows a device inside a denied
+//!   range only in a default-deny group: in a default-allow one, `devices.allow` of
+//!   `c 195:0` after `devices.deny` of `c 195:*` leaves 195:0 denied.) Opening another
+//!   GPU's node fails with EPERM, whatever the file's mode. Emulated GPUs have no device
+//!   nodes, but the rule holds for major 195 all the same. **Simulated** elsewhere: only the
+//!   environment names the leased GPUs (CUDA honours it; the account could open the other
+//!   GPUs' nodes). Cgroup v2 has no devices file: it needs a `BPF_PROG_TYPE_CGROUP_DEVICE`
+//!   program attached to the lease's cgroup (what systemd's `DeviceAllow=` does), which is
+//!   out of the agent's scope.
+//! - **Sessions are limited from their first instruction on cgroup v1.** The agent makes
+//!   the lease groups' `cgroup.procs` files (and nothing else of them) the account's, so
+//!   the forced command can move itself in (v1 asks only for write access to the
+//!   destination's `cgroup.procs` and for the process to be the writer's); if any move
+//!   fails the session is refused (exit 126, saying why), never run outside the lease's
+//!   limits. The account cannot move out (every other group's `cgroup.procs` is root's),
+//!   make sub-groups (the directories are root's) or widen its devices (`devices.allow`
+//!   and `devices.deny` stay root's, 0644). On v2, moving also needs write access to the
+//!   `cgroup.procs` of the common ancestor of both groups (root's), so sessions start in
+//!   sshd's cgroup and join at the next sweep (said in the notes). Without a writable
+//!   hierarchy the limits are `unavailable`. Accounts created by an older agent (whose
+//!   key names only the GPUs) run their sessions as before, joining at the sweep.
 //!
 //! **Invariants.** The agent touches only accounts it created: one is its own when its
 //! lease is in `{state_dir}/lease-accounts.json` *and* its passwd comment is
