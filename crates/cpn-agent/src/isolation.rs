@@ -797,6 +797,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn device_rules_open_everything_but_the_gpus_not_given() {
+        let nvidia = |rules: &[String]| -> Vec<String> {
+            rules
+                .iter()
+                .filter(|r| r.starts_with(&format!("c {NVIDIA_MAJOR}:")))
+                .cloned()
+                .collect()
+        };
+        // By index where NVML is absent.
+        let rules = device_rules(&GpuMinors::default(), &[1, 3]);
+        assert_eq!(rules[0], "b *:* rwm");
+        assert!(
+            rules.contains(&"c 1:* rwm".to_string()),
+            "/dev/null and co."
+        );
+        assert!(
+            rules.contains(&"c 511:* rwm".to_string()),
+            "dynamic majors (nvidia-uvm)"
+        );
+        assert_eq!(
+            nvidia(&rules),
+            [
+                "c 195:255 rwm",
+                "c 195:254 rwm",
+                "c 195:1 rwm",
+                "c 195:3 rwm"
+            ]
+        );
+        assert_eq!(rules.len(), 1 + 511 + 4);
+        // By NVML's minor numbers where it gives them.
+        let minors = GpuMinors(vec![4, 0]);
+        assert_eq!(
+            nvidia(&device_rules(&minors, &[0])),
+            ["c 195:255 rwm", "c 195:254 rwm", "c 195:4 rwm"]
+        );
+        // No GPU: not even the control device.
+        assert!(nvidia(&device_rules(&minors, &[])).is_empty());
+    }
+
+    #[test]
     fn agents_sharing_an_identities_file_never_give_one_uid_to_two_tenants() {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: identities switch only as root");
