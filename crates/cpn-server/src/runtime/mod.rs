@@ -371,6 +371,7 @@ pub fn held_of(rec: &TaskRecord) -> Option<Hold> {
             .map(|&g| (g, tasks::gpu_milli_of(&task.spec.resources)))
             .collect(),
         expires_at: None,
+        lease: task.spec.lease,
     })
 }
 
