@@ -1386,6 +1386,60 @@ async fn release_class_b(state: &AppState, market: &Market, id: LeaseId) {
     crate::runtime::tasks::end_in_lease(state, id.0, &lease.tenant.0).await;
 }
 
+/// An attempt of a task inside class B lease `lease` ended: its GPU-, CPU- and
+/// memory-seconds are recorded as the lease's task usage (`Market::record_task_usage`), for
+/// the usage view and the evaluation. Their amount is zero: the lease is billed by its time,
+/// which includes its tasks. Kept inside the lease's time and split at month ends, as the
+/// core requires; a failure is logged (the record informs, it bills nothing).
+pub async fn record_lease_task(
+    state: &AppState,
+    lease: u64,
+    demand: cpn_sched::task::Demand,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) {
+    use cpn_market::billing::UsageKind;
+    let mut inner = state.market.inner.lock().await;
+    let Ok(market) = ensure(state, &mut inner).await else {
+        return;
+    };
+    let Some(l) = market.lease(LeaseId(lease)) else {
+        return;
+    };
+    let mut until = Timestamp::from_unix(end.timestamp());
+    if let LeaseState::Ended { at, .. } = l.state {
+        until = until.min(at);
+    }
+    let mut from = Timestamp::from_unix(start.timestamp()).max(l.started_at);
+    let mut records = Vec::new();
+    while from < until {
+        let to = until.min(from.month().end());
+        let secs = to.seconds_since(from);
+        for (kind, quantity) in [
+            (
+                UsageKind::TaskGpuSeconds,
+                demand.gpu_milli_total() * secs / 1000,
+            ),
+            (UsageKind::TaskCpuSeconds, demand.cpu_milli * secs / 1000),
+            (UsageKind::TaskMemoryMibSeconds, demand.memory_mib * secs),
+        ] {
+            if quantity == 0 {
+                continue;
+            }
+            match market.record_task_usage(LeaseId(lease), kind, quantity, from, to) {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    tracing::warn!(lease, error = %e, "a lease task's usage was not recorded")
+                }
+            }
+        }
+        from = to;
+    }
+    if let Err(e) = persist(state, &mut inner, records).await {
+        tracing::warn!(lease, error = %e, "writing a lease task's usage failed");
+    }
+}
+
 /// A task may name lease `id` (`TaskSubmit::lease`): it exists and is `tenant`'s (another
 /// tenant's lease is reported missing, as if absent), is class B, and has not ended.
 pub async fn check_task_lease(state: &AppState, tenant: &str, id: u64) -> ApiResult<()> {

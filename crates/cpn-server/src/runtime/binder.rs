@@ -602,9 +602,18 @@ fn place_in_lease(
     ),
     String,
 > {
+    if !binder.has_lease(lease) {
+        return Err("lease ended".into());
+    }
     let nodes = binder.lease_nodes(lease);
     if nodes.is_empty() {
-        return Err("lease ended".into());
+        // Its hold could not be taken (its node is gone, or was full when it started).
+        let why = "the lease's share is not held on its node now".to_string();
+        let u = cpn_sched::Unschedulable {
+            reasons: vec![(why, 1)],
+            forever: false,
+        };
+        return Ok((Outcome::Waits(u), None, None));
     }
     let d = &task.demand;
     let fits_share = |key| {

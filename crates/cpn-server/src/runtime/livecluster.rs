@@ -740,6 +740,13 @@ impl BinderCluster {
             .collect()
     }
 
+    /// Whether `lease` has a hold here (false once it ended).
+    pub fn has_lease(&self, lease: u64) -> bool {
+        self.by_lease
+            .get(&lease)
+            .is_some_and(|keys| keys.iter().any(|k| k.0 == super::ledger::HoldKind::Lease))
+    }
+
     /// The share a lease's hold `key` holds (its demand), if it holds now.
     pub fn lease_share(&self, key: &HoldKey) -> Option<Demand> {
         self.holds.get(key).map(|t| t.hold.demand)
