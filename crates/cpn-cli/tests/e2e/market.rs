@@ -1031,6 +1031,32 @@ async fn an_exhausted_budget_ends_the_hourly_lease_and_refuses_new_ones() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{prepaid}");
     assert_eq!(prepaid["lease"]["charged_minor"], limit - 10_000);
+    // Tasks inside the hourly lease: one bound to its card (n1 speaks the agent protocol
+    // only through this test, so it stays scheduled), one waiting for the card.
+    let mut in_lease = Vec::new();
+    for name in ["bound", "waiting"] {
+        let (s, t) = m
+            .call(
+                Method::POST,
+                "/api/v1/tasks",
+                &m.ann,
+                Some(json!({"name": name, "command": ["true"], "lease": id,
+                    "resources": {"cpu_cores": 1, "memory_gib": 1, "gpus": 1}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        let t = t["id"].as_str().unwrap().to_string();
+        let want = if name == "bound" {
+            "scheduled"
+        } else {
+            "pending"
+        };
+        wait_task(&m, &m.ann, &t, |v| {
+            v["state"] == want && (want == "scheduled" || v["reason"].is_string())
+        })
+        .await;
+        in_lease.push(t);
+    }
 
     // The metering loop charges the hourly lease; once the budget is spent it ends it.
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
@@ -1054,6 +1080,17 @@ async fn an_exhausted_budget_ends_the_hourly_lease_and_refuses_new_ones() {
     };
     assert_eq!(ended["end_reason"], "budget_exhausted", "{ended}");
     assert_eq!(states(&m.listing(&cpcids[0]).await), ["idle"]);
+    // Its tasks ended with it.
+    let t = wait_task(&m, &m.ann, &in_lease[0], |t| t["state"] == "cancelled").await;
+    assert!(
+        t["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("the end of lease {id}")),
+        "{t}"
+    );
+    let t = wait_task(&m, &m.ann, &in_lease[1], |t| t["state"] == "failed").await;
+    assert_eq!(t["reason"], "lease ended", "{t}");
     // The prepaid term is paid for and runs on.
     let prepaid_id = prepaid["lease"]["id"].as_u64().unwrap();
     let (_, p) = m
