@@ -1305,8 +1305,8 @@ pub async fn search(state: &AppState, p: SearchParams) -> ApiResult<wire::Listin
 /// Holds a class B lease's share in the capacity ledger, one `Lease` hold per node, so the
 /// binder and `POST /schedule` treat it as taken by everyone but the lease's own tasks
 /// (`TaskSubmit::lease`), which the binder places inside it. The share of a node is its
-/// leased cards and the listing's vCPUs and host memory in proportion to the cards leased
-/// of the listing's, at most what the node reports.
+/// leased cards and the listing's vCPUs and host memory (at most what the node reports) in
+/// proportion to the cards leased of the listing's.
 async fn hold_class_b(state: &AppState, market: &Market, lease: &Lease) -> ApiResult<()> {
     let Some(listing) = market.catalog().listing(lease.listing) else {
         return Ok(());
@@ -1335,11 +1335,14 @@ async fn hold_class_b(state: &AppState, market: &Market, lease: &Lease) -> ApiRe
             continue;
         };
         let cards = gpus.len() as u64;
+        // What the listing says, at most what the node reports, shared by its cards.
         let reported = |key: &str| rec.inventory.get(key).and_then(|v| v.as_u64());
-        let cpu_milli = (vcpus * 1000 * cards / listed)
-            .min(reported("cpu_cores").map_or(u64::MAX, |c| c * 1000));
+        let cpu_milli = (vcpus * 1000)
+            .min(reported("cpu_cores").map_or(u64::MAX, |c| c.saturating_mul(1000)))
+            * cards
+            / listed;
         let memory_mib =
-            (memory_gib * 1024 * cards / listed).min(reported("memory_mib").unwrap_or(u64::MAX));
+            (memory_gib * 1024).min(reported("memory_mib").unwrap_or(u64::MAX)) * cards / listed;
         let hold = Hold {
             target: rec.id.clone(),
             tenant: lease.tenant.0.clone(),
