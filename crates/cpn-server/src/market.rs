@@ -1758,7 +1758,7 @@ fn balance_of(market: &Market, tenant: &TenantId) -> wire::Balance {
         .rows()
         .into_iter()
         .find(|r| &r.tenant == tenant)
-        .map(|r| r.budget.monthly_limit.minor());
+        .and_then(|r| r.budget.map(|b| b.monthly_limit.minor()));
     wire::Balance {
         tenant: tenant.0.clone(),
         available_minor: ledger.available(tenant).minor(),
