@@ -6,7 +6,7 @@
 //! them) until it is settled, then erases the message and keeps the row, so the key still
 //! deduplicates a resend and the delivery log (`notification_attempts`) keeps the attempts.
 //! Settled rows are purged after a while ([`OutboxStore::purge_settled_notifications`]), and
-//! a tenant has at most a bounded number of pending ones ([`Enqueued::Full`]).
+//! a recipient has at most a bounded number of pending ones ([`Enqueued::Full`]).
 
 use crate::Result;
 use async_trait::async_trait;
@@ -18,7 +18,7 @@ pub struct OutboxEntry {
     pub seq: u64,
     /// The notification's idempotency key: one entry per key.
     pub key: String,
-    pub tenant: String,
+    pub recipient: String,
     /// What the server serialized; opaque to the store.
     pub message: String,
     pub created_at: DateTime<Utc>,
@@ -31,7 +31,7 @@ pub enum Enqueued {
     Queued,
     /// An entry with this key exists (pending or settled): the same event again.
     Duplicate,
-    /// The tenant has this many pending entries already; nothing stored.
+    /// The recipient has this many pending entries already; nothing stored.
     Full { pending: usize },
 }
 
@@ -66,12 +66,12 @@ pub struct StoredCode {
 
 #[async_trait]
 pub trait OutboxStore {
-    /// Stores a notification for delivery, unless its key is there already or `tenant` has
+    /// Stores a notification for delivery, unless its key is there already or `recipient` has
     /// `max_pending` pending entries. Durable when it returns.
     async fn enqueue_notification(
         &self,
         key: &str,
-        tenant: &str,
+        recipient: &str,
         message: &str,
         now: DateTime<Utc>,
         max_pending: usize,

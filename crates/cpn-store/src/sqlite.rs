@@ -487,14 +487,14 @@ CREATE INDEX notification_attempts_by_key ON notification_attempts (idempotency_
 CREATE TABLE notification_outbox (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
     key        TEXT NOT NULL UNIQUE,
-    tenant     TEXT NOT NULL,
+    recipient  TEXT NOT NULL,
     message    TEXT NOT NULL,
     state      TEXT NOT NULL,
     created_at TEXT NOT NULL,
     settled_at TEXT
 );
 CREATE INDEX notification_outbox_by_state ON notification_outbox (state, seq);
-CREATE INDEX notification_outbox_by_tenant ON notification_outbox (tenant, state);
+CREATE INDEX notification_outbox_by_recipient ON notification_outbox (recipient, state);
 CREATE TABLE market_pending_codes (
     account_id    INTEGER NOT NULL,
     purpose       TEXT NOT NULL,

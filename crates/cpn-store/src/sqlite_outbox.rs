@@ -10,7 +10,7 @@ fn entry_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxEntry> {
     Ok(OutboxEntry {
         seq: r.get::<_, i64>(0)? as u64,
         key: r.get(1)?,
-        tenant: r.get(2)?,
+        recipient: r.get(2)?,
         message: r.get(3)?,
         created_at: parse_ts(&r.get::<_, String>(4)?)?,
     })
@@ -42,12 +42,12 @@ impl OutboxStore for SqliteStore {
     async fn enqueue_notification(
         &self,
         key: &str,
-        tenant: &str,
+        recipient: &str,
         message: &str,
         now: DateTime<Utc>,
         max_pending: usize,
     ) -> Result<Enqueued> {
-        let (key, tenant, message) = (key.to_string(), tenant.to_string(), message.to_string());
+        let (key, recipient, message) = (key.to_string(), recipient.to_string(), message.to_string());
         self.write(move |conn| {
             let exists = conn
                 .prepare_cached("SELECT 1 FROM notification_outbox WHERE key = ?1")?
@@ -59,18 +59,18 @@ impl OutboxStore for SqliteStore {
             }
             let pending: i64 = conn
                 .prepare_cached(
-                    "SELECT count(*) FROM notification_outbox WHERE tenant = ?1 AND state = 'pending'",
+                    "SELECT count(*) FROM notification_outbox WHERE recipient = ?1 AND state = 'pending'",
                 )?
-                .query_row([&tenant], |r| r.get(0))?;
+                .query_row([&recipient], |r| r.get(0))?;
             let pending = pending.max(0) as usize;
             if pending >= max_pending {
                 return Ok(Enqueued::Full { pending });
             }
             conn.prepare_cached(
-                "INSERT INTO notification_outbox (key, tenant, message, state, created_at)
+                "INSERT INTO notification_outbox (key, recipient, message, state, created_at)
                  VALUES (?1, ?2, ?3, 'pending', ?4)",
             )?
-            .execute(params![key, tenant, message, ts(now)])?;
+            .execute(params![key, recipient, message, ts(now)])?;
             Ok(Enqueued::Queued)
         })
         .await
@@ -83,7 +83,7 @@ impl OutboxStore for SqliteStore {
     ) -> Result<Vec<OutboxEntry>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, key, tenant, message, created_at FROM notification_outbox
+                "SELECT seq, key, recipient, message, created_at FROM notification_outbox
                  WHERE state = 'pending' AND seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![after_seq as i64, limit as i64], entry_from_row)?;
@@ -236,7 +236,7 @@ mod tests {
         assert_eq!(
             s.enqueue_notification("k3", "other", "m3", now, 2).await.unwrap(),
             Enqueued::Queued,
-            "another tenant has its own bound"
+            "another recipient has its own bound"
         );
 
         // Pending entries survive reopening the store: a restart resumes them.
@@ -251,7 +251,7 @@ mod tests {
             "k2"
         );
 
-        // Settling erases the message, frees the tenant's bound and keeps the key.
+        // Settling erases the message, frees the recipient's bound and keeps the key.
         s.settle_notification(pending[0].seq, Settled::Delivered, now)
             .await
             .unwrap();
