@@ -50,13 +50,13 @@ use cpn_market::account::{
 use cpn_market::billing::LedgerAccount;
 use cpn_market::lease::LeaseState;
 use cpn_market::verification::{self, CodeError, Entropy, PendingCode, Purpose};
-use cpn_store::StoredCode;
 use cpn_market::{
     Account, AccountId, AccountKind, AccountState, KeyedHasher, Money, SupplierKind, TenantId,
     Timestamp, UserKind,
 };
 use cpn_notify::{EventKind, Notification, Target};
 use cpn_store::NewUser;
+use cpn_store::StoredCode;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -393,12 +393,8 @@ async fn issue_code(
     let (_, t) = now();
     let mut entropy = [0u8; 32];
     OsRng.fill_bytes(&mut entropy);
-    let (code, pending) = verification::issue(
-        purpose,
-        Entropy(entropy),
-        &state.market_accounts.hasher,
-        t,
-    );
+    let (code, pending) =
+        verification::issue(purpose, Entropy(entropy), &state.market_accounts.hasher, t);
     // Expired codes of every account go now: the table holds live codes only.
     state.store.purge_expired_codes(t.unix()).await?;
     state
@@ -787,7 +783,12 @@ async fn use_code(
         stored.attempts_left,
     )
     .ok_or_else(|| ServiceError::new(Code::Internal, "a stored code is unreadable"))?;
-    match pending.verify(purpose, entered.trim(), &state.market_accounts.hasher, now().1) {
+    match pending.verify(
+        purpose,
+        entered.trim(),
+        &state.market_accounts.hasher,
+        now().1,
+    ) {
         // Of two right answers at the same moment, the one that removes the codes wins.
         Ok(()) if state.store.delete_pending_codes(id, None).await? => Ok(()),
         Ok(()) => Err(gone()),
@@ -830,15 +831,7 @@ pub async fn activate_link(
     username: &str,
     token: &str,
 ) -> ServiceResult<MarketAccount> {
-    activate_with(
-        state,
-        source,
-        username,
-        Purpose::Activation,
-        "token",
-        token,
-    )
-    .await
+    activate_with(state, source, username, Purpose::Activation, "token", token).await
 }
 
 async fn activate_with(

@@ -231,7 +231,11 @@ impl Notifier {
             Enqueued::Queued => self.outbox.wake.notify_one(),
             Enqueued::Duplicate => {}
             Enqueued::Full { pending } => {
-                tracing::warn!(key = n.idempotency_key(), pending, "notification dropped: its recipient has too many pending in the outbox");
+                tracing::warn!(
+                    key = n.idempotency_key(),
+                    pending,
+                    "notification dropped: its recipient has too many pending in the outbox"
+                );
             }
         }
         Ok(())

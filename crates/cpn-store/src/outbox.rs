@@ -82,8 +82,7 @@ pub trait OutboxStore {
     -> Result<Vec<OutboxEntry>>;
 
     /// Marks a pending entry settled and erases its message; a settled one stays as it is.
-    async fn settle_notification(&self, seq: u64, how: Settled, now: DateTime<Utc>)
-    -> Result<()>;
+    async fn settle_notification(&self, seq: u64, how: Settled, now: DateTime<Utc>) -> Result<()>;
 
     /// The state of the entry with this key (`pending`, `delivered`, `failed`).
     async fn notification_state(&self, key: &str) -> Result<Option<String>>;

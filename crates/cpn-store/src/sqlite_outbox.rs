@@ -47,7 +47,8 @@ impl OutboxStore for SqliteStore {
         now: DateTime<Utc>,
         max_pending: usize,
     ) -> Result<Enqueued> {
-        let (key, recipient, message) = (key.to_string(), recipient.to_string(), message.to_string());
+        let (key, recipient, message) =
+            (key.to_string(), recipient.to_string(), message.to_string());
         self.write(move |conn| {
             let exists = conn
                 .prepare_cached("SELECT 1 FROM notification_outbox WHERE key = ?1")?
@@ -92,12 +93,7 @@ impl OutboxStore for SqliteStore {
         .await
     }
 
-    async fn settle_notification(
-        &self,
-        seq: u64,
-        how: Settled,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
+    async fn settle_notification(&self, seq: u64, how: Settled, now: DateTime<Utc>) -> Result<()> {
         self.write(move |conn| {
             conn.prepare_cached(
                 "UPDATE notification_outbox SET state = ?2, message = '', settled_at = ?3
@@ -154,7 +150,8 @@ impl OutboxStore for SqliteStore {
 
     async fn pending_code(&self, account: u64, purpose: &str) -> Result<Option<StoredCode>> {
         let purpose = purpose.to_string();
-        self.read(move |conn| code_of(conn, account, &purpose)).await
+        self.read(move |conn| code_of(conn, account, &purpose))
+            .await
     }
 
     async fn take_code_attempt(&self, account: u64, purpose: &str) -> Result<Option<StoredCode>> {
@@ -218,23 +215,33 @@ mod tests {
         let (dir, s) = store();
         let now = Utc::now();
         assert_eq!(
-            s.enqueue_notification("k1", "lab", "m1", now, 2).await.unwrap(),
+            s.enqueue_notification("k1", "lab", "m1", now, 2)
+                .await
+                .unwrap(),
             Enqueued::Queued
         );
         assert_eq!(
-            s.enqueue_notification("k1", "lab", "other", now, 2).await.unwrap(),
+            s.enqueue_notification("k1", "lab", "other", now, 2)
+                .await
+                .unwrap(),
             Enqueued::Duplicate
         );
         assert_eq!(
-            s.enqueue_notification("k2", "lab", "m2", now, 2).await.unwrap(),
+            s.enqueue_notification("k2", "lab", "m2", now, 2)
+                .await
+                .unwrap(),
             Enqueued::Queued
         );
         assert_eq!(
-            s.enqueue_notification("k3", "lab", "m3", now, 2).await.unwrap(),
+            s.enqueue_notification("k3", "lab", "m3", now, 2)
+                .await
+                .unwrap(),
             Enqueued::Full { pending: 2 }
         );
         assert_eq!(
-            s.enqueue_notification("k3", "other", "m3", now, 2).await.unwrap(),
+            s.enqueue_notification("k3", "other", "m3", now, 2)
+                .await
+                .unwrap(),
             Enqueued::Queued,
             "another recipient has its own bound"
         );
@@ -264,11 +271,15 @@ mod tests {
             "a settled entry does not change again"
         );
         assert_eq!(
-            s.enqueue_notification("k1", "lab", "again", now, 2).await.unwrap(),
+            s.enqueue_notification("k1", "lab", "again", now, 2)
+                .await
+                .unwrap(),
             Enqueued::Duplicate
         );
         assert_eq!(
-            s.enqueue_notification("k4", "lab", "m4", now, 2).await.unwrap(),
+            s.enqueue_notification("k4", "lab", "m4", now, 2)
+                .await
+                .unwrap(),
             Enqueued::Queued
         );
         let keys: Vec<String> = s
@@ -333,9 +344,15 @@ mod tests {
             s.pending_code(7, "registration").await.unwrap(),
             Some(code("registration", 5))
         );
-        assert!(s.delete_pending_codes(7, Some("registration")).await.unwrap());
         assert!(
-            !s.delete_pending_codes(7, Some("registration")).await.unwrap(),
+            s.delete_pending_codes(7, Some("registration"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.delete_pending_codes(7, Some("registration"))
+                .await
+                .unwrap(),
             "a code is removed once: a second user of it sees it gone"
         );
         assert_eq!(s.take_code_attempt(7, "registration").await.unwrap(), None);

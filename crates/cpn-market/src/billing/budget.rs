@@ -335,7 +335,12 @@ mod tests {
         }
         assert_eq!(restored.spent(&free, t0), Money::from_minor(700));
         assert_eq!(
-            restored.rows().iter().find(|r| r.tenant == free).unwrap().budget,
+            restored
+                .rows()
+                .iter()
+                .find(|r| r.tenant == free)
+                .unwrap()
+                .budget,
             None
         );
         let next_month = t0.plus_seconds(31 * 86_400);
