@@ -884,13 +884,12 @@ pub async fn resend_code(
         .store
         .pending_code(account.id().0, Purpose::Registration.name())
         .await?
+        && t.unix() < p.issued_at + RESEND_AFTER_S
     {
-        if t.unix() < p.issued_at + RESEND_AFTER_S {
-            return Err(ServiceError::new(
-                Code::TooManyRequests,
-                format!("a code was sent less than {RESEND_AFTER_S} s ago; wait for it"),
-            ));
-        }
+        return Err(ServiceError::new(
+            Code::TooManyRequests,
+            format!("a code was sent less than {RESEND_AFTER_S} s ago; wait for it"),
+        ));
     }
     let contact = account
         .profile()
