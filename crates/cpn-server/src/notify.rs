@@ -756,3 +756,77 @@ pub async fn market_event(
     });
     send_each(state, by_user, kind, subject, body, payload, key).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(cpn_store::SqliteStore::open(dir.path()).unwrap());
+        (dir, store)
+    }
+
+    #[test]
+    fn the_public_url_must_be_an_absolute_http_address() {
+        let url = |u: &str| {
+            NotifyConfig {
+                public_url: Some(u.to_string()),
+                ..Default::default()
+            }
+            .public_url()
+        };
+        assert_eq!(
+            url("https://cpn.example.org/").unwrap().as_deref(),
+            Some("https://cpn.example.org")
+        );
+        assert_eq!(
+            url("http://10.0.0.1:8080/cpn").unwrap().as_deref(),
+            Some("http://10.0.0.1:8080/cpn")
+        );
+        for bad in [
+            "cpn.example.org",
+            "ftp://cpn.example.org",
+            "https://cpn.example.org/?a=b",
+            "https://user@cpn.example.org",
+        ] {
+            assert!(url(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outbox_entry_is_kept_until_settled_and_settled_once() {
+        let (_dir, store) = store();
+        // No relay: the e-mail fails for good at the first attempt, which settles it.
+        let notifier = Notifier::new(&NotifyConfig::default(), store.clone()).unwrap();
+        let n = Notification::new(
+            EventKind::Account,
+            "ana",
+            "subject",
+            "body",
+            serde_json::json!({}),
+            "key-1",
+        )
+        .unwrap();
+        let target = Target::email("ana@example.cn").unwrap();
+        notifier
+            .enqueue(n.clone(), vec![target.clone()])
+            .await
+            .unwrap();
+        notifier.enqueue(n, vec![target]).await.unwrap();
+        let pending = store.pending_notifications(0, 10).await.unwrap();
+        assert_eq!(pending.len(), 1, "one entry per key");
+        assert_eq!(pending[0].recipient, "ana");
+
+        notifier.deliver_entry(pending[0].clone()).await;
+        assert_eq!(
+            store.notification_state("key-1").await.unwrap().as_deref(),
+            Some("failed")
+        );
+        assert!(store.pending_notifications(0, 10).await.unwrap().is_empty());
+        let log = store.notification_attempts("key-1").await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].status, "failed");
+        assert!(log[0].permanent);
+    }
+}
