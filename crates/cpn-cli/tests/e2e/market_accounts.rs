@@ -935,16 +935,19 @@ async fn a_registered_user_orders_is_billed_to_its_account_and_gets_the_budget_a
     );
 }
 
-/// The delivery log's statuses for one recipient, oldest first, read from the store as the
-/// running server keeps it (WAL lets a reader in beside it).
-fn delivery_log(data_dir: &Path, recipient: &str) -> Vec<String> {
+/// One column of a recipient's rows in the store, oldest first, read as the running server
+/// keeps it (WAL lets a reader in beside it): the delivery log's `notification_attempts`
+/// (`status`) or the `notification_outbox` (`state`).
+fn store_column(data_dir: &Path, table: &str, column: &str, recipient: &str) -> Vec<String> {
     let db = rusqlite::Connection::open_with_flags(
         data_dir.join("cpn.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .unwrap();
     let mut stmt = db
-        .prepare("SELECT status FROM notification_attempts WHERE recipient = ?1 ORDER BY seq")
+        .prepare(&format!(
+            "SELECT {column} FROM {table} WHERE recipient = ?1 ORDER BY seq"
+        ))
         .unwrap();
     stmt.query_map([recipient], |r| r.get(0))
         .unwrap()
@@ -952,20 +955,12 @@ fn delivery_log(data_dir: &Path, recipient: &str) -> Vec<String> {
         .unwrap()
 }
 
-/// The outbox states of one recipient's notifications.
+fn delivery_log(data_dir: &Path, recipient: &str) -> Vec<String> {
+    store_column(data_dir, "notification_attempts", "status", recipient)
+}
+
 fn outbox_states(data_dir: &Path, recipient: &str) -> Vec<String> {
-    let db = rusqlite::Connection::open_with_flags(
-        data_dir.join("cpn.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let mut stmt = db
-        .prepare("SELECT state FROM notification_outbox WHERE recipient = ?1 ORDER BY seq")
-        .unwrap();
-    stmt.query_map([recipient], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    store_column(data_dir, "notification_outbox", "state", recipient)
 }
 
 /// A pending code is in the store, not in the server's memory: the code mailed before a
