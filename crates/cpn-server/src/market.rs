@@ -1031,21 +1031,16 @@ fn meter_announcements(
         .collect()
 }
 
-/// Sends the announcements in the background, after the call's changes are written (a
-/// crash before this loses them: they are not in the store's event log).
-fn announce(state: &AppState, list: Vec<Announcement>) {
-    if list.is_empty() {
-        return;
+/// Writes the announcements to the notification outbox after the call's changes are
+/// written and before it answers; the outbox loop sends them, after a restart too. (A crash
+/// in the moment between the two writes loses them: they are not in the market's write.)
+async fn announce(state: &AppState, list: Vec<Announcement>) {
+    for a in list {
+        crate::notify::market_event(
+            state, a.audience, a.kind, &a.subject, &a.body, a.payload, &a.key,
+        )
+        .await;
     }
-    let state = state.clone();
-    tokio::spawn(async move {
-        for a in list {
-            crate::notify::market_event(
-                &state, a.audience, a.kind, &a.subject, &a.body, a.payload, &a.key,
-            )
-            .await;
-        }
-    });
 }
 
 // ---------------------------------------------------------------- listings
@@ -1520,7 +1515,7 @@ pub async fn place_order(
     if let OrderPlaced::Leased(s) = &placed {
         let mut list = vec![lease_started(market, &names, s.lease)];
         list.extend(s.events.iter().map(budget_event));
-        announce(state, list);
+        announce(state, list).await;
     }
     if let Some(id) = lease
         && let Some(l) = market.lease(id)
@@ -1557,7 +1552,7 @@ pub async fn approve_order(state: &AppState, who: &Caller, id: u64) -> ApiResult
     let market = inner.market.as_ref().expect("persisted");
     let mut list = vec![lease_started(market, &names, started.lease)];
     list.extend(started.events.iter().map(budget_event));
-    announce(state, list);
+    announce(state, list).await;
     let lease = market
         .lease(started.lease)
         .ok_or_else(|| internal("started lease vanished"))?;
@@ -1722,7 +1717,7 @@ pub async fn release(state: &AppState, who: &Caller, id: u64) -> ApiResult<wire:
     persist(state, &mut inner, usage).await?;
     let run = result.map_err(lease_error)?;
     let market = inner.market.as_ref().expect("persisted");
-    announce(state, meter_announcements(market, &names, &run));
+    announce(state, meter_announcements(market, &names, &run)).await;
     release_class_b(state, market, LeaseId(id)).await;
     revoke_access(state, LeaseId(id)).await;
     let lease = market
@@ -1742,7 +1737,7 @@ pub async fn meter_once(state: &AppState) -> ApiResult<()> {
     if let Some(market) = inner.market.as_ref() {
         if !run.ended.is_empty() || !run.events.is_empty() {
             let names = names(state).await?;
-            announce(state, meter_announcements(market, &names, &run));
+            announce(state, meter_announcements(market, &names, &run)).await;
         }
         for (id, reason) in run.ended {
             tracing::info!(lease = id.0, ?reason, "lease ended");
@@ -1856,7 +1851,7 @@ fn balance_of(market: &Market, tenant: &TenantId) -> wire::Balance {
         .rows()
         .into_iter()
         .find(|r| &r.tenant == tenant)
-        .map(|r| r.budget.monthly_limit.minor());
+        .and_then(|r| r.budget.map(|b| b.monthly_limit.minor()));
     wire::Balance {
         tenant: tenant.0.clone(),
         available_minor: ledger.available(tenant).minor(),

@@ -422,6 +422,7 @@ pub fn spawn_loops(state: &AppState) -> tokio::task::JoinHandle<()> {
         supervise("slurm", state, |s| Box::pin(slurm::run(s))),
         supervise("rules", state, |s| Box::pin(rules::run(s))),
         supervise("market", state, |s| Box::pin(crate::market::run(s))),
+        supervise("outbox", state, |s| Box::pin(crate::notify::run_outbox(s))),
     ];
     tokio::spawn(async move {
         for l in loops {
