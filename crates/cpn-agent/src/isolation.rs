@@ -17,9 +17,16 @@
 //!   v2 where the unified hierarchy offers the controllers, v1 controllers otherwise, none
 //!   when neither is writable (reported as `none`). The OOM killer acting in the attempt's
 //!   cgroup ends it with [`EndReason::Oom`].
+//! - **GPUs.** Where the v1 `devices` controller is writable, each attempt's devices group
+//!   lets it open only its own GPUs' `/dev/nvidiaN` of NVIDIA's major 195 (plus
+//!   `nvidiactl` and `nvidia-modeset`; every other device stays open): see
+//!   `make_group`'s rules and `lease_access`, which share them. The node reports GPUs
+//!   `enforced` then, and `simulated` otherwise (`CUDA_VISIBLE_DEVICES` only; cgroup v2
+//!   would need a BPF device program, which the agent does not attach). An attempt without
+//!   GPUs opens none.
 
 use crate::error::AgentError;
-use cpn_api_types::agent::{CgroupMode, NodeIsolation};
+use cpn_api_types::agent::{CgroupMode, Enforcement, NodeIsolation};
 use cpn_api_types::schedule::TaskResources;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -120,6 +127,8 @@ pub(crate) enum Cgroups {
     /// v1: one directory per controller and attempt.
     V1 {
         bases: Vec<(&'static str, PathBuf)>,
+        /// The device minor of each GPU index, for the `devices` controller's rules.
+        gpu_minors: GpuMinors,
     },
     None,
 }
@@ -241,6 +250,11 @@ impl Isolation {
             cgroups: mode,
             controllers: controllers.into_iter().map(str::to_string).collect(),
             single_user: self.single_user && !self.uid_switch,
+            gpus: if self.cgroups.gpus_enforced() {
+                Enforcement::Enforced
+            } else {
+                Enforcement::Simulated
+            },
         }
     }
 
@@ -274,8 +288,12 @@ impl Isolation {
                 r.controllers.join(", ")
             ),
         };
+        let gpus = match r.gpus {
+            Enforcement::Enforced => "GPUs by device cgroup (only the attempt's GPUs open)",
+            _ => "GPUs only by CUDA_VISIBLE_DEVICES (simulated: no devices cgroup)",
+        };
         format!(
-            "isolation: {who}; {limits}; working directories under {}",
+            "isolation: {who}; {limits}; {gpus}; working directories under {}",
             self.work_root.display()
         )
     }
@@ -374,34 +392,53 @@ impl Isolation {
         }
     }
 
-    /// Creates the attempt's cgroups with its limits; returns their directories (the
-    /// wrapper joins each before it starts the task).
+    /// Creates the attempt's cgroups with its limits and its GPUs (the only NVIDIA devices
+    /// it may open); returns their directories (the wrapper joins each before it starts
+    /// the task).
     pub fn make_cgroups(
         &self,
         attempt_id: &str,
         resources: &TaskResources,
+        gpus: &[u32],
     ) -> Result<Vec<PathBuf>, String> {
         make_group(
             &self.cgroups,
             attempt_id,
-            resources.cpu_cores,
-            resources.memory_gib,
-            self.pids_max,
+            Share {
+                cpu_cores: resources.cpu_cores,
+                memory_gib: resources.memory_gib,
+                pids_max: self.pids_max,
+                gpus,
+            },
         )
     }
 }
 
-/// Creates one cgroup named `name` under the agent's base of each hierarchy in use, with a
-/// CPU quota of `cpu_cores` and a memory limit of `memory_gib` (0: none) and `pids_max`;
-/// returns their directories. Attempts (`Isolation::make_cgroups`) and lease accounts
-/// (`lease_access`) share it, so both are limited the same way.
+/// What one cgroup may use: a CPU quota of `cpu_cores` and a memory limit of `memory_gib`
+/// (0: none), `pids_max` processes, and the GPUs (indices) `gpus`, the only NVIDIA devices
+/// it may open.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Share<'a> {
+    pub cpu_cores: f64,
+    pub memory_gib: f64,
+    pub pids_max: u32,
+    pub gpus: &'a [u32],
+}
+
+/// Creates one cgroup named `name` under the agent's base of each hierarchy in use, with
+/// the limits of `share`; returns their directories. Attempts (`Isolation::make_cgroups`)
+/// and lease accounts (`lease_access`) share it, so both are limited the same way.
 pub(crate) fn make_group(
     cgroups: &Cgroups,
     name: &str,
-    cpu_cores: f64,
-    memory_gib: f64,
-    pids_max: u32,
+    share: Share<'_>,
 ) -> Result<Vec<PathBuf>, String> {
+    let Share {
+        cpu_cores,
+        memory_gib,
+        pids_max,
+        gpus,
+    } = share;
     let mem_bytes = (memory_gib > 0.0)
         .then_some((memory_gib * 1024.0 * 1024.0 * 1024.0) as u64)
         .map(|b| b.max(4 * 1024 * 1024));
@@ -427,7 +464,7 @@ pub(crate) fn make_group(
             write(dir.join("pids.max"), pids_max.to_string())?;
             Ok(vec![dir])
         }
-        Cgroups::V1 { bases } => {
+        Cgroups::V1 { bases, gpu_minors } => {
             let mut dirs = Vec::new();
             for (controller, base) in bases {
                 let dir = base.join(name);
@@ -448,6 +485,9 @@ pub(crate) fn make_group(
                         }
                     }
                     "pids" => write(dir.join("pids.max"), pids_max.to_string())?,
+                    "devices" => {
+                        write_device_rules(&dir, gpu_minors, gpus).map_err(|e| fail(&dir, e))?
+                    }
                     _ => {}
                 }
                 dirs.push(dir);
@@ -462,10 +502,105 @@ impl Cgroups {
     pub(crate) fn mode(&self) -> (CgroupMode, Vec<&'static str>) {
         match self {
             Cgroups::V2 { controllers, .. } => (CgroupMode::V2, controllers.clone()),
-            Cgroups::V1 { bases } => (CgroupMode::V1, bases.iter().map(|(c, _)| *c).collect()),
+            Cgroups::V1 { bases, .. } => (CgroupMode::V1, bases.iter().map(|(c, _)| *c).collect()),
             Cgroups::None => (CgroupMode::None, Vec::new()),
         }
     }
+
+    /// Whether the groups' device rules keep them from the GPUs they were not given (the
+    /// v1 `devices` controller is in use).
+    pub(crate) fn gpus_enforced(&self) -> bool {
+        matches!(self, Cgroups::V1 { bases, .. } if bases.iter().any(|(c, _)| *c == "devices"))
+    }
+
+    /// Whether an unprivileged process may move itself into a group of ours once it may
+    /// write the group's `cgroup.procs` ([`let_join`]): so in v1, where that is the whole
+    /// check (plus owning the process); v2 also wants write access to the `cgroup.procs` of
+    /// the common ancestor of both groups, which stays root's.
+    pub(crate) fn self_join(&self) -> bool {
+        matches!(self, Cgroups::V1 { .. })
+    }
+}
+
+/// NVIDIA's character device major: `/dev/nvidiaN` is 195:N (N the GPU's minor),
+/// `/dev/nvidiactl` 195:255 and `/dev/nvidia-modeset` 195:254.
+pub const NVIDIA_MAJOR: u32 = 195;
+const NVIDIACTL_MINOR: u32 = 255;
+const NVIDIA_MODESET_MINOR: u32 = 254;
+/// Character majors are below this (the kernel's `CHRDEV_MAJOR_MAX`).
+const CHRDEV_MAJOR_MAX: u32 = 512;
+
+/// The device minor of each GPU index. NVML's `minor_number()` where the driver is there;
+/// otherwise (no driver, emulated GPUs) the minor is taken to be the index, which is how
+/// the driver numbers `/dev/nvidiaN` on a host where NVML's and the device files' order
+/// agree.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GpuMinors(Vec<u32>);
+
+impl GpuMinors {
+    pub(crate) fn detect() -> GpuMinors {
+        let Ok(nvml) = nvml_wrapper::Nvml::init() else {
+            return GpuMinors::default();
+        };
+        let count = nvml.device_count().unwrap_or(0);
+        let minors: Option<Vec<u32>> = (0..count)
+            .map(|i| nvml.device_by_index(i).ok()?.minor_number().ok())
+            .collect();
+        GpuMinors(minors.unwrap_or_default())
+    }
+
+    fn minor(&self, index: u32) -> u32 {
+        self.0.get(index as usize).copied().unwrap_or(index)
+    }
+}
+
+/// The rules of a v1 `devices` group that may open the GPUs `gpus` and no other NVIDIA
+/// device. v1 carves an allowed device out of a denied range only in a group whose default
+/// is deny: in a default-allow group, `devices.allow` of `c 195:0` after `devices.deny` of
+/// `c 195:*` only removes an identical exception and leaves 195:0 denied (checked on this
+/// kernel). So the group denies everything (`a`), then allows every block device, every
+/// character major but NVIDIA's (`nvidia-uvm`, `nvidia-caps` and the like included,
+/// whatever major `/proc/devices` gives them now or after a driver loads later), and of
+/// major 195 the given GPUs' nodes and, when there is one, `nvidiactl` and
+/// `nvidia-modeset`, which every CUDA program opens.
+fn device_rules(minors: &GpuMinors, gpus: &[u32]) -> Vec<String> {
+    let mut rules = vec!["b *:* rwm".to_string()];
+    rules.extend(
+        (0..CHRDEV_MAJOR_MAX)
+            .filter(|m| *m != NVIDIA_MAJOR)
+            .map(|m| format!("c {m}:* rwm")),
+    );
+    if !gpus.is_empty() {
+        for minor in [NVIDIACTL_MINOR, NVIDIA_MODESET_MINOR]
+            .into_iter()
+            .chain(gpus.iter().map(|g| minors.minor(*g)))
+        {
+            rules.push(format!("c {NVIDIA_MAJOR}:{minor} rwm"));
+        }
+    }
+    rules
+}
+
+/// Writes the device rules into a fresh v1 `devices` group (one rule per write, as the
+/// kernel reads them). The files stay root's, mode 0644: only root changes them.
+fn write_device_rules(dir: &Path, minors: &GpuMinors, gpus: &[u32]) -> std::io::Result<()> {
+    fs::write(dir.join("devices.deny"), "a")?;
+    let allow = dir.join("devices.allow");
+    for rule in device_rules(minors, gpus) {
+        fs::write(&allow, rule)?;
+    }
+    Ok(())
+}
+
+/// Lets `uid` move its own processes into these groups (a lease's session joins its
+/// lease's groups itself, before its first command): their `cgroup.procs` becomes the
+/// uid's. Nothing else of them does: the limits, the device rules and `tasks` stay root's,
+/// and so does every other group's `cgroup.procs`, so the uid can move in, never out.
+pub(crate) fn let_join(dirs: &[PathBuf], uid: u32) -> std::io::Result<()> {
+    for dir in dirs {
+        std::os::unix::fs::chown(dir.join("cgroup.procs"), Some(uid), None)?;
+    }
+    Ok(())
 }
 
 /// Whether the OOM killer acted in any of these cgroups.
@@ -629,7 +764,8 @@ pub(crate) fn detect_cgroups() -> Cgroups {
         tracing::warn!(mount = %mnt.display(), "cgroup v2 has the controllers but cannot delegate them; trying v1");
     }
     let mut bases = Vec::new();
-    for controller in ["memory", "cpu", "pids"] {
+    let gpu_minors = GpuMinors::detect();
+    for controller in ["memory", "cpu", "pids", "devices"] {
         let Some((mnt, _, _)) = mounts
             .iter()
             .find(|(_, t, opts)| t == "cgroup" && opts.iter().any(|o| o == controller))
@@ -642,21 +778,63 @@ pub(crate) fn detect_cgroups() -> Cgroups {
         let probe = base.join(format!(".probe-{}", std::process::id()));
         let writable = fs::create_dir_all(&base).is_ok()
             && fs::create_dir(&probe).is_ok()
-            && fs::remove_dir(&probe).is_ok();
-        if writable {
+            // Device rules are reported enforced only where they can be written.
+            && (controller != "devices" || write_device_rules(&probe, &gpu_minors, &[0]).is_ok());
+        let removed = fs::remove_dir(&probe).is_ok();
+        if writable && removed {
             bases.push((controller, base));
         }
     }
     if bases.is_empty() {
         Cgroups::None
     } else {
-        Cgroups::V1 { bases }
+        Cgroups::V1 { bases, gpu_minors }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_rules_open_everything_but_the_gpus_not_given() {
+        let nvidia = |rules: &[String]| -> Vec<String> {
+            rules
+                .iter()
+                .filter(|r| r.starts_with(&format!("c {NVIDIA_MAJOR}:")))
+                .cloned()
+                .collect()
+        };
+        // By index where NVML is absent.
+        let rules = device_rules(&GpuMinors::default(), &[1, 3]);
+        assert_eq!(rules[0], "b *:* rwm");
+        assert!(
+            rules.contains(&"c 1:* rwm".to_string()),
+            "/dev/null and co."
+        );
+        assert!(
+            rules.contains(&"c 511:* rwm".to_string()),
+            "dynamic majors (nvidia-uvm)"
+        );
+        assert_eq!(
+            nvidia(&rules),
+            [
+                "c 195:255 rwm",
+                "c 195:254 rwm",
+                "c 195:1 rwm",
+                "c 195:3 rwm"
+            ]
+        );
+        assert_eq!(rules.len(), 1 + 511 + 4);
+        // By NVML's minor numbers where it gives them.
+        let minors = GpuMinors(vec![4, 0]);
+        assert_eq!(
+            nvidia(&device_rules(&minors, &[0])),
+            ["c 195:255 rwm", "c 195:254 rwm", "c 195:4 rwm"]
+        );
+        // No GPU: not even the control device.
+        assert!(nvidia(&device_rules(&minors, &[])).is_empty());
+    }
 
     #[test]
     fn agents_sharing_an_identities_file_never_give_one_uid_to_two_tenants() {

@@ -3,27 +3,48 @@
 //! For each lease the agent creates a dedicated local account, `cpnl-<lease>`, that only the
 //! lease's user can reach: no password (`*`, which matches none), a home under the agent's
 //! [`LeaseAccountsConfig::home_root`], and an `authorized_keys` holding the user's one
-//! public key behind a forced command that sets `CUDA_VISIBLE_DEVICES` and
-//! `NVIDIA_VISIBLE_DEVICES` to the leased GPUs (a session's own command runs through it,
-//! `SSH_ORIGINAL_COMMAND`). Where the host has a writable cgroup hierarchy the lease gets a
-//! cgroup with its CPU and memory share, and [`LeaseAccounts::sweep`] moves the account's
-//! processes into it. [`LeaseAccounts::revoke`] locks the account (password `!*`, expired,
-//! `nologin`), kills every process of its uid and removes its `authorized_keys`.
+//! public key behind a forced command (a session's own command runs through it,
+//! `SSH_ORIGINAL_COMMAND`). The account's passwd shell is `/bin/sh`, which runs the forced
+//! command (`sh -c`) without reading any file of the user's: Debian's bash reads
+//! `~/.bashrc` when sshd starts it, even for `-c`, which would run the user's code first.
+//! Where the host has a writable cgroup hierarchy the lease gets a cgroup with its CPU,
+//! memory and GPU-device share (`isolation::make_group`, as attempts do), and the forced
+//! command moves itself into every one of the lease's cgroups before it sets
+//! `CUDA_VISIBLE_DEVICES` and `NVIDIA_VISIBLE_DEVICES` to the leased GPUs and execs the
+//! client's command or a login shell ([`LeaseAccountsConfig::shell`]).
+//! [`LeaseAccounts::sweep`] moves any other process of the account (the v2 case below, and
+//! sshd's own per-session process) and stays as a backstop. [`LeaseAccounts::revoke`]
+//! locks the account (password `!*`, expired, `nologin`), kills every process of its uid
+//! and removes its `authorized_keys`.
 //!
 //! What is enforced, stated in every [`LeaseAccess::isolation`]:
-//! - **GPUs: simulated.** The environment names the leased GPUs, which CUDA honours, but the
-//!   account could still open the other GPUs' device nodes. Real device isolation is the
-//!   device controller: cgroup v1 `devices.deny` of `c 195:* rwm` then `devices.allow` of
-//!   the leased `/dev/nvidiaN` (major 195, minor N), `/dev/nvidiactl` (195:255) and the
-//!   `nvidia-uvm` devices; cgroup v2 has no file for it and needs a
-//!   `BPF_PROG_TYPE_CGROUP_DEVICE` program attached to the lease's cgroup (what systemd's
-//!   `DeviceAllow=` does for `user-<uid>.slice`). Neither is done here yet; emulated GPUs
-//!   have no device nodes at all.
-//! - **CPU and memory: enforced by cgroup once a process is in the lease's cgroup.** Sessions
-//!   start in sshd's cgroup; the agent moves them at its next [`sweep`](LeaseAccounts::sweep).
-//!   A process that runs between login and the sweep is not limited. (On systemd hosts the
-//!   tighter way is limits on `user-<uid>.slice`, which `pam_systemd` puts sessions in at
-//!   login.) Without a writable hierarchy the limits are `unavailable`.
+//! - **GPUs: enforced by the cgroup v1 `devices` controller** where it is writable: the
+//!   lease's devices group denies everything (`a`), then allows every block device, every
+//!   character major but NVIDIA's 195 (`nvidia-uvm`, `nvidia-uvm-tools`, `nvidia-caps`,
+//!   whatever major `/proc/devices` gives them), and of major 195 only the leased
+//!   `/dev/nvidiaN` (minor from NVML's `minor_number()` where the driver is loaded, else the
+//!   GPU's index: on such hosts the driver numbers the nodes by index), `/dev/nvidiactl`
+//!   (195:255) and `/dev/nvidia-modeset` (195:254). (v1 allows a device inside a denied
+//!   range only in a default-deny group: in a default-allow one, `devices.allow` of
+//!   `c 195:0` after `devices.deny` of `c 195:*` leaves 195:0 denied.) Opening another
+//!   GPU's node fails with EPERM, whatever the file's mode. Emulated GPUs have no device
+//!   nodes, but the rule holds for major 195 all the same. **Simulated** elsewhere: only the
+//!   environment names the leased GPUs (CUDA honours it; the account could open the other
+//!   GPUs' nodes). Cgroup v2 has no devices file: it needs a `BPF_PROG_TYPE_CGROUP_DEVICE`
+//!   program attached to the lease's cgroup (what systemd's `DeviceAllow=` does), which is
+//!   out of the agent's scope.
+//! - **Sessions are limited from their first instruction on cgroup v1.** The agent makes
+//!   the lease groups' `cgroup.procs` files (and nothing else of them) the account's, so
+//!   the forced command can move itself in (v1 asks only for write access to the
+//!   destination's `cgroup.procs` and for the process to be the writer's); if any move
+//!   fails the session is refused (exit 126, saying why), never run outside the lease's
+//!   limits. The account cannot move out (every other group's `cgroup.procs` is root's),
+//!   make sub-groups (the directories are root's) or widen its devices (`devices.allow`
+//!   and `devices.deny` stay root's, 0644). On v2, moving also needs write access to the
+//!   `cgroup.procs` of the common ancestor of both groups (root's), so sessions start in
+//!   sshd's cgroup and join at the next sweep (said in the notes). Without a writable
+//!   hierarchy the limits are `unavailable`. Accounts created by an older agent (whose
+//!   key names only the GPUs) run their sessions as before, joining at the sweep.
 //!
 //! **Invariants.** The agent touches only accounts it created: one is its own when its
 //! lease is in `{state_dir}/lease-accounts.json` *and* its passwd comment is
@@ -85,12 +106,26 @@ const KEY_TYPES: &[&str] = &[
 ];
 const MIN_RSA_BITS: usize = 2048;
 
-/// The forced command: the leased GPUs come as its one argument (`none`: no GPU). It runs
-/// as the account through the account's shell, so it can only narrow what the session sees.
+/// The forced command, `SESSION GPUS SHELL [CGROUP_DIR...]`: the leased GPUs (`none`: no
+/// GPU), the shell sessions run, and the lease's cgroups. It runs as the account, from the
+/// account's passwd shell `/bin/sh` (which reads no file of the user's for `-c`), so it is
+/// the first thing of every session: it moves itself into each of the lease's cgroups
+/// (the agent made their `cgroup.procs` the account's) and refuses the session when one
+/// move fails, then names the GPUs and runs what the client asked for.
 const SESSION: &str = r#"#!/bin/sh
-# Written by the cpn agent: the forced command of lease accounts' keys. It names the leased
-# GPUs for CUDA and the NVIDIA container runtime, then runs what the client asked for.
-gpus="$1"
+# Written by the cpn agent: the forced command of lease accounts' keys. It joins the lease's
+# cgroups (its limits and GPU devices), names the leased GPUs for CUDA and the NVIDIA
+# container runtime, then runs what the client asked for.
+gpus="${1:-none}"
+# A key written by an older agent names only the GPUs: its sessions run as they did then.
+shell="${2:-${SHELL:-/bin/sh}}"
+if [ $# -gt 2 ]; then shift 2; else set --; fi
+for cgroup in "$@"; do
+    if ! echo $$ > "$cgroup/cgroup.procs"; then
+        echo "cpn: this session cannot join the lease's cgroup $cgroup, so it is refused rather than run outside the lease's limits; tell the provider" >&2
+        exit 126
+    fi
+done
 if [ "$gpus" = none ]; then
     CUDA_VISIBLE_DEVICES=
     NVIDIA_VISIBLE_DEVICES=void
@@ -98,13 +133,17 @@ else
     CUDA_VISIBLE_DEVICES="$gpus"
     NVIDIA_VISIBLE_DEVICES="$gpus"
 fi
-export CUDA_VISIBLE_DEVICES NVIDIA_VISIBLE_DEVICES
-shell="${SHELL:-/bin/sh}"
+SHELL="$shell"
+export CUDA_VISIBLE_DEVICES NVIDIA_VISIBLE_DEVICES SHELL
 if [ -n "${SSH_ORIGINAL_COMMAND:-}" ]; then
     exec "$shell" -c "$SSH_ORIGINAL_COMMAND"
 fi
 exec "$shell" -l
 "#;
+/// The accounts' passwd shell: it runs the forced command (`sh -c COMMAND`) and reads no
+/// startup file of the user's before it. (Debian's bash reads `~/.bashrc` when started by
+/// sshd, even for `-c`: a file the user writes would run before the forced command.)
+const ACCOUNT_SHELL: &str = "/bin/sh";
 
 /// How lease accounts are set up on this node; [`LeaseAccountsConfig::new`] gives the
 /// documented defaults.
@@ -121,7 +160,8 @@ pub struct LeaseAccountsConfig {
     pub ssh_port: u16,
     /// The public half of the sshd host key users will see (its fingerprint is shown).
     pub host_key: PathBuf,
-    /// The accounts' login shell.
+    /// The shell sessions run (the forced command execs it; the account's passwd shell is
+    /// `/bin/sh`, see [`LeaseAccounts`]'s module doc).
     pub shell: PathBuf,
     /// uids and gids of lease accounts.
     pub uids: RangeInclusive<u32>,
@@ -600,18 +640,25 @@ impl LeaseAccounts {
     fn isolation(&self, account: &LeaseAccount) -> LeaseIsolation {
         let (mode, controllers) = self.cgroups.mode();
         let placed = !account.cgroups.is_empty();
-        let mut notes = vec![if account.gpus.is_empty() {
-            "gpus: simulated: CUDA_VISIBLE_DEVICES is empty in sessions, but no device \
-             controller keeps the account from the GPUs' device nodes"
-                .to_string()
+        let mut notes = Vec::new();
+        let gpus = if placed && self.cgroups.gpus_enforced() {
+            Enforcement::Enforced
         } else {
-            format!(
-                "gpus: simulated: sessions see CUDA_VISIBLE_DEVICES={} (set by the key's \
-                 forced command), but no device controller keeps the account from the other \
-                 GPUs' device nodes",
-                join(&account.gpus)
-            )
-        }];
+            notes.push(if account.gpus.is_empty() {
+                "gpus: simulated: CUDA_VISIBLE_DEVICES is empty in sessions, but no devices \
+                 cgroup keeps the account from the GPUs' device nodes"
+                    .to_string()
+            } else {
+                format!(
+                    "gpus: simulated: sessions see CUDA_VISIBLE_DEVICES={} (set by the key's \
+                     forced command), but no devices cgroup keeps the account from the other \
+                     GPUs' device nodes (cgroup v2 would need a BPF device program, which the \
+                     agent does not attach)",
+                    join(&account.gpus)
+                )
+            });
+            Enforcement::Simulated
+        };
         if self.config.emulated_gpus {
             notes.push("gpus: this node's GPUs are emulated: no device stands behind them".into());
         }
@@ -631,14 +678,14 @@ impl LeaseAccounts {
         };
         let cpu = limit("cpu", account.cpu_cores, "cpu");
         let memory = limit("memory", account.memory_gib, "memory");
-        if placed {
+        if placed && !self.cgroups.self_join() {
             notes.push(
                 "cgroup: sessions join the lease's cgroup when the agent sweeps, not at login"
                     .into(),
             );
         }
         LeaseIsolation {
-            gpus: Enforcement::Simulated,
+            gpus,
             cpu,
             memory,
             cgroup: if placed { mode } else { CgroupMode::None },
@@ -680,8 +727,7 @@ impl LeaseAccounts {
                 .arg("--home-dir")
                 .arg(&account.home)
                 .arg("--no-create-home")
-                .arg("--shell")
-                .arg(&self.config.shell)
+                .args(["--shell", ACCOUNT_SHELL])
                 .arg("--user-group")
                 // '*' matches no password; '!' would lock the account for sshd without PAM.
                 .args(["--password", "*"])
@@ -725,20 +771,54 @@ impl LeaseAccounts {
         account.cgroups = isolation::make_group(
             &self.cgroups,
             &format!("lease@{}", account.username),
-            account.cpu_cores,
-            account.memory_gib,
-            self.config.pids_max,
+            isolation::Share {
+                cpu_cores: account.cpu_cores,
+                memory_gib: account.memory_gib,
+                pids_max: self.config.pids_max,
+                gpus: &account.gpus,
+            },
         )
         .map_err(LeaseAccountError::Setup)?;
+        // Sessions join the groups themselves where the hierarchy lets them; elsewhere
+        // the sweep moves them.
+        let joined: &[PathBuf] = if self.cgroups.self_join() {
+            isolation::let_join(&account.cgroups, uid).map_err(|e| {
+                LeaseAccountError::Setup(format!(
+                    "cannot let {} join its lease's cgroups: {e}",
+                    account.username
+                ))
+            })?;
+            &account.cgroups
+        } else {
+            &[]
+        };
         let gpus = if account.gpus.is_empty() {
             "none".to_string()
         } else {
             join(&account.gpus)
         };
+        let mut command = vec![
+            self.config.home_root.join(SESSION_SCRIPT),
+            PathBuf::from(gpus),
+            self.config.shell.clone(),
+        ];
+        command.extend(joined.iter().cloned());
+        let command = command
+            .iter()
+            .map(|p| {
+                p.to_str().filter(|s| shell_word(s)).ok_or_else(|| {
+                    LeaseAccountError::Setup(format!(
+                        "{} may hold only ASCII letters, digits and '/', '.', '_', '-', \
+                         ',', '@', '+', ':' (it is a word of the key's forced command)",
+                        p.display()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?
+            .join(" ");
         // The user's comment is dropped: only the type and the key (base64) are theirs.
         let line = format!(
-            "command=\"{} {gpus}\",no-agent-forwarding,no-X11-forwarding,no-user-rc {} {} {}\n",
-            self.config.home_root.join(SESSION_SCRIPT).display(),
+            "command=\"{command}\",no-agent-forwarding,no-X11-forwarding,no-user-rc {} {} {}\n",
             key.kind,
             key.base64,
             comment(&account.lease_id).replace(' ', "-"),
@@ -900,6 +980,14 @@ fn join(gpus: &[u32]) -> String {
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Whether `s` is one word to `sh -c`, as the key's forced command is run: nothing the
+/// shell would split, quote or expand.
+fn shell_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-,@+:".contains(&b))
 }
 
 fn nologin() -> &'static str {

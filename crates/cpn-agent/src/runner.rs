@@ -807,7 +807,7 @@ fn spawn(
     let path_var = OsString::from(a.env.get("PATH").map_or(DEFAULT_PATH, String::as_str));
     argv[0] = resolve_program(&argv[0], Some(&path_var), &workdir)?.into_os_string();
 
-    let cgroups = iso.make_cgroups(&a.attempt_id, &a.resources);
+    let cgroups = iso.make_cgroups(&a.attempt_id, &a.resources, &a.gpus);
     // Recorded before checking, so that a partial set is removed with the attempt.
     att.cgroups = match &cgroups {
         Ok(c) => c.clone(),

@@ -20,6 +20,8 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
+#[path = "support/gpu_nodes.rs"]
+mod gpu_nodes;
 #[path = "support/sshd.rs"]
 mod sshd;
 use sshd::{SSH, SSH_KEYGEN, SSHD, Sshd, keygen, text};
@@ -127,6 +129,21 @@ fn config(base: &Path, port: u16) -> LeaseAccountsConfig {
     }
 }
 
+/// The test's sshd, with `dir/host_key`, trusted in `dir/known_hosts`.
+fn start_sshd(dir: &Path) -> Sshd {
+    let sshd = Sshd::start(dir, &dir.join("host_key"));
+    fs::write(
+        dir.join("known_hosts"),
+        format!(
+            "[127.0.0.1]:{} {}",
+            sshd.port,
+            fs::read_to_string(dir.join("host_key.pub")).unwrap()
+        ),
+    )
+    .unwrap();
+    sshd
+}
+
 /// Whether a live (not zombie) process has this pid.
 fn alive(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
@@ -148,16 +165,7 @@ fn the_lease_account_logs_in_sees_only_its_gpu_and_is_locked_out_by_revoke() {
     let _cleanup = Accounts(vec![user.clone()]);
     keygen(&dir.join("host_key"));
     let public_key = keygen(&dir.join("user_key"));
-    let sshd = Sshd::start(dir, &dir.join("host_key"));
-    fs::write(
-        dir.join("known_hosts"),
-        format!(
-            "[127.0.0.1]:{} {}",
-            sshd.port,
-            fs::read_to_string(dir.join("host_key.pub")).unwrap()
-        ),
-    )
-    .unwrap();
+    let sshd = start_sshd(dir);
 
     let mut accounts = LeaseAccounts::open(config(dir, sshd.port)).unwrap();
     let grant = LeaseAccessGrant {
@@ -185,8 +193,7 @@ fn the_lease_account_logs_in_sees_only_its_gpu_and_is_locked_out_by_revoke() {
         printed.split_whitespace().nth(1),
         Some(access.host_key_fingerprint.as_str())
     );
-    // Emulated GPUs behind an environment variable: never claimed as enforced.
-    assert_eq!(access.isolation.gpus, Enforcement::Simulated);
+    // Emulated GPUs: said so, whatever the devices cgroup enforces for major 195.
     assert!(
         access
             .isolation
@@ -462,4 +469,107 @@ fn injected_keys_and_foreign_accounts_are_refused_and_nothing_is_created() {
     assert!(r.username.is_none() && !r.locked, "{r:?}");
     assert_eq!(entry(), before);
     assert!(accounts.list().is_empty());
+}
+
+#[test]
+fn a_session_is_limited_from_its_first_command_and_opens_only_its_gpu() {
+    if !ready("ssh_lease devices", true) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let base = base_dir();
+    let dir = base.path();
+    let id = lease_id("d");
+    let user = username_for(&id);
+    let _cleanup = Accounts(vec![user.clone()]);
+    keygen(&dir.join("host_key"));
+    keygen(&dir.join("user_key"));
+    let sshd = start_sshd(dir);
+    let [gpu0, gpu1] = gpu_nodes::make(&dir.join("dev"));
+
+    let mut accounts = LeaseAccounts::open(config(dir, sshd.port)).unwrap();
+    let access = accounts
+        .grant(&LeaseAccessGrant {
+            lease_id: id.clone(),
+            public_key: fs::read_to_string(dir.join("user_key.pub")).unwrap(),
+            gpus: vec![0],
+            cpu_cores: 1.0,
+            memory_gib: 1.0,
+        })
+        .unwrap();
+    if !gpu_nodes::v1_devices_hierarchy() {
+        assert_eq!(access.isolation.gpus, Enforcement::Simulated);
+        eprintln!("SKIPPED ssh_lease devices: no writable cgroup v1 devices hierarchy here");
+        return;
+    }
+    assert_eq!(
+        access.isolation.gpus,
+        Enforcement::Enforced,
+        "{:?}",
+        access.isolation
+    );
+    let cgroups = accounts.list()[0].cgroups.clone();
+    let devices = cgroups
+        .iter()
+        .find(|d| d.join("devices.allow").exists())
+        .expect("a devices cgroup")
+        .clone();
+
+    // No sweep runs in this test: the session's first command already sees the lease's
+    // cgroups, in every hierarchy, and its GPU device only. Then it tries to get out: move
+    // itself to the hierarchy's root, allow itself GPU 1.
+    let command = format!(
+        "cat /proc/self/cgroup; cat {gpu0}; cat {gpu1}; \
+         echo $$ > {root}/cgroup.procs; echo 'c 195:1 rwm' > {devices}/devices.allow; \
+         cat {gpu1}; cat /proc/self/cgroup",
+        gpu0 = gpu0.display(),
+        gpu1 = gpu1.display(),
+        root = devices.parent().unwrap().parent().unwrap().display(),
+        devices = devices.display(),
+    );
+    let out = sshd.ssh(dir, &user, &command);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let ours = format!("/cpn/lease@{user}");
+    let joined = lines.iter().filter(|l| l.ends_with(&ours)).count();
+    // Both reads of /proc/self/cgroup: before and after the escape attempts.
+    assert_eq!(joined, 2 * cgroups.len(), "{}", text(&out));
+    assert!(
+        stderr.contains(&format!("{}: {}", gpu0.display(), gpu_nodes::ALLOWED)),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        stderr
+            .matches(&format!("{}: {}", gpu1.display(), gpu_nodes::DENIED))
+            .count(),
+        2,
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        stderr.matches("Permission denied").count(),
+        2,
+        "the escapes were not refused: {}",
+        text(&out)
+    );
+
+    // A session that cannot join the lease's cgroups is refused, and nothing of it runs.
+    std::os::unix::fs::chown(devices.join("cgroup.procs"), Some(0), None).unwrap();
+    let marker = dir.join("homes").join(&user).join("ran");
+    let out = sshd.ssh(dir, &user, &format!("touch {}", marker.display()));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused"),
+        "{}",
+        text(&out)
+    );
+    assert!(!marker.exists(), "the refused session ran its command");
+
+    accounts.revoke(&id).unwrap();
+    accounts.purge(&id).unwrap();
+    assert!(cgroups.iter().all(|d| !d.exists()), "{cgroups:?}");
 }

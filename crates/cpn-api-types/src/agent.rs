@@ -65,6 +65,11 @@ pub struct NodeIsolation {
     /// agent's own user.
     #[serde(default)]
     pub single_user: bool,
+    /// GPUs: `enforced` where each attempt's devices cgroup lets it open only its own
+    /// GPUs' device nodes; `simulated` where only `CUDA_VISIBLE_DEVICES` names them.
+    /// Absent from older agents (read as `unavailable`).
+    #[serde(default)]
+    pub gpus: Enforcement,
 }
 
 /// The cgroup hierarchy an agent uses.

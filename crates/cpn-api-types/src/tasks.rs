@@ -62,6 +62,12 @@ pub struct TaskSubmit {
     pub policy: Option<String>,
     #[serde(default)]
     pub labels: Labels,
+    /// Runs inside this class B marketplace lease of the task's tenant (issue #14): only on
+    /// the lease's node(s), within the cards, CPU and memory it holds, with
+    /// `CUDA_VISIBLE_DEVICES` naming leased cards. It waits while the lease's share is full
+    /// and ends with the lease. Not billed apart: the lease is billed by its time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<u64>,
 }
 
 /// Where a task may run.

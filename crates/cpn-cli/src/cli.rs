@@ -446,6 +446,12 @@ pub struct ServeArgs {
     /// from CPN_SMS_TOKEN).
     #[arg(long, env = "CPN_SMS_GATEWAY", value_name = "URL")]
     pub sms_gateway: Option<String>,
+
+    /// The address users reach this server at (https://cpn.example.org). With it the
+    /// registration e-mail also carries a one-time activation link; without it, only the
+    /// code to enter.
+    #[arg(long, env = "CPN_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 /// `90s`, `15m`, `12h`, `7d`: a positive whole number and a unit.

@@ -138,6 +138,7 @@ fn runtime_verbs_name_their_flags() {
             "--deadline <RFC3339>",
             "--policy <POLICY>",
             "--tenant <TENANT>",
+            "--lease <ID>",
             "--script <FILE>",
             "--file <FILE>",
             "--wait",

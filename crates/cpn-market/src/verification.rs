@@ -104,7 +104,45 @@ pub fn issue(
     (clear, pending)
 }
 
+impl Purpose {
+    /// The name the store keeps a pending code under.
+    pub fn name(self) -> &'static str {
+        match self {
+            Purpose::Registration => "registration",
+            Purpose::Activation => "activation",
+            Purpose::Login => "login",
+        }
+    }
+}
+
 impl PendingCode {
+    /// The keyed digest of the code, as the store keeps it.
+    pub fn digest_hex(&self) -> String {
+        self.digest.digest_hex()
+    }
+
+    /// A pending code read back from the store (what [`PendingCode::digest_hex`],
+    /// [`PendingCode::expires_at`] and [`PendingCode::attempts_left`] gave); `None` when the
+    /// digest is not 32 bytes of hex. A stored code is unused: using it removes it.
+    pub fn from_stored(
+        purpose: Purpose,
+        digest_hex: &str,
+        expires_at: Timestamp,
+        attempts_left: u32,
+    ) -> Option<PendingCode> {
+        Some(PendingCode {
+            purpose,
+            digest: HashedIdentifier::from_stored(
+                IdentifierKind::VerificationCode,
+                digest_hex,
+                "",
+            )?,
+            expires_at,
+            attempts_left,
+            used: false,
+        })
+    }
+
     pub fn expires_at(&self) -> Timestamp {
         self.expires_at
     }
@@ -203,6 +241,30 @@ mod tests {
             Err(CodeError::AttemptsExhausted),
             "the right code after five wrong ones is refused"
         );
+    }
+
+    #[test]
+    fn a_stored_code_verifies_like_the_issued_one() {
+        let t0 = Timestamp::from_unix(1_000);
+        let (code, pending) = issue(Purpose::Registration, Entropy([4; 32]), &hasher(), t0);
+        let mut back = PendingCode::from_stored(
+            Purpose::Registration,
+            &pending.digest_hex(),
+            pending.expires_at(),
+            1,
+        )
+        .unwrap();
+        let wrong = if code == "000000" { "000001" } else { "000000" };
+        assert_eq!(
+            back.clone()
+                .verify(Purpose::Registration, wrong, &hasher(), t0),
+            Err(CodeError::Mismatch { attempts_left: 0 })
+        );
+        assert_eq!(
+            back.verify(Purpose::Registration, &code, &hasher(), t0),
+            Ok(())
+        );
+        assert!(PendingCode::from_stored(Purpose::Registration, "zz", t0, 5).is_none());
     }
 
     #[test]

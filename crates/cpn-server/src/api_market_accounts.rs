@@ -2,8 +2,8 @@
 //! registration, activation and codes without a token (throttled per address), the caller's
 //! own account, and the operators' review queue. The service is `market_accounts`.
 
-use crate::error::ApiResult;
-use crate::extract::{ClientAddr, JsonBody, Principal};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ClientAddr, JsonBody, Principal, QueryMap};
 use crate::market_accounts as svc;
 use crate::state::AppState;
 use axum::Json;
@@ -53,6 +53,32 @@ pub async fn activate(
     JsonBody(body): JsonBody<ActivateAccount>,
 ) -> ApiResult<Json<MarketAccount>> {
     Ok(Json(svc::activate(&s, &source, body).await?))
+}
+
+/// Activate with the one-time link of the registration e-mail (sent when the server runs
+/// with `--public-url`): the same as entering the code. No token; it only activates (no
+/// session), works once, and its 256-bit token is stored hashed, so a mail scanner or a
+/// forged page that opens it can at most activate the account the mail was for.
+#[utoipa::path(get, path = "/api/v1/market/accounts/activate", tag = "market",
+    params(("username" = String, Query, description = "The account the link was sent for"),
+           ("token" = String, Query, description = "The link's one-time token")),
+    responses((status = 200, body = MarketAccount), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn activate_link(
+    State(s): State<AppState>,
+    ClientAddr(source): ClientAddr,
+    mut q: QueryMap,
+) -> ApiResult<Json<MarketAccount>> {
+    let username = q.take("username");
+    let token = q.take("token");
+    q.finish()?;
+    let required =
+        |field: &str| ApiError::field(field, "required: open the link from the e-mail as it is");
+    let username = username.ok_or_else(|| required("username"))?;
+    let token = token.ok_or_else(|| required("token"))?;
+    Ok(Json(
+        svc::activate_link(&s, &source, &username, &token).await?,
+    ))
 }
 
 /// Send a new verification code to an account waiting for activation. No token.
@@ -190,7 +216,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(terms))
         .routes(routes!(register))
-        .routes(routes!(activate))
+        .routes(routes!(activate, activate_link))
         .routes(routes!(resend_code))
         .routes(routes!(resubmit))
         .routes(routes!(mine, update_mine))

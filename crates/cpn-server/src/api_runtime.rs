@@ -20,7 +20,10 @@ use utoipa_axum::routes;
 /// Submit a task: one process (argv or script) with resources, constraints, priority,
 /// deadline, replicas and retry policy. 201 once it is durably queued.
 #[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", security(("bearer" = [])), request_body = TaskSubmit,
-    responses((status = 201, body = TaskSubmitted), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = TaskSubmitted), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "`lease` names no lease of the task's tenant"),
+        (status = 409, body = ErrorBody, description = "`lease` has ended"),
+        (status = 422, body = ErrorBody)))]
 pub async fn submit_task(
     State(s): State<AppState>,
     who: Principal,

@@ -26,15 +26,18 @@
 //! written, with idempotency keys made of the lease or tenant and month, so a retry or a
 //! restart does not send one twice.
 //!
-//! **Class B** leases hold their cards in the one capacity ledger (`runtime::ledger`) as a
-//! hold per node, so the binder and `POST /schedule` see the GPUs as taken. **Class A**
+//! **Class B** leases hold their share (cards, and CPU and memory in proportion) in the one
+//! capacity ledger (`runtime::ledger`) as a `Lease` hold per node, so the binder and
+//! `POST /schedule` see it as taken; the lessee's tasks that name the lease run inside it,
+//! and end when it ends (`runtime::tasks::end_in_lease`). They are not billed apart: the
+//! lease is billed by its time. **Class A**
 //! access (an SSH account made by the agent) is not carried by the agent protocol yet: a
 //! lease says so in `access` rather than claim an account exists.
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::notify::Audience;
-use crate::runtime::ledger::{Hold, HoldKind};
+use crate::runtime::ledger::{Hold, HoldKind, lease_hold_id};
 use crate::state::AppState;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use chrono::{DateTime, Utc};
@@ -1038,21 +1041,16 @@ fn meter_announcements(
         .collect()
 }
 
-/// Sends the announcements in the background, after the call's changes are written (a
-/// crash before this loses them: they are not in the store's event log).
-fn announce(state: &AppState, list: Vec<Announcement>) {
-    if list.is_empty() {
-        return;
+/// Writes the announcements to the notification outbox after the call's changes are
+/// written and before it answers; the outbox loop sends them, after a restart too. (A crash
+/// in the moment between the two writes loses them: they are not in the market's write.)
+async fn announce(state: &AppState, list: Vec<Announcement>) {
+    for a in list {
+        crate::notify::market_event(
+            state, a.audience, a.kind, &a.subject, &a.body, a.payload, &a.key,
+        )
+        .await;
     }
-    let state = state.clone();
-    tokio::spawn(async move {
-        for a in list {
-            crate::notify::market_event(
-                &state, a.audience, a.kind, &a.subject, &a.body, a.payload, &a.key,
-            )
-            .await;
-        }
-    });
 }
 
 // ---------------------------------------------------------------- listings
@@ -1309,15 +1307,21 @@ pub async fn search(state: &AppState, p: SearchParams) -> ApiResult<wire::Listin
 
 // ---------------------------------------------------------------- orders and leases
 
-/// Holds a class B lease's GPUs in the capacity ledger, one hold per node, so the binder
-/// and `POST /schedule` treat them as taken. The ledger has no lease kind yet
-/// (`runtime/ledger.rs` belongs to the scheduling work): the holds are `Allocation`s named
-/// [`hold_id`], which no stored allocation can be named.
+/// Holds a class B lease's share in the capacity ledger, one `Lease` hold per node, so the
+/// binder and `POST /schedule` treat it as taken by everyone but the lease's own tasks
+/// (`TaskSubmit::lease`), which the binder places inside it. The share of a node is its
+/// leased cards and the listing's vCPUs and host memory (at most what the node reports) in
+/// proportion to the cards leased of the listing's.
 async fn hold_class_b(state: &AppState, market: &Market, lease: &Lease) -> ApiResult<()> {
     let Some(listing) = market.catalog().listing(lease.listing) else {
         return Ok(());
     };
     let site = listing.spec().site.clone();
+    let listed = listing.card_ids().count().max(1) as u64;
+    let (vcpus, memory_gib) = (
+        u64::from(listing.spec().vcpus),
+        u64::from(listing.spec().memory_gib),
+    );
     let mut per_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for c in &lease.cards {
         if let Some(spec) = market.catalog().card_spec(*c) {
@@ -1335,29 +1339,34 @@ async fn hold_class_b(state: &AppState, market: &Market, lease: &Lease) -> ApiRe
             tracing::warn!(lease = lease.id.0, node = %node, "class B lease names an unknown node; it holds nothing there");
             continue;
         };
+        let cards = gpus.len() as u64;
+        // What the listing says, at most what the node reports, shared by its cards.
+        let reported = |key: &str| rec.inventory.get(key).and_then(|v| v.as_u64());
+        let cpu_milli = (vcpus * 1000)
+            .min(reported("cpu_cores").map_or(u64::MAX, |c| c.saturating_mul(1000)))
+            * cards
+            / listed;
+        let memory_mib =
+            (memory_gib * 1024).min(reported("memory_mib").unwrap_or(u64::MAX)) * cards / listed;
         let hold = Hold {
             target: rec.id.clone(),
             tenant: lease.tenant.0.clone(),
             demand: cpn_sched::task::Demand {
-                cpu_milli: 0,
-                memory_mib: 0,
+                cpu_milli,
+                memory_mib,
                 gpus: u32::try_from(gpus.len()).unwrap_or(u32::MAX),
                 gpu_milli: 1000,
                 storage_gib: 0,
             },
             gpus: gpus.iter().map(|&g| (g, 1000)).collect(),
             expires_at: None,
+            lease: Some(lease.id.0),
         };
         rt.ledger()
-            .hold(HoldKind::Allocation, &hold_id(lease.id, &node), hold);
+            .hold(HoldKind::Lease, &lease_hold_id(lease.id.0, &node), hold);
     }
     rt.capacity_changed();
     Ok(())
-}
-
-/// The capacity-ledger id of a class B lease's hold on one node.
-pub fn hold_id(lease: LeaseId, node: &str) -> String {
-    format!("market-lease-{}@{node}", lease.0)
 }
 
 async fn release_class_b(state: &AppState, market: &Market, id: LeaseId) {
@@ -1373,12 +1382,96 @@ async fn release_class_b(state: &AppState, market: &Market, id: LeaseId) {
         .filter_map(|c| market.catalog().card_spec(*c).map(|s| s.node.clone()))
         .collect();
     let rt = &state.runtime;
-    let _capacity = rt.capacity_lock.lock().await;
-    for node in nodes {
-        rt.ledger()
-            .release(HoldKind::Allocation, &hold_id(id, &node));
+    {
+        let _capacity = rt.capacity_lock.lock().await;
+        for node in nodes {
+            rt.ledger()
+                .release(HoldKind::Lease, &lease_hold_id(id.0, &node));
+        }
+        rt.capacity_changed();
     }
-    rt.capacity_changed();
+    // The lease's share is gone: so are its tasks (cancelled, or failed while waiting).
+    crate::runtime::tasks::end_in_lease(state, id.0, &lease.tenant.0).await;
+}
+
+/// An attempt of a task inside class B lease `lease` ended: its GPU-, CPU- and
+/// memory-seconds are recorded as the lease's task usage (`Market::record_task_usage`), for
+/// the usage view and the evaluation. Their amount is zero: the lease is billed by its time,
+/// which includes its tasks. Kept inside the lease's time and split at month ends, as the
+/// core requires; a failure is logged (the record informs, it bills nothing).
+pub async fn record_lease_task(
+    state: &AppState,
+    lease: u64,
+    demand: cpn_sched::task::Demand,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) {
+    use cpn_market::billing::UsageKind;
+    let mut inner = state.market.inner.lock().await;
+    let Ok(market) = ensure(state, &mut inner).await else {
+        return;
+    };
+    let Some(l) = market.lease(LeaseId(lease)) else {
+        return;
+    };
+    let mut until = Timestamp::from_unix(end.timestamp());
+    if let LeaseState::Ended { at, .. } = l.state {
+        until = until.min(at);
+    }
+    let mut from = Timestamp::from_unix(start.timestamp()).max(l.started_at);
+    let mut records = Vec::new();
+    while from < until {
+        let to = until.min(from.month().end());
+        let secs = to.seconds_since(from);
+        for (kind, quantity) in [
+            (
+                UsageKind::TaskGpuSeconds,
+                demand.gpu_milli_total() * secs / 1000,
+            ),
+            (UsageKind::TaskCpuSeconds, demand.cpu_milli * secs / 1000),
+            (UsageKind::TaskMemoryMibSeconds, demand.memory_mib * secs),
+        ] {
+            if quantity == 0 {
+                continue;
+            }
+            match market.record_task_usage(LeaseId(lease), kind, quantity, from, to) {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    tracing::warn!(lease, error = %e, "a lease task's usage was not recorded")
+                }
+            }
+        }
+        from = to;
+    }
+    if let Err(e) = persist(state, &mut inner, records).await {
+        tracing::warn!(lease, error = %e, "writing a lease task's usage failed");
+    }
+}
+
+/// A task may name lease `id` (`TaskSubmit::lease`): it exists and is `tenant`'s (another
+/// tenant's lease is reported missing, as if absent), is class B, and has not ended.
+pub async fn check_task_lease(state: &AppState, tenant: &str, id: u64) -> ApiResult<()> {
+    let mut inner = state.market.inner.lock().await;
+    let market = ensure(state, &mut inner).await?;
+    let lease = market
+        .lease(LeaseId(id))
+        .filter(|l| l.tenant.0 == tenant)
+        .ok_or_else(|| ApiError::not_found("lease", &id.to_string()))?;
+    if lease.class != ClusterClass::B {
+        return Err(ApiError::field(
+            "lease",
+            format!(
+                "lease {id} is class A (its cards are reached over SSH); tasks run only inside class B leases"
+            ),
+        ));
+    }
+    if !lease.is_running() {
+        return Err(ApiError::new(
+            Code::InvalidState,
+            format!("lease {id} has ended; tasks can no longer run in it"),
+        ));
+    }
+    Ok(())
 }
 
 /// A user orders cards of a listing with a billing mode (SH-CL-16). Automatic approval
@@ -1432,7 +1525,7 @@ pub async fn place_order(
     if let OrderPlaced::Leased(s) = &placed {
         let mut list = vec![lease_started(market, &names, s.lease)];
         list.extend(s.events.iter().map(budget_event));
-        announce(state, list);
+        announce(state, list).await;
     }
     if let Some(id) = lease
         && let Some(l) = market.lease(id)
@@ -1469,7 +1562,7 @@ pub async fn approve_order(state: &AppState, who: &Caller, id: u64) -> ApiResult
     let market = inner.market.as_ref().expect("persisted");
     let mut list = vec![lease_started(market, &names, started.lease)];
     list.extend(started.events.iter().map(budget_event));
-    announce(state, list);
+    announce(state, list).await;
     let lease = market
         .lease(started.lease)
         .ok_or_else(|| internal("started lease vanished"))?;
@@ -1636,7 +1729,7 @@ pub async fn release(state: &AppState, who: &Caller, id: u64) -> ApiResult<wire:
     persist(state, &mut inner, usage).await?;
     let run = result.map_err(lease_error)?;
     let market = inner.market.as_ref().expect("persisted");
-    announce(state, meter_announcements(market, &names, &run));
+    announce(state, meter_announcements(market, &names, &run)).await;
     release_class_b(state, market, LeaseId(id)).await;
     revoke_access(state, LeaseId(id)).await;
     let lease = market
@@ -1657,7 +1750,7 @@ pub async fn meter_once(state: &AppState) -> ApiResult<()> {
     if let Some(market) = inner.market.as_ref() {
         if !run.ended.is_empty() || !run.events.is_empty() {
             let names = names(state).await?;
-            announce(state, meter_announcements(market, &names, &run));
+            announce(state, meter_announcements(market, &names, &run)).await;
         }
         for (id, reason) in run.ended {
             tracing::info!(lease = id.0, ?reason, "lease ended");
@@ -1771,7 +1864,7 @@ fn balance_of(market: &Market, tenant: &TenantId) -> wire::Balance {
         .rows()
         .into_iter()
         .find(|r| &r.tenant == tenant)
-        .map(|r| r.budget.monthly_limit.minor());
+        .and_then(|r| r.budget.map(|b| b.monthly_limit.minor()));
     wire::Balance {
         tenant: tenant.0.clone(),
         available_minor: ledger.available(tenant).minor(),

@@ -20,9 +20,12 @@
 //! here at registration, users an operator created get one on their first marketplace call
 //! ([`account_of`]), both through [`create_account`].
 //!
-//! Verification codes live in memory only, for their 10 minutes: a restart loses them and
-//! the registrant asks for a new one (`resend_code`). Nothing here logs a code, a password or
-//! an identifier.
+//! Verification codes (and, with `--public-url`, the activation link's token) are kept in the
+//! store as keyed hashes with their expiry and the tries they have left
+//! (`market_pending_codes`), so a code sent before a restart still activates after it; a
+//! used or expired code is removed. The message carrying them goes through the notification
+//! outbox (`notify`), which holds it until it is delivered. Nothing here logs a code, a
+//! password or an identifier.
 
 use crate::caller::Caller;
 use crate::error::{ServiceError, ServiceResult};
@@ -53,6 +56,7 @@ use cpn_market::{
 };
 use cpn_notify::{EventKind, Notification, Target};
 use cpn_store::NewUser;
+use cpn_store::StoredCode;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -74,11 +78,10 @@ const RESEND_AFTER_S: i64 = 60;
 /// Addresses remembered at most; past it the oldest windows are swept.
 const MAX_ADDRESSES: usize = 10_000;
 
-/// State beside the store: the identifier key, the channels, the pending codes.
+/// State beside the store: the identifier key, the channels, the per-address windows.
 pub struct MarketAccounts {
     hasher: KeyedHasher,
     notifier: Notifier,
-    codes: Mutex<HashMap<u64, PendingCode>>,
     attempts: Mutex<HashMap<String, VecDeque<Instant>>>,
     licence_dir: PathBuf,
 }
@@ -103,7 +106,6 @@ impl MarketAccounts {
         Ok(MarketAccounts {
             hasher,
             notifier,
-            codes: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
             licence_dir: data_dir.join("market").join("licences"),
         })
@@ -141,10 +143,6 @@ impl MarketAccounts {
         }
         q.push_back(now);
         Ok(())
-    }
-
-    fn codes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, PendingCode>> {
-        self.codes.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -385,20 +383,57 @@ fn code_targets(notifier: &Notifier, contact: &Contact) -> ServiceResult<Vec<Tar
     Ok(targets)
 }
 
-/// Issues a fresh registration code for `account` (replacing any earlier one) and sends it
-/// in the background.
-fn send_code(
-    m: &MarketAccounts,
+/// Issues a code of `purpose` for `account` and stores its keyed hash, replacing the
+/// account's earlier one of that purpose; returns the code in clear, for the message only.
+async fn issue_code(
+    state: &AppState,
     account: &Account,
-    targets: Vec<Target>,
-) -> ServiceResult<CodeSent> {
+    purpose: Purpose,
+) -> ServiceResult<(String, PendingCode)> {
     let (_, t) = now();
     let mut entropy = [0u8; 32];
     OsRng.fill_bytes(&mut entropy);
     let (code, pending) =
-        verification::issue(Purpose::Registration, Entropy(entropy), &m.hasher, t);
+        verification::issue(purpose, Entropy(entropy), &state.market_accounts.hasher, t);
+    // Expired codes of every account go now: the table holds live codes only.
+    state.store.purge_expired_codes(t.unix()).await?;
+    state
+        .store
+        .put_pending_code(StoredCode {
+            account: account.id().0,
+            purpose: purpose.name().to_string(),
+            digest_hex: pending.digest_hex(),
+            issued_at: t.unix(),
+            expires_at: pending.expires_at().unix(),
+            attempts_left: pending.attempts_left(),
+        })
+        .await?;
+    Ok((code, pending))
+}
+
+/// The path of the activation link (`GET`), below `--public-url`.
+pub const ACTIVATION_LINK_PATH: &str = "/api/v1/market/accounts/activate";
+
+/// Issues a fresh registration code for `account` (replacing any earlier one) and, when the
+/// server knows its public address, an activation link; writes the message to the outbox.
+async fn send_code(
+    state: &AppState,
+    account: &Account,
+    targets: Vec<Target>,
+) -> ServiceResult<CodeSent> {
+    let m = &state.market_accounts;
+    let (code, pending) = issue_code(state, account, Purpose::Registration).await?;
     let expires_at = time_of(pending.expires_at());
-    m.codes().insert(account.id().0, pending);
+    let link = match m.notifier.public_url() {
+        Some(base) => {
+            let (token, _) = issue_code(state, account, Purpose::Activation).await?;
+            format!(
+                "\n\nOr open this link once to activate (valid for 24 hours):\n  {base}{ACTIVATION_LINK_PATH}?username={}&token={token}",
+                account.username()
+            )
+        }
+        None => String::new(),
+    };
     let mut nonce = [0u8; 8];
     OsRng.fill_bytes(&mut nonce);
     let n = Notification::new(
@@ -406,7 +441,7 @@ fn send_code(
         account.username(),
         "Your cpn verification code",
         format!(
-            "Your cpn verification code is {code}. It is valid for 10 minutes.\n\nActivate with:\n  cpn account activate {} --code {code}\n\nIf you did not register at cpn, ignore this message.",
+            "Your cpn verification code is {code}. It is valid for 10 minutes.\n\nEnter it to activate:\n  cpn account activate {} --code {code}{link}\n\nIf you did not register at cpn, ignore this message.",
             account.username()
         ),
         serde_json::json!({"event": "account.verification_code", "account": account.id().0}),
@@ -414,15 +449,16 @@ fn send_code(
     )
     .map_err(|e| ServiceError::new(Code::Internal, e.to_string()))?;
     let code_sent_to = targets.iter().map(Target::masked).collect();
-    m.notifier.send_in_background(n, targets);
+    m.notifier.enqueue(n, targets).await?;
     Ok(CodeSent {
         code_sent_to,
         code_expires_at: expires_at,
     })
 }
 
-/// Tells the owner of `account` about a review decision, best effort and in the background.
-fn tell_owner(m: &MarketAccounts, account: &Account, subject: &str, body: String) {
+/// Tells the owner of `account` about a review decision through the outbox, best effort: a
+/// failure to write it is logged, the decision stands.
+async fn tell_owner(m: &MarketAccounts, account: &Account, subject: &str, body: String) {
     let Some(email) = account.profile().and_then(|p| p.contact.email.clone()) else {
         return;
     };
@@ -446,7 +482,9 @@ fn tell_owner(m: &MarketAccounts, account: &Account, subject: &str, body: String
     ) else {
         return;
     };
-    m.notifier.send_in_background(n, vec![target]);
+    if let Err(e) = m.notifier.enqueue(n, vec![target]).await {
+        tracing::warn!(error = %e, "review decision not written to the outbox");
+    }
 }
 
 /// Self-registration: validates every field, stores identifiers as keyed hashes, creates the
@@ -542,7 +580,7 @@ pub async fn register(
         .await?;
     state.store.set_user_disabled(&username, true).await?;
     state.store.set_password_hash(&username, &hash).await?;
-    let sent = send_code(m, &account, targets)?;
+    let sent = send_code(state, &account, targets).await?;
     let next = if account.kind().requires_review() {
         "enter the code with POST /api/v1/market/accounts/activate (cpn account activate); an operator then reviews the business licence, and you can log in once approved"
     } else {
@@ -715,6 +753,57 @@ async fn sync_user(state: &AppState, account: &Account) -> ServiceResult<()> {
     Ok(())
 }
 
+/// Checks `entered` against the account's stored code of `purpose` (a wrong one costs a try,
+/// in the store, so concurrent guesses each count); a right one removes every pending code
+/// of the account, so the code and the link activate once between them. `field` names the
+/// input in a "wrong code" answer.
+async fn use_code(
+    state: &AppState,
+    account: &Account,
+    purpose: Purpose,
+    field: &str,
+    entered: &str,
+) -> ServiceResult<()> {
+    let id = account.id().0;
+    let gone = || {
+        ServiceError::new(
+            Code::InvalidState,
+            "no code is pending for this account (it expired or was used); ask for a new one: cpn account resend-code",
+        )
+    };
+    let stored = state
+        .store
+        .take_code_attempt(id, purpose.name())
+        .await?
+        .ok_or_else(gone)?;
+    let mut pending = PendingCode::from_stored(
+        purpose,
+        &stored.digest_hex,
+        Timestamp::from_unix(stored.expires_at),
+        stored.attempts_left,
+    )
+    .ok_or_else(|| ServiceError::new(Code::Internal, "a stored code is unreadable"))?;
+    match pending.verify(
+        purpose,
+        entered.trim(),
+        &state.market_accounts.hasher,
+        now().1,
+    ) {
+        // Of two right answers at the same moment, the one that removes the codes wins.
+        Ok(()) if state.store.delete_pending_codes(id, None).await? => Ok(()),
+        Ok(()) => Err(gone()),
+        Err(e @ CodeError::Mismatch { .. }) => Err(ServiceError::field(field, e.to_string())),
+        Err(e @ CodeError::Expired) => {
+            state
+                .store
+                .delete_pending_codes(id, Some(purpose.name()))
+                .await?;
+            Err(ServiceError::new(Code::InvalidState, e.to_string()))
+        }
+        Err(e) => Err(ServiceError::new(Code::InvalidState, e.to_string())),
+    }
+}
+
 /// Activation with the code that was sent: individuals become active, organizations wait
 /// for review.
 pub async fn activate(
@@ -722,34 +811,48 @@ pub async fn activate(
     source: &str,
     req: ActivateAccount,
 ) -> ServiceResult<MarketAccount> {
+    activate_with(
+        state,
+        source,
+        &req.username,
+        Purpose::Registration,
+        "code",
+        &req.code,
+    )
+    .await
+}
+
+/// Activation with the link of the registration e-mail (`--public-url`): the same as the
+/// code, with the link's token. The link is a GET, so it only activates (no session, no
+/// other change), works once, and its 256-bit token is stored hashed.
+pub async fn activate_link(
+    state: &AppState,
+    source: &str,
+    username: &str,
+    token: &str,
+) -> ServiceResult<MarketAccount> {
+    activate_with(state, source, username, Purpose::Activation, "token", token).await
+}
+
+async fn activate_with(
+    state: &AppState,
+    source: &str,
+    username: &str,
+    purpose: Purpose,
+    field: &str,
+    entered: &str,
+) -> ServiceResult<MarketAccount> {
     let m = &state.market_accounts;
     m.admit(source)?;
-    let (mut account, version) = by_username(state, &req.username).await?;
+    let (mut account, version) = by_username(state, username).await?;
     if *account.state() != AccountState::PendingActivation {
         return Err(ServiceError::new(
             Code::InvalidState,
             format!("the account is {} already", account.state().name()),
         ));
     }
+    use_code(state, &account, purpose, field, entered).await?;
     let (_, t) = now();
-    {
-        let mut codes = m.codes();
-        let pending = codes.get_mut(&account.id().0).ok_or_else(|| {
-            ServiceError::new(
-                Code::InvalidState,
-                "no code is pending for this account (it expired, or the server restarted); ask for a new one: cpn account resend-code",
-            )
-        })?;
-        match pending.verify(Purpose::Registration, req.code.trim(), &m.hasher, t) {
-            Ok(()) => {
-                codes.remove(&account.id().0);
-            }
-            Err(e @ CodeError::Mismatch { .. }) => {
-                return Err(ServiceError::field("code", e.to_string()));
-            }
-            Err(e) => return Err(ServiceError::new(Code::InvalidState, e.to_string())),
-        }
-    }
     account.activate(t).map_err(lifecycle_error)?;
     state
         .store
@@ -777,22 +880,23 @@ pub async fn resend_code(
     // Per account too, whatever the address: nobody can turn the platform into a mailer
     // aimed at one registrant.
     let (_, t) = now();
-    let lifetime = Purpose::Registration.policy().lifetime_s;
-    if let Some(p) = m.codes().get(&account.id().0) {
-        let issued = p.expires_at().plus_seconds(-lifetime);
-        if t < issued.plus_seconds(RESEND_AFTER_S) {
-            return Err(ServiceError::new(
-                Code::TooManyRequests,
-                format!("a code was sent less than {RESEND_AFTER_S} s ago; wait for it"),
-            ));
-        }
+    if let Some(p) = state
+        .store
+        .pending_code(account.id().0, Purpose::Registration.name())
+        .await?
+        && t.unix() < p.issued_at + RESEND_AFTER_S
+    {
+        return Err(ServiceError::new(
+            Code::TooManyRequests,
+            format!("a code was sent less than {RESEND_AFTER_S} s ago; wait for it"),
+        ));
     }
     let contact = account
         .profile()
         .map(|p| p.contact.clone())
         .unwrap_or_default();
     let targets = code_targets(&m.notifier, &contact)?;
-    send_code(m, &account, targets)
+    send_code(state, &account, targets).await
 }
 
 /// Why a disabled platform user that belongs to a market account may not log in yet, in
@@ -913,7 +1017,8 @@ pub async fn approve(state: &AppState, who: &Caller, id: u64) -> ServiceResult<M
             "An operator approved the registration of {}. You can log in now.",
             account.username()
         ),
-    );
+    )
+    .await;
     Ok(view(&account))
 }
 
@@ -943,7 +1048,8 @@ pub async fn reject(
             account.username(),
             req.reason.trim()
         ),
-    );
+    )
+    .await;
     Ok(view(&account))
 }
 

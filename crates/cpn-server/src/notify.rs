@@ -2,6 +2,16 @@
 //! at start from the `cpn serve` flags, its delivery log kept in the store's
 //! `notification_attempts`, and deliveries run in the background so that no request waits
 //! on an SMTP relay's retries.
+//!
+//! Durability: a notification is written to the store's outbox (`notification_outbox`)
+//! before the call that causes it answers ([`Notifier::enqueue`]), and the supervised outbox
+//! loop ([`run_outbox`]) delivers it with the dispatcher's retries and backoff, then marks it
+//! delivered or failed and erases its text. A crash or restart before that leaves it pending,
+//! and the next start sends it again. Delivery is at least once: the delivery log skips a
+//! target that already has the key, but a crash between a relay's acceptance and the log row
+//! sends that target the message again (receivers deduplicate on the key: the Message-ID,
+//! `X-Cpn-Idempotency-Key`). Until it is settled, an entry holds the message in clear, as
+//! any mail spool does (a registration code among them, for its 10 minutes at most).
 
 use crate::caller::Caller;
 use crate::error::{ServiceError, ServiceResult};
@@ -15,7 +25,10 @@ use cpn_notify::{
     Notification, SmsGatewayConfig, SmtpConfig, SmtpCredentials, SmtpSecurity, Target,
     WebhookSecret,
 };
-use cpn_store::{DocQuery, DocRecord, NotificationAttemptRecord, Store};
+use cpn_store::{
+    DocQuery, DocRecord, Enqueued, NotificationAttemptRecord, OutboxEntry, Settled, Store,
+    StoreError,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +49,8 @@ pub struct NotifyConfig {
     /// The SMS gateway's URL (`--sms-gateway`) and bearer token (`CPN_SMS_TOKEN`).
     pub sms_gateway: Option<String>,
     pub sms_token: Option<String>,
+    /// Where users reach the server (`--public-url`), for links in messages.
+    pub public_url: Option<String>,
 }
 
 /// The From mailbox when `--smtp-from` is not given.
@@ -83,6 +98,25 @@ impl NotifyConfig {
         }))
     }
 
+    /// `--public-url` checked: an absolute http(s) URL without query or fragment, kept
+    /// without its trailing slash so paths can be appended.
+    fn public_url(&self) -> anyhow::Result<Option<String>> {
+        let Some(url) = &self.public_url else {
+            return Ok(None);
+        };
+        let parsed = url.parse::<axum::http::Uri>().ok().filter(|u| {
+            matches!(u.scheme_str(), Some("http" | "https"))
+                && u.authority().is_some_and(|a| !a.as_str().contains('@'))
+                && u.query().is_none()
+        });
+        if parsed.is_none() {
+            anyhow::bail!(
+                "--public-url {url:?}: give the server's absolute http(s) address without a query, e.g. https://cpn.example.org"
+            );
+        }
+        Ok(Some(url.trim_end_matches('/').to_string()))
+    }
+
     fn sms(&self) -> Option<SmsGatewayConfig> {
         self.sms_gateway.as_ref().map(|url| SmsGatewayConfig {
             url: url.clone(),
@@ -98,6 +132,36 @@ pub struct Notifier {
     dispatcher: Dispatcher,
     email: bool,
     sms: bool,
+    outbox: Outbox,
+    public_url: Option<String>,
+}
+
+/// Pending notifications one recipient may have in the outbox: an alarm storm or a flood of
+/// events for one user waits there, bounded, instead of growing the store without end.
+pub const MAX_PENDING_PER_RECIPIENT: usize = 1000;
+/// How long a settled outbox entry (its key, without its text) is kept before it is purged.
+const KEEP_SETTLED: chrono::TimeDelta = chrono::TimeDelta::days(7);
+/// Outbox entries being delivered at once; the dispatcher bounds the connections further.
+const MAX_IN_FLIGHT: usize = 500;
+
+/// The store's outbox and the bell that tells the loop a new entry is there.
+#[derive(Clone)]
+struct Outbox {
+    store: Arc<dyn Store>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outbox")
+    }
+}
+
+/// What the outbox keeps of one notification: the message and where it goes.
+#[derive(Serialize, Deserialize)]
+struct OutboxMessage {
+    notification: Notification,
+    targets: Vec<Target>,
 }
 
 impl Notifier {
@@ -106,6 +170,7 @@ impl Notifier {
     pub fn new(config: &NotifyConfig, store: Arc<dyn Store>) -> anyhow::Result<Notifier> {
         let smtp = config.smtp()?;
         let sms = config.sms();
+        let public_url = config.public_url()?;
         let (email, has_sms) = (smtp.is_some(), sms.is_some());
         let dispatcher = Dispatcher::new(
             DispatcherConfig {
@@ -113,13 +178,18 @@ impl Notifier {
                 sms,
                 ..DispatcherConfig::new()
             },
-            Arc::new(StoreDeliveryLog(store)),
+            Arc::new(StoreDeliveryLog(store.clone())),
         )
         .map_err(|e| anyhow::anyhow!("notifications: {e}"))?;
         Ok(Notifier {
             dispatcher,
             email,
             sms: has_sms,
+            outbox: Outbox {
+                store,
+                wake: Arc::new(tokio::sync::Notify::new()),
+            },
+            public_url,
         })
     }
 
@@ -131,34 +201,148 @@ impl Notifier {
         self.sms
     }
 
-    /// Sends `n` to `targets` in the background and returns at once: the dispatcher retries
-    /// with backoff for minutes, and every attempt lands in the delivery log. The outcome
-    /// is traced with masked targets only.
-    pub fn send_in_background(&self, n: Notification, targets: Vec<Target>) {
-        let dispatcher = self.dispatcher.clone();
-        tokio::spawn(async move {
-            let report = dispatcher.deliver(&n, &targets).await;
-            if !report.all_delivered() {
-                tracing::warn!(key = %report.idempotency_key, targets = ?report.targets, "notification not delivered to every target");
+    /// The server's address for links in messages (`--public-url`), without trailing slash.
+    pub fn public_url(&self) -> Option<&str> {
+        self.public_url.as_deref()
+    }
+
+    /// Writes `n` for `targets` to the outbox and returns once it is durable; the outbox
+    /// loop sends it (see the module documentation). The same key again is dropped; past
+    /// [`MAX_PENDING_PER_RECIPIENT`] the notification is dropped with a warning, not an
+    /// error: the event that caused it has happened.
+    pub async fn enqueue(&self, n: Notification, targets: Vec<Target>) -> Result<(), StoreError> {
+        let message = serde_json::to_string(&OutboxMessage {
+            notification: n.clone(),
+            targets,
+        })
+        .map_err(|e| StoreError::Backend(format!("serialize a notification: {e}")))?;
+        let queued = self
+            .outbox
+            .store
+            .enqueue_notification(
+                n.idempotency_key(),
+                n.recipient(),
+                &message,
+                Utc::now(),
+                MAX_PENDING_PER_RECIPIENT,
+            )
+            .await?;
+        match queued {
+            Enqueued::Queued => self.outbox.wake.notify_one(),
+            Enqueued::Duplicate => {}
+            Enqueued::Full { pending } => {
+                tracing::warn!(
+                    key = n.idempotency_key(),
+                    pending,
+                    "notification dropped: its recipient has too many pending in the outbox"
+                );
             }
-        });
+        }
+        Ok(())
+    }
+
+    /// [`Notifier::enqueue`] to the subscriptions that match `n`'s recipient and kind;
+    /// nothing when none does.
+    pub async fn enqueue_for(
+        &self,
+        n: Notification,
+        subscriptions: &[cpn_notify::Subscription],
+    ) -> Result<(), StoreError> {
+        let targets: Vec<Target> = subscriptions
+            .iter()
+            .filter(|s| s.matches(n.recipient(), n.kind()))
+            .map(|s| s.target.clone())
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        self.enqueue(n, targets).await
+    }
+
+    /// Delivers one outbox entry and settles it. Cancelled (the server stopping), it stays
+    /// pending for the next start.
+    async fn deliver_entry(&self, entry: OutboxEntry) {
+        let settled = match serde_json::from_str::<OutboxMessage>(&entry.message) {
+            Ok(m) => {
+                let report = self.dispatcher.deliver(&m.notification, &m.targets).await;
+                if report.all_delivered() {
+                    Settled::Delivered
+                } else {
+                    tracing::warn!(key = %report.idempotency_key, targets = ?report.targets, "notification not delivered to every target");
+                    Settled::Failed
+                }
+            }
+            Err(e) => {
+                tracing::error!(key = %entry.key, error = %e, "outbox entry unreadable; marked failed");
+                Settled::Failed
+            }
+        };
+        if let Err(e) = self
+            .outbox
+            .store
+            .settle_notification(entry.seq, settled, Utc::now())
+            .await
+        {
+            // Stays pending: sent again after a restart, where the delivery log skips the
+            // targets that have it.
+            tracing::warn!(key = %entry.key, error = %e, "outbox: settling an entry failed");
+        }
     }
 }
 
-impl Notifier {
-    /// Sends `n` to the subscriptions that match its recipient and kind, in the background.
-    pub fn notify_in_background(
-        &self,
-        n: Notification,
-        subscriptions: Vec<cpn_notify::Subscription>,
-    ) {
-        let dispatcher = self.dispatcher.clone();
-        tokio::spawn(async move {
-            let report = dispatcher.notify(&n, &subscriptions).await;
-            if !report.all_delivered() {
-                tracing::warn!(key = %report.idempotency_key, targets = ?report.targets, "notification not delivered to every target");
+/// The outbox loop, supervised with the other background loops: starts every pending entry
+/// (those a crash or restart left too), at most [`MAX_IN_FLIGHT`] at once, wakes on each new
+/// one, and purges settled entries after [`KEEP_SETTLED`]. Stopping it cancels the
+/// deliveries in flight, which stay pending.
+pub async fn run_outbox(state: AppState) {
+    let notifier = state.market_accounts.notifier().clone();
+    let store = notifier.outbox.store.clone();
+    let mut running: tokio::task::JoinSet<u64> = tokio::task::JoinSet::new();
+    let mut in_flight = std::collections::HashSet::new();
+    let mut last_purge: Option<std::time::Instant> = None;
+    loop {
+        while let Some(done) = running.try_join_next() {
+            if let Ok(seq) = done {
+                in_flight.remove(&seq);
             }
-        });
+        }
+        if in_flight.len() < MAX_IN_FLIGHT {
+            match store.pending_notifications(0, MAX_IN_FLIGHT).await {
+                Ok(entries) => {
+                    for entry in entries {
+                        if in_flight.len() >= MAX_IN_FLIGHT {
+                            break;
+                        }
+                        if in_flight.insert(entry.seq) {
+                            let (n, seq) = (notifier.clone(), entry.seq);
+                            running.spawn(async move {
+                                n.deliver_entry(entry).await;
+                                seq
+                            });
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "outbox: reading pending entries failed"),
+            }
+        }
+        if last_purge.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+            last_purge = Some(std::time::Instant::now());
+            if let Err(e) = store
+                .purge_settled_notifications(Utc::now() - KEEP_SETTLED)
+                .await
+            {
+                tracing::warn!(error = %e, "outbox: purging settled entries failed");
+            }
+        }
+        tokio::select! {
+            _ = notifier.outbox.wake.notified() => {}
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                if let Ok(seq) = done {
+                    in_flight.remove(&seq);
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
     }
 }
 
@@ -464,7 +648,8 @@ async fn deliver_batch(state: &AppState, cursor: u64) -> ServiceResult<Option<u6
             ),
             serde_json::json!({"event": alarm.seq, "type": e.event_type, "kind": kind, "subject": e.subject, "tenant": e.tenant, "severity": e.severity, "message": e.message, "data": e.data}),
             &format!("alarm-{}", alarm.seq),
-        );
+        )
+        .await;
     }
     Ok(Some(last))
 }
@@ -493,10 +678,10 @@ fn subscribers(
     by_user
 }
 
-/// Sends one event to each recipient's subscriptions, in the background. The idempotency
-/// key is `key` and the recipient, so the same event sent again (a retried market call, a
-/// restart) is dropped by the delivery log for every target that already has it.
-fn send_each(
+/// Writes one event for each recipient's subscriptions to the outbox. The idempotency key is
+/// `key` and the recipient, so the same event sent again (a retried market call, a restart)
+/// is one outbox entry, and the delivery log skips every target that already has it.
+async fn send_each(
     state: &AppState,
     by_user: std::collections::BTreeMap<String, Vec<cpn_notify::Subscription>>,
     kind: EventKind,
@@ -527,7 +712,9 @@ fn send_each(
         else {
             continue;
         };
-        notifier.notify_in_background(n, subs);
+        if let Err(e) = notifier.enqueue_for(n, &subs).await {
+            tracing::warn!(error = %e, "notification not written to the outbox");
+        }
     }
 }
 
@@ -567,5 +754,79 @@ pub async fn market_event(
         Audience::Users(users) => users.contains(&d.owner),
         Audience::Tenant(t) => d.tenant == *t,
     });
-    send_each(state, by_user, kind, subject, body, payload, key);
+    send_each(state, by_user, kind, subject, body, payload, key).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(cpn_store::SqliteStore::open(dir.path()).unwrap());
+        (dir, store)
+    }
+
+    #[test]
+    fn the_public_url_must_be_an_absolute_http_address() {
+        let url = |u: &str| {
+            NotifyConfig {
+                public_url: Some(u.to_string()),
+                ..Default::default()
+            }
+            .public_url()
+        };
+        assert_eq!(
+            url("https://cpn.example.org/").unwrap().as_deref(),
+            Some("https://cpn.example.org")
+        );
+        assert_eq!(
+            url("http://10.0.0.1:8080/cpn").unwrap().as_deref(),
+            Some("http://10.0.0.1:8080/cpn")
+        );
+        for bad in [
+            "cpn.example.org",
+            "ftp://cpn.example.org",
+            "https://cpn.example.org/?a=b",
+            "https://user@cpn.example.org",
+        ] {
+            assert!(url(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outbox_entry_is_kept_until_settled_and_settled_once() {
+        let (_dir, store) = store();
+        // No relay: the e-mail fails for good at the first attempt, which settles it.
+        let notifier = Notifier::new(&NotifyConfig::default(), store.clone()).unwrap();
+        let n = Notification::new(
+            EventKind::Account,
+            "ana",
+            "subject",
+            "body",
+            serde_json::json!({}),
+            "key-1",
+        )
+        .unwrap();
+        let target = Target::email("ana@example.cn").unwrap();
+        notifier
+            .enqueue(n.clone(), vec![target.clone()])
+            .await
+            .unwrap();
+        notifier.enqueue(n, vec![target]).await.unwrap();
+        let pending = store.pending_notifications(0, 10).await.unwrap();
+        assert_eq!(pending.len(), 1, "one entry per key");
+        assert_eq!(pending[0].recipient, "ana");
+
+        notifier.deliver_entry(pending[0].clone()).await;
+        assert_eq!(
+            store.notification_state("key-1").await.unwrap().as_deref(),
+            Some("failed")
+        );
+        assert!(store.pending_notifications(0, 10).await.unwrap().is_empty());
+        let log = store.notification_attempts("key-1").await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].status, "failed");
+        assert!(log[0].permanent);
+    }
 }

@@ -199,6 +199,7 @@ pub fn hold_of(d: &cpn_store::DecisionRecord) -> Option<Hold> {
         demand: demand.into(),
         gpus: body.gpus,
         expires_at: body.expires_at,
+        lease: None,
     })
 }
 
@@ -290,6 +291,7 @@ pub async fn place(
             demand: task.demand,
             gpus: placement.gpus.clone(),
             expires_at,
+            lease: None,
         },
     );
     Ok(DecisionRecordView {

@@ -14,6 +14,7 @@ mod docs;
 mod error;
 mod join;
 mod market;
+mod outbox;
 mod records;
 mod runtime;
 mod sqlite;
@@ -21,6 +22,7 @@ mod sqlite_accounts;
 mod sqlite_docs;
 mod sqlite_join;
 mod sqlite_market;
+mod sqlite_outbox;
 mod sqlite_runtime;
 
 pub use accounts::*;
@@ -28,6 +30,7 @@ pub use docs::*;
 pub use error::StoreError;
 pub use join::*;
 pub use market::*;
+pub use outbox::*;
 pub use records::*;
 pub use runtime::*;
 pub use sqlite::SqliteStore;
@@ -40,7 +43,15 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 #[async_trait]
 pub trait Store:
-    RuntimeStore + DocStore + AccountStore + JoinStore + MarketStore + Send + Sync + 'static
+    RuntimeStore
+    + DocStore
+    + AccountStore
+    + JoinStore
+    + MarketStore
+    + OutboxStore
+    + Send
+    + Sync
+    + 'static
 {
     // ------------------------------------------------------------ registry objects
 

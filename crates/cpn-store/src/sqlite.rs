@@ -480,6 +480,31 @@ CREATE TABLE notification_attempts (
 );
 CREATE INDEX notification_attempts_by_key ON notification_attempts (idempotency_key, target_id, status);
 "#,
+    // Notifications and codes that survive a crash or restart (issue #14): the outbox the
+    // server writes before it answers and delivers from, and pending verification codes as
+    // keyed digests (never the code), with their expiry and the tries they have left.
+    r#"
+CREATE TABLE notification_outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    key        TEXT NOT NULL UNIQUE,
+    recipient  TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    settled_at TEXT
+);
+CREATE INDEX notification_outbox_by_state ON notification_outbox (state, seq);
+CREATE INDEX notification_outbox_by_recipient ON notification_outbox (recipient, state);
+CREATE TABLE market_pending_codes (
+    account_id    INTEGER NOT NULL,
+    purpose       TEXT NOT NULL,
+    digest        TEXT NOT NULL,
+    issued_at     INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    attempts_left INTEGER NOT NULL,
+    PRIMARY KEY (account_id, purpose)
+);
+"#,
     // Evaluation after a class B lease (issue #14, SH-CL-18): what monitoring saw while
     // the lease ran (a bounded summary, JSON), and one evaluation per ended lease, never
     // rewritten; the listing's reliability (market_listings) follows the scores.

@@ -1054,8 +1054,10 @@ fn write_budget(conn: &Connection, b: &BudgetRow) -> Result<()> {
     )?
     .execute(params![
         b.tenant.0,
-        b.budget.monthly_limit.minor(),
-        i64::from(b.budget.alarm_percent),
+        // A tenant without a budget (spending counted, no limit) is stored with limit 0,
+        // which no budget can have (`BudgetError::NotPositive`).
+        b.budget.map_or(0, |b| b.monthly_limit.minor()),
+        b.budget.map_or(0, |b| i64::from(b.alarm_percent)),
         b.month.to_string(),
         b.spent.minor(),
         b.alarmed,
@@ -1460,10 +1462,10 @@ fn load_state(conn: &Connection) -> Result<MarketState> {
             let (tenant, limit, percent, month, spent, alarmed, exhausted) = row?;
             budgets.push(BudgetRow {
                 tenant: TenantId(tenant),
-                budget: Budget {
+                budget: (limit > 0).then(|| Budget {
                     monthly_limit: Money::from_minor(limit),
                     alarm_percent: percent as u8,
-                },
+                }),
                 month: parse_month(&month)?,
                 spent: Money::from_minor(spent),
                 alarmed,

@@ -59,6 +59,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             smtp_password: std::env::var("CPN_SMTP_PASSWORD").ok(),
             sms_gateway: args.sms_gateway,
             sms_token: std::env::var("CPN_SMS_TOKEN").ok(),
+            public_url: args.public_url,
         },
     })
     .await

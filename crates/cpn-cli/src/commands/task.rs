@@ -143,6 +143,11 @@ pub struct SubmitArgs {
     /// Tenant to run for (operators only) [default: the caller's].
     #[arg(long, value_name = "TENANT")]
     pub tenant: Option<String>,
+    /// Run inside your class B marketplace lease ID (`cpn lease list`): only on its
+    /// node(s), within the cards, CPU and memory it holds; the task waits while the lease's
+    /// share is full and ends with the lease.
+    #[arg(long, value_name = "ID")]
+    pub lease: Option<u64>,
     /// A script run by /bin/sh instead of a program: a file, or `-` for stdin.
     #[arg(long, value_name = "FILE", conflicts_with = "command")]
     pub script: Option<String>,
@@ -324,6 +329,9 @@ fn build_submit(args: &SubmitArgs) -> Result<TaskSubmit> {
     }
     if let Some(t) = &args.tenant {
         task.tenant = Some(t.clone());
+    }
+    if let Some(l) = args.lease {
+        task.lease = Some(l);
     }
     Ok(task)
 }

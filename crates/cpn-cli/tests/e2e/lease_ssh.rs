@@ -9,9 +9,11 @@
 //! zero.
 //!
 //! Not real here: the GPUs are emulated (`--emulate-gpus`: indices without devices), so
-//! "sees only the leased GPU" is what `CUDA_VISIBLE_DEVICES` says, which is also all the
-//! agent enforces for GPUs today (see `cpn_agent::lease_access`); the user is created by an
-//! operator (registration is tested in `market_accounts`).
+//! "sees only the leased GPU" is what `CUDA_VISIBLE_DEVICES` says and, where the host has a
+//! cgroup v1 devices hierarchy, which of two stand-in NVIDIA device nodes (195:0 and 195:1,
+//! made here with `mknod`) the session may open: the leased one fails for want of a driver
+//! (ENXIO), the other is refused by the lease's devices cgroup (EPERM); the user is created
+//! by an operator (registration is tested in `market_accounts`).
 //!
 //! Needs root (the agent creates real accounts; the test deletes every one it made, also
 //! when it fails) and openssh-server and openssh-client; without them it is skipped, saying
@@ -26,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "../../../cpn-agent/tests/support/gpu_nodes.rs"]
+mod gpu_nodes;
 #[path = "../../../cpn-agent/tests/support/sshd.rs"]
 mod sshd;
 use sshd::{SSH, SSH_KEYGEN, SSHD, Sshd, keygen, ssh, text};
@@ -347,7 +351,9 @@ async fn a_leased_card_is_reached_over_real_ssh_through_a_real_agent_and_locked_
     busy[gpu as usize] = "busy".into();
     assert_eq!(states(&listing_of(ann.clone()).await), busy);
 
-    // A real login as the lease's account, with the host key checked: only the leased GPU.
+    // A real login as the lease's account, with the host key checked: only the leased GPU,
+    // by its environment and, where the host has a devices hierarchy, by its devices.
+    let nodes = gpu_nodes::make(&dir.join("dev"));
     let host = access["host"].as_str().unwrap();
     let port = u16::try_from(access["port"].as_u64().unwrap()).unwrap();
     let out = ssh(
@@ -356,7 +362,12 @@ async fn a_leased_card_is_reached_over_real_ssh_through_a_real_agent_and_locked_
         port,
         &username,
         &[],
-        "id -un; echo \"gpus=$CUDA_VISIBLE_DEVICES nvidia=$NVIDIA_VISIBLE_DEVICES\"",
+        &format!(
+            "id -un; echo \"gpus=$CUDA_VISIBLE_DEVICES nvidia=$NVIDIA_VISIBLE_DEVICES\"; \
+             cat {}; cat {}; true",
+            nodes[0].display(),
+            nodes[1].display()
+        ),
     );
     assert!(
         out.status.success(),
@@ -371,6 +382,20 @@ async fn a_leased_card_is_reached_over_real_ssh_through_a_real_agent_and_locked_
         "{}",
         text(&out)
     );
+    if gpu_nodes::v1_devices_hierarchy() {
+        assert_eq!(access["isolation"]["gpus"], "enforced", "{shown}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let other = 1 - gpu as usize;
+        for (node, says) in [
+            (&nodes[gpu as usize], gpu_nodes::ALLOWED),
+            (&nodes[other], gpu_nodes::DENIED),
+        ] {
+            let line = format!("{}: {says}", node.display());
+            assert!(stderr.contains(&line), "{line} missing: {}", text(&out));
+        }
+    } else {
+        eprintln!("note: no cgroup v1 devices hierarchy here; GPU devices are not checked");
+    }
 
     // A lease of a few seconds, so that a bill of zero could not pass for one to the second.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -1031,6 +1031,32 @@ async fn an_exhausted_budget_ends_the_hourly_lease_and_refuses_new_ones() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{prepaid}");
     assert_eq!(prepaid["lease"]["charged_minor"], limit - 10_000);
+    // Tasks inside the hourly lease: one bound to its card (n1 speaks the agent protocol
+    // only through this test, so it stays scheduled), one waiting for the card.
+    let mut in_lease = Vec::new();
+    for name in ["bound", "waiting"] {
+        let (s, t) = m
+            .call(
+                Method::POST,
+                "/api/v1/tasks",
+                &m.ann,
+                Some(json!({"name": name, "command": ["true"], "lease": id,
+                    "resources": {"cpu_cores": 1, "memory_gib": 1, "gpus": 1}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        let t = t["id"].as_str().unwrap().to_string();
+        let want = if name == "bound" {
+            "scheduled"
+        } else {
+            "pending"
+        };
+        wait_task(&m, &m.ann, &t, |v| {
+            v["state"] == want && (want == "scheduled" || v["reason"].is_string())
+        })
+        .await;
+        in_lease.push(t);
+    }
 
     // The metering loop charges the hourly lease; once the budget is spent it ends it.
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
@@ -1054,6 +1080,17 @@ async fn an_exhausted_budget_ends_the_hourly_lease_and_refuses_new_ones() {
     };
     assert_eq!(ended["end_reason"], "budget_exhausted", "{ended}");
     assert_eq!(states(&m.listing(&cpcids[0]).await), ["idle"]);
+    // Its tasks ended with it.
+    let t = wait_task(&m, &m.ann, &in_lease[0], |t| t["state"] == "cancelled").await;
+    assert!(
+        t["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("the end of lease {id}")),
+        "{t}"
+    );
+    let t = wait_task(&m, &m.ann, &in_lease[1], |t| t["state"] == "failed").await;
+    assert_eq!(t["reason"], "lease ended", "{t}");
     // The prepaid term is paid for and runs on.
     let prepaid_id = prepaid["lease"]["id"].as_u64().unwrap();
     let (_, p) = m
@@ -1082,4 +1119,364 @@ async fn an_exhausted_budget_ends_the_hourly_lease_and_refuses_new_ones() {
         .admin(Method::GET, "/api/v1/billing/ledger", None)
         .await;
     assert_eq!(ledger["trial_balance_minor"], 0, "{ledger}");
+}
+
+/// Polls a task as `token` until `done` holds (60 s at most).
+async fn wait_task(m: &Market, token: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, t) = m
+            .call(Method::GET, &format!("/api/v1/tasks/{id}"), token, None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{t}");
+        if done(&t) {
+            return t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task {id} did not get there: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn task_stdout(m: &Market, token: &str, id: &str) -> String {
+    reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/tasks/{id}/logs?stream=stdout",
+            m.server.base
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Issue #14: "A class B lease runs the user's tasks inside the leased share only." A real
+/// agent (`g1`, four emulated GPUs, this host's CPUs) joins the supplier's site; `ann`
+/// leases card 2 of it. Her tasks naming the lease run on `g1` with
+/// `CUDA_VISIBLE_DEVICES=2`; a second one that would exceed the share (one card) waits for
+/// the first to end; another tenant cannot submit into the lease (404), nor can anyone name
+/// a class A lease (422) or an ended one (409); a task without the lease never gets card 2;
+/// releasing the lease cancels its running task and fails its waiting one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_class_b_lease_runs_its_tasks_inside_its_share_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = setup(dir.path()).await;
+    let join = m.server.join_token("acme-sz").await;
+    // Reachable by the tasks' own user (the server's data dir is not): the work root is here.
+    let agent_dir = crate::harness::open_dir();
+    let state = agent_dir.path().join("agent-state");
+    let work = agent_dir.path().join("work");
+    let agent_log = agent_dir.path().join("agent.log");
+    let _agent = crate::harness::Agent::start_args(
+        &[
+            "--server",
+            &m.server.base,
+            "--join",
+            &join,
+            "--site",
+            "acme-sz",
+            "--name",
+            "g1",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--work-root",
+            work.to_str().unwrap(),
+            "--emulate-gpus",
+            "4",
+        ],
+        &agent_log,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, nodes) = m.server.admin(Method::GET, "/api/v1/nodes", None).await;
+        if nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "g1" && n["state"] == "ready")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent g1 did not join: {nodes}\n{}",
+            std::fs::read_to_string(&agent_log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Four cards of g1, with 4 vCPUs and 4 GiB: a card's share is a quarter of that, or of
+    // what the host has if less (one core and more on any machine tests run on).
+    let mut listing = spec(
+        "b",
+        json!(
+            (0..4)
+                .map(|i| json!({"node": "g1", "index": i}))
+                .collect::<Vec<_>>()
+        ),
+    );
+    listing["vcpus"] = json!(4);
+    listing["memory_gib"] = json!(4);
+    let (s, l) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/listings",
+            &m.supplier,
+            Some(listing),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{l}");
+    assert_eq!(l["idle_cards"], 4, "{l}");
+    let card2 = l["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["index"] == 2)
+        .unwrap()["id"]
+        .clone();
+    let (s, _) = m
+        .server
+        .admin(
+            Method::POST,
+            "/api/v1/billing/topups",
+            Some(json!({"tenant": "lab", "amount_minor": 1_000_000})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, placed) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/orders",
+            &m.ann,
+            Some(json!({"listing": l["cpcid"], "card_ids": [card2], "mode": "hourly"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{placed}");
+    let lease = placed["lease"]["id"].as_u64().unwrap();
+
+    let in_lease = |name: &str, script: &str, gpus: u32| {
+        json!({"name": name, "script": script, "lease": lease,
+            "resources": {"cpu_cores": 0.25, "memory_gib": 0.25, "gpus": gpus}})
+    };
+    let submit = |token: &str, body: Value| {
+        let token = token.to_string();
+        let m = &m;
+        async move {
+            m.call(Method::POST, "/api/v1/tasks", &token, Some(body))
+                .await
+        }
+    };
+
+    // Another tenant's lease, or none, is not found; nothing is queued.
+    let (s, b) = submit(&m.eve, in_lease("intruder", "echo hi", 1)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    let mut absent = in_lease("nowhere", "echo hi", 1);
+    absent["lease"] = json!(lease + 1000);
+    let (s, b) = submit(&m.ann, absent).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    let (_, eve_tasks) = m.call(Method::GET, "/api/v1/tasks", &m.eve, None).await;
+    assert_eq!(eve_tasks["items"], json!([]), "{eve_tasks}");
+
+    // A class A lease runs no tasks: its cards are reached over SSH.
+    let (s, a) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/listings",
+            &m.supplier,
+            Some(spec("a", json!([{"node": "n1", "index": 0}]))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let (s, placed_a) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/orders",
+            &m.ann,
+            Some(json!({"listing": a["cpcid"], "cards": 1, "mode": "hourly"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{placed_a}");
+    let mut class_a = in_lease("ssh-only", "echo hi", 1);
+    class_a["lease"] = placed_a["lease"]["id"].clone();
+    let (s, b) = submit(&m.ann, class_a).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["field"], "lease", "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("class A"),
+        "{b}"
+    );
+
+    // More than the share (two cards of a one-card lease) can never run in it.
+    let (s, big) = submit(&m.ann, in_lease("too-big", "echo hi", 2)).await;
+    assert_eq!(s, StatusCode::CREATED, "{big}");
+    let big = wait_task(&m, &m.ann, big["id"].as_str().unwrap(), |t| {
+        t["state"] == "failed"
+    })
+    .await;
+    assert!(
+        big["reason"]
+            .as_str()
+            .unwrap()
+            .contains("asks more than lease"),
+        "{big}"
+    );
+
+    // The first task runs on the leased node with the leased card.
+    let (s, first) = submit(
+        &m.ann,
+        in_lease("first", "echo gpus=$CUDA_VISIBLE_DEVICES; sleep 6", 1),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    let first = first["id"].as_str().unwrap().to_string();
+    let t = wait_task(&m, &m.ann, &first, |t| t["state"] == "running").await;
+    assert_eq!(
+        (t["site"].clone(), t["node"].clone()),
+        (json!("acme-sz"), json!("g1")),
+        "{t}"
+    );
+    assert_eq!(t["gpus"], json!([2]), "{t}");
+
+    // A second one would exceed the share (its one card is taken): it waits, saying so.
+    let (s, second) = submit(
+        &m.ann,
+        in_lease("second", "echo gpus=$CUDA_VISIBLE_DEVICES; sleep 600", 1),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{second}");
+    let second = second["id"].as_str().unwrap().to_string();
+    let waiting = wait_task(&m, &m.ann, &second, |t| {
+        t["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("waits for its lease {lease}'s share")))
+    })
+    .await;
+    assert_eq!(waiting["state"], "pending", "{waiting}");
+    let (s, why) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/tasks/{second}/explain"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{why}");
+    assert!(
+        why["policy"]["reasons"]
+            .to_string()
+            .contains(&format!("runs inside lease {lease}")),
+        "{why}"
+    );
+
+    // A task without the lease gets the node's other cards, never the leased one, and
+    // no more than are left.
+    let (s, others) = submit(
+        &m.ann,
+        json!({"name": "others", "script": "echo gpus=$CUDA_VISIBLE_DEVICES",
+            "constraints": {"node_selector": "cpn.node/name=g1"},
+            "resources": {"cpu_cores": 0.1, "memory_gib": 0.1, "gpus": 3}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{others}");
+    let others = wait_task(&m, &m.ann, others["id"].as_str().unwrap(), |t| {
+        t["state"] == "succeeded"
+    })
+    .await;
+    assert_eq!(others["gpus"], json!([0, 1, 3]), "{others}");
+    let (s, all) = submit(
+        &m.ann,
+        json!({"name": "all-cards", "script": "echo never",
+            "constraints": {"node_selector": "cpn.node/name=g1"},
+            "resources": {"cpu_cores": 0.1, "memory_gib": 0.1, "gpus": 4}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{all}");
+    let all = all["id"].as_str().unwrap().to_string();
+
+    // The first ends: the second runs, on the leased card.
+    let t = wait_task(&m, &m.ann, &first, |t| t["state"] == "succeeded").await;
+    assert_eq!(task_stdout(&m, &m.ann, &first).await, "gpus=2\n", "{t}");
+    // Its use is recorded on the lease, at no charge: the lease is billed by its time.
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let task_usage = loop {
+        let (s, usage) = m
+            .call(
+                Method::GET,
+                &format!("/api/v1/billing/usage?month={month}"),
+                &m.ann,
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{usage}");
+        let of_tasks: Vec<Value> = usage
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["lease"] == lease && r["kind"].as_str().unwrap().starts_with("task_"))
+            .cloned()
+            .collect();
+        if of_tasks.len() == 3 {
+            break of_tasks;
+        }
+        assert!(std::time::Instant::now() < deadline, "{usage}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for r in &task_usage {
+        assert_eq!(r["amount_minor"], 0, "{r}");
+    }
+    let gpu_seconds = task_usage
+        .iter()
+        .find(|r| r["kind"] == "task_gpu_seconds")
+        .unwrap()["quantity"]
+        .as_u64()
+        .unwrap();
+    assert!((5..=60).contains(&gpu_seconds), "{task_usage:?}");
+    let t = wait_task(&m, &m.ann, &second, |t| t["state"] == "running").await;
+    assert_eq!(t["gpus"], json!([2]), "{t}");
+    let all_view = wait_task(&m, &m.ann, &all, |_| true).await;
+    assert_eq!(
+        all_view["state"], "pending",
+        "four cards never fit beside the lease: {all_view}"
+    );
+
+    // A third waits; releasing the lease cancels the running one and fails the waiting one.
+    let (s, third) = submit(&m.ann, in_lease("third", "echo never", 1)).await;
+    assert_eq!(s, StatusCode::CREATED, "{third}");
+    let third = third["id"].as_str().unwrap().to_string();
+    wait_task(&m, &m.ann, &third, |t| {
+        t["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("waits for its lease"))
+    })
+    .await;
+    let (s, released) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/market/leases/{lease}/release"),
+            &m.ann,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{released}");
+    let t = wait_task(&m, &m.ann, &second, |t| t["state"] == "cancelled").await;
+    assert!(
+        t["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("the end of lease {lease}")),
+        "{t}"
+    );
+    let t = wait_task(&m, &m.ann, &third, |t| t["state"] == "failed").await;
+    assert_eq!(t["reason"], "lease ended", "{t}");
+    // The cards are free again: the four-card task runs.
+    wait_task(&m, &m.ann, &all, |t| t["state"] == "succeeded").await;
+    // An ended lease takes no more tasks.
+    let (s, b) = submit(&m.ann, in_lease("late", "echo hi", 1)).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
 }

@@ -26,6 +26,11 @@ struct Smtp {
 
 impl Smtp {
     fn start() -> Option<Smtp> {
+        Smtp::start_on(crate::harness::free_port())
+    }
+
+    /// The sink on a given port: a test points the server at a relay that is not up yet.
+    fn start_on(port: u16) -> Option<Smtp> {
         let python = std::env::var("CPN_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
         let ok = Command::new(&python)
             .args(["-c", "import aiosmtpd"])
@@ -43,7 +48,6 @@ impl Smtp {
         }
         let handlers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cpn-notify/tests");
         let dir = tempfile::tempdir().unwrap();
-        let port = crate::harness::free_port();
         let log = std::fs::File::create(dir.path().join("aiosmtpd.log")).unwrap();
         let child = Command::new(&python)
             .args(["-m", "aiosmtpd", "-n", "-l"])
@@ -929,4 +933,196 @@ async fn a_registered_user_orders_is_billed_to_its_account_and_gets_the_budget_a
         Some(600_000 - 30_000),
         "{ledger}"
     );
+}
+
+/// One column of a recipient's rows in the store, oldest first, read as the running server
+/// keeps it (WAL lets a reader in beside it): the delivery log's `notification_attempts`
+/// (`status`) or the `notification_outbox` (`state`).
+fn store_column(data_dir: &Path, table: &str, column: &str, recipient: &str) -> Vec<String> {
+    let db = rusqlite::Connection::open_with_flags(
+        data_dir.join("cpn.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = db
+        .prepare(&format!(
+            "SELECT {column} FROM {table} WHERE recipient = ?1 ORDER BY seq"
+        ))
+        .unwrap();
+    stmt.query_map([recipient], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn delivery_log(data_dir: &Path, recipient: &str) -> Vec<String> {
+    store_column(data_dir, "notification_attempts", "status", recipient)
+}
+
+fn outbox_states(data_dir: &Path, recipient: &str) -> Vec<String> {
+    store_column(data_dir, "notification_outbox", "state", recipient)
+}
+
+/// A pending code is in the store, not in the server's memory: the code mailed before a
+/// crash and restart activates after it.
+#[tokio::test]
+async fn a_code_sent_before_a_restart_activates_after_it() {
+    let Some(smtp) = Smtp::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let relay = smtp.relay();
+    let flags = ["--no-local-agent", "--smtp-relay", relay.as_str()];
+    let mut server = Server::start_with(dir.path(), false, &flags).await;
+    let (s, b) = register(&server, individual("dora", "dora@lab.cn", NATIONAL_ID)).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let code = smtp.code_for("dora@lab.cn", 1);
+    let mail = smtp.messages_to("dora@lab.cn", 1).remove(0);
+    assert!(
+        !mail.contains("/activate?"),
+        "without --public-url the mail has no link: {mail}"
+    );
+    assert!(mail.contains("cpn account activate dora --code"), "{mail}");
+
+    server.kill9();
+    let server = Server::start_with(dir.path(), false, &flags).await;
+    let wrong = if code == "000000" { "000001" } else { "000000" };
+    let (s, b) = activate(&server, "dora", wrong).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let (s, b) = activate(&server, "dora", &code).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["state"], "active", "{b}");
+    let (s, b) = login(&server, "dora").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // Used: removed from the store, so it does not work again.
+    let (s, _) = activate(&server, "dora", &code).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+}
+
+/// The outbox: a code mail whose relay is down stays pending through a crash, and the
+/// restarted server delivers it once the relay is up; the delivery log keeps the failed
+/// attempts and then the success, and the code still activates.
+#[tokio::test]
+async fn a_mail_to_a_relay_that_is_down_is_delivered_after_a_crash_and_restart() {
+    if Smtp::start().is_none() {
+        return;
+    }
+    let port = crate::harness::free_port();
+    let relay = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--no-local-agent", "--smtp-relay", relay.as_str()];
+    let mut server = Server::start_with(dir.path(), false, &flags).await;
+    let (s, b) = register(&server, individual("erin", "erin@lab.cn", NATIONAL_ID)).await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "the code is queued even with the relay down: {b}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !delivery_log(dir.path(), "erin").contains(&"retrying".to_string()) {
+        assert!(Instant::now() < deadline, "no failed attempt was logged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(outbox_states(dir.path(), "erin"), ["pending"]);
+
+    // The crash comes while the dispatcher waits to retry; the relay comes up meanwhile.
+    server.kill9();
+    let smtp = Smtp::start_on(port).expect("aiosmtpd was importable above");
+    let server = Server::start_with(dir.path(), false, &flags).await;
+    let code = smtp.code_for("erin@lab.cn", 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while outbox_states(dir.path(), "erin") != ["delivered"] {
+        assert!(
+            Instant::now() < deadline,
+            "the outbox entry was not settled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = delivery_log(dir.path(), "erin");
+    assert_eq!(log.first().map(String::as_str), Some("retrying"), "{log:?}");
+    assert_eq!(log.last().map(String::as_str), Some("delivered"), "{log:?}");
+    assert_eq!(
+        log.iter().filter(|s| *s == "delivered").count(),
+        1,
+        "delivered once: {log:?}"
+    );
+    let (s, b) = activate(&server, "erin", &code).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // Nothing is sent again after another restart: the entry is settled.
+    drop(server);
+    let _server = Server::start_with(dir.path(), false, &flags).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.messages_to("erin@lab.cn", 2).len(), 1);
+}
+
+/// Undoes the quoted-printable encoding a mail with a long line (the link) is sent in.
+fn unquote(mail: &str) -> String {
+    let joined = mail.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// With --public-url the mail carries a one-time activation link: it activates once (no
+/// session), a second use is refused, and the code stops working too.
+#[tokio::test]
+async fn the_activation_link_from_the_mail_activates_once() {
+    let Some(smtp) = Smtp::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let relay = smtp.relay();
+    let server = Server::start_with(
+        dir.path(),
+        false,
+        &[
+            "--no-local-agent",
+            "--smtp-relay",
+            &relay,
+            "--public-url",
+            "https://cpn.example.org/",
+        ],
+    )
+    .await;
+    let (s, b) = register(&server, individual("finn", "finn@lab.cn", NATIONAL_ID)).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let code = smtp.code_for("finn@lab.cn", 1);
+    let mail = unquote(&smtp.messages_to("finn@lab.cn", 1).remove(0));
+    let prefix = "https://cpn.example.org/api/v1/market/accounts/activate?";
+    let at = mail
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no link in {mail}"));
+    let link: String = mail[at + "https://cpn.example.org".len()..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let token = link.rsplit_once("token=").unwrap().1;
+    assert_eq!(token.len(), 64, "a 256-bit token: {link}");
+    // A wrong token is refused and does not activate.
+    let forged = format!(
+        "/api/v1/market/accounts/activate?username=finn&token={}",
+        "0".repeat(64)
+    );
+    let (s, b) = server.call(Method::GET, &forged, None, None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["field"], "token", "{b}");
+    let (s, b) = server.call(Method::GET, &link, None, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["state"], "active", "{b}");
+    assert!(b.get("token").is_none(), "the link only activates: {b}");
+    let (s, b) = server.call(Method::GET, &link, None, None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "a second use is refused: {b}");
+    let (s, _) = activate(&server, "finn", &code).await;
+    assert_eq!(s, StatusCode::CONFLICT, "the code went with the link");
+    let (s, b) = login(&server, "finn").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
 }

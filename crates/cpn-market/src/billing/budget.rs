@@ -72,7 +72,9 @@ pub enum Refusal {
 
 #[derive(Debug, Clone)]
 struct TenantBudget {
-    budget: Budget,
+    /// `None`: the tenant has no limit, but its month's spending is still counted, for the
+    /// balance view and for a budget set later in the month.
+    budget: Option<Budget>,
     month: Month,
     spent: Money,
     alarmed: bool,
@@ -90,14 +92,15 @@ impl TenantBudget {
         }
     }
 
-    fn alarm_at(&self) -> Money {
-        self.budget
+    fn alarm_at(budget: &Budget) -> Money {
+        budget
             .monthly_limit
-            .mul_div_round(u64::from(self.budget.alarm_percent), 100)
+            .mul_div_round(u64::from(budget.alarm_percent), 100)
     }
 }
 
-/// Tenants without a budget have no spending limit (their funds still bound them).
+/// Every tenant's spending per month; tenants without a budget have no spending limit
+/// (their funds still bound them) and no budget alarms.
 #[derive(Debug, Default, Clone)]
 pub struct Budgets {
     tenants: HashMap<TenantId, TenantBudget>,
@@ -105,11 +108,12 @@ pub struct Budgets {
     pub(crate) dirty: std::collections::BTreeSet<TenantId>,
 }
 
-/// A tenant's budget as the store keeps it: the limit and this month's count.
+/// A tenant's budget as the store keeps it: the limit (`None` for a tenant without one)
+/// and this month's count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetRow {
     pub tenant: TenantId,
-    pub budget: Budget,
+    pub budget: Option<Budget>,
     pub month: Month,
     pub spent: Money,
     pub alarmed: bool,
@@ -121,7 +125,7 @@ impl Budgets {
         Budgets::default()
     }
 
-    /// Every tenant's budget, by tenant.
+    /// Every tenant's budget and spending, by tenant (those without a budget too).
     pub fn rows(&self) -> Vec<BudgetRow> {
         let mut rows: Vec<BudgetRow> = self.tenants.keys().filter_map(|t| self.row(t)).collect();
         rows.sort_unstable_by(|a, b| a.tenant.cmp(&b.tenant));
@@ -167,15 +171,15 @@ impl Budgets {
         }
         self.dirty.insert(tenant.clone());
         let entry = self.tenants.entry(tenant).or_insert(TenantBudget {
-            budget,
+            budget: Some(budget),
             month: now.month(),
             spent: Money::ZERO,
             alarmed: false,
             exhausted: false,
         });
         entry.roll(now);
-        entry.budget = budget;
-        entry.alarmed = entry.spent >= entry.alarm_at();
+        entry.budget = Some(budget);
+        entry.alarmed = entry.spent >= TenantBudget::alarm_at(&budget);
         entry.exhausted = entry.spent >= budget.monthly_limit;
         Ok(())
     }
@@ -187,23 +191,33 @@ impl Budgets {
             .map_or(Money::ZERO, |b| b.spent)
     }
 
-    /// Counts a charge against the tenant's month; returns the alarm and exhaustion events
-    /// it causes, each at most once a month.
+    /// Counts a charge against the tenant's month, budget or not; returns the alarm and
+    /// exhaustion events it causes (only with a budget), each at most once a month.
     pub fn record_spend(
         &mut self,
         tenant: &TenantId,
         amount: Money,
         now: Timestamp,
     ) -> Vec<BudgetEvent> {
-        let Some(b) = self.tenants.get_mut(tenant) else {
-            return Vec::new();
-        };
+        let b = self
+            .tenants
+            .entry(tenant.clone())
+            .or_insert_with(|| TenantBudget {
+                budget: None,
+                month: now.month(),
+                spent: Money::ZERO,
+                alarmed: false,
+                exhausted: false,
+            });
         self.dirty.insert(tenant.clone());
         b.roll(now);
         b.spent = b.spent + amount;
         let mut events = Vec::new();
-        let (month, spent, limit) = (b.month, b.spent, b.budget.monthly_limit);
-        if !b.alarmed && spent >= b.alarm_at() {
+        let Some(budget) = b.budget else {
+            return events;
+        };
+        let (month, spent, limit) = (b.month, b.spent, budget.monthly_limit);
+        if !b.alarmed && spent >= TenantBudget::alarm_at(&budget) {
             b.alarmed = true;
             events.push(BudgetEvent::ThresholdReached {
                 tenant: tenant.clone(),
@@ -246,14 +260,16 @@ impl Budgets {
         needed: Money,
         now: Timestamp,
     ) -> Result<(), Refusal> {
-        if let Some(b) = self.tenants.get(tenant) {
+        if let Some(b) = self.tenants.get(tenant)
+            && let Some(budget) = b.budget
+        {
             let month = now.month();
             let spent = if b.month == month {
                 b.spent
             } else {
                 Money::ZERO
             };
-            let limit = b.budget.monthly_limit;
+            let limit = budget.monthly_limit;
             if spent >= limit {
                 return Err(Refusal::BudgetExhausted {
                     tenant: tenant.clone(),
@@ -280,5 +296,70 @@ impl Budgets {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spending_counts_for_every_tenant_and_only_a_budget_alarms() {
+        let t0 = Timestamp::from_unix(1_767_225_600); // 2026-01-01
+        let (free, capped) = (TenantId("free".into()), TenantId("capped".into()));
+        let mut b = Budgets::new();
+        b.set(
+            capped.clone(),
+            Budget {
+                monthly_limit: Money::from_minor(1_000),
+                alarm_percent: 50,
+            },
+            t0,
+        )
+        .unwrap();
+        assert!(
+            b.record_spend(&free, Money::from_minor(700), t0).is_empty(),
+            "no budget: no alarm"
+        );
+        assert_eq!(b.spent(&free, t0), Money::from_minor(700));
+        let events = b.record_spend(&capped, Money::from_minor(700), t0);
+        assert!(
+            matches!(events[..], [BudgetEvent::ThresholdReached { .. }]),
+            "{events:?}"
+        );
+        assert_eq!(b.spent(&capped, t0), Money::from_minor(700));
+        // The spending without a budget is kept across a restore, and a new month restarts it.
+        let mut restored = Budgets::new();
+        for row in b.rows() {
+            restored.restore(row);
+        }
+        assert_eq!(restored.spent(&free, t0), Money::from_minor(700));
+        assert_eq!(
+            restored
+                .rows()
+                .iter()
+                .find(|r| r.tenant == free)
+                .unwrap()
+                .budget,
+            None
+        );
+        let next_month = t0.plus_seconds(31 * 86_400);
+        assert_eq!(restored.spent(&free, next_month), Money::ZERO);
+        // A budget set later in the month starts from what was spent already.
+        restored
+            .set(
+                free.clone(),
+                Budget {
+                    monthly_limit: Money::from_minor(500),
+                    alarm_percent: 80,
+                },
+                t0,
+            )
+            .unwrap();
+        let ledger = Ledger::default();
+        assert!(matches!(
+            restored.admit(&ledger, &free, Money::ZERO, t0),
+            Err(Refusal::BudgetExhausted { .. })
+        ));
     }
 }

@@ -1025,6 +1025,7 @@ pub fn flow_definition(v: &PlanView) -> ApiResult<FlowDefinition> {
                         retry: Default::default(),
                         policy: None,
                         labels: Default::default(),
+                        lease: None,
                     },
                 }
             }

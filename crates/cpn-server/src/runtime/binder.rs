@@ -20,6 +20,7 @@ use crate::registry::visible_to_tenant;
 use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::tasks::TaskState;
+use cpn_model::Requirement;
 use cpn_sched::batch::{Outcome, Round, Schedulers, Shape};
 use cpn_sched::cycle::Mode;
 use cpn_sched::framework::SiteFilter;
@@ -486,26 +487,43 @@ fn place_batch(
                 continue;
             }
         };
-        let shape = Shape::of(&sched_task);
-        let (outcome, brief) = round.place_recorded(
-            &name,
-            scheduler,
-            &sched_task,
-            &shape,
-            &mut binder.live.cluster,
-            Mode::Brief,
-        );
+        let (outcome, brief, window) = match task.spec.lease {
+            None => {
+                let shape = Shape::of(&sched_task);
+                let (outcome, brief) = round.place_recorded(
+                    &name,
+                    scheduler,
+                    &sched_task,
+                    &shape,
+                    &mut binder.live.cluster,
+                    Mode::Brief,
+                );
+                (outcome, brief, None)
+            }
+            Some(lease) => {
+                match place_in_lease(&mut round, &name, scheduler, &sched_task, binder, lease) {
+                    Ok(tried) => tried,
+                    Err(why) => {
+                        let events = task.abandon(now, &why, &why);
+                        writes.push(write(task, attempt, events));
+                        continue;
+                    }
+                }
+            }
+        };
         let live = &binder.live;
         let events = match outcome {
             Outcome::Placed(p) => {
                 bound += 1;
-                binder.placed(
-                    &task.record.id,
-                    p.node,
-                    &sched_task.tenant,
-                    sched_task.demand,
-                    p.gpus.clone(),
-                );
+                let (id, tenant) = (&task.record.id, &sched_task.tenant);
+                match window {
+                    Some(w) => {
+                        binder.close_lease(w, Some((id, tenant, sched_task.demand, p.gpus.clone())))
+                    }
+                    None => {
+                        binder.placed(id, p.node, tenant, sched_task.demand, p.gpus.clone(), None)
+                    }
+                }
                 placed.push(task.record.id.clone());
                 let live = &binder.live;
                 let n = p.node as usize;
@@ -526,7 +544,11 @@ fn place_batch(
             }
             Outcome::Waits(u) => {
                 unschedulable += 1;
-                let why = unschedulable_reason(live, &u, "no node fits now");
+                let what = match task.spec.lease {
+                    Some(lease) => format!("it waits for its lease {lease}'s share"),
+                    None => "no node fits now".to_string(),
+                };
+                let why = unschedulable_reason(live, &u, &what);
                 if !due && task.unschedulable_for(&why) {
                     // Tried early because capacity appeared, and still waiting for the
                     // same reason: nothing to write (its backoff stands).
@@ -552,6 +574,92 @@ fn place_batch(
         unschedulable,
         placed,
     }
+}
+
+/// Label a lease-bound task carries while it is placed, so its shape (restricted to one
+/// lease node) is never taken for another task's in the round's failure cache.
+const LEASE_LABEL: &str = "cpn.lease/id";
+
+/// Places a task of `lease` in the one pipeline, inside the lease's share: on each of the
+/// lease's nodes in turn, in a window where the node offers only what the share has left
+/// (`BinderCluster::open_lease`), restricted to that node by its site and node name
+/// labels. A placement comes with its window still open, for the caller to close with it;
+/// a failure closes them all and waits (a node that cannot take it now may later). Err
+/// with the reason the task fails for good: the lease holds nothing (it ended), or the task
+/// asks more than the lease holds on any one node.
+fn place_in_lease(
+    round: &mut Round,
+    policy: &str,
+    scheduler: &mut Scheduler,
+    task: &cpn_sched::Task,
+    binder: &mut super::livecluster::BinderCluster,
+    lease: u64,
+) -> Result<
+    (
+        Outcome,
+        Option<cpn_sched::explain::Decision>,
+        Option<super::livecluster::LeaseWindow>,
+    ),
+    String,
+> {
+    if !binder.has_lease(lease) {
+        return Err("lease ended".into());
+    }
+    let nodes = binder.lease_nodes(lease);
+    if nodes.is_empty() {
+        // Its hold could not be taken (its node is gone, or was full when it started).
+        let why = "the lease's share is not held on its node now".to_string();
+        let u = cpn_sched::Unschedulable {
+            reasons: vec![(why, 1)],
+            forever: false,
+        };
+        return Ok((Outcome::Waits(u), None, None));
+    }
+    let d = &task.demand;
+    let fits_share = |key| {
+        binder.lease_share(key).is_some_and(|s| {
+            d.cpu_milli <= s.cpu_milli && d.memory_mib <= s.memory_mib && d.gpus <= s.gpus
+        })
+    };
+    if !nodes.iter().any(|(key, _, _)| fits_share(key)) {
+        return Err(format!(
+            "it asks more than lease {lease} holds on any of its nodes (CPU, memory or cards)"
+        ));
+    }
+    let mut last = None;
+    for (key, site, node) in nodes {
+        let Some(w) = binder.open_lease(&key) else {
+            continue;
+        };
+        let mut t = task.clone();
+        t.site_selector.requirements.push(Requirement::Equals(
+            super::tasks::SITE_NAME_LABEL.into(),
+            site,
+        ));
+        t.node_selector
+            .requirements
+            .push(Requirement::Equals(NODE_NAME_LABEL.into(), node));
+        t.labels.insert(LEASE_LABEL.into(), lease.to_string());
+        let shape = Shape::of(&t);
+        let (outcome, brief) = round.place_recorded(
+            policy,
+            scheduler,
+            &t,
+            &shape,
+            &mut binder.live.cluster,
+            Mode::Brief,
+        );
+        match outcome {
+            Outcome::Placed(_) => return Ok((outcome, brief, Some(w))),
+            // The share fits it (checked above): a node that cannot take it now may later.
+            Outcome::Waits(u) | Outcome::Never(u) => {
+                binder.close_lease(w, None);
+                last = Some((Outcome::Waits(u), brief));
+            }
+        }
+    }
+    let (outcome, brief) = last.ok_or_else(|| "lease ended".to_string())?;
+    Ok((outcome, brief, None))
 }
 
 /// What one binding round came to.
@@ -627,6 +735,18 @@ pub async fn explain_task(
     let (mut choice, profile) = policy::choose(state, who, &sched_task, named).await?;
     if bound_by.is_some() {
         choice.reasons = vec!["the policy that bound this task".into()];
+    }
+    if let Some(lease) = task.spec.lease {
+        // The view below is the federation's; the binder places this task only in its
+        // lease's share, and says so in the task's reason while it waits for it.
+        choice.reasons.push(format!(
+            "runs inside lease {lease}: only on the lease's node(s), within the cards, CPU and memory it holds{}",
+            task.status
+                .reason
+                .as_deref()
+                .map(|r| format!("; now: {r}"))
+                .unwrap_or_default()
+        ));
     }
     // The caller sees only sites (and their nodes) it may read, and the task only sites its
     // tenant may see, as when it is bound.

@@ -1,6 +1,9 @@
 //! The one capacity ledger (issue #13, deliverable 4): every hold on capacity — an active
-//! task's, a `POST /schedule` decision's, an I2 allocation's (and the leases still to come)
-//! — is one [`Hold`] here, keyed by its kind and id. The store is the truth: the ledger is
+//! task's, a `POST /schedule` decision's, an I2 allocation's, a class B marketplace lease's
+//! — is one [`Hold`] here, keyed by its kind and id. A task that runs inside a lease holds
+//! its part of the lease's hold, not capacity of its own ([`Hold::takes_capacity`]): the
+//! lease's hold keeps the whole share out of everyone else's reach, and the binder places
+//! the lease's tasks inside it (`livecluster::BinderCluster::open_lease`). The store is the truth: the ledger is
 //! rebuilt from it at start ([`super::Runtime::load`]) and changed right after every write
 //! that creates, adjusts or releases a hold, under `Runtime::capacity_lock` for anything
 //! that takes capacity. A live cluster takes every live-node hold out of what it offers
@@ -29,6 +32,14 @@ pub enum HoldKind {
     Decision,
     /// An active I2 allocation, by allocation id.
     Allocation,
+    /// A running class B marketplace lease's share of one node, by
+    /// [`lease_hold_id`]; made from the market at start, not stored as a hold.
+    Lease,
+}
+
+/// The ledger id of a class B lease's hold on one node (by the node's name in its site).
+pub fn lease_hold_id(lease: u64, node: &str) -> String {
+    format!("market-lease-{lease}@{node}")
 }
 
 /// Capacity one task, decision or allocation holds.
@@ -43,9 +54,18 @@ pub struct Hold {
     pub gpus: Vec<(u32, u32)>,
     /// From then on it holds nothing.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The lease: of a `Lease` hold, the lease it is; of a `Task` hold, the lease the task
+    /// runs inside (its capacity is part of that lease's hold).
+    pub lease: Option<u64>,
 }
 
 impl Hold {
+    /// Whether this hold takes capacity out of its node itself: all but a task running
+    /// inside a lease, whose share the lease's hold already takes.
+    pub fn takes_capacity(&self, kind: HoldKind) -> bool {
+        kind != HoldKind::Task || self.lease.is_none()
+    }
+
     pub fn holds_at(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_none_or(|e| e > now)
     }
@@ -159,7 +179,10 @@ impl Ledger {
         cluster: &mut Cluster,
         nodes: &HashMap<&str, NodeIdx>,
     ) {
-        for (_, _, h) in self.active(now) {
+        for (kind, _, h) in self.active(now) {
+            if !h.takes_capacity(kind) {
+                continue;
+            }
             let Some(&n) = nodes.get(h.target.as_str()) else {
                 continue;
             };
@@ -194,8 +217,8 @@ pub async fn sweep(state: &AppState) -> ApiResult<()> {
             HoldKind::Allocation => {
                 state.store.release_allocation(&id, at).await?;
             }
-            // A task's hold ends with the task.
-            HoldKind::Task => continue,
+            // A task's hold ends with the task, a lease's with the lease.
+            HoldKind::Task | HoldKind::Lease => continue,
         }
         rt.ledger().release(kind, &id);
         tracing::info!(?kind, id = %id, "hold expired; released");
@@ -218,7 +241,20 @@ mod tests {
             },
             gpus: Vec::new(),
             expires_at,
+            lease: None,
         }
+    }
+
+    #[test]
+    fn a_task_inside_a_lease_takes_no_capacity_of_its_own() {
+        let inside = Hold {
+            lease: Some(7),
+            ..hold("n1", 1000, None)
+        };
+        assert!(!inside.takes_capacity(HoldKind::Task));
+        assert!(inside.takes_capacity(HoldKind::Lease));
+        assert!(hold("n1", 1000, None).takes_capacity(HoldKind::Task));
+        assert_eq!(lease_hold_id(7, "n1"), "market-lease-7@n1");
     }
 
     #[test]

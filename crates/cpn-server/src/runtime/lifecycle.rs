@@ -417,13 +417,18 @@ impl Task {
 
     /// Still waiting at its deadline.
     pub fn expire(&mut self, now: DateTime<Utc>) -> Vec<NewEvent> {
-        self.status.finished_at = Some(now);
-        self.set(
-            TaskState::Failed,
+        self.abandon(
             now,
-            Some("deadline: the task had not started by its deadline".into()),
-        );
-        let why = "its deadline passed before it could start";
+            "deadline: the task had not started by its deadline",
+            "its deadline passed before it could start",
+        )
+    }
+
+    /// A task that has not started fails for good, without retries: `reason` is its
+    /// state's reason, `why` what its event and alarm say.
+    pub fn abandon(&mut self, now: DateTime<Utc>, reason: &str, why: &str) -> Vec<NewEvent> {
+        self.status.finished_at = Some(now);
+        self.set(TaskState::Failed, now, Some(reason.into()));
         vec![
             self.event(now, format!("failed: {why}")),
             self.alarm(

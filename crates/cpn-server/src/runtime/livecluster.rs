@@ -121,6 +121,23 @@ fn same_cluster(a: &LiveCluster, b: &LiveCluster) -> Result<(), String> {
     Ok(())
 }
 
+/// Tenant the blockers of a [`LeaseWindow`] are held for: none, so no tenant's quota or
+/// usage counts them.
+const BLOCKER: &str = "";
+
+/// A lease's share of one node opened for one of its tasks: the lease's hold is given back
+/// and everything else free on the node is held by blockers, so the node offers exactly
+/// what the share has left (its leased cards, CPU and memory not used by the lease's other
+/// tasks). The scheduler then places the task as any other, restricted to this node; close
+/// the window with [`BinderCluster::close_lease`] before the cluster is used for anything
+/// else.
+pub struct LeaseWindow {
+    key: HoldKey,
+    lease: u64,
+    pub node: NodeIdx,
+    blockers: Vec<(Demand, GpuAssignment)>,
+}
+
 /// A ledger hold as the live cluster took it.
 #[derive(Debug)]
 struct Taken {
@@ -147,6 +164,8 @@ pub struct BinderCluster {
     on_node: HashMap<String, HashSet<HoldKey>>,
     /// Holds with an expiry, by it.
     expiries: BTreeSet<(DateTime<Utc>, HoldKey)>,
+    /// Keys of each lease's holds and of its tasks' holds, by lease.
+    by_lease: HashMap<u64, BTreeSet<HoldKey>>,
 }
 
 /// What a sync did, for the counters and the benchmark.
@@ -329,6 +348,7 @@ impl BinderCluster {
             holds: HashMap::new(),
             on_node: HashMap::new(),
             expiries: BTreeSet::new(),
+            by_lease: HashMap::new(),
         })
     }
 
@@ -548,7 +568,7 @@ impl BinderCluster {
         let Some(t) = self.holds.get_mut(key) else {
             return;
         };
-        if t.given.is_some() {
+        if t.given.is_some() || !t.hold.takes_capacity(key.0) {
             return;
         }
         let Some(&n) = self.index.get(&t.hold.target) else {
@@ -587,6 +607,14 @@ impl BinderCluster {
             if let Some(at) = t.hold.expires_at {
                 self.expiries.remove(&(at, key.clone()));
             }
+            if let Some(lease) = t.hold.lease
+                && let Some(keys) = self.by_lease.get_mut(&lease)
+            {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_lease.remove(&lease);
+                }
+            }
         }
     }
 
@@ -606,6 +634,9 @@ impl BinderCluster {
             .insert(key.clone());
         if let Some(at) = h.expires_at {
             self.expiries.insert((at, key.clone()));
+        }
+        if let Some(lease) = h.lease {
+            self.by_lease.entry(lease).or_default().insert(key.clone());
         }
         self.holds.insert(
             key.clone(),
@@ -648,6 +679,7 @@ impl BinderCluster {
             .map(|t| &t.hold)
     }
 
+    /// A task placed inside `lease` took nothing itself (the lease's hold holds it).
     pub fn placed(
         &mut self,
         task: &str,
@@ -655,6 +687,7 @@ impl BinderCluster {
         tenant: &str,
         demand: Demand,
         gpus: GpuAssignment,
+        lease: Option<u64>,
     ) {
         let key: HoldKey = (super::ledger::HoldKind::Task, task.to_string());
         self.forget(&key);
@@ -663,6 +696,9 @@ impl BinderCluster {
             .entry(target.clone())
             .or_default()
             .insert(key.clone());
+        if let Some(lease) = lease {
+            self.by_lease.entry(lease).or_default().insert(key.clone());
+        }
         self.holds.insert(
             key,
             Taken {
@@ -672,9 +708,140 @@ impl BinderCluster {
                     demand,
                     gpus: gpus.clone(),
                     expires_at: None,
+                    lease,
                 },
-                given: Some(gpus),
+                given: lease.is_none().then_some(gpus),
             },
         );
+    }
+
+    // ------------------------------------------------------------ leases
+
+    /// The holds of `lease` that hold capacity here now, one per node, with the node's
+    /// site and node names (a lease-bound task is restricted to them by label); empty when
+    /// the lease holds nothing (it ended).
+    pub fn lease_nodes(&self, lease: u64) -> Vec<(HoldKey, String, String)> {
+        let Some(keys) = self.by_lease.get(&lease) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter(|k| k.0 == super::ledger::HoldKind::Lease)
+            .filter_map(|k| {
+                let t = self.holds.get(k)?;
+                t.given.as_ref()?;
+                let n = *self.index.get(&t.hold.target)?;
+                let site = self.live.cluster.node(n).spec.site;
+                Some((
+                    k.clone(),
+                    self.live.site_names[site as usize].clone(),
+                    self.live.node_names[n as usize].clone(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Whether `lease` has a hold here (false once it ended).
+    pub fn has_lease(&self, lease: u64) -> bool {
+        self.by_lease
+            .get(&lease)
+            .is_some_and(|keys| keys.iter().any(|k| k.0 == super::ledger::HoldKind::Lease))
+    }
+
+    /// The share a lease's hold `key` holds (its demand), if it holds now.
+    pub fn lease_share(&self, key: &HoldKey) -> Option<Demand> {
+        self.holds.get(key).map(|t| t.hold.demand)
+    }
+
+    /// Opens lease hold `key` for one of the lease's tasks (see [`LeaseWindow`]); None when
+    /// it holds nothing now.
+    pub fn open_lease(&mut self, key: &HoldKey) -> Option<LeaseWindow> {
+        let t = self.holds.get(key)?;
+        let leased = t.given.clone()?;
+        let n = *self.index.get(&t.hold.target)?;
+        let lease = t.hold.lease?;
+        let (share, tenant, target) = (t.hold.demand, t.hold.tenant.clone(), &t.hold.target);
+        // What the lease's tasks on this node use of the share.
+        let (mut cpu, mut memory) = (0u64, 0u64);
+        let mut gpu_used: HashMap<u32, u32> = HashMap::new();
+        for k in self.by_lease.get(&lease).into_iter().flatten() {
+            let Some(task) = self.holds.get(k) else {
+                continue;
+            };
+            if k.0 != super::ledger::HoldKind::Task || &task.hold.target != target {
+                continue;
+            }
+            cpu += task.hold.demand.cpu_milli;
+            memory += task.hold.demand.memory_mib;
+            for &(i, m) in &task.hold.gpus {
+                *gpu_used.entry(i).or_default() += m;
+            }
+        }
+        let c = &mut self.live.cluster;
+        c.release(&tenant, n, &share, &leased);
+        let node = c.node(n);
+        let rest = Demand {
+            cpu_milli: node
+                .cpu_free()
+                .saturating_sub(share.cpu_milli.saturating_sub(cpu)),
+            memory_mib: node
+                .memory_free()
+                .saturating_sub(share.memory_mib.saturating_sub(memory)),
+            ..Default::default()
+        };
+        let gpu_blocks: Vec<(u32, u32)> = node
+            .gpu_free
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &free)| {
+                let i = i as u32;
+                let open = if leased.iter().any(|&(g, _)| g == i) {
+                    1000u32
+                        .saturating_sub(gpu_used.get(&i).copied().unwrap_or(0))
+                        .min(free)
+                } else {
+                    0
+                };
+                (free > open).then_some((i, free - open))
+            })
+            .collect();
+        let mut blockers = Vec::new();
+        if c.reserve_exact(BLOCKER, n, &rest, &Vec::new()) {
+            blockers.push((rest, Vec::new()));
+        }
+        for (i, m) in gpu_blocks {
+            let d = Demand {
+                gpus: 1,
+                gpu_milli: m,
+                ..Default::default()
+            };
+            if c.reserve_exact(BLOCKER, n, &d, &vec![(i, m)]) {
+                blockers.push((d, vec![(i, m)]));
+            }
+        }
+        self.holds.get_mut(key).expect("just read").given = None;
+        Some(LeaseWindow {
+            key: key.clone(),
+            lease,
+            node: n,
+            blockers,
+        })
+    }
+
+    /// Closes a lease window: the task the scheduler placed in it (if any) is recorded as
+    /// a hold inside the lease, the blockers go and the lease's hold is taken again, so the
+    /// node is as before but for the task's part of the share.
+    pub fn close_lease(
+        &mut self,
+        w: LeaseWindow,
+        placed: Option<(&str, &str, Demand, GpuAssignment)>,
+    ) {
+        if let Some((task, tenant, demand, gpus)) = placed {
+            self.live.cluster.release(tenant, w.node, &demand, &gpus);
+            self.placed(task, w.node, tenant, demand, gpus, Some(w.lease));
+        }
+        for (d, g) in w.blockers.iter().rev() {
+            self.live.cluster.release(BLOCKER, w.node, d, g);
+        }
+        self.place(&w.key);
     }
 }

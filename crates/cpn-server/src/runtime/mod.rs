@@ -275,7 +275,23 @@ impl Runtime {
             return Ok(Vec::new());
         }
         let had_events = writes.iter().any(|w| !w.events.is_empty());
+        // Running attempts inside a lease that may end here: their use goes on the lease.
+        let in_lease: HashSet<String> = writes
+            .iter()
+            .filter(|w| {
+                w.expect_states
+                    .iter()
+                    .any(|s| s == TaskState::Running.as_str())
+                    && w.record.spec.get("lease").is_some_and(|l| !l.is_null())
+            })
+            .map(|w| w.record.id.clone())
+            .collect();
         let results = state.store.write_tasks(writes).await?;
+        for rec in results.iter().flatten() {
+            if in_lease.contains(&rec.id) && rec.state != TaskState::Running.as_str() {
+                record_lease_usage(state, rec);
+            }
+        }
         let mut freed = false;
         let mut wake = Vec::new();
         {
@@ -357,6 +373,27 @@ impl Runtime {
     }
 }
 
+/// A running attempt of a task inside a lease ended (`rec` is the task after): its use is
+/// recorded on the lease. Spawned, as the market may be locked by whoever commits (a lease
+/// that ends cancels its tasks under the market's lock).
+fn record_lease_usage(state: &AppState, rec: &TaskRecord) {
+    let Ok(task) = Task::decode(rec.clone()) else {
+        return;
+    };
+    let (Some(lease), Some(start), Some(end)) = (
+        task.spec.lease,
+        task.status.started_at,
+        task.status.finished_at,
+    ) else {
+        return;
+    };
+    let demand = tasks::demand_of(&task.spec.resources);
+    let state = state.clone();
+    tokio::spawn(async move {
+        crate::market::record_lease_task(&state, lease, demand, start, end).await;
+    });
+}
+
 /// What an active task holds, from its stored spec and status.
 pub fn held_of(rec: &TaskRecord) -> Option<Hold> {
     let task = Task::decode(rec.clone()).ok()?;
@@ -371,6 +408,7 @@ pub fn held_of(rec: &TaskRecord) -> Option<Hold> {
             .map(|&g| (g, tasks::gpu_milli_of(&task.spec.resources)))
             .collect(),
         expires_at: None,
+        lease: task.spec.lease,
     })
 }
 
@@ -384,6 +422,7 @@ pub fn spawn_loops(state: &AppState) -> tokio::task::JoinHandle<()> {
         supervise("slurm", state, |s| Box::pin(slurm::run(s))),
         supervise("rules", state, |s| Box::pin(rules::run(s))),
         supervise("market", state, |s| Box::pin(crate::market::run(s))),
+        supervise("outbox", state, |s| Box::pin(crate::notify::run_outbox(s))),
     ];
     tokio::spawn(async move {
         for l in loops {

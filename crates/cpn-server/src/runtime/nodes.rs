@@ -123,9 +123,12 @@ fn held(state: &AppState) -> std::collections::HashMap<String, (Capacity, u32)> 
     let ledger = state.runtime.ledger();
     for (kind, _, h) in ledger.active(chrono::Utc::now()) {
         let e = out.entry(h.target.clone()).or_default();
-        e.0.cpu_cores += h.demand.cpu_milli as f64 / 1000.0;
-        e.0.memory_gib += h.demand.memory_mib as f64 / 1024.0;
-        e.0.gpus += h.demand.gpu_milli_total() as f64 / 1000.0;
+        // A task inside a lease uses part of the lease's hold: counted once, as the lease.
+        if h.takes_capacity(kind) {
+            e.0.cpu_cores += h.demand.cpu_milli as f64 / 1000.0;
+            e.0.memory_gib += h.demand.memory_mib as f64 / 1024.0;
+            e.0.gpus += h.demand.gpu_milli_total() as f64 / 1000.0;
+        }
         if kind == super::ledger::HoldKind::Task {
             e.1 += 1;
         }

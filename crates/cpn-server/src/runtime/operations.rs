@@ -594,6 +594,7 @@ pub fn hold_of(a: &AllocationRecord) -> Option<Hold> {
         demand: tasks::demand_of(&r),
         gpus: Vec::new(),
         expires_at: None,
+        lease: None,
     })
 }
 

@@ -100,6 +100,9 @@ pub async fn submit_as(
         }
         None => who.tenant().to_string(),
     };
+    if let Some(lease) = spec.lease {
+        crate::market::check_task_lease(state, &tenant, lease).await?;
+    }
     // Selectors and the rest are checked now, not at the first placement try.
     crate::schedule::task_from_spec(who, &placement_spec(&spec, &tenant), 0).map_err(
         |e| match e.field {
@@ -361,6 +364,64 @@ pub async fn list(state: &AppState, who: &Caller, filter: TaskFilter) -> ApiResu
 
 pub async fn cancel(state: &AppState, who: impl Into<Actor>, id: &str) -> ApiResult<TaskView> {
     let who: &Actor = &who.into();
+    let by = who.name().to_string();
+    stop(state, who, id, |task, now| task.cancel(now, &by)).await
+}
+
+/// A lease ended (released, expired, its budget spent): its tasks end with it. A scheduled
+/// or running one is cancelled (its node's agent stops its processes), a waiting one fails
+/// with reason "lease ended". Reads the tenant's unfinished tasks once; a task that fails to
+/// end is logged (the binder fails a waiting one whose lease holds nothing).
+pub async fn end_in_lease(state: &AppState, lease: u64, tenant: &str) {
+    let unfinished = state
+        .store
+        .list_tasks(TaskQuery {
+            tenant: Some(tenant.to_string()),
+            states: ["pending", "scheduled", "running"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        })
+        .await;
+    let recs = match unfinished {
+        Ok(recs) => recs,
+        Err(e) => {
+            tracing::warn!(lease, error = %e, "listing the tasks of an ended lease failed");
+            return;
+        }
+    };
+    let who = Actor::System(crate::caller::SystemActor::Binder {
+        tenant: tenant.to_string(),
+    });
+    let by = format!("the end of lease {lease}");
+    let why = format!("lease {lease} ended");
+    for rec in recs {
+        let id = rec.id.clone();
+        if decode(rec).ok().and_then(|t| t.spec.lease) != Some(lease) {
+            continue;
+        }
+        let ended = stop(state, &who, &id, |task, now| {
+            if task.state() == TaskState::Pending {
+                task.abandon(now, "lease ended", &why)
+            } else {
+                task.cancel(now, &by)
+            }
+        })
+        .await;
+        if let Err(e) = ended {
+            tracing::warn!(lease, task = %id, error = %e, "ending a task of an ended lease failed");
+        }
+    }
+}
+
+/// Ends a task that has not ended: `end` makes its last step (a cancel, a failure); an
+/// active one's processes are stopped on its node.
+async fn stop(
+    state: &AppState,
+    who: &Actor,
+    id: &str,
+    end: impl Fn(&mut Task, chrono::DateTime<Utc>) -> Vec<NewEvent>,
+) -> ApiResult<TaskView> {
     for _ in 0..5 {
         let mut task = load(state, who, id).await?;
         if !who.is_operator()
@@ -385,7 +446,7 @@ pub async fn cancel(state: &AppState, who: impl Into<Actor>, id: &str) -> ApiRes
         let attempt_id = task.attempt_id();
         let expect_attempt = task.record.attempt;
         let now = Utc::now();
-        let events = task.cancel(now, who.name());
+        let events = end(&mut task, now);
         let write = TaskWrite {
             expect_states: vec![st.as_str().into()],
             expect_attempt,

@@ -1,0 +1,52 @@
+//! Stand-ins for NVIDIA GPU device nodes, for the tests of GPU device isolation (shared by
+//! `cpn-agent`'s tests and the `lease_ssh` end-to-end test, which include this file by
+//! `#[path]`): `nvidia0` and `nvidia1`, character devices 195:0 and 195:1, mode 0666, in a
+//! directory of the test's. No driver stands behind major 195 on a test host, so opening a
+//! node the devices cgroup allows fails with ENXIO ("No such device or address"), and one
+//! it denies with EPERM ("Operation not permitted"): which of the two a process gets shows
+//! what its cgroup allows, for real GPUs and emulated ones alike.
+
+#![allow(dead_code)] // each including test uses its own part
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What `cat` says for a node the cgroup allows (no driver behind it).
+pub const ALLOWED: &str = "No such device or address";
+/// What `cat` says for a node the cgroup denies.
+pub const DENIED: &str = "Operation not permitted";
+
+/// Makes `dir/nvidia0` (195:0) and `dir/nvidia1` (195:1), readable by everyone; returns
+/// their paths. `dir` must be reachable by the processes that open them.
+pub fn make(dir: &Path) -> [PathBuf; 2] {
+    fs::create_dir_all(dir).unwrap();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    [0, 1].map(|minor| {
+        let node = dir.join(format!("nvidia{minor}"));
+        let out = Command::new("mknod")
+            .args(["-m", "0666"])
+            .arg(&node)
+            .args(["c", "195", &minor.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mknod {}: {out:?}", node.display());
+        node
+    })
+}
+
+/// Whether this host has a writable cgroup v1 `devices` hierarchy, where the agent must
+/// enforce GPU isolation (a test that finds none skips its device checks, saying so).
+pub fn v1_devices_hierarchy() -> bool {
+    fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3
+                && f[2] == "cgroup"
+                && f[3].split(',').any(|o| o == "devices")
+                && f[3].split(',').any(|o| o == "rw")
+        })
+}
