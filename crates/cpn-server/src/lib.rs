@@ -198,6 +198,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         market_accounts: Arc::new(market_accounts),
     };
 
+    state
+        .accounts
+        .throttle
+        .persist_to(store.clone())
+        .await
+        .context("restore the login lockouts")?;
     let fresh = auth::bootstrap(store.as_ref(), &config.data_dir)
         .await
         .context("create the operator account")?;

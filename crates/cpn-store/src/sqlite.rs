@@ -480,6 +480,15 @@ CREATE TABLE notification_attempts (
 );
 CREATE INDEX notification_attempts_by_key ON notification_attempts (idempotency_key, target_id, status);
 "#,
+    // Login lockouts of accounts (issue #12), so that a restart does not lift them; the
+    // per-address counters stay in memory. Times are `ts()` text, which sorts as time.
+    r#"
+CREATE TABLE login_lockouts (
+    username     TEXT PRIMARY KEY REFERENCES users (username) ON DELETE CASCADE,
+    failures     INTEGER NOT NULL,
+    locked_until TEXT NOT NULL
+);
+"#,
 ];
 
 type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;

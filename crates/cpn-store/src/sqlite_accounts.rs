@@ -2,8 +2,8 @@
 
 use crate::sqlite::{USER_COLUMNS, new_id, parse_ts, ts, user_from_row};
 use crate::{
-    AccountStore, AuditQuery, AuditRecord, NewSession, Result, SessionInfo, SessionKind,
-    SqliteStore, StoreError, UserRecord,
+    AccountStore, AuditQuery, AuditRecord, LoginLockout, NewSession, Result, SessionInfo,
+    SessionKind, SqliteStore, StoreError, UserRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -267,6 +267,51 @@ impl AccountStore for SqliteStore {
                 "UPDATE users SET totp_pending = ?2, totp_secret = ?3 WHERE username = ?1",
                 &[&username, &pending, &secret],
             )
+        })
+        .await
+    }
+
+    async fn save_login_lockout(&self, l: LoginLockout) -> Result<()> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO login_lockouts (username, failures, locked_until)
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM users WHERE username = ?1)
+                 ON CONFLICT (username) DO UPDATE SET
+                     failures = excluded.failures, locked_until = excluded.locked_until
+                 WHERE excluded.locked_until > login_lockouts.locked_until",
+            )?
+            .execute(params![l.username, l.failures as i64, ts(l.locked_until)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clear_login_lockout(&self, username: &str) -> Result<()> {
+        let username = username.to_string();
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM login_lockouts WHERE username = ?1")?
+                .execute(params![username])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn login_lockouts(&self, now: DateTime<Utc>) -> Result<Vec<LoginLockout>> {
+        self.write(move |conn| {
+            let now = ts(now);
+            conn.prepare_cached("DELETE FROM login_lockouts WHERE locked_until <= ?1")?
+                .execute(params![now])?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT username, failures, locked_until FROM login_lockouts ORDER BY username",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(LoginLockout {
+                    username: r.get(0)?,
+                    failures: r.get::<_, i64>(1)?.clamp(0, u32::MAX as i64) as u32,
+                    locked_until: parse_ts(&r.get::<_, String>(2)?)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

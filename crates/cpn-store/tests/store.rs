@@ -536,3 +536,55 @@ async fn joins_count_uses_and_replace_the_nodes_credential() {
         "refusals registered nothing"
     );
 }
+
+/// Login lockouts outlive the store (a restart) until they end; a longer one is not
+/// shortened by a late write of a shorter one; unknown usernames cost no row.
+#[tokio::test]
+async fn login_lockouts_survive_a_reopen_until_they_end() {
+    use cpn_store::{AccountStore, LoginLockout, NewUser};
+    let dir = tempfile::tempdir().unwrap();
+    let now = Utc::now();
+    let lockout = |name: &str, secs: i64| LoginLockout {
+        username: name.into(),
+        failures: 6,
+        locked_until: now + chrono::Duration::seconds(secs),
+    };
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.create_tenant("lab", "").await.unwrap();
+        for username in ["alice", "bob"] {
+            store
+                .create_user(NewUser {
+                    username: username.into(),
+                    password_hash: "x".into(),
+                    tenant: "lab".into(),
+                    role: "user".into(),
+                    display_name: String::new(),
+                    now,
+                })
+                .await
+                .unwrap();
+        }
+        store
+            .save_login_lockout(lockout("alice", 60))
+            .await
+            .unwrap();
+        store.save_login_lockout(lockout("alice", 5)).await.unwrap();
+        store.save_login_lockout(lockout("bob", 60)).await.unwrap();
+        store
+            .save_login_lockout(lockout("nobody", 60))
+            .await
+            .unwrap();
+        store.clear_login_lockout("bob").await.unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let kept = store.login_lockouts(now).await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].username, "alice");
+    assert_eq!(kept[0].failures, 6);
+    assert!(kept[0].locked_until > now + chrono::Duration::seconds(59));
+    // Once ended it is gone.
+    let later = now + chrono::Duration::seconds(61);
+    assert!(store.login_lockouts(later).await.unwrap().is_empty());
+    assert!(store.login_lockouts(now).await.unwrap().is_empty());
+}
