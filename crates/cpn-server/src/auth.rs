@@ -48,6 +48,8 @@ pub struct AccountsConfig {
     pub require_mfa_for_operators: bool,
     /// Threads hashing passwords at once; 0: one per core.
     pub hash_workers: usize,
+    /// Audit lines older than this many days are deleted; `None`: kept forever.
+    pub audit_retention_days: Option<u32>,
 }
 
 impl Default for AccountsConfig {
@@ -56,6 +58,7 @@ impl Default for AccountsConfig {
             session_idle: Duration::hours(12),
             require_mfa_for_operators: false,
             hash_workers: 0,
+            audit_retention_days: None,
         }
     }
 }

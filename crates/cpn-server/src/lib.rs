@@ -267,6 +267,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .await
         .map_err(|e| anyhow::anyhow!("load the marketplace: {e}"))?;
     let loops = runtime::spawn_loops(&state);
+    if state.accounts.config.audit_retention_days.is_some() {
+        runtime::supervise("audit-retention", &state, |s| {
+            Box::pin(audit::retention_loop(s))
+        });
+    }
     notify::spawn_alarm_delivery(&state);
     flows::resume_all(&state);
 

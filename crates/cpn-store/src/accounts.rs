@@ -164,5 +164,16 @@ pub trait AccountStore: Send + Sync {
     /// Appends one line; the log has no update or delete (the database refuses them).
     async fn append_audit(&self, entry: AuditRecord) -> Result<()>;
 
+    /// The operator's retention: deletes the oldest lines older than `before`, at most
+    /// `limit` of them, and appends `record` (its detail followed by the count) in the same
+    /// transaction, so no line goes without one saying so. Returns how many went; with none,
+    /// nothing is written. The only delete the database lets through.
+    async fn prune_audit(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+        record: AuditRecord,
+    ) -> Result<u64>;
+
     async fn list_audit(&self, query: AuditQuery) -> Result<Vec<AuditRecord>>;
 }

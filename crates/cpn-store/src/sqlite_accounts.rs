@@ -40,6 +40,29 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionInfo> {
     })
 }
 
+fn insert_audit(conn: &Connection, e: &AuditRecord) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (at, actor, tenant, source, action, object_kind, object_id,
+                            generation_before, generation_after, result, status, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        ts(e.at),
+        e.actor,
+        e.tenant,
+        e.source,
+        e.action,
+        e.object_kind,
+        e.object_id,
+        e.generation_before.map(|g| g as i64),
+        e.generation_after.map(|g| g as i64),
+        e.result,
+        e.status as i64,
+        e.detail
+    ])?;
+    Ok(())
+}
+
 const AUDIT_COLUMNS: &str = "seq, at, actor, tenant, source, action, object_kind, object_id, generation_before, generation_after, result, status, detail";
 
 fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
@@ -317,27 +340,34 @@ impl AccountStore for SqliteStore {
     }
 
     async fn append_audit(&self, e: AuditRecord) -> Result<()> {
+        self.write(move |conn| insert_audit(conn, &e)).await
+    }
+
+    async fn prune_audit(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+        mut record: AuditRecord,
+    ) -> Result<u64> {
         self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO audit (at, actor, tenant, source, action, object_kind, object_id,
-                                    generation_before, generation_after, result, status, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?
-            .execute(params![
-                ts(e.at),
-                e.actor,
-                e.tenant,
-                e.source,
-                e.action,
-                e.object_kind,
-                e.object_id,
-                e.generation_before.map(|g| g as i64),
-                e.generation_after.map(|g| g as i64),
-                e.result,
-                e.status as i64,
-                e.detail
-            ])?;
-            Ok(())
+            let before = ts(before);
+            // The delete trigger lets through only lines older than a row of this table,
+            // which lives inside this job's savepoint.
+            conn.execute(
+                "INSERT INTO audit_prune_before (at) VALUES (?1)",
+                params![before],
+            )?;
+            let pruned = conn.execute(
+                "DELETE FROM audit WHERE seq IN
+                     (SELECT seq FROM audit WHERE at < ?1 ORDER BY seq LIMIT ?2)",
+                params![before, limit as i64],
+            )? as u64;
+            conn.execute("DELETE FROM audit_prune_before", [])?;
+            if pruned > 0 {
+                record.detail = format!("{}{pruned}", record.detail);
+                insert_audit(conn, &record)?;
+            }
+            Ok(pruned)
         })
         .await
     }

@@ -588,3 +588,70 @@ async fn login_lockouts_survive_a_reopen_until_they_end() {
     assert!(store.login_lockouts(later).await.unwrap().is_empty());
     assert!(store.login_lockouts(now).await.unwrap().is_empty());
 }
+
+/// Retention deletes only lines older than its cut, in bounded batches, each with a line
+/// saying so; any other delete is still refused.
+#[tokio::test]
+async fn the_audit_log_is_pruned_only_by_retention_and_says_so() {
+    use cpn_store::{AccountStore, AuditQuery, AuditRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let now = Utc::now();
+    let line = |age_days: i64, action: &str, detail: &str| AuditRecord {
+        seq: 0,
+        at: now - chrono::Duration::days(age_days),
+        actor: "alice".into(),
+        tenant: "lab".into(),
+        source: "127.0.0.1".into(),
+        action: action.into(),
+        object_kind: "sites".into(),
+        object_id: "s1".into(),
+        generation_before: None,
+        generation_after: None,
+        result: "success".into(),
+        status: 200,
+        detail: detail.into(),
+    };
+    for age in [40, 35, 31, 5, 0] {
+        store
+            .append_audit(line(age, "sites.update", ""))
+            .await
+            .unwrap();
+    }
+    let cut = now - chrono::Duration::days(30);
+    let record = || line(0, "audit.prune", "lines pruned: ");
+    assert_eq!(store.prune_audit(cut, 2, record()).await.unwrap(), 2);
+    assert_eq!(store.prune_audit(cut, 2, record()).await.unwrap(), 1);
+    assert_eq!(store.prune_audit(cut, 2, record()).await.unwrap(), 0);
+    let all = store
+        .list_audit(AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let kept: Vec<(&str, &str)> = all
+        .iter()
+        .map(|l| (l.action.as_str(), l.detail.as_str()))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("audit.prune", "lines pruned: 1"),
+            ("audit.prune", "lines pruned: 2"),
+            ("sites.update", ""),
+            ("sites.update", "")
+        ]
+    );
+    // Outside a prune, the database refuses the delete of even an old line.
+    store
+        .append_audit(line(100, "sites.update", ""))
+        .await
+        .unwrap();
+    let conn = rusqlite_connection(dir.path());
+    let err = conn
+        .execute("DELETE FROM audit", [])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("append-only"), "{err}");
+}
