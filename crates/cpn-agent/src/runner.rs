@@ -4,7 +4,15 @@
 //! Each attempt has a directory `{state_dir}/attempts/{attempt_id}/`:
 //! - `assignment.json`: written and fsynced before anything is spawned; its existence means
 //!   "already started" (the durable dedupe: an attempt id runs at most once);
-//! - `stdout`, `stderr`: the task's output, written by the task itself (no pipes);
+//! - `stdout`, `stderr`: the task's output, written by the task itself (no pipes). The
+//!   agent keeps of each no more than the server keeps of both (the assignment's
+//!   `max_output_bytes`): every poll cuts a file past it back to the cap followed by the
+//!   server's truncation marker, and the task runs on, as on the server ("truncated with
+//!   a marker"). The file descriptors append, so what the task writes after a cut lands
+//!   after the marker and goes at the next poll: a file holds at most the cap, the marker
+//!   and one poll's worth of writing. The server, sent more than its cap, keeps the cap and
+//!   its own marker. (`RLIMIT_FSIZE` would bound the files exactly, but it would bound
+//!   every other file the task writes too, and kill it by `SIGXFSZ`.)
 //! - `pid`, `pid_start`, `started_at`: written right after the spawn (`pid_start`, the
 //!   process's start time in `/proc`, tells a reused pid apart);
 //! - `exit`: the exit code, written by the wrapper shell when the task ends;
@@ -24,7 +32,8 @@ use crate::isolation::{self, DEFAULT_PATH, Isolation, IsolationConfig};
 use crate::procfs::{self, GroupStat};
 use chrono::{DateTime, Utc};
 use cpn_api_types::agent::{
-    Assignment, AttemptReport, AttemptState, AttemptUsage, EndReason, NodeIsolation,
+    Assignment, AttemptReport, AttemptState, AttemptUsage, DEFAULT_MAX_OUTPUT_BYTES, EndReason,
+    NodeIsolation, truncation_marker,
 };
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
@@ -128,6 +137,8 @@ struct Attempt {
     max_rss_mib: f64,
     usage_seen: bool,
     kill: Option<Kill>,
+    /// Bytes of each output file kept before the truncation marker.
+    output_cap: u64,
     forget_when_ended: bool,
     /// The final report, once ended.
     end: Option<AttemptReport>,
@@ -148,6 +159,7 @@ impl Attempt {
             max_rss_mib: 0.0,
             usage_seen: false,
             kill: None,
+            output_cap: DEFAULT_MAX_OUTPUT_BYTES,
             forget_when_ended: false,
             end: None,
             ship: ShipState::default(),
@@ -259,6 +271,11 @@ impl Runner {
             })
             .unwrap_or_default();
         att.work_dir = read_trimmed(&dir.join("work_dir")).map(PathBuf::from);
+        att.output_cap = fs::read(dir.join("assignment.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Assignment>(&b).ok())
+            .and_then(|a| a.max_output_bytes)
+            .unwrap_or(DEFAULT_MAX_OUTPUT_BYTES);
         att.pid = read_trimmed(&dir.join("pid")).and_then(|s| s.parse().ok());
         att.pid_start = read_trimmed(&dir.join("pid_start")).and_then(|s| s.parse().ok());
         // Found ended: its final report goes without a Running first.
@@ -353,6 +370,7 @@ impl Runner {
         sync_dir(&self.attempts_dir);
 
         let mut att = Attempt::new(dir.clone());
+        att.output_cap = a.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES);
         let spawned = spawn(a, &dir, &mut self.isolation, &mut att);
         self.attempts.insert(id.clone(), att);
         match spawned {
@@ -460,6 +478,7 @@ impl Runner {
             att.max_rss_mib = att.max_rss_mib.max(rss);
         }
         let exit = read_exit_file(&att.dir);
+        cut_output(&att.dir, att.output_cap);
         if let Some(kill) = att.kill.as_mut() {
             if group.live == 0 && att.child.is_none() {
                 self.finish(id, AttemptState::Killed, exit, None);
@@ -522,6 +541,8 @@ impl Runner {
         // Whatever is left in its cgroups goes with it (processes that left the group too).
         isolation::kill_cgroups(&att.cgroups);
         let oom = state != AttemptState::FailedToStart && isolation::oom_killed(&att.cgroups);
+        // Its last writes, and those of an attempt found ended, are cut too.
+        cut_output(&att.dir, att.output_cap);
         let report = AttemptReport {
             attempt_id: id.to_string(),
             state,
@@ -900,6 +921,43 @@ fn is_executable(p: &Path) -> bool {
     fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Cuts each output file of an attempt longer than `cap` back to `cap` bytes followed by
+/// the truncation marker; a file already cut loses only what follows its marker.
+fn cut_output(dir: &Path, cap: u64) {
+    use std::os::unix::fs::FileExt;
+    let marker = truncation_marker(cap);
+    let marked = cap + marker.len() as u64;
+    for stream in Stream::ALL {
+        let path = dir.join(stream.name());
+        let len = fs::metadata(&path).map_or(0, |m| m.len());
+        if len <= cap {
+            continue;
+        }
+        let cut = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .and_then(|f| {
+                let mut tail = vec![0; marker.len()];
+                let has_marker = len >= marked
+                    && f.read_exact_at(&mut tail, cap).is_ok()
+                    && tail == marker.as_bytes();
+                if has_marker {
+                    if len > marked {
+                        f.set_len(marked)?;
+                    }
+                    return Ok(());
+                }
+                f.set_len(cap)?;
+                // At its place, whatever the task appended meanwhile (the next cut drops that).
+                f.write_all_at(marker.as_bytes(), cap)
+            });
+        if let Err(e) = cut {
+            tracing::warn!(path = %path.display(), error = %e, "cannot cut an attempt's output");
+        }
+    }
+}
+
 /// The exit code in `{dir}/exit`, once the wrapper has written it completely.
 fn read_exit_file(dir: &Path) -> Option<i32> {
     let s = fs::read_to_string(dir.join("exit")).ok()?;
@@ -979,6 +1037,7 @@ mod tests {
             workdir: None,
             resources: TaskResources::default(),
             gpus: Vec::new(),
+            max_output_bytes: None,
         }
     }
 
@@ -1024,6 +1083,123 @@ mod tests {
         assert_eq!(fs::read_to_string(adir.join("stderr")).unwrap(), "err\n");
         assert!(adir.join("assignment.json").exists());
         assert!(runner.work_dir("a1").is_dir());
+    }
+
+    /// Both output files of an attempt, as text, and their total size.
+    fn outputs(runner: &Runner, id: &str) -> (String, String, u64) {
+        let [out, err] = Stream::ALL.map(|s| fs::read(runner.output_path(id, s)).unwrap());
+        let total = (out.len() + err.len()) as u64;
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        (text(out), text(err), total)
+    }
+
+    /// Waits for a file to reach `len` bytes.
+    fn wait_len(path: &Path, len: u64) {
+        let t0 = Instant::now();
+        while fs::metadata(path).map_or(0, |m| m.len()) < len {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "{} never grew",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn output_past_the_cap_is_cut_with_a_marker_while_the_attempt_runs_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut runner = open(dir.path());
+        let cap = 1 << 20;
+        // Ten times the cap on stdout, then a line on stderr and a pause to look at it.
+        let mut a = assignment(
+            "big",
+            &[
+                "sh",
+                "-c",
+                "head -c 10485760 /dev/zero; echo done >&2; sleep 2; echo late",
+            ],
+        );
+        a.max_output_bytes = Some(cap);
+        runner.start(&a).unwrap();
+        wait_len(&runner.output_path("big", Stream::Stderr), 5);
+        runner.poll();
+        let marker = truncation_marker(cap);
+        let (out, err, _) = outputs(&runner, "big");
+        assert_eq!(out.len() as u64, cap + marker.len() as u64);
+        assert!(out.ends_with(&marker));
+        assert_eq!(err, "done\n", "a stream under the cap is whole");
+        assert!(runner.is_running("big"), "the attempt runs on");
+        // What it writes after the cut goes at the next poll; it ends as it would have.
+        let r = wait_end(&mut runner, "big", Duration::from_secs(20));
+        assert_eq!(
+            (r.state, r.exit_code, r.end_reason),
+            (AttemptState::Exited, Some(0), None)
+        );
+        let (out, _, _) = outputs(&runner, "big");
+        assert_eq!(out.len() as u64, cap + marker.len() as u64);
+        assert!(out.ends_with(&marker));
+    }
+
+    #[test]
+    fn a_steady_writer_is_cut_back_at_every_poll_with_one_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut runner = open(dir.path());
+        let cap = 1 << 20;
+        let mut a = assignment(
+            "steady",
+            &["sh", "-c", "while :; do head -c 65536 /dev/zero; done"],
+        );
+        a.max_output_bytes = Some(cap);
+        runner.start(&a).unwrap();
+        let path = runner.output_path("steady", Stream::Stdout);
+        let t0 = Instant::now();
+        let mut polls = 0;
+        while t0.elapsed() < Duration::from_secs(2) {
+            runner.poll();
+            polls += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // It wrote through many cuts and runs on.
+        assert!(polls > 20 && runner.is_running("steady"));
+        runner.stop("steady", false);
+        let r = wait_end(&mut runner, "steady", Duration::from_secs(20));
+        assert_eq!(r.state, AttemptState::Killed);
+        let out = fs::read(&path).unwrap();
+        let marker = truncation_marker(cap);
+        assert_eq!(out.len() as u64, cap + marker.len() as u64);
+        assert!(out.ends_with(marker.as_bytes()));
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(text.matches("output truncated").count(), 1);
+    }
+
+    #[test]
+    fn an_attempt_found_ended_past_its_output_cap_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut runner = open(dir.path());
+        let cap = 1 << 20;
+        let mut a = assignment(
+            "burst",
+            &[
+                "sh",
+                "-c",
+                "head -c 5242880 /dev/zero; head -c 5242880 /dev/zero >&2",
+            ],
+        );
+        a.max_output_bytes = Some(cap);
+        runner.start(&a).unwrap();
+        // Not polled while it runs: its files are cut when its end is seen.
+        let t0 = Instant::now();
+        while read_exit_file(&runner.attempt_dir("burst")).is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "still running");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let r = wait_end(&mut runner, "burst", Duration::from_secs(10));
+        assert_eq!((r.state, r.exit_code), (AttemptState::Exited, Some(0)));
+        let (out, err, total) = outputs(&runner, "burst");
+        let marker = truncation_marker(cap);
+        assert_eq!(total, 2 * (cap + marker.len() as u64));
+        assert!(out.ends_with(&marker) && err.ends_with(&marker));
     }
 
     #[test]

@@ -220,6 +220,7 @@ async fn runs_an_assignment_once_and_reports_it() {
         workdir: None,
         resources: TaskResources::default(),
         gpus: vec![],
+        max_output_bytes: None,
     });
     let config = agent_config(addr, dir.path(), open_dir.path());
     let agent = spawn(config.clone()).unwrap();
@@ -334,6 +335,7 @@ async fn an_emulated_nodes_attempt_with_a_gpu_opens_only_that_gpus_device() {
         resources: TaskResources::default(),
         // The server gave the task GPU 1 of the node's two.
         gpus: vec![1],
+        max_output_bytes: None,
     });
     let mut config = agent_config(addr, dir.path(), open_dir.path());
     config.emulate = Some(EmulatedInventory {

@@ -310,6 +310,23 @@ pub struct Assignment {
     /// GPU indices on the node reserved for the attempt (`CUDA_VISIBLE_DEVICES`).
     #[serde(default)]
     pub gpus: Vec<u32>,
+    /// Output (stdout and stderr together) the server keeps of the attempt: the agent keeps
+    /// no more of each stream on its disk, cut with the truncation marker. Absent from an
+    /// older server: the agent uses the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
+}
+
+/// Output kept per attempt when the operator sets nothing (and what an agent assumes of a
+/// server that does not say).
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 64 << 20;
+
+/// The line that ends a capped attempt's output, on the server and on the agent.
+pub fn truncation_marker(cap: u64) -> String {
+    format!(
+        "\n[cpn: output truncated: this attempt wrote more than {} MiB; the rest was dropped]\n",
+        cap >> 20
+    )
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -390,6 +390,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub hash_workers: usize,
 
+    /// Delete audit lines older than this many days (checked hourly; each deletion is itself
+    /// an audit line). Unset: the audit log is kept forever.
+    #[arg(long, env = "CPN_AUDIT_RETENTION_DAYS", value_name = "DAYS",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub audit_retention_days: Option<u32>,
+
     /// HTTPS: `auto` serves plain HTTP on a loopback address and HTTPS with a CA generated
     /// in the data dir on any other; `on` always HTTPS; `off` plain HTTP (on a non-loopback
     /// address only with --insecure-http).

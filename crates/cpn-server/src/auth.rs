@@ -48,6 +48,8 @@ pub struct AccountsConfig {
     pub require_mfa_for_operators: bool,
     /// Threads hashing passwords at once; 0: one per core.
     pub hash_workers: usize,
+    /// Audit lines older than this many days are deleted; `None`: kept forever.
+    pub audit_retention_days: Option<u32>,
 }
 
 impl Default for AccountsConfig {
@@ -56,6 +58,7 @@ impl Default for AccountsConfig {
             session_idle: Duration::hours(12),
             require_mfa_for_operators: false,
             hash_workers: 0,
+            audit_retention_days: None,
         }
     }
 }
@@ -67,10 +70,12 @@ pub struct Accounts {
     pub throttle: Arc<crate::throttle::LoginThrottle>,
     /// TOTP steps already used, per account.
     pub totp_used: crate::totp::UsedSteps,
+    /// Seals the TOTP secrets kept in the store.
+    pub sealer: crate::sealed_secrets::SecretSealer,
 }
 
 impl Accounts {
-    pub fn new(config: AccountsConfig) -> Accounts {
+    pub fn new(config: AccountsConfig, sealer: crate::sealed_secrets::SecretSealer) -> Accounts {
         let workers = match config.hash_workers {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -81,6 +86,7 @@ impl Accounts {
             hashing: HashPool::new(workers, HASH_QUEUE_PER_WORKER * workers),
             throttle: Arc::new(crate::throttle::LoginThrottle::default()),
             totp_used: Default::default(),
+            sealer,
             config,
         }
     }
@@ -348,6 +354,25 @@ pub async fn issue_token(
         })
         .await?;
     Ok((token, info))
+}
+
+/// A 32-byte key kept hex-encoded in a file of the data dir (mode 0600): read, or generated
+/// and written on first start.
+pub(crate) fn data_dir_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            hex::decode(text.trim()).with_context(|| format!("{} is not hex", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            OsRng.fill_bytes(&mut key);
+            write_secret(path, &hex::encode(key))
+                .with_context(|| format!("write {}", path.display()))?;
+            Ok(key.to_vec())
+        }
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
 }
 
 /// Writes a secret readable only by the owner (mode 0600), replacing the file atomically so

@@ -231,8 +231,7 @@ async fn try_login(
     }
     match (&user.totp_secret, &req.totp) {
         (Some(secret), Some(code)) => {
-            let secret = hex::decode(secret)
-                .map_err(|e| ApiError::new(Code::Internal, format!("stored TOTP secret: {e}")))?;
+            let secret = open_totp_secret(state, &user.username, secret)?;
             let step = crate::totp::matching_step(&secret, code, Utc::now().timestamp());
             let fresh = step.is_some_and(|s| state.accounts.totp_used.claim(&user.username, s));
             if !fresh {
@@ -622,7 +621,7 @@ pub async fn mfa_enroll(
         .store
         .set_totp(
             username,
-            Some(hex::encode(&secret)),
+            Some(seal_totp_secret(state, username, &secret)?),
             user.totp_secret.clone(),
         )
         .await?;
@@ -651,12 +650,28 @@ pub async fn mfa_confirm(
             "no MFA enrolment is pending; start one with POST /api/v1/auth/mfa/enroll",
         )
     })?;
-    let secret = hex::decode(&pending)
-        .map_err(|e| ApiError::new(Code::Internal, format!("stored TOTP secret: {e}")))?;
+    let secret = open_totp_secret(state, username, &pending)?;
     if !crate::totp::verify(&secret, code, Utc::now().timestamp()) {
         return Err(ApiError::field("code", "wrong or expired code"));
     }
     user_view(state.store.set_totp(username, None, Some(pending)).await?)
+}
+
+/// A TOTP secret as the store keeps it: sealed ([`crate::sealed_secrets`]).
+fn seal_totp_secret(state: &AppState, username: &str, secret: &[u8]) -> ApiResult<String> {
+    state
+        .accounts
+        .sealer
+        .seal(username, secret)
+        .map_err(|e| ApiError::new(Code::Internal, format!("sealing the TOTP secret: {e}")))
+}
+
+fn open_totp_secret(state: &AppState, username: &str, stored: &str) -> ApiResult<Vec<u8>> {
+    state
+        .accounts
+        .sealer
+        .open(username, stored)
+        .map_err(|e| ApiError::new(Code::Internal, format!("stored TOTP secret: {e}")))
 }
 
 /// Turn MFA off for a user (operators): for a lost authenticator.

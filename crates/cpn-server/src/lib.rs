@@ -39,6 +39,7 @@ pub mod response;
 pub mod runtime;
 pub mod scenario;
 pub mod schedule;
+pub mod sealed_secrets;
 pub mod simulation;
 pub mod state;
 pub mod throttle;
@@ -192,12 +193,30 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         simulations: Arc::new(simulation::Simulations::default()),
         sim_data_dir: config.sim_data_dir.clone(),
         runtime: Arc::new(runtime::Runtime::new(config.runtime, &config.data_dir)),
-        accounts: Arc::new(auth::Accounts::new(config.accounts.clone())),
+        accounts: Arc::new(auth::Accounts::new(
+            config.accounts.clone(),
+            sealed_secrets::SecretSealer::open_in(&config.data_dir)?,
+        )),
         transport: Arc::new(transport),
         market: Arc::new(market::MarketService::default()),
         market_accounts: Arc::new(market_accounts),
     };
 
+    state
+        .accounts
+        .throttle
+        .persist_to(store.clone())
+        .await
+        .context("restore the login lockouts")?;
+    let sealed = sealed_secrets::seal_clear_totp_secrets(store.as_ref(), &state.accounts.sealer)
+        .await
+        .context("seal the TOTP secrets")?;
+    if sealed > 0 {
+        tracing::info!(
+            accounts = sealed,
+            "TOTP secrets stored in clear are now sealed"
+        );
+    }
     let fresh = auth::bootstrap(store.as_ref(), &config.data_dir)
         .await
         .context("create the operator account")?;
@@ -248,6 +267,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .await
         .map_err(|e| anyhow::anyhow!("load the marketplace: {e}"))?;
     let loops = runtime::spawn_loops(&state);
+    if state.accounts.config.audit_retention_days.is_some() {
+        runtime::supervise("audit-retention", &state, |s| {
+            Box::pin(audit::retention_loop(s))
+        });
+    }
     notify::spawn_alarm_delivery(&state);
     flows::resume_all(&state);
 

@@ -35,7 +35,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_task_output_bytes: 64 << 20,
+            max_task_output_bytes: cpn_api_types::agent::DEFAULT_MAX_OUTPUT_BYTES,
             max_running_flows_per_tenant: 20,
             max_active_simulations_per_tenant: 4,
             kept_simulations_per_tenant: 100,

@@ -90,18 +90,7 @@ impl MarketAccounts {
     /// Reads the identifier key from the data dir, generating it on first start.
     pub fn open(data_dir: &Path, notifier: Notifier) -> anyhow::Result<MarketAccounts> {
         let path = data_dir.join(KEY_FILE);
-        let key = match std::fs::read_to_string(&path) {
-            Ok(text) => hex::decode(text.trim())
-                .with_context(|| format!("{} is not hex", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                OsRng.fill_bytes(&mut key);
-                crate::auth::write_secret(&path, &hex::encode(key))
-                    .with_context(|| format!("write {}", path.display()))?;
-                key.to_vec()
-            }
-            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-        };
+        let key = crate::auth::data_dir_key(&path)?;
         let hasher = KeyedHasher::new(&key).with_context(|| path.display().to_string())?;
         Ok(MarketAccounts {
             hasher,

@@ -84,6 +84,15 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// A locked account's login lockout, kept so that a restart does not lift it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoginLockout {
+    pub username: String,
+    /// Failed logins counted when it locked (the next lockout doubles from it).
+    pub failures: u32,
+    pub locked_until: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
     pub actor: Option<String>,
@@ -142,8 +151,29 @@ pub trait AccountStore: Send + Sync {
         secret: Option<String>,
     ) -> Result<UserRecord>;
 
+    /// Records an account's lockout (replacing the one kept, unless that one lasts longer).
+    /// A username no user has is not kept: unknown names cost no row.
+    async fn save_login_lockout(&self, lockout: LoginLockout) -> Result<()>;
+
+    /// Forgets an account's lockout (a successful login).
+    async fn clear_login_lockout(&self, username: &str) -> Result<()>;
+
+    /// The lockouts still in force at `now`; the ended ones are deleted.
+    async fn login_lockouts(&self, now: DateTime<Utc>) -> Result<Vec<LoginLockout>>;
+
     /// Appends one line; the log has no update or delete (the database refuses them).
     async fn append_audit(&self, entry: AuditRecord) -> Result<()>;
+
+    /// The operator's retention: deletes the oldest lines older than `before`, at most
+    /// `limit` of them, and appends `record` (its detail followed by the count) in the same
+    /// transaction, so no line goes without one saying so. Returns how many went; with none,
+    /// nothing is written. The only delete the database lets through.
+    async fn prune_audit(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+        record: AuditRecord,
+    ) -> Result<u64>;
 
     async fn list_audit(&self, query: AuditQuery) -> Result<Vec<AuditRecord>>;
 }

@@ -524,6 +524,25 @@ CREATE TABLE market_evaluations (
 );
 CREATE INDEX market_evaluations_by_listing ON market_evaluations (cpcid, lease);
 "#,
+    // Login lockouts of accounts (issue #12), so that a restart does not lift them; the
+    // per-address counters stay in memory. Times are `ts()` text, which sorts as time.
+    r#"
+CREATE TABLE login_lockouts (
+    username     TEXT PRIMARY KEY REFERENCES users (username) ON DELETE CASCADE,
+    failures     INTEGER NOT NULL,
+    locked_until TEXT NOT NULL
+);
+"#,
+    // The operator's audit retention (issue #12): still no UPDATE and no DELETE, except of
+    // lines older than a row of `audit_prune_before`, which only `prune_audit` writes and
+    // removes again within its own transaction.
+    r#"
+CREATE TABLE audit_prune_before (at TEXT NOT NULL);
+DROP TRIGGER audit_is_append_only_delete;
+CREATE TRIGGER audit_is_append_only_delete BEFORE DELETE ON audit
+    WHEN NOT EXISTS (SELECT 1 FROM audit_prune_before p WHERE old.at < p.at)
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#,
 ];
 
 type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;

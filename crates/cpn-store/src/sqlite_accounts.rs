@@ -2,8 +2,8 @@
 
 use crate::sqlite::{USER_COLUMNS, new_id, parse_ts, ts, user_from_row};
 use crate::{
-    AccountStore, AuditQuery, AuditRecord, NewSession, Result, SessionInfo, SessionKind,
-    SqliteStore, StoreError, UserRecord,
+    AccountStore, AuditQuery, AuditRecord, LoginLockout, NewSession, Result, SessionInfo,
+    SessionKind, SqliteStore, StoreError, UserRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -38,6 +38,29 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionInfo> {
             .map(|s| parse_ts(&s))
             .transpose()?,
     })
+}
+
+fn insert_audit(conn: &Connection, e: &AuditRecord) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (at, actor, tenant, source, action, object_kind, object_id,
+                            generation_before, generation_after, result, status, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        ts(e.at),
+        e.actor,
+        e.tenant,
+        e.source,
+        e.action,
+        e.object_kind,
+        e.object_id,
+        e.generation_before.map(|g| g as i64),
+        e.generation_after.map(|g| g as i64),
+        e.result,
+        e.status as i64,
+        e.detail
+    ])?;
+    Ok(())
 }
 
 const AUDIT_COLUMNS: &str = "seq, at, actor, tenant, source, action, object_kind, object_id, generation_before, generation_after, result, status, detail";
@@ -271,28 +294,80 @@ impl AccountStore for SqliteStore {
         .await
     }
 
-    async fn append_audit(&self, e: AuditRecord) -> Result<()> {
+    async fn save_login_lockout(&self, l: LoginLockout) -> Result<()> {
         self.write(move |conn| {
             conn.prepare_cached(
-                "INSERT INTO audit (at, actor, tenant, source, action, object_kind, object_id,
-                                    generation_before, generation_after, result, status, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO login_lockouts (username, failures, locked_until)
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM users WHERE username = ?1)
+                 ON CONFLICT (username) DO UPDATE SET
+                     failures = excluded.failures, locked_until = excluded.locked_until
+                 WHERE excluded.locked_until > login_lockouts.locked_until",
             )?
-            .execute(params![
-                ts(e.at),
-                e.actor,
-                e.tenant,
-                e.source,
-                e.action,
-                e.object_kind,
-                e.object_id,
-                e.generation_before.map(|g| g as i64),
-                e.generation_after.map(|g| g as i64),
-                e.result,
-                e.status as i64,
-                e.detail
-            ])?;
+            .execute(params![l.username, l.failures as i64, ts(l.locked_until)])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn clear_login_lockout(&self, username: &str) -> Result<()> {
+        let username = username.to_string();
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM login_lockouts WHERE username = ?1")?
+                .execute(params![username])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn login_lockouts(&self, now: DateTime<Utc>) -> Result<Vec<LoginLockout>> {
+        self.write(move |conn| {
+            let now = ts(now);
+            conn.prepare_cached("DELETE FROM login_lockouts WHERE locked_until <= ?1")?
+                .execute(params![now])?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT username, failures, locked_until FROM login_lockouts ORDER BY username",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(LoginLockout {
+                    username: r.get(0)?,
+                    failures: r.get::<_, i64>(1)?.clamp(0, u32::MAX as i64) as u32,
+                    locked_until: parse_ts(&r.get::<_, String>(2)?)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, e: AuditRecord) -> Result<()> {
+        self.write(move |conn| insert_audit(conn, &e)).await
+    }
+
+    async fn prune_audit(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+        mut record: AuditRecord,
+    ) -> Result<u64> {
+        self.write(move |conn| {
+            let before = ts(before);
+            // The delete trigger lets through only lines older than a row of this table,
+            // which lives inside this job's savepoint.
+            conn.execute(
+                "INSERT INTO audit_prune_before (at) VALUES (?1)",
+                params![before],
+            )?;
+            let pruned = conn.execute(
+                "DELETE FROM audit WHERE seq IN
+                     (SELECT seq FROM audit WHERE at < ?1 ORDER BY seq LIMIT ?2)",
+                params![before, limit as i64],
+            )? as u64;
+            conn.execute("DELETE FROM audit_prune_before", [])?;
+            if pruned > 0 {
+                record.detail = format!("{}{pruned}", record.detail);
+                insert_audit(conn, &record)?;
+            }
+            Ok(pruned)
         })
         .await
     }

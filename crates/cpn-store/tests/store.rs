@@ -536,3 +536,122 @@ async fn joins_count_uses_and_replace_the_nodes_credential() {
         "refusals registered nothing"
     );
 }
+
+/// Login lockouts outlive the store (a restart) until they end; a longer one is not
+/// shortened by a late write of a shorter one; unknown usernames cost no row.
+#[tokio::test]
+async fn login_lockouts_survive_a_reopen_until_they_end() {
+    use cpn_store::{AccountStore, LoginLockout, NewUser};
+    let dir = tempfile::tempdir().unwrap();
+    let now = Utc::now();
+    let lockout = |name: &str, secs: i64| LoginLockout {
+        username: name.into(),
+        failures: 6,
+        locked_until: now + chrono::Duration::seconds(secs),
+    };
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.create_tenant("lab", "").await.unwrap();
+        for username in ["alice", "bob"] {
+            store
+                .create_user(NewUser {
+                    username: username.into(),
+                    password_hash: "x".into(),
+                    tenant: "lab".into(),
+                    role: "user".into(),
+                    display_name: String::new(),
+                    now,
+                })
+                .await
+                .unwrap();
+        }
+        store
+            .save_login_lockout(lockout("alice", 60))
+            .await
+            .unwrap();
+        store.save_login_lockout(lockout("alice", 5)).await.unwrap();
+        store.save_login_lockout(lockout("bob", 60)).await.unwrap();
+        store
+            .save_login_lockout(lockout("nobody", 60))
+            .await
+            .unwrap();
+        store.clear_login_lockout("bob").await.unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let kept = store.login_lockouts(now).await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].username, "alice");
+    assert_eq!(kept[0].failures, 6);
+    assert!(kept[0].locked_until > now + chrono::Duration::seconds(59));
+    // Once ended it is gone.
+    let later = now + chrono::Duration::seconds(61);
+    assert!(store.login_lockouts(later).await.unwrap().is_empty());
+    assert!(store.login_lockouts(now).await.unwrap().is_empty());
+}
+
+/// Retention deletes only lines older than its cut, in bounded batches, each with a line
+/// saying so; any other delete is still refused.
+#[tokio::test]
+async fn the_audit_log_is_pruned_only_by_retention_and_says_so() {
+    use cpn_store::{AccountStore, AuditQuery, AuditRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let now = Utc::now();
+    let line = |age_days: i64, action: &str, detail: &str| AuditRecord {
+        seq: 0,
+        at: now - chrono::Duration::days(age_days),
+        actor: "alice".into(),
+        tenant: "lab".into(),
+        source: "127.0.0.1".into(),
+        action: action.into(),
+        object_kind: "sites".into(),
+        object_id: "s1".into(),
+        generation_before: None,
+        generation_after: None,
+        result: "success".into(),
+        status: 200,
+        detail: detail.into(),
+    };
+    for age in [40, 35, 31, 5, 0] {
+        store
+            .append_audit(line(age, "sites.update", ""))
+            .await
+            .unwrap();
+    }
+    let cut = now - chrono::Duration::days(30);
+    let record = || line(0, "audit.prune", "lines pruned: ");
+    assert_eq!(store.prune_audit(cut, 2, record()).await.unwrap(), 2);
+    assert_eq!(store.prune_audit(cut, 2, record()).await.unwrap(), 1);
+    assert_eq!(store.prune_audit(cut, 2, record()).await.unwrap(), 0);
+    let all = store
+        .list_audit(AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let kept: Vec<(&str, &str)> = all
+        .iter()
+        .map(|l| (l.action.as_str(), l.detail.as_str()))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("audit.prune", "lines pruned: 1"),
+            ("audit.prune", "lines pruned: 2"),
+            ("sites.update", ""),
+            ("sites.update", "")
+        ]
+    );
+    // Outside a prune, the database refuses the delete of even an old line.
+    store
+        .append_audit(line(100, "sites.update", ""))
+        .await
+        .unwrap();
+    let conn = rusqlite_connection(dir.path());
+    let err = conn
+        .execute("DELETE FROM audit", [])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("append-only"), "{err}");
+}

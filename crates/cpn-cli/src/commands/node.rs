@@ -512,8 +512,20 @@ async fn list(ctx: &Ctx) -> Result<()> {
 
 fn nodes_table(nodes: &[NodeView]) -> comfy_table::Table {
     let mut t = output::table(&[
-        "NAME", "SITE", "EXECUTOR", "STATE", "CORDONED", "CPU", "MEM GiB", "GPUS", "IDLE %",
-        "TASKS", "CPU %", "LOAD", "OFFER",
+        "NAME",
+        "SITE",
+        "EXECUTOR",
+        "STATE",
+        "CORDONED",
+        "CPU",
+        "MEM GiB",
+        "GPUS",
+        "IDLE %",
+        "TASKS",
+        "CPU %",
+        "LOAD",
+        "OFFER",
+        "ISOLATION",
     ]);
     for n in nodes {
         let (cpu_pct, load) = match &n.metrics {
@@ -534,6 +546,7 @@ fn nodes_table(nodes: &[NodeView]) -> comfy_table::Table {
             cpu_pct,
             load,
             offer(n),
+            isolation(n.inventory.isolation.as_ref(), true),
         ]);
     }
     t
@@ -558,23 +571,27 @@ fn offer(n: &NodeView) -> String {
     }
 }
 
-/// What the node's agent enforces: `uid switch, cgroup v1 (memory, cpu, pids)`.
-fn isolation(iso: Option<&cpn_api_types::agent::NodeIsolation>) -> String {
+/// What the node's agent enforces, in full (`node get`): `uid per tenant, cgroup v1
+/// (memory, cpu, pids), GPUs enforced`; or short (`node list`): `uid, v1, gpus enforced`.
+fn isolation(iso: Option<&cpn_api_types::agent::NodeIsolation>, short: bool) -> String {
     let Some(iso) = iso else {
         return "-".to_owned();
     };
-    let who = if iso.uid_switch {
-        "uid per tenant"
-    } else if iso.single_user {
-        "single user"
-    } else {
-        "own tenant only"
+    let who = match (iso.uid_switch, iso.single_user, short) {
+        (true, _, false) => "uid per tenant",
+        (true, _, true) => "uid",
+        (false, true, false) => "single user",
+        (false, true, true) => "single",
+        (false, false, false) => "own tenant only",
+        (false, false, true) => "own",
     };
-    let limits = match iso.cgroups {
-        cpn_api_types::agent::CgroupMode::None => "no cgroups".to_owned(),
-        m => format!("cgroup {} ({})", m.as_str(), iso.controllers.join(", ")),
+    let limits = match (iso.cgroups, short) {
+        (m, true) => m.as_str().to_owned(),
+        (cpn_api_types::agent::CgroupMode::None, false) => "no cgroups".to_owned(),
+        (m, false) => format!("cgroup {} ({})", m.as_str(), iso.controllers.join(", ")),
     };
-    format!("{who}, {limits}")
+    let gpus = if short { "gpus" } else { "GPUs" };
+    format!("{who}, {limits}, {gpus} {}", iso.gpus.as_str())
 }
 
 async fn get(ctx: &Ctx, node: &str) -> Result<()> {
@@ -616,7 +633,7 @@ async fn get(ctx: &Ctx, node: &str) -> Result<()> {
                 (None, None) => "-".to_owned(),
             },
         ),
-        ("Isolation", isolation(inv.isolation.as_ref())),
+        ("Isolation", isolation(inv.isolation.as_ref(), false)),
         (
             "CPU held",
             held(n.allocated.cpu_cores, n.capacity.cpu_cores),
@@ -894,6 +911,35 @@ mod tests {
             serde_json::json!({"op": "isolate", "target": {"kind": "node", "name": "local/h"},
                                "enable": false})
         );
+    }
+
+    #[test]
+    fn isolation_names_the_gpu_enforcement_in_full_and_short() {
+        use cpn_api_types::agent::{CgroupMode, Enforcement, NodeIsolation};
+        let iso = NodeIsolation {
+            uid_switch: true,
+            cgroups: CgroupMode::V1,
+            controllers: vec!["memory".into(), "cpu".into()],
+            single_user: false,
+            gpus: Enforcement::Enforced,
+        };
+        assert_eq!(
+            isolation(Some(&iso), false),
+            "uid per tenant, cgroup v1 (memory, cpu), GPUs enforced"
+        );
+        assert_eq!(isolation(Some(&iso), true), "uid, v1, gpus enforced");
+        let own = NodeIsolation {
+            uid_switch: false,
+            cgroups: CgroupMode::None,
+            gpus: Enforcement::Simulated,
+            ..iso
+        };
+        assert_eq!(
+            isolation(Some(&own), false),
+            "own tenant only, no cgroups, GPUs simulated"
+        );
+        assert_eq!(isolation(Some(&own), true), "own, none, gpus simulated");
+        assert_eq!(isolation(None, true), "-");
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             session_idle: chrono::Duration::from_std(args.session_idle)?,
             require_mfa_for_operators: args.require_mfa_for_operators,
             hash_workers: args.hash_workers,
+            audit_retention_days: args.audit_retention_days,
         },
         tls,
         max_connections: args.max_connections,

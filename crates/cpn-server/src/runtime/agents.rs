@@ -497,6 +497,7 @@ pub async fn assignments(
             .map(super::tasks::decode)
             .collect::<ApiResult<Vec<Task>>>()?;
         let now = Instant::now();
+        let max_output = state.runtime.config.limits.max_task_output_bytes;
         let (fresh, redeliver_at) = state.runtime.with_live(node_id, |l| {
             let ids: std::collections::HashSet<String> =
                 scheduled.iter().map(Task::attempt_id).collect();
@@ -511,7 +512,7 @@ pub async fn assignments(
                     .is_none_or(|at| now.duration_since(*at) >= REDELIVER_AFTER);
                 if due {
                     l.handed_out.insert(id, now);
-                    fresh.push(assignment_of(task));
+                    fresh.push(assignment_of(task, max_output));
                 }
             }
             let redeliver_at = l.handed_out.values().min().map(|at| *at + REDELIVER_AFTER);
@@ -544,7 +545,7 @@ pub async fn assignments(
     }
 }
 
-pub fn assignment_of(task: Task) -> Assignment {
+pub fn assignment_of(task: Task, max_output_bytes: u64) -> Assignment {
     Assignment {
         attempt_id: task.attempt_id(),
         task_id: task.record.id.clone(),
@@ -557,6 +558,7 @@ pub fn assignment_of(task: Task) -> Assignment {
         workdir: task.spec.workdir.clone(),
         resources: task.spec.resources.clone(),
         gpus: task.status.gpus.clone(),
+        max_output_bytes: Some(max_output_bytes),
     }
 }
 

@@ -434,7 +434,7 @@ pub fn spawn_loops(state: &AppState) -> tokio::task::JoinHandle<()> {
 type LoopFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Runs `body` until shutdown, restarting it after a panic.
-fn supervise(
+pub(crate) fn supervise(
     name: &'static str,
     state: &AppState,
     body: fn(AppState) -> LoopFuture,
