@@ -280,30 +280,21 @@ pub async fn revoke_node(state: &AppState, who: &Caller, key: &str) -> ApiResult
     })
 }
 
-/// A single-use join token for the agent `cpn serve` runs in-process, made only when its
-/// state dir holds no credential the store knows. Returns the token string.
-pub async fn local_agent_token(
-    state: &AppState,
-    site: &str,
-    state_dir: &std::path::Path,
-) -> anyhow::Result<Option<String>> {
-    in_process_agent_token(state, site, state_dir, "the local agent of cpn serve").await
-}
-
 /// A single-use join token for an agent `cpn serve` runs in-process (the local agent, an
-/// emulated node), made only when its state dir holds no credential the store knows; it
+/// emulated node), made only when the credential saved in its state dir (read by the
+/// composing side, `saved_credential`) is not one the store knows; it
 /// joins through the ordinary flow and gets the node's own credential. `None`: the saved
 /// credential is good.
 pub async fn in_process_agent_token(
     state: &AppState,
     site: &str,
-    state_dir: &std::path::Path,
+    saved_credential: Option<&str>,
     description: &str,
 ) -> anyhow::Result<Option<String>> {
-    if let Some(saved) = cpn_agent::saved_credential(state_dir)
+    if let Some(saved) = saved_credential
         && state
             .store
-            .node_credential(&hash_token(&saved.credential))
+            .node_credential(&hash_token(saved))
             .await?
             .is_some()
     {

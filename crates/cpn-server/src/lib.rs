@@ -1,7 +1,8 @@
 //! The cpn control-plane server: HTTP API, authentication, registry service, demo scenario.
 //!
-//! `run` is the whole of `cpn serve`: open the store, bootstrap the operator on a new data
-//! dir, load the demo federation, then serve until Ctrl-C or SIGTERM.
+//! `start` is the server half of `cpn serve`: open the store, bootstrap the operator on a new
+//! data dir, load the demo federation, then serve until Ctrl-C or SIGTERM. The CLI composes
+//! it with the in-process agents; this crate does not depend on `cpn-agent`.
 
 pub mod api;
 pub mod api_accounts;
@@ -18,7 +19,6 @@ pub mod audit_layer;
 pub mod auth;
 pub mod caller;
 pub mod design;
-pub mod emulate;
 pub mod error;
 pub mod extract;
 pub mod federation;
@@ -66,28 +66,19 @@ pub struct ServeConfig {
     pub sim_data_dir: Option<PathBuf>,
     /// Heartbeat interval and node timeout of the agent protocol.
     pub runtime: runtime::RuntimeConfig,
-    /// Run an agent in-process that registers this machine into the named site (created
-    /// when missing), so the server runs tasks out of the box.
-    pub local_agent: Option<String>,
     /// Session idle expiry, MFA for operators, hashing threads.
     pub accounts: auth::AccountsConfig,
     /// Plain HTTP, or HTTPS with generated or given certificates.
     pub tls: tls::TlsSetting,
     /// Connections served at once (lowered to what the open-files limit allows).
     pub max_connections: usize,
-    /// How the local agent isolates tasks (the same rules as `cpn agent`; its state is
-    /// `data_dir/agent`, so its work root must lie elsewhere).
-    pub local_agent_isolation: cpn_agent::IsolationConfig,
-    /// Run emulated nodes for the demo's sites when the data dir holds the demo (see
-    /// [`emulate`]), with the local agent's isolation.
-    pub emulated_nodes: bool,
     /// The SMTP relay and SMS gateway notifications and registration codes go through.
     pub notify: notify::NotifyConfig,
 }
 
 impl ServeConfig {
-    /// A throwaway server for benchmarks: loopback on a free port, plain HTTP, no demo, no
-    /// local agent, every limit at its default. Callers change what they measure.
+    /// A throwaway server for benchmarks: loopback on a free port, plain HTTP, no demo,
+    /// every limit at its default. Callers change what they measure.
     pub fn ephemeral(data_dir: impl Into<PathBuf>) -> ServeConfig {
         ServeConfig {
             data_dir: data_dir.into(),
@@ -95,12 +86,9 @@ impl ServeConfig {
             load_demo: false,
             sim_data_dir: None,
             runtime: Default::default(),
-            local_agent: None,
             accounts: Default::default(),
             tls: tls::TlsSetting::Off,
             max_connections: listener::DEFAULT_MAX_CONNECTIONS,
-            local_agent_isolation: Default::default(),
-            emulated_nodes: false,
             notify: Default::default(),
         }
     }
@@ -131,18 +119,26 @@ fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
 /// The file where a running server writes the address it listens on (useful with port 0).
 pub const ADDR_FILE: &str = "cpn.addr";
 
-/// Runs the server until Ctrl-C or SIGTERM.
-pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
-    start(config).await?.wait().await
-}
-
 /// A server that is listening; `cpn serve` waits on it, `cpn bench` stops it when done.
+///
+/// The server runs no agent of its own: `cpn serve` composes it with the in-process agents
+/// (the local agent, the demo's emulated nodes), which join through the ordinary flow with
+/// the single-use join tokens [`RunningServer::in_process_agent_token`] makes, and hand
+/// their stops to [`RunningServer::stop_with`].
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The loopback URL in-process agents reach the server at.
+    pub url: String,
+    state: AppState,
+    companions: Companions,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
+
+/// What the serve task stops after the listener and the background loops: the in-process
+/// agents, so they end after the server they talk to.
+type Companions = Arc<std::sync::Mutex<Vec<futures_util::future::BoxFuture<'static, ()>>>>;
 
 impl RunningServer {
     /// Serves until Ctrl-C or SIGTERM.
@@ -164,6 +160,53 @@ impl RunningServer {
             .with_context(|| format!("read {}", path.display()))?
             .trim()
             .to_string())
+    }
+
+    /// The generated CA in PEM, for in-process agents to pin (`None` over plain HTTP).
+    pub fn ca_pem(&self) -> Option<String> {
+        self.state.transport.ca_pem.clone()
+    }
+
+    /// Runs `stop` when the server has stopped (after the listener and the background
+    /// loops, before `cpn stopped`): how an in-process agent ends with the server.
+    pub fn stop_with(&self, stop: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.companions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Box::pin(stop));
+    }
+
+    /// Creates the named site when missing, for the local agent to join.
+    pub async fn ensure_site(&self, site: &str) -> anyhow::Result<()> {
+        ensure_site(&self.state, site).await
+    }
+
+    /// A single-use join token for an agent run in-process (see
+    /// [`join::in_process_agent_token`]); `None`: its saved credential is still good.
+    pub async fn in_process_agent_token(
+        &self,
+        site: &str,
+        saved_credential: Option<&str>,
+        description: &str,
+    ) -> anyhow::Result<Option<String>> {
+        join::in_process_agent_token(&self.state, site, saved_credential, description).await
+    }
+
+    /// Whether the data dir holds the bundled demo (loaded at its first start).
+    pub async fn holds_demo(&self) -> anyhow::Result<bool> {
+        Ok(self
+            .state
+            .store
+            .get_setting(scenario::DEMO_SETTING)
+            .await?
+            .is_some())
+    }
+
+    /// The registry as the scheduler sees it now.
+    pub async fn registry_model(&self) -> anyhow::Result<inventory::RegistryModel> {
+        inventory::RegistryModel::load(&self.state)
+            .await
+            .map_err(|e| anyhow::anyhow!("read the registry: {e}"))
     }
 }
 
@@ -289,78 +332,50 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip.to_string(),
         std::net::IpAddr::V4(_) => "127.0.0.1".to_string(),
     };
-    let own_url = format!("{scheme}://{loopback}:{}", addr.port());
-    let local_agent = match &config.local_agent {
-        Some(site) => {
-            ensure_site(&state, site).await?;
-            let state_dir = config.data_dir.join("agent");
-            // The local agent is a node like any other: it joins with a single-use token
-            // made here, once, and keeps the credential it gets in its state dir.
-            let join_token = join::local_agent_token(&state, site, &state_dir)
-                .await
-                .context("issue the local agent's join token")?;
-            let mut agent = cpn_agent::AgentConfig::new(own_url.clone(), site.clone(), state_dir);
-            agent.join_token = join_token;
-            agent.ca_pem = state.transport.ca_pem.clone();
-            agent.name = Some(local_node_name());
-            agent.isolation = config.local_agent_isolation.clone();
-            eprintln!(
-                "local agent: this machine is node {:?} of site {site:?} (turn off with --no-local-agent)",
-                agent.name.as_deref().unwrap_or_default()
-            );
-            Some(cpn_agent::spawn(agent).context("start the local agent")?)
-        }
-        None => None,
-    };
-    let emulated = if config.emulated_nodes {
-        emulate::start(
-            &state,
-            &own_url,
-            &config.data_dir,
-            &config.local_agent_isolation,
-        )
-        .await
-        .context("start the emulated nodes")?
-    } else {
-        Vec::new()
-    };
+    let url = format!("{scheme}://{loopback}:{}", addr.port());
+    let companions = Companions::default();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let runtime = state.runtime.clone();
+    let edge_state = state.clone();
+    let stop_after = companions.clone();
     let task = tokio::spawn(async move {
-        listener::serve(listener, acceptor, api::router(state), limits, async move {
-            tokio::select! {
-                _ = shutdown_signal() => {},
-                _ = stopped => {},
-            }
-            // End event streams and followed logs, so their clients do not hold the
-            // shutdown open.
-            let _ = runtime.shutdown.send(true);
-        })
+        listener::serve(
+            listener,
+            acceptor,
+            api::router(edge_state),
+            limits,
+            async move {
+                tokio::select! {
+                    _ = shutdown_signal() => {},
+                    _ = stopped => {},
+                }
+                // End event streams and followed logs, so their clients do not hold the
+                // shutdown open.
+                let _ = runtime.shutdown.send(true);
+            },
+        )
         .await;
         // The background loops saw the shutdown signal too; a binding cycle in flight ends
         // at its next await, its store transaction whole or not begun.
         let _ = loops.await;
-        if let Some(agent) = local_agent {
-            agent.stop().await;
-        }
-        futures_util::future::join_all(emulated.into_iter().map(|a| a.stop())).await;
+        let companions = std::mem::take(
+            &mut *stop_after
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        futures_util::future::join_all(companions).await;
         eprintln!("cpn stopped");
         Ok(())
     });
     Ok(RunningServer {
         addr,
         data_dir: config.data_dir,
+        url,
+        state,
+        companions,
         stop,
         task,
     })
-}
-
-fn local_node_name() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Creates the local agent's site when missing: public, in the operator's tenant, by
@@ -402,7 +417,7 @@ async fn load_demo(state: &AppState) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("load demo federation: {e}"))?;
     state
         .store
-        .put_setting(emulate::DEMO_SETTING, "east-data-west-compute")
+        .put_setting(scenario::DEMO_SETTING, "east-data-west-compute")
         .await?;
     eprintln!(
         "loaded demo federation east-data-west-compute: {} objects",

@@ -1588,7 +1588,7 @@ pub async fn enter_code(
         .is_some_and(|l| l.class == ClusterClass::A && l.user == me);
     let key = match (&entry.public_key, class_a) {
         (Some(k), _) => {
-            cpn_agent::lease_access::public_key_fingerprint(k.trim())
+            cpn_api_types::ssh_key::public_key_fingerprint(k.trim())
                 .map_err(|e| ApiError::field("public_key", e.to_string()))?;
             Some(k.trim().to_string())
         }

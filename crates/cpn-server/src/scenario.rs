@@ -16,6 +16,9 @@ use std::collections::{HashMap, HashSet};
 
 /// The demo federation bundled into the binary.
 pub const DEMO_SCENARIO: &str = include_str!("../../../scenarios/east-data-west-compute.yaml");
+/// The setting that says the data dir holds the bundled demo (written when it is loaded;
+/// `cpn serve` then runs emulated nodes for its sites).
+pub const DEMO_SETTING: &str = "demo_scenario";
 
 /// Parses scenario YAML, naming the path of a bad field (`sites[3].spec.location.lat`).
 pub fn parse_yaml(text: &str) -> ApiResult<Scenario> {

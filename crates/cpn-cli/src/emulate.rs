@@ -14,11 +14,11 @@
 //! only. NPU offers get no node (agents detect NVIDIA GPUs only): they stay planning
 //! targets.
 
-use crate::inventory::{DEFAULT_GIB_PER_CORE, RegistryModel};
-use crate::runtime::livestate::OFFER_LABEL;
-use crate::state::AppState;
 use anyhow::Context;
 use cpn_api_types::registry::ChipType;
+use cpn_server::RunningServer;
+use cpn_server::inventory::{DEFAULT_GIB_PER_CORE, RegistryModel};
+use cpn_server::runtime::livestate::OFFER_LABEL;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -32,8 +32,6 @@ pub const GPU_NODE_MEMORY_GIB: u64 = 256;
 pub const DISK_GIB: f64 = 1024.0;
 /// Under the data dir: one state dir per emulated node, `emulated/SITE/NODE`.
 pub const DIR: &str = "emulated";
-/// The setting that says the data dir holds the bundled demo (written when it is loaded).
-pub const DEMO_SETTING: &str = "demo_scenario";
 
 /// One emulated node to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,7 +108,7 @@ pub fn plan(model: &RegistryModel, sites: &[String]) -> Vec<EmulatedNode> {
 
 /// The names of the bundled demo's sites.
 pub fn demo_sites() -> anyhow::Result<Vec<String>> {
-    let scenario = crate::scenario::parse_yaml(crate::scenario::DEMO_SCENARIO)
+    let scenario = cpn_server::scenario::parse_yaml(cpn_server::scenario::DEMO_SCENARIO)
         .map_err(|e| anyhow::anyhow!("bundled scenario: {e}"))?;
     Ok(scenario.sites.into_iter().map(|s| s.name).collect())
 }
@@ -124,17 +122,14 @@ pub fn state_dir(data_dir: &Path, node: &EmulatedNode) -> PathBuf {
 /// `server` is the loopback URL the local agent uses; `isolation` the local agent's (its
 /// identities file is then shared).
 pub async fn start(
-    state: &AppState,
-    server: &str,
-    data_dir: &Path,
+    server: &RunningServer,
     isolation: &cpn_agent::IsolationConfig,
 ) -> anyhow::Result<Vec<cpn_agent::AgentHandle>> {
-    if state.store.get_setting(DEMO_SETTING).await?.is_none() {
+    if !server.holds_demo().await? {
         return Ok(Vec::new());
     }
-    let model = RegistryModel::load(state)
-        .await
-        .map_err(|e| anyhow::anyhow!("read the registry: {e}"))?;
+    let data_dir = server.data_dir.as_path();
+    let model = server.registry_model().await?;
     let nodes = plan(&model, &demo_sites()?);
     let mut isolation = isolation.clone();
     isolation
@@ -144,17 +139,18 @@ pub async fn start(
     let mut sites = std::collections::BTreeSet::new();
     for node in nodes {
         let dir = state_dir(data_dir, &node);
-        let join_token = crate::join::in_process_agent_token(
-            state,
-            &node.site,
-            &dir,
-            &format!("emulated node {} of cpn serve", node.name),
-        )
-        .await
-        .with_context(|| format!("issue the join token of emulated node {}", node.name))?;
-        let mut agent = cpn_agent::AgentConfig::new(server, node.site.clone(), dir);
+        let saved = cpn_agent::saved_credential(&dir);
+        let join_token = server
+            .in_process_agent_token(
+                &node.site,
+                saved.as_ref().map(|s| s.credential.as_str()),
+                &format!("emulated node {} of cpn serve", node.name),
+            )
+            .await
+            .with_context(|| format!("issue the join token of emulated node {}", node.name))?;
+        let mut agent = cpn_agent::AgentConfig::new(&server.url, node.site.clone(), dir);
         agent.join_token = join_token;
-        agent.ca_pem = state.transport.ca_pem.clone();
+        agent.ca_pem = server.ca_pem();
         agent.name = Some(node.name.clone());
         agent.labels = BTreeMap::from([(OFFER_LABEL.to_string(), node.offer.clone())]);
         agent.isolation = isolation.clone();
@@ -178,12 +174,13 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{RegOffer, RegSite};
-    use crate::runtime::livestate::fulfils;
+    use cpn_server::inventory::{RegOffer, RegSite};
+    use cpn_server::runtime::livestate::fulfils;
 
     /// The bundled demo as the registry model would hold it (sites and compute offers).
     fn demo_model() -> RegistryModel {
-        let scenario = crate::scenario::parse_yaml(crate::scenario::DEMO_SCENARIO).unwrap();
+        let scenario =
+            cpn_server::scenario::parse_yaml(cpn_server::scenario::DEMO_SCENARIO).unwrap();
         let mut m = RegistryModel::default();
         for s in &scenario.sites {
             m.site_index.insert(s.name.clone(), m.sites.len());
