@@ -2,21 +2,15 @@
 //! bootstrap of the operator account.
 
 use crate::error::{ApiError, ApiResult};
+pub use crate::join::hash_token;
 use argon2::Argon2;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use chrono::{DateTime, Duration, Utc};
 use cpn_api_types::Code;
 use cpn_store::{NewSession, NewUser, SessionKind, Store, UserRecord};
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
-
-/// What the store keeps of a bearer token, an API key or a node credential: its SHA-256, so
-/// a leaked database does not hand out working tokens.
-pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
 
 /// Tokens from `POST /auth/login` live at most this long; idle ones end sooner
 /// (`AccountsConfig::session_idle`).

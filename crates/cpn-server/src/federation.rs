@@ -45,7 +45,7 @@ fn timed_tasks(
             t.task.validate(&mut v);
             violations_to_error(v).map_err(|e| e.within(&field))?;
             let spec = crate::runtime::tasks::placement_spec(&t.task, &who.tenant);
-            let mut task = crate::schedule::task_from_spec(&who.into(), &spec, 0)
+            let mut task = crate::runtime::placement::task_from_spec(&who.into(), &spec, 0)
                 .map_err(|e| e.within(&field))?;
             task.id = t.task.name.clone();
             Ok(TimedTask {

@@ -17,26 +17,21 @@ pub mod api_runtime;
 pub mod audit;
 pub mod audit_layer;
 pub mod auth;
-pub mod caller;
 pub mod design;
-pub mod error;
 pub mod extract;
 pub mod federation;
 pub mod flows;
+mod hooks;
 pub mod identity;
-pub mod inventory;
-pub mod join;
-pub mod limits;
 pub mod listener;
 pub mod market;
 pub mod market_accounts;
 pub mod notify;
 pub mod openapi;
-pub mod policy;
 pub mod query;
 pub mod registry;
 pub mod response;
-pub mod runtime;
+pub mod rules;
 pub mod scenario;
 pub mod schedule;
 pub mod simulation;
@@ -45,6 +40,11 @@ pub mod throttle;
 pub mod tls;
 pub mod topology;
 pub mod totp;
+
+// The runtime crate's modules under their old paths, so the control services and the edge
+// name them as before the split (`crate::runtime::binder`, `crate::caller`, ...).
+pub use cpn_runtime as runtime;
+pub use cpn_runtime::{caller, error, inventory, join, limits, policy};
 
 use anyhow::Context;
 use caller::{Actor, SystemActor};
@@ -189,7 +189,9 @@ impl RunningServer {
         saved_credential: Option<&str>,
         description: &str,
     ) -> anyhow::Result<Option<String>> {
-        join::in_process_agent_token(&self.state, site, saved_credential, description).await
+        join::in_process_agent_token(&self.state, site, saved_credential, description)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// Whether the data dir holds the bundled demo (loaded at its first start).
@@ -229,15 +231,21 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let notifier = notify::Notifier::new(&config.notify, store.clone())?;
     let market_accounts = market_accounts::MarketAccounts::open(&config.data_dir, notifier)
         .context("open the marketplace accounts")?;
+    let market = Arc::new(market::MarketService::default());
     let state = AppState {
-        store: store.clone(),
+        rt: runtime::RuntimeState {
+            store: store.clone(),
+            runtime: Arc::new(runtime::Runtime::new(config.runtime, &config.data_dir)),
+            transport: Arc::new(transport),
+            hooks: Arc::new(hooks::Hooks {
+                market: market.clone(),
+            }),
+        },
         data_dir: config.data_dir.clone(),
         simulations: Arc::new(simulation::Simulations::default()),
         sim_data_dir: config.sim_data_dir.clone(),
-        runtime: Arc::new(runtime::Runtime::new(config.runtime, &config.data_dir)),
         accounts: Arc::new(auth::Accounts::new(config.accounts.clone())),
-        transport: Arc::new(transport),
-        market: Arc::new(market::MarketService::default()),
+        market,
         market_accounts: Arc::new(market_accounts),
     };
 
@@ -290,7 +298,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     market::load(&state)
         .await
         .map_err(|e| anyhow::anyhow!("load the marketplace: {e}"))?;
-    let loops = runtime::spawn_loops(&state);
+    let loops = hooks::spawn_loops(&state);
     notify::spawn_alarm_delivery(&state);
     flows::resume_all(&state);
 
@@ -357,7 +365,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .await;
         // The background loops saw the shutdown signal too; a binding cycle in flight ends
         // at its next await, its store transaction whole or not begun.
-        let _ = loops.await;
+        futures_util::future::join_all(loops).await;
         let companions = std::mem::take(
             &mut *stop_after
                 .lock()

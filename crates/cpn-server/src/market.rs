@@ -236,13 +236,13 @@ fn wake(state: &AppState, node_id: &str) {
 /// What a node's agent is asked to do for class A leases now: grants not yet answered,
 /// and revocations of ended leases. Called by the agent's poll (`runtime::agents`).
 pub async fn lease_work(
-    state: &AppState,
+    market: &MarketService,
     node_id: &str,
 ) -> (
     Vec<cpn_api_types::agent::LeaseAccessGrant>,
     Vec<cpn_api_types::agent::LeaseAccessRevoke>,
 ) {
-    let access = state.market.access();
+    let access = market.access();
     let mut grants = Vec::new();
     let mut revokes = Vec::new();
     for ((node, _), a) in access.iter() {
@@ -264,9 +264,8 @@ pub async fn lease_work(
 /// agent lease id: told to its agent at registration, which revokes the accounts of any
 /// other lease (one that ended while the agent was down; the market loads only live
 /// leases' access at start, so an ended one's revocation may never be asked again).
-pub fn live_leases(state: &AppState, node_id: &str) -> Vec<String> {
-    state
-        .market
+pub fn live_leases(market: &MarketService, node_id: &str) -> Vec<String> {
+    market
         .access()
         .iter()
         .filter(|((node, _), a)| node == node_id && !a.revoke)

@@ -4,18 +4,20 @@
 
 use crate::caller::Actor;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::runtime::RuntimeState;
+pub use crate::runtime::access::{
+    Inheritance, can_read, decode_spec, violations_to_error, visible_to_tenant,
+};
 use chrono::Utc;
 use cpn_api_types::Code;
 use cpn_api_types::Page;
 use cpn_api_types::identity::Role;
 use cpn_api_types::registry::*;
 use cpn_api_types::schedule::{Policy, PolicyCreate, PolicySpec, PolicyUpdate};
-use cpn_model::{InheritanceContext, Kind, Selector};
+use cpn_model::{Kind, Selector};
 use cpn_store::{ListQuery, NewObject, ObjectRecord, ObjectUpdate, Reference};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
 
 pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1000;
@@ -251,18 +253,6 @@ registry_kind!(
 
 // ---------------------------------------------------------------- access rules
 
-pub fn can_read(who: &Actor, rec: &ObjectRecord) -> bool {
-    who.is_operator() || visible_to_tenant(rec.public, &rec.tenant, who.tenant())
-}
-
-/// Whether `tenant` may see an object (public, or owned by `owner_tenant`): what a
-/// non-operator reads, and where the live binder may place a task of `tenant` (a task never
-/// lands on a site its tenant cannot see). The store's `visible_to_tenant` list query is
-/// the same rule in SQL.
-pub fn visible_to_tenant(public: bool, owner_tenant: &str, tenant: &str) -> bool {
-    public || owner_tenant == tenant
-}
-
 /// Operators change anything; suppliers change what they own; users change nothing here.
 pub fn check_modify(who: &Actor, rec: &ObjectRecord) -> ApiResult<()> {
     if who.is_operator() || (who.role() == Role::Supplier && rec.owner == who.name()) {
@@ -295,7 +285,7 @@ fn check_create(who: &Actor, kind: Kind) -> ApiResult<()> {
 /// Finds an object by id, then by name, among those the caller may read. Objects the caller
 /// may not read are reported exactly like missing ones, so their existence does not leak.
 pub async fn find_visible(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     kind: Kind,
     id_or_name: &str,
@@ -313,24 +303,6 @@ pub async fn find_visible(
 
 // ---------------------------------------------------------------- validation
 
-pub fn violations_to_error(v: Violations) -> ApiResult<()> {
-    let mut list = v.list.into_iter();
-    match list.next() {
-        None => Ok(()),
-        Some(first) => {
-            let rest: Vec<String> = list
-                .map(|x| format!("{}: {}", x.field, x.message))
-                .collect();
-            let message = if rest.is_empty() {
-                first.message
-            } else {
-                format!("{}; also {}", first.message, rest.join("; "))
-            };
-            Err(ApiError::field(first.field, message))
-        }
-    }
-}
-
 pub fn validate_spec(spec: &impl Validate) -> ApiResult<()> {
     let mut v = Violations::default();
     spec.validate(&mut v);
@@ -345,7 +317,7 @@ pub fn validate_name(name: &str) -> ApiResult<()> {
 /// Checks label syntax, and that each key is a tag of the library that may be applied with
 /// this value. Labels already on the object (`previous`) stay valid if their tag is disabled.
 pub async fn check_labels(
-    state: &AppState,
+    state: &RuntimeState,
     labels: &Labels,
     previous: Option<&Labels>,
 ) -> ApiResult<()> {
@@ -387,18 +359,9 @@ pub fn check_tag_value(key: &str, spec: &TagSpec, value: &str) -> Result<(), Str
     Ok(())
 }
 
-pub fn decode_spec<S: DeserializeOwned>(rec: &ObjectRecord) -> ApiResult<S> {
-    serde_json::from_value(rec.spec.clone()).map_err(|e| {
-        ApiError::new(
-            Code::Internal,
-            format!("stored {} {} does not decode: {e}", rec.kind, rec.id),
-        )
-    })
-}
-
 /// Resolves every reference of `spec` to an id the caller may use, rewriting the spec.
 async fn resolve_refs<S: SpecRefs>(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Actor,
     kind: Kind,
     spec: &mut S,
@@ -440,72 +403,6 @@ async fn resolve_refs<S: SpecRefs>(
 
 // ---------------------------------------------------------------- inheritance
 
-/// Computes effective labels, fetching each ancestor once per request.
-pub struct Inheritance<'a> {
-    state: &'a AppState,
-    ctx: InheritanceContext,
-    cache: HashMap<String, Option<ObjectRecord>>,
-}
-
-impl<'a> Inheritance<'a> {
-    pub async fn load(state: &'a AppState) -> ApiResult<Inheritance<'a>> {
-        let tags = state
-            .store
-            .list_objects(Kind::Tag, &ListQuery::default())
-            .await?;
-        let inheritable = tags
-            .iter()
-            .filter(|t| t.spec.get("inheritable").and_then(|v| v.as_bool()) == Some(true))
-            .map(|t| t.name.clone());
-        Ok(Inheritance {
-            state,
-            ctx: InheritanceContext::new(inheritable),
-            cache: HashMap::new(),
-        })
-    }
-
-    async fn fetch(&mut self, r: &Reference) -> ApiResult<Option<ObjectRecord>> {
-        if let Some(hit) = self.cache.get(&r.id) {
-            return Ok(hit.clone());
-        }
-        let rec = self.state.store.get_object(r.kind, &r.id).await?;
-        self.cache.insert(r.id.clone(), rec.clone());
-        Ok(rec)
-    }
-
-    /// Ancestors nearest first: a resource's site, then the site's platform and cloud.
-    async fn ancestors(&mut self, rec: &ObjectRecord) -> ApiResult<Vec<ObjectRecord>> {
-        let mut out = Vec::new();
-        let parents: Vec<Reference> = match rec.kind {
-            Kind::Site | Kind::Resource => rec
-                .refs
-                .iter()
-                .filter(|r| matches!(r.kind, Kind::Site | Kind::Platform | Kind::Cloud))
-                .cloned()
-                .collect(),
-            _ => Vec::new(),
-        };
-        for p in parents {
-            if let Some(parent) = self.fetch(&p).await? {
-                if parent.kind == Kind::Site {
-                    let grand = Box::pin(self.ancestors(&parent)).await?;
-                    out.push(parent);
-                    out.extend(grand);
-                } else {
-                    out.push(parent);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    pub async fn effective(&mut self, rec: &ObjectRecord) -> ApiResult<Labels> {
-        let ancestors = self.ancestors(rec).await?;
-        let refs: Vec<&Labels> = ancestors.iter().map(|a| &a.labels).collect();
-        Ok(self.ctx.effective(&rec.labels, &refs))
-    }
-}
-
 pub async fn to_object<K: RegistryKind>(
     rec: ObjectRecord,
     inh: &mut Inheritance<'_>,
@@ -543,7 +440,7 @@ fn spec_json<S: Serialize>(spec: &S) -> ApiResult<serde_json::Value> {
 /// Everything about a create except the store write, so scenario loading can check a whole
 /// file before writing any of it.
 pub async fn check_draft<K: RegistryKind>(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     draft: &Draft<K::Spec>,
 ) -> ApiResult<()> {
@@ -568,7 +465,7 @@ pub async fn check_draft<K: RegistryKind>(
 }
 
 pub async fn create<K: RegistryKind>(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     body: K::Create,
 ) -> ApiResult<K::Object> {
@@ -599,7 +496,7 @@ pub async fn create<K: RegistryKind>(
 }
 
 pub async fn get<K: RegistryKind>(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     id_or_name: &str,
 ) -> ApiResult<K::Object> {
@@ -629,7 +526,7 @@ pub struct ListFilter {
 /// Lists the caller's visible objects of a kind that pass `keep` and the selector (matched
 /// against effective labels), one page at a time.
 pub async fn list_records(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     kind: Kind,
     params: &ListParams,
@@ -678,7 +575,7 @@ pub async fn list_records(
 }
 
 pub async fn list<K: RegistryKind>(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     filter: ListFilter,
 ) -> ApiResult<Page<K::Object>> {
@@ -728,7 +625,7 @@ fn expected_generation(body: Option<u64>, if_match: Option<u64>) -> ApiResult<u6
 }
 
 pub async fn update<K: RegistryKind>(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     id_or_name: &str,
     if_match: Option<u64>,
@@ -743,7 +640,7 @@ pub async fn update<K: RegistryKind>(
 
 /// Every stored version of an object, oldest first (SC-POL-02 for policies).
 pub async fn history<K: RegistryKind>(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     id_or_name: &str,
 ) -> ApiResult<Vec<(u64, chrono::DateTime<Utc>, K::Spec)>> {
@@ -764,7 +661,7 @@ pub async fn history<K: RegistryKind>(
 
 /// Restores the spec of generation `to` as a new generation, guarded like any update.
 pub async fn rollback<K: RegistryKind>(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     id_or_name: &str,
     to: u64,
@@ -792,7 +689,7 @@ pub async fn rollback<K: RegistryKind>(
 }
 
 async fn apply_revision<K: RegistryKind>(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Actor,
     rec: ObjectRecord,
     generation: u64,
@@ -839,7 +736,7 @@ async fn apply_revision<K: RegistryKind>(
 }
 
 pub async fn delete<K: RegistryKind>(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     id_or_name: &str,
     if_match: Option<u64>,
@@ -874,7 +771,7 @@ pub async fn delete<K: RegistryKind>(
     Ok(())
 }
 
-async fn objects_labelled(state: &AppState, key: &str) -> ApiResult<usize> {
+async fn objects_labelled(state: &RuntimeState, key: &str) -> ApiResult<usize> {
     let mut n = 0;
     for kind in Kind::ALL {
         n += state
@@ -892,7 +789,7 @@ async fn objects_labelled(state: &AppState, key: &str) -> ApiResult<usize> {
 
 /// Resolves the targets of a batch tagging call: listed refs and/or a kind+selector query.
 async fn tagging_targets(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Actor,
     targets: &[ObjectRef],
     kind: Option<&str>,
@@ -968,7 +865,7 @@ async fn tagging_targets(
 }
 
 pub async fn apply_tag(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     tag: &str,
     body: ApplyTag,
@@ -991,7 +888,7 @@ pub async fn apply_tag(
 }
 
 pub async fn remove_tag(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     tag: &str,
     body: RemoveTag,
@@ -1010,7 +907,7 @@ pub async fn remove_tag(
 }
 
 async fn change(
-    state: &AppState,
+    state: &RuntimeState,
     key: &str,
     value: Option<String>,
     targets: Vec<ObjectRecord>,

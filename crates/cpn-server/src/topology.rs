@@ -4,7 +4,7 @@
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::registry::{can_read, check_modify, decode_spec, find_visible};
-use crate::state::AppState;
+use crate::runtime::RuntimeState;
 use chrono::{DateTime, Utc};
 use cpn_api_types::Code;
 use cpn_api_types::registry::{LinkMetrics, LinkSpec, SiteMetrics, SiteSpec, Violations};
@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 /// Keeps the history complete: a link's nominal metrics are a sample from the moment they
 /// are written, so `?at=` sees the value a link had before an update.
-pub async fn after_write(state: &AppState, rec: &ObjectRecord) -> ApiResult<()> {
+pub async fn after_write(state: &RuntimeState, rec: &ObjectRecord) -> ApiResult<()> {
     if rec.kind == Kind::Link {
         let spec: LinkSpec = decode_spec(rec)?;
         let m = LinkMetrics {
@@ -30,7 +30,7 @@ pub async fn after_write(state: &AppState, rec: &ObjectRecord) -> ApiResult<()> 
 }
 
 async fn record<T: serde::Serialize>(
-    state: &AppState,
+    state: &RuntimeState,
     id: &str,
     at: DateTime<Utc>,
     value: &T,
@@ -44,7 +44,7 @@ async fn record<T: serde::Serialize>(
 
 /// The topology as it was at `at` (now when absent).
 pub async fn topology(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Caller,
     at: Option<DateTime<Utc>>,
 ) -> ApiResult<Topology> {
@@ -130,7 +130,7 @@ pub async fn topology(
 /// Records an observed sample for a link or site; monitoring posts these without touching
 /// the object's generation, since they are observations, not edits.
 pub async fn post_metrics<T>(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Caller,
     kind: Kind,
     id: &str,
@@ -150,7 +150,7 @@ where
 }
 
 pub async fn metric_history<T: serde::de::DeserializeOwned>(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Caller,
     kind: Kind,
     id: &str,

@@ -182,53 +182,63 @@ fn violations(src: &str) -> Vec<String> {
 
 #[test]
 fn services_know_nothing_of_http() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    files.sort();
+    // The services of this crate (all but the edge) and the whole runtime crate below it.
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let roots = [
+        crates.join("cpn-server/src"),
+        crates.join("cpn-runtime/src"),
+    ];
     let mut checked = 0;
     let mut problems = Vec::new();
-    for path in &files {
-        let rel = path
-            .strip_prefix(&src)
-            .expect("under src")
-            .to_string_lossy()
-            .replace('\\', "/");
-        if is_edge(&rel) {
-            continue;
-        }
-        checked += 1;
-        let found = violations(&std::fs::read_to_string(path).expect("read source"));
-        let excused = EXCEPTIONS.iter().any(|(m, _)| *m == rel);
-        if !found.is_empty() && !excused {
-            problems.push(format!("{rel}: {}", found.join(", ")));
+    for src in &roots {
+        let mut files = Vec::new();
+        rust_files(src, &mut files);
+        files.sort();
+        let runtime = src.ends_with("cpn-runtime/src");
+        for path in &files {
+            let rel = path
+                .strip_prefix(src)
+                .expect("under src")
+                .to_string_lossy()
+                .replace('\\', "/");
+            if !runtime && is_edge(&rel) {
+                continue;
+            }
+            checked += 1;
+            let found = violations(&std::fs::read_to_string(path).expect("read source"));
+            let excused = EXCEPTIONS.iter().any(|(m, _)| *m == rel);
+            if !found.is_empty() && !excused {
+                problems.push(format!("{rel}: {}", found.join(", ")));
+            }
         }
     }
     // The services named by issue #13 are all among those checked.
     for service in [
-        "registry.rs",
-        "design/mod.rs",
-        "flows/mod.rs",
-        "simulation.rs",
-        "schedule.rs",
-        "inventory.rs",
-        "policy.rs",
-        "topology.rs",
-        "identity.rs",
-        "audit.rs",
-        "federation.rs",
-        "runtime/mod.rs",
-        "caller.rs",
-        "error.rs",
+        "cpn-server/src/registry.rs",
+        "cpn-server/src/design/mod.rs",
+        "cpn-server/src/flows/mod.rs",
+        "cpn-server/src/simulation.rs",
+        "cpn-server/src/schedule.rs",
+        "cpn-server/src/topology.rs",
+        "cpn-server/src/identity.rs",
+        "cpn-server/src/audit.rs",
+        "cpn-server/src/federation.rs",
+        "cpn-server/src/rules.rs",
+        "cpn-runtime/src/lib.rs",
+        "cpn-runtime/src/inventory.rs",
+        "cpn-runtime/src/policy.rs",
+        "cpn-runtime/src/caller.rs",
+        "cpn-runtime/src/error.rs",
     ] {
+        let name = service.rsplit('/').next().unwrap_or(service);
         assert!(
-            src.join(service).exists() && !is_edge(service),
+            crates.join(service).exists() && !(service.starts_with("cpn-server") && is_edge(name)),
             "{service} should be a checked service module"
         );
     }
     assert!(
         checked >= 30,
-        "only {checked} service files found under {src:?}"
+        "only {checked} service files found under {roots:?}"
     );
     assert!(
         problems.is_empty(),
@@ -270,4 +280,47 @@ fn the_scanner_sees_code_and_ignores_comments_and_strings() {
     );
     assert!(violations("let https = true; use crate::caller::Caller;").is_empty());
     assert!(violations("fn f<'a>(x: &'a str) -> &'a str { x } // axum").is_empty());
+}
+
+/// The `[dependencies]` of a workspace crate's manifest, by name (dev-dependencies left out).
+fn dependencies(krate: &str) -> Vec<String> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(krate)
+        .join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).expect("read manifest");
+    let mut in_deps = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_deps = line == "[dependencies]";
+        } else if in_deps && let Some((name, _)) = line.split_once('=') {
+            out.push(name.trim().to_string());
+        }
+    }
+    out
+}
+
+/// The dependency rule of the split (ARCHITECTURE.md, "cpn-server"): dependencies point
+/// inward, edge → control → runtime. The runtime knows neither the control services nor the
+/// edge, and no server crate knows the agent: `cpn serve` composes them.
+#[test]
+fn dependencies_point_inward() {
+    let runtime = dependencies("cpn-runtime");
+    for outer in ["cpn-server", "cpn-agent", "axum"] {
+        assert!(
+            !runtime.iter().any(|d| d == outer),
+            "cpn-runtime must not depend on {outer}: {runtime:?}"
+        );
+    }
+    let server = dependencies("cpn-server");
+    assert!(
+        server.iter().any(|d| d == "cpn-runtime"),
+        "cpn-server builds on cpn-runtime: {server:?}"
+    );
+    assert!(
+        !server.iter().any(|d| d == "cpn-agent"),
+        "cpn-server must not depend on cpn-agent (the CLI composes the in-process agents): {server:?}"
+    );
 }

@@ -5,9 +5,9 @@
 //! Every firing is kept on the rule with what its action did and published as an
 //! `ops.rule` event.
 
-use super::operations;
 use crate::caller::{Actor, Caller, SystemActor};
 use crate::error::{ApiError, ApiResult};
+use crate::runtime::operations;
 use crate::state::AppState;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use cpn_api_types::Code;
@@ -228,7 +228,7 @@ async fn watched(state: &AppState, trigger: &Trigger) -> ApiResult<Vec<String>> 
         return Ok(Vec::new());
     };
     if let Some(g) = group {
-        let mut nodes: Vec<String> = super::tasks::group(state, g)
+        let mut nodes: Vec<String> = crate::runtime::tasks::group(state, g)
             .await?
             .into_iter()
             .filter(|t| t.state == TaskState::Running.as_str())
@@ -239,7 +239,7 @@ async fn watched(state: &AppState, trigger: &Trigger) -> ApiResult<Vec<String>> 
         return Ok(nodes);
     }
     if let Some(n) = node {
-        return Ok(vec![super::nodes::resolve(state, n).await?.id]);
+        return Ok(vec![crate::runtime::nodes::resolve(state, n).await?.id]);
     }
     let site = site.as_deref().unwrap_or_default();
     Ok(state
@@ -430,14 +430,14 @@ async fn act(
             by,
             max_replicas,
         } => {
-            let now_active = active(super::tasks::group(state, group).await?).len() as u32;
+            let now_active = active(crate::runtime::tasks::group(state, group).await?).len() as u32;
             let add = (*by).min(max_replicas.saturating_sub(now_active));
             if add == 0 {
                 return Ok(format!(
                     "{group} already has {now_active} replicas (max {max_replicas})"
                 ));
             }
-            let ids = super::tasks::add_replicas(state, group, add).await?;
+            let ids = crate::runtime::tasks::add_replicas(state, group, add).await?;
             Ok(format!(
                 "scaled {group} out from {now_active} to {} replicas: {}",
                 now_active + add,
@@ -449,13 +449,13 @@ async fn act(
             by,
             min_replicas,
         } => {
-            let mut live = active(super::tasks::group(state, group).await?);
+            let mut live = active(crate::runtime::tasks::group(state, group).await?);
             live.sort_by_key(|t| t.seq);
             let n = live.len() as u32;
             let remove = (*by).min(n.saturating_sub(*min_replicas));
             let mut cancelled = Vec::new();
             for t in live.iter().rev().take(remove as usize) {
-                super::tasks::cancel(state, &who, &t.id).await?;
+                crate::runtime::tasks::cancel(state, &who, &t.id).await?;
                 cancelled.push(t.id.clone());
             }
             Ok(format!(
@@ -465,11 +465,12 @@ async fn act(
             ))
         }
         RuleAction::Redeploy { group } => {
-            let live = active(super::tasks::group(state, group).await?);
+            let live = active(crate::runtime::tasks::group(state, group).await?);
             for t in &live {
-                super::tasks::cancel(state, &who, &t.id).await?;
+                crate::runtime::tasks::cancel(state, &who, &t.id).await?;
             }
-            let ids = super::tasks::add_replicas(state, group, live.len().max(1) as u32).await?;
+            let ids =
+                crate::runtime::tasks::add_replicas(state, group, live.len().max(1) as u32).await?;
             Ok(format!(
                 "redeployed {group}: {} replaced by {}",
                 live.len(),
@@ -507,7 +508,7 @@ async fn act(
             ))
         }
         RuleAction::RunTask { task } => {
-            let t = super::tasks::submit(state, &who, (**task).clone()).await?;
+            let t = crate::runtime::tasks::submit(state, &who, (**task).clone()).await?;
             Ok(format!("submitted {}", t.id))
         }
     }

@@ -10,11 +10,11 @@
 
 use super::ledger::{Hold, HoldKind};
 use super::{agents, binder, nodes, tasks};
+use crate::RuntimeState;
+use crate::access::decode_spec;
 use crate::caller::{Actor, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::inventory::{self, RESOURCE_ALLOCATION_PREFIX};
-use crate::registry::decode_spec;
-use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::Code;
 use cpn_api_types::events::types;
@@ -240,7 +240,7 @@ fn node_label(n: &NodeRecord) -> String {
 /// Runs an operation and records it. A failure is recorded and then answered with its
 /// error, the message naming the record.
 pub async fn execute(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     req: OperationRequest,
 ) -> ApiResult<OperationView> {
@@ -335,7 +335,7 @@ pub async fn execute(
 }
 
 async fn run(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Actor,
     req: &OperationRequest,
     ctx: &mut Ctx,
@@ -381,7 +381,7 @@ async fn run(
     }
 }
 
-async fn resolve_node(state: &AppState, ctx: &mut Ctx, key: &str) -> ApiResult<NodeRecord> {
+async fn resolve_node(state: &RuntimeState, ctx: &mut Ctx, key: &str) -> ApiResult<NodeRecord> {
     let node = nodes::resolve(state, key).await?;
     ctx.step(
         "resolve target",
@@ -397,7 +397,7 @@ async fn resolve_node(state: &AppState, ctx: &mut Ctx, key: &str) -> ApiResult<N
 }
 
 async fn resolve_resource(
-    state: &AppState,
+    state: &RuntimeState,
     ctx: &mut Ctx,
     key: &str,
 ) -> ApiResult<(ObjectRecord, ResourceSpec)> {
@@ -418,7 +418,7 @@ async fn resolve_resource(
 }
 
 async fn allocate_node(
-    state: &AppState,
+    state: &RuntimeState,
     ctx: &mut Ctx,
     key: &str,
     r: &TaskResources,
@@ -500,7 +500,7 @@ async fn allocate_node(
 }
 
 async fn allocate_resource(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Actor,
     ctx: &mut Ctx,
     key: &str,
@@ -598,7 +598,7 @@ pub fn hold_of(a: &AllocationRecord) -> Option<Hold> {
 }
 
 /// Puts an allocation's hold (new or adjusted) in the capacity ledger.
-fn hold(state: &AppState, a: &AllocationRecord) {
+fn hold(state: &RuntimeState, a: &AllocationRecord) {
     if let Some(h) = hold_of(a) {
         state.runtime.ledger().hold(HoldKind::Allocation, &a.id, h);
     }
@@ -606,7 +606,7 @@ fn hold(state: &AppState, a: &AllocationRecord) {
 
 /// The active allocation `id`; fills in the tenant and target of the record.
 async fn active_allocation(
-    state: &AppState,
+    state: &RuntimeState,
     ctx: &mut Ctx,
     id: &str,
 ) -> ApiResult<AllocationRecord> {
@@ -647,7 +647,7 @@ async fn active_allocation(
     Ok(a)
 }
 
-async fn release(state: &AppState, ctx: &mut Ctx, id: &str) -> ApiResult<String> {
+async fn release(state: &RuntimeState, ctx: &mut Ctx, id: &str) -> ApiResult<String> {
     let a = active_allocation(state, ctx, id).await?;
     state.store.release_allocation(&a.id, Utc::now()).await?;
     state.runtime.ledger().release(HoldKind::Allocation, &a.id);
@@ -670,7 +670,7 @@ async fn release(state: &AppState, ctx: &mut Ctx, id: &str) -> ApiResult<String>
 }
 
 async fn adjust(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Actor,
     ctx: &mut Ctx,
     id: &str,
@@ -753,7 +753,7 @@ async fn adjust(
 }
 
 async fn finish_adjust(
-    state: &AppState,
+    state: &RuntimeState,
     ctx: &mut Ctx,
     a: &AllocationRecord,
     old: &TaskResources,
@@ -780,7 +780,7 @@ async fn finish_adjust(
     ))
 }
 
-async fn occupy(state: &AppState, ctx: &mut Ctx, key: &str, enable: bool) -> ApiResult<String> {
+async fn occupy(state: &RuntimeState, ctx: &mut Ctx, key: &str, enable: bool) -> ApiResult<String> {
     let node = resolve_node(state, ctx, key).await?;
     let label = node_label(&node);
     if enable {
@@ -848,7 +848,7 @@ async fn occupy(state: &AppState, ctx: &mut Ctx, key: &str, enable: bool) -> Api
 }
 
 async fn isolate_node(
-    state: &AppState,
+    state: &RuntimeState,
     ctx: &mut Ctx,
     key: &str,
     enable: bool,
@@ -901,7 +901,7 @@ async fn isolate_node(
 }
 
 async fn isolate_resource(
-    state: &AppState,
+    state: &RuntimeState,
     ctx: &mut Ctx,
     key: &str,
     enable: bool,
@@ -936,7 +936,7 @@ async fn isolate_resource(
 }
 
 async fn reclaim(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Actor,
     ctx: &mut Ctx,
     key: &str,
@@ -1037,7 +1037,11 @@ fn decode(rec: OperationRecord) -> ApiResult<OperationView> {
 }
 
 /// Newest first; non-operators see their tenant's records.
-pub async fn list(state: &AppState, who: &Caller, limit: usize) -> ApiResult<Vec<OperationView>> {
+pub async fn list(
+    state: &RuntimeState,
+    who: &Caller,
+    limit: usize,
+) -> ApiResult<Vec<OperationView>> {
     let limit = limit.clamp(1, MAX_LIMIT);
     let fetch = if who.is_operator() {
         limit
@@ -1055,7 +1059,7 @@ pub async fn list(state: &AppState, who: &Caller, limit: usize) -> ApiResult<Vec
         .collect()
 }
 
-pub async fn get(state: &AppState, who: &Caller, id: &str) -> ApiResult<OperationView> {
+pub async fn get(state: &RuntimeState, who: &Caller, id: &str) -> ApiResult<OperationView> {
     match state.store.get_operation(id).await? {
         Some(r) if who.is_operator() || r.tenant == who.tenant => decode(r),
         _ => Err(ApiError::not_found("operation", id)),
@@ -1064,7 +1068,7 @@ pub async fn get(state: &AppState, who: &Caller, id: &str) -> ApiResult<Operatio
 
 /// Allocations (`active`: only active ones, only released ones, or all when `None`).
 pub async fn allocations(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Caller,
     active: Option<bool>,
 ) -> ApiResult<Vec<AllocationView>> {

@@ -12,9 +12,9 @@
 //! A hold may carry an expiry: from then on it holds nothing, and the monitor's [`sweep`]
 //! marks it released in the store.
 
+use crate::RuntimeState;
 use crate::error::ApiResult;
 use crate::inventory::RESOURCE_ALLOCATION_PREFIX;
-use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use cpn_sched::task::Demand;
 use cpn_sched::{Cluster, NodeIdx};
@@ -178,7 +178,7 @@ impl Ledger {
 /// Marks every expired decision and allocation released in the store (at its expiry) and
 /// drops it from the ledger; wakes the binder when one was. Run by the monitor loop; the
 /// live cluster already ignores expired holds, so this only makes the store say so.
-pub async fn sweep(state: &AppState) -> ApiResult<()> {
+pub async fn sweep(state: &RuntimeState) -> ApiResult<()> {
     let rt = &state.runtime;
     let now = Utc::now();
     let expired = rt.ledger().expired(now);

@@ -14,10 +14,10 @@
 //! capacity to appear, then fails with the reason.
 
 use super::lifecycle::{BindingRecord, Task};
+use crate::RuntimeState;
+use crate::access::visible_to_tenant;
 use crate::error::ApiResult;
 use crate::policy::{self, DEFAULT_POLICY};
-use crate::registry::visible_to_tenant;
-use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::tasks::TaskState;
 use cpn_sched::batch::{Outcome, Round, Schedulers, Shape};
@@ -47,7 +47,7 @@ pub use super::livestate::NODE_NAME_LABEL;
 /// every task that arrived meanwhile, at the price of at most this much dispatch delay.
 pub const MIN_CYCLE_INTERVAL: Duration = Duration::from_millis(15);
 
-pub async fn run(state: AppState) {
+pub async fn run(state: RuntimeState) {
     let rt = state.runtime.clone();
     // The commit of the previous cycle's writes, while the next cycle reads and places.
     let mut committing: Option<tokio::task::JoinHandle<()>> = None;
@@ -163,7 +163,7 @@ struct Policies {
 
 impl Policies {
     async fn load(
-        state: &AppState,
+        state: &RuntimeState,
         pending: &[cpn_sched::Task],
         site_access: Arc<Vec<LiveSite>>,
     ) -> ApiResult<Policies> {
@@ -232,7 +232,7 @@ impl Placed {
     /// agent is handed only tasks the store says are scheduled on it), so a binding is
     /// durable before its task is dispatched, and a crash before this loses only
     /// placements, which the restarted server makes again from the pending tasks.
-    pub async fn commit(self, state: AppState) {
+    pub async fn commit(self, state: RuntimeState) {
         let rt = &state.runtime;
         let started = std::time::Instant::now();
         let ids: Vec<String> = self.writes.iter().map(|w| w.record.id.clone()).collect();
@@ -298,12 +298,12 @@ impl Placed {
 /// cluster and puts their holds in the capacity ledger, under the capacity lock. The
 /// writes are committed by [`Placed::commit`], while the next cycle runs. None when no
 /// task was pending.
-pub async fn cycle(state: &AppState) -> ApiResult<Option<Placed>> {
+pub async fn cycle(state: &RuntimeState) -> ApiResult<Option<Placed>> {
     let rt = &state.runtime;
     let _capacity = rt.capacity_lock.lock().await;
     // Taken before anything is read: capacity freed from here on wakes another cycle.
     let capacity_changed = rt.take_capacity_changed();
-    // Where a cycle's time goes, logged at debug level (`RUST_LOG=cpn_server::runtime::binder=debug`).
+    // Where a cycle's time goes, logged at debug level (`RUST_LOG=cpn_runtime::binder=debug`).
     let t0 = std::time::Instant::now();
     let now = Utc::now();
     // Taken before the store is read: a task whose commit ends after this is excluded
@@ -359,7 +359,7 @@ pub async fn cycle(state: &AppState) -> ApiResult<Option<Placed>> {
         let who = crate::caller::Actor::System(crate::caller::SystemActor::Binder {
             tenant: task.record.tenant.clone(),
         });
-        let mut sched_task = match crate::schedule::task_from_spec(&who, &placement, 0) {
+        let mut sched_task = match crate::placement::task_from_spec(&who, &placement, 0) {
             Ok(t) => t,
             Err(e) => {
                 let events = task.finish(now, None, Some(format!("invalid task: {e}")), None);
@@ -519,7 +519,7 @@ fn place_batch(
                     BindingRecord {
                         at: now,
                         policy: name.clone(),
-                        decision: crate::schedule::decision_view(&d),
+                        decision: crate::placement::decision_view(&d),
                     }
                 });
                 events
@@ -588,7 +588,7 @@ fn write(task: Task, attempt: u32, events: Vec<cpn_store::NewEvent>) -> TaskWrit
 /// bound it (or that would bind it, while it waits). In that view a running task's own hold
 /// is part of "now", so its node shows that much less free capacity than it had.
 pub async fn explain_task(
-    state: &AppState,
+    state: &RuntimeState,
     who: &crate::caller::Caller,
     id: &str,
     now: bool,
@@ -620,7 +620,7 @@ pub async fn explain_task(
         });
     }
     let placement = super::tasks::placement_spec(&task.spec, &task.record.tenant);
-    let mut sched_task = crate::schedule::task_from_spec(&who.into(), &placement, 0)?;
+    let mut sched_task = crate::placement::task_from_spec(&who.into(), &placement, 0)?;
     sched_task.id = task.record.id.clone();
     let bound_by = task.status.policy.clone();
     let named = bound_by.as_deref().or(task.spec.policy.as_deref());
@@ -638,7 +638,7 @@ pub async fn explain_task(
     Ok(cpn_api_types::schedule::Explanation {
         task: task.record.id.clone(),
         policy: choice,
-        decision: crate::schedule::decision_view(&decision),
+        decision: crate::placement::decision_view(&decision),
         planning_only: None,
         decided_at: None,
     })

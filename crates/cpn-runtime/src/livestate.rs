@@ -26,10 +26,10 @@
 //! [`measured_site`]) so both derive nodes and sites the same way.
 
 use super::nodes::inventory_of;
+use crate::RuntimeState;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::inventory::{RegOffer, RegistryModel};
-use crate::state::AppState;
 use cpn_api_types::Code;
 use cpn_api_types::agent::{
     Capacity, NodeInventory, OfferCapacity, OfferUnit, SiteCapacity, UnregisteredNode,
@@ -104,7 +104,7 @@ impl LiveState {
 
     /// The registry part as of the last change. A read that races a change is stored under
     /// the epoch read before it started, so it is rebuilt at the next call.
-    pub async fn registry(&self, state: &AppState) -> ApiResult<Arc<RegistryModel>> {
+    pub async fn registry(&self, state: &RuntimeState) -> ApiResult<Arc<RegistryModel>> {
         if let Some(m) = self.fresh() {
             return Ok(m);
         }
@@ -129,7 +129,7 @@ impl LiveState {
     /// The stored policies as of the last registry change (for the binder). As with the
     /// registry part, a read that races a change is stored under the epoch read before it
     /// started, so the next call reads them again.
-    pub async fn policies(&self, state: &AppState) -> ApiResult<Arc<Vec<cpn_policy::Policy>>> {
+    pub async fn policies(&self, state: &RuntimeState) -> ApiResult<Arc<Vec<cpn_policy::Policy>>> {
         let epoch = self.epoch.load(Ordering::SeqCst);
         if let Some((e, p)) = self
             .policies
@@ -499,7 +499,7 @@ impl LiveCluster {
 /// nodes) build for their caller; the binder keeps one up to date instead
 /// ([`super::livecluster`]).
 pub async fn live_cluster(
-    state: &AppState,
+    state: &RuntimeState,
     nodes: &[NodeRecord],
     admit: crate::inventory::Admit<'_>,
 ) -> ApiResult<LiveCluster> {
@@ -556,7 +556,7 @@ pub fn live_sites(model: &RegistryModel, index: &[Option<SiteIdx>]) -> (Vec<Live
 /// its spec (the offer it fulfils gives economics and labels; healthy when ready, not
 /// cordoned, not occupied, its offer not isolated) and how it met the registry.
 pub fn node_spec(
-    state: &AppState,
+    state: &RuntimeState,
     model: &RegistryModel,
     m: usize,
     site: SiteIdx,
@@ -625,7 +625,7 @@ pub fn measured_site(model: &RegistryModel, m: usize, access: &LiveSite) -> cpn_
 
 /// [`live_cluster`] before the ledger's holds are taken out.
 pub fn build_live(
-    state: &AppState,
+    state: &RuntimeState,
     model: Arc<RegistryModel>,
     nodes: &[NodeRecord],
     admit: crate::inventory::Admit<'_>,
@@ -762,7 +762,7 @@ fn units_of(chip: Chip, n: &cpn_sched::cluster::Node) -> (f64, f64) {
 /// that fulfil them (registered, live, allocated, free), unregistered nodes with the
 /// reason, measured health (`GET /api/v1/capacity`).
 pub async fn capacity(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Caller,
     site: Option<&str>,
 ) -> ApiResult<Vec<SiteCapacity>> {
@@ -891,7 +891,7 @@ pub async fn capacity(
 /// How each node met the registry, by node id: (offer name, unregistered reason), and each
 /// site's measured health by site id. For the node and site views.
 pub async fn node_offers(
-    state: &AppState,
+    state: &RuntimeState,
     nodes: &[NodeRecord],
 ) -> ApiResult<HashMap<String, (Option<String>, Option<String>)>> {
     let model = state.runtime.federation.registry(state).await?;
@@ -933,7 +933,7 @@ pub fn silent_sites(model: &RegistryModel, nodes: &[NodeRecord]) -> Vec<bool> {
 
 /// Why a site the planning explain chose is no binder target now (no machine, or none
 /// answering); `None` when it is one.
-pub async fn planning_only(state: &AppState, site: &str) -> ApiResult<Option<String>> {
+pub async fn planning_only(state: &RuntimeState, site: &str) -> ApiResult<Option<String>> {
     let nodes = state.store.list_nodes().await?;
     let on: Vec<&NodeRecord> = nodes.iter().filter(|n| n.site == site).collect();
     Ok(if on.is_empty() {
@@ -952,7 +952,7 @@ pub async fn planning_only(state: &AppState, site: &str) -> ApiResult<Option<Str
 
 /// A site's measured health from its node records and the registry.
 pub async fn site_health(
-    state: &AppState,
+    state: &RuntimeState,
     site_id: &str,
     nodes: &[NodeRecord],
 ) -> ApiResult<(SiteHealth, Option<String>)> {

@@ -1,10 +1,10 @@
 //! Policies on the server side: validation on save (CEL included) and the choice of the
 //! policy, and so of the profile, that schedules a task (SC-POL-03/04/06).
 
+use crate::RuntimeState;
+use crate::access::decode_spec;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::registry::decode_spec;
-use crate::state::AppState;
 use cpn_api_types::Code;
 use cpn_api_types::schedule::{PolicyChoice, PolicySpec};
 use cpn_model::Kind;
@@ -57,7 +57,7 @@ pub fn check(name: &str, spec: &PolicySpec) -> ApiResult<()> {
     Err(ApiError::field(format!("spec.{}", first.field), message))
 }
 
-pub(crate) async fn load_all(state: &AppState) -> ApiResult<Vec<(cpn_policy::Policy, u64)>> {
+pub(crate) async fn load_all(state: &RuntimeState) -> ApiResult<Vec<(cpn_policy::Policy, u64)>> {
     let mut out = Vec::new();
     for rec in state
         .store
@@ -121,7 +121,7 @@ fn weights_of(profile: &Profile) -> std::collections::BTreeMap<String, f64> {
 /// Picks the policy for `task`: the one named, else the best match among stored policies
 /// (priority, then specificity), else the built-in default. Says why.
 pub async fn choose(
-    state: &AppState,
+    state: &RuntimeState,
     _who: &Caller,
     task: &Task,
     named: Option<&str>,

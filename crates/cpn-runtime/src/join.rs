@@ -10,10 +10,9 @@
 //! This is separate from the users' identity (`caller::Caller`): a node is not a user, and a user's
 //! token (an operator's included) opens no agent endpoint.
 
-use crate::auth::hash_token;
+use crate::RuntimeState;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use chrono::{DateTime, Duration, Utc};
 use cpn_api_types::join::{
@@ -22,6 +21,13 @@ use cpn_api_types::join::{
 };
 use cpn_model::Kind;
 use cpn_store::{JoinRefusal, JoinTokenRecord};
+use sha2::{Digest, Sha256};
+
+/// What the store keeps of a bearer token, an API key or a node credential: its SHA-256, so
+/// a leaked database does not hand out working tokens.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
 
 /// Join tokens live a day unless asked otherwise, and at most 30 days.
 pub const DEFAULT_JOIN_TTL: Duration = Duration::days(1);
@@ -62,7 +68,7 @@ impl NodeCaller {
 }
 
 /// The node whose credential `token` is (the edge reads it from the bearer header).
-pub async fn node_caller(state: &AppState, token: &str) -> ApiResult<NodeCaller> {
+pub async fn node_caller(state: &RuntimeState, token: &str) -> ApiResult<NodeCaller> {
     if !token.starts_with(NODE_CREDENTIAL_PREFIX) {
         return Err(ApiError::unauthenticated(format!(
             "not a node credential; {USE_A_JOIN_TOKEN}"
@@ -94,7 +100,7 @@ pub enum Registrant {
 }
 
 /// Who presents `token` to register: a join token's payload, or a node's credential.
-pub async fn registrant(state: &AppState, token: &str) -> ApiResult<Registrant> {
+pub async fn registrant(state: &RuntimeState, token: &str) -> ApiResult<Registrant> {
     if token.starts_with(JOIN_TOKEN_PREFIX) {
         let payload = JoinTokenPayload::decode(token)
             .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
@@ -153,7 +159,7 @@ fn view(t: &JoinTokenRecord, now: DateTime<Utc>) -> JoinTokenView {
 /// Issues a join token for a site (by name or id). `host` is the request's Host header, for
 /// the URL the token carries when the body names none.
 pub async fn create_token(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Caller,
     site: &str,
     body: JoinTokenCreate,
@@ -235,7 +241,7 @@ pub async fn create_token(
 
 /// Join tokens, newest first; `site` (a name) filters.
 pub async fn list_tokens(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Caller,
     site: Option<&str>,
 ) -> ApiResult<Vec<JoinTokenView>> {
@@ -251,20 +257,24 @@ pub async fn list_tokens(
         .collect())
 }
 
-pub async fn revoke_token(state: &AppState, who: &Caller, id: &str) -> ApiResult<JoinTokenView> {
+pub async fn revoke_token(
+    state: &RuntimeState,
+    who: &Caller,
+    id: &str,
+) -> ApiResult<JoinTokenView> {
     require_operator(who)?;
     let t = state.store.revoke_join_token(id, Utc::now()).await?;
     Ok(view(&t, Utc::now()))
 }
 
 /// Cuts a node off: its credentials stop working at once. Its agent must join again.
-pub async fn revoke_node(state: &AppState, who: &Caller, key: &str) -> ApiResult<NodeRevoked> {
+pub async fn revoke_node(state: &RuntimeState, who: &Caller, key: &str) -> ApiResult<NodeRevoked> {
     require_operator(who)?;
-    let node = crate::runtime::nodes::resolve(state, key).await?;
+    let node = crate::nodes::resolve(state, key).await?;
     let n = state.store.revoke_node_credentials(&node.id).await?;
     state
         .store
-        .append_events(vec![crate::runtime::agents::node_event(
+        .append_events(vec![crate::agents::node_event(
             &node,
             "warning",
             format!(
@@ -286,11 +296,11 @@ pub async fn revoke_node(state: &AppState, who: &Caller, key: &str) -> ApiResult
 /// joins through the ordinary flow and gets the node's own credential. `None`: the saved
 /// credential is good.
 pub async fn in_process_agent_token(
-    state: &AppState,
+    state: &RuntimeState,
     site: &str,
     saved_credential: Option<&str>,
     description: &str,
-) -> anyhow::Result<Option<String>> {
+) -> ApiResult<Option<String>> {
     if let Some(saved) = saved_credential
         && state
             .store
@@ -304,7 +314,7 @@ pub async fn in_process_agent_token(
         .store
         .find_object_by_name(Kind::Site, site)
         .await?
-        .ok_or_else(|| anyhow::anyhow!("site {site:?} missing"))?;
+        .ok_or_else(|| ApiError::not_found("site", site))?;
     let now = Utc::now();
     let secret = random_hex();
     let record = JoinTokenRecord {

@@ -1,9 +1,9 @@
 //! Nodes as the API shows them, and the real-time state of nodes and sites (IF-I3-03).
 
+use crate::RuntimeState;
+use crate::access::decode_spec;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::registry::decode_spec;
-use crate::state::AppState;
 use cpn_api_types::agent::{
     Capacity, Executor, NodeInventory, NodeMetrics, NodeState, NodeView, SiteStatus,
 };
@@ -15,7 +15,10 @@ use std::collections::HashSet;
 /// Ids of the sites `who` may read (public ones and its tenant's); `None` for operators,
 /// who read every site. A node is visible exactly when its site is: the same rule as
 /// `registry::can_read`, evaluated by the store's `visible_to_tenant` query.
-pub async fn readable_sites(state: &AppState, who: &Caller) -> ApiResult<Option<HashSet<String>>> {
+pub async fn readable_sites(
+    state: &RuntimeState,
+    who: &Caller,
+) -> ApiResult<Option<HashSet<String>>> {
     if who.is_operator() {
         return Ok(None);
     }
@@ -39,7 +42,11 @@ fn sees(readable: &Option<HashSet<String>>, n: &NodeRecord) -> bool {
 }
 
 /// [`resolve`], as `who` sees nodes: one on a site it may not read is reported missing.
-pub async fn resolve_visible(state: &AppState, who: &Caller, key: &str) -> ApiResult<NodeRecord> {
+pub async fn resolve_visible(
+    state: &RuntimeState,
+    who: &Caller,
+    key: &str,
+) -> ApiResult<NodeRecord> {
     let readable = readable_sites(state, who).await?;
     let n = resolve(state, key).await?;
     if sees(&readable, &n) {
@@ -50,7 +57,7 @@ pub async fn resolve_visible(state: &AppState, who: &Caller, key: &str) -> ApiRe
 }
 
 /// A node by id, or by `site/name`.
-pub async fn resolve(state: &AppState, key: &str) -> ApiResult<NodeRecord> {
+pub async fn resolve(state: &RuntimeState, key: &str) -> ApiResult<NodeRecord> {
     if let Some(n) = state.store.get_node(key).await? {
         return Ok(n);
     }
@@ -118,7 +125,7 @@ pub fn idle_rate(cap: &Capacity, used: &Capacity) -> f64 {
 
 /// Capacity held on each node (the capacity ledger: tasks, decisions, allocations), and
 /// active task counts.
-fn held(state: &AppState) -> std::collections::HashMap<String, (Capacity, u32)> {
+fn held(state: &RuntimeState) -> std::collections::HashMap<String, (Capacity, u32)> {
     let mut out: std::collections::HashMap<String, (Capacity, u32)> = Default::default();
     let ledger = state.runtime.ledger();
     for (kind, _, h) in ledger.active(chrono::Utc::now()) {
@@ -133,7 +140,7 @@ fn held(state: &AppState) -> std::collections::HashMap<String, (Capacity, u32)> 
     out
 }
 
-pub async fn views(state: &AppState) -> ApiResult<Vec<NodeView>> {
+pub async fn views(state: &RuntimeState) -> ApiResult<Vec<NodeView>> {
     let held = held(state);
     let nodes = state.store.list_nodes().await?;
     let mut offers = super::livestate::node_offers(state, &nodes).await?;
@@ -151,7 +158,7 @@ pub async fn views(state: &AppState) -> ApiResult<Vec<NodeView>> {
 type OfferMatch = (Option<String>, Option<String>);
 
 fn view(
-    state: &AppState,
+    state: &RuntimeState,
     n: NodeRecord,
     allocated: Capacity,
     tasks_active: u32,
@@ -190,7 +197,7 @@ fn view(
 }
 
 /// The nodes `who` may see: those on sites it may read.
-pub async fn visible_views(state: &AppState, who: &Caller) -> ApiResult<Vec<NodeView>> {
+pub async fn visible_views(state: &RuntimeState, who: &Caller) -> ApiResult<Vec<NodeView>> {
     let readable = readable_sites(state, who).await?;
     let held = held(state);
     let mut nodes = state.store.list_nodes().await?;
@@ -206,7 +213,7 @@ pub async fn visible_views(state: &AppState, who: &Caller) -> ApiResult<Vec<Node
         .collect())
 }
 
-pub async fn get(state: &AppState, who: &Caller, key: &str) -> ApiResult<NodeView> {
+pub async fn get(state: &RuntimeState, who: &Caller, key: &str) -> ApiResult<NodeView> {
     let n = resolve_visible(state, who, key).await?;
     let held = held(state);
     let (allocated, tasks) = held.get(&n.id).cloned().unwrap_or_default();
@@ -219,12 +226,12 @@ pub async fn get(state: &AppState, who: &Caller, key: &str) -> ApiResult<NodeVie
 
 /// A site's real-time state; 404 for a site `who` may not read, as `GET /sites/{id}` does.
 /// Pending tasks count only the caller's tenant's, unless it is an operator.
-pub async fn site_status(state: &AppState, who: &Caller, site: &str) -> ApiResult<SiteStatus> {
+pub async fn site_status(state: &RuntimeState, who: &Caller, site: &str) -> ApiResult<SiteStatus> {
     let rec = match state.store.find_object_by_name(Kind::Site, site).await? {
         Some(r) => Some(r),
         None => state.store.get_object(Kind::Site, site).await?,
     }
-    .filter(|r| crate::registry::can_read(&who.into(), r))
+    .filter(|r| crate::access::can_read(&who.into(), r))
     .ok_or_else(|| ApiError::not_found("site", site))?;
     let spec: SiteSpec = decode_spec(&rec)?;
     let nodes: Vec<NodeView> = views(state)
@@ -294,7 +301,7 @@ pub async fn site_status(state: &AppState, who: &Caller, site: &str) -> ApiResul
 /// reported over the last half hour, one sample per 5 s. Empty for a node that reports no
 /// metrics (Slurm nodes) or that has not reported since the server started.
 pub async fn metrics_history(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Caller,
     key: &str,
 ) -> ApiResult<Vec<NodeMetrics>> {

@@ -6,9 +6,9 @@
 //! its cursor whenever a commit wakes it; a client that reconnects with `Last-Event-ID`
 //! resumes exactly after the last event it saw.
 
+use crate::RuntimeState;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 use cpn_api_types::events::{EventView, Severity, type_matches};
 use cpn_store::{EventFilter, EventRecord};
 use futures_util::Stream;
@@ -54,7 +54,7 @@ pub struct EventQuery {
 }
 
 /// `GET /api/v1/events/log`: one page of past events as JSON.
-pub async fn page(state: &AppState, who: &Caller, q: EventQuery) -> ApiResult<Vec<EventView>> {
+pub async fn page(state: &RuntimeState, who: &Caller, q: EventQuery) -> ApiResult<Vec<EventView>> {
     let rows = state
         .store
         .find_events(EventFilter {
@@ -80,7 +80,7 @@ pub struct EventStream(pub Pin<Box<dyn Stream<Item = EventView> + Send>>);
 /// How often a quiet stream says it is alive, so proxies keep the connection.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-pub async fn stream(state: AppState, who: &Caller, q: EventQuery) -> ApiResult<EventStream> {
+pub async fn stream(state: RuntimeState, who: &Caller, q: EventQuery) -> ApiResult<EventStream> {
     if q.newest_first {
         return Err(ApiError::bad_request(
             "a stream runs oldest to newest: order=newest is for /api/v1/events/log",
@@ -111,7 +111,7 @@ pub async fn stream(state: AppState, who: &Caller, q: EventQuery) -> ApiResult<E
 
 /// One client's position in the event log.
 struct Reader {
-    state: AppState,
+    state: RuntimeState,
     who: Caller,
     types: Vec<String>,
     subject: Option<String>,

@@ -6,9 +6,9 @@
 //! with `stop`, so a process that outlived its attempt is killed, never counted.
 
 use super::lifecycle::{self, Task};
+use crate::RuntimeState;
 use crate::error::{ApiError, ApiResult};
 use crate::join::{NodeCaller, Registrant};
-use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::Code;
 use cpn_api_types::agent::*;
@@ -51,7 +51,7 @@ pub fn node_event(node: &cpn_store::NodeRecord, severity: &str, message: String)
 }
 
 pub async fn register(
-    state: &AppState,
+    state: &RuntimeState,
     who: Registrant,
     body: AgentRegister,
 ) -> ApiResult<AgentRegistered> {
@@ -106,7 +106,7 @@ pub async fn register(
                     NodeJoin {
                         secret_hash,
                         registration,
-                        credential_hash: crate::auth::hash_token(&credential),
+                        credential_hash: crate::join::hash_token(&credential),
                         events: Vec::new(),
                     },
                     Utc::now(),
@@ -159,7 +159,7 @@ pub async fn register(
         l.handed_out.clear();
     });
     state.runtime.capacity_changed();
-    let live_leases = Some(crate::market::live_leases(state, &node.id));
+    let live_leases = Some(state.hooks.live_leases(&node.id));
     Ok(AgentRegistered {
         node_id: node.id,
         site: node.site,
@@ -172,7 +172,7 @@ pub async fn register(
     })
 }
 
-async fn node_of(state: &AppState, node_id: &str) -> ApiResult<cpn_store::NodeRecord> {
+async fn node_of(state: &RuntimeState, node_id: &str) -> ApiResult<cpn_store::NodeRecord> {
     state.store.get_node(node_id).await?.ok_or_else(|| {
         ApiError::new(
             Code::NotFound,
@@ -182,7 +182,7 @@ async fn node_of(state: &AppState, node_id: &str) -> ApiResult<cpn_store::NodeRe
 }
 
 pub async fn heartbeat(
-    state: &AppState,
+    state: &RuntimeState,
     who: &NodeCaller,
     node_id: &str,
     body: Heartbeat,
@@ -271,7 +271,7 @@ pub async fn heartbeat(
 }
 
 async fn record_gpu_samples(
-    state: &AppState,
+    state: &RuntimeState,
     node_id: &str,
     metrics: &NodeMetrics,
 ) -> ApiResult<()> {
@@ -316,7 +316,7 @@ async fn record_gpu_samples(
 /// Applies one attempt report; shared by the report endpoint, heartbeats and the Slurm
 /// back end.
 pub async fn apply_report(
-    state: &AppState,
+    state: &RuntimeState,
     node_id: &str,
     report: AttemptReport,
 ) -> ApiResult<AttemptVerdict> {
@@ -414,7 +414,7 @@ pub async fn apply_report(
 }
 
 pub async fn report(
-    state: &AppState,
+    state: &RuntimeState,
     who: &NodeCaller,
     node_id: &str,
     attempt_id: &str,
@@ -429,7 +429,7 @@ pub async fn report(
 }
 
 pub async fn upload_log(
-    state: &AppState,
+    state: &RuntimeState,
     who: &NodeCaller,
     node_id: &str,
     attempt_id: &str,
@@ -467,7 +467,7 @@ pub async fn upload_log(
 
 /// Work bound to the node and not yet started, plus attempts to kill.
 pub async fn assignments(
-    state: &AppState,
+    state: &RuntimeState,
     who: &NodeCaller,
     node_id: &str,
     wait_ms: u64,
@@ -517,8 +517,8 @@ pub async fn assignments(
             let redeliver_at = l.handed_out.values().min().map(|at| *at + REDELIVER_AFTER);
             (fresh, redeliver_at)
         });
-        // Class A lease access the marketplace wants of this node (`market::lease_work`).
-        let (lease_grants, lease_revokes) = crate::market::lease_work(state, node_id).await;
+        // Class A lease access the marketplace wants of this node (`ControlHooks::lease_work`).
+        let (lease_grants, lease_revokes) = state.hooks.lease_work(node_id).await;
         if !fresh.is_empty()
             || !stop.is_empty()
             || !lease_grants.is_empty()
@@ -562,7 +562,7 @@ pub fn assignment_of(task: Task) -> Assignment {
 
 /// Tells whoever runs `node_id` to kill the attempt (agents poll; Slurm gets scancel).
 pub async fn stop_on_executor(
-    state: &AppState,
+    state: &RuntimeState,
     node_id: &str,
     rec: &TaskRecord,
     attempt_id: String,

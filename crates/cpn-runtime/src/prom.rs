@@ -2,8 +2,8 @@
 //! runtime counters and per-node gauges.
 
 use super::load_counter;
+use crate::RuntimeState;
 use crate::error::ApiResult;
-use crate::state::AppState;
 use cpn_api_types::agent::NodeState;
 use cpn_api_types::tasks::TaskState;
 use std::collections::HashMap;
@@ -88,7 +88,7 @@ impl Writer {
 }
 
 /// The whole exposition.
-pub async fn render(state: &AppState) -> ApiResult<String> {
+pub async fn render(state: &RuntimeState) -> ApiResult<String> {
     let rt = &state.runtime;
     let mut w = Writer::new();
 

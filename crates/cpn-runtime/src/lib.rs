@@ -1,5 +1,12 @@
-//! Running work for real (issue #5): tasks, their executors (agents, Slurm), the binding
-//! loop, failure detection, logs and the event stream.
+//! The runtime of cpn (issue #5, split out by issue #13): running work for real (tasks,
+//! their executors (agents, Slurm), the binding loop, failure detection, logs and the event
+//! stream), the agent protocol and node credentials (`join`), and the registry as the
+//! runtime reads it (`inventory`, `policy`, `access`, `placement`). Below it only the
+//! domain layer every service shares: `caller` (who asks) and `error` (`ServiceError`).
+//!
+//! It knows nothing of HTTP and nothing of the control services (registry writes,
+//! marketplace, plans, flows): where running work needs them, it calls the [`ControlHooks`]
+//! the composition hands it.
 //!
 //! The store is the truth; this module keeps three caches beside it, all rebuilt from the
 //! store at start: the capacity ledger ([`ledger::Ledger`]: what every task, decision and
@@ -8,26 +15,34 @@
 //! change goes through [`Runtime::commit`], so the caches never drift from what was
 //! committed.
 
+pub mod access;
 pub mod agents;
 pub mod binder;
+pub mod caller;
+pub mod error;
 pub mod events;
+pub mod inventory;
+pub mod join;
 pub mod ledger;
 pub mod lifecycle;
+pub mod limits;
 pub mod livecluster;
 pub mod livestate;
 pub mod logs;
 pub mod monitor;
 pub mod nodes;
 pub mod operations;
+pub mod placement;
+pub mod policy;
 pub mod prom;
-pub mod rules;
 pub mod slurm;
 pub mod tasks;
 
+use crate::caller::Actor;
 use crate::error::ApiResult;
-use crate::state::AppState;
 use cpn_api_types::agent::NodeMetrics;
 use cpn_api_types::tasks::TaskState;
+use cpn_store::Store;
 use cpn_store::{TaskQuery, TaskRecord, TaskWrite};
 use ledger::{Hold, HoldKind};
 use lifecycle::Task;
@@ -36,6 +51,65 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
+
+/// What every runtime service works with: the store (the truth), the caches and loops
+/// beside it, the transport join tokens pin, and the control services it calls back.
+/// The edge's state dereferences to it, so a control service hands its own state over.
+#[derive(Clone)]
+pub struct RuntimeState {
+    pub store: std::sync::Arc<dyn Store>,
+    /// Running work: caches beside the store, background loops' wake-ups, task logs.
+    pub runtime: std::sync::Arc<Runtime>,
+    /// HTTPS or not, and the generated CA (served at /api/v1/ca.pem, pinned by join tokens).
+    pub transport: std::sync::Arc<Transport>,
+    /// The control services running work calls (registry writes, marketplace leases).
+    pub hooks: std::sync::Arc<dyn ControlHooks>,
+}
+
+/// What the API tells about the transport: the scheme of join-token URLs, and the CA
+/// served at `/api/v1/ca.pem`.
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    pub https: bool,
+    /// PEM of the generated CA.
+    pub ca_pem: Option<String>,
+    /// SHA-256 of the generated CA's DER, lowercase hex.
+    pub ca_sha256: Option<String>,
+}
+
+/// The control services the runtime calls, injected at composition so the runtime does
+/// not depend on them (the dependency points from control to runtime only).
+#[async_trait::async_trait]
+pub trait ControlHooks: Send + Sync {
+    /// The class A leases still live on a node, told to its agent at registration
+    /// (`market::live_leases`).
+    fn live_leases(&self, node_id: &str) -> Vec<String>;
+    /// The lease grants and revocations a node's agent is to carry out now
+    /// (`market::lease_work`), handed out by its poll.
+    async fn lease_work(
+        &self,
+        node_id: &str,
+    ) -> (
+        Vec<cpn_api_types::agent::LeaseAccessGrant>,
+        Vec<cpn_api_types::agent::LeaseAccessRevoke>,
+    );
+    /// Registers a compute resource the Slurm back end found (`registry::create`, with its
+    /// checks), as `who`.
+    async fn create_resource(
+        &self,
+        state: &RuntimeState,
+        who: &Actor,
+        body: cpn_api_types::registry::ResourceCreate,
+    ) -> ApiResult<()>;
+    /// Updates a compute resource the Slurm back end found changed (`registry::update`).
+    async fn update_resource(
+        &self,
+        state: &RuntimeState,
+        who: &Actor,
+        id: &str,
+        body: cpn_api_types::registry::ResourceUpdate,
+    ) -> ApiResult<()>;
+}
 
 /// Timing of the agent conversation.
 #[derive(Debug, Clone, Copy)]
@@ -268,7 +342,7 @@ impl Runtime {
     /// held, nodes to wake, event readers to wake, the binder when capacity was freed.
     pub async fn commit(
         &self,
-        state: &AppState,
+        state: &RuntimeState,
         writes: Vec<TaskWrite>,
     ) -> ApiResult<Vec<Option<TaskRecord>>> {
         if writes.is_empty() {
@@ -311,7 +385,7 @@ impl Runtime {
 
     /// Rebuilds the capacity ledger from the store (at start): active tasks, unreleased
     /// decisions, active allocations.
-    pub async fn load(&self, state: &AppState) -> ApiResult<()> {
+    pub async fn load(&self, state: &RuntimeState) -> ApiResult<()> {
         let active = state
             .store
             .list_tasks(TaskQuery {
@@ -336,7 +410,7 @@ impl Runtime {
                 }
             }
             for d in &decisions {
-                match crate::schedule::hold_of(d) {
+                match placement::hold_of(d) {
                     Some(h) => ledger.hold(HoldKind::Decision, &d.id, h),
                     None => tracing::warn!(
                         decision = %d.id,
@@ -374,34 +448,31 @@ pub fn held_of(rec: &TaskRecord) -> Option<Hold> {
     })
 }
 
-/// Starts the background loops (binding, node liveness and deadlines, Slurm sync, rules),
-/// each supervised: a loop that panics is logged and restarted after a second, and every
-/// loop stops when the runtime's shutdown is signalled. Await the handle to know they have.
-pub fn spawn_loops(state: &AppState) -> tokio::task::JoinHandle<()> {
-    let loops = vec![
-        supervise("binder", state, |s| Box::pin(binder::run(s))),
-        supervise("monitor", state, |s| Box::pin(monitor::run(s))),
-        supervise("slurm", state, |s| Box::pin(slurm::run(s))),
-        supervise("rules", state, |s| Box::pin(rules::run(s))),
-        supervise("market", state, |s| Box::pin(crate::market::run(s))),
-    ];
-    tokio::spawn(async move {
-        for l in loops {
-            let _ = l.await;
-        }
-    })
+/// Starts the runtime's background loops (binding, node liveness and deadlines, Slurm
+/// sync), each supervised: a loop that panics is logged and restarted after a second, and
+/// every loop stops when the runtime's shutdown is signalled. Await the handle to know they
+/// have. The control loops (rules, marketplace metering) are started beside them by the
+/// composition, with the same [`supervise`].
+pub fn spawn_loops(state: &RuntimeState) -> Vec<tokio::task::JoinHandle<()>> {
+    let shutdown = &state.runtime.shutdown;
+    vec![
+        supervise("binder", state, shutdown, |s| Box::pin(binder::run(s))),
+        supervise("monitor", state, shutdown, |s| Box::pin(monitor::run(s))),
+        supervise("slurm", state, shutdown, |s| Box::pin(slurm::run(s))),
+    ]
 }
 
-type LoopFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+pub type LoopFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// Runs `body` until shutdown, restarting it after a panic.
-fn supervise(
+/// Runs `body` until `shutdown` says stop, restarting it after a panic.
+pub fn supervise<S: Clone + Send + 'static>(
     name: &'static str,
-    state: &AppState,
-    body: fn(AppState) -> LoopFuture,
+    state: &S,
+    shutdown: &watch::Sender<bool>,
+    body: fn(S) -> LoopFuture,
 ) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
-    let mut shutdown = state.runtime.shutdown.subscribe();
+    let mut shutdown = shutdown.subscribe();
     tokio::spawn(async move {
         loop {
             let mut run = tokio::spawn(body(state.clone()));

@@ -30,9 +30,9 @@
 
 use super::ledger::{Hold, HoldKey};
 use super::livestate::{LiveCluster, LiveState, build_live, live_sites, measured_site, node_spec};
+use crate::RuntimeState;
 use crate::error::ApiResult;
 use crate::inventory::RegistryModel;
-use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use cpn_sched::cluster::{GpuPick, same_but_health, same_node_spec};
 use cpn_sched::task::Demand;
@@ -172,7 +172,10 @@ impl LiveState {
     /// live state for the cycle: give it back with [`LiveState::put_binder_cluster`]; one
     /// not given back (an error in between) is built anew next time. Call under
     /// `Runtime::capacity_lock`.
-    pub async fn binder_cluster(&self, state: &AppState) -> ApiResult<(BinderCluster, SyncStats)> {
+    pub async fn binder_cluster(
+        &self,
+        state: &RuntimeState,
+    ) -> ApiResult<(BinderCluster, SyncStats)> {
         let model = self.registry(state).await?;
         let mut slot = self
             .binder
@@ -242,7 +245,7 @@ impl LiveState {
     /// fresh one was read (a node record, a hold, the registry): then they may differ.
     async fn check_against_fresh(
         &self,
-        state: &AppState,
+        state: &RuntimeState,
         bc: &BinderCluster,
         epoch: u64,
     ) -> ApiResult<()> {
@@ -297,7 +300,7 @@ impl LiveState {
 impl BinderCluster {
     /// Every registry site and every node of `nodes` on one, holding nothing yet.
     pub fn build(
-        state: &AppState,
+        state: &RuntimeState,
         model: Arc<RegistryModel>,
         nodes: &[NodeRecord],
     ) -> ApiResult<BinderCluster> {
@@ -340,7 +343,7 @@ impl BinderCluster {
 
     /// The registry part anew, when the sites are the same sites; false (nothing changed)
     /// when they are not and the cluster must be built anew.
-    fn set_registry(&mut self, state: &AppState, model: &Arc<RegistryModel>) -> bool {
+    fn set_registry(&mut self, state: &RuntimeState, model: &Arc<RegistryModel>) -> bool {
         let old = self.live.model.clone();
         if old.sites.len() != model.sites.len()
             || old
@@ -390,7 +393,7 @@ impl BinderCluster {
     // ------------------------------------------------------------ nodes
 
     /// Applies one node record; whether the scheduler's view changed.
-    fn apply_node(&mut self, state: &AppState, rec: NodeRecord) -> bool {
+    fn apply_node(&mut self, state: &RuntimeState, rec: NodeRecord) -> bool {
         let model = self.live.model.clone();
         let target = model
             .site_index
@@ -436,7 +439,7 @@ impl BinderCluster {
 
     fn add_node(
         &mut self,
-        state: &AppState,
+        state: &RuntimeState,
         model: &RegistryModel,
         m: usize,
         s: SiteIdx,

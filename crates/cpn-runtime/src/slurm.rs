@@ -9,10 +9,10 @@
 //! submits the attempt twice.
 
 use super::agents::apply_report;
+use crate::RuntimeState;
+use crate::access::decode_spec;
 use crate::caller::{Actor, SystemActor};
 use crate::error::ApiResult;
-use crate::registry::decode_spec;
-use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::agent::{AttemptReport, AttemptState, GpuInfo, NodeInventory};
 use cpn_api_types::registry::{SiteBackend, SiteSpec, SlurmBackendSpec};
@@ -65,7 +65,7 @@ impl SlurmSites {
     }
 }
 
-pub async fn run(state: AppState) {
+pub async fn run(state: RuntimeState) {
     let mut last_import: Option<Instant> = None;
     let mut last_refresh: Option<Instant> = None;
     loop {
@@ -96,7 +96,7 @@ pub async fn run(state: AppState) {
 
 /// Connects every site whose backend is Slurm; forgets sites that are no longer. Says
 /// whether a site was connected (or reconnected) now.
-async fn refresh_sites(state: &AppState) -> ApiResult<bool> {
+async fn refresh_sites(state: &RuntimeState) -> ApiResult<bool> {
     let mut found = HashMap::new();
     let mut added = false;
     for rec in state
@@ -141,7 +141,7 @@ async fn refresh_sites(state: &AppState) -> ApiResult<bool> {
 }
 
 /// Imports the partition's nodes (CPUs, memory, GRES GPUs) as the site's nodes.
-pub async fn import_nodes(state: &AppState, site: &SlurmSite) -> ApiResult<()> {
+pub async fn import_nodes(state: &RuntimeState, site: &SlurmSite) -> ApiResult<()> {
     let nodes = match site.api.nodes().await {
         Ok(n) => n,
         Err(e) => {
@@ -253,7 +253,7 @@ pub async fn import_nodes(state: &AppState, site: &SlurmSite) -> ApiResult<()> {
 /// Keeps the registry's view of the partition current: one compute resource for its CPU
 /// cores and one for its GPUs, so explain, dry-run and plans see the Slurm capacity too.
 async fn import_resources(
-    state: &AppState,
+    state: &RuntimeState,
     site: &SlurmSite,
     nodes: &[cpn_slurm::SlurmNode],
 ) -> ApiResult<()> {
@@ -307,7 +307,7 @@ async fn import_resources(
                 .map_err(|e| {
                     crate::error::ApiError::new(cpn_api_types::Code::Internal, e.to_string())
                 })?;
-                crate::registry::create::<crate::registry::ResourceKind>(state, &who, body).await?;
+                state.hooks.create_resource(state, &who, body).await?;
             }
             Some(rec)
                 if serde_json::from_value::<cpn_api_types::registry::ComputeSpec>(
@@ -320,10 +320,10 @@ async fn import_resources(
                     serde_json::json!({"generation": rec.generation, "visibility": "public", "spec": spec}),
                 )
                 .map_err(|e| crate::error::ApiError::new(cpn_api_types::Code::Internal, e.to_string()))?;
-                crate::registry::update::<crate::registry::ResourceKind>(
-                    state, &who, &rec.id, None, body,
-                )
-                .await?;
+                state
+                    .hooks
+                    .update_resource(state, &who, &rec.id, body)
+                    .await?;
             }
             Some(_) => {}
         }
@@ -331,7 +331,7 @@ async fn import_resources(
     Ok(())
 }
 
-async fn mark_all(state: &AppState, site: &SlurmSite, ready: bool) -> ApiResult<()> {
+async fn mark_all(state: &RuntimeState, site: &SlurmSite, ready: bool) -> ApiResult<()> {
     for n in state.store.list_nodes().await? {
         if n.site_id == site.site_id && n.ready != ready {
             let rec = state
@@ -357,7 +357,7 @@ fn attempt_dir(spec: &SlurmBackendSpec, attempt_id: &str) -> PathBuf {
 }
 
 /// Submits bound attempts, follows running ones, copies output, reports ends.
-async fn sync(state: &AppState, site: &SlurmSite) -> ApiResult<()> {
+async fn sync(state: &RuntimeState, site: &SlurmSite) -> ApiResult<()> {
     let nodes: HashMap<String, String> = state
         .store
         .list_nodes()
@@ -493,7 +493,7 @@ async fn sync(state: &AppState, site: &SlurmSite) -> ApiResult<()> {
 }
 
 async fn report(
-    state: &AppState,
+    state: &RuntimeState,
     node_id: &str,
     attempt_id: &str,
     st: AttemptState,
@@ -543,7 +543,7 @@ impl From<cpn_slurm::SlurmError> for SubmitFailure {
 }
 
 async fn submit(
-    state: &AppState,
+    state: &RuntimeState,
     site: &SlurmSite,
     mut task: super::lifecycle::Task,
     node: &str,
@@ -613,7 +613,7 @@ async fn submit(
 }
 
 /// Copies what the job wrote so far into the task's logs (offsets make it idempotent).
-fn copy_output(state: &AppState, site: &SlurmSite, attempt_id: &str) -> ApiResult<()> {
+fn copy_output(state: &RuntimeState, site: &SlurmSite, attempt_id: &str) -> ApiResult<()> {
     let Some((task, attempt)) = super::lifecycle::parse_attempt_id(attempt_id) else {
         return Ok(());
     };
@@ -641,7 +641,7 @@ fn copy_output(state: &AppState, site: &SlurmSite, attempt_id: &str) -> ApiResul
 }
 
 /// scancel for a cancelled or reclaimed attempt.
-pub async fn cancel(state: &AppState, site_id: &str, job: &str) {
+pub async fn cancel(state: &RuntimeState, site_id: &str, job: &str) {
     let Some(site) = state.runtime.slurm.get(site_id) else {
         tracing::warn!(job = %job, site = %site_id, "cannot cancel: the Slurm site is not connected");
         return;

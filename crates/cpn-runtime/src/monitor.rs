@@ -3,15 +3,15 @@
 //! elsewhere when their retry policy allows (IF-I2-05). The same loop marks expired holds
 //! of the capacity ledger released (`ledger::sweep`).
 
+use crate::RuntimeState;
 use crate::error::ApiResult;
-use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::events::{alarms, types};
 use cpn_store::{NewEvent, NodePatch, TaskQuery, TaskWrite};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-pub async fn run(state: AppState) {
+pub async fn run(state: RuntimeState) {
     loop {
         if let Err(e) = check(&state).await {
             tracing::warn!(error = %e, "node liveness check failed");
@@ -24,7 +24,7 @@ pub async fn run(state: AppState) {
 }
 
 /// Which agent nodes have been silent too long (Slurm nodes are watched by their back end).
-fn silent(state: &AppState, nodes: &[cpn_store::NodeRecord]) -> Vec<String> {
+fn silent(state: &RuntimeState, nodes: &[cpn_store::NodeRecord]) -> Vec<String> {
     let timeout = state.runtime.config.node_timeout;
     let live = state
         .runtime
@@ -43,7 +43,7 @@ fn silent(state: &AppState, nodes: &[cpn_store::NodeRecord]) -> Vec<String> {
         .collect()
 }
 
-pub async fn check(state: &AppState) -> ApiResult<()> {
+pub async fn check(state: &RuntimeState) -> ApiResult<()> {
     let nodes = state.store.list_nodes().await?;
     for id in silent(state, &nodes) {
         let Some(node) = nodes.iter().find(|n| n.id == id) else {
@@ -55,7 +55,11 @@ pub async fn check(state: &AppState) -> ApiResult<()> {
 }
 
 /// NotReady, alarm, and every active task of the node lost.
-pub async fn mark_lost(state: &AppState, node: &cpn_store::NodeRecord, why: &str) -> ApiResult<()> {
+pub async fn mark_lost(
+    state: &RuntimeState,
+    node: &cpn_store::NodeRecord,
+    why: &str,
+) -> ApiResult<()> {
     let rt = &state.runtime;
     let now = Utc::now();
     let secs = rt.config.node_timeout.as_secs_f64();

@@ -1,10 +1,10 @@
 //! Tasks through the API (IF-I1-01/02): submit, read, list, cancel, logs.
 
 use super::lifecycle::{self, Task};
+use crate::RuntimeState;
+use crate::access::violations_to_error;
 use crate::caller::{Actor, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::registry::violations_to_error;
-use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::Page;
 use cpn_api_types::registry::{Validate, Violations};
@@ -65,7 +65,7 @@ fn new_task_id() -> String {
 }
 
 pub async fn submit(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     spec: TaskSubmit,
 ) -> ApiResult<TaskSubmitted> {
@@ -77,7 +77,7 @@ pub async fn submit(
 /// flow, step and attempt): submitting the same id twice fails with `AlreadyExists`, which
 /// is how a caller that crashed mid-submit finds out it had submitted already.
 pub async fn submit_as(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     spec: TaskSubmit,
     id: Option<String>,
@@ -101,7 +101,7 @@ pub async fn submit_as(
         None => who.tenant().to_string(),
     };
     // Selectors and the rest are checked now, not at the first placement try.
-    crate::schedule::task_from_spec(who, &placement_spec(&spec, &tenant), 0).map_err(
+    crate::placement::task_from_spec(who, &placement_spec(&spec, &tenant), 0).map_err(
         |e| match e.field {
             Some(f) => ApiError::field(
                 f.replace("task.", "constraints.")
@@ -205,7 +205,7 @@ fn new_records(
 }
 
 /// The tasks of a submission (its replicas), by the id of the first one.
-pub async fn group(state: &AppState, group: &str) -> ApiResult<Vec<TaskRecord>> {
+pub async fn group(state: &RuntimeState, group: &str) -> ApiResult<Vec<TaskRecord>> {
     let prefix = format!("{group}-r");
     Ok(state
         .store
@@ -223,7 +223,7 @@ pub async fn group(state: &AppState, group: &str) -> ApiResult<Vec<TaskRecord>> 
 
 /// Adds `by` replicas to a submission (scale out): same spec, owner and tenant as its
 /// first task, ids `{group}-r{k}` after the highest one.
-pub async fn add_replicas(state: &AppState, group_id: &str, by: u32) -> ApiResult<Vec<String>> {
+pub async fn add_replicas(state: &RuntimeState, group_id: &str, by: u32) -> ApiResult<Vec<String>> {
     let members = group(state, group_id).await?;
     let first = members
         .iter()
@@ -268,7 +268,7 @@ pub fn decode(rec: TaskRecord) -> ApiResult<Task> {
 }
 
 /// A task the caller may see (another tenant's answers 404, as for registry objects).
-pub async fn load(state: &AppState, who: impl Into<Actor>, id: &str) -> ApiResult<Task> {
+pub async fn load(state: &RuntimeState, who: impl Into<Actor>, id: &str) -> ApiResult<Task> {
     let who: &Actor = &who.into();
     let rec = state
         .store
@@ -279,7 +279,7 @@ pub async fn load(state: &AppState, who: impl Into<Actor>, id: &str) -> ApiResul
     decode(rec)
 }
 
-pub async fn get(state: &AppState, who: &Caller, id: &str) -> ApiResult<TaskView> {
+pub async fn get(state: &RuntimeState, who: &Caller, id: &str) -> ApiResult<TaskView> {
     Ok(load(state, who, id).await?.view(Utc::now()))
 }
 
@@ -299,7 +299,11 @@ pub struct TaskFilter {
     pub newest_first: bool,
 }
 
-pub async fn list(state: &AppState, who: &Caller, filter: TaskFilter) -> ApiResult<Page<TaskView>> {
+pub async fn list(
+    state: &RuntimeState,
+    who: &Caller,
+    filter: TaskFilter,
+) -> ApiResult<Page<TaskView>> {
     let TaskFilter {
         limit,
         after_seq,
@@ -359,7 +363,7 @@ pub async fn list(state: &AppState, who: &Caller, filter: TaskFilter) -> ApiResu
     })
 }
 
-pub async fn cancel(state: &AppState, who: impl Into<Actor>, id: &str) -> ApiResult<TaskView> {
+pub async fn cancel(state: &RuntimeState, who: impl Into<Actor>, id: &str) -> ApiResult<TaskView> {
     let who: &Actor = &who.into();
     for _ in 0..5 {
         let mut task = load(state, who, id).await?;
@@ -423,7 +427,12 @@ pub enum LogBody {
 }
 
 /// The log body: everything so far, or (follow) a stream that ends when the attempt does.
-pub async fn logs(state: &AppState, who: &Caller, id: &str, query: LogQuery) -> ApiResult<LogBody> {
+pub async fn logs(
+    state: &RuntimeState,
+    who: &Caller,
+    id: &str,
+    query: LogQuery,
+) -> ApiResult<LogBody> {
     let task = load(state, who, id).await?;
     let attempt = query.attempt.unwrap_or(task.record.attempt);
     if attempt > task.record.attempt {
@@ -454,7 +463,7 @@ pub async fn logs(state: &AppState, who: &Caller, id: &str, query: LogQuery) -> 
 }
 
 fn async_stream(
-    state: AppState,
+    state: RuntimeState,
     id: String,
     attempt: u32,
     stream: LogStream,
@@ -508,7 +517,7 @@ fn async_stream(
 /// Tasks per state (every state named, zero included) over what `who` may see: its
 /// tenant's, or all for operators.
 pub async fn counts(
-    state: &AppState,
+    state: &RuntimeState,
     who: &Caller,
 ) -> ApiResult<std::collections::BTreeMap<String, u64>> {
     let rows = if who.is_operator() {

@@ -9,10 +9,10 @@
 //! `LOCAL_STORAGE_GIB` of local disk. These shapes follow common 8-GPU servers. The binder
 //! places on live machines instead (`runtime::livestate`), from the same model.
 
+use crate::RuntimeState;
+use crate::access::{Inheritance, decode_spec, visible_to_tenant};
 use crate::caller::{Actor, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::registry::{Inheritance, decode_spec, visible_to_tenant};
-use crate::state::AppState;
 use chrono::Utc;
 use cpn_api_types::Code;
 use cpn_api_types::registry::{
@@ -56,7 +56,7 @@ pub const ISOLATED_RESOURCES_SETTING: &str = "isolated_resources";
 pub const RESOURCE_ALLOCATION_PREFIX: &str = "resource:";
 
 /// Ids of the resources isolated by I2 operations.
-pub async fn isolated_resources(state: &AppState) -> ApiResult<Vec<String>> {
+pub async fn isolated_resources(state: &RuntimeState) -> ApiResult<Vec<String>> {
     Ok(state
         .store
         .get_setting(ISOLATED_RESOURCES_SETTING)
@@ -65,7 +65,7 @@ pub async fn isolated_resources(state: &AppState) -> ApiResult<Vec<String>> {
         .unwrap_or_default())
 }
 
-pub async fn set_isolated_resources(state: &AppState, ids: &[String]) -> ApiResult<()> {
+pub async fn set_isolated_resources(state: &RuntimeState, ids: &[String]) -> ApiResult<()> {
     let v = serde_json::to_string(ids).map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
     state
         .store
@@ -150,7 +150,7 @@ pub struct RegLink {
 /// The metric samples of every object of `kind` in force at `now`, by object id; a sample
 /// that does not decode is skipped.
 async fn metrics_now<T: serde::de::DeserializeOwned>(
-    state: &AppState,
+    state: &RuntimeState,
     kind: Kind,
     now: chrono::DateTime<Utc>,
 ) -> ApiResult<HashMap<String, T>> {
@@ -170,7 +170,7 @@ async fn metrics_now<T: serde::de::DeserializeOwned>(
 impl RegistryModel {
     /// Reads every site, compute resource, link (with the metrics in force now), quota and
     /// isolation, whoever owns them; callers filter by visibility.
-    pub async fn load(state: &AppState) -> ApiResult<RegistryModel> {
+    pub async fn load(state: &RuntimeState) -> ApiResult<RegistryModel> {
         let all = ListQuery::default();
         let now = Utc::now();
         let mut inh = Inheritance::load(state).await?;
@@ -184,10 +184,7 @@ impl RegistryModel {
                 .and_then(|m| m.health)
                 .unwrap_or(spec.health);
             let mut labels = inh.effective(&rec).await?;
-            labels.insert(
-                crate::runtime::tasks::SITE_NAME_LABEL.into(),
-                rec.name.clone(),
-            );
+            labels.insert(crate::tasks::SITE_NAME_LABEL.into(), rec.name.clone());
             model.site_index.insert(rec.id.clone(), model.sites.len());
             model.sites.push(RegSite {
                 spec: cpn_sched::SiteSpec {
@@ -315,7 +312,7 @@ pub fn admits_actor(who: &Actor) -> impl Fn(bool, &str) -> bool + Sync + '_ {
 }
 
 /// A snapshot of everything the caller may schedule onto.
-pub async fn snapshot(state: &AppState, who: &Caller) -> ApiResult<Inventory> {
+pub async fn snapshot(state: &RuntimeState, who: &Caller) -> ApiResult<Inventory> {
     Ok(snapshot_with_resources(state, who, None).await?.0)
 }
 
@@ -323,13 +320,13 @@ pub async fn snapshot(state: &AppState, who: &Caller) -> ApiResult<Inventory> {
 /// `skip_allocation` leaves that allocation's capacity free (to check an adjustment).
 /// Registered capacity is a planning target: these nodes need no live machine.
 pub async fn snapshot_with_resources(
-    state: &AppState,
+    state: &RuntimeState,
     who: impl Into<Actor>,
     skip_allocation: Option<&str>,
 ) -> ApiResult<(Inventory, HashMap<String, Vec<cpn_sched::NodeIdx>>)> {
     let who: &Actor = &who.into();
     let model = state.runtime.federation.registry(state).await?;
-    let silent = crate::runtime::livestate::silent_sites(&model, &state.store.list_nodes().await?);
+    let silent = crate::livestate::silent_sites(&model, &state.store.list_nodes().await?);
     let admit = admits_actor(who);
     let (mut b, index) = model.builder(&admit);
     let site_ids: Vec<String> = model
@@ -440,14 +437,14 @@ pub async fn snapshot_with_resources(
 /// Holds on live nodes (tasks, decisions, node allocations) are the live cluster's: the
 /// snapshot's nodes are synthesized from the registry, a planning target.
 fn apply_resource_allocations(
-    state: &AppState,
+    state: &RuntimeState,
     cluster: &mut Cluster,
     resource_nodes: &HashMap<String, Vec<cpn_sched::NodeIdx>>,
     skip_allocation: Option<&str>,
 ) {
     let ledger = state.runtime.ledger();
     for (kind, id, h) in ledger.active(chrono::Utc::now()) {
-        if kind != crate::runtime::ledger::HoldKind::Allocation || Some(id) == skip_allocation {
+        if kind != crate::ledger::HoldKind::Allocation || Some(id) == skip_allocation {
             continue;
         }
         let Some(nodes) = h.resource().and_then(|r| resource_nodes.get(r)) else {
@@ -474,7 +471,7 @@ pub fn reserve_first(
 }
 
 /// Every tenant's quota (for the `tenant_quota` filter).
-pub async fn quotas(state: &AppState) -> ApiResult<Vec<(String, cpn_sched::cluster::Quota)>> {
+pub async fn quotas(state: &RuntimeState) -> ApiResult<Vec<(String, cpn_sched::cluster::Quota)>> {
     let mut out = Vec::new();
     for t in state.store.list_tenants().await? {
         let q: cpn_api_types::identity::TenantQuota =
