@@ -565,8 +565,11 @@ async fn login(
     State(s): State<AppState>,
     ClientAddr(source): ClientAddr,
     JsonBody(body): JsonBody<LoginRequest>,
-) -> Result<Json<LoginResponse>, identity::LoginRefused> {
-    Ok(Json(identity::login(&s, &source, body).await?))
+) -> Result<Json<LoginResponse>, Response> {
+    identity::login(&s, &source, body)
+        .await
+        .map(Json)
+        .map_err(crate::response::IntoHttp::into_http)
 }
 
 /// Revoke the token used for this request.

@@ -277,7 +277,7 @@ pub async fn event_stream(
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or_default().to_string());
     let q = crate::query::events(q, last.as_deref())?;
-    Ok(events::stream(s.rt, &who, q).await?.into_http())
+    Ok(events::stream(s.0.rt, &who, q).await?.into_http())
 }
 
 /// Past events as JSON: oldest first after an id (`after`, default 0), or with

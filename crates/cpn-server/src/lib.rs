@@ -1,4 +1,6 @@
-//! The cpn control-plane server: HTTP API, authentication, registry service, demo scenario.
+//! The cpn control-plane server's edge: the HTTP API (axum handlers, extractors, the
+//! OpenAPI document), TLS and the accept loop, over the control services (`cpn-control`)
+//! and the runtime (`cpn-runtime`).
 //!
 //! `start` is the server half of `cpn serve`: open the store, bootstrap the operator on a new
 //! data dir, load the demo federation, then serve until Ctrl-C or SIGTERM. The CLI composes
@@ -14,37 +16,25 @@ pub mod api_market_accounts;
 pub mod api_notify;
 pub mod api_ops;
 pub mod api_runtime;
-pub mod audit;
 pub mod audit_layer;
-pub mod auth;
-pub mod design;
 pub mod extract;
-pub mod federation;
-pub mod flows;
-mod hooks;
-pub mod identity;
 pub mod listener;
-pub mod market;
-pub mod market_accounts;
-pub mod notify;
 pub mod openapi;
 pub mod query;
-pub mod registry;
 pub mod response;
-pub mod rules;
-pub mod scenario;
-pub mod schedule;
-pub mod simulation;
 pub mod state;
-pub mod throttle;
 pub mod tls;
-pub mod topology;
-pub mod totp;
 
-// The runtime crate's modules under their old paths, so the control services and the edge
-// name them as before the split (`crate::runtime::binder`, `crate::caller`, ...).
+// The services under the paths the edge names them by (`crate::registry`,
+// `crate::runtime::binder`, `crate::caller`, ...); public where the CLI uses them.
+use cpn_control::{
+    audit, design, federation, flows, hooks, identity, market, registry, rules, schedule,
+    simulation, topology,
+};
+pub use cpn_control::{auth, market_accounts, notify, scenario, totp};
 pub use cpn_runtime as runtime;
-pub use cpn_runtime::{caller, error, inventory, join, limits, policy};
+use cpn_runtime::{caller, error, join};
+pub use cpn_runtime::{inventory, limits};
 
 use anyhow::Context;
 use caller::{Actor, SystemActor};
@@ -232,7 +222,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let market_accounts = market_accounts::MarketAccounts::open(&config.data_dir, notifier)
         .context("open the marketplace accounts")?;
     let market = Arc::new(market::MarketService::default());
-    let state = AppState {
+    let state = AppState(cpn_control::state::AppState {
         rt: runtime::RuntimeState {
             store: store.clone(),
             runtime: Arc::new(runtime::Runtime::new(config.runtime, &config.data_dir)),
@@ -247,7 +237,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         accounts: Arc::new(auth::Accounts::new(config.accounts.clone())),
         market,
         market_accounts: Arc::new(market_accounts),
-    };
+    });
 
     let fresh = auth::bootstrap(store.as_ref(), &config.data_dir)
         .await

@@ -5,13 +5,13 @@
 //! these domain values and know nothing of HTTP; only the handlers and extractors use this.
 
 use crate::error::ServiceError;
-use crate::identity::LoginRefused;
 use crate::runtime::events::{EventStream, KEEP_ALIVE};
 use crate::runtime::tasks::LogBody;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use cpn_api_types::{Code, ErrorBody};
+use cpn_control::identity::LoginRefused;
 use futures_util::StreamExt;
 use std::convert::Infallible;
 
@@ -58,8 +58,8 @@ impl IntoHttp for ServiceError {
     }
 }
 
-impl IntoResponse for LoginRefused {
-    fn into_response(self) -> Response {
+impl IntoHttp for LoginRefused {
+    fn into_http(self) -> Response {
         match self {
             LoginRefused::Api(e) => HttpError(e).into_response(),
             LoginRefused::Throttled {

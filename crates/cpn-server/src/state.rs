@@ -1,31 +1,15 @@
-//! Shared state of the running server: the runtime's state and the control services'
-//! own parts. It dereferences to [`RuntimeState`], so a service hands it to the runtime
-//! as is.
+//! The edge's handle on the services: the control services' state, which holds the
+//! runtime's (store, running work, transport). A type of this crate, so the edge's
+//! extractors may be implemented for the services' types (`NodeCaller`, `Registrant`).
 
-use crate::runtime::RuntimeState;
-use std::path::PathBuf;
-use std::sync::Arc;
-
+/// Dereferences to the control services' state (and through it to the runtime's), so a
+/// handler hands `&s` to any service.
 #[derive(Clone)]
-pub struct AppState {
-    /// The store, the running work, the transport and the hooks the runtime calls back.
-    pub rt: RuntimeState,
-    pub data_dir: PathBuf,
-    /// The simulation jobs' worker pool and stop flags (the jobs are documents of the store).
-    pub simulations: Arc<crate::simulation::Simulations>,
-    /// Folder of the shipped openb trace CSVs simulations may name; `None`: uploads only.
-    pub sim_data_dir: Option<PathBuf>,
-    /// The password-hashing pool, the login throttle and the account settings.
-    pub accounts: Arc<crate::auth::Accounts>,
-    /// The marketplace's listings, orders, leases and ledger (`market`).
-    pub market: Arc<crate::market::MarketService>,
-    /// Self-service marketplace accounts: the identifier key, notifications, pending codes.
-    pub market_accounts: Arc<crate::market_accounts::MarketAccounts>,
-}
+pub struct AppState(pub cpn_control::state::AppState);
 
 impl std::ops::Deref for AppState {
-    type Target = RuntimeState;
-    fn deref(&self) -> &RuntimeState {
-        &self.rt
+    type Target = cpn_control::state::AppState;
+    fn deref(&self) -> &cpn_control::state::AppState {
+        &self.0
     }
 }

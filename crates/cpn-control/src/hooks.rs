@@ -11,8 +11,8 @@ use cpn_api_types::agent::{LeaseAccessGrant, LeaseAccessRevoke};
 use cpn_api_types::registry::{ResourceCreate, ResourceUpdate};
 use std::sync::Arc;
 
-pub(crate) struct Hooks {
-    pub(crate) market: Arc<MarketService>,
+pub struct Hooks {
+    pub market: Arc<MarketService>,
 }
 
 #[async_trait::async_trait]
@@ -50,7 +50,7 @@ impl ControlHooks for Hooks {
 
 /// Starts every background loop: the runtime's (binding, liveness, Slurm) and the control
 /// services' (rules, marketplace metering), all stopped by the runtime's shutdown.
-pub(crate) fn spawn_loops(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn_loops(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut loops = crate::runtime::spawn_loops(state);
     let shutdown = &state.runtime.shutdown;
     loops.push(supervise("rules", state, shutdown, |s| {
