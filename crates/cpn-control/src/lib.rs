@@ -6,6 +6,9 @@
 //! They build on the runtime (`cpn-runtime`), which never calls them but through the
 //! [`hooks`] they hand it.
 
+// `pub` only what another crate uses.
+#![warn(unreachable_pub)]
+
 pub mod audit;
 pub mod auth;
 pub mod design;
@@ -22,7 +25,7 @@ pub mod scenario;
 pub mod schedule;
 pub mod simulation;
 pub mod state;
-pub mod throttle;
+mod throttle;
 pub mod topology;
 pub mod totp;
 

@@ -12,14 +12,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Failures of one account before it locks.
-pub const ACCOUNT_THRESHOLD: u32 = 5;
+pub(crate) const ACCOUNT_THRESHOLD: u32 = 5;
 /// Failures from one address before it locks (higher: many users may share a NAT).
-pub const ADDRESS_THRESHOLD: u32 = 50;
+pub(crate) const ADDRESS_THRESHOLD: u32 = 50;
 /// First lockout; each further failure doubles it.
-pub const BASE_LOCKOUT: Duration = Duration::from_secs(1);
-pub const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
+pub(crate) const BASE_LOCKOUT: Duration = Duration::from_secs(1);
+pub(crate) const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
 /// Failures older than this are forgotten.
-pub const FORGET_AFTER: Duration = Duration::from_secs(60 * 60);
+pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(60 * 60);
 /// Entries kept at most; past it, forgotten entries are swept.
 const MAX_ENTRIES: usize = 100_000;
 

@@ -15,6 +15,9 @@
 //! change goes through [`Runtime::commit`], so the caches never drift from what was
 //! committed.
 
+// `pub` only what another crate uses.
+#![warn(unreachable_pub)]
+
 pub mod access;
 pub mod agents;
 pub mod binder;
@@ -24,18 +27,18 @@ pub mod events;
 pub mod inventory;
 pub mod join;
 pub mod ledger;
-pub mod lifecycle;
+mod lifecycle;
 pub mod limits;
-pub mod livecluster;
+mod livecluster;
 pub mod livestate;
-pub mod logs;
-pub mod monitor;
+mod logs;
+mod monitor;
 pub mod nodes;
 pub mod operations;
 pub mod placement;
 pub mod policy;
 pub mod prom;
-pub mod slurm;
+mod slurm;
 pub mod tasks;
 
 use crate::caller::Actor;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 /// Longest wait between two placement tries of an unschedulable task while no capacity
 /// appears (capacity that does wakes the binder, which tries it at once).
-pub const MAX_UNSCHEDULABLE_BACKOFF_S: i64 = 10;
+pub(crate) const MAX_UNSCHEDULABLE_BACKOFF_S: i64 = 10;
 /// How the reason of a task that waits for capacity starts.
 const UNSCHEDULABLE_PREFIX: &str = "unschedulable: ";
 
@@ -500,7 +500,7 @@ impl Task {
     }
 }
 
-pub fn severity_str(s: Severity) -> &'static str {
+pub(crate) fn severity_str(s: Severity) -> &'static str {
     match s {
         Severity::Info => "info",
         Severity::Warning => "warning",
@@ -513,25 +513,25 @@ fn seconds(d: Duration) -> f64 {
 }
 
 /// Backoff before retry `n` (1-based): `backoff_s · 2^(n-1)`, at most `max_backoff_s`.
-pub fn retry_delay(spec: &TaskSubmit, n: u32) -> Duration {
+pub(crate) fn retry_delay(spec: &TaskSubmit, n: u32) -> Duration {
     let p = &spec.retry;
     let secs = (p.backoff_s * 2f64.powi(n.saturating_sub(1).min(30) as i32)).min(p.max_backoff_s);
     Duration::milliseconds((secs * 1000.0).round() as i64)
 }
 
 /// `{task}.{attempt}`: the id an executor dedupes on.
-pub fn attempt_id(task: &str, attempt: u32) -> String {
+pub(crate) fn attempt_id(task: &str, attempt: u32) -> String {
     format!("{task}.{attempt}")
 }
 
 /// Splits `{task}.{attempt}`.
-pub fn parse_attempt_id(id: &str) -> Option<(&str, u32)> {
+pub(crate) fn parse_attempt_id(id: &str) -> Option<(&str, u32)> {
     let (task, n) = id.rsplit_once('.')?;
     Some((task, n.parse().ok()?))
 }
 
 /// Replica k > 0 of a submission has the id `{first}-r{k}`.
-pub fn replica_id(first: &str, k: u32) -> String {
+pub(crate) fn replica_id(first: &str, k: u32) -> String {
     if k == 0 {
         first.to_string()
     } else {
@@ -539,7 +539,7 @@ pub fn replica_id(first: &str, k: u32) -> String {
     }
 }
 
-pub fn split_replica(id: &str) -> (String, u32) {
+pub(crate) fn split_replica(id: &str) -> (String, u32) {
     match id.rsplit_once("-r") {
         Some((first, k)) if k.chars().all(|c| c.is_ascii_digit()) && !k.is_empty() => {
             (first.to_string(), k.parse().unwrap_or(0))

@@ -44,7 +44,7 @@ use std::sync::atomic::Ordering;
 
 /// Set (in a debug build) to compare the binder's live cluster with a fresh build at every
 /// cycle; a value other than `1` is a file the difference is appended to.
-pub const CHECK_ENV: &str = "CPN_CHECK_LIVE_CLUSTER";
+pub(crate) const CHECK_ENV: &str = "CPN_CHECK_LIVE_CLUSTER";
 
 /// What the scheduler sees of two live clusters, compared: sites (name, health, free and
 /// total capacity but for which GPU a fractional hold sits on, offers), their nodes in

@@ -35,7 +35,7 @@ fn file_name(stream: LogStream) -> &'static str {
 }
 
 /// The line that ends a capped attempt's output, in the stream that hit the cap and in `all`.
-pub fn truncation_marker(cap: u64) -> String {
+pub(crate) fn truncation_marker(cap: u64) -> String {
     format!(
         "\n[cpn: output truncated: this attempt wrote more than {} MiB; the rest was dropped]\n",
         cap >> 20

@@ -11,7 +11,7 @@ use cpn_store::{NewEvent, NodePatch, TaskQuery, TaskWrite};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-pub async fn run(state: RuntimeState) {
+pub(crate) async fn run(state: RuntimeState) {
     loop {
         if let Err(e) = check(&state).await {
             tracing::warn!(error = %e, "node liveness check failed");
@@ -43,7 +43,7 @@ fn silent(state: &RuntimeState, nodes: &[cpn_store::NodeRecord]) -> Vec<String> 
         .collect()
 }
 
-pub async fn check(state: &RuntimeState) -> ApiResult<()> {
+pub(crate) async fn check(state: &RuntimeState) -> ApiResult<()> {
     let nodes = state.store.list_nodes().await?;
     for id in silent(state, &nodes) {
         let Some(node) = nodes.iter().find(|n| n.id == id) else {
@@ -55,7 +55,7 @@ pub async fn check(state: &RuntimeState) -> ApiResult<()> {
 }
 
 /// NotReady, alarm, and every active task of the node lost.
-pub async fn mark_lost(
+pub(crate) async fn mark_lost(
     state: &RuntimeState,
     node: &cpn_store::NodeRecord,
     why: &str,

@@ -65,7 +65,7 @@ impl SlurmSites {
     }
 }
 
-pub async fn run(state: RuntimeState) {
+pub(crate) async fn run(state: RuntimeState) {
     let mut last_import: Option<Instant> = None;
     let mut last_refresh: Option<Instant> = None;
     loop {
@@ -141,7 +141,7 @@ async fn refresh_sites(state: &RuntimeState) -> ApiResult<bool> {
 }
 
 /// Imports the partition's nodes (CPUs, memory, GRES GPUs) as the site's nodes.
-pub async fn import_nodes(state: &RuntimeState, site: &SlurmSite) -> ApiResult<()> {
+pub(crate) async fn import_nodes(state: &RuntimeState, site: &SlurmSite) -> ApiResult<()> {
     let nodes = match site.api.nodes().await {
         Ok(n) => n,
         Err(e) => {
@@ -641,7 +641,7 @@ fn copy_output(state: &RuntimeState, site: &SlurmSite, attempt_id: &str) -> ApiR
 }
 
 /// scancel for a cancelled or reclaimed attempt.
-pub async fn cancel(state: &RuntimeState, site_id: &str, job: &str) {
+pub(crate) async fn cancel(state: &RuntimeState, site_id: &str, job: &str) {
     let Some(site) = state.runtime.slurm.get(site_id) else {
         tracing::warn!(job = %job, site = %site_id, "cannot cancel: the Slurm site is not connected");
         return;

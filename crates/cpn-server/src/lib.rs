@@ -6,6 +6,8 @@
 //! data dir, load the demo federation, then serve until Ctrl-C or SIGTERM. The CLI composes
 //! it with the in-process agents; this crate does not depend on `cpn-agent`.
 
+#![warn(unreachable_pub)]
+
 pub mod api;
 pub mod api_accounts;
 pub mod api_design;
