@@ -59,11 +59,11 @@
 //! them from a blocking thread.
 
 use crate::isolation::{self, Cgroups};
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use cpn_api_types::agent::{
     CgroupMode, Enforcement, LeaseAccess, LeaseAccessGrant, LeaseIsolation, LeaseRevoked,
 };
+use cpn_api_types::ssh_key::{InvalidPublicKey, PublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -87,24 +87,11 @@ pub const DEFAULT_LEASE_UIDS: RangeInclusive<u32> = 62000..=62999;
 pub const DEFAULT_LEASE_PIDS_MAX: u32 = 4096;
 /// The prefix of every lease account's name.
 pub const USERNAME_PREFIX: &str = "cpnl-";
-/// The longest public key line accepted (an RSA key of 16384 bits is about 2,800 bytes).
-pub const MAX_PUBLIC_KEY_LEN: usize = 8192;
 /// The most GPUs one lease names.
 pub const MAX_LEASE_GPUS: usize = 64;
 const STATE_FILE: &str = "lease-accounts.json";
 /// The forced command every lease key runs behind (root's, in the home root).
 const SESSION_SCRIPT: &str = ".cpn-lease-session";
-/// Key types accepted; DSA is refused (OpenSSH disabled it), RSA needs 2048 bits.
-const KEY_TYPES: &[&str] = &[
-    "ssh-ed25519",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-    "ssh-rsa",
-];
-const MIN_RSA_BITS: usize = 2048;
 
 /// The forced command, `SESSION GPUS SHELL [CGROUP_DIR...]`: the leased GPUs (`none`: no
 /// GPU), the shell sessions run, and the lease's cgroups. It runs as the account, from the
@@ -198,11 +185,8 @@ impl LeaseAccountsConfig {
 pub enum LeaseAccountError {
     #[error("invalid lease id {0:?}: use 1 to 64 ASCII letters, digits, '.', '_' or '-'")]
     InvalidLeaseId(String),
-    #[error(
-        "invalid public key: {0}; paste exactly one line of your .pub file, like \
-         'ssh-ed25519 AAAAC3Nza… you@laptop'"
-    )]
-    InvalidPublicKey(String),
+    #[error(transparent)]
+    InvalidPublicKey(#[from] InvalidPublicKey),
     #[error("invalid GPU list: {0}")]
     InvalidGpus(String),
     #[error("invalid share: {0}")]
@@ -409,7 +393,7 @@ impl LeaseAccounts {
     /// again with the same key, GPUs and share answers the same access and changes nothing.
     pub fn grant(&mut self, req: &LeaseAccessGrant) -> Result<LeaseAccess> {
         validate_lease_id(&req.lease_id)?;
-        let key = PublicKey::parse(&req.public_key).map_err(LeaseAccountError::InvalidPublicKey)?;
+        let key = PublicKey::parse(&req.public_key).map_err(InvalidPublicKey)?;
         let gpus = self.validate_gpus(&req.gpus)?;
         validate_share("cpu_cores", req.cpu_cores, 4096.0)?;
         validate_share("memory_gib", req.memory_gib, 1024.0 * 1024.0)?;
@@ -939,14 +923,6 @@ pub fn username_for(lease_id: &str) -> String {
     }
 }
 
-/// Checks a public key line as `grant` will, and returns its `SHA256:` fingerprint: for the
-/// server to refuse a bad key when the user submits it, before any node is asked.
-pub fn public_key_fingerprint(line: &str) -> Result<String> {
-    PublicKey::parse(line)
-        .map(|k| k.fingerprint())
-        .map_err(LeaseAccountError::InvalidPublicKey)
-}
-
 fn validate_lease_id(id: &str) -> Result<()> {
     let ok = (1..=64).contains(&id.len())
         && id
@@ -1103,118 +1079,11 @@ fn write_root_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
-/// One OpenSSH public key, checked: an accepted type, base64 of a blob that says the same
-/// type, and for RSA at least [`MIN_RSA_BITS`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PublicKey {
-    pub kind: &'static str,
-    pub base64: String,
-    blob: Vec<u8>,
-}
-
-impl PublicKey {
-    /// Parses `TYPE BASE64 [COMMENT]`. Anything before the type (authorized_keys options
-    /// such as `command=` or `environment=`), a second line or a control character is
-    /// refused: the agent writes the options, never the user.
-    pub fn parse(line: &str) -> Result<PublicKey, String> {
-        if line.len() > MAX_PUBLIC_KEY_LEN {
-            return Err(format!(
-                "{} bytes, at most {MAX_PUBLIC_KEY_LEN}",
-                line.len()
-            ));
-        }
-        let line = line.trim_end_matches(['\n', '\r']);
-        if line.contains(['\n', '\r']) {
-            return Err("more than one line: one key per lease".into());
-        }
-        if let Some(c) = line.chars().find(|c| c.is_control() && *c != '\t') {
-            return Err(format!("it contains the control character {c:?}"));
-        }
-        let mut fields = line.split_ascii_whitespace();
-        let kind_text = fields.next().ok_or("it is empty")?;
-        let Some(kind) = KEY_TYPES.iter().copied().find(|k| *k == kind_text) else {
-            let shown: String = kind_text.chars().take(40).collect();
-            return Err(if kind_text.contains('=') || kind_text.contains(',') {
-                format!(
-                    "it starts with {shown:?}, not a key type: authorized_keys options \
-                     (command=, environment=, from=, …) are not accepted"
-                )
-            } else {
-                format!(
-                    "key type {shown:?} is not accepted (use one of: {})",
-                    KEY_TYPES.join(", ")
-                )
-            });
-        };
-        let base64 = fields.next().ok_or("the key's base64 part is missing")?;
-        let blob = base64::engine::general_purpose::STANDARD
-            .decode(base64)
-            .map_err(|e| format!("the key's base64 part does not decode ({e})"))?;
-        let mut r = Reader(&blob);
-        let inner = r.string().ok_or("the key's data is truncated")?;
-        if inner != kind.as_bytes() {
-            return Err(format!(
-                "the line says {kind} but the key's data says {:?}",
-                String::from_utf8_lossy(inner)
-            ));
-        }
-        match kind {
-            "ssh-rsa" => {
-                let _e = r.string().ok_or("the RSA key is truncated")?;
-                let n = r.string().ok_or("the RSA key is truncated")?;
-                let n = &n[n.iter().take_while(|b| **b == 0).count()..];
-                let bits = n
-                    .first()
-                    .map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
-                if bits < MIN_RSA_BITS {
-                    return Err(format!(
-                        "an RSA key of {bits} bits is too weak; use ssh-ed25519 or RSA of at \
-                         least {MIN_RSA_BITS} bits"
-                    ));
-                }
-            }
-            "ssh-ed25519" | "sk-ssh-ed25519@openssh.com" => {
-                if r.string().is_none_or(|k| k.len() != 32) {
-                    return Err("the ed25519 key is not 32 bytes".into());
-                }
-            }
-            _ => {
-                r.string().ok_or("the ECDSA key is truncated")?;
-                r.string().ok_or("the ECDSA key is truncated")?;
-            }
-        }
-        Ok(PublicKey {
-            kind,
-            base64: base64.to_string(),
-            blob,
-        })
-    }
-
-    /// `SHA256:` and the unpadded base64 of the blob's SHA-256, as `ssh-keygen -l` prints.
-    pub fn fingerprint(&self) -> String {
-        let digest = Sha256::digest(&self.blob);
-        format!(
-            "SHA256:{}",
-            base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
-        )
-    }
-}
-
-/// Reads the SSH wire format's length-prefixed strings.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn string(&mut self) -> Option<&'a [u8]> {
-        let len = u32::from_be_bytes(self.0.get(..4)?.try_into().ok()?) as usize;
-        let s = self.0.get(4..4 + len)?;
-        self.0 = &self.0[4 + len..];
-        Some(s)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use cpn_api_types::ssh_key::{MAX_PUBLIC_KEY_LEN, public_key_fingerprint};
 
     // Generated with ssh-keygen for these tests; only their public halves are here.
     const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICitm0VaZggGj4FDbv0sDw95+tsK66nL6DbVUmWFnKcM alice@laptop";

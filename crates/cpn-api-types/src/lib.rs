@@ -18,6 +18,7 @@ pub mod rules;
 pub mod scenario;
 pub mod schedule;
 pub mod simulation;
+pub mod ssh_key;
 pub mod tasks;
 pub mod topology;
 

@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod commands;
+mod emulate;
 mod input;
 mod output;
 

@@ -1,12 +1,13 @@
 //! The HTTP surface: routes, thin handlers and the OpenAPI document generated from them.
 //! Handlers only extract, call the service modules and wrap the answer.
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::extract::{ClientAddr, JsonBody, Principal, QueryMap};
 use crate::openapi::EdgeResponses;
 use crate::registry::{
     self, CloudKind, LinkKind, PlatformKind, PolicyKind, ResourceKind, SiteKind, TagKind,
 };
+use crate::response::{ApiResult, HttpError};
 use crate::state::AppState;
 use crate::{federation, identity, scenario, schedule, simulation, topology};
 use axum::extract::{Path, State};
@@ -37,7 +38,7 @@ fn etag(generation: u64) -> [(axum::http::HeaderName, HeaderValue); 1] {
 }
 
 /// Reads `If-Match: "3"` (also `W/"3"` or `3`) as a generation.
-fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
+fn if_match(headers: &HeaderMap) -> crate::error::ApiResult<Option<u64>> {
     let Some(v) = headers.get(IF_MATCH) else {
         return Ok(None);
     };
@@ -541,7 +542,7 @@ async fn load_scenario(
     JsonBody(body): JsonBody<Scenario>,
 ) -> ApiResult<Json<ScenarioReport>> {
     if !who.is_operator() {
-        return Err(ApiError::forbidden("only operators may load scenarios"));
+        return Err(ApiError::forbidden("only operators may load scenarios").into());
     }
     Ok(Json(scenario::load(&s, &who, body).await?))
 }
@@ -564,8 +565,11 @@ async fn login(
     State(s): State<AppState>,
     ClientAddr(source): ClientAddr,
     JsonBody(body): JsonBody<LoginRequest>,
-) -> Result<Json<LoginResponse>, identity::LoginRefused> {
-    Ok(Json(identity::login(&s, &source, body).await?))
+) -> Result<Json<LoginResponse>, Response> {
+    identity::login(&s, &source, body)
+        .await
+        .map(Json)
+        .map_err(crate::response::IntoHttp::into_http)
 }
 
 /// Revoke the token used for this request.
@@ -720,16 +724,19 @@ fn finish_document(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenAp
     doc
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(
+async fn not_found() -> HttpError {
+    HttpError(ApiError::new(
         Code::NotFound,
         "no such endpoint; the API is under /api/v1 and described at /api/v1/openapi.json",
-    )
+    ))
 }
 
 async fn method_not_allowed() -> Response {
-    let mut r =
-        ApiError::new(Code::BadRequest, "method not allowed on this endpoint").into_response();
+    let mut r = HttpError(ApiError::new(
+        Code::BadRequest,
+        "method not allowed on this endpoint",
+    ))
+    .into_response();
     *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     r
 }
@@ -754,8 +761,11 @@ pub fn router(state: AppState) -> Router {
             crate::audit_layer::record_mutations,
         ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            ApiError::new(Code::Internal, "internal error; the server log has details")
-                .into_response()
+            HttpError(ApiError::new(
+                Code::Internal,
+                "internal error; the server log has details",
+            ))
+            .into_response()
         }))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

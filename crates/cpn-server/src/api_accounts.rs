@@ -1,8 +1,9 @@
 //! HTTP surface of account control (issue #12): passwords, disabling users, revoking
 //! sessions, API keys, TOTP MFA, the operator token, and the audit log.
 
-use crate::error::ApiResult;
+use crate::error::ApiError;
 use crate::extract::{JsonBody, Principal, QueryMap};
+use crate::response::ApiResult;
 use crate::state::AppState;
 use crate::{audit, auth, identity};
 use axum::Json;
@@ -174,9 +175,7 @@ pub async fn rotate_admin_token(
     who: Principal,
 ) -> ApiResult<Json<AdminTokenRotated>> {
     if !who.is_operator() {
-        return Err(crate::error::ApiError::forbidden(
-            "only operators may rotate the operator token",
-        ));
+        return Err(ApiError::forbidden("only operators may rotate the operator token").into());
     }
     let expires_at = auth::rotate_admin_token(s.store.as_ref(), &s.data_dir).await?;
     Ok(Json(AdminTokenRotated {

@@ -2,8 +2,9 @@
 //! comparison, and instruction sets (SC-PROV). Thin handlers over `design::*`.
 
 use crate::design::{self, plans};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::extract::{JsonBody, Principal};
+use crate::response::ApiResult;
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
@@ -120,7 +121,7 @@ pub async fn rollback_template(
     Ok(Json(design::rollback(&s, &who, &id, req).await?))
 }
 
-fn version_only(body: &Bytes) -> ApiResult<VersionOnly> {
+fn version_only(body: &Bytes) -> crate::error::ApiResult<VersionOnly> {
     if body.is_empty() {
         Ok(VersionOnly::default())
     } else {

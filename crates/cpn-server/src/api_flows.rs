@@ -2,9 +2,10 @@
 //! reports, pause / resume / cancel, and process templates (import as JSON or YAML, export
 //! as YAML, run). Thin handlers over `flows`.
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::extract::{JsonBody, Principal, QueryMap, parse_json};
 use crate::flows::{self, Op};
+use crate::response::ApiResult;
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
@@ -129,7 +130,7 @@ pub async fn cancel_flow(
     ))
 }
 
-fn parse_definition(headers: &HeaderMap, body: &[u8]) -> ApiResult<FlowDefinition> {
+fn parse_definition(headers: &HeaderMap, body: &[u8]) -> crate::error::ApiResult<FlowDefinition> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -194,10 +195,7 @@ pub async fn get_process(
                 .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
             Ok(([(header::CONTENT_TYPE, "application/yaml")], text).into_response())
         }
-        Some(f) => Err(ApiError::field(
-            "format",
-            format!("{f:?} is not json or yaml"),
-        )),
+        Some(f) => Err(ApiError::field("format", format!("{f:?} is not json or yaml")).into()),
     }
 }
 

@@ -1,9 +1,10 @@
 //! HTTP surface of join tokens, node revocation and the server's CA (issue #12). Thin
 //! handlers over `join.rs`.
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::extract::{JsonBody, Principal, QueryMap};
 use crate::join;
+use crate::response::ApiResult;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -88,7 +89,7 @@ pub async fn ca_pem(State(s): State<AppState>) -> ApiResult<Response> {
         None => Err(ApiError::new(
             cpn_api_types::Code::NotFound,
             "this server has no generated CA: it serves plain HTTP or a certificate given by --tls-cert",
-        )),
+        ).into()),
     }
 }
 

@@ -1,10 +1,11 @@
 //! HTTP surface of the marketplace's listings, orders, leases and billing (issue #14).
 //! Thin handlers over `market.rs`.
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::extract::{JsonBody, Principal, QueryMap};
 use crate::join::NodeCaller;
 use crate::market::{self, SearchParams};
+use crate::response::ApiResult;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -20,7 +21,7 @@ use serde::de::DeserializeOwned;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-fn parse<T: std::str::FromStr>(q: &mut QueryMap, key: &str) -> ApiResult<Option<T>> {
+fn parse<T: std::str::FromStr>(q: &mut QueryMap, key: &str) -> crate::error::ApiResult<Option<T>> {
     q.take(key)
         .map(|v| {
             v.parse::<T>().map_err(|_| {
@@ -31,7 +32,10 @@ fn parse<T: std::str::FromStr>(q: &mut QueryMap, key: &str) -> ApiResult<Option<
 }
 
 /// A snake_case enum from the query string, read as the JSON body would be.
-fn parse_enum<T: DeserializeOwned>(q: &mut QueryMap, key: &str) -> ApiResult<Option<T>> {
+fn parse_enum<T: DeserializeOwned>(
+    q: &mut QueryMap,
+    key: &str,
+) -> crate::error::ApiResult<Option<T>> {
     q.take(key)
         .map(|v| {
             serde_json::from_value(serde_json::Value::String(v.clone())).map_err(|_| {
@@ -234,7 +238,7 @@ pub async fn cancel_order(
     ))
 }
 
-fn number(id: &str) -> ApiResult<u64> {
+fn number(id: &str) -> crate::error::ApiResult<u64> {
     id.parse()
         .map_err(|_| ApiError::not_found("lease or order", id))
 }

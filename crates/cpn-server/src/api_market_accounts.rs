@@ -2,9 +2,10 @@
 //! registration, activation and codes without a token (throttled per address), the caller's
 //! own account, and the operators' review queue. The service is `market_accounts`.
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::extract::{ClientAddr, JsonBody, Principal, QueryMap};
 use crate::market_accounts as svc;
+use crate::response::ApiResult;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -207,7 +208,7 @@ pub async fn reject(
 
 /// Ids are numbers; any other text names no account (the same 404 as a missing one, in the
 /// API's JSON error shape rather than the router's plain-text rejection).
-fn account_id(text: &str) -> ApiResult<u64> {
+fn account_id(text: &str) -> crate::error::ApiResult<u64> {
     text.parse()
         .map_err(|_| crate::error::ApiError::not_found("marketplace account", text))
 }

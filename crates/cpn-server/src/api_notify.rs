@@ -1,9 +1,9 @@
 //! HTTP surface of per-user notification subscriptions (issue #14 deliverable 6). The
 //! service is `notify`.
 
-use crate::error::ApiResult;
 use crate::extract::{JsonBody, Principal};
 use crate::notify;
+use crate::response::ApiResult;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};

@@ -1,9 +1,11 @@
 //! HTTP surface of the south-bound operations (I2) and of `/metrics`. Thin handlers over
 //! `runtime::operations` and `runtime::prom`.
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::extract::{JsonBody, Principal, QueryMap};
-use crate::runtime::{operations, prom, rules};
+use crate::response::ApiResult;
+use crate::rules;
+use crate::runtime::{operations, prom};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -79,7 +81,7 @@ pub async fn list_allocations(
         None => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
-        Some(_) => return Err(ApiError::bad_request("active must be true or false")),
+        Some(_) => return Err(ApiError::bad_request("active must be true or false").into()),
     };
     q.finish()?;
     Ok(Json(operations::allocations(&s, &who, active).await?))
@@ -159,7 +161,7 @@ pub async fn switch_rule(
     let on = match switch.as_str() {
         "enable" => true,
         "disable" => false,
-        other => return Err(ApiError::not_found("rule action", other)),
+        other => return Err(ApiError::not_found("rule action", other).into()),
     };
     Ok(Json(rules::set_enabled(&s, &who, &id, on).await?))
 }

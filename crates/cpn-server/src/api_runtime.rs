@@ -1,9 +1,10 @@
 //! HTTP surface of running work: tasks, nodes, the agent protocol and the event stream.
 //! Thin handlers over `runtime::*`, like `api.rs` over the registry.
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::extract::{JsonBody, Principal, QueryMap};
 use crate::join::{NodeCaller, Registrant};
+use crate::response::{ApiResult, IntoHttp};
 use crate::runtime::{agents, events, nodes, tasks};
 use crate::state::AppState;
 use axum::Json;
@@ -97,7 +98,11 @@ pub async fn task_logs(
     q: QueryMap,
 ) -> ApiResult<Response> {
     let body = tasks::logs(&s, &who, &id, crate::query::task_logs(q)?).await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into_http(),
+    )
+        .into_response())
 }
 
 /// Nodes reported by agents and imported from Slurm, with capacity, what is held, the
@@ -244,7 +249,7 @@ pub async fn agent_logs(
     let stream = match q.take("stream").as_deref() {
         Some("stdout") => LogStream::Stdout,
         Some("stderr") => LogStream::Stderr,
-        _ => return Err(ApiError::bad_request("stream must be stdout or stderr")),
+        _ => return Err(ApiError::bad_request("stream must be stdout or stderr").into()),
     };
     let offset = q
         .take("offset")
@@ -275,7 +280,7 @@ pub async fn event_stream(
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or_default().to_string());
     let q = crate::query::events(q, last.as_deref())?;
-    Ok(events::stream(s, &who, q).await?.into_response())
+    Ok(events::stream(s.0.rt, &who, q).await?.into_http())
 }
 
 /// Past events as JSON: oldest first after an id (`after`, default 0), or with

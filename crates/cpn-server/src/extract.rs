@@ -4,6 +4,7 @@
 use crate::caller::{Actor, Caller, SignedIn};
 use crate::error::{ApiError, ApiResult};
 use crate::join::{NodeCaller, Registrant};
+use crate::response::HttpError;
 use crate::state::AppState;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -20,7 +21,7 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         if let Some(ct) = req.headers().get(CONTENT_TYPE) {
@@ -31,7 +32,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                     format!(
                         "body must be JSON, got content-type {ct:?}; send Content-Type: application/json"
                     ),
-                ));
+                ).into());
             }
         }
         let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
@@ -42,7 +43,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                     format!("request body is larger than {MAX_BODY_BYTES} bytes"),
                 )
             })?;
-        parse_json(&bytes).map(JsonBody)
+        Ok(parse_json(&bytes).map(JsonBody)?)
     }
 }
 
@@ -190,7 +191,7 @@ fn scope_allows(scopes: &[String], method: &axum::http::Method) -> bool {
 }
 
 impl FromRequestParts<AppState> for Principal {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -204,9 +205,9 @@ impl FromRequestParts<AppState> for Principal {
                 "this API key has scopes [{}], which do not allow {} requests; create a key with the `write` scope",
                 scopes.join(", "),
                 parts.method
-            )));
+            )).into());
         }
-        principal(auth)
+        Ok(principal(auth)?)
     }
 }
 
@@ -214,7 +215,7 @@ impl FromRequestParts<AppState> for Principal {
 pub struct MetricsReader;
 
 impl FromRequestParts<AppState> for MetricsReader {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -237,7 +238,7 @@ impl FromRequestParts<AppState> for MetricsReader {
         } else {
             Err(ApiError::forbidden(
                 "/metrics needs an operator or an API key with the `metrics:read` scope (cpn api-key create --scope metrics:read)",
-            ))
+            ).into())
         }
     }
 }
@@ -254,7 +255,7 @@ pub fn client_addr(extensions: &axum::http::Extensions) -> String {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(ClientAddr(client_addr(&parts.extensions)))
@@ -296,7 +297,7 @@ impl QueryMap {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
@@ -339,20 +340,20 @@ fn agent_bearer(parts: &Parts) -> ApiResult<&str> {
 
 /// An agent's request, authenticated by its node's credential.
 impl FromRequestParts<AppState> for NodeCaller {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, HttpError> {
         let token = agent_bearer(parts)?.to_string();
-        crate::join::node_caller(state, &token).await
+        Ok(crate::join::node_caller(state, &token).await?)
     }
 }
 
 /// A node's registration: a join token or the node's credential.
 impl FromRequestParts<AppState> for Registrant {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, HttpError> {
         let token = agent_bearer(parts)?.to_string();
-        crate::join::registrant(state, &token).await
+        Ok(crate::join::registrant(state, &token).await?)
     }
 }

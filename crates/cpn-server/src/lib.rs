@@ -1,7 +1,12 @@
-//! The cpn control-plane server: HTTP API, authentication, registry service, demo scenario.
+//! The cpn control-plane server's edge: the HTTP API (axum handlers, extractors, the
+//! OpenAPI document), TLS and the accept loop, over the control services (`cpn-control`)
+//! and the runtime (`cpn-runtime`).
 //!
-//! `run` is the whole of `cpn serve`: open the store, bootstrap the operator on a new data
-//! dir, load the demo federation, then serve until Ctrl-C or SIGTERM.
+//! `start` is the server half of `cpn serve`: open the store, bootstrap the operator on a new
+//! data dir, load the demo federation, then serve until Ctrl-C or SIGTERM. The CLI composes
+//! it with the in-process agents; this crate does not depend on `cpn-agent`.
+
+#![warn(unreachable_pub)]
 
 pub mod api;
 pub mod api_accounts;
@@ -13,39 +18,25 @@ pub mod api_market_accounts;
 pub mod api_notify;
 pub mod api_ops;
 pub mod api_runtime;
-pub mod audit;
 pub mod audit_layer;
-pub mod auth;
-pub mod caller;
-pub mod design;
-pub mod emulate;
-pub mod error;
 pub mod extract;
-pub mod federation;
-pub mod flows;
-pub mod identity;
-pub mod inventory;
-pub mod join;
-pub mod limits;
 pub mod listener;
-pub mod market;
-pub mod market_accounts;
-pub mod notify;
 pub mod openapi;
-pub mod policy;
 pub mod query;
-pub mod registry;
 pub mod response;
-pub mod runtime;
-pub mod scenario;
-pub mod schedule;
-pub mod sealed_secrets;
-pub mod simulation;
 pub mod state;
-pub mod throttle;
 pub mod tls;
-pub mod topology;
-pub mod totp;
+
+// The services under the paths the edge names them by (`crate::registry`,
+// `crate::runtime::binder`, `crate::caller`, ...); public where the CLI uses them.
+use cpn_control::{
+    audit, design, federation, flows, hooks, identity, market, registry, rules, schedule,
+    simulation, topology,
+};
+pub use cpn_control::{auth, market_accounts, notify, scenario, totp};
+pub use cpn_runtime as runtime;
+use cpn_runtime::{caller, error, join};
+pub use cpn_runtime::{inventory, limits};
 
 use anyhow::Context;
 use caller::{Actor, SystemActor};
@@ -67,28 +58,19 @@ pub struct ServeConfig {
     pub sim_data_dir: Option<PathBuf>,
     /// Heartbeat interval and node timeout of the agent protocol.
     pub runtime: runtime::RuntimeConfig,
-    /// Run an agent in-process that registers this machine into the named site (created
-    /// when missing), so the server runs tasks out of the box.
-    pub local_agent: Option<String>,
     /// Session idle expiry, MFA for operators, hashing threads.
     pub accounts: auth::AccountsConfig,
     /// Plain HTTP, or HTTPS with generated or given certificates.
     pub tls: tls::TlsSetting,
     /// Connections served at once (lowered to what the open-files limit allows).
     pub max_connections: usize,
-    /// How the local agent isolates tasks (the same rules as `cpn agent`; its state is
-    /// `data_dir/agent`, so its work root must lie elsewhere).
-    pub local_agent_isolation: cpn_agent::IsolationConfig,
-    /// Run emulated nodes for the demo's sites when the data dir holds the demo (see
-    /// [`emulate`]), with the local agent's isolation.
-    pub emulated_nodes: bool,
     /// The SMTP relay and SMS gateway notifications and registration codes go through.
     pub notify: notify::NotifyConfig,
 }
 
 impl ServeConfig {
-    /// A throwaway server for benchmarks: loopback on a free port, plain HTTP, no demo, no
-    /// local agent, every limit at its default. Callers change what they measure.
+    /// A throwaway server for benchmarks: loopback on a free port, plain HTTP, no demo,
+    /// every limit at its default. Callers change what they measure.
     pub fn ephemeral(data_dir: impl Into<PathBuf>) -> ServeConfig {
         ServeConfig {
             data_dir: data_dir.into(),
@@ -96,12 +78,9 @@ impl ServeConfig {
             load_demo: false,
             sim_data_dir: None,
             runtime: Default::default(),
-            local_agent: None,
             accounts: Default::default(),
             tls: tls::TlsSetting::Off,
             max_connections: listener::DEFAULT_MAX_CONNECTIONS,
-            local_agent_isolation: Default::default(),
-            emulated_nodes: false,
             notify: Default::default(),
         }
     }
@@ -132,18 +111,26 @@ fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
 /// The file where a running server writes the address it listens on (useful with port 0).
 pub const ADDR_FILE: &str = "cpn.addr";
 
-/// Runs the server until Ctrl-C or SIGTERM.
-pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
-    start(config).await?.wait().await
-}
-
 /// A server that is listening; `cpn serve` waits on it, `cpn bench` stops it when done.
+///
+/// The server runs no agent of its own: `cpn serve` composes it with the in-process agents
+/// (the local agent, the demo's emulated nodes), which join through the ordinary flow with
+/// the single-use join tokens [`RunningServer::in_process_agent_token`] makes, and hand
+/// their stops to [`RunningServer::stop_with`].
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The loopback URL in-process agents reach the server at.
+    pub url: String,
+    state: AppState,
+    companions: Companions,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
+
+/// What the serve task stops after the listener and the background loops: the in-process
+/// agents, so they end after the server they talk to.
+type Companions = Arc<std::sync::Mutex<Vec<futures_util::future::BoxFuture<'static, ()>>>>;
 
 impl RunningServer {
     /// Serves until Ctrl-C or SIGTERM.
@@ -166,6 +153,55 @@ impl RunningServer {
             .trim()
             .to_string())
     }
+
+    /// The generated CA in PEM, for in-process agents to pin (`None` over plain HTTP).
+    pub fn ca_pem(&self) -> Option<String> {
+        self.state.transport.ca_pem.clone()
+    }
+
+    /// Runs `stop` when the server has stopped (after the listener and the background
+    /// loops, before `cpn stopped`): how an in-process agent ends with the server.
+    pub fn stop_with(&self, stop: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.companions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Box::pin(stop));
+    }
+
+    /// Creates the named site when missing, for the local agent to join.
+    pub async fn ensure_site(&self, site: &str) -> anyhow::Result<()> {
+        ensure_site(&self.state, site).await
+    }
+
+    /// A single-use join token for an agent run in-process (see
+    /// [`join::in_process_agent_token`]); `None`: its saved credential is still good.
+    pub async fn in_process_agent_token(
+        &self,
+        site: &str,
+        saved_credential: Option<&str>,
+        description: &str,
+    ) -> anyhow::Result<Option<String>> {
+        join::in_process_agent_token(&self.state, site, saved_credential, description)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Whether the data dir holds the bundled demo (loaded at its first start).
+    pub async fn holds_demo(&self) -> anyhow::Result<bool> {
+        Ok(self
+            .state
+            .store
+            .get_setting(scenario::DEMO_SETTING)
+            .await?
+            .is_some())
+    }
+
+    /// The registry as the scheduler sees it now.
+    pub async fn registry_model(&self) -> anyhow::Result<inventory::RegistryModel> {
+        inventory::RegistryModel::load(&self.state)
+            .await
+            .map_err(|e| anyhow::anyhow!("read the registry: {e}"))
+    }
 }
 
 /// Opens the store, bootstraps a new data dir, binds, and starts serving in the background.
@@ -187,20 +223,28 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let notifier = notify::Notifier::new(&config.notify, store.clone())?;
     let market_accounts = market_accounts::MarketAccounts::open(&config.data_dir, notifier)
         .context("open the marketplace accounts")?;
-    let state = AppState {
-        store: store.clone(),
+    let market = Arc::new(market::MarketService::default());
+    let market_accounts = Arc::new(market_accounts);
+    let state = AppState(cpn_control::state::AppState {
+        rt: runtime::RuntimeState {
+            store: store.clone(),
+            runtime: Arc::new(runtime::Runtime::new(config.runtime, &config.data_dir)),
+            transport: Arc::new(transport),
+            hooks: Arc::new(hooks::Hooks {
+                market: market.clone(),
+                market_accounts: market_accounts.clone(),
+            }),
+        },
         data_dir: config.data_dir.clone(),
         simulations: Arc::new(simulation::Simulations::default()),
         sim_data_dir: config.sim_data_dir.clone(),
-        runtime: Arc::new(runtime::Runtime::new(config.runtime, &config.data_dir)),
         accounts: Arc::new(auth::Accounts::new(
             config.accounts.clone(),
-            sealed_secrets::SecretSealer::open_in(&config.data_dir)?,
+            cpn_control::sealed_secrets::SecretSealer::open_in(&config.data_dir)?,
         )),
-        transport: Arc::new(transport),
-        market: Arc::new(market::MarketService::default()),
-        market_accounts: Arc::new(market_accounts),
-    };
+        market,
+        market_accounts,
+    });
 
     state
         .accounts
@@ -208,9 +252,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .persist_to(store.clone())
         .await
         .context("restore the login lockouts")?;
-    let sealed = sealed_secrets::seal_clear_totp_secrets(store.as_ref(), &state.accounts.sealer)
-        .await
-        .context("seal the TOTP secrets")?;
+    let sealed = cpn_control::sealed_secrets::seal_clear_totp_secrets(
+        store.as_ref(),
+        &state.accounts.sealer,
+    )
+    .await
+    .context("seal the TOTP secrets")?;
     if sealed > 0 {
         tracing::info!(
             accounts = sealed,
@@ -266,12 +313,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     market::load(&state)
         .await
         .map_err(|e| anyhow::anyhow!("load the marketplace: {e}"))?;
-    let loops = runtime::spawn_loops(&state);
-    if state.accounts.config.audit_retention_days.is_some() {
-        runtime::supervise("audit-retention", &state, |s| {
-            Box::pin(audit::retention_loop(s))
-        });
-    }
+    let loops = hooks::spawn_loops(&state);
     notify::spawn_alarm_delivery(&state);
     flows::resume_all(&state);
 
@@ -313,78 +355,50 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip.to_string(),
         std::net::IpAddr::V4(_) => "127.0.0.1".to_string(),
     };
-    let own_url = format!("{scheme}://{loopback}:{}", addr.port());
-    let local_agent = match &config.local_agent {
-        Some(site) => {
-            ensure_site(&state, site).await?;
-            let state_dir = config.data_dir.join("agent");
-            // The local agent is a node like any other: it joins with a single-use token
-            // made here, once, and keeps the credential it gets in its state dir.
-            let join_token = join::local_agent_token(&state, site, &state_dir)
-                .await
-                .context("issue the local agent's join token")?;
-            let mut agent = cpn_agent::AgentConfig::new(own_url.clone(), site.clone(), state_dir);
-            agent.join_token = join_token;
-            agent.ca_pem = state.transport.ca_pem.clone();
-            agent.name = Some(local_node_name());
-            agent.isolation = config.local_agent_isolation.clone();
-            eprintln!(
-                "local agent: this machine is node {:?} of site {site:?} (turn off with --no-local-agent)",
-                agent.name.as_deref().unwrap_or_default()
-            );
-            Some(cpn_agent::spawn(agent).context("start the local agent")?)
-        }
-        None => None,
-    };
-    let emulated = if config.emulated_nodes {
-        emulate::start(
-            &state,
-            &own_url,
-            &config.data_dir,
-            &config.local_agent_isolation,
-        )
-        .await
-        .context("start the emulated nodes")?
-    } else {
-        Vec::new()
-    };
+    let url = format!("{scheme}://{loopback}:{}", addr.port());
+    let companions = Companions::default();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let runtime = state.runtime.clone();
+    let edge_state = state.clone();
+    let stop_after = companions.clone();
     let task = tokio::spawn(async move {
-        listener::serve(listener, acceptor, api::router(state), limits, async move {
-            tokio::select! {
-                _ = shutdown_signal() => {},
-                _ = stopped => {},
-            }
-            // End event streams and followed logs, so their clients do not hold the
-            // shutdown open.
-            let _ = runtime.shutdown.send(true);
-        })
+        listener::serve(
+            listener,
+            acceptor,
+            api::router(edge_state),
+            limits,
+            async move {
+                tokio::select! {
+                    _ = shutdown_signal() => {},
+                    _ = stopped => {},
+                }
+                // End event streams and followed logs, so their clients do not hold the
+                // shutdown open.
+                let _ = runtime.shutdown.send(true);
+            },
+        )
         .await;
         // The background loops saw the shutdown signal too; a binding cycle in flight ends
         // at its next await, its store transaction whole or not begun.
-        let _ = loops.await;
-        if let Some(agent) = local_agent {
-            agent.stop().await;
-        }
-        futures_util::future::join_all(emulated.into_iter().map(|a| a.stop())).await;
+        futures_util::future::join_all(loops).await;
+        let companions = std::mem::take(
+            &mut *stop_after
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        futures_util::future::join_all(companions).await;
         eprintln!("cpn stopped");
         Ok(())
     });
     Ok(RunningServer {
         addr,
         data_dir: config.data_dir,
+        url,
+        state,
+        companions,
         stop,
         task,
     })
-}
-
-fn local_node_name() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Creates the local agent's site when missing: public, in the operator's tenant, by
@@ -426,7 +440,7 @@ async fn load_demo(state: &AppState) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("load demo federation: {e}"))?;
     state
         .store
-        .put_setting(emulate::DEMO_SETTING, "east-data-west-compute")
+        .put_setting(scenario::DEMO_SETTING, "east-data-west-compute")
         .await?;
     eprintln!(
         "loaded demo federation east-data-west-compute: {} objects",

@@ -29,16 +29,8 @@ pub enum TlsSetting {
     Files { cert: PathBuf, key: PathBuf },
 }
 
-/// What the API tells about the transport: the scheme of join-token URLs, and the CA
-/// served at `/api/v1/ca.pem`.
-#[derive(Debug, Clone, Default)]
-pub struct Transport {
-    pub https: bool,
-    /// PEM of the generated CA.
-    pub ca_pem: Option<String>,
-    /// SHA-256 of the generated CA's DER, lowercase hex.
-    pub ca_sha256: Option<String>,
-}
+/// What the API tells about the transport (defined in the runtime: join tokens pin its CA).
+pub use crate::runtime::Transport;
 
 /// The folder of the generated CA inside the data dir.
 pub const TLS_DIR: &str = "tls";

@@ -111,22 +111,27 @@ async fn operations_on_the_local_node() -> anyhow::Result<()> {
         load_demo: false,
         sim_data_dir: None,
         runtime: Default::default(),
-        local_agent: Some("local".into()),
         accounts: Default::default(),
         tls: cpn_server::tls::TlsSetting::Off,
         max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
-        local_agent_isolation: Default::default(),
-        emulated_nodes: false,
         notify: Default::default(),
     })
     .await?;
+    // An agent in-process, as `cpn serve` composes its local agent, registers this machine.
+    server.ensure_site("local").await?;
+    let state_dir = dir.path().join("agent");
+    let mut agent = cpn_agent::AgentConfig::new(server.url.clone(), "local", state_dir);
+    agent.join_token = server
+        .in_process_agent_token("local", None, "the test's agent")
+        .await?;
+    let agent = cpn_agent::spawn(agent)?;
+    server.stop_with(agent.stop());
     let api = Api {
         base: format!("http://{}", server.addr),
         token: server.admin_token()?,
         http: reqwest::Client::new(),
     };
 
-    // The embedded agent registers this machine.
     let until = Instant::now() + Duration::from_secs(30);
     let node = loop {
         let nodes = api.get("/api/v1/nodes").await;
@@ -455,12 +460,9 @@ async fn operations_on_registry_resources() -> anyhow::Result<()> {
         load_demo: false,
         sim_data_dir: None,
         runtime: Default::default(),
-        local_agent: None,
         accounts: Default::default(),
         tls: cpn_server::tls::TlsSetting::Off,
         max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
-        local_agent_isolation: Default::default(),
-        emulated_nodes: false,
         notify: Default::default(),
     })
     .await?;

@@ -95,10 +95,12 @@ async fn server(local_agent: bool) -> Result<(cpn_server::RunningServer, tempfil
             node_timeout: Duration::from_secs(3600),
             ..Default::default()
         },
-        local_agent: local_agent.then(|| "local".to_string()),
         ..cpn_server::ServeConfig::ephemeral(dir.path())
     })
     .await?;
+    if local_agent {
+        super::serve::start_local_agent(&server, "local", &Default::default()).await?;
+    }
     Ok((server, dir))
 }
 

@@ -1,9 +1,11 @@
-//! `cpn serve`: hands the parsed flags to the server crate and runs it until stopped.
+//! `cpn serve`: hands the parsed flags to the server crate, composes the running server
+//! with its in-process agents (the local agent, the demo's emulated nodes: the server crate
+//! knows no agent), and runs until stopped.
 
 use crate::cli::{DEFAULT_SIM_DATA, ServeArgs, TlsMode};
-use anyhow::{Result, bail};
-use cpn_server::ServeConfig;
+use anyhow::{Context, Result, bail};
 use cpn_server::tls::TlsSetting;
+use cpn_server::{RunningServer, ServeConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,7 +23,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Some(dir) => Some(dir),
         None => Some(PathBuf::from(DEFAULT_SIM_DATA)).filter(|d| d.is_dir()),
     };
-    cpn_server::run(ServeConfig {
+    let server = cpn_server::start(ServeConfig {
         data_dir: args.data_dir,
         listen: args.listen,
         load_demo: !args.no_demo,
@@ -40,7 +42,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             },
             scheduler_seed: args.scheduler_seed,
         },
-        local_agent: (!args.no_local_agent).then_some(args.local_site),
         accounts: cpn_server::auth::AccountsConfig {
             session_idle: chrono::Duration::from_std(args.session_idle)?,
             require_mfa_for_operators: args.require_mfa_for_operators,
@@ -49,8 +50,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         },
         tls,
         max_connections: args.max_connections,
-        local_agent_isolation: args.isolation.config(),
-        emulated_nodes: !args.no_emulated_nodes,
         notify: cpn_server::notify::NotifyConfig {
             smtp_relay: args.smtp_relay,
             smtp_from: Some(args.smtp_from),
@@ -63,7 +62,62 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             public_url: args.public_url,
         },
     })
-    .await
+    .await?;
+    let isolation = args.isolation.config();
+    if !args.no_local_agent {
+        start_local_agent(&server, &args.local_site, &isolation).await?;
+    }
+    if !args.no_emulated_nodes {
+        for agent in crate::emulate::start(&server, &isolation)
+            .await
+            .context("start the emulated nodes")?
+        {
+            server.stop_with(agent.stop());
+        }
+    }
+    server.wait().await
+}
+
+/// Runs an agent in-process that registers this machine into `site` (created when
+/// missing), so the server runs tasks out of the box; it stops with the server.
+pub async fn start_local_agent(
+    server: &RunningServer,
+    site: &str,
+    isolation: &cpn_agent::IsolationConfig,
+) -> Result<()> {
+    server.ensure_site(site).await?;
+    let state_dir = server.data_dir.join("agent");
+    // The local agent is a node like any other: it joins with a single-use token made
+    // here, once, and keeps the credential it gets in its state dir.
+    let saved = cpn_agent::saved_credential(&state_dir);
+    let join_token = server
+        .in_process_agent_token(
+            site,
+            saved.as_ref().map(|s| s.credential.as_str()),
+            "the local agent of cpn serve",
+        )
+        .await
+        .context("issue the local agent's join token")?;
+    let mut agent = cpn_agent::AgentConfig::new(server.url.clone(), site.to_string(), state_dir);
+    agent.join_token = join_token;
+    agent.ca_pem = server.ca_pem();
+    agent.name = Some(local_node_name());
+    agent.isolation = isolation.clone();
+    eprintln!(
+        "local agent: this machine is node {:?} of site {site:?} (turn off with --no-local-agent)",
+        agent.name.as_deref().unwrap_or_default()
+    );
+    let agent = cpn_agent::spawn(agent).context("start the local agent")?;
+    server.stop_with(agent.stop());
+    Ok(())
+}
+
+fn local_node_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Plain HTTP only on loopback unless asked for explicitly: elsewhere tokens and passwords
