@@ -181,10 +181,16 @@ pub async fn run(args: BenchMeteringArgs) -> Result<()> {
     let store =
         SqliteStore::open(&dir).with_context(|| format!("open the store in {}", dir.display()))?;
     let hasher = KeyedHasher::new(&[7u8; 32]).context("bench identifier key")?;
-    let mut bench = Bench {
-        market: Market::new(hasher.clone(), COMMISSION),
-        store,
-    };
+    // The server's start: the market is what the store holds.
+    let market = Market::restore(hasher.clone(), COMMISSION, store.load_market().await?)
+        .context("restore the market from the store")?;
+    if market.catalog().listings().next().is_some() || !market.ledger().transactions().is_empty() {
+        bail!(
+            "{} holds a marketplace already; give --data-dir an empty directory",
+            dir.display()
+        );
+    }
+    let mut bench = Bench { market, store };
     println!(
         "cpn bench metering: {} hourly leases of {} tenants on {} suppliers' listings, a meter run every {step} s (simulated), store in {}",
         args.leases,
@@ -257,58 +263,44 @@ pub async fn run(args: BenchMeteringArgs) -> Result<()> {
     meter_times.sort();
     commit_times.sort();
     println!();
-    println!(
-        "{:<52} {:>14}",
-        "ingest (issue #14: >= 100,000 records/min)", ""
-    );
-    println!("{:<52} {:>14}", "  meter runs", runs);
-    println!("{:<52} {:>14}", "  usage records made and stored", made);
-    println!(
-        "{:<52} {:>14}",
+    row("ingest (issue #14: >= 100,000 records/min)", "");
+    row("  meter runs", runs);
+    row("  usage records made and stored", made);
+    row(
         "  wall time (meter + commit)",
-        format!("{:.2} s", wall.as_secs_f64())
+        format!("{:.2} s", wall.as_secs_f64()),
     );
-    println!(
-        "{:<52} {:>14}",
-        "  records per minute",
-        format!("{per_min:.0}")
-    );
+    row("  records per minute", format!("{per_min:.0}"));
     for (what, times) in [("meter (core)", &meter_times), ("commit", &commit_times)] {
         let total: Duration = times.iter().sum();
-        println!(
-            "{:<52} {:>14}",
+        row(
             format!("  {what}: total / p50 / p99 per run"),
             format!(
                 "{} / {} / {}",
                 ms(total),
                 ms(percentile(times, 0.50)),
                 ms(percentile(times, 0.99))
-            )
+            ),
         );
     }
-    println!(
-        "{:<52} {:>14}",
-        format!("close of {month} (issue #14: <= 5 s)"),
-        ""
+    let commit_total: Duration = commit_times.iter().sum();
+    row(
+        "  commit per usage record",
+        format!("{:.1} µs", commit_total.as_secs_f64() * 1e6 / made as f64),
     );
-    println!("{:<52} {:>14}", "  usage records closed", records.len());
-    println!(
-        "{:<52} {:>14}",
+    row(format!("close of {month} (issue #14: <= 5 s)"), "");
+    row("  usage records closed", records.len());
+    row(
         format!("  meter to the month's end ({last_records} records), commit"),
-        format!("{} ({} commit)", ms(metered), ms(last_commit))
+        format!("{} ({} commit)", ms(metered), ms(last_commit)),
     );
-    println!(
-        "{:<52} {:>14}",
-        "  read the month's usage from the store",
-        ms(read)
-    );
-    println!(
-        "{:<52} {:>14}",
+    row("  read the month's usage from the store", ms(read));
+    row(
         format!("  close: {invoices} invoices, {statements} statements"),
-        ms(closing)
+        ms(closing),
     );
-    println!("{:<52} {:>14}", "  write the close", ms(write));
-    println!("{:<52} {:>14}", "  total", ms(close));
+    row("  write the close", ms(write));
+    row("  total", ms(close));
     println!("trial balance: zero in memory and in the store after ingest and after close");
     let ingest_met = per_min >= TARGET_RECORDS_PER_MIN;
     let close_met = close <= TARGET_CLOSE;
@@ -320,6 +312,11 @@ pub async fn run(args: BenchMeteringArgs) -> Result<()> {
         TARGET_CLOSE.as_secs()
     );
     Ok(())
+}
+
+/// One line of the printed table: a label and its figure.
+fn row(label: impl std::fmt::Display, value: impl std::fmt::Display) {
+    println!("{label:<50} {value:>32}");
 }
 
 fn ms(d: Duration) -> String {
