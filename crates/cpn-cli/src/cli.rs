@@ -218,6 +218,10 @@ pub enum BenchCmd {
     /// What one event (heartbeat, node join or loss, registry change) costs the binder's
     /// live cluster at 5,000 and 50,000 nodes, against rebuilding it; runs in process.
     Livestate(crate::commands::bench_livestate::BenchLivestateArgs),
+    /// Issue #14's metering target on the real store, in process: 10,000 hourly leases
+    /// metered into 100,000 usage records, each meter run one durable commit (records/min,
+    /// commit p50/p99), then the month's close from the stored records (<= 5 s).
+    Metering(crate::commands::bench_metering::BenchMeteringArgs),
 }
 
 #[derive(Debug, Args)]

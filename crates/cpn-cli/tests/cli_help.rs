@@ -45,6 +45,21 @@ fn help_lists_the_commands() {
 }
 
 #[test]
+fn bench_help_lists_the_benchmarks() {
+    assert_verbs(
+        &["bench"],
+        &[
+            "registry",
+            "schedule",
+            "tasks",
+            "login",
+            "livestate",
+            "metering",
+        ],
+    );
+}
+
+#[test]
 fn site_help_lists_the_verbs() {
     let out = cpn(&["site", "--help"]);
     assert!(out.status.success(), "{out:?}");

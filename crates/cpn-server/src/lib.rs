@@ -30,10 +30,10 @@ pub mod tls;
 // The services under the paths the edge names them by (`crate::registry`,
 // `crate::runtime::binder`, `crate::caller`, ...); public where the CLI uses them.
 use cpn_control::{
-    audit, design, federation, flows, hooks, identity, market, registry, rules, schedule,
-    simulation, topology,
+    audit, design, federation, flows, hooks, identity, registry, rules, schedule, simulation,
+    topology,
 };
-pub use cpn_control::{auth, market_accounts, notify, scenario, totp};
+pub use cpn_control::{auth, market, market_accounts, notify, scenario, totp};
 pub use cpn_runtime as runtime;
 use cpn_runtime::{caller, error, join};
 pub use cpn_runtime::{inventory, limits};

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bench;
 pub mod bench_livestate;
 pub mod bench_login;
+pub mod bench_metering;
 pub mod bench_tasks;
 pub mod decision;
 pub mod events;
@@ -76,6 +77,9 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Bench(crate::cli::BenchCmd::Tasks(args)) => return bench_tasks::run(args).await,
         Command::Bench(crate::cli::BenchCmd::Login(args)) => return bench_login::run(args).await,
         Command::Bench(crate::cli::BenchCmd::Livestate(args)) => return bench_livestate::run(args),
+        Command::Bench(crate::cli::BenchCmd::Metering(args)) => {
+            return bench_metering::run(args).await;
+        }
         Command::Sim(sim::SimCmd::Gpu(args)) => return sim::gpu(args),
         _ => cli,
     };
