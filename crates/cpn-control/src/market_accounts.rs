@@ -729,6 +729,17 @@ async fn by_id(state: &AppState, id: u64) -> ServiceResult<(Account, u64)> {
         .ok_or_else(|| ServiceError::not_found("marketplace account", &id.to_string()))
 }
 
+/// Writes a changed account (if it is still at `version`) and brings its platform user
+/// in step ([`sync_user`]): every transition goes through here, so the invariant that the
+/// user is enabled exactly while the account is active holds after each.
+async fn save(state: &AppState, account: &Account, version: u64) -> ServiceResult<()> {
+    state
+        .store
+        .update_market_account(account.clone(), version)
+        .await?;
+    sync_user(state, account).await
+}
+
 /// Makes the platform user follow the account: enabled exactly while it is active.
 async fn sync_user(state: &AppState, account: &Account) -> ServiceResult<()> {
     let active = account.can_transact();
@@ -843,11 +854,7 @@ async fn activate_with(
     use_code(state, &account, purpose, field, entered).await?;
     let (_, t) = now();
     account.activate(t).map_err(lifecycle_error)?;
-    state
-        .store
-        .update_market_account(account.clone(), version)
-        .await?;
-    sync_user(state, &account).await?;
+    save(state, &account, version).await?;
     Ok(view(&account))
 }
 
@@ -993,11 +1000,7 @@ pub async fn approve(state: &AppState, who: &Caller, id: u64) -> ServiceResult<M
     account
         .approve(&who.username, now().1)
         .map_err(lifecycle_error)?;
-    state
-        .store
-        .update_market_account(account.clone(), version)
-        .await?;
-    sync_user(state, &account).await?;
+    save(state, &account, version).await?;
     tell_owner(
         &state.market_accounts,
         &account,
@@ -1023,11 +1026,7 @@ pub async fn reject(
     account
         .reject(&who.username, &req.reason, now().1)
         .map_err(lifecycle_error)?;
-    state
-        .store
-        .update_market_account(account.clone(), version)
-        .await?;
-    sync_user(state, &account).await?;
+    save(state, &account, version).await?;
     tell_owner(
         &state.market_accounts,
         &account,
@@ -1118,11 +1117,7 @@ pub async fn update_profile(
     account
         .edit_profile(profile, now().1)
         .map_err(lifecycle_error)?;
-    state
-        .store
-        .update_market_account(account.clone(), version)
-        .await?;
-    sync_user(state, &account).await?;
+    save(state, &account, version).await?;
     Ok(view(&account))
 }
 
@@ -1173,10 +1168,7 @@ pub async fn resubmit(
     account
         .edit_profile(profile, now().1)
         .map_err(lifecycle_error)?;
-    state
-        .store
-        .update_market_account(account.clone(), version)
-        .await?;
+    save(state, &account, version).await?;
     Ok(view(&account))
 }
 
@@ -1231,11 +1223,7 @@ pub async fn deregister(
     }
     let owed = obligations(state, &account).await?;
     let done = account.deregister(owed, now().1).map_err(lifecycle_error)?;
-    state
-        .store
-        .update_market_account(account.clone(), version)
-        .await?;
-    sync_user(state, &account).await?;
+    save(state, &account, version).await?;
     Ok(Deregistered {
         account: view(&account),
         erased: done.erased.iter().map(|s| s.to_string()).collect(),
