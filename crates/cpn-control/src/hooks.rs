@@ -27,13 +27,13 @@ impl ControlHooks for Hooks {
         crate::market::lease_work(&self.market, node_id).await
     }
 
-    async fn check_task_lease(
+    async fn admit_task(
         &self,
         state: &RuntimeState,
         tenant: &str,
-        lease: u64,
+        lease: Option<u64>,
     ) -> ApiResult<()> {
-        crate::market::check_task_lease(
+        crate::market::admit_task(
             state.store.as_ref(),
             &self.market,
             self.market_accounts.hasher(),

@@ -44,7 +44,7 @@ use chrono::{DateTime, Utc};
 use cpn_api_types::Code;
 use cpn_api_types::identity::Role;
 use cpn_api_types::market as wire;
-use cpn_market::billing::{Budget, BudgetEvent, Commission, LedgerAccount, UsageRecord};
+use cpn_market::billing::{Budget, BudgetEvent, Commission, LedgerAccount, Refusal, UsageRecord};
 use cpn_market::catalog::{AllocationError, CatalogError};
 use cpn_market::lease::OrderState;
 use cpn_market::listing::{self as core_listing, CardSpec};
@@ -1467,17 +1467,36 @@ pub async fn record_lease_task(
     }
 }
 
-/// A task may name lease `id` (`TaskSubmit::lease`): it exists and is `tenant`'s (another
-/// tenant's lease is reported missing, as if absent), is class B, and has not ended.
-pub async fn check_task_lease(
+/// Whether `tenant` may submit a task now (`TaskSubmit`): not once its monthly budget is
+/// spent (issue #14: "no new leases or tasks when exhausted"; funds are not asked, as tasks
+/// outside leases are not billed by the marketplace), and, when the task names lease `id`,
+/// the lease exists and is `tenant`'s (another tenant's lease is reported missing, as if
+/// absent), is class B, and has not ended.
+pub async fn admit_task(
     store: &dyn cpn_store::Store,
     service: &MarketService,
     hasher: &cpn_market::KeyedHasher,
     tenant: &str,
-    id: u64,
+    lease: Option<u64>,
 ) -> ApiResult<()> {
     let mut inner = service.inner.lock().await;
     let market = ensure_from(store, hasher, &mut inner).await?;
+    let tenant_id = TenantId(tenant.to_string());
+    if let Err(refusal @ Refusal::BudgetExhausted { .. }) =
+        market
+            .budgets()
+            .admit(market.ledger(), &tenant_id, Money::ZERO, now())
+    {
+        return Err(ApiError::new(
+            Code::InvalidState,
+            format!(
+                "{refusal}; new tasks are refused until next month or until an operator raises the budget (cpn billing budget)"
+            ),
+        ));
+    }
+    let Some(id) = lease else {
+        return Ok(());
+    };
     let lease = market
         .lease(LeaseId(id))
         .filter(|l| l.tenant.0 == tenant)

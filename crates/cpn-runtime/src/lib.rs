@@ -96,13 +96,14 @@ pub trait ControlHooks: Send + Sync {
         Vec<cpn_api_types::agent::LeaseAccessGrant>,
         Vec<cpn_api_types::agent::LeaseAccessRevoke>,
     );
-    /// A task names class B lease `lease` (`market::check_task_lease`): it must be
-    /// `tenant`'s, class B and running; another tenant's lease is reported missing.
-    async fn check_task_lease(
+    /// Whether `tenant` may submit a task (`market::admit_task`): not once its monthly
+    /// budget is spent; a named class B `lease` must be `tenant`'s, class B and running
+    /// (another tenant's lease is reported missing).
+    async fn admit_task(
         &self,
         state: &RuntimeState,
         tenant: &str,
-        lease: u64,
+        lease: Option<u64>,
     ) -> ApiResult<()>;
     /// An attempt of a task inside `lease` ran from `start` to `end`: its use is recorded on
     /// the lease, at no charge (`market::record_lease_task`).

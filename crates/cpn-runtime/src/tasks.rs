@@ -100,9 +100,7 @@ pub async fn submit_as(
         }
         None => who.tenant().to_string(),
     };
-    if let Some(lease) = spec.lease {
-        state.hooks.check_task_lease(state, &tenant, lease).await?;
-    }
+    state.hooks.admit_task(state, &tenant, spec.lease).await?;
     // Selectors and the rest are checked now, not at the first placement try.
     crate::placement::task_from_spec(who, &placement_spec(&spec, &tenant), 0).map_err(
         |e| match e.field {

@@ -1114,6 +1114,27 @@ async fn an_exhausted_budget_ends_the_hourly_lease_and_refuses_new_ones() {
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     let msg = b["error"]["message"].as_str().unwrap();
     assert!(msg.contains("budget") && msg.contains("exhausted"), "{b}");
+    // So is a new task of the tenant, lease or not, and nothing is stored for it.
+    let (_, before) = m.call(Method::GET, "/api/v1/tasks", &m.ann, None).await;
+    let (s, b) = m
+        .call(
+            Method::POST,
+            "/api/v1/tasks",
+            &m.ann,
+            Some(json!({"name": "after", "command": ["true"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    let msg = b["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("budget") && msg.contains("new tasks are refused"),
+        "{b}"
+    );
+    let (_, after) = m.call(Method::GET, "/api/v1/tasks", &m.ann, None).await;
+    assert_eq!(
+        before["items"], after["items"],
+        "a refused task is not stored"
+    );
     let (_, ledger) = m
         .server
         .admin(Method::GET, "/api/v1/billing/ledger", None)
