@@ -11,21 +11,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PASSWORD: &str = "violet-harbour-lantern-73";
+pub(crate) const PASSWORD: &str = "violet-harbour-lantern-73";
 /// The GB 11643 example resident ID number.
-const NATIONAL_ID: &str = "11010519491231002X";
+pub(crate) const NATIONAL_ID: &str = "11010519491231002X";
 /// A valid unified social credit code (GB 32100 check character).
-const CREDIT_CODE: &str = "91350100M000100Y43";
+pub(crate) const CREDIT_CODE: &str = "91350100M000100Y43";
 
 /// `python -m aiosmtpd` with cpn-notify's sink handler, which stores each message as JSON.
-struct Smtp {
+pub(crate) struct Smtp {
     port: u16,
     dir: tempfile::TempDir,
     child: Child,
 }
 
 impl Smtp {
-    fn start() -> Option<Smtp> {
+    pub(crate) fn start() -> Option<Smtp> {
         Smtp::start_on(crate::harness::free_port())
     }
 
@@ -68,7 +68,7 @@ impl Smtp {
         Some(Smtp { port, dir, child })
     }
 
-    fn relay(&self) -> String {
+    pub(crate) fn relay(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -102,7 +102,7 @@ impl Smtp {
     }
 
     /// The six-digit code of the latest message to `to`.
-    fn code_for(&self, to: &str, n: usize) -> String {
+    pub(crate) fn code_for(&self, to: &str, n: usize) -> String {
         let messages = self.messages_to(to, n);
         let last = messages
             .last()
@@ -132,7 +132,7 @@ async fn login(server: &Server, username: &str) -> (StatusCode, Value) {
         .await
 }
 
-async fn register(server: &Server, body: Value) -> (StatusCode, Value) {
+pub(crate) async fn register(server: &Server, body: Value) -> (StatusCode, Value) {
     server
         .call(
             Method::POST,
@@ -143,7 +143,7 @@ async fn register(server: &Server, body: Value) -> (StatusCode, Value) {
         .await
 }
 
-async fn activate(server: &Server, username: &str, code: &str) -> (StatusCode, Value) {
+pub(crate) async fn activate(server: &Server, username: &str, code: &str) -> (StatusCode, Value) {
     server
         .call(
             Method::POST,

@@ -5,7 +5,8 @@
 //! opens the explain views, switches language and saves screenshots under
 //! `target/console-screenshots/`; and the marketplace pages (issue #14) by
 //! `web/tests/market.test.mjs`: search with filters, the card grid, an order, the lease and
-//! its release, billing, in both languages.
+//! its release, billing, in both languages; a class A listing published from the console,
+//! its authorization code shown once and entered; the operator's review queue.
 //!
 //! The browser test needs Node.js, `npm ci` in `web/` and Debian's chromium; without them it
 //! is skipped, saying so, except under `CI`, where `.ci/run` installs them and it must run.
@@ -327,9 +328,49 @@ async fn run_node(root: &Path, script: &str, env: &[(&str, String)]) {
     eprintln!("screenshots in {}", shots.display());
 }
 
+/// An enterprise supplier registered through the API with a licence and activated with the
+/// code mailed to it: it waits in the operator's review queue. Returns its account id.
+async fn pending_supplier(
+    server: &Server,
+    smtp: &crate::market_accounts::Smtp,
+    username: &str,
+    national_id: &str,
+    credit_code: &str,
+) -> String {
+    use base64::Engine as _;
+    let email = format!("ops@{username}.cn");
+    let licence = base64::engine::general_purpose::STANDARD.encode(b"%PDF-1.4\n% licence\n");
+    let (s, b) = crate::market_accounts::register(
+        server,
+        serde_json::json!({
+            "kind": "enterprise_supplier", "username": username,
+            "password": crate::market_accounts::PASSWORD, "email": email,
+            "accepted_terms": "2026-12", "company_name": format!("{username} Computing"),
+            "legal_representative_name": "Li Lei", "legal_representative_id": national_id,
+            "registered_capital_minor": 100_000_000, "credit_code": credit_code,
+            "corporate_account": "6222 0202 0011 2233",
+            "licence": {"content_type": "application/pdf", "data_base64": licence},
+        }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let id = b["account"]["id"]
+        .as_u64()
+        .expect("an account id")
+        .to_string();
+    let code = smtp.code_for(&email, 1);
+    let (s, b) = crate::market_accounts::activate(server, username, &code).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["state"], "pending_review", "{b}");
+    id
+}
+
 /// Issue #14: the marketplace pages, driven by `web/tests/market.test.mjs` against the
 /// marketplace tests' federation (supplier `sup` of site acme-sz, node n1 with two GPUs),
-/// with a user `bob` of tenant lab who logs in to the console.
+/// with a user `bob` of tenant lab who logs in to the console, a second node n2 (one GPU)
+/// the supplier lists as class A through the console, and two enterprise suppliers waiting
+/// for the operator's review (registered with the real SMTP sink; without aiosmtpd the
+/// review part is skipped, saying so, except under `CI`).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_marketplace_pages_work_in_a_real_browser() {
     let root = repo_root();
@@ -342,22 +383,60 @@ async fn the_marketplace_pages_work_in_a_real_browser() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let m = crate::market::setup_with(dir.path(), &[]).await;
+    let smtp = crate::market_accounts::Smtp::start();
+    let relay = smtp.as_ref().map(|s| s.relay());
+    let flags: Vec<&str> = relay
+        .as_deref()
+        .map(|r| vec!["--smtp-relay", r])
+        .unwrap_or_default();
+    let m = crate::market::setup_with(dir.path(), &flags).await;
     // The harness gives its users this password.
     m.server.user("lab", "bob", "user").await;
-    run_node(
-        &root,
-        "tests/market.test.mjs",
-        &[
-            ("CPN_URL", m.server.base.clone()),
-            (
-                "CPN_PASSWORD_FILE",
-                path(&dir.path().join("admin.password")),
+    let join = m.server.join_token("acme-sz").await;
+    let (s, b) = m
+        .server
+        .call(
+            Method::POST,
+            "/api/v1/agents/register",
+            Some(&join),
+            Some(
+                serde_json::json!({"site": "acme-sz", "name": "n2", "inventory": {
+                "hostname": "n2", "arch": "x86_64", "cpu_model": "AMD EPYC 7763", "cpu_cores": 32,
+                "memory_mib": 262144, "gpus": [{"index": 0, "model": "NVIDIA H100 80GB HBM3",
+                "memory_mib": 81920}]}}),
             ),
-            ("CPN_SUPPLIER_TOKEN", m.supplier.clone()),
-            ("CPN_USER", "bob".into()),
-            ("CPN_USER_PASSWORD", "s3cret-password".into()),
-        ],
-    )
-    .await;
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let mut env = vec![
+        ("CPN_URL", m.server.base.clone()),
+        (
+            "CPN_PASSWORD_FILE",
+            path(&dir.path().join("admin.password")),
+        ),
+        ("CPN_SUPPLIER_TOKEN", m.supplier.clone()),
+        ("CPN_USER", "bob".into()),
+        ("CPN_USER_PASSWORD", "s3cret-password".into()),
+    ];
+    if let Some(smtp) = &smtp {
+        let approve = pending_supplier(
+            &m.server,
+            smtp,
+            "acmehz",
+            crate::market_accounts::NATIONAL_ID,
+            crate::market_accounts::CREDIT_CODE,
+        )
+        .await;
+        let reject = pending_supplier(
+            &m.server,
+            smtp,
+            "blurrycloud",
+            "110105198001010016",
+            "91440300M000200Y5T",
+        )
+        .await;
+        env.push(("CPN_APPROVE", format!("acmehz:{approve}")));
+        env.push(("CPN_REJECT", format!("blurrycloud:{reject}")));
+    }
+    run_node(&root, "tests/market.test.mjs", &env).await;
 }

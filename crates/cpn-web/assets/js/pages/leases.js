@@ -75,26 +75,42 @@ function codeForm(main, ctx, lease) {
 }
 
 /** The supplier's side of a class A lease: issue the code the user enters. The server keeps
- * only its hash, so it is shown here once and never again (a locked lease needs a new one). */
+ * only its hash, so it is shown here once and never again: once shown (or after a restart),
+ * or when the lease is locked, the button issues a new one, which replaces it. */
 function codeIssuer(lease) {
   const out = h('div', { 'aria-live': 'polite' });
+  // A locked lease needs a new code; one whose code was shown can only have it replaced.
+  let reissue = lease.state === 'locked';
+  let shown = false;
+  const label = () => {
+    if (shown) return t('ls.code.replace');
+    return t(reissue ? 'ls.code.reissue' : 'ls.code.issue');
+  };
   const button = h('button', {
     type: 'button', 'data-test': 'issue-code',
     on: {
       click: async () => {
         button.disabled = true;
         try {
-          const reissue = lease.state === 'locked' ? '?reissue=true' : '';
-          const c = await post(`/api/v1/market/leases/${lease.id}/authorization-code${reissue}`, {});
+          const c = await post(`/api/v1/market/leases/${lease.id}/authorization-code${reissue ? '?reissue=true' : ''}`, {});
           clear(out, h('p', {}, h('code', { class: 'ssh-command', 'data-test': 'code' }, c.code)),
             h('p', { class: 'form-error' }, t('ls.code.once')));
+          // Shown now, so the next press can only replace it.
+          reissue = true;
+          shown = true;
         } catch (err) {
           clear(out, h('p', { class: 'form-error', role: 'alert' }, err.message));
-          button.disabled = false;
+          // Shown already: the server cannot show it again, only replace it.
+          if (err.code === 'invalid_state') {
+            reissue = true;
+            shown = true;
+          }
         }
+        button.textContent = label();
+        button.disabled = false;
       },
     },
-  }, t(lease.state === 'locked' ? 'ls.code.reissue' : 'ls.code.issue'));
+  }, label());
   return h('div', {}, h('h3', {}, t('ls.code.for_user')), button, out);
 }
 

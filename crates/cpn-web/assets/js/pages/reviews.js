@@ -99,8 +99,8 @@ async function render(main, ctx) {
         ? h('button', { type: 'button', class: 'secondary', on: { click: () => openLicence(a, urls) } }, t('rv.licence'))
         : t('rv.no_licence')) },
       { title: t('rv.col.actions'), value: (a) => h('div', { class: 'row' },
-        h('button', { type: 'button', on: { click: () => decide(main, ctx, a, 'approve') } }, t('rv.approve')),
-        h('button', { type: 'button', class: 'danger', on: { click: () => decide(main, ctx, a, 'reject') } }, t('rv.reject'))) },
+        h('button', { type: 'button', 'data-test': 'approve', on: { click: () => decide(main, ctx, a, 'approve') } }, t('rv.approve')),
+        h('button', { type: 'button', class: 'danger', 'data-test': 'reject', on: { click: () => decide(main, ctx, a, 'reject') } }, t('rv.reject'))) },
     ], queue, { scrollLabel: t('rv.title') }) : empty(t('rv.none')))));
   return () => urls.splice(0).forEach((u) => URL.revokeObjectURL(u));
 }
