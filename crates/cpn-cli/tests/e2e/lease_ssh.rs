@@ -1,25 +1,32 @@
-//! Issue #14's class A acceptance with a real agent and a real sshd: a real `cpn agent`
-//! process (root, two emulated GPUs) joins a supplier's site; the supplier publishes a class
-//! A listing; a user is topped up, finds it, leases one card by the hour and enters the
-//! supplier's code with an SSH key; the agent creates the lease's account from its poll;
-//! the user logs in with OpenSSH's `ssh` to Debian's `sshd` (started here on a loopback
-//! port with its own host key, nothing of the system's sshd is read or changed) and sees
-//! only the leased GPU while the card is busy; release locks the account (a login fails)
-//! and frees the card; the bill is the lease's time to the second and the ledger sums to
-//! zero.
+//! Issue #14's first two acceptance checks as one story, with real agents, a real SMTP
+//! server and a real sshd. A supplier registers as an enterprise with its business licence
+//! (the verification code arrives through aiosmtpd on loopback, as in `market_accounts`),
+//! activates, and logs in once an operator has approved it through the API; two real
+//! `cpn agent` processes (root, two emulated GPUs each) join the supplier's own site; it
+//! publishes a class A listing of the cards of both nodes, whose CPcId and per-card states
+//! are checked. A user registers, activates with the mailed code, logs in, is topped up by
+//! an operator, filters the marketplace, leases one card by the hour and enters the
+//! supplier's authorization code with an SSH key; the leased card's agent creates the
+//! lease's account from its poll; the user logs in with OpenSSH's `ssh` to Debian's `sshd`
+//! (started here on a loopback port with its own host key, nothing of the system's sshd is
+//! read or changed) and sees only the leased GPU while the card is busy; release locks the
+//! account (a login fails) and frees the card; the bill is the lease's time to the second
+//! and the ledger sums to zero.
 //!
 //! Not real here: the GPUs are emulated (`--emulate-gpus`: indices without devices), so
 //! "sees only the leased GPU" is what `CUDA_VISIBLE_DEVICES` says and, where the host has a
 //! cgroup v1 devices hierarchy, which of two stand-in NVIDIA device nodes (195:0 and 195:1,
 //! made here with `mknod`) the session may open: the leased one fails for want of a driver
-//! (ENXIO), the other is refused by the lease's devices cgroup (EPERM); the user is created
-//! by an operator (registration is tested in `market_accounts`).
+//! (ENXIO), the other is refused by the lease's devices cgroup (EPERM). Both agents run on
+//! this one host and reach their lease accounts through the one test sshd.
 //!
-//! Needs root (the agent creates real accounts; the test deletes every one it made, also
-//! when it fails) and openssh-server and openssh-client; without them it is skipped, saying
-//! so, except under `CI`, where it fails: `.ci/run` installs them.
+//! Needs root (the agents create real accounts; the test deletes every one they made, also
+//! when it fails), openssh-server and openssh-client, and aiosmtpd (`CPN_TEST_PYTHON`);
+//! without them it is skipped, saying so, except under `CI`, where it fails: `.ci/run`
+//! installs them.
 
 use crate::harness::{Agent, Server, site, wait_nodes};
+use crate::market_accounts::{Smtp, activate, enterprise_supplier, individual, login, register};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::fs;
@@ -131,7 +138,7 @@ async fn wait_lease(
     server: &Server,
     token: &str,
     id: u64,
-    agent_log: &Path,
+    agent_logs: &[PathBuf],
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
@@ -151,18 +158,25 @@ async fn wait_lease(
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: {lease}\nagent: {}",
-            fs::read_to_string(agent_log).unwrap_or_default()
+            "{what}: {lease}\nagents: {}",
+            agent_logs
+                .iter()
+                .map(|l| fs::read_to_string(l).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_leased_card_is_reached_over_real_ssh_through_a_real_agent_and_locked_at_release() {
+async fn registered_supplier_and_user_lease_a_card_of_two_agents_over_real_ssh() {
     if !ready("lease_ssh") {
         return;
     }
+    // Registration codes arrive through a real SMTP server (skipped or, under CI, failed
+    // without aiosmtpd).
+    let Some(smtp) = Smtp::start() else { return };
     // The lease accounts pass through this directory to their homes: not a 0700 temp dir.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -178,9 +192,43 @@ async fn a_leased_card_is_reached_over_real_ssh_through_a_real_agent_and_locked_
     )
     .unwrap();
 
-    let server = Server::start_with(&dir.join("data"), false, &["--no-local-agent"]).await;
-    let supplier = server.user("acme", "sup", "supplier").await;
-    let ann = server.user("lab", "ann", "user").await;
+    let relay = smtp.relay();
+    let server = Server::start_with(
+        &dir.join("data"),
+        false,
+        &["--no-local-agent", "--smtp-relay", &relay],
+    )
+    .await;
+
+    // The supplier registers as an enterprise with its licence, activates with the code
+    // mailed to it, and waits for review; an operator approves it through the API.
+    let (s, b) = register(&server, enterprise_supplier("acme", "ops@acme.cn")).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["account"]["has_licence"], true, "{b}");
+    let account = b["account"]["id"].as_u64().unwrap();
+    let (s, b) = activate(&server, "acme", &smtp.code_for("ops@acme.cn", 1)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["state"], "pending_review", "{b}");
+    let (s, b) = login(&server, "acme").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "not before the review: {b}");
+    let (s, b) = server
+        .admin(
+            Method::POST,
+            &format!("/api/v1/market/accounts/{account}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["state"], "active", "{b}");
+    let (s, b) = login(&server, "acme").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["user"]["role"], "supplier", "{b}");
+    assert_eq!(b["user"]["tenant"], "acme", "{b}");
+    let supplier = b["token"].as_str().unwrap().to_string();
+
+    // The supplier's own site (its tenant owns it; a listing may only use a site the
+    // supplier owns), joined by two real agent processes with two emulated GPUs each,
+    // their lease accounts reached through the test's sshd.
     let (s, b) = server
         .call(
             Method::POST,
@@ -190,52 +238,67 @@ async fn a_leased_card_is_reached_over_real_ssh_through_a_real_agent_and_locked_
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-
-    // A real agent process with two emulated GPUs, its lease accounts reached through the
-    // test's sshd.
-    let state = dir.join("agent-state");
-    let _accounts = Accounts(state.clone());
     let join = server.join_token("acme-sz").await;
-    let agent_log = dir.join("agent.log");
     let port = sshd.port.to_string();
-    let (work, homes) = (dir.join("work"), dir.join("homes"));
     let host_key_pub = host_key.with_extension("pub");
-    let args = [
-        "--server",
-        &server.base,
-        "--join",
-        &join,
-        "--site",
-        "acme-sz",
-        "--name",
-        "n1",
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--work-root",
-        work.to_str().unwrap(),
-        "--emulate-gpus",
-        "2",
-        "--lease-ssh-host",
-        "127.0.0.1",
-        "--lease-ssh-port",
-        &port,
-        "--lease-host-key",
-        host_key_pub.to_str().unwrap(),
-        "--lease-home-root",
-        homes.to_str().unwrap(),
-    ];
-    let _agent = Agent::start_args(&args, &agent_log);
-    let nodes = wait_nodes(&server, 1).await;
-    assert_eq!(nodes[0]["name"], "n1", "{nodes:?}");
+    let mut agents = Vec::new();
+    let mut agent_logs = Vec::new();
+    for node in ["n1", "n2"] {
+        let state = dir.join(format!("{node}-state"));
+        let (work, homes) = (
+            dir.join(format!("{node}-work")),
+            dir.join(format!("{node}-homes")),
+        );
+        let log = dir.join(format!("{node}.log"));
+        let args = [
+            "--server",
+            &server.base,
+            "--join",
+            &join,
+            "--site",
+            "acme-sz",
+            "--name",
+            node,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--work-root",
+            work.to_str().unwrap(),
+            "--emulate-gpus",
+            "2",
+            "--lease-ssh-host",
+            "127.0.0.1",
+            "--lease-ssh-port",
+            &port,
+            "--lease-host-key",
+            host_key_pub.to_str().unwrap(),
+            "--lease-home-root",
+            homes.to_str().unwrap(),
+        ];
+        // The agent first: a tuple drops in order, so the agent stops before its
+        // accounts are deleted, whatever the outcome.
+        agents.push((Agent::start_args(&args, &log), Accounts(state.clone())));
+        agent_logs.push(log);
+    }
+    let mut joined: Vec<String> = wait_nodes(&server, 2)
+        .await
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    joined.sort();
+    assert_eq!(joined, ["n1", "n2"]);
 
-    // The supplier publishes both cards as a class A listing; both are idle.
+    // The supplier publishes a class A listing of the cards of both nodes: it gets a
+    // CPcId, and every card shows its state.
     let listing = json!({
         "class": "a", "resource_type": "gpu", "model": "A100 80GB", "card_memory_gib": 80,
         "memory_gib": 64, "vcpus": 8, "prices": {"hourly_minor": HOURLY},
         "vendor": "Acme Cloud", "region": "深圳市",
         "storage": [{"kind": "nvme_ssd", "role": "data", "size_gb": 100}],
         "site": "acme-sz", "usage": "ssh as shown on the lease",
-        "cards": [{"node": "n1", "index": 0}, {"node": "n1", "index": 1}]
+        "cards": [
+            {"node": "n1", "index": 0}, {"node": "n1", "index": 1},
+            {"node": "n2", "index": 0}, {"node": "n2", "index": 1}
+        ]
     });
     let (s, l) = server
         .call(
@@ -247,6 +310,41 @@ async fn a_leased_card_is_reached_over_real_ssh_through_a_real_agent_and_locked_
         .await;
     assert_eq!(s, StatusCode::CREATED, "{l}");
     let cpcid = l["cpcid"].as_str().unwrap().to_string();
+    assert!(cpcid.starts_with("CPC-"), "{l}");
+    assert_eq!(l["supplier"], "acme", "{l}");
+    assert_eq!(l["spec"]["class"], "a", "{l}");
+    let cards: Vec<(String, u64)> = l["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["node"].as_str().unwrap().to_string(),
+                c["index"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cards,
+        [("n1", 0), ("n1", 1), ("n2", 0), ("n2", 1)].map(|(n, i)| (n.to_string(), i))
+    );
+    assert_eq!(states(&l), ["idle"; 4], "{l}");
+
+    // The user registers, activates with the code the SMTP server received, logs in, and
+    // is topped up by an operator.
+    let (s, b) = register(
+        &server,
+        individual("ann", "ann@lab.cn", "44030419900307123X"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = activate(&server, "ann", &smtp.code_for("ann@lab.cn", 1)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["state"], "active", "{b}");
+    let (s, b) = login(&server, "ann").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["user"]["role"], "user", "{b}");
+    let ann = b["token"].as_str().unwrap().to_string();
     let listing_of = |token: String| {
         let server = &server;
         let path = format!("/api/v1/market/listings/{cpcid}");
@@ -256,17 +354,17 @@ async fn a_leased_card_is_reached_over_real_ssh_through_a_real_agent_and_locked_
             b
         }
     };
-    assert_eq!(states(&listing_of(ann.clone()).await), ["idle", "idle"]);
-
-    // The user is topped up and finds it by class, model, mode and price.
+    assert_eq!(states(&listing_of(ann.clone()).await), ["idle"; 4]);
     let (s, bal) = server
         .admin(
             Method::POST,
             "/api/v1/billing/topups",
-            Some(json!({"tenant": "lab", "amount_minor": 1_000_000})),
+            Some(json!({"tenant": "ann", "amount_minor": 1_000_000})),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{bal}");
+
+    // The user finds it by class, model, mode and price.
     let (s, hits) = server
         .call(
             Method::GET,
@@ -291,20 +389,45 @@ async fn a_leased_card_is_reached_over_real_ssh_through_a_real_agent_and_locked_
         "a filter it does not meet hides it: {none}"
     );
 
-    // One card by the hour; the supplier's code and the user's key open it.
+    // One card by the hour, the second node's second card by the number the user sees, so
+    // that the second agent makes the account and the card's index is not the first;
+    // the supplier's code and the user's key open it.
+    let seen = listing_of(ann.clone()).await;
+    let wanted = seen["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["node"] == "n2" && c["index"] == 1)
+        .unwrap_or_else(|| panic!("{seen}"))["id"]
+        .clone();
     let (s, placed) = server
         .call(
             Method::POST,
             "/api/v1/market/orders",
             Some(&ann),
-            Some(json!({"listing": cpcid, "cards": 1, "mode": "hourly"})),
+            Some(json!({"listing": cpcid, "card_ids": [wanted], "mode": "hourly"})),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{placed}");
     let lease = &placed["lease"];
+    assert_eq!(lease["cards"].as_array().map(Vec::len), Some(1), "{placed}");
+    assert_eq!(lease["cards"][0]["node"], "n2", "{placed}");
+    assert_eq!(lease["cards"][0]["index"], 1, "{placed}");
     assert_eq!(lease["state"], "awaiting_access", "{placed}");
     let id = lease["id"].as_u64().unwrap();
+    let node = lease["cards"][0]["node"].as_str().unwrap().to_string();
     let gpu = lease["cards"][0]["index"].as_u64().unwrap();
+    let leased = cards
+        .iter()
+        .position(|c| c.0 == node && c.1 == gpu)
+        .unwrap_or_else(|| panic!("{placed}"));
+    let mut reserved = vec!["idle".to_string(); 4];
+    reserved[leased] = "reserved".into();
+    assert_eq!(
+        states(&listing_of(ann.clone()).await),
+        reserved,
+        "held for the code"
+    );
     let (s, code) = server
         .call(
             Method::POST,
@@ -326,7 +449,7 @@ async fn a_leased_card_is_reached_over_real_ssh_through_a_real_agent_and_locked_
     assert_eq!(active["state"], "active", "{active}");
 
     // The agent's poll brings the grant; the account it made is what the lease shows.
-    let shown = wait_lease(&server, &ann, id, &agent_log, "no SSH access", |l| {
+    let shown = wait_lease(&server, &ann, id, &agent_logs, "no SSH access", |l| {
         l["ssh"].as_array().is_some_and(|a| !a.is_empty())
     })
     .await;
@@ -347,8 +470,8 @@ async fn a_leased_card_is_reached_over_real_ssh_through_a_real_agent_and_locked_
         printed.contains(access["host_key_fingerprint"].as_str().unwrap()),
         "{printed} vs {shown}"
     );
-    let mut busy = vec!["idle".to_string(); 2];
-    busy[gpu as usize] = "busy".into();
+    let mut busy = vec!["idle".to_string(); 4];
+    busy[leased] = "busy".into();
     assert_eq!(states(&listing_of(ann.clone()).await), busy);
 
     // A real login as the lease's account, with the host key checked: only the leased GPU,
@@ -411,10 +534,10 @@ async fn a_leased_card_is_reached_over_real_ssh_through_a_real_agent_and_locked_
         .await;
     assert_eq!(s, StatusCode::OK, "{ended}");
     assert_eq!(ended["state"], "ended", "{ended}");
-    let locked = wait_lease(&server, &ann, id, &agent_log, "account not locked", |l| {
+    let locked = wait_lease(&server, &ann, id, &agent_logs, "account not locked", |l| {
         l["access"]
             .as_str()
-            .is_some_and(|a| a.contains(&format!("account {username} on node n1 locked")))
+            .is_some_and(|a| a.contains(&format!("account {username} on node {node} locked")))
     })
     .await;
     // An ended lease shows no way in.
@@ -435,7 +558,7 @@ async fn a_leased_card_is_reached_over_real_ssh_through_a_real_agent_and_locked_
         passwd.shell.ends_with("nologin") || passwd.shell.ends_with("false"),
         "{passwd:?}"
     );
-    assert_eq!(states(&listing_of(ann.clone()).await), ["idle", "idle"]);
+    assert_eq!(states(&listing_of(ann.clone()).await), ["idle"; 4]);
 
     // The bill is the lease's time to the second at its price; the ledger sums to zero.
     let seconds = secs(&ended["ended_at"]) - secs(&ended["started_at"]);

@@ -18,6 +18,7 @@ pub(crate) const NATIONAL_ID: &str = "11010519491231002X";
 pub(crate) const CREDIT_CODE: &str = "91350100M000100Y43";
 
 /// `python -m aiosmtpd` with cpn-notify's sink handler, which stores each message as JSON.
+/// Shared with `lease_ssh`, whose supplier and user register through it.
 pub(crate) struct Smtp {
     port: u16,
     dir: tempfile::TempDir,
@@ -74,7 +75,7 @@ impl Smtp {
 
     /// The bodies of the messages received for `to`, oldest first, waiting up to 20 s for
     /// at least `n`.
-    fn messages_to(&self, to: &str, n: usize) -> Vec<String> {
+    pub(crate) fn messages_to(&self, to: &str, n: usize) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let mut paths: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
@@ -121,7 +122,7 @@ impl Drop for Smtp {
     }
 }
 
-async fn login(server: &Server, username: &str) -> (StatusCode, Value) {
+pub(crate) async fn login(server: &Server, username: &str) -> (StatusCode, Value) {
     server
         .call(
             Method::POST,
@@ -154,7 +155,7 @@ pub(crate) async fn activate(server: &Server, username: &str, code: &str) -> (St
         .await
 }
 
-fn individual(username: &str, email: &str, national_id: &str) -> Value {
+pub(crate) fn individual(username: &str, email: &str, national_id: &str) -> Value {
     json!({
         "kind": "individual_user",
         "username": username,
@@ -163,6 +164,30 @@ fn individual(username: &str, email: &str, national_id: &str) -> Value {
         "accepted_terms": "2026-12",
         "real_name": "Alice Example",
         "national_id": national_id,
+    })
+}
+
+/// The business licence an enterprise supplier uploads (a PDF).
+pub(crate) const LICENCE: &[u8] = b"%PDF-1.4\n% business licence of ACME, sealed\n";
+
+/// An enterprise supplier's registration, with [`LICENCE`] as its PDF business licence.
+pub(crate) fn enterprise_supplier(username: &str, email: &str) -> Value {
+    json!({
+        "kind": "enterprise_supplier",
+        "username": username,
+        "password": PASSWORD,
+        "email": email,
+        "accepted_terms": "2026-12",
+        "company_name": "ACME Computing",
+        "legal_representative_name": "Li Lei",
+        "legal_representative_id": NATIONAL_ID,
+        "registered_capital_minor": 100_000_000,
+        "credit_code": CREDIT_CODE,
+        "corporate_account": "6222 0202 0011 2233",
+        "licence": {
+            "content_type": "application/pdf",
+            "data_base64": base64::engine::general_purpose::STANDARD.encode(LICENCE),
+        },
     })
 }
 
@@ -406,22 +431,9 @@ async fn an_enterprise_supplier_logs_in_only_after_an_operator_approves_its_lice
         &["--no-local-agent", "--smtp-relay", &relay],
     )
     .await;
-    let licence = b"%PDF-1.4\n% business licence of ACME, sealed\n".to_vec();
-    let encoded = base64::engine::general_purpose::STANDARD.encode(&licence);
-    let mut body = json!({
-        "kind": "enterprise_supplier",
-        "username": "acme",
-        "password": PASSWORD,
-        "email": "ops@acme.cn",
-        "accepted_terms": "2026-12",
-        "company_name": "ACME Computing",
-        "legal_representative_name": "Li Lei",
-        "legal_representative_id": NATIONAL_ID,
-        "registered_capital_minor": 100_000_000,
-        "credit_code": CREDIT_CODE,
-        "corporate_account": "6222 0202 0011 2233",
-        "licence": {"content_type": "image/png", "data_base64": encoded},
-    });
+    let licence = LICENCE.to_vec();
+    let mut body = enterprise_supplier("acme", "ops@acme.cn");
+    body["licence"]["content_type"] = json!("image/png");
     // A PDF declared as PNG is refused.
     let (s, b) = register(&server, body.clone()).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");

@@ -337,22 +337,12 @@ async fn pending_supplier(
     national_id: &str,
     credit_code: &str,
 ) -> String {
-    use base64::Engine as _;
     let email = format!("ops@{username}.cn");
-    let licence = base64::engine::general_purpose::STANDARD.encode(b"%PDF-1.4\n% licence\n");
-    let (s, b) = crate::market_accounts::register(
-        server,
-        serde_json::json!({
-            "kind": "enterprise_supplier", "username": username,
-            "password": crate::market_accounts::PASSWORD, "email": email,
-            "accepted_terms": "2026-12", "company_name": format!("{username} Computing"),
-            "legal_representative_name": "Li Lei", "legal_representative_id": national_id,
-            "registered_capital_minor": 100_000_000, "credit_code": credit_code,
-            "corporate_account": "6222 0202 0011 2233",
-            "licence": {"content_type": "application/pdf", "data_base64": licence},
-        }),
-    )
-    .await;
+    let mut body = crate::market_accounts::enterprise_supplier(username, &email);
+    body["company_name"] = format!("{username} Computing").into();
+    body["legal_representative_id"] = national_id.into();
+    body["credit_code"] = credit_code.into();
+    let (s, b) = crate::market_accounts::register(server, body).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let id = b["account"]["id"]
         .as_u64()
