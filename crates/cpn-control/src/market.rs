@@ -450,8 +450,14 @@ async fn persist_to(
 /// is ready and lists the device.
 async fn sync_nodes(state: &AppState, market: &mut Market) -> ApiResult<()> {
     let nodes = state.store.list_nodes().await?;
+    apply_nodes(market, &nodes)
+}
+
+/// [`sync_nodes`] with the node records read already (the metering loop reads them before
+/// it takes the market's lock, which task submissions wait on).
+fn apply_nodes(market: &mut Market, nodes: &[cpn_store::NodeRecord]) -> ApiResult<()> {
     let mut present: HashMap<(String, String), Vec<u32>> = HashMap::new();
-    for n in &nodes {
+    for n in nodes {
         let gpus = if n.ready {
             crate::runtime::nodes::inventory_of(n)
                 .gpus
@@ -1767,7 +1773,8 @@ pub async fn release(state: &AppState, who: &Caller, id: u64) -> ApiResult<wire:
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
     // A last monitoring sample, so even a short lease is evaluated on a measurement.
-    eval::observe(state, market, Some((LeaseId(id), me))).await?;
+    let nodes = state.store.list_nodes().await?;
+    eval::observe(state, market, &nodes, Some((LeaseId(id), me)));
     let result = market.release(me, LeaseId(id), now());
     let usage = result.as_ref().map(|r| r.usage.clone()).unwrap_or_default();
     persist(state, &mut inner, usage).await?;
@@ -1785,10 +1792,13 @@ pub async fn release(state: &AppState, who: &Caller, id: u64) -> ApiResult<wire:
 /// One metering run: card states follow the nodes, lease time is charged up to now,
 /// expired and budget-exhausted leases end (their class B holds go).
 pub async fn meter_once(state: &AppState) -> ApiResult<()> {
+    // Read before the lock: every market call and task submission waits on it, and a
+    // federation's node list is long.
+    let nodes = state.store.list_nodes().await?;
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
-    sync_nodes(state, market).await?;
-    eval::observe(state, market, None).await?;
+    apply_nodes(market, &nodes)?;
+    eval::observe(state, market, &nodes, None);
     let run = market.meter(now());
     persist(state, &mut inner, run.usage.clone()).await?;
     if let Some(market) = inner.market.as_ref() {

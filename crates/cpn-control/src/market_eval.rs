@@ -66,11 +66,12 @@ fn fresh_reports(state: &AppState, node_ids: &[&str]) -> HashMap<String, NodeMet
 /// One sample of each active class B lease's nodes (`only`: of that lease alone, if it is
 /// `user`'s), added to the leases' monitoring. Called under the market lock, after the
 /// catalog was brought in step with the nodes.
-pub(super) async fn observe(
+pub(super) fn observe(
     state: &AppState,
     market: &mut Market,
+    nodes: &[cpn_store::NodeRecord],
     only: Option<(LeaseId, AccountId)>,
-) -> ApiResult<()> {
+) {
     let leases: Vec<LeaseId> = market
         .leases()
         .filter(|l| {
@@ -81,9 +82,8 @@ pub(super) async fn observe(
         .map(|l| l.id)
         .collect();
     if leases.is_empty() {
-        return Ok(());
+        return;
     }
-    let nodes = state.store.list_nodes().await?;
     let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
     let reports = fresh_reports(state, &ids);
     for id in leases {
@@ -116,7 +116,6 @@ pub(super) async fn observe(
             tracing::warn!(lease = id.0, error = %e, "monitoring sample refused");
         }
     }
-    Ok(())
 }
 
 fn site_of(market: &Market, lease: &Lease) -> String {
