@@ -1087,6 +1087,20 @@ async fn a_mail_to_a_relay_that_is_down_is_delivered_after_a_crash_and_restart()
     assert_eq!(s, StatusCode::OK, "{b}");
     let erin = b["token"].as_str().expect("token").to_string();
     assert_eq!(delivery_log(&server, &erin, "erin").await, log);
+    // The operator's CLI shows the same log as a table, the target masked.
+    let out = server.cli(&[
+        "notify",
+        "deliveries",
+        "--recipient",
+        "erin",
+        "--status",
+        "delivered",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert_eq!(table.matches("delivered").count(), 1, "{table}");
+    assert!(!table.contains("erin@lab.cn"), "{table}");
+    assert!(!table.contains("retrying"), "{table}");
     let olga = server.user("other-lab", "olga", "user").await;
     let (s, b) = server
         .call(
