@@ -47,3 +47,31 @@ pub struct Subscription {
     pub kinds: Vec<NotifyKind>,
     pub created_at: DateTime<Utc>,
 }
+
+/// One attempt from the delivery log (`GET /api/v1/notifications/deliveries`), newest
+/// first. Only operators see every recipient's; others see those addressed to themselves.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Delivery {
+    /// The log's sequence number: `cursor` for the page after it.
+    pub id: u64,
+    /// Shared by every attempt of one notification (the mail's Message-ID, the webhook's
+    /// `X-Cpn-Idempotency-Key`).
+    pub idempotency_key: String,
+    /// `alarm`, `account`, `lease` or `billing`.
+    pub kind: String,
+    /// The username the notification is addressed to.
+    pub recipient: String,
+    /// `email`, `webhook` or `sms`.
+    pub channel: String,
+    /// Masked, as in a subscription: never the address in clear.
+    pub target: String,
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// `delivered`, `retrying` (this try failed, another follows) or `failed` (for good).
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The error is permanent: not retried.
+    pub permanent: bool,
+    pub at: DateTime<Utc>,
+}

@@ -18,16 +18,18 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
 use async_trait::async_trait;
 use chrono::Utc;
-use cpn_api_types::Code;
-use cpn_api_types::notifications::{CreateSubscription, NotifyChannel, NotifyKind, Subscription};
+use cpn_api_types::notifications::{
+    CreateSubscription, Delivery, NotifyChannel, NotifyKind, Subscription,
+};
+use cpn_api_types::{Code, Page};
 use cpn_notify::{
     AttemptStatus, DeliveryAttempt, DeliveryLog, Dispatcher, DispatcherConfig, EventKind, LogError,
     Notification, SmsGatewayConfig, SmtpConfig, SmtpCredentials, SmtpSecurity, Target,
     WebhookSecret,
 };
 use cpn_store::{
-    DocQuery, DocRecord, Enqueued, NotificationAttemptRecord, OutboxEntry, Settled, Store,
-    StoreError,
+    DocQuery, DocRecord, Enqueued, NotificationAttemptRecord, NotificationLogQuery, OutboxEntry,
+    Settled, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -531,6 +533,66 @@ pub async fn unsubscribe(state: &AppState, who: &Caller, id: &str) -> ServiceRes
         }
         _ => Err(ServiceError::not_found("subscription", id)),
     }
+}
+
+/// The statuses the delivery log records.
+pub const DELIVERY_STATUSES: [&str; 3] = ["delivered", "retrying", "failed"];
+
+/// The delivery log, newest first, in pages of `filter.limit` (at most
+/// [`NotificationLogQuery::MAX_LIMIT`]). Operators see every attempt. Anyone else sees the
+/// attempts of notifications addressed to themselves: the log records the recipient's
+/// username, and usernames are unique across tenants, so no attempt of another tenant's
+/// user can match; asking for another recipient is refused. Targets are masked in the log
+/// itself, so not even an operator reads an address from it.
+pub async fn deliveries(
+    state: &AppState,
+    who: &Caller,
+    mut filter: NotificationLogQuery,
+) -> ServiceResult<Page<Delivery>> {
+    if let Some(status) = &filter.status
+        && !DELIVERY_STATUSES.contains(&status.as_str())
+    {
+        return Err(ServiceError::field(
+            "status",
+            format!("status must be delivered, retrying or failed, got {status:?}"),
+        ));
+    }
+    if !who.is_operator() {
+        match &filter.recipient {
+            Some(r) if *r != who.username => {
+                return Err(ServiceError::forbidden(
+                    "only operators read the deliveries of other users",
+                ));
+            }
+            _ => filter.recipient = Some(who.username.clone()),
+        }
+    }
+    filter.limit = filter.limit.clamp(1, NotificationLogQuery::MAX_LIMIT);
+    let limit = filter.limit as usize;
+    let items: Vec<Delivery> = state
+        .store
+        .notification_log(filter)
+        .await?
+        .into_iter()
+        .map(|(id, a)| Delivery {
+            id,
+            idempotency_key: a.idempotency_key,
+            kind: a.kind,
+            recipient: a.recipient,
+            channel: a.channel,
+            target: a.target,
+            attempt: a.attempt,
+            status: a.status,
+            error: a.error,
+            permanent: a.permanent,
+            at: a.at,
+        })
+        .collect();
+    // A full page may have more behind it; a short one is the last.
+    let next_cursor = (items.len() == limit)
+        .then(|| items.last().map(|a| a.id.to_string()))
+        .flatten();
+    Ok(Page { items, next_cursor })
 }
 
 /// The setting that keeps the last event the alarm delivery has handled, so a restart

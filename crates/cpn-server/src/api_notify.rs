@@ -1,15 +1,15 @@
 //! HTTP surface of per-user notification subscriptions (issue #14 deliverable 6). The
 //! service is `notify`.
 
-use crate::extract::{JsonBody, Principal};
+use crate::extract::{JsonBody, Principal, QueryMap};
 use crate::notify;
 use crate::response::ApiResult;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use cpn_api_types::ErrorBody;
-use cpn_api_types::notifications::{CreateSubscription, Subscription};
+use cpn_api_types::notifications::{CreateSubscription, Delivery, Subscription};
+use cpn_api_types::{ErrorBody, Page};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -54,8 +54,31 @@ pub async fn unsubscribe(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The delivery log, newest first: every attempt for operators, the caller's own for
+/// anyone else (403 when asking for another recipient). Targets are masked.
+#[utoipa::path(get, path = "/api/v1/notifications/deliveries", tag = "notifications", security(("bearer" = [])),
+    params(
+        ("recipient" = Option<String>, Query, description = "Username the notifications are addressed to; others than the caller's for operators only"),
+        ("status" = Option<String>, Query, description = "delivered, retrying or failed"),
+        ("since" = Option<String>, Query, description = "RFC 3339; at or after"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1..=500, default 100"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses((status = 200, body = Page<Delivery>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn list_deliveries(
+    State(s): State<AppState>,
+    who: Principal,
+    q: QueryMap,
+) -> ApiResult<Json<Page<Delivery>>> {
+    Ok(Json(
+        notify::deliveries(&s, &who, crate::query::deliveries(q)?).await?,
+    ))
+}
+
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_subscriptions, subscribe))
         .routes(routes!(unsubscribe))
+        .routes(routes!(list_deliveries))
 }

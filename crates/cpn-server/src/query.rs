@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use cpn_api_types::Code;
 use cpn_api_types::tasks::{LogStream, TaskState};
 use cpn_model::{Kind, Selector};
+use cpn_store::NotificationLogQuery;
 
 fn bad(field: &str, message: String) -> ApiError {
     ApiError {
@@ -22,20 +23,37 @@ fn bad(field: &str, message: String) -> ApiError {
     }
 }
 
+/// `limit`: a page size from 1 to `max`, `default` when absent.
+fn limit_param(q: &mut QueryMap, max: usize, default: usize) -> ApiResult<usize> {
+    match q.take("limit") {
+        None => Ok(default),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(bad(
+                "limit",
+                format!("limit must be a whole number from 1 to {max}, got {s:?}"),
+            )),
+        },
+    }
+}
+
+/// `cursor`: the `next_cursor` of an earlier page, a sequence number.
+fn cursor_param(q: &mut QueryMap) -> ApiResult<Option<u64>> {
+    q.take("cursor")
+        .map(|c| {
+            c.parse::<u64>().map_err(|_| {
+                bad(
+                    "cursor",
+                    format!("cursor must be the next_cursor of an earlier page, got {c:?}"),
+                )
+            })
+        })
+        .transpose()
+}
+
 /// The paging and selector parameters every registry list shares.
 fn list_params(q: &mut QueryMap) -> ApiResult<ListParams> {
-    let limit = match q.take("limit") {
-        None => DEFAULT_PAGE,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(bad(
-                    "limit",
-                    format!("limit must be a whole number from 1 to {MAX_PAGE}, got {s:?}"),
-                ));
-            }
-        },
-    };
+    let limit = limit_param(q, MAX_PAGE, DEFAULT_PAGE)?;
     let selector = match q.take("selector") {
         None => Selector::default(),
         Some(s) => Selector::parse(&s).map_err(|e| bad("selector", format!("{e} in {s:?}")))?,
@@ -148,23 +166,8 @@ fn time_param(q: &mut QueryMap, name: &str) -> ApiResult<Option<DateTime<Utc>>> 
 
 /// `GET /api/v1/audit`.
 pub fn audit(mut q: QueryMap) -> ApiResult<AuditFilter> {
-    let limit = match q.take("limit") {
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| bad("limit", format!("limit must be 1..=1000, got {l:?}")))?,
-        None => 100,
-    };
-    let before = match q.take("cursor") {
-        Some(c) => Some(c.parse::<u64>().map_err(|_| {
-            bad(
-                "cursor",
-                format!("cursor must be the next_cursor of an earlier page, got {c:?}"),
-            )
-        })?),
-        None => None,
-    };
+    let limit = limit_param(&mut q, 1000, 100)?;
+    let before = cursor_param(&mut q)?;
     let filter = AuditFilter {
         actor: q.take("actor"),
         action: q.take("action"),
@@ -175,6 +178,21 @@ pub fn audit(mut q: QueryMap) -> ApiResult<AuditFilter> {
         since: time_param(&mut q, "since")?,
         until: time_param(&mut q, "until")?,
         before,
+        limit,
+    };
+    q.finish()?;
+    Ok(filter)
+}
+
+/// `GET /api/v1/notifications/deliveries`. The service checks `status` and who may read
+/// which recipient.
+pub fn deliveries(mut q: QueryMap) -> ApiResult<NotificationLogQuery> {
+    let limit = limit_param(&mut q, NotificationLogQuery::MAX_LIMIT as usize, 100)? as u32;
+    let filter = NotificationLogQuery {
+        recipient: q.take("recipient"),
+        status: q.take("status"),
+        since: time_param(&mut q, "since")?,
+        before: cursor_param(&mut q)?,
         limit,
     };
     q.finish()?;

@@ -104,6 +104,26 @@ pub struct NotificationAttemptRecord {
     pub at: DateTime<Utc>,
 }
 
+/// Which delivery attempts [`MarketStore::notification_log`] lists, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotificationLogQuery {
+    /// Only attempts of notifications to this recipient (the username the notifier records).
+    pub recipient: Option<String>,
+    /// `delivered`, `retrying` or `failed`.
+    pub status: Option<String>,
+    /// Only attempts at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// The page after a previous one: only attempts with a sequence number below this.
+    pub before: Option<u64>,
+    /// At most this many, capped at [`NotificationLogQuery::MAX_LIMIT`].
+    pub limit: u32,
+}
+
+impl NotificationLogQuery {
+    /// The longest page: a user may ask for many, the store reads no more than this.
+    pub const MAX_LIMIT: u32 = 500;
+}
+
 #[async_trait]
 pub trait MarketStore: Send + Sync + 'static {
     /// The next number of a named sequence, from 1: `account` for account ids, `listing` for
@@ -162,4 +182,10 @@ pub trait MarketStore: Send + Sync + 'static {
         &self,
         idempotency_key: &str,
     ) -> Result<Vec<NotificationAttemptRecord>>;
+    /// The delivery log, newest first, each attempt with its sequence number (the cursor
+    /// of the next page, `NotificationLogQuery::before`).
+    async fn notification_log(
+        &self,
+        query: NotificationLogQuery,
+    ) -> Result<Vec<(u64, NotificationAttemptRecord)>>;
 }

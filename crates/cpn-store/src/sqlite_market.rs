@@ -5,8 +5,8 @@
 
 use crate::sqlite::{is_unique_violation, parse_ts, ts};
 use crate::{
-    MarketRefusal, MarketStore, MarketWrite, NotificationAttemptRecord, Result, SqliteStore,
-    StoreError, StoredInvoice, StoredStatement,
+    MarketRefusal, MarketStore, MarketWrite, NotificationAttemptRecord, NotificationLogQuery,
+    Result, SqliteStore, StoreError, StoredInvoice, StoredStatement,
 };
 use async_trait::async_trait;
 use cpn_market::account::lifecycle::Actor;
@@ -1813,6 +1813,31 @@ impl MarketStore for SqliteStore {
                  WHERE idempotency_key = ?1 ORDER BY seq",
             )?;
             let rows = stmt.query_map([key], attempt_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn notification_log(
+        &self,
+        q: NotificationLogQuery,
+    ) -> Result<Vec<(u64, NotificationAttemptRecord)>> {
+        let limit = q.limit.min(NotificationLogQuery::MAX_LIMIT);
+        let before = q.before.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+        let since = q.since.map(ts);
+        self.read(move |conn| {
+            // A NULL filter matches everything, so one cached statement serves every query.
+            let mut stmt = conn.prepare_cached(
+                "SELECT idempotency_key, kind, recipient, channel, target, target_id, attempt,
+                 status, error, permanent, at, seq FROM notification_attempts
+                 WHERE (?1 IS NULL OR recipient = ?1) AND (?2 IS NULL OR status = ?2)
+                 AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR seq < ?4)
+                 ORDER BY seq DESC LIMIT ?5",
+            )?;
+            let rows = stmt.query_map(
+                params![q.recipient, q.status, since, before, i64::from(limit)],
+                |r| Ok((r.get::<_, i64>(11)? as u64, attempt_from_row(r)?)),
+            )?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await

@@ -15,7 +15,8 @@ use cpn_market::{
     OrderRequest, PriceSheet, TenantId, Timestamp,
 };
 use cpn_store::{
-    MarketRefusal, MarketStore, MarketWrite, NotificationAttemptRecord, SqliteStore, StoreError,
+    MarketRefusal, MarketStore, MarketWrite, NotificationAttemptRecord, NotificationLogQuery,
+    SqliteStore, StoreError,
 };
 use std::sync::Arc;
 
@@ -729,4 +730,95 @@ async fn the_delivery_log_answers_delivered_per_key_and_target() {
             .collect::<Vec<_>>(),
         vec![(1, "retrying"), (2, "delivered"), (1, "failed")]
     );
+}
+
+#[tokio::test]
+async fn the_delivery_log_lists_newest_first_filtered_and_paged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let t0 = Utc::now() - chrono::Duration::hours(1);
+    let attempt = |n: u32, recipient: &str, status: &str, minutes: i64| NotificationAttemptRecord {
+        idempotency_key: format!("k-{recipient}"),
+        kind: "account".into(),
+        recipient: recipient.into(),
+        channel: "email".into(),
+        target: "al***@example.org".into(),
+        target_id: "t1".into(),
+        attempt: n,
+        status: status.into(),
+        error: None,
+        permanent: false,
+        at: t0 + chrono::Duration::minutes(minutes),
+    };
+    for a in [
+        attempt(1, "ana", "retrying", 0),
+        attempt(1, "bo", "failed", 1),
+        attempt(2, "ana", "retrying", 2),
+        attempt(3, "ana", "delivered", 3),
+    ] {
+        store.record_notification_attempt(a).await.unwrap();
+    }
+    let list = |q: NotificationLogQuery| {
+        let store = &store;
+        async move {
+            store
+                .notification_log(q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(seq, a)| (seq, a.recipient, a.attempt, a.status))
+                .collect::<Vec<_>>()
+        }
+    };
+    let ana = list(NotificationLogQuery {
+        recipient: Some("ana".into()),
+        limit: 10,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        ana.iter().map(|r| (r.2, r.3.as_str())).collect::<Vec<_>>(),
+        vec![(3, "delivered"), (2, "retrying"), (1, "retrying")],
+        "newest first, only ana's"
+    );
+    let retrying = list(NotificationLogQuery {
+        status: Some("retrying".into()),
+        since: Some(t0 + chrono::Duration::minutes(1)),
+        limit: 10,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        retrying
+            .iter()
+            .map(|r| (r.1.as_str(), r.2))
+            .collect::<Vec<_>>(),
+        vec![("ana", 2)]
+    );
+    // Pages of two: the second starts below the last sequence number of the first.
+    let first = list(NotificationLogQuery {
+        limit: 2,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(first.len(), 2);
+    let second = list(NotificationLogQuery {
+        limit: 2,
+        before: Some(first[1].0),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        second
+            .iter()
+            .map(|r| (r.1.as_str(), r.2))
+            .collect::<Vec<_>>(),
+        vec![("bo", 1), ("ana", 1)]
+    );
+    let huge = list(NotificationLogQuery {
+        limit: u32::MAX,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(huge.len(), 4, "a limit past the cap is capped, not refused");
 }

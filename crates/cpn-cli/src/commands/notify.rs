@@ -3,11 +3,14 @@
 
 use super::Ctx;
 use crate::client::decode;
-use crate::output;
+use crate::output::{self, or_dash};
 use anyhow::Result;
 use chrono::SecondsFormat;
 use clap::{Subcommand, ValueEnum};
-use cpn_api_types::notifications::{CreateSubscription, NotifyChannel, NotifyKind, Subscription};
+use cpn_api_types::Page;
+use cpn_api_types::notifications::{
+    CreateSubscription, Delivery, NotifyChannel, NotifyKind, Subscription,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum NotifyCmd {
@@ -40,6 +43,37 @@ pub enum NotifyCmd {
         #[arg(value_name = "ID")]
         id: String,
     },
+    /// The delivery log, newest first: each try to send a notification addressed to you
+    /// (operators: to anyone), with its masked target and error.
+    ///
+    /// Examples:
+    ///   cpn notify deliveries
+    ///   cpn notify deliveries --status failed --limit 20
+    #[command(verbatim_doc_comment)]
+    Deliveries {
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// Only notifications to this user (yours unless you are an operator).
+        #[arg(long, value_name = "USER")]
+        recipient: Option<String>,
+        /// At or after this RFC 3339 time, e.g. 2026-01-02T03:04:05Z.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Attempts to show.
+        #[arg(long, default_value_t = 50, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: u32,
+        /// Older attempts: the cursor printed under the previous page.
+        #[arg(long, value_name = "CURSOR")]
+        cursor: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StatusArg {
+    Delivered,
+    Retrying,
+    Failed,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -144,6 +178,68 @@ pub async fn run(ctx: &Ctx, cmd: NotifyCmd) -> Result<()> {
                 .delete(&["api", "v1", "notifications", "subscriptions", &id])
                 .await?;
             output::emit(&format!("subscription {id} deleted"))
+        }
+        NotifyCmd::Deliveries {
+            status,
+            recipient,
+            since,
+            limit,
+            cursor,
+        } => {
+            let status = status.map(|s| {
+                match s {
+                    StatusArg::Delivered => "delivered",
+                    StatusArg::Retrying => "retrying",
+                    StatusArg::Failed => "failed",
+                }
+                .to_string()
+            });
+            let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+            for (key, value) in [
+                ("status", status),
+                ("recipient", recipient),
+                ("since", since),
+                ("cursor", cursor),
+            ] {
+                if let Some(v) = value {
+                    query.push((key, v));
+                }
+            }
+            let value = ctx
+                .client
+                .get(&["api", "v1", "notifications", "deliveries"], &query)
+                .await?;
+            if !ctx.table() {
+                return output::print_raw(ctx.output, &value);
+            }
+            let page: Page<Delivery> = decode(&value, "delivery page")?;
+            let mut t = output::table(&[
+                "TIME",
+                "RECIPIENT",
+                "KIND",
+                "CHANNEL",
+                "TARGET",
+                "TRY",
+                "STATUS",
+                "ERROR",
+            ]);
+            for d in page.items {
+                t.add_row(vec![
+                    d.at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    d.recipient,
+                    d.kind,
+                    d.channel,
+                    d.target,
+                    d.attempt.to_string(),
+                    d.status,
+                    or_dash(d.error.as_deref()),
+                ]);
+            }
+            output::print_table(&t)?;
+            if let Some(c) = page.next_cursor {
+                output::emit(&format!("older: cpn notify deliveries --cursor {c}"))?;
+            }
+            Ok(())
         }
     }
 }

@@ -947,19 +947,17 @@ async fn a_registered_user_orders_is_billed_to_its_account_and_gets_the_budget_a
     );
 }
 
-/// One column of a recipient's rows in the store, oldest first, read as the running server
-/// keeps it (WAL lets a reader in beside it): the delivery log's `notification_attempts`
-/// (`status`) or the `notification_outbox` (`state`).
-fn store_column(data_dir: &Path, table: &str, column: &str, recipient: &str) -> Vec<String> {
+/// The outbox states of a recipient's entries, oldest first, read as the running server
+/// keeps them (WAL lets a reader in beside it): the outbox is the server's own and no API
+/// shows it.
+fn outbox_states(data_dir: &Path, recipient: &str) -> Vec<String> {
     let db = rusqlite::Connection::open_with_flags(
         data_dir.join("cpn.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .unwrap();
     let mut stmt = db
-        .prepare(&format!(
-            "SELECT {column} FROM {table} WHERE recipient = ?1 ORDER BY seq"
-        ))
+        .prepare("SELECT state FROM notification_outbox WHERE recipient = ?1 ORDER BY seq")
         .unwrap();
     stmt.query_map([recipient], |r| r.get(0))
         .unwrap()
@@ -967,12 +965,34 @@ fn store_column(data_dir: &Path, table: &str, column: &str, recipient: &str) -> 
         .unwrap()
 }
 
-fn delivery_log(data_dir: &Path, recipient: &str) -> Vec<String> {
-    store_column(data_dir, "notification_attempts", "status", recipient)
-}
-
-fn outbox_states(data_dir: &Path, recipient: &str) -> Vec<String> {
-    store_column(data_dir, "notification_outbox", "state", recipient)
+/// The statuses of the delivery log's attempts for `recipient`, oldest first, as `token`
+/// reads them through `GET /api/v1/notifications/deliveries` (newest first there).
+async fn delivery_log(server: &Server, token: &str, recipient: &str) -> Vec<String> {
+    let (s, b) = server
+        .call(
+            Method::GET,
+            &format!("/api/v1/notifications/deliveries?recipient={recipient}&limit=500"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let items = b["items"].as_array().expect("a page of deliveries");
+    for a in items {
+        assert_eq!(a["recipient"], recipient, "{a}");
+        assert!(
+            !a["target"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("erin@lab.cn"),
+            "the target is masked: {a}"
+        );
+    }
+    items
+        .iter()
+        .rev()
+        .map(|a| a["status"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 /// A pending code is in the store, not in the server's memory: the code mailed before a
@@ -1029,7 +1049,10 @@ async fn a_mail_to_a_relay_that_is_down_is_delivered_after_a_crash_and_restart()
         "the code is queued even with the relay down: {b}"
     );
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !delivery_log(dir.path(), "erin").contains(&"retrying".to_string()) {
+    while !delivery_log(&server, &server.token, "erin")
+        .await
+        .contains(&"retrying".to_string())
+    {
         assert!(Instant::now() < deadline, "no failed attempt was logged");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -1048,7 +1071,7 @@ async fn a_mail_to_a_relay_that_is_down_is_delivered_after_a_crash_and_restart()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let log = delivery_log(dir.path(), "erin");
+    let log = delivery_log(&server, &server.token, "erin").await;
     assert_eq!(log.first().map(String::as_str), Some("retrying"), "{log:?}");
     assert_eq!(log.last().map(String::as_str), Some("delivered"), "{log:?}");
     assert_eq!(
@@ -1058,6 +1081,50 @@ async fn a_mail_to_a_relay_that_is_down_is_delivered_after_a_crash_and_restart()
     );
     let (s, b) = activate(&server, "erin", &code).await;
     assert_eq!(s, StatusCode::OK, "{b}");
+    // Erin reads her own log; a plain user of another tenant sees none of it and may not
+    // ask for it.
+    let (s, b) = login(&server, "erin").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let erin = b["token"].as_str().expect("token").to_string();
+    assert_eq!(delivery_log(&server, &erin, "erin").await, log);
+    // The operator's CLI shows the same log as a table, the target masked.
+    let out = server.cli(&[
+        "notify",
+        "deliveries",
+        "--recipient",
+        "erin",
+        "--status",
+        "delivered",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert_eq!(table.matches("delivered").count(), 1, "{table}");
+    assert!(!table.contains("erin@lab.cn"), "{table}");
+    assert!(!table.contains("retrying"), "{table}");
+    let olga = server.user("other-lab", "olga", "user").await;
+    let (s, b) = server
+        .call(
+            Method::GET,
+            "/api/v1/notifications/deliveries",
+            Some(&olga),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        b["items"],
+        json!([]),
+        "another tenant's user sees none: {b}"
+    );
+    let (s, b) = server
+        .call(
+            Method::GET,
+            "/api/v1/notifications/deliveries?recipient=erin",
+            Some(&olga),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
     // Nothing is sent again after another restart: the entry is settled.
     drop(server);
     let _server = Server::start_with(dir.path(), false, &flags).await;
