@@ -9,10 +9,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, mkdirSync } from 'node:fs';
-import { chromium } from 'playwright-core';
+import { BASE, api as apiAs, launchChromium } from './support.mjs';
 import { fileURLToPath } from 'node:url';
 
-const BASE = process.env.CPN_URL;
 const PASSWORD = readFileSync(process.env.CPN_PASSWORD_FILE, 'utf8').trim();
 const SHOTS = process.env.CPN_SHOTS || 'target/console-screenshots';
 const DEMO_SITES = ['zhangjiakou', 'horinger', 'zhongwei', 'qingyang', 'guian', 'wuhu', 'shaoguan', 'tianfu', 'chongqing', 'yangtze-delta-demo-zone'];
@@ -46,23 +45,14 @@ async function shot(page, name) {
   await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
 }
 
-async function api(method, path, body) {
+/** The API as the operator. */
+function api(method, path, body) {
   const token = readFileSync(process.env.CPN_PASSWORD_FILE.replace(/admin\.password$/, 'admin.token'), 'utf8').trim();
-  const res = await fetch(`${BASE}${path}`, {
-    method,
-    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  assert.ok(res.ok, `${method} ${path}: ${res.status} ${text}`);
-  return text ? JSON.parse(text) : null;
+  return apiAs(token, method, path, body);
 }
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -21,9 +21,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { BASE, api, launchChromium } from './support.mjs';
 
-const BASE = process.env.CPN_URL;
 const ADMIN_TOKEN = readFileSync(process.env.CPN_PASSWORD_FILE.replace(/admin\.password$/, 'admin.token'), 'utf8').trim();
 const SUPPLIER = process.env.CPN_SUPPLIER_TOKEN;
 const USER = process.env.CPN_USER;
@@ -87,22 +86,8 @@ async function shot(page, name) {
   await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
 }
 
-async function api(token, method, path, body) {
-  const res = await fetch(`${BASE}${path}`, {
-    method,
-    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  assert.ok(res.ok, `${method} ${path}: ${res.status} ${text}`);
-  return text ? JSON.parse(text) : null;
-}
-
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
   const listing = await api(SUPPLIER, 'POST', '/api/v1/market/listings', {
     class: 'b', resource_type: 'gpu', model: 'A100 80GB', card_memory_gib: 80, memory_gib: 512, vcpus: 64,
     prices: { hourly_minor: 36000, monthly_minor: 2000000 }, vendor: VENDOR, region: '深圳市',
