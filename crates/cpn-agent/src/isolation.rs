@@ -778,8 +778,18 @@ pub(crate) fn detect_cgroups() -> Cgroups {
         let probe = base.join(format!(".probe-{}", std::process::id()));
         let writable = fs::create_dir_all(&base).is_ok()
             && fs::create_dir(&probe).is_ok()
-            // Device rules are reported enforced only where they can be written.
-            && (controller != "devices" || write_device_rules(&probe, &gpu_minors, &[0]).is_ok());
+            // Device rules are reported enforced only where they can be written (a
+            // container's root group allows a short list, and without CAP_SYS_ADMIN the
+            // kernel refuses every rule).
+            && (controller != "devices"
+                || write_device_rules(&probe, &gpu_minors, &[0])
+                    .inspect_err(|e| {
+                        tracing::warn!(
+                            group = %probe.display(),
+                            "cannot write GPU device rules ({e}); GPU isolation is simulated"
+                        )
+                    })
+                    .is_ok());
         let removed = fs::remove_dir(&probe).is_ok();
         if writable && removed {
             bases.push((controller, base));

@@ -36,17 +36,45 @@ pub fn make(dir: &Path) -> [PathBuf; 2] {
     })
 }
 
-/// Whether this host has a writable cgroup v1 `devices` hierarchy, where the agent must
-/// enforce GPU isolation (a test that finds none skips its device checks, saying so).
-pub fn v1_devices_hierarchy() -> bool {
-    fs::read_to_string("/proc/self/mounts")
-        .unwrap_or_default()
+/// Whether this host lets a root agent enforce GPU isolation with the cgroup v1 `devices`
+/// controller, judged apart from the agent's own probe so that a test can fail when the
+/// agent wrongly says it cannot: the hierarchy is mounted read-write, its root group allows
+/// every device (a container's root allows a short list, and a child can never allow more
+/// than its parent, so the agent's rules cannot be written there), and this process holds
+/// `CAP_SYS_ADMIN`, without which the kernel refuses every write to `devices.allow` and
+/// `devices.deny`. `Err` says which is missing, for the test's skip message.
+pub fn v1_devices_hierarchy() -> Result<(), String> {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let root = mounts
         .lines()
-        .any(|l| {
+        .find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3
+            (f.len() > 3
                 && f[2] == "cgroup"
                 && f[3].split(',').any(|o| o == "devices")
-                && f[3].split(',').any(|o| o == "rw")
+                && f[3].split(',').any(|o| o == "rw"))
+            .then(|| PathBuf::from(f[1]))
         })
+        .ok_or("no read-write cgroup v1 devices hierarchy is mounted")?;
+    let list = fs::read_to_string(root.join("devices.list")).unwrap_or_default();
+    if list.trim() != "a *:* rwm" {
+        return Err(format!(
+            "the devices hierarchy's root group {} allows only {:?}",
+            root.display(),
+            list.trim()
+        ));
+    }
+    const CAP_SYS_ADMIN: u32 = 21;
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    if effective & (1 << CAP_SYS_ADMIN) == 0 {
+        return Err(format!(
+            "this process lacks CAP_SYS_ADMIN (CapEff {effective:#x}), which device rules need"
+        ));
+    }
+    Ok(())
 }
