@@ -22,7 +22,11 @@ use tokio::sync::oneshot;
 
 const DB_FILE: &str = "cpn.db";
 const LOCK_FILE: &str = "cpn.lock";
-const READERS: usize = 8;
+/// Reads that run at once, each on a connection of its own. A connection is opened when
+/// first needed and kept: opening one parses the whole schema again, which under 64
+/// concurrent clients, with 8 kept, cost more CPU than the reads. Reads past this many
+/// wait for a connection rather than open more (each would take a blocking thread too).
+const READERS: usize = 64;
 /// WAL size (pages) from which the checkpointer folds it back into the database file:
 /// SQLite's own autocheckpoint threshold.
 const CHECKPOINT_PAGES: std::ffi::c_int = 1000;
@@ -551,6 +555,8 @@ type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
 pub struct SqliteStore {
     writer: Mutex<mpsc::Sender<WriteJob>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// One permit a connection: at most `READERS` reads run at once.
+    read_permits: Arc<tokio::sync::Semaphore>,
     path: PathBuf,
     // Held for the store's lifetime: the OS lock keeps a second server off this data dir.
     _lock: File,
@@ -637,10 +643,10 @@ impl SqliteStore {
                 Ok(())
             },
         ))?;
+        // One reader now, so that a database that cannot be read fails the open; the
+        // others as reads need them.
         let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            readers.push(open_connection(&path)?);
-        }
+        readers.push(open_connection(&path)?);
         // SQLite creates the WAL and shared-memory files with the database's mode; files
         // left by an older server are tightened here.
         for suffix in ["-wal", "-shm"] {
@@ -661,6 +667,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Mutex::new(tx),
             readers: Arc::new(Mutex::new(readers)),
+            read_permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
             path,
             _lock: lock,
         })
@@ -732,24 +739,28 @@ impl SqliteStore {
     {
         let readers = self.readers.clone();
         let path = self.path.clone();
+        let permit = self
+            .read_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Backend("the store's readers are closed".into()))?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let pooled = readers
                 .lock()
                 .expect("reader pool lock is never held across a panic")
                 .pop();
-            // More concurrent reads than pooled connections: open another rather than wait;
-            // only READERS connections are kept afterwards.
+            // The permit guarantees a place for it in the pool afterwards.
             let conn = match pooled {
                 Some(c) => c,
                 None => open_connection(&path)?,
             };
             let result = f(&conn);
-            let mut pool = readers
+            readers
                 .lock()
-                .expect("reader pool lock is never held across a panic");
-            if pool.len() < READERS {
-                pool.push(conn);
-            }
+                .expect("reader pool lock is never held across a panic")
+                .push(conn);
             result
         })
         .await
@@ -766,6 +777,10 @@ fn checkpoint_loop(conn: Connection, asked: mpsc::Receiver<()>) {
             tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
         }
     }
+}
+
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
@@ -785,15 +800,16 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
             continue;
         }
         for job in jobs {
-            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            // Cached statements: a batch of 512 jobs would otherwise parse these 1,024 times.
+            if let Err(e) = run_cached(&conn, "SAVEPOINT job") {
                 tracing::error!(error = %e, "cannot open a savepoint");
                 continue;
             }
             let (ok, deliver) = job(&conn);
             let end = if ok {
-                conn.execute_batch("RELEASE job")
+                run_cached(&conn, "RELEASE job")
             } else {
-                conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                run_cached(&conn, "ROLLBACK TO job").and_then(|()| run_cached(&conn, "RELEASE job"))
             };
             if let Err(e) = end {
                 tracing::error!(error = %e, "closing a savepoint failed");
