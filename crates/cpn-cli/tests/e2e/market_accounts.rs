@@ -910,6 +910,28 @@ async fn a_registered_user_orders_is_billed_to_its_account_and_gets_the_budget_a
         1,
         "{mails:?}"
     );
+    // Both came through the outbox, written with the order's market write, keyed by event.
+    let entries = outbox(server, "rita").await;
+    let key_of = |prefix: &str| {
+        entries
+            .iter()
+            .find(|e| {
+                e["idempotency_key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with(prefix))
+            })
+            .map(|e| e["kind"].clone())
+    };
+    assert_eq!(
+        key_of(&format!("lease-{lease}:started")),
+        Some(json!("lease")),
+        "{entries:?}"
+    );
+    assert_eq!(
+        key_of("budget-rita-"),
+        Some(json!("billing")),
+        "{entries:?}"
+    );
 
     // After the month's close the ledger names rita's funds and what the platform owes the
     // supplier's account; it sums to zero.
