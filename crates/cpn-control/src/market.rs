@@ -1075,6 +1075,20 @@ fn meter_announcements(
         .collect()
 }
 
+/// [`meter_announcements`] of a metering run, reading the account names only when there is
+/// something to tell (the metering loop runs every few seconds).
+async fn run_announcements(
+    state: &AppState,
+    market: &Market,
+    run: &cpn_market::market::MeterRun,
+) -> ApiResult<Vec<Announcement>> {
+    if run.ended.is_empty() && run.events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names = names(state).await?;
+    Ok(meter_announcements(market, &names, run))
+}
+
 /// A started lease and the budget events its first charge raised.
 fn start_announcements(
     market: &Market,
@@ -1814,17 +1828,12 @@ pub async fn meter_once(state: &AppState) -> ApiResult<()> {
     apply_nodes(market, &nodes)?;
     eval::observe(state, market, &nodes, None);
     let run = market.meter(now());
-    // Names are read only when there is something to tell: the run is every few seconds.
-    let announcements = if run.ended.is_empty() && run.events.is_empty() {
-        Vec::new()
-    } else {
-        match names(state).await {
-            Ok(names) => meter_announcements(market, &names, &run),
-            Err(e) => {
-                // The run's changes are not written: restore rather than keep them.
-                inner.market = None;
-                return Err(e);
-            }
+    let announcements = match run_announcements(state, market, &run).await {
+        Ok(a) => a,
+        Err(e) => {
+            // The run's changes are not written: restore rather than keep them.
+            inner.market = None;
+            return Err(e);
         }
     };
     persist(state, &mut inner, run.usage.clone(), announcements).await?;
@@ -2028,7 +2037,14 @@ pub async fn close_month(
     // Charge the running leases up to now first, so the month's records are complete up
     // to this moment.
     let run = market.meter(now());
-    persist(state, &mut inner, run.usage, Vec::new()).await?;
+    let announcements = match run_announcements(state, market, &run).await {
+        Ok(a) => a,
+        Err(e) => {
+            inner.market = None;
+            return Err(e);
+        }
+    };
+    persist(state, &mut inner, run.usage, announcements).await?;
     let records = state.store.market_usage(m).await?;
     let market = ensure(state, &mut inner).await?;
     let closed = market

@@ -4,14 +4,20 @@
 //! on an SMTP relay's retries.
 //!
 //! Durability: a notification is written to the store's outbox (`notification_outbox`)
-//! before the call that causes it answers ([`Notifier::enqueue`]), and the supervised outbox
-//! loop ([`run_outbox`]) delivers it with the dispatcher's retries and backoff, then marks it
-//! delivered or failed and erases its text. A crash or restart before that leaves it pending,
-//! and the next start sends it again. Delivery is at least once: the delivery log skips a
-//! target that already has the key, but a crash between a relay's acceptance and the log row
-//! sends that target the message again (receivers deduplicate on the key: the Message-ID,
-//! `X-Cpn-Idempotency-Key`). Until it is settled, an entry holds the message in clear, as
-//! any mail spool does (a registration code among them, for its 10 minutes at most).
+//! before the call that causes it answers ([`Notifier::enqueue`]); a marketplace event is
+//! written in the market change's own store transaction ([`market_outbox`],
+//! `MarketWrite::outbox`), so a crash keeps both or neither. The supervised outbox loop
+//! ([`run_outbox`]) delivers it with the dispatcher's retries and backoff, then marks it
+//! delivered (erasing its text) or failed. A crash or restart before that leaves it
+//! pending, and the next start sends it again. Delivery is at least once: the delivery log
+//! skips a target that already has the key, but a crash between a relay's acceptance and
+//! the log row sends that target the message again (receivers deduplicate on the key: the
+//! Message-ID, `X-Cpn-Idempotency-Key`). Until it is delivered or purged, an entry holds the
+//! message in clear, as any mail spool does (a registration code among them, which expires
+//! after 10 minutes): a failed entry keeps it so an operator can send it again ([`retry`],
+//! a fresh attempt budget). Operators read the outbox without messages ([`outbox`]): kind,
+//! recipient, masked targets, state, attempts, next attempt and last error, the attempts
+//! counted in the same write as each delivery-log row.
 
 use crate::caller::Caller;
 use crate::error::{ServiceError, ServiceResult};
