@@ -75,3 +75,32 @@ pub struct Delivery {
     pub permanent: bool,
     pub at: DateTime<Utc>,
 }
+
+/// One notification in the outbox (`GET /api/v1/notifications/outbox`, operators only),
+/// newest first. Never its message, which may hold a secret such as a verification code.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OutboxItem {
+    /// The outbox's sequence number: `cursor` for the page after it, and the id to retry.
+    pub id: u64,
+    /// As in the delivery log, whose attempts of this notification share it.
+    pub idempotency_key: String,
+    /// `alarm`, `account`, `lease` or `billing` (empty for entries older than this field).
+    pub kind: String,
+    /// The username the notification is addressed to.
+    pub recipient: String,
+    /// Where it goes, masked as in the delivery log: never an address in clear.
+    pub targets: Vec<String>,
+    /// `pending` (being delivered), `delivered` or `failed` (every attempt used; an
+    /// operator can retry it).
+    pub state: String,
+    /// Delivery attempts since it was queued or last retried, over all its targets.
+    pub attempts: u32,
+    /// While pending: when the next attempt is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<DateTime<Utc>>,
+}

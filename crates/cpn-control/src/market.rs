@@ -21,10 +21,11 @@
 //! marketplace call for a user an operator created), so leases, orders and ledger entries
 //! name real accounts. Orders and listings need an active account (`Account::can_transact`).
 //!
-//! **Notifications**: lease starts and ends and the core's budget events are sent to the
-//! subscribers (`notify::market_event`, kinds `lease` and `billing`) once the change is
-//! written, with idempotency keys made of the lease or tenant and month, so a retry or a
-//! restart does not send one twice.
+//! **Notifications**: lease starts and ends and the core's budget events go to the
+//! subscribers (`notify::market_outbox`, kinds `lease` and `billing`) through the outbox
+//! rows written in the same store transaction as the change (`MarketWrite::outbox`), so a
+//! crash keeps both or neither; their idempotency keys are made of the lease or tenant and
+//! month, so a retry or a restart does not send one twice.
 //!
 //! **Class B** leases hold their share (cards, and CPU and memory in proportion) in the one
 //! capacity ledger (`runtime::ledger`) as a `Lease` hold per node, so the binder and
@@ -36,7 +37,7 @@
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::notify::Audience;
+use crate::notify::{Audience, MarketEvent as Announcement};
 use crate::runtime::ledger::{Hold, HoldKind, lease_hold_id};
 use crate::state::AppState;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -407,9 +408,21 @@ async fn ensure_from<'a>(
 }
 
 /// Writes what the market changed (and the usage records the call returned) before the
-/// caller answers. On a refusal or a store error the market is dropped, to be restored.
-async fn persist(state: &AppState, inner: &mut Inner, usage: Vec<UsageRecord>) -> ApiResult<()> {
-    persist_to(state.store.as_ref(), inner, usage).await
+/// caller answers, with the notifications it causes in the same transaction, so a crash
+/// cannot keep the one without the other. On a refusal or a store error the market is
+/// dropped, to be restored.
+async fn persist(
+    state: &AppState,
+    inner: &mut Inner,
+    usage: Vec<UsageRecord>,
+    announcements: Vec<Announcement>,
+) -> ApiResult<()> {
+    let notifies = !announcements.is_empty();
+    persist_to(state.store.as_ref(), inner, usage, announcements).await?;
+    if notifies {
+        state.market_accounts.notifier().wake();
+    }
+    Ok(())
 }
 
 /// [`persist`] with only what it writes to: the store.
@@ -417,18 +430,28 @@ async fn persist_to(
     store: &dyn cpn_store::Store,
     inner: &mut Inner,
     usage: Vec<UsageRecord>,
+    announcements: Vec<Announcement>,
 ) -> ApiResult<()> {
     let Some(market) = inner.market.as_mut() else {
         return Ok(());
     };
     let changes = market.take_changes();
-    if changes.is_empty() && usage.is_empty() {
+    if changes.is_empty() && usage.is_empty() && announcements.is_empty() {
         return Ok(());
     }
+    let outbox = match crate::notify::market_outbox(store, announcements).await {
+        Ok(o) => o,
+        Err(e) => {
+            // The changes are taken: the market is ahead of the store now.
+            inner.market = None;
+            return Err(e.into());
+        }
+    };
     let write = MarketWrite {
         changes,
         usage,
         close: None,
+        outbox,
     };
     match store.apply_market(write).await {
         Ok(Ok(())) => Ok(()),
@@ -947,18 +970,6 @@ async fn transacting(state: &AppState, who: &Caller) -> ApiResult<AccountId> {
 
 // ---------------------------------------------------------------- notifications
 
-/// One event for the subscribers, gathered under the market lock and sent after it.
-struct Announcement {
-    audience: Audience,
-    kind: EventKind,
-    subject: String,
-    body: String,
-    payload: serde_json::Value,
-    /// Names the event, not the call: the same lease start or budget month twice is one
-    /// notification (the delivery log drops a resend).
-    key: String,
-}
-
 fn lease_started(market: &Market, names: &HashMap<AccountId, String>, id: LeaseId) -> Announcement {
     lease_event(market, names, id, "started", None)
 }
@@ -1064,16 +1075,30 @@ fn meter_announcements(
         .collect()
 }
 
-/// Writes the announcements to the notification outbox after the call's changes are
-/// written and before it answers; the outbox loop sends them, after a restart too. (A crash
-/// in the moment between the two writes loses them: they are not in the market's write.)
-async fn announce(state: &AppState, list: Vec<Announcement>) {
-    for a in list {
-        crate::notify::market_event(
-            state, a.audience, a.kind, &a.subject, &a.body, a.payload, &a.key,
-        )
-        .await;
+/// [`meter_announcements`] of a metering run, reading the account names only when there is
+/// something to tell (the metering loop runs every few seconds).
+async fn run_announcements(
+    state: &AppState,
+    market: &Market,
+    run: &cpn_market::market::MeterRun,
+) -> ApiResult<Vec<Announcement>> {
+    if run.ended.is_empty() && run.events.is_empty() {
+        return Ok(Vec::new());
     }
+    let names = names(state).await?;
+    Ok(meter_announcements(market, &names, run))
+}
+
+/// A started lease and the budget events its first charge raised.
+fn start_announcements(
+    market: &Market,
+    names: &HashMap<AccountId, String>,
+    lease: LeaseId,
+    events: &[BudgetEvent],
+) -> Vec<Announcement> {
+    let mut list = vec![lease_started(market, names, lease)];
+    list.extend(events.iter().map(budget_event));
+    list
 }
 
 // ---------------------------------------------------------------- listings
@@ -1134,7 +1159,7 @@ pub async fn publish(
     if result.is_ok() {
         sync_nodes(state, market).await?;
     }
-    persist(state, &mut inner, Vec::new()).await?;
+    persist(state, &mut inner, Vec::new(), Vec::new()).await?;
     let cpcid = result?;
     let market = inner.market.as_ref().expect("persisted");
     listing_view(market, &names, cpcid).ok_or_else(|| internal("published listing vanished"))
@@ -1167,7 +1192,7 @@ pub async fn edit(
         .catalog_mut()
         .edit(cpcid, me, spec)
         .map_err(catalog_error);
-    persist(state, &mut inner, Vec::new()).await?;
+    persist(state, &mut inner, Vec::new(), Vec::new()).await?;
     result?;
     let market = inner.market.as_ref().expect("persisted");
     listing_view(market, &names, cpcid).ok_or_else(|| internal("edited listing vanished"))
@@ -1193,7 +1218,7 @@ pub async fn set_listed(
         market.catalog_mut().delist(cpcid, me, reason, now())
     }
     .map_err(catalog_error);
-    persist(state, &mut inner, Vec::new()).await?;
+    persist(state, &mut inner, Vec::new(), Vec::new()).await?;
     result?;
     let market = inner.market.as_ref().expect("persisted");
     listing_view(market, &names, cpcid).ok_or_else(|| internal("listing vanished"))
@@ -1468,7 +1493,7 @@ pub async fn record_lease_task(
         }
         from = to;
     }
-    if let Err(e) = persist_to(store, &mut inner, records).await {
+    if let Err(e) = persist_to(store, &mut inner, records, Vec::new()).await {
         tracing::warn!(lease, error = %e, "writing a lease task's usage failed");
     }
 }
@@ -1556,11 +1581,14 @@ pub async fn place_order(
     let market = ensure(state, &mut inner).await?;
     sync_nodes(state, market).await?;
     let result = market.place_order(order, entropy(), now());
-    let usage = match &result {
-        Ok(OrderPlaced::Leased(s)) => s.usage.clone(),
-        _ => Vec::new(),
+    let (usage, announcements) = match &result {
+        Ok(OrderPlaced::Leased(s)) => (
+            s.usage.clone(),
+            start_announcements(market, &names, s.lease, &s.events),
+        ),
+        _ => (Vec::new(), Vec::new()),
     };
-    persist(state, &mut inner, usage).await?;
+    persist(state, &mut inner, usage, announcements).await?;
     let placed = result.map_err(order_error)?;
     let (order_id, lease) = match &placed {
         OrderPlaced::AwaitingApproval(o) => (*o, None),
@@ -1572,11 +1600,6 @@ pub async fn place_order(
         inner.codes.insert(s.lease, code.clone());
     }
     let market = inner.market.as_ref().expect("persisted");
-    if let OrderPlaced::Leased(s) = &placed {
-        let mut list = vec![lease_started(market, &names, s.lease)];
-        list.extend(s.events.iter().map(budget_event));
-        announce(state, list).await;
-    }
     if let Some(id) = lease
         && let Some(l) = market.lease(id)
         && l.class == ClusterClass::B
@@ -1603,16 +1626,19 @@ pub async fn approve_order(state: &AppState, who: &Caller, id: u64) -> ApiResult
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
     let result = market.approve_order(me, OrderId(id), entropy(), now());
-    let usage = result.as_ref().map(|s| s.usage.clone()).unwrap_or_default();
-    persist(state, &mut inner, usage).await?;
+    let (usage, announcements) = match &result {
+        Ok(s) => (
+            s.usage.clone(),
+            start_announcements(market, &names, s.lease, &s.events),
+        ),
+        Err(_) => (Vec::new(), Vec::new()),
+    };
+    persist(state, &mut inner, usage, announcements).await?;
     let started = result.map_err(order_error)?;
     if let Some(code) = &started.authorization_code {
         inner.codes.insert(started.lease, code.clone());
     }
     let market = inner.market.as_ref().expect("persisted");
-    let mut list = vec![lease_started(market, &names, started.lease)];
-    list.extend(started.events.iter().map(budget_event));
-    announce(state, list).await;
     let lease = market
         .lease(started.lease)
         .ok_or_else(|| internal("started lease vanished"))?;
@@ -1640,7 +1666,7 @@ pub async fn close_order(
         }
         None => market.cancel_order(me, OrderId(id)),
     };
-    persist(state, &mut inner, Vec::new()).await?;
+    persist(state, &mut inner, Vec::new(), Vec::new()).await?;
     result.map_err(order_error)?;
     let market = inner.market.as_ref().expect("persisted");
     market
@@ -1711,7 +1737,7 @@ pub async fn take_code(
     if reissue {
         let supplier = market.lease(lease).map(|l| l.supplier).unwrap_or(me);
         let result = market.reissue_authorization_code(supplier, lease, entropy());
-        persist(state, &mut inner, Vec::new()).await?;
+        persist(state, &mut inner, Vec::new(), Vec::new()).await?;
         let code = result.map_err(lease_error)?;
         return Ok(wire::AuthorizationCode { lease: id, code });
     }
@@ -1754,7 +1780,7 @@ pub async fn enter_code(
         (None, false) => None,
     };
     let result = market.enter_authorization_code(me, LeaseId(id), &entry.code, now());
-    persist(state, &mut inner, Vec::new()).await?;
+    persist(state, &mut inner, Vec::new(), Vec::new()).await?;
     result.map_err(lease_error)?;
     let market = inner.market.as_ref().expect("persisted");
     let lease = market
@@ -1776,11 +1802,13 @@ pub async fn release(state: &AppState, who: &Caller, id: u64) -> ApiResult<wire:
     let nodes = state.store.list_nodes().await?;
     eval::observe(state, market, &nodes, Some((LeaseId(id), me)));
     let result = market.release(me, LeaseId(id), now());
-    let usage = result.as_ref().map(|r| r.usage.clone()).unwrap_or_default();
-    persist(state, &mut inner, usage).await?;
-    let run = result.map_err(lease_error)?;
+    let (usage, announcements) = match &result {
+        Ok(run) => (run.usage.clone(), meter_announcements(market, &names, run)),
+        Err(_) => (Vec::new(), Vec::new()),
+    };
+    persist(state, &mut inner, usage, announcements).await?;
+    result.map_err(lease_error)?;
     let market = inner.market.as_ref().expect("persisted");
-    announce(state, meter_announcements(market, &names, &run)).await;
     release_class_b(state, market, LeaseId(id)).await;
     revoke_access(state, LeaseId(id)).await;
     let lease = market
@@ -1800,12 +1828,16 @@ pub async fn meter_once(state: &AppState) -> ApiResult<()> {
     apply_nodes(market, &nodes)?;
     eval::observe(state, market, &nodes, None);
     let run = market.meter(now());
-    persist(state, &mut inner, run.usage.clone()).await?;
-    if let Some(market) = inner.market.as_ref() {
-        if !run.ended.is_empty() || !run.events.is_empty() {
-            let names = names(state).await?;
-            announce(state, meter_announcements(market, &names, &run)).await;
+    let announcements = match run_announcements(state, market, &run).await {
+        Ok(a) => a,
+        Err(e) => {
+            // The run's changes are not written: restore rather than keep them.
+            inner.market = None;
+            return Err(e);
         }
+    };
+    persist(state, &mut inner, run.usage.clone(), announcements).await?;
+    if let Some(market) = inner.market.as_ref() {
         for (id, reason) in run.ended {
             tracing::info!(lease = id.0, ?reason, "lease ended");
             release_class_b(state, market, id).await;
@@ -1876,7 +1908,7 @@ pub async fn top_up(state: &AppState, who: &Caller, req: wire::TopUp) -> ApiResu
         now(),
         &memo,
     );
-    persist(state, &mut inner, Vec::new()).await?;
+    persist(state, &mut inner, Vec::new(), Vec::new()).await?;
     result.map_err(|e| ApiError::field("amount_minor", e.to_string()))?;
     Ok(balance_of(
         inner.market.as_ref().expect("persisted"),
@@ -1906,7 +1938,7 @@ pub async fn set_budget(
         },
         now(),
     );
-    persist(state, &mut inner, Vec::new()).await?;
+    persist(state, &mut inner, Vec::new(), Vec::new()).await?;
     result.map_err(|e| ApiError::field("monthly_limit_minor", e.to_string()))?;
     Ok(balance_of(inner.market.as_ref().expect("persisted"), &t))
 }
@@ -2005,7 +2037,14 @@ pub async fn close_month(
     // Charge the running leases up to now first, so the month's records are complete up
     // to this moment.
     let run = market.meter(now());
-    persist(state, &mut inner, run.usage).await?;
+    let announcements = match run_announcements(state, market, &run).await {
+        Ok(a) => a,
+        Err(e) => {
+            inner.market = None;
+            return Err(e);
+        }
+    };
+    persist(state, &mut inner, run.usage, announcements).await?;
     let records = state.store.market_usage(m).await?;
     let market = ensure(state, &mut inner).await?;
     let closed = market
@@ -2028,6 +2067,7 @@ pub async fn close_month(
         changes,
         usage: Vec::new(),
         close: Some(closed),
+        outbox: Vec::new(),
     };
     match state.store.apply_market(write).await {
         Ok(Ok(())) => Ok(answer),

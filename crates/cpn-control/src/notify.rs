@@ -4,14 +4,20 @@
 //! on an SMTP relay's retries.
 //!
 //! Durability: a notification is written to the store's outbox (`notification_outbox`)
-//! before the call that causes it answers ([`Notifier::enqueue`]), and the supervised outbox
-//! loop ([`run_outbox`]) delivers it with the dispatcher's retries and backoff, then marks it
-//! delivered or failed and erases its text. A crash or restart before that leaves it pending,
-//! and the next start sends it again. Delivery is at least once: the delivery log skips a
-//! target that already has the key, but a crash between a relay's acceptance and the log row
-//! sends that target the message again (receivers deduplicate on the key: the Message-ID,
-//! `X-Cpn-Idempotency-Key`). Until it is settled, an entry holds the message in clear, as
-//! any mail spool does (a registration code among them, for its 10 minutes at most).
+//! before the call that causes it answers ([`Notifier::enqueue`]); a marketplace event is
+//! written in the market change's own store transaction ([`market_outbox`],
+//! `MarketWrite::outbox`), so a crash keeps both or neither. The supervised outbox loop
+//! ([`run_outbox`]) delivers it with the dispatcher's retries and backoff, then marks it
+//! delivered (erasing its text) or failed. A crash or restart before that leaves it
+//! pending, and the next start sends it again. Delivery is at least once: the delivery log
+//! skips a target that already has the key, but a crash between a relay's acceptance and
+//! the log row sends that target the message again (receivers deduplicate on the key: the
+//! Message-ID, `X-Cpn-Idempotency-Key`). Until it is delivered or purged, an entry holds the
+//! message in clear, as any mail spool does (a registration code among them, which expires
+//! after 10 minutes): a failed entry keeps it so an operator can send it again ([`retry`],
+//! a fresh attempt budget). Operators read the outbox without messages ([`outbox`]): kind,
+//! recipient, masked targets, state, attempts, next attempt and last error, the attempts
+//! counted in the same write as each delivery-log row.
 
 use crate::caller::Caller;
 use crate::error::{ServiceError, ServiceResult};
@@ -19,7 +25,7 @@ use crate::state::AppState;
 use async_trait::async_trait;
 use chrono::Utc;
 use cpn_api_types::notifications::{
-    CreateSubscription, Delivery, NotifyChannel, NotifyKind, Subscription,
+    CreateSubscription, Delivery, NotifyChannel, NotifyKind, OutboxItem, Subscription,
 };
 use cpn_api_types::{Code, Page};
 use cpn_notify::{
@@ -28,8 +34,8 @@ use cpn_notify::{
     WebhookSecret,
 };
 use cpn_store::{
-    DocQuery, DocRecord, Enqueued, NotificationAttemptRecord, NotificationLogQuery, OutboxEntry,
-    Settled, Store, StoreError,
+    DocQuery, DocRecord, Enqueued, NewOutboxEntry, NotificationAttemptRecord, NotificationLogQuery,
+    OutboxEntry, OutboxQuery, OutboxSummary, Retried, Settled, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -161,6 +167,26 @@ struct OutboxMessage {
     targets: Vec<Target>,
 }
 
+/// `n` for `targets` as the outbox stores it: the message serialized, and what an operator
+/// may see of it (kind, masked targets).
+fn outbox_entry(n: &Notification, targets: Vec<Target>) -> Result<NewOutboxEntry, StoreError> {
+    let masked = targets.iter().map(Target::masked).collect();
+    let message = serde_json::to_string(&OutboxMessage {
+        notification: n.clone(),
+        targets,
+    })
+    .map_err(|e| StoreError::Backend(format!("serialize a notification: {e}")))?;
+    Ok(NewOutboxEntry {
+        key: n.idempotency_key().to_string(),
+        recipient: n.recipient().to_string(),
+        kind: n.kind().as_str().to_string(),
+        targets: masked,
+        message,
+        created_at: Utc::now(),
+        max_pending: MAX_PENDING_PER_RECIPIENT,
+    })
+}
+
 impl Notifier {
     /// Builds the dispatcher once, so a bad relay address or From mailbox stops the start
     /// rather than the first registration. Must run inside the tokio runtime.
@@ -208,28 +234,17 @@ impl Notifier {
     /// [`MAX_PENDING_PER_RECIPIENT`] the notification is dropped with a warning, not an
     /// error: the event that caused it has happened.
     pub async fn enqueue(&self, n: Notification, targets: Vec<Target>) -> Result<(), StoreError> {
-        let message = serde_json::to_string(&OutboxMessage {
-            notification: n.clone(),
-            targets,
-        })
-        .map_err(|e| StoreError::Backend(format!("serialize a notification: {e}")))?;
-        let queued = self
-            .outbox
-            .store
-            .enqueue_notification(
-                n.idempotency_key(),
-                n.recipient(),
-                &message,
-                Utc::now(),
-                MAX_PENDING_PER_RECIPIENT,
-            )
-            .await?;
-        match queued {
-            Enqueued::Queued => self.outbox.wake.notify_one(),
+        self.enqueue_entry(outbox_entry(&n, targets)?).await
+    }
+
+    async fn enqueue_entry(&self, entry: NewOutboxEntry) -> Result<(), StoreError> {
+        let key = entry.key.clone();
+        match self.outbox.store.enqueue_notification(entry).await? {
+            Enqueued::Queued => self.wake(),
             Enqueued::Duplicate => {}
             Enqueued::Full { pending } => {
                 tracing::warn!(
-                    key = n.idempotency_key(),
+                    key,
                     pending,
                     "notification dropped: its recipient has too many pending in the outbox"
                 );
@@ -238,22 +253,10 @@ impl Notifier {
         Ok(())
     }
 
-    /// [`Notifier::enqueue`] to the subscriptions that match `n`'s recipient and kind;
-    /// nothing when none does.
-    pub async fn enqueue_for(
-        &self,
-        n: Notification,
-        subscriptions: &[cpn_notify::Subscription],
-    ) -> Result<(), StoreError> {
-        let targets: Vec<Target> = subscriptions
-            .iter()
-            .filter(|s| s.matches(n.recipient(), n.kind()))
-            .map(|s| s.target.clone())
-            .collect();
-        if targets.is_empty() {
-            return Ok(());
-        }
-        self.enqueue(n, targets).await
+    /// Tells the outbox loop that entries are waiting (written by another write, such as a
+    /// market change's); without it the loop finds them within seconds.
+    pub fn wake(&self) {
+        self.outbox.wake.notify_one();
     }
 
     /// Delivers one outbox entry and settles it. Cancelled (the server stopping), it stays
@@ -367,6 +370,7 @@ impl DeliveryLog for StoreDeliveryLog {
                 error: a.error.clone(),
                 permanent: a.permanent,
                 at: a.at,
+                next_attempt_at: a.next_attempt_at,
             })
             .await
             .map_err(|e| LogError(e.to_string()))
@@ -595,6 +599,98 @@ pub async fn deliveries(
     Ok(Page { items, next_cursor })
 }
 
+/// The states an outbox entry is in.
+pub const OUTBOX_STATES: [&str; 3] = ["pending", "delivered", "failed"];
+
+fn operators_only(who: &Caller, what: &str) -> ServiceResult<()> {
+    if who.is_operator() {
+        Ok(())
+    } else {
+        Err(ServiceError::forbidden(format!("only operators {what}")))
+    }
+}
+
+fn outbox_item(e: OutboxSummary) -> OutboxItem {
+    OutboxItem {
+        id: e.seq,
+        idempotency_key: e.key,
+        kind: e.kind,
+        recipient: e.recipient,
+        targets: e.targets,
+        state: e.state,
+        attempts: e.attempts,
+        next_attempt_at: e.next_attempt_at,
+        last_error: e.last_error,
+        created_at: e.created_at,
+        settled_at: e.settled_at,
+    }
+}
+
+/// The outbox, newest first, in pages of `filter.limit` (at most [`OutboxQuery::MAX_LIMIT`]),
+/// operators only. No message is shown: one may hold a verification code; targets are
+/// masked as in the delivery log.
+pub async fn outbox(
+    state: &AppState,
+    who: &Caller,
+    mut filter: OutboxQuery,
+) -> ServiceResult<Page<OutboxItem>> {
+    operators_only(who, "read the notification outbox")?;
+    if let Some(s) = &filter.state
+        && !OUTBOX_STATES.contains(&s.as_str())
+    {
+        return Err(ServiceError::field(
+            "state",
+            format!("state must be pending, delivered or failed, got {s:?}"),
+        ));
+    }
+    filter.limit = filter.limit.clamp(1, OutboxQuery::MAX_LIMIT);
+    let limit = filter.limit as usize;
+    let items: Vec<OutboxItem> = state
+        .store
+        .outbox(filter)
+        .await?
+        .into_iter()
+        .map(outbox_item)
+        .collect();
+    // A full page may have more behind it; a short one is the last.
+    let next_cursor = (items.len() == limit)
+        .then(|| items.last().map(|e| e.id.to_string()))
+        .flatten();
+    Ok(Page { items, next_cursor })
+}
+
+/// An operator sends a failed outbox entry again: pending, with a fresh attempt budget (the
+/// dispatcher's retries), due now. Targets that had it delivered are skipped by the
+/// delivery log. Unknown (or purged): not found; not failed: invalid state.
+pub async fn retry(state: &AppState, who: &Caller, id: u64) -> ServiceResult<OutboxItem> {
+    operators_only(who, "retry notifications")?;
+    match state.store.retry_notification(id, Utc::now()).await? {
+        Retried::Pending => {}
+        Retried::Unknown => return Err(ServiceError::not_found("outbox entry", &id.to_string())),
+        Retried::NotFailed(s) => {
+            return Err(ServiceError::new(
+                Code::InvalidState,
+                format!("outbox entry {id} is {s}; only a failed one is retried"),
+            ));
+        }
+    }
+    state.market_accounts.notifier().wake();
+    tracing::info!(id, by = %who.username, "outbox entry retried");
+    // Read back for the answer; the loop may have taken it already, which the state shows.
+    let entry = state
+        .store
+        .outbox(OutboxQuery {
+            before: Some(id.saturating_add(1)),
+            limit: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .find(|e| e.seq == id)
+        .ok_or_else(|| ServiceError::not_found("outbox entry", &id.to_string()))?;
+    Ok(outbox_item(entry))
+}
+
 /// The setting that keeps the last event the alarm delivery has handled, so a restart
 /// neither repeats nor skips alarms (the delivery log's idempotency keys catch the rest).
 const ALARM_CURSOR: &str = "notify.alarm_cursor";
@@ -683,6 +779,7 @@ async fn deliver_batch(state: &AppState, cursor: u64) -> ServiceResult<Option<u6
         .store
         .list_docs(SUBSCRIPTIONS, DocQuery::default())
         .await?;
+    let notifier = state.market_accounts.notifier();
     for alarm in alarms {
         let e = &alarm.event;
         let by_user = subscribers(&docs, |d| {
@@ -690,8 +787,7 @@ async fn deliver_batch(state: &AppState, cursor: u64) -> ServiceResult<Option<u6
             own_tenant || operators.contains(&d.owner)
         });
         let kind = e.data["kind"].as_str().unwrap_or("alarm");
-        send_each(
-            state,
+        let entries = event_entries(
             by_user,
             EventKind::Alarm,
             &format!("[cpn alarm] {kind}: {}", e.subject),
@@ -705,8 +801,12 @@ async fn deliver_batch(state: &AppState, cursor: u64) -> ServiceResult<Option<u6
             ),
             serde_json::json!({"event": alarm.seq, "type": e.event_type, "kind": kind, "subject": e.subject, "tenant": e.tenant, "severity": e.severity, "message": e.message, "data": e.data}),
             &format!("alarm-{}", alarm.seq),
-        )
-        .await;
+        );
+        for entry in entries {
+            if let Err(e) = notifier.enqueue_entry(entry).await {
+                tracing::warn!(error = %e, "alarm not written to the outbox");
+            }
+        }
     }
     Ok(Some(last))
 }
@@ -735,24 +835,24 @@ fn subscribers(
     by_user
 }
 
-/// Writes one event for each recipient's subscriptions to the outbox. The idempotency key is
-/// `key` and the recipient, so the same event sent again (a retried market call, a restart)
-/// is one outbox entry, and the delivery log skips every target that already has it.
-async fn send_each(
-    state: &AppState,
+/// One event as outbox entries, one for each recipient whose subscriptions match it. The
+/// idempotency key is `key` and the recipient, so the same event sent again (a retried
+/// market call, a restart) is one outbox entry, and the delivery log skips every target
+/// that already has it.
+fn event_entries(
     by_user: std::collections::BTreeMap<String, Vec<cpn_notify::Subscription>>,
     kind: EventKind,
     subject: &str,
     body: &str,
     payload: serde_json::Value,
     key: &str,
-) {
+) -> Vec<NewOutboxEntry> {
     let subject: String = subject
         .chars()
         .filter(|c| !c.is_control())
         .take(Notification::MAX_SUBJECT)
         .collect();
-    let notifier = state.market_accounts.notifier();
+    let mut entries = Vec::new();
     for (user, subs) in by_user {
         let key: String = format!("{key}-{user}")
             .chars()
@@ -769,10 +869,20 @@ async fn send_each(
         else {
             continue;
         };
-        if let Err(e) = notifier.enqueue_for(n, &subs).await {
-            tracing::warn!(error = %e, "notification not written to the outbox");
+        let targets: Vec<Target> = subs
+            .iter()
+            .filter(|s| s.matches(n.recipient(), n.kind()))
+            .map(|s| s.target.clone())
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        match outbox_entry(&n, targets) {
+            Ok(e) => entries.push(e),
+            Err(e) => tracing::warn!(error = %e, "notification not written to the outbox"),
         }
     }
+    entries
 }
 
 /// Who a marketplace event is for.
@@ -783,35 +893,39 @@ pub enum Audience {
     Tenant(String),
 }
 
-/// One marketplace event (`lease` or `billing`) for its subscribers: looks the
-/// subscriptions up and sends in the background (see [`send_each`] for the key). A
-/// failure to read the subscriptions is logged, not returned: the market call that caused
-/// the event has already been written.
-pub async fn market_event(
-    state: &AppState,
-    audience: Audience,
-    kind: EventKind,
-    subject: &str,
-    body: &str,
-    payload: serde_json::Value,
-    key: &str,
-) {
-    let docs = match state
-        .store
-        .list_docs(SUBSCRIPTIONS, DocQuery::default())
-        .await
-    {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::warn!(error = %e, key, "marketplace notification: reading subscriptions failed");
-            return;
-        }
-    };
-    let by_user = subscribers(&docs, |d| match &audience {
-        Audience::Users(users) => users.contains(&d.owner),
-        Audience::Tenant(t) => d.tenant == *t,
-    });
-    send_each(state, by_user, kind, subject, body, payload, key).await;
+/// One marketplace event (`lease` or `billing`), gathered under the market's lock.
+pub struct MarketEvent {
+    pub audience: Audience,
+    pub kind: EventKind,
+    pub subject: String,
+    pub body: String,
+    pub payload: serde_json::Value,
+    /// Names the event, not the call: the same lease start or budget month twice is one
+    /// notification (see [`event_entries`]).
+    pub key: String,
+}
+
+/// The outbox entries of marketplace events for their subscribers, for the market write
+/// that causes them (`MarketWrite::outbox`): stored with the change or not at all.
+pub async fn market_outbox(
+    store: &dyn Store,
+    events: Vec<MarketEvent>,
+) -> Result<Vec<NewOutboxEntry>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let docs = store.list_docs(SUBSCRIPTIONS, DocQuery::default()).await?;
+    let mut entries = Vec::new();
+    for e in events {
+        let by_user = subscribers(&docs, |d| match &e.audience {
+            Audience::Users(users) => users.contains(&d.owner),
+            Audience::Tenant(t) => d.tenant == *t,
+        });
+        entries.extend(event_entries(
+            by_user, e.kind, &e.subject, &e.body, e.payload, &e.key,
+        ));
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]

@@ -258,6 +258,10 @@ impl Inner {
                     false,
                 ),
             };
+            // Drawn before the record, so the log can say when the next attempt is due.
+            let delay = (status == AttemptStatus::Retrying)
+                .then(|| self.retry.delay(attempt, &self.jitter));
+            let at = Utc::now();
             let record = DeliveryAttempt {
                 idempotency_key: n.idempotency_key().to_owned(),
                 kind: n.kind(),
@@ -269,7 +273,10 @@ impl Inner {
                 status,
                 error: error.clone(),
                 permanent,
-                at: Utc::now(),
+                at,
+                next_attempt_at: delay
+                    .and_then(|d| chrono::TimeDelta::from_std(d).ok())
+                    .map(|d| at + d),
             };
             if let Err(e) = self.log.record(&record).await {
                 tracing::warn!(key = n.idempotency_key(), target = %masked, "{e}");
@@ -289,7 +296,7 @@ impl Inner {
                     });
                 }
                 AttemptStatus::Retrying => {
-                    let delay = self.retry.delay(attempt, &self.jitter);
+                    let delay = delay.unwrap_or_default();
                     tracing::debug!(key = n.idempotency_key(), %channel, target = %masked, attempt, ?delay, "retrying");
                     tokio::time::sleep(delay).await;
                     attempt += 1;

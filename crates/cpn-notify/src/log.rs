@@ -41,6 +41,9 @@ pub struct DeliveryAttempt {
     /// Whether the error is permanent (not retried).
     pub permanent: bool,
     pub at: DateTime<Utc>,
+    /// A `Retrying` attempt: when the next one is due, after the backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
 /// The store behind the delivery log could not be used.

@@ -8,6 +8,8 @@ with this directory on PYTHONPATH.
 
 Recipients (local part):
     reject...        RCPT answered 550 (permanent, must not be retried)
+    bounceN...       RCPT answered 550 the first N times, then accepted (a mailbox fixed
+                     after a permanent failure: an operator's retry then delivers)
     flakyN...        RCPT answered 451 (transient) the first N times, then accepted
     anything else    accepted
 Every RCPT is appended to DIR/rcpt.log, so a test counts attempts as the server saw them.
@@ -42,6 +44,9 @@ class MaildirSink:
             count = self.seen[address]
         if local.startswith("reject"):
             return "550 5.1.1 <%s>: mailbox unavailable (test sink)" % address
+        bounce = re.match(r"bounce(\d+)", local)
+        if bounce and count <= int(bounce.group(1)):
+            return "550 5.1.1 <%s>: mailbox unavailable (test sink, refusal %d)" % (address, count)
         flaky = re.match(r"flaky(\d+)", local)
         if flaky and count <= int(flaky.group(1)):
             return "451 4.3.0 try again later (test sink, refusal %d)" % count

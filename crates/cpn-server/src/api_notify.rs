@@ -8,7 +8,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use cpn_api_types::notifications::{CreateSubscription, Delivery, Subscription};
+use cpn_api_types::notifications::{CreateSubscription, Delivery, OutboxItem, Subscription};
 use cpn_api_types::{ErrorBody, Page};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -76,9 +76,50 @@ pub async fn list_deliveries(
     ))
 }
 
+/// The notification outbox, newest first (operators only): each notification with its kind,
+/// recipient, masked targets, state, attempts, next attempt and last error; never its
+/// message, which may hold a verification code.
+#[utoipa::path(get, path = "/api/v1/notifications/outbox", tag = "notifications", security(("bearer" = [])),
+    params(
+        ("state" = Option<String>, Query, description = "pending, delivered or failed"),
+        ("recipient" = Option<String>, Query, description = "Username the notifications are addressed to"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1..=500, default 100"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses((status = 200, body = Page<OutboxItem>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn list_outbox(
+    State(s): State<AppState>,
+    who: Principal,
+    q: QueryMap,
+) -> ApiResult<Json<Page<OutboxItem>>> {
+    Ok(Json(
+        notify::outbox(&s, &who, crate::query::outbox(q)?).await?,
+    ))
+}
+
+/// Send a failed notification again (operators only): back to pending with a fresh attempt
+/// budget; targets that have it already are skipped. 404 for an unknown (or purged) id,
+/// 409 when the entry is not failed.
+#[utoipa::path(post, path = "/api/v1/notifications/outbox/{id}/retry", tag = "notifications", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "Outbox entry id (`id` in the outbox list)")),
+    responses((status = 200, body = OutboxItem), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn retry_outbox(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OutboxItem>> {
+    Ok(Json(
+        notify::retry(&s, &who, crate::query::outbox_id(&id)?).await?,
+    ))
+}
+
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_subscriptions, subscribe))
         .routes(routes!(unsubscribe))
         .routes(routes!(list_deliveries))
+        .routes(routes!(list_outbox))
+        .routes(routes!(retry_outbox))
 }

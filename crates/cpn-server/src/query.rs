@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use cpn_api_types::Code;
 use cpn_api_types::tasks::{LogStream, TaskState};
 use cpn_model::{Kind, Selector};
-use cpn_store::NotificationLogQuery;
+use cpn_store::{NotificationLogQuery, OutboxQuery};
 
 fn bad(field: &str, message: String) -> ApiError {
     ApiError {
@@ -197,6 +197,29 @@ pub fn deliveries(mut q: QueryMap) -> ApiResult<NotificationLogQuery> {
     };
     q.finish()?;
     Ok(filter)
+}
+
+/// `GET /api/v1/notifications/outbox`. The service checks `state` and who may read it.
+pub fn outbox(mut q: QueryMap) -> ApiResult<OutboxQuery> {
+    let limit = limit_param(&mut q, OutboxQuery::MAX_LIMIT as usize, 100)? as u32;
+    let filter = OutboxQuery {
+        state: q.take("state"),
+        recipient: q.take("recipient"),
+        before: cursor_param(&mut q)?,
+        limit,
+    };
+    q.finish()?;
+    Ok(filter)
+}
+
+/// An outbox entry's id in a path: its sequence number.
+pub fn outbox_id(id: &str) -> ApiResult<u64> {
+    id.parse::<u64>().map_err(|_| {
+        bad(
+            "id",
+            format!("an outbox id is the number in the outbox list, got {id:?}"),
+        )
+    })
 }
 
 /// `GET /api/v1/tasks`.

@@ -33,6 +33,10 @@ pub struct MarketWrite {
     /// The invoices and statements of `Market::close_month` (its settlement transactions
     /// are in `changes`).
     pub close: Option<MonthClose>,
+    /// The notifications the change causes (a lease started or ended, a budget alarm),
+    /// written in the same transaction: stored with the change or not at all. One whose key
+    /// is in the outbox already, or whose recipient is full, is skipped, not refused.
+    pub outbox: Vec<crate::NewOutboxEntry>,
 }
 
 /// Why a market write was refused as a whole. Each means the market in memory is not what
@@ -102,6 +106,9 @@ pub struct NotificationAttemptRecord {
     pub error: Option<String>,
     pub permanent: bool,
     pub at: DateTime<Utc>,
+    /// A `retrying` attempt: when the next one is due. Not kept in the log; it becomes the
+    /// outbox entry's next attempt time, written with the attempt.
+    pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
 /// Which delivery attempts [`MarketStore::notification_log`] lists, newest first.

@@ -3,10 +3,16 @@
 //! marketplace registration, kept only as keyed hashes.
 //!
 //! The outbox holds each message (its notification and targets, as the server serialized
-//! them) until it is settled, then erases the message and keeps the row, so the key still
+//! them) until it is delivered, then erases the message and keeps the row, so the key still
 //! deduplicates a resend and the delivery log (`notification_attempts`) keeps the attempts.
-//! Settled rows are purged after a while ([`OutboxStore::purge_settled_notifications`]), and
-//! a recipient has at most a bounded number of pending ones ([`Enqueued::Full`]).
+//! A failed entry keeps its message, so an operator can send it again
+//! ([`OutboxStore::retry_notification`]) until it is purged. Settled rows are purged after a
+//! while ([`OutboxStore::purge_settled_notifications`]), and a recipient has at most a
+//! bounded number of pending ones ([`Enqueued::Full`]).
+//!
+//! An entry is written either alone ([`OutboxStore::enqueue_notification`]) or within the
+//! write that causes it (`MarketWrite::outbox`), so the change and its notification are
+//! stored together or not at all.
 
 use crate::Result;
 use async_trait::async_trait;
@@ -22,6 +28,70 @@ pub struct OutboxEntry {
     /// What the server serialized; opaque to the store.
     pub message: String,
     pub created_at: DateTime<Utc>,
+}
+
+/// A notification to store in the outbox, alone or with the market write that causes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutboxEntry {
+    /// The notification's idempotency key: one entry per key.
+    pub key: String,
+    pub recipient: String,
+    /// `alarm`, `account`, `lease`, `billing`: what an operator sees of the message.
+    pub kind: String,
+    /// The targets masked (`al***@example.cn`), never an address.
+    pub targets: Vec<String>,
+    /// What the server serialized; opaque to the store.
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+    /// Stored only while the recipient has fewer pending entries than this.
+    pub max_pending: usize,
+}
+
+/// One outbox entry as an operator sees it: no message, which may hold a secret (a
+/// verification code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxSummary {
+    pub seq: u64,
+    pub key: String,
+    pub kind: String,
+    pub recipient: String,
+    pub targets: Vec<String>,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    /// Delivery attempts since it was queued or last retried, over all its targets.
+    pub attempts: u32,
+    /// While pending: when the next attempt is due (after a retry's backoff, or at once).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub settled_at: Option<DateTime<Utc>>,
+}
+
+/// Which entries [`OutboxStore::outbox`] lists, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxQuery {
+    /// `pending`, `delivered` or `failed`.
+    pub state: Option<String>,
+    pub recipient: Option<String>,
+    /// The page after a previous one: only entries with a sequence number below this.
+    pub before: Option<u64>,
+    /// At most this many, capped at [`OutboxQuery::MAX_LIMIT`].
+    pub limit: u32,
+}
+
+impl OutboxQuery {
+    pub const MAX_LIMIT: u32 = 500;
+}
+
+/// What [`OutboxStore::retry_notification`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retried {
+    /// Pending again, with no attempts counted: the outbox loop sends it.
+    Pending,
+    /// No entry has this number (never, or purged).
+    Unknown,
+    /// The entry is not failed; its state.
+    NotFailed(String),
 }
 
 /// What [`OutboxStore::enqueue_notification`] did.
@@ -66,23 +136,23 @@ pub struct StoredCode {
 
 #[async_trait]
 pub trait OutboxStore {
-    /// Stores a notification for delivery, unless its key is there already or `recipient` has
-    /// `max_pending` pending entries. Durable when it returns.
-    async fn enqueue_notification(
-        &self,
-        key: &str,
-        recipient: &str,
-        message: &str,
-        now: DateTime<Utc>,
-        max_pending: usize,
-    ) -> Result<Enqueued>;
+    /// Stores a notification for delivery, unless its key is there already or its recipient
+    /// has `max_pending` pending entries. Durable when it returns.
+    async fn enqueue_notification(&self, entry: NewOutboxEntry) -> Result<Enqueued>;
 
     /// Pending entries after `after_seq`, oldest first, at most `limit`.
     async fn pending_notifications(&self, after_seq: u64, limit: usize)
     -> Result<Vec<OutboxEntry>>;
 
-    /// Marks a pending entry settled and erases its message; a settled one stays as it is.
+    /// Marks a pending entry settled; a delivered one loses its message, a failed one keeps
+    /// it for [`OutboxStore::retry_notification`]. A settled one stays as it is.
     async fn settle_notification(&self, seq: u64, how: Settled, now: DateTime<Utc>) -> Result<()>;
+
+    /// Puts a failed entry back to pending with no attempts counted, due `now`.
+    async fn retry_notification(&self, seq: u64, now: DateTime<Utc>) -> Result<Retried>;
+
+    /// Entries newest first, without their messages.
+    async fn outbox(&self, query: OutboxQuery) -> Result<Vec<OutboxSummary>>;
 
     /// The state of the entry with this key (`pending`, `delivered`, `failed`).
     async fn notification_state(&self, key: &str) -> Result<Option<String>>;

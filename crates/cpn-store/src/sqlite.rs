@@ -547,6 +547,18 @@ CREATE TRIGGER audit_is_append_only_delete BEFORE DELETE ON audit
     WHEN NOT EXISTS (SELECT 1 FROM audit_prune_before p WHERE old.at < p.at)
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "#,
+    // The outbox as operators see it and retry it: what kind of message, where it goes
+    // (masked, JSON), its attempts, when the next is due and the last error; and the
+    // delivery log's recipient filter (`cpn notify deliveries --recipient`) by index, newest
+    // first, instead of a scan of every attempt.
+    r#"
+ALTER TABLE notification_outbox ADD COLUMN kind TEXT NOT NULL DEFAULT '';
+ALTER TABLE notification_outbox ADD COLUMN targets TEXT NOT NULL DEFAULT '';
+ALTER TABLE notification_outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE notification_outbox ADD COLUMN next_attempt_at TEXT;
+ALTER TABLE notification_outbox ADD COLUMN last_error TEXT;
+CREATE INDEX notification_attempts_by_recipient ON notification_attempts (recipient, seq);
+"#,
 ];
 
 type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;

@@ -4,9 +4,10 @@
 //! a PostgreSQL implementation can take them with only its placeholders changed.
 
 use crate::sqlite::{is_unique_violation, parse_ts, ts};
+use crate::sqlite_outbox::enqueue_in;
 use crate::{
-    MarketRefusal, MarketStore, MarketWrite, NotificationAttemptRecord, NotificationLogQuery,
-    Result, SqliteStore, StoreError, StoredInvoice, StoredStatement,
+    Enqueued, MarketRefusal, MarketStore, MarketWrite, NotificationAttemptRecord,
+    NotificationLogQuery, Result, SqliteStore, StoreError, StoredInvoice, StoredStatement,
 };
 use async_trait::async_trait;
 use cpn_market::account::lifecycle::Actor;
@@ -1184,6 +1185,16 @@ fn apply(conn: &Connection, w: &MarketWrite) -> Result<Refused> {
         let at = c.transactions.last().map_or(0, |t| t.at.unix());
         check!(write_close(conn, close, at));
     }
+    // Last, so a refusal above never leaves a notification of a change that was not made.
+    for e in &w.outbox {
+        if let Enqueued::Full { pending } = enqueue_in(conn, e)? {
+            tracing::warn!(
+                key = %e.key,
+                pending,
+                "notification dropped: its recipient has too many pending in the outbox"
+            );
+        }
+    }
     Ok(Ok(()))
 }
 
@@ -1506,6 +1517,25 @@ fn usage_from_row(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
     inner().map_err(conv)
 }
 
+/// The delivery log's page, newest first. A NULL filter matches everything, so one cached
+/// statement serves each shape. A recipient is `recipient = ?1`, which the index
+/// `notification_attempts_by_recipient` serves in `seq` order; `?1 IS NULL OR recipient =
+/// ?1` could use no index and would scan every attempt.
+fn log_sql(by_recipient: bool) -> String {
+    let recipient = if by_recipient {
+        "recipient = ?1"
+    } else {
+        "?1 IS NULL"
+    };
+    format!(
+        "SELECT idempotency_key, kind, recipient, channel, target, target_id, attempt,
+         status, error, permanent, at, seq FROM notification_attempts
+         WHERE {recipient} AND (?2 IS NULL OR status = ?2)
+         AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR seq < ?4)
+         ORDER BY seq DESC LIMIT ?5"
+    )
+}
+
 fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<NotificationAttemptRecord> {
     Ok(NotificationAttemptRecord {
         idempotency_key: r.get(0)?,
@@ -1519,6 +1549,7 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<NotificationAttemptRecord> 
         error: r.get(8)?,
         permanent: r.get(9)?,
         at: parse_ts(&r.get::<_, String>(10)?)?,
+        next_attempt_at: None,
     })
 }
 
@@ -1781,6 +1812,19 @@ impl MarketStore for SqliteStore {
                 a.permanent,
                 ts(a.at)
             ])?;
+            // The pending outbox entry counts the attempt in the same write, so its view
+            // never disagrees with the log.
+            conn.prepare_cached(
+                "UPDATE notification_outbox SET attempts = attempts + 1,
+                 last_error = COALESCE(?2, last_error),
+                 next_attempt_at = COALESCE(?3, next_attempt_at)
+                 WHERE key = ?1 AND state = 'pending'",
+            )?
+            .execute(params![
+                a.idempotency_key,
+                a.error,
+                a.next_attempt_at.map(ts)
+            ])?;
             Ok(())
         })
         .await
@@ -1826,14 +1870,7 @@ impl MarketStore for SqliteStore {
         let before = q.before.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
         let since = q.since.map(ts);
         self.read(move |conn| {
-            // A NULL filter matches everything, so one cached statement serves every query.
-            let mut stmt = conn.prepare_cached(
-                "SELECT idempotency_key, kind, recipient, channel, target, target_id, attempt,
-                 status, error, permanent, at, seq FROM notification_attempts
-                 WHERE (?1 IS NULL OR recipient = ?1) AND (?2 IS NULL OR status = ?2)
-                 AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR seq < ?4)
-                 ORDER BY seq DESC LIMIT ?5",
-            )?;
+            let mut stmt = conn.prepare_cached(&log_sql(q.recipient.is_some()))?;
             let rows = stmt.query_map(
                 params![q.recipient, q.status, since, before, i64::from(limit)],
                 |r| Ok((r.get::<_, i64>(11)? as u64, attempt_from_row(r)?)),
@@ -1841,5 +1878,36 @@ impl MarketStore for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delivery_log_of_one_recipient_is_read_by_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", log_sql(true)))
+            .unwrap()
+            .query_map(
+                params!["ana", None::<String>, None::<String>, None::<i64>, 100],
+                |r| r.get::<_, String>(3),
+            )
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX notification_attempts_by_recipient")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|p| p.contains("TEMP B-TREE")),
+            "the index gives the order too: {plan:?}"
+        );
     }
 }

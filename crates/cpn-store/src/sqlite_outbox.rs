@@ -1,7 +1,10 @@
 //! [`OutboxStore`] on SQLite: `notification_outbox` and `market_pending_codes`.
 
 use crate::sqlite::{parse_ts, ts};
-use crate::{Enqueued, OutboxEntry, OutboxStore, Result, Settled, SqliteStore, StoredCode};
+use crate::{
+    Enqueued, NewOutboxEntry, OutboxEntry, OutboxQuery, OutboxStore, OutboxSummary, Result,
+    Retried, Settled, SqliteStore, StoredCode,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -14,6 +17,67 @@ fn entry_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxEntry> {
         message: r.get(3)?,
         created_at: parse_ts(&r.get::<_, String>(4)?)?,
     })
+}
+
+fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxSummary> {
+    let targets: String = r.get(4)?;
+    let time = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
+        r.get::<_, Option<String>>(i)?
+            .map(|t| parse_ts(&t))
+            .transpose()
+    };
+    Ok(OutboxSummary {
+        seq: r.get::<_, i64>(0)? as u64,
+        key: r.get(1)?,
+        kind: r.get(2)?,
+        recipient: r.get(3)?,
+        // Rows from before the column hold '': no targets recorded.
+        targets: serde_json::from_str(&targets).unwrap_or_default(),
+        state: r.get(5)?,
+        attempts: r.get::<_, i64>(6)?.max(0) as u32,
+        next_attempt_at: time(7)?,
+        last_error: r.get(8)?,
+        created_at: parse_ts(&r.get::<_, String>(9)?)?,
+        settled_at: time(10)?,
+    })
+}
+
+/// Stores `e` in the transaction of `conn`, unless its key is there already or its
+/// recipient is full: the one insert of both a lone enqueue and a market write's outbox.
+pub(crate) fn enqueue_in(conn: &Connection, e: &NewOutboxEntry) -> Result<Enqueued> {
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM notification_outbox WHERE key = ?1")?
+        .query_row([&e.key], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if exists {
+        return Ok(Enqueued::Duplicate);
+    }
+    let pending: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM notification_outbox WHERE recipient = ?1 AND state = 'pending'",
+        )?
+        .query_row([&e.recipient], |r| r.get(0))?;
+    let pending = pending.max(0) as usize;
+    if pending >= e.max_pending {
+        return Ok(Enqueued::Full { pending });
+    }
+    let targets = serde_json::to_string(&e.targets)
+        .map_err(|err| crate::StoreError::Backend(format!("outbox targets: {err}")))?;
+    conn.prepare_cached(
+        "INSERT INTO notification_outbox (key, recipient, message, state, created_at, kind,
+         targets, attempts, next_attempt_at)
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, 0, ?4)",
+    )?
+    .execute(params![
+        e.key,
+        e.recipient,
+        e.message,
+        ts(e.created_at),
+        e.kind,
+        targets
+    ])?;
+    Ok(Enqueued::Queued)
 }
 
 fn code_from_row(r: &Row<'_>) -> rusqlite::Result<StoredCode> {
@@ -39,42 +103,8 @@ fn code_of(conn: &Connection, account: u64, purpose: &str) -> Result<Option<Stor
 
 #[async_trait]
 impl OutboxStore for SqliteStore {
-    async fn enqueue_notification(
-        &self,
-        key: &str,
-        recipient: &str,
-        message: &str,
-        now: DateTime<Utc>,
-        max_pending: usize,
-    ) -> Result<Enqueued> {
-        let (key, recipient, message) =
-            (key.to_string(), recipient.to_string(), message.to_string());
-        self.write(move |conn| {
-            let exists = conn
-                .prepare_cached("SELECT 1 FROM notification_outbox WHERE key = ?1")?
-                .query_row([&key], |_| Ok(()))
-                .optional()?
-                .is_some();
-            if exists {
-                return Ok(Enqueued::Duplicate);
-            }
-            let pending: i64 = conn
-                .prepare_cached(
-                    "SELECT count(*) FROM notification_outbox WHERE recipient = ?1 AND state = 'pending'",
-                )?
-                .query_row([&recipient], |r| r.get(0))?;
-            let pending = pending.max(0) as usize;
-            if pending >= max_pending {
-                return Ok(Enqueued::Full { pending });
-            }
-            conn.prepare_cached(
-                "INSERT INTO notification_outbox (key, recipient, message, state, created_at)
-                 VALUES (?1, ?2, ?3, 'pending', ?4)",
-            )?
-            .execute(params![key, recipient, message, ts(now)])?;
-            Ok(Enqueued::Queued)
-        })
-        .await
+    async fn enqueue_notification(&self, entry: NewOutboxEntry) -> Result<Enqueued> {
+        self.write(move |conn| enqueue_in(conn, &entry)).await
     }
 
     async fn pending_notifications(
@@ -96,11 +126,55 @@ impl OutboxStore for SqliteStore {
     async fn settle_notification(&self, seq: u64, how: Settled, now: DateTime<Utc>) -> Result<()> {
         self.write(move |conn| {
             conn.prepare_cached(
-                "UPDATE notification_outbox SET state = ?2, message = '', settled_at = ?3
+                "UPDATE notification_outbox SET state = ?2, settled_at = ?3, next_attempt_at = NULL,
+                 message = CASE WHEN ?2 = 'delivered' THEN '' ELSE message END
                  WHERE seq = ?1 AND state = 'pending'",
             )?
             .execute(params![seq as i64, how.as_str(), ts(now)])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn retry_notification(&self, seq: u64, now: DateTime<Utc>) -> Result<Retried> {
+        self.write(move |conn| {
+            let state: Option<String> = conn
+                .prepare_cached("SELECT state FROM notification_outbox WHERE seq = ?1")?
+                .query_row([seq as i64], |r| r.get(0))
+                .optional()?;
+            match state.as_deref() {
+                None => return Ok(Retried::Unknown),
+                Some("failed") => {}
+                Some(other) => return Ok(Retried::NotFailed(other.to_string())),
+            }
+            // The last error stays, so the list still says why it failed before.
+            conn.prepare_cached(
+                "UPDATE notification_outbox SET state = 'pending', attempts = 0,
+                 settled_at = NULL, next_attempt_at = ?2 WHERE seq = ?1 AND state = 'failed'",
+            )?
+            .execute(params![seq as i64, ts(now)])?;
+            Ok(Retried::Pending)
+        })
+        .await
+    }
+
+    async fn outbox(&self, q: OutboxQuery) -> Result<Vec<OutboxSummary>> {
+        let limit = q.limit.min(OutboxQuery::MAX_LIMIT);
+        let before = q.before.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+        self.read(move |conn| {
+            // A NULL filter matches everything, so one cached statement serves every query;
+            // the outbox is bounded per recipient and purged, so a scan stays short.
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, key, kind, recipient, targets, state, attempts, next_attempt_at,
+                 last_error, created_at, settled_at FROM notification_outbox
+                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR recipient = ?2)
+                 AND (?3 IS NULL OR seq < ?3) ORDER BY seq DESC LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(
+                params![q.state, q.recipient, before, i64::from(limit)],
+                summary_from_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
@@ -202,6 +276,7 @@ impl OutboxStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MarketStore;
     use chrono::Duration;
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
@@ -210,36 +285,177 @@ mod tests {
         (dir, store)
     }
 
+    fn entry(
+        key: &str,
+        recipient: &str,
+        message: &str,
+        now: DateTime<Utc>,
+        max_pending: usize,
+    ) -> NewOutboxEntry {
+        NewOutboxEntry {
+            key: key.into(),
+            recipient: recipient.into(),
+            kind: "account".into(),
+            targets: vec!["an***@example.cn".into()],
+            message: message.into(),
+            created_at: now,
+            max_pending,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_entry_keeps_its_message_and_an_operator_can_retry_it_once() {
+        use chrono::SubsecRound;
+        let (_dir, s) = store();
+        // The store keeps microseconds.
+        let now = Utc::now().trunc_subsecs(6);
+        s.enqueue_notification(entry("k1", "ana", "the code 123456", now, 10))
+            .await
+            .unwrap();
+        s.enqueue_notification(entry("k2", "ana", "m2", now, 10))
+            .await
+            .unwrap();
+        let pending = s.pending_notifications(0, 10).await.unwrap();
+        let (failed, delivered) = (pending[0].seq, pending[1].seq);
+        assert_eq!(
+            s.retry_notification(failed, now).await.unwrap(),
+            Retried::NotFailed("pending".into())
+        );
+        s.record_notification_attempt(crate::NotificationAttemptRecord {
+            idempotency_key: "k1".into(),
+            kind: "account".into(),
+            recipient: "ana".into(),
+            channel: "email".into(),
+            target: "an***@example.cn".into(),
+            target_id: "t1".into(),
+            attempt: 1,
+            status: "retrying".into(),
+            error: Some("relay down".into()),
+            permanent: false,
+            at: now,
+            next_attempt_at: Some(now + Duration::seconds(2)),
+        })
+        .await
+        .unwrap();
+        let listed = s
+            .outbox(OutboxQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[1].key, "k1", "newest first");
+        assert_eq!(listed[1].attempts, 1, "the attempt counts on its entry");
+        assert_eq!(listed[1].last_error.as_deref(), Some("relay down"));
+        assert_eq!(listed[1].next_attempt_at, Some(now + Duration::seconds(2)));
+        assert_eq!(listed[1].targets, ["an***@example.cn"]);
+        assert_eq!(
+            listed[0].attempts, 0,
+            "another key's attempt is not its own"
+        );
+
+        s.settle_notification(failed, Settled::Failed, now)
+            .await
+            .unwrap();
+        s.settle_notification(delivered, Settled::Delivered, now)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.retry_notification(delivered, now).await.unwrap(),
+            Retried::NotFailed("delivered".into())
+        );
+        assert_eq!(
+            s.retry_notification(9_999, now).await.unwrap(),
+            Retried::Unknown
+        );
+        let failed_only = s
+            .outbox(OutboxQuery {
+                state: Some("failed".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(failed_only.len(), 1);
+        assert_eq!(failed_only[0].next_attempt_at, None);
+
+        let later = now + Duration::seconds(60);
+        assert_eq!(
+            s.retry_notification(failed, later).await.unwrap(),
+            Retried::Pending
+        );
+        let pending = s.pending_notifications(0, 10).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            pending[0].message, "the code 123456",
+            "a failed entry keeps its message to be sent again"
+        );
+        let retried = &s
+            .outbox(OutboxQuery {
+                state: Some("pending".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()[0];
+        assert_eq!(retried.attempts, 0, "a fresh attempt budget");
+        assert_eq!(retried.next_attempt_at, Some(later));
+        assert_eq!(retried.settled_at, None);
+        assert_eq!(
+            s.retry_notification(failed, later).await.unwrap(),
+            Retried::NotFailed("pending".into()),
+            "retried once: it is pending now"
+        );
+        // Paged: the second page starts below the first's last sequence number.
+        let first = s
+            .outbox(OutboxQuery {
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let second = s
+            .outbox(OutboxQuery {
+                before: Some(first[0].seq),
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!((first[0].seq, second[0].seq), (delivered, failed));
+    }
+
     #[tokio::test]
     async fn the_outbox_keeps_pending_entries_once_per_key_and_bounded_per_tenant() {
         let (dir, s) = store();
         let now = Utc::now();
         assert_eq!(
-            s.enqueue_notification("k1", "lab", "m1", now, 2)
+            s.enqueue_notification(entry("k1", "lab", "m1", now, 2))
                 .await
                 .unwrap(),
             Enqueued::Queued
         );
         assert_eq!(
-            s.enqueue_notification("k1", "lab", "other", now, 2)
+            s.enqueue_notification(entry("k1", "lab", "other", now, 2))
                 .await
                 .unwrap(),
             Enqueued::Duplicate
         );
         assert_eq!(
-            s.enqueue_notification("k2", "lab", "m2", now, 2)
+            s.enqueue_notification(entry("k2", "lab", "m2", now, 2))
                 .await
                 .unwrap(),
             Enqueued::Queued
         );
         assert_eq!(
-            s.enqueue_notification("k3", "lab", "m3", now, 2)
+            s.enqueue_notification(entry("k3", "lab", "m3", now, 2))
                 .await
                 .unwrap(),
             Enqueued::Full { pending: 2 }
         );
         assert_eq!(
-            s.enqueue_notification("k3", "other", "m3", now, 2)
+            s.enqueue_notification(entry("k3", "other", "m3", now, 2))
                 .await
                 .unwrap(),
             Enqueued::Queued,
@@ -271,13 +487,13 @@ mod tests {
             "a settled entry does not change again"
         );
         assert_eq!(
-            s.enqueue_notification("k1", "lab", "again", now, 2)
+            s.enqueue_notification(entry("k1", "lab", "again", now, 2))
                 .await
                 .unwrap(),
             Enqueued::Duplicate
         );
         assert_eq!(
-            s.enqueue_notification("k4", "lab", "m4", now, 2)
+            s.enqueue_notification(entry("k4", "lab", "m4", now, 2))
                 .await
                 .unwrap(),
             Enqueued::Queued

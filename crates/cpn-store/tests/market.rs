@@ -15,8 +15,8 @@ use cpn_market::{
     OrderRequest, PriceSheet, TenantId, Timestamp,
 };
 use cpn_store::{
-    MarketRefusal, MarketStore, MarketWrite, NotificationAttemptRecord, NotificationLogQuery,
-    SqliteStore, StoreError,
+    MarketRefusal, MarketStore, MarketWrite, NewOutboxEntry, NotificationAttemptRecord,
+    NotificationLogQuery, OutboxStore, SqliteStore, StoreError,
 };
 use std::sync::Arc;
 
@@ -110,6 +110,7 @@ async fn persist(store: &SqliteStore, market: &mut Market, usage: Vec<UsageRecor
             changes,
             usage,
             close: None,
+            outbox: Vec::new(),
         })
         .await
         .unwrap()
@@ -167,6 +168,7 @@ async fn fifty_writers_race_for_the_last_card_and_exactly_one_wins() {
                     changes: m.take_changes(),
                     usage: vec![],
                     close: None,
+                    outbox: Vec::new(),
                 })
                 .await
                 .unwrap()
@@ -234,6 +236,7 @@ async fn a_reservation_on_a_listing_delisted_meanwhile_is_refused_whole() {
             changes: orderer.take_changes(),
             usage: vec![],
             close: None,
+            outbox: Vec::new(),
         })
         .await
         .unwrap();
@@ -248,6 +251,77 @@ async fn a_reservation_on_a_listing_delisted_meanwhile_is_refused_whole() {
     for card in [CardId(0), CardId(1)] {
         assert_eq!(restored.catalog().card_state(card), Some(CardState::Idle));
     }
+}
+
+/// A notification the market write causes is in the same transaction: a refused write
+/// leaves no outbox row, an applied one leaves both the change and the row.
+#[tokio::test]
+async fn a_market_write_and_its_notifications_are_stored_together_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let mut m = market();
+    let listing = publish(&store, &mut m, spec(ClusterClass::B, "sz-1", 2)).await;
+    fund(&mut m, "lab", 10_000, "topup:lab:1");
+    persist(&store, &mut m, vec![]).await;
+    let notice = |key: &str| NewOutboxEntry {
+        key: key.into(),
+        recipient: "ana".into(),
+        kind: "lease".into(),
+        targets: vec!["an***@example.cn".into()],
+        message: "lease started".into(),
+        created_at: Utc::now(),
+        max_pending: 10,
+    };
+    let keys = |store: &SqliteStore| {
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT key FROM notification_outbox ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+    };
+
+    // Two markets order the same two cards; the second write is refused whole.
+    let mut first = restore(store.load_market().await.unwrap());
+    let mut second = restore(store.load_market().await.unwrap());
+    for (m, seed) in [(&mut first, 1), (&mut second, 2)] {
+        m.place_order(
+            order("lab", listing, BillingMode::Monthly, 2),
+            [seed; 32],
+            t0(),
+        )
+        .unwrap();
+    }
+    store
+        .apply_market(MarketWrite {
+            changes: first.take_changes(),
+            outbox: vec![notice("lease-1:started-ana")],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let refused = store
+        .apply_market(MarketWrite {
+            changes: second.take_changes(),
+            outbox: vec![notice("lease-2:started-ana")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(
+        keys(&store),
+        ["lease-1:started-ana"],
+        "the refused write's notification is not stored"
+    );
+    assert_eq!(store.load_market().await.unwrap().leases.len(), 1);
+    // Stored like any entry: the outbox loop finds it pending.
+    let pending = store.pending_notifications(0, 10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].message, "lease started");
 }
 
 #[tokio::test]
@@ -496,6 +570,7 @@ async fn acknowledged_leases_ledger_and_cards_survive_a_crash_and_restore_equal(
                 changes: restored.take_changes(),
                 usage: vec![],
                 close: Some(close.clone()),
+                outbox: Vec::new(),
             })
             .await
             .unwrap()
@@ -688,6 +763,7 @@ async fn the_delivery_log_answers_delivered_per_key_and_target() {
         error: (status != "delivered").then(|| "451 try later".into()),
         permanent: false,
         at: Utc::now(),
+        next_attempt_at: None,
     };
     store
         .record_notification_attempt(attempt(1, "retrying", "t1"))
@@ -749,6 +825,7 @@ async fn the_delivery_log_lists_newest_first_filtered_and_paged() {
         error: None,
         permanent: false,
         at: t0 + chrono::Duration::minutes(minutes),
+        next_attempt_at: None,
     };
     for a in [
         attempt(1, "ana", "retrying", 0),

@@ -105,6 +105,7 @@ impl Bench {
             changes: self.market.take_changes(),
             usage,
             close,
+            outbox: Vec::new(),
         };
         let start = Instant::now();
         self.store

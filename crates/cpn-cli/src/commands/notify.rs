@@ -9,7 +9,7 @@ use chrono::SecondsFormat;
 use clap::{Subcommand, ValueEnum};
 use cpn_api_types::Page;
 use cpn_api_types::notifications::{
-    CreateSubscription, Delivery, NotifyChannel, NotifyKind, Subscription,
+    CreateSubscription, Delivery, NotifyChannel, NotifyKind, OutboxItem, Subscription,
 };
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +67,41 @@ pub enum NotifyCmd {
         #[arg(long, value_name = "CURSOR")]
         cursor: Option<String>,
     },
+    /// The notification outbox, newest first (operators): each notification's kind,
+    /// recipient, masked targets, state, attempts, next attempt and last error. Messages
+    /// are never shown.
+    ///
+    /// Examples:
+    ///   cpn notify outbox --state failed
+    ///   cpn notify outbox --recipient ana --limit 20
+    #[command(verbatim_doc_comment)]
+    Outbox {
+        #[arg(long, value_enum)]
+        state: Option<OutboxStateArg>,
+        /// Only notifications to this user.
+        #[arg(long, value_name = "USER")]
+        recipient: Option<String>,
+        /// Entries to show.
+        #[arg(long, default_value_t = 50, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: u32,
+        /// Older entries: the cursor printed under the previous page.
+        #[arg(long, value_name = "CURSOR")]
+        cursor: Option<String>,
+    },
+    /// Send a failed notification again (operators): pending once more, with a fresh
+    /// attempt budget. ID is the outbox list's first column.
+    Retry {
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutboxStateArg {
+    Pending,
+    Delivered,
+    Failed,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -240,6 +275,93 @@ pub async fn run(ctx: &Ctx, cmd: NotifyCmd) -> Result<()> {
                 output::emit(&format!("older: cpn notify deliveries --cursor {c}"))?;
             }
             Ok(())
+        }
+        NotifyCmd::Outbox {
+            state,
+            recipient,
+            limit,
+            cursor,
+        } => {
+            let state = state.map(|s| {
+                match s {
+                    OutboxStateArg::Pending => "pending",
+                    OutboxStateArg::Delivered => "delivered",
+                    OutboxStateArg::Failed => "failed",
+                }
+                .to_string()
+            });
+            let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+            for (key, value) in [
+                ("state", state),
+                ("recipient", recipient),
+                ("cursor", cursor),
+            ] {
+                if let Some(v) = value {
+                    query.push((key, v));
+                }
+            }
+            let value = ctx
+                .client
+                .get(&["api", "v1", "notifications", "outbox"], &query)
+                .await?;
+            if !ctx.table() {
+                return output::print_raw(ctx.output, &value);
+            }
+            let page: Page<OutboxItem> = decode(&value, "outbox page")?;
+            let mut t = output::table(&[
+                "ID",
+                "CREATED",
+                "RECIPIENT",
+                "KIND",
+                "TARGETS",
+                "STATE",
+                "TRIES",
+                "NEXT",
+                "ERROR",
+            ]);
+            for e in page.items {
+                t.add_row(vec![
+                    e.id.to_string(),
+                    e.created_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    e.recipient,
+                    e.kind,
+                    e.targets.join(","),
+                    e.state,
+                    e.attempts.to_string(),
+                    or_dash(
+                        e.next_attempt_at
+                            .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+                            .as_deref(),
+                    ),
+                    or_dash(e.last_error.as_deref()),
+                ]);
+            }
+            output::print_table(&t)?;
+            if let Some(c) = page.next_cursor {
+                output::emit(&format!("older: cpn notify outbox --cursor {c}"))?;
+            }
+            Ok(())
+        }
+        NotifyCmd::Retry { id } => {
+            let value = ctx
+                .client
+                .post_empty(&[
+                    "api",
+                    "v1",
+                    "notifications",
+                    "outbox",
+                    &id.to_string(),
+                    "retry",
+                ])
+                .await?;
+            if !ctx.table() {
+                return output::print_raw(ctx.output, &value);
+            }
+            let e: OutboxItem = decode(&value, "outbox entry")?;
+            output::emit(&format!(
+                "outbox entry {} to {} retried: {} (the outbox loop sends it)",
+                e.id, e.recipient, e.state
+            ))
         }
     }
 }

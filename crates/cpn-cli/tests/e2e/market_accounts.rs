@@ -910,6 +910,28 @@ async fn a_registered_user_orders_is_billed_to_its_account_and_gets_the_budget_a
         1,
         "{mails:?}"
     );
+    // Both came through the outbox, written with the order's market write, keyed by event.
+    let entries = outbox(server, "rita").await;
+    let key_of = |prefix: &str| {
+        entries
+            .iter()
+            .find(|e| {
+                e["idempotency_key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with(prefix))
+            })
+            .map(|e| e["kind"].clone())
+    };
+    assert_eq!(
+        key_of(&format!("lease-{lease}:started")),
+        Some(json!("lease")),
+        "{entries:?}"
+    );
+    assert_eq!(
+        key_of("budget-rita-"),
+        Some(json!("billing")),
+        "{entries:?}"
+    );
 
     // After the month's close the ledger names rita's funds and what the platform owes the
     // supplier's account; it sums to zero.
@@ -947,22 +969,40 @@ async fn a_registered_user_orders_is_billed_to_its_account_and_gets_the_budget_a
     );
 }
 
-/// The outbox states of a recipient's entries, oldest first, read as the running server
-/// keeps them (WAL lets a reader in beside it): the outbox is the server's own and no API
-/// shows it.
-fn outbox_states(data_dir: &Path, recipient: &str) -> Vec<String> {
-    let db = rusqlite::Connection::open_with_flags(
-        data_dir.join("cpn.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let mut stmt = db
-        .prepare("SELECT state FROM notification_outbox WHERE recipient = ?1 ORDER BY seq")
-        .unwrap();
-    stmt.query_map([recipient], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+/// The outbox entries of a recipient, oldest first, as the operator reads them through
+/// `GET /api/v1/notifications/outbox` (newest first there): never a message or an address.
+async fn outbox(server: &Server, recipient: &str) -> Vec<Value> {
+    let (s, b) = server
+        .call(
+            Method::GET,
+            &format!("/api/v1/notifications/outbox?recipient={recipient}&limit=500"),
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let items = b["items"].as_array().expect("a page of outbox entries");
+    for e in items {
+        assert_eq!(e["recipient"], recipient, "{e}");
+        assert!(e.get("message").is_none(), "no message is shown: {e}");
+        let targets = e["targets"].as_array().expect("targets");
+        assert!(
+            targets
+                .iter()
+                .all(|t| t.as_str().is_some_and(|t| t.contains("***"))),
+            "targets are masked: {e}"
+        );
+    }
+    items.iter().rev().cloned().collect()
+}
+
+/// The states of a recipient's outbox entries, oldest first.
+async fn outbox_states(server: &Server, recipient: &str) -> Vec<String> {
+    outbox(server, recipient)
+        .await
+        .iter()
+        .map(|e| e["state"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 /// The statuses of the delivery log's attempts for `recipient`, oldest first, as `token`
@@ -1056,7 +1096,17 @@ async fn a_mail_to_a_relay_that_is_down_is_delivered_after_a_crash_and_restart()
         assert!(Instant::now() < deadline, "no failed attempt was logged");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(outbox_states(dir.path(), "erin"), ["pending"]);
+    let pending = outbox(&server, "erin").await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let entry = &pending[0];
+    assert_eq!(entry["state"], "pending", "{entry}");
+    assert_eq!(entry["kind"], "account", "{entry}");
+    assert!(entry["attempts"].as_u64() >= Some(1), "{entry}");
+    assert!(entry["last_error"].is_string(), "{entry}");
+    assert!(
+        entry["next_attempt_at"].is_string(),
+        "the backoff says when: {entry}"
+    );
 
     // The crash comes while the dispatcher waits to retry; the relay comes up meanwhile.
     server.kill9();
@@ -1066,11 +1116,11 @@ async fn a_mail_to_a_relay_that_is_down_is_delivered_after_a_crash_and_restart()
     // Generous: under CI's parallel tests a restarted server's first delivery may meet the
     // dispatcher's backoff; what matters is that the entry settles, once.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while outbox_states(dir.path(), "erin") != ["delivered"] {
+    while outbox_states(&server, "erin").await != ["delivered"] {
         assert!(
             Instant::now() < deadline,
             "the outbox entry was not settled: outbox {:?}, delivery log {:?}",
-            outbox_states(dir.path(), "erin"),
+            outbox(&server, "erin").await,
             delivery_log(&server, &server.token, "erin").await
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1134,6 +1184,140 @@ async fn a_mail_to_a_relay_that_is_down_is_delivered_after_a_crash_and_restart()
     let _server = Server::start_with(dir.path(), false, &flags).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(smtp.messages_to("erin@lab.cn", 2).len(), 1);
+}
+
+/// An operator sends a failed notification again: a code mail the mailbox refused for good
+/// (550) is failed in the outbox, listed without its code or address; a retry puts it back
+/// to pending with a fresh attempt budget, the mailbox accepts it now, and the code
+/// activates. Only operators list or retry; an unknown id is 404, a delivered entry 409; the
+/// retry is audited.
+#[tokio::test]
+async fn an_operator_retries_a_failed_notification_and_it_is_delivered() {
+    let Some(smtp) = Smtp::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let relay = smtp.relay();
+    let flags = ["--no-local-agent", "--smtp-relay", relay.as_str()];
+    let server = Server::start_with(dir.path(), false, &flags).await;
+    // The sink refuses `bounce1…` once with 550, then accepts it.
+    let (s, b) = register(&server, individual("fay", "bounce1@lab.cn", NATIONAL_ID)).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while outbox_states(&server, "fay").await != ["failed"] {
+        assert!(
+            Instant::now() < deadline,
+            "a permanent refusal fails the entry: {:?}",
+            outbox(&server, "fay").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let entry = outbox(&server, "fay").await.remove(0);
+    assert_eq!(entry["kind"], "account", "{entry}");
+    assert_eq!(entry["attempts"], 1, "550 is not retried: {entry}");
+    assert!(
+        entry["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("550")),
+        "{entry}"
+    );
+    assert!(entry.get("next_attempt_at").is_none(), "{entry}");
+    assert_eq!(
+        entry["targets"].as_array().map(Vec::len),
+        Some(1),
+        "{entry}"
+    );
+    let id = entry["id"].as_u64().expect("an id").to_string();
+
+    let out = server.cli(&["notify", "outbox", "--state", "failed"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(table.contains("fay") && table.contains("failed"), "{table}");
+    assert!(!table.contains("bounce1@lab.cn"), "{table}");
+    let out = server.cli(&["notify", "outbox", "--state", "delivered"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("fay"),
+        "the state filter: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Only operators: a plain user neither reads the outbox nor retries.
+    let olga = server.user("other-lab", "olga", "user").await;
+    let (s, b) = server
+        .call(
+            Method::GET,
+            "/api/v1/notifications/outbox",
+            Some(&olga),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    let retry_path = format!("/api/v1/notifications/outbox/{id}/retry");
+    let (s, b) = server
+        .call(Method::POST, &retry_path, Some(&olga), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    let (s, b) = server
+        .call(
+            Method::POST,
+            "/api/v1/notifications/outbox/999999/retry",
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    let (s, b) = server
+        .call(
+            Method::GET,
+            "/api/v1/notifications/outbox?state=lost",
+            Some(&server.token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(outbox_states(&server, "fay").await, ["failed"], "unchanged");
+
+    let out = server.cli(&["notify", "retry", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("retried"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while outbox_states(&server, "fay").await != ["delivered"] {
+        assert!(
+            Instant::now() < deadline,
+            "the retried entry was not delivered: {:?}",
+            outbox(&server, "fay").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let entry = outbox(&server, "fay").await.remove(0);
+    assert_eq!(entry["attempts"], 1, "a fresh budget, one attempt: {entry}");
+    let code = smtp.code_for("bounce1@lab.cn", 1);
+    let (s, b) = activate(&server, "fay", &code).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        delivery_log(&server, &server.token, "fay").await,
+        ["failed", "delivered"]
+    );
+    let (s, b) = server
+        .call(Method::POST, &retry_path, Some(&server.token), None)
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "a delivered entry is not retried: {b}"
+    );
+
+    let lines = audit(&server, "action=notifications.outbox.retry").await;
+    let ok: Vec<&Value> = lines.iter().filter(|l| l["result"] == "success").collect();
+    assert_eq!(ok.len(), 1, "{lines:?}");
+    assert_eq!(ok[0]["actor"], "admin");
+    assert_eq!(ok[0]["object_id"], id.as_str());
 }
 
 /// Undoes the quoted-printable encoding a mail with a long line (the link) is sent in.

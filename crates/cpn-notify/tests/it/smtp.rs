@@ -214,6 +214,13 @@ async fn a_4xx_reply_is_retried_until_the_relay_accepts() {
             .as_deref()
             .is_some_and(|e| e.contains("451"))
     );
+    // A retrying attempt says when the next is due (after the backoff); the last none.
+    let attempts = log.attempts();
+    for (a, next) in attempts.iter().zip(attempts.iter().skip(1)) {
+        let due = a.next_attempt_at.expect("a retry is due");
+        assert!(due > a.at && due <= next.at, "{a:?} then {next:?}");
+    }
+    assert_eq!(attempts[2].next_attempt_at, None);
     assert_eq!(smtp.wait_for_messages(1).len(), 1);
 }
 
