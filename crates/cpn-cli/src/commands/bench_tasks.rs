@@ -27,6 +27,11 @@ pub struct BenchTasksArgs {
     /// Tasks submitted in (a).
     #[arg(long, default_value_t = 20_000)]
     pub tasks: usize,
+    /// Submissions per second of all the clients of (a) together; 0 submits as fast as the
+    /// server answers. Issue #13 asks for the binder cycle p99 at 2,000 tasks/s: `--pace 2000`
+    /// measures it at that rate rather than flat out.
+    #[arg(long, default_value_t = 0.0)]
+    pub pace: f64,
     /// Nodes registered for (a), 64 cores and 256 GiB each, spread over --sites.
     #[arg(long, default_value_t = 5000)]
     pub nodes: usize,
@@ -69,6 +74,9 @@ pub async fn run(args: BenchTasksArgs) -> Result<()> {
         bail!(
             "--clients, --tasks, --nodes, --sites, --short-tasks, --rate and --cpu must be above 0"
         );
+    }
+    if !(args.pace >= 0.0 && args.pace.is_finite()) {
+        bail!("--pace must be 0 (flat out) or a number of submissions per second");
     }
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; the figures mean something only with --release");
@@ -173,10 +181,20 @@ async fn submit_to_bound(args: &BenchTasksArgs) -> Result<()> {
     }
     println!("cpn bench tasks");
     println!(
-        "(a) submit → bound: {} tasks, {} clients, {} nodes of 64 cores over {} sites, default profile",
-        args.tasks, args.clients, args.nodes, args.sites
+        "(a) submit → bound: {} tasks, {} clients{}, {} nodes of 64 cores over {} sites, default profile",
+        args.tasks,
+        args.clients,
+        if args.pace > 0.0 {
+            format!(" paced at {} submissions/s", args.pace)
+        } else {
+            String::new()
+        },
+        args.nodes,
+        args.sites
     );
     let started = Instant::now();
+    let start = tokio::time::Instant::now();
+    let (clients_n, pace) = (args.clients, args.pace);
     let mut clients = Vec::new();
     for c in 0..args.clients {
         let n = args.tasks / args.clients + usize::from(c < args.tasks % args.clients);
@@ -184,6 +202,11 @@ async fn submit_to_bound(args: &BenchTasksArgs) -> Result<()> {
         clients.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(n);
             for i in 0..n {
+                if pace > 0.0 {
+                    // Submission i * clients + c of all is due at its place in the pace.
+                    let due = ((i * clients_n + c) as f64) / pace;
+                    tokio::time::sleep_until(start + Duration::from_secs_f64(due)).await;
+                }
                 let body = serde_json::json!({"name": format!("b-{c}-{i}"), "command": ["true"],
                     "resources": {"cpu_cores": 0.1, "memory_gib": 0.01}});
                 let t = Instant::now();
@@ -224,7 +247,10 @@ async fn submit_to_bound(args: &BenchTasksArgs) -> Result<()> {
     println!("    all bound          {:.2} s", bound.as_secs_f64());
     println!(
         "    throughput         {rate:.0} tasks/s submitted and durably bound (target {TARGET_BOUND_PER_S:.0}: {})",
-        if rate >= TARGET_BOUND_PER_S {
+        if args.pace > 0.0 {
+            // A paced run cannot go faster than its pace.
+            "not judged when paced"
+        } else if rate >= TARGET_BOUND_PER_S {
             "met"
         } else {
             "NOT met"
@@ -244,11 +270,14 @@ async fn submit_to_bound(args: &BenchTasksArgs) -> Result<()> {
         .await?;
     match cycle_p99_bound(&metrics) {
         Some((le, cycles)) => println!(
-            "    binder cycle p99   <= {:.1} ms over {cycles} cycles (target {:.0} ms: {})",
+            "    binder cycle p99   <= {:.1} ms over {cycles} cycles at {rate:.0} tasks/s (target {:.0} ms at {TARGET_BOUND_PER_S:.0}/s: {})",
             le * 1e3,
             TARGET_CYCLE_P99_S * 1e3,
             if le <= TARGET_CYCLE_P99_S {
                 "met"
+            } else if args.pace == 0.0 && rate > TARGET_BOUND_PER_S * 1.05 {
+                // Flat out, every cycle is full and shares the CPU with faster clients.
+                "not judged flat out: measure with --pace 2000"
             } else {
                 "NOT met"
             }
