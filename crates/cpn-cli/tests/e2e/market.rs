@@ -1031,32 +1031,8 @@ async fn an_exhausted_budget_ends_the_hourly_lease_and_refuses_new_ones() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{prepaid}");
     assert_eq!(prepaid["lease"]["charged_minor"], limit - 10_000);
-    // Tasks inside the hourly lease: one bound to its card (n1 speaks the agent protocol
-    // only through this test, so it stays scheduled), one waiting for the card.
-    let mut in_lease = Vec::new();
-    for name in ["bound", "waiting"] {
-        let (s, t) = m
-            .call(
-                Method::POST,
-                "/api/v1/tasks",
-                &m.ann,
-                Some(json!({"name": name, "command": ["true"], "lease": id,
-                    "resources": {"cpu_cores": 1, "memory_gib": 1, "gpus": 1}})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{t}");
-        let t = t["id"].as_str().unwrap().to_string();
-        let want = if name == "bound" {
-            "scheduled"
-        } else {
-            "pending"
-        };
-        wait_task(&m, &m.ann, &t, |v| {
-            v["state"] == want && (want == "scheduled" || v["reason"].is_string())
-        })
-        .await;
-        in_lease.push(t);
-    }
+    // Tasks inside the hourly lease, one bound to its card, one waiting for it.
+    let in_lease = bound_and_waiting(&m, id).await;
 
     // The metering loop charges the hourly lease; once the budget is spent it ends it.
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
@@ -1081,16 +1057,7 @@ async fn an_exhausted_budget_ends_the_hourly_lease_and_refuses_new_ones() {
     assert_eq!(ended["end_reason"], "budget_exhausted", "{ended}");
     assert_eq!(states(&m.listing(&cpcids[0]).await), ["idle"]);
     // Its tasks ended with it.
-    let t = wait_task(&m, &m.ann, &in_lease[0], |t| t["state"] == "cancelled").await;
-    assert!(
-        t["reason"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("the end of lease {id}")),
-        "{t}"
-    );
-    let t = wait_task(&m, &m.ann, &in_lease[1], |t| t["state"] == "failed").await;
-    assert_eq!(t["reason"], "lease ended", "{t}");
+    assert_ended_with(&m, id, &in_lease).await;
     // The prepaid term is paid for and runs on.
     let prepaid_id = prepaid["lease"]["id"].as_u64().unwrap();
     let (_, p) = m
@@ -1181,32 +1148,8 @@ async fn a_month_close_that_ends_a_lease_frees_its_capacity_and_ends_its_tasks()
     assert_eq!(s, StatusCode::CREATED, "{placed}");
     let id = placed["lease"]["id"].as_u64().unwrap();
     assert_eq!(m.node_gpus_held().await, 1.0, "the lease holds its card");
-    // Tasks inside the lease: one bound to its card (n1 speaks the agent protocol only
-    // through this test, so it stays scheduled), one waiting for the card.
-    let mut in_lease = Vec::new();
-    for name in ["bound", "waiting"] {
-        let (s, t) = m
-            .call(
-                Method::POST,
-                "/api/v1/tasks",
-                &m.ann,
-                Some(json!({"name": name, "command": ["true"], "lease": id,
-                    "resources": {"cpu_cores": 1, "memory_gib": 1, "gpus": 1}})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{t}");
-        let t = t["id"].as_str().unwrap().to_string();
-        let want = if name == "bound" {
-            "scheduled"
-        } else {
-            "pending"
-        };
-        wait_task(&m, &m.ann, &t, |v| {
-            v["state"] == want && (want == "scheduled" || v["reason"].is_string())
-        })
-        .await;
-        in_lease.push(t);
-    }
+    // Tasks inside the lease, one bound to its card, one waiting for it.
+    let in_lease = bound_and_waiting(&m, id).await;
 
     // Right after a metering run has charged the lease, the budget drops below what the
     // tenant spent and the month is closed.
@@ -1252,16 +1195,7 @@ async fn a_month_close_that_ends_a_lease_frees_its_capacity_and_ends_its_tasks()
     assert_eq!(ended["end_reason"], "budget_exhausted", "{ended}");
     assert_eq!(states(&m.listing(&cpcid).await), ["idle"]);
     // Its tasks ended with it.
-    let t = wait_task(&m, &m.ann, &in_lease[0], |t| t["state"] == "cancelled").await;
-    assert!(
-        t["reason"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("the end of lease {id}")),
-        "{t}"
-    );
-    let t = wait_task(&m, &m.ann, &in_lease[1], |t| t["state"] == "failed").await;
-    assert_eq!(t["reason"], "lease ended", "{t}");
+    assert_ended_with(&m, id, &in_lease).await;
     // Its capacity is free: nothing is held on n1, and another tenant's task takes both of
     // its cards.
     assert_eq!(
@@ -1290,6 +1224,52 @@ async fn a_month_close_that_ends_a_lease_frees_its_capacity_and_ends_its_tasks()
         .admin(Method::GET, "/api/v1/billing/ledger", None)
         .await;
     assert_eq!(ledger["trial_balance_minor"], 0, "{ledger}");
+}
+
+/// Two of `ann`'s tasks inside class B lease `id` on `n1`: one bound to its card (n1
+/// speaks the agent protocol only through the test, so it stays scheduled), one waiting
+/// for the card. Their ids, in that order.
+async fn bound_and_waiting(m: &Market, id: u64) -> Vec<String> {
+    let mut in_lease = Vec::new();
+    for name in ["bound", "waiting"] {
+        let (s, t) = m
+            .call(
+                Method::POST,
+                "/api/v1/tasks",
+                &m.ann,
+                Some(json!({"name": name, "command": ["true"], "lease": id,
+                    "resources": {"cpu_cores": 1, "memory_gib": 1, "gpus": 1}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        let t = t["id"].as_str().unwrap().to_string();
+        let want = if name == "bound" {
+            "scheduled"
+        } else {
+            "pending"
+        };
+        wait_task(m, &m.ann, &t, |v| {
+            v["state"] == want && (want == "scheduled" || v["reason"].is_string())
+        })
+        .await;
+        in_lease.push(t);
+    }
+    in_lease
+}
+
+/// The tasks of [`bound_and_waiting`] ended with lease `id`: the bound one cancelled by
+/// the lease's end, the waiting one failed.
+async fn assert_ended_with(m: &Market, id: u64, in_lease: &[String]) {
+    let t = wait_task(m, &m.ann, &in_lease[0], |t| t["state"] == "cancelled").await;
+    assert!(
+        t["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("the end of lease {id}")),
+        "{t}"
+    );
+    let t = wait_task(m, &m.ann, &in_lease[1], |t| t["state"] == "failed").await;
+    assert_eq!(t["reason"], "lease ended", "{t}");
 }
 
 /// Polls a task as `token` until `done` holds (60 s at most).
