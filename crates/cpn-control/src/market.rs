@@ -1807,10 +1807,9 @@ pub async fn release(state: &AppState, who: &Caller, id: u64) -> ApiResult<wire:
         Err(_) => (Vec::new(), Vec::new()),
     };
     persist(state, &mut inner, usage, announcements).await?;
-    result.map_err(lease_error)?;
+    let run = result.map_err(lease_error)?;
     let market = inner.market.as_ref().expect("persisted");
-    release_class_b(state, market, LeaseId(id)).await;
-    revoke_access(state, LeaseId(id)).await;
+    leases_ended(state, market, &run.ended).await;
     let lease = market
         .lease(LeaseId(id))
         .ok_or_else(|| internal("lease vanished"))?;
@@ -1827,6 +1826,16 @@ pub async fn meter_once(state: &AppState) -> ApiResult<()> {
     let market = ensure(state, &mut inner).await?;
     apply_nodes(market, &nodes)?;
     eval::observe(state, market, &nodes, None);
+    meter_to_now(state, &mut inner).await
+}
+
+/// Charges the running leases up to now and ends those whose term ran out or whose
+/// tenant's budget or funds are spent, stored with what that announces; then what their
+/// end does outside the market ([`leases_ended`]). The metering loop's run and a month's
+/// close both meter through here, so a lease ended by either loses its hold, its tasks and
+/// its access alike.
+async fn meter_to_now(state: &AppState, inner: &mut Inner) -> ApiResult<()> {
+    let market = ensure(state, inner).await?;
     let run = market.meter(now());
     let announcements = match run_announcements(state, market, &run).await {
         Ok(a) => a,
@@ -1836,15 +1845,23 @@ pub async fn meter_once(state: &AppState) -> ApiResult<()> {
             return Err(e);
         }
     };
-    persist(state, &mut inner, run.usage.clone(), announcements).await?;
-    if let Some(market) = inner.market.as_ref() {
-        for (id, reason) in run.ended {
-            tracing::info!(lease = id.0, ?reason, "lease ended");
-            release_class_b(state, market, id).await;
-            revoke_access(state, id).await;
-        }
-    }
+    persist(state, inner, run.usage.clone(), announcements).await?;
+    let market = inner.market.as_ref().expect("persisted");
+    leases_ended(state, market, &run.ended).await;
     Ok(())
+}
+
+/// What the end of leases does outside the market, once the end is stored: a class B
+/// lease's capacity holds are released and its tasks end with it (`release_class_b`), a
+/// class A lease's SSH access is revoked on its nodes (`revoke_access`). The one place for
+/// it: every path that ends leases (metering, a month's close, a release) comes here with
+/// the ended leases of its run.
+async fn leases_ended(state: &AppState, market: &Market, ended: &[(LeaseId, EndReason)]) {
+    for &(id, reason) in ended {
+        tracing::info!(lease = id.0, ?reason, "lease ended");
+        release_class_b(state, market, id).await;
+        revoke_access(state, id).await;
+    }
 }
 
 /// The metering loop, supervised with the other background loops; stops on shutdown.
@@ -2033,18 +2050,9 @@ pub async fn close_month(
     operator_only(who, "close months")?;
     let m = parse_month(month)?;
     let mut inner = state.market.inner.lock().await;
-    let market = ensure(state, &mut inner).await?;
     // Charge the running leases up to now first, so the month's records are complete up
-    // to this moment.
-    let run = market.meter(now());
-    let announcements = match run_announcements(state, market, &run).await {
-        Ok(a) => a,
-        Err(e) => {
-            inner.market = None;
-            return Err(e);
-        }
-    };
-    persist(state, &mut inner, run.usage, announcements).await?;
+    // to this moment; a lease this ends ends as it would in the metering loop.
+    meter_to_now(state, &mut inner).await?;
     let records = state.store.market_usage(m).await?;
     let market = ensure(state, &mut inner).await?;
     let closed = market

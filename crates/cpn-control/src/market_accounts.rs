@@ -24,7 +24,8 @@
 //! store as keyed hashes with their expiry and the tries they have left
 //! (`market_pending_codes`), so a code sent before a restart still activates after it; a
 //! used or expired code is removed. The message carrying them goes through the notification
-//! outbox (`notify`), which holds it until it is delivered. Nothing here logs a code, a
+//! outbox (`notify`), which holds it until it is delivered; it is written in the same store
+//! write as the codes (`put_pending_codes`), so no crash keeps a code without its message. Nothing here logs a code, a
 //! password or an identifier.
 
 use crate::caller::Caller;
@@ -56,7 +57,7 @@ use cpn_market::{
 };
 use cpn_notify::{EventKind, Notification, Target};
 use cpn_store::NewUser;
-use cpn_store::StoredCode;
+use cpn_store::{Enqueued, StoredCode};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -372,50 +373,53 @@ fn code_targets(notifier: &Notifier, contact: &Contact) -> ServiceResult<Vec<Tar
     Ok(targets)
 }
 
-/// Issues a code of `purpose` for `account` and stores its keyed hash, replacing the
-/// account's earlier one of that purpose; returns the code in clear, for the message only.
-async fn issue_code(
+/// Issues a code of `purpose` for `account` at `t`: the code in clear (for the message
+/// only), and what the store keeps of it (its keyed hash, expiry and tries), which replaces
+/// the account's earlier code of that purpose once stored.
+fn issue_code(
     state: &AppState,
     account: &Account,
     purpose: Purpose,
-) -> ServiceResult<(String, PendingCode)> {
-    let (_, t) = now();
+    t: Timestamp,
+) -> (String, StoredCode) {
     let mut entropy = [0u8; 32];
     OsRng.fill_bytes(&mut entropy);
     let (code, pending) =
         verification::issue(purpose, Entropy(entropy), &state.market_accounts.hasher, t);
-    // Expired codes of every account go now: the table holds live codes only.
-    state.store.purge_expired_codes(t.unix()).await?;
-    state
-        .store
-        .put_pending_code(StoredCode {
-            account: account.id().0,
-            purpose: purpose.name().to_string(),
-            digest_hex: pending.digest_hex(),
-            issued_at: t.unix(),
-            expires_at: pending.expires_at().unix(),
-            attempts_left: pending.attempts_left(),
-        })
-        .await?;
-    Ok((code, pending))
+    let stored = StoredCode {
+        account: account.id().0,
+        purpose: purpose.name().to_string(),
+        digest_hex: pending.digest_hex(),
+        issued_at: t.unix(),
+        expires_at: pending.expires_at().unix(),
+        attempts_left: pending.attempts_left(),
+    };
+    (code, stored)
 }
 
 /// The path of the activation link (`GET`), below `--public-url`.
 pub const ACTIVATION_LINK_PATH: &str = "/api/v1/market/accounts/activate";
 
 /// Issues a fresh registration code for `account` (replacing any earlier one) and, when the
-/// server knows its public address, an activation link; writes the message to the outbox.
+/// server knows its public address, an activation link, and stores them with the message
+/// that carries them in one write (`put_pending_codes`): a crash keeps both or neither, so
+/// no stored code lacks its message.
 async fn send_code(
     state: &AppState,
     account: &Account,
     targets: Vec<Target>,
 ) -> ServiceResult<CodeSent> {
     let m = &state.market_accounts;
-    let (code, pending) = issue_code(state, account, Purpose::Registration).await?;
-    let expires_at = time_of(pending.expires_at());
+    let (_, t) = now();
+    // Expired codes of every account go now: the table holds live codes only.
+    state.store.purge_expired_codes(t.unix()).await?;
+    let (code, registration) = issue_code(state, account, Purpose::Registration, t);
+    let expires_at = time_of(Timestamp::from_unix(registration.expires_at));
+    let mut codes = vec![registration];
     let link = match m.notifier.public_url() {
         Some(base) => {
-            let (token, _) = issue_code(state, account, Purpose::Activation).await?;
+            let (token, activation) = issue_code(state, account, Purpose::Activation, t);
+            codes.push(activation);
             format!(
                 "\n\nOr open this link once to activate (valid for 24 hours):\n  {base}{ACTIVATION_LINK_PATH}?username={}&token={token}",
                 account.username()
@@ -438,7 +442,25 @@ async fn send_code(
     )
     .map_err(|e| ServiceError::new(Code::Internal, e.to_string()))?;
     let code_sent_to = targets.iter().map(Target::masked).collect();
-    m.notifier.enqueue(n, targets).await?;
+    let message = crate::notify::outbox_entry(&n, targets)?;
+    match state.store.put_pending_codes(codes, message).await? {
+        Enqueued::Queued => m.notifier.wake(),
+        // The key carries a fresh nonce: another message under it is not this code's.
+        Enqueued::Duplicate => {
+            return Err(ServiceError::new(
+                Code::Internal,
+                "the verification message's key was taken; nothing was stored, ask for a new code",
+            ));
+        }
+        Enqueued::Full { pending } => {
+            return Err(ServiceError::new(
+                Code::TooManyRequests,
+                format!(
+                    "{pending} messages to this account are still waiting to be delivered; no new code was issued, ask again later"
+                ),
+            ));
+        }
+    }
     Ok(CodeSent {
         code_sent_to,
         code_expires_at: expires_at,

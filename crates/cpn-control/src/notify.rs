@@ -169,7 +169,10 @@ struct OutboxMessage {
 
 /// `n` for `targets` as the outbox stores it: the message serialized, and what an operator
 /// may see of it (kind, masked targets).
-fn outbox_entry(n: &Notification, targets: Vec<Target>) -> Result<NewOutboxEntry, StoreError> {
+pub(crate) fn outbox_entry(
+    n: &Notification,
+    targets: Vec<Target>,
+) -> Result<NewOutboxEntry, StoreError> {
     let masked = targets.iter().map(Target::masked).collect();
     let message = serde_json::to_string(&OutboxMessage {
         notification: n.clone(),

@@ -11,7 +11,8 @@
 //! bounded number of pending ones ([`Enqueued::Full`]).
 //!
 //! An entry is written either alone ([`OutboxStore::enqueue_notification`]) or within the
-//! write that causes it (`MarketWrite::outbox`), so the change and its notification are
+//! write that causes it (`MarketWrite::outbox`, and the verification codes a message
+//! carries, [`OutboxStore::put_pending_codes`]), so the change and its notification are
 //! stored together or not at all.
 
 use crate::Result;
@@ -160,8 +161,16 @@ pub trait OutboxStore {
     /// Deletes entries settled before `before`; how many.
     async fn purge_settled_notifications(&self, before: DateTime<Utc>) -> Result<u64>;
 
-    /// Stores `code`, replacing the account's earlier code of the same purpose.
-    async fn put_pending_code(&self, code: StoredCode) -> Result<()>;
+    /// Stores `codes` (each replacing the account's earlier code of its purpose) with
+    /// `message`, the notification that carries them, in one transaction: the codes are
+    /// stored only with their message, so a crash never keeps a code whose message is lost.
+    /// When the message is not stored (its key is there already, or its recipient is full)
+    /// neither are the codes, and the answer says why.
+    async fn put_pending_codes(
+        &self,
+        codes: Vec<StoredCode>,
+        message: NewOutboxEntry,
+    ) -> Result<Enqueued>;
 
     /// The pending code of an account and purpose, unchanged.
     async fn pending_code(&self, account: u64, purpose: &str) -> Result<Option<StoredCode>>;

@@ -202,22 +202,33 @@ impl OutboxStore for SqliteStore {
         .await
     }
 
-    async fn put_pending_code(&self, c: StoredCode) -> Result<()> {
+    async fn put_pending_codes(
+        &self,
+        codes: Vec<StoredCode>,
+        message: NewOutboxEntry,
+    ) -> Result<Enqueued> {
         self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT OR REPLACE INTO market_pending_codes
-                 (account_id, purpose, digest, issued_at, expires_at, attempts_left)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                c.account as i64,
-                c.purpose,
-                c.digest_hex,
-                c.issued_at,
-                c.expires_at,
-                i64::from(c.attempts_left)
-            ])?;
-            Ok(())
+            // The message first: a code goes in only once its message is in.
+            let enqueued = enqueue_in(conn, &message)?;
+            if enqueued != Enqueued::Queued {
+                return Ok(enqueued);
+            }
+            for c in &codes {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO market_pending_codes
+                     (account_id, purpose, digest, issued_at, expires_at, attempts_left)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    c.account as i64,
+                    c.purpose,
+                    c.digest_hex,
+                    c.issued_at,
+                    c.expires_at,
+                    i64::from(c.attempts_left)
+                ])?;
+            }
+            Ok(Enqueued::Queued)
         })
         .await
     }
@@ -535,8 +546,16 @@ mod tests {
             expires_at: 1_600,
             attempts_left,
         };
-        s.put_pending_code(code("registration", 2)).await.unwrap();
-        s.put_pending_code(code("activation", 5)).await.unwrap();
+        let now = Utc::now();
+        let mail = |key: &str| entry(key, "ana", "the codes", now, 10);
+        let stored = s
+            .put_pending_codes(
+                vec![code("registration", 2), code("activation", 5)],
+                mail("k1"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored, Enqueued::Queued);
         assert_eq!(
             s.take_code_attempt(7, "registration").await.unwrap(),
             Some(code("registration", 2))
@@ -555,7 +574,9 @@ mod tests {
             Some(code("registration", 0))
         );
         // A new code replaces the old one.
-        s.put_pending_code(code("registration", 5)).await.unwrap();
+        s.put_pending_codes(vec![code("registration", 5)], mail("k2"))
+            .await
+            .unwrap();
         assert_eq!(
             s.pending_code(7, "registration").await.unwrap(),
             Some(code("registration", 5))
@@ -575,5 +596,81 @@ mod tests {
         assert_eq!(s.purge_expired_codes(1_599).await.unwrap(), 0);
         assert_eq!(s.purge_expired_codes(1_600).await.unwrap(), 1);
         assert_eq!(s.pending_code(7, "activation").await.unwrap(), None);
+    }
+
+    /// A code and the message that carries it are stored together or not at all: a
+    /// message the outbox refuses stores no code, and a write that fails after the message
+    /// went in takes the message back out.
+    #[tokio::test]
+    async fn a_code_is_stored_only_with_its_message() {
+        let (_dir, s) = store();
+        let now = Utc::now();
+        let code = |account: u64| StoredCode {
+            account,
+            purpose: "registration".into(),
+            digest_hex: "cd".repeat(32),
+            issued_at: 1_000,
+            expires_at: 1_600,
+            attempts_left: 5,
+        };
+        // Together.
+        assert_eq!(
+            s.put_pending_codes(vec![code(1)], entry("code-1", "ana", "code 1", now, 2))
+                .await
+                .unwrap(),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            s.pending_code(1, "registration").await.unwrap(),
+            Some(code(1))
+        );
+        assert_eq!(
+            s.notification_state("code-1").await.unwrap().as_deref(),
+            Some("pending")
+        );
+        // The recipient is full: no message, so no code.
+        s.enqueue_notification(entry("other", "ana", "m", now, 2))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.put_pending_codes(vec![code(2)], entry("code-2", "ana", "code 2", now, 2))
+                .await
+                .unwrap(),
+            Enqueued::Full { pending: 2 }
+        );
+        assert_eq!(s.pending_code(2, "registration").await.unwrap(), None);
+        assert_eq!(s.notification_state("code-2").await.unwrap(), None);
+        // The same key again is not a new message: the code is not replaced either.
+        let mut replacing = code(1);
+        replacing.digest_hex = "ef".repeat(32);
+        assert_eq!(
+            s.put_pending_codes(vec![replacing], entry("code-1", "ana", "again", now, 10))
+                .await
+                .unwrap(),
+            Enqueued::Duplicate
+        );
+        assert_eq!(
+            s.pending_code(1, "registration").await.unwrap(),
+            Some(code(1))
+        );
+        // The code's insert fails after the message's (as a full disk would): neither stays.
+        s.write(|conn| {
+            conn.execute_batch(
+                "CREATE TEMP TRIGGER refuse_codes BEFORE INSERT ON market_pending_codes
+                 BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert!(
+            s.put_pending_codes(vec![code(3)], entry("code-3", "bob", "code 3", now, 10))
+                .await
+                .is_err()
+        );
+        assert_eq!(s.pending_code(3, "registration").await.unwrap(), None);
+        assert_eq!(s.notification_state("code-3").await.unwrap(), None);
+        let pending = s.pending_notifications(0, 10).await.unwrap();
+        assert!(pending.iter().all(|e| e.recipient != "bob"), "{pending:?}");
     }
 }

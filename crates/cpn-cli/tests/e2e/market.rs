@@ -1031,32 +1031,8 @@ async fn an_exhausted_budget_ends_the_hourly_lease_and_refuses_new_ones() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{prepaid}");
     assert_eq!(prepaid["lease"]["charged_minor"], limit - 10_000);
-    // Tasks inside the hourly lease: one bound to its card (n1 speaks the agent protocol
-    // only through this test, so it stays scheduled), one waiting for the card.
-    let mut in_lease = Vec::new();
-    for name in ["bound", "waiting"] {
-        let (s, t) = m
-            .call(
-                Method::POST,
-                "/api/v1/tasks",
-                &m.ann,
-                Some(json!({"name": name, "command": ["true"], "lease": id,
-                    "resources": {"cpu_cores": 1, "memory_gib": 1, "gpus": 1}})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{t}");
-        let t = t["id"].as_str().unwrap().to_string();
-        let want = if name == "bound" {
-            "scheduled"
-        } else {
-            "pending"
-        };
-        wait_task(&m, &m.ann, &t, |v| {
-            v["state"] == want && (want == "scheduled" || v["reason"].is_string())
-        })
-        .await;
-        in_lease.push(t);
-    }
+    // Tasks inside the hourly lease, one bound to its card, one waiting for it.
+    let in_lease = bound_and_waiting(&m, id).await;
 
     // The metering loop charges the hourly lease; once the budget is spent it ends it.
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
@@ -1081,16 +1057,7 @@ async fn an_exhausted_budget_ends_the_hourly_lease_and_refuses_new_ones() {
     assert_eq!(ended["end_reason"], "budget_exhausted", "{ended}");
     assert_eq!(states(&m.listing(&cpcids[0]).await), ["idle"]);
     // Its tasks ended with it.
-    let t = wait_task(&m, &m.ann, &in_lease[0], |t| t["state"] == "cancelled").await;
-    assert!(
-        t["reason"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("the end of lease {id}")),
-        "{t}"
-    );
-    let t = wait_task(&m, &m.ann, &in_lease[1], |t| t["state"] == "failed").await;
-    assert_eq!(t["reason"], "lease ended", "{t}");
+    assert_ended_with(&m, id, &in_lease).await;
     // The prepaid term is paid for and runs on.
     let prepaid_id = prepaid["lease"]["id"].as_u64().unwrap();
     let (_, p) = m
@@ -1140,6 +1107,169 @@ async fn an_exhausted_budget_ends_the_hourly_lease_and_refuses_new_ones() {
         .admin(Method::GET, "/api/v1/billing/ledger", None)
         .await;
     assert_eq!(ledger["trial_balance_minor"], 0, "{ledger}");
+}
+
+/// A month's close meters the running leases first; a lease that metering ends (here the
+/// tenant's budget is spent) ends as it does in the metering loop: its class B hold is
+/// released, so another tenant's task gets its card, and its tasks end with it. The budget
+/// is lowered just after a metering run, so the close (not the loop, seconds later) is what
+/// finds it spent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_month_close_that_ends_a_lease_frees_its_capacity_and_ends_its_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = setup(dir.path()).await;
+    let (s, l) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/listings",
+            &m.supplier,
+            Some(spec("b", json!([{"node": "n1", "index": 0}]))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{l}");
+    let cpcid = l["cpcid"].as_str().unwrap().to_string();
+    let (s, b) = m
+        .server
+        .admin(
+            Method::POST,
+            "/api/v1/billing/topups",
+            Some(json!({"tenant": "lab", "amount_minor": 100_000_000})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, placed) = m
+        .call(
+            Method::POST,
+            "/api/v1/market/orders",
+            &m.ann,
+            Some(json!({"listing": cpcid, "mode": "hourly"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{placed}");
+    let id = placed["lease"]["id"].as_u64().unwrap();
+    assert_eq!(m.node_gpus_held().await, 1.0, "the lease holds its card");
+    // Tasks inside the lease, one bound to its card, one waiting for it.
+    let in_lease = bound_and_waiting(&m, id).await;
+
+    // Right after a metering run has charged the lease, the budget drops below what the
+    // tenant spent and the month is closed.
+    let charged = |l: &Value| l["charged_minor"].as_i64().unwrap();
+    let lease_path = format!("/api/v1/market/leases/{id}");
+    let (_, first) = m.call(Method::GET, &lease_path, &m.ann, None).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, l) = m.call(Method::GET, &lease_path, &m.ann, None).await;
+        assert_eq!(l["state"], "active", "{l}");
+        if charged(&l) > charged(&first) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease was never metered: {l}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, b) = m
+        .server
+        .admin(
+            Method::PUT,
+            "/api/v1/billing/budgets/lab",
+            Some(json!({"monthly_limit_minor": 1, "alarm_percent": 50})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let (s, closed) = m
+        .server
+        .admin(
+            Method::POST,
+            &format!("/api/v1/billing/months/{month}/close"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{closed}");
+    assert_eq!(closed["invoices"], 1, "{closed}");
+
+    let (_, ended) = m.call(Method::GET, &lease_path, &m.ann, None).await;
+    assert_eq!(ended["state"], "ended", "{ended}");
+    assert_eq!(ended["end_reason"], "budget_exhausted", "{ended}");
+    assert_eq!(states(&m.listing(&cpcid).await), ["idle"]);
+    // Its tasks ended with it.
+    assert_ended_with(&m, id, &in_lease).await;
+    // Its capacity is free: nothing is held on n1, and another tenant's task takes both of
+    // its cards.
+    assert_eq!(
+        m.node_gpus_held().await,
+        0.0,
+        "the lease's hold is released"
+    );
+    let (s, both) = m
+        .call(
+            Method::POST,
+            "/api/v1/tasks",
+            &m.eve,
+            Some(json!({"name": "both-cards", "command": ["true"],
+                "constraints": {"node_selector": "cpn.node/name=n1"},
+                "resources": {"cpu_cores": 1, "memory_gib": 1, "gpus": 2}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{both}");
+    let both = wait_task(&m, &m.eve, both["id"].as_str().unwrap(), |t| {
+        t["state"] == "scheduled"
+    })
+    .await;
+    assert_eq!(both["gpus"], json!([0, 1]), "{both}");
+    let (_, ledger) = m
+        .server
+        .admin(Method::GET, "/api/v1/billing/ledger", None)
+        .await;
+    assert_eq!(ledger["trial_balance_minor"], 0, "{ledger}");
+}
+
+/// Two of `ann`'s tasks inside class B lease `id` on `n1`: one bound to its card (n1
+/// speaks the agent protocol only through the test, so it stays scheduled), one waiting
+/// for the card. Their ids, in that order.
+async fn bound_and_waiting(m: &Market, id: u64) -> Vec<String> {
+    let mut in_lease = Vec::new();
+    for name in ["bound", "waiting"] {
+        let (s, t) = m
+            .call(
+                Method::POST,
+                "/api/v1/tasks",
+                &m.ann,
+                Some(json!({"name": name, "command": ["true"], "lease": id,
+                    "resources": {"cpu_cores": 1, "memory_gib": 1, "gpus": 1}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        let t = t["id"].as_str().unwrap().to_string();
+        let want = if name == "bound" {
+            "scheduled"
+        } else {
+            "pending"
+        };
+        wait_task(m, &m.ann, &t, |v| {
+            v["state"] == want && (want == "scheduled" || v["reason"].is_string())
+        })
+        .await;
+        in_lease.push(t);
+    }
+    in_lease
+}
+
+/// The tasks of [`bound_and_waiting`] ended with lease `id`: the bound one cancelled by
+/// the lease's end, the waiting one failed.
+async fn assert_ended_with(m: &Market, id: u64, in_lease: &[String]) {
+    let t = wait_task(m, &m.ann, &in_lease[0], |t| t["state"] == "cancelled").await;
+    assert!(
+        t["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("the end of lease {id}")),
+        "{t}"
+    );
+    let t = wait_task(m, &m.ann, &in_lease[1], |t| t["state"] == "failed").await;
+    assert_eq!(t["reason"], "lease ended", "{t}");
 }
 
 /// Polls a task as `token` until `done` holds (60 s at most).
