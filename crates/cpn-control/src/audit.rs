@@ -13,7 +13,7 @@
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::state::Control;
 use chrono::{DateTime, Utc};
 use cpn_api_types::Page;
 use cpn_api_types::identity::AuditEntry;
@@ -27,7 +27,7 @@ const PRUNE_BATCH: usize = 5_000;
 
 /// Appends a login attempt.
 pub async fn record_login(
-    state: &AppState,
+    state: &Control,
     username: &str,
     tenant: &str,
     source: &str,
@@ -93,7 +93,7 @@ pub async fn prune(
 }
 
 /// The retention loop (`runtime::supervise` runs it when a retention is set).
-pub async fn retention_loop(state: AppState) {
+pub async fn retention_loop(state: Control) {
     let Some(days) = state.accounts.config.audit_retention_days else {
         return;
     };
@@ -143,7 +143,7 @@ pub struct AuditFilter {
 }
 
 pub async fn list(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     filter: AuditFilter,
 ) -> ApiResult<Page<AuditEntry>> {

@@ -10,7 +10,7 @@ use crate::inventory::{self, Inventory};
 use crate::policy;
 use crate::registry::violations_to_error;
 use crate::simulation::{csv_error, read, shipped};
-use crate::state::AppState;
+use crate::state::Control;
 use cpn_api_types::Code;
 use cpn_api_types::registry::{Validate, Violations};
 use cpn_api_types::simulation::{
@@ -143,7 +143,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 /// Validates the request, builds the workload and replays it under each policy.
 pub async fn replay(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     req: FederationRequest,
 ) -> ApiResult<FederationResult> {

@@ -6,7 +6,7 @@ use crate::caller::Actor;
 use crate::error::ApiResult;
 use crate::market::MarketService;
 use crate::runtime::{ControlHooks, RuntimeState, supervise};
-use crate::state::AppState;
+use crate::state::Control;
 use cpn_api_types::agent::{LeaseAccessGrant, LeaseAccessRevoke};
 use cpn_api_types::registry::{ResourceCreate, ResourceUpdate};
 use std::sync::Arc;
@@ -88,7 +88,7 @@ impl ControlHooks for Hooks {
 
 /// Starts every background loop: the runtime's (binding, liveness, Slurm) and the control
 /// services' (rules, marketplace metering), all stopped by the runtime's shutdown.
-pub fn spawn_loops(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn_loops(state: &Control) -> Vec<tokio::task::JoinHandle<()>> {
     let mut loops = crate::runtime::spawn_loops(state);
     let shutdown = &state.runtime.shutdown;
     loops.push(supervise("rules", state, shutdown, |s| {

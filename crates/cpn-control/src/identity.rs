@@ -6,7 +6,7 @@ use crate::auth::{
 };
 use crate::caller::SignedIn;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::state::Control;
 use chrono::Utc;
 use cpn_api_types::Code;
 use cpn_api_types::identity::{
@@ -64,7 +64,7 @@ fn quota_json(q: &TenantQuota) -> ApiResult<serde_json::Value> {
 
 /// Sets a tenant's quota (operators): it bounds what the tenant's decisions may hold.
 pub async fn set_quota(
-    state: &AppState,
+    state: &Control,
     who: &SignedIn,
     tenant: &str,
     quota: TenantQuota,
@@ -116,7 +116,7 @@ enum Checked {
 /// Password login: throttled per account and address, hashed on the bounded pool, TOTP when
 /// enrolled, every attempt audited.
 pub async fn login(
-    state: &AppState,
+    state: &Control,
     source: &str,
     req: LoginRequest,
 ) -> Result<LoginResponse, LoginRefused> {
@@ -171,7 +171,7 @@ fn locked(d: std::time::Duration) -> LoginRefused {
 }
 
 async fn try_login(
-    state: &AppState,
+    state: &Control,
     source: &str,
     req: &LoginRequest,
 ) -> Result<LoginResponse, LoginRefused> {
@@ -280,12 +280,12 @@ async fn try_login(
     })
 }
 
-pub async fn logout(state: &AppState, who: &SignedIn) -> ApiResult<()> {
+pub async fn logout(state: &Control, who: &SignedIn) -> ApiResult<()> {
     state.store.revoke_session(&who.token_hash).await?;
     Ok(())
 }
 
-pub async fn whoami(state: &AppState, who: &SignedIn) -> ApiResult<User> {
+pub async fn whoami(state: &Control, who: &SignedIn) -> ApiResult<User> {
     let user = state
         .store
         .find_user(&who.username)
@@ -295,7 +295,7 @@ pub async fn whoami(state: &AppState, who: &SignedIn) -> ApiResult<User> {
 }
 
 pub async fn create_tenant(
-    state: &AppState,
+    state: &Control,
     who: &SignedIn,
     req: CreateTenant,
 ) -> ApiResult<Tenant> {
@@ -321,7 +321,7 @@ pub async fn create_tenant(
     }
 }
 
-pub async fn list_tenants(state: &AppState, who: &SignedIn) -> ApiResult<Vec<Tenant>> {
+pub async fn list_tenants(state: &Control, who: &SignedIn) -> ApiResult<Vec<Tenant>> {
     let all = state.store.list_tenants().await?;
     Ok(all
         .into_iter()
@@ -330,7 +330,7 @@ pub async fn list_tenants(state: &AppState, who: &SignedIn) -> ApiResult<Vec<Ten
         .collect())
 }
 
-pub async fn create_user(state: &AppState, who: &SignedIn, req: CreateUser) -> ApiResult<User> {
+pub async fn create_user(state: &Control, who: &SignedIn, req: CreateUser) -> ApiResult<User> {
     operator_only(who, "create users")?;
     cpn_model::validate_name(&req.username).map_err(|e| {
         ApiError::field(
@@ -369,7 +369,7 @@ pub async fn create_user(state: &AppState, who: &SignedIn, req: CreateUser) -> A
     user_view(user)
 }
 
-pub async fn list_users(state: &AppState, who: &SignedIn) -> ApiResult<Vec<User>> {
+pub async fn list_users(state: &Control, who: &SignedIn) -> ApiResult<Vec<User>> {
     let tenant = (!who.is_operator()).then_some(who.tenant.as_str());
     state
         .store
@@ -381,7 +381,7 @@ pub async fn list_users(state: &AppState, who: &SignedIn) -> ApiResult<Vec<User>
 }
 
 /// The session behind the caller's token.
-async fn session_of(state: &AppState, who: &SignedIn) -> ApiResult<SessionInfo> {
+async fn session_of(state: &Control, who: &SignedIn) -> ApiResult<SessionInfo> {
     let now = Utc::now();
     state
         .store
@@ -393,7 +393,7 @@ async fn session_of(state: &AppState, who: &SignedIn) -> ApiResult<SessionInfo> 
 
 /// API keys cannot manage accounts: a leaked automation key must not mint more keys or
 /// change passwords.
-async fn not_with_api_key(state: &AppState, who: &SignedIn, what: &str) -> ApiResult<()> {
+async fn not_with_api_key(state: &Control, who: &SignedIn, what: &str) -> ApiResult<()> {
     if session_of(state, who).await?.kind == SessionKind::ApiKey {
         return Err(ApiError::forbidden(format!(
             "API keys may not {what}; log in with a password"
@@ -402,7 +402,7 @@ async fn not_with_api_key(state: &AppState, who: &SignedIn, what: &str) -> ApiRe
     Ok(())
 }
 
-async fn user_named(state: &AppState, username: &str) -> ApiResult<UserRecord> {
+async fn user_named(state: &Control, username: &str) -> ApiResult<UserRecord> {
     state
         .store
         .find_user(username)
@@ -413,7 +413,7 @@ async fn user_named(state: &AppState, username: &str) -> ApiResult<UserRecord> {
 /// Disable (or enable) a user (operators). Disabling revokes every token of the user; the
 /// store also refuses a disabled user's tokens, so none works from this moment.
 pub async fn set_disabled(
-    state: &AppState,
+    state: &Control,
     who: &SignedIn,
     username: &str,
     disabled: bool,
@@ -441,7 +441,7 @@ pub async fn set_disabled(
 
 /// Revoke every login session and API key of a user (operators, or the user itself).
 pub async fn revoke_sessions(
-    state: &AppState,
+    state: &Control,
     who: &SignedIn,
     username: &str,
 ) -> ApiResult<Revoked> {
@@ -455,7 +455,7 @@ pub async fn revoke_sessions(
 
 /// Change one's own password; the other login sessions of the user end.
 pub async fn change_password(
-    state: &AppState,
+    state: &Control,
     who: &SignedIn,
     req: ChangePassword,
 ) -> ApiResult<User> {
@@ -493,7 +493,7 @@ pub async fn change_password(
 
 /// An operator sets a new password for a user; every token of the user is revoked.
 pub async fn reset_password(
-    state: &AppState,
+    state: &Control,
     who: &SignedIn,
     username: &str,
     req: ResetPassword,
@@ -534,7 +534,7 @@ fn key_view(s: SessionInfo) -> ApiKey {
 
 /// Create an API key for oneself, with scopes and an expiry; the token is shown once.
 pub async fn create_api_key(
-    state: &AppState,
+    state: &Control,
     who: &SignedIn,
     req: CreateApiKey,
 ) -> ApiResult<CreatedApiKey> {
@@ -581,7 +581,7 @@ pub async fn create_api_key(
 }
 
 /// The caller's live API keys.
-pub async fn list_api_keys(state: &AppState, who: &SignedIn) -> ApiResult<Vec<ApiKey>> {
+pub async fn list_api_keys(state: &Control, who: &SignedIn) -> ApiResult<Vec<ApiKey>> {
     Ok(state
         .store
         .list_sessions(&who.user_id, SessionKind::ApiKey, Utc::now())
@@ -592,7 +592,7 @@ pub async fn list_api_keys(state: &AppState, who: &SignedIn) -> ApiResult<Vec<Ap
 }
 
 /// Revoke one of the caller's API keys.
-pub async fn revoke_api_key(state: &AppState, who: &SignedIn, id: &str) -> ApiResult<()> {
+pub async fn revoke_api_key(state: &Control, who: &SignedIn, id: &str) -> ApiResult<()> {
     let keys = state
         .store
         .list_sessions(&who.user_id, SessionKind::ApiKey, Utc::now())
@@ -606,7 +606,7 @@ pub async fn revoke_api_key(state: &AppState, who: &SignedIn, id: &str) -> ApiRe
 /// Start TOTP enrolment for oneself, or (operators) for another user: a new secret waits
 /// for a code from the authenticator.
 pub async fn mfa_enroll(
-    state: &AppState,
+    state: &Control,
     who: &SignedIn,
     username: Option<&str>,
 ) -> ApiResult<MfaEnrollment> {
@@ -633,7 +633,7 @@ pub async fn mfa_enroll(
 
 /// Confirm the pending TOTP secret with a current code; from then on login needs a code.
 pub async fn mfa_confirm(
-    state: &AppState,
+    state: &Control,
     who: &SignedIn,
     username: Option<&str>,
     code: &str,
@@ -658,7 +658,7 @@ pub async fn mfa_confirm(
 }
 
 /// A TOTP secret as the store keeps it: sealed ([`crate::sealed_secrets`]).
-fn seal_totp_secret(state: &AppState, username: &str, secret: &[u8]) -> ApiResult<String> {
+fn seal_totp_secret(state: &Control, username: &str, secret: &[u8]) -> ApiResult<String> {
     state
         .accounts
         .sealer
@@ -666,7 +666,7 @@ fn seal_totp_secret(state: &AppState, username: &str, secret: &[u8]) -> ApiResul
         .map_err(|e| ApiError::new(Code::Internal, format!("sealing the TOTP secret: {e}")))
 }
 
-fn open_totp_secret(state: &AppState, username: &str, stored: &str) -> ApiResult<Vec<u8>> {
+fn open_totp_secret(state: &Control, username: &str, stored: &str) -> ApiResult<Vec<u8>> {
     state
         .accounts
         .sealer
@@ -675,7 +675,7 @@ fn open_totp_secret(state: &AppState, username: &str, stored: &str) -> ApiResult
 }
 
 /// Turn MFA off for a user (operators): for a lost authenticator.
-pub async fn mfa_disable(state: &AppState, who: &SignedIn, username: &str) -> ApiResult<User> {
+pub async fn mfa_disable(state: &Control, who: &SignedIn, username: &str) -> ApiResult<User> {
     operator_only(who, "turn MFA off")?;
     user_view(state.store.set_totp(username, None, None).await?)
 }

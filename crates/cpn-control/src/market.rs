@@ -39,7 +39,7 @@ use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::notify::{Audience, MarketEvent as Announcement};
 use crate::runtime::ledger::{Hold, HoldKind, lease_hold_id};
-use crate::state::AppState;
+use crate::state::Control;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use chrono::{DateTime, Utc};
 use cpn_api_types::Code;
@@ -149,7 +149,7 @@ fn internal(m: impl Into<String>) -> ApiError {
 
 /// Restores the market from the store and puts the running class B leases' holds back in
 /// the capacity ledger (which is rebuilt from the store without them).
-pub async fn load(state: &AppState) -> ApiResult<()> {
+pub async fn load(state: &Control) -> ApiResult<()> {
     let mut inner = state.market.inner.lock().await;
     inner.market = None;
     ensure(state, &mut inner).await?;
@@ -202,7 +202,7 @@ pub async fn load(state: &AppState) -> ApiResult<()> {
     Ok(())
 }
 
-async fn lease_prefix(state: &AppState) -> ApiResult<String> {
+async fn lease_prefix(state: &Control) -> ApiResult<String> {
     Ok(match state.store.get_setting(PREFIX_SETTING).await? {
         Some(p) => p,
         None => {
@@ -227,14 +227,14 @@ fn lease_nodes(market: &Market, l: &Lease) -> BTreeMap<String, Vec<u32>> {
     per_node
 }
 
-async fn save_access(state: &AppState, a: &NodeAccess) -> ApiResult<()> {
+async fn save_access(state: &Control, a: &NodeAccess) -> ApiResult<()> {
     let key = format!("{ACCESS_SETTING}{}.{}", a.node_id, a.grant.lease_id);
     let value = serde_json::to_string(a).map_err(|e| internal(e.to_string()))?;
     state.store.put_setting(&key, &value).await?;
     Ok(())
 }
 
-fn wake(state: &AppState, node_id: &str) {
+fn wake(state: &Control, node_id: &str) {
     state
         .runtime
         .with_live(node_id, |l| l.wake.notify_waiters());
@@ -282,7 +282,7 @@ pub fn live_leases(market: &MarketService, node_id: &str) -> Vec<String> {
 
 /// An agent reports what it did with a grant or revocation.
 pub async fn lease_access_report(
-    state: &AppState,
+    state: &Control,
     who: &crate::join::NodeCaller,
     node_id: &str,
     report: cpn_api_types::agent::LeaseAccessReport,
@@ -322,7 +322,7 @@ pub async fn lease_access_report(
 }
 
 /// Asks the agents of an ended class A lease's nodes to lock its accounts.
-async fn revoke_access(state: &AppState, lease: LeaseId) {
+async fn revoke_access(state: &Control, lease: LeaseId) {
     let ended: Vec<NodeAccess> = {
         let mut access = state.market.access();
         access
@@ -345,7 +345,7 @@ async fn revoke_access(state: &AppState, lease: LeaseId) {
 /// After the code: one grant per node of the lease, with the user's key and that node's
 /// leased GPUs, stored and then offered to the node's agent.
 async fn grant_access(
-    state: &AppState,
+    state: &Control,
     market: &Market,
     lease: &Lease,
     public_key: &str,
@@ -388,7 +388,7 @@ async fn grant_access(
     Ok(())
 }
 
-async fn ensure<'a>(state: &AppState, inner: &'a mut Inner) -> ApiResult<&'a mut Market> {
+async fn ensure<'a>(state: &Control, inner: &'a mut Inner) -> ApiResult<&'a mut Market> {
     ensure_from(state.store.as_ref(), state.market_accounts.hasher(), inner).await
 }
 
@@ -412,7 +412,7 @@ async fn ensure_from<'a>(
 /// cannot keep the one without the other. On a refusal or a store error the market is
 /// dropped, to be restored.
 async fn persist(
-    state: &AppState,
+    state: &Control,
     inner: &mut Inner,
     usage: Vec<UsageRecord>,
     announcements: Vec<Announcement>,
@@ -471,7 +471,7 @@ async fn persist_to(
 
 /// Brings card states in step with the node records: a card is reported while its node
 /// is ready and lists the device.
-async fn sync_nodes(state: &AppState, market: &mut Market) -> ApiResult<()> {
+async fn sync_nodes(state: &Control, market: &mut Market) -> ApiResult<()> {
     let nodes = state.store.list_nodes().await?;
     apply_nodes(market, &nodes)
 }
@@ -679,7 +679,7 @@ fn card_view(market: &Market, id: CardId) -> wire::CardView {
 
 /// Usernames by market account, for views: each platform user's linked account (one look-up
 /// per user; users without an account yet have nothing in the market to name).
-async fn names(state: &AppState) -> ApiResult<HashMap<AccountId, String>> {
+async fn names(state: &Control) -> ApiResult<HashMap<AccountId, String>> {
     let mut names = HashMap::new();
     for u in state.store.list_users(None).await? {
         if let Some(id) = state
@@ -946,14 +946,14 @@ fn operator_only(who: &Caller, what: &str) -> ApiResult<()> {
 }
 
 /// The market account the caller acts as: its own (see the module documentation).
-async fn me(state: &AppState, who: &Caller) -> ApiResult<AccountId> {
+async fn me(state: &Control, who: &Caller) -> ApiResult<AccountId> {
     Ok(crate::market_accounts::account_of(state, who).await?.id())
 }
 
 /// The caller's market account, for what commits money or capacity (orders, listings):
 /// only an active account may (`Account::can_transact`), so one an operator disabled, or
 /// an organization still under review, is refused here and not by a failed payment later.
-async fn transacting(state: &AppState, who: &Caller) -> ApiResult<AccountId> {
+async fn transacting(state: &Control, who: &Caller) -> ApiResult<AccountId> {
     let account = crate::market_accounts::account_of(state, who).await?;
     if !account.can_transact() {
         return Err(ApiError::new(
@@ -1078,7 +1078,7 @@ fn meter_announcements(
 /// [`meter_announcements`] of a metering run, reading the account names only when there is
 /// something to tell (the metering loop runs every few seconds).
 async fn run_announcements(
-    state: &AppState,
+    state: &Control,
     market: &Market,
     run: &cpn_market::market::MeterRun,
 ) -> ApiResult<Vec<Announcement>> {
@@ -1106,7 +1106,7 @@ fn start_announcements(
 /// Publishes a listing of a site the supplier owns (SH-CL-01, -08). Without cards, every
 /// GPU the site's ready nodes report now is listed.
 pub async fn publish(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     spec: wire::ListingSpec,
 ) -> ApiResult<wire::ListingView> {
@@ -1168,7 +1168,7 @@ pub async fn publish(
 /// Edits a listing's information and prices (SH-CL-09, -03); cards and site stay. Running
 /// leases keep the price they were made at.
 pub async fn edit(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     cpcid: &str,
     spec: wire::ListingSpec,
@@ -1200,7 +1200,7 @@ pub async fn edit(
 
 /// Delists (no new orders, hidden from search; running leases go on) or relists.
 pub async fn set_listed(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     cpcid: &str,
     listed: bool,
@@ -1226,7 +1226,7 @@ pub async fn set_listed(
 
 /// One listing with its per-card state. Every signed-in user may read listings (the
 /// marketplace is public inside the platform).
-pub async fn get_listing(state: &AppState, cpcid: &str) -> ApiResult<wire::ListingView> {
+pub async fn get_listing(state: &Control, cpcid: &str) -> ApiResult<wire::ListingView> {
     let cpcid = parse_cpcid(cpcid)?;
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
@@ -1236,7 +1236,7 @@ pub async fn get_listing(state: &AppState, cpcid: &str) -> ApiResult<wire::Listi
 }
 
 /// The caller's own listings (suppliers), or all (operators), whatever their state.
-pub async fn my_listings(state: &AppState, who: &Caller) -> ApiResult<Vec<wire::ListingView>> {
+pub async fn my_listings(state: &Control, who: &Caller) -> ApiResult<Vec<wire::ListingView>> {
     supplier_only(who)?;
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
@@ -1277,7 +1277,7 @@ pub struct SearchParams {
 }
 
 /// Idle capacity only (SH-CL-12, -13, -15), filtered, sorted and paged.
-pub async fn search(state: &AppState, p: SearchParams) -> ApiResult<wire::ListingHits> {
+pub async fn search(state: &Control, p: SearchParams) -> ApiResult<wire::ListingHits> {
     let (descending, key) = match p.sort.as_deref() {
         Some(s) => match s.strip_prefix('-') {
             Some(k) => (true, k),
@@ -1360,7 +1360,7 @@ pub async fn search(state: &AppState, p: SearchParams) -> ApiResult<wire::Listin
 /// (`TaskSubmit::lease`), which the binder places inside it. The share of a node is its
 /// leased cards and the listing's vCPUs and host memory (at most what the node reports) in
 /// proportion to the cards leased of the listing's.
-async fn hold_class_b(state: &AppState, market: &Market, lease: &Lease) -> ApiResult<()> {
+async fn hold_class_b(state: &Control, market: &Market, lease: &Lease) -> ApiResult<()> {
     let Some(listing) = market.catalog().listing(lease.listing) else {
         return Ok(());
     };
@@ -1417,7 +1417,7 @@ async fn hold_class_b(state: &AppState, market: &Market, lease: &Lease) -> ApiRe
     Ok(())
 }
 
-async fn release_class_b(state: &AppState, market: &Market, id: LeaseId) {
+async fn release_class_b(state: &Control, market: &Market, id: LeaseId) {
     let Some(lease) = market.lease(id) else {
         return;
     };
@@ -1552,7 +1552,7 @@ pub async fn admit_task(
 /// A user orders cards of a listing with a billing mode (SH-CL-16). Automatic approval
 /// starts the lease at once: class B holds capacity now; class A waits for the code.
 pub async fn place_order(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     req: wire::OrderCreate,
 ) -> ApiResult<wire::OrderPlaced> {
@@ -1619,7 +1619,7 @@ pub async fn place_order(
 }
 
 /// The supplier approves an order waiting for it; the lease starts.
-pub async fn approve_order(state: &AppState, who: &Caller, id: u64) -> ApiResult<wire::LeaseView> {
+pub async fn approve_order(state: &Control, who: &Caller, id: u64) -> ApiResult<wire::LeaseView> {
     supplier_only(who)?;
     let me = me(state, who).await?;
     let names = names(state).await?;
@@ -1651,7 +1651,7 @@ pub async fn approve_order(state: &AppState, who: &Caller, id: u64) -> ApiResult
 /// The supplier rejects an order waiting for approval, with a reason; its cards are
 /// freed. Or the user who placed it withdraws it (`reason` is then not needed).
 pub async fn close_order(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: u64,
     reject_reason: Option<&str>,
@@ -1676,7 +1676,7 @@ pub async fn close_order(
 }
 
 /// Orders the caller placed (users), received (suppliers), or all (operators).
-pub async fn list_orders(state: &AppState, who: &Caller) -> ApiResult<Vec<wire::OrderView>> {
+pub async fn list_orders(state: &Control, who: &Caller) -> ApiResult<Vec<wire::OrderView>> {
     let mine = me(state, who).await?;
     let mut inner = state.market.inner.lock().await;
     let market = ensure(state, &mut inner).await?;
@@ -1692,7 +1692,7 @@ fn visible(who: &Caller, mine: AccountId, l: &Lease) -> bool {
 }
 
 /// Leases the caller holds (users), supplies (suppliers), or all (operators).
-pub async fn list_leases(state: &AppState, who: &Caller) -> ApiResult<Vec<wire::LeaseView>> {
+pub async fn list_leases(state: &Control, who: &Caller) -> ApiResult<Vec<wire::LeaseView>> {
     let mine = me(state, who).await?;
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
@@ -1705,7 +1705,7 @@ pub async fn list_leases(state: &AppState, who: &Caller) -> ApiResult<Vec<wire::
 }
 
 /// One lease, if the caller may see it; others' leases are reported missing.
-pub async fn get_lease(state: &AppState, who: &Caller, id: u64) -> ApiResult<wire::LeaseView> {
+pub async fn get_lease(state: &Control, who: &Caller, id: u64) -> ApiResult<wire::LeaseView> {
     let mine = me(state, who).await?;
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
@@ -1720,7 +1720,7 @@ pub async fn get_lease(state: &AppState, who: &Caller, id: u64) -> ApiResult<wir
 /// The supplier fetches a class A lease's authorization code: once (SH-CL-06). After a
 /// restart, or once fetched, it is gone; `reissue` makes a new one.
 pub async fn take_code(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: u64,
     reissue: bool,
@@ -1752,7 +1752,7 @@ pub async fn take_code(
 
 /// The user enters the supplier's code (SH-CL-06): the cards turn busy.
 pub async fn enter_code(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: u64,
     entry: wire::CodeEntry,
@@ -1793,7 +1793,7 @@ pub async fn enter_code(
 }
 
 /// The user releases a lease: billing stops now, the cards are freed, a class B hold goes.
-pub async fn release(state: &AppState, who: &Caller, id: u64) -> ApiResult<wire::LeaseView> {
+pub async fn release(state: &Control, who: &Caller, id: u64) -> ApiResult<wire::LeaseView> {
     let me = me(state, who).await?;
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;
@@ -1818,7 +1818,7 @@ pub async fn release(state: &AppState, who: &Caller, id: u64) -> ApiResult<wire:
 
 /// One metering run: card states follow the nodes, lease time is charged up to now,
 /// expired and budget-exhausted leases end (their class B holds go).
-pub async fn meter_once(state: &AppState) -> ApiResult<()> {
+pub async fn meter_once(state: &Control) -> ApiResult<()> {
     // Read before the lock: every market call and task submission waits on it, and a
     // federation's node list is long.
     let nodes = state.store.list_nodes().await?;
@@ -1834,7 +1834,7 @@ pub async fn meter_once(state: &AppState) -> ApiResult<()> {
 /// end does outside the market ([`leases_ended`]). The metering loop's run and a month's
 /// close both meter through here, so a lease ended by either loses its hold, its tasks and
 /// its access alike.
-async fn meter_to_now(state: &AppState, inner: &mut Inner) -> ApiResult<()> {
+async fn meter_to_now(state: &Control, inner: &mut Inner) -> ApiResult<()> {
     let market = ensure(state, inner).await?;
     let run = market.meter(now());
     let announcements = match run_announcements(state, market, &run).await {
@@ -1856,7 +1856,7 @@ async fn meter_to_now(state: &AppState, inner: &mut Inner) -> ApiResult<()> {
 /// class A lease's SSH access is revoked on its nodes (`revoke_access`). The one place for
 /// it: every path that ends leases (metering, a month's close, a release) comes here with
 /// the ended leases of its run.
-async fn leases_ended(state: &AppState, market: &Market, ended: &[(LeaseId, EndReason)]) {
+async fn leases_ended(state: &Control, market: &Market, ended: &[(LeaseId, EndReason)]) {
     for &(id, reason) in ended {
         tracing::info!(lease = id.0, ?reason, "lease ended");
         release_class_b(state, market, id).await;
@@ -1865,7 +1865,7 @@ async fn leases_ended(state: &AppState, market: &Market, ended: &[(LeaseId, EndR
 }
 
 /// The metering loop, supervised with the other background loops; stops on shutdown.
-pub async fn run(state: AppState) {
+pub async fn run(state: Control) {
     let mut shutdown = state.runtime.shutdown.subscribe();
     loop {
         if let Err(e) = meter_once(&state).await {
@@ -1890,7 +1890,7 @@ fn tenant_allowed(who: &Caller, tenant: &str) -> ApiResult<()> {
 }
 
 /// An operator tops up a tenant's prepaid funds.
-pub async fn top_up(state: &AppState, who: &Caller, req: wire::TopUp) -> ApiResult<wire::Balance> {
+pub async fn top_up(state: &Control, who: &Caller, req: wire::TopUp) -> ApiResult<wire::Balance> {
     operator_only(who, "top up funds")?;
     if req.amount_minor <= 0 {
         return Err(ApiError::field(
@@ -1935,7 +1935,7 @@ pub async fn top_up(state: &AppState, who: &Caller, req: wire::TopUp) -> ApiResu
 
 /// An operator sets a tenant's monthly budget.
 pub async fn set_budget(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     tenant: &str,
     req: wire::BudgetSet,
@@ -1984,7 +1984,7 @@ fn balance_of(market: &Market, tenant: &TenantId) -> wire::Balance {
 
 /// A tenant's balance: its own (users, suppliers), any (operators).
 pub async fn balance(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     tenant: Option<&str>,
 ) -> ApiResult<wire::Balance> {
@@ -2007,7 +2007,7 @@ fn parse_month(s: &str) -> ApiResult<Month> {
 
 /// The usage records of a month: the caller's tenant's (operators: all, or `tenant`).
 pub async fn usage(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     month: &str,
     tenant: Option<&str>,
@@ -2043,7 +2043,7 @@ pub async fn usage(
 /// in the ledger. The usage records come from the store, so the close covers exactly what
 /// was durably metered.
 pub async fn close_month(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     month: &str,
 ) -> ApiResult<wire::MonthClosed> {
@@ -2092,7 +2092,7 @@ pub async fn close_month(
 
 /// Invoices of a closed month: the caller's tenant's (operators: all).
 pub async fn invoices(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     month: &str,
 ) -> ApiResult<Vec<wire::InvoiceView>> {
@@ -2114,7 +2114,7 @@ pub async fn invoices(
 
 /// Settlement statements of a closed month: the caller's own (suppliers; operators: all).
 pub async fn statements(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     month: &str,
 ) -> ApiResult<Vec<wire::StatementView>> {
@@ -2139,7 +2139,7 @@ pub async fn statements(
 }
 
 /// Every ledger account's balance and their sum (operators): the sum is zero.
-pub async fn ledger(state: &AppState, who: &Caller) -> ApiResult<wire::LedgerView> {
+pub async fn ledger(state: &Control, who: &Caller) -> ApiResult<wire::LedgerView> {
     operator_only(who, "read the whole ledger")?;
     let names = names(state).await?;
     let mut inner = state.market.inner.lock().await;

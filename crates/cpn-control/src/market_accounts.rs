@@ -31,7 +31,7 @@
 use crate::caller::Caller;
 use crate::error::{ServiceError, ServiceResult};
 use crate::notify::Notifier;
-use crate::state::AppState;
+use crate::state::Control;
 use anyhow::Context;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::Engine;
@@ -377,7 +377,7 @@ fn code_targets(notifier: &Notifier, contact: &Contact) -> ServiceResult<Vec<Tar
 /// only), and what the store keeps of it (its keyed hash, expiry and tries), which replaces
 /// the account's earlier code of that purpose once stored.
 fn issue_code(
-    state: &AppState,
+    state: &Control,
     account: &Account,
     purpose: Purpose,
     t: Timestamp,
@@ -405,7 +405,7 @@ pub const ACTIVATION_LINK_PATH: &str = "/api/v1/market/accounts/activate";
 /// that carries them in one write (`put_pending_codes`): a crash keeps both or neither, so
 /// no stored code lacks its message.
 async fn send_code(
-    state: &AppState,
+    state: &Control,
     account: &Account,
     targets: Vec<Target>,
 ) -> ServiceResult<CodeSent> {
@@ -501,7 +501,7 @@ async fn tell_owner(m: &MarketAccounts, account: &Account, subject: &str, body: 
 /// Self-registration: validates every field, stores identifiers as keyed hashes, creates the
 /// (disabled) platform user in its own tenant, and sends the verification code.
 pub async fn register(
-    state: &AppState,
+    state: &Control,
     source: &str,
     req: RegisterAccount,
 ) -> ServiceResult<Registered> {
@@ -609,7 +609,7 @@ pub async fn register(
 /// Creates an account record under the next account id: the one way an account comes to
 /// be, for registrants ([`register`]) and for operator-created users ([`account_of`]).
 async fn create_account(
-    state: &AppState,
+    state: &Control,
     make: impl FnOnce(AccountId) -> Account,
 ) -> ServiceResult<Account> {
     let id = AccountId(state.store.next_market_sequence("account").await?);
@@ -632,7 +632,7 @@ async fn create_account(
 /// the platform's own clusters, act as an enterprise (an organization runs the sites). It
 /// is active at once (the operator vouched by creating the user) and the creation goes to
 /// the audit log.
-pub async fn account_of(state: &AppState, who: &Caller) -> ServiceResult<Account> {
+pub async fn account_of(state: &Control, who: &Caller) -> ServiceResult<Account> {
     if let Some((account, _)) = find(state, &who.username).await? {
         return Ok(account);
     }
@@ -696,7 +696,7 @@ pub async fn account_of(state: &AppState, who: &Caller) -> ServiceResult<Account
     }
 }
 
-async fn find(state: &AppState, username: &str) -> ServiceResult<Option<(Account, u64)>> {
+async fn find(state: &Control, username: &str) -> ServiceResult<Option<(Account, u64)>> {
     let Some(id) = state
         .store
         .find_market_account("username", &username.trim().to_lowercase())
@@ -733,7 +733,7 @@ async fn store_licence(dir: &Path, licence: &Licence) -> std::io::Result<()> {
 }
 
 /// The account of `username`, with its version; one "not found" for every miss.
-async fn by_username(state: &AppState, username: &str) -> ServiceResult<(Account, u64)> {
+async fn by_username(state: &Control, username: &str) -> ServiceResult<(Account, u64)> {
     let missing = || {
         ServiceError::new(
             Code::NotFound,
@@ -743,7 +743,7 @@ async fn by_username(state: &AppState, username: &str) -> ServiceResult<(Account
     find(state, username).await?.ok_or_else(missing)
 }
 
-async fn by_id(state: &AppState, id: u64) -> ServiceResult<(Account, u64)> {
+async fn by_id(state: &Control, id: u64) -> ServiceResult<(Account, u64)> {
     state
         .store
         .get_market_account(AccountId(id))
@@ -754,7 +754,7 @@ async fn by_id(state: &AppState, id: u64) -> ServiceResult<(Account, u64)> {
 /// Writes a changed account (if it is still at `version`) and brings its platform user
 /// in step ([`sync_user`]): every transition goes through here, so the invariant that the
 /// user is enabled exactly while the account is active holds after each.
-async fn save(state: &AppState, account: &Account, version: u64) -> ServiceResult<()> {
+async fn save(state: &Control, account: &Account, version: u64) -> ServiceResult<()> {
     state
         .store
         .update_market_account(account.clone(), version)
@@ -763,7 +763,7 @@ async fn save(state: &AppState, account: &Account, version: u64) -> ServiceResul
 }
 
 /// Makes the platform user follow the account: enabled exactly while it is active.
-async fn sync_user(state: &AppState, account: &Account) -> ServiceResult<()> {
+async fn sync_user(state: &Control, account: &Account) -> ServiceResult<()> {
     let active = account.can_transact();
     let user = state
         .store
@@ -780,7 +780,7 @@ async fn sync_user(state: &AppState, account: &Account) -> ServiceResult<()> {
 /// of the account, so the code and the link activate once between them. `field` names the
 /// input in a "wrong code" answer.
 async fn use_code(
-    state: &AppState,
+    state: &Control,
     account: &Account,
     purpose: Purpose,
     field: &str,
@@ -829,7 +829,7 @@ async fn use_code(
 /// Activation with the code that was sent: individuals become active, organizations wait
 /// for review.
 pub async fn activate(
-    state: &AppState,
+    state: &Control,
     source: &str,
     req: ActivateAccount,
 ) -> ServiceResult<MarketAccount> {
@@ -848,7 +848,7 @@ pub async fn activate(
 /// code, with the link's token. The link is a GET, so it only activates (no session, no
 /// other change), works once, and its 256-bit token is stored hashed.
 pub async fn activate_link(
-    state: &AppState,
+    state: &Control,
     source: &str,
     username: &str,
     token: &str,
@@ -857,7 +857,7 @@ pub async fn activate_link(
 }
 
 async fn activate_with(
-    state: &AppState,
+    state: &Control,
     source: &str,
     username: &str,
     purpose: Purpose,
@@ -882,7 +882,7 @@ async fn activate_with(
 
 /// A new code for an account still waiting for activation; the earlier one stops working.
 pub async fn resend_code(
-    state: &AppState,
+    state: &Control,
     source: &str,
     req: ResendCode,
 ) -> ServiceResult<CodeSent> {
@@ -920,10 +920,7 @@ pub async fn resend_code(
 /// Why a disabled platform user that belongs to a market account may not log in yet, in
 /// words that say what to do; `None` when the user has no market account or was disabled
 /// by an operator for another reason. Called only after the password matched.
-pub async fn login_refusal(
-    state: &AppState,
-    username: &str,
-) -> ServiceResult<Option<ServiceError>> {
+pub async fn login_refusal(state: &Control, username: &str) -> ServiceResult<Option<ServiceError>> {
     let Some(id) = state
         .store
         .find_market_account("username", &username.to_lowercase())
@@ -952,13 +949,13 @@ pub async fn login_refusal(
 }
 
 /// The caller's own marketplace account.
-pub async fn mine(state: &AppState, who: &Caller) -> ServiceResult<MarketAccount> {
+pub async fn mine(state: &Control, who: &Caller) -> ServiceResult<MarketAccount> {
     let (account, _) = by_username(state, &who.username).await?;
     Ok(view(&account))
 }
 
 /// One account: operators, or its owner. Others get the same 404 as for a missing one.
-pub async fn get(state: &AppState, who: &Caller, id: u64) -> ServiceResult<MarketAccount> {
+pub async fn get(state: &Control, who: &Caller, id: u64) -> ServiceResult<MarketAccount> {
     let (account, _) = by_id(state, id).await?;
     if !who.is_operator() && !account.username().eq_ignore_ascii_case(&who.username) {
         return Err(ServiceError::not_found(
@@ -981,7 +978,7 @@ fn operator_only(who: &Caller, what: &str) -> ServiceResult<()> {
 
 /// An account's business licence (operators): its content type and bytes.
 pub async fn licence(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: u64,
 ) -> ServiceResult<(&'static str, Vec<u8>)> {
@@ -1000,7 +997,7 @@ pub async fn licence(
 }
 
 /// The review queue (operators): accounts waiting for their licence to be checked.
-pub async fn review_queue(state: &AppState, who: &Caller) -> ServiceResult<Vec<MarketAccount>> {
+pub async fn review_queue(state: &Control, who: &Caller) -> ServiceResult<Vec<MarketAccount>> {
     operator_only(who, "review registrations")?;
     let mut out = Vec::new();
     for id in state
@@ -1016,7 +1013,7 @@ pub async fn review_queue(state: &AppState, who: &Caller) -> ServiceResult<Vec<M
 }
 
 /// Approves a registration (operators); the account's user can log in from now on.
-pub async fn approve(state: &AppState, who: &Caller, id: u64) -> ServiceResult<MarketAccount> {
+pub async fn approve(state: &Control, who: &Caller, id: u64) -> ServiceResult<MarketAccount> {
     operator_only(who, "approve registrations")?;
     let (mut account, version) = by_id(state, id).await?;
     account
@@ -1038,7 +1035,7 @@ pub async fn approve(state: &AppState, who: &Caller, id: u64) -> ServiceResult<M
 
 /// Rejects a registration with a reason the owner sees (operators).
 pub async fn reject(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: u64,
     req: RejectAccount,
@@ -1081,7 +1078,7 @@ fn edited(value: &str, field: &str, max: usize) -> ServiceResult<String> {
 
 /// The profile with the owner's changes applied (a new licence is stored first).
 async fn changed_profile(
-    state: &AppState,
+    state: &Control,
     account: &Account,
     req: &UpdateProfile,
 ) -> ServiceResult<cpn_market::account::AccountProfile> {
@@ -1130,7 +1127,7 @@ async fn changed_profile(
 
 /// The owner edits the profile; reviewed fields send an organization back to review.
 pub async fn update_profile(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     req: UpdateProfile,
 ) -> ServiceResult<MarketAccount> {
@@ -1147,7 +1144,7 @@ pub async fn update_profile(
 /// ownership with the password (throttled and hashed like a login: the account cannot log
 /// in while rejected).
 pub async fn resubmit(
-    state: &AppState,
+    state: &Control,
     source: &str,
     req: ResubmitRegistration,
 ) -> ServiceResult<MarketAccount> {
@@ -1195,7 +1192,7 @@ pub async fn resubmit(
 }
 
 /// What the account still owes or holds, from the market's stored leases and ledger.
-async fn obligations(state: &AppState, account: &Account) -> ServiceResult<Obligations> {
+async fn obligations(state: &Control, account: &Account) -> ServiceResult<Obligations> {
     let market = state.store.load_market().await?;
     let id = account.id();
     let running_leases = market
@@ -1228,7 +1225,7 @@ async fn obligations(state: &AppState, account: &Account) -> ServiceResult<Oblig
 /// username, history and accounting records kept; refused while leases run or a debt is
 /// open. The platform user stays, disabled, so the name stays reserved.
 pub async fn deregister(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     req: DeregisterAccount,
 ) -> ServiceResult<Deregistered> {

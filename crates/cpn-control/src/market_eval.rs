@@ -17,7 +17,7 @@
 use super::{ensure, me, now, parse_cpcid, time, visible};
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::state::Control;
 use cpn_api_types::Code;
 use cpn_api_types::agent::NodeMetrics;
 use cpn_api_types::market as wire;
@@ -32,7 +32,7 @@ use std::time::Duration;
 
 /// How recent an agent's last heartbeat must be for its node to count as answering: three
 /// heartbeat intervals, the grace the runtime gives a running attempt's report.
-pub(crate) fn answer_window(state: &AppState) -> Duration {
+pub(crate) fn answer_window(state: &Control) -> Duration {
     state.runtime.config.heartbeat_interval * 3
 }
 
@@ -46,7 +46,7 @@ fn per_mille(pct: f64) -> u16 {
 }
 
 /// The latest report of each node that answered within the window, by node id.
-fn fresh_reports(state: &AppState, node_ids: &[&str]) -> HashMap<String, NodeMetrics> {
+fn fresh_reports(state: &Control, node_ids: &[&str]) -> HashMap<String, NodeMetrics> {
     let window = answer_window(state);
     let live = state
         .runtime
@@ -67,7 +67,7 @@ fn fresh_reports(state: &AppState, node_ids: &[&str]) -> HashMap<String, NodeMet
 /// `user`'s), added to the leases' monitoring. Called under the market lock, after the
 /// catalog was brought in step with the nodes.
 pub(super) fn observe(
-    state: &AppState,
+    state: &Control,
     market: &mut Market,
     nodes: &[cpn_store::NodeRecord],
     only: Option<(LeaseId, AccountId)>,
@@ -163,7 +163,7 @@ pub const MAX_EVALUATIONS: usize = 100;
 
 /// A listing's evaluations, newest first, paged (SH-CL-18): public like the listing.
 pub async fn listing_evaluations(
-    state: &AppState,
+    state: &Control,
     cpcid: &str,
     offset: usize,
     limit: usize,
@@ -190,7 +190,7 @@ pub async fn listing_evaluations(
 
 /// The live state of a class B lease's nodes, cards and site links (module documentation).
 pub async fn lease_monitoring(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: u64,
 ) -> ApiResult<wire::LeaseMonitoring> {
@@ -256,7 +256,7 @@ pub async fn lease_monitoring(
 }
 
 async fn node_figures(
-    state: &AppState,
+    state: &Control,
     site: &str,
     per_node: BTreeMap<String, Vec<(u32, u32, wire::CardState)>>,
 ) -> ApiResult<Vec<wire::NodeMonitoring>> {
@@ -309,7 +309,7 @@ async fn node_figures(
 
 /// The links of `site` (by name) with their latest measurements; links never measured are
 /// left out.
-async fn site_links(state: &AppState, site: &str) -> ApiResult<Vec<wire::LinkMonitoring>> {
+async fn site_links(state: &Control, site: &str) -> ApiResult<Vec<wire::LinkMonitoring>> {
     let Some(site_rec) = state.store.find_object_by_name(Kind::Site, site).await? else {
         return Ok(Vec::new());
     };

@@ -21,7 +21,7 @@
 
 use crate::caller::Caller;
 use crate::error::{ServiceError, ServiceResult};
-use crate::state::AppState;
+use crate::state::Control;
 use async_trait::async_trait;
 use chrono::Utc;
 use cpn_api_types::notifications::{
@@ -297,7 +297,7 @@ impl Notifier {
 /// (those a crash or restart left too), at most [`MAX_IN_FLIGHT`] at once, wakes on each new
 /// one, and purges settled entries after [`KEEP_SETTLED`]. Stopping it cancels the
 /// deliveries in flight, which stay pending.
-pub async fn run_outbox(state: AppState) {
+pub async fn run_outbox(state: Control) {
     let notifier = state.market_accounts.notifier().clone();
     let store = notifier.outbox.store.clone();
     let mut running: tokio::task::JoinSet<u64> = tokio::task::JoinSet::new();
@@ -442,7 +442,7 @@ fn subscription_view(doc: &DocRecord) -> Option<Subscription> {
     })
 }
 
-async fn own_subscriptions(state: &AppState, who: &Caller) -> ServiceResult<Vec<DocRecord>> {
+async fn own_subscriptions(state: &Control, who: &Caller) -> ServiceResult<Vec<DocRecord>> {
     Ok(state
         .store
         .list_docs(
@@ -461,7 +461,7 @@ async fn own_subscriptions(state: &AppState, who: &Caller) -> ServiceResult<Vec<
 /// Subscribes the caller: the target is checked as the dispatcher will use it, and the
 /// channel must be configured on this server (else 503 naming the flag).
 pub async fn subscribe(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     req: CreateSubscription,
 ) -> ServiceResult<Subscription> {
@@ -523,7 +523,7 @@ pub async fn subscribe(
 }
 
 /// The caller's subscriptions.
-pub async fn subscriptions(state: &AppState, who: &Caller) -> ServiceResult<Vec<Subscription>> {
+pub async fn subscriptions(state: &Control, who: &Caller) -> ServiceResult<Vec<Subscription>> {
     Ok(own_subscriptions(state, who)
         .await?
         .iter()
@@ -532,7 +532,7 @@ pub async fn subscriptions(state: &AppState, who: &Caller) -> ServiceResult<Vec<
 }
 
 /// Deletes one of the caller's subscriptions (others' are "not found").
-pub async fn unsubscribe(state: &AppState, who: &Caller, id: &str) -> ServiceResult<()> {
+pub async fn unsubscribe(state: &Control, who: &Caller, id: &str) -> ServiceResult<()> {
     match state.store.get_doc(SUBSCRIPTIONS, id).await? {
         Some(d) if d.tenant == who.tenant && d.owner == who.username => {
             state.store.delete_doc(SUBSCRIPTIONS, id).await?;
@@ -552,7 +552,7 @@ pub const DELIVERY_STATUSES: [&str; 3] = ["delivered", "retrying", "failed"];
 /// user can match; asking for another recipient is refused. Targets are masked in the log
 /// itself, so not even an operator reads an address from it.
 pub async fn deliveries(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     mut filter: NotificationLogQuery,
 ) -> ServiceResult<Page<Delivery>> {
@@ -633,7 +633,7 @@ fn outbox_item(e: OutboxSummary) -> OutboxItem {
 /// operators only. No message is shown: one may hold a verification code; targets are
 /// masked as in the delivery log.
 pub async fn outbox(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     mut filter: OutboxQuery,
 ) -> ServiceResult<Page<OutboxItem>> {
@@ -665,7 +665,7 @@ pub async fn outbox(
 /// An operator sends a failed outbox entry again: pending, with a fresh attempt budget (the
 /// dispatcher's retries), due now. Targets that had it delivered are skipped by the
 /// delivery log. Unknown (or purged): not found; not failed: invalid state.
-pub async fn retry(state: &AppState, who: &Caller, id: u64) -> ServiceResult<OutboxItem> {
+pub async fn retry(state: &Control, who: &Caller, id: u64) -> ServiceResult<OutboxItem> {
     operators_only(who, "retry notifications")?;
     match state.store.retry_notification(id, Utc::now()).await? {
         Retried::Pending => {}
@@ -702,7 +702,7 @@ const ALARM_CURSOR: &str = "notify.alarm_cursor";
 /// operators' subscriptions (operators see every event). It begins at the log's end on a
 /// data dir that never had it, so a new server does not mail out its history. Stops with
 /// the runtime.
-pub fn spawn_alarm_delivery(state: &AppState) {
+pub fn spawn_alarm_delivery(state: &Control) {
     let state = state.clone();
     let mut shutdown = state.runtime.shutdown.subscribe();
     tokio::spawn(async move {
@@ -713,7 +713,7 @@ pub fn spawn_alarm_delivery(state: &AppState) {
     });
 }
 
-async fn deliver_alarms(state: AppState) {
+async fn deliver_alarms(state: Control) {
     let mut cursor = loop {
         match alarm_cursor(&state).await {
             Ok(c) => break c,
@@ -743,7 +743,7 @@ async fn deliver_alarms(state: AppState) {
     }
 }
 
-async fn alarm_cursor(state: &AppState) -> ServiceResult<u64> {
+async fn alarm_cursor(state: &Control) -> ServiceResult<u64> {
     if let Some(c) = state.store.get_setting(ALARM_CURSOR).await?
         && let Ok(c) = c.parse()
     {
@@ -758,7 +758,7 @@ async fn alarm_cursor(state: &AppState) -> ServiceResult<u64> {
 }
 
 /// Sends the alarms after `cursor`; the new cursor, or `None` when there was nothing new.
-async fn deliver_batch(state: &AppState, cursor: u64) -> ServiceResult<Option<u64>> {
+async fn deliver_batch(state: &Control, cursor: u64) -> ServiceResult<Option<u64>> {
     let rows = state.store.events_after(cursor, 500).await?;
     let Some(last) = rows.last().map(|r| r.seq) else {
         return Ok(None);

@@ -8,7 +8,7 @@
 use crate::caller::{Actor, Caller, SystemActor};
 use crate::error::{ApiError, ApiResult};
 use crate::runtime::operations;
-use crate::state::AppState;
+use crate::state::Control;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use cpn_api_types::Code;
 use cpn_api_types::agent::NodeMetrics;
@@ -104,7 +104,7 @@ fn require_operator(who: &Caller) -> ApiResult<()> {
     }
 }
 
-pub async fn create(state: &AppState, who: &Caller, spec: RuleSpec) -> ApiResult<RuleView> {
+pub async fn create(state: &Control, who: &Caller, spec: RuleSpec) -> ApiResult<RuleView> {
     require_operator(who)?;
     validate(&spec)?;
     let now = Utc::now();
@@ -127,7 +127,7 @@ pub async fn create(state: &AppState, who: &Caller, spec: RuleSpec) -> ApiResult
     view(state.store.create_doc(doc, Vec::new()).await?)
 }
 
-pub async fn list(state: &AppState, who: &Caller) -> ApiResult<Vec<RuleView>> {
+pub async fn list(state: &Control, who: &Caller) -> ApiResult<Vec<RuleView>> {
     require_operator(who)?;
     state
         .store
@@ -138,7 +138,7 @@ pub async fn list(state: &AppState, who: &Caller) -> ApiResult<Vec<RuleView>> {
         .collect()
 }
 
-async fn load(state: &AppState, id: &str) -> ApiResult<DocRecord> {
+async fn load(state: &Control, id: &str) -> ApiResult<DocRecord> {
     state
         .store
         .get_doc(COLLECTION, id)
@@ -146,18 +146,18 @@ async fn load(state: &AppState, id: &str) -> ApiResult<DocRecord> {
         .ok_or_else(|| ApiError::not_found("rule", id))
 }
 
-pub async fn get(state: &AppState, who: &Caller, id: &str) -> ApiResult<RuleView> {
+pub async fn get(state: &Control, who: &Caller, id: &str) -> ApiResult<RuleView> {
     require_operator(who)?;
     view(load(state, id).await?)
 }
 
-pub async fn delete(state: &AppState, who: &Caller, id: &str) -> ApiResult<()> {
+pub async fn delete(state: &Control, who: &Caller, id: &str) -> ApiResult<()> {
     require_operator(who)?;
     Ok(state.store.delete_doc(COLLECTION, id).await?)
 }
 
 pub async fn set_enabled(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: &str,
     enabled: bool,
@@ -199,7 +199,7 @@ struct Memory {
     event_cursor: Option<u64>,
 }
 
-pub async fn run(state: AppState) {
+pub async fn run(state: Control) {
     let mut memory = Memory::default();
     loop {
         if let Err(e) = tick(&state, &mut memory).await {
@@ -220,7 +220,7 @@ fn metric_of(m: &NodeMetrics, name: MetricName) -> Option<f64> {
 }
 
 /// Node ids a metric rule watches.
-async fn watched(state: &AppState, trigger: &Trigger) -> ApiResult<Vec<String>> {
+async fn watched(state: &Control, trigger: &Trigger) -> ApiResult<Vec<String>> {
     let Trigger::Metric {
         group, node, site, ..
     } = trigger
@@ -252,7 +252,7 @@ async fn watched(state: &AppState, trigger: &Trigger) -> ApiResult<Vec<String>> 
         .collect())
 }
 
-async fn tick(state: &AppState, memory: &mut Memory) -> ApiResult<()> {
+async fn tick(state: &Control, memory: &mut Memory) -> ApiResult<()> {
     let now = Utc::now();
     let rules = state
         .store
@@ -401,7 +401,7 @@ async fn tick(state: &AppState, memory: &mut Memory) -> ApiResult<()> {
 /// rule's tenant, and only while the rule's owner is still an enabled operator: a rule
 /// must not keep acting for someone who lost the right to create it.
 async fn act(
-    state: &AppState,
+    state: &Control,
     doc: &DocRecord,
     action: &RuleAction,
     node: Option<&str>,
@@ -514,7 +514,7 @@ async fn act(
     }
 }
 
-async fn record(state: &AppState, id: &str, firing: RuleFiring) -> ApiResult<()> {
+async fn record(state: &Control, id: &str, firing: RuleFiring) -> ApiResult<()> {
     for _ in 0..5 {
         let Some(mut doc) = state.store.get_doc(COLLECTION, id).await? else {
             return Ok(());

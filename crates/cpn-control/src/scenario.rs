@@ -7,7 +7,7 @@ use crate::registry::{
     self, CloudKind, LinkKind, PlatformKind, RegistryKind, ResourceKind, SiteKind, SpecRefs,
     TagKind, check_draft, check_tag_value,
 };
-use crate::state::AppState;
+use crate::state::Control;
 use cpn_api_types::Code;
 use cpn_api_types::registry::{Labels, TagSpec};
 use cpn_api_types::scenario::{Scenario, ScenarioReport};
@@ -49,7 +49,7 @@ impl Planned {
     }
 }
 
-async fn check_labels(state: &AppState, planned: &Planned, labels: &Labels) -> ApiResult<()> {
+async fn check_labels(state: &Control, planned: &Planned, labels: &Labels) -> ApiResult<()> {
     for (key, value) in labels {
         let field = format!("labels.{key}");
         if let Some(spec) = planned.tags.get(key) {
@@ -63,7 +63,7 @@ async fn check_labels(state: &AppState, planned: &Planned, labels: &Labels) -> A
 }
 
 async fn check_section<K: RegistryKind>(
-    state: &AppState,
+    state: &Control,
     who: &Actor,
     planned: &Planned,
     section: &str,
@@ -100,7 +100,7 @@ async fn check_section<K: RegistryKind>(
 }
 
 async fn apply_section<K: RegistryKind>(
-    state: &AppState,
+    state: &Control,
     who: &Actor,
     section: &str,
     items: Vec<K::Create>,
@@ -117,7 +117,7 @@ async fn apply_section<K: RegistryKind>(
 }
 
 pub async fn load(
-    state: &AppState,
+    state: &Control,
     who: impl Into<Actor>,
     s: Scenario,
 ) -> ApiResult<ScenarioReport> {

@@ -10,7 +10,7 @@ use crate::policy;
 use crate::runtime::binder::{live_cluster, with_visibility};
 use crate::runtime::ledger::{Hold, HoldKind};
 use crate::runtime::placement::{DecisionBody, decision_view, task_from_spec};
-use crate::state::AppState;
+use crate::state::Control;
 use cpn_api_types::Code;
 use cpn_api_types::schedule::*;
 use cpn_sched::kpi::{KpiTotals, PlacementCost};
@@ -19,11 +19,7 @@ use cpn_sched::{Cluster, Mode, Scheduler, Task};
 /// Upper bound of replicas in one dry-run, so one request cannot occupy the server.
 pub const MAX_DRY_RUN_REPLICAS: u64 = 100_000;
 
-pub async fn explain(
-    state: &AppState,
-    who: &Caller,
-    req: ExplainRequest,
-) -> ApiResult<Explanation> {
+pub async fn explain(state: &Control, who: &Caller, req: ExplainRequest) -> ApiResult<Explanation> {
     if req.hold_s.is_some() {
         return Err(ApiError::field(
             "hold_s",
@@ -57,7 +53,7 @@ pub const MAX_HOLD_S: u64 = 30 * 24 * 3600;
 /// capacity ledger, so the binder places nothing on that capacity until it is released or
 /// expires.
 pub async fn place(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     req: ExplainRequest,
 ) -> ApiResult<DecisionRecordView> {
@@ -198,7 +194,7 @@ fn record_view(
     })
 }
 
-async fn site_names(state: &AppState) -> ApiResult<std::collections::HashMap<String, String>> {
+async fn site_names(state: &Control) -> ApiResult<std::collections::HashMap<String, String>> {
     Ok(state
         .store
         .list_objects(cpn_model::Kind::Site, &cpn_store::ListQuery::default())
@@ -210,7 +206,7 @@ async fn site_names(state: &AppState) -> ApiResult<std::collections::HashMap<Str
 
 /// A stored decision the caller may see: its own tenant's, or any for operators.
 async fn visible_decision(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: &str,
 ) -> ApiResult<cpn_store::DecisionRecord> {
@@ -221,7 +217,7 @@ async fn visible_decision(
 }
 
 pub async fn get_decision(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: &str,
 ) -> ApiResult<DecisionRecordView> {
@@ -237,7 +233,7 @@ pub struct DecisionFilter {
 }
 
 pub async fn list_decisions(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     filter: DecisionFilter,
 ) -> ApiResult<cpn_api_types::Page<DecisionRecordView>> {
@@ -271,7 +267,7 @@ pub async fn list_decisions(
 /// Gives a decision's capacity back and wakes the binder. Idempotent: releasing twice
 /// keeps the first time.
 pub async fn release_decision(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: &str,
 ) -> ApiResult<DecisionRecordView> {
@@ -289,11 +285,7 @@ pub async fn release_decision(
     record_view(&site_names(state).await?, released)
 }
 
-pub async fn dry_run(
-    state: &AppState,
-    who: &Caller,
-    req: DryRunRequest,
-) -> ApiResult<DryRunResult> {
+pub async fn dry_run(state: &Control, who: &Caller, req: DryRunRequest) -> ApiResult<DryRunResult> {
     if req.policies.is_empty() || req.policies.len() > 2 {
         return Err(ApiError::field(
             "policies",

@@ -14,7 +14,7 @@
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::state::Control;
 use chrono::Utc;
 use cpn_api_types::Code;
 use cpn_api_types::simulation::{
@@ -333,7 +333,7 @@ fn is_final(d: &DocRecord) -> bool {
 }
 
 /// The tenant's jobs, oldest first; 429 when as many are queued or running as it may have.
-async fn tenant_jobs(s: &AppState, tenant: &str) -> ApiResult<Vec<DocRecord>> {
+async fn tenant_jobs(s: &Control, tenant: &str) -> ApiResult<Vec<DocRecord>> {
     let limit = s.runtime.config.limits.max_active_simulations_per_tenant;
     let q = DocQuery {
         tenant: Some(tenant.to_string()),
@@ -356,7 +356,7 @@ async fn tenant_jobs(s: &AppState, tenant: &str) -> ApiResult<Vec<DocRecord>> {
 /// Makes room for one more job of `tenant`: 429 when the tenant has as many jobs queued or
 /// running as it may; else deletes the tenant's oldest finished jobs beyond its newest
 /// `kept_simulations_per_tenant` - 1. Other tenants' jobs are never touched.
-async fn make_room(s: &AppState, tenant: &str) -> ApiResult<()> {
+async fn make_room(s: &Control, tenant: &str) -> ApiResult<()> {
     let limits = s.runtime.config.limits;
     let docs = tenant_jobs(s, tenant).await?;
     let finished: Vec<&DocRecord> = docs.iter().filter(|d| is_final(d)).collect();
@@ -376,7 +376,7 @@ async fn make_room(s: &AppState, tenant: &str) -> ApiResult<()> {
 
 /// Validates the request, stores the job and queues it; answers at once with it (state
 /// `queued`).
-pub async fn submit(s: &AppState, who: &Caller, req: SimulationRequest) -> ApiResult<Simulation> {
+pub async fn submit(s: &Control, who: &Caller, req: SimulationRequest) -> ApiResult<Simulation> {
     // Refused before the inputs are parsed, which is the costly part of a request.
     tenant_jobs(s, &who.tenant).await?;
     let data = s.sim_data_dir.clone();
@@ -440,7 +440,7 @@ enum Outcome {
 }
 
 /// Runs the job and records how it ended.
-async fn work(s: AppState, mut stored: Stored, p: Prepared, stop: Arc<Stop>) {
+async fn work(s: Control, mut stored: Stored, p: Prepared, stop: Arc<Stop>) {
     let id = stored.job.id.clone();
     let store = s.store.as_ref();
     let outcome = match execute(&s, &mut stored, p, &stop).await {
@@ -488,7 +488,7 @@ async fn work(s: AppState, mut stored: Stored, p: Prepared, stop: Arc<Stop>) {
 /// Waits for a worker (or a cancel), then runs every (policy, seed) on the blocking pool,
 /// one at a time, checking the stop flag between runs and inside them.
 async fn execute(
-    s: &AppState,
+    s: &Control,
     stored: &mut Stored,
     p: Prepared,
     stop: &Arc<Stop>,
@@ -596,7 +596,7 @@ fn visible(who: &Caller, r: &DocRecord) -> bool {
 }
 
 /// A job's document, if the caller may see it (404 otherwise, as if it did not exist).
-async fn load(s: &AppState, who: &Caller, id: &str) -> ApiResult<DocRecord> {
+async fn load(s: &Control, who: &Caller, id: &str) -> ApiResult<DocRecord> {
     match s.store.get_doc(COLLECTION, id).await? {
         Some(r) if visible(who, &r) => Ok(r),
         _ => Err(ApiError::not_found("simulation", id)),
@@ -604,7 +604,7 @@ async fn load(s: &AppState, who: &Caller, id: &str) -> ApiResult<DocRecord> {
 }
 
 /// The caller's jobs (every tenant's for operators), newest first.
-pub async fn list(s: &AppState, who: &Caller) -> ApiResult<Vec<Simulation>> {
+pub async fn list(s: &Control, who: &Caller) -> ApiResult<Vec<Simulation>> {
     let query = DocQuery {
         tenant: (!who.is_operator()).then(|| who.tenant.clone()),
         ..DocQuery::default()
@@ -623,14 +623,14 @@ pub async fn list(s: &AppState, who: &Caller) -> ApiResult<Vec<Simulation>> {
 }
 
 /// One job, if the caller may see it.
-pub async fn get(s: &AppState, who: &Caller, id: &str) -> ApiResult<Simulation> {
+pub async fn get(s: &Control, who: &Caller, id: &str) -> ApiResult<Simulation> {
     job_of(&load(s, who, id).await?)
 }
 
 /// Cancels a queued or running job: a queued one ends at once, a running one stops at its
 /// worker's next check (between runs, and between the events of a run). Answers the job,
 /// `cancelled`; 409 `invalid_state` once it has ended.
-pub async fn cancel(s: &AppState, who: &Caller, id: &str) -> ApiResult<Simulation> {
+pub async fn cancel(s: &Control, who: &Caller, id: &str) -> ApiResult<Simulation> {
     let mut asked = false;
     for _ in 0..5 {
         let rec = load(s, who, id).await?;

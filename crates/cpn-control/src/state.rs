@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Clone)]
-pub struct AppState {
+pub struct Control {
     /// The store, the running work, the transport and the hooks the runtime calls back.
     pub rt: RuntimeState,
     pub data_dir: PathBuf,
@@ -23,7 +23,7 @@ pub struct AppState {
     pub market_accounts: Arc<crate::market_accounts::MarketAccounts>,
 }
 
-impl std::ops::Deref for AppState {
+impl std::ops::Deref for Control {
     type Target = RuntimeState;
     fn deref(&self) -> &RuntimeState {
         &self.rt

@@ -225,7 +225,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .context("open the marketplace accounts")?;
     let market = Arc::new(market::MarketService::default());
     let market_accounts = Arc::new(market_accounts);
-    let state = AppState(cpn_control::state::AppState {
+    let state = AppState(cpn_control::state::Control {
         rt: runtime::RuntimeState {
             store: store.clone(),
             runtime: Arc::new(runtime::Runtime::new(config.runtime, &config.data_dir)),

@@ -5,11 +5,11 @@
 /// Dereferences to the control services' state (and through it to the runtime's), so a
 /// handler hands `&s` to any service.
 #[derive(Clone)]
-pub struct AppState(pub cpn_control::state::AppState);
+pub struct AppState(pub cpn_control::state::Control);
 
 impl std::ops::Deref for AppState {
-    type Target = cpn_control::state::AppState;
-    fn deref(&self) -> &cpn_control::state::AppState {
+    type Target = cpn_control::state::Control;
+    fn deref(&self) -> &cpn_control::state::Control {
         &self.0
     }
 }

@@ -11,7 +11,7 @@ pub mod plans;
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::state::Control;
 use chrono::Utc;
 use cpn_api_types::Code;
 use cpn_api_types::design::{
@@ -85,7 +85,7 @@ fn may_change(who: &Caller, r: &DocRecord) -> bool {
         || (r.tenant == who.tenant && (r.owner == who.username || who.role == Role::Supplier))
 }
 
-pub(crate) async fn load(state: &AppState, who: &Caller, id: &str) -> ApiResult<DocRecord> {
+pub(crate) async fn load(state: &Control, who: &Caller, id: &str) -> ApiResult<DocRecord> {
     match state.store.get_doc(TEMPLATES, id).await? {
         Some(r) if visible(who, &r) => Ok(r),
         _ => Err(ApiError::not_found("template", id)),
@@ -108,7 +108,7 @@ fn check_meta(name: &str, tags: &[String]) -> ApiResult<()> {
     Ok(())
 }
 
-pub async fn list(state: &AppState, who: &Caller) -> ApiResult<Vec<TemplateView>> {
+pub async fn list(state: &Control, who: &Caller) -> ApiResult<Vec<TemplateView>> {
     let docs = state
         .store
         .list_docs(TEMPLATES, DocQuery::default())
@@ -116,15 +116,11 @@ pub async fn list(state: &AppState, who: &Caller) -> ApiResult<Vec<TemplateView>
     Ok(docs.iter().filter(|r| visible(who, r)).map(view).collect())
 }
 
-pub async fn get(state: &AppState, who: &Caller, id: &str) -> ApiResult<TemplateView> {
+pub async fn get(state: &Control, who: &Caller, id: &str) -> ApiResult<TemplateView> {
     Ok(view(&load(state, who, id).await?))
 }
 
-pub async fn create(
-    state: &AppState,
-    who: &Caller,
-    req: TemplateCreate,
-) -> ApiResult<TemplateView> {
+pub async fn create(state: &Control, who: &Caller, req: TemplateCreate) -> ApiResult<TemplateView> {
     check_meta(&req.name, &req.tags)?;
     check_source(&req.source)?;
     let now = Utc::now();
@@ -156,7 +152,7 @@ pub async fn create(
     Ok(view(&r))
 }
 
-async fn write(state: &AppState, mut r: DocRecord, b: &TemplateBody) -> ApiResult<DocRecord> {
+async fn write(state: &Control, mut r: DocRecord, b: &TemplateBody) -> ApiResult<DocRecord> {
     r.body = serde_json::to_value(b).map_err(internal)?;
     r.updated_at = Utc::now();
     Ok(state.store.update_doc(r, vec![]).await?)
@@ -176,7 +172,7 @@ fn stale(r: &DocRecord, version: u64) -> ApiResult<()> {
 }
 
 pub async fn update(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: &str,
     req: TemplateUpdate,
@@ -209,7 +205,7 @@ pub async fn update(
     Ok(view(&write(state, r, &b).await?))
 }
 
-pub async fn delete(state: &AppState, who: &Caller, id: &str) -> ApiResult<()> {
+pub async fn delete(state: &Control, who: &Caller, id: &str) -> ApiResult<()> {
     let r = load(state, who, id).await?;
     if !may_change(who, &r) {
         return Err(ApiError::forbidden(
@@ -221,7 +217,7 @@ pub async fn delete(state: &AppState, who: &Caller, id: &str) -> ApiResult<()> {
 }
 
 pub async fn versions(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: &str,
 ) -> ApiResult<Vec<TemplateVersionView>> {
@@ -245,7 +241,7 @@ pub async fn versions(
 /// Makes a new version whose content (source, description, category, tags) is that of
 /// `to_version`; the usage count and state stay as they are.
 pub async fn rollback(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: &str,
     req: TemplateRollback,
@@ -275,7 +271,7 @@ pub async fn rollback(
 
 /// Publishes (`to = "published"`) or withdraws (`"offline"`) a template.
 pub async fn set_state(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: &str,
     to: &str,
@@ -304,7 +300,7 @@ pub async fn set_state(
 }
 
 /// Counts one more plan made from the template (retrying on a concurrent change).
-pub(crate) async fn count_usage(state: &AppState, id: &str) -> ApiResult<()> {
+pub(crate) async fn count_usage(state: &Control, id: &str) -> ApiResult<()> {
     for _ in 0..5 {
         let Some(r) = state.store.get_doc(TEMPLATES, id).await? else {
             return Ok(());
@@ -329,7 +325,7 @@ pub(crate) async fn count_usage(state: &AppState, id: &str) -> ApiResult<()> {
 /// caller made with that tag)`, plus `ln(1 + usage_count)` for popularity
 /// across all users. Ties go to the more used, then by name. A caller without history
 /// gets the most popular first. `reasons` names each contribution.
-pub async fn recommended(state: &AppState, who: &Caller) -> ApiResult<Vec<Recommendation>> {
+pub async fn recommended(state: &Control, who: &Caller) -> ApiResult<Vec<Recommendation>> {
     let templates = state
         .store
         .list_docs(TEMPLATES, DocQuery::default())
@@ -403,7 +399,7 @@ pub async fn recommended(state: &AppState, who: &Caller) -> ApiResult<Vec<Recomm
 
 /// Loads the base templates of `cpn_template::BASE_TEMPLATES` as published, once: each
 /// has a fixed id, so a later start finds it and leaves it (and any edits) alone.
-pub async fn load_base_templates(state: &AppState) -> anyhow::Result<()> {
+pub async fn load_base_templates(state: &Control) -> anyhow::Result<()> {
     for (name, category, tags, source) in cpn_template::BASE_TEMPLATES {
         let id = format!("base-{name}");
         if state.store.get_doc(TEMPLATES, &id).await?.is_some() {

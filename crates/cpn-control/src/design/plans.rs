@@ -32,7 +32,7 @@ use super::{PLANS, internal, issues_error};
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::inventory;
-use crate::state::AppState;
+use crate::state::Control;
 use chrono::Utc;
 use cpn_api_types::Code;
 use cpn_api_types::design::{
@@ -85,14 +85,14 @@ fn view(r: &DocRecord) -> ApiResult<PlanView> {
     Ok(v)
 }
 
-async fn load(state: &AppState, who: &Caller, id: &str) -> ApiResult<DocRecord> {
+async fn load(state: &Control, who: &Caller, id: &str) -> ApiResult<DocRecord> {
     match state.store.get_doc(PLANS, id).await? {
         Some(r) if who.is_operator() || r.tenant == who.tenant => Ok(r),
         _ => Err(ApiError::not_found("plan", id)),
     }
 }
 
-async fn save(state: &AppState, mut r: DocRecord, v: &PlanView) -> ApiResult<PlanView> {
+async fn save(state: &Control, mut r: DocRecord, v: &PlanView) -> ApiResult<PlanView> {
     r.body = serde_json::to_value(v).map_err(internal)?;
     r.state = v.state.clone();
     r.updated_at = Utc::now();
@@ -400,7 +400,7 @@ fn feasibility(
 
 /// Makes one plan per objective, stores them (`proposed`), recommends one.
 pub async fn make(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     template_id: &str,
     req: PlanRequest,
@@ -629,13 +629,13 @@ fn recommend(views: &mut [PlanView]) {
     }
 }
 
-pub async fn get(state: &AppState, who: &Caller, id: &str) -> ApiResult<PlanView> {
+pub async fn get(state: &Control, who: &Caller, id: &str) -> ApiResult<PlanView> {
     view(&synced(state, load(state, who, id).await?).await?)
 }
 
 /// The plans made by the same request as `id` (its alternatives, itself included), in the
 /// order they were made.
-pub async fn alternatives(state: &AppState, who: &Caller, id: &str) -> ApiResult<Vec<PlanView>> {
+pub async fn alternatives(state: &Control, who: &Caller, id: &str) -> ApiResult<Vec<PlanView>> {
     let record = load(state, who, id).await?;
     let plan = view(&record)?;
     // One request's plans are written together under one tenant; a tenant's plans are few
@@ -846,7 +846,7 @@ fn require_state(v: &PlanView, want: &str, doing: &str) -> ApiResult<()> {
     Ok(())
 }
 
-pub async fn confirm(state: &AppState, who: &Caller, id: &str) -> ApiResult<PlanView> {
+pub async fn confirm(state: &Control, who: &Caller, id: &str) -> ApiResult<PlanView> {
     let r = load(state, who, id).await?;
     let mut v = view(&r)?;
     require_state(&v, "proposed", "confirming")?;
@@ -861,7 +861,7 @@ pub async fn confirm(state: &AppState, who: &Caller, id: &str) -> ApiResult<Plan
     save(state, r, &v).await
 }
 
-pub async fn instructions(state: &AppState, who: &Caller, id: &str) -> ApiResult<Vec<Instruction>> {
+pub async fn instructions(state: &Control, who: &Caller, id: &str) -> ApiResult<Vec<Instruction>> {
     Ok(get(state, who, id).await?.instructions)
 }
 
@@ -880,7 +880,7 @@ fn check_deps(list: &[Instruction]) -> ApiResult<()> {
 }
 
 pub async fn edit_instruction(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: &str,
     iid: &str,
@@ -942,7 +942,7 @@ pub async fn edit_instruction(
 }
 
 pub async fn delete_instruction(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     id: &str,
     iid: &str,
@@ -1077,7 +1077,7 @@ pub fn flow_definition(v: &PlanView) -> ApiResult<FlowDefinition> {
 
 /// Refuses (409 `invalid_state`) when a site or resource the plan placed on changed or is
 /// gone; otherwise starts the instruction set as a workflow.
-pub async fn execute(state: &AppState, who: &Caller, id: &str) -> ApiResult<Value> {
+pub async fn execute(state: &Control, who: &Caller, id: &str) -> ApiResult<Value> {
     let r = load(state, who, id).await?;
     let mut v = view(&r)?;
     require_state(&v, "confirmed", "executing")?;
@@ -1117,7 +1117,7 @@ pub async fn execute(state: &AppState, who: &Caller, id: &str) -> ApiResult<Valu
 
 /// Starts the workflow of a plan through the workflow engine.
 async fn execute_plan(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     def: FlowDefinition,
     inputs: BTreeMap<String, Value>,
@@ -1187,13 +1187,13 @@ fn state_after(f: FlowState) -> Option<&'static str> {
 /// Moves an executing plan to the state its ended workflow (`flow`, the workflow's
 /// document) leads to, with its `execution`. Called by the workflow engine when a plan's
 /// workflow ends; nothing happens for a workflow still running or a plan not executing it.
-pub async fn follow_flow(state: &AppState, plan_id: &str, flow: &DocRecord) {
+pub async fn follow_flow(state: &Control, plan_id: &str, flow: &DocRecord) {
     if let Err(e) = try_follow(state, plan_id, flow).await {
         tracing::warn!(plan = %plan_id, flow = %flow.id, error = %e, "moving a plan to its workflow's end");
     }
 }
 
-async fn try_follow(state: &AppState, plan_id: &str, flow: &DocRecord) -> ApiResult<()> {
+async fn try_follow(state: &Control, plan_id: &str, flow: &DocRecord) -> ApiResult<()> {
     let f = crate::flows::view_of(flow)?;
     let Some(to) = state_after(f.state) else {
         return Ok(());
@@ -1219,7 +1219,7 @@ async fn try_follow(state: &AppState, plan_id: &str, flow: &DocRecord) -> ApiRes
 
 /// `r`, moved to its workflow's end first if that workflow ended while the plan still says
 /// `executing` (the server stopped between the two writes).
-async fn synced(state: &AppState, r: DocRecord) -> ApiResult<DocRecord> {
+async fn synced(state: &Control, r: DocRecord) -> ApiResult<DocRecord> {
     if r.state != "executing" {
         return Ok(r);
     }

@@ -12,7 +12,7 @@
 use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::runtime::{operations, tasks};
-use crate::state::AppState;
+use crate::state::Control;
 use chrono::Utc;
 use cpn_api_types::flows::Action;
 use cpn_api_types::operations::{OpKind, OpTarget, OperationRequest, TargetKind};
@@ -47,7 +47,7 @@ pub enum Report {
 }
 
 pub struct Ctx {
-    pub state: AppState,
+    pub state: Control,
     pub who: Caller,
     pub flow: String,
     pub tenant: String,
@@ -114,7 +114,7 @@ async fn waited_task(ctx: &Ctx) -> Option<TaskView> {
 }
 
 /// The site `view` is pinned to, when no node there is live (ready).
-async fn dark_site(state: &AppState, view: &TaskView) -> Option<String> {
+async fn dark_site(state: &Control, view: &TaskView) -> Option<String> {
     let site = view.spec.constraints.site.as_deref()?;
     let nodes = match state.store.list_nodes().await {
         Ok(n) => n,
@@ -127,7 +127,7 @@ async fn dark_site(state: &AppState, view: &TaskView) -> Option<String> {
 }
 
 /// Cancels the task a step waits on, if any.
-pub async fn cancel_task(state: &AppState, who: &Caller, task: &Arc<Mutex<Option<String>>>) {
+pub async fn cancel_task(state: &Control, who: &Caller, task: &Arc<Mutex<Option<String>>>) {
     let id = task.lock().ok().and_then(|t| t.clone());
     if let Some(id) = id
         && let Err(e) = tasks::cancel(state, who, &id).await

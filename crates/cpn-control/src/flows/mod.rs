@@ -11,7 +11,7 @@ pub mod exec;
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::state::Control;
 use chrono::Utc;
 use cpn_api_types::Code;
 use cpn_api_types::flows::{
@@ -28,17 +28,17 @@ use tokio::sync::{mpsc, oneshot};
 pub const FLOWS: &str = "flows";
 pub const PROCESSES: &str = "processes";
 
-enum Control {
+enum FlowCommand {
     Pause(oneshot::Sender<ApiResult<()>>),
     Resume(oneshot::Sender<ApiResult<()>>),
     Cancel(bool, oneshot::Sender<ApiResult<()>>),
 }
 
 /// Control channels of the workflows this process drives, by id.
-static DRIVEN: LazyLock<Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>> =
+static DRIVEN: LazyLock<Mutex<HashMap<String, mpsc::UnboundedSender<FlowCommand>>>> =
     LazyLock::new(Default::default);
 
-fn driven() -> std::sync::MutexGuard<'static, HashMap<String, mpsc::UnboundedSender<Control>>> {
+fn driven() -> std::sync::MutexGuard<'static, HashMap<String, mpsc::UnboundedSender<FlowCommand>>> {
     DRIVEN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -138,7 +138,7 @@ fn events_of(doc: &DocRecord, entries: &[Value]) -> Vec<NewEvent> {
 }
 
 /// Appends the run's new entries with the document's new state, atomically.
-async fn persist(state: &AppState, doc: &mut DocRecord, run: &mut FlowRun) {
+async fn persist(state: &Control, doc: &mut DocRecord, run: &mut FlowRun) {
     let entries = run.take_unsaved();
     if entries.is_empty() {
         return;
@@ -177,7 +177,7 @@ async fn persist(state: &AppState, doc: &mut DocRecord, run: &mut FlowRun) {
 /// `who`, for `plan` if it executes one. 422 (field: the first error's path, message:
 /// every error) on an invalid definition, with nothing stored.
 pub async fn start(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     definition: FlowDefinition,
     inputs: BTreeMap<String, Value>,
@@ -235,7 +235,7 @@ pub fn check_inputs(inputs: &BTreeMap<String, Value>) -> ApiResult<()> {
 }
 
 /// 429 when `tenant` has as many unfinished workflows as the limit allows.
-async fn check_tenant_limit(state: &AppState, tenant: &str) -> ApiResult<()> {
+async fn check_tenant_limit(state: &Control, tenant: &str) -> ApiResult<()> {
     let limit = state.runtime.config.limits.max_running_flows_per_tenant;
     let mut unfinished = 0;
     for s in ["running", "compensating", "paused"] {
@@ -258,7 +258,7 @@ async fn check_tenant_limit(state: &AppState, tenant: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn spawn(state: AppState, doc: DocRecord, run: FlowRun, who: Caller, resumed: Vec<Command>) {
+fn spawn(state: Control, doc: DocRecord, run: FlowRun, who: Caller, resumed: Vec<Command>) {
     let (tx, rx) = mpsc::unbounded_channel();
     driven().insert(doc.id.clone(), tx);
     tokio::spawn(async move {
@@ -271,7 +271,7 @@ fn spawn(state: AppState, doc: DocRecord, run: FlowRun, who: Caller, resumed: Ve
 type Running = HashMap<String, (tokio::task::AbortHandle, Arc<Mutex<Option<String>>>)>;
 
 struct Driver {
-    state: AppState,
+    state: Control,
     who: Caller,
     flow: String,
     tenant: String,
@@ -343,11 +343,11 @@ impl Driver {
 }
 
 async fn drive(
-    state: AppState,
+    state: Control,
     mut doc: DocRecord,
     mut run: FlowRun,
     who: Caller,
-    mut ctl: mpsc::UnboundedReceiver<Control>,
+    mut ctl: mpsc::UnboundedReceiver<FlowCommand>,
     resumed: Vec<Command>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -401,9 +401,9 @@ async fn drive(
                 let now = Utc::now();
                 let invalid = |e: String| ApiError::new(Code::InvalidState, e);
                 let (res, reply) = match c {
-                    Control::Pause(r) => (run.pause(now).map_err(invalid), r),
-                    Control::Resume(r) => (run.resume(now).map_err(invalid), r),
-                    Control::Cancel(compensate, r) => match run.cancel(now, compensate) {
+                    FlowCommand::Pause(r) => (run.pause(now).map_err(invalid), r),
+                    FlowCommand::Resume(r) => (run.resume(now).map_err(invalid), r),
+                    FlowCommand::Cancel(compensate, r) => match run.cancel(now, compensate) {
                         Ok(stops) => {
                             for s in stops {
                                 d.dispatch(s);
@@ -433,7 +433,7 @@ async fn drive(
 /// the blocking pool, at most `CONDITION_SLOTS` at once server-wide, and stopped at the
 /// configured deadline, which fails the step with that reason in the journal (so a
 /// restart does not evaluate it again). `None` if the evaluation panicked.
-async fn next_bounded(state: &AppState, mut run: FlowRun) -> Option<(FlowRun, Vec<Command>)> {
+async fn next_bounded(state: &Control, mut run: FlowRun) -> Option<(FlowRun, Vec<Command>)> {
     if !run.has_conditions() {
         let cmds = run.next(Utc::now());
         return Some((run, cmds));
@@ -460,7 +460,7 @@ async fn next_bounded(state: &AppState, mut run: FlowRun) -> Option<(FlowRun, Ve
 }
 
 /// Continues every unfinished workflow of the store (server start).
-pub fn resume_all(state: &AppState) {
+pub fn resume_all(state: &Control) {
     let state = state.clone();
     tokio::spawn(async move {
         for s in ["running", "compensating", "paused"] {
@@ -487,7 +487,7 @@ pub fn resume_all(state: &AppState) {
     });
 }
 
-async fn resume_one(state: &AppState, doc: DocRecord) -> ApiResult<()> {
+async fn resume_one(state: &Control, doc: DocRecord) -> ApiResult<()> {
     let def: FlowDefinition =
         serde_json::from_value(doc.body["definition"].clone()).map_err(internal)?;
     let who = principal_of(&doc.body).ok_or_else(|| internal("workflow without its principal"))?;
@@ -509,7 +509,7 @@ fn visible(who: &Caller, doc: &DocRecord) -> bool {
     who.is_operator() || doc.tenant == who.tenant
 }
 
-async fn load(state: &AppState, who: &Caller, id: &str) -> ApiResult<DocRecord> {
+async fn load(state: &Control, who: &Caller, id: &str) -> ApiResult<DocRecord> {
     state
         .store
         .get_doc(FLOWS, id)
@@ -518,13 +518,13 @@ async fn load(state: &AppState, who: &Caller, id: &str) -> ApiResult<DocRecord> 
         .ok_or_else(|| ApiError::not_found("workflow", id))
 }
 
-pub async fn get(state: &AppState, who: &Caller, id: &str) -> ApiResult<FlowView> {
+pub async fn get(state: &Control, who: &Caller, id: &str) -> ApiResult<FlowView> {
     view_of(&load(state, who, id).await?)
 }
 
 /// Workflows, oldest first; non-operators see their tenant's. Filter: `state`.
 pub async fn list(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     state_filter: Option<String>,
 ) -> ApiResult<Vec<FlowView>> {
@@ -542,7 +542,7 @@ pub async fn list(
         .collect()
 }
 
-pub async fn journal(state: &AppState, who: &Caller, id: &str) -> ApiResult<Vec<Value>> {
+pub async fn journal(state: &Control, who: &Caller, id: &str) -> ApiResult<Vec<Value>> {
     load(state, who, id).await?;
     Ok(state
         .store
@@ -557,7 +557,7 @@ pub async fn journal(state: &AppState, who: &Caller, id: &str) -> ApiResult<Vec<
         .collect())
 }
 
-async fn replayed(state: &AppState, doc: &DocRecord) -> ApiResult<FlowRun> {
+async fn replayed(state: &Control, doc: &DocRecord) -> ApiResult<FlowRun> {
     let def: FlowDefinition =
         serde_json::from_value(doc.body["definition"].clone()).map_err(internal)?;
     let entries: Vec<Value> = state
@@ -570,7 +570,7 @@ async fn replayed(state: &AppState, doc: &DocRecord) -> ApiResult<FlowRun> {
     FlowRun::replay(def, &entries).map_err(internal)
 }
 
-pub async fn report(state: &AppState, who: &Caller, id: &str) -> ApiResult<FlowReport> {
+pub async fn report(state: &Control, who: &Caller, id: &str) -> ApiResult<FlowReport> {
     let doc = load(state, who, id).await?;
     let run = replayed(state, &doc).await?;
     Ok(cpn_flow::report(&run, id, Utc::now()))
@@ -585,7 +585,7 @@ pub enum Op {
 }
 
 /// Pause, resume or cancel; 409 `invalid_state` when the workflow's state does not allow it.
-pub async fn control(state: &AppState, who: &Caller, id: &str, op: Op) -> ApiResult<FlowView> {
+pub async fn control(state: &Control, who: &Caller, id: &str, op: Op) -> ApiResult<FlowView> {
     let doc = load(state, who, id).await?;
     if !who.is_operator() && doc.tenant != who.tenant {
         return Err(ApiError::forbidden(
@@ -604,9 +604,9 @@ pub async fn control(state: &AppState, who: &Caller, id: &str, op: Op) -> ApiRes
     };
     let (tx, rx) = oneshot::channel();
     let msg = match op {
-        Op::Pause => Control::Pause(tx),
-        Op::Resume => Control::Resume(tx),
-        Op::Cancel { compensate } => Control::Cancel(compensate, tx),
+        Op::Pause => FlowCommand::Pause(tx),
+        Op::Resume => FlowCommand::Resume(tx),
+        Op::Cancel { compensate } => FlowCommand::Cancel(compensate, tx),
     };
     sender
         .send(msg)
@@ -634,7 +634,7 @@ fn process_view(doc: &DocRecord) -> ApiResult<ProcessView> {
 
 /// Stores a process definition for reuse (validated as a workflow would be).
 pub async fn create_process(
-    state: &AppState,
+    state: &Control,
     who: &Caller,
     def: FlowDefinition,
 ) -> ApiResult<ProcessView> {
@@ -656,7 +656,7 @@ pub async fn create_process(
 }
 
 /// Process templates are shared: every caller sees them all.
-pub async fn list_processes(state: &AppState) -> ApiResult<Vec<ProcessView>> {
+pub async fn list_processes(state: &Control) -> ApiResult<Vec<ProcessView>> {
     state
         .store
         .list_docs(PROCESSES, DocQuery::default())
@@ -667,7 +667,7 @@ pub async fn list_processes(state: &AppState) -> ApiResult<Vec<ProcessView>> {
 }
 
 pub async fn process_definition(
-    state: &AppState,
+    state: &Control,
     id: &str,
 ) -> ApiResult<(ProcessView, FlowDefinition)> {
     let doc = state
