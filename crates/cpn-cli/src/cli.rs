@@ -425,7 +425,7 @@ pub struct ServeArgs {
     pub insecure_http: bool,
 
     /// Connections served at once; past it the longest idle one is closed.
-    #[arg(long, default_value_t = cpn_server::listener::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    #[arg(long, default_value_t = cpn_server::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
     pub max_connections: usize,
 
     /// SMTP relay for e-mail (registration codes, account and alarm notifications), as

@@ -53,7 +53,7 @@ fn if_match(headers: &HeaderMap) -> crate::error::ApiResult<Option<u64>> {
 
 macro_rules! kind_handlers {
     ($m:ident, $K:ident, $list:tt, $item:tt, $obj:ident, $create:ident, $update:ident, $tag:tt) => {
-        pub mod $m {
+        pub(crate) mod $m {
             use super::*;
 
             /// List objects the caller may see, filtered by a label selector.
@@ -64,7 +64,7 @@ macro_rules! kind_handlers {
                     ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
                 ),
                 responses((status = 200, body = Page<$obj>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-            pub async fn list(State(s): State<AppState>, who: Principal, q: QueryMap) -> ApiResult<Json<Page<$obj>>> {
+            pub(crate) async fn list(State(s): State<AppState>, who: Principal, q: QueryMap) -> ApiResult<Json<Page<$obj>>> {
                 Ok(Json(registry::list::<$K>(&s, &who, crate::query::registry_list::<$K>(q)?).await?))
             }
 
@@ -72,7 +72,7 @@ macro_rules! kind_handlers {
             #[utoipa::path(post, path = $list, tag = $tag, security(("bearer" = [])), request_body = $create,
                 responses((status = 201, body = $obj), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
                           (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-            pub async fn create(State(s): State<AppState>, who: Principal, JsonBody(body): JsonBody<$create>) -> ApiResult<Response> {
+            pub(crate) async fn create(State(s): State<AppState>, who: Principal, JsonBody(body): JsonBody<$create>) -> ApiResult<Response> {
                 let obj = registry::create::<$K>(&s, &who, body).await?;
                 Ok((StatusCode::CREATED, etag(obj.generation), Json(obj)).into_response())
             }
@@ -81,7 +81,7 @@ macro_rules! kind_handlers {
             #[utoipa::path(get, path = $item, tag = $tag, security(("bearer" = [])),
                 params(("id" = String, Path, description = "Id or name")),
                 responses((status = 200, body = $obj), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-            pub async fn get(State(s): State<AppState>, who: Principal, Path(id): Path<String>) -> ApiResult<Response> {
+            pub(crate) async fn get(State(s): State<AppState>, who: Principal, Path(id): Path<String>) -> ApiResult<Response> {
                 let obj = registry::get::<$K>(&s, &who, &id).await?;
                 Ok((etag(obj.generation), Json(obj)).into_response())
             }
@@ -93,7 +93,7 @@ macro_rules! kind_handlers {
                 responses((status = 200, body = $obj), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
                           (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
                           (status = 428, body = ErrorBody)))]
-            pub async fn update(
+            pub(crate) async fn update(
                 State(s): State<AppState>,
                 who: Principal,
                 Path(id): Path<String>,
@@ -109,12 +109,12 @@ macro_rules! kind_handlers {
                 params(("id" = String, Path, description = "Id or name"),
                        ("If-Match" = Option<String>, Header, pattern = r#"^(W/)?"?[0-9]{1,19}"?$"#, description = "Generation read, e.g. \"3\"")),
                 responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-            pub async fn delete(State(s): State<AppState>, who: Principal, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<StatusCode> {
+            pub(crate) async fn delete(State(s): State<AppState>, who: Principal, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<StatusCode> {
                 registry::delete::<$K>(&s, &who, &id, if_match(&headers)?).await?;
                 Ok(StatusCode::NO_CONTENT)
             }
 
-            pub fn routes() -> OpenApiRouter<AppState> {
+            pub(crate) fn routes() -> OpenApiRouter<AppState> {
                 OpenApiRouter::default()
                     .routes(routes!(list, create))
                     .routes(routes!(get, update, delete))
@@ -710,10 +710,12 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::api_notify::routes())
 }
 
-/// The OpenAPI document the server serves at `/api/v1/openapi.json`. The modifiers run on
+/// The OpenAPI document the server serves at `/api/v1/openapi.json`, for the tests of
+/// `openapi.rs` (the router builds the same from its own routes). The modifiers run on
 /// the whole document, once every operation is in it: `EdgeResponses` adds to each
 /// operation what the extractors may answer.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
+#[cfg(test)]
+pub(crate) fn openapi_document() -> utoipa::openapi::OpenApi {
     finish_document(api_routes().split_for_parts().1)
 }
 
@@ -741,7 +743,7 @@ async fn method_not_allowed() -> Response {
     r
 }
 
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let (api, doc) = api_routes().split_for_parts();
     // Serialized once: the document is fixed when the router is built. The route is added
     // by hand, as it describes the API rather than being part of it.

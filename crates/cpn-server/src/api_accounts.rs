@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 #[utoipa::path(post, path = "/api/v1/auth/password", tag = "identity", security(("bearer" = [])), request_body = ChangePassword,
     responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn change_password(
+pub(crate) async fn change_password(
     State(s): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<ChangePassword>,
@@ -32,7 +32,7 @@ pub async fn change_password(
     params(("name" = String, Path, description = "Username")),
     responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn disable_user(
+pub(crate) async fn disable_user(
     State(s): State<AppState>,
     who: Principal,
     Path(name): Path<String>,
@@ -45,7 +45,7 @@ pub async fn disable_user(
     params(("name" = String, Path, description = "Username")),
     responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
-pub async fn enable_user(
+pub(crate) async fn enable_user(
     State(s): State<AppState>,
     who: Principal,
     Path(name): Path<String>,
@@ -58,7 +58,7 @@ pub async fn enable_user(
     request_body = ResetPassword, params(("name" = String, Path, description = "Username")),
     responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn reset_password(
+pub(crate) async fn reset_password(
     State(s): State<AppState>,
     who: Principal,
     Path(name): Path<String>,
@@ -72,7 +72,7 @@ pub async fn reset_password(
     params(("name" = String, Path, description = "Username")),
     responses((status = 200, body = Revoked), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
-pub async fn revoke_sessions(
+pub(crate) async fn revoke_sessions(
     State(s): State<AppState>,
     who: Principal,
     Path(name): Path<String>,
@@ -85,7 +85,7 @@ pub async fn revoke_sessions(
     params(("name" = String, Path, description = "Username")),
     responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
-pub async fn mfa_disable(
+pub(crate) async fn mfa_disable(
     State(s): State<AppState>,
     who: Principal,
     Path(name): Path<String>,
@@ -99,7 +99,7 @@ pub async fn mfa_disable(
     params(("user" = Option<String>, Query, description = "Another user (operators)")),
     responses((status = 200, body = MfaEnrollment), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
-pub async fn mfa_enroll(
+pub(crate) async fn mfa_enroll(
     State(s): State<AppState>,
     who: Principal,
     mut q: QueryMap,
@@ -114,7 +114,7 @@ pub async fn mfa_enroll(
     params(("user" = Option<String>, Query, description = "Another user (operators)")),
     responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn mfa_confirm(
+pub(crate) async fn mfa_confirm(
     State(s): State<AppState>,
     who: Principal,
     mut q: QueryMap,
@@ -132,7 +132,7 @@ pub async fn mfa_confirm(
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "identity", security(("bearer" = [])), request_body = CreateApiKey,
     responses((status = 201, body = CreatedApiKey), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
-pub async fn create_api_key(
+pub(crate) async fn create_api_key(
     State(s): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<CreateApiKey>,
@@ -146,7 +146,7 @@ pub async fn create_api_key(
 /// The caller's live API keys (never their tokens).
 #[utoipa::path(get, path = "/api/v1/api-keys", tag = "identity", security(("bearer" = [])),
     responses((status = 200, body = [ApiKey]), (status = 401, body = ErrorBody)))]
-pub async fn list_api_keys(
+pub(crate) async fn list_api_keys(
     State(s): State<AppState>,
     who: Principal,
 ) -> ApiResult<Json<Vec<ApiKey>>> {
@@ -157,7 +157,7 @@ pub async fn list_api_keys(
 #[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "identity", security(("bearer" = [])),
     params(("id" = String, Path, description = "Key id")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn revoke_api_key(
+pub(crate) async fn revoke_api_key(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -170,7 +170,7 @@ pub async fn revoke_api_key(
 /// the server's machine and every earlier one stops working.
 #[utoipa::path(post, path = "/api/v1/auth/rotate-admin-token", tag = "identity", security(("bearer" = [])),
     responses((status = 200, body = AdminTokenRotated), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn rotate_admin_token(
+pub(crate) async fn rotate_admin_token(
     State(s): State<AppState>,
     who: Principal,
 ) -> ApiResult<Json<AdminTokenRotated>> {
@@ -204,7 +204,7 @@ pub async fn rotate_admin_token(
     ),
     responses((status = 200, body = Page<AuditEntry>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody)))]
-pub async fn list_audit(
+pub(crate) async fn list_audit(
     State(s): State<AppState>,
     who: Principal,
     q: QueryMap,
@@ -214,7 +214,7 @@ pub async fn list_audit(
 
 /// The module's endpoints: each handler's `#[utoipa::path]` is the one declaration of its
 /// method and path, for the router and the OpenAPI document alike. One `routes!` per path.
-pub fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(change_password))
         .routes(routes!(mfa_enroll))

@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 /// Templates the caller may see: published ones and their tenant's.
 #[utoipa::path(get, path = "/api/v1/templates", tag = "design", security(("bearer" = [])),
     responses((status = 200, body = Vec<TemplateView>)))]
-pub async fn list_templates(
+pub(crate) async fn list_templates(
     State(s): State<AppState>,
     who: Principal,
 ) -> ApiResult<Json<Vec<TemplateView>>> {
@@ -33,7 +33,7 @@ pub async fn list_templates(
 /// 422 lists every error of the source with its path.
 #[utoipa::path(post, path = "/api/v1/templates", tag = "design", security(("bearer" = [])), request_body = TemplateCreate,
     responses((status = 201, body = TemplateView), (status = 422, body = ErrorBody)))]
-pub async fn create_template(
+pub(crate) async fn create_template(
     State(s): State<AppState>,
     who: Principal,
     headers: HeaderMap,
@@ -60,7 +60,7 @@ pub async fn create_template(
 /// Published templates ranked for the caller (history of their plans, then popularity).
 #[utoipa::path(get, path = "/api/v1/templates/recommended", tag = "design", security(("bearer" = [])),
     responses((status = 200, body = Vec<Recommendation>)))]
-pub async fn recommended(
+pub(crate) async fn recommended(
     State(s): State<AppState>,
     who: Principal,
 ) -> ApiResult<Json<Vec<Recommendation>>> {
@@ -69,7 +69,7 @@ pub async fn recommended(
 
 #[utoipa::path(get, path = "/api/v1/templates/{id}", tag = "design", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = TemplateView), (status = 404, body = ErrorBody)))]
-pub async fn get_template(
+pub(crate) async fn get_template(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -80,7 +80,7 @@ pub async fn get_template(
 /// Change a template: a new immutable version (compare-and-set on `version`).
 #[utoipa::path(put, path = "/api/v1/templates/{id}", tag = "design", security(("bearer" = [])), request_body = TemplateUpdate,
     params(("id" = String, Path)), responses((status = 200, body = TemplateView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn update_template(
+pub(crate) async fn update_template(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -91,7 +91,7 @@ pub async fn update_template(
 
 #[utoipa::path(delete, path = "/api/v1/templates/{id}", tag = "design", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete_template(
+pub(crate) async fn delete_template(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -102,7 +102,7 @@ pub async fn delete_template(
 
 #[utoipa::path(get, path = "/api/v1/templates/{id}/versions", tag = "design", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = Vec<TemplateVersionView>)))]
-pub async fn template_versions(
+pub(crate) async fn template_versions(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -112,7 +112,7 @@ pub async fn template_versions(
 
 #[utoipa::path(post, path = "/api/v1/templates/{id}/rollback", tag = "design", security(("bearer" = [])), request_body = TemplateRollback,
     params(("id" = String, Path)), responses((status = 200, body = TemplateView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn rollback_template(
+pub(crate) async fn rollback_template(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -132,7 +132,7 @@ fn version_only(body: &Bytes) -> crate::error::ApiResult<VersionOnly> {
 /// Publish (operators and suppliers only).
 #[utoipa::path(post, path = "/api/v1/templates/{id}/publish", tag = "design", security(("bearer" = [])), request_body = VersionOnly,
     params(("id" = String, Path)), responses((status = 200, body = TemplateView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn publish_template(
+pub(crate) async fn publish_template(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -146,7 +146,7 @@ pub async fn publish_template(
 /// Withdraw: the template goes offline (operators and suppliers only).
 #[utoipa::path(post, path = "/api/v1/templates/{id}/withdraw", tag = "design", security(("bearer" = [])), request_body = VersionOnly,
     params(("id" = String, Path)), responses((status = 200, body = TemplateView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn withdraw_template(
+pub(crate) async fn withdraw_template(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -161,7 +161,7 @@ pub async fn withdraw_template(
 /// recommended.
 #[utoipa::path(post, path = "/api/v1/templates/{id}/plans", tag = "design", security(("bearer" = [])), request_body = PlanRequest,
     params(("id" = String, Path)), responses((status = 201, body = Vec<PlanView>), (status = 422, body = ErrorBody)))]
-pub async fn make_plans(
+pub(crate) async fn make_plans(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -180,7 +180,7 @@ pub async fn make_plans(
 
 #[utoipa::path(get, path = "/api/v1/plans/{id}", tag = "design", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = PlanView), (status = 404, body = ErrorBody)))]
-pub async fn get_plan(
+pub(crate) async fn get_plan(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -191,7 +191,7 @@ pub async fn get_plan(
 /// The alternatives made by the same request as this plan (itself included).
 #[utoipa::path(get, path = "/api/v1/plans/{id}/alternatives", tag = "design", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = Vec<PlanView>), (status = 404, body = ErrorBody)))]
-pub async fn plan_alternatives(
+pub(crate) async fn plan_alternatives(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -202,7 +202,7 @@ pub async fn plan_alternatives(
 /// Confirm a proposed plan: compiles its instruction set.
 #[utoipa::path(post, path = "/api/v1/plans/{id}/confirm", tag = "design", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = PlanView), (status = 409, body = ErrorBody)))]
-pub async fn confirm_plan(
+pub(crate) async fn confirm_plan(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -212,7 +212,7 @@ pub async fn confirm_plan(
 
 #[utoipa::path(get, path = "/api/v1/plans/{id}/instructions", tag = "design", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = Vec<Instruction>)))]
-pub async fn list_instructions(
+pub(crate) async fn list_instructions(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -222,7 +222,7 @@ pub async fn list_instructions(
 
 #[utoipa::path(put, path = "/api/v1/plans/{id}/instructions/{iid}", tag = "design", security(("bearer" = [])), request_body = InstructionEdit,
     params(("id" = String, Path), ("iid" = String, Path)), responses((status = 200, body = Instruction), (status = 409, body = ErrorBody)))]
-pub async fn edit_instruction(
+pub(crate) async fn edit_instruction(
     State(s): State<AppState>,
     who: Principal,
     Path((id, iid)): Path<(String, String)>,
@@ -235,7 +235,7 @@ pub async fn edit_instruction(
 
 #[utoipa::path(delete, path = "/api/v1/plans/{id}/instructions/{iid}", tag = "design", security(("bearer" = [])),
     params(("id" = String, Path), ("iid" = String, Path)), responses((status = 200, body = PlanView), (status = 409, body = ErrorBody)))]
-pub async fn delete_instruction(
+pub(crate) async fn delete_instruction(
     State(s): State<AppState>,
     who: Principal,
     Path((id, iid)): Path<(String, String)>,
@@ -248,7 +248,7 @@ pub async fn delete_instruction(
 #[utoipa::path(post, path = "/api/v1/plans/{id}/execute", tag = "design", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 202, body = FlowView), (status = 409, body = ErrorBody),
         (status = 429, description = "The tenant has as many unfinished workflows as it may", body = ErrorBody)))]
-pub async fn execute_plan(
+pub(crate) async fn execute_plan(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -263,7 +263,7 @@ pub async fn execute_plan(
 
 /// The module's endpoints: each handler's `#[utoipa::path]` is the one declaration of its
 /// method and path, for the router and the OpenAPI document alike. One `routes!` per path.
-pub fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(list_templates, create_template))
         .routes(routes!(recommended))

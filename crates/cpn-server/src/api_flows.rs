@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 #[utoipa::path(post, path = "/api/v1/flows", tag = "flows", security(("bearer" = [])), request_body = StartFlow,
     responses((status = 201, body = FlowView), (status = 422, body = ErrorBody),
         (status = 429, description = "The tenant has as many unfinished workflows as it may", body = ErrorBody)))]
-pub async fn start_flow(
+pub(crate) async fn start_flow(
     State(s): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<StartFlow>,
@@ -41,7 +41,7 @@ pub async fn start_flow(
 /// Workflows, oldest first; non-operators see their tenant's. Filter: `state`.
 #[utoipa::path(get, path = "/api/v1/flows", tag = "flows", security(("bearer" = [])),
     params(("state" = Option<String>, Query)), responses((status = 200, body = Vec<FlowView>)))]
-pub async fn list_flows(
+pub(crate) async fn list_flows(
     State(s): State<AppState>,
     who: Principal,
     mut q: QueryMap,
@@ -54,7 +54,7 @@ pub async fn list_flows(
 /// One workflow with its steps.
 #[utoipa::path(get, path = "/api/v1/flows/{id}", tag = "flows", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = FlowView), (status = 404, body = ErrorBody)))]
-pub async fn get_flow(
+pub(crate) async fn get_flow(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -65,7 +65,7 @@ pub async fn get_flow(
 /// The workflow's journal: every transition (`type`, `at`, `step`, …) with its `seq`.
 #[utoipa::path(get, path = "/api/v1/flows/{id}/journal", tag = "flows", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = Vec<Object>), (status = 404, body = ErrorBody)))]
-pub async fn flow_journal(
+pub(crate) async fn flow_journal(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -77,7 +77,7 @@ pub async fn flow_journal(
 /// critical path.
 #[utoipa::path(get, path = "/api/v1/flows/{id}/report", tag = "flows", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = FlowReport), (status = 404, body = ErrorBody)))]
-pub async fn flow_report(
+pub(crate) async fn flow_report(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -88,7 +88,7 @@ pub async fn flow_report(
 /// Pause: no new step starts; running steps finish.
 #[utoipa::path(post, path = "/api/v1/flows/{id}/pause", tag = "flows", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = FlowView), (status = 409, body = ErrorBody)))]
-pub async fn pause_flow(
+pub(crate) async fn pause_flow(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -99,7 +99,7 @@ pub async fn pause_flow(
 /// Resume a paused workflow.
 #[utoipa::path(post, path = "/api/v1/flows/{id}/resume", tag = "flows", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = FlowView), (status = 409, body = ErrorBody)))]
-pub async fn resume_flow(
+pub(crate) async fn resume_flow(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -112,7 +112,7 @@ pub async fn resume_flow(
 #[utoipa::path(post, path = "/api/v1/flows/{id}/cancel", tag = "flows", security(("bearer" = [])),
     params(("id" = String, Path), ("compensate" = Option<bool>, Query)), request_body = CancelFlow,
     responses((status = 200, body = FlowView), (status = 409, body = ErrorBody)))]
-pub async fn cancel_flow(
+pub(crate) async fn cancel_flow(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -152,7 +152,7 @@ fn parse_definition(headers: &HeaderMap, body: &[u8]) -> crate::error::ApiResult
 #[utoipa::path(post, path = "/api/v1/processes", tag = "flows", security(("bearer" = [])),
     request_body(content = FlowDefinition, content_type = "application/json"),
     responses((status = 201, body = ProcessView), (status = 422, body = ErrorBody)))]
-pub async fn create_process(
+pub(crate) async fn create_process(
     State(s): State<AppState>,
     who: Principal,
     headers: HeaderMap,
@@ -168,7 +168,7 @@ pub async fn create_process(
 /// Process templates.
 #[utoipa::path(get, path = "/api/v1/processes", tag = "flows", security(("bearer" = [])),
     responses((status = 200, body = Vec<ProcessView>)))]
-pub async fn list_processes(
+pub(crate) async fn list_processes(
     State(s): State<AppState>,
     _who: Principal,
 ) -> ApiResult<Json<Vec<ProcessView>>> {
@@ -179,7 +179,7 @@ pub async fn list_processes(
 #[utoipa::path(get, path = "/api/v1/processes/{id}", tag = "flows", security(("bearer" = [])),
     params(("id" = String, Path), ("format" = Option<String>, Query, description = "`json` (default) or `yaml`")),
     responses((status = 200, body = ProcessView), (status = 404, body = ErrorBody)))]
-pub async fn get_process(
+pub(crate) async fn get_process(
     State(s): State<AppState>,
     _who: Principal,
     Path(id): Path<String>,
@@ -204,7 +204,7 @@ pub async fn get_process(
     params(("id" = String, Path)), request_body = RunProcess,
     responses((status = 201, body = FlowView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 429, description = "The tenant has as many unfinished workflows as it may", body = ErrorBody)))]
-pub async fn run_process(
+pub(crate) async fn run_process(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -222,7 +222,7 @@ pub async fn run_process(
 
 /// The module's endpoints: each handler's `#[utoipa::path]` is the one declaration of its
 /// method and path, for the router and the OpenAPI document alike. One `routes!` per path.
-pub fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(list_flows, start_flow))
         .routes(routes!(get_flow))

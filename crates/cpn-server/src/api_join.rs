@@ -22,7 +22,7 @@ use utoipa_axum::routes;
     responses((status = 201, body = JoinTokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 415, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
-pub async fn create_join_token(
+pub(crate) async fn create_join_token(
     State(s): State<AppState>,
     who: Principal,
     Path(site): Path<String>,
@@ -40,7 +40,7 @@ pub async fn create_join_token(
 #[utoipa::path(get, path = "/api/v1/join-tokens", tag = "agents", security(("bearer" = [])),
     params(("site" = Option<String>, Query, description = "Site name or id")),
     responses((status = 200, body = Vec<JoinTokenView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list_join_tokens(
+pub(crate) async fn list_join_tokens(
     State(s): State<AppState>,
     who: Principal,
     mut q: QueryMap,
@@ -55,7 +55,7 @@ pub async fn list_join_tokens(
 #[utoipa::path(post, path = "/api/v1/join-tokens/{id}/revoke", tag = "agents", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = JoinTokenView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn revoke_join_token(
+pub(crate) async fn revoke_join_token(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -67,7 +67,7 @@ pub async fn revoke_join_token(
 #[utoipa::path(post, path = "/api/v1/nodes/{id}/revoke", tag = "nodes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Node id, name, or site/name")),
     responses((status = 200, body = NodeRevoked), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn revoke_node(
+pub(crate) async fn revoke_node(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -79,7 +79,7 @@ pub async fn revoke_node(
 /// token needed: agents fetch it and check it against the fingerprint in their join token.
 #[utoipa::path(get, path = "/api/v1/ca.pem", tag = "agents",
     responses((status = 200, content_type = "application/x-pem-file", body = String), (status = 404, body = ErrorBody)))]
-pub async fn ca_pem(State(s): State<AppState>) -> ApiResult<Response> {
+pub(crate) async fn ca_pem(State(s): State<AppState>) -> ApiResult<Response> {
     match &s.transport.ca_pem {
         Some(pem) => Ok((
             [(header::CONTENT_TYPE, "application/x-pem-file")],
@@ -95,7 +95,7 @@ pub async fn ca_pem(State(s): State<AppState>) -> ApiResult<Response> {
 
 /// The module's endpoints: each handler's `#[utoipa::path]` is the one declaration of its
 /// method and path, for the router and the OpenAPI document alike. One `routes!` per path.
-pub fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(create_join_token))
         .routes(routes!(list_join_tokens))

@@ -58,7 +58,7 @@ fn parse_enum<T: DeserializeOwned>(
            ("max_unit_price_minor" = Option<i64>, Query), ("min_reliability" = Option<u16>, Query),
            ("sort" = Option<String>, Query), ("offset" = Option<usize>, Query), ("limit" = Option<usize>, Query)),
     responses((status = 200, body = ListingHits), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn search_listings(
+pub(crate) async fn search_listings(
     State(s): State<AppState>,
     _who: Principal,
     mut q: QueryMap,
@@ -89,7 +89,7 @@ pub async fn search_listings(
 #[utoipa::path(post, path = "/api/v1/market/listings", tag = "market", security(("bearer" = [])), request_body = ListingSpec,
     responses((status = 201, body = ListingView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn publish(
+pub(crate) async fn publish(
     State(s): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<ListingSpec>,
@@ -103,7 +103,7 @@ pub async fn publish(
 /// The caller's own listings in every state (suppliers; operators: all).
 #[utoipa::path(get, path = "/api/v1/market/my-listings", tag = "market", security(("bearer" = [])),
     responses((status = 200, body = Vec<ListingView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn my_listings(
+pub(crate) async fn my_listings(
     State(s): State<AppState>,
     who: Principal,
 ) -> ApiResult<Json<Vec<ListingView>>> {
@@ -114,7 +114,7 @@ pub async fn my_listings(
 #[utoipa::path(get, path = "/api/v1/market/listings/{cpcid}", tag = "market", security(("bearer" = [])),
     params(("cpcid" = String, Path)),
     responses((status = 200, body = ListingView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_listing(
+pub(crate) async fn get_listing(
     State(s): State<AppState>,
     _who: Principal,
     Path(cpcid): Path<String>,
@@ -128,7 +128,7 @@ pub async fn get_listing(
     params(("cpcid" = String, Path)), request_body = ListingSpec,
     responses((status = 200, body = ListingView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn edit(
+pub(crate) async fn edit(
     State(s): State<AppState>,
     who: Principal,
     Path(cpcid): Path<String>,
@@ -142,7 +142,7 @@ pub async fn edit(
     params(("cpcid" = String, Path)), request_body = Delist,
     responses((status = 200, body = ListingView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody)))]
-pub async fn delist(
+pub(crate) async fn delist(
     State(s): State<AppState>,
     who: Principal,
     Path(cpcid): Path<String>,
@@ -158,7 +158,7 @@ pub async fn delist(
     params(("cpcid" = String, Path)),
     responses((status = 200, body = ListingView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn relist(
+pub(crate) async fn relist(
     State(s): State<AppState>,
     who: Principal,
     Path(cpcid): Path<String>,
@@ -173,7 +173,7 @@ pub async fn relist(
     responses((status = 201, body = OrderPlaced), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn place_order(
+pub(crate) async fn place_order(
     State(s): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<OrderCreate>,
@@ -187,7 +187,7 @@ pub async fn place_order(
 /// Orders the caller placed or received (operators: all).
 #[utoipa::path(get, path = "/api/v1/market/orders", tag = "market", security(("bearer" = [])),
     responses((status = 200, body = Vec<OrderView>), (status = 401, body = ErrorBody)))]
-pub async fn list_orders(
+pub(crate) async fn list_orders(
     State(s): State<AppState>,
     who: Principal,
 ) -> ApiResult<Json<Vec<OrderView>>> {
@@ -199,7 +199,7 @@ pub async fn list_orders(
     params(("id" = u64, Path)),
     responses((status = 200, body = LeaseView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn approve_order(
+pub(crate) async fn approve_order(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -212,7 +212,7 @@ pub async fn approve_order(
     params(("id" = u64, Path)), request_body = Delist,
     responses((status = 200, body = OrderView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn reject_order(
+pub(crate) async fn reject_order(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -228,7 +228,7 @@ pub async fn reject_order(
     params(("id" = u64, Path)),
     responses((status = 200, body = OrderView), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn cancel_order(
+pub(crate) async fn cancel_order(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -246,7 +246,7 @@ fn number(id: &str) -> crate::error::ApiResult<u64> {
 /// Leases the caller holds or supplies (operators: all).
 #[utoipa::path(get, path = "/api/v1/market/leases", tag = "market", security(("bearer" = [])),
     responses((status = 200, body = Vec<LeaseView>), (status = 401, body = ErrorBody)))]
-pub async fn list_leases(
+pub(crate) async fn list_leases(
     State(s): State<AppState>,
     who: Principal,
 ) -> ApiResult<Json<Vec<LeaseView>>> {
@@ -257,7 +257,7 @@ pub async fn list_leases(
 #[utoipa::path(get, path = "/api/v1/market/leases/{id}", tag = "market", security(("bearer" = [])),
     params(("id" = u64, Path)),
     responses((status = 200, body = LeaseView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_lease(
+pub(crate) async fn get_lease(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -272,7 +272,7 @@ pub async fn get_lease(
            ("limit" = Option<usize>, Query, description = "1..=100, default 20")),
     responses((status = 200, body = Vec<EvaluationView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn listing_evaluations(
+pub(crate) async fn listing_evaluations(
     State(s): State<AppState>,
     _who: Principal,
     Path(cpcid): Path<String>,
@@ -293,7 +293,7 @@ pub async fn listing_evaluations(
     params(("id" = u64, Path)),
     responses((status = 200, body = LeaseMonitoring), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody)))]
-pub async fn lease_monitoring(
+pub(crate) async fn lease_monitoring(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -309,7 +309,7 @@ pub async fn lease_monitoring(
     params(("id" = u64, Path), ("reissue" = Option<bool>, Query)),
     responses((status = 200, body = AuthorizationCode), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn take_code(
+pub(crate) async fn take_code(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -327,7 +327,7 @@ pub async fn take_code(
     params(("id" = u64, Path)), request_body = CodeEntry,
     responses((status = 200, body = LeaseView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn enter_code(
+pub(crate) async fn enter_code(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -342,7 +342,7 @@ pub async fn enter_code(
 #[utoipa::path(post, path = "/api/v1/market/leases/{id}/release", tag = "market", security(("bearer" = [])),
     params(("id" = u64, Path)),
     responses((status = 200, body = LeaseView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn release(
+pub(crate) async fn release(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -355,7 +355,7 @@ pub async fn release(
     params(("node" = String, Path)), request_body = LeaseAccessReport,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn lease_access_report(
+pub(crate) async fn lease_access_report(
     State(s): State<AppState>,
     who: NodeCaller,
     Path(node): Path<String>,
@@ -369,7 +369,7 @@ pub async fn lease_access_report(
 #[utoipa::path(post, path = "/api/v1/billing/topups", tag = "billing", security(("bearer" = [])), request_body = TopUp,
     responses((status = 200, body = Balance), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn top_up(
+pub(crate) async fn top_up(
     State(s): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<TopUp>,
@@ -382,7 +382,7 @@ pub async fn top_up(
     params(("tenant" = String, Path)), request_body = BudgetSet,
     responses((status = 200, body = Balance), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn set_budget(
+pub(crate) async fn set_budget(
     State(s): State<AppState>,
     who: Principal,
     Path(tenant): Path<String>,
@@ -395,7 +395,7 @@ pub async fn set_budget(
 #[utoipa::path(get, path = "/api/v1/billing/balance", tag = "billing", security(("bearer" = [])),
     params(("tenant" = Option<String>, Query)),
     responses((status = 200, body = Balance), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn balance(
+pub(crate) async fn balance(
     State(s): State<AppState>,
     who: Principal,
     mut q: QueryMap,
@@ -410,7 +410,7 @@ pub async fn balance(
     params(("month" = String, Query), ("tenant" = Option<String>, Query)),
     responses((status = 200, body = Vec<UsageView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn usage(
+pub(crate) async fn usage(
     State(s): State<AppState>,
     who: Principal,
     mut q: QueryMap,
@@ -430,7 +430,7 @@ pub async fn usage(
     params(("month" = String, Path, description = "YYYY-MM")),
     responses((status = 200, body = MonthClosed), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn close_month(
+pub(crate) async fn close_month(
     State(s): State<AppState>,
     who: Principal,
     Path(month): Path<String>,
@@ -442,7 +442,7 @@ pub async fn close_month(
 #[utoipa::path(get, path = "/api/v1/billing/months/{month}/invoices", tag = "billing", security(("bearer" = [])),
     params(("month" = String, Path, description = "YYYY-MM")),
     responses((status = 200, body = Vec<InvoiceView>), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn invoices(
+pub(crate) async fn invoices(
     State(s): State<AppState>,
     who: Principal,
     Path(month): Path<String>,
@@ -455,7 +455,7 @@ pub async fn invoices(
 #[utoipa::path(get, path = "/api/v1/billing/months/{month}/statements", tag = "billing", security(("bearer" = [])),
     params(("month" = String, Path, description = "YYYY-MM")),
     responses((status = 200, body = Vec<StatementView>), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn statements(
+pub(crate) async fn statements(
     State(s): State<AppState>,
     who: Principal,
     Path(month): Path<String>,
@@ -466,12 +466,15 @@ pub async fn statements(
 /// Every ledger account's balance and their sum, which is zero (operators).
 #[utoipa::path(get, path = "/api/v1/billing/ledger", tag = "billing", security(("bearer" = [])),
     responses((status = 200, body = LedgerView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn ledger(State(s): State<AppState>, who: Principal) -> ApiResult<Json<LedgerView>> {
+pub(crate) async fn ledger(
+    State(s): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<LedgerView>> {
     Ok(Json(market::ledger(&s, &who).await?))
 }
 
 /// The module's endpoints, one `routes!` per path.
-pub fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(search_listings, publish))
         .routes(routes!(my_listings))

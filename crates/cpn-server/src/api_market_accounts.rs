@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 /// The registration agreement and privacy policy, and the version to accept.
 #[utoipa::path(get, path = "/api/v1/market/terms", tag = "market",
     responses((status = 200, body = RegistrationTerms)))]
-pub async fn terms() -> Json<RegistrationTerms> {
+pub(crate) async fn terms() -> Json<RegistrationTerms> {
     Json(svc::terms())
 }
 
@@ -33,7 +33,7 @@ pub async fn terms() -> Json<RegistrationTerms> {
 #[utoipa::path(post, path = "/api/v1/market/accounts/register", tag = "market", request_body = RegisterAccount,
     responses((status = 201, body = Registered), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
               (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn register(
+pub(crate) async fn register(
     State(s): State<AppState>,
     ClientAddr(source): ClientAddr,
     JsonBody(body): JsonBody<RegisterAccount>,
@@ -48,7 +48,7 @@ pub async fn register(
 #[utoipa::path(post, path = "/api/v1/market/accounts/activate", tag = "market", request_body = ActivateAccount,
     responses((status = 200, body = MarketAccount), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn activate(
+pub(crate) async fn activate(
     State(s): State<AppState>,
     ClientAddr(source): ClientAddr,
     JsonBody(body): JsonBody<ActivateAccount>,
@@ -65,7 +65,7 @@ pub async fn activate(
            ("token" = String, Query, description = "The link's one-time token")),
     responses((status = 200, body = MarketAccount), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn activate_link(
+pub(crate) async fn activate_link(
     State(s): State<AppState>,
     ClientAddr(source): ClientAddr,
     mut q: QueryMap,
@@ -86,7 +86,7 @@ pub async fn activate_link(
 #[utoipa::path(post, path = "/api/v1/market/accounts/resend-code", tag = "market", request_body = ResendCode,
     responses((status = 200, body = CodeSent), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn resend_code(
+pub(crate) async fn resend_code(
     State(s): State<AppState>,
     ClientAddr(source): ClientAddr,
     JsonBody(body): JsonBody<ResendCode>,
@@ -100,7 +100,7 @@ pub async fn resend_code(
 #[utoipa::path(post, path = "/api/v1/market/accounts/resubmit", tag = "market", request_body = ResubmitRegistration,
     responses((status = 200, body = MarketAccount), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn resubmit(
+pub(crate) async fn resubmit(
     State(s): State<AppState>,
     ClientAddr(source): ClientAddr,
     JsonBody(body): JsonBody<ResubmitRegistration>,
@@ -111,7 +111,10 @@ pub async fn resubmit(
 /// The caller's own marketplace account.
 #[utoipa::path(get, path = "/api/v1/market/accounts/me", tag = "market", security(("bearer" = [])),
     responses((status = 200, body = MarketAccount), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn mine(State(s): State<AppState>, who: Principal) -> ApiResult<Json<MarketAccount>> {
+pub(crate) async fn mine(
+    State(s): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<MarketAccount>> {
     Ok(Json(svc::mine(&s, &who).await?))
 }
 
@@ -121,7 +124,7 @@ pub async fn mine(State(s): State<AppState>, who: Principal) -> ApiResult<Json<M
     request_body = UpdateProfile,
     responses((status = 200, body = MarketAccount), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn update_mine(
+pub(crate) async fn update_mine(
     State(s): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<UpdateProfile>,
@@ -135,7 +138,7 @@ pub async fn update_mine(
     request_body = DeregisterAccount,
     responses((status = 200, body = Deregistered), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn deregister(
+pub(crate) async fn deregister(
     State(s): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<DeregisterAccount>,
@@ -147,7 +150,7 @@ pub async fn deregister(
 #[utoipa::path(get, path = "/api/v1/market/accounts/{id}", tag = "market", security(("bearer" = [])),
     params(("id" = u64, Path, description = "Account id")),
     responses((status = 200, body = MarketAccount), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_account(
+pub(crate) async fn get_account(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -160,7 +163,7 @@ pub async fn get_account(
     params(("id" = u64, Path, description = "Account id")),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>, description = "The PDF, PNG or JPEG file, with its own content type"),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_licence(
+pub(crate) async fn get_licence(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -172,7 +175,7 @@ pub async fn get_licence(
 /// The review queue (operators): accounts waiting for their business licence to be checked.
 #[utoipa::path(get, path = "/api/v1/market/reviews", tag = "market", security(("bearer" = [])),
     responses((status = 200, body = Vec<MarketAccount>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn review_queue(
+pub(crate) async fn review_queue(
     State(s): State<AppState>,
     who: Principal,
 ) -> ApiResult<Json<Vec<MarketAccount>>> {
@@ -184,7 +187,7 @@ pub async fn review_queue(
     params(("id" = u64, Path, description = "Account id")),
     responses((status = 200, body = MarketAccount), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn approve(
+pub(crate) async fn approve(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -197,7 +200,7 @@ pub async fn approve(
     params(("id" = u64, Path, description = "Account id")), request_body = RejectAccount,
     responses((status = 200, body = MarketAccount), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn reject(
+pub(crate) async fn reject(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -213,7 +216,7 @@ fn account_id(text: &str) -> crate::error::ApiResult<u64> {
         .map_err(|_| crate::error::ApiError::not_found("marketplace account", text))
 }
 
-pub fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(terms))
         .routes(routes!(register))

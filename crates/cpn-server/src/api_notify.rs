@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 /// The caller's subscriptions (targets masked).
 #[utoipa::path(get, path = "/api/v1/notifications/subscriptions", tag = "notifications", security(("bearer" = [])),
     responses((status = 200, body = Vec<Subscription>), (status = 401, body = ErrorBody)))]
-pub async fn list_subscriptions(
+pub(crate) async fn list_subscriptions(
     State(s): State<AppState>,
     who: Principal,
 ) -> ApiResult<Json<Vec<Subscription>>> {
@@ -30,7 +30,7 @@ pub async fn list_subscriptions(
     request_body = CreateSubscription,
     responses((status = 201, body = Subscription), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
               (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn subscribe(
+pub(crate) async fn subscribe(
     State(s): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<CreateSubscription>,
@@ -45,7 +45,7 @@ pub async fn subscribe(
 #[utoipa::path(delete, path = "/api/v1/notifications/subscriptions/{id}", tag = "notifications", security(("bearer" = [])),
     params(("id" = String, Path, description = "Subscription id")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn unsubscribe(
+pub(crate) async fn unsubscribe(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -66,7 +66,7 @@ pub async fn unsubscribe(
     ),
     responses((status = 200, body = Page<Delivery>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn list_deliveries(
+pub(crate) async fn list_deliveries(
     State(s): State<AppState>,
     who: Principal,
     q: QueryMap,
@@ -88,7 +88,7 @@ pub async fn list_deliveries(
     ),
     responses((status = 200, body = Page<OutboxItem>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn list_outbox(
+pub(crate) async fn list_outbox(
     State(s): State<AppState>,
     who: Principal,
     q: QueryMap,
@@ -105,7 +105,7 @@ pub async fn list_outbox(
     params(("id" = u64, Path, description = "Outbox entry id (`id` in the outbox list)")),
     responses((status = 200, body = OutboxItem), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn retry_outbox(
+pub(crate) async fn retry_outbox(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -115,7 +115,7 @@ pub async fn retry_outbox(
     ))
 }
 
-pub fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_subscriptions, subscribe))
         .routes(routes!(unsubscribe))

@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 #[utoipa::path(post, path = "/api/v1/operations", tag = "operations", security(("bearer" = [])), request_body = OperationRequest,
     responses((status = 201, body = OperationView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create_operation(
+pub(crate) async fn create_operation(
     State(s): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<OperationRequest>,
@@ -38,7 +38,7 @@ pub async fn create_operation(
 #[utoipa::path(get, path = "/api/v1/operations", tag = "operations", security(("bearer" = [])),
     params(("limit" = Option<usize>, Query)),
     responses((status = 200, body = Vec<OperationView>), (status = 400, body = ErrorBody)))]
-pub async fn list_operations(
+pub(crate) async fn list_operations(
     State(s): State<AppState>,
     who: Principal,
     mut q: QueryMap,
@@ -59,7 +59,7 @@ pub async fn list_operations(
 #[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = OperationView), (status = 404, body = ErrorBody)))]
-pub async fn get_operation(
+pub(crate) async fn get_operation(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -72,7 +72,7 @@ pub async fn get_operation(
 #[utoipa::path(get, path = "/api/v1/allocations", tag = "operations", security(("bearer" = [])),
     params(("active" = Option<bool>, Query)),
     responses((status = 200, body = Vec<AllocationView>), (status = 400, body = ErrorBody)))]
-pub async fn list_allocations(
+pub(crate) async fn list_allocations(
     State(s): State<AppState>,
     who: Principal,
     mut q: QueryMap,
@@ -93,7 +93,7 @@ pub async fn list_allocations(
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(("bearer" = [])),
     responses((status = 200, content_type = "text/plain", body = String), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody)))]
-pub async fn metrics(
+pub(crate) async fn metrics(
     State(s): State<AppState>,
     _reader: crate::extract::MetricsReader,
 ) -> ApiResult<Response> {
@@ -105,7 +105,7 @@ pub async fn metrics(
 /// (scale out / in, redeploy, isolate a node and move its work, run a task).
 #[utoipa::path(post, path = "/api/v1/rules", tag = "operations", security(("bearer" = [])), request_body = RuleSpec,
     responses((status = 201, body = RuleView), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create_rule(
+pub(crate) async fn create_rule(
     State(s): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<RuleSpec>,
@@ -119,7 +119,7 @@ pub async fn create_rule(
 /// Every ops rule with its recent firings.
 #[utoipa::path(get, path = "/api/v1/rules", tag = "operations", security(("bearer" = [])),
     responses((status = 200, body = Vec<RuleView>), (status = 403, body = ErrorBody)))]
-pub async fn list_rules(
+pub(crate) async fn list_rules(
     State(s): State<AppState>,
     who: Principal,
 ) -> ApiResult<Json<Vec<RuleView>>> {
@@ -129,7 +129,7 @@ pub async fn list_rules(
 /// One ops rule with its firings (newest last).
 #[utoipa::path(get, path = "/api/v1/rules/{id}", tag = "operations", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = RuleView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_rule(
+pub(crate) async fn get_rule(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -140,7 +140,7 @@ pub async fn get_rule(
 /// Delete an ops rule.
 #[utoipa::path(delete, path = "/api/v1/rules/{id}", tag = "operations", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete_rule(
+pub(crate) async fn delete_rule(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -153,7 +153,7 @@ pub async fn delete_rule(
 #[utoipa::path(post, path = "/api/v1/rules/{id}/{switch}", tag = "operations", security(("bearer" = [])),
     params(("id" = String, Path), ("switch" = String, Path, description = "enable or disable")),
     responses((status = 200, body = RuleView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn switch_rule(
+pub(crate) async fn switch_rule(
     State(s): State<AppState>,
     who: Principal,
     Path((id, switch)): Path<(String, String)>,
@@ -168,7 +168,7 @@ pub async fn switch_rule(
 
 /// The module's endpoints: each handler's `#[utoipa::path]` is the one declaration of its
 /// method and path, for the router and the OpenAPI document alike. One `routes!` per path.
-pub fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(list_operations, create_operation))
         .routes(routes!(get_operation))

@@ -25,7 +25,7 @@ use utoipa_axum::routes;
         (status = 404, body = ErrorBody, description = "`lease` names no lease of the task's tenant"),
         (status = 409, body = ErrorBody, description = "`lease` has ended"),
         (status = 422, body = ErrorBody)))]
-pub async fn submit_task(
+pub(crate) async fn submit_task(
     State(s): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<TaskSubmit>,
@@ -44,7 +44,7 @@ pub async fn submit_task(
            ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query),
            ("order" = Option<String>, Query, description = "oldest (default) or newest first")),
     responses((status = 200, body = Page<TaskView>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn list_tasks(
+pub(crate) async fn list_tasks(
     State(s): State<AppState>,
     who: Principal,
     q: QueryMap,
@@ -56,7 +56,7 @@ pub async fn list_tasks(
 /// operators). The console's overview reads it.
 #[utoipa::path(get, path = "/api/v1/tasks/counts", tag = "tasks", security(("bearer" = [])),
     responses((status = 200, body = std::collections::BTreeMap<String, u64>)))]
-pub async fn task_counts(
+pub(crate) async fn task_counts(
     State(s): State<AppState>,
     who: Principal,
 ) -> ApiResult<Json<std::collections::BTreeMap<String, u64>>> {
@@ -66,7 +66,7 @@ pub async fn task_counts(
 /// One task with its state history and KPIs.
 #[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
-pub async fn get_task(
+pub(crate) async fn get_task(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -78,7 +78,7 @@ pub async fn get_task(
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", tag = "tasks", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn cancel_task(
+pub(crate) async fn cancel_task(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -91,7 +91,7 @@ pub async fn cancel_task(
 #[utoipa::path(get, path = "/api/v1/tasks/{id}/logs", tag = "tasks", security(("bearer" = [])),
     params(("id" = String, Path), ("stream" = Option<String>, Query), ("attempt" = Option<u32>, Query), ("follow" = Option<bool>, Query)),
     responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody)))]
-pub async fn task_logs(
+pub(crate) async fn task_logs(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -109,7 +109,7 @@ pub async fn task_logs(
 /// latest metrics and the idle rate: those on sites the caller may read.
 #[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", security(("bearer" = [])),
     responses((status = 200, body = Vec<NodeView>)))]
-pub async fn list_nodes(
+pub(crate) async fn list_nodes(
     State(s): State<AppState>,
     who: Principal,
 ) -> ApiResult<Json<Vec<NodeView>>> {
@@ -121,7 +121,7 @@ pub async fn list_nodes(
 #[utoipa::path(get, path = "/api/v1/nodes/{id}", tag = "nodes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Node id, name, or site/name")),
     responses((status = 200, body = NodeView), (status = 404, body = ErrorBody)))]
-pub async fn get_node(
+pub(crate) async fn get_node(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -134,7 +134,7 @@ pub async fn get_node(
 #[utoipa::path(get, path = "/api/v1/sites/{id}/status", tag = "nodes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Site name or id")),
     responses((status = 200, body = SiteStatus), (status = 404, body = ErrorBody)))]
-pub async fn site_status(
+pub(crate) async fn site_status(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -150,7 +150,7 @@ pub async fn site_status(
 #[utoipa::path(get, path = "/api/v1/capacity", tag = "nodes", security(("bearer" = [])),
     params(("site" = Option<String>, Query, description = "Site name or id")),
     responses((status = 200, body = Vec<SiteCapacity>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn capacity(
+pub(crate) async fn capacity(
     State(s): State<AppState>,
     who: Principal,
     mut q: QueryMap,
@@ -167,7 +167,7 @@ pub async fn capacity(
 /// node's credential (a restarted agent).
 #[utoipa::path(post, path = "/api/v1/agents/register", tag = "agents", security(("bearer" = [])), request_body = AgentRegister,
     responses((status = 200, body = AgentRegistered), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn agent_register(
+pub(crate) async fn agent_register(
     State(s): State<AppState>,
     who: Registrant,
     JsonBody(body): JsonBody<AgentRegister>,
@@ -178,7 +178,7 @@ pub async fn agent_register(
 /// Agent: metrics and held attempts; the answer lists attempts to kill and to forget.
 #[utoipa::path(post, path = "/api/v1/agents/{node}/heartbeat", tag = "agents", security(("bearer" = [])), request_body = Heartbeat,
     params(("node" = String, Path)), responses((status = 200, body = HeartbeatReply), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn agent_heartbeat(
+pub(crate) async fn agent_heartbeat(
     State(s): State<AppState>,
     who: NodeCaller,
     Path(node): Path<String>,
@@ -191,7 +191,7 @@ pub async fn agent_heartbeat(
 #[utoipa::path(get, path = "/api/v1/agents/{node}/assignments", tag = "agents", security(("bearer" = [])),
     params(("node" = String, Path), ("wait_ms" = Option<u64>, Query)),
     responses((status = 200, body = Assignments), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn agent_assignments(
+pub(crate) async fn agent_assignments(
     State(s): State<AppState>,
     who: NodeCaller,
     Path(node): Path<String>,
@@ -213,7 +213,7 @@ pub async fn agent_assignments(
 #[utoipa::path(post, path = "/api/v1/agents/{node}/attempts/{attempt}", tag = "agents", security(("bearer" = [])), request_body = AttemptReport,
     params(("node" = String, Path), ("attempt" = String, Path)),
     responses((status = 200, body = AttemptReply), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn agent_report(
+pub(crate) async fn agent_report(
     State(s): State<AppState>,
     who: NodeCaller,
     Path((node, attempt)): Path<(String, String)>,
@@ -223,7 +223,7 @@ pub async fn agent_report(
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct LogLength {
+pub(crate) struct LogLength {
     /// Bytes of the stream the server now holds (send from there); once `capped`, every
     /// byte sent counts as delivered.
     pub length: u64,
@@ -239,7 +239,7 @@ pub struct LogLength {
     params(("node" = String, Path), ("attempt" = String, Path), ("stream" = String, Query), ("offset" = u64, Query)),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 200, body = LogLength), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn agent_logs(
+pub(crate) async fn agent_logs(
     State(s): State<AppState>,
     who: NodeCaller,
     Path((node, attempt)): Path<(String, String)>,
@@ -270,7 +270,7 @@ pub async fn agent_logs(
     params(("types" = Option<String>, Query), ("after" = Option<u64>, Query), ("subject" = Option<String>, Query),
            ("Last-Event-ID" = Option<String>, Header)),
     responses((status = 200, content_type = "text/event-stream", body = EventView)))]
-pub async fn event_stream(
+pub(crate) async fn event_stream(
     State(s): State<AppState>,
     who: Principal,
     headers: HeaderMap,
@@ -291,7 +291,7 @@ pub async fn event_stream(
            ("order" = Option<String>, Query, description = "oldest (default) or newest"),
            ("after" = Option<u64>, Query), ("before" = Option<u64>, Query), ("limit" = Option<usize>, Query)),
     responses((status = 200, body = Vec<EventView>)))]
-pub async fn event_log(
+pub(crate) async fn event_log(
     State(s): State<AppState>,
     who: Principal,
     q: QueryMap,
@@ -306,7 +306,7 @@ pub async fn event_log(
 #[utoipa::path(get, path = "/api/v1/nodes/{id}/metrics", tag = "nodes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Node id, name, or site/name")),
     responses((status = 200, body = Vec<NodeMetrics>), (status = 404, body = ErrorBody)))]
-pub async fn node_metrics(
+pub(crate) async fn node_metrics(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -323,7 +323,7 @@ pub async fn node_metrics(
     params(("id" = String, Path),
            ("now" = Option<bool>, Query, description = "Explain against the nodes as they are now instead of showing the stored decision")),
     responses((status = 200, body = cpn_api_types::schedule::Explanation), (status = 404, body = ErrorBody)))]
-pub async fn explain_task(
+pub(crate) async fn explain_task(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -338,7 +338,7 @@ pub async fn explain_task(
 
 /// The module's endpoints: each handler's `#[utoipa::path]` is the one declaration of its
 /// method and path, for the router and the OpenAPI document alike. One `routes!` per path.
-pub fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(list_tasks, submit_task))
         .routes(routes!(task_counts))

@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex};
 
 /// Who made the request, filled in by authentication.
 #[derive(Clone, Default)]
-pub struct ActorSlot(Arc<Mutex<Option<(String, String)>>>);
+pub(crate) struct ActorSlot(Arc<Mutex<Option<(String, String)>>>);
 
 impl ActorSlot {
-    pub fn set(&self, username: &str, tenant: &str) {
+    pub(crate) fn set(&self, username: &str, tenant: &str) {
         if let Ok(mut slot) = self.0.lock() {
             *slot = Some((username.to_string(), tenant.to_string()));
         }
@@ -42,7 +42,7 @@ fn is_telemetry(path: &str) -> bool {
     path.starts_with("/api/v1/agents/") && (path.ends_with("/heartbeat") || path.ends_with("/logs"))
 }
 
-pub fn result_of(status: StatusCode) -> &'static str {
+pub(crate) fn result_of(status: StatusCode) -> &'static str {
     match status.as_u16() {
         200..=299 => "success",
         401 | 403 => "denied",
@@ -95,7 +95,7 @@ fn generation_in(header: Option<&axum::http::HeaderValue>) -> Option<u64> {
 }
 
 /// The layer: records every POST, PUT, PATCH and DELETE under `/api/v1` but logins.
-pub async fn record_mutations(
+pub(crate) async fn record_mutations(
     State(state): State<AppState>,
     mut req: Request,
     next: Next,

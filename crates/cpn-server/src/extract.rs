@@ -15,10 +15,10 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 
 /// Largest request body accepted; registry documents are a few KiB, scenarios a few hundred.
-pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// A JSON body. Not JSON at all → 400; JSON of the wrong shape → 422 naming the field path.
-pub struct JsonBody<T>(pub T);
+pub(crate) struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = HttpError;
@@ -48,14 +48,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 }
 
 /// Parses JSON text into `T`, separating syntax errors (400) from shape errors (422).
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
     from_value(value)
 }
 
 /// Deserializes a JSON value into `T`, reporting the path of the first bad field.
-pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> ApiResult<T> {
+pub(crate) fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> ApiResult<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -99,10 +99,10 @@ impl From<&Principal> for Actor {
     }
 }
 
-pub use crate::auth::hash_token;
+pub(crate) use crate::auth::hash_token;
 
 /// A bearer token's session and user, as found in the store.
-pub struct Authenticated {
+pub(crate) struct Authenticated {
     pub session: cpn_store::SessionInfo,
     pub user: cpn_store::UserRecord,
     pub token_hash: String,
@@ -115,7 +115,7 @@ const TOUCH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
 
 /// Finds the session of the request's bearer token: unknown, expired, idle, revoked and
 /// disabled users' tokens all give 401.
-pub async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Authenticated> {
+pub(crate) async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Authenticated> {
     let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
         ApiError::unauthenticated(
             "missing bearer token: send `Authorization: Bearer <token>`; `cpn serve` writes an operator token to <data-dir>/admin.token, and POST /api/v1/auth/login returns one",
@@ -212,7 +212,7 @@ impl FromRequestParts<AppState> for Principal {
 }
 
 /// The caller of `GET /metrics`: an operator, or an API key with the `metrics:read` scope.
-pub struct MetricsReader;
+pub(crate) struct MetricsReader;
 
 impl FromRequestParts<AppState> for MetricsReader {
     type Rejection = HttpError;
@@ -245,9 +245,9 @@ impl FromRequestParts<AppState> for MetricsReader {
 
 /// The client's address as the listener saw it; `unknown` when the server was not started
 /// with connection info (tests that call the router directly).
-pub struct ClientAddr(pub String);
+pub(crate) struct ClientAddr(pub String);
 
-pub fn client_addr(extensions: &axum::http::Extensions) -> String {
+pub(crate) fn client_addr(extensions: &axum::http::Extensions) -> String {
     extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip().to_string())
@@ -264,15 +264,15 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
 
 /// Query parameters as a map; unknown parameters are refused so typos do not silently
 /// return unfiltered lists.
-pub struct QueryMap(pub HashMap<String, String>);
+pub(crate) struct QueryMap(pub HashMap<String, String>);
 
 impl QueryMap {
-    pub fn take(&mut self, key: &str) -> Option<String> {
+    pub(crate) fn take(&mut self, key: &str) -> Option<String> {
         self.0.remove(key)
     }
 
     /// A `true`/`false` parameter; absent is false.
-    pub fn take_bool(&mut self, key: &str) -> ApiResult<bool> {
+    pub(crate) fn take_bool(&mut self, key: &str) -> ApiResult<bool> {
         match self.0.remove(key).as_deref() {
             None | Some("false") => Ok(false),
             Some("true") => Ok(true),
@@ -284,7 +284,7 @@ impl QueryMap {
         }
     }
 
-    pub fn finish(self) -> ApiResult<()> {
+    pub(crate) fn finish(self) -> ApiResult<()> {
         match self.0.keys().next() {
             None => Ok(()),
             Some(k) => Err(ApiError {

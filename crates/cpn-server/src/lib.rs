@@ -8,24 +8,28 @@
 
 #![warn(unreachable_pub)]
 
-pub mod api;
-pub mod api_accounts;
-pub mod api_design;
-pub mod api_flows;
-pub mod api_join;
-pub mod api_market;
-pub mod api_market_accounts;
-pub mod api_notify;
-pub mod api_ops;
-pub mod api_runtime;
-pub mod audit_layer;
-pub mod extract;
-pub mod listener;
-pub mod openapi;
-pub mod query;
-pub mod response;
-pub mod state;
-pub mod tls;
+mod api;
+mod api_accounts;
+mod api_design;
+mod api_flows;
+mod api_join;
+mod api_market;
+mod api_market_accounts;
+mod api_notify;
+mod api_ops;
+mod api_runtime;
+mod audit_layer;
+mod extract;
+mod listener;
+mod openapi;
+mod query;
+mod response;
+mod state;
+mod tls;
+
+// The edge's modules are its own; the CLI needs only these two settings of the listener.
+pub use listener::DEFAULT_MAX_CONNECTIONS;
+pub use tls::TlsSetting;
 
 // The services under the paths the edge names them by (`crate::registry`,
 // `crate::runtime::binder`, `crate::caller`, ...); public where the CLI uses them.

@@ -31,12 +31,12 @@ use tokio::sync::{Notify, watch};
 /// Default of `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Time to finish a TLS handshake or a request head, and the keep-alive idle limit.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// File descriptors kept for the store, logs, attempts' files and the local agent.
 const RESERVED_FDS: u64 = 512;
 
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_connections: usize,
     pub header_timeout: Duration,
 }
@@ -46,7 +46,7 @@ pub struct Limits {
 const LISTEN_BACKLOG: u32 = 4096;
 
 /// Listens on `addr` with a deep accept queue (tokio's `TcpListener::bind` asks for 1024).
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -58,7 +58,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Raises the soft limit of open files to the hard limit; returns the soft limit in force.
-pub fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
@@ -75,7 +75,7 @@ pub fn raise_fd_limit() -> u64 {
 
 /// `requested`, lowered so that connections cannot use up the descriptors the rest of the
 /// server needs.
-pub fn effective_max_connections(requested: usize, fd_limit: u64) -> usize {
+pub(crate) fn effective_max_connections(requested: usize, fd_limit: u64) -> usize {
     let room = fd_limit.saturating_sub(RESERVED_FDS).max(64);
     requested.clamp(1, usize::try_from(room).unwrap_or(usize::MAX))
 }
@@ -162,7 +162,7 @@ fn fd_exhausted(e: &std::io::Error) -> bool {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,

@@ -20,7 +20,7 @@ use utoipa::openapi::{OpenApi, Ref, RefOr, Response, ResponseBuilder};
 const EVENT_STREAM: &str = "text/event-stream";
 
 /// Adds the extractors' answers to every operation that can get them.
-pub struct EdgeResponses;
+pub(crate) struct EdgeResponses;
 
 impl utoipa::Modify for EdgeResponses {
     fn modify(&self, openapi: &mut OpenApi) {

@@ -67,7 +67,7 @@ fn list_params(q: &mut QueryMap) -> ApiResult<ListParams> {
 
 /// `GET /api/v1/{kind}`: paging, selector, and the kind's own filters (the parent an object
 /// hangs under, a resource's type).
-pub fn registry_list<K: RegistryKind>(mut q: QueryMap) -> ApiResult<ListFilter> {
+pub(crate) fn registry_list<K: RegistryKind>(mut q: QueryMap) -> ApiResult<ListFilter> {
     let page = list_params(&mut q)?;
     let parent = match K::KIND {
         Kind::Resource | Kind::Link => q.take("site").map(|s| (Kind::Site, s)),
@@ -91,7 +91,7 @@ pub fn registry_list<K: RegistryKind>(mut q: QueryMap) -> ApiResult<ListFilter> 
 }
 
 /// `GET /api/v1/schedule/decisions`.
-pub fn decisions(mut q: QueryMap) -> ApiResult<DecisionFilter> {
+pub(crate) fn decisions(mut q: QueryMap) -> ApiResult<DecisionFilter> {
     let page = list_params(&mut q)?;
     let active_only = match q.take("active").as_deref() {
         None | Some("false") => false,
@@ -108,7 +108,7 @@ pub fn decisions(mut q: QueryMap) -> ApiResult<DecisionFilter> {
 }
 
 /// `?at=` of the topology: an RFC 3339 time; absent means now (the service decides).
-pub fn topology_at(mut q: QueryMap) -> ApiResult<Option<DateTime<Utc>>> {
+pub(crate) fn topology_at(mut q: QueryMap) -> ApiResult<Option<DateTime<Utc>>> {
     let at = q
         .take("at")
         .map(|s| {
@@ -129,7 +129,7 @@ pub fn topology_at(mut q: QueryMap) -> ApiResult<Option<DateTime<Utc>>> {
 }
 
 /// `?limit=` of a metric history: 1 to 10,000 samples, 100 by default.
-pub fn metric_limit(mut q: QueryMap) -> ApiResult<usize> {
+pub(crate) fn metric_limit(mut q: QueryMap) -> ApiResult<usize> {
     let limit = match q.take("limit") {
         None => 100,
         Some(s) => s
@@ -165,7 +165,7 @@ fn time_param(q: &mut QueryMap, name: &str) -> ApiResult<Option<DateTime<Utc>>> 
 }
 
 /// `GET /api/v1/audit`.
-pub fn audit(mut q: QueryMap) -> ApiResult<AuditFilter> {
+pub(crate) fn audit(mut q: QueryMap) -> ApiResult<AuditFilter> {
     let limit = limit_param(&mut q, 1000, 100)?;
     let before = cursor_param(&mut q)?;
     let filter = AuditFilter {
@@ -186,7 +186,7 @@ pub fn audit(mut q: QueryMap) -> ApiResult<AuditFilter> {
 
 /// `GET /api/v1/notifications/deliveries`. The service checks `status` and who may read
 /// which recipient.
-pub fn deliveries(mut q: QueryMap) -> ApiResult<NotificationLogQuery> {
+pub(crate) fn deliveries(mut q: QueryMap) -> ApiResult<NotificationLogQuery> {
     let limit = limit_param(&mut q, NotificationLogQuery::MAX_LIMIT as usize, 100)? as u32;
     let filter = NotificationLogQuery {
         recipient: q.take("recipient"),
@@ -200,7 +200,7 @@ pub fn deliveries(mut q: QueryMap) -> ApiResult<NotificationLogQuery> {
 }
 
 /// `GET /api/v1/notifications/outbox`. The service checks `state` and who may read it.
-pub fn outbox(mut q: QueryMap) -> ApiResult<OutboxQuery> {
+pub(crate) fn outbox(mut q: QueryMap) -> ApiResult<OutboxQuery> {
     let limit = limit_param(&mut q, OutboxQuery::MAX_LIMIT as usize, 100)? as u32;
     let filter = OutboxQuery {
         state: q.take("state"),
@@ -213,7 +213,7 @@ pub fn outbox(mut q: QueryMap) -> ApiResult<OutboxQuery> {
 }
 
 /// An outbox entry's id in a path: its sequence number.
-pub fn outbox_id(id: &str) -> ApiResult<u64> {
+pub(crate) fn outbox_id(id: &str) -> ApiResult<u64> {
     id.parse::<u64>().map_err(|_| {
         bad(
             "id",
@@ -223,7 +223,7 @@ pub fn outbox_id(id: &str) -> ApiResult<u64> {
 }
 
 /// `GET /api/v1/tasks`.
-pub fn tasks(mut q: QueryMap) -> ApiResult<TaskFilter> {
+pub(crate) fn tasks(mut q: QueryMap) -> ApiResult<TaskFilter> {
     let limit = match q.take("limit") {
         None => 100,
         Some(l) => l
@@ -274,7 +274,7 @@ pub fn tasks(mut q: QueryMap) -> ApiResult<TaskFilter> {
 }
 
 /// `GET /api/v1/tasks/{id}/logs`.
-pub fn task_logs(mut q: QueryMap) -> ApiResult<LogQuery> {
+pub(crate) fn task_logs(mut q: QueryMap) -> ApiResult<LogQuery> {
     let stream = match q.take("stream").as_deref() {
         None | Some("all") => LogStream::All,
         Some("stdout") => LogStream::Stdout,
@@ -311,7 +311,7 @@ pub fn task_logs(mut q: QueryMap) -> ApiResult<LogQuery> {
 
 /// `GET /api/v1/events` and `/events/log`; a stream's `Last-Event-ID` header wins over
 /// `after`.
-pub fn events(mut q: QueryMap, last_event_id: Option<&str>) -> ApiResult<EventQuery> {
+pub(crate) fn events(mut q: QueryMap, last_event_id: Option<&str>) -> ApiResult<EventQuery> {
     let types = q
         .take("types")
         .map(|t| {

@@ -21,7 +21,7 @@ use std::convert::Infallible;
 pub struct HttpError(pub ServiceError);
 
 /// What a handler returns.
-pub type ApiResult<T> = Result<T, HttpError>;
+pub(crate) type ApiResult<T> = Result<T, HttpError>;
 
 impl From<ServiceError> for HttpError {
     fn from(e: ServiceError) -> Self {
@@ -44,7 +44,7 @@ impl IntoResponse for HttpError {
 
 /// The answers of domain values the edge does not own (the orphan rule keeps
 /// `IntoResponse` off them): handlers call `into_http`.
-pub trait IntoHttp {
+pub(crate) trait IntoHttp {
     fn into_http(self) -> Response;
 }
 

@@ -30,20 +30,20 @@ pub enum TlsSetting {
 }
 
 /// What the API tells about the transport (defined in the runtime: join tokens pin its CA).
-pub use crate::runtime::Transport;
+pub(crate) use crate::runtime::Transport;
 
 /// The folder of the generated CA inside the data dir.
-pub const TLS_DIR: &str = "tls";
-pub const CA_CERT_FILE: &str = "ca.pem";
+pub(crate) const TLS_DIR: &str = "tls";
+pub(crate) const CA_CERT_FILE: &str = "ca.pem";
 const CA_KEY_FILE: &str = "ca.key";
 
 /// SHA-256 of a certificate's DER, lowercase hex: the fingerprint join tokens carry.
-pub fn fingerprint(der: &[u8]) -> String {
+pub(crate) fn fingerprint(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
 }
 
 /// `ab:cd:…` for people.
-pub fn fingerprint_for_humans(hex: &str) -> String {
+pub(crate) fn fingerprint_for_humans(hex: &str) -> String {
     hex.as_bytes()
         .chunks(2)
         .map(|c| String::from_utf8_lossy(c).to_uppercase())
@@ -52,7 +52,7 @@ pub fn fingerprint_for_humans(hex: &str) -> String {
 }
 
 /// Builds the rustls acceptor for a setting; `None` for plain HTTP.
-pub fn setup(
+pub(crate) fn setup(
     setting: &TlsSetting,
     data_dir: &Path,
     listen: SocketAddr,

@@ -112,8 +112,8 @@ async fn operations_on_the_local_node() -> anyhow::Result<()> {
         sim_data_dir: None,
         runtime: Default::default(),
         accounts: Default::default(),
-        tls: cpn_server::tls::TlsSetting::Off,
-        max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
+        tls: cpn_server::TlsSetting::Off,
+        max_connections: cpn_server::DEFAULT_MAX_CONNECTIONS,
         notify: Default::default(),
     })
     .await?;
@@ -461,8 +461,8 @@ async fn operations_on_registry_resources() -> anyhow::Result<()> {
         sim_data_dir: None,
         runtime: Default::default(),
         accounts: Default::default(),
-        tls: cpn_server::tls::TlsSetting::Off,
-        max_connections: cpn_server::listener::DEFAULT_MAX_CONNECTIONS,
+        tls: cpn_server::TlsSetting::Off,
+        max_connections: cpn_server::DEFAULT_MAX_CONNECTIONS,
         notify: Default::default(),
     })
     .await?;

@@ -4,7 +4,7 @@
 
 use crate::cli::{DEFAULT_SIM_DATA, ServeArgs, TlsMode};
 use anyhow::{Context, Result, bail};
-use cpn_server::tls::TlsSetting;
+use cpn_server::TlsSetting;
 use cpn_server::{RunningServer, ServeConfig};
 use std::path::PathBuf;
 use std::time::Duration;
