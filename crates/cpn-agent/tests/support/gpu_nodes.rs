@@ -76,5 +76,19 @@ pub fn v1_devices_hierarchy() -> Result<(), String> {
             "this process lacks CAP_SYS_ADMIN (CapEff {effective:#x}), which device rules need"
         ));
     }
-    Ok(())
+    // Last, the simplest rules in a group of the test's own: where even these cannot be
+    // written, no agent can enforce; where they can, an agent that does not is wrong.
+    let probe = root.join(format!("cpn-test-probe-{}", std::process::id()));
+    let written = fs::create_dir(&probe).and_then(|()| {
+        let rules = fs::write(probe.join("devices.deny"), "a")
+            .and_then(|()| fs::write(probe.join("devices.allow"), "c 1:3 rwm"));
+        let removed = fs::remove_dir(&probe);
+        rules.and(removed)
+    });
+    written.map_err(|e| {
+        format!(
+            "a device rule cannot be written in {}: {e}",
+            probe.display()
+        )
+    })
 }
