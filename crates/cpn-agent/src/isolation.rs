@@ -775,7 +775,15 @@ pub(crate) fn detect_cgroups() -> Cgroups {
         let base = mnt.join("cpn");
         // Writable means the agent can make an attempt's cgroup there (the base may exist,
         // made by another agent of another user).
-        let probe = base.join(format!(".probe-{}", std::process::id()));
+        // Unique per probe, not only per process: agents of one process (the emulated nodes
+        // of `cpn serve`, tests) probe at the same time, and a name taken by another's probe
+        // would read as "not writable".
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let probe = base.join(format!(
+            ".probe-{}-{}",
+            std::process::id(),
+            PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let writable = fs::create_dir_all(&base).is_ok()
             && fs::create_dir(&probe).is_ok()
             // Device rules are reported enforced only where they can be written (a
